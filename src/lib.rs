@@ -1,0 +1,7 @@
+//! pymemtrace: find which Python code makes a CPython process grow.
+//!
+//! Data flows one way: [`attach`] (the target process and its memory) →
+//! [`python`] (stacks) + [`memory`] (counters) → `sampler` → `profile` → `output`.
+
+pub mod attach;
+pub mod python;

@@ -1,0 +1,51 @@
+//! Reading CPython interpreter state out of process: discovery, version detection, layouts,
+//! frame walking and code-object decoding. Nothing here knows about sampling or outputs.
+
+pub mod layout;
+
+use std::fmt;
+use std::sync::Arc;
+
+/// What a code object tells about a function: decoded once, shared by every frame that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CodeInfo {
+    /// `co_qualname` where the version has it (3.11+), else `co_name`.
+    pub function: String,
+    /// `co_filename`.
+    pub filename: String,
+    /// `co_firstlineno`.
+    pub first_line: u32,
+}
+
+/// One Python frame of a thread's stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// The function the frame runs.
+    pub code: Arc<CodeInfo>,
+    /// The line being executed (0 if it could not be decoded).
+    pub line: u32,
+}
+
+impl fmt::Display for Frame {
+    /// `function (path/to/file.py:LINE)`, the frame text of every output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{})", self.code.function, self.code.filename, self.line)
+    }
+}
+
+/// One Python thread as seen at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadStack {
+    /// `threading.get_ident()` of the thread (its `pthread_t`).
+    pub thread_id: u64,
+    /// The kernel thread id, where it could be found.
+    pub native_id: Option<u32>,
+    /// `threading.Thread.name`, where it could be read.
+    pub name: Option<String>,
+    /// Whether this thread held the GIL at the time of the read.
+    pub holds_gil: bool,
+    /// Whether the OS reported the thread as not running (sleeping or waiting).
+    pub idle: bool,
+    /// The Python frames, innermost first.
+    pub frames: Vec<Frame>,
+}
