@@ -4,4 +4,5 @@
 //! [`python`] (stacks) + [`memory`] (counters) → `sampler` → `profile` → `output`.
 
 pub mod attach;
+pub mod cli;
 pub mod python;

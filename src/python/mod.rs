@@ -29,7 +29,11 @@ pub struct Frame {
 impl fmt::Display for Frame {
     /// `function (path/to/file.py:LINE)`, the frame text of every output.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}:{})", self.code.function, self.code.filename, self.line)
+        write!(
+            f,
+            "{} ({}:{})",
+            self.code.function, self.code.filename, self.line
+        )
     }
 }
 

@@ -13,6 +13,7 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
+/// Runs the subcommand.
 pub fn run(_args: DumpArgs) -> anyhow::Result<()> {
     anyhow::bail!("not yet")
 }

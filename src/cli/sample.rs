@@ -13,6 +13,7 @@ pub struct SampleArgs {
     pub command: Vec<String>,
 }
 
+/// Runs the subcommand.
 pub fn run(_args: SampleArgs) -> anyhow::Result<()> {
     anyhow::bail!("`pmt sample` is not built yet: use `pmt dump --pid PID` for stacks")
 }
