@@ -5,4 +5,5 @@
 
 pub mod attach;
 pub mod cli;
+pub mod memory;
 pub mod python;

@@ -1,0 +1,407 @@
+//! eBPF allocator counters: calls and requested bytes of a target's allocator, per thread.
+//!
+//! Owns the BPF object built from `dtrace/bpf/malloc_counters.bpf.c` (see `build.rs`), its
+//! loading, the uprobes on the target's libc (and, optionally, CPython's object allocator), and
+//! the per-thread totals the sampler reads each tick. It knows nothing of stacks or outputs.
+//!
+//! Design: one BPF hash map keyed by kernel thread id, each value six `u64` counters updated
+//! with atomic adds by the thread that owns the key, so concurrent threads never share an
+//! entry and a reader never sees a torn or decreasing counter. [`MallocCounters::read`] is one
+//! iteration of that map. Counters are cumulative since attach; callers take deltas.
+//!
+//! The uprobes are perf-event links (no tracefs entries are created): they are detached when
+//! [`MallocCounters`] is dropped, and by the kernel when this process dies, however it dies.
+
+mod targets;
+
+use std::collections::HashMap;
+use std::io;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::{Ebpf, EbpfLoader};
+
+pub use targets::PythonAllocatorProbes;
+
+/// The compiled BPF object, or an empty one when clang was missing at build time.
+#[cfg(not(pmt_no_bpf))]
+static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/malloc_counters.bpf.o"));
+#[cfg(pmt_no_bpf)]
+static BPF_OBJECT: &[u8] = &[];
+
+/// What to count besides libc's allocator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MallocOptions {
+    /// Also count CPython's object allocator (`PyObject_Malloc`, `PyMem_Malloc` families), so
+    /// small objects served by pymalloc count too. Costs more: these calls are very frequent.
+    pub python_allocators: bool,
+}
+
+/// Cumulative allocator totals of one thread since attach.
+///
+/// `calls`/`bytes` count both layers: every libc allocation call, plus (with
+/// [`MallocOptions::python_allocators`]) every CPython allocator request of at most 512 bytes,
+/// which pymalloc serves without libc. Larger CPython requests reach libc and are counted
+/// there only, so no byte is counted twice. `realloc` counts as a call of its new size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocTotals {
+    /// Allocation calls (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, and
+    /// pymalloc-served CPython requests).
+    pub calls: u64,
+    /// Bytes requested by those calls.
+    pub bytes: u64,
+    /// `free` calls with a non-NULL pointer (libc), plus CPython allocator frees.
+    pub frees: u64,
+    /// The part of `calls` made through CPython's allocator.
+    pub python_calls: u64,
+    /// The part of `bytes` requested through CPython's allocator.
+    pub python_bytes: u64,
+    /// The part of `frees` made through CPython's allocator (this includes frees of large
+    /// blocks that libc `free` sees as well).
+    pub python_frees: u64,
+}
+
+/// The BPF map value, field for field as `struct alloc_counts` in the BPF source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCounts {
+    calls: u64,
+    bytes: u64,
+    frees: u64,
+    py_calls: u64,
+    py_bytes: u64,
+    py_frees: u64,
+}
+
+// SAFETY: plain-old-data, `repr(C)`, six u64 and no padding.
+unsafe impl aya::Pod for RawCounts {}
+
+impl From<RawCounts> for AllocTotals {
+    fn from(raw: RawCounts) -> Self {
+        AllocTotals {
+            calls: raw.calls.saturating_add(raw.py_calls),
+            bytes: raw.bytes.saturating_add(raw.py_bytes),
+            frees: raw.frees.saturating_add(raw.py_frees),
+            python_calls: raw.py_calls,
+            python_bytes: raw.py_bytes,
+            python_frees: raw.py_frees,
+        }
+    }
+}
+
+/// One attached uprobe, for summaries ("what was counted").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedProbe {
+    /// The probed file, as opened through `/proc/PID/root`.
+    pub path: PathBuf,
+    /// The probed symbol.
+    pub symbol: &'static str,
+}
+
+/// Why the allocator counters are unavailable. Each message says what to do; the other
+/// metrics do not depend on these counters.
+#[derive(Debug, thiserror::Error)]
+pub enum MallocError {
+    /// Not root and lacking CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN).
+    #[error(
+        "malloc counters need root or CAP_BPF+CAP_PERFMON to load eBPF programs ({detail}); run as root or use another --metric"
+    )]
+    NotPermitted {
+        /// What was refused.
+        detail: String,
+    },
+    /// The kernel has no uprobe perf events (CONFIG_UPROBE_EVENTS) or no BPF syscall.
+    #[error(
+        "malloc counters need a kernel with BPF and uprobes (CONFIG_BPF_SYSCALL, CONFIG_UPROBE_EVENTS): {detail}; use another --metric"
+    )]
+    NoKernelSupport {
+        /// What is missing.
+        detail: String,
+    },
+    /// This binary was built without the BPF object.
+    #[error(
+        "this build of pymemtrace has no eBPF object (clang was missing when it was compiled); install clang and rebuild, or use another --metric"
+    )]
+    NotBuilt,
+    /// No such process.
+    #[error("no process {pid}: check the PID")]
+    NoSuchProcess {
+        /// The PID asked for.
+        pid: i32,
+    },
+    /// The target maps no libc with a `malloc` symbol.
+    #[error(
+        "process {pid} maps no libc with a malloc symbol (statically linked, or another allocator); malloc counters cannot attach, use another --metric"
+    )]
+    NoLibc {
+        /// The target.
+        pid: i32,
+    },
+    /// `--python-allocators` but no CPython allocator symbol in the target.
+    #[error(
+        "process {pid} has no CPython allocator symbols (PyObject_Malloc) in its executable or libpython; drop --python-allocators"
+    )]
+    NoPythonAllocator {
+        /// The target.
+        pid: i32,
+    },
+    /// The target's files could not be read.
+    #[error("cannot inspect the target: {what}")]
+    Target {
+        /// What failed.
+        what: String,
+    },
+    /// Loading, attaching or reading failed for another reason.
+    #[error("eBPF malloc counters failed: {what}")]
+    Bpf {
+        /// What failed, with the kernel's reason.
+        what: String,
+    },
+}
+
+impl MallocError {
+    fn from_proc(pid: i32, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::NotFound => MallocError::NoSuchProcess { pid },
+            io::ErrorKind::PermissionDenied => MallocError::NotPermitted {
+                detail: format!("cannot read /proc/{pid}/maps"),
+            },
+            _ => MallocError::Target {
+                what: format!("/proc/{pid}/maps: {source}"),
+            },
+        }
+    }
+
+    /// Classifies an aya error by the OS error at its root.
+    fn from_bpf(what: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = String::new();
+        let mut errno = None;
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if !chain.is_empty() {
+                chain.push_str(": ");
+            }
+            chain.push_str(&e.to_string());
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                errno = errno.or(io.raw_os_error());
+            }
+            current = e.source();
+        }
+        let detail = format!("{what}: {chain}");
+        match errno {
+            Some(libc::EPERM) | Some(libc::EACCES) => MallocError::NotPermitted { detail },
+            Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => MallocError::NoKernelSupport { detail },
+            _ => MallocError::Bpf { what: detail },
+        }
+    }
+}
+
+/// Checks the privileges and kernel features the counters need, before touching BPF.
+fn check_environment() -> Result<(), MallocError> {
+    if BPF_OBJECT.is_empty() {
+        return Err(MallocError::NotBuilt);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && !has_bpf_capabilities() {
+        return Err(MallocError::NotPermitted {
+            detail: format!("running as uid {euid} without those capabilities"),
+        });
+    }
+    let uprobe_pmu = "/sys/bus/event_source/devices/uprobe/type";
+    if !std::path::Path::new(uprobe_pmu).exists() {
+        return Err(MallocError::NoKernelSupport {
+            detail: format!("{uprobe_pmu} is missing"),
+        });
+    }
+    Ok(())
+}
+
+/// CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON, in this process's effective set.
+fn has_bpf_capabilities() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(effective) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Allocator counters attached to one process. Dropping it detaches every probe.
+pub struct MallocCounters {
+    counts: BpfHashMap<MapData, u32, RawCounts>,
+    lost: Array<MapData, u64>,
+    probes: Vec<AttachedProbe>,
+    python_probes: Option<PythonAllocatorProbes>,
+    // Owns the programs and their links; declared last so the maps above drop first.
+    _ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for MallocCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MallocCounters")
+            .field("probes", &self.probes)
+            .field("python_probes", &self.python_probes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MallocCounters {
+    /// Loads the BPF programs and attaches them to process `pid`'s allocator entry points.
+    ///
+    /// libc is the one the target maps (found through `/proc/PID/maps`, opened through
+    /// `/proc/PID/root`). With `options.python_allocators`, CPython's allocator in the target's
+    /// libpython or executable is probed too.
+    pub fn attach(pid: i32, options: &MallocOptions) -> Result<MallocCounters, MallocError> {
+        check_environment()?;
+        let tgid = u32::try_from(pid)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or(MallocError::NoSuchProcess { pid })?;
+        let mut sites = targets::libc_sites(pid)?;
+        let mut python_probes = None;
+        if options.python_allocators {
+            let (python, kind) = targets::python_sites(pid)?;
+            sites.extend(python);
+            python_probes = Some(kind);
+        }
+
+        let target_tgid = tgid.get();
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TARGET_TGID", &target_tgid, true)
+            .load(BPF_OBJECT)
+            .map_err(|e| MallocError::from_bpf("loading the BPF object", &e))?;
+
+        let mut probes = Vec::with_capacity(sites.len());
+        for site in &sites {
+            let program: &mut UProbe = ebpf
+                .program_mut(site.program)
+                .ok_or_else(|| MallocError::Bpf {
+                    what: format!("BPF object lacks program {}", site.program),
+                })?
+                .try_into()
+                .map_err(|e| MallocError::from_bpf(site.program, &e))?;
+            if program.fd().is_err() {
+                program
+                    .load()
+                    .map_err(|e| MallocError::from_bpf(&format!("loading {}", site.program), &e))?;
+            }
+            program
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(site.offset),
+                    &site.path,
+                    UProbeScope::OneProcess(tgid),
+                )
+                .map_err(|e| {
+                    let what = format!("attaching to {} in {}", site.symbol, site.path.display());
+                    MallocError::from_bpf(&what, &e)
+                })?;
+            probes.push(AttachedProbe {
+                path: site.path.clone(),
+                symbol: site.symbol,
+            });
+        }
+
+        let counts = ebpf
+            .take_map("ALLOC_COUNTS")
+            .ok_or_else(|| MallocError::Bpf {
+                what: "BPF object lacks map ALLOC_COUNTS".to_string(),
+            })
+            .and_then(|m| {
+                BpfHashMap::try_from(m).map_err(|e| MallocError::from_bpf("ALLOC_COUNTS", &e))
+            })?;
+        let lost = ebpf
+            .take_map("ALLOC_LOST")
+            .ok_or_else(|| MallocError::Bpf {
+                what: "BPF object lacks map ALLOC_LOST".to_string(),
+            })
+            .and_then(|m| {
+                Array::try_from(m).map_err(|e| MallocError::from_bpf("ALLOC_LOST", &e))
+            })?;
+        Ok(MallocCounters {
+            counts,
+            lost,
+            probes,
+            python_probes,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Cumulative totals per thread (kernel tid) since attach: one iteration of the BPF map.
+    /// Threads that made no counted call are absent; threads that exited keep their totals.
+    pub fn read(&mut self) -> Result<HashMap<u32, AllocTotals>, MallocError> {
+        let mut totals = HashMap::new();
+        for entry in self.counts.iter() {
+            let (tid, raw) =
+                entry.map_err(|e| MallocError::from_bpf("reading ALLOC_COUNTS", &e))?;
+            totals.insert(tid, AllocTotals::from(raw));
+        }
+        Ok(totals)
+    }
+
+    /// Allocator calls not counted because the per-thread map was full (16384 threads).
+    pub fn lost_events(&self) -> Result<u64, MallocError> {
+        self.lost
+            .get(&0, 0)
+            .map_err(|e| MallocError::from_bpf("reading ALLOC_LOST", &e))
+    }
+
+    /// The probes attached, one per distinct allocator entry point.
+    pub fn probes(&self) -> &[AttachedProbe] {
+        &self.probes
+    }
+
+    /// How CPython's allocator is probed, if `python_allocators` was asked for.
+    pub fn python_probes(&self) -> Option<PythonAllocatorProbes> {
+        self.python_probes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_counts_combine_both_layers() {
+        let raw = RawCounts {
+            calls: 3,
+            bytes: 300,
+            frees: 2,
+            py_calls: 5,
+            py_bytes: 40,
+            py_frees: 1,
+        };
+        let t = AllocTotals::from(raw);
+        assert_eq!((t.calls, t.bytes, t.frees), (8, 340, 3));
+        assert_eq!((t.python_calls, t.python_bytes, t.python_frees), (5, 40, 1));
+    }
+
+    #[test]
+    fn raw_counts_matches_bpf_value_size() {
+        assert_eq!(std::mem::size_of::<RawCounts>(), 6 * 8);
+    }
+
+    #[test]
+    fn missing_process_is_named() {
+        let err = MallocCounters::attach(i32::MAX, &MallocOptions::default());
+        let text = err
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!text.is_empty(), "attaching to a missing pid must fail");
+    }
+}

@@ -1,0 +1,248 @@
+//! Where the allocator probes go: which files of the target map libc and CPython, and the
+//! file offsets of their allocator symbols.
+//!
+//! Reads `/proc/PID/maps` and the ELF files (through `/proc/PID/root`, so a target in another
+//! mount namespace works); attaches nothing itself.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::PathBuf;
+
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+use super::MallocError;
+
+/// One uprobe to attach: a symbol of a mapped file, and the BPF program that counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProbeSite {
+    /// The file as this process can open it (`/proc/PID/root/...`).
+    pub path: PathBuf,
+    /// The symbol probed.
+    pub symbol: &'static str,
+    /// Offset of the symbol's first instruction in the file.
+    pub offset: u64,
+    /// Name of the BPF program in `malloc_counters.bpf.c`.
+    pub program: &'static str,
+}
+
+/// libc allocator entry points and the program that counts each.
+const LIBC_SYMBOLS: [(&str, &str); 7] = [
+    ("malloc", "pmt_malloc"),
+    ("calloc", "pmt_calloc"),
+    ("realloc", "pmt_realloc"),
+    ("free", "pmt_free"),
+    ("posix_memalign", "pmt_posix_memalign"),
+    ("aligned_alloc", "pmt_aligned_alloc"),
+    ("memalign", "pmt_aligned_alloc"),
+];
+
+/// CPython's pymalloc implementation functions (local symbols; present when the binary keeps
+/// its symbol table, as pyenv builds do). Every PyObject_* and PyMem_* (non-raw) call reaches them.
+const PYTHON_IMPL_SYMBOLS: [(&str, &str); 4] = [
+    ("_PyObject_Malloc", "pmt_py_impl_malloc"),
+    ("_PyObject_Calloc", "pmt_py_impl_calloc"),
+    ("_PyObject_Realloc", "pmt_py_impl_realloc"),
+    ("_PyObject_Free", "pmt_py_impl_free"),
+];
+
+/// CPython's exported allocator functions, used when the implementations are not in the
+/// symbol table (stripped builds such as Debian's python3.11).
+const PYTHON_EXPORTED_SYMBOLS: [(&str, &str); 8] = [
+    ("PyObject_Malloc", "pmt_py_malloc"),
+    ("PyObject_Calloc", "pmt_py_calloc"),
+    ("PyObject_Realloc", "pmt_py_realloc"),
+    ("PyObject_Free", "pmt_py_free"),
+    ("PyMem_Malloc", "pmt_py_malloc"),
+    ("PyMem_Calloc", "pmt_py_calloc"),
+    ("PyMem_Realloc", "pmt_py_realloc"),
+    ("PyMem_Free", "pmt_py_free"),
+];
+
+/// Which CPython allocator symbols were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PythonAllocatorProbes {
+    /// pymalloc's implementation functions (`_PyObject_Malloc`...): every call is seen.
+    Implementation,
+    /// Only the exported wrappers (`PyObject_Malloc`...): calls the compiler inlined inside
+    /// the interpreter are not seen.
+    ExportedOnly,
+}
+
+/// Files mapped executable by the target, as paths in the target's mount namespace.
+fn mapped_files(pid: i32) -> Result<Vec<String>, MallocError> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|source| MallocError::from_proc(pid, source))?;
+    let mut seen = HashSet::new();
+    let mut files = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let perms = fields.nth(1).unwrap_or("");
+        if !perms.contains('x') {
+            continue;
+        }
+        // address perms offset dev inode path
+        if let Some(path) = fields.nth(3)
+            && path.starts_with('/')
+            && seen.insert(path.to_string())
+        {
+            files.push(path.to_string());
+        }
+    }
+    Ok(files)
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn is_libc(path: &str) -> bool {
+    let name = basename(path);
+    name.starts_with("libc.so") || name.starts_with("libc-") || name.starts_with("ld-musl")
+}
+
+fn is_libpython(path: &str) -> bool {
+    let name = basename(path);
+    name.starts_with("libpython") && name.contains(".so")
+}
+
+fn in_target_root(pid: i32, path: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root{path}"))
+}
+
+/// File offsets of the wanted function symbols defined in an ELF file (symtab and dynsym).
+fn symbol_offsets(path: &PathBuf, wanted: &[&str]) -> Result<HashMap<String, u64>, MallocError> {
+    let data = fs::read(path).map_err(|source| MallocError::Target {
+        what: format!("cannot read {}: {source}", path.display()),
+    })?;
+    let file = object::File::parse(&*data).map_err(|e| MallocError::Target {
+        what: format!("{} is not a readable ELF file: {e}", path.display()),
+    })?;
+    let mut found = HashMap::new();
+    for symbol in file.symbols().chain(file.dynamic_symbols()) {
+        if symbol.kind() != SymbolKind::Text || !symbol.is_definition() {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        if !wanted.contains(&name) || found.contains_key(name) {
+            continue;
+        }
+        let Some(index) = symbol.section().index() else {
+            continue;
+        };
+        let Ok(section) = file.section_by_index(index) else {
+            continue;
+        };
+        let Some((section_offset, _)) = section.file_range() else {
+            continue;
+        };
+        let Some(offset) = symbol
+            .address()
+            .checked_sub(section.address())
+            .and_then(|o| o.checked_add(section_offset))
+        else {
+            continue;
+        };
+        found.insert(name.to_string(), offset);
+    }
+    Ok(found)
+}
+
+/// Probe sites for `table`'s symbols present in `path`; two names at one offset (aliases) get
+/// one probe, so no call is counted twice.
+fn sites(
+    path: &PathBuf,
+    table: &[(&'static str, &'static str)],
+    offsets: &HashMap<String, u64>,
+) -> Vec<ProbeSite> {
+    let mut used = HashSet::new();
+    table
+        .iter()
+        .filter_map(|&(symbol, program)| {
+            let offset = *offsets.get(symbol)?;
+            used.insert(offset).then(|| ProbeSite {
+                path: path.clone(),
+                symbol,
+                offset,
+                program,
+            })
+        })
+        .collect()
+}
+
+/// The libc allocator probe sites of process `pid`.
+pub(crate) fn libc_sites(pid: i32) -> Result<Vec<ProbeSite>, MallocError> {
+    let files = mapped_files(pid)?;
+    let libc = files
+        .iter()
+        .find(|p| is_libc(p))
+        .ok_or(MallocError::NoLibc { pid })?;
+    let path = in_target_root(pid, libc);
+    let names: Vec<&str> = LIBC_SYMBOLS.iter().map(|(s, _)| *s).collect();
+    let offsets = symbol_offsets(&path, &names)?;
+    if !offsets.contains_key("malloc") {
+        return Err(MallocError::NoLibc { pid });
+    }
+    Ok(sites(&path, &LIBC_SYMBOLS, &offsets))
+}
+
+/// The CPython allocator probe sites of process `pid`: in the libpython it maps, else in its
+/// executable.
+pub(crate) fn python_sites(
+    pid: i32,
+) -> Result<(Vec<ProbeSite>, PythonAllocatorProbes), MallocError> {
+    let files = mapped_files(pid)?;
+    let mut candidates: Vec<String> = files.iter().filter(|p| is_libpython(p)).cloned().collect();
+    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
+        candidates.push(exe.to_string_lossy().into_owned());
+    }
+    let names: Vec<&str> = PYTHON_IMPL_SYMBOLS
+        .iter()
+        .chain(PYTHON_EXPORTED_SYMBOLS.iter())
+        .map(|(s, _)| *s)
+        .collect();
+    for candidate in candidates {
+        let path = in_target_root(pid, &candidate);
+        let Ok(offsets) = symbol_offsets(&path, &names) else {
+            continue;
+        };
+        if PYTHON_IMPL_SYMBOLS
+            .iter()
+            .all(|(s, _)| offsets.contains_key(*s))
+        {
+            let found = sites(&path, &PYTHON_IMPL_SYMBOLS, &offsets);
+            return Ok((found, PythonAllocatorProbes::Implementation));
+        }
+        if offsets.contains_key("PyObject_Malloc") {
+            let found = sites(&path, &PYTHON_EXPORTED_SYMBOLS, &offsets);
+            return Ok((found, PythonAllocatorProbes::ExportedOnly));
+        }
+    }
+    Err(MallocError::NoPythonAllocator { pid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_libc_and_libpython_names() {
+        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc("/lib/libc-2.31.so"));
+        assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
+        assert!(!is_libc("/usr/lib/x86_64-linux-gnu/libcrypt.so.1"));
+        assert!(is_libpython(
+            "/root/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0"
+        ));
+        assert!(!is_libpython("/usr/bin/python3.11"));
+    }
+
+    #[test]
+    fn own_libc_has_probe_sites_without_aliases_twice() {
+        let pid = i32::try_from(std::process::id()).expect("pid fits i32");
+        let found = libc_sites(pid).expect("this test process maps libc");
+        assert!(found.iter().any(|s| s.symbol == "malloc"));
+        assert!(found.iter().any(|s| s.symbol == "free"));
+        let offsets: HashSet<u64> = found.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets.len(), found.len());
+    }
+}
