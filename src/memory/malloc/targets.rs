@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
@@ -110,7 +110,7 @@ fn in_target_root(pid: i32, path: &str) -> PathBuf {
 }
 
 /// File offsets of the wanted function symbols defined in an ELF file (symtab and dynsym).
-fn symbol_offsets(path: &PathBuf, wanted: &[&str]) -> Result<HashMap<String, u64>, MallocError> {
+fn symbol_offsets(path: &Path, wanted: &[&str]) -> Result<HashMap<String, u64>, MallocError> {
     let data = fs::read(path).map_err(|source| MallocError::Target {
         what: format!("cannot read {}: {source}", path.display()),
     })?;
@@ -150,7 +150,7 @@ fn symbol_offsets(path: &PathBuf, wanted: &[&str]) -> Result<HashMap<String, u64
 /// Probe sites for `table`'s symbols present in `path`; two names at one offset (aliases) get
 /// one probe, so no call is counted twice.
 fn sites(
-    path: &PathBuf,
+    path: &Path,
     table: &[(&'static str, &'static str)],
     offsets: &HashMap<String, u64>,
 ) -> Vec<ProbeSite> {
@@ -160,7 +160,7 @@ fn sites(
         .filter_map(|&(symbol, program)| {
             let offset = *offsets.get(symbol)?;
             used.insert(offset).then(|| ProbeSite {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 symbol,
                 offset,
                 program,
