@@ -19,7 +19,7 @@ pub struct Python {
 }
 
 /// Every pyenv CPython 3.6+ and Debian's python3.11; missing ones listed in
-/// `PMT_REQUIRE_PYTHONS` (space or comma separated `3.X`) fail the test.
+/// `PMT_REQUIRE_PYTHONS` (space or comma separated `3.X`, `system3.11`) fail the test.
 pub fn pythons() -> Vec<Python> {
     let mut found = Vec::new();
     let root = std::env::var_os("PYENV_ROOT")
@@ -55,9 +55,12 @@ pub fn pythons() -> Vec<Python> {
     found.sort_by(|a, b| a.label.cmp(&b.label));
     if let Ok(required) = std::env::var("PMT_REQUIRE_PYTHONS") {
         for version in required.split([' ', ',']).filter(|v| !v.is_empty()) {
-            let present = found
-                .iter()
-                .any(|p| p.label.contains(&format!("-{version}")));
+            // `system3.11` is Debian's /usr/bin/python3.11; `3.X` a pyenv version.
+            let label = match version.strip_prefix("system") {
+                Some(v) => format!("debian-{v}"),
+                None => format!("pyenv-{version}."),
+            };
+            let present = found.iter().any(|p| p.label.starts_with(&label));
             assert!(
                 present,
                 "PMT_REQUIRE_PYTHONS lists {version}, which is not installed"
