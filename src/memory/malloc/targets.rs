@@ -142,9 +142,81 @@ fn symbol_offsets(path: &Path, wanted: &[&str]) -> Result<HashMap<String, u64>, 
         else {
             continue;
         };
-        found.insert(name.to_string(), offset);
+        let code = usize::try_from(offset)
+            .ok()
+            .and_then(|start| data.get(start..start.saturating_add(32)))
+            .unwrap_or(&[]);
+        found.insert(name.to_string(), offset + cheap_probe_skip(code));
     }
     Ok(found)
+}
+
+/// How many bytes past a function's entry its uprobe should sit so that the kernel can emulate
+/// the probed instruction instead of single-stepping it out of line (a debug trap per hit, which
+/// costs several microseconds in a VM and dominated the benchmark).
+///
+/// Only leading instructions that cannot branch and write no argument register (rdi, rsi, rdx)
+/// nor rsp are skipped, so every call still crosses the probe with its arguments intact. The
+/// probe moves only if it then lands on an instruction the kernel emulates (push, jcc, jmp,
+/// call); otherwise it stays at the entry.
+#[cfg(target_arch = "x86_64")]
+fn cheap_probe_skip(code: &[u8]) -> u64 {
+    let mut at = 0usize;
+    for _ in 0..4 {
+        let rest = code.get(at..).unwrap_or(&[]);
+        if x86_emulated(rest) {
+            return at as u64;
+        }
+        match x86_harmless_len(rest) {
+            Some(len) => at += len,
+            None => return 0,
+        }
+    }
+    0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cheap_probe_skip(_code: &[u8]) -> u64 {
+    0
+}
+
+/// push r64, jcc rel8/rel32, jmp rel8/rel32, call rel32: emulated by the x86 uprobe code.
+#[cfg(target_arch = "x86_64")]
+fn x86_emulated(code: &[u8]) -> bool {
+    matches!(
+        code,
+        [0x50..=0x57, ..]
+            | [0x41, 0x50..=0x57, ..]
+            | [0x70..=0x7f, _, ..]
+            | [0xeb, _, ..]
+            | [0x0f, 0x80..=0x8f, _, _, _, _, ..]
+            | [0xe8 | 0xe9, _, _, _, _, ..]
+    )
+}
+
+/// Length of a leading instruction that only sets flags or writes a non-argument register, for
+/// the few forms compilers put first in allocator functions; `None` for anything else.
+#[cfg(target_arch = "x86_64")]
+fn x86_harmless_len(code: &[u8]) -> Option<usize> {
+    const ARGUMENT_OR_STACK: [u8; 4] = [7, 6, 2, 4]; // rdi, rsi, rdx, rsp
+    match code {
+        // endbr64
+        [0xf3, 0x0f, 0x1e, 0xfa, ..] => Some(4),
+        // test r64, r64 (register form): flags only
+        [0x48 | 0x49 | 0x4c | 0x4d, 0x85, modrm, ..] if modrm >> 6 == 3 => Some(3),
+        [0x85, modrm, ..] if modrm >> 6 == 3 => Some(2),
+        // cmp byte [rip+disp32], imm8: flags only
+        [0x80, 0x3d, _, _, _, _, _, ..] => Some(7),
+        // lea r64, [base+disp8] into a non-argument register (no REX.R, no SIB)
+        [0x48, 0x8d, modrm, _, ..]
+            if modrm >> 6 == 1
+                && modrm & 7 != 4
+                && !ARGUMENT_OR_STACK.contains(&((modrm >> 3) & 7)) =>
+        {
+            Some(4)
+        }
+        _ => None,
+    }
 }
 
 /// Probe sites for `table`'s symbols present in `path`; two names at one offset (aliases) get
@@ -234,6 +306,27 @@ mod tests {
             "/root/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0"
         ));
         assert!(!is_libpython("/usr/bin/python3.11"));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn probes_skip_only_harmless_leading_instructions() {
+        // glibc free: test rdi,rdi; je ... -> probe the je
+        assert_eq!(
+            cheap_probe_skip(&[0x48, 0x85, 0xff, 0x0f, 0x84, 1, 2, 3, 4]),
+            3
+        );
+        // glibc malloc: push r12 first -> stay at entry
+        assert_eq!(cheap_probe_skip(&[0x41, 0x54, 0x55]), 0);
+        // glibc aligned_alloc: cmpb $0,(rip); je
+        assert_eq!(cheap_probe_skip(&[0x80, 0x3d, 1, 2, 3, 4, 0, 0x74, 7]), 7);
+        // _PyObject_Malloc: lea -1(%rsi),%rax; push rbx
+        assert_eq!(cheap_probe_skip(&[0x48, 0x8d, 0x46, 0xff, 0x53]), 4);
+        // lea into rdi would change an argument: stay at entry
+        assert_eq!(cheap_probe_skip(&[0x48, 0x8d, 0x7e, 0xff, 0x53]), 0);
+        // mov rdi,rbx (not whitelisted): stay at entry
+        assert_eq!(cheap_probe_skip(&[0x48, 0x89, 0xfb, 0x53]), 0);
+        assert_eq!(cheap_probe_skip(&[]), 0);
     }
 
     #[test]
