@@ -2,6 +2,7 @@
 //! frame walking and code-object decoding. Nothing here knows about sampling or outputs.
 
 pub mod layout;
+pub mod layouts;
 
 use std::fmt;
 use std::sync::Arc;
