@@ -106,23 +106,42 @@ fn check(label: &str) {
     let name = |plain: &str, qual: &str| if qualified { qual } else { plain }.to_string();
     let s = "known_stack.py".to_string();
     let mut expected = vec![
-        ("функция".to_string(), "модуль_ü.py".to_string(), u64::from(sleep_line)),
+        (
+            "функция".to_string(),
+            "модуль_ü.py".to_string(),
+            u64::from(sleep_line),
+        ),
         ("gen".to_string(), s.clone(), u64::from(at["gen-yield"])),
-        ("recurse".to_string(), s.clone(), u64::from(at["recurse-base"])),
+        (
+            "recurse".to_string(),
+            s.clone(),
+            u64::from(at["recurse-base"]),
+        ),
     ];
     for _ in 0..5 {
-        expected.push(("recurse".to_string(), s.clone(), u64::from(at["recurse-step"])));
+        expected.push((
+            "recurse".to_string(),
+            s.clone(),
+            u64::from(at["recurse-step"]),
+        ));
     }
     expected.push((
         name("<lambda>", "K.method.<locals>.<lambda>"),
         s.clone(),
         u64::from(at["lambda"]),
     ));
-    expected.push((name("method", "K.method"), s.clone(), u64::from(at["method"])));
+    expected.push((
+        name("method", "K.method"),
+        s.clone(),
+        u64::from(at["method"]),
+    ));
     expected.push(("<module>".to_string(), s.clone(), u64::from(at["module"])));
     assert_eq!(got, expected, "{label}: main thread stack");
     assert_eq!(main["idle"], true, "{label}: sleeping main thread is idle");
-    assert_eq!(main["holds_gil"], false, "{label}: sleeping main thread holds no GIL");
+    assert_eq!(
+        main["holds_gil"], false,
+        "{label}: sleeping main thread holds no GIL"
+    );
     assert_eq!(main["native_id"].as_i64(), Some(i64::from(target.pid())));
 
     // Worker: the asyncio task's coroutines, asyncio's loop, then the thread's bootstrap.
@@ -136,8 +155,16 @@ fn check(label: &str) {
     assert_eq!(
         frames[..2],
         [
-            ("leaf_coro".to_string(), s.clone(), u64::from(at["worker-sleep"])),
-            ("task_coro".to_string(), s.clone(), u64::from(at["task-await"])),
+            (
+                "leaf_coro".to_string(),
+                s.clone(),
+                u64::from(at["worker-sleep"])
+            ),
+            (
+                "task_coro".to_string(),
+                s.clone(),
+                u64::from(at["task-await"])
+            ),
         ],
         "{label}: worker coroutines"
     );
@@ -146,7 +173,12 @@ fn check(label: &str) {
         .position(|f| f.0 == "worker_main")
         .unwrap_or_else(|| panic!("{label}: no worker_main in {frames:?}"));
     assert_eq!(frames[run_at].2, u64::from(at["worker-run"]));
-    let full = |i: usize| worker["frames"][i]["filename"].as_str().unwrap_or_default().to_string();
+    let full = |i: usize| {
+        worker["frames"][i]["filename"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     assert!(
         (2..run_at).all(|i| full(i).contains("asyncio")),
         "{label}: frames between the task and worker_main are asyncio's: {frames:?}"
@@ -165,8 +197,14 @@ fn check(label: &str) {
         ("spin".to_string(), s.clone(), u64::from(at["spin"])),
         "{label}: spinner frame"
     );
-    assert_eq!(spinner["holds_gil"], true, "{label}: the spinning thread holds the GIL");
-    assert_eq!(spinner["idle"], false, "{label}: the spinning thread is running");
+    assert_eq!(
+        spinner["holds_gil"], true,
+        "{label}: the spinning thread holds the GIL"
+    );
+    assert_eq!(
+        spinner["idle"], false,
+        "{label}: the spinning thread is running"
+    );
     assert_eq!(dump["threads"].as_array().map(Vec::len), Some(3));
     assert!(dump["rss_bytes"].as_u64().unwrap_or(0) > 1 << 20);
 }

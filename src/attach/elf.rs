@@ -62,12 +62,7 @@ pub fn load_symbols(
     let bias = match file.kind() {
         ObjectKind::Executable => 0,
         _ => {
-            let first_load = file
-                .segments()
-                .map(|s| s.address())
-                .min()
-                .unwrap_or(0)
-                & !0xfff;
+            let first_load = file.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
             base.wrapping_sub(first_load)
         }
     };

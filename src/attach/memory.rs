@@ -164,7 +164,10 @@ impl ReadMemory for RemoteMemory {
                         });
                     }
                 }
-                return Err(MemoryError::BadAddress { addr: 0, len: total });
+                return Err(MemoryError::BadAddress {
+                    addr: 0,
+                    len: total,
+                });
             }
         }
         Ok(())

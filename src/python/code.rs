@@ -76,7 +76,12 @@ impl CodeCache {
         let line = match offset {
             None => code.info.first_line,
             Some(offset) => *code.lines.entry(offset).or_insert_with(|| {
-                line_for_offset(layout.version, &code.linetable, code.info.first_line, offset)
+                line_for_offset(
+                    layout.version,
+                    &code.linetable,
+                    code.info.first_line,
+                    offset,
+                )
             }),
         };
         Ok((code.info.clone(), line))

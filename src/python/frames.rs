@@ -39,7 +39,10 @@ pub fn walk_frames(
     while addr != 0 {
         visited += 1;
         if visited > MAX_FRAMES {
-            return Err(DecodeError::invalid("frame chain (too deep or cyclic)", first));
+            return Err(DecodeError::invalid(
+                "frame chain (too deep or cyclic)",
+                first,
+            ));
         }
         mem.read(addr, &mut buf)?;
         let back = field_u64(&buf, layout.frame_back);

@@ -13,6 +13,7 @@ pub mod version;
 
 pub use spy::{PythonSpy, SpyError, SpyOptions};
 pub use version::PythonVersion;
+
 use std::fmt;
 use std::sync::Arc;
 

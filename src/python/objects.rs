@@ -87,11 +87,15 @@ pub fn read_str(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result<Str
         1 => data.iter().map(|&b| char::from(b)).collect(),
         2 => data
             .chunks_exact(2)
-            .map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]]))).unwrap_or('\u{fffd}'))
+            .map(|c| {
+                char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]]))).unwrap_or('\u{fffd}')
+            })
             .collect(),
         _ => data
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}'))
+            .map(|c| {
+                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}')
+            })
             .collect(),
     };
     Ok(text)

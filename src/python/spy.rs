@@ -9,13 +9,14 @@ use super::layout::Layout;
 use super::layouts::{SUPPORTED, layout_for};
 use super::objects::{DecodeError, read_str};
 use super::threads::{
-    GLIBC_PTHREAD_TID_OFFSET, GilLocation, gil_holder, module_global, thread_names,
-    thread_states,
+    GLIBC_PTHREAD_TID_OFFSET, GilLocation, gil_holder, module_global, thread_names, thread_states,
 };
 use super::version::PythonVersion;
 use super::{Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
-use crate::attach::{MappedFile, MemoryError, ProcessError, ReadMemory, RemoteMemory, TargetProcess};
+use crate::attach::{
+    MappedFile, MemoryError, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -269,9 +270,9 @@ impl PythonSpy {
             None
         };
         let head = match self.root {
-            InterpreterRoot::Runtime(runtime) => self.mem.read_u64(
-                runtime + self.layout.runtime_interpreters_head.unwrap_or_default(),
-            ),
+            InterpreterRoot::Runtime(runtime) => self
+                .mem
+                .read_u64(runtime + self.layout.runtime_interpreters_head.unwrap_or_default()),
             InterpreterRoot::InterpHead(addr) => self.mem.read_u64(addr),
         }
         .map_err(|e| self.read_error(e.into()))?;
@@ -347,11 +348,7 @@ impl PythonSpy {
 }
 
 /// The ELF file holding the interpreter: `libpythonX.Y.so` if mapped, else the executable.
-fn find_interpreter(
-    process: &TargetProcess,
-    maps: &[MappedFile],
-    exe: &Path,
-) -> Option<LoadedElf> {
+fn find_interpreter(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -> Option<LoadedElf> {
     let is_libpython = |m: &&MappedFile| {
         m.path
             .file_name()

@@ -4,8 +4,8 @@
 
 use super::layout::Layout;
 use super::objects::{
-    DecodeError, dict_get_str, dict_items, dict_values_header, field_u64, keys_items,
-    read_str, read_u64_int,
+    DecodeError, dict_get_str, dict_items, dict_values_header, field_u64, keys_items, read_str,
+    read_u64_int,
 };
 use crate::attach::ReadMemory;
 use std::collections::HashMap;

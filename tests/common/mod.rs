@@ -82,7 +82,15 @@ pub fn interpreter_or_skip(label: &str) -> Option<Interpreter> {
 
 /// Every label the tests know.
 pub const LABELS: &[&str] = &[
-    "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "system3.11",
+    "3.6",
+    "3.7",
+    "3.8",
+    "3.9",
+    "3.10",
+    "3.11",
+    "3.12",
+    "3.13",
+    "system3.11",
 ];
 
 /// A child process that is killed when dropped.
@@ -103,12 +111,18 @@ impl Target {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.stdout.read_line(&mut line).expect("reading the target's stdout");
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("reading the target's stdout");
             assert!(n > 0, "target exited before printing {marker:?}");
             if line.trim_end() == marker {
                 return;
             }
-            assert!(start.elapsed() < timeout, "target did not print {marker:?} in time");
+            assert!(
+                start.elapsed() < timeout,
+                "target did not print {marker:?} in time"
+            );
         }
     }
 }
