@@ -7,7 +7,7 @@ use super::CodeInfo;
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str};
 use crate::attach::ReadMemory;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 /// The most code objects kept decoded; the cache starts over past this.
@@ -16,6 +16,9 @@ const MAX_CACHED_CODES: usize = 1 << 16;
 /// A decoded code object.
 #[derive(Debug)]
 struct CachedCode {
+    /// `co_filename` and `co_name` pointers when decoded: if they differ later, the address
+    /// now holds another code object and the entry is decoded again.
+    fingerprint: (u64, u64),
     info: Arc<CodeInfo>,
     linetable: Vec<u8>,
     /// Address of the first instruction (3.11+: inline in the code object).
@@ -54,7 +57,15 @@ impl CodeCache {
         addr: u64,
         position: InstructionPosition,
     ) -> Result<(Arc<CodeInfo>, u32), DecodeError> {
-        if !self.codes.contains_key(&addr) {
+        let fingerprint = (
+            mem.read_u64(addr + layout.code_filename)?,
+            mem.read_u64(addr + layout.code_name)?,
+        );
+        if self
+            .codes
+            .get(&addr)
+            .is_none_or(|code| code.fingerprint != fingerprint)
+        {
             if self.codes.len() >= MAX_CACHED_CODES {
                 self.codes.clear();
             }
@@ -111,7 +122,11 @@ fn decode_code(
     .unwrap_or(0)
         + 8;
     let raw = mem.read_vec(addr, span as usize)?;
-    let filename = read_str(mem, layout, field_u64(&raw, layout.code_filename))?;
+    let fingerprint = (
+        field_u64(&raw, layout.code_filename),
+        field_u64(&raw, layout.code_name),
+    );
+    let filename = read_str(mem, layout, fingerprint.0)?;
     let name_at = layout.code_qualname.unwrap_or(layout.code_name);
     let function = read_str(mem, layout, field_u64(&raw, name_at))?;
     let first_line = field_u32(&raw, layout.code_firstlineno);
@@ -122,6 +137,7 @@ fn decode_code(
         (None, None) => 0,
     };
     Ok(CachedCode {
+        fingerprint,
         info: Arc::new(CodeInfo {
             function,
             filename,
@@ -129,7 +145,7 @@ fn decode_code(
         }),
         linetable,
         code_start,
-        lines: HashMap::new(),
+        lines: HashMap::default(),
     })
 }
 

@@ -15,7 +15,7 @@ use super::version::PythonVersion;
 use super::{Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
 use crate::attach::{
-    MappedFile, MemoryError, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
+    MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -133,6 +133,9 @@ pub struct PythonSpy {
     names_read_at: Option<Instant>,
     native_ids: HashMap<u64, u32>,
     thread_errors: u64,
+    /// Pages the previous read used: most stay the same from one sample to the next, so
+    /// they are fetched in one batched call before walking.
+    last_pages: Vec<u64>,
 }
 
 impl PythonSpy {
@@ -207,6 +210,7 @@ impl PythonSpy {
             names_read_at: None,
             native_ids: HashMap::new(),
             thread_errors: 0,
+            last_pages: Vec::new(),
         })
     }
 
@@ -269,27 +273,28 @@ impl PythonSpy {
         } else {
             None
         };
+        let mem = self.mem;
+        let snapshot = PageCache::prefetched(&mem, &self.last_pages);
         let head = match self.root {
-            InterpreterRoot::Runtime(runtime) => self
-                .mem
+            InterpreterRoot::Runtime(runtime) => snapshot
                 .read_u64(runtime + self.layout.runtime_interpreters_head.unwrap_or_default()),
-            InterpreterRoot::InterpHead(addr) => self.mem.read_u64(addr),
+            InterpreterRoot::InterpHead(addr) => snapshot.read_u64(addr),
         }
         .map_err(|e| self.read_error(e.into()))?;
         if head == 0 {
             return Ok(Vec::new());
         }
-        let raws = thread_states(&self.mem, &self.layout, head).map_err(|e| self.read_error(e))?;
+        let raws = thread_states(&snapshot, &self.layout, head).map_err(|e| self.read_error(e))?;
         let mut stacks = Vec::with_capacity(raws.len());
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         for raw in raws {
-            let Some(frames) = self.frames_of(raw.first_frame) else {
+            let Some(frames) = self.frames_of(&snapshot, raw.first_frame) else {
                 self.thread_errors += 1;
                 continue;
             };
             let holder = *holders
                 .entry(raw.interp)
-                .or_insert_with(|| gil_holder(&self.mem, &self.layout, self.gil, raw.interp));
+                .or_insert_with(|| gil_holder(&snapshot, &self.layout, self.gil, raw.interp));
             let native_id = raw.native_id.or_else(|| self.native_id_of(raw.thread_id));
             if !self.names.contains_key(&raw.thread_id) {
                 self.refresh_names(raw.interp);
@@ -307,12 +312,20 @@ impl PythonSpy {
                 frames,
             });
         }
+        self.last_pages = snapshot.page_addresses();
         Ok(stacks)
     }
 
-    /// Frames from `first`, with one retry: a running target may move under the reader.
-    fn frames_of(&mut self, first: u64) -> Option<Vec<Frame>> {
-        (0..2).find_map(|_| walk_frames(&self.mem, &self.layout, &mut self.codes, first).ok())
+    /// Frames from `first`, with one retry straight from the target (not the snapshot's
+    /// pages): a running target may move under the reader.
+    fn frames_of(
+        &mut self,
+        snapshot: &PageCache<'_, RemoteMemory>,
+        first: u64,
+    ) -> Option<Vec<Frame>> {
+        walk_frames(snapshot, &self.layout, &mut self.codes, first)
+            .or_else(|_| walk_frames(&self.mem, &self.layout, &mut self.codes, first))
+            .ok()
     }
 
     /// Looks up `threading` names again, at most every [`NAME_REFRESH`].
@@ -362,9 +375,7 @@ fn find_interpreter(process: &TargetProcess, maps: &[MappedFile], exe: &Path) ->
     for mapped in candidates {
         let base = mapped.base.unwrap_or(mapped.start);
         let read_path = process.file_path(&mapped.path);
-        let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS, |s| {
-            PythonVersion::parse(s).is_some()
-        }) else {
+        let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS) else {
             continue;
         };
         if elf.symbols.contains_key("_PyRuntime") || elf.symbols.contains_key("interp_head") {
@@ -404,7 +415,11 @@ fn detect_version(mem: &RemoteMemory, elf: &LoadedElf, exe: &Path) -> Option<Pyt
     }
     match version_from_name(&elf.path).or_else(|| version_from_name(exe)) {
         Some((major, minor)) => Some(PythonVersion::minor_only(major, minor)),
-        None => elf.strings.iter().find_map(|s| PythonVersion::parse(s)),
+        None => elf
+            .rodata_strings(|s| PythonVersion::parse(s).is_some())
+            .ok()?
+            .iter()
+            .find_map(|s| PythonVersion::parse(s)),
     }
 }
 
