@@ -58,8 +58,8 @@ impl CodeCache {
         position: InstructionPosition,
     ) -> Result<(Arc<CodeInfo>, u32), DecodeError> {
         let fingerprint = (
-            mem.read_u64(addr + layout.code_filename)?,
-            mem.read_u64(addr + layout.code_name)?,
+            mem.read_u64(addr.wrapping_add(layout.code_filename))?,
+            mem.read_u64(addr.wrapping_add(layout.code_name))?,
         );
         if self
             .codes
@@ -132,8 +132,8 @@ fn decode_code(
     let first_line = field_u32(&raw, layout.code_firstlineno);
     let linetable = read_bytes(mem, layout, field_u64(&raw, layout.code_linetable))?;
     let code_start = match (layout.code_code_adaptive, layout.code_code) {
-        (Some(inline), _) => addr + inline,
-        (None, Some(code_at)) => field_u64(&raw, code_at) + layout.bytes_sval,
+        (Some(inline), _) => addr.wrapping_add(inline),
+        (None, Some(code_at)) => field_u64(&raw, code_at).wrapping_add(layout.bytes_sval),
         (None, None) => 0,
     };
     Ok(CachedCode {

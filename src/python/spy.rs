@@ -125,6 +125,7 @@ pub struct PythonSpy {
     version: PythonVersion,
     layout: Layout,
     layout_differences: Vec<&'static str>,
+    debug_offsets: Option<DebugOffsets>,
     root: InterpreterRoot,
     gil: GilLocation,
     options: SpyOptions,
@@ -163,21 +164,21 @@ impl PythonSpy {
             _ => return Err(unsupported()),
         };
         let base = *layout_for(version.major, version.minor).ok_or_else(unsupported)?;
-        let (layout, layout_differences) = match runtime {
+        let debug_offsets = match runtime {
             Some(runtime) if (version.major, version.minor) >= (3, 13) => {
-                match DebugOffsets::read(&mem, runtime)
+                DebugOffsets::read(&mem, runtime)
                     .map_err(|source| SpyError::Read { pid, source })?
-                {
-                    Some(debug) => debug.apply(&base),
-                    None => (base, Vec::new()),
-                }
             }
-            _ => (base, Vec::new()),
+            _ => None,
+        };
+        let (layout, layout_differences) = match &debug_offsets {
+            Some(debug) => debug.apply(&base),
+            None => (base, Vec::new()),
         };
         let root_interp = match root {
-            InterpreterRoot::Runtime(runtime) => {
-                mem.read_u64(runtime + layout.runtime_interpreters_head.unwrap_or_default())
-            }
+            InterpreterRoot::Runtime(runtime) => mem.read_u64(
+                runtime.wrapping_add(layout.runtime_interpreters_head.unwrap_or_default()),
+            ),
             InterpreterRoot::InterpHead(addr) => mem.read_u64(addr),
         };
         if version.micro.is_none()
@@ -190,7 +191,7 @@ impl PythonSpy {
         }
         let gil = match (layout.runtime_tstate_current, runtime) {
             _ if layout.interp_gil_ptr.is_some() => GilLocation::PerInterpreter,
-            (Some(current), Some(runtime)) => GilLocation::Current(runtime + current),
+            (Some(current), Some(runtime)) => GilLocation::Current(runtime.wrapping_add(current)),
             _ => elf
                 .symbols
                 .get("_PyThreadState_Current")
@@ -202,6 +203,7 @@ impl PythonSpy {
             version,
             layout,
             layout_differences,
+            debug_offsets,
             root,
             gil,
             options: options.clone(),
@@ -233,6 +235,11 @@ impl PythonSpy {
     /// generated layout (the interpreter's values are the ones used).
     pub fn layout_differences(&self) -> &[&'static str] {
         &self.layout_differences
+    }
+
+    /// The interpreter's own `_Py_DebugOffsets` (3.13+), when it publishes them.
+    pub fn debug_offsets(&self) -> Option<&DebugOffsets> {
+        self.debug_offsets.as_ref()
     }
 
     /// Threads skipped so far because their frames could not be read consistently.
@@ -276,8 +283,9 @@ impl PythonSpy {
         let mem = self.mem;
         let snapshot = PageCache::prefetched(&mem, &self.last_pages);
         let head = match self.root {
-            InterpreterRoot::Runtime(runtime) => snapshot
-                .read_u64(runtime + self.layout.runtime_interpreters_head.unwrap_or_default()),
+            InterpreterRoot::Runtime(runtime) => snapshot.read_u64(
+                runtime.wrapping_add(self.layout.runtime_interpreters_head.unwrap_or_default()),
+            ),
             InterpreterRoot::InterpHead(addr) => snapshot.read_u64(addr),
         }
         .map_err(|e| self.read_error(e.into()))?;
