@@ -268,6 +268,12 @@ impl PythonSpy {
     /// Reads every Python thread's stack. A thread whose frames change under the reader
     /// twice in a row is left out and counted in [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
+        // Scheduler states are taken before pausing: a paused thread always looks stopped.
+        let os_states: HashMap<u32, char> = if self.options.thread_state {
+            self.process.thread_states()
+        } else {
+            HashMap::new()
+        };
         let _pause = if self.options.blocking {
             Some(
                 remoteprocess::Process::new(self.pid())
@@ -307,10 +313,9 @@ impl PythonSpy {
             if !self.names.contains_key(&raw.thread_id) {
                 self.refresh_names(raw.interp);
             }
-            let idle = self.options.thread_state
-                && native_id
-                    .and_then(|tid| self.process.thread_state(tid))
-                    .is_some_and(|state| state != 'R');
+            let idle = native_id
+                .and_then(|tid| os_states.get(&tid))
+                .is_some_and(|state| *state != 'R');
             stacks.push(ThreadStack {
                 thread_id: raw.thread_id,
                 native_id,
