@@ -5,7 +5,7 @@
 
 use super::CodeInfo;
 use super::layout::Layout;
-use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str};
+use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str, span_of};
 use crate::attach::ReadMemory;
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -109,19 +109,15 @@ fn decode_code(
     layout: &Layout,
     addr: u64,
 ) -> Result<CachedCode, DecodeError> {
-    let span = [
+    let span = span_of(&[
         layout.code_filename,
         layout.code_name,
         layout.code_qualname.unwrap_or(0),
         layout.code_firstlineno,
         layout.code_linetable,
         layout.code_code.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-        + 8;
-    let raw = mem.read_vec(addr, span as usize)?;
+    ]);
+    let raw = mem.read_vec(addr, span)?;
     let fingerprint = (
         field_u64(&raw, layout.code_filename),
         field_u64(&raw, layout.code_name),

@@ -44,6 +44,11 @@ fn le_u32(bytes: &[u8], offset: u64) -> Option<u32> {
     Some(u32::from_le_bytes(raw.try_into().ok()?))
 }
 
+/// How many bytes to copy so that 8-byte members at all `offsets` are in the copy.
+pub fn span_of(offsets: &[u64]) -> usize {
+    offsets.iter().max().map_or(8, |m| *m as usize + 8)
+}
+
 /// A little-endian `u64` at `offset` of a copied structure (0 if out of range).
 pub fn field_u64(bytes: &[u8], offset: u64) -> u64 {
     le_u64(bytes, offset).unwrap_or(0)

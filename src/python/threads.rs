@@ -5,7 +5,7 @@
 use super::layout::Layout;
 use super::objects::{
     DecodeError, dict_get_str, dict_items, dict_values_header, field_u64, keys_items, read_str,
-    read_u64_int,
+    read_u64_int, span_of,
 };
 use crate::attach::ReadMemory;
 use std::collections::HashMap;
@@ -39,18 +39,14 @@ pub fn thread_states(
     layout: &Layout,
     interp_head: u64,
 ) -> Result<Vec<RawThread>, DecodeError> {
-    let span = [
+    let span = span_of(&[
         layout.tstate_next,
         layout.tstate_interp,
         layout.tstate_frame,
         layout.tstate_thread_id,
         layout.tstate_native_thread_id.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-        + 8;
-    let mut buf = vec![0u8; span as usize];
+    ]);
+    let mut buf = vec![0u8; span];
     let mut threads = Vec::new();
     let mut interp = interp_head;
     let mut interps = 0usize;
