@@ -1,0 +1,229 @@
+//! Which C member (or size) each field of `pymemtrace::python::layout::Layout` is, per
+//! CPython minor version. This mirrors the field docs of `src/python/layout.rs`.
+
+use crate::headers::{dict_keys_from_facts, module_from_facts};
+
+/// Where one `Layout` number comes from.
+pub enum Source {
+    /// `offsetof` of a member path, `Type.member.member…`.
+    Offset(String),
+    /// `sizeof` of a type.
+    Size(&'static str),
+}
+
+/// One field of `Layout`.
+pub struct Field {
+    /// The Rust field name.
+    pub name: &'static str,
+    /// Whether the field is an `Option<u64>` (else a plain `u64` every version must have).
+    pub optional: bool,
+    /// The source for CPython 3.`minor`, `None` where the version has no such member.
+    pub source: fn(u8) -> Option<Source>,
+}
+
+fn off(path: &str) -> Option<Source> {
+    Some(Source::Offset(path.to_string()))
+}
+
+fn size(ty: &'static str) -> Option<Source> {
+    Some(Source::Size(ty))
+}
+
+/// `source()` in the versions where `present`, else `None`.
+fn when(present: bool, source: impl FnOnce() -> Option<Source>) -> Option<Source> {
+    if present { source() } else { None }
+}
+
+/// The type that holds `PyDictKeysObject` members for this version.
+fn dict_keys(minor: u8) -> &'static str {
+    if dict_keys_from_facts(minor) {
+        "pmt_fact_dictkeysobject"
+    } else {
+        "_dictkeysobject"
+    }
+}
+
+macro_rules! field {
+    ($name:ident, $optional:expr, |$m:ident| $body:expr) => {
+        Field {
+            name: stringify!($name),
+            optional: $optional,
+            source: |$m: u8| $body,
+        }
+    };
+}
+
+/// Every field of `Layout`, in declaration order.
+pub const FIELDS: &[Field] = &[
+    // _PyRuntimeState
+    field!(runtime_interpreters_head, true, |m| when(m >= 7, || off(
+        "_PyRuntimeState.interpreters.head"
+    ))),
+    field!(runtime_tstate_current, true, |m| when(
+        (7..=11).contains(&m),
+        || off("_PyRuntimeState.gilstate.tstate_current")
+    )),
+    field!(runtime_gil, true, |m| when((7..=11).contains(&m), || off(
+        "_PyRuntimeState.ceval.gil"
+    ))),
+    // PyInterpreterState
+    field!(interp_next, false, |_m| off("PyInterpreterState.next")),
+    field!(interp_threads_head, false, |m| if m <= 10 {
+        off("PyInterpreterState.tstate_head")
+    } else {
+        off("PyInterpreterState.threads.head")
+    }),
+    field!(interp_modules, false, |m| if m <= 11 {
+        off("PyInterpreterState.modules")
+    } else {
+        off("PyInterpreterState.imports.modules")
+    }),
+    field!(interp_gil_ptr, true, |m| when(m >= 12, || off(
+        "PyInterpreterState.ceval.gil"
+    ))),
+    // struct _gil_runtime_state
+    field!(gil_last_holder, true, |m| when(m >= 7, || off(
+        "_gil_runtime_state.last_holder"
+    ))),
+    field!(gil_locked, true, |m| when(m >= 7, || off(
+        "_gil_runtime_state.locked"
+    ))),
+    // PyThreadState
+    field!(tstate_next, false, |_m| off("PyThreadState.next")),
+    field!(tstate_interp, false, |_m| off("PyThreadState.interp")),
+    field!(tstate_frame, false, |m| match m {
+        ..=10 => off("PyThreadState.frame"),
+        11 | 12 => off("PyThreadState.cframe"),
+        _ => off("PyThreadState.current_frame"),
+    }),
+    field!(cframe_current_frame, true, |m| when(
+        (11..=12).contains(&m),
+        || off("_PyCFrame.current_frame")
+    )),
+    field!(tstate_thread_id, false, |_m| off("PyThreadState.thread_id")),
+    field!(tstate_native_thread_id, true, |m| when(m >= 11, || off(
+        "PyThreadState.native_thread_id"
+    ))),
+    // frames
+    field!(frame_back, false, |m| if m <= 10 {
+        off("PyFrameObject.f_back")
+    } else {
+        off("_PyInterpreterFrame.previous")
+    }),
+    field!(frame_code, false, |m| match m {
+        ..=10 => off("PyFrameObject.f_code"),
+        11 | 12 => off("_PyInterpreterFrame.f_code"),
+        _ => off("_PyInterpreterFrame.f_executable"),
+    }),
+    field!(frame_lasti, false, |m| match m {
+        ..=10 => off("PyFrameObject.f_lasti"),
+        11 | 12 => off("_PyInterpreterFrame.prev_instr"),
+        _ => off("_PyInterpreterFrame.instr_ptr"),
+    }),
+    field!(frame_lineno, true, |m| when(m <= 10, || off(
+        "PyFrameObject.f_lineno"
+    ))),
+    field!(frame_owner, true, |m| when(m >= 11, || off(
+        "_PyInterpreterFrame.owner"
+    ))),
+    field!(frame_size, true, |m| when(m >= 11, || size(
+        "_PyInterpreterFrame"
+    ))),
+    // data stack
+    field!(tstate_datastack_chunk, true, |m| when(m >= 11, || off(
+        "PyThreadState.datastack_chunk"
+    ))),
+    field!(stack_chunk_size, true, |m| when(m >= 11, || off(
+        "_PyStackChunk.size"
+    ))),
+    field!(stack_chunk_previous, true, |m| when(m >= 11, || off(
+        "_PyStackChunk.previous"
+    ))),
+    // PyCodeObject
+    field!(code_filename, false, |_m| off("PyCodeObject.co_filename")),
+    field!(code_name, false, |_m| off("PyCodeObject.co_name")),
+    field!(code_qualname, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_qualname"
+    ))),
+    field!(code_firstlineno, false, |_m| off(
+        "PyCodeObject.co_firstlineno"
+    )),
+    field!(code_linetable, false, |m| if m <= 9 {
+        off("PyCodeObject.co_lnotab")
+    } else {
+        off("PyCodeObject.co_linetable")
+    }),
+    field!(code_code, true, |m| when(m <= 10, || off(
+        "PyCodeObject.co_code"
+    ))),
+    field!(code_code_adaptive, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_code_adaptive"
+    ))),
+    // generic objects
+    field!(object_type, false, |_m| off("PyObject.ob_type")),
+    field!(var_size, false, |_m| off("PyVarObject.ob_size")),
+    field!(type_name, false, |_m| off("PyTypeObject.tp_name")),
+    field!(type_flags, false, |_m| off("PyTypeObject.tp_flags")),
+    field!(type_dictoffset, false, |_m| off(
+        "PyTypeObject.tp_dictoffset"
+    )),
+    field!(type_basicsize, false, |_m| off("PyTypeObject.tp_basicsize")),
+    field!(heaptype_cached_keys, true, |_m| off(
+        "PyHeapTypeObject.ht_cached_keys"
+    )),
+    // bytes and str
+    field!(bytes_sval, false, |_m| off("PyBytesObject.ob_sval")),
+    field!(unicode_state, false, |_m| off("PyASCIIObject.state")),
+    field!(unicode_length, false, |_m| off("PyASCIIObject.length")),
+    field!(unicode_ascii_size, false, |_m| size("PyASCIIObject")),
+    field!(unicode_compact_size, false, |_m| size(
+        "PyCompactUnicodeObject"
+    )),
+    // int
+    field!(long_digit, false, |m| if m <= 11 {
+        off("PyLongObject.ob_digit")
+    } else {
+        off("PyLongObject.long_value.ob_digit")
+    }),
+    field!(long_lv_tag, true, |m| when(m >= 12, || off(
+        "PyLongObject.long_value.lv_tag"
+    ))),
+    // dict
+    field!(dict_used, false, |_m| off("PyDictObject.ma_used")),
+    field!(dict_keys, false, |_m| off("PyDictObject.ma_keys")),
+    field!(dict_values, false, |_m| off("PyDictObject.ma_values")),
+    field!(dictkeys_size, true, |m| when(m <= 10, || off(&format!(
+        "{}.dk_size",
+        dict_keys(m)
+    )))),
+    field!(dictkeys_log2_size, true, |m| when(m >= 11, || off(
+        "_dictkeysobject.dk_log2_size"
+    ))),
+    field!(dictkeys_log2_index_bytes, true, |m| when(m >= 11, || off(
+        "_dictkeysobject.dk_log2_index_bytes"
+    ))),
+    field!(dictkeys_kind, true, |m| when(m >= 11, || off(
+        "_dictkeysobject.dk_kind"
+    ))),
+    field!(dictkeys_nentries, false, |m| off(&format!(
+        "{}.dk_nentries",
+        dict_keys(m)
+    ))),
+    field!(dictkeys_indices, false, |m| off(&format!(
+        "{}.dk_indices",
+        dict_keys(m)
+    ))),
+    field!(dict_entry_size, false, |m| if dict_keys_from_facts(m) {
+        size("pmt_fact_PyDictKeyEntry")
+    } else {
+        size("PyDictKeyEntry")
+    }),
+    field!(dict_unicode_entry_size, true, |m| when(m >= 11, || size(
+        "PyDictUnicodeEntry"
+    ))),
+    field!(module_dict, false, |m| if module_from_facts(m) {
+        off("pmt_fact_PyModuleObject.md_dict")
+    } else {
+        off("PyModuleObject.md_dict")
+    }),
+];
