@@ -1,15 +1,16 @@
 """Benchmark: target slowdown under pymemtrace's eBPF allocator counters, beside bpftrace on the
 same probes and memray, on one allocation-heavy workload, in one run.
 
-Run as root from the repository root:
+Run as root from the repository root (or `bash bench/run.sh malloc_counters`):
     python3 bench/malloc_counters.py [--repeats 5] [--rounds 1000000] [--python PATH]
 Builds the driver (`cargo build --release --example malloc_counters`), then runs every
 configuration REPEATS times, interleaved, and writes bench/results/malloc_counters.md.
 
 Configurations (the workload times only its own allocation loop, after attach):
   baseline          nothing attached
-  counters-libc     pymemtrace counters, libc probes only (what --metric malloc-* uses)
-  counters-python   pymemtrace counters with --python-allocators
+  counters-libc     pymemtrace counters, libc allocation probes (what --metric malloc-* uses)
+  counters-libc+frees   the same plus free()
+  counters-python   pymemtrace counters with --python-allocators (no frees)
   bpftrace          dtrace/malloc_per_thread.bt: the same six libc probes, per-thread maps
   memray            `memray run` (in-process allocation tracking) on the same script
 """
@@ -29,7 +30,7 @@ WORKLOAD = os.path.join(ROOT, "bench", "workloads", "alloc_heavy.py")
 DRIVER = os.path.join(ROOT, "target", "release", "examples", "malloc_counters")
 BPFTRACE_SCRIPT = os.path.join(ROOT, "dtrace", "malloc_per_thread.bt")
 RESULTS = os.path.join(ROOT, "bench", "results", "malloc_counters.md")
-MEMRAY = "/opt/peers/bin/memray"
+MEMRAY = shutil.which("memray") or "/opt/peers/bin/memray"
 
 
 def start_workload(python, rounds):
@@ -93,8 +94,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1000000)
-    parser.add_argument("--python", default="/opt/peers/bin/python3.11",
-                        help="target interpreter (memray must be importable by it for memray's row)")
+    beside_memray = os.path.join(os.path.dirname(MEMRAY), "python3")
+    parser.add_argument("--python",
+                        default=beside_memray if os.path.exists(beside_memray) else sys.executable,
+                        help="target interpreter (default: the one memray runs under, so that"
+                             " every row runs the same interpreter)")
     args = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--example", "malloc_counters"],
@@ -103,6 +107,8 @@ def main():
         "baseline": lambda: run_baseline(args.python, args.rounds),
         "counters-libc": lambda: run_attached(
             args.python, args.rounds, [DRIVER, "--pid", "{pid}"], "stderr", "attached"),
+        "counters-libc+frees": lambda: run_attached(
+            args.python, args.rounds, [DRIVER, "--pid", "{pid}", "--frees"], "stderr", "attached"),
         "counters-python": lambda: run_attached(
             args.python, args.rounds, [DRIVER, "--pid", "{pid}", "--python-allocators"],
             "stderr", "attached"),
@@ -155,10 +161,13 @@ def main():
         *rows,
         "",
         "Configurations: baseline = nothing attached; counters-libc = pymemtrace's counters on"
-        " libc's malloc, calloc, realloc, free, posix_memalign, aligned_alloc/memalign"
-        " (`--metric malloc-*`); counters-python = the same plus CPython's allocator"
-        " (`--python-allocators`); bpftrace = `dtrace/malloc_per_thread.bt`, the same six libc"
-        " probes with per-thread bpftrace maps; memray = `memray run` on the same script"
+        " libc's malloc, calloc, realloc, posix_memalign, aligned_alloc/memalign"
+        " (`--metric malloc-*`); counters-libc+frees = the same plus free (`frees: true`);"
+        " counters-python = counters-libc plus CPython's allocator (`--python-allocators`);"
+        " bpftrace = `dtrace/malloc_per_thread.bt`, the same six libc"
+        " probes (free included) with per-thread bpftrace maps, at function entry (pymemtrace moves"
+        " a probe past leading flag-only instructions onto one the kernel emulates, see"
+        " src/memory/malloc/targets.rs); memray = `memray run` on the same script"
         " (in-process hooks, writes a capture file).",
         "",
     ])

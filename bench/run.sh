@@ -12,5 +12,9 @@ export PATH="$PWD/bench/.venv/bin:$PATH"
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(stack_read)
 for name in "${names[@]}"; do
-    cargo bench --bench "$name"
+    if [ -f "bench/$name.py" ]; then
+        python3 "bench/$name.py"
+    else
+        cargo bench --bench "$name"
+    fi
 done

@@ -3,7 +3,7 @@
 //! A driver for the benchmark (`bench/malloc_counters.sh`) and the probe-cleanup tests, until
 //! `pmt-sample --metric malloc-bytes` carries the counters.
 //!
-//!     cargo run --release --example malloc_counters -- --pid PID [--python-allocators]
+//!     cargo run --release --example malloc_counters -- --pid PID [--python-allocators] [--frees]
 //!         [--interval-ms 10] [--duration SECS]
 //!
 //! Prints `attached N probes` on stderr once counting, reads the map every interval (as the
@@ -26,6 +26,9 @@ struct Args {
     /// Also count CPython's object allocator.
     #[arg(long)]
     python_allocators: bool,
+    /// Also count frees.
+    #[arg(long)]
+    frees: bool,
     /// Milliseconds between map reads.
     #[arg(long, default_value_t = 10)]
     interval_ms: u64,
@@ -49,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let options = MallocOptions {
         python_allocators: args.python_allocators,
+        frees: args.frees,
     };
     let mut counters = MallocCounters::attach(args.pid, &options)?;
     eprintln!("attached {} probes", counters.probes().len());

@@ -20,7 +20,11 @@ fn within(actual: u64, expected: f64, tolerance: f64) -> bool {
 fn libc_counters_match_known_work_per_thread() {
     for python in pythons() {
         let mut workload = Workload::start(&python, "malloc_ground_truth.py", &[]);
-        let Some(mut counters) = attach(&workload, &MallocOptions::default()) else {
+        let options = MallocOptions {
+            python_allocators: false,
+            frees: true,
+        };
+        let Some(mut counters) = attach(&workload, &options) else {
             workload.kill();
             return;
         };
@@ -76,6 +80,7 @@ fn python_allocators_count_small_objects() {
     const N: u64 = 100_000;
     let options = MallocOptions {
         python_allocators: true,
+        frees: false,
     };
     for python in pythons() {
         let mut workload = Workload::start(&python, "small_objects.py", &[&N.to_string()]);
@@ -121,6 +126,7 @@ fn python_allocators_count_small_objects() {
                 python.label
             ),
         }
+        assert_eq!(objects.frees, 0, "no free probes unless asked for");
         assert!(
             objects.python_bytes <= objects.python_calls * 512,
             "the Python layer counts only requests pymalloc serves (at most 512 bytes)"

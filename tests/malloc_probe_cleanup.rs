@@ -164,6 +164,7 @@ fn drop_detaches_every_probe() {
     let (address, original) = malloc_site(workload.pid());
     let options = MallocOptions {
         python_allocators: true,
+        frees: true,
     };
     let counters = match MallocCounters::attach(workload.pid(), &options) {
         Ok(c) => c,

@@ -39,6 +39,10 @@ pub struct MallocOptions {
     /// Also count CPython's object allocator (`PyObject_Malloc`, `PyMem_Malloc` families), so
     /// small objects served by pymalloc count too. Costs more: these calls are very frequent.
     pub python_allocators: bool,
+    /// Also probe the free functions (`free`, `PyObject_Free`...) so [`AllocTotals::frees`]
+    /// counts. Off, frees stay 0 and free-heavy code pays half the probe hits: the
+    /// `malloc-bytes`/`malloc-count` metrics do not need frees.
+    pub frees: bool,
 }
 
 /// Cumulative allocator totals of one thread since attach.
@@ -54,7 +58,8 @@ pub struct AllocTotals {
     pub calls: u64,
     /// Bytes requested by those calls.
     pub bytes: u64,
-    /// `free` calls with a non-NULL pointer (libc), plus CPython allocator frees.
+    /// `free` calls with a non-NULL pointer (libc), plus CPython allocator frees; 0 unless
+    /// [`MallocOptions::frees`].
     pub frees: u64,
     /// The part of `calls` made through CPython's allocator.
     pub python_calls: u64,
@@ -272,10 +277,10 @@ impl MallocCounters {
             .ok()
             .and_then(NonZeroU32::new)
             .ok_or(MallocError::NoSuchProcess { pid })?;
-        let mut sites = targets::libc_sites(pid)?;
+        let mut sites = targets::libc_sites(pid, options.frees)?;
         let mut python_probes = None;
         if options.python_allocators {
-            let (python, kind) = targets::python_sites(pid)?;
+            let (python, kind) = targets::python_sites(pid, options.frees)?;
             sites.extend(python);
             python_probes = Some(kind);
         }

@@ -219,16 +219,23 @@ fn x86_harmless_len(code: &[u8]) -> Option<usize> {
     }
 }
 
-/// Probe sites for `table`'s symbols present in `path`; two names at one offset (aliases) get
-/// one probe, so no call is counted twice.
+/// Whether `symbol` releases memory (probed only when frees are counted).
+fn is_free(symbol: &str) -> bool {
+    symbol.ends_with("free") || symbol.ends_with("Free")
+}
+
+/// Probe sites for `table`'s symbols present in `path` (free functions only with `frees`); two
+/// names at one offset (aliases) get one probe, so no call is counted twice.
 fn sites(
     path: &Path,
     table: &[(&'static str, &'static str)],
     offsets: &HashMap<String, u64>,
+    frees: bool,
 ) -> Vec<ProbeSite> {
     let mut used = HashSet::new();
     table
         .iter()
+        .filter(|(symbol, _)| frees || !is_free(symbol))
         .filter_map(|&(symbol, program)| {
             let offset = *offsets.get(symbol)?;
             used.insert(offset).then(|| ProbeSite {
@@ -241,8 +248,8 @@ fn sites(
         .collect()
 }
 
-/// The libc allocator probe sites of process `pid`.
-pub(crate) fn libc_sites(pid: i32) -> Result<Vec<ProbeSite>, MallocError> {
+/// The libc allocator probe sites of process `pid` (with `free` when `frees`).
+pub(crate) fn libc_sites(pid: i32, frees: bool) -> Result<Vec<ProbeSite>, MallocError> {
     let files = mapped_files(pid)?;
     let libc = files
         .iter()
@@ -254,13 +261,14 @@ pub(crate) fn libc_sites(pid: i32) -> Result<Vec<ProbeSite>, MallocError> {
     if !offsets.contains_key("malloc") {
         return Err(MallocError::NoLibc { pid });
     }
-    Ok(sites(&path, &LIBC_SYMBOLS, &offsets))
+    Ok(sites(&path, &LIBC_SYMBOLS, &offsets, frees))
 }
 
-/// The CPython allocator probe sites of process `pid`: in the libpython it maps, else in its
-/// executable.
+/// The CPython allocator probe sites of process `pid` (with the free functions when `frees`):
+/// in the libpython it maps, else in its executable.
 pub(crate) fn python_sites(
     pid: i32,
+    frees: bool,
 ) -> Result<(Vec<ProbeSite>, PythonAllocatorProbes), MallocError> {
     let files = mapped_files(pid)?;
     let mut candidates: Vec<String> = files.iter().filter(|p| is_libpython(p)).cloned().collect();
@@ -281,11 +289,11 @@ pub(crate) fn python_sites(
             .iter()
             .all(|(s, _)| offsets.contains_key(*s))
         {
-            let found = sites(&path, &PYTHON_IMPL_SYMBOLS, &offsets);
+            let found = sites(&path, &PYTHON_IMPL_SYMBOLS, &offsets, frees);
             return Ok((found, PythonAllocatorProbes::Implementation));
         }
         if offsets.contains_key("PyObject_Malloc") {
-            let found = sites(&path, &PYTHON_EXPORTED_SYMBOLS, &offsets);
+            let found = sites(&path, &PYTHON_EXPORTED_SYMBOLS, &offsets, frees);
             return Ok((found, PythonAllocatorProbes::ExportedOnly));
         }
     }
@@ -332,9 +340,12 @@ mod tests {
     #[test]
     fn own_libc_has_probe_sites_without_aliases_twice() {
         let pid = i32::try_from(std::process::id()).expect("pid fits i32");
-        let found = libc_sites(pid).expect("this test process maps libc");
+        let found = libc_sites(pid, true).expect("this test process maps libc");
         assert!(found.iter().any(|s| s.symbol == "malloc"));
         assert!(found.iter().any(|s| s.symbol == "free"));
+        let without_frees = libc_sites(pid, false).expect("this test process maps libc");
+        assert!(without_frees.iter().all(|s| !is_free(s.symbol)));
+        assert_eq!(without_frees.len() + 1, found.len());
         let offsets: HashSet<u64> = found.iter().map(|s| s.offset).collect();
         assert_eq!(offsets.len(), found.len());
     }
