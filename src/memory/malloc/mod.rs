@@ -38,6 +38,10 @@ static BPF_OBJECT: &[u8] = &[];
 pub struct MallocOptions {
     /// Also count CPython's object allocator (`PyObject_Malloc`, `PyMem_Malloc` families), so
     /// small objects served by pymalloc count too. Costs more: these calls are very frequent.
+    /// Where the interpreter keeps pymalloc's own symbols (`_PyObject_Malloc`..., pyenv builds)
+    /// every call is seen; where it exports only the wrappers and inlines them (Debian's
+    /// stripped python3.11), only calls through the exported symbols (extension modules) are,
+    /// which [`MallocCounters::python_probes`] reports.
     pub python_allocators: bool,
     /// Also probe the free functions (`free`, `PyObject_Free`...) so [`AllocTotals::frees`]
     /// counts. Off, frees stay 0 and free-heavy code pays half the probe hits: the
