@@ -11,6 +11,32 @@
 //!
 //! The uprobes are perf-event links (no tracefs entries are created): they are detached when
 //! [`MallocCounters`] is dropped, and by the kernel when this process dies, however it dies.
+//! Detaching takes about 0.1 s per probe (the kernel waits for an RCU grace period each).
+//!
+//! Cost to the target: one trap per probed call, about 1 µs here (`bench/results/malloc_counters.md`).
+//! Each probe sits on the first instruction of its function that the kernel can emulate
+//! (see `targets.rs`), which avoids a second, single-step trap per call.
+//!
+//! How the sampler uses it (`--metric malloc-bytes` / `malloc-count`):
+//!
+//! ```no_run
+//! use std::collections::HashMap;
+//! use pymemtrace::memory::malloc::{AllocTotals, MallocCounters, MallocOptions};
+//!
+//! # fn main() -> Result<(), pymemtrace::memory::malloc::MallocError> {
+//! let pid = 1234;
+//! let mut counters = MallocCounters::attach(pid, &MallocOptions::default())?;
+//! let mut previous: HashMap<u32, AllocTotals> = HashMap::new();
+//! // every tick:
+//! for (tid, now) in counters.read()? {
+//!     let before = previous.insert(tid, now).unwrap_or_default();
+//!     let (bytes, calls) = (now.bytes - before.bytes, now.calls - before.calls);
+//!     // charge `bytes` / `calls` to thread `tid`'s current Python stack
+//!     # let _ = (bytes, calls);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod targets;
 
