@@ -333,7 +333,7 @@ pub struct TreeStats {
     pub seen: BTreeMap<i32, SeenProcess>,
     /// Most processes alive at one tick.
     pub max_alive: usize,
-    /// Processes that left the tree (exited or reparented).
+    /// Processes seen that are no longer in the tree (exited or reparented).
     pub departed: usize,
     /// Ticks taken.
     pub ticks: usize,
@@ -442,10 +442,8 @@ impl TreeMonitor {
                 stack.push((child, depth + 1));
             }
         }
-        let before = self.nodes.len();
-        self.nodes
-            .retain(|pid, _| visited.contains(pid) && rows.iter().any(|r| r.pid == *pid));
-        self.stats.departed += before - self.nodes.len();
+        let alive: BTreeSet<i32> = rows.iter().map(|r| r.pid).collect();
+        self.nodes.retain(|pid, _| alive.contains(pid));
         let totals = self.totals(&rows);
         let snapshot = TreeSnapshot {
             monitor_time,
@@ -530,6 +528,7 @@ impl TreeMonitor {
             seen.cpu_seconds = row.cpu_seconds;
             seen.peak_rss = seen.peak_rss.max(rss);
         }
+        stats.departed = stats.seen.len() - snapshot.rows.len();
     }
 
     /// The previous values of a process's diff columns, updated to `values`; returns the old ones.
