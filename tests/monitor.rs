@@ -360,3 +360,39 @@ fn tree_sep_and_omit_first() {
     assert_eq!(first.len(), 9, "{}", rows[0]);
     assert_eq!(first[4], "+0.0");
 }
+
+/// pymemtrace 0.4.0's own `process.py LOGFILE` reads the log `pmt process` writes. Needs the
+/// 0.4.0 source (`PMT_PYMEMTRACE_040_SRC`, default /work/ref/pymemtrace-0.4.0) and a Python with
+/// psutil (`PMT_PSUTIL_PYTHON`, default /opt/peers/bin/python); skipped with a message otherwise.
+#[test]
+fn pymemtrace_040_summarises_our_log() {
+    let src = std::env::var("PMT_PYMEMTRACE_040_SRC").unwrap_or_else(|_| "/work/ref/pymemtrace-0.4.0".into());
+    let py = std::env::var("PMT_PSUTIL_PYTHON").unwrap_or_else(|_| "/opt/peers/bin/python".into());
+    let script = Path::new(&src).join("pymemtrace/process.py");
+    let has_psutil = Command::new(&py)
+        .args(["-c", "import psutil"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !script.exists() || !has_psutil {
+        eprintln!("SKIP: needs {} and psutil in {py}", script.display());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("pmt.log");
+    let out = run(pmt()
+        .args(["process", "-i", "0.1", "--", "/bin/sleep", "0.6"]));
+    std::fs::write(&log, &out.stdout).expect("log written");
+    let records = log_records(&String::from_utf8_lossy(&out.stdout));
+    let pid = records[0].1["pid"].as_i64().expect("pid");
+    let theirs = Command::new(&py)
+        .arg(&script)
+        .arg(&log)
+        .env("PYTHONPATH", &src)
+        .output()
+        .expect("0.4.0 process.py runs");
+    let text = String::from_utf8_lossy(&theirs.stdout);
+    assert!(theirs.status.success(), "{text}\n{}", String::from_utf8_lossy(&theirs.stderr));
+    assert!(text.contains(&format!(" PID: {pid} ")), "{text}");
+    let rows = text.lines().filter(|l| l.contains(&format!(" {pid} # "))).count();
+    assert_eq!(rows, records.len(), "{text}");
+}
