@@ -366,7 +366,8 @@ fn tree_sep_and_omit_first() {
 /// psutil (`PMT_PSUTIL_PYTHON`, default /opt/peers/bin/python); skipped with a message otherwise.
 #[test]
 fn pymemtrace_040_summarises_our_log() {
-    let src = std::env::var("PMT_PYMEMTRACE_040_SRC").unwrap_or_else(|_| "/work/ref/pymemtrace-0.4.0".into());
+    let src = std::env::var("PMT_PYMEMTRACE_040_SRC")
+        .unwrap_or_else(|_| "/work/ref/pymemtrace-0.4.0".into());
     let py = std::env::var("PMT_PSUTIL_PYTHON").unwrap_or_else(|_| "/opt/peers/bin/python".into());
     let script = Path::new(&src).join("pymemtrace/process.py");
     let has_psutil = Command::new(&py)
@@ -379,8 +380,7 @@ fn pymemtrace_040_summarises_our_log() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("pmt.log");
-    let out = run(pmt()
-        .args(["process", "-i", "0.1", "--", "/bin/sleep", "0.6"]));
+    let out = run(pmt().args(["process", "-i", "0.1", "--", "/bin/sleep", "0.6"]));
     std::fs::write(&log, &out.stdout).expect("log written");
     let records = log_records(&String::from_utf8_lossy(&out.stdout));
     let pid = records[0].1["pid"].as_i64().expect("pid");
@@ -391,8 +391,15 @@ fn pymemtrace_040_summarises_our_log() {
         .output()
         .expect("0.4.0 process.py runs");
     let text = String::from_utf8_lossy(&theirs.stdout);
-    assert!(theirs.status.success(), "{text}\n{}", String::from_utf8_lossy(&theirs.stderr));
+    assert!(
+        theirs.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
     assert!(text.contains(&format!(" PID: {pid} ")), "{text}");
-    let rows = text.lines().filter(|l| l.contains(&format!(" {pid} # "))).count();
+    let rows = text
+        .lines()
+        .filter(|l| l.contains(&format!(" {pid} # ")))
+        .count();
     assert_eq!(rows, records.len(), "{text}");
 }

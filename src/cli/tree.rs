@@ -166,7 +166,11 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
             root_exited = true;
             break;
         };
-        let lines = writer.tick_lines(&mut monitor, &snapshot);
+        let lines = if args.quiet {
+            Vec::new()
+        } else {
+            writer.tick_lines(&mut monitor, &snapshot)
+        };
         let omitted = first && args.omit_first;
         first = false;
         if !omitted {
