@@ -403,3 +403,54 @@ fn pymemtrace_040_summarises_our_log() {
         .count();
     assert_eq!(rows, records.len(), "{text}");
 }
+
+/// SIGTERM (as Ctrl-C's SIGINT) stops a monitor cleanly: exit 0 and every output complete.
+#[test]
+fn sigterm_flushes_outputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut target = Command::new(python())
+        .args(["-c", "import time; time.sleep(10)"])
+        .spawn()
+        .expect("python runs");
+    let mut monitors = Vec::new();
+    for sub in ["process", "tree"] {
+        let json = dir.path().join(format!("{sub}.json"));
+        let svg = dir.path().join(format!("{sub}.svg"));
+        let child = pmt()
+            .args([
+                sub,
+                "-i",
+                "0.1",
+                "--pid",
+                &target.id().to_string(),
+                "--json",
+            ])
+            .arg(&json)
+            .arg("--plot")
+            .arg(&svg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pmt runs");
+        monitors.push((child, json, svg));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    for (child, json, svg) in monitors {
+        // SAFETY: kill(2) on our own child's PID.
+        let sent = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(sent, 0);
+        let out = child.wait_with_output().expect("pmt exits");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&json).expect("json written");
+        let records: Vec<serde_json::Value> = serde_json::from_str(&text).expect("complete JSON");
+        assert!(records.len() >= 3, "{} records", records.len());
+        let svg_text = std::fs::read_to_string(&svg).expect("svg written");
+        roxmltree::Document::parse(&svg_text).expect("complete SVG");
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+}

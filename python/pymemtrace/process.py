@@ -374,7 +374,9 @@ def log_process(*args, **kwargs) -> typing.Iterator[ProcessLoggingThread]:
     """Log process data at regular intervals during the ``with`` block; yields the thread.
     Arguments are those of :py:class:`ProcessLoggingThread` (``interval``, ``log_level``, ``pid``...)."""
     thread = ProcessLoggingThread(*args, **kwargs)
-    thread.daemon = True
+    if kwargs.get('daemon') is None and len(args) < 4:
+        # Never keep the interpreter alive for the logger if the block is abandoned.
+        thread.daemon = True
     thread.start()
     with _ACTIVE_LOCK:
         _ACTIVE.append(thread)
