@@ -30,7 +30,12 @@ pub struct ProcessArgs {
     #[arg(long)]
     pub duration: Option<f64>,
     /// Log level named in each line (debug=10, info=20, warning=30, error=40, critical=50).
-    #[arg(short = 'l', long = "log-level", default_value_t = 20)]
+    #[arg(
+        short = 'l',
+        long = "log_level",
+        visible_alias = "log-level",
+        default_value_t = 20
+    )]
     pub log_level: u32,
     /// Add USS, PSS and swap (`memory_full_info`).
     #[arg(short, long)]
@@ -104,10 +109,13 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
     stop::install_handlers();
     let mut target = Target::from_args(args.pid, &args.command)?;
     let mut sampler = ProcessSampler::open(target.pid, args.extras())?;
-    let program = crate::monitor::probe::cmdline(target.pid)
-        .ok()
-        .and_then(|c| c.first().cloned())
-        .unwrap_or_default();
+    let program = match args.command.first() {
+        Some(program) => program.clone(),
+        None => crate::monitor::probe::cmdline(target.pid)
+            .ok()
+            .and_then(|c| c.first().cloned())
+            .unwrap_or_default(),
+    };
     let started = Instant::now();
     let interval = Duration::from_secs_f64(args.interval);
     let stop_at = args

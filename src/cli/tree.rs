@@ -28,7 +28,12 @@ pub struct TreeArgs {
     #[arg(long)]
     pub duration: Option<f64>,
     /// Accepted for compatibility with `process_tree.py` (this tool logs nothing else).
-    #[arg(short = 'l', long = "log_level", default_value_t = 20)]
+    #[arg(
+        short = 'l',
+        long = "log_level",
+        visible_alias = "log-level",
+        default_value_t = 20
+    )]
     pub log_level: u32,
     /// String to use as separator such as "|"; default: an aligned table.
     #[arg(long, default_value = "")]

@@ -462,6 +462,7 @@ impl TreeMonitor {
         wall: f64,
     ) -> Option<(Row, Vec<i32>)> {
         let units = self.units;
+        let born_since_last_tick = self.stats.ticks > 0;
         let node = self.nodes.get_mut(&pid)?;
         let stat = match node.probe.stat() {
             Ok(stat) if !stat.has_exited() => stat,
@@ -475,6 +476,12 @@ impl TreeMonitor {
                 let used = cpu_ticks.saturating_sub(ticks) as f64 / units.ticks_per_second;
                 if dt > 0.0 { 100.0 * used / dt } else { 0.0 }
             }
+            // Born since the previous tick: its whole life is inside this interval.
+            None if born_since_last_tick => {
+                let age = wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second);
+                100.0 * (cpu_ticks as f64 / units.ticks_per_second) / age.max(1e-3)
+            }
+            // Present at the first tick: no interval yet (psutil's first cpu_percent() is 0.0 too).
             None => 0.0,
         };
         node.previous_cpu = Some((cpu_ticks, now));

@@ -3,6 +3,7 @@
 //! vertical lines. Drawn with `plotters`' SVG backend; it knows nothing about `/proc`.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
 /// The data of one plot.
@@ -43,6 +44,8 @@ impl MemoryPlot {
             .chain(self.marks.iter().map(|(t, _)| *t))
             .fold(0.0f64, f64::max)
             .max(1e-3);
+        // Room either side so that marks at the first and last sample stand clear of the axes.
+        let t_pad = t_max * 0.04;
         let rss_max = self
             .rss
             .iter()
@@ -66,9 +69,9 @@ impl MemoryPlot {
             .x_label_area_size(45)
             .y_label_area_size(70)
             .right_y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_max, 0f64..rss_max)
+            .build_cartesian_2d(-t_pad..t_max + t_pad, 0f64..rss_max)
             .map_err(|e| err(&e))?
-            .set_secondary_coord(0f64..t_max, 0f64..cpu_max);
+            .set_secondary_coord(-t_pad..t_max + t_pad, 0f64..cpu_max);
         chart
             .configure_mesh()
             .x_desc("Time (s)")
@@ -97,24 +100,34 @@ impl MemoryPlot {
             .map_err(|e| err(&e))?
             .label("CPU (%), right axis")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], cpu_colour));
-        for (t, text) in &self.marks {
+        let mark_colour = RGBColor(20, 120, 40);
+        for (index, (t, text)) in self.marks.iter().enumerate() {
             chart
                 .draw_series(std::iter::once(PathElement::new(
                     vec![(*t, 0.0), (*t, rss_max)],
-                    BLACK.mix(0.6),
+                    mark_colour.stroke_width(2),
                 )))
                 .map_err(|e| err(&e))?;
+            // Labels stagger downwards so that neighbouring marks do not overwrite each other.
+            let height = rss_max * (0.62 - 0.05 * (index % 4) as f64);
+            // Labels near the right edge go left of their line, the others right of it.
+            let near_right = *t > 0.8 * t_max;
+            let (label, anchor) = if near_right {
+                (format!("{text} "), HPos::Right)
+            } else {
+                (format!(" {text}"), HPos::Left)
+            };
+            let style = ("sans-serif", 13)
+                .into_font()
+                .color(&mark_colour)
+                .pos(Pos::new(anchor, VPos::Center));
             chart
-                .draw_series(std::iter::once(Text::new(
-                    text.clone(),
-                    (*t, rss_max * 0.97),
-                    ("sans-serif", 13),
-                )))
+                .draw_series(std::iter::once(Text::new(label, (*t, height), style)))
                 .map_err(|e| err(&e))?;
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::UpperMiddle)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
