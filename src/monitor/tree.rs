@@ -319,6 +319,17 @@ impl TreeSnapshot {
     }
 }
 
+/// What reading one process in a tick found.
+#[derive(Debug)]
+enum NodeRead {
+    /// Running: its row and its children's PIDs.
+    Alive(Row, Vec<i32>),
+    /// Exited but not yet reaped by its parent.
+    Zombie,
+    /// No longer there.
+    Gone,
+}
+
 #[derive(Debug)]
 struct Node {
     probe: ProcessProbe,
@@ -414,16 +425,21 @@ impl TreeMonitor {
             .unwrap_or(0.0);
         let mut rows = Vec::with_capacity(self.nodes.len());
         let mut visited = BTreeSet::new();
+        let mut zombies = BTreeSet::new();
         let mut stack = vec![(self.root, 0usize)];
         while let Some((pid, depth)) = stack.pop() {
             if !visited.insert(pid) {
                 continue;
             }
-            let Some((row, children)) = self.read_node(pid, depth, now, wall) else {
-                if pid == self.root {
-                    return None;
+            let (row, children) = match self.read_node(pid, depth, now, wall) {
+                NodeRead::Alive(row, children) => (row, children),
+                NodeRead::Zombie if pid != self.root => {
+                    // Kept (one open descriptor) until reaped, so it is not reopened every tick.
+                    zombies.insert(pid);
+                    continue;
                 }
-                continue;
+                NodeRead::Zombie | NodeRead::Gone if pid == self.root => return None,
+                NodeRead::Zombie | NodeRead::Gone => continue,
             };
             rows.push(row);
             for child in children.into_iter().rev() {
@@ -443,7 +459,8 @@ impl TreeMonitor {
             }
         }
         let alive: BTreeSet<i32> = rows.iter().map(|r| r.pid).collect();
-        self.nodes.retain(|pid, _| alive.contains(pid));
+        self.nodes
+            .retain(|pid, _| alive.contains(pid) || zombies.contains(pid));
         let totals = self.totals(&rows);
         let snapshot = TreeSnapshot {
             monitor_time,
@@ -454,19 +471,16 @@ impl TreeMonitor {
         Some(snapshot)
     }
 
-    fn read_node(
-        &mut self,
-        pid: i32,
-        depth: usize,
-        now: Instant,
-        wall: f64,
-    ) -> Option<(Row, Vec<i32>)> {
+    fn read_node(&mut self, pid: i32, depth: usize, now: Instant, wall: f64) -> NodeRead {
         let units = self.units;
         let born_since_last_tick = self.stats.ticks > 0;
-        let node = self.nodes.get_mut(&pid)?;
+        let Some(node) = self.nodes.get_mut(&pid) else {
+            return NodeRead::Gone;
+        };
         let stat = match node.probe.stat() {
-            Ok(stat) if !stat.has_exited() => stat,
-            _ => return None,
+            Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
+            Ok(stat) => stat,
+            Err(_) => return NodeRead::Gone,
         };
         let children = node.probe.children(stat.num_threads).unwrap_or_default();
         let cpu_ticks = stat.utime + stat.stime;
@@ -495,7 +509,7 @@ impl TreeMonitor {
             ppid: stat.ppid,
             cpu_seconds: cpu_ticks as f64 / units.ticks_per_second,
         };
-        Some((row, children))
+        NodeRead::Alive(row, children)
     }
 
     fn totals(&self, rows: &[Row]) -> Vec<Option<f64>> {
