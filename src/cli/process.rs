@@ -121,7 +121,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
     let stop_at = args
         .duration
         .map(|d| started + Duration::from_secs_f64(d.max(0.0)));
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut records: Vec<(f64, ProcessRecord)> = Vec::new();
     let mut exited = false;
     let mut phase = Phase::Start;
@@ -152,6 +152,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
         stop::sleep_until(deadline);
     }
     let ended = target.finish();
+    out.flush()?;
     drop(out);
     finish(&args, (sampler.pid(), &program), &records, exited, ended)
 }

@@ -149,7 +149,7 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
         sep: args.sep.clone(),
         colour: std::io::stdout().is_terminal(),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !args.quiet {
         writeln!(out, "CMD: {}", quoted_cmdline(root))?;
         writeln!(out, "{}", writer.header(monitor.columns()))?;
@@ -214,6 +214,7 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
         }
     }
     let ended = target.finish();
+    out.flush()?;
     drop(out);
     let mut written = Vec::new();
     if let Some((path, mut file, _)) = json {

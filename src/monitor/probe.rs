@@ -279,16 +279,19 @@ impl ProcessProbe {
         self.pid
     }
 
-    fn reread(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    /// Reads the whole file from offset 0 into `buf`. `one_record` files (`stat`, `statm`) are
+    /// produced whole by the kernel on the first read, so a read that does not fill the buffer
+    /// is the end; list files (`children`) are read until a read returns nothing.
+    fn reread(file: &File, buf: &mut Vec<u8>, one_record: bool) -> io::Result<usize> {
         buf.clear();
         buf.resize(buf.capacity().max(512), 0);
         let mut filled = 0;
         loop {
             let n = file.read_at(&mut buf[filled..], filled as u64)?;
-            if n == 0 {
+            filled += n;
+            if n == 0 || (one_record && filled < buf.len()) {
                 break;
             }
-            filled += n;
             if filled == buf.len() {
                 buf.resize(buf.len() * 2, 0);
             }
@@ -311,7 +314,9 @@ impl ProcessProbe {
             },
         };
         let path = || PathBuf::from(format!("/proc/{pid}/{name}"));
-        let n = Self::reread(file, &mut self.buf).map_err(|err| io_error(pid, path(), err))?;
+        let one_record = !matches!(which, Which::Children);
+        let n = Self::reread(file, &mut self.buf, one_record)
+            .map_err(|err| io_error(pid, path(), err))?;
         if n == 0 && !matches!(which, Which::Children) {
             return Err(ProbeError::NoSuchProcess { pid });
         }
