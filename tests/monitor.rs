@@ -202,6 +202,22 @@ fn bad_or_exited_pid_is_one_clear_error() {
         let out = pmt().args([sub]).output().expect("pmt runs");
         assert_one_line_error(&out, "give --pid PID or -- CMD");
         let out = pmt()
+            .args([sub, "--", "/bin/true"])
+            .output()
+            .expect("pmt runs");
+        if !out.status.success() {
+            // /bin/true may end before the first sample; then that is the one line said.
+            assert_one_line_error(
+                &out,
+                "the command ended before the first sample (exit status: 0)",
+            );
+        }
+        let out = pmt()
+            .args([sub, "--", "/no/such/program"])
+            .output()
+            .expect("pmt runs");
+        assert_one_line_error(&out, "cannot run \"/no/such/program\"");
+        let out = pmt()
             .args([sub, "--json", "/no/such/folder/x.json", "--pid", "1"])
             .output()
             .expect("pmt runs");

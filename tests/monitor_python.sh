@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
-required=" ${PMT_REQUIRE_PYTHONS:-} "
+required=" ${PMT_REQUIRE_PYTHONS//,/ } "
 failed=0
 for minor in 8 9 10 11 12 13; do
     version="3.$minor"

@@ -1,6 +1,7 @@
 //! What `pmt process` and `pmt tree` share: the target (a PID, or a command to launch and
 //! reap), checking output paths before the run starts, and the output file list.
 
+use crate::monitor::probe::ProbeError;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -30,6 +31,24 @@ impl Target {
             }
             (Some(_), Some(_)) => anyhow::bail!("give either --pid PID or -- CMD, not both"),
             (None, None) => anyhow::bail!("nothing to monitor: give --pid PID or -- CMD [ARGS...]"),
+        }
+    }
+
+    /// The error to report when monitoring could not start: for a launched command that has
+    /// already ended, says so (and reaps it); otherwise `err` itself.
+    pub fn explain_early_exit(&mut self, err: anyhow::Error) -> anyhow::Error {
+        let gone = matches!(
+            err.downcast_ref::<ProbeError>(),
+            Some(ProbeError::NoSuchProcess { .. })
+        );
+        match (gone, self.child.as_mut()) {
+            (true, Some(child)) => match child.wait() {
+                Ok(status) => {
+                    anyhow::anyhow!("the command ended before the first sample ({status})")
+                }
+                Err(_) => err,
+            },
+            _ => err,
         }
     }
 

@@ -108,7 +108,10 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
     }
     stop::install_handlers();
     let mut target = Target::from_args(args.pid, &args.command)?;
-    let mut sampler = ProcessSampler::open(target.pid, args.extras())?;
+    let mut sampler = match ProcessSampler::open(target.pid, args.extras()) {
+        Ok(sampler) => sampler,
+        Err(err) => return Err(target.explain_early_exit(err.into())),
+    };
     let program = match args.command.first() {
         Some(program) => program.clone(),
         None => crate::monitor::probe::cmdline(target.pid)

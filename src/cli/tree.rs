@@ -133,7 +133,10 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
     stop::install_handlers();
     let mut target = Target::from_args(args.pid, &args.command)?;
     let root = target.pid;
-    let mut monitor = TreeMonitor::new(root, args.flags().columns())?;
+    let mut monitor = match TreeMonitor::new(root, args.flags().columns()) {
+        Ok(monitor) => monitor,
+        Err(err) => return Err(target.explain_early_exit(err.into())),
+    };
     let mut json = match &args.json {
         Some(path) => {
             let mut file = std::io::BufWriter::new(
