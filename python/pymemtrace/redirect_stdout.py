@@ -27,6 +27,22 @@ except OSError:  # pragma: no cover - platforms without a C library handle
     _LIBC = None
 
 
+def _c_stream(*names: str) -> typing.Optional[ctypes.c_void_p]:
+    for name in names:
+        try:
+            return ctypes.c_void_p.in_dll(_LIBC, name)
+        except (ValueError, TypeError):
+            continue
+    return None
+
+
+#: The C library, as pymemtrace 0.4.0 names it (None where it cannot be loaded).
+libc = _LIBC
+#: The C ``stdout`` and ``stderr`` ``FILE*`` variables, as pymemtrace 0.4.0 names them (None if not found).
+c_stdout = _c_stream('stdout', '__stdoutp')
+c_stderr = _c_stream('stderr', '__stderrp')
+
+
 def _flush_c_streams() -> None:
     """``fflush(NULL)``: flush every C ``FILE*`` buffer (stdout is block-buffered when redirected)."""
     if _LIBC is not None:

@@ -54,3 +54,9 @@ def test_nested_redirections():
         print('outer 2')
     assert inner.getvalue() == b'inner\n'
     assert outer.getvalue() == b'outer 1\nouter 2\n'
+
+
+def test_module_names_of_0_4_0():
+    assert redirect_stdout.libc is not None
+    assert redirect_stdout.c_stdout is not None and redirect_stdout.c_stdout.value
+    assert redirect_stdout.c_stderr is not None and redirect_stdout.c_stderr.value
