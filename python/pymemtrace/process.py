@@ -95,8 +95,8 @@ class _ProcReader:
             boot = [line.split()[1] for line in stat if line.startswith('btime ')]
         if not boot:
             raise RuntimeError('/proc/stat has no btime line')
-        self._boot_time = float(boot[0])
-        self._stat()  # Fails now (FileNotFoundError) if the process does not exist.
+        # Fails now (FileNotFoundError) if the process does not exist.
+        self._create_time = float(boot[0]) + int(self._stat()[19]) / self._ticks
 
     def _stat(self) -> typing.List[str]:
         with open(f'/proc/{self.pid}/stat', 'rb') as file:
@@ -123,7 +123,7 @@ class _ProcReader:
         }
 
     def create_time(self) -> float:
-        return self._boot_time + int(self._stat()[19]) / self._ticks
+        return self._create_time
 
 
 class _PsutilReader:
