@@ -5,4 +5,6 @@
 
 pub mod attach;
 pub mod cli;
+pub mod monitor;
+pub mod output;
 pub mod python;
