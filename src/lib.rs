@@ -6,4 +6,6 @@
 pub mod attach;
 pub mod cli;
 pub mod memory;
+pub mod monitor;
+pub mod output;
 pub mod python;

@@ -1,0 +1,3 @@
+//! Output formats: one file per format. Readers of the models upstream; nothing here reaches back.
+
+pub mod plot;
