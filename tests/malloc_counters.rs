@@ -97,14 +97,28 @@ fn python_allocators_count_small_objects() {
             .get(&tid(&ids, "objects"))
             .copied()
             .unwrap_or_default();
+        let extension = totals
+            .get(&tid(&ids, "extension"))
+            .copied()
+            .unwrap_or_default();
         let kind = counters.python_probes();
         eprintln!(
-            "{}: {:?} probes, objects thread {} python calls ({} bytes), {} libc calls",
+            "{}: {:?} probes, objects thread {} python calls ({} bytes), {} libc calls; \
+             extension thread {} python calls",
             python.label,
             kind,
             objects.python_calls,
             objects.python_bytes,
-            objects.calls - objects.python_calls
+            objects.calls - objects.python_calls,
+            extension.python_calls
+        );
+        // ctypes buffers: an extension module calling the exported allocator, seen either way.
+        assert!(
+            extension.python_calls >= N / 100,
+            "{}: {} Python allocator calls for {} ctypes buffers",
+            python.label,
+            extension.python_calls,
+            N / 100
         );
         match kind {
             Some(PythonAllocatorProbes::Implementation) => assert!(
@@ -113,9 +127,9 @@ fn python_allocators_count_small_objects() {
                 python.label,
                 objects.python_calls
             ),
-            // Stripped builds whose interpreter inlines pymalloc everywhere (Debian's
-            // python3.11): only calls through the exported symbols (extension modules) are
-            // visible, and the counters say so.
+            // Stripped builds whose interpreter inlines pymalloc into its own code (Debian's
+            // python3.11): only calls through the exported symbols are visible (the extension
+            // thread above), and the counters say so.
             Some(PythonAllocatorProbes::ExportedOnly) => assert!(
                 python.label.starts_with("debian"),
                 "{}: expected pymalloc's implementation symbols in a pyenv build",

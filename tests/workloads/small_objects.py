@@ -1,8 +1,9 @@
 """N small Python objects made in one thread, for the --python-allocators test.
 
 Usage: small_objects.py N. Prints "ready", waits for a line on stdin, then a thread creates N
-instances of a small class (each one pymalloc allocation) and keeps them; prints
-{"objects": tid} and waits for stdin to close.
+instances of a small class (each one pymalloc allocation) and keeps them, and another thread
+makes N // 100 ctypes buffers of 100 bytes (an extension module calling CPython's exported
+allocator); prints {"objects": tid, "extension": tid} and waits for stdin to close.
 """
 import ctypes
 import json
@@ -35,10 +36,16 @@ def make_objects():
     kept.extend(Small(i) for i in range(N))
 
 
+def make_buffers():
+    tids["extension"] = native_id()
+    kept.extend(ctypes.create_string_buffer(100) for _ in range(N // 100))
+
+
 print("ready", flush=True)
 sys.stdin.readline()
-t = threading.Thread(target=make_objects)
-t.start()
-t.join()
+for target in (make_objects, make_buffers):
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
 print(json.dumps(tids), flush=True)
 sys.stdin.read()
