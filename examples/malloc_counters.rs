@@ -8,7 +8,8 @@
 //!
 //! Prints `attached N probes` on stderr once counting, reads the map every interval (as the
 //! sampler's ticks would), and when the target exits (or the duration ends) prints one JSON
-//! object: `{"threads": {"TID": {"calls":..,"bytes":..,"frees":..,...}}, "reads": N, "lost": N}`.
+//! object: `{"threads": {"TID": {"calls":..,"bytes":..,"frees":..,...}}, "reads": N,
+//! "read_mean_us": mean duration of one read, "lost": N}`.
 
 use std::path::Path;
 use std::thread::sleep;
@@ -58,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("attached {} probes", counters.probes().len());
     let start = Instant::now();
     let mut reads = 0u64;
+    let mut read_time = Duration::ZERO;
     let mut totals = counters.read()?;
     loop {
         if target_exited(args.pid)
@@ -68,7 +70,9 @@ fn main() -> anyhow::Result<()> {
             break;
         }
         sleep(Duration::from_millis(args.interval_ms));
+        let before = Instant::now();
         totals = counters.read()?;
+        read_time += before.elapsed();
         reads += 1;
     }
     totals.extend(counters.read()?);
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "threads": threads,
         "reads": reads,
+        "read_mean_us": read_time.as_secs_f64() * 1e6 / reads.max(1) as f64,
         "lost": counters.lost_events()?,
     });
     println!(
