@@ -201,12 +201,14 @@ pub enum MallocError {
 impl MallocError {
     fn from_proc(pid: i32, source: io::Error) -> Self {
         match source.kind() {
-            io::ErrorKind::NotFound => MallocError::NoSuchProcess { pid },
+            io::ErrorKind::NotFound | io::ErrorKind::InvalidInput => {
+                MallocError::NoSuchProcess { pid }
+            }
             io::ErrorKind::PermissionDenied => MallocError::NotPermitted {
-                detail: format!("cannot read /proc/{pid}/maps"),
+                detail: format!("cannot read /proc/{pid}"),
             },
             _ => MallocError::Target {
-                what: format!("/proc/{pid}/maps: {source}"),
+                what: format!("/proc/{pid}: {source}"),
             },
         }
     }
@@ -233,6 +235,19 @@ impl MallocError {
             _ => MallocError::Bpf { what: detail },
         }
     }
+}
+
+/// The process (thread group) that `pid` belongs to: `pid` itself, or its process when `pid`
+/// names a thread.
+fn thread_group(pid: i32) -> Result<NonZeroU32, MallocError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|source| MallocError::from_proc(pid, source))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .and_then(NonZeroU32::new)
+        .ok_or(MallocError::NoSuchProcess { pid })
 }
 
 /// Checks the privileges and kernel features the counters need, before touching BPF.
@@ -303,10 +318,8 @@ impl MallocCounters {
     /// libpython or executable is probed too.
     pub fn attach(pid: i32, options: &MallocOptions) -> Result<MallocCounters, MallocError> {
         check_environment()?;
-        let tgid = u32::try_from(pid)
-            .ok()
-            .and_then(NonZeroU32::new)
-            .ok_or(MallocError::NoSuchProcess { pid })?;
+        let tgid = thread_group(pid)?;
+        let pid = i32::try_from(tgid.get()).map_err(|_| MallocError::NoSuchProcess { pid })?;
         let mut sites = targets::libc_sites(pid, options.frees)?;
         let mut python_probes = None;
         if options.python_allocators {
@@ -428,6 +441,23 @@ mod tests {
     #[test]
     fn raw_counts_matches_bpf_value_size() {
         assert_eq!(std::mem::size_of::<RawCounts>(), 6 * 8);
+    }
+
+    #[test]
+    fn a_thread_id_resolves_to_its_process() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().expect("thread sends its id");
+        let group = thread_group(tid).map(NonZeroU32::get).ok();
+        let _ = done_tx.send(());
+        thread.join().expect("thread ends");
+        assert_ne!(u32::try_from(tid).ok(), Some(std::process::id()));
+        assert_eq!(group, Some(std::process::id()));
     }
 
     #[test]
