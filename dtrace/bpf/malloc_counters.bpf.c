@@ -75,7 +75,7 @@ struct alloc_counts {
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 16384);
+    __uint(max_entries, 4096);
     __type(key, __u32);
     __type(value, struct alloc_counts);
 } ALLOC_COUNTS SEC(".maps");
