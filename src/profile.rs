@@ -1,0 +1,453 @@
+//! The profile model: what a sampling run gathered, aggregated as interned stacks × metrics,
+//! plus (when asked for) the timeline of every sample. Every output format is a reader of a
+//! [`Profile`]; a profile read back from a timeline file is the same model.
+//!
+//! Owns: interning of frames, stacks and threads; per-(thread, stack) metric totals; the
+//! timeline; the run's summary as recorded for outputs.
+//! Must not touch: sampling or counters (it only receives [`Sample`]s), and any output format.
+
+use crate::python::Frame;
+use crate::sampler::{
+    Metric, MetricValues, Sample, SampleSink, SamplerStats, ThreadIdentity, ThreadSample,
+};
+use std::collections::HashMap;
+use std::fmt;
+
+/// One frame as outputs show it: `function (file:line)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FrameInfo {
+    /// The function's (qualified) name.
+    pub function: String,
+    /// The source file.
+    pub filename: String,
+    /// The line being executed.
+    pub line: u32,
+}
+
+impl fmt::Display for FrameInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{})", self.function, self.filename, self.line)
+    }
+}
+
+impl From<&Frame> for FrameInfo {
+    fn from(frame: &Frame) -> FrameInfo {
+        FrameInfo {
+            function: frame.code.function.clone(),
+            filename: frame.code.filename.clone(),
+            line: frame.line,
+        }
+    }
+}
+
+/// A thread seen during the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadInfo {
+    /// `threading.get_ident()`; `None` for a thread Python does not know.
+    pub python_id: Option<u64>,
+    /// The kernel thread id, where known.
+    pub native_id: Option<u32>,
+    /// The thread's latest known name.
+    pub name: Option<String>,
+}
+
+impl ThreadInfo {
+    /// The root frame that `--threads` adds: `thread NAME (TID)`; the TID is the kernel's,
+    /// else Python's thread identifier in hex.
+    pub fn label(&self) -> String {
+        let name = self.name.as_deref().unwrap_or("?");
+        match (self.native_id, self.python_id) {
+            (Some(tid), _) => format!("thread {name} ({tid})"),
+            (None, Some(ident)) => format!("thread {name} (0x{ident:x})"),
+            (None, None) => format!("thread {name}"),
+        }
+    }
+
+    /// The frame shown for a stack without Python frames on this thread.
+    pub fn empty_stack_label(&self) -> String {
+        if self.python_id.is_some() {
+            "<no Python frames>".to_string()
+        } else {
+            format!(
+                "<non-Python thread {}>",
+                self.name.as_deref().unwrap_or("?")
+            )
+        }
+    }
+}
+
+/// What was sampled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// The process id.
+    pub pid: i32,
+    /// The command line, as far as it is known.
+    pub command: String,
+    /// The CPython version, e.g. `3.11.7`.
+    pub python_version: Option<String>,
+}
+
+/// The run's figures as outputs report them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    /// The requested rate, in samples per second.
+    pub rate_hz: f64,
+    /// Seconds from the first tick to the end.
+    pub duration_s: f64,
+    /// Ticks due (taken or missed).
+    pub ticks: u64,
+    /// Samples taken.
+    pub samples: u64,
+    /// Ticks missed because the sampler fell behind.
+    pub missed_ticks: u64,
+    /// Failed stack reads.
+    pub read_errors: u64,
+    /// Why the run ended.
+    pub stop: String,
+    /// Growth intervals shared by per-thread page faults.
+    pub growth_by_faults: u64,
+    /// Growth intervals given to the GIL holder (per-thread faults unavailable).
+    pub growth_by_gil: u64,
+    /// Median per-sample cost, in microseconds.
+    pub sample_cost_p50_us: Option<f64>,
+    /// 99th-percentile per-sample cost, in microseconds.
+    pub sample_cost_p99_us: Option<f64>,
+}
+
+impl RunSummary {
+    /// The summary of a finished run sampled at `rate_hz`.
+    pub fn from_stats(stats: &SamplerStats, rate_hz: f64) -> RunSummary {
+        let micros = |p| {
+            stats
+                .sample_cost_percentile(p)
+                .map(|d| d.as_secs_f64() * 1e6)
+        };
+        RunSummary {
+            rate_hz,
+            duration_s: stats.elapsed.as_secs_f64(),
+            ticks: stats.ticks,
+            samples: stats.samples,
+            missed_ticks: stats.missed_ticks,
+            read_errors: stats.read_errors,
+            stop: stats
+                .stop
+                .map_or("running", |s| s.describe())
+                .to_string(),
+            growth_by_faults: stats.attribution.by_faults,
+            growth_by_gil: stats.attribution.by_gil,
+            sample_cost_p50_us: micros(50.0),
+            sample_cost_p99_us: micros(99.0),
+        }
+    }
+
+    /// Samples per second achieved.
+    pub fn achieved_rate(&self) -> f64 {
+        if self.duration_s > 0.0 {
+            self.samples as f64 / self.duration_s
+        } else {
+            0.0
+        }
+    }
+
+    /// One sentence on how RSS growth was charged.
+    pub fn attribution_note(&self) -> String {
+        match (self.growth_by_faults, self.growth_by_gil) {
+            (_, 0) => "RSS growth charged by per-thread page faults".to_string(),
+            (0, _) => "per-thread page faults unavailable: RSS growth charged to the GIL holder"
+                .to_string(),
+            (faults, gil) => format!(
+                "RSS growth charged by per-thread page faults ({faults} intervals), \
+                 to the GIL holder where no fault was seen ({gil} intervals)"
+            ),
+        }
+    }
+}
+
+/// One thread's part of one timeline sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    /// Index into [`Profile::threads`].
+    pub thread: u32,
+    /// Index into [`Profile::stacks`].
+    pub stack: u32,
+    /// What this sample charged to that stack.
+    pub values: MetricValues,
+}
+
+/// One tick of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineSample {
+    /// Seconds since sampling started.
+    pub time_s: f64,
+    /// The process RSS at that tick, in bytes.
+    pub rss: Option<u64>,
+    /// Each thread's stack and deltas.
+    pub entries: Vec<TimelineEntry>,
+}
+
+/// The totals of one (thread, stack) pair, as outputs read them.
+#[derive(Debug, Clone, Copy)]
+pub struct StackWeight<'a> {
+    /// The thread.
+    pub thread: &'a ThreadInfo,
+    /// The stack's frame ids, root first (into [`Profile::frames`]).
+    pub frames: &'a [u32],
+    /// The metric totals.
+    pub values: &'a MetricValues,
+}
+
+/// Why a profile could not be assembled from parts (a timeline file that does not hold together).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// A stack names a frame that does not exist.
+    #[error("stack {stack} refers to frame {frame}, but there are {frames} frames")]
+    BadFrame {
+        /// The stack's index.
+        stack: usize,
+        /// The bad frame id.
+        frame: u32,
+        /// How many frames exist.
+        frames: usize,
+    },
+    /// A sample names a thread or stack that does not exist.
+    #[error("sample {sample} refers to thread {thread} / stack {stack}, which do not exist")]
+    BadEntry {
+        /// The sample's index.
+        sample: usize,
+        /// Its thread index.
+        thread: u32,
+        /// Its stack index.
+        stack: u32,
+    },
+}
+
+/// Interned stacks × metrics for one run.
+#[derive(Debug, Default)]
+pub struct Profile {
+    /// What was sampled.
+    pub target: TargetInfo,
+    /// The run's figures, once it has ended.
+    pub summary: Option<RunSummary>,
+    frames: Vec<FrameInfo>,
+    frame_ids: HashMap<Frame, u32>,
+    stacks: Vec<Vec<u32>>,
+    stack_ids: HashMap<Vec<u32>, u32>,
+    threads: Vec<ThreadInfo>,
+    thread_ids: HashMap<(Option<u64>, Option<u32>), u32>,
+    totals: HashMap<(u32, u32), MetricValues>,
+    timeline: Option<Vec<TimelineSample>>,
+    scratch: Vec<u32>,
+}
+
+impl Profile {
+    /// An empty profile of `target`; `keep_timeline` keeps every sample (for the JSON timeline).
+    pub fn new(target: TargetInfo, keep_timeline: bool) -> Profile {
+        Profile {
+            target,
+            timeline: keep_timeline.then(Vec::new),
+            ..Profile::default()
+        }
+    }
+
+    /// Assembles a profile from a timeline's parts, recomputing the totals from its samples.
+    pub fn from_timeline(
+        target: TargetInfo,
+        summary: Option<RunSummary>,
+        frames: Vec<FrameInfo>,
+        stacks: Vec<Vec<u32>>,
+        threads: Vec<ThreadInfo>,
+        timeline: Vec<TimelineSample>,
+    ) -> Result<Profile, ProfileError> {
+        for (index, stack) in stacks.iter().enumerate() {
+            if let Some(&frame) = stack.iter().find(|&&f| f as usize >= frames.len()) {
+                return Err(ProfileError::BadFrame {
+                    stack: index,
+                    frame,
+                    frames: frames.len(),
+                });
+            }
+        }
+        let mut totals: HashMap<(u32, u32), MetricValues> = HashMap::new();
+        for (index, sample) in timeline.iter().enumerate() {
+            for entry in &sample.entries {
+                if entry.thread as usize >= threads.len() || entry.stack as usize >= stacks.len() {
+                    return Err(ProfileError::BadEntry {
+                        sample: index,
+                        thread: entry.thread,
+                        stack: entry.stack,
+                    });
+                }
+                totals
+                    .entry((entry.thread, entry.stack))
+                    .or_default()
+                    .add_all(&entry.values);
+            }
+        }
+        let stack_ids = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        let thread_ids = threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.python_id, t.native_id), i as u32))
+            .collect();
+        Ok(Profile {
+            target,
+            summary,
+            frames,
+            frame_ids: HashMap::new(),
+            stacks,
+            stack_ids,
+            threads,
+            thread_ids,
+            totals,
+            timeline: Some(timeline),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Adds one sample.
+    pub fn add(&mut self, sample: Sample) {
+        let mut entries = Vec::with_capacity(sample.threads.len());
+        for thread_sample in sample.threads {
+            let entry = self.add_thread_sample(thread_sample);
+            if self.timeline.is_some() {
+                entries.push(entry);
+            }
+        }
+        if let Some(timeline) = &mut self.timeline {
+            timeline.push(TimelineSample {
+                time_s: sample.time.as_secs_f64(),
+                rss: sample.rss,
+                entries,
+            });
+        }
+    }
+
+    fn add_thread_sample(&mut self, sample: ThreadSample) -> TimelineEntry {
+        let thread = self.intern_thread(sample.thread);
+        let stack = self.intern_stack(&sample.frames);
+        self.totals
+            .entry((thread, stack))
+            .or_default()
+            .add_all(&sample.values);
+        TimelineEntry {
+            thread,
+            stack,
+            values: sample.values,
+        }
+    }
+
+    fn intern_thread(&mut self, identity: ThreadIdentity) -> u32 {
+        let key = (identity.python_id, identity.native_id);
+        if let Some(&id) = self.thread_ids.get(&key) {
+            if identity.name.is_some() {
+                self.threads[id as usize].name = identity.name;
+            }
+            return id;
+        }
+        let id = self.threads.len() as u32;
+        self.threads.push(ThreadInfo {
+            python_id: identity.python_id,
+            native_id: identity.native_id,
+            name: identity.name,
+        });
+        self.thread_ids.insert(key, id);
+        id
+    }
+
+    /// Interns `frames` (innermost first) as a root-first stack of frame ids.
+    fn intern_stack(&mut self, frames: &[Frame]) -> u32 {
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        for frame in frames.iter().rev() {
+            let next = self.frames.len() as u32;
+            let id = *self.frame_ids.entry(frame.clone()).or_insert(next);
+            if id == next {
+                self.frames.push(FrameInfo::from(frame));
+            }
+            ids.push(id);
+        }
+        let id = match self.stack_ids.get(&ids) {
+            Some(&id) => id,
+            None => {
+                let id = self.stacks.len() as u32;
+                self.stacks.push(ids.clone());
+                self.stack_ids.insert(ids.clone(), id);
+                id
+            }
+        };
+        self.scratch = ids;
+        id
+    }
+
+    /// Every distinct frame, indexed by frame id.
+    pub fn frames(&self) -> &[FrameInfo] {
+        &self.frames
+    }
+
+    /// Every distinct stack, as root-first frame ids, indexed by stack id.
+    pub fn stacks(&self) -> &[Vec<u32>] {
+        &self.stacks
+    }
+
+    /// Every thread seen, indexed by thread id.
+    pub fn threads(&self) -> &[ThreadInfo] {
+        &self.threads
+    }
+
+    /// Every sample, when the profile keeps a timeline.
+    pub fn timeline(&self) -> Option<&[TimelineSample]> {
+        self.timeline.as_deref()
+    }
+
+    /// The totals of every (thread, stack) pair with anything charged, in a stable order
+    /// (by thread, then stack id).
+    pub fn weights(&self) -> Vec<StackWeight<'_>> {
+        let mut keys: Vec<&(u32, u32)> = self.totals.keys().collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .filter_map(|key| {
+                let values = self.totals.get(key)?;
+                Some(StackWeight {
+                    thread: self.threads.get(key.0 as usize)?,
+                    frames: self.stacks.get(key.1 as usize)?,
+                    values,
+                })
+            })
+            .collect()
+    }
+
+    /// The total of `metric` over the whole run.
+    pub fn total(&self, metric: Metric) -> u64 {
+        self.totals.values().map(|v| v.get(metric)).sum()
+    }
+
+    /// The frame texts of a weight's stack, root first; a stack without Python frames shows
+    /// as one placeholder frame, and `with_thread` puts the thread's label at the root.
+    pub fn stack_text(&self, weight: &StackWeight<'_>, with_thread: bool) -> Vec<String> {
+        let mut texts = Vec::with_capacity(weight.frames.len() + 1);
+        if with_thread {
+            texts.push(weight.thread.label());
+        }
+        if weight.frames.is_empty() {
+            texts.push(weight.thread.empty_stack_label());
+        }
+        texts.extend(
+            weight
+                .frames
+                .iter()
+                .filter_map(|&id| self.frames.get(id as usize))
+                .map(FrameInfo::to_string),
+        );
+        texts
+    }
+}
+
+impl SampleSink for Profile {
+    fn record(&mut self, sample: Sample) {
+        self.add(sample);
+    }
+}
