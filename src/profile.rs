@@ -129,10 +129,7 @@ impl RunSummary {
             samples: stats.samples,
             missed_ticks: stats.missed_ticks,
             read_errors: stats.read_errors,
-            stop: stats
-                .stop
-                .map_or("running", |s| s.describe())
-                .to_string(),
+            stop: stats.stop.map_or("running", |s| s.describe()).to_string(),
             growth_by_faults: stats.attribution.by_faults,
             growth_by_gil: stats.attribution.by_gil,
             sample_cost_p50_us: micros(50.0),
@@ -449,5 +446,172 @@ impl Profile {
 impl SampleSink for Profile {
     fn record(&mut self, sample: Sample) {
         self.add(sample);
+    }
+}
+
+/// Synthetic samples for the tests of the profile and its outputs.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::python::CodeInfo;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A frame of `function` in `file.py` at `line`.
+    pub fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            code: Arc::new(CodeInfo {
+                function: function.to_string(),
+                filename: "app/file.py".to_string(),
+                first_line: 1,
+            }),
+            line,
+        }
+    }
+
+    /// A Python thread's sample with `frames` (innermost first), `rss` bytes and one wall sample.
+    pub fn thread_sample(tid: u32, name: &str, frames: &[Frame], rss: u64) -> ThreadSample {
+        let mut values = MetricValues::default();
+        values.add(Metric::Rss, rss);
+        values.add(Metric::Wall, 1);
+        ThreadSample {
+            thread: ThreadIdentity {
+                python_id: Some(u64::from(tid) * 16),
+                native_id: Some(tid),
+                name: Some(name.to_string()),
+            },
+            frames: frames.to_vec(),
+            values,
+        }
+    }
+
+    /// A profile of two threads running the same leaf under different callers, plus a
+    /// non-Python thread charged some growth.
+    pub fn two_thread_profile() -> Profile {
+        let target = TargetInfo {
+            pid: 4242,
+            command: "python3 app.py".to_string(),
+            python_version: Some("3.11.7".to_string()),
+        };
+        let mut profile = Profile::new(target, true);
+        let main = [frame("grow", 7), frame("main", 3), frame("<module>", 20)];
+        let worker = [frame("grow", 7), frame("main", 3), frame("<module>", 20)];
+        let idle = [frame("wait", 2)];
+        for tick in 0..4u64 {
+            let mut native = ThreadSample {
+                thread: ThreadIdentity {
+                    python_id: None,
+                    native_id: Some(99),
+                    name: Some("jemalloc_bg".to_string()),
+                },
+                frames: Vec::new(),
+                values: MetricValues::default(),
+            };
+            native.values.add(Metric::Rss, 100);
+            profile.add(Sample {
+                time: Duration::from_millis(10 * tick),
+                rss: Some(1_000_000 + tick * 4096),
+                threads: vec![
+                    thread_sample(1, "MainThread", &main, 1 << 20),
+                    thread_sample(
+                        2,
+                        "worker",
+                        if tick % 2 == 0 { &worker } else { &idle },
+                        512,
+                    ),
+                    native,
+                ],
+            });
+        }
+        profile
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn stacks_are_interned_root_first() {
+        let profile = two_thread_profile();
+        assert_eq!(
+            profile.stacks().len(),
+            3,
+            "grow stack, wait stack, empty stack"
+        );
+        let grow = &profile.stacks()[0];
+        let names: Vec<&str> = grow
+            .iter()
+            .map(|&id| profile.frames()[id as usize].function.as_str())
+            .collect();
+        assert_eq!(names, ["<module>", "main", "grow"]);
+        assert_eq!(profile.threads().len(), 3);
+        assert_eq!(profile.timeline().map(<[_]>::len), Some(4));
+    }
+
+    #[test]
+    fn totals_add_every_sample() {
+        let profile = two_thread_profile();
+        assert_eq!(profile.total(Metric::Rss), 4 * ((1 << 20) + 512 + 100));
+        assert_eq!(profile.total(Metric::Wall), 8);
+        assert_eq!(profile.total(Metric::Cpu), 0);
+    }
+
+    #[test]
+    fn thread_labels_name_the_kernel_id() {
+        let profile = two_thread_profile();
+        let labels: Vec<String> = profile.threads().iter().map(ThreadInfo::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "thread MainThread (1)",
+                "thread worker (2)",
+                "thread jemalloc_bg (99)"
+            ]
+        );
+        assert_eq!(
+            profile.threads()[2].empty_stack_label(),
+            "<non-Python thread jemalloc_bg>"
+        );
+        let anonymous = ThreadInfo {
+            python_id: Some(255),
+            native_id: None,
+            name: None,
+        };
+        assert_eq!(anonymous.label(), "thread ? (0xff)");
+        assert_eq!(anonymous.empty_stack_label(), "<no Python frames>");
+    }
+
+    #[test]
+    fn timeline_parts_that_point_nowhere_are_rejected() {
+        let err = Profile::from_timeline(
+            TargetInfo::default(),
+            None,
+            Vec::new(),
+            vec![vec![3]],
+            Vec::new(),
+            Vec::new(),
+        )
+        .expect_err("bad frame id");
+        assert!(matches!(err, ProfileError::BadFrame { frame: 3, .. }));
+        let err = Profile::from_timeline(
+            TargetInfo::default(),
+            None,
+            Vec::new(),
+            vec![Vec::new()],
+            Vec::new(),
+            vec![TimelineSample {
+                time_s: 0.0,
+                rss: None,
+                entries: vec![TimelineEntry {
+                    thread: 0,
+                    stack: 0,
+                    values: MetricValues::default(),
+                }],
+            }],
+        )
+        .expect_err("bad thread id");
+        assert!(matches!(err, ProfileError::BadEntry { thread: 0, .. }));
     }
 }

@@ -495,7 +495,7 @@ impl<S: StackSource> Sampler<S> {
             .iter()
             .filter_map(|s| s.native_id)
             .any(|tid| !task_stats.iter().any(|(t, _)| *t == tid));
-        if unknown || self.stats.samples % 64 == 0 {
+        if unknown || self.stats.samples.is_multiple_of(64) {
             // A failed listing means the process is exiting; the next tick will notice.
             let _ = threads.rescan();
         }
@@ -768,4 +768,339 @@ fn now() -> libc::timespec {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::CodeInfo;
+    use std::sync::Arc;
+
+    fn frame(function: &str) -> Frame {
+        Frame {
+            code: Arc::new(CodeInfo {
+                function: function.to_string(),
+                filename: "test.py".to_string(),
+                first_line: 1,
+            }),
+            line: 10,
+        }
+    }
+
+    fn own_thread(function: &str) -> ThreadStack {
+        ThreadStack {
+            thread_id: 1,
+            // SAFETY: gettid has no preconditions.
+            native_id: Some(unsafe { libc::gettid() } as u32),
+            name: Some("MainThread".to_string()),
+            holds_gil: true,
+            idle: false,
+            frames: vec![frame(function)],
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("synthetic read failure (exited: {exited})")]
+    struct FakeError {
+        exited: bool,
+    }
+
+    /// Replays a script of read results, then reports the target gone.
+    struct Scripted {
+        script: std::vec::IntoIter<Result<Vec<ThreadStack>, FakeError>>,
+        delay: Duration,
+    }
+
+    impl StackSource for Scripted {
+        type Error = FakeError;
+        fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, FakeError> {
+            std::thread::sleep(self.delay);
+            self.script
+                .next()
+                .unwrap_or(Err(FakeError { exited: true }))
+        }
+        fn process_exited(error: &FakeError) -> bool {
+            error.exited
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Vec<Sample>);
+
+    impl SampleSink for Collect {
+        fn record(&mut self, sample: Sample) {
+            self.0.push(sample);
+        }
+    }
+
+    fn sampler(
+        script: Vec<Result<Vec<ThreadStack>, FakeError>>,
+        delay: Duration,
+        rate_hz: f64,
+    ) -> Sampler<Scripted> {
+        let source = Scripted {
+            script: script.into_iter(),
+            delay,
+        };
+        let options = SamplerOptions {
+            rate_hz,
+            duration: None,
+        };
+        Sampler::new(source, std::process::id() as i32, options).expect("sampler")
+    }
+
+    #[test]
+    fn split_adds_up_exactly_and_follows_weights() {
+        assert_eq!(split_proportionally(10, &[1, 1, 2]), vec![2, 2, 6]);
+        assert_eq!(split_proportionally(7, &[0, 0]), vec![0, 0]);
+        assert_eq!(split_proportionally(5, &[]), Vec::<u64>::new());
+        let parts = split_proportionally(1_000_003, &[3, 0, 5, 9]);
+        assert_eq!(parts.iter().sum::<u64>(), 1_000_003);
+        assert_eq!(parts[1], 0);
+    }
+
+    #[test]
+    fn metric_names_round_trip() {
+        for metric in Metric::ALL {
+            assert_eq!(metric.name().parse::<Metric>().expect("parse"), metric);
+            assert_eq!(Metric::ALL[metric.index()], metric);
+        }
+        let err = "bytes".parse::<Metric>().expect_err("unknown");
+        assert!(err.to_string().contains("rss-release"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unusable_rates() {
+        for rate in [0.0, -5.0, f64::NAN, 1e9] {
+            let source = Scripted {
+                script: Vec::new().into_iter(),
+                delay: Duration::ZERO,
+            };
+            let options = SamplerOptions {
+                rate_hz: rate,
+                duration: None,
+            };
+            let result = Sampler::new(source, std::process::id() as i32, options);
+            assert!(matches!(result, Err(SamplerError::BadRate(_))), "{rate}");
+        }
+    }
+
+    #[test]
+    fn stops_when_the_target_exits_and_counts_torn_reads() {
+        let script = vec![
+            Ok(vec![own_thread("a")]),
+            Err(FakeError { exited: false }),
+            Ok(vec![own_thread("b")]),
+        ];
+        let mut sampler = sampler(script, Duration::ZERO, 1000.0);
+        let mut sink = Collect::default();
+        let stats = sampler.run(&AtomicBool::new(false), &mut sink);
+        assert_eq!(stats.stop, Some(StopReason::TargetExited));
+        assert_eq!(stats.samples, 2);
+        assert_eq!(stats.read_errors, 1);
+        assert!(
+            stats
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("synthetic"))
+        );
+        let functions: Vec<&str> = sink
+            .0
+            .iter()
+            .map(|s| s.threads[0].frames[0].code.function.as_str())
+            .collect();
+        assert_eq!(functions, ["a", "b"]);
+        assert!(
+            sink.0
+                .iter()
+                .all(|s| s.threads[0].values.get(Metric::Wall) == 1)
+        );
+        assert!(sink.0.iter().all(|s| s.rss.is_some_and(|rss| rss > 0)));
+    }
+
+    #[test]
+    fn a_slow_read_misses_ticks_instead_of_drifting() {
+        let script = (0..6).map(|_| Ok(vec![own_thread("slow")])).collect();
+        // Each read takes 3.5 periods of a 200 Hz clock.
+        let mut sampler = sampler(script, Duration::from_micros(17_500), 200.0);
+        let stats = sampler.run(&AtomicBool::new(false), &mut Collect::default());
+        assert_eq!(stats.samples, 6);
+        assert!(stats.missed_ticks >= 6 * 2, "missed {}", stats.missed_ticks);
+        // Every due tick is either taken (6 samples + the exit tick) or missed.
+        assert_eq!(stats.ticks, stats.samples + 1 + stats.missed_ticks);
+    }
+
+    #[test]
+    fn stop_flag_ends_the_run() {
+        let script = (0..100_000).map(|_| Ok(vec![own_thread("loop")])).collect();
+        let mut sampler = sampler(script, Duration::ZERO, 100.0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.store(true, Ordering::Relaxed);
+            });
+            let stats = sampler.run(&stop, &mut Collect::default());
+            assert_eq!(stats.stop, Some(StopReason::Interrupted));
+            assert!(stats.samples >= 1 && stats.samples < 100_000);
+        });
+    }
+
+    #[test]
+    fn duration_ends_the_run() {
+        let script: Vec<_> = (0..100_000).map(|_| Ok(vec![own_thread("loop")])).collect();
+        let source = Scripted {
+            script: script.into_iter(),
+            delay: Duration::ZERO,
+        };
+        let options = SamplerOptions {
+            rate_hz: 100.0,
+            duration: Some(Duration::from_millis(50)),
+        };
+        let mut sampler =
+            Sampler::new(source, std::process::id() as i32, options).expect("sampler");
+        let stats = sampler.run(&AtomicBool::new(false), &mut Collect::default());
+        assert_eq!(stats.stop, Some(StopReason::Duration));
+        assert!(stats.samples >= 1);
+        assert!(stats.elapsed >= Duration::from_millis(50));
+    }
+
+    /// A counter source that reports a growing total for the calling thread.
+    struct Growing {
+        tid: u32,
+        total: u64,
+    }
+
+    impl CounterSource for Growing {
+        fn metric(&self) -> Metric {
+            Metric::Cpu
+        }
+        fn read(&mut self, totals: &mut HashMap<u32, u64>) -> Result<(), CounterError> {
+            self.total += 5;
+            totals.insert(self.tid, self.total);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn counter_sources_charge_their_deltas_to_the_thread() {
+        let script = (0..3).map(|_| Ok(vec![own_thread("c")])).collect();
+        let mut sampler = sampler(script, Duration::ZERO, 1000.0);
+        let tid = own_thread("x").native_id.expect("tid");
+        sampler.add_counter(Box::new(Growing { tid, total: 0 }));
+        let mut sink = Collect::default();
+        sampler.run(&AtomicBool::new(false), &mut sink);
+        let cpu: Vec<u64> = sink
+            .0
+            .iter()
+            .map(|s| s.threads[0].values.get(Metric::Cpu))
+            .collect();
+        // The first read is the baseline; then +5 per tick, plus 1 for the on-CPU sample.
+        assert_eq!(cpu, [1, 6, 6]);
+    }
+
+    #[test]
+    fn without_thread_ids_growth_goes_to_the_gil_holder() {
+        let holder = ThreadStack {
+            native_id: None,
+            ..own_thread("holder")
+        };
+        let waiter = ThreadStack {
+            thread_id: 2,
+            native_id: None,
+            holds_gil: false,
+            idle: true,
+            ..own_thread("waiter")
+        };
+        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
+        sampler.prev_rss = Some(1000);
+        let sample = sampler.attribute(Duration::ZERO, Some(5096), vec![waiter, holder], &[], &[]);
+        let rss: Vec<u64> = sample
+            .threads
+            .iter()
+            .map(|t| t.values.get(Metric::Rss))
+            .collect();
+        assert_eq!(rss, [0, 4096]);
+        assert_eq!(sampler.stats.attribution.by_gil, 1);
+        let cpu: Vec<u64> = sample
+            .threads
+            .iter()
+            .map(|t| t.values.get(Metric::Cpu))
+            .collect();
+        assert_eq!(cpu, [0, 1]);
+    }
+
+    #[test]
+    fn growth_follows_fault_deltas_including_non_python_threads() {
+        let a = ThreadStack {
+            native_id: Some(101),
+            ..own_thread("a")
+        };
+        let b = ThreadStack {
+            thread_id: 2,
+            native_id: Some(102),
+            ..own_thread("b")
+        };
+        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
+        let stat = |faults| ThreadStat {
+            state: b'S',
+            faults,
+            cpu_ticks: 0,
+        };
+        let baseline = [(101, stat(0)), (102, stat(0)), (103, stat(0))];
+        sampler.attribute(
+            Duration::ZERO,
+            Some(0),
+            vec![a.clone(), b.clone()],
+            &baseline,
+            &[],
+        );
+        let later = [(101, stat(300)), (102, stat(0)), (103, stat(100))];
+        let sample = sampler.attribute(Duration::ZERO, Some(4000), vec![a, b], &later, &[]);
+        let rss: Vec<(Option<u64>, Option<u32>, u64)> = sample
+            .threads
+            .iter()
+            .map(|t| {
+                (
+                    t.thread.python_id,
+                    t.thread.native_id,
+                    t.values.get(Metric::Rss),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rss,
+            [
+                (Some(1), Some(101), 3000),
+                (Some(2), Some(102), 0),
+                (None, Some(103), 1000)
+            ]
+        );
+        assert_eq!(sampler.stats.attribution.by_faults, 1);
+    }
+
+    #[test]
+    fn release_goes_to_threads_on_cpu() {
+        let busy = ThreadStack {
+            native_id: None,
+            idle: false,
+            ..own_thread("busy")
+        };
+        let idle = ThreadStack {
+            thread_id: 2,
+            native_id: None,
+            idle: true,
+            holds_gil: false,
+            ..own_thread("idle")
+        };
+        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
+        sampler.prev_rss = Some(10_000);
+        let sample = sampler.attribute(Duration::ZERO, Some(2_000), vec![busy, idle], &[], &[]);
+        let release: Vec<u64> = sample
+            .threads
+            .iter()
+            .map(|t| t.values.get(Metric::RssRelease))
+            .collect();
+        assert_eq!(release, [8_000, 0]);
+    }
 }

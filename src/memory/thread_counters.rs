@@ -81,7 +81,11 @@ impl ThreadCounters {
         let mut alive = Vec::new();
         for entry in entries {
             let Ok(entry) = entry else { continue };
-            let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             alive.push(tid);
@@ -200,7 +204,7 @@ mod tests {
             let tid = unsafe { libc::gettid() } as u32;
             tid_tx.send(tid).expect("send tid");
             go_rx.recv().expect("wait for go");
-            let block = vec![7u8; 32 << 20];
+            let block = std::hint::black_box(vec![7u8; 32 << 20]);
             done_tx.send(()).expect("done");
             exit_rx.recv().expect("wait for exit");
             block.len()

@@ -66,3 +66,62 @@ mod tests {
         assert_eq!(sanitize_frame("g\n (x.py:2)"), "g  (x.py:2)");
     }
 }
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+    use crate::profile::test_support::two_thread_profile;
+
+    #[test]
+    fn same_frames_on_two_threads_merge_without_threads() {
+        let profile = two_thread_profile();
+        let folded = fold(
+            &profile,
+            FoldOptions {
+                metric: Metric::Rss,
+                threads: false,
+            },
+        );
+        let grow = "<module> (app/file.py:20);main (app/file.py:3);grow (app/file.py:7)";
+        assert_eq!(
+            folded,
+            vec![
+                (grow.to_string(), 4 * (1 << 20) + 2 * 512),
+                ("<non-Python thread jemalloc_bg>".to_string(), 400),
+                ("wait (app/file.py:2)".to_string(), 2 * 512),
+            ]
+        );
+    }
+
+    #[test]
+    fn threads_become_root_frames() {
+        let profile = two_thread_profile();
+        let mut out = Vec::new();
+        write(
+            &profile,
+            FoldOptions {
+                metric: Metric::Wall,
+                threads: true,
+            },
+            &mut out,
+        )
+        .expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let expected = "\
+thread MainThread (1);<module> (app/file.py:20);main (app/file.py:3);grow (app/file.py:7) 4
+thread worker (2);<module> (app/file.py:20);main (app/file.py:3);grow (app/file.py:7) 2
+thread worker (2);wait (app/file.py:2) 2
+";
+        assert_eq!(text, expected, "the non-Python thread has no wall samples");
+    }
+
+    #[test]
+    fn a_metric_with_nothing_charged_folds_to_nothing() {
+        let profile = two_thread_profile();
+        let options = FoldOptions {
+            metric: Metric::RssRelease,
+            threads: true,
+        };
+        assert!(fold(&profile, options).is_empty());
+    }
+}

@@ -107,6 +107,99 @@ mod tests {
             title(Metric::Rss),
             "Memory flamegraph: rss (resident memory growth)"
         );
-        assert_eq!(title(Metric::Wall), "Time flamegraph: wall (wall-clock samples)");
+        assert_eq!(
+            title(Metric::Wall),
+            "Time flamegraph: wall (wall-clock samples)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod svg_tests {
+    use super::*;
+    use crate::profile::test_support::two_thread_profile;
+    use quick_xml::events::Event;
+
+    /// Every text node of the SVG, failing on malformed XML.
+    fn svg_texts(svg: &[u8]) -> Vec<String> {
+        let mut reader = quick_xml::Reader::from_reader(svg);
+        let mut texts = Vec::new();
+        let mut current = String::new();
+        let mut buffer = Vec::new();
+        loop {
+            match reader
+                .read_event_into(&mut buffer)
+                .expect("well-formed XML")
+            {
+                Event::Text(text) => current.push_str(&text.xml10_content().expect("text")),
+                Event::GeneralRef(reference) => {
+                    current.push_str(match reference.as_ref() {
+                        b"lt" => "<",
+                        b"gt" => ">",
+                        b"amp" => "&",
+                        b"quot" => "\"",
+                        b"apos" => "'",
+                        _ => "?",
+                    });
+                }
+                Event::Eof => break,
+                _ => {
+                    if !current.trim().is_empty() {
+                        texts.push(std::mem::take(&mut current));
+                    }
+                    current.clear();
+                }
+            }
+            buffer.clear();
+        }
+        texts
+    }
+
+    #[test]
+    fn svg_is_xml_with_title_total_and_frames() {
+        let profile = two_thread_profile();
+        let mut svg = Vec::new();
+        let options = FoldOptions {
+            metric: Metric::Rss,
+            threads: true,
+        };
+        assert_eq!(
+            write(&profile, options, &mut svg).expect("draw"),
+            FlameOutcome::Drawn
+        );
+        let all = svg_texts(&svg).join("\n");
+        assert!(
+            all.contains("Memory flamegraph: rss (resident memory growth)"),
+            "{all}"
+        );
+        assert!(all.contains("total 4.0 MiB"), "{all}");
+        assert!(
+            all.contains("python3 app.py (pid 4242, Python 3.11.7)"),
+            "{all}"
+        );
+        // Frames narrower than inferno's minimum width (0.1%) are pruned from the drawing.
+        for frame in [
+            "grow (app/file.py:7)",
+            "thread MainThread (1)",
+            "<module> (app/file.py:20)",
+        ] {
+            assert!(all.contains(frame), "{frame} missing from {all}");
+        }
+        assert!(all.contains("KiB"), "bytes are shown in KiB: {all}");
+    }
+
+    #[test]
+    fn nothing_charged_still_writes_valid_svg() {
+        let profile = two_thread_profile();
+        let mut svg = Vec::new();
+        let options = FoldOptions {
+            metric: Metric::RssRelease,
+            threads: false,
+        };
+        assert_eq!(
+            write(&profile, options, &mut svg).expect("draw"),
+            FlameOutcome::Empty
+        );
+        assert!(!svg_texts(&svg).is_empty());
     }
 }

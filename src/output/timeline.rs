@@ -27,7 +27,9 @@ pub enum TimelineError {
     #[error("not a pymemtrace timeline: {0}")]
     Json(#[from] serde_json::Error),
     /// Another format or version.
-    #[error("unsupported timeline format {format:?} version {version} (expected {FORMAT:?} version {VERSION})")]
+    #[error(
+        "unsupported timeline format {format:?} version {version} (expected {FORMAT:?} version {VERSION})"
+    )]
     Version {
         /// The file's `format`.
         format: String,
@@ -288,4 +290,74 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
         timeline,
     )?;
     Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::collapsed::{FoldOptions, fold};
+    use crate::profile::test_support::two_thread_profile;
+
+    #[test]
+    fn read_back_timeline_folds_the_same() {
+        let mut profile = two_thread_profile();
+        profile.summary = Some(RunSummary {
+            rate_hz: 100.0,
+            duration_s: 0.04,
+            samples: 4,
+            ticks: 4,
+            stop: "target exited".to_string(),
+            ..RunSummary::default()
+        });
+        let mut json = Vec::new();
+        write(&profile, &mut json).expect("write");
+        let back = read(json.as_slice()).expect("read");
+        for metric in Metric::ALL {
+            for threads in [false, true] {
+                let options = FoldOptions { metric, threads };
+                assert_eq!(
+                    fold(&back, options),
+                    fold(&profile, options),
+                    "{metric} {threads}"
+                );
+            }
+        }
+        assert_eq!(back.target, profile.target);
+        assert_eq!(back.summary, profile.summary);
+        assert_eq!(back.timeline(), profile.timeline());
+    }
+
+    #[test]
+    fn the_file_carries_samples_and_summary() {
+        let profile = two_thread_profile();
+        let mut json = Vec::new();
+        write(&profile, &mut json).expect("write");
+        let doc: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert_eq!(doc["format"], "pymemtrace-timeline");
+        assert_eq!(doc["metrics"][0]["name"], "rss");
+        assert_eq!(doc["metrics"][0]["unit"], "bytes");
+        assert_eq!(doc["samples"].as_array().map(Vec::len), Some(4));
+        assert_eq!(doc["samples"][1]["rss"], 1_004_096);
+        assert_eq!(doc["samples"][0]["threads"][0]["deltas"][0], 1 << 20);
+        assert_eq!(doc["totals"]["wall"], 8);
+    }
+
+    #[test]
+    fn foreign_or_broken_files_are_refused() {
+        let err = read(&b"{\"format\": \"other\"}"[..]).expect_err("not ours");
+        assert!(matches!(err, TimelineError::Json(_)), "{err}");
+        let profile = two_thread_profile();
+        let mut json = Vec::new();
+        write(&profile, &mut json).expect("write");
+        let text = String::from_utf8(json).expect("utf-8");
+        let renamed = text.replace("\"wall\"", "\"walltime\"");
+        let err = read(renamed.as_bytes()).expect_err("unknown metric");
+        assert!(err.to_string().contains("walltime"), "{err}");
+        let newer = text.replace("\"version\":1", "\"version\":9");
+        let err = read(newer.as_bytes()).expect_err("newer version");
+        assert!(
+            matches!(err, TimelineError::Version { version: 9, .. }),
+            "{err}"
+        );
+    }
 }
