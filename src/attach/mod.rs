@@ -1,2 +1,9 @@
-//! The target process: spawn or attach, memory reads, maps, ELF symbols, threads, permissions.
+//! The target process: memory reads, maps, ELF symbols, threads, permissions.
 //! Knows nothing of Python's data structures.
+
+pub mod elf;
+pub mod memory;
+pub mod process;
+
+pub use memory::{MemoryError, ReadMemory, RemoteMemory, SliceMemory};
+pub use process::{MappedFile, ProcessError, TargetProcess};

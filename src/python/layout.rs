@@ -27,7 +27,7 @@ pub struct Layout {
     // ---- PyInterpreterState ----
     /// `PyInterpreterState.next`.
     pub interp_next: u64,
-    /// `tstate_head` (≤3.11) / `threads.head` (3.12+).
+    /// `tstate_head` (≤3.10) / `threads.head` (3.11+).
     pub interp_threads_head: u64,
     /// `modules` (≤3.11) / `imports.modules` (3.12+): the `sys.modules` dict.
     pub interp_modules: u64,
@@ -52,7 +52,8 @@ pub struct Layout {
     pub cframe_current_frame: Option<u64>,
     /// `PyThreadState.thread_id` (the `pthread_t` that `threading.get_ident()` returns).
     pub tstate_thread_id: u64,
-    /// `PyThreadState.native_thread_id` (3.8+; the kernel TID).
+    /// `PyThreadState.native_thread_id` (3.11+; the kernel TID). 3.8–3.10 have
+    /// `threading.get_native_id()` but keep no such member in the thread state.
     pub tstate_native_thread_id: Option<u64>,
 
     // ---- frames: PyFrameObject (≤3.10) / _PyInterpreterFrame (3.11+) ----
@@ -106,7 +107,8 @@ pub struct Layout {
     pub type_dictoffset: u64,
     /// `PyTypeObject.tp_basicsize`.
     pub type_basicsize: u64,
-    /// `PyHeapTypeObject.ht_cached_keys` (3.11+: shared keys of instances' inline values).
+    /// `PyHeapTypeObject.ht_cached_keys`: the keys shared by instances' split dicts (every
+    /// version, 3.3+), and from 3.11 on the keys of instances' inline values.
     pub heaptype_cached_keys: Option<u64>,
 
     // ---- bytes and str ----

@@ -1,7 +1,18 @@
 //! Reading CPython interpreter state out of process: discovery, version detection, layouts,
 //! frame walking and code-object decoding. Nothing here knows about sampling or outputs.
 
+pub mod code;
+pub mod debug_offsets;
+pub mod frames;
 pub mod layout;
+pub mod layouts;
+pub mod objects;
+pub mod spy;
+pub mod threads;
+pub mod version;
+
+pub use spy::{PythonSpy, SpyError, SpyOptions};
+pub use version::PythonVersion;
 
 use std::fmt;
 use std::sync::Arc;

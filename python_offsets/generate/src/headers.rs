@@ -1,0 +1,122 @@
+//! The C translation unit bindgen reads for one CPython minor version: which of the
+//! interpreter's installed headers hold the structs we need, with `Py_BUILD_CORE` defined for
+//! the internal ones, plus the few structs that no installed header defines.
+
+/// `Objects/dict-common.h` (3.6–3.10) is not installed with the headers. These are its
+/// `PyDictKeyEntry` and `struct _dictkeysobject`, transcribed member for member (the lookup
+/// function pointer is declared `void *`, same size). bindgen lays them out like any header.
+/// 3.6 declares `dk_indices` as a union of small arrays; it starts at the same offset as the
+/// flexible `char dk_indices[]` of 3.7–3.10.
+const DICT_COMMON_3_6_TO_3_10: &str = "
+typedef struct {
+    Py_hash_t me_hash;
+    PyObject *me_key;
+    PyObject *me_value;
+} pmt_fact_PyDictKeyEntry;
+
+struct pmt_fact_dictkeysobject {
+    Py_ssize_t dk_refcnt;
+    Py_ssize_t dk_size;
+    void *dk_lookup;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[];
+};
+";
+
+/// `PyModuleObject` is private to `Objects/moduleobject.c` before 3.10 (3.10 moved it to
+/// `internal/pycore_moduleobject.h`). Transcribed from that file; its layout is the same
+/// in 3.6–3.9.
+const MODULEOBJECT_3_6_TO_3_9: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *md_dict;
+    struct PyModuleDef *md_def;
+    void *md_state;
+    PyObject *md_weaklist;
+    PyObject *md_name;
+} pmt_fact_PyModuleObject;
+";
+
+/// Whether `Layout` needs a struct that `minor` only has in a transcribed form.
+pub fn dict_keys_from_facts(minor: u8) -> bool {
+    minor <= 10
+}
+
+/// See [`dict_keys_from_facts`].
+pub fn module_from_facts(minor: u8) -> bool {
+    minor <= 9
+}
+
+/// The translation unit for CPython 3.`minor`.
+pub fn wrapper(minor: u8) -> String {
+    let mut c = String::new();
+    if minor >= 7 {
+        // The runtime, interpreter and GIL structs are internal from 3.7 on.
+        c.push_str("#define Py_BUILD_CORE 1\n");
+    }
+    c.push_str("#include <Python.h>\n#include <frameobject.h>\n");
+    if minor <= 10 {
+        // 3.11 folded code.h into cpython/code.h, which Python.h includes.
+        c.push_str("#include <code.h>\n");
+    }
+    let internal: &[&str] = match minor {
+        // 3.6: everything needed is public; the GIL is file-static in Python/ceval_gil.h.
+        6 => &[],
+        7 => &["internal/pystate.h"],
+        8 => &["internal/pycore_pystate.h"],
+        9 => &["internal/pycore_runtime.h", "internal/pycore_interp.h"],
+        10 => &[
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+            "internal/pycore_moduleobject.h",
+        ],
+        _ => &[
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+            "internal/pycore_frame.h",
+            "internal/pycore_code.h",
+            "internal/pycore_dict.h",
+            "internal/pycore_moduleobject.h",
+        ],
+    };
+    for header in internal {
+        c.push_str(&format!("#include <{header}>\n"));
+    }
+    if dict_keys_from_facts(minor) {
+        c.push_str(DICT_COMMON_3_6_TO_3_10);
+    }
+    if module_from_facts(minor) {
+        c.push_str(MODULEOBJECT_3_6_TO_3_9);
+    }
+    c
+}
+
+/// The types bindgen must lay out (it follows their member types by itself).
+pub const ROOT_TYPES: &[&str] = &[
+    "_PyRuntimeState",
+    "PyInterpreterState",
+    "PyThreadState",
+    "_gil_runtime_state",
+    "_PyCFrame",
+    "_PyStackChunk",
+    "PyFrameObject",
+    "_frame",
+    "_PyInterpreterFrame",
+    "PyCodeObject",
+    "PyObject",
+    "PyVarObject",
+    "PyTypeObject",
+    "PyHeapTypeObject",
+    "PyBytesObject",
+    "PyASCIIObject",
+    "PyCompactUnicodeObject",
+    "PyLongObject",
+    "PyDictObject",
+    "_dictkeysobject",
+    "PyDictKeysObject",
+    "PyDictKeyEntry",
+    "PyDictUnicodeEntry",
+    "PyModuleObject",
+    "pmt_fact_.*",
+];

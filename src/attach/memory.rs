@@ -1,0 +1,217 @@
+//! Reading another process's memory: the [`ReadMemory`] trait every decoder reads through, its
+//! live implementation over `process_vm_readv` (one syscall may fill many buffers), and a
+//! byte-slice implementation for tests and fuzzing. Never writes to the target.
+
+use thiserror::Error;
+
+/// Why a read of the target's memory failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MemoryError {
+    /// The address range is not mapped (a torn read, a stale pointer, or garbage).
+    #[error("address {addr:#x} (+{len} bytes) is not readable in the target")]
+    BadAddress {
+        /// First byte asked for.
+        addr: u64,
+        /// How many bytes were asked for.
+        len: usize,
+    },
+    /// The process no longer exists.
+    #[error("the target process has exited")]
+    ProcessGone,
+    /// The kernel refused the read.
+    #[error(
+        "permission denied reading the target's memory: run as root, or give pmt CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0"
+    )]
+    PermissionDenied,
+    /// A length read from the target is implausible (garbage in a size field).
+    #[error("implausible size {len} at {addr:#x}")]
+    ImplausibleSize {
+        /// Where the object lives.
+        addr: u64,
+        /// The size it claims.
+        len: u64,
+    },
+    /// Any other OS error.
+    #[error("reading the target's memory failed: {0}")]
+    Os(String),
+}
+
+/// Random access to a target's memory. Implementations must never panic on any address.
+pub trait ReadMemory {
+    /// Fills `buf` with the bytes at `addr`, or fails without a partial result.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// Fills each `(addr, buffer)` pair; one syscall where the implementation can.
+    fn read_many(&self, requests: &mut [(u64, &mut [u8])]) -> Result<(), MemoryError> {
+        for (addr, buf) in requests.iter_mut() {
+            self.read(*addr, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `addr` into a new vector.
+    fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
+        let mut buf = vec![0u8; len];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads a little-endian `u64` (also pointers and `Py_ssize_t`).
+    fn read_u64(&self, addr: u64) -> Result<u64, MemoryError> {
+        let mut buf = [0u8; 8];
+        self.read(addr, &mut buf)?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    /// Reads a little-endian `u32`.
+    fn read_u32(&self, addr: u64) -> Result<u32, MemoryError> {
+        let mut buf = [0u8; 4];
+        self.read(addr, &mut buf)?;
+        Ok(u32::from_le_bytes(buf))
+    }
+
+    /// Reads one byte.
+    fn read_u8(&self, addr: u64) -> Result<u8, MemoryError> {
+        let mut buf = [0u8; 1];
+        self.read(addr, &mut buf)?;
+        Ok(buf[0])
+    }
+}
+
+/// The memory of a live process, read with `process_vm_readv`.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteMemory {
+    pid: i32,
+}
+
+/// The most buffers one `process_vm_readv` call takes (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+impl RemoteMemory {
+    /// Memory of process `pid`. Nothing is checked until the first read.
+    pub fn new(pid: i32) -> Self {
+        RemoteMemory { pid }
+    }
+
+    /// The target's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn error_for(&self, errno: i32, addr: u64, len: usize) -> MemoryError {
+        match errno {
+            libc::EFAULT | libc::EIO | libc::EINVAL => MemoryError::BadAddress { addr, len },
+            libc::ESRCH => MemoryError::ProcessGone,
+            libc::EPERM | libc::EACCES => MemoryError::PermissionDenied,
+            other => MemoryError::Os(std::io::Error::from_raw_os_error(other).to_string()),
+        }
+    }
+}
+
+impl ReadMemory for RemoteMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.read_many(&mut [(addr, buf)])
+    }
+
+    fn read_many(&self, requests: &mut [(u64, &mut [u8])]) -> Result<(), MemoryError> {
+        for chunk in requests.chunks_mut(IOV_MAX) {
+            let mut local = Vec::with_capacity(chunk.len());
+            let mut remote = Vec::with_capacity(chunk.len());
+            let mut total = 0usize;
+            for (addr, buf) in chunk.iter_mut() {
+                if buf.is_empty() {
+                    continue;
+                }
+                local.push(libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                });
+                remote.push(libc::iovec {
+                    iov_base: *addr as usize as *mut libc::c_void,
+                    iov_len: buf.len(),
+                });
+                total += buf.len();
+            }
+            if local.is_empty() {
+                continue;
+            }
+            // SAFETY: every local iovec points into a live, exclusively borrowed buffer of the
+            // stated length; the remote iovecs are only addresses in the other process.
+            let got = unsafe {
+                libc::process_vm_readv(
+                    self.pid,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            if got < 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                let (addr, len) = chunk.first().map(|(a, b)| (*a, b.len())).unwrap_or((0, 0));
+                return Err(self.error_for(errno, addr, len));
+            }
+            if got as usize != total {
+                // A partial read stops at the first unreadable buffer: name it.
+                let mut seen = 0usize;
+                for (addr, buf) in chunk.iter() {
+                    seen += buf.len();
+                    if seen > got as usize {
+                        return Err(MemoryError::BadAddress {
+                            addr: *addr,
+                            len: buf.len(),
+                        });
+                    }
+                }
+                return Err(MemoryError::BadAddress {
+                    addr: 0,
+                    len: total,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fake address space made of byte regions: for tests and for fuzzing the decoders.
+#[derive(Debug, Clone, Default)]
+pub struct SliceMemory {
+    regions: Vec<(u64, Vec<u8>)>,
+}
+
+impl SliceMemory {
+    /// An empty address space: every read fails.
+    pub fn new() -> Self {
+        SliceMemory::default()
+    }
+
+    /// Maps `bytes` at `addr`.
+    pub fn map(&mut self, addr: u64, bytes: Vec<u8>) {
+        self.regions.push((addr, bytes));
+    }
+}
+
+impl ReadMemory for SliceMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        for (start, bytes) in &self.regions {
+            let Some(offset) = addr.checked_sub(*start) else {
+                continue;
+            };
+            let Ok(offset) = usize::try_from(offset) else {
+                continue;
+            };
+            if let Some(src) = offset
+                .checked_add(buf.len())
+                .and_then(|end| bytes.get(offset..end))
+            {
+                buf.copy_from_slice(src);
+                return Ok(());
+            }
+        }
+        Err(MemoryError::BadAddress {
+            addr,
+            len: buf.len(),
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! Code objects: decoding name, qualified name, file and first line once per code object
+//! (cached by address), and mapping an instruction offset to a source line with each
+//! version's line table: `co_lnotab` (≤3.9), the PEP 626 `co_linetable` (3.10) and the
+//! location table (3.11+).
+
+use super::CodeInfo;
+use super::layout::Layout;
+use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str};
+use crate::attach::ReadMemory;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The most code objects kept decoded; the cache starts over past this.
+const MAX_CACHED_CODES: usize = 1 << 16;
+
+/// A decoded code object.
+#[derive(Debug)]
+struct CachedCode {
+    info: Arc<CodeInfo>,
+    linetable: Vec<u8>,
+    /// Address of the first instruction (3.11+: inline in the code object).
+    code_start: u64,
+    /// Line per instruction byte offset, filled as offsets are seen.
+    lines: HashMap<u64, u32>,
+}
+
+/// Decoded code objects of one target, keyed by address.
+#[derive(Debug, Default)]
+pub struct CodeCache {
+    codes: HashMap<u64, CachedCode>,
+}
+
+/// Where the frame's instruction pointer is, in the form each version stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstructionPosition {
+    /// `f_lasti` of a `PyFrameObject`: a byte offset (≤3.9) or a code-unit index (3.10);
+    /// negative before the first instruction.
+    Lasti(i32),
+    /// A pointer into the code object's inline bytecode (3.11+).
+    Pointer(u64),
+}
+
+impl CodeCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        CodeCache::default()
+    }
+
+    /// Decodes (or finds) the code object at `addr` and the line of `position` in it.
+    pub fn frame(
+        &mut self,
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        addr: u64,
+        position: InstructionPosition,
+    ) -> Result<(Arc<CodeInfo>, u32), DecodeError> {
+        if !self.codes.contains_key(&addr) {
+            if self.codes.len() >= MAX_CACHED_CODES {
+                self.codes.clear();
+            }
+            let decoded = decode_code(mem, layout, addr)?;
+            self.codes.insert(addr, decoded);
+        }
+        let code = self
+            .codes
+            .get_mut(&addr)
+            .ok_or(DecodeError::invalid("code object", addr))?;
+        let offset = match position {
+            InstructionPosition::Lasti(lasti) if lasti < 0 => None,
+            InstructionPosition::Lasti(lasti) if layout.version >= (3, 10) => {
+                Some(lasti as u64 * 2)
+            }
+            InstructionPosition::Lasti(lasti) => Some(lasti as u64),
+            InstructionPosition::Pointer(ptr) => ptr.checked_sub(code.code_start),
+        };
+        let line = match offset {
+            None => code.info.first_line,
+            Some(offset) => *code.lines.entry(offset).or_insert_with(|| {
+                line_for_offset(
+                    layout.version,
+                    &code.linetable,
+                    code.info.first_line,
+                    offset,
+                )
+            }),
+        };
+        Ok((code.info.clone(), line))
+    }
+
+    /// Forgets every decoded code object (after the target reloaded code, for instance).
+    pub fn clear(&mut self) {
+        self.codes.clear();
+    }
+}
+
+fn decode_code(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    addr: u64,
+) -> Result<CachedCode, DecodeError> {
+    let span = [
+        layout.code_filename,
+        layout.code_name,
+        layout.code_qualname.unwrap_or(0),
+        layout.code_firstlineno,
+        layout.code_linetable,
+        layout.code_code.unwrap_or(0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+        + 8;
+    let raw = mem.read_vec(addr, span as usize)?;
+    let filename = read_str(mem, layout, field_u64(&raw, layout.code_filename))?;
+    let name_at = layout.code_qualname.unwrap_or(layout.code_name);
+    let function = read_str(mem, layout, field_u64(&raw, name_at))?;
+    let first_line = field_u32(&raw, layout.code_firstlineno);
+    let linetable = read_bytes(mem, layout, field_u64(&raw, layout.code_linetable))?;
+    let code_start = match (layout.code_code_adaptive, layout.code_code) {
+        (Some(inline), _) => addr + inline,
+        (None, Some(code_at)) => field_u64(&raw, code_at) + layout.bytes_sval,
+        (None, None) => 0,
+    };
+    Ok(CachedCode {
+        info: Arc::new(CodeInfo {
+            function,
+            filename,
+            first_line,
+        }),
+        linetable,
+        code_start,
+        lines: HashMap::new(),
+    })
+}
+
+/// The source line of the instruction at byte `offset`, from a version's line table.
+pub fn line_for_offset(version: (u8, u8), table: &[u8], first_line: u32, offset: u64) -> u32 {
+    match version {
+        (3, minor) if minor <= 9 => lnotab_line(table, first_line, offset),
+        (3, 10) => linetable_310_line(table, first_line, offset),
+        _ => location_table_line(table, first_line, offset),
+    }
+}
+
+/// `co_lnotab` (≤3.9): pairs of (bytecode increment, signed line increment).
+fn lnotab_line(table: &[u8], first_line: u32, offset: u64) -> u32 {
+    let mut line = i64::from(first_line);
+    let mut addr: u64 = 0;
+    for pair in table.chunks_exact(2) {
+        addr += u64::from(pair[0]);
+        if addr > offset {
+            break;
+        }
+        line += i64::from(pair[1] as i8);
+    }
+    u32::try_from(line).unwrap_or(0)
+}
+
+/// `co_linetable` (3.10): pairs of (bytecode length, signed line delta; -128 = no line).
+fn linetable_310_line(table: &[u8], first_line: u32, offset: u64) -> u32 {
+    let mut line = i64::from(first_line);
+    let mut end: u64 = 0;
+    for pair in table.chunks_exact(2) {
+        end += u64::from(pair[0]);
+        let delta = pair[1] as i8;
+        let this_line = (delta != -128).then(|| {
+            line += i64::from(delta);
+            line
+        });
+        if pair[0] != 0 && offset < end {
+            return this_line.and_then(|l| u32::try_from(l).ok()).unwrap_or(0);
+        }
+    }
+    u32::try_from(line).unwrap_or(0)
+}
+
+/// Reads the 6-bit-chunk varint of a 3.11+ location table, zig-zag signed.
+fn signed_varint(bytes: &[u8]) -> i64 {
+    let mut value: u64 = 0;
+    let mut shift = 0u32;
+    for &b in bytes {
+        value |= u64::from(b & 63) << shift;
+        if b & 64 == 0 || shift >= 54 {
+            break;
+        }
+        shift += 6;
+    }
+    if value & 1 == 1 {
+        -((value >> 1) as i64)
+    } else {
+        (value >> 1) as i64
+    }
+}
+
+/// The 3.11+ location table: entries that each start with a byte whose high bit is set,
+/// giving a kind (bits 3-6) and a length in code units (bits 0-2, plus one); the kind says
+/// how the line moves.
+fn location_table_line(table: &[u8], first_line: u32, offset: u64) -> u32 {
+    let target_unit = offset / 2;
+    let mut line = i64::from(first_line);
+    let mut unit: u64 = 0;
+    let mut at = 0usize;
+    while let Some(&first) = table.get(at) {
+        let next = table[at + 1..]
+            .iter()
+            .position(|b| b & 0x80 != 0)
+            .map_or(table.len(), |p| at + 1 + p);
+        let kind = (first >> 3) & 15;
+        line += match kind {
+            13 | 14 => signed_varint(&table[at + 1..next]),
+            11 => 1,
+            12 => 2,
+            _ => 0,
+        };
+        let length = u64::from(first & 7) + 1;
+        if target_unit < unit + length {
+            return if kind == 15 {
+                0
+            } else {
+                u32::try_from(line).unwrap_or(0)
+            };
+        }
+        unit += length;
+        at = next;
+    }
+    u32::try_from(line).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lnotab_walks_increments() {
+        // Lines 10 (bytes 0-5), 11 (6-9), 13 (10-).
+        let table = [6, 1, 4, 2];
+        assert_eq!(lnotab_line(&table, 10, 0), 10);
+        assert_eq!(lnotab_line(&table, 10, 5), 10);
+        assert_eq!(lnotab_line(&table, 10, 6), 11);
+        assert_eq!(lnotab_line(&table, 10, 12), 13);
+    }
+
+    #[test]
+    fn lnotab_negative_increment() {
+        let table = [4, 3, 4, 0xfe];
+        assert_eq!(lnotab_line(&table, 5, 9), 6);
+    }
+
+    #[test]
+    fn location_table_short_and_long_forms() {
+        // Entry 1: code 13 (no column), 2 units, line +2. Entry 2: code 10 (one line, +0),
+        // 1 unit, two column bytes. Entry 3: code 14 (long), 3 units, line +5.
+        let table = [
+            0x80 | (13 << 3) | 1,
+            4, // svarint +2
+            0x80 | (10 << 3),
+            1,
+            2,
+            0x80 | (14 << 3) | 2,
+            10, // svarint +5
+            0,
+            1,
+            2,
+        ];
+        assert_eq!(location_table_line(&table, 100, 0), 102);
+        assert_eq!(location_table_line(&table, 100, 2), 102);
+        assert_eq!(location_table_line(&table, 100, 4), 102);
+        assert_eq!(location_table_line(&table, 100, 6), 107);
+        assert_eq!(location_table_line(&table, 100, 10), 107);
+    }
+}

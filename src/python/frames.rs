@@ -1,0 +1,67 @@
+//! Walking one thread's chain of frames: `PyFrameObject` (≤3.10) or `_PyInterpreterFrame`
+//! (3.11+), innermost first, skipping the C-stack shim frames of 3.12+. Bounded: a cyclic or
+//! garbage chain ends in an error, never a hang.
+
+use super::Frame;
+use super::code::{CodeCache, InstructionPosition};
+use super::layout::Layout;
+use super::objects::{DecodeError, field_u8, field_u32, field_u64};
+use crate::attach::ReadMemory;
+
+/// The deepest chain the walker follows before calling it garbage.
+pub const MAX_FRAMES: usize = 4096;
+
+/// `_PyInterpreterFrame.owner` of a shim frame that belongs to the C stack (3.12+).
+const FRAME_OWNED_BY_CSTACK: u8 = 3;
+
+/// The frames of the chain starting at `first`, innermost first.
+pub fn walk_frames(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    codes: &mut CodeCache,
+    first: u64,
+) -> Result<Vec<Frame>, DecodeError> {
+    let interpreter_frames = layout.version >= (3, 11);
+    let span = [
+        layout.frame_back,
+        layout.frame_code,
+        layout.frame_lasti,
+        layout.frame_owner.unwrap_or(0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+        + 8;
+    let mut buf = vec![0u8; span as usize];
+    let mut frames = Vec::new();
+    let mut addr = first;
+    let mut visited = 0usize;
+    while addr != 0 {
+        visited += 1;
+        if visited > MAX_FRAMES {
+            return Err(DecodeError::invalid(
+                "frame chain (too deep or cyclic)",
+                first,
+            ));
+        }
+        mem.read(addr, &mut buf)?;
+        let back = field_u64(&buf, layout.frame_back);
+        let code = field_u64(&buf, layout.frame_code);
+        if let Some(owner_at) = layout.frame_owner
+            && layout.version >= (3, 12)
+            && field_u8(&buf, owner_at) == FRAME_OWNED_BY_CSTACK
+        {
+            addr = back;
+            continue;
+        }
+        let position = if interpreter_frames {
+            InstructionPosition::Pointer(field_u64(&buf, layout.frame_lasti))
+        } else {
+            InstructionPosition::Lasti(field_u32(&buf, layout.frame_lasti) as i32)
+        };
+        let (code, line) = codes.frame(mem, layout, code, position)?;
+        frames.push(Frame { code, line });
+        addr = back;
+    }
+    Ok(frames)
+}

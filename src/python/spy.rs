@@ -1,0 +1,445 @@
+//! [`PythonSpy`]: attaching to a CPython process (finding the interpreter in the executable or
+//! `libpythonX.Y.so`, detecting its version, choosing its layout) and reading every thread's
+//! stack. The one entry point the rest of the program uses to see Python state.
+
+use super::code::CodeCache;
+use super::debug_offsets::DebugOffsets;
+use super::frames::walk_frames;
+use super::layout::Layout;
+use super::layouts::{SUPPORTED, layout_for};
+use super::objects::{DecodeError, read_str};
+use super::threads::{
+    GLIBC_PTHREAD_TID_OFFSET, GilLocation, gil_holder, module_global, thread_names, thread_states,
+};
+use super::version::PythonVersion;
+use super::{Frame, ThreadStack};
+use crate::attach::elf::{LoadedElf, load_symbols};
+use crate::attach::{
+    MappedFile, MemoryError, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How to read the target.
+#[derive(Debug, Clone, Default)]
+pub struct SpyOptions {
+    /// Pause each thread (ptrace) while reading it, for consistent stacks at the cost of
+    /// stopping the target briefly. Default: read while it runs.
+    pub blocking: bool,
+    /// Ask the OS whether each thread is running, to fill [`ThreadStack::idle`]
+    /// (one `/proc` read per thread).
+    pub thread_state: bool,
+}
+
+/// Why attaching to or reading a process failed. Each message is one line that says what to do.
+#[derive(Debug, Error)]
+pub enum SpyError {
+    /// The process cannot be inspected (missing, permissions).
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// No CPython interpreter was found in the process.
+    #[error("process {pid} ({command}) is not a Python process{hint}")]
+    NotPython {
+        /// The process.
+        pid: i32,
+        /// Its command line.
+        command: String,
+        /// Which descendants are Python, if any.
+        hint: String,
+    },
+    /// The interpreter's version has no layout here.
+    #[error(
+        "process {pid} runs CPython {version}, which is not supported; supported versions: {supported}"
+    )]
+    Unsupported {
+        /// The process.
+        pid: i32,
+        /// The version found.
+        version: String,
+        /// The supported versions, comma separated.
+        supported: String,
+    },
+    /// The process exited.
+    #[error("process {0} has exited")]
+    Exited(i32),
+    /// The interpreter's state could not be read (torn read, garbage).
+    #[error("cannot read the interpreter state of process {pid}: {source}")]
+    Read {
+        /// The process.
+        pid: i32,
+        /// What failed.
+        source: DecodeError,
+    },
+    /// `--blocking` could not pause the target.
+    #[error("cannot pause process {pid} for a blocking read: {message}")]
+    Pause {
+        /// The process.
+        pid: i32,
+        /// What ptrace said.
+        message: String,
+    },
+}
+
+impl SpyError {
+    /// Whether the error means the target is gone.
+    pub fn process_exited(&self) -> bool {
+        matches!(
+            self,
+            SpyError::Exited(_)
+                | SpyError::Process(ProcessError::NoSuchProcess(_))
+                | SpyError::Read {
+                    source: DecodeError::Memory(MemoryError::ProcessGone),
+                    ..
+                }
+        )
+    }
+}
+
+/// Where the first interpreter is found.
+#[derive(Debug, Clone, Copy)]
+enum InterpreterRoot {
+    /// `_PyRuntime.interpreters.head` (3.7+).
+    Runtime(u64),
+    /// The `interp_head` variable (3.6).
+    InterpHead(u64),
+}
+
+/// Symbols looked up in the interpreter's ELF file.
+const WANTED_SYMBOLS: &[&str] = &[
+    "_PyRuntime",
+    "interp_head",
+    "_PyThreadState_Current",
+    "Py_Version",
+];
+
+/// How often thread names are looked up again when an unnamed thread shows up.
+const NAME_REFRESH: Duration = Duration::from_millis(500);
+
+/// An attached CPython process.
+#[derive(Debug)]
+pub struct PythonSpy {
+    process: TargetProcess,
+    mem: RemoteMemory,
+    version: PythonVersion,
+    layout: Layout,
+    layout_differences: Vec<&'static str>,
+    root: InterpreterRoot,
+    gil: GilLocation,
+    options: SpyOptions,
+    codes: CodeCache,
+    names: HashMap<u64, String>,
+    names_read_at: Option<Instant>,
+    native_ids: HashMap<u64, u32>,
+    thread_errors: u64,
+}
+
+impl PythonSpy {
+    /// Finds the interpreter in process `pid` and prepares to read it.
+    pub fn attach(pid: i32, options: &SpyOptions) -> Result<PythonSpy, SpyError> {
+        let process = TargetProcess::open(pid)?;
+        let mem = RemoteMemory::new(pid);
+        let maps = process.maps()?;
+        let exe = process.exe()?;
+        let elf = find_interpreter(&process, &maps, &exe).ok_or_else(|| not_python(&process))?;
+        let mut version = detect_version(&mem, &elf, &exe).ok_or_else(|| not_python(&process))?;
+        let unsupported = || SpyError::Unsupported {
+            pid,
+            version: version.to_string(),
+            supported: SUPPORTED
+                .iter()
+                .map(|(major, minor)| format!("{major}.{minor}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let runtime = elf.symbols.get("_PyRuntime").copied();
+        let root = match (runtime, elf.symbols.get("interp_head")) {
+            (Some(runtime), _) if version.minor >= 7 => InterpreterRoot::Runtime(runtime),
+            (_, Some(head)) => InterpreterRoot::InterpHead(*head),
+            _ => return Err(unsupported()),
+        };
+        let base = *layout_for(version.major, version.minor).ok_or_else(unsupported)?;
+        let (layout, layout_differences) = match runtime {
+            Some(runtime) if (version.major, version.minor) >= (3, 13) => {
+                match DebugOffsets::read(&mem, runtime)
+                    .map_err(|source| SpyError::Read { pid, source })?
+                {
+                    Some(debug) => debug.apply(&base),
+                    None => (base, Vec::new()),
+                }
+            }
+            _ => (base, Vec::new()),
+        };
+        let root_interp = match root {
+            InterpreterRoot::Runtime(runtime) => {
+                mem.read_u64(runtime + layout.runtime_interpreters_head.unwrap_or_default())
+            }
+            InterpreterRoot::InterpHead(addr) => mem.read_u64(addr),
+        };
+        if version.micro.is_none()
+            && let Ok(interp) = root_interp
+            && interp != 0
+            && let Some(exact) = sys_version(&mem, &layout, interp)
+            && (exact.major, exact.minor) == (version.major, version.minor)
+        {
+            version = exact;
+        }
+        let gil = match (layout.runtime_tstate_current, runtime) {
+            _ if layout.interp_gil_ptr.is_some() => GilLocation::PerInterpreter,
+            (Some(current), Some(runtime)) => GilLocation::Current(runtime + current),
+            _ => elf
+                .symbols
+                .get("_PyThreadState_Current")
+                .map_or(GilLocation::Unknown, |a| GilLocation::Current(*a)),
+        };
+        Ok(PythonSpy {
+            process,
+            mem,
+            version,
+            layout,
+            layout_differences,
+            root,
+            gil,
+            options: options.clone(),
+            codes: CodeCache::new(),
+            names: HashMap::new(),
+            names_read_at: None,
+            native_ids: HashMap::new(),
+            thread_errors: 0,
+        })
+    }
+
+    /// The target's pid.
+    pub fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
+    /// The interpreter's exact version.
+    pub fn version(&self) -> &PythonVersion {
+        &self.version
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Members where the interpreter's own `_Py_DebugOffsets` (3.13+) disagreed with the
+    /// generated layout (the interpreter's values are the ones used).
+    pub fn layout_differences(&self) -> &[&'static str] {
+        &self.layout_differences
+    }
+
+    /// Threads skipped so far because their frames could not be read consistently.
+    pub fn thread_read_errors(&self) -> u64 {
+        self.thread_errors
+    }
+
+    /// The target process.
+    pub fn process(&self) -> &TargetProcess {
+        &self.process
+    }
+
+    fn read_error(&self, source: DecodeError) -> SpyError {
+        if matches!(source, DecodeError::Memory(MemoryError::ProcessGone))
+            || !self.process.is_alive()
+        {
+            SpyError::Exited(self.pid())
+        } else {
+            SpyError::Read {
+                pid: self.pid(),
+                source,
+            }
+        }
+    }
+
+    /// Reads every Python thread's stack. A thread whose frames change under the reader
+    /// twice in a row is left out and counted in [`PythonSpy::thread_read_errors`].
+    pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
+        let _pause = if self.options.blocking {
+            Some(
+                remoteprocess::Process::new(self.pid())
+                    .and_then(|p| p.lock())
+                    .map_err(|e| SpyError::Pause {
+                        pid: self.pid(),
+                        message: e.to_string(),
+                    })?,
+            )
+        } else {
+            None
+        };
+        let head = match self.root {
+            InterpreterRoot::Runtime(runtime) => self
+                .mem
+                .read_u64(runtime + self.layout.runtime_interpreters_head.unwrap_or_default()),
+            InterpreterRoot::InterpHead(addr) => self.mem.read_u64(addr),
+        }
+        .map_err(|e| self.read_error(e.into()))?;
+        if head == 0 {
+            return Ok(Vec::new());
+        }
+        let raws = thread_states(&self.mem, &self.layout, head).map_err(|e| self.read_error(e))?;
+        let mut stacks = Vec::with_capacity(raws.len());
+        let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
+        for raw in raws {
+            let Some(frames) = self.frames_of(raw.first_frame) else {
+                self.thread_errors += 1;
+                continue;
+            };
+            let holder = *holders
+                .entry(raw.interp)
+                .or_insert_with(|| gil_holder(&self.mem, &self.layout, self.gil, raw.interp));
+            let native_id = raw.native_id.or_else(|| self.native_id_of(raw.thread_id));
+            if !self.names.contains_key(&raw.thread_id) {
+                self.refresh_names(raw.interp);
+            }
+            let idle = self.options.thread_state
+                && native_id
+                    .and_then(|tid| self.process.thread_state(tid))
+                    .is_some_and(|state| state != 'R');
+            stacks.push(ThreadStack {
+                thread_id: raw.thread_id,
+                native_id,
+                name: self.names.get(&raw.thread_id).cloned(),
+                holds_gil: holder == Some(raw.tstate),
+                idle,
+                frames,
+            });
+        }
+        Ok(stacks)
+    }
+
+    /// Frames from `first`, with one retry: a running target may move under the reader.
+    fn frames_of(&mut self, first: u64) -> Option<Vec<Frame>> {
+        (0..2).find_map(|_| walk_frames(&self.mem, &self.layout, &mut self.codes, first).ok())
+    }
+
+    /// Looks up `threading` names again, at most every [`NAME_REFRESH`].
+    fn refresh_names(&mut self, interp: u64) {
+        if self
+            .names_read_at
+            .is_some_and(|at| at.elapsed() < NAME_REFRESH)
+        {
+            return;
+        }
+        self.names_read_at = Some(Instant::now());
+        if let Ok(names) = thread_names(&self.mem, &self.layout, interp) {
+            self.names.extend(names);
+        }
+    }
+
+    /// The kernel thread id of a thread whose version does not record it (3.6, 3.7): glibc's
+    /// `struct pthread` holds it, and the candidate must be one of the process's threads.
+    fn native_id_of(&mut self, thread_id: u64) -> Option<u32> {
+        if let Some(tid) = self.native_ids.get(&thread_id) {
+            return Some(*tid);
+        }
+        let tid = self
+            .mem
+            .read_u32(thread_id.checked_add(GLIBC_PTHREAD_TID_OFFSET)?)
+            .ok()?;
+        let known = self.process.thread_ids().ok()?;
+        known.contains(&tid).then(|| {
+            self.native_ids.insert(thread_id, tid);
+            tid
+        })
+    }
+}
+
+/// The ELF file holding the interpreter: `libpythonX.Y.so` if mapped, else the executable.
+fn find_interpreter(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -> Option<LoadedElf> {
+    let is_libpython = |m: &&MappedFile| {
+        m.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("libpython") && n.contains(".so"))
+    };
+    let candidates = maps
+        .iter()
+        .filter(is_libpython)
+        .chain(maps.iter().filter(|m| m.path == exe));
+    for mapped in candidates {
+        let base = mapped.base.unwrap_or(mapped.start);
+        let read_path = process.file_path(&mapped.path);
+        let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS, |s| {
+            PythonVersion::parse(s).is_some()
+        }) else {
+            continue;
+        };
+        if elf.symbols.contains_key("_PyRuntime") || elf.symbols.contains_key("interp_head") {
+            return Some(elf);
+        }
+    }
+    None
+}
+
+/// `X.Y` from a file name such as `libpython3.11.so.1.0`, `libpython3.6m.so` or `python3.9`.
+fn version_from_name(path: &Path) -> Option<(u8, u8)> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name
+        .strip_prefix("libpython")
+        .or_else(|| name.strip_prefix("python"))?;
+    let mut parts = rest.split('.');
+    let major: u8 = parts.next()?.parse().ok()?;
+    let minor_text: String = parts
+        .next()?
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    Some((major, minor_text.parse().ok()?))
+}
+
+/// The version as far as the files tell: `Py_Version` read from the target (3.11+, exact),
+/// else `major.minor` from the library's or executable's name, else a `PY_VERSION` string
+/// in the file's read-only data. [`sys_version`] completes a `major.minor` one.
+fn detect_version(mem: &RemoteMemory, elf: &LoadedElf, exe: &Path) -> Option<PythonVersion> {
+    if let Some(version) = elf
+        .symbols
+        .get("Py_Version")
+        .and_then(|addr| mem.read_u64(*addr).ok())
+        .and_then(PythonVersion::from_hex)
+    {
+        return Some(version);
+    }
+    match version_from_name(&elf.path).or_else(|| version_from_name(exe)) {
+        Some((major, minor)) => Some(PythonVersion::minor_only(major, minor)),
+        None => elf.strings.iter().find_map(|s| PythonVersion::parse(s)),
+    }
+}
+
+/// The exact version from the target's `sys.version` (such as `3.9.18 (main, …) [GCC …]`).
+fn sys_version(mem: &RemoteMemory, layout: &Layout, interp: u64) -> Option<PythonVersion> {
+    let text = module_global(mem, layout, interp, "sys", "version").ok()??;
+    let text = read_str(mem, layout, text).ok()?;
+    PythonVersion::parse(text.split_whitespace().next()?)
+}
+
+fn not_python(process: &TargetProcess) -> SpyError {
+    let pid = process.pid();
+    let command = process.cmdline().unwrap_or_default();
+    let pythons: Vec<String> = process
+        .descendants()
+        .into_iter()
+        .filter(|(child, _)| {
+            TargetProcess::open(*child)
+                .ok()
+                .and_then(|p| {
+                    let maps = p.maps().ok()?;
+                    let exe = p.exe().ok()?;
+                    find_interpreter(&p, &maps, &exe)
+                })
+                .is_some()
+        })
+        .map(|(child, cmd)| format!("{child} ({cmd})"))
+        .collect();
+    let hint = if pythons.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; its Python descendants are {}: pass one of those to --pid, or sample them all with --subprocesses",
+            pythons.join(", ")
+        )
+    };
+    SpyError::NotPython { pid, command, hint }
+}

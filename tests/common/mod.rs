@@ -1,0 +1,162 @@
+//! Shared by the integration tests: finding real CPython interpreters, starting scripts
+//! under them, and waiting for them to be ready. A version named in `PMT_REQUIRE_PYTHONS`
+//! (CI sets it) must be present; any other missing version is skipped with a message.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CPython to test against: a label (`3.11` for pyenv's, `system3.11` for Debian's) and
+/// its executable.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    pub label: String,
+    pub path: PathBuf,
+}
+
+fn pyenv_root() -> PathBuf {
+    if let Ok(root) = std::env::var("PYENV_ROOT") {
+        return PathBuf::from(root);
+    }
+    if let Ok(out) = Command::new("pyenv").arg("root").output()
+        && out.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".pyenv")
+}
+
+/// Finds the interpreter for `label` (`3.6` … `3.13`, or `system3.11`).
+pub fn find(label: &str) -> Option<Interpreter> {
+    if let Some(minor) = label.strip_prefix("system") {
+        let path = PathBuf::from(format!("/usr/bin/python{minor}"));
+        return path.exists().then(|| Interpreter {
+            label: label.to_string(),
+            path,
+        });
+    }
+    let versions = pyenv_root().join("versions");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with(&format!("{label}."))
+                && name[label.len() + 1..].chars().all(|c| c.is_ascii_digit())
+        })
+        .map(|e| e.path().join("bin").join(format!("python{label}")))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().map(|path| Interpreter {
+        label: label.to_string(),
+        path,
+    })
+}
+
+/// Whether CI requires `label` to be present.
+pub fn required(label: &str) -> bool {
+    std::env::var("PMT_REQUIRE_PYTHONS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|l| l == label)
+}
+
+/// The interpreter for `label`, or `None` after printing why the test is skipped. Panics if
+/// the version is required but missing.
+pub fn interpreter_or_skip(label: &str) -> Option<Interpreter> {
+    match find(label) {
+        Some(interp) => Some(interp),
+        None if required(label) => {
+            panic!("CPython {label} is required by PMT_REQUIRE_PYTHONS but was not found")
+        }
+        None => {
+            eprintln!("skipped: CPython {label} is not installed here");
+            None
+        }
+    }
+}
+
+/// Every label the tests know.
+pub const LABELS: &[&str] = &[
+    "3.6",
+    "3.7",
+    "3.8",
+    "3.9",
+    "3.10",
+    "3.11",
+    "3.12",
+    "3.13",
+    "system3.11",
+];
+
+/// A child process that is killed when dropped.
+pub struct Target {
+    pub child: Child,
+    pub stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Target {
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Reads stdout lines until one equals `marker` (panics after `timeout`).
+    pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) {
+        let start = Instant::now();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("reading the target's stdout");
+            assert!(n > 0, "target exited before printing {marker:?}");
+            if line.trim_end() == marker {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "target did not print {marker:?} in time"
+            );
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `interp` on `script` with `args`, stdout piped.
+pub fn start(interp: &Interpreter, script: &Path, args: &[&str]) -> Target {
+    let mut child = Command::new(&interp.path)
+        .arg(script)
+        .args(args)
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("LC_ALL", "C.UTF-8")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the interpreter");
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    Target { child, stdout }
+}
+
+/// Path of a file under `tests/scripts/`.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("scripts")
+        .join(name)
+}
+
+/// The `pmt` binary built for this test run.
+pub fn pmt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pmt"))
+}
