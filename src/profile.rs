@@ -1,5 +1,7 @@
 //! The profile model: what a sampling run gathered, aggregated as interned stacks × metrics,
-//! plus (when asked for) the timeline of every sample. Every output format is a reader of a
+//! plus (when asked for) the timeline of every sample. The `rss` weight of a stack is the
+//! growth it still owned when RSS peaked (a last-raised, first-released ledger), so transient
+//! allocations cancel out. Every output format is a reader of a
 //! [`Profile`]; a profile read back from a timeline file is the same model.
 //!
 //! Owns: interning of frames, stacks and threads; per-(thread, stack) metric totals; the
@@ -189,8 +191,8 @@ pub struct StackWeight<'a> {
     pub thread: &'a ThreadInfo,
     /// The stack's frame ids, root first (into [`Profile::frames`]).
     pub frames: &'a [u32],
-    /// The metric totals.
-    pub values: &'a MetricValues,
+    /// The metric weights.
+    pub values: MetricValues,
 }
 
 /// Why a profile could not be assembled from parts (a timeline file that does not hold together).
@@ -218,6 +220,109 @@ pub enum ProfileError {
     },
 }
 
+/// How long RSS must hold a level for it to count as the sustained peak: growth freed again
+/// sooner is transient.
+pub const SUSTAIN_S: f64 = 0.1;
+
+/// Which stacks own the RSS that sampling saw grow, as a last-raised, first-released ledger.
+///
+/// Each interval's RSS growth is pushed with the (thread, stack) it was charged to; each
+/// decrease cancels the most recently pushed growth first. The `rss` metric is the ledger at
+/// the *sustained peak*: the highest level that RSS held for at least [`SUSTAIN_S`] (and two
+/// samples). Memory raised and freed again within that time — transient allocations — cancels
+/// out, whichever stack the release was charged to, and memory freed at exit does not erase
+/// what the run grew.
+///
+/// The bottom `m` bytes of the ledger are unchanged while the level stays at or above `m`, so
+/// once the level has held `m` for the whole window, the current ledger's bottom `m` bytes are
+/// the state to keep, and everything above `m` was pushed within the window.
+#[derive(Debug, Default)]
+struct GrowthLedger {
+    entries: Vec<((u32, u32), u64)>,
+    current: HashMap<(u32, u32), u64>,
+    level: u64,
+    window: std::collections::VecDeque<(f64, u64)>,
+    best_level: u64,
+    best: HashMap<(u32, u32), u64>,
+}
+
+impl GrowthLedger {
+    fn grow(&mut self, key: (u32, u32), bytes: u64) {
+        match self.entries.last_mut() {
+            Some((top, amount)) if *top == key => *amount += bytes,
+            _ => self.entries.push((key, bytes)),
+        }
+        *self.current.entry(key).or_default() += bytes;
+        self.level += bytes;
+    }
+
+    fn release(&mut self, mut bytes: u64) {
+        while bytes > 0 {
+            let Some((key, amount)) = self.entries.last_mut() else {
+                break;
+            };
+            let taken = bytes.min(*amount);
+            *amount -= taken;
+            bytes -= taken;
+            self.level -= taken;
+            let key = *key;
+            if *amount == 0 {
+                self.entries.pop();
+            }
+            subtract(&mut self.current, key, taken);
+        }
+    }
+
+    /// Closes a sample at `time_s`: updates the sustained peak.
+    fn end_sample(&mut self, time_s: f64) {
+        self.window.push_back((time_s, self.level));
+        while self.window.len() > 2 && self.window[1].0 <= time_s - SUSTAIN_S {
+            self.window.pop_front();
+        }
+        let spans = self
+            .window
+            .front()
+            .is_some_and(|&(start, _)| start <= time_s - SUSTAIN_S);
+        if !spans || self.window.len() < 2 {
+            return;
+        }
+        let held = self.window.iter().map(|&(_, l)| l).min().unwrap_or(0);
+        if held > self.best_level {
+            self.best_level = held;
+            self.best = self.bottom(held);
+        }
+    }
+
+    /// Per key, the bytes among the bottom `level` bytes of the ledger.
+    fn bottom(&self, level: u64) -> HashMap<(u32, u32), u64> {
+        let mut kept = self.current.clone();
+        let mut above = self.level.saturating_sub(level);
+        for &(key, amount) in self.entries.iter().rev() {
+            if above == 0 {
+                break;
+            }
+            let taken = above.min(amount);
+            subtract(&mut kept, key, taken);
+            above -= taken;
+        }
+        kept
+    }
+
+    /// The bytes each (thread, stack) owned at the sustained peak.
+    fn at_peak(&self) -> &HashMap<(u32, u32), u64> {
+        &self.best
+    }
+}
+
+fn subtract(map: &mut HashMap<(u32, u32), u64>, key: (u32, u32), bytes: u64) {
+    if let Some(value) = map.get_mut(&key) {
+        *value = value.saturating_sub(bytes);
+        if *value == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
 /// Interned stacks × metrics for one run.
 #[derive(Debug, Default)]
 pub struct Profile {
@@ -232,6 +337,7 @@ pub struct Profile {
     threads: Vec<ThreadInfo>,
     thread_ids: HashMap<(Option<u64>, Option<u32>), u32>,
     totals: HashMap<(u32, u32), MetricValues>,
+    ledger: GrowthLedger,
     timeline: Option<Vec<TimelineSample>>,
     scratch: Vec<u32>,
 }
@@ -265,6 +371,7 @@ impl Profile {
             }
         }
         let mut totals: HashMap<(u32, u32), MetricValues> = HashMap::new();
+        let mut ledger = GrowthLedger::default();
         for (index, sample) in timeline.iter().enumerate() {
             for entry in &sample.entries {
                 if entry.thread as usize >= threads.len() || entry.stack as usize >= stacks.len() {
@@ -279,6 +386,7 @@ impl Profile {
                     .or_default()
                     .add_all(&entry.values);
             }
+            replay(&mut ledger, sample.time_s, &sample.entries);
         }
         let stack_ids = stacks
             .iter()
@@ -300,6 +408,7 @@ impl Profile {
             threads,
             thread_ids,
             totals,
+            ledger,
             timeline: Some(timeline),
             scratch: Vec::new(),
         })
@@ -309,10 +418,11 @@ impl Profile {
     pub fn add(&mut self, sample: Sample) {
         let mut entries = Vec::with_capacity(sample.threads.len());
         for thread_sample in sample.threads {
-            let entry = self.add_thread_sample(thread_sample);
-            if self.timeline.is_some() {
-                entries.push(entry);
-            }
+            entries.push(self.add_thread_sample(thread_sample));
+        }
+        replay(&mut self.ledger, sample.time.as_secs_f64(), &entries);
+        if self.timeline.is_none() {
+            return;
         }
         if let Some(timeline) = &mut self.timeline {
             timeline.push(TimelineSample {
@@ -323,6 +433,8 @@ impl Profile {
         }
     }
 
+    /// Gives a profile assembled by [`Profile::from_timeline`] no further samples: its frame
+    /// table is not indexed for interning.
     fn add_thread_sample(&mut self, sample: ThreadSample) -> TimelineEntry {
         let thread = self.intern_thread(sample.thread);
         let stack = self.intern_stack(&sample.frames);
@@ -400,14 +512,17 @@ impl Profile {
         self.timeline.as_deref()
     }
 
-    /// The totals of every (thread, stack) pair with anything charged, in a stable order
-    /// (by thread, then stack id).
+    /// The weights of every (thread, stack) pair with anything charged, in a stable order
+    /// (by thread, then stack id). `rss` is the growth the stack owned at the peak (see
+    /// `GrowthLedger`); every other metric is the sum of what its samples charged.
     pub fn weights(&self) -> Vec<StackWeight<'_>> {
+        let at_peak = self.ledger.at_peak();
         let mut keys: Vec<&(u32, u32)> = self.totals.keys().collect();
         keys.sort_unstable();
         keys.into_iter()
             .filter_map(|key| {
-                let values = self.totals.get(key)?;
+                let mut values = *self.totals.get(key)?;
+                values.0[Metric::Rss.index()] = at_peak.get(key).copied().unwrap_or(0);
                 Some(StackWeight {
                     thread: self.threads.get(key.0 as usize)?,
                     frames: self.stacks.get(key.1 as usize)?,
@@ -417,9 +532,14 @@ impl Profile {
             .collect()
     }
 
-    /// The total of `metric` over the whole run.
+    /// The total weight of `metric` over the whole run, as [`Profile::weights`] counts it.
     pub fn total(&self, metric: Metric) -> u64 {
-        self.totals.values().map(|v| v.get(metric)).sum()
+        self.weights().iter().map(|w| w.values.get(metric)).sum()
+    }
+
+    /// The total growth charged by the samples, before transient growth cancels out.
+    pub fn gross_growth(&self) -> u64 {
+        self.totals.values().map(|v| v.get(Metric::Rss)).sum()
     }
 
     /// The frame texts of a weight's stack, root first; a stack without Python frames shows
@@ -441,6 +561,22 @@ impl Profile {
         );
         texts
     }
+}
+
+/// Feeds one sample's charges to the ledger: growth in thread order, then the release.
+fn replay(ledger: &mut GrowthLedger, time_s: f64, entries: &[TimelineEntry]) {
+    let mut released = 0;
+    for entry in entries {
+        let growth = entry.values.get(Metric::Rss);
+        if growth > 0 {
+            ledger.grow((entry.thread, entry.stack), growth);
+        }
+        released += entry.values.get(Metric::RssRelease);
+    }
+    if released > 0 {
+        ledger.release(released);
+    }
+    ledger.end_sample(time_s);
 }
 
 impl SampleSink for Profile {
@@ -523,6 +659,12 @@ pub(crate) mod test_support {
                 ],
             });
         }
+        // A quiet sample later, so that the growth has been sustained.
+        profile.add(Sample {
+            time: Duration::from_millis(500),
+            rss: Some(1_016_384),
+            threads: Vec::new(),
+        });
         profile
     }
 }
@@ -547,15 +689,65 @@ mod tests {
             .collect();
         assert_eq!(names, ["<module>", "main", "grow"]);
         assert_eq!(profile.threads().len(), 3);
-        assert_eq!(profile.timeline().map(<[_]>::len), Some(4));
+        assert_eq!(profile.timeline().map(<[_]>::len), Some(5));
     }
 
     #[test]
     fn totals_add_every_sample() {
         let profile = two_thread_profile();
         assert_eq!(profile.total(Metric::Rss), 4 * ((1 << 20) + 512 + 100));
+        assert_eq!(profile.gross_growth(), profile.total(Metric::Rss));
         assert_eq!(profile.total(Metric::Wall), 8);
         assert_eq!(profile.total(Metric::Cpu), 0);
+    }
+
+    /// Replays (growth key, growth, release) steps 10 ms apart.
+    fn ledger_after(steps: &[((u32, u32), u64, u64)]) -> GrowthLedger {
+        let mut ledger = GrowthLedger::default();
+        for (i, &(key, growth, release)) in steps.iter().enumerate() {
+            if growth > 0 {
+                ledger.grow(key, growth);
+            }
+            if release > 0 {
+                ledger.release(release);
+            }
+            ledger.end_sample(i as f64 * 0.01);
+        }
+        ledger
+    }
+
+    #[test]
+    fn transient_growth_cancels_and_the_peak_survives_exit() {
+        let mut steps = vec![((0, 1), 100, 0), ((0, 2), 40, 0)];
+        // A transient: 500 raised by stack 3 and freed in the next interval.
+        steps.push(((0, 3), 500, 0));
+        steps.push(((0, 0), 0, 500));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        // Exit frees everything.
+        steps.push(((0, 0), 0, 1_000));
+        let ledger = ledger_after(&steps);
+        let peak = ledger.at_peak();
+        assert_eq!(peak.get(&(0, 1)), Some(&100));
+        assert_eq!(peak.get(&(0, 2)), Some(&40));
+        assert_eq!(
+            peak.get(&(0, 3)),
+            None,
+            "the transient is not part of the peak"
+        );
+        assert_eq!(ledger.level, 0);
+    }
+
+    #[test]
+    fn the_highest_sustained_level_wins() {
+        let mut steps = vec![((0, 1), 100, 0)];
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.push(((0, 0), 0, 100));
+        steps.push(((0, 2), 150, 0));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.push(((0, 2), 0, 30));
+        let ledger = ledger_after(&steps);
+        assert_eq!(ledger.at_peak().get(&(0, 2)), Some(&150));
+        assert_eq!(ledger.at_peak().get(&(0, 1)), None);
     }
 
     #[test]

@@ -13,8 +13,13 @@
 //!   thread is not blamed on Python code). When per-thread faults cannot be matched to Python
 //!   threads (no kernel thread ids, or no fault moved), the whole growth goes to the thread
 //!   holding the GIL, and the tick is counted as a GIL fallback.
-//! - `rss-release`: a decrease of RSS is shared equally among the Python threads that were on
-//!   CPU (freeing does not fault, so faults cannot tell), else given to the GIL holder.
+//! - `rss-release`: a decrease of RSS is shared among threads by their recent page-fault
+//!   activity (faults decayed by 1/8 per interval: freeing does not fault, and memory is most
+//!   often freed by the thread that made it), else equally among the Python threads on CPU,
+//!   else given to the GIL holder.
+//!
+//! Samples carry these gross per-interval charges; `profile` decides how they add up (for
+//! `rss`, the growth a stack still owned at the peak, so transient allocations cancel out).
 //! - `cpu`: 1 for each Python thread the kernel had running (state `R`) or whose CPU time moved.
 //! - `wall`: 1 for each Python thread.
 //! - Further metrics come from [`CounterSource`]s: per-thread cumulative counters whose deltas
@@ -173,6 +178,18 @@ pub trait StackSource {
     fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, Self::Error>;
     /// Whether `error` means the target is gone (rather than a torn read).
     fn process_exited(error: &Self::Error) -> bool;
+}
+
+impl StackSource for crate::python::PythonSpy {
+    type Error = crate::python::SpyError;
+
+    fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, Self::Error> {
+        crate::python::PythonSpy::read_stacks(self)
+    }
+
+    fn process_exited(error: &Self::Error) -> bool {
+        error.process_exited()
+    }
 }
 
 /// A failure of a [`CounterSource`].
@@ -351,6 +368,7 @@ pub struct Sampler<S: StackSource> {
     counters: Vec<Box<dyn CounterSource>>,
     prev_rss: Option<u64>,
     prev_threads: HashMap<u32, ThreadBaseline>,
+    fault_activity: HashMap<u32, u64>,
     prev_counters: Vec<HashMap<u32, u64>>,
     stats: SamplerStats,
     scratch_stats: Vec<(u32, ThreadStat)>,
@@ -375,6 +393,7 @@ impl<S: StackSource> Sampler<S> {
             counters: Vec::new(),
             prev_rss: None,
             prev_threads: HashMap::new(),
+            fault_activity: HashMap::new(),
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
             scratch_stats: Vec::new(),
@@ -553,6 +572,12 @@ impl<S: StackSource> Sampler<S> {
             );
         }
         self.prev_threads = next_baselines;
+        let mut activity = HashMap::with_capacity(fault_deltas.len());
+        for &(tid, faults) in &fault_deltas {
+            let before = self.fault_activity.get(&tid).copied().unwrap_or(0);
+            activity.insert(tid, before - before / 8 + faults);
+        }
+        self.fault_activity = activity;
 
         let (growth, release) = match (self.prev_rss, rss) {
             (Some(before), Some(now)) => (now.saturating_sub(before), before.saturating_sub(now)),
@@ -601,7 +626,7 @@ impl<S: StackSource> Sampler<S> {
             let total_faults: u64 = fault_deltas.iter().map(|(_, f)| f).sum();
             if all_matched && total_faults > 0 {
                 self.stats.attribution.by_faults += 1;
-                self.charge_by_faults(growth, &mut samples, &fault_deltas);
+                self.charge_by_faults(Metric::Rss, growth, &mut samples, &fault_deltas);
             } else if let Some(index) = fallback {
                 self.stats.attribution.by_gil += 1;
                 samples[index].values.add(Metric::Rss, growth);
@@ -610,17 +635,25 @@ impl<S: StackSource> Sampler<S> {
             }
         }
         if release > 0 {
-            let on_cpu: Vec<usize> = (0..samples.len())
-                .filter(|&i| samples[i].values.get(Metric::Cpu) > 0)
+            let activity: Vec<(u32, u64)> = fault_deltas
+                .iter()
+                .map(|&(tid, _)| (tid, self.fault_activity.get(&tid).copied().unwrap_or(0)))
                 .collect();
-            let receivers = if on_cpu.is_empty() {
-                fallback.into_iter().collect()
+            if all_matched && activity.iter().any(|&(_, a)| a > 0) {
+                self.charge_by_faults(Metric::RssRelease, release, &mut samples, &activity);
             } else {
-                on_cpu
-            };
-            let shares = split_proportionally(release, &vec![1; receivers.len()]);
-            for (index, share) in receivers.into_iter().zip(shares) {
-                samples[index].values.add(Metric::RssRelease, share);
+                let on_cpu: Vec<usize> = (0..samples.len())
+                    .filter(|&i| samples[i].values.get(Metric::Cpu) > 0)
+                    .collect();
+                let receivers = if on_cpu.is_empty() {
+                    fallback.into_iter().collect()
+                } else {
+                    on_cpu
+                };
+                let shares = split_proportionally(release, &vec![1; receivers.len()]);
+                for (index, share) in receivers.into_iter().zip(shares) {
+                    samples[index].values.add(Metric::RssRelease, share);
+                }
             }
         }
         Sample {
@@ -630,17 +663,18 @@ impl<S: StackSource> Sampler<S> {
         }
     }
 
-    /// Shares an RSS growth among all the process's threads by their page-fault deltas; a
-    /// thread Python does not know gets a sample of its own, without frames.
+    /// Shares `amount` of `metric` among the process's threads by `weights` (per kernel thread);
+    /// a thread Python does not know gets a sample of its own, without frames.
     fn charge_by_faults(
         &self,
-        growth: u64,
+        metric: Metric,
+        amount: u64,
         samples: &mut Vec<ThreadSample>,
-        fault_deltas: &[(u32, u64)],
+        weights: &[(u32, u64)],
     ) {
-        let weights: Vec<u64> = fault_deltas.iter().map(|&(_, f)| f).collect();
-        let shares = split_proportionally(growth, &weights);
-        for (&(tid, _), share) in fault_deltas.iter().zip(shares) {
+        let shares =
+            split_proportionally(amount, &weights.iter().map(|&(_, w)| w).collect::<Vec<_>>());
+        for (&(tid, _), share) in weights.iter().zip(shares) {
             if share == 0 {
                 continue;
             }
@@ -648,11 +682,11 @@ impl<S: StackSource> Sampler<S> {
                 .iter_mut()
                 .find(|s| s.thread.python_id.is_some() && s.thread.native_id == Some(tid))
             {
-                sample.values.add(Metric::Rss, share);
+                sample.values.add(metric, share);
                 continue;
             }
             let mut values = MetricValues::default();
-            values.add(Metric::Rss, share);
+            values.add(metric, share);
             let name = self
                 .threads
                 .as_ref()
@@ -1077,6 +1111,57 @@ mod tests {
             ]
         );
         assert_eq!(sampler.stats.attribution.by_faults, 1);
+    }
+
+    #[test]
+    fn release_follows_recent_faults_not_cpu() {
+        let allocator = ThreadStack {
+            native_id: Some(201),
+            idle: true,
+            holds_gil: false,
+            ..own_thread("allocator")
+        };
+        let burner = ThreadStack {
+            thread_id: 2,
+            native_id: Some(202),
+            idle: false,
+            holds_gil: true,
+            ..own_thread("burner")
+        };
+        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
+        let stat = |faults, state| ThreadStat {
+            state,
+            faults,
+            cpu_ticks: 0,
+        };
+        let stacks = || vec![allocator.clone(), burner.clone()];
+        sampler.attribute(
+            Duration::ZERO,
+            Some(0),
+            stacks(),
+            &[(201, stat(0, b'S')), (202, stat(0, b'R'))],
+            &[],
+        );
+        sampler.attribute(
+            Duration::ZERO,
+            Some(8192),
+            stacks(),
+            &[(201, stat(2, b'S')), (202, stat(0, b'R'))],
+            &[],
+        );
+        let sample = sampler.attribute(
+            Duration::ZERO,
+            Some(0),
+            stacks(),
+            &[(201, stat(2, b'S')), (202, stat(0, b'R'))],
+            &[],
+        );
+        let release: Vec<u64> = sample
+            .threads
+            .iter()
+            .map(|t| t.values.get(Metric::RssRelease))
+            .collect();
+        assert_eq!(release, [8192, 0], "the burner is on CPU but never faulted");
     }
 
     #[test]

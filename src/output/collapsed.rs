@@ -1,5 +1,6 @@
 //! Folded stacks, the input of every flamegraph tool: one line per unique stack,
-//! `root;…;leaf WEIGHT`, root first, integer weights of one metric, sorted by stack.
+//! `root;…;leaf WEIGHT`, root first, integer weights of one metric (as
+//! [`Profile::weights`] defines them), sorted by stack.
 
 use crate::profile::Profile;
 use crate::sampler::Metric;

@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(doc["format"], "pymemtrace-timeline");
         assert_eq!(doc["metrics"][0]["name"], "rss");
         assert_eq!(doc["metrics"][0]["unit"], "bytes");
-        assert_eq!(doc["samples"].as_array().map(Vec::len), Some(4));
+        assert_eq!(doc["samples"].as_array().map(Vec::len), Some(5));
         assert_eq!(doc["samples"][1]["rss"], 1_004_096);
         assert_eq!(doc["samples"][0]["threads"][0]["deltas"][0], 1 << 20);
         assert_eq!(doc["totals"]["wall"], 8);
