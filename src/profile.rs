@@ -110,6 +110,8 @@ pub struct RunSummary {
     pub growth_by_faults: u64,
     /// Growth intervals given to the GIL holder (per-thread faults unavailable).
     pub growth_by_gil: u64,
+    /// Growth intervals where faults of threads with no known kernel id went to a guess.
+    pub growth_unmatched: u64,
     /// Median per-sample cost, in microseconds.
     pub sample_cost_p50_us: Option<f64>,
     /// 99th-percentile per-sample cost, in microseconds.
@@ -134,6 +136,7 @@ impl RunSummary {
             stop: stats.stop.map_or("running", |s| s.describe()).to_string(),
             growth_by_faults: stats.attribution.by_faults,
             growth_by_gil: stats.attribution.by_gil,
+            growth_unmatched: stats.attribution.unmatched_guessed,
             sample_cost_p50_us: micros(50.0),
             sample_cost_p99_us: micros(99.0),
         }
@@ -150,6 +153,17 @@ impl RunSummary {
 
     /// One sentence on how RSS growth was charged.
     pub fn attribution_note(&self) -> String {
+        let mut note = self.fault_note();
+        if self.growth_unmatched > 0 {
+            note.push_str(&format!(
+                "; in {} intervals, faults of threads whose kernel id is unknown went to the GIL holder among them",
+                self.growth_unmatched
+            ));
+        }
+        note
+    }
+
+    fn fault_note(&self) -> String {
         match (self.growth_by_faults, self.growth_by_gil) {
             (_, 0) => "RSS growth charged by per-thread page faults".to_string(),
             (0, _) => "per-thread page faults unavailable: RSS growth charged to the GIL holder"

@@ -287,6 +287,9 @@ pub struct Attribution {
     pub by_gil: u64,
     /// Growth intervals that no thread could be charged with (no Python thread at all).
     pub uncharged: u64,
+    /// Growth intervals where faults of a kernel thread matching no Python thread were given to
+    /// a Python thread whose kernel id is unknown (the GIL holder among them, if any).
+    pub unmatched_guessed: u64,
 }
 
 /// The statistics of a run.
@@ -476,10 +479,6 @@ impl<S: StackSource> Sampler<S> {
         if rss == Some(0) && process_gone(self.pid) {
             return true;
         }
-        let mut task_stats = std::mem::take(&mut self.scratch_stats);
-        if let Some(threads) = &mut self.threads {
-            threads.read_all(&mut task_stats);
-        }
         let stacks = match self.source.read_stacks() {
             Ok(stacks) => stacks,
             Err(err) => {
@@ -488,11 +487,14 @@ impl<S: StackSource> Sampler<S> {
                 }
                 self.stats.read_errors += 1;
                 self.stats.last_error = Some(err.to_string());
-                self.scratch_stats = task_stats;
                 return false;
             }
         };
-        self.refresh_thread_list(&stacks, &task_stats);
+        self.refresh_thread_list(&stacks);
+        let mut task_stats = std::mem::take(&mut self.scratch_stats);
+        if let Some(threads) = &mut self.threads {
+            threads.read_all(&mut task_stats);
+        }
         let counter_deltas = self.read_counter_deltas();
         let sample = self.attribute(time, rss, stacks, &task_stats, &counter_deltas);
         self.scratch_stats = task_stats;
@@ -506,14 +508,14 @@ impl<S: StackSource> Sampler<S> {
 
     /// Re-lists the kernel threads when a Python thread names one not tracked yet, and
     /// every 64 samples to notice threads that Python does not know.
-    fn refresh_thread_list(&mut self, stacks: &[ThreadStack], task_stats: &[(u32, ThreadStat)]) {
+    fn refresh_thread_list(&mut self, stacks: &[ThreadStack]) {
         let Some(threads) = &mut self.threads else {
             return;
         };
         let unknown = stacks
             .iter()
             .filter_map(|s| s.native_id)
-            .any(|tid| !task_stats.iter().any(|(t, _)| *t == tid));
+            .any(|tid| !threads.contains(tid));
         if unknown || self.stats.samples.is_multiple_of(64) {
             // A failed listing means the process is exiting; the next tick will notice.
             let _ = threads.rescan();
@@ -559,7 +561,14 @@ impl<S: StackSource> Sampler<S> {
         let mut next_baselines = HashMap::with_capacity(task_stats.len());
         for &(tid, stat) in task_stats {
             let prev = self.prev_threads.get(&tid).copied();
-            let faults = prev.map_or(0, |p| stat.faults.saturating_sub(p.faults));
+            // A thread first seen after the first sample started during the run: all its
+            // faults are new. At the first sample, counts are only baselines.
+            let first_sample = self.stats.samples == 0;
+            let faults = match prev {
+                Some(p) => stat.faults.saturating_sub(p.faults),
+                None if first_sample => 0,
+                None => stat.faults,
+            };
             let moved = prev.is_some_and(|p| stat.cpu_ticks > p.cpu_ticks);
             fault_deltas.push((tid, faults));
             cpu_moved.insert(tid, stat.running() || moved);
@@ -588,7 +597,8 @@ impl<S: StackSource> Sampler<S> {
         }
 
         let gil_holder = stacks.iter().position(|s| s.holds_gil);
-        let all_matched = self.threads.is_some() && stacks.iter().all(|s| s.native_id.is_some());
+        let has_faults = self.threads.is_some() && stacks.iter().any(|s| s.native_id.is_some());
+        let unmatched_holder = unmatched_fallback(&stacks);
         let mut samples: Vec<ThreadSample> = stacks
             .into_iter()
             .map(|stack| {
@@ -624,9 +634,17 @@ impl<S: StackSource> Sampler<S> {
             .or(if samples.is_empty() { None } else { Some(0) });
         if growth > 0 {
             let total_faults: u64 = fault_deltas.iter().map(|(_, f)| f).sum();
-            if all_matched && total_faults > 0 {
+            if has_faults && total_faults > 0 {
                 self.stats.attribution.by_faults += 1;
-                self.charge_by_faults(Metric::Rss, growth, &mut samples, &fault_deltas);
+                if self.charge_by_faults(
+                    Metric::Rss,
+                    growth,
+                    &mut samples,
+                    &fault_deltas,
+                    unmatched_holder,
+                ) {
+                    self.stats.attribution.unmatched_guessed += 1;
+                }
             } else if let Some(index) = fallback {
                 self.stats.attribution.by_gil += 1;
                 samples[index].values.add(Metric::Rss, growth);
@@ -639,8 +657,14 @@ impl<S: StackSource> Sampler<S> {
                 .iter()
                 .map(|&(tid, _)| (tid, self.fault_activity.get(&tid).copied().unwrap_or(0)))
                 .collect();
-            if all_matched && activity.iter().any(|&(_, a)| a > 0) {
-                self.charge_by_faults(Metric::RssRelease, release, &mut samples, &activity);
+            if has_faults && activity.iter().any(|&(_, a)| a > 0) {
+                self.charge_by_faults(
+                    Metric::RssRelease,
+                    release,
+                    &mut samples,
+                    &activity,
+                    unmatched_holder,
+                );
             } else {
                 let on_cpu: Vec<usize> = (0..samples.len())
                     .filter(|&i| samples[i].values.get(Metric::Cpu) > 0)
@@ -663,15 +687,19 @@ impl<S: StackSource> Sampler<S> {
         }
     }
 
-    /// Shares `amount` of `metric` among the process's threads by `weights` (per kernel thread);
-    /// a thread Python does not know gets a sample of its own, without frames.
+    /// Shares `amount` of `metric` among the process's threads by `weights` (per kernel thread).
+    /// A kernel thread that matches no Python thread's id is charged to `unmatched` (a Python
+    /// thread whose kernel id is unknown: it may be that thread) when there is one, else gets a
+    /// sample of its own, without frames. Returns whether anything went to `unmatched`.
     fn charge_by_faults(
         &self,
         metric: Metric,
         amount: u64,
         samples: &mut Vec<ThreadSample>,
         weights: &[(u32, u64)],
-    ) {
+        unmatched: Option<usize>,
+    ) -> bool {
+        let mut guessed = false;
         let shares =
             split_proportionally(amount, &weights.iter().map(|&(_, w)| w).collect::<Vec<_>>());
         for (&(tid, _), share) in weights.iter().zip(shares) {
@@ -683,6 +711,11 @@ impl<S: StackSource> Sampler<S> {
                 .find(|s| s.thread.python_id.is_some() && s.thread.native_id == Some(tid))
             {
                 sample.values.add(metric, share);
+                continue;
+            }
+            if let Some(index) = unmatched {
+                samples[index].values.add(metric, share);
+                guessed = true;
                 continue;
             }
             let mut values = MetricValues::default();
@@ -702,7 +735,25 @@ impl<S: StackSource> Sampler<S> {
                 values,
             });
         }
+        guessed
     }
+}
+
+/// The Python thread (index into `stacks`) to charge for kernel threads that match no
+/// Python thread: among the Python threads without a kernel id, the GIL holder, else one
+/// that is not idle, else the first; `None` when every Python thread's kernel id is known.
+fn unmatched_fallback(stacks: &[ThreadStack]) -> Option<usize> {
+    let unknown = || {
+        stacks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.native_id.is_none())
+    };
+    unknown()
+        .find(|(_, s)| s.holds_gil)
+        .or_else(|| unknown().find(|(_, s)| !s.idle))
+        .or_else(|| unknown().next())
+        .map(|(i, _)| i)
 }
 
 /// Splits `total` in proportion to `weights`; the parts add up to `total` exactly (the rounding

@@ -78,6 +78,8 @@ struct SummaryJson {
     stop: String,
     growth_by_faults: u64,
     growth_by_gil: u64,
+    #[serde(default)]
+    growth_unmatched: u64,
     sample_cost_p50_us: Option<f64>,
     sample_cost_p99_us: Option<f64>,
     achieved_rate_hz: f64,
@@ -202,6 +204,7 @@ fn summary_json(summary: &RunSummary) -> SummaryJson {
         stop: summary.stop.clone(),
         growth_by_faults: summary.growth_by_faults,
         growth_by_gil: summary.growth_by_gil,
+        growth_unmatched: summary.growth_unmatched,
         sample_cost_p50_us: summary.sample_cost_p50_us,
         sample_cost_p99_us: summary.sample_cost_p99_us,
         achieved_rate_hz: summary.achieved_rate(),
@@ -260,6 +263,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
         stop: s.stop,
         growth_by_faults: s.growth_by_faults,
         growth_by_gil: s.growth_by_gil,
+        growth_unmatched: s.growth_unmatched,
         sample_cost_p50_us: s.sample_cost_p50_us,
         sample_cost_p99_us: s.sample_cost_p99_us,
     });
