@@ -69,6 +69,8 @@ impl ThreadInfo {
     pub fn empty_stack_label(&self) -> String {
         if self.python_id.is_some() {
             "<no Python frames>".to_string()
+        } else if self.native_id.is_none() {
+            "<threads that exited between samples>".to_string()
         } else {
             format!(
                 "<non-Python thread {}>",

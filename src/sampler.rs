@@ -12,7 +12,9 @@
 //!   their page-fault deltas; threads without Python frames keep their share (so a C library's
 //!   thread is not blamed on Python code). When per-thread faults cannot be matched to Python
 //!   threads (no kernel thread ids, or no fault moved), the whole growth goes to the thread
-//!   holding the GIL, and the tick is counted as a GIL fallback.
+//!   holding the GIL, and the tick is counted as a GIL fallback. Faults of threads that exited
+//!   between two samples (the process's count minus its live threads') go to the last stacks
+//!   seen of the Python threads that vanished, else to a thread-less placeholder.
 //! - `rss-release`: a decrease of RSS is shared among threads by their recent page-fault
 //!   activity (faults decayed by 1/8 per interval: freeing does not fault, and memory is most
 //!   often freed by the thread that made it), else equally among the Python threads on CPU,
@@ -372,6 +374,8 @@ pub struct Sampler<S: StackSource> {
     prev_rss: Option<u64>,
     prev_threads: HashMap<u32, ThreadBaseline>,
     fault_activity: HashMap<u32, u64>,
+    prev_process_faults: Option<u64>,
+    last_stacks: HashMap<u32, (ThreadIdentity, Vec<Frame>)>,
     prev_counters: Vec<HashMap<u32, u64>>,
     stats: SamplerStats,
     scratch_stats: Vec<(u32, ThreadStat)>,
@@ -397,6 +401,8 @@ impl<S: StackSource> Sampler<S> {
             prev_rss: None,
             prev_threads: HashMap::new(),
             fault_activity: HashMap::new(),
+            prev_process_faults: None,
+            last_stacks: HashMap::new(),
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
             scratch_stats: Vec::new(),
@@ -492,11 +498,20 @@ impl<S: StackSource> Sampler<S> {
         };
         self.refresh_thread_list(&stacks);
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
+        let mut process_faults = None;
         if let Some(threads) = &mut self.threads {
             threads.read_all(&mut task_stats);
+            process_faults = threads.read_process().map(|p| p.faults);
         }
         let counter_deltas = self.read_counter_deltas();
-        let sample = self.attribute(time, rss, stacks, &task_stats, &counter_deltas);
+        let sample = self.attribute(
+            time,
+            rss,
+            stacks,
+            &task_stats,
+            process_faults,
+            &counter_deltas,
+        );
         self.scratch_stats = task_stats;
         self.stats.samples += 1;
         if rss.is_some() {
@@ -554,6 +569,7 @@ impl<S: StackSource> Sampler<S> {
         rss: Option<u64>,
         stacks: Vec<ThreadStack>,
         task_stats: &[(u32, ThreadStat)],
+        process_faults: Option<u64>,
         counter_deltas: &[HashMap<u32, u64>],
     ) -> Sample {
         let mut fault_deltas: Vec<(u32, u64)> = Vec::with_capacity(task_stats.len());
@@ -581,6 +597,26 @@ impl<S: StackSource> Sampler<S> {
             );
         }
         self.prev_threads = next_baselines;
+        let live: u64 = fault_deltas.iter().map(|(_, f)| f).sum();
+        if let (Some(before), Some(now)) = (self.prev_process_faults, process_faults) {
+            let exited = now.saturating_sub(before).saturating_sub(live);
+            if exited > 0 {
+                fault_deltas.push((EXITED_THREADS, exited));
+            }
+        }
+        if process_faults.is_some() {
+            self.prev_process_faults = process_faults;
+        }
+        let vanished: Vec<(ThreadIdentity, Vec<Frame>)> = {
+            let alive: Vec<u32> = stacks.iter().filter_map(|s| s.native_id).collect();
+            let mut gone: Vec<(u32, (ThreadIdentity, Vec<Frame>))> = self
+                .last_stacks
+                .drain()
+                .filter(|(tid, _)| !alive.contains(tid))
+                .collect();
+            gone.sort_by_key(|(tid, _)| *tid);
+            gone.into_iter().map(|(_, last)| last).collect()
+        };
         let mut activity = HashMap::with_capacity(fault_deltas.len());
         for &(tid, faults) in &fault_deltas {
             let before = self.fault_activity.get(&tid).copied().unwrap_or(0);
@@ -629,6 +665,12 @@ impl<S: StackSource> Sampler<S> {
                 }
             })
             .collect();
+        for sample in &samples {
+            if let (Some(_), Some(tid)) = (sample.thread.python_id, sample.thread.native_id) {
+                self.last_stacks
+                    .insert(tid, (sample.thread.clone(), sample.frames.clone()));
+            }
+        }
         let fallback = gil_holder
             .or_else(|| samples.iter().position(|s| s.values.get(Metric::Cpu) > 0))
             .or(if samples.is_empty() { None } else { Some(0) });
@@ -642,6 +684,7 @@ impl<S: StackSource> Sampler<S> {
                     &mut samples,
                     &fault_deltas,
                     unmatched_holder,
+                    &vanished,
                 ) {
                     self.stats.attribution.unmatched_guessed += 1;
                 }
@@ -664,6 +707,7 @@ impl<S: StackSource> Sampler<S> {
                     &mut samples,
                     &activity,
                     unmatched_holder,
+                    &vanished,
                 );
             } else {
                 let on_cpu: Vec<usize> = (0..samples.len())
@@ -698,12 +742,17 @@ impl<S: StackSource> Sampler<S> {
         samples: &mut Vec<ThreadSample>,
         weights: &[(u32, u64)],
         unmatched: Option<usize>,
+        vanished: &[(ThreadIdentity, Vec<Frame>)],
     ) -> bool {
         let mut guessed = false;
         let shares =
             split_proportionally(amount, &weights.iter().map(|&(_, w)| w).collect::<Vec<_>>());
         for (&(tid, _), share) in weights.iter().zip(shares) {
             if share == 0 {
+                continue;
+            }
+            if tid == EXITED_THREADS {
+                charge_exited(metric, share, samples, vanished);
                 continue;
             }
             if let Some(sample) = samples
@@ -736,6 +785,44 @@ impl<S: StackSource> Sampler<S> {
             });
         }
         guessed
+    }
+}
+
+/// The pseudo kernel thread id of faults taken by threads that exited between two samples
+/// (the process's count minus its live threads'); no real thread has id 0.
+const EXITED_THREADS: u32 = 0;
+
+/// Charges `amount` taken by threads that exited since the previous sample to the last stacks
+/// of the Python threads that vanished, equally; without any, to a thread without ids.
+fn charge_exited(
+    metric: Metric,
+    amount: u64,
+    samples: &mut Vec<ThreadSample>,
+    vanished: &[(ThreadIdentity, Vec<Frame>)],
+) {
+    if vanished.is_empty() {
+        let mut values = MetricValues::default();
+        values.add(metric, amount);
+        samples.push(ThreadSample {
+            thread: ThreadIdentity {
+                python_id: None,
+                native_id: None,
+                name: Some("exited between samples".to_string()),
+            },
+            frames: Vec::new(),
+            values,
+        });
+        return;
+    }
+    let shares = split_proportionally(amount, &vec![1; vanished.len()]);
+    for ((thread, frames), share) in vanished.iter().zip(shares) {
+        let mut values = MetricValues::default();
+        values.add(metric, share);
+        samples.push(ThreadSample {
+            thread: thread.clone(),
+            frames: frames.clone(),
+            values,
+        });
     }
 }
 
@@ -1099,7 +1186,14 @@ mod tests {
         };
         let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
         sampler.prev_rss = Some(1000);
-        let sample = sampler.attribute(Duration::ZERO, Some(5096), vec![waiter, holder], &[], &[]);
+        let sample = sampler.attribute(
+            Duration::ZERO,
+            Some(5096),
+            vec![waiter, holder],
+            &[],
+            None,
+            &[],
+        );
         let rss: Vec<u64> = sample
             .threads
             .iter()
@@ -1138,10 +1232,11 @@ mod tests {
             Some(0),
             vec![a.clone(), b.clone()],
             &baseline,
+            None,
             &[],
         );
         let later = [(101, stat(300)), (102, stat(0)), (103, stat(100))];
-        let sample = sampler.attribute(Duration::ZERO, Some(4000), vec![a, b], &later, &[]);
+        let sample = sampler.attribute(Duration::ZERO, Some(4000), vec![a, b], &later, None, &[]);
         let rss: Vec<(Option<u64>, Option<u32>, u64)> = sample
             .threads
             .iter()
@@ -1191,6 +1286,7 @@ mod tests {
             Some(0),
             stacks(),
             &[(201, stat(0, b'S')), (202, stat(0, b'R'))],
+            None,
             &[],
         );
         sampler.attribute(
@@ -1198,6 +1294,7 @@ mod tests {
             Some(8192),
             stacks(),
             &[(201, stat(2, b'S')), (202, stat(0, b'R'))],
+            None,
             &[],
         );
         let sample = sampler.attribute(
@@ -1205,6 +1302,7 @@ mod tests {
             Some(0),
             stacks(),
             &[(201, stat(2, b'S')), (202, stat(0, b'R'))],
+            None,
             &[],
         );
         let release: Vec<u64> = sample
@@ -1213,6 +1311,67 @@ mod tests {
             .map(|t| t.values.get(Metric::RssRelease))
             .collect();
         assert_eq!(release, [8192, 0], "the burner is on CPU but never faulted");
+    }
+
+    #[test]
+    fn faults_of_exited_threads_go_to_their_last_stack() {
+        let main = ThreadStack {
+            native_id: Some(301),
+            ..own_thread("serve")
+        };
+        let handler = ThreadStack {
+            thread_id: 2,
+            native_id: Some(302),
+            ..own_thread("handler")
+        };
+        let stat = |faults| ThreadStat {
+            state: b'S',
+            faults,
+            cpu_ticks: 0,
+        };
+        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
+        let both = [(301, stat(10)), (302, stat(5))];
+        sampler.attribute(
+            Duration::ZERO,
+            Some(0),
+            vec![main.clone(), handler],
+            &both,
+            Some(15),
+            &[],
+        );
+        // The handler exited after taking 90 more faults; the main thread took 30.
+        let sample = sampler.attribute(
+            Duration::ZERO,
+            Some(12_000),
+            vec![main.clone()],
+            &[(301, stat(40))],
+            Some(135),
+            &[],
+        );
+        let charged: Vec<(&str, u64)> = sample
+            .threads
+            .iter()
+            .map(|t| {
+                (
+                    t.frames[0].code.function.as_str(),
+                    t.values.get(Metric::Rss),
+                )
+            })
+            .collect();
+        assert_eq!(charged, [("serve", 3_000), ("handler", 9_000)]);
+        // Later exits with no Python thread vanished go to a placeholder without ids.
+        let sample = sampler.attribute(
+            Duration::ZERO,
+            Some(16_000),
+            vec![main],
+            &[(301, stat(40))],
+            Some(175),
+            &[],
+        );
+        let placeholder = &sample.threads[1];
+        assert_eq!(placeholder.thread.python_id, None);
+        assert_eq!(placeholder.thread.native_id, None);
+        assert_eq!(placeholder.values.get(Metric::Rss), 4_000);
     }
 
     #[test]
@@ -1231,7 +1390,14 @@ mod tests {
         };
         let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
         sampler.prev_rss = Some(10_000);
-        let sample = sampler.attribute(Duration::ZERO, Some(2_000), vec![busy, idle], &[], &[]);
+        let sample = sampler.attribute(
+            Duration::ZERO,
+            Some(2_000),
+            vec![busy, idle],
+            &[],
+            None,
+            &[],
+        );
         let release: Vec<u64> = sample
             .threads
             .iter()

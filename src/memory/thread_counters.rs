@@ -55,6 +55,7 @@ struct TaskFile {
 #[derive(Debug)]
 pub struct ThreadCounters {
     pid: i32,
+    process: File,
     tasks: HashMap<u32, TaskFile>,
     buffer: Vec<u8>,
 }
@@ -62,8 +63,11 @@ pub struct ThreadCounters {
 impl ThreadCounters {
     /// Lists the threads of `pid` and opens their counters.
     pub fn open(pid: i32) -> Result<ThreadCounters, ThreadListError> {
+        let path = PathBuf::from(format!("/proc/{pid}/stat"));
+        let process = File::open(&path).map_err(|source| ThreadListError { path, source })?;
         let mut counters = ThreadCounters {
             pid,
+            process,
             tasks: HashMap::new(),
             buffer: vec![0; 1024],
         };
@@ -115,6 +119,12 @@ impl ThreadCounters {
     /// The kernel's name of a tracked thread (`comm`), as of when it was first seen.
     pub fn name(&self, tid: u32) -> Option<&str> {
         self.tasks.get(&tid).map(|task| task.name.as_str())
+    }
+
+    /// The whole process's counters (`/proc/PID/stat`): its faults include those of threads
+    /// that have exited. `None` once the process is gone.
+    pub fn read_process(&mut self) -> Option<ThreadStat> {
+        read_task(&mut self.process, &mut self.buffer).map(|(_, stat)| stat)
     }
 
     /// Reads every tracked thread's counters into `out` (cleared first). Threads whose file can
@@ -234,8 +244,14 @@ mod tests {
             "toucher took {toucher_faults} faults only"
         );
         assert!(own_faults < 100, "main thread took {own_faults} faults");
+        let process_before = counters.read_process().expect("process stat").faults;
         exit_tx.send(()).expect("exit");
         assert_eq!(toucher.join().expect("join"), 32 << 20);
+        let process_after = counters.read_process().expect("process stat").faults;
+        assert!(
+            process_after >= process_before,
+            "an exited thread's faults stay in the process's count"
+        );
         counters.read_all(&mut after);
         assert!(
             !after.iter().any(|(t, _)| *t == tid),
