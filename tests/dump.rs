@@ -66,8 +66,6 @@ fn check(label: &str) {
     let Some(interp) = common::interpreter_or_skip(label) else {
         return;
     };
-    let minor = minor_of(label);
-    let qualified = minor >= 11;
     let dir = tempfile::tempdir().expect("temp dir");
     let sleep_line = write_module(dir.path());
     let script = common::script("known_stack.py");
@@ -78,8 +76,36 @@ fn check(label: &str) {
     // READY is printed just before the main thread's sleep call.
     std::thread::sleep(Duration::from_millis(300));
 
+    let dump = run_dump(label, target.pid(), false);
+    check_dump(label, &dump, &at, sleep_line, target.pid());
+    // The same with the target paused for the read; afterwards no thread is left stopped.
+    let paused = run_dump(label, target.pid(), true);
+    check_dump(label, &paused, &at, sleep_line, target.pid());
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", target.pid())).expect("tasks");
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .next();
+        assert_ne!(
+            state,
+            Some("t"),
+            "{label}: a thread was left stopped by --blocking"
+        );
+    }
+}
+
+fn run_dump(label: &str, pid: i32, blocking: bool) -> Value {
+    let mut args = vec!["dump".to_string(), "--json".to_string()];
+    if blocking {
+        args.push("--blocking".to_string());
+    }
+    args.extend(["--pid".to_string(), pid.to_string()]);
     let out = common::pmt()
-        .args(["dump", "--json", "--pid", &target.pid().to_string()])
+        .args(&args)
         .output()
         .expect("running pmt dump");
     assert!(
@@ -87,7 +113,12 @@ fn check(label: &str) {
         "{label}: pmt dump failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dump: Value = serde_json::from_slice(&out.stdout).expect("dump is JSON");
+    serde_json::from_slice(&out.stdout).expect("dump is JSON")
+}
+
+fn check_dump(label: &str, dump: &Value, at: &HashMap<String, u32>, sleep_line: u32, pid: i32) {
+    let minor = minor_of(label);
+    let qualified = minor >= 11;
     let version = dump["python_version"].as_str().unwrap_or_default();
     let wanted_prefix = format!("3.{minor}.");
     assert!(
@@ -96,7 +127,7 @@ fn check(label: &str) {
     );
 
     // Main thread: exactly these frames, innermost first.
-    let main = thread_named(&dump, "MainThread");
+    let main = thread_named(dump, "MainThread");
     let got: Vec<_> = main["frames"]
         .as_array()
         .expect("frames")
@@ -142,10 +173,10 @@ fn check(label: &str) {
         main["holds_gil"], false,
         "{label}: sleeping main thread holds no GIL"
     );
-    assert_eq!(main["native_id"].as_i64(), Some(i64::from(target.pid())));
+    assert_eq!(main["native_id"].as_i64(), Some(i64::from(pid)));
 
     // Worker: the asyncio task's coroutines, asyncio's loop, then the thread's bootstrap.
-    let worker = thread_named(&dump, "worker-名前");
+    let worker = thread_named(dump, "worker-名前");
     let frames: Vec<_> = worker["frames"]
         .as_array()
         .expect("frames")
@@ -191,7 +222,7 @@ fn check(label: &str) {
     assert_eq!(worker["idle"], true);
 
     // Spinner: running, holding the GIL, at its loop line.
-    let spinner = thread_named(&dump, "spinner");
+    let spinner = thread_named(dump, "spinner");
     assert_eq!(
         frame(&spinner["frames"][0]),
         ("spin".to_string(), s.clone(), u64::from(at["spin"])),

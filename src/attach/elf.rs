@@ -33,26 +33,38 @@ pub enum ElfError {
 pub struct LoadedElf {
     /// The file, as the target sees it.
     pub path: PathBuf,
+    /// Where the file is read from (through the target's root).
+    read_path: PathBuf,
     /// The wanted symbols that the file defines, at their address in the target.
     pub symbols: HashMap<String, u64>,
-    /// NUL-terminated strings of read-only data that `rodata_filter` accepted.
-    pub strings: Vec<String>,
 }
 
-/// Parses `file` (read through `read_path`), loaded in the target with its ELF header at
-/// `base`, and relocates the symbols named in `wanted`. Strings in `.rodata` for which
-/// `rodata_filter` returns true are kept too.
+fn read_error(path: &Path, err: impl ToString) -> ElfError {
+    ElfError::Read {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    }
+}
+
+/// Maps `read_path` read-only; the parser touches only the pages it needs.
+fn map_file(path: &Path, read_path: &Path) -> Result<memmap2::Mmap, ElfError> {
+    let file = std::fs::File::open(read_path).map_err(|e| read_error(path, e))?;
+    // SAFETY: the mapping is private and read-only; a file truncated under us could fault,
+    // which is the accepted risk of every mmap-based ELF reader (interpreters on disk are
+    // not rewritten while they run).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| read_error(path, e))
+}
+
+/// Parses `path` (read through `read_path`), loaded in the target with its ELF header at
+/// `base`, and relocates the symbols named in `wanted`: the dynamic symbol table first, the
+/// (larger) static one only for names still missing.
 pub fn load_symbols(
     path: &Path,
     read_path: &Path,
     base: u64,
     wanted: &[&str],
-    rodata_filter: impl Fn(&str) -> bool,
 ) -> Result<LoadedElf, ElfError> {
-    let data = std::fs::read(read_path).map_err(|e| ElfError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let data = map_file(path, read_path)?;
     let file = object::File::parse(&*data).map_err(|e| ElfError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -67,34 +79,59 @@ pub fn load_symbols(
         }
     };
     let mut symbols = HashMap::new();
-    for symbol in file.symbols().chain(file.dynamic_symbols()) {
+    collect_symbols(file.dynamic_symbols(), wanted, bias, &mut symbols);
+    if symbols.len() < wanted.len() {
+        collect_symbols(file.symbols(), wanted, bias, &mut symbols);
+    }
+    Ok(LoadedElf {
+        path: path.to_path_buf(),
+        read_path: read_path.to_path_buf(),
+        symbols,
+    })
+}
+
+/// Adds the `wanted` symbols of `table`, relocated by `bias`, to `found` (first one wins).
+fn collect_symbols(
+    table: object::SymbolIterator<'_, '_>,
+    wanted: &[&str],
+    bias: u64,
+    found: &mut HashMap<String, u64>,
+) {
+    for symbol in table {
         if symbol.is_undefined() || symbol.address() == 0 {
             continue;
         }
         if let Ok(name) = symbol.name()
             && wanted.contains(&name)
         {
-            symbols
+            found
                 .entry(name.to_string())
                 .or_insert(symbol.address().wrapping_add(bias));
         }
     }
-    let mut strings = Vec::new();
-    if let Some(rodata) = file.section_by_name(".rodata")
-        && let Ok(bytes) = rodata.data()
-    {
-        for raw in bytes.split(|b| *b == 0) {
-            if raw.len() < 64
-                && let Ok(text) = std::str::from_utf8(raw)
-                && rodata_filter(text)
-            {
-                strings.push(text.to_string());
+}
+
+impl LoadedElf {
+    /// NUL-terminated strings of the file's `.rodata` that `accept` keeps (short ones only).
+    pub fn rodata_strings(&self, accept: impl Fn(&str) -> bool) -> Result<Vec<String>, ElfError> {
+        let data = map_file(&self.path, &self.read_path)?;
+        let file = object::File::parse(&*data).map_err(|e| ElfError::Parse {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut strings = Vec::new();
+        if let Some(rodata) = file.section_by_name(".rodata")
+            && let Ok(bytes) = rodata.data()
+        {
+            for raw in bytes.split(|b| *b == 0) {
+                if raw.len() < 64
+                    && let Ok(text) = std::str::from_utf8(raw)
+                    && accept(text)
+                {
+                    strings.push(text.to_string());
+                }
             }
         }
+        Ok(strings)
     }
-    Ok(LoadedElf {
-        path: path.to_path_buf(),
-        symbols,
-        strings,
-    })
 }

@@ -5,5 +5,5 @@ pub mod elf;
 pub mod memory;
 pub mod process;
 
-pub use memory::{MemoryError, ReadMemory, RemoteMemory, SliceMemory};
+pub use memory::{MemoryError, PageCache, ReadMemory, RemoteMemory, SliceMemory};
 pub use process::{MappedFile, ProcessError, TargetProcess};

@@ -4,6 +4,7 @@
 
 use procfs::ProcError;
 use procfs::process::{MMapPath, Process};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -135,10 +136,15 @@ impl TargetProcess {
         Ok(tids)
     }
 
-    /// The scheduler state letter of one thread (`R` running, `S` sleeping, …).
-    pub fn thread_state(&self, tid: u32) -> Option<char> {
-        let tid = i32::try_from(tid).ok()?;
-        Some(self.proc.task_from_tid(tid).ok()?.stat().ok()?.state)
+    /// The scheduler state letter (`R` running, `S` sleeping, …) of each thread.
+    pub fn thread_states(&self) -> HashMap<u32, char> {
+        let Ok(tasks) = self.proc.tasks() else {
+            return HashMap::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| Some((u32::try_from(task.tid).ok()?, task.stat().ok()?.state)))
+            .collect()
     }
 
     /// Resident set size in bytes, from `/proc/PID/statm`.

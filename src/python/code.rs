@@ -5,9 +5,9 @@
 
 use super::CodeInfo;
 use super::layout::Layout;
-use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str};
+use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str, span_of};
 use crate::attach::ReadMemory;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 /// The most code objects kept decoded; the cache starts over past this.
@@ -16,6 +16,9 @@ const MAX_CACHED_CODES: usize = 1 << 16;
 /// A decoded code object.
 #[derive(Debug)]
 struct CachedCode {
+    /// `co_filename` and `co_name` pointers when decoded: if they differ later, the address
+    /// now holds another code object and the entry is decoded again.
+    fingerprint: (u64, u64),
     info: Arc<CodeInfo>,
     linetable: Vec<u8>,
     /// Address of the first instruction (3.11+: inline in the code object).
@@ -54,7 +57,15 @@ impl CodeCache {
         addr: u64,
         position: InstructionPosition,
     ) -> Result<(Arc<CodeInfo>, u32), DecodeError> {
-        if !self.codes.contains_key(&addr) {
+        let fingerprint = (
+            mem.read_u64(addr.wrapping_add(layout.code_filename))?,
+            mem.read_u64(addr.wrapping_add(layout.code_name))?,
+        );
+        if self
+            .codes
+            .get(&addr)
+            .is_none_or(|code| code.fingerprint != fingerprint)
+        {
             if self.codes.len() >= MAX_CACHED_CODES {
                 self.codes.clear();
             }
@@ -98,30 +109,31 @@ fn decode_code(
     layout: &Layout,
     addr: u64,
 ) -> Result<CachedCode, DecodeError> {
-    let span = [
+    let span = span_of(&[
         layout.code_filename,
         layout.code_name,
         layout.code_qualname.unwrap_or(0),
         layout.code_firstlineno,
         layout.code_linetable,
         layout.code_code.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-        + 8;
-    let raw = mem.read_vec(addr, span as usize)?;
-    let filename = read_str(mem, layout, field_u64(&raw, layout.code_filename))?;
+    ]);
+    let raw = mem.read_vec(addr, span)?;
+    let fingerprint = (
+        field_u64(&raw, layout.code_filename),
+        field_u64(&raw, layout.code_name),
+    );
+    let filename = read_str(mem, layout, fingerprint.0)?;
     let name_at = layout.code_qualname.unwrap_or(layout.code_name);
     let function = read_str(mem, layout, field_u64(&raw, name_at))?;
     let first_line = field_u32(&raw, layout.code_firstlineno);
     let linetable = read_bytes(mem, layout, field_u64(&raw, layout.code_linetable))?;
     let code_start = match (layout.code_code_adaptive, layout.code_code) {
-        (Some(inline), _) => addr + inline,
-        (None, Some(code_at)) => field_u64(&raw, code_at) + layout.bytes_sval,
+        (Some(inline), _) => addr.wrapping_add(inline),
+        (None, Some(code_at)) => field_u64(&raw, code_at).wrapping_add(layout.bytes_sval),
         (None, None) => 0,
     };
     Ok(CachedCode {
+        fingerprint,
         info: Arc::new(CodeInfo {
             function,
             filename,
@@ -129,7 +141,7 @@ fn decode_code(
         }),
         linetable,
         code_start,
-        lines: HashMap::new(),
+        lines: HashMap::default(),
     })
 }
 

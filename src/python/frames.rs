@@ -5,7 +5,7 @@
 use super::Frame;
 use super::code::{CodeCache, InstructionPosition};
 use super::layout::Layout;
-use super::objects::{DecodeError, field_u8, field_u32, field_u64};
+use super::objects::{DecodeError, field_u8, field_u32, field_u64, span_of};
 use crate::attach::ReadMemory;
 
 /// The deepest chain the walker follows before calling it garbage.
@@ -22,17 +22,13 @@ pub fn walk_frames(
     first: u64,
 ) -> Result<Vec<Frame>, DecodeError> {
     let interpreter_frames = layout.version >= (3, 11);
-    let span = [
+    let span = span_of(&[
         layout.frame_back,
         layout.frame_code,
         layout.frame_lasti,
         layout.frame_owner.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-        + 8;
-    let mut buf = vec![0u8; span as usize];
+    ]);
+    let mut buf = vec![0u8; span];
     let mut frames = Vec::new();
     let mut addr = first;
     let mut visited = 0usize;

@@ -44,6 +44,11 @@ fn le_u32(bytes: &[u8], offset: u64) -> Option<u32> {
     Some(u32::from_le_bytes(raw.try_into().ok()?))
 }
 
+/// How many bytes to copy so that 8-byte members at all `offsets` are in the copy.
+pub fn span_of(offsets: &[u64]) -> usize {
+    offsets.iter().max().map_or(8, |m| *m as usize + 8)
+}
+
 /// A little-endian `u64` at `offset` of a copied structure (0 if out of range).
 pub fn field_u64(bytes: &[u8], offset: u64) -> u64 {
     le_u64(bytes, offset).unwrap_or(0)
@@ -81,7 +86,10 @@ pub fn read_str(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result<Str
     } else {
         layout.unicode_compact_size
     };
-    let data = mem.read_vec(addr + data_at, (length * u64::from(kind)) as usize)?;
+    let data = mem.read_vec(
+        addr.wrapping_add(data_at),
+        (length * u64::from(kind)) as usize,
+    )?;
     let text = match kind {
         1 if ascii => String::from_utf8(data).map_err(|_| DecodeError::invalid("str", addr))?,
         1 => data.iter().map(|&b| char::from(b)).collect(),
@@ -110,22 +118,22 @@ pub fn read_bytes(
     if addr == 0 {
         return Err(DecodeError::invalid("bytes", addr));
     }
-    let size = mem.read_u64(addr + layout.var_size)?;
+    let size = mem.read_u64(addr.wrapping_add(layout.var_size))?;
     if size > MAX_OBJECT_LEN {
         return Err(DecodeError::invalid("bytes", addr));
     }
-    Ok(mem.read_vec(addr + layout.bytes_sval, size as usize)?)
+    Ok(mem.read_vec(addr.wrapping_add(layout.bytes_sval), size as usize)?)
 }
 
 /// Reads a non-negative `int` that fits in 64 bits (thread idents).
 pub fn read_u64_int(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result<u64, DecodeError> {
     let (ndigits, negative) = match layout.long_lv_tag {
         Some(tag_at) => {
-            let tag = mem.read_u64(addr + tag_at)?;
+            let tag = mem.read_u64(addr.wrapping_add(tag_at))?;
             (tag >> 3, tag & 3 == 2)
         }
         None => {
-            let size = mem.read_u64(addr + layout.var_size)? as i64;
+            let size = mem.read_u64(addr.wrapping_add(layout.var_size))? as i64;
             (size.unsigned_abs(), size < 0)
         }
     };
@@ -134,7 +142,7 @@ pub fn read_u64_int(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result
     }
     let mut digits = [0u8; 12];
     let digits = &mut digits[..(ndigits as usize) * 4];
-    mem.read(addr + layout.long_digit, digits)?;
+    mem.read(addr.wrapping_add(layout.long_digit), digits)?;
     let mut value: u64 = 0;
     for (i, chunk) in digits.chunks_exact(4).enumerate() {
         let digit = u64::from(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
@@ -152,13 +160,13 @@ pub fn dict_items(
     layout: &Layout,
     dict: u64,
 ) -> Result<Vec<(u64, u64)>, DecodeError> {
-    let keys = mem.read_u64(dict + layout.dict_keys)?;
-    let values = mem.read_u64(dict + layout.dict_values)?;
+    let keys = mem.read_u64(dict.wrapping_add(layout.dict_keys))?;
+    let values = mem.read_u64(dict.wrapping_add(layout.dict_values))?;
     keys_items(
         mem,
         layout,
         keys,
-        (values != 0).then(|| values + dict_values_header(layout)),
+        (values != 0).then(|| values.wrapping_add(dict_values_header(layout))),
     )
 }
 
@@ -212,7 +220,9 @@ pub fn keys_items(
     if nentries > MAX_DICT_ENTRIES {
         return Err(DecodeError::invalid("dict keys", keys));
     }
-    let entries_at = keys + layout.dictkeys_indices + index_bytes;
+    let entries_at = keys
+        .wrapping_add(layout.dictkeys_indices)
+        .wrapping_add(index_bytes);
     let entries = mem.read_vec(entries_at, (nentries * entry_size) as usize)?;
     let value_ptrs = match values {
         Some(values) => Some(mem.read_vec(values, (nentries * 8) as usize)?),

@@ -15,7 +15,7 @@ use super::version::PythonVersion;
 use super::{Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
 use crate::attach::{
-    MappedFile, MemoryError, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
+    MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -125,6 +125,7 @@ pub struct PythonSpy {
     version: PythonVersion,
     layout: Layout,
     layout_differences: Vec<&'static str>,
+    debug_offsets: Option<DebugOffsets>,
     root: InterpreterRoot,
     gil: GilLocation,
     options: SpyOptions,
@@ -133,6 +134,9 @@ pub struct PythonSpy {
     names_read_at: Option<Instant>,
     native_ids: HashMap<u64, u32>,
     thread_errors: u64,
+    /// Pages the previous read used: most stay the same from one sample to the next, so
+    /// they are fetched in one batched call before walking.
+    last_pages: Vec<u64>,
 }
 
 impl PythonSpy {
@@ -160,21 +164,21 @@ impl PythonSpy {
             _ => return Err(unsupported()),
         };
         let base = *layout_for(version.major, version.minor).ok_or_else(unsupported)?;
-        let (layout, layout_differences) = match runtime {
+        let debug_offsets = match runtime {
             Some(runtime) if (version.major, version.minor) >= (3, 13) => {
-                match DebugOffsets::read(&mem, runtime)
+                DebugOffsets::read(&mem, runtime)
                     .map_err(|source| SpyError::Read { pid, source })?
-                {
-                    Some(debug) => debug.apply(&base),
-                    None => (base, Vec::new()),
-                }
             }
-            _ => (base, Vec::new()),
+            _ => None,
+        };
+        let (layout, layout_differences) = match &debug_offsets {
+            Some(debug) => debug.apply(&base),
+            None => (base, Vec::new()),
         };
         let root_interp = match root {
-            InterpreterRoot::Runtime(runtime) => {
-                mem.read_u64(runtime + layout.runtime_interpreters_head.unwrap_or_default())
-            }
+            InterpreterRoot::Runtime(runtime) => mem.read_u64(
+                runtime.wrapping_add(layout.runtime_interpreters_head.unwrap_or_default()),
+            ),
             InterpreterRoot::InterpHead(addr) => mem.read_u64(addr),
         };
         if version.micro.is_none()
@@ -187,7 +191,7 @@ impl PythonSpy {
         }
         let gil = match (layout.runtime_tstate_current, runtime) {
             _ if layout.interp_gil_ptr.is_some() => GilLocation::PerInterpreter,
-            (Some(current), Some(runtime)) => GilLocation::Current(runtime + current),
+            (Some(current), Some(runtime)) => GilLocation::Current(runtime.wrapping_add(current)),
             _ => elf
                 .symbols
                 .get("_PyThreadState_Current")
@@ -199,6 +203,7 @@ impl PythonSpy {
             version,
             layout,
             layout_differences,
+            debug_offsets,
             root,
             gil,
             options: options.clone(),
@@ -207,6 +212,7 @@ impl PythonSpy {
             names_read_at: None,
             native_ids: HashMap::new(),
             thread_errors: 0,
+            last_pages: Vec::new(),
         })
     }
 
@@ -229,6 +235,11 @@ impl PythonSpy {
     /// generated layout (the interpreter's values are the ones used).
     pub fn layout_differences(&self) -> &[&'static str] {
         &self.layout_differences
+    }
+
+    /// The interpreter's own `_Py_DebugOffsets` (3.13+), when it publishes them.
+    pub fn debug_offsets(&self) -> Option<&DebugOffsets> {
+        self.debug_offsets.as_ref()
     }
 
     /// Threads skipped so far because their frames could not be read consistently.
@@ -257,6 +268,12 @@ impl PythonSpy {
     /// Reads every Python thread's stack. A thread whose frames change under the reader
     /// twice in a row is left out and counted in [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
+        // Scheduler states are taken before pausing: a paused thread always looks stopped.
+        let os_states: HashMap<u32, char> = if self.options.thread_state {
+            self.process.thread_states()
+        } else {
+            HashMap::new()
+        };
         let _pause = if self.options.blocking {
             Some(
                 remoteprocess::Process::new(self.pid())
@@ -269,35 +286,36 @@ impl PythonSpy {
         } else {
             None
         };
+        let mem = self.mem;
+        let snapshot = PageCache::prefetched(&mem, &self.last_pages);
         let head = match self.root {
-            InterpreterRoot::Runtime(runtime) => self
-                .mem
-                .read_u64(runtime + self.layout.runtime_interpreters_head.unwrap_or_default()),
-            InterpreterRoot::InterpHead(addr) => self.mem.read_u64(addr),
+            InterpreterRoot::Runtime(runtime) => snapshot.read_u64(
+                runtime.wrapping_add(self.layout.runtime_interpreters_head.unwrap_or_default()),
+            ),
+            InterpreterRoot::InterpHead(addr) => snapshot.read_u64(addr),
         }
         .map_err(|e| self.read_error(e.into()))?;
         if head == 0 {
             return Ok(Vec::new());
         }
-        let raws = thread_states(&self.mem, &self.layout, head).map_err(|e| self.read_error(e))?;
+        let raws = thread_states(&snapshot, &self.layout, head).map_err(|e| self.read_error(e))?;
         let mut stacks = Vec::with_capacity(raws.len());
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         for raw in raws {
-            let Some(frames) = self.frames_of(raw.first_frame) else {
+            let Some(frames) = self.frames_of(&snapshot, raw.first_frame) else {
                 self.thread_errors += 1;
                 continue;
             };
             let holder = *holders
                 .entry(raw.interp)
-                .or_insert_with(|| gil_holder(&self.mem, &self.layout, self.gil, raw.interp));
+                .or_insert_with(|| gil_holder(&snapshot, &self.layout, self.gil, raw.interp));
             let native_id = raw.native_id.or_else(|| self.native_id_of(raw.thread_id));
             if !self.names.contains_key(&raw.thread_id) {
                 self.refresh_names(raw.interp);
             }
-            let idle = self.options.thread_state
-                && native_id
-                    .and_then(|tid| self.process.thread_state(tid))
-                    .is_some_and(|state| state != 'R');
+            let idle = native_id
+                .and_then(|tid| os_states.get(&tid))
+                .is_some_and(|state| *state != 'R');
             stacks.push(ThreadStack {
                 thread_id: raw.thread_id,
                 native_id,
@@ -307,12 +325,20 @@ impl PythonSpy {
                 frames,
             });
         }
+        self.last_pages = snapshot.page_addresses();
         Ok(stacks)
     }
 
-    /// Frames from `first`, with one retry: a running target may move under the reader.
-    fn frames_of(&mut self, first: u64) -> Option<Vec<Frame>> {
-        (0..2).find_map(|_| walk_frames(&self.mem, &self.layout, &mut self.codes, first).ok())
+    /// Frames from `first`, with one retry straight from the target (not the snapshot's
+    /// pages): a running target may move under the reader.
+    fn frames_of(
+        &mut self,
+        snapshot: &PageCache<'_, RemoteMemory>,
+        first: u64,
+    ) -> Option<Vec<Frame>> {
+        walk_frames(snapshot, &self.layout, &mut self.codes, first)
+            .or_else(|_| walk_frames(&self.mem, &self.layout, &mut self.codes, first))
+            .ok()
     }
 
     /// Looks up `threading` names again, at most every [`NAME_REFRESH`].
@@ -362,9 +388,7 @@ fn find_interpreter(process: &TargetProcess, maps: &[MappedFile], exe: &Path) ->
     for mapped in candidates {
         let base = mapped.base.unwrap_or(mapped.start);
         let read_path = process.file_path(&mapped.path);
-        let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS, |s| {
-            PythonVersion::parse(s).is_some()
-        }) else {
+        let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS) else {
             continue;
         };
         if elf.symbols.contains_key("_PyRuntime") || elf.symbols.contains_key("interp_head") {
@@ -404,7 +428,11 @@ fn detect_version(mem: &RemoteMemory, elf: &LoadedElf, exe: &Path) -> Option<Pyt
     }
     match version_from_name(&elf.path).or_else(|| version_from_name(exe)) {
         Some((major, minor)) => Some(PythonVersion::minor_only(major, minor)),
-        None => elf.strings.iter().find_map(|s| PythonVersion::parse(s)),
+        None => elf
+            .rodata_strings(|s| PythonVersion::parse(s).is_some())
+            .ok()?
+            .iter()
+            .find_map(|s| PythonVersion::parse(s)),
     }
 }
 

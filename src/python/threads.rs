@@ -5,7 +5,7 @@
 use super::layout::Layout;
 use super::objects::{
     DecodeError, dict_get_str, dict_items, dict_values_header, field_u64, keys_items, read_str,
-    read_u64_int,
+    read_u64_int, span_of,
 };
 use crate::attach::ReadMemory;
 use std::collections::HashMap;
@@ -39,18 +39,14 @@ pub fn thread_states(
     layout: &Layout,
     interp_head: u64,
 ) -> Result<Vec<RawThread>, DecodeError> {
-    let span = [
+    let span = span_of(&[
         layout.tstate_next,
         layout.tstate_interp,
         layout.tstate_frame,
         layout.tstate_thread_id,
         layout.tstate_native_thread_id.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-        + 8;
-    let mut buf = vec![0u8; span as usize];
+    ]);
+    let mut buf = vec![0u8; span];
     let mut threads = Vec::new();
     let mut interp = interp_head;
     let mut interps = 0usize;
@@ -59,7 +55,7 @@ pub fn thread_states(
         if interps > MAX_INTERPRETERS {
             return Err(DecodeError::invalid("interpreter list", interp_head));
         }
-        let mut tstate = mem.read_u64(interp + layout.interp_threads_head)?;
+        let mut tstate = mem.read_u64(interp.wrapping_add(layout.interp_threads_head))?;
         while tstate != 0 {
             if threads.len() >= MAX_THREADS {
                 return Err(DecodeError::invalid("thread list", interp));
@@ -67,7 +63,9 @@ pub fn thread_states(
             mem.read(tstate, &mut buf)?;
             let frame_field = field_u64(&buf, layout.tstate_frame);
             let first_frame = match layout.cframe_current_frame {
-                Some(current_at) if frame_field != 0 => mem.read_u64(frame_field + current_at)?,
+                Some(current_at) if frame_field != 0 => {
+                    mem.read_u64(frame_field.wrapping_add(current_at))?
+                }
                 Some(_) => 0,
                 None => frame_field,
             };
@@ -82,7 +80,7 @@ pub fn thread_states(
             });
             tstate = field_u64(&buf, layout.tstate_next);
         }
-        interp = mem.read_u64(interp + layout.interp_next)?;
+        interp = mem.read_u64(interp.wrapping_add(layout.interp_next))?;
     }
     Ok(threads)
 }
@@ -109,9 +107,13 @@ pub fn gil_holder(
     match location {
         GilLocation::Current(addr) => mem.read_u64(addr).ok().filter(|t| *t != 0),
         GilLocation::PerInterpreter => {
-            let gil = mem.read_u64(interp + layout.interp_gil_ptr?).ok()?;
-            let locked = mem.read_u32(gil + layout.gil_locked?).ok()?;
-            let holder = mem.read_u64(gil + layout.gil_last_holder?).ok()?;
+            let gil = mem
+                .read_u64(interp.wrapping_add(layout.interp_gil_ptr?))
+                .ok()?;
+            let locked = mem.read_u32(gil.wrapping_add(layout.gil_locked?)).ok()?;
+            let holder = mem
+                .read_u64(gil.wrapping_add(layout.gil_last_holder?))
+                .ok()?;
             (locked != 0 && holder != 0).then_some(holder)
         }
         GilLocation::Unknown => None,
@@ -131,14 +133,14 @@ pub fn module_global(
     module: &str,
     name: &str,
 ) -> Result<Option<u64>, DecodeError> {
-    let modules = mem.read_u64(interp + layout.interp_modules)?;
+    let modules = mem.read_u64(interp.wrapping_add(layout.interp_modules))?;
     if modules == 0 {
         return Ok(None);
     }
     let Some(module) = dict_get_str(mem, layout, modules, module)? else {
         return Ok(None);
     };
-    let module_dict = mem.read_u64(module + layout.module_dict)?;
+    let module_dict = mem.read_u64(module.wrapping_add(layout.module_dict))?;
     dict_get_str(mem, layout, module_dict, name)
 }
 
@@ -173,15 +175,15 @@ fn instance_attribute(
     obj: u64,
     name: &str,
 ) -> Result<Option<u64>, DecodeError> {
-    let ty = mem.read_u64(obj + layout.object_type)?;
-    let flags = mem.read_u64(ty + layout.type_flags)?;
+    let ty = mem.read_u64(obj.wrapping_add(layout.object_type))?;
+    let flags = mem.read_u64(ty.wrapping_add(layout.type_flags))?;
     let managed = layout.version >= (3, 11) && flags & TPFLAGS_MANAGED_DICT != 0;
     if !managed {
-        let offset = mem.read_u64(ty + layout.type_dictoffset)? as i64;
+        let offset = mem.read_u64(ty.wrapping_add(layout.type_dictoffset))? as i64;
         if offset <= 0 {
             return Ok(None);
         }
-        let dict = mem.read_u64(obj + offset as u64)?;
+        let dict = mem.read_u64(obj.wrapping_add(offset as u64))?;
         return if dict == 0 {
             Ok(None)
         } else {
@@ -192,10 +194,11 @@ fn instance_attribute(
     let dict_or_values = mem.read_u64(obj.wrapping_sub(24))?;
     let values = match layout.version {
         (3, 11) if dict_or_values == 0 => mem.read_u64(obj.wrapping_sub(32))?,
-        (3, 12) if dict_or_values & 1 == 1 => dict_or_values + 1,
+        (3, 12) if dict_or_values & 1 == 1 => dict_or_values.wrapping_add(1),
         (3, 13..) if dict_or_values == 0 && flags & TPFLAGS_INLINE_VALUES != 0 => {
-            let basic_size = mem.read_u64(ty + layout.type_basicsize)?;
-            obj + basic_size + dict_values_header(layout)
+            let basic_size = mem.read_u64(ty.wrapping_add(layout.type_basicsize))?;
+            obj.wrapping_add(basic_size)
+                .wrapping_add(dict_values_header(layout))
         }
         _ if dict_or_values != 0 => return dict_get_str(mem, layout, dict_or_values, name),
         _ => return Ok(None),
@@ -203,7 +206,7 @@ fn instance_attribute(
     let Some(cached_keys_at) = layout.heaptype_cached_keys else {
         return Ok(None);
     };
-    let keys = mem.read_u64(ty + cached_keys_at)?;
+    let keys = mem.read_u64(ty.wrapping_add(cached_keys_at))?;
     for (key, value) in keys_items(mem, layout, keys, Some(values))? {
         if read_str(mem, layout, key).is_ok_and(|k| k == name) {
             return Ok(Some(value));

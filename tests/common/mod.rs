@@ -148,6 +148,17 @@ pub fn start(interp: &Interpreter, script: &Path, args: &[&str]) -> Target {
     Target { child, stdout }
 }
 
+/// Starts `interp -c code`, stdout piped.
+pub fn start_code(interp: &Interpreter, code: &str) -> Target {
+    let mut child = Command::new(&interp.path)
+        .args(["-c", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the interpreter");
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    Target { child, stdout }
+}
+
 /// Path of a file under `tests/scripts/`.
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

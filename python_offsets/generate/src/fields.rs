@@ -29,6 +29,11 @@ fn size(ty: &'static str) -> Option<Source> {
     Some(Source::Size(ty))
 }
 
+/// `source()` in the versions where `present`, else `None`.
+fn when(present: bool, source: impl FnOnce() -> Option<Source>) -> Option<Source> {
+    if present { source() } else { None }
+}
+
 /// The type that holds `PyDictKeysObject` members for this version.
 fn dict_keys(minor: u8) -> &'static str {
     if dict_keys_from_facts(minor) {
@@ -51,17 +56,16 @@ macro_rules! field {
 /// Every field of `Layout`, in declaration order.
 pub const FIELDS: &[Field] = &[
     // _PyRuntimeState
-    field!(runtime_interpreters_head, true, |m| (m >= 7)
-        .then(|| off("_PyRuntimeState.interpreters.head"))
-        .flatten()),
-    field!(runtime_tstate_current, true, |m| (7..=11)
-        .contains(&m)
-        .then(|| off("_PyRuntimeState.gilstate.tstate_current"))
-        .flatten()),
-    field!(runtime_gil, true, |m| (7..=11)
-        .contains(&m)
-        .then(|| off("_PyRuntimeState.ceval.gil"))
-        .flatten()),
+    field!(runtime_interpreters_head, true, |m| when(m >= 7, || off(
+        "_PyRuntimeState.interpreters.head"
+    ))),
+    field!(runtime_tstate_current, true, |m| when(
+        (7..=11).contains(&m),
+        || off("_PyRuntimeState.gilstate.tstate_current")
+    )),
+    field!(runtime_gil, true, |m| when((7..=11).contains(&m), || off(
+        "_PyRuntimeState.ceval.gil"
+    ))),
     // PyInterpreterState
     field!(interp_next, false, |_m| off("PyInterpreterState.next")),
     field!(interp_threads_head, false, |m| if m <= 10 {
@@ -74,16 +78,16 @@ pub const FIELDS: &[Field] = &[
     } else {
         off("PyInterpreterState.imports.modules")
     }),
-    field!(interp_gil_ptr, true, |m| (m >= 12)
-        .then(|| off("PyInterpreterState.ceval.gil"))
-        .flatten()),
+    field!(interp_gil_ptr, true, |m| when(m >= 12, || off(
+        "PyInterpreterState.ceval.gil"
+    ))),
     // struct _gil_runtime_state
-    field!(gil_last_holder, true, |m| (m >= 7)
-        .then(|| off("_gil_runtime_state.last_holder"))
-        .flatten()),
-    field!(gil_locked, true, |m| (m >= 7)
-        .then(|| off("_gil_runtime_state.locked"))
-        .flatten()),
+    field!(gil_last_holder, true, |m| when(m >= 7, || off(
+        "_gil_runtime_state.last_holder"
+    ))),
+    field!(gil_locked, true, |m| when(m >= 7, || off(
+        "_gil_runtime_state.locked"
+    ))),
     // PyThreadState
     field!(tstate_next, false, |_m| off("PyThreadState.next")),
     field!(tstate_interp, false, |_m| off("PyThreadState.interp")),
@@ -92,14 +96,14 @@ pub const FIELDS: &[Field] = &[
         11 | 12 => off("PyThreadState.cframe"),
         _ => off("PyThreadState.current_frame"),
     }),
-    field!(cframe_current_frame, true, |m| (11..=12)
-        .contains(&m)
-        .then(|| off("_PyCFrame.current_frame"))
-        .flatten()),
+    field!(cframe_current_frame, true, |m| when(
+        (11..=12).contains(&m),
+        || off("_PyCFrame.current_frame")
+    )),
     field!(tstate_thread_id, false, |_m| off("PyThreadState.thread_id")),
-    field!(tstate_native_thread_id, true, |m| (m >= 11)
-        .then(|| off("PyThreadState.native_thread_id"))
-        .flatten()),
+    field!(tstate_native_thread_id, true, |m| when(m >= 11, || off(
+        "PyThreadState.native_thread_id"
+    ))),
     // frames
     field!(frame_back, false, |m| if m <= 10 {
         off("PyFrameObject.f_back")
@@ -116,31 +120,31 @@ pub const FIELDS: &[Field] = &[
         11 | 12 => off("_PyInterpreterFrame.prev_instr"),
         _ => off("_PyInterpreterFrame.instr_ptr"),
     }),
-    field!(frame_lineno, true, |m| (m <= 10)
-        .then(|| off("PyFrameObject.f_lineno"))
-        .flatten()),
-    field!(frame_owner, true, |m| (m >= 11)
-        .then(|| off("_PyInterpreterFrame.owner"))
-        .flatten()),
-    field!(frame_size, true, |m| (m >= 11)
-        .then(|| size("_PyInterpreterFrame"))
-        .flatten()),
+    field!(frame_lineno, true, |m| when(m <= 10, || off(
+        "PyFrameObject.f_lineno"
+    ))),
+    field!(frame_owner, true, |m| when(m >= 11, || off(
+        "_PyInterpreterFrame.owner"
+    ))),
+    field!(frame_size, true, |m| when(m >= 11, || size(
+        "_PyInterpreterFrame"
+    ))),
     // data stack
-    field!(tstate_datastack_chunk, true, |m| (m >= 11)
-        .then(|| off("PyThreadState.datastack_chunk"))
-        .flatten()),
-    field!(stack_chunk_size, true, |m| (m >= 11)
-        .then(|| off("_PyStackChunk.size"))
-        .flatten()),
-    field!(stack_chunk_previous, true, |m| (m >= 11)
-        .then(|| off("_PyStackChunk.previous"))
-        .flatten()),
+    field!(tstate_datastack_chunk, true, |m| when(m >= 11, || off(
+        "PyThreadState.datastack_chunk"
+    ))),
+    field!(stack_chunk_size, true, |m| when(m >= 11, || off(
+        "_PyStackChunk.size"
+    ))),
+    field!(stack_chunk_previous, true, |m| when(m >= 11, || off(
+        "_PyStackChunk.previous"
+    ))),
     // PyCodeObject
     field!(code_filename, false, |_m| off("PyCodeObject.co_filename")),
     field!(code_name, false, |_m| off("PyCodeObject.co_name")),
-    field!(code_qualname, true, |m| (m >= 11)
-        .then(|| off("PyCodeObject.co_qualname"))
-        .flatten()),
+    field!(code_qualname, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_qualname"
+    ))),
     field!(code_firstlineno, false, |_m| off(
         "PyCodeObject.co_firstlineno"
     )),
@@ -149,12 +153,12 @@ pub const FIELDS: &[Field] = &[
     } else {
         off("PyCodeObject.co_linetable")
     }),
-    field!(code_code, true, |m| (m <= 10)
-        .then(|| off("PyCodeObject.co_code"))
-        .flatten()),
-    field!(code_code_adaptive, true, |m| (m >= 11)
-        .then(|| off("PyCodeObject.co_code_adaptive"))
-        .flatten()),
+    field!(code_code, true, |m| when(m <= 10, || off(
+        "PyCodeObject.co_code"
+    ))),
+    field!(code_code_adaptive, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_code_adaptive"
+    ))),
     // generic objects
     field!(object_type, false, |_m| off("PyObject.ob_type")),
     field!(var_size, false, |_m| off("PyVarObject.ob_size")),
@@ -181,25 +185,26 @@ pub const FIELDS: &[Field] = &[
     } else {
         off("PyLongObject.long_value.ob_digit")
     }),
-    field!(long_lv_tag, true, |m| (m >= 12)
-        .then(|| off("PyLongObject.long_value.lv_tag"))
-        .flatten()),
+    field!(long_lv_tag, true, |m| when(m >= 12, || off(
+        "PyLongObject.long_value.lv_tag"
+    ))),
     // dict
     field!(dict_used, false, |_m| off("PyDictObject.ma_used")),
     field!(dict_keys, false, |_m| off("PyDictObject.ma_keys")),
     field!(dict_values, false, |_m| off("PyDictObject.ma_values")),
-    field!(dictkeys_size, true, |m| (m <= 10)
-        .then(|| off(&format!("{}.dk_size", dict_keys(m))))
-        .flatten()),
-    field!(dictkeys_log2_size, true, |m| (m >= 11)
-        .then(|| off("_dictkeysobject.dk_log2_size"))
-        .flatten()),
-    field!(dictkeys_log2_index_bytes, true, |m| (m >= 11)
-        .then(|| off("_dictkeysobject.dk_log2_index_bytes"))
-        .flatten()),
-    field!(dictkeys_kind, true, |m| (m >= 11)
-        .then(|| off("_dictkeysobject.dk_kind"))
-        .flatten()),
+    field!(dictkeys_size, true, |m| when(m <= 10, || off(&format!(
+        "{}.dk_size",
+        dict_keys(m)
+    )))),
+    field!(dictkeys_log2_size, true, |m| when(m >= 11, || off(
+        "_dictkeysobject.dk_log2_size"
+    ))),
+    field!(dictkeys_log2_index_bytes, true, |m| when(m >= 11, || off(
+        "_dictkeysobject.dk_log2_index_bytes"
+    ))),
+    field!(dictkeys_kind, true, |m| when(m >= 11, || off(
+        "_dictkeysobject.dk_kind"
+    ))),
     field!(dictkeys_nentries, false, |m| off(&format!(
         "{}.dk_nentries",
         dict_keys(m)
@@ -213,9 +218,9 @@ pub const FIELDS: &[Field] = &[
     } else {
         size("PyDictKeyEntry")
     }),
-    field!(dict_unicode_entry_size, true, |m| (m >= 11)
-        .then(|| size("PyDictUnicodeEntry"))
-        .flatten()),
+    field!(dict_unicode_entry_size, true, |m| when(m >= 11, || size(
+        "PyDictUnicodeEntry"
+    ))),
     field!(module_dict, false, |m| if module_from_facts(m) {
         off("pmt_fact_PyModuleObject.md_dict")
     } else {

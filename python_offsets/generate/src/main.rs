@@ -38,7 +38,10 @@ fn parse_args() -> Result<Args> {
         pyenv_root: std::env::var_os("PYENV_ROOT")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(&home).join(".pyenv")),
-        out: Path::new(env!("CARGO_MANIFEST_DIR")).join("../generated"),
+        out: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("the generator lives in python_offsets/generate")?
+            .join("generated"),
         dump: None,
         check: None,
     };

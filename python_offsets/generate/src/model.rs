@@ -205,3 +205,42 @@ fn by_value_type(ty: &Type) -> Option<String> {
 fn unraw(name: &str) -> String {
     name.strip_prefix("r#").unwrap_or(name).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Model;
+
+    /// The shape of bindgen 0.72's output for `struct outer { long a; struct inner { int x;
+    /// void *head; } in; union { int u; }; }; typedef struct outer Outer;`.
+    const BINDINGS: &str = r#"
+        pub struct inner { pub x: ::std::os::raw::c_int, pub head: *mut ::std::os::raw::c_void }
+        const _: () = {
+            ["Size of inner"][::std::mem::size_of::<inner>() - 16usize];
+            ["Offset of field: inner::x"][::std::mem::offset_of!(inner, x) - 0usize];
+            ["Offset of field: inner::head"][::std::mem::offset_of!(inner, head) - 8usize];
+        };
+        pub union outer__bindgen_ty_1 { pub u: ::std::os::raw::c_int }
+        const _: () = {
+            ["Offset of field: outer__bindgen_ty_1::u"][::std::mem::offset_of!(outer__bindgen_ty_1, u) - 0usize];
+        };
+        pub struct outer { pub a: ::std::os::raw::c_long, pub in_: inner, pub __bindgen_anon_1: outer__bindgen_ty_1 }
+        const _: () = {
+            ["Size of outer"][::std::mem::size_of::<outer>() - 32usize];
+            ["Offset of field: outer::a"][::std::mem::offset_of!(outer, a) - 0usize];
+            ["Offset of field: outer::in_"][::std::mem::offset_of!(outer, in_) - 8usize];
+            ["Offset of field: outer::__bindgen_anon_1"][::std::mem::offset_of!(outer, __bindgen_anon_1) - 24usize];
+        };
+        pub type Outer = outer;
+    "#;
+
+    #[test]
+    fn paths_are_summed_through_nested_anonymous_and_typedef_names() {
+        let model = Model::parse(BINDINGS).expect("parses");
+        assert_eq!(model.offset_of("Outer.a").unwrap(), 0);
+        assert_eq!(model.offset_of("Outer.in_.head").unwrap(), 16);
+        assert_eq!(model.offset_of("outer.u").unwrap(), 24);
+        assert_eq!(model.size_of("Outer").unwrap(), 32);
+        assert!(model.offset_of("Outer.missing").is_err());
+        assert!(model.offset_of("Outer.a.x").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs benchmarks side by side with their peers. Installs the peers (py-spy, austin, memray,
+# psrecord) from PyPI into bench/.venv first.
+# Usage: bash bench/run.sh [NAME...]   (default: every benchmark)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x bench/.venv/bin/py-spy ]; then
+    python3 -m venv bench/.venv
+    bench/.venv/bin/pip install -q py-spy 'austin-dist<4' memray psrecord
+fi
+export PATH="$PWD/bench/.venv/bin:$PATH"
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(stack_read)
+for name in "${names[@]}"; do
+    cargo bench --bench "$name"
+done

@@ -1,0 +1,296 @@
+"""Checks a generated CPython layout against the running interpreter itself.
+
+Run by tests/layouts_live.rs as `python layout_probe.py '<layout as JSON>'`. Every offset is
+used to read this process's own memory with ctypes, and the value read is compared with what
+the interpreter reports through its Python API (id(), len(), __basicsize__, threading...).
+Prints one line per failed check and exits 1 if any failed; stays Python 3.6 compatible.
+"""
+
+import ctypes
+import json
+import sys
+import threading
+import time
+
+L = json.loads(sys.argv[1])
+MINOR = sys.version_info[1]
+failures = []
+
+
+def ptr(addr):
+    return ctypes.c_void_p.from_address(addr).value or 0
+
+
+def u64(addr):
+    return ctypes.c_uint64.from_address(addr).value
+
+
+def i64(addr):
+    return ctypes.c_int64.from_address(addr).value
+
+
+def u32(addr):
+    return ctypes.c_uint32.from_address(addr).value
+
+
+def i32(addr):
+    return ctypes.c_int32.from_address(addr).value
+
+
+def u8(addr):
+    return ctypes.c_uint8.from_address(addr).value
+
+
+def check(what, got, expected):
+    if got != expected:
+        failures.append("{}: read {!r}, expected {!r}".format(what, got, expected))
+
+
+def check_true(what, ok, detail=""):
+    if not ok:
+        failures.append("{}: failed {}".format(what, detail))
+
+
+api = ctypes.pythonapi
+api.PyThreadState_Get.restype = ctypes.c_void_p
+api.PyThreadState_Get.argtypes = []
+
+
+def thread_states(interp):
+    states = []
+    ts = ptr(interp + L["interp_threads_head"])
+    while ts and len(states) < 1000:
+        states.append(ts)
+        ts = ptr(ts + L["tstate_next"])
+    return states
+
+
+def check_threads_and_runtime():
+    tstate = api.PyThreadState_Get()
+    interp = ptr(tstate + L["tstate_interp"])
+    check_true("PyThreadState.interp", interp != 0)
+    check_true("interpreter's thread list holds this thread", tstate in thread_states(interp))
+    check("PyInterpreterState.next (single interpreter)", ptr(interp + L["interp_next"]), 0)
+    check("interpreter modules", ptr(interp + L["interp_modules"]), id(sys.modules))
+    check("PyThreadState.thread_id", u64(tstate + L["tstate_thread_id"]), threading.get_ident())
+    if L["tstate_native_thread_id"] is not None:
+        check(
+            "PyThreadState.native_thread_id",
+            u64(tstate + L["tstate_native_thread_id"]),
+            threading.get_native_id(),
+        )
+
+    runtime = None
+    if L["runtime_interpreters_head"] is not None:
+        runtime = ctypes.addressof(ctypes.c_char.in_dll(api, "_PyRuntime"))
+        check("_PyRuntime.interpreters.head", ptr(runtime + L["runtime_interpreters_head"]), interp)
+    if L["runtime_tstate_current"] is not None:
+        check("_PyRuntime.gilstate.tstate_current", ptr(runtime + L["runtime_tstate_current"]), tstate)
+
+    gil = None
+    if L["runtime_gil"] is not None:
+        gil = runtime + L["runtime_gil"]
+    if L["interp_gil_ptr"] is not None:
+        gil = ptr(interp + L["interp_gil_ptr"])
+    if gil is None:
+        return
+    # Make the GIL change hands: a spinning thread takes it while this one sleeps.
+    stop = []
+    spinner_state = []
+
+    def spin():
+        spinner_state.append(api.PyThreadState_Get())
+        while not stop:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    time.sleep(0.05)
+    holders = set(thread_states(interp))
+    last = ptr(gil + L["gil_last_holder"])
+    locked = i32(gil + L["gil_locked"])
+    stop.append(True)
+    spinner.join()
+    check("_gil_runtime_state.locked while holding the GIL", locked, 1)
+    check_true(
+        "_gil_runtime_state.last_holder is a thread of this interpreter",
+        last in holders and last != 0,
+        "({:#x} not in {})".format(last, [hex(h) for h in holders]),
+    )
+
+
+def frame_probe():
+    """Checks the frame this function runs in, as the thread state sees it.
+
+    The first reads are written inline: calling a Python helper would push its own frame.
+    """
+    f = sys._getframe()
+    code = f.f_code
+    tstate = api.PyThreadState_Get()
+    if MINOR <= 10:
+        frame = ctypes.c_void_p.from_address(tstate + L["tstate_frame"]).value
+        before = f.f_lasti
+        lasti = ctypes.c_int32.from_address(frame + L["frame_lasti"]).value
+        after = f.f_lasti
+        check("PyThreadState.frame", frame, id(f))
+        check("PyFrameObject.f_back", ptr(frame + L["frame_back"]), id(f.f_back))
+        check("PyFrameObject.f_code", ptr(frame + L["frame_code"]), id(code))
+        # f_lasti counts bytes up to 3.9 and code units in 3.10; the attribute counts bytes.
+        units = 2 if MINOR == 10 else 1
+        check_true(
+            "PyFrameObject.f_lasti", before <= lasti * units <= after, (before, lasti, after)
+        )
+        # f_lineno is only kept up to date while tracing: it starts at co_firstlineno up to
+        # 3.9 and at 0 in 3.10.
+        lineno = code.co_firstlineno if MINOR <= 9 else 0
+        check("PyFrameObject.f_lineno", i32(frame + L["frame_lineno"]), lineno)
+        return
+    if L["cframe_current_frame"] is not None:
+        cframe = ctypes.c_void_p.from_address(tstate + L["tstate_frame"]).value
+        iframe = ctypes.c_void_p.from_address(cframe + L["cframe_current_frame"]).value
+    else:
+        iframe = ctypes.c_void_p.from_address(tstate + L["tstate_frame"]).value
+    instr = ctypes.c_void_p.from_address(iframe + L["frame_lasti"]).value
+    check("_PyInterpreterFrame code", ptr(iframe + L["frame_code"]), id(code))
+    previous = ptr(iframe + L["frame_back"])
+    check("_PyInterpreterFrame.previous code", ptr(previous + L["frame_code"]), id(f.f_back.f_code))
+    check("_PyInterpreterFrame.owner (FRAME_OWNED_BY_THREAD)", u8(iframe + L["frame_owner"]), 0)
+    start = id(code) + L["code_code_adaptive"]
+    check_true(
+        "_PyInterpreterFrame instruction pointer lies in co_code_adaptive",
+        start <= instr < start + len(code.co_code),
+        (start, instr),
+    )
+    chunk = ptr(tstate + L["tstate_datastack_chunk"])
+    size = u64(chunk + L["stack_chunk_size"])
+    check_true(
+        "frame lives in the thread's current _PyStackChunk",
+        chunk < iframe and iframe + L["frame_size"] <= chunk + size,
+        (chunk, size, iframe),
+    )
+    previous_chunk = ptr(chunk + L["stack_chunk_previous"])
+    check_true("_PyStackChunk.previous", previous_chunk == 0 or previous_chunk > 4096)
+
+
+def check_code():
+    code = frame_probe.__code__
+    at = id(code)
+    check("co_filename", ptr(at + L["code_filename"]), id(code.co_filename))
+    check("co_name", ptr(at + L["code_name"]), id(code.co_name))
+    if L["code_qualname"] is not None:
+        check("co_qualname", ptr(at + L["code_qualname"]), id(code.co_qualname))
+    check("co_firstlineno", i32(at + L["code_firstlineno"]), code.co_firstlineno)
+    table = code.co_lnotab if MINOR <= 9 else code.co_linetable
+    check("co_lnotab / co_linetable", ptr(at + L["code_linetable"]), id(table))
+    if L["code_code"] is not None:
+        check("co_code", ptr(at + L["code_code"]), id(code.co_code))
+    if L["code_code_adaptive"] is not None:
+        # tp_basicsize of code objects is offsetof(PyCodeObject, co_code_adaptive).
+        check("co_code_adaptive", L["code_code_adaptive"], type(code).__basicsize__)
+
+
+class Point:
+    def __init__(self):
+        self.x = 1
+        self.y = 2
+
+
+def check_objects():
+    items = [1, 2, 3]
+    check("ob_type", ptr(id(items) + L["object_type"]), id(list))
+    check("ob_size", i64(id(items) + L["var_size"]), 3)
+    for t in (int, Point):
+        at = id(t)
+        check("tp_name", ctypes.string_at(ptr(at + L["type_name"])), t.__name__.encode())
+        check("tp_flags", u64(at + L["type_flags"]), t.__flags__)
+        check("tp_basicsize", i64(at + L["type_basicsize"]), t.__basicsize__)
+        check("tp_dictoffset", i64(at + L["type_dictoffset"]), t.__dictoffset__)
+    point = Point()
+    cached = ptr(id(Point) + L["heaptype_cached_keys"])
+    check_true("ht_cached_keys of a class with instance attributes", cached != 0)
+    values = ptr(id(point.__dict__) + L["dict_values"])
+    check_true("ma_values of an instance's split dict", values != 0)
+    if MINOR <= 10:
+        check("split dict shares ht_cached_keys", ptr(id(point.__dict__) + L["dict_keys"]), cached)
+
+    data = b"layout probe"
+    check("ob_sval", ctypes.string_at(id(data) + L["bytes_sval"], len(data)), data)
+
+    ascii_text = "".join(["hel", "lo"])
+    state = u32(id(ascii_text) + L["unicode_state"])
+    check("str length", i64(id(ascii_text) + L["unicode_length"]), 5)
+    check("ascii str kind/compact/ascii bits", ((state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1), (1, 1, 1))
+    check("ascii str data", ctypes.string_at(id(ascii_text) + L["unicode_ascii_size"], 5), b"hello")
+    latin = "".join(["h\xe9l", "lo"])
+    state = u32(id(latin) + L["unicode_state"])
+    check("latin-1 str kind/compact/ascii bits", ((state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1), (1, 1, 0))
+    check("compact str data", ctypes.string_at(id(latin) + L["unicode_compact_size"], 5), latin.encode("latin-1"))
+
+    number = int("123456")
+    check("ob_digit[0]", u32(id(number) + L["long_digit"]), 123456)
+    if L["long_lv_tag"] is not None:
+        check("lv_tag digit count", u64(id(number) + L["long_lv_tag"]) >> 3, 1)
+    else:
+        check("int ob_size", i64(id(number) + L["var_size"]), 1)
+
+    module = sys.modules["json"]
+    check("md_dict", ptr(id(module) + L["module_dict"]), id(module.__dict__))
+
+
+def entries_of(keys):
+    """Address of the entry table and log2 of the table size of a dict's keys object."""
+    if L["dictkeys_size"] is not None:
+        size = i64(keys + L["dictkeys_size"])
+        log2 = size.bit_length() - 1
+        index_bytes = size * (1 if size <= 0xFF else 2 if size <= 0xFFFF else 4)
+    else:
+        log2 = u8(keys + L["dictkeys_log2_size"])
+        index_bytes = 1 << u8(keys + L["dictkeys_log2_index_bytes"])
+    return keys + L["dictkeys_indices"] + index_bytes, log2
+
+
+def check_dicts():
+    one, two = int("1001"), int("1002")
+    table = {"alpha": one, "beta": two}
+    check("ma_used", i64(id(table) + L["dict_used"]), 2)
+    check("ma_values of a combined dict", ptr(id(table) + L["dict_values"]), 0)
+    keys = ptr(id(table) + L["dict_keys"])
+    check("dk_nentries", i64(keys + L["dictkeys_nentries"]), 2)
+    entries, log2 = entries_of(keys)
+    check("dk_size / dk_log2_size of a small dict", log2, 3)
+    if L["dictkeys_kind"] is not None:
+        check("dk_kind of a str-keyed dict (DICT_KEYS_UNICODE)", u8(keys + L["dictkeys_kind"]), 1)
+        step = L["dict_unicode_entry_size"]
+        check("second PyDictUnicodeEntry key", ptr(entries + step), id("beta"))
+        check("second PyDictUnicodeEntry value", ptr(entries + step + 8), id(two))
+    else:
+        step = L["dict_entry_size"]
+        check("second PyDictKeyEntry key", ptr(entries + step + 8), id("beta"))
+        check("second PyDictKeyEntry value", ptr(entries + step + 16), id(two))
+
+    general = {one: "x", two: "y"}
+    keys = ptr(id(general) + L["dict_keys"])
+    entries, _ = entries_of(keys)
+    if L["dictkeys_kind"] is not None:
+        check("dk_kind of an int-keyed dict (DICT_KEYS_GENERAL)", u8(keys + L["dictkeys_kind"]), 0)
+    step = L["dict_entry_size"]
+    check("second PyDictKeyEntry hash", i64(entries + step), hash(two))
+    check("second PyDictKeyEntry key", ptr(entries + step + 8), id(two))
+    check("second PyDictKeyEntry value", ptr(entries + step + 16), id(general[two]))
+
+
+def main():
+    check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
+    check_threads_and_runtime()
+    frame_probe()
+    check_code()
+    check_objects()
+    check_dicts()
+    for line in failures:
+        print(line)
+    if failures:
+        sys.exit(1)
+    print("ok: {} layout matches this interpreter".format(sys.version.split()[0]))
+
+
+main()
