@@ -132,7 +132,9 @@ fn ground_truth(interp: &Interpreter, bystander: bool) {
         dir.path().join("out.json"),
     );
     let script = repo().join("bench/workloads/retain_sites.py");
-    let mut args = vec!["--start-delay", "1.5"];
+    // Each site stays on the stack 25 ms after it allocates: over two 100 Hz periods, so a
+    // late tick on a busy machine still finds it (attribution resolution is one period).
+    let mut args = vec!["--start-delay", "1.5", "--pause", "0.025"];
     if bystander {
         args.push("--bystander");
     }
