@@ -375,6 +375,8 @@ pub struct Sampler<S: StackSource> {
     prev_threads: HashMap<u32, ThreadBaseline>,
     fault_activity: HashMap<u32, u64>,
     prev_process_faults: Option<u64>,
+    live_faults_since_process: u64,
+    prev_python_threads: usize,
     last_stacks: HashMap<u32, (ThreadIdentity, Vec<Frame>)>,
     prev_counters: Vec<HashMap<u32, u64>>,
     stats: SamplerStats,
@@ -402,6 +404,8 @@ impl<S: StackSource> Sampler<S> {
             prev_threads: HashMap::new(),
             fault_activity: HashMap::new(),
             prev_process_faults: None,
+            live_faults_since_process: 0,
+            prev_python_threads: 0,
             last_stacks: HashMap::new(),
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
@@ -496,13 +500,23 @@ impl<S: StackSource> Sampler<S> {
                 return false;
             }
         };
-        self.refresh_thread_list(&stacks);
+        let rescanned = self.refresh_thread_list(&stacks);
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut process_faults = None;
+        let python_threads = stacks.len();
         if let Some(threads) = &mut self.threads {
-            threads.read_all(&mut task_stats);
-            process_faults = threads.read_process().map(|p| p.faults);
+            let exited = threads.read_all(&mut task_stats);
+            // The process-wide count (which keeps exited threads' faults) costs a walk over all
+            // threads in the kernel: read it when threads came or went, else every 16 samples.
+            if exited > 0
+                || rescanned
+                || python_threads != self.prev_python_threads
+                || self.stats.samples.is_multiple_of(16)
+            {
+                process_faults = threads.read_process().map(|p| p.faults);
+            }
         }
+        self.prev_python_threads = python_threads;
         let counter_deltas = self.read_counter_deltas();
         let sample = self.attribute(
             time,
@@ -522,19 +536,21 @@ impl<S: StackSource> Sampler<S> {
     }
 
     /// Re-lists the kernel threads when a Python thread names one not tracked yet, and
-    /// every 64 samples to notice threads that Python does not know.
-    fn refresh_thread_list(&mut self, stacks: &[ThreadStack]) {
+    /// every 64 samples to notice threads that Python does not know; returns whether it did.
+    fn refresh_thread_list(&mut self, stacks: &[ThreadStack]) -> bool {
         let Some(threads) = &mut self.threads else {
-            return;
+            return false;
         };
         let unknown = stacks
             .iter()
             .filter_map(|s| s.native_id)
             .any(|tid| !threads.contains(tid));
-        if unknown || self.stats.samples.is_multiple_of(64) {
+        let due = unknown || self.stats.samples.is_multiple_of(64);
+        if due {
             // A failed listing means the process is exiting; the next tick will notice.
             let _ = threads.rescan();
         }
+        due
     }
 
     /// Each counter source's per-thread deltas since the previous successful tick.
@@ -597,15 +613,18 @@ impl<S: StackSource> Sampler<S> {
             );
         }
         self.prev_threads = next_baselines;
-        let live: u64 = fault_deltas.iter().map(|(_, f)| f).sum();
-        if let (Some(before), Some(now)) = (self.prev_process_faults, process_faults) {
-            let exited = now.saturating_sub(before).saturating_sub(live);
-            if exited > 0 {
-                fault_deltas.push((EXITED_THREADS, exited));
+        self.live_faults_since_process += fault_deltas.iter().map(|(_, f)| f).sum::<u64>();
+        if let Some(now) = process_faults {
+            if let Some(before) = self.prev_process_faults {
+                let exited = now
+                    .saturating_sub(before)
+                    .saturating_sub(self.live_faults_since_process);
+                if exited > 0 {
+                    fault_deltas.push((EXITED_THREADS, exited));
+                }
             }
-        }
-        if process_faults.is_some() {
-            self.prev_process_faults = process_faults;
+            self.prev_process_faults = Some(now);
+            self.live_faults_since_process = 0;
         }
         let vanished: Vec<(ThreadIdentity, Vec<Frame>)> = {
             let alive: Vec<u32> = stacks.iter().filter_map(|s| s.native_id).collect();

@@ -17,6 +17,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Live sampling tests run one at a time: attribution is charged per sampling interval, and a
+/// machine crowded by parallel workloads delays ticks and blurs it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -125,6 +135,7 @@ fn read_truth(target: &mut common::Target) -> HashMap<String, i64> {
 
 /// Samples `retain_sites.py` by `--pid` until it exits and checks the attribution.
 fn ground_truth(interp: &Interpreter, bystander: bool) {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let (folded, svg, json) = (
         dir.path().join("out.folded"),
@@ -259,6 +270,7 @@ fn attach_to_a_leaking_http_server_under_load() {
     let Some(interp) = common::interpreter_or_skip("3.11") else {
         return;
     };
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let folded = dir.path().join("server.folded");
     let script = repo().join("bench/workloads/leaky_server.py");
@@ -339,6 +351,7 @@ fn samples_version(label: &str) {
     let Some(interp) = common::interpreter_or_skip(label) else {
         return;
     };
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let folded = dir.path().join("v.folded");
     let svg = dir.path().join("v.svg");
@@ -403,14 +416,7 @@ version_tests! {
 
 /// A Python process that sleeps until killed.
 fn sleeper(interp: &Interpreter) -> common::Target {
-    let dir = std::env::temp_dir();
-    let script = dir.join(format!("pmt_sleeper_{}.py", std::process::id()));
-    std::fs::write(
-        &script,
-        "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.01)\n",
-    )
-    .expect("writing the sleeper");
-    let mut target = common::start(interp, &script, &[]);
+    let mut target = common::start(interp, &repo().join("tests/scripts/sleeper.py"), &[]);
     target.wait_for_line("ready", Duration::from_secs(30));
     target
 }
@@ -436,6 +442,60 @@ fn unwritable_output_fails_before_sampling() {
     assert!(
         !stderr.contains("sampling"),
         "fails before sampling: {stderr}"
+    );
+}
+
+#[test]
+fn a_process_that_is_not_python_is_named() {
+    let mut sleep = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("starting sleep");
+    let output = run({
+        let mut c = sampler();
+        c.args(["--pid", &sleep.id().to_string(), "--duration", "1"]);
+        c
+    });
+    // Ending our own child; it only sleeps.
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not a Python process"), "{stderr}");
+}
+
+#[test]
+fn blocking_reads_sample_and_leave_the_target_running() {
+    let Some(interp) = common::interpreter_or_skip("3.11") else {
+        return;
+    };
+    let _serial = serial();
+    let target = sleeper(&interp);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("b.folded");
+    let mut command = sampler();
+    command
+        .args([
+            "--pid",
+            &target.pid().to_string(),
+            "--blocking",
+            "--duration",
+            "1",
+        ])
+        .args(["--metric", "wall", "--rate", "200", "--collapsed"])
+        .arg(&folded);
+    let output = run(command);
+    assert!(output.status.success());
+    assert!(weight_of(&read_folded(&folded), "<module>") > 50);
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).expect("stat");
+    let state = state
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    assert!(
+        matches!(state, Some("S") | Some("R")),
+        "target left in state {state:?}"
     );
 }
 

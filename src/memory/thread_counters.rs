@@ -128,9 +128,10 @@ impl ThreadCounters {
     }
 
     /// Reads every tracked thread's counters into `out` (cleared first). Threads whose file can
-    /// no longer be read have exited and are forgotten.
-    pub fn read_all(&mut self, out: &mut Vec<(u32, ThreadStat)>) {
+    /// no longer be read have exited and are forgotten; returns how many.
+    pub fn read_all(&mut self, out: &mut Vec<(u32, ThreadStat)>) -> usize {
         out.clear();
+        let before = self.tasks.len();
         let buffer = &mut self.buffer;
         self.tasks
             .retain(|&tid, task| match read_task(&mut task.file, buffer) {
@@ -140,6 +141,7 @@ impl ThreadCounters {
                 }
                 None => false,
             });
+        before - self.tasks.len()
     }
 }
 
