@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod cli;
 pub mod memory;
+pub mod monitor;
 pub mod output;
 pub mod profile;
 pub mod python;

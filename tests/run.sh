@@ -7,3 +7,6 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test"
 cargo test --release 2>&1
+
+echo "== pure-Python modules (process, trace_malloc, debug_malloc_stats, redirect_stdout) under CPython 3.8-3.13"
+bash tests/monitor_python.sh

@@ -5,8 +5,11 @@
 //! scripts run exactly the same code.
 
 pub mod dump;
+mod monitor_common;
+pub mod process;
 pub mod report;
 pub mod sample;
+pub mod tree;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -26,6 +29,10 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Sample a Python process and charge memory growth to its stacks (same as `pmt-sample`).
     Sample(sample::SampleArgs),
+    /// Log one process's memory and CPU over time (pymemtrace `process.py`).
+    Process(process::ProcessArgs),
+    /// Monitor a process and all its descendants (pymemtrace `process_tree.py`).
+    Tree(tree::TreeArgs),
 }
 
 /// `pmt-sample`: the same program as `pmt sample`.
@@ -49,6 +56,8 @@ where
     let result = match pmt.command {
         Command::Dump(args) => dump::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Process(args) => process::run(args),
+        Command::Tree(args) => tree::run(args),
     };
     report::exit_code(result)
 }

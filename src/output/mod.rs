@@ -1,12 +1,14 @@
-//! Output formats, one file each, every one a reader of a [`crate::profile::Profile`]:
+//! Output formats, one file each. The sampler's are readers of a [`crate::profile::Profile`]:
 //! folded stacks ([`collapsed`]), SVG flamegraphs ([`flame`]) and the JSON timeline
-//! ([`timeline`], which can also be read back into a profile).
+//! ([`timeline`], which can also be read back into a profile); the monitors' RSS/CPU plots
+//! are [`plot`]. Readers of the models upstream; nothing here reaches back.
 //!
 //! Owns: file formats and the text of values (units, human-readable bytes).
 //! Must not touch: sampling, counters, or how stacks were aggregated.
 
 pub mod collapsed;
 pub mod flame;
+pub mod plot;
 pub mod timeline;
 
 use crate::sampler::{Metric, Unit};

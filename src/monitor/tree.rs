@@ -1,0 +1,975 @@
+//! Monitoring a process and all its descendants as they come and go (`pmt tree`), in the
+//! manner of pymemtrace's `process_tree.py`: the same columns, table layout (or `--sep`
+//! separated), diff columns, and JSON records, plus a total row per tick.
+//!
+//! The tree is re-discovered every tick from the kernel's children lists; each process is read
+//! through descriptors kept open ([`ProcessProbe`]), so a tick costs two `pread`s per process.
+
+use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe, StatFields};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A column of the table, as `process_tree.py` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Column {
+    /// Resident set size (MB in the table, bytes in JSON).
+    Rss,
+    /// Unique set size (`-u`); -1 where it cannot be read.
+    Uss,
+    /// Page faults since start, minor + major (`-g`).
+    PFaults,
+    /// CPU % since the previous tick.
+    Cpu,
+    /// User CPU seconds (`-c`).
+    User,
+    /// System CPU seconds (`-c`).
+    Sys,
+    /// Context switches, millions (`-x`).
+    Ctx,
+    /// Threads (`-t`).
+    Thrds,
+    /// Status (`-s`).
+    Status,
+    /// Open regular files (`-f`).
+    Files,
+    /// TCP/UDP sockets (`-n`).
+    Net,
+    /// Command line (`--cmdline`).
+    CmdLine,
+}
+
+/// How a number or string is laid out (a subset of Python's format mini-language).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    width: usize,
+    plus: bool,
+    comma: bool,
+    /// `Some(n)`: fixed point with `n` decimals; `None`: integer or string.
+    decimals: Option<usize>,
+}
+
+const fn layout(width: usize, plus: bool, comma: bool, decimals: Option<usize>) -> Layout {
+    Layout {
+        width,
+        plus,
+        comma,
+        decimals,
+    }
+}
+
+impl Column {
+    /// The name used in the header and as the JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Rss => "RSS",
+            Column::Uss => "USS",
+            Column::PFaults => "PFaults",
+            Column::Cpu => "CPU",
+            Column::User => "User",
+            Column::Sys => "Sys",
+            Column::Ctx => "Ctx",
+            Column::Thrds => "Thrds",
+            Column::Status => "Status",
+            Column::Files => "Files",
+            Column::Net => "Net",
+            Column::CmdLine => "CmdLine",
+        }
+    }
+
+    fn units(self) -> &'static str {
+        match self {
+            Column::Rss | Column::Uss => "MB",
+            Column::Cpu => "%",
+            Column::User | Column::Sys => "s",
+            Column::Ctx => "m",
+            _ => "",
+        }
+    }
+
+    fn scale(self) -> f64 {
+        match self {
+            Column::Rss | Column::Uss => 1.0 / (1024.0 * 1024.0),
+            Column::Ctx => 1e-6,
+            _ => 1.0,
+        }
+    }
+
+    fn layout(self) -> Layout {
+        match self {
+            Column::Rss | Column::Uss | Column::Ctx => layout(8, false, true, Some(1)),
+            Column::PFaults => layout(12, false, true, None),
+            Column::Cpu => layout(8, false, false, Some(1)),
+            Column::User | Column::Sys => layout(8, false, true, Some(3)),
+            Column::Thrds => layout(6, false, true, None),
+            Column::Status => layout(10, false, false, None),
+            Column::Files | Column::Net => layout(6, false, false, None),
+            Column::CmdLine => layout(0, false, false, None),
+        }
+    }
+
+    fn diff_layout(self) -> Option<Layout> {
+        match self {
+            Column::Rss | Column::Uss => Some(layout(8, true, true, Some(1))),
+            Column::PFaults => Some(layout(12, true, true, None)),
+            Column::Cpu => Some(layout(8, true, false, Some(1))),
+            Column::Ctx => Some(layout(8, false, true, Some(1))),
+            Column::Thrds => Some(layout(6, true, true, None)),
+            Column::Status => Some(layout(10, false, false, None)),
+            Column::Files | Column::Net => Some(layout(6, false, false, None)),
+            Column::User | Column::Sys | Column::CmdLine => None,
+        }
+    }
+
+    /// Whether the total row sums this column.
+    fn summable(self) -> bool {
+        !matches!(self, Column::Status | Column::CmdLine)
+    }
+
+    /// Whether a process's value needs reads beyond `/proc/PID/stat`.
+    fn needs_extra_reads(self) -> bool {
+        matches!(
+            self,
+            Column::Uss | Column::Ctx | Column::Files | Column::Net | Column::CmdLine
+        )
+    }
+}
+
+/// Which columns to show, from `process_tree.py`'s flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnFlags {
+    /// `-u`.
+    pub uss: bool,
+    /// `-g`.
+    pub page_faults: bool,
+    /// `-c`.
+    pub cpu_times: bool,
+    /// `-x`.
+    pub context_switches: bool,
+    /// `-t`.
+    pub threads: bool,
+    /// `-s`.
+    pub status: bool,
+    /// `-f`.
+    pub open_files: bool,
+    /// `-n`.
+    pub net_connections: bool,
+    /// `--cmdline`.
+    pub cmdline: bool,
+    /// `-a`: the same as `-cfgstn`.
+    pub all: bool,
+}
+
+impl ColumnFlags {
+    /// The columns in `process_tree.py`'s order: RSS, [USS], [PFaults], CPU, [User, Sys], [Ctx],
+    /// [Thrds], [Status], [Files], [Net], [CmdLine].
+    pub fn columns(self) -> Vec<Column> {
+        let all = self.all;
+        let mut columns = vec![Column::Rss];
+        let mut add = |on: bool, column: &[Column]| {
+            if on {
+                columns.extend_from_slice(column);
+            }
+        };
+        add(self.uss, &[Column::Uss]);
+        add(self.page_faults || all, &[Column::PFaults]);
+        add(true, &[Column::Cpu]);
+        add(self.cpu_times || all, &[Column::User, Column::Sys]);
+        add(self.context_switches, &[Column::Ctx]);
+        add(self.threads || all, &[Column::Thrds]);
+        add(self.status || all, &[Column::Status]);
+        add(self.open_files || all, &[Column::Files]);
+        add(self.net_connections || all, &[Column::Net]);
+        add(self.cmdline, &[Column::CmdLine]);
+        columns
+    }
+}
+
+/// One cell's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A count or byte size.
+    Int(i64),
+    /// Seconds or percent.
+    Float(f64),
+    /// Status or command line.
+    Text(String),
+}
+
+impl Value {
+    fn as_f64(&self) -> f64 {
+        match self {
+            Value::Int(v) => *v as f64,
+            Value::Float(v) => *v,
+            Value::Text(_) => 0.0,
+        }
+    }
+
+    /// The value as JSON (bytes and counts unscaled, as `process_tree.py` writes them).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Int(v) => serde_json::Value::from(*v),
+            Value::Float(v) => serde_json::Value::from(*v),
+            Value::Text(v) => serde_json::Value::from(v.as_str()),
+        }
+    }
+}
+
+fn group_thousands(digits: &str) -> String {
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn format_number(value: f64, layout: Layout) -> String {
+    let body = match layout.decimals {
+        Some(decimals) => format!("{:.decimals$}", value.abs()),
+        None => format!("{}", value.abs().round() as u64),
+    };
+    let body = if layout.comma {
+        match body.split_once('.') {
+            Some((int, frac)) => format!("{}.{frac}", group_thousands(int)),
+            None => group_thousands(&body),
+        }
+    } else {
+        body
+    };
+    let negative = value < 0.0 && body.chars().any(|c| c.is_ascii_digit() && c != '0');
+    let sign = if negative {
+        "-"
+    } else if layout.plus {
+        "+"
+    } else {
+        ""
+    };
+    format!("{:>width$}", format!("{sign}{body}"), width = layout.width)
+}
+
+fn format_value(value: &Value, scale: f64, layout: Layout) -> String {
+    match value {
+        Value::Text(text) => format!("{text:>width$}", width = layout.width),
+        Value::Int(v) if scale == 1.0 && layout.decimals.is_none() => {
+            format_number(*v as f64, layout)
+        }
+        other => format_number(other.as_f64() * scale, layout),
+    }
+}
+
+/// ANSI colours as colorama writes them (only used when the output is a terminal).
+#[derive(Debug, Clone, Copy)]
+enum Colour {
+    Red,
+    Green,
+    Plain,
+}
+
+impl Colour {
+    fn paint(self, text: &str, enabled: bool) -> String {
+        match (self, enabled) {
+            (Colour::Red, true) => format!("\x1b[31m{text}\x1b[0m"),
+            (Colour::Green, true) => format!("\x1b[32m{text}\x1b[0m"),
+            _ => text.to_string(),
+        }
+    }
+}
+
+/// One process in one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Depth below the root (0 is the root).
+    pub depth: usize,
+    /// PID.
+    pub pid: i32,
+    /// Executable name.
+    pub name: String,
+    /// Seconds since the process started.
+    pub process_time: f64,
+    /// Values in column order, or `None` where access was denied.
+    pub values: Option<Vec<Value>>,
+    /// Parent PID.
+    pub ppid: i32,
+    /// User + system CPU since the process started, seconds.
+    pub cpu_seconds: f64,
+}
+
+/// The whole tree at one tick: rows depth-first, children by PID, and the totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeSnapshot {
+    /// Seconds since monitoring started.
+    pub monitor_time: f64,
+    /// Rows, depth-first from the root.
+    pub rows: Vec<Row>,
+    /// Column totals over all rows (status and command line left empty).
+    pub totals: Vec<Option<f64>>,
+}
+
+impl TreeSnapshot {
+    /// Total RSS, bytes.
+    pub fn total_rss(&self) -> u64 {
+        self.total_of(0) as u64
+    }
+
+    fn total_of(&self, index: usize) -> f64 {
+        self.totals.get(index).copied().flatten().unwrap_or(0.0)
+    }
+}
+
+/// What reading one process in a tick found.
+#[derive(Debug)]
+enum NodeRead {
+    /// Running: its row and its children's PIDs.
+    Alive(Row, Vec<i32>),
+    /// Exited but not yet reaped by its parent.
+    Zombie,
+    /// No longer there.
+    Gone,
+}
+
+#[derive(Debug)]
+struct Node {
+    probe: ProcessProbe,
+    previous_cpu: Option<(u64, Instant)>,
+    previous: BTreeMap<Column, Value>,
+}
+
+/// What `pmt tree` saw over its run, for the final summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TreeStats {
+    /// Every PID seen: (name, first seen s, last seen s, peak RSS bytes, last CPU seconds).
+    pub seen: BTreeMap<i32, SeenProcess>,
+    /// Most processes alive at one tick.
+    pub max_alive: usize,
+    /// Processes seen that are no longer in the tree (exited or reparented).
+    pub departed: usize,
+    /// Ticks taken.
+    pub ticks: usize,
+    /// Peak total RSS, bytes.
+    pub peak_total_rss: u64,
+}
+
+/// One process seen by `pmt tree`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeenProcess {
+    /// Executable name.
+    pub name: String,
+    /// First tick it was seen, seconds since monitoring started.
+    pub first_seen: f64,
+    /// Last tick it was seen.
+    pub last_seen: f64,
+    /// Largest RSS seen, bytes.
+    pub peak_rss: u64,
+    /// User + system CPU at the last tick it was seen, seconds.
+    pub cpu_seconds: f64,
+}
+
+/// Tracks a root process and its descendants.
+#[derive(Debug)]
+pub struct TreeMonitor {
+    root: i32,
+    units: KernelUnits,
+    columns: Vec<Column>,
+    nodes: BTreeMap<i32, Node>,
+    started: Instant,
+    stats: TreeStats,
+}
+
+impl TreeMonitor {
+    /// Starts tracking `root`; fails with a clear error if it does not exist or cannot be read.
+    pub fn new(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
+        let units = KernelUnits::read()?;
+        let mut probe = ProcessProbe::open(root, false)?;
+        if probe.stat()?.has_exited() {
+            return Err(ProbeError::NoSuchProcess { pid: root });
+        }
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            root,
+            Node {
+                probe,
+                previous_cpu: None,
+                previous: BTreeMap::new(),
+            },
+        );
+        Ok(TreeMonitor {
+            root,
+            units,
+            columns,
+            nodes,
+            started: Instant::now(),
+            stats: TreeStats::default(),
+        })
+    }
+
+    /// The columns shown.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// What was seen so far.
+    pub fn stats(&self) -> &TreeStats {
+        &self.stats
+    }
+
+    /// Reads the whole tree now; `None` once the root has exited.
+    pub fn tick(&mut self) -> Option<TreeSnapshot> {
+        let now = Instant::now();
+        let monitor_time = now.duration_since(self.started).as_secs_f64();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let mut rows = Vec::with_capacity(self.nodes.len());
+        let mut visited = BTreeSet::new();
+        let mut zombies = BTreeSet::new();
+        let mut stack = vec![(self.root, 0usize)];
+        while let Some((pid, depth)) = stack.pop() {
+            if !visited.insert(pid) {
+                continue;
+            }
+            let (row, children) = match self.read_node(pid, depth, now, wall) {
+                NodeRead::Alive(row, children) => (row, children),
+                NodeRead::Zombie if pid != self.root => {
+                    // Kept (one open descriptor) until reaped, so it is not reopened every tick.
+                    zombies.insert(pid);
+                    continue;
+                }
+                NodeRead::Zombie | NodeRead::Gone if pid == self.root => return None,
+                NodeRead::Zombie | NodeRead::Gone => continue,
+            };
+            rows.push(row);
+            for child in children.into_iter().rev() {
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.nodes.entry(child) {
+                    match ProcessProbe::open(child, false) {
+                        Ok(probe) => {
+                            slot.insert(Node {
+                                probe,
+                                previous_cpu: None,
+                                previous: BTreeMap::new(),
+                            });
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                stack.push((child, depth + 1));
+            }
+        }
+        let alive: BTreeSet<i32> = rows.iter().map(|r| r.pid).collect();
+        self.nodes
+            .retain(|pid, _| alive.contains(pid) || zombies.contains(pid));
+        let totals = self.totals(&rows);
+        let snapshot = TreeSnapshot {
+            monitor_time,
+            rows,
+            totals,
+        };
+        self.record_stats(&snapshot);
+        Some(snapshot)
+    }
+
+    fn read_node(&mut self, pid: i32, depth: usize, now: Instant, wall: f64) -> NodeRead {
+        let units = self.units;
+        let born_since_last_tick = self.stats.ticks > 0;
+        let Some(node) = self.nodes.get_mut(&pid) else {
+            return NodeRead::Gone;
+        };
+        let stat = match node.probe.stat() {
+            Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
+            Ok(stat) => stat,
+            Err(_) => return NodeRead::Gone,
+        };
+        let children = node.probe.children(stat.num_threads).unwrap_or_default();
+        let cpu_ticks = stat.utime + stat.stime;
+        let cpu_percent = match node.previous_cpu {
+            Some((ticks, at)) => {
+                let dt = now.duration_since(at).as_secs_f64();
+                let used = cpu_ticks.saturating_sub(ticks) as f64 / units.ticks_per_second;
+                if dt > 0.0 { 100.0 * used / dt } else { 0.0 }
+            }
+            // Born since the previous tick: its whole life is inside this interval.
+            None if born_since_last_tick => {
+                let age = wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second);
+                100.0 * (cpu_ticks as f64 / units.ticks_per_second) / age.max(1e-3)
+            }
+            // Present at the first tick: no interval yet (psutil's first cpu_percent() is 0.0 too).
+            None => 0.0,
+        };
+        node.previous_cpu = Some((cpu_ticks, now));
+        let values = column_values(&self.columns, &stat, units, cpu_percent);
+        let row = Row {
+            depth,
+            pid,
+            name: stat.name.clone(),
+            process_time: wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second),
+            values,
+            ppid: stat.ppid,
+            cpu_seconds: cpu_ticks as f64 / units.ticks_per_second,
+        };
+        NodeRead::Alive(row, children)
+    }
+
+    fn totals(&self, rows: &[Row]) -> Vec<Option<f64>> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                column.summable().then(|| {
+                    rows.iter()
+                        .filter_map(|row| row.values.as_ref()?.get(index))
+                        .map(Value::as_f64)
+                        .filter(|v| *v >= 0.0)
+                        .sum()
+                })
+            })
+            .collect()
+    }
+
+    fn record_stats(&mut self, snapshot: &TreeSnapshot) {
+        let stats = &mut self.stats;
+        stats.ticks += 1;
+        stats.max_alive = stats.max_alive.max(snapshot.rows.len());
+        stats.peak_total_rss = stats.peak_total_rss.max(snapshot.total_rss());
+        for row in &snapshot.rows {
+            let rss = row
+                .values
+                .as_ref()
+                .and_then(|v| v.first())
+                .map(|v| v.as_f64() as u64)
+                .unwrap_or(0);
+            let seen = stats.seen.entry(row.pid).or_insert_with(|| SeenProcess {
+                name: row.name.clone(),
+                first_seen: snapshot.monitor_time,
+                ..SeenProcess::default()
+            });
+            seen.last_seen = snapshot.monitor_time;
+            seen.cpu_seconds = row.cpu_seconds;
+            seen.peak_rss = seen.peak_rss.max(rss);
+        }
+        stats.departed = stats.seen.len() - snapshot.rows.len();
+    }
+
+    /// The previous values of a process's diff columns, updated to `values`; returns the old ones.
+    fn swap_previous(&mut self, pid: i32, values: &[Value]) -> BTreeMap<Column, Value> {
+        let Some(node) = self.nodes.get_mut(&pid) else {
+            return BTreeMap::new();
+        };
+        let mut new = BTreeMap::new();
+        for (column, value) in self.columns.iter().zip(values) {
+            if column.diff_layout().is_some() {
+                new.insert(*column, value.clone());
+            }
+        }
+        std::mem::replace(&mut node.previous, new)
+    }
+}
+
+fn column_values(
+    columns: &[Column],
+    stat: &StatFields,
+    units: KernelUnits,
+    cpu_percent: f64,
+) -> Option<Vec<Value>> {
+    let pid = stat.pid;
+    let count = |r: Result<usize, ProbeError>| match r {
+        Ok(n) => Ok(Value::Int(n as i64)),
+        Err(err) => Err(err),
+    };
+    let mut values = Vec::with_capacity(columns.len());
+    for column in columns {
+        let value = match column {
+            Column::Rss => Ok(Value::Int((stat.rss_pages * units.page_size) as i64)),
+            Column::Uss => Ok(Value::Int(
+                probe::full_memory(pid).map(|m| m.uss as i64).unwrap_or(-1),
+            )),
+            Column::PFaults => Ok(Value::Int((stat.minflt + stat.majflt) as i64)),
+            Column::Cpu => Ok(Value::Float(cpu_percent)),
+            Column::User => Ok(Value::Float(stat.utime as f64 / units.ticks_per_second)),
+            Column::Sys => Ok(Value::Float(stat.stime as f64 / units.ticks_per_second)),
+            Column::Ctx => probe::context_switches(pid)
+                .map(|c| Value::Int((c.voluntary + c.involuntary) as i64)),
+            Column::Thrds => Ok(Value::Int(stat.num_threads as i64)),
+            Column::Status => Ok(Value::Text(stat.status().to_string())),
+            Column::Files => count(probe::open_file_count(pid)),
+            Column::Net => count(probe::inet_connection_count(pid)),
+            Column::CmdLine => probe::cmdline(pid).map(|args| Value::Text(args.join(" "))),
+        };
+        match value {
+            Ok(value) => values.push(value),
+            Err(ProbeError::PermissionDenied { .. }) if column.needs_extra_reads() => return None,
+            Err(_) => values.push(Value::Int(-1)),
+        }
+    }
+    Some(values)
+}
+
+/// Writes `process_tree.py`'s table (or `--sep` separated) text for the ticks of a [`TreeMonitor`].
+#[derive(Debug)]
+pub struct TableWriter {
+    /// Separator; empty for an aligned table.
+    pub sep: String,
+    /// Colour increases red and decreases green.
+    pub colour: bool,
+}
+
+const INDENT: &str = "  ";
+
+impl TableWriter {
+    /// The header line (without a newline).
+    pub fn header(&self, columns: &[Column]) -> String {
+        let sep = &self.sep;
+        let mut out = String::new();
+        if sep.is_empty() {
+            let _ = write!(out, "{:8}  {:>5} {:24}", "Time(s)", "PID", "Name");
+        } else {
+            let _ = write!(out, "Time(s){sep}PID{sep}Name");
+        }
+        for column in columns {
+            let units = column.units();
+            let named = |prefix: &str| {
+                if units.is_empty() {
+                    format!("{prefix}{}", column.name())
+                } else {
+                    format!("{prefix}{}({units})", column.name())
+                }
+            };
+            let mut cell = |text: String, width: usize| {
+                if sep.is_empty() {
+                    let _ = write!(out, " {text:>width$}");
+                } else {
+                    let _ = write!(out, "{sep}{text}");
+                }
+            };
+            cell(named(""), column.layout().width);
+            if let Some(diff) = column.diff_layout() {
+                cell(named("d"), diff.width);
+            }
+        }
+        out
+    }
+
+    /// The lines of one tick: one per process, then the total line. Updates the previous
+    /// values the diff columns compare against.
+    pub fn tick_lines(&self, monitor: &mut TreeMonitor, snapshot: &TreeSnapshot) -> Vec<String> {
+        let columns = monitor.columns.clone();
+        let mut lines = Vec::with_capacity(snapshot.rows.len() + 1);
+        for row in &snapshot.rows {
+            let mut line = self.row_prefix(
+                row.depth,
+                &row.pid.to_string(),
+                &format!("\"{}\"", row.name),
+                row.process_time,
+            );
+            match &row.values {
+                None => {
+                    let denied = "ACCESS DENIED";
+                    line.push(' ');
+                    line.push_str(&if self.colour {
+                        format!("\x1b[43m\x1b[30m{denied}\x1b[0m")
+                    } else {
+                        denied.to_string()
+                    });
+                }
+                Some(values) => {
+                    let previous = monitor.swap_previous(row.pid, values);
+                    for (column, value) in columns.iter().zip(values) {
+                        self.cell(
+                            &mut line,
+                            &format_value(value, column.scale(), column.layout()),
+                        );
+                        if let Some(diff) = column.diff_layout() {
+                            let (text, colour) =
+                                diff_text(value, previous.get(column), *column, diff);
+                            self.cell(&mut line, &colour.paint(&text, self.colour));
+                        }
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        lines.push(self.total_line(&columns, snapshot));
+        lines
+    }
+
+    fn cell(&self, line: &mut String, text: &str) {
+        if self.sep.is_empty() {
+            line.push(' ');
+            line.push_str(text);
+        } else {
+            line.push_str(&self.sep);
+            line.push_str(text.trim());
+        }
+    }
+
+    fn row_prefix(&self, depth: usize, pid: &str, name: &str, process_time: f64) -> String {
+        let sep = &self.sep;
+        let mut out = String::new();
+        if sep.is_empty() {
+            if depth == 0 {
+                let _ = write!(out, "{process_time:8.1}");
+            } else {
+                out.push_str(&" ".repeat(8));
+            }
+            let _ = write!(out, " {} {pid:>5} {name:24}", INDENT.repeat(depth));
+        } else {
+            if depth == 0 {
+                let _ = write!(out, "{process_time:.1}");
+            }
+            let _ = write!(out, "{sep}{pid}{sep}{name}");
+        }
+        out
+    }
+
+    fn total_line(&self, columns: &[Column], snapshot: &TreeSnapshot) -> String {
+        let name = format!("\"{} processes\"", snapshot.rows.len());
+        let mut line = if self.sep.is_empty() {
+            format!("{:8}  {:>5} {name:24}", "", "total")
+        } else {
+            format!("{sep}total{sep}{name}", sep = self.sep)
+        };
+        for (column, total) in columns.iter().zip(&snapshot.totals) {
+            let text = match total {
+                Some(total) => format_number(total * column.scale(), column.layout()),
+                None => format!("{:width$}", "", width = column.layout().width),
+            };
+            self.cell(&mut line, &text);
+            if let Some(diff) = column.diff_layout() {
+                self.cell(&mut line, &format!("{:width$}", "", width = diff.width));
+            }
+        }
+        line
+    }
+}
+
+fn diff_text(
+    value: &Value,
+    previous: Option<&Value>,
+    column: Column,
+    layout: Layout,
+) -> (String, Colour) {
+    match value {
+        Value::Text(text) => {
+            let changed = previous.is_none_or(|p| p != value);
+            let shown = if changed { text.as_str() } else { "" };
+            let colour = if changed { Colour::Red } else { Colour::Green };
+            (format!("{shown:>width$}", width = layout.width), colour)
+        }
+        _ => {
+            let delta = value.as_f64() - previous.map(Value::as_f64).unwrap_or(0.0);
+            let colour = if delta > 0.0 {
+                Colour::Red
+            } else if delta < 0.0 {
+                Colour::Green
+            } else {
+                Colour::Plain
+            };
+            let delta_value = match value {
+                Value::Int(_) => Value::Int(delta as i64),
+                _ => Value::Float(delta),
+            };
+            (format_value(&delta_value, column.scale(), layout), colour)
+        }
+    }
+}
+
+/// JSON that keeps its keys in insertion order (as Python's `json.dumps` does with a dict).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderedJson {
+    /// A number, string or null.
+    Leaf(serde_json::Value),
+    /// A list.
+    List(Vec<OrderedJson>),
+    /// An object, keys in order.
+    Object(Vec<(String, OrderedJson)>),
+}
+
+impl OrderedJson {
+    /// The value under `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&OrderedJson> {
+        match self {
+            OrderedJson::Object(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for OrderedJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            OrderedJson::Leaf(value) => value.serialize(serializer),
+            OrderedJson::List(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            OrderedJson::Object(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+fn leaf(value: impl Into<serde_json::Value>) -> OrderedJson {
+    OrderedJson::Leaf(value.into())
+}
+
+/// One tick as the JSON record `process_tree.py --json` writes: the root with its columns
+/// (bytes unscaled) and `children` nested, plus (on the root only) a `total` object.
+pub fn snapshot_json(columns: &[Column], snapshot: &TreeSnapshot) -> OrderedJson {
+    fn node(columns: &[Column], rows: &[Row], index: usize) -> Vec<(String, OrderedJson)> {
+        let row = &rows[index];
+        let mut entries = vec![
+            ("process_time".to_string(), leaf(row.process_time)),
+            ("pid".to_string(), leaf(row.pid)),
+            ("name".to_string(), leaf(row.name.as_str())),
+        ];
+        if let Some(values) = &row.values {
+            for (column, value) in columns.iter().zip(values) {
+                entries.push((
+                    column.name().to_string(),
+                    OrderedJson::Leaf(value.to_json()),
+                ));
+            }
+        }
+        let children = rows
+            .iter()
+            .enumerate()
+            .skip(index + 1)
+            .take_while(|(_, r)| r.depth > row.depth)
+            .filter(|(_, r)| r.depth == row.depth + 1)
+            .map(|(child, _)| OrderedJson::Object(node(columns, rows, child)))
+            .collect();
+        entries.push(("children".to_string(), OrderedJson::List(children)));
+        entries
+    }
+    if snapshot.rows.is_empty() {
+        return OrderedJson::Leaf(serde_json::Value::Null);
+    }
+    let mut root = node(columns, &snapshot.rows, 0);
+    let mut total = vec![("processes".to_string(), leaf(snapshot.rows.len()))];
+    for (column, value) in columns.iter().zip(&snapshot.totals) {
+        if let Some(value) = value {
+            let json = if matches!(column, Column::Cpu | Column::User | Column::Sys) {
+                leaf(*value)
+            } else {
+                leaf(*value as i64)
+            };
+            total.push((column.name().to_string(), json));
+        }
+    }
+    root.push(("total".to_string(), OrderedJson::Object(total)));
+    OrderedJson::Object(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_format_like_python() {
+        assert_eq!(
+            format_number(1234567.0, layout(12, false, true, None)),
+            "   1,234,567"
+        );
+        assert_eq!(
+            format_number(12.345, layout(8, true, true, Some(1))),
+            "   +12.3"
+        );
+        assert_eq!(
+            format_number(-1536.0, layout(8, true, true, Some(1))),
+            "-1,536.0"
+        );
+        assert_eq!(
+            format_number(0.0, layout(8, true, false, Some(1))),
+            "    +0.0"
+        );
+        assert_eq!(
+            format_number(-0.01, layout(8, true, false, Some(1))),
+            "    +0.0"
+        );
+    }
+
+    #[test]
+    fn columns_follow_flags() {
+        let names = |flags: ColumnFlags| -> Vec<&str> {
+            flags.columns().iter().map(|c| c.name()).collect()
+        };
+        assert_eq!(names(ColumnFlags::default()), ["RSS", "CPU"]);
+        let all = ColumnFlags {
+            all: true,
+            ..ColumnFlags::default()
+        };
+        assert_eq!(
+            names(all),
+            [
+                "RSS", "PFaults", "CPU", "User", "Sys", "Thrds", "Status", "Files", "Net"
+            ]
+        );
+    }
+
+    #[test]
+    fn header_matches_process_tree_layout() {
+        let writer = TableWriter {
+            sep: String::new(),
+            colour: false,
+        };
+        assert_eq!(
+            writer.header(&[Column::Rss, Column::Cpu]),
+            "Time(s)     PID Name                      RSS(MB) dRSS(MB)   CPU(%)  dCPU(%)"
+        );
+        let writer = TableWriter {
+            sep: "|".into(),
+            colour: false,
+        };
+        assert_eq!(
+            writer.header(&[Column::Rss, Column::User]),
+            "Time(s)|PID|Name|RSS(MB)|dRSS(MB)|User(s)"
+        );
+    }
+
+    #[test]
+    fn json_nests_children_by_depth() {
+        let row = |depth, pid| Row {
+            depth,
+            pid,
+            name: format!("p{pid}"),
+            process_time: 1.0,
+            values: Some(vec![Value::Int(1024), Value::Float(0.0)]),
+            ppid: 0,
+            cpu_seconds: 0.0,
+        };
+        let snapshot = TreeSnapshot {
+            monitor_time: 0.0,
+            rows: vec![row(0, 1), row(1, 2), row(2, 3), row(1, 4)],
+            totals: vec![Some(4096.0), Some(0.0)],
+        };
+        let text = crate::monitor::record::to_python_json(
+            &snapshot_json(&[Column::Rss, Column::Cpu], &snapshot),
+            true,
+        )
+        .expect("serializes");
+        assert!(text.starts_with(
+            "{\n  \"process_time\": 1.0,\n  \"pid\": 1,\n  \"name\": \"p1\",\n  \"RSS\": 1024,"
+        ));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("parses");
+        assert_eq!(json["children"][0]["pid"], 2);
+        assert_eq!(json["children"][0]["children"][0]["pid"], 3);
+        assert_eq!(json["children"][1]["pid"], 4);
+        assert_eq!(
+            json["children"][1]["children"].as_array().map(Vec::len),
+            Some(0)
+        );
+        assert_eq!(json["total"]["RSS"], 4096);
+        assert_eq!(json["total"]["processes"], 4);
+    }
+}
