@@ -23,11 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks.
-///
-/// Examples:
-///   pmt-sample --pid 1234 --duration 30 --flame grow.svg
-///   pmt-sample --metric rss --collapsed out.folded --json out.json -- python3 app.py
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  pmt-sample --pid 1234 --duration 30 --flame grow.svg
+  pmt-sample --threads --collapsed out.folded --json out.json -- python3 app.py
+
+rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
+are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
+at its sustained peak (memory freed again within 100 ms does not count).
+Needs ptrace rights over the target: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0.")]
 pub struct SampleArgs {
     /// PID of the Python process to attach to (no restart, no code change).
     #[arg(short, long, conflicts_with = "command")]
