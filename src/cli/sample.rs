@@ -508,7 +508,7 @@ impl SampleSink for ProgressSink<'_> {
         }
         self.shown = true;
         eprint!(
-            "\r\x1b[Kpmt-sample: {:.0} s, {} samples, {:.1} Hz, {} missed, {} errors, RSS {}",
+            "\r\x1b[Kpmt-sample: {:.1} s, {} samples, {:.1} Hz, {} missed, {} errors, RSS {}",
             stats.elapsed.as_secs_f64(),
             stats.samples,
             stats.achieved_rate(),
