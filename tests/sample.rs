@@ -371,6 +371,10 @@ fn samples_version(label: &str) {
     assert!(output.status.success(), "pmt-sample failed on {label}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("target exited"), "{stderr}");
+    assert!(
+        stderr.contains("exited (exit status: 0)"),
+        "the launched command ended by itself and was reaped: {stderr}"
+    );
     let stacks = read_folded(&folded);
     let grow = weight_of(&stacks, "grow_here");
     let all = total(&stacks);

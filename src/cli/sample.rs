@@ -220,7 +220,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         Ok(sampler) => sampler,
         Err(err) => {
             outputs.discard();
-            stop_child(&mut target);
+            stop_child(&mut target, Duration::ZERO);
             return Err(err.into());
         }
     };
@@ -250,7 +250,11 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     };
     profile.summary = Some(RunSummary::from_stats(&stats, args.rate));
     let written = write_outputs(&profile, &args, outputs);
-    let child_note = stop_child(&mut target);
+    let grace = match stats.stop {
+        Some(StopReason::TargetExited) => Duration::from_secs(2),
+        _ => Duration::ZERO,
+    };
+    let child_note = stop_child(&mut target, grace);
     print_summary(&profile, &stats, &args, child_note.as_deref());
     let written = written?;
     if !written.is_empty() {
@@ -289,7 +293,7 @@ fn start_target(args: &SampleArgs, options: &SpyOptions) -> anyhow::Result<(Targ
     match attach_when_ready(&mut target, options) {
         Ok(spy) => Ok((target, spy)),
         Err(err) => {
-            stop_child(&mut target);
+            stop_child(&mut target, Duration::ZERO);
             Err(err)
         }
     }
@@ -322,12 +326,20 @@ fn attach_when_ready(target: &mut Target, options: &SpyOptions) -> anyhow::Resul
     }
 }
 
-/// After sampling: reaps a launched command that exited, or stops one still running (we
-/// started it, so it does not outlive the run). Returns a note for the summary.
-fn stop_child(target: &mut Target) -> Option<String> {
+/// After sampling: reaps a launched command that exited (waiting up to `grace` for one that is
+/// exiting), or stops one still running (we started it, so it does not outlive the run).
+/// Returns a note for the summary.
+fn stop_child(target: &mut Target, grace: Duration) -> Option<String> {
     let child = target.child.as_mut()?;
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(format!("{} exited ({status})", target.command));
+    let exiting = Instant::now() + grace;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(format!("{} exited ({status})", target.command));
+        }
+        if Instant::now() >= exiting {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     // SAFETY: kill(2) on the pid of our own unreaped child cannot hit another process.
     unsafe {
