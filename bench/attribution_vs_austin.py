@@ -14,6 +14,7 @@ Usage: python3 bench/attribution_vs_austin.py [--python PATH] [--austin /opt/pee
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -95,7 +96,7 @@ def row(name, truth, by_site, by_thread):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--python", default="/root/.pyenv/versions/3.11.7/bin/python3.11")
-    parser.add_argument("--austin", default="/opt/peers/bin/austin")
+    parser.add_argument("--austin", default=shutil.which("austin") or "/opt/peers/bin/austin")
     args = parser.parse_args()
     scratch = "/tmp/pmt_attr_%d" % os.getpid()
     os.makedirs(scratch, exist_ok=True)

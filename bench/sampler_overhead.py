@@ -7,13 +7,14 @@ same rates, and austin -m at 1 ms. Each configuration runs --repeats times; medi
 
 Writes bench/results/sampler_overhead.md.
 Usage: python3 bench/sampler_overhead.py [--python PATH] [--repeats 5] [--iterations 6000000]
-Needs a release build: cargo build --release. Peers are looked up in /opt/peers/bin.
+Needs a release build: cargo build --release. Peers are looked up on PATH, then in /opt/peers/bin.
 """
 
 import argparse
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = "/opt/peers/bin"
 
 
+def peer(name):
+    """A peer profiler: from PATH (bench/run.sh puts bench/.venv/bin first), else /opt/peers/bin."""
+    return shutil.which(name) or os.path.join(PEERS, name)
+
+
 def configs(out_dir):
     pmt = os.path.join(ROOT, "target", "release", "pmt-sample")
     folded = os.path.join(out_dir, "bench.folded")
@@ -30,9 +36,9 @@ def configs(out_dir):
         ("no profiler", None),
         ("pmt-sample 100 Hz", lambda pid: [pmt, "--pid", str(pid), "--rate", "100", "--metric", "cpu", "--collapsed", folded]),
         ("pmt-sample 1000 Hz", lambda pid: [pmt, "--pid", str(pid), "--rate", "1000", "--metric", "cpu", "--collapsed", folded]),
-        ("py-spy 100 Hz", lambda pid: [os.path.join(PEERS, "py-spy"), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw", "-o", folded]),
-        ("py-spy 1000 Hz", lambda pid: [os.path.join(PEERS, "py-spy"), "record", "--pid", str(pid), "--rate", "1000", "--nonblocking", "--format", "raw", "-o", folded]),
-        ("austin -m 1000 Hz", lambda pid: [os.path.join(PEERS, "austin"), "-m", "-i", "1000", "-p", str(pid), "-o", folded]),
+        ("py-spy 100 Hz", lambda pid: [peer("py-spy"), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw", "-o", folded]),
+        ("py-spy 1000 Hz", lambda pid: [peer("py-spy"), "record", "--pid", str(pid), "--rate", "1000", "--nonblocking", "--format", "raw", "-o", folded]),
+        ("austin -m 1000 Hz", lambda pid: [peer("austin"), "-m", "-i", "1000", "-p", str(pid), "-o", folded]),
     ]
 
 
