@@ -382,7 +382,8 @@ fn samples_version(label: &str) {
         grow >= 25 << 20,
         "{label}: grow_here owns {grow} bytes of the 30 MiB it kept"
     );
-    assert!(grow as f64 > 0.8 * all as f64, "{label}: {grow} of {all}");
+    // Launched, the interpreter's start-up (imports, site-packages) is sampled too.
+    assert!(grow as f64 > 0.6 * all as f64, "{label}: {grow} of {all}");
     let main_frame = stacks
         .iter()
         .filter(|(frames, _)| frames.iter().any(|f| f.starts_with("grow_here (")))
