@@ -237,8 +237,10 @@ pub enum ProfileError {
 }
 
 /// How long RSS must hold a level for it to count as the sustained peak: growth freed again
-/// sooner is transient.
-pub const SUSTAIN_S: f64 = 0.1;
+/// sooner is transient. A quarter second, not less: a site that allocates and frees big
+/// buffers back to back makes RSS a sawtooth, and the lowest of the few samples in a shorter
+/// window still sits part-way up a tooth, which would be charged to that site as kept.
+pub const SUSTAIN_S: f64 = 0.25;
 
 /// Which stacks own the RSS that sampling saw grow, as a last-raised, first-released ledger.
 ///

@@ -133,8 +133,18 @@ fn read_truth(target: &mut common::Target) -> HashMap<String, i64> {
     serde_json::from_str(line).expect("ground truth JSON")
 }
 
+/// How the ground-truth workload calls its sites.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// Each site as one block of back-to-back calls, no waiting.
+    Phased,
+    /// Calls interleaved at random; each waits 25 ms after allocating (simulated I/O), which
+    /// is over two 100 Hz periods, so a late tick on a busy machine still finds it.
+    InterleavedWithIo,
+}
+
 /// Samples `retain_sites.py` by `--pid` until it exits and checks the attribution.
-fn ground_truth(interp: &Interpreter, bystander: bool) {
+fn ground_truth(interp: &Interpreter, shape: Shape, bystander: bool) {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let (folded, svg, json) = (
@@ -143,9 +153,11 @@ fn ground_truth(interp: &Interpreter, bystander: bool) {
         dir.path().join("out.json"),
     );
     let script = repo().join("bench/workloads/retain_sites.py");
-    // Each site stays on the stack 25 ms after it allocates: over two 100 Hz periods, so a
-    // late tick on a busy machine still finds it (attribution resolution is one period).
-    let mut args = vec!["--start-delay", "1.5", "--pause", "0.025"];
+    let mut args = vec!["--start-delay", "1.5"];
+    match shape {
+        Shape::Phased => args.extend(["--phased", "--pause", "0"]),
+        Shape::InterleavedWithIo => args.extend(["--pause", "0.025"]),
+    }
     if bystander {
         args.push("--bystander");
     }
@@ -189,7 +201,9 @@ fn ground_truth(interp: &Interpreter, bystander: bool) {
     ] {
         let share = charged as f64 / retained;
         let truth_share = truth / (truth_buffers + truth_small);
-        eprintln!("{site}: charged {charged} ({share:.3}), truth {truth} ({truth_share:.3})");
+        eprintln!(
+            "{shape:?} {site}: charged {charged} ({share:.3}), truth {truth} ({truth_share:.3})"
+        );
         assert!(
             (share / truth_share - 1.0).abs() < 0.25,
             "{site} got {share:.3} of the retained growth; it retained {truth_share:.3}"
@@ -243,14 +257,21 @@ fn ground_truth(interp: &Interpreter, bystander: bool) {
 #[test]
 fn ground_truth_rss_single_thread() {
     if let Some(interp) = common::interpreter_or_skip("3.11") {
-        ground_truth(&interp, false);
+        ground_truth(&interp, Shape::Phased, false);
     }
 }
 
 #[test]
 fn ground_truth_rss_ignores_a_cpu_only_thread() {
     if let Some(interp) = common::interpreter_or_skip("3.11") {
-        ground_truth(&interp, true);
+        ground_truth(&interp, Shape::Phased, true);
+    }
+}
+
+#[test]
+fn ground_truth_rss_interleaved_request_handlers() {
+    if let Some(interp) = common::interpreter_or_skip("3.11") {
+        ground_truth(&interp, Shape::InterleavedWithIo, true);
     }
 }
 

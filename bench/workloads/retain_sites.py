@@ -4,10 +4,13 @@
 - `retain_small_objects` keeps about --small-mb MiB in small objects (tuples of an int and a str);
 - `churn` allocates, fills and frees 40 MiB buffers, keeping nothing.
 
-After each allocation a site waits a little (--pause seconds, simulated I/O) before returning,
-as real code does between requests: an out-of-process sampler charges growth to the stack it
-finds at the end of a sampling interval, so a site must still be on the stack one period after
-it grew (the sampler's attribution resolution is one sampling period).
+By default the calls are interleaved at random, and after each allocation a site waits a
+little (--pause seconds, simulated I/O) before returning, as request handlers do: an
+out-of-process sampler charges growth to the stack it finds at the end of a sampling interval,
+so with calls that short a site must still be on the stack one period after it grew (the
+sampler's attribution resolution is one sampling period). With --phased --pause 0 each site
+runs as one block of back-to-back calls with no waiting at all, the way a batch job builds
+its data.
 
 churn's buffers are larger than glibc's largest dynamic mmap threshold (32 MiB), so they are
 mapped and unmapped each time and never left in the allocator's cache: RSS attribution charges
@@ -38,7 +41,8 @@ def rss_bytes():
 
 
 def pause():
-    time.sleep(PAUSE)
+    if PAUSE:
+        time.sleep(PAUSE)
 
 
 def retain_buffers():
@@ -73,6 +77,11 @@ def main():
     parser.add_argument("--churn-rounds", type=int, default=60)
     parser.add_argument("--pause", type=float, default=0.015)
     parser.add_argument("--bystander", action="store_true")
+    parser.add_argument(
+        "--phased",
+        action="store_true",
+        help="call each site in a block of its own instead of interleaving them at random",
+    )
     parser.add_argument("--start-delay", type=float, default=0.3)
     parser.add_argument("--linger", type=float, default=0.3)
     args = parser.parse_args()
@@ -89,7 +98,8 @@ def main():
         + [retain_small_objects] * small_chunks
         + [churn] * args.churn_rounds
     )
-    random.Random(7).shuffle(calls)
+    if not args.phased:
+        random.Random(7).shuffle(calls)
     bystander = None
     if args.bystander:
         bystander = threading.Thread(target=burn, name="bystander")
@@ -97,10 +107,21 @@ def main():
     print("ready", flush=True)
     time.sleep(args.start_delay)
     truth = {"retain_buffers": 0, "retain_small_objects": 0, "churn": 0}
+    # RSS is measured around each block of calls to one site (each call when interleaved).
+    blocks = []
     for call in calls:
+        if args.phased and blocks and blocks[-1][0] is call:
+            blocks[-1][1] += 1
+        else:
+            blocks.append([call, 1])
+    for call, times in blocks:
         before = rss_bytes()
-        call()
+        for _ in range(times):
+            call()
         truth[call.__name__] += rss_bytes() - before
+        if args.phased:
+            # A batch job's phases: a short idle gap (outside every site) between blocks.
+            time.sleep(0.05)
     print("truth", json.dumps(truth), flush=True)
     time.sleep(args.linger)
     STOP.set()
