@@ -10,9 +10,10 @@ if [ ! -x bench/.venv/bin/py-spy ]; then
 fi
 export PATH="$PWD/bench/.venv/bin:$PATH"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(stack_read)
+[ ${#names[@]} -gt 0 ] || names=(stack_read sampler_overhead attribution_vs_austin)
 for name in "${names[@]}"; do
     if [ -f "bench/$name.py" ]; then
+        cargo build --release -q
         python3 "bench/$name.py"
     else
         cargo bench --bench "$name"

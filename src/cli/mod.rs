@@ -35,9 +35,10 @@ enum Command {
     Tree(tree::TreeArgs),
 }
 
-/// `pmt-sample`: the same program as `pmt sample`.
+/// Sample a running CPython process (or a command) and charge memory growth to Python stacks
+/// (the same program as `pmt sample`).
 #[derive(Debug, Parser)]
-#[command(name = "pmt-sample", version, about)]
+#[command(name = "pmt-sample", version)]
 struct PmtSample {
     #[command(flatten)]
     args: sample::SampleArgs,

@@ -1,19 +1,534 @@
-//! `pmt sample` / `pmt-sample`.
+//! `pmt sample` / `pmt-sample`: attach to (or launch) a CPython process, sample it, and write
+//! memory flamegraphs, folded stacks and a JSON timeline.
+//!
+//! Owns: the command line of the sampler, launching the target command, signal handling,
+//! progress and summary on stderr, and opening and writing the output files.
+//! Must not touch: how stacks, counters or samples are produced (it calls `python`,
+//! `sampler`, `profile` and `output`).
 
+use crate::output::collapsed::{self, FoldOptions};
+use crate::output::{flame, format_value, timeline};
+use crate::profile::{Profile, RunSummary, TargetInfo};
+use crate::python::{PythonSpy, SpyError, SpyOptions};
+use crate::sampler::{
+    Metric, Sample, SampleSink, Sampler, SamplerOptions, SamplerStats, StopReason,
+};
+use anyhow::{Context, bail};
 use clap::Args;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  pmt-sample --pid 1234 --duration 30 --flame grow.svg
+  pmt-sample --threads --collapsed out.folded --json out.json -- python3 app.py
+
+rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
+are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
+at its sustained peak (memory freed again within 100 ms does not count).
+Needs ptrace rights over the target: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0.")]
 pub struct SampleArgs {
-    /// PID of the Python process to attach to.
-    #[arg(short, long)]
+    /// PID of the Python process to attach to (no restart, no code change).
+    #[arg(short, long, conflicts_with = "command")]
     pub pid: Option<i32>,
+    /// Samples per second.
+    #[arg(short, long, default_value_t = 100.0, value_name = "HZ")]
+    pub rate: f64,
+    /// Stop after this many seconds (default: until the target exits or Ctrl-C).
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// What the flamegraph, folded stacks and summary weigh: rss (memory growth, bytes, charged
+    /// to the thread that caused it), rss-release (memory released), cpu (on-CPU samples),
+    /// wall (all samples).
+    #[arg(short, long, default_value = "rss", value_parser = parse_metric)]
+    pub metric: Metric,
+    /// Write an SVG flamegraph of the metric.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flame: Option<PathBuf>,
+    /// Write folded stacks of the metric (`frame;frame;frame WEIGHT`, root first).
+    #[arg(long, value_name = "FILE")]
+    pub collapsed: Option<PathBuf>,
+    /// Write the JSON timeline: every sample with per-metric deltas, the stack table and a summary.
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+    /// Put each thread at the root of its stacks, as `thread NAME (TID)`.
+    #[arg(long)]
+    pub threads: bool,
+    /// Pause each thread while reading it (consistent stacks; the target stops briefly).
+    #[arg(long, conflicts_with = "nonblocking")]
+    pub blocking: bool,
+    /// Read without pausing the target (the default).
+    #[arg(long)]
+    pub nonblocking: bool,
     /// Command to launch and sample until it exits (after `--`).
-    #[arg(last = true)]
+    #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
+fn parse_metric(text: &str) -> Result<Metric, String> {
+    text.parse()
+        .map_err(|e: crate::sampler::UnknownMetric| e.to_string())
+}
+
+/// Raised by SIGINT and SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM raise [`STOP`] (without restarting interrupted sleeps, so the
+/// sampling loop notices at once).
+fn install_stop_handlers() -> anyhow::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is fully initialised before use.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = 0;
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            bail!(
+                "cannot install a handler for signal {signal}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An output file opened before sampling starts (so an unwritable path fails early).
+struct OutputFile {
+    option: &'static str,
+    path: PathBuf,
+    file: File,
+    existed: bool,
+}
+
+impl OutputFile {
+    fn create(option: &'static str, path: &Path) -> anyhow::Result<OutputFile> {
+        let existed = path.exists();
+        let file = File::create(path)
+            .with_context(|| format!("cannot write {option} {}", path.display()))?;
+        Ok(OutputFile {
+            option,
+            path: path.to_path_buf(),
+            file,
+            existed,
+        })
+    }
+
+    /// Removes a file this run created, when the run fails before writing anything.
+    fn discard(self) {
+        if !self.existed {
+            // Best effort: the file is empty, and failing to remove it changes nothing else.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The outputs asked for.
+#[derive(Default)]
+struct Outputs {
+    flame: Option<OutputFile>,
+    collapsed: Option<OutputFile>,
+    json: Option<OutputFile>,
+}
+
+impl Outputs {
+    fn open(args: &SampleArgs) -> anyhow::Result<Outputs> {
+        let mut outputs = Outputs::default();
+        let open =
+            |option, path: &Option<PathBuf>| path.as_deref().map(|p| OutputFile::create(option, p));
+        let result = (|| -> anyhow::Result<()> {
+            outputs.flame = open("--flame", &args.flame).transpose()?;
+            outputs.collapsed = open("--collapsed", &args.collapsed).transpose()?;
+            outputs.json = open("--json", &args.json).transpose()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(outputs),
+            Err(err) => {
+                outputs.discard();
+                Err(err)
+            }
+        }
+    }
+
+    fn discard(self) {
+        for file in [self.flame, self.collapsed, self.json]
+            .into_iter()
+            .flatten()
+        {
+            file.discard();
+        }
+    }
+}
+
+/// The process being sampled, and whether we launched it.
+struct Target {
+    pid: i32,
+    command: String,
+    child: Option<Child>,
+}
+
 /// Runs the subcommand.
-pub fn run(_args: SampleArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`pmt sample` is not built yet: use `pmt dump --pid PID` for stacks")
+pub fn run(args: SampleArgs) -> anyhow::Result<()> {
+    if args.pid.is_none() && args.command.is_empty() {
+        bail!("nothing to sample: give --pid PID, or a command after `--` (see --help)");
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!(
+            "--rate must be a positive number of samples per second, not {}",
+            args.rate
+        );
+    }
+    let duration = match args.duration {
+        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
+            bail!("--duration must be a positive number of seconds, not {secs}")
+        }
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    install_stop_handlers()?;
+    let outputs = Outputs::open(&args)?;
+    let spy_options = SpyOptions {
+        blocking: args.blocking,
+        thread_state: false,
+    };
+    let (mut target, spy) = match start_target(&args, &spy_options) {
+        Ok(started) => started,
+        Err(err) => {
+            outputs.discard();
+            return Err(err);
+        }
+    };
+    let sampler_options = SamplerOptions {
+        rate_hz: args.rate,
+        duration,
+    };
+    let python_version = spy.version().to_string();
+    let mut sampler = match Sampler::new(spy, target.pid, sampler_options) {
+        Ok(sampler) => sampler,
+        Err(err) => {
+            outputs.discard();
+            stop_child(&mut target, Duration::ZERO);
+            return Err(err.into());
+        }
+    };
+    if !sampler.has_thread_counters() {
+        eprintln!(
+            "pmt-sample: per-thread page faults of process {} are unreadable: RSS growth will be charged to the GIL holder",
+            target.pid
+        );
+    }
+    let info = TargetInfo {
+        pid: target.pid,
+        command: target.command.clone(),
+        python_version: Some(python_version.clone()),
+    };
+    let mut profile = Profile::new(info, outputs.json.is_some());
+    eprintln!(
+        "pmt-sample: sampling process {} (Python {python_version}) at {} Hz{}; Ctrl-C to stop",
+        target.pid,
+        args.rate,
+        duration.map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
+    );
+    let stats = {
+        let mut sink = ProgressSink::new(&mut profile);
+        let stats = sampler.run(&STOP, &mut sink);
+        sink.finish();
+        stats
+    };
+    profile.summary = Some(RunSummary::from_stats(&stats, args.rate));
+    let written = write_outputs(&profile, &args, outputs);
+    let grace = match stats.stop {
+        Some(StopReason::TargetExited) => Duration::from_secs(2),
+        _ => Duration::ZERO,
+    };
+    let child_note = stop_child(&mut target, grace);
+    print_summary(&profile, &stats, &args, child_note.as_deref());
+    let written = written?;
+    if !written.is_empty() {
+        eprintln!("  wrote: {}", written.join(", "));
+    }
+    Ok(())
+}
+
+/// Attaches to `--pid`, or launches the command and attaches to it once its interpreter is up.
+fn start_target(args: &SampleArgs, options: &SpyOptions) -> anyhow::Result<(Target, PythonSpy)> {
+    if let Some(pid) = args.pid {
+        let spy = PythonSpy::attach(pid, options)?;
+        let command = spy.process().cmdline().unwrap_or_default();
+        return Ok((
+            Target {
+                pid,
+                command,
+                child: None,
+            },
+            spy,
+        ));
+    }
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("nothing to launch after `--`")?;
+    let child = Command::new(program)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("cannot launch {program}"))?;
+    let mut target = Target {
+        pid: child.id() as i32,
+        command: args.command.join(" "),
+        child: Some(child),
+    };
+    match attach_when_ready(&mut target, options) {
+        Ok(spy) => Ok((target, spy)),
+        Err(err) => {
+            stop_child(&mut target, Duration::ZERO);
+            Err(err)
+        }
+    }
+}
+
+/// Retries attaching to a freshly launched command for a few seconds: it may still be a
+/// launcher (a shell, pyenv's shim) about to exec Python, or an interpreter still loading.
+fn attach_when_ready(target: &mut Target, options: &SpyOptions) -> anyhow::Result<PythonSpy> {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last: SpyError = match PythonSpy::attach(target.pid, options) {
+            Ok(spy) => return Ok(spy),
+            Err(err) => err,
+        };
+        let exited = target
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            bail!(
+                "{} exited ({status}) before its Python interpreter could be attached",
+                target.command
+            );
+        }
+        let retryable = matches!(last, SpyError::NotPython { .. } | SpyError::Read { .. });
+        if !retryable || Instant::now() >= give_up || STOP.load(Ordering::Relaxed) {
+            return Err(last.into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After sampling: reaps a launched command that exited (waiting up to `grace` for one that is
+/// exiting), or stops one still running (we started it, so it does not outlive the run).
+/// Returns a note for the summary.
+fn stop_child(target: &mut Target, grace: Duration) -> Option<String> {
+    let child = target.child.as_mut()?;
+    let exiting = Instant::now() + grace;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(format!("{} exited ({status})", target.command));
+        }
+        if Instant::now() >= exiting {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on the pid of our own unreaped child cannot hit another process.
+    unsafe {
+        libc::kill(target.pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(format!(
+                "stopped {} with SIGTERM ({status})",
+                target.command
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killing and reaping can only fail if the child is already gone.
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(format!("killed {} (it ignored SIGTERM)", target.command))
+}
+
+/// Writes every requested output; returns what was written, or the first failure (after
+/// trying the others).
+fn write_outputs(
+    profile: &Profile,
+    args: &SampleArgs,
+    outputs: Outputs,
+) -> anyhow::Result<Vec<String>> {
+    let fold = FoldOptions {
+        metric: args.metric,
+        threads: args.threads,
+    };
+    let mut written = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut note = |file: &OutputFile, result: std::io::Result<String>| match result {
+        Ok(what) => written.push(format!("{} ({what})", file.path.display())),
+        Err(err) => {
+            let err = anyhow::Error::new(err).context(format!(
+                "cannot write {} {}",
+                file.option,
+                file.path.display()
+            ));
+            first_error.get_or_insert(err);
+        }
+    };
+    if let Some(file) = outputs.flame {
+        let result = (|| {
+            let mut out = BufWriter::new(&file.file);
+            let outcome = flame::write(profile, fold, &mut out)?;
+            out.flush()?;
+            Ok(match outcome {
+                flame::FlameOutcome::Drawn => format!("flamegraph of {}", args.metric),
+                flame::FlameOutcome::Empty => {
+                    format!("empty: nothing was charged to {}", args.metric)
+                }
+            })
+        })();
+        note(&file, result);
+    }
+    if let Some(file) = outputs.collapsed {
+        let result = collapsed::write(profile, fold, BufWriter::new(&file.file))
+            .map(|()| format!("folded {}", args.metric));
+        note(&file, result);
+    }
+    if let Some(file) = outputs.json {
+        let result =
+            timeline::write(profile, BufWriter::new(&file.file)).map(|()| "timeline".to_string());
+        note(&file, result);
+    }
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(written),
+    }
+}
+
+/// The closing summary on stderr.
+fn print_summary(
+    profile: &Profile,
+    stats: &SamplerStats,
+    args: &SampleArgs,
+    child_note: Option<&str>,
+) {
+    let Some(summary) = &profile.summary else {
+        return;
+    };
+    let stop = stats.stop.unwrap_or(StopReason::Interrupted);
+    let mut stop_text = stop.describe().to_string();
+    if let Some(note) = child_note {
+        stop_text = format!("{stop_text}; {note}");
+    }
+    eprintln!(
+        "pmt-sample: stopped after {:.2} s: {stop_text}",
+        summary.duration_s
+    );
+    eprintln!(
+        "  samples: {} at {:.1} Hz (asked {}), missed ticks: {}, read errors: {}{}",
+        summary.samples,
+        summary.achieved_rate(),
+        args.rate,
+        summary.missed_ticks,
+        summary.read_errors,
+        stats
+            .last_error
+            .as_deref()
+            .map(|e| format!(" (last: {e})"))
+            .unwrap_or_default()
+    );
+    if let (Some(p50), Some(p99)) = (summary.sample_cost_p50_us, summary.sample_cost_p99_us) {
+        eprintln!("  cost per sample: p50 {p50:.1} µs, p99 {p99:.1} µs");
+    }
+    if let Some(rss) = stats.rss {
+        eprintln!("  RSS at the end: {}", format_value(Metric::Rss, rss));
+    }
+    if matches!(args.metric, Metric::Rss) {
+        eprintln!("  {}", summary.attribution_note());
+    }
+    let mut folded = collapsed::fold(
+        profile,
+        FoldOptions {
+            metric: args.metric,
+            threads: args.threads,
+        },
+    );
+    let total: u64 = folded.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        eprintln!("  nothing was charged to {}", args.metric);
+        return;
+    }
+    folded.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    eprintln!(
+        "  top stacks by {} (total {}):",
+        args.metric,
+        format_value(args.metric, total)
+    );
+    for (stack, weight) in folded.iter().take(5) {
+        let innermost: Vec<&str> = stack.rsplit(';').take(3).collect();
+        eprintln!(
+            "  {:>12} {:5.1}%  {}",
+            format_value(args.metric, *weight),
+            100.0 * *weight as f64 / total as f64,
+            innermost.join(" ← ")
+        );
+    }
+}
+
+/// Hands samples to the profile and keeps one progress line up to date on a terminal.
+struct ProgressSink<'a> {
+    profile: &'a mut Profile,
+    live: bool,
+    shown: bool,
+}
+
+impl<'a> ProgressSink<'a> {
+    fn new(profile: &'a mut Profile) -> ProgressSink<'a> {
+        ProgressSink {
+            profile,
+            live: std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    /// Clears the progress line.
+    fn finish(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl SampleSink for ProgressSink<'_> {
+    fn record(&mut self, sample: Sample) {
+        self.profile.add(sample);
+    }
+
+    fn progress(&mut self, stats: &SamplerStats) {
+        if !self.live {
+            return;
+        }
+        self.shown = true;
+        eprint!(
+            "\r\x1b[Kpmt-sample: {:.1} s, {} samples, {:.1} Hz, {} missed, {} errors, RSS {}",
+            stats.elapsed.as_secs_f64(),
+            stats.samples,
+            stats.achieved_rate(),
+            stats.missed_ticks,
+            stats.read_errors,
+            stats
+                .rss
+                .map_or("?".to_string(), |r| format_value(Metric::Rss, r))
+        );
+    }
 }

@@ -1,3 +1,52 @@
-//! Output formats: one file per format. Readers of the models upstream; nothing here reaches back.
+//! Output formats, one file each. The sampler's are readers of a [`crate::profile::Profile`]:
+//! folded stacks ([`collapsed`]), SVG flamegraphs ([`flame`]) and the JSON timeline
+//! ([`timeline`], which can also be read back into a profile); the monitors' RSS/CPU plots
+//! are [`plot`]. Readers of the models upstream; nothing here reaches back.
+//!
+//! Owns: file formats and the text of values (units, human-readable bytes).
+//! Must not touch: sampling, counters, or how stacks were aggregated.
 
+pub mod collapsed;
+pub mod flame;
 pub mod plot;
+pub mod timeline;
+
+use crate::sampler::{Metric, Unit};
+
+/// `value` of `metric` for people: bytes as `12.3 MiB`, counts as `1234 samples`.
+pub fn format_value(metric: Metric, value: u64) -> String {
+    match metric.unit() {
+        Unit::Bytes => format_bytes(value),
+        unit => format!("{value} {}", unit.name()),
+    }
+}
+
+/// Bytes in binary units with one decimal (`512 B`, `1.5 KiB`, `212.3 MiB`).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_naturally() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(200 << 20), "200.0 MiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(format_value(Metric::Wall, 12), "12 samples");
+    }
+}

@@ -1,0 +1,205 @@
+//! SVG flamegraphs drawn by inferno from the folded stacks of one metric, titled with the metric,
+//! its unit and total, the target and the run's length.
+
+use super::collapsed::{self, FoldOptions};
+use super::format_value;
+use crate::profile::Profile;
+use crate::sampler::{Metric, Unit};
+use std::io::{self, Write};
+
+/// What happened when drawing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlameOutcome {
+    /// A flamegraph of the metric was written.
+    Drawn,
+    /// Nothing was charged to the metric: the SVG written says so instead.
+    Empty,
+}
+
+/// Draws the flamegraph of `options.metric` into `out`.
+pub fn write(profile: &Profile, options: FoldOptions, out: impl Write) -> io::Result<FlameOutcome> {
+    let folded = collapsed::fold(profile, options);
+    let lines: Vec<String> = folded
+        .iter()
+        .map(|(stack, weight)| format!("{stack} {weight}"))
+        .collect();
+    let total: u64 = folded.iter().map(|(_, w)| w).sum();
+    let mut inferno_options = inferno::flamegraph::Options::default();
+    inferno_options.title = title(options.metric);
+    inferno_options.subtitle = Some(subtitle(profile, options.metric, total));
+    inferno_options.name_type = "Frame:".to_string();
+    let (count_name, factor) = display_unit(options.metric, total);
+    inferno_options.count_name = count_name.to_string();
+    inferno_options.factor = factor;
+    inferno_options.hash = true;
+    match inferno::flamegraph::from_lines(
+        &mut inferno_options,
+        lines.iter().map(String::as_str),
+        out,
+    ) {
+        Ok(()) => Ok(FlameOutcome::Drawn),
+        Err(err) if total == 0 && err.kind() == io::ErrorKind::InvalidData => {
+            Ok(FlameOutcome::Empty)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// `Memory flamegraph: rss (resident memory growth)`.
+fn title(metric: Metric) -> String {
+    let kind = match metric.unit() {
+        Unit::Bytes | Unit::Calls => "Memory",
+        Unit::Samples => "Time",
+    };
+    format!("{kind} flamegraph: {metric} ({})", metric.description())
+}
+
+/// Total, target, run length and attribution on one line.
+fn subtitle(profile: &Profile, metric: Metric, total: u64) -> String {
+    let target = &profile.target;
+    let mut parts = vec![format!("total {}", format_value(metric, total))];
+    let python = target
+        .python_version
+        .as_deref()
+        .map(|v| format!(", Python {v}"))
+        .unwrap_or_default();
+    parts.push(format!("{} (pid {}{python})", target.command, target.pid));
+    if let Some(summary) = &profile.summary {
+        parts.push(format!(
+            "{:.1} s, {} samples at {:.0} Hz",
+            summary.duration_s,
+            summary.samples,
+            summary.achieved_rate()
+        ));
+        if matches!(metric, Metric::Rss) {
+            parts.push(summary.attribution_note());
+        }
+    }
+    parts.join(" · ")
+}
+
+/// The unit counts are shown in, and the factor from the metric's values to it: bytes stay
+/// bytes below 1 MiB, are KiB below 10 GiB, MiB above.
+fn display_unit(metric: Metric, total: u64) -> (&'static str, f64) {
+    match metric.unit() {
+        Unit::Bytes if total < (1 << 20) => ("bytes", 1.0),
+        Unit::Bytes if total < (10 << 30) => ("KiB", 1.0 / 1024.0),
+        Unit::Bytes => ("MiB", 1.0 / (1024.0 * 1024.0)),
+        unit => (unit.name(), 1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units_scale_with_the_total() {
+        assert_eq!(display_unit(Metric::Rss, 1000), ("bytes", 1.0));
+        assert_eq!(display_unit(Metric::Rss, 200 << 20).0, "KiB");
+        assert_eq!(display_unit(Metric::RssRelease, 20 << 30).0, "MiB");
+        assert_eq!(display_unit(Metric::Cpu, 5), ("samples", 1.0));
+    }
+
+    #[test]
+    fn title_names_metric_and_meaning() {
+        assert_eq!(
+            title(Metric::Rss),
+            "Memory flamegraph: rss (resident memory growth)"
+        );
+        assert_eq!(
+            title(Metric::Wall),
+            "Time flamegraph: wall (wall-clock samples)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod svg_tests {
+    use super::*;
+    use crate::profile::test_support::two_thread_profile;
+    use quick_xml::events::Event;
+
+    /// Every text node of the SVG, failing on malformed XML.
+    fn svg_texts(svg: &[u8]) -> Vec<String> {
+        let mut reader = quick_xml::Reader::from_reader(svg);
+        let mut texts = Vec::new();
+        let mut current = String::new();
+        let mut buffer = Vec::new();
+        loop {
+            match reader
+                .read_event_into(&mut buffer)
+                .expect("well-formed XML")
+            {
+                Event::Text(text) => current.push_str(&text.xml10_content().expect("text")),
+                Event::GeneralRef(reference) => {
+                    current.push_str(match reference.as_ref() {
+                        b"lt" => "<",
+                        b"gt" => ">",
+                        b"amp" => "&",
+                        b"quot" => "\"",
+                        b"apos" => "'",
+                        _ => "?",
+                    });
+                }
+                Event::Eof => break,
+                _ => {
+                    if !current.trim().is_empty() {
+                        texts.push(std::mem::take(&mut current));
+                    }
+                    current.clear();
+                }
+            }
+            buffer.clear();
+        }
+        texts
+    }
+
+    #[test]
+    fn svg_is_xml_with_title_total_and_frames() {
+        let profile = two_thread_profile();
+        let mut svg = Vec::new();
+        let options = FoldOptions {
+            metric: Metric::Rss,
+            threads: true,
+        };
+        assert_eq!(
+            write(&profile, options, &mut svg).expect("draw"),
+            FlameOutcome::Drawn
+        );
+        let all = svg_texts(&svg).join("\n");
+        assert!(
+            all.contains("Memory flamegraph: rss (resident memory growth)"),
+            "{all}"
+        );
+        assert!(all.contains("total 4.0 MiB"), "{all}");
+        assert!(
+            all.contains("python3 app.py (pid 4242, Python 3.11.7)"),
+            "{all}"
+        );
+        // Frames narrower than inferno's minimum width (0.1%) are pruned from the drawing.
+        for frame in [
+            "grow (app/file.py:7)",
+            "thread MainThread (1)",
+            "<module> (app/file.py:20)",
+        ] {
+            assert!(all.contains(frame), "{frame} missing from {all}");
+        }
+        assert!(all.contains("KiB"), "bytes are shown in KiB: {all}");
+    }
+
+    #[test]
+    fn nothing_charged_still_writes_valid_svg() {
+        let profile = two_thread_profile();
+        let mut svg = Vec::new();
+        let options = FoldOptions {
+            metric: Metric::RssRelease,
+            threads: false,
+        };
+        assert_eq!(
+            write(&profile, options, &mut svg).expect("draw"),
+            FlameOutcome::Empty
+        );
+        assert!(!svg_texts(&svg).is_empty());
+    }
+}

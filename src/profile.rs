@@ -1,0 +1,827 @@
+//! The profile model: what a sampling run gathered, aggregated as interned stacks × metrics,
+//! plus (when asked for) the timeline of every sample. The `rss` weight of a stack is the
+//! growth it still owned when RSS peaked (a last-raised, first-released ledger), so transient
+//! allocations cancel out. Every output format is a reader of a
+//! [`Profile`]; a profile read back from a timeline file is the same model.
+//!
+//! Owns: interning of frames, stacks and threads; per-(thread, stack) metric totals; the
+//! timeline; the run's summary as recorded for outputs.
+//! Must not touch: sampling or counters (it only receives [`Sample`]s), and any output format.
+
+use crate::python::Frame;
+use crate::sampler::{
+    Metric, MetricValues, Sample, SampleSink, SamplerStats, ThreadIdentity, ThreadSample,
+};
+use std::collections::HashMap;
+use std::fmt;
+
+/// One frame as outputs show it: `function (file:line)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FrameInfo {
+    /// The function's (qualified) name.
+    pub function: String,
+    /// The source file.
+    pub filename: String,
+    /// The line being executed.
+    pub line: u32,
+}
+
+impl fmt::Display for FrameInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{})", self.function, self.filename, self.line)
+    }
+}
+
+impl From<&Frame> for FrameInfo {
+    fn from(frame: &Frame) -> FrameInfo {
+        FrameInfo {
+            function: frame.code.function.clone(),
+            filename: frame.code.filename.clone(),
+            line: frame.line,
+        }
+    }
+}
+
+/// A thread seen during the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadInfo {
+    /// `threading.get_ident()`; `None` for a thread Python does not know.
+    pub python_id: Option<u64>,
+    /// The kernel thread id, where known.
+    pub native_id: Option<u32>,
+    /// The thread's latest known name.
+    pub name: Option<String>,
+}
+
+impl ThreadInfo {
+    /// The root frame that `--threads` adds: `thread NAME (TID)`; the TID is the kernel's,
+    /// else Python's thread identifier in hex.
+    pub fn label(&self) -> String {
+        let name = self.name.as_deref().unwrap_or("?");
+        match (self.native_id, self.python_id) {
+            (Some(tid), _) => format!("thread {name} ({tid})"),
+            (None, Some(ident)) => format!("thread {name} (0x{ident:x})"),
+            (None, None) => format!("thread {name}"),
+        }
+    }
+
+    /// The frame shown for a stack without Python frames on this thread.
+    pub fn empty_stack_label(&self) -> String {
+        if self.python_id.is_some() {
+            "<no Python frames>".to_string()
+        } else if self.native_id.is_none() {
+            "<threads that exited between samples>".to_string()
+        } else {
+            format!(
+                "<non-Python thread {}>",
+                self.name.as_deref().unwrap_or("?")
+            )
+        }
+    }
+}
+
+/// What was sampled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// The process id.
+    pub pid: i32,
+    /// The command line, as far as it is known.
+    pub command: String,
+    /// The CPython version, e.g. `3.11.7`.
+    pub python_version: Option<String>,
+}
+
+/// The run's figures as outputs report them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    /// The requested rate, in samples per second.
+    pub rate_hz: f64,
+    /// Seconds from the first tick to the end.
+    pub duration_s: f64,
+    /// Ticks due (taken or missed).
+    pub ticks: u64,
+    /// Samples taken.
+    pub samples: u64,
+    /// Ticks missed because the sampler fell behind.
+    pub missed_ticks: u64,
+    /// Failed stack reads.
+    pub read_errors: u64,
+    /// Why the run ended.
+    pub stop: String,
+    /// Growth intervals shared by per-thread page faults.
+    pub growth_by_faults: u64,
+    /// Growth intervals given to the GIL holder (per-thread faults unavailable).
+    pub growth_by_gil: u64,
+    /// Growth intervals where faults of threads with no known kernel id went to a guess.
+    pub growth_unmatched: u64,
+    /// Median per-sample cost, in microseconds.
+    pub sample_cost_p50_us: Option<f64>,
+    /// 99th-percentile per-sample cost, in microseconds.
+    pub sample_cost_p99_us: Option<f64>,
+}
+
+impl RunSummary {
+    /// The summary of a finished run sampled at `rate_hz`.
+    pub fn from_stats(stats: &SamplerStats, rate_hz: f64) -> RunSummary {
+        let micros = |p| {
+            stats
+                .sample_cost_percentile(p)
+                .map(|d| d.as_secs_f64() * 1e6)
+        };
+        RunSummary {
+            rate_hz,
+            duration_s: stats.elapsed.as_secs_f64(),
+            ticks: stats.ticks,
+            samples: stats.samples,
+            missed_ticks: stats.missed_ticks,
+            read_errors: stats.read_errors,
+            stop: stats.stop.map_or("running", |s| s.describe()).to_string(),
+            growth_by_faults: stats.attribution.by_faults,
+            growth_by_gil: stats.attribution.by_gil,
+            growth_unmatched: stats.attribution.unmatched_guessed,
+            sample_cost_p50_us: micros(50.0),
+            sample_cost_p99_us: micros(99.0),
+        }
+    }
+
+    /// Samples per second achieved.
+    pub fn achieved_rate(&self) -> f64 {
+        if self.duration_s > 0.0 {
+            self.samples as f64 / self.duration_s
+        } else {
+            0.0
+        }
+    }
+
+    /// One sentence on how RSS growth was charged.
+    pub fn attribution_note(&self) -> String {
+        let mut note = self.fault_note();
+        if self.growth_unmatched > 0 {
+            note.push_str(&format!(
+                "; in {} intervals, faults of threads whose kernel id is unknown went to the GIL holder among them",
+                self.growth_unmatched
+            ));
+        }
+        note
+    }
+
+    fn fault_note(&self) -> String {
+        match (self.growth_by_faults, self.growth_by_gil) {
+            (_, 0) => "RSS growth charged by per-thread page faults".to_string(),
+            (0, _) => "per-thread page faults unavailable: RSS growth charged to the GIL holder"
+                .to_string(),
+            (faults, gil) => format!(
+                "RSS growth charged by per-thread page faults ({faults} intervals), \
+                 to the GIL holder where no fault was seen ({gil} intervals)"
+            ),
+        }
+    }
+}
+
+/// One thread's part of one timeline sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    /// Index into [`Profile::threads`].
+    pub thread: u32,
+    /// Index into [`Profile::stacks`].
+    pub stack: u32,
+    /// What this sample charged to that stack.
+    pub values: MetricValues,
+}
+
+/// One tick of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineSample {
+    /// Seconds since sampling started.
+    pub time_s: f64,
+    /// The process RSS at that tick, in bytes.
+    pub rss: Option<u64>,
+    /// Each thread's stack and deltas.
+    pub entries: Vec<TimelineEntry>,
+}
+
+/// The totals of one (thread, stack) pair, as outputs read them.
+#[derive(Debug, Clone, Copy)]
+pub struct StackWeight<'a> {
+    /// The thread.
+    pub thread: &'a ThreadInfo,
+    /// The stack's frame ids, root first (into [`Profile::frames`]).
+    pub frames: &'a [u32],
+    /// The metric weights.
+    pub values: MetricValues,
+}
+
+/// Why a profile could not be assembled from parts (a timeline file that does not hold together).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// A stack names a frame that does not exist.
+    #[error("stack {stack} refers to frame {frame}, but there are {frames} frames")]
+    BadFrame {
+        /// The stack's index.
+        stack: usize,
+        /// The bad frame id.
+        frame: u32,
+        /// How many frames exist.
+        frames: usize,
+    },
+    /// A sample names a thread or stack that does not exist.
+    #[error("sample {sample} refers to thread {thread} / stack {stack}, which do not exist")]
+    BadEntry {
+        /// The sample's index.
+        sample: usize,
+        /// Its thread index.
+        thread: u32,
+        /// Its stack index.
+        stack: u32,
+    },
+}
+
+/// How long RSS must hold a level for it to count as the sustained peak: growth freed again
+/// sooner is transient. A quarter second, not less: a site that allocates and frees big
+/// buffers back to back makes RSS a sawtooth, and the lowest of the few samples in a shorter
+/// window still sits part-way up a tooth, which would be charged to that site as kept.
+pub const SUSTAIN_S: f64 = 0.25;
+
+/// Which stacks own the RSS that sampling saw grow, as a last-raised, first-released ledger.
+///
+/// Each interval's RSS growth is pushed with the (thread, stack) it was charged to; each
+/// decrease cancels the most recently pushed growth first. The `rss` metric is the ledger at
+/// the *sustained peak*: the highest level that RSS held for at least [`SUSTAIN_S`] (and two
+/// samples). Memory raised and freed again within that time — transient allocations — cancels
+/// out, whichever stack the release was charged to, and memory freed at exit does not erase
+/// what the run grew.
+///
+/// The bottom `m` bytes of the ledger are unchanged while the level stays at or above `m`, so
+/// once the level has held `m` for the whole window, the current ledger's bottom `m` bytes are
+/// the state to keep, and everything above `m` was pushed within the window.
+#[derive(Debug, Default)]
+struct GrowthLedger {
+    entries: Vec<((u32, u32), u64)>,
+    current: HashMap<(u32, u32), u64>,
+    level: u64,
+    window: std::collections::VecDeque<(f64, u64)>,
+    best_level: u64,
+    best: HashMap<(u32, u32), u64>,
+}
+
+impl GrowthLedger {
+    fn grow(&mut self, key: (u32, u32), bytes: u64) {
+        match self.entries.last_mut() {
+            Some((top, amount)) if *top == key => *amount += bytes,
+            _ => self.entries.push((key, bytes)),
+        }
+        *self.current.entry(key).or_default() += bytes;
+        self.level += bytes;
+    }
+
+    fn release(&mut self, mut bytes: u64) {
+        while bytes > 0 {
+            let Some((key, amount)) = self.entries.last_mut() else {
+                break;
+            };
+            let taken = bytes.min(*amount);
+            *amount -= taken;
+            bytes -= taken;
+            self.level -= taken;
+            let key = *key;
+            if *amount == 0 {
+                self.entries.pop();
+            }
+            subtract(&mut self.current, key, taken);
+        }
+    }
+
+    /// Closes a sample at `time_s`: updates the sustained peak.
+    fn end_sample(&mut self, time_s: f64) {
+        self.window.push_back((time_s, self.level));
+        while self.window.len() > 2 && self.window[1].0 <= time_s - SUSTAIN_S {
+            self.window.pop_front();
+        }
+        let spans = self
+            .window
+            .front()
+            .is_some_and(|&(start, _)| start <= time_s - SUSTAIN_S);
+        if !spans || self.window.len() < 2 {
+            return;
+        }
+        let held = self.window.iter().map(|&(_, l)| l).min().unwrap_or(0);
+        if held > self.best_level {
+            self.best_level = held;
+            self.best = self.bottom(held);
+        }
+    }
+
+    /// Per key, the bytes among the bottom `level` bytes of the ledger.
+    fn bottom(&self, level: u64) -> HashMap<(u32, u32), u64> {
+        let mut kept = self.current.clone();
+        let mut above = self.level.saturating_sub(level);
+        for &(key, amount) in self.entries.iter().rev() {
+            if above == 0 {
+                break;
+            }
+            let taken = above.min(amount);
+            subtract(&mut kept, key, taken);
+            above -= taken;
+        }
+        kept
+    }
+
+    /// The bytes each (thread, stack) owned at the sustained peak.
+    fn at_peak(&self) -> &HashMap<(u32, u32), u64> {
+        &self.best
+    }
+}
+
+fn subtract(map: &mut HashMap<(u32, u32), u64>, key: (u32, u32), bytes: u64) {
+    if let Some(value) = map.get_mut(&key) {
+        *value = value.saturating_sub(bytes);
+        if *value == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+/// Interned stacks × metrics for one run.
+#[derive(Debug, Default)]
+pub struct Profile {
+    /// What was sampled.
+    pub target: TargetInfo,
+    /// The run's figures, once it has ended.
+    pub summary: Option<RunSummary>,
+    frames: Vec<FrameInfo>,
+    frame_ids: HashMap<Frame, u32>,
+    stacks: Vec<Vec<u32>>,
+    stack_ids: HashMap<Vec<u32>, u32>,
+    threads: Vec<ThreadInfo>,
+    thread_ids: HashMap<(Option<u64>, Option<u32>), u32>,
+    totals: HashMap<(u32, u32), MetricValues>,
+    ledger: GrowthLedger,
+    timeline: Option<Vec<TimelineSample>>,
+    scratch: Vec<u32>,
+}
+
+impl Profile {
+    /// An empty profile of `target`; `keep_timeline` keeps every sample (for the JSON timeline).
+    pub fn new(target: TargetInfo, keep_timeline: bool) -> Profile {
+        Profile {
+            target,
+            timeline: keep_timeline.then(Vec::new),
+            ..Profile::default()
+        }
+    }
+
+    /// Assembles a profile from a timeline's parts, recomputing the totals from its samples.
+    pub fn from_timeline(
+        target: TargetInfo,
+        summary: Option<RunSummary>,
+        frames: Vec<FrameInfo>,
+        stacks: Vec<Vec<u32>>,
+        threads: Vec<ThreadInfo>,
+        timeline: Vec<TimelineSample>,
+    ) -> Result<Profile, ProfileError> {
+        for (index, stack) in stacks.iter().enumerate() {
+            if let Some(&frame) = stack.iter().find(|&&f| f as usize >= frames.len()) {
+                return Err(ProfileError::BadFrame {
+                    stack: index,
+                    frame,
+                    frames: frames.len(),
+                });
+            }
+        }
+        let mut totals: HashMap<(u32, u32), MetricValues> = HashMap::new();
+        let mut ledger = GrowthLedger::default();
+        for (index, sample) in timeline.iter().enumerate() {
+            for entry in &sample.entries {
+                if entry.thread as usize >= threads.len() || entry.stack as usize >= stacks.len() {
+                    return Err(ProfileError::BadEntry {
+                        sample: index,
+                        thread: entry.thread,
+                        stack: entry.stack,
+                    });
+                }
+                totals
+                    .entry((entry.thread, entry.stack))
+                    .or_default()
+                    .add_all(&entry.values);
+            }
+            replay(&mut ledger, sample.time_s, &sample.entries);
+        }
+        let stack_ids = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        let thread_ids = threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.python_id, t.native_id), i as u32))
+            .collect();
+        Ok(Profile {
+            target,
+            summary,
+            frames,
+            frame_ids: HashMap::new(),
+            stacks,
+            stack_ids,
+            threads,
+            thread_ids,
+            totals,
+            ledger,
+            timeline: Some(timeline),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Adds one sample.
+    pub fn add(&mut self, sample: Sample) {
+        let mut entries = Vec::with_capacity(sample.threads.len());
+        for thread_sample in sample.threads {
+            entries.push(self.add_thread_sample(thread_sample));
+        }
+        replay(&mut self.ledger, sample.time.as_secs_f64(), &entries);
+        if self.timeline.is_none() {
+            return;
+        }
+        if let Some(timeline) = &mut self.timeline {
+            timeline.push(TimelineSample {
+                time_s: sample.time.as_secs_f64(),
+                rss: sample.rss,
+                entries,
+            });
+        }
+    }
+
+    /// Gives a profile assembled by [`Profile::from_timeline`] no further samples: its frame
+    /// table is not indexed for interning.
+    fn add_thread_sample(&mut self, sample: ThreadSample) -> TimelineEntry {
+        let thread = self.intern_thread(sample.thread);
+        let stack = self.intern_stack(&sample.frames);
+        self.totals
+            .entry((thread, stack))
+            .or_default()
+            .add_all(&sample.values);
+        TimelineEntry {
+            thread,
+            stack,
+            values: sample.values,
+        }
+    }
+
+    fn intern_thread(&mut self, identity: ThreadIdentity) -> u32 {
+        let key = (identity.python_id, identity.native_id);
+        if let Some(&id) = self.thread_ids.get(&key) {
+            if identity.name.is_some() {
+                self.threads[id as usize].name = identity.name;
+            }
+            return id;
+        }
+        let id = self.threads.len() as u32;
+        self.threads.push(ThreadInfo {
+            python_id: identity.python_id,
+            native_id: identity.native_id,
+            name: identity.name,
+        });
+        self.thread_ids.insert(key, id);
+        id
+    }
+
+    /// Interns `frames` (innermost first) as a root-first stack of frame ids.
+    fn intern_stack(&mut self, frames: &[Frame]) -> u32 {
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        for frame in frames.iter().rev() {
+            let next = self.frames.len() as u32;
+            let id = *self.frame_ids.entry(frame.clone()).or_insert(next);
+            if id == next {
+                self.frames.push(FrameInfo::from(frame));
+            }
+            ids.push(id);
+        }
+        let id = match self.stack_ids.get(&ids) {
+            Some(&id) => id,
+            None => {
+                let id = self.stacks.len() as u32;
+                self.stacks.push(ids.clone());
+                self.stack_ids.insert(ids.clone(), id);
+                id
+            }
+        };
+        self.scratch = ids;
+        id
+    }
+
+    /// Every distinct frame, indexed by frame id.
+    pub fn frames(&self) -> &[FrameInfo] {
+        &self.frames
+    }
+
+    /// Every distinct stack, as root-first frame ids, indexed by stack id.
+    pub fn stacks(&self) -> &[Vec<u32>] {
+        &self.stacks
+    }
+
+    /// Every thread seen, indexed by thread id.
+    pub fn threads(&self) -> &[ThreadInfo] {
+        &self.threads
+    }
+
+    /// Every sample, when the profile keeps a timeline.
+    pub fn timeline(&self) -> Option<&[TimelineSample]> {
+        self.timeline.as_deref()
+    }
+
+    /// The weights of every (thread, stack) pair with anything charged, in a stable order
+    /// (by thread, then stack id). `rss` is the growth the stack owned at the peak (see
+    /// `GrowthLedger`); every other metric is the sum of what its samples charged.
+    pub fn weights(&self) -> Vec<StackWeight<'_>> {
+        let at_peak = self.ledger.at_peak();
+        let mut keys: Vec<&(u32, u32)> = self.totals.keys().collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .filter_map(|key| {
+                let mut values = *self.totals.get(key)?;
+                values.0[Metric::Rss.index()] = at_peak.get(key).copied().unwrap_or(0);
+                Some(StackWeight {
+                    thread: self.threads.get(key.0 as usize)?,
+                    frames: self.stacks.get(key.1 as usize)?,
+                    values,
+                })
+            })
+            .collect()
+    }
+
+    /// The total weight of `metric` over the whole run, as [`Profile::weights`] counts it.
+    pub fn total(&self, metric: Metric) -> u64 {
+        self.weights().iter().map(|w| w.values.get(metric)).sum()
+    }
+
+    /// The total growth charged by the samples, before transient growth cancels out.
+    pub fn gross_growth(&self) -> u64 {
+        self.totals.values().map(|v| v.get(Metric::Rss)).sum()
+    }
+
+    /// The frame texts of a weight's stack, root first; a stack without Python frames shows
+    /// as one placeholder frame, and `with_thread` puts the thread's label at the root.
+    pub fn stack_text(&self, weight: &StackWeight<'_>, with_thread: bool) -> Vec<String> {
+        let mut texts = Vec::with_capacity(weight.frames.len() + 1);
+        if with_thread {
+            texts.push(weight.thread.label());
+        }
+        if weight.frames.is_empty() {
+            texts.push(weight.thread.empty_stack_label());
+        }
+        texts.extend(
+            weight
+                .frames
+                .iter()
+                .filter_map(|&id| self.frames.get(id as usize))
+                .map(FrameInfo::to_string),
+        );
+        texts
+    }
+}
+
+/// Feeds one sample's charges to the ledger: growth in thread order, then the release.
+fn replay(ledger: &mut GrowthLedger, time_s: f64, entries: &[TimelineEntry]) {
+    let mut released = 0;
+    for entry in entries {
+        let growth = entry.values.get(Metric::Rss);
+        if growth > 0 {
+            ledger.grow((entry.thread, entry.stack), growth);
+        }
+        released += entry.values.get(Metric::RssRelease);
+    }
+    if released > 0 {
+        ledger.release(released);
+    }
+    ledger.end_sample(time_s);
+}
+
+impl SampleSink for Profile {
+    fn record(&mut self, sample: Sample) {
+        self.add(sample);
+    }
+}
+
+/// Synthetic samples for the tests of the profile and its outputs.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::python::CodeInfo;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A frame of `function` in `file.py` at `line`.
+    pub fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            code: Arc::new(CodeInfo {
+                function: function.to_string(),
+                filename: "app/file.py".to_string(),
+                first_line: 1,
+            }),
+            line,
+        }
+    }
+
+    /// A Python thread's sample with `frames` (innermost first), `rss` bytes and one wall sample.
+    pub fn thread_sample(tid: u32, name: &str, frames: &[Frame], rss: u64) -> ThreadSample {
+        let mut values = MetricValues::default();
+        values.add(Metric::Rss, rss);
+        values.add(Metric::Wall, 1);
+        ThreadSample {
+            thread: ThreadIdentity {
+                python_id: Some(u64::from(tid) * 16),
+                native_id: Some(tid),
+                name: Some(name.to_string()),
+            },
+            frames: frames.to_vec(),
+            values,
+        }
+    }
+
+    /// A profile of two threads running the same leaf under different callers, plus a
+    /// non-Python thread charged some growth.
+    pub fn two_thread_profile() -> Profile {
+        let target = TargetInfo {
+            pid: 4242,
+            command: "python3 app.py".to_string(),
+            python_version: Some("3.11.7".to_string()),
+        };
+        let mut profile = Profile::new(target, true);
+        let main = [frame("grow", 7), frame("main", 3), frame("<module>", 20)];
+        let worker = [frame("grow", 7), frame("main", 3), frame("<module>", 20)];
+        let idle = [frame("wait", 2)];
+        for tick in 0..4u64 {
+            let mut native = ThreadSample {
+                thread: ThreadIdentity {
+                    python_id: None,
+                    native_id: Some(99),
+                    name: Some("jemalloc_bg".to_string()),
+                },
+                frames: Vec::new(),
+                values: MetricValues::default(),
+            };
+            native.values.add(Metric::Rss, 100);
+            profile.add(Sample {
+                time: Duration::from_millis(10 * tick),
+                rss: Some(1_000_000 + tick * 4096),
+                threads: vec![
+                    thread_sample(1, "MainThread", &main, 1 << 20),
+                    thread_sample(
+                        2,
+                        "worker",
+                        if tick % 2 == 0 { &worker } else { &idle },
+                        512,
+                    ),
+                    native,
+                ],
+            });
+        }
+        // A quiet sample later, so that the growth has been sustained.
+        profile.add(Sample {
+            time: Duration::from_millis(500),
+            rss: Some(1_016_384),
+            threads: Vec::new(),
+        });
+        profile
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn stacks_are_interned_root_first() {
+        let profile = two_thread_profile();
+        assert_eq!(
+            profile.stacks().len(),
+            3,
+            "grow stack, wait stack, empty stack"
+        );
+        let grow = &profile.stacks()[0];
+        let names: Vec<&str> = grow
+            .iter()
+            .map(|&id| profile.frames()[id as usize].function.as_str())
+            .collect();
+        assert_eq!(names, ["<module>", "main", "grow"]);
+        assert_eq!(profile.threads().len(), 3);
+        assert_eq!(profile.timeline().map(<[_]>::len), Some(5));
+    }
+
+    #[test]
+    fn totals_add_every_sample() {
+        let profile = two_thread_profile();
+        assert_eq!(profile.total(Metric::Rss), 4 * ((1 << 20) + 512 + 100));
+        assert_eq!(profile.gross_growth(), profile.total(Metric::Rss));
+        assert_eq!(profile.total(Metric::Wall), 8);
+        assert_eq!(profile.total(Metric::Cpu), 0);
+    }
+
+    /// Replays (growth key, growth, release) steps 10 ms apart.
+    fn ledger_after(steps: &[((u32, u32), u64, u64)]) -> GrowthLedger {
+        let mut ledger = GrowthLedger::default();
+        for (i, &(key, growth, release)) in steps.iter().enumerate() {
+            if growth > 0 {
+                ledger.grow(key, growth);
+            }
+            if release > 0 {
+                ledger.release(release);
+            }
+            ledger.end_sample(i as f64 * 0.01);
+        }
+        ledger
+    }
+
+    #[test]
+    fn transient_growth_cancels_and_the_peak_survives_exit() {
+        let mut steps = vec![((0, 1), 100, 0), ((0, 2), 40, 0)];
+        // A transient: 500 raised by stack 3 and freed in the next interval.
+        steps.push(((0, 3), 500, 0));
+        steps.push(((0, 0), 0, 500));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        // Exit frees everything.
+        steps.push(((0, 0), 0, 1_000));
+        let ledger = ledger_after(&steps);
+        let peak = ledger.at_peak();
+        assert_eq!(peak.get(&(0, 1)), Some(&100));
+        assert_eq!(peak.get(&(0, 2)), Some(&40));
+        assert_eq!(
+            peak.get(&(0, 3)),
+            None,
+            "the transient is not part of the peak"
+        );
+        assert_eq!(ledger.level, 0);
+    }
+
+    #[test]
+    fn the_highest_sustained_level_wins() {
+        let mut steps = vec![((0, 1), 100, 0)];
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.push(((0, 0), 0, 100));
+        steps.push(((0, 2), 150, 0));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.push(((0, 2), 0, 30));
+        let ledger = ledger_after(&steps);
+        assert_eq!(ledger.at_peak().get(&(0, 2)), Some(&150));
+        assert_eq!(ledger.at_peak().get(&(0, 1)), None);
+    }
+
+    #[test]
+    fn thread_labels_name_the_kernel_id() {
+        let profile = two_thread_profile();
+        let labels: Vec<String> = profile.threads().iter().map(ThreadInfo::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "thread MainThread (1)",
+                "thread worker (2)",
+                "thread jemalloc_bg (99)"
+            ]
+        );
+        assert_eq!(
+            profile.threads()[2].empty_stack_label(),
+            "<non-Python thread jemalloc_bg>"
+        );
+        let anonymous = ThreadInfo {
+            python_id: Some(255),
+            native_id: None,
+            name: None,
+        };
+        assert_eq!(anonymous.label(), "thread ? (0xff)");
+        assert_eq!(anonymous.empty_stack_label(), "<no Python frames>");
+    }
+
+    #[test]
+    fn timeline_parts_that_point_nowhere_are_rejected() {
+        let err = Profile::from_timeline(
+            TargetInfo::default(),
+            None,
+            Vec::new(),
+            vec![vec![3]],
+            Vec::new(),
+            Vec::new(),
+        )
+        .expect_err("bad frame id");
+        assert!(matches!(err, ProfileError::BadFrame { frame: 3, .. }));
+        let err = Profile::from_timeline(
+            TargetInfo::default(),
+            None,
+            Vec::new(),
+            vec![Vec::new()],
+            Vec::new(),
+            vec![TimelineSample {
+                time_s: 0.0,
+                rss: None,
+                entries: vec![TimelineEntry {
+                    thread: 0,
+                    stack: 0,
+                    values: MetricValues::default(),
+                }],
+            }],
+        )
+        .expect_err("bad thread id");
+        assert!(matches!(err, ProfileError::BadEntry { thread: 0, .. }));
+    }
+}
