@@ -1,7 +1,7 @@
 //! Attaches the eBPF allocator counters to a running process and prints its per-thread totals.
 //!
-//! A driver for the benchmark (`bench/malloc_counters.sh`) and the probe-cleanup tests, until
-//! `pmt-sample --metric malloc-bytes` carries the counters.
+//! A driver for the benchmark (`bench/malloc_counters.py`) and the probe-cleanup tests: the
+//! counters alone, without stack sampling (`pmt-sample --metric malloc-bytes` adds the stacks).
 //!
 //!     cargo run --release --example malloc_counters -- --pid PID [--python-allocators] [--frees]
 //!         [--interval-ms 10] [--duration SECS]
