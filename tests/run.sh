@@ -7,3 +7,6 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test"
 cargo test --release --all-targets 2>&1
+
+echo "== exact mode: pymemtrace Python package under each CPython 3.8-3.13"
+bash python/run_pytests.sh
