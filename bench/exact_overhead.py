@@ -111,7 +111,7 @@ def main():
     text = [
         "# Exact mode overhead: cPyMemTrace Profile/Trace vs pymemtrace 0.4.0",
         "",
-        f"Workload: `bench/exact_workload.py` (fib(20) + 50,000 dict updates), best of {args.repeats}, "
+        f"Workload: `bench/exact_workload.py` (fib(23) + 150,000 dict updates), best of {args.repeats}, "
         f"CPython {version}, {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs).",
         f"Baseline without tracing: 0.4.0 venv {results[('ref', 'none')]:.4f} s, ours {results[('exact', 'none')]:.4f} s.",
         "Command: `python3 bench/exact_overhead.py`",

@@ -23,8 +23,8 @@ def dict_work(n):
 
 
 def workload():
-    fib(20)
-    dict_work(50_000)
+    fib(23)
+    dict_work(150_000)
 
 
 def run(mode, log_path):

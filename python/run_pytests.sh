@@ -13,6 +13,11 @@ required=" ${PMT_REQUIRE_PYTHONS:-} "
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.8 3.9 3.10 3.11 3.12 3.13)
 status=0
+newest=$(ls -d "$root"/versions/3.1[0-3].*/bin/python3.1[0-3] 2>/dev/null | sort -V | tail -1 || true)
+if [ -n "$newest" ]; then
+    echo "== cargo test -p pymemtrace-python (unit tests, linked against $newest)"
+    PYO3_PYTHON=$newest cargo test --release -p pymemtrace-python 2>&1 || status=1
+fi
 for version in "${versions[@]}"; do
     python=$(ls -d "$root"/versions/"$version".*/bin/python"$version" 2>/dev/null | sort -V | tail -1 || true)
     if [ -z "$python" ]; then

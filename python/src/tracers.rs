@@ -38,6 +38,11 @@ pub fn depth(kind: TracerKind) -> usize {
     with_stack(kind, |stack| stack.len())
 }
 
+/// Path of the log at the head of the calling thread's stack of `kind`, if any.
+pub fn head_path(py: Python<'_>, kind: TracerKind) -> Option<String> {
+    head(py, kind).map(|w| w.get().path().to_owned())
+}
+
 fn head(py: Python<'_>, kind: TracerKind) -> Option<Py<TraceFileWrapper>> {
     with_stack(kind, |stack| stack.last().map(|w| w.clone_ref(py)))
 }

@@ -17,6 +17,7 @@ EXAMPLES = [
     ("temporary_file.py", (3, 8), []),
     ("stacked.py", (3, 8), ["P"] * 5),
     ("profile_trace_decorators.py", (3, 8), ["P", "T"]),
+    ("shipped_example.py", (3, 8), ["P"]),
     ("reference_tracing.py", (3, 13), ["O"] * 4),
     ("reference_tracing_decorators.py", (3, 13), ["O"] * 8 + ["T"]),
 ]
@@ -41,6 +42,8 @@ def test_example_runs(script, minimum, kinds, tmp_path):
     if script == "temporary_file.py":
         assert "# Level 0 after populating list." in result.stdout
         assert result.stdout.count("NEXT:") > 10
+    if script == "shipped_example.py":
+        assert f"Logging to {tmp_path / logs[0]}" in result.stdout
     if script == "messages.py":
         log = read_profile_log(tmp_path / logs[0])
         assert log.opening == "Start message"

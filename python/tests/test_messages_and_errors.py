@@ -114,3 +114,14 @@ def test_exception_inside_the_with(cls, tmp_path):
     with cls() as again:
         pass
     assert again.log_file_path() is None
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_write_failure_is_reported_at_exit(cls):
+    with pytest.raises(OSError) as err:
+        with cls(0, filepath="/dev/full"):
+            for _ in range(2000):
+                len("x")
+    assert "Writing the log file failed" in str(err.value)
+    assert cPyMemTrace.profile_wrapper_depth() == 0 and cPyMemTrace.trace_wrapper_depth() == 0
+    assert sys.getprofile() is None and sys.gettrace() is None
