@@ -688,6 +688,20 @@ impl ReferenceTracingSimple {
     }
 }
 
+/// Flushes the logs of every active ReferenceTracing (run at interpreter exit, so a tracer
+/// never exited still leaves its lines on disk).
+#[pyfunction]
+fn flush_reference_tracing_logs() {
+    for shared in ref_stack().iter() {
+        let mut log = shared.log();
+        if let Some(file) = log.file.as_mut()
+            && let Err(err) = file.flush()
+        {
+            log.write_error.get_or_insert(err);
+        }
+    }
+}
+
 /// Return the depth of the Reference Tracing wrapper stack.
 #[pyfunction]
 fn reference_tracing_wrapper_depth() -> usize {
@@ -709,5 +723,10 @@ pub fn register_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
         reference_tracing_simple_wrapper_depth,
         module
     )?)?;
+    let flush = wrap_pyfunction!(flush_reference_tracing_logs, module)?;
+    module
+        .py()
+        .import("atexit")?
+        .call_method1("register", (flush,))?;
     Ok(())
 }

@@ -198,3 +198,19 @@ def test_simple_counts():
     assert simple.count_new() >= 100
     assert simple.count_del() >= 100
     assert cPyMemTrace.reference_tracing_simple_wrapper_depth() == 0
+
+
+def test_log_of_a_tracer_never_exited_is_flushed_at_exit(tmp_path):
+    import subprocess
+
+    code = (
+        "from pymemtrace import cPyMemTrace\n"
+        "class Leaky: pass\n"
+        f"t = cPyMemTrace.ReferenceTracing(include_tp_names=['Leaky'], filepath={str(tmp_path / 'x.log')!r})\n"
+        "t.__enter__()\n"
+        "kept = [Leaky() for _ in range(5)]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with open(tmp_path / "x.log", encoding="utf-8") as file:
+        text = file.read()
+    assert text.count("NEW:") == 5
