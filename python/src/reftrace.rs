@@ -155,10 +155,25 @@ struct RefLog {
     file: Option<BufWriter<File>>,
     rss: u64,
     write_error: Option<std::io::Error>,
+    fork_generation: u64,
 }
 
 impl RefLog {
+    /// In a `fork()` child, drops the parent's unwritten lines and the file, and reports true.
+    fn abandoned_after_fork(&mut self) -> bool {
+        if self.fork_generation == crate::rss_reader::fork_generation() {
+            return false;
+        }
+        if let Some(file) = self.file.take() {
+            drop(file.into_parts());
+        }
+        true
+    }
+
     fn put(&mut self, text: &str) {
+        if self.abandoned_after_fork() {
+            return;
+        }
         if let Some(file) = self.file.as_mut()
             && let Err(err) = file.write_all(text.as_bytes())
         {
@@ -438,6 +453,7 @@ impl ReferenceTracing {
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
             rss: current_rss(),
             write_error: None,
+            fork_generation: crate::rss_reader::fork_generation(),
         };
         if let Some(message) = &slf.message {
             log.put(&format!("{message}\n"));
@@ -694,6 +710,9 @@ impl ReferenceTracingSimple {
 fn flush_reference_tracing_logs() {
     for shared in ref_stack().iter() {
         let mut log = shared.log();
+        if log.abandoned_after_fork() {
+            continue;
+        }
         if let Some(file) = log.file.as_mut()
             && let Err(err) = file.flush()
         {

@@ -6,16 +6,22 @@
 //! value is as fresh as 0.4.0's. A `fork()` child must not read its parent's file through the
 //! inherited descriptor, so an at-fork handler drops the cached descriptor in the child.
 //!
-//! Owns: the cached descriptor. Must not: cache RSS values themselves.
+//! The same handler counts forks, so log writers can tell that they are running in a child
+//! (see `fork_generation`).
+//!
+//! Owns: the cached descriptor and the fork counter. Must not: cache RSS values themselves.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// The open `/proc/self/statm` of this process, or -1 when not (yet) open.
 static STATM_FD: AtomicI32 = AtomicI32::new(-1);
 static AT_FORK: Once = Once::new();
+/// How many `fork()`s separate this process from the one that loaded the extension.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
-extern "C" fn forget_parent_statm() {
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
     let fd = STATM_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: the descriptor was opened by `statm_fd` and is no longer published.
@@ -23,15 +29,26 @@ extern "C" fn forget_parent_statm() {
     }
 }
 
+fn register_at_fork() {
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only touches atomics and closes a descriptor.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// A number that changes in a child process after `fork()`: a log opened under one value must
+/// not be written under another (the child would duplicate the parent's buffered lines).
+pub fn fork_generation() -> u64 {
+    register_at_fork();
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 fn statm_fd() -> i32 {
     let fd = STATM_FD.load(Ordering::Acquire);
     if fd >= 0 {
         return fd;
     }
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic and closes a descriptor.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_parent_statm)) };
-    });
+    register_at_fork();
     // SAFETY: a NUL-terminated literal path; the result is checked.
     let opened = unsafe {
         libc::open(

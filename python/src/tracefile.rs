@@ -48,9 +48,23 @@ pub struct TraceFileState {
     /// The line last composed (without its row type), repeated by `PREV:`.
     pub event_text: String,
     write_error: Option<std::io::Error>,
+    fork_generation: u64,
 }
 
 impl TraceFileState {
+    /// In a `fork()` child, drops the inherited file and its buffer (the parent writes them)
+    /// and reports true: this log is closed for the child.
+    fn abandoned_after_fork(&mut self) -> bool {
+        if self.fork_generation == crate::rss_reader::fork_generation() {
+            return false;
+        }
+        if let Some(file) = self.file.take() {
+            // `into_parts` hands back the parent's unwritten lines without writing them.
+            drop(file.into_parts());
+        }
+        true
+    }
+
     fn put(&mut self, text: &str) {
         if let Some(file) = self.file.as_mut()
             && let Err(err) = file.write_all(text.as_bytes())
@@ -59,9 +73,9 @@ impl TraceFileState {
         }
     }
 
-    /// Whether the file is still open.
-    pub fn is_open(&self) -> bool {
-        self.file.is_some()
+    /// Whether the file is still open (never in a `fork()` child).
+    pub fn is_open(&mut self) -> bool {
+        !self.abandoned_after_fork() && self.file.is_some()
     }
 
     fn compose_event(&mut self, what: i32, site: &FrameSite, rss: u64) {
@@ -89,6 +103,9 @@ impl TraceFileState {
     /// Handles one trace event: decides from RSS whether to write it, then counts it.
     /// `site` is only asked for when a line is written.
     pub fn on_event(&mut self, what: i32, rss: u64, site: impl FnOnce() -> FrameSite) {
+        if self.abandoned_after_fork() {
+            return;
+        }
         let d_rss = rss as i64 - self.last_reported_rss as i64;
         if self.event_number != 0 && d_rss.abs() >= self.d_rss_trigger {
             if self.event_number - self.previous_event_number > 1 {
@@ -123,7 +140,7 @@ impl TraceFileState {
 
     /// Writes `LAST:` and `EOF`, then closes the file; reports the first write error.
     pub fn close(&mut self, site: &FrameSite, rss: u64) -> std::io::Result<()> {
-        if self.file.is_none() {
+        if !self.is_open() {
             return Ok(());
         }
         self.write_event_line("LAST: ", pyo3::ffi::PyTrace_LINE, site, rss);
@@ -138,7 +155,7 @@ impl TraceFileState {
 
 impl Drop for TraceFileState {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if self.is_open() {
             self.put("EOF\n");
             if let Some(mut file) = self.file.take() {
                 let _ = file.flush();
@@ -180,6 +197,7 @@ impl TraceFileWrapper {
             d_rss_trigger: trigger,
             event_text: String::new(),
             write_error: None,
+            fork_generation: crate::rss_reader::fork_generation(),
         };
         if let Some(message) = message {
             state.write_raw(message);
@@ -301,6 +319,7 @@ mod tests {
             d_rss_trigger: trigger,
             event_text: String::new(),
             write_error: None,
+            fork_generation: crate::rss_reader::fork_generation(),
         }
     }
 

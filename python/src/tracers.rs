@@ -233,11 +233,12 @@ impl TracerCore {
         };
         if let Some(old) = head(py, self.kind) {
             let old = old.get();
-            old.message(&format!(
+            // Best effort: the only failure is a log closed in a fork() child.
+            let _ = old.message(&format!(
                 "Detaching this {} file wrapper. New file:",
                 self.noun()
-            ))?;
-            old.message(&path)?;
+            ));
+            let _ = old.message(&path);
         }
         let wrapper = TraceFileWrapper::create(
             path,
@@ -300,9 +301,9 @@ impl TracerCore {
         let closed = mine.get().lock().close(&current_site(), current_rss());
         if was_head && let Some(previous) = head(py, self.kind) {
             install(py, self.kind, Some(&previous))?;
-            previous
+            let _ = previous
                 .get()
-                .message(&format!("Re-attaching this {} file wrapper.", self.noun()))?;
+                .message(&format!("Re-attaching this {} file wrapper.", self.noun()));
         }
         closed.map_err(|err| PyOSError::new_err(format!("Writing the log file failed: {err}")))
     }

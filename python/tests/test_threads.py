@@ -75,3 +75,30 @@ def test_exit_in_another_thread_is_refused(tmp_path):
     tracer.__exit__(None, None, None)
     assert cPyMemTrace.profile_wrapper_depth() == 0
     read_profile_log(tmp_path / "x.log")
+
+
+@pytest.mark.parametrize("cls", [cPyMemTrace.Profile, cPyMemTrace.Trace])
+def test_fork_child_does_not_write_the_parents_log(cls, tmp_path):
+    import os
+
+    path = tmp_path / "fork.log"
+    with cls(0, filepath=str(path)) as tracer:
+        tracer.write_message_to_log("before fork")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for _ in range(50):
+                    worker_function()
+                with pytest.raises(OSError):
+                    tracer.write_message_to_log("from the child")
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        tracer.write_message_to_log("after fork")
+    log = read_profile_log(path)
+    assert log.messages() == ["before fork", "after fork"]
+    numbers = [e.event for e in log.events("NEXT:")]
+    assert numbers == sorted(set(numbers)), "no line written twice"
+    with open(path, encoding="utf-8") as file:
+        assert file.read().count("SOF") == 1
