@@ -13,6 +13,7 @@ use crate::frame::FrameSite;
 use crate::logname::process_clock;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::{Mutex, MutexGuard};
@@ -80,7 +81,10 @@ impl TraceFileState {
 
     fn compose_event(&mut self, what: i32, site: &FrameSite, rss: u64) {
         let d_rss = rss as i64 - self.last_reported_rss as i64;
-        self.event_text = format!(
+        self.event_text.clear();
+        // Writing into a String cannot fail.
+        let _ = write!(
+            self.event_text,
             "{:<12} +{:<6} {:<12.6} {:<8} {:<80} {:>4} {:<32} {:>12} {:>12}",
             self.event_number,
             self.event_number.wrapping_sub(self.previous_event_number) as i64,
@@ -96,8 +100,16 @@ impl TraceFileState {
 
     fn write_event_line(&mut self, row: &str, what: i32, site: &FrameSite, rss: u64) {
         self.compose_event(what, site, rss);
-        let line = format!("{row}{}\n", self.event_text);
-        self.put(&line);
+        self.put_line(row);
+    }
+
+    /// Writes `row`, the line last composed, and a newline.
+    fn put_line(&mut self, row: &str) {
+        let text = std::mem::take(&mut self.event_text);
+        self.put(row);
+        self.put(&text);
+        self.put("\n");
+        self.event_text = text;
     }
 
     /// Handles one trace event: decides from RSS whether to write it, then counts it.
@@ -109,8 +121,7 @@ impl TraceFileState {
         let d_rss = rss as i64 - self.last_reported_rss as i64;
         if self.event_number != 0 && d_rss.abs() >= self.d_rss_trigger {
             if self.event_number - self.previous_event_number > 1 {
-                let line = format!("PREV: {}\n", self.event_text);
-                self.put(&line);
+                self.put_line("PREV: ");
             }
             self.write_event_line("NEXT: ", what, &site(), rss);
             self.previous_event_number = self.event_number;
