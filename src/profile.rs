@@ -719,6 +719,11 @@ mod tests {
         assert_eq!(profile.total(Metric::Cpu), 0);
     }
 
+    /// Quiet 10 ms steps that hold a level a little longer than [`SUSTAIN_S`].
+    fn held() -> usize {
+        (SUSTAIN_S / 0.01) as usize + 5
+    }
+
     /// Replays (growth key, growth, release) steps 10 ms apart.
     fn ledger_after(steps: &[((u32, u32), u64, u64)]) -> GrowthLedger {
         let mut ledger = GrowthLedger::default();
@@ -740,7 +745,7 @@ mod tests {
         // A transient: 500 raised by stack 3 and freed in the next interval.
         steps.push(((0, 3), 500, 0));
         steps.push(((0, 0), 0, 500));
-        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), held()));
         // Exit frees everything.
         steps.push(((0, 0), 0, 1_000));
         let ledger = ledger_after(&steps);
@@ -758,10 +763,10 @@ mod tests {
     #[test]
     fn the_highest_sustained_level_wins() {
         let mut steps = vec![((0, 1), 100, 0)];
-        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), held()));
         steps.push(((0, 0), 0, 100));
         steps.push(((0, 2), 150, 0));
-        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), 20));
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), held()));
         steps.push(((0, 2), 0, 30));
         let ledger = ledger_after(&steps);
         assert_eq!(ledger.at_peak().get(&(0, 2)), Some(&150));

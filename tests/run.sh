@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust unit and integration tests (against real CPython
-# processes), then the exact-mode Python package's pytest suites under each CPython.
+# processes), then the `pymemtrace` Python package's pytest suites (exact mode and the
+# pure-Python modules) under each CPython 3.8-3.13.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,5 +9,5 @@ cd "$(dirname "$0")/.."
 echo "== cargo test"
 cargo test --release 2>&1
 
-echo "== pure-Python modules (process, trace_malloc, debug_malloc_stats, redirect_stdout) under CPython 3.8-3.13"
-bash tests/monitor_python.sh
+echo "== the pymemtrace Python package under each CPython 3.8-3.13"
+bash python/run_pytests.sh

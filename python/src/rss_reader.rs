@@ -1,0 +1,141 @@
+//! Resident set size of this process, read cheaply enough to be asked on every trace event.
+//!
+//! pymemtrace 0.4.0 opens, parses and closes `/proc/self/statm` on every event; the open (a
+//! path walk through procfs) is most of the cost. Here the file is opened once and re-read
+//! with `pread` at offset 0, which makes the kernel regenerate the text each time, so every
+//! value is as fresh as 0.4.0's. A `fork()` child must not read its parent's file through the
+//! inherited descriptor, so an at-fork handler drops the cached descriptor in the child.
+//!
+//! The same handler counts forks, so log writers can tell that they are running in a child
+//! (see `fork_generation`).
+//!
+//! Owns: the cached descriptor and the fork counter. Must not: cache RSS values themselves.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+/// The open `/proc/self/statm` of this process, or -1 when not (yet) open.
+static STATM_FD: AtomicI32 = AtomicI32::new(-1);
+static AT_FORK: Once = Once::new();
+/// How many `fork()`s separate this process from the one that loaded the extension.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    let fd = STATM_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: the descriptor was opened by `statm_fd` and is no longer published.
+        unsafe { libc::close(fd) };
+    }
+}
+
+fn register_at_fork() {
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only touches atomics and closes a descriptor.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// A number that changes in a child process after `fork()`: a log opened under one value must
+/// not be written under another (the child would duplicate the parent's buffered lines).
+pub fn fork_generation() -> u64 {
+    register_at_fork();
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+fn statm_fd() -> i32 {
+    let fd = STATM_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        return fd;
+    }
+    register_at_fork();
+    // SAFETY: a NUL-terminated literal path; the result is checked.
+    let opened = unsafe {
+        libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if opened < 0 {
+        return -1;
+    }
+    match STATM_FD.compare_exchange(-1, opened, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => opened,
+        Err(current) => {
+            // Another thread won the race; keep its descriptor.
+            // SAFETY: `opened` is ours and unpublished.
+            unsafe { libc::close(opened) };
+            current
+        }
+    }
+}
+
+/// The system page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// Parses the second field (resident pages) of a `statm` line.
+fn resident_pages(text: &[u8]) -> Option<u64> {
+    let mut fields = text.split(|b| *b == b' ');
+    fields.next()?;
+    let field = fields.next()?;
+    let mut pages: u64 = 0;
+    if field.is_empty() {
+        return None;
+    }
+    for digit in field {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        pages = pages
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some(pages)
+}
+
+/// The current RSS in bytes, or 0 if it cannot be read (as pymemtrace 0.4.0 does).
+pub fn current_rss() -> u64 {
+    let fd = statm_fd();
+    if fd < 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 128];
+    // SAFETY: `buf` is valid for its length; the descriptor is open (or the read fails).
+    let read = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let Ok(len) = usize::try_from(read) else {
+        return 0;
+    };
+    resident_pages(&buf[..len]).map_or(0, |pages| pages * page_size_cached())
+}
+
+fn page_size_cached() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(page_size)
+}
+
+/// The peak RSS of this process in bytes (`getrusage` `ru_maxrss`, kilobytes on Linux).
+pub fn peak_rss() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_statm() {
+        assert_eq!(resident_pages(b"1000 250 30 1 0 400 0\n"), Some(250));
+        assert_eq!(resident_pages(b"1000"), None);
+        assert_eq!(resident_pages(b"1000 x2"), None);
+    }
+}
