@@ -323,11 +323,23 @@ fn start_target(args: &SampleArgs, options: &SpyOptions) -> anyhow::Result<(Targ
 
 /// Retries attaching to a freshly launched command for a few seconds: it may still be a
 /// launcher (a shell, pyenv's shim) about to exec Python, or an interpreter still loading.
+/// Once attached, waits (within the same few seconds) for the interpreter to have a thread:
+/// a static interpreter's symbols are there from `exec`, before the dynamic loader has mapped
+/// libc, which the malloc counters probe.
 fn attach_when_ready(target: &mut Target, options: &SpyOptions) -> anyhow::Result<PythonSpy> {
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
         let last: SpyError = match PythonSpy::attach(target.pid, options) {
-            Ok(spy) => return Ok(spy),
+            Ok(mut spy) => {
+                while Instant::now() < give_up && !STOP.load(Ordering::Relaxed) {
+                    match spy.read_stacks() {
+                        Ok(stacks) if !stacks.is_empty() => break,
+                        Err(err) if err.process_exited() => break,
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                return Ok(spy);
+            }
             Err(err) => err,
         };
         let exited = target
