@@ -246,8 +246,15 @@ pub struct UploadStats {
     pub dropped: u64,
 }
 
-/// Gathers samples into windows of [`PyroscopeConfig::interval`] and pushes each window on a
-/// background thread.
+/// One window's samples, on their way to the upload thread.
+struct Window {
+    profile: Profile,
+    from: SystemTime,
+    until: SystemTime,
+}
+
+/// Gathers samples into windows of [`PyroscopeConfig::interval`]; a background thread encodes
+/// and pushes each window, so sampling never waits for the network.
 pub struct Uploader {
     config: PyroscopeConfig,
     target: TargetInfo,
@@ -256,7 +263,7 @@ pub struct Uploader {
     window: Profile,
     window_start: Duration,
     window_samples: u64,
-    sender: Option<SyncSender<IngestRequest>>,
+    sender: Option<SyncSender<Window>>,
     worker: Option<JoinHandle<UploadStats>>,
     dropped: u64,
 }
@@ -265,10 +272,10 @@ impl Uploader {
     /// Starts the upload thread. Sample times are taken as offsets from now.
     pub fn start(config: PyroscopeConfig, target: TargetInfo) -> Uploader {
         let (sender, receiver) = sync_channel(QUEUE);
-        let url = config.ingest_url.clone();
+        let worker_config = config.clone();
         let worker = std::thread::Builder::new()
             .name("pyroscope-push".to_string())
-            .spawn(move || upload_loop(&url, &receiver))
+            .spawn(move || upload_loop(&worker_config, &receiver))
             .ok();
         if worker.is_none() {
             eprintln!(
@@ -308,14 +315,12 @@ impl Uploader {
         let Some(sender) = &self.sender else {
             return;
         };
-        let request = match ingest_request(&window, &self.config, from, until) {
-            Ok(request) => request,
-            Err(err) => {
-                eprintln!("pmt-sample: warning: Pyroscope push skipped: {err}");
-                return;
-            }
+        let window = Window {
+            profile: window,
+            from,
+            until,
         };
-        match sender.try_send(request) {
+        match sender.try_send(window) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped += 1;
@@ -349,16 +354,19 @@ impl Uploader {
     }
 }
 
-/// The upload thread: sends each request, warns about failures.
-fn upload_loop(url: &str, requests: &Receiver<IngestRequest>) -> UploadStats {
+/// The upload thread: encodes and sends each window, warns about failures.
+fn upload_loop(config: &PyroscopeConfig, windows: &Receiver<Window>) -> UploadStats {
+    let url = config.ingest_url.as_str();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(PUSH_TIMEOUT))
         .http_status_as_error(true)
         .build()
         .into();
     let mut stats = UploadStats::default();
-    while let Ok(request) = requests.recv() {
-        match push(&agent, url, &request) {
+    while let Ok(window) = windows.recv() {
+        let result = ingest_request(&window.profile, config, window.from, window.until)
+            .and_then(|request| push(&agent, url, &request));
+        match result {
             Ok(()) => stats.sent += 1,
             Err(err) => {
                 stats.failed += 1;
