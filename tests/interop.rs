@@ -512,3 +512,64 @@ fn pyroscope_options_are_checked_before_sampling() {
     assert!(!output.status.success(), "--pyroscope needs --app");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--app"));
 }
+
+#[test]
+fn pprof_carries_the_allocator_metrics_when_recorded() {
+    let Some(interp) = interpreter() else {
+        eprintln!("skipped: no CPython found");
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
+    let mut command = sampler();
+    command
+        .args(["--metric", "malloc-bytes", "--pprof"])
+        .arg(out("malloc.pb.gz"))
+        .arg("--json")
+        .arg(out("malloc.json"))
+        .arg("--")
+        .arg(&interp.path)
+        .arg(common::script("grow_here.py"))
+        .args(["--mb", "20", "--start-delay", "0.3"]);
+    let output = run(command);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let unavailable = stderr.contains("CAP_BPF") || stderr.contains("no eBPF object");
+        let required = std::env::var("PMT_REQUIRE_EBPF").as_deref() == Ok("1");
+        assert!(unavailable && !required, "pmt-sample failed: {stderr}");
+        eprintln!("SKIP: eBPF malloc counters unavailable here");
+        return;
+    }
+    let pprof = read_pprof(&out("malloc.pb.gz"));
+    let types = pprof["sample_types"].as_array().expect("sample types");
+    for expected in [
+        serde_json::json!(["malloc-bytes", "bytes"]),
+        serde_json::json!(["malloc-count", "count"]),
+        serde_json::json!(["rss", "bytes"]),
+    ] {
+        assert!(types.contains(&expected), "{expected} missing: {types:?}");
+    }
+    assert_eq!(pprof["default_sample_type"], "malloc-bytes");
+    for metric in ["malloc-bytes", "malloc-count", "rss", "wall"] {
+        let folded = out(&format!("{metric}.folded"));
+        report(
+            &out("malloc.json"),
+            &[
+                "--metric",
+                metric,
+                "--collapsed",
+                folded.to_str().expect("path"),
+            ],
+        );
+        assert_eq!(
+            pprof["totals"][metric].as_u64(),
+            Some(folded_total(&folded)),
+            "{metric}"
+        );
+    }
+    assert!(
+        pprof["totals"]["malloc-bytes"].as_u64() >= Some(20 << 20),
+        "the 20 MiB of bytearrays were counted"
+    );
+}

@@ -1,6 +1,6 @@
 //! pprof's `profile.proto` (gzipped on disk): one sample type per metric the profile recorded
 //! (`rss`/`bytes`, `rss-release`/`bytes`, `cpu`/`count`, `wall`/`count`, and the allocator
-//! metrics when they were charged), one sample per (thread, stack) with its weights as
+//! metrics when they were charged or are the default type), one sample per (thread, stack) with its weights as
 //! [`Profile::weights`] gives them, functions (name, file, first line), one location per frame
 //! (its function and line), and labels naming each sample's thread and process. The message
 //! types are declared here with prost; `proto/profile.proto` is the definition they follow.
@@ -218,9 +218,19 @@ fn process_of(profile: &Profile, _thread: &ThreadInfo) -> (i32, String) {
     )
 }
 
+/// The metrics that become sample types, in [`Metric::ALL`] order: those `profile` recorded,
+/// plus `default_metric`.
+pub fn sample_metrics(profile: &Profile, default_metric: Metric) -> Vec<Metric> {
+    let recorded = recorded_metrics(profile);
+    Metric::ALL
+        .into_iter()
+        .filter(|m| *m == default_metric || recorded.contains(m))
+        .collect()
+}
+
 /// Builds the profile message.
 pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
-    let metrics = recorded_metrics(profile);
+    let metrics = sample_metrics(profile, options.default_metric);
     let mut strings = Strings::new();
     let sample_type = metrics
         .iter()

@@ -172,7 +172,7 @@ pub fn ingest_request(
         rate_hz: Some(config.rate_hz),
     };
     let pprof = pprof::encode_gzipped(profile, &options)?;
-    let stc = sample_type_config(&super::recorded_metrics(profile));
+    let stc = sample_type_config(&pprof::sample_metrics(profile, config.metric));
     let boundary = boundary(&[&pprof, stc.as_bytes()]);
     let mut body = Vec::with_capacity(pprof.len() + stc.len() + 512);
     for (field, filename, content_type, content) in [
