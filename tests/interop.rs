@@ -1,5 +1,6 @@
 //! Interop outputs against a real CPython process, each read back by an independent reader:
-//! `--speedscope` checked against the shape speedscope's file-format schema requires,
+//! `--speedscope` validated against speedscope's own file-format JSON schema (from its npm
+//! package) and checked for what the schema cannot say (frame indices in range, weights),
 //! `--pprof` decoded by protoc-generated Python code (`profile_pb2` from `proto/profile.proto`,
 //! in a venv `tests/interop/setup_venv.sh` makes), `--pyroscope` pushes received by a stand-in
 //! ingest server on 127.0.0.1, and `pmt report` re-rendering a saved timeline to the same
@@ -111,9 +112,21 @@ fn folded_total(path: &Path) -> u64 {
         .sum()
 }
 
-/// Checks what speedscope's schema requires of a file of sampled profiles, and returns the
-/// sum of all weights.
+/// Validates a speedscope file against speedscope's JSON schema (`check_speedscope.py`), checks
+/// what the schema cannot (frame indices in range, one weight per sample, spans), and returns
+/// the sum of all weights.
 fn check_speedscope(path: &Path, unit: &str) -> u64 {
+    let schema = repo().join("target/interop-venv/gen/speedscope-file-format-schema.json");
+    let output = decoder("check_speedscope.py")
+        .arg(&schema)
+        .arg(path)
+        .output()
+        .expect("running check_speedscope.py");
+    assert!(
+        output.status.success(),
+        "not a valid speedscope file: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let doc: Value =
         serde_json::from_slice(&std::fs::read(path).expect("reading the speedscope file"))
             .expect("speedscope JSON");
