@@ -422,6 +422,7 @@ fn pushes_reach_a_pyroscope_ingest_endpoint() {
         assert_eq!(query["sampleRate"], "100");
         assert_eq!(query["spyName"], "pymemtrace");
         assert_eq!(query["units"], "bytes");
+        assert_eq!(query["aggregationType"], "sum");
         let from: u64 = query["from"]
             .as_str()
             .and_then(|s| s.parse().ok())
