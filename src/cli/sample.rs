@@ -316,15 +316,15 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     };
     profile.summary = Some(RunSummary::from_stats(&stats, args.rate));
     let written = write_outputs(&profile, &args, outputs, started);
-    let pushed = uploader.map(|u| {
-        let url = u.url().to_string();
-        (url, u.finish(stats.elapsed))
-    });
     let grace = match stats.stop {
         Some(StopReason::TargetExited) => Duration::from_secs(2),
         _ => Duration::ZERO,
     };
     let child_note = stop_child(&mut target, grace);
+    let pushed = uploader.map(|u| {
+        let url = u.url().to_string();
+        (url, u.finish(stats.elapsed))
+    });
     print_summary(&profile, &stats, &args, child_note.as_deref());
     if let Some((url, pushed)) = pushed {
         eprintln!(
