@@ -587,3 +587,50 @@ fn pprof_carries_the_allocator_metrics_when_recorded() {
         "the 20 MiB of bytearrays were counted"
     );
 }
+
+#[test]
+fn a_server_that_never_answers_delays_the_end_by_one_timeout_at_most() {
+    let Some(interp) = interpreter() else {
+        eprintln!("skipped: no CPython found");
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Accepts connections and never answers, for at most 30 s.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        listener.set_nonblocking(true).expect("nonblocking");
+        while std::time::Instant::now() < deadline {
+            if let Ok((stream, _)) = listener.accept() {
+                held.push(stream);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let folded = dir.path().join("run.folded");
+    let mut command = sampler();
+    command
+        .args(["--duration", "1", "--app", "x"])
+        .arg("--pyroscope")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--collapsed")
+        .arg(&folded)
+        .arg("--")
+        .arg(&interp.path)
+        .arg(common::script("grow_here.py"))
+        .args(["--mb", "5", "--start-delay", "0.2", "--linger", "5"]);
+    let start = std::time::Instant::now();
+    let output = run(command);
+    assert!(output.status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "one push timeout (5 s) at most: {:?}",
+        start.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: push to Pyroscope"), "{stderr}");
+    assert!(folded_total(&folded) > 0, "the local output was written");
+}
