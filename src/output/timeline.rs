@@ -4,9 +4,10 @@
 //!
 //! Layout (`version` 1): `{"format": "pymemtrace-timeline", "version", "target", "metrics":
 //! [{"name", "unit"}], "summary", "totals": {metric: total}, "threads": [{"python_id",
-//! "native_id", "name"}], "frames": [{"function", "filename", "line"}], "stacks": [[frame id,
-//! root first]], "samples": [{"t": seconds, "rss": bytes, "threads": [{"thread", "stack",
-//! "deltas": [one per metric, in "metrics" order]}]}]}`.
+//! "native_id", "name"}], "frames": [{"function", "filename", "line", "first_line"}],
+//! "stacks": [[frame id, root first]], "samples": [{"t": seconds, "rss": bytes, "threads":
+//! [{"thread", "stack", "deltas": [one per metric, in "metrics" order]}]}]}`. `first_line`
+//! (the function's first line) may be missing from files written before it existed.
 
 use crate::profile::{
     FrameInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo, TimelineEntry,
@@ -98,6 +99,8 @@ struct FrameJson {
     function: String,
     filename: String,
     line: u32,
+    #[serde(default)]
+    first_line: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,6 +169,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                 function: f.function.clone(),
                 filename: f.filename.clone(),
                 line: f.line,
+                first_line: f.first_line,
             })
             .collect(),
         stacks: profile.stacks().to_vec(),
@@ -280,6 +284,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 function: f.function,
                 filename: f.filename,
                 line: f.line,
+                first_line: f.first_line,
             })
             .collect(),
         doc.stacks,
