@@ -2,11 +2,14 @@
 //! manner of pymemtrace's `process_tree.py`: the same columns, table layout (or `--sep`
 //! separated), diff columns, and JSON records, plus a total row per tick.
 //!
-//! The tree is re-discovered every tick from the kernel's children lists; each process is read
-//! through descriptors kept open ([`ProcessProbe`]), so a tick costs two `pread`s per process.
+//! The tree is followed through the kernel's process events where it gives them, else
+//! re-discovered every tick from the children lists; each process is read through descriptors
+//! kept open ([`ProcessProbe`]) and its CPU-time clock, so with the default columns a tick costs a
+//! `clock_gettime` and one `pread` of `statm` per process (see [`TreeMonitor`]).
 
 use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe, StatFields};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::monitor::proc_events::{ProcEvent, ProcEvents};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,6 +127,15 @@ impl Column {
     /// Whether the total row sums this column.
     fn summable(self) -> bool {
         !matches!(self, Column::Status | Column::CmdLine)
+    }
+
+    /// Whether a process's value comes from `/proc/PID/stat` (CPU % and RSS do not: they come
+    /// from the CPU-time clock and `statm`).
+    fn needs_stat(self) -> bool {
+        matches!(
+            self,
+            Column::PFaults | Column::User | Column::Sys | Column::Thrds | Column::Status
+        )
     }
 
     /// Whether a process's value needs reads beyond `/proc/PID/stat`.
@@ -333,8 +345,39 @@ enum NodeRead {
 #[derive(Debug)]
 struct Node {
     probe: ProcessProbe,
+    /// CPU nanoseconds at the previous tick, and when.
     previous_cpu: Option<(u64, Instant)>,
     previous: BTreeMap<Column, Value>,
+    /// `comm`, start time (ticks after boot) and parent, as `stat` last said.
+    name: String,
+    start_ticks: u64,
+    ppid: i32,
+    /// `stat` must be read at the next tick: never read yet, or an exec or rename was seen.
+    stale: bool,
+}
+
+impl Node {
+    fn new(probe: ProcessProbe) -> Node {
+        Node {
+            probe,
+            previous_cpu: None,
+            previous: BTreeMap::new(),
+            name: String::new(),
+            start_ticks: 0,
+            ppid: 0,
+            stale: true,
+        }
+    }
+}
+
+/// How a [`TreeMonitor`] learns which processes are in the tree.
+#[derive(Debug)]
+enum Discovery {
+    /// The kernel's fork, exec and exit events; children lists are read again only when
+    /// events were lost or a process with children left.
+    Events(ProcEvents),
+    /// Every process's children list (and `stat`) at every tick.
+    Polling,
 }
 
 /// What `pmt tree` saw over its run, for the final summary.
@@ -348,6 +391,8 @@ pub struct TreeStats {
     pub departed: usize,
     /// Ticks taken.
     pub ticks: usize,
+    /// Ticks that read every process's children list (all of them without process events).
+    pub walks: usize,
     /// Peak total RSS, bytes.
     pub peak_total_rss: u64,
 }
@@ -368,38 +413,75 @@ pub struct SeenProcess {
 }
 
 /// Tracks a root process and its descendants.
+///
+/// Each tick reads, per process, its CPU-time clock and `/proc/PID/statm` (RSS, as psutil reads
+/// it); `/proc/PID/stat`
+/// only when a shown column needs it (page faults, user/system CPU, threads, status), when the
+/// process is new or has exec'd or been renamed, or when the tree is walked. The tree is kept
+/// from the kernel's process events ([`ProcEvents`]) and walked through the children lists only
+/// at the first tick, after lost events, and when a process with children exits (its children
+/// are reparented). Without events (not root, or not in the initial PID namespace) it walks,
+/// and reads `stat`, at every tick.
 #[derive(Debug)]
 pub struct TreeMonitor {
     root: i32,
     units: KernelUnits,
     columns: Vec<Column>,
+    /// Whether a shown column comes from `stat`.
+    columns_need_stat: bool,
     nodes: BTreeMap<i32, Node>,
+    discovery: Discovery,
+    /// Children (sorted) of each process in the tree, as last walked and then followed by events.
+    children: HashMap<i32, Vec<i32>>,
+    /// Parent of each process in the tree but the root.
+    parent: HashMap<i32, i32>,
+    /// Walk the children lists at the next tick.
+    walk_next: bool,
+    events: Vec<ProcEvent>,
     started: Instant,
     stats: TreeStats,
 }
 
 impl TreeMonitor {
-    /// Starts tracking `root`; fails with a clear error if it does not exist or cannot be read.
+    /// Starts tracking `root`, from process events where the kernel gives them (else by
+    /// polling); fails with a clear error if `root` does not exist or cannot be read.
     pub fn new(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
+        let discovery = match ProcEvents::subscribe() {
+            Ok(events) => Discovery::Events(events),
+            Err(_) => Discovery::Polling,
+        };
+        Self::with_discovery(root, columns, discovery)
+    }
+
+    /// Starts tracking `root` by reading every process's children list and `stat` at every tick
+    /// (what [`TreeMonitor::new`] falls back to without process events).
+    pub fn polling(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
+        Self::with_discovery(root, columns, Discovery::Polling)
+    }
+
+    fn with_discovery(
+        root: i32,
+        columns: Vec<Column>,
+        discovery: Discovery,
+    ) -> Result<TreeMonitor, ProbeError> {
         let units = KernelUnits::read()?;
-        let mut probe = ProcessProbe::open(root, false)?;
+        let mut probe = ProcessProbe::open(root, true)?;
         if probe.stat()?.has_exited() {
             return Err(ProbeError::NoSuchProcess { pid: root });
         }
         let mut nodes = BTreeMap::new();
-        nodes.insert(
-            root,
-            Node {
-                probe,
-                previous_cpu: None,
-                previous: BTreeMap::new(),
-            },
-        );
+        nodes.insert(root, Node::new(probe));
         Ok(TreeMonitor {
             root,
             units,
+            columns_need_stat: columns.iter().any(|c| c.needs_stat()),
             columns,
             nodes,
+            discovery,
+            children: HashMap::new(),
+            parent: HashMap::new(),
+            walk_next: true,
+            events: Vec::new(),
             started: Instant::now(),
             stats: TreeStats::default(),
         })
@@ -415,8 +497,87 @@ impl TreeMonitor {
         &self.stats
     }
 
+    /// Whether the tree is followed through the kernel's process events (rather than polled).
+    pub fn uses_events(&self) -> bool {
+        matches!(self.discovery, Discovery::Events(_))
+    }
+
+    /// Whether `pid` is in the tree as last known.
+    fn tracked(&self, pid: i32) -> bool {
+        pid == self.root || self.parent.contains_key(&pid)
+    }
+
+    fn link(&mut self, parent: i32, child: i32) {
+        let siblings = self.children.entry(parent).or_default();
+        if let Err(at) = siblings.binary_search(&child) {
+            siblings.insert(at, child);
+        }
+        self.parent.insert(child, parent);
+    }
+
+    /// Drops `pid` from the tree; if it had children, they were reparented somewhere, so the
+    /// next tick walks the children lists to find where.
+    fn unlink(&mut self, pid: i32) {
+        if let Some(parent) = self.parent.remove(&pid)
+            && let Some(siblings) = self.children.get_mut(&parent)
+        {
+            siblings.retain(|p| *p != pid);
+        }
+        if self.children.remove(&pid).is_some_and(|c| !c.is_empty()) {
+            self.walk_next = true;
+        }
+        self.nodes.remove(&pid);
+    }
+
+    /// Applies the events since the last tick; returns whether this tick must walk the
+    /// children lists.
+    fn follow_events(&mut self) -> bool {
+        let Discovery::Events(source) = &mut self.discovery else {
+            return true;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        match source.drain(|event| events.push(event)) {
+            Ok(drained) => self.walk_next |= drained.lost,
+            Err(_) => {
+                self.discovery = Discovery::Polling;
+                return true;
+            }
+        }
+        for event in &events {
+            match *event {
+                ProcEvent::Fork {
+                    parent_tgid,
+                    child_pid,
+                    child_tgid,
+                } if child_pid == child_tgid && self.tracked(parent_tgid) => {
+                    self.link(parent_tgid, child_pid);
+                }
+                ProcEvent::Exec { tgid, .. } | ProcEvent::Comm { tgid, .. } => {
+                    if let Some(node) = self.nodes.get_mut(&tgid) {
+                        node.stale = true;
+                    }
+                }
+                ProcEvent::Exit { pid, tgid }
+                    if pid == tgid && pid != self.root && self.tracked(pid) =>
+                {
+                    self.unlink(pid);
+                }
+                _ => {}
+            }
+        }
+        self.events = events;
+        std::mem::take(&mut self.walk_next)
+    }
+
     /// Reads the whole tree now; `None` once the root has exited.
     pub fn tick(&mut self) -> Option<TreeSnapshot> {
+        let walk = self.follow_events();
+        if walk {
+            self.stats.walks += 1;
+            self.children.clear();
+            self.parent.clear();
+        }
         let now = Instant::now();
         let monitor_time = now.duration_since(self.started).as_secs_f64();
         let wall = SystemTime::now()
@@ -431,7 +592,7 @@ impl TreeMonitor {
             if !visited.insert(pid) {
                 continue;
             }
-            let (row, children) = match self.read_node(pid, depth, now, wall) {
+            let (row, children) = match self.read_node(pid, depth, now, wall, walk) {
                 NodeRead::Alive(row, children) => (row, children),
                 NodeRead::Zombie if pid != self.root => {
                     // Kept (one open descriptor) until reaped, so it is not reopened every tick.
@@ -439,20 +600,25 @@ impl TreeMonitor {
                     continue;
                 }
                 NodeRead::Zombie | NodeRead::Gone if pid == self.root => return None,
-                NodeRead::Zombie | NodeRead::Gone => continue,
+                NodeRead::Zombie | NodeRead::Gone => {
+                    self.unlink(pid);
+                    continue;
+                }
             };
             rows.push(row);
             for child in children.into_iter().rev() {
+                if walk {
+                    self.link(pid, child);
+                }
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.nodes.entry(child) {
-                    match ProcessProbe::open(child, false) {
+                    match ProcessProbe::open(child, true) {
                         Ok(probe) => {
-                            slot.insert(Node {
-                                probe,
-                                previous_cpu: None,
-                                previous: BTreeMap::new(),
-                            });
+                            slot.insert(Node::new(probe));
                         }
-                        Err(_) => continue,
+                        Err(_) => {
+                            self.unlink(child);
+                            continue;
+                        }
                     }
                 }
                 stack.push((child, depth + 1));
@@ -471,43 +637,85 @@ impl TreeMonitor {
         Some(snapshot)
     }
 
-    fn read_node(&mut self, pid: i32, depth: usize, now: Instant, wall: f64) -> NodeRead {
+    fn read_node(
+        &mut self,
+        pid: i32,
+        depth: usize,
+        now: Instant,
+        wall: f64,
+        walk: bool,
+    ) -> NodeRead {
         let units = self.units;
         let born_since_last_tick = self.stats.ticks > 0;
         let Some(node) = self.nodes.get_mut(&pid) else {
             return NodeRead::Gone;
         };
-        let stat = match node.probe.stat() {
-            Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
-            Ok(stat) => stat,
+        // The clock first: the descriptor reads after it prove the PID still names this process.
+        let Ok(cpu_ns) = node.probe.cpu_time_ns() else {
+            return NodeRead::Gone;
+        };
+        // RSS from `statm`, as psutil reads it: `stat`'s rss field can lag it by some pages.
+        let rss_pages = match node.probe.statm() {
+            Ok(statm) => statm.resident,
             Err(_) => return NodeRead::Gone,
         };
-        let children = node.probe.children(stat.num_threads).unwrap_or_default();
-        let cpu_ticks = stat.utime + stat.stime;
+        // No memory at all: exiting or a zombie, which `stat` tells.
+        let read_stat = walk || node.stale || self.columns_need_stat || rss_pages == 0;
+        let stat = if read_stat {
+            match node.probe.stat() {
+                Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
+                Ok(stat) => Some(stat),
+                Err(_) => return NodeRead::Gone,
+            }
+        } else {
+            None
+        };
+        if let Some(stat) = &stat {
+            if node.name != stat.name {
+                node.name.clone_from(&stat.name);
+            }
+            node.start_ticks = stat.starttime;
+            node.ppid = stat.ppid;
+            node.stale = false;
+        }
+        let children = match (&stat, walk) {
+            (Some(stat), true) => node.probe.children(stat.num_threads).unwrap_or_default(),
+            _ => self.children.get(&pid).cloned().unwrap_or_default(),
+        };
+        let cpu_seconds = cpu_ns as f64 / 1e9;
+        let process_time =
+            wall - (units.boot_time + node.start_ticks as f64 / units.ticks_per_second);
         let cpu_percent = match node.previous_cpu {
-            Some((ticks, at)) => {
+            Some((previous_ns, at)) => {
                 let dt = now.duration_since(at).as_secs_f64();
-                let used = cpu_ticks.saturating_sub(ticks) as f64 / units.ticks_per_second;
+                let used = cpu_ns.saturating_sub(previous_ns) as f64 / 1e9;
                 if dt > 0.0 { 100.0 * used / dt } else { 0.0 }
             }
             // Born since the previous tick: its whole life is inside this interval.
-            None if born_since_last_tick => {
-                let age = wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second);
-                100.0 * (cpu_ticks as f64 / units.ticks_per_second) / age.max(1e-3)
-            }
+            None if born_since_last_tick => 100.0 * cpu_seconds / process_time.max(1e-3),
             // Present at the first tick: no interval yet (psutil's first cpu_percent() is 0.0 too).
             None => 0.0,
         };
-        node.previous_cpu = Some((cpu_ticks, now));
-        let values = column_values(&self.columns, &stat, units, cpu_percent);
+        node.previous_cpu = Some((cpu_ns, now));
+        let counters = Counters {
+            pid,
+            rss_bytes: rss_pages * units.page_size,
+            cpu_percent,
+            stat: stat.as_ref(),
+        };
+        let values = column_values(&self.columns, &counters, units);
         let row = Row {
             depth,
             pid,
-            name: stat.name.clone(),
-            process_time: wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second),
+            name: node.name.clone(),
+            process_time,
             values,
-            ppid: stat.ppid,
-            cpu_seconds: cpu_ticks as f64 / units.ticks_per_second,
+            ppid: if pid == self.root {
+                node.ppid
+            } else {
+                self.parent.get(&pid).copied().unwrap_or(node.ppid)
+            },
+            cpu_seconds,
         };
         NodeRead::Alive(row, children)
     }
@@ -567,32 +775,49 @@ impl TreeMonitor {
     }
 }
 
+/// One process's counters at one tick, from wherever they were read.
+struct Counters<'a> {
+    pid: i32,
+    rss_bytes: u64,
+    cpu_percent: f64,
+    /// Read this tick whenever a shown column needs it.
+    stat: Option<&'a StatFields>,
+}
+
 fn column_values(
     columns: &[Column],
-    stat: &StatFields,
+    counters: &Counters,
     units: KernelUnits,
-    cpu_percent: f64,
 ) -> Option<Vec<Value>> {
-    let pid = stat.pid;
+    let pid = counters.pid;
     let count = |r: Result<usize, ProbeError>| match r {
         Ok(n) => Ok(Value::Int(n as i64)),
         Err(err) => Err(err),
     };
+    let from_stat = |value: fn(&StatFields, KernelUnits) -> Value| {
+        counters
+            .stat
+            .map(|stat| value(stat, units))
+            .ok_or_else(|| ProbeError::Io {
+                path: format!("/proc/{pid}/stat").into(),
+                source: std::io::Error::other("not read this tick"),
+            })
+    };
     let mut values = Vec::with_capacity(columns.len());
     for column in columns {
         let value = match column {
-            Column::Rss => Ok(Value::Int((stat.rss_pages * units.page_size) as i64)),
+            Column::Rss => Ok(Value::Int(counters.rss_bytes as i64)),
             Column::Uss => Ok(Value::Int(
                 probe::full_memory(pid).map(|m| m.uss as i64).unwrap_or(-1),
             )),
-            Column::PFaults => Ok(Value::Int((stat.minflt + stat.majflt) as i64)),
-            Column::Cpu => Ok(Value::Float(cpu_percent)),
-            Column::User => Ok(Value::Float(stat.utime as f64 / units.ticks_per_second)),
-            Column::Sys => Ok(Value::Float(stat.stime as f64 / units.ticks_per_second)),
+            Column::PFaults => from_stat(|s, _| Value::Int((s.minflt + s.majflt) as i64)),
+            Column::Cpu => Ok(Value::Float(counters.cpu_percent)),
+            Column::User => from_stat(|s, u| Value::Float(s.utime as f64 / u.ticks_per_second)),
+            Column::Sys => from_stat(|s, u| Value::Float(s.stime as f64 / u.ticks_per_second)),
             Column::Ctx => probe::context_switches(pid)
                 .map(|c| Value::Int((c.voluntary + c.involuntary) as i64)),
-            Column::Thrds => Ok(Value::Int(stat.num_threads as i64)),
-            Column::Status => Ok(Value::Text(stat.status().to_string())),
+            Column::Thrds => from_stat(|s, _| Value::Int(s.num_threads as i64)),
+            Column::Status => from_stat(|s, _| Value::Text(s.status().to_string())),
             Column::Files => count(probe::open_file_count(pid)),
             Column::Net => count(probe::inet_connection_count(pid)),
             Column::CmdLine => probe::cmdline(pid).map(|args| Value::Text(args.join(" "))),
