@@ -68,7 +68,10 @@ class Monitor:
     def start(self):
         self.out = open(self.stdout_path, 'w')
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=self.out, stderr=subprocess.STDOUT)
+        # A monitor stopped with SIGINT must not inherit SIGINT ignored (as a job started in the
+        # background of a non-interactive shell does), or it never stops.
+        reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if self.stop_with_sigint else None
+        self.proc = subprocess.Popen(self.argv, stdout=self.out, stderr=subprocess.STDOUT, preexec_fn=reset)
 
     def finish(self, deadline):
         if self.stop_with_sigint:
