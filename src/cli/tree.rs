@@ -167,6 +167,8 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
         ..MemoryPlot::default()
     };
     let mut root_exited = false;
+    // One tick's table text, reused from tick to tick.
+    let mut text = String::new();
     let mut next = started;
     let mut first = true;
     loop {
@@ -174,19 +176,15 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
             root_exited = true;
             break;
         };
-        let lines = if args.quiet {
-            Vec::new()
-        } else {
-            writer.tick_lines(&mut monitor, &snapshot)
-        };
+        text.clear();
+        if !args.quiet {
+            writer.write_tick(&mut monitor, &snapshot, &mut text);
+        }
         let omitted = first && args.omit_first;
         first = false;
         if !omitted {
             if !args.quiet {
-                for line in &lines {
-                    out.write_all(line.as_bytes())?;
-                    out.write_all(b"\n")?;
-                }
+                out.write_all(text.as_bytes())?;
                 out.flush()?;
             }
             if let Some((_, file, count)) = &mut json {

@@ -227,48 +227,68 @@ impl Value {
     }
 }
 
-fn group_thousands(digits: &str) -> String {
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+/// Text buffers reused for every cell of a tick, so formatting allocates nothing per cell.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The digits as Rust formats them.
+    raw: String,
+    /// Sign and grouped digits, before padding.
+    number: String,
+    /// One padded cell.
+    cell: String,
 }
 
-fn format_number(value: f64, layout: Layout) -> String {
-    let body = match layout.decimals {
-        Some(decimals) => format!("{:.decimals$}", value.abs()),
-        None => format!("{}", value.abs().round() as u64),
+/// Appends `value` laid out as Python's `format(value, spec)` would for `layout`.
+fn push_number(
+    out: &mut String,
+    raw: &mut String,
+    number: &mut String,
+    value: f64,
+    layout: Layout,
+) {
+    raw.clear();
+    let _ = match layout.decimals {
+        Some(decimals) => write!(raw, "{:.decimals$}", value.abs()),
+        None => write!(raw, "{}", value.abs().round() as u64),
     };
-    let body = if layout.comma {
-        match body.split_once('.') {
-            Some((int, frac)) => format!("{}.{frac}", group_thousands(int)),
-            None => group_thousands(&body),
-        }
-    } else {
-        body
-    };
-    let negative = value < 0.0 && body.chars().any(|c| c.is_ascii_digit() && c != '0');
-    let sign = if negative {
-        "-"
+    let negative = value < 0.0 && raw.bytes().any(|c| c.is_ascii_digit() && c != b'0');
+    number.clear();
+    if negative {
+        number.push('-');
     } else if layout.plus {
-        "+"
+        number.push('+');
+    }
+    if layout.comma {
+        let (int, frac) = match raw.split_once('.') {
+            Some((int, frac)) => (int, Some(frac)),
+            None => (raw.as_str(), None),
+        };
+        for (i, ch) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i).is_multiple_of(3) {
+                number.push(',');
+            }
+            number.push(ch);
+        }
+        if let Some(frac) = frac {
+            number.push('.');
+            number.push_str(frac);
+        }
     } else {
-        ""
-    };
-    format!("{:>width$}", format!("{sign}{body}"), width = layout.width)
+        number.push_str(raw);
+    }
+    let _ = write!(out, "{number:>width$}", width = layout.width);
 }
 
-fn format_value(value: &Value, scale: f64, layout: Layout) -> String {
+fn push_value(out: &mut String, scratch: &mut Scratch, value: &Value, scale: f64, layout: Layout) {
+    let Scratch { raw, number, .. } = scratch;
     match value {
-        Value::Text(text) => format!("{text:>width$}", width = layout.width),
-        Value::Int(v) if scale == 1.0 && layout.decimals.is_none() => {
-            format_number(*v as f64, layout)
+        Value::Text(text) => {
+            let _ = write!(out, "{text:>width$}", width = layout.width);
         }
-        other => format_number(other.as_f64() * scale, layout),
+        Value::Int(v) if scale == 1.0 && layout.decimals.is_none() => {
+            push_number(out, raw, number, *v as f64, layout)
+        }
+        other => push_number(out, raw, number, other.as_f64() * scale, layout),
     }
 }
 
@@ -281,11 +301,11 @@ enum Colour {
 }
 
 impl Colour {
-    fn paint(self, text: &str, enabled: bool) -> String {
-        match (self, enabled) {
-            (Colour::Red, true) => format!("\x1b[31m{text}\x1b[0m"),
-            (Colour::Green, true) => format!("\x1b[32m{text}\x1b[0m"),
-            _ => text.to_string(),
+    fn code(self) -> Option<&'static str> {
+        match self {
+            Colour::Red => Some("\x1b[31m"),
+            Colour::Green => Some("\x1b[32m"),
+            Colour::Plain => None,
         }
     }
 }
@@ -347,7 +367,8 @@ struct Node {
     probe: ProcessProbe,
     /// CPU nanoseconds at the previous tick, and when.
     previous_cpu: Option<(u64, Instant)>,
-    previous: BTreeMap<Column, Value>,
+    /// The values last shown, in column order, that the diff columns compare against.
+    previous: Vec<Option<Value>>,
     /// `comm`, start time (ticks after boot) and parent, as `stat` last said.
     name: String,
     start_ticks: u64,
@@ -361,7 +382,7 @@ impl Node {
         Node {
             probe,
             previous_cpu: None,
-            previous: BTreeMap::new(),
+            previous: Vec::new(),
             name: String::new(),
             start_ticks: 0,
             ppid: 0,
@@ -760,18 +781,10 @@ impl TreeMonitor {
         stats.departed = stats.seen.len() - snapshot.rows.len();
     }
 
-    /// The previous values of a process's diff columns, updated to `values`; returns the old ones.
-    fn swap_previous(&mut self, pid: i32, values: &[Value]) -> BTreeMap<Column, Value> {
-        let Some(node) = self.nodes.get_mut(&pid) else {
-            return BTreeMap::new();
-        };
-        let mut new = BTreeMap::new();
-        for (column, value) in self.columns.iter().zip(values) {
-            if column.diff_layout().is_some() {
-                new.insert(*column, value.clone());
-            }
-        }
-        std::mem::replace(&mut node.previous, new)
+    /// The columns, and the values last shown for `pid` (while it is tracked).
+    fn row_state(&mut self, pid: i32) -> (&[Column], Option<&mut Vec<Option<Value>>>) {
+        let previous = self.nodes.get_mut(&pid).map(|node| &mut node.previous);
+        (&self.columns, previous)
     }
 }
 
@@ -876,111 +889,165 @@ impl TableWriter {
         out
     }
 
-    /// The lines of one tick: one per process, then the total line. Updates the previous
-    /// values the diff columns compare against.
-    pub fn tick_lines(&self, monitor: &mut TreeMonitor, snapshot: &TreeSnapshot) -> Vec<String> {
-        let columns = monitor.columns.clone();
-        let mut lines = Vec::with_capacity(snapshot.rows.len() + 1);
+    /// Appends the lines of one tick to `out`, each ending in a newline: one per process, then
+    /// the total line. Updates the previous values the diff columns compare against.
+    pub fn write_tick(&self, monitor: &mut TreeMonitor, snapshot: &TreeSnapshot, out: &mut String) {
+        let mut scratch = Scratch::default();
         for row in &snapshot.rows {
-            let mut line = self.row_prefix(
-                row.depth,
-                &row.pid.to_string(),
-                &format!("\"{}\"", row.name),
-                row.process_time,
-            );
+            self.row_prefix(out, &mut scratch, row);
+            let (columns, previous) = monitor.row_state(row.pid);
             match &row.values {
                 None => {
                     let denied = "ACCESS DENIED";
-                    line.push(' ');
-                    line.push_str(&if self.colour {
-                        format!("\x1b[43m\x1b[30m{denied}\x1b[0m")
+                    out.push(' ');
+                    if self.colour {
+                        let _ = write!(out, "\x1b[43m\x1b[30m{denied}\x1b[0m");
                     } else {
-                        denied.to_string()
-                    });
+                        out.push_str(denied);
+                    }
                 }
                 Some(values) => {
-                    let previous = monitor.swap_previous(row.pid, values);
-                    for (column, value) in columns.iter().zip(values) {
-                        self.cell(
-                            &mut line,
-                            &format_value(value, column.scale(), column.layout()),
+                    let mut previous = previous;
+                    if let Some(previous) = previous.as_deref_mut() {
+                        previous.resize(columns.len(), None);
+                    }
+                    for (index, (column, value)) in columns.iter().zip(values).enumerate() {
+                        scratch.cell.clear();
+                        let mut cell = std::mem::take(&mut scratch.cell);
+                        push_value(
+                            &mut cell,
+                            &mut scratch,
+                            value,
+                            column.scale(),
+                            column.layout(),
                         );
+                        self.push_cell(out, &cell, Colour::Plain);
+                        let slot = previous.as_deref_mut().and_then(|p| p.get_mut(index));
                         if let Some(diff) = column.diff_layout() {
-                            let (text, colour) =
-                                diff_text(value, previous.get(column), *column, diff);
-                            self.cell(&mut line, &colour.paint(&text, self.colour));
+                            cell.clear();
+                            let before = slot.as_deref().and_then(Option::as_ref);
+                            let colour =
+                                push_diff(&mut cell, &mut scratch, value, before, *column, diff);
+                            self.push_cell(out, &cell, colour);
+                        }
+                        scratch.cell = cell;
+                        if let Some(slot) = slot {
+                            match slot {
+                                Some(kept) => kept.clone_from(value),
+                                None => *slot = Some(value.clone()),
+                            }
                         }
                     }
                 }
             }
-            lines.push(line);
+            out.push('\n');
         }
-        lines.push(self.total_line(&columns, snapshot));
-        lines
+        self.total_line(out, &mut scratch, monitor.columns(), snapshot);
+        out.push('\n');
     }
 
-    fn cell(&self, line: &mut String, text: &str) {
+    /// Appends a separator (a space in the table) and `text`: trimmed when separated, and
+    /// wrapped in `colour` when colour is on (then untrimmed, as `process_tree.py` does).
+    fn push_cell(&self, out: &mut String, text: &str, colour: Colour) {
         if self.sep.is_empty() {
-            line.push(' ');
-            line.push_str(text);
+            out.push(' ');
         } else {
-            line.push_str(&self.sep);
-            line.push_str(text.trim());
+            out.push_str(&self.sep);
+        }
+        match colour.code() {
+            Some(code) if self.colour => {
+                out.push_str(code);
+                out.push_str(text);
+                out.push_str("\x1b[0m");
+            }
+            _ if self.sep.is_empty() => out.push_str(text),
+            _ => out.push_str(text.trim()),
         }
     }
 
-    fn row_prefix(&self, depth: usize, pid: &str, name: &str, process_time: f64) -> String {
+    fn row_prefix(&self, out: &mut String, scratch: &mut Scratch, row: &Row) {
         let sep = &self.sep;
-        let mut out = String::new();
+        let (depth, pid) = (row.depth, row.pid);
         if sep.is_empty() {
             if depth == 0 {
-                let _ = write!(out, "{process_time:8.1}");
+                let _ = write!(out, "{:8.1}", row.process_time);
             } else {
-                out.push_str(&" ".repeat(8));
+                out.push_str("        ");
             }
-            let _ = write!(out, " {} {pid:>5} {name:24}", INDENT.repeat(depth));
+            out.push(' ');
+            for _ in 0..depth {
+                out.push_str(INDENT);
+            }
+            scratch.cell.clear();
+            let _ = write!(scratch.cell, "\"{}\"", row.name);
+            let _ = write!(out, " {pid:>5} {:24}", scratch.cell);
         } else {
             if depth == 0 {
-                let _ = write!(out, "{process_time:.1}");
+                let _ = write!(out, "{:.1}", row.process_time);
             }
-            let _ = write!(out, "{sep}{pid}{sep}{name}");
+            let _ = write!(out, "{sep}{pid}{sep}\"{}\"", row.name);
         }
-        out
     }
 
-    fn total_line(&self, columns: &[Column], snapshot: &TreeSnapshot) -> String {
-        let name = format!("\"{} processes\"", snapshot.rows.len());
-        let mut line = if self.sep.is_empty() {
-            format!("{:8}  {:>5} {name:24}", "", "total")
+    fn total_line(
+        &self,
+        out: &mut String,
+        scratch: &mut Scratch,
+        columns: &[Column],
+        snapshot: &TreeSnapshot,
+    ) {
+        scratch.cell.clear();
+        let _ = write!(scratch.cell, "\"{} processes\"", snapshot.rows.len());
+        if self.sep.is_empty() {
+            let _ = write!(out, "{:8}  {:>5} {:24}", "", "total", scratch.cell);
         } else {
-            format!("{sep}total{sep}{name}", sep = self.sep)
-        };
+            let _ = write!(out, "{sep}total{sep}{}", scratch.cell, sep = self.sep);
+        }
+        let mut cell = std::mem::take(&mut scratch.cell);
         for (column, total) in columns.iter().zip(&snapshot.totals) {
-            let text = match total {
-                Some(total) => format_number(total * column.scale(), column.layout()),
-                None => format!("{:width$}", "", width = column.layout().width),
-            };
-            self.cell(&mut line, &text);
+            cell.clear();
+            let width = column.layout().width;
+            match total {
+                Some(total) => {
+                    let Scratch { raw, number, .. } = scratch;
+                    push_number(
+                        &mut cell,
+                        raw,
+                        number,
+                        total * column.scale(),
+                        column.layout(),
+                    );
+                }
+                None => {
+                    let _ = write!(cell, "{:width$}", "");
+                }
+            }
+            self.push_cell(out, &cell, Colour::Plain);
             if let Some(diff) = column.diff_layout() {
-                self.cell(&mut line, &format!("{:width$}", "", width = diff.width));
+                cell.clear();
+                let _ = write!(cell, "{:width$}", "", width = diff.width);
+                self.push_cell(out, &cell, Colour::Plain);
             }
         }
-        line
+        scratch.cell = cell;
     }
 }
 
-fn diff_text(
+/// Appends the change from `previous` to `value` laid out for a diff column; returns its colour.
+fn push_diff(
+    out: &mut String,
+    scratch: &mut Scratch,
     value: &Value,
     previous: Option<&Value>,
     column: Column,
     layout: Layout,
-) -> (String, Colour) {
+) -> Colour {
     match value {
         Value::Text(text) => {
             let changed = previous.is_none_or(|p| p != value);
             let shown = if changed { text.as_str() } else { "" };
-            let colour = if changed { Colour::Red } else { Colour::Green };
-            (format!("{shown:>width$}", width = layout.width), colour)
+            let _ = write!(out, "{shown:>width$}", width = layout.width);
+            if changed { Colour::Red } else { Colour::Green }
         }
         _ => {
             let delta = value.as_f64() - previous.map(Value::as_f64).unwrap_or(0.0);
@@ -995,7 +1062,8 @@ fn diff_text(
                 Value::Int(_) => Value::Int(delta as i64),
                 _ => Value::Float(delta),
             };
-            (format_value(&delta_value, column.scale(), layout), colour)
+            push_value(out, scratch, &delta_value, column.scale(), layout);
+            colour
         }
     }
 }
@@ -1100,6 +1168,18 @@ pub fn snapshot_json(columns: &[Column], snapshot: &TreeSnapshot) -> OrderedJson
 mod tests {
     use super::*;
 
+    fn format_number(value: f64, layout: Layout) -> String {
+        let mut out = String::new();
+        push_number(
+            &mut out,
+            &mut String::new(),
+            &mut String::new(),
+            value,
+            layout,
+        );
+        out
+    }
+
     #[test]
     fn numbers_format_like_python() {
         assert_eq!(
@@ -1160,6 +1240,95 @@ mod tests {
             writer.header(&[Column::Rss, Column::User]),
             "Time(s)|PID|Name|RSS(MB)|dRSS(MB)|User(s)"
         );
+    }
+
+    /// Two ticks through the writer, against lines Python's `format()` makes for the same values
+    /// (`process_tree.py`'s specs): table and `--sep`, diffs against the previous tick.
+    #[test]
+    fn tick_lines_match_python_format() {
+        const MB: i64 = 1024 * 1024;
+        let me = std::process::id() as i32;
+        let columns = vec![Column::Rss, Column::Cpu, Column::Status];
+        let mut monitor = TreeMonitor::polling(me, columns.clone()).expect("monitor of self");
+        monitor.tick().expect("self is alive");
+        let row = |depth, pid, name: &str, time, rss, cpu, status: &str| Row {
+            depth,
+            pid,
+            name: name.into(),
+            process_time: time,
+            values: Some(vec![
+                Value::Int(rss),
+                Value::Float(cpu),
+                Value::Text(status.into()),
+            ]),
+            ppid: 0,
+            cpu_seconds: 0.0,
+        };
+        let snapshot = |rows: Vec<Row>| {
+            let totals = monitor_totals(&columns, &rows);
+            TreeSnapshot {
+                monitor_time: 0.0,
+                rows,
+                totals,
+            }
+        };
+        let table = TableWriter {
+            sep: String::new(),
+            colour: false,
+        };
+        let first = snapshot(vec![
+            row(0, me, "python3", 12.34, 10 * MB, 12.5, "sleeping"),
+            row(1, 4322, "a b", 0.0, 1536 * MB, 0.0, "running"),
+        ]);
+        let mut text = String::new();
+        table.write_tick(&mut monitor, &first, &mut text);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                format!(
+                    "    12.3  {me:>5} \"python3\"                    10.0    +10.0     12.5    +12.5   sleeping   sleeping"
+                ),
+                "             4322 \"a b\"                     1,536.0 +1,536.0      0.0     +0.0    running    running".to_string(),
+                "          total \"2 processes\"             1,546.0              12.5                               ".to_string(),
+            ]
+        );
+        let second = snapshot(vec![row(0, me, "python3", 12.44, 9 * MB, 2.0, "sleeping")]);
+        let mut text = String::new();
+        table.write_tick(&mut monitor, &second, &mut text);
+        assert_eq!(
+            text.lines().next(),
+            Some(
+                format!(
+                    "    12.4  {me:>5} \"python3\"                     9.0     -1.0      2.0    -10.5   sleeping           "
+                )
+                .as_str()
+            )
+        );
+        let separated = TableWriter {
+            sep: "|".into(),
+            colour: false,
+        };
+        let mut text = String::new();
+        separated.write_tick(&mut monitor, &second, &mut text);
+        assert_eq!(
+            text.lines().next(),
+            Some(format!("12.4|{me}|\"python3\"|9.0|+0.0|2.0|+0.0|sleeping|").as_str())
+        );
+    }
+
+    fn monitor_totals(columns: &[Column], rows: &[Row]) -> Vec<Option<f64>> {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                column.summable().then(|| {
+                    rows.iter()
+                        .filter_map(|row| row.values.as_ref()?.get(index))
+                        .map(Value::as_f64)
+                        .sum()
+                })
+            })
+            .collect()
     }
 
     #[test]
