@@ -101,7 +101,7 @@ fn rows(snapshot: &TreeSnapshot) -> Vec<(usize, i32, String, i64)> {
                 .and_then(|v| v.first())
                 .and_then(|v| v.to_json().as_i64())
                 .unwrap_or(-1);
-            (row.depth, row.pid, row.name.clone(), rss)
+            (row.depth, row.pid, row.name.to_string(), rss)
         })
         .collect()
 }

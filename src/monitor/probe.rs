@@ -195,22 +195,21 @@ pub struct StatmFields {
 impl StatmFields {
     /// Parses the text of `/proc/PID/statm`.
     pub fn parse(text: &str) -> Option<StatmFields> {
-        let values: Vec<u64> = text
-            .split_ascii_whitespace()
-            .map(|v| v.parse().ok())
-            .collect::<Option<_>>()?;
-        match values.as_slice() {
-            [size, resident, shared, text, lib, data, dirty, ..] => Some(StatmFields {
-                size: *size,
-                resident: *resident,
-                shared: *shared,
-                text: *text,
-                lib: *lib,
-                data: *data,
-                dirty: *dirty,
-            }),
-            _ => None,
+        let mut values = [0u64; 7];
+        let mut words = text.split_ascii_whitespace();
+        for value in &mut values {
+            *value = words.next()?.parse().ok()?;
         }
+        let [size, resident, shared, text, lib, data, dirty] = values;
+        Some(StatmFields {
+            size,
+            resident,
+            shared,
+            text,
+            lib,
+            data,
+            dirty,
+        })
     }
 }
 

@@ -9,8 +9,9 @@
 
 use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe, StatFields};
 use crate::monitor::proc_events::{ProcEvent, ProcEvents};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A column of the table, as `process_tree.py` names it.
@@ -317,8 +318,8 @@ pub struct Row {
     pub depth: usize,
     /// PID.
     pub pid: i32,
-    /// Executable name.
-    pub name: String,
+    /// Executable name (shared with the monitor, so a tick does not copy it).
+    pub name: Arc<str>,
     /// Seconds since the process started.
     pub process_time: f64,
     /// Values in column order, or `None` where access was denied.
@@ -329,8 +330,22 @@ pub struct Row {
     pub cpu_seconds: f64,
 }
 
+impl Row {
+    fn blank() -> Row {
+        Row {
+            depth: 0,
+            pid: 0,
+            name: Arc::from(""),
+            process_time: 0.0,
+            values: None,
+            ppid: 0,
+            cpu_seconds: 0.0,
+        }
+    }
+}
+
 /// The whole tree at one tick: rows depth-first, children by PID, and the totals.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TreeSnapshot {
     /// Seconds since monitoring started.
     pub monitor_time: f64,
@@ -354,8 +369,8 @@ impl TreeSnapshot {
 /// What reading one process in a tick found.
 #[derive(Debug)]
 enum NodeRead {
-    /// Running: its row and its children's PIDs.
-    Alive(Row, Vec<i32>),
+    /// Running, its row filled; its children's PIDs when the tree is being walked.
+    Alive(Option<Vec<i32>>),
     /// Exited but not yet reaped by its parent.
     Zombie,
     /// No longer there.
@@ -370,11 +385,13 @@ struct Node {
     /// The values last shown, in column order, that the diff columns compare against.
     previous: Vec<Option<Value>>,
     /// `comm`, start time (ticks after boot) and parent, as `stat` last said.
-    name: String,
+    name: Arc<str>,
     start_ticks: u64,
     ppid: i32,
     /// `stat` must be read at the next tick: never read yet, or an exec or rename was seen.
     stale: bool,
+    /// The last tick (1, 2, …) that reached it.
+    seen_in: usize,
 }
 
 impl Node {
@@ -383,10 +400,11 @@ impl Node {
             probe,
             previous_cpu: None,
             previous: Vec::new(),
-            name: String::new(),
+            name: Arc::from(""),
             start_ticks: 0,
             ppid: 0,
             stale: true,
+            seen_in: 0,
         }
     }
 }
@@ -459,6 +477,10 @@ pub struct TreeMonitor {
     /// Walk the children lists at the next tick.
     walk_next: bool,
     events: Vec<ProcEvent>,
+    /// The depth-first walk's stack, and children that vanished before they were opened,
+    /// kept between ticks for their storage.
+    stack: Vec<(i32, usize)>,
+    vanished: Vec<i32>,
     started: Instant,
     stats: TreeStats,
 }
@@ -503,6 +525,8 @@ impl TreeMonitor {
             parent: HashMap::new(),
             walk_next: true,
             events: Vec::new(),
+            stack: Vec::new(),
+            vanished: Vec::new(),
             started: Instant::now(),
             stats: TreeStats::default(),
         })
@@ -593,69 +617,86 @@ impl TreeMonitor {
 
     /// Reads the whole tree now; `None` once the root has exited.
     pub fn tick(&mut self) -> Option<TreeSnapshot> {
+        let mut snapshot = TreeSnapshot::default();
+        self.tick_into(&mut snapshot).then_some(snapshot)
+    }
+
+    /// Reads the whole tree now into `snapshot`, reusing its rows, so that a tick of a tree
+    /// whose processes stay allocates nothing; `false` once the root has exited.
+    pub fn tick_into(&mut self, snapshot: &mut TreeSnapshot) -> bool {
         let walk = self.follow_events();
         if walk {
             self.stats.walks += 1;
             self.children.clear();
             self.parent.clear();
         }
+        let tick = self.stats.ticks + 1;
         let now = Instant::now();
-        let monitor_time = now.duration_since(self.started).as_secs_f64();
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let mut rows = Vec::with_capacity(self.nodes.len());
-        let mut visited = BTreeSet::new();
-        let mut zombies = BTreeSet::new();
-        let mut stack = vec![(self.root, 0usize)];
+        let mut filled = 0;
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut vanished = std::mem::take(&mut self.vanished);
+        stack.clear();
+        stack.push((self.root, 0usize));
         while let Some((pid, depth)) = stack.pop() {
-            if !visited.insert(pid) {
-                continue;
+            match self.nodes.get_mut(&pid) {
+                Some(node) if node.seen_in != tick => node.seen_in = tick,
+                _ => continue,
             }
-            let (row, children) = match self.read_node(pid, depth, now, wall, walk) {
-                NodeRead::Alive(row, children) => (row, children),
-                NodeRead::Zombie if pid != self.root => {
+            if snapshot.rows.len() == filled {
+                snapshot.rows.push(Row::blank());
+            }
+            let polled =
+                match self.read_node(pid, depth, now, wall, walk, &mut snapshot.rows[filled]) {
+                    NodeRead::Alive(polled) => polled,
                     // Kept (one open descriptor) until reaped, so it is not reopened every tick.
-                    zombies.insert(pid);
-                    continue;
-                }
-                NodeRead::Zombie | NodeRead::Gone if pid == self.root => return None,
-                NodeRead::Zombie | NodeRead::Gone => {
-                    self.unlink(pid);
-                    continue;
-                }
+                    NodeRead::Zombie if pid != self.root => continue,
+                    NodeRead::Zombie | NodeRead::Gone if pid == self.root => {
+                        self.stack = stack;
+                        self.vanished = vanished;
+                        return false;
+                    }
+                    NodeRead::Zombie | NodeRead::Gone => {
+                        self.unlink(pid);
+                        continue;
+                    }
+                };
+            filled += 1;
+            for child in polled.into_iter().flatten() {
+                self.link(pid, child);
+            }
+            let Some(children) = self.children.get(&pid) else {
+                continue;
             };
-            rows.push(row);
-            for child in children.into_iter().rev() {
-                if walk {
-                    self.link(pid, child);
-                }
+            for &child in children.iter().rev() {
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.nodes.entry(child) {
                     match ProcessProbe::open(child, true) {
                         Ok(probe) => {
                             slot.insert(Node::new(probe));
                         }
                         Err(_) => {
-                            self.unlink(child);
+                            vanished.push(child);
                             continue;
                         }
                     }
                 }
                 stack.push((child, depth + 1));
             }
+            for child in vanished.drain(..) {
+                self.unlink(child);
+            }
         }
-        let alive: BTreeSet<i32> = rows.iter().map(|r| r.pid).collect();
-        self.nodes
-            .retain(|pid, _| alive.contains(pid) || zombies.contains(pid));
-        let totals = self.totals(&rows);
-        let snapshot = TreeSnapshot {
-            monitor_time,
-            rows,
-            totals,
-        };
-        self.record_stats(&snapshot);
-        Some(snapshot)
+        self.stack = stack;
+        self.vanished = vanished;
+        snapshot.rows.truncate(filled);
+        self.nodes.retain(|_, node| node.seen_in == tick);
+        snapshot.monitor_time = now.duration_since(self.started).as_secs_f64();
+        self.fill_totals(&snapshot.rows, &mut snapshot.totals);
+        self.record_stats(snapshot);
+        true
     }
 
     fn read_node(
@@ -665,6 +706,7 @@ impl TreeMonitor {
         now: Instant,
         wall: f64,
         walk: bool,
+        row: &mut Row,
     ) -> NodeRead {
         let units = self.units;
         let born_since_last_tick = self.stats.ticks > 0;
@@ -692,16 +734,16 @@ impl TreeMonitor {
             None
         };
         if let Some(stat) = &stat {
-            if node.name != stat.name {
-                node.name.clone_from(&stat.name);
+            if *node.name != *stat.name {
+                node.name = Arc::from(stat.name.as_str());
             }
             node.start_ticks = stat.starttime;
             node.ppid = stat.ppid;
             node.stale = false;
         }
-        let children = match (&stat, walk) {
-            (Some(stat), true) => node.probe.children(stat.num_threads).unwrap_or_default(),
-            _ => self.children.get(&pid).cloned().unwrap_or_default(),
+        let polled = match (&stat, walk) {
+            (Some(stat), true) => Some(node.probe.children(stat.num_threads).unwrap_or_default()),
+            _ => None,
         };
         let cpu_seconds = cpu_ns as f64 / 1e9;
         let process_time =
@@ -718,43 +760,40 @@ impl TreeMonitor {
             None => 0.0,
         };
         node.previous_cpu = Some((cpu_ns, now));
+        row.depth = depth;
+        row.pid = pid;
+        row.name = Arc::clone(&node.name);
+        row.process_time = process_time;
+        row.ppid = if pid == self.root {
+            node.ppid
+        } else {
+            self.parent.get(&pid).copied().unwrap_or(node.ppid)
+        };
+        row.cpu_seconds = cpu_seconds;
         let counters = Counters {
             pid,
             rss_bytes: rss_pages * units.page_size,
             cpu_percent,
             stat: stat.as_ref(),
         };
-        let values = column_values(&self.columns, &counters, units);
-        let row = Row {
-            depth,
-            pid,
-            name: node.name.clone(),
-            process_time,
-            values,
-            ppid: if pid == self.root {
-                node.ppid
-            } else {
-                self.parent.get(&pid).copied().unwrap_or(node.ppid)
-            },
-            cpu_seconds,
-        };
-        NodeRead::Alive(row, children)
+        let mut values = row.values.take().unwrap_or_default();
+        if fill_values(&self.columns, &counters, units, &mut values) {
+            row.values = Some(values);
+        }
+        NodeRead::Alive(polled)
     }
 
-    fn totals(&self, rows: &[Row]) -> Vec<Option<f64>> {
-        self.columns
-            .iter()
-            .enumerate()
-            .map(|(index, column)| {
-                column.summable().then(|| {
-                    rows.iter()
-                        .filter_map(|row| row.values.as_ref()?.get(index))
-                        .map(Value::as_f64)
-                        .filter(|v| *v >= 0.0)
-                        .sum()
-                })
+    fn fill_totals(&self, rows: &[Row], totals: &mut Vec<Option<f64>>) {
+        totals.clear();
+        totals.extend(self.columns.iter().enumerate().map(|(index, column)| {
+            column.summable().then(|| {
+                rows.iter()
+                    .filter_map(|row| row.values.as_ref()?.get(index))
+                    .map(Value::as_f64)
+                    .filter(|v| *v >= 0.0)
+                    .sum()
             })
-            .collect()
+        }));
     }
 
     fn record_stats(&mut self, snapshot: &TreeSnapshot) {
@@ -770,7 +809,7 @@ impl TreeMonitor {
                 .map(|v| v.as_f64() as u64)
                 .unwrap_or(0);
             let seen = stats.seen.entry(row.pid).or_insert_with(|| SeenProcess {
-                name: row.name.clone(),
+                name: row.name.to_string(),
                 first_seen: snapshot.monitor_time,
                 ..SeenProcess::default()
             });
@@ -797,11 +836,14 @@ struct Counters<'a> {
     stat: Option<&'a StatFields>,
 }
 
-fn column_values(
+/// Fills `values` with the columns' values; `false` where access was denied.
+fn fill_values(
     columns: &[Column],
     counters: &Counters,
     units: KernelUnits,
-) -> Option<Vec<Value>> {
+    values: &mut Vec<Value>,
+) -> bool {
+    values.clear();
     let pid = counters.pid;
     let count = |r: Result<usize, ProbeError>| match r {
         Ok(n) => Ok(Value::Int(n as i64)),
@@ -816,7 +858,6 @@ fn column_values(
                 source: std::io::Error::other("not read this tick"),
             })
     };
-    let mut values = Vec::with_capacity(columns.len());
     for column in columns {
         let value = match column {
             Column::Rss => Ok(Value::Int(counters.rss_bytes as i64)),
@@ -837,11 +878,11 @@ fn column_values(
         };
         match value {
             Ok(value) => values.push(value),
-            Err(ProbeError::PermissionDenied { .. }) if column.needs_extra_reads() => return None,
+            Err(ProbeError::PermissionDenied { .. }) if column.needs_extra_reads() => return false,
             Err(_) => values.push(Value::Int(-1)),
         }
     }
-    Some(values)
+    true
 }
 
 /// Writes `process_tree.py`'s table (or `--sep` separated) text for the ticks of a [`TreeMonitor`].
@@ -851,11 +892,21 @@ pub struct TableWriter {
     pub sep: String,
     /// Colour increases red and decreases green.
     pub colour: bool,
+    scratch: Scratch,
 }
 
 const INDENT: &str = "  ";
 
 impl TableWriter {
+    /// A writer separating cells with `sep` (empty: an aligned table), in colour or not.
+    pub fn new(sep: &str, colour: bool) -> TableWriter {
+        TableWriter {
+            sep: sep.to_string(),
+            colour,
+            scratch: Scratch::default(),
+        }
+    }
+
     /// The header line (without a newline).
     pub fn header(&self, columns: &[Column]) -> String {
         let sep = &self.sep;
@@ -891,8 +942,13 @@ impl TableWriter {
 
     /// Appends the lines of one tick to `out`, each ending in a newline: one per process, then
     /// the total line. Updates the previous values the diff columns compare against.
-    pub fn write_tick(&self, monitor: &mut TreeMonitor, snapshot: &TreeSnapshot, out: &mut String) {
-        let mut scratch = Scratch::default();
+    pub fn write_tick(
+        &mut self,
+        monitor: &mut TreeMonitor,
+        snapshot: &TreeSnapshot,
+        out: &mut String,
+    ) {
+        let mut scratch = std::mem::take(&mut self.scratch);
         for row in &snapshot.rows {
             self.row_prefix(out, &mut scratch, row);
             let (columns, previous) = monitor.row_state(row.pid);
@@ -944,6 +1000,7 @@ impl TableWriter {
         }
         self.total_line(out, &mut scratch, monitor.columns(), snapshot);
         out.push('\n');
+        self.scratch = scratch;
     }
 
     /// Appends a separator (a space in the table) and `text`: trimmed when separated, and
@@ -1124,7 +1181,7 @@ pub fn snapshot_json(columns: &[Column], snapshot: &TreeSnapshot) -> OrderedJson
         let mut entries = vec![
             ("process_time".to_string(), leaf(row.process_time)),
             ("pid".to_string(), leaf(row.pid)),
-            ("name".to_string(), leaf(row.name.as_str())),
+            ("name".to_string(), leaf(&*row.name)),
         ];
         if let Some(values) = &row.values {
             for (column, value) in columns.iter().zip(values) {
@@ -1224,18 +1281,12 @@ mod tests {
 
     #[test]
     fn header_matches_process_tree_layout() {
-        let writer = TableWriter {
-            sep: String::new(),
-            colour: false,
-        };
+        let writer = TableWriter::new("", false);
         assert_eq!(
             writer.header(&[Column::Rss, Column::Cpu]),
             "Time(s)     PID Name                      RSS(MB) dRSS(MB)   CPU(%)  dCPU(%)"
         );
-        let writer = TableWriter {
-            sep: "|".into(),
-            colour: false,
-        };
+        let writer = TableWriter::new("|", false);
         assert_eq!(
             writer.header(&[Column::Rss, Column::User]),
             "Time(s)|PID|Name|RSS(MB)|dRSS(MB)|User(s)"
@@ -1272,10 +1323,7 @@ mod tests {
                 totals,
             }
         };
-        let table = TableWriter {
-            sep: String::new(),
-            colour: false,
-        };
+        let mut table = TableWriter::new("", false);
         let first = snapshot(vec![
             row(0, me, "python3", 12.34, 10 * MB, 12.5, "sleeping"),
             row(1, 4322, "a b", 0.0, 1536 * MB, 0.0, "running"),
@@ -1304,10 +1352,7 @@ mod tests {
                 .as_str()
             )
         );
-        let separated = TableWriter {
-            sep: "|".into(),
-            colour: false,
-        };
+        let mut separated = TableWriter::new("|", false);
         let mut text = String::new();
         separated.write_tick(&mut monitor, &second, &mut text);
         assert_eq!(
@@ -1336,7 +1381,7 @@ mod tests {
         let row = |depth, pid| Row {
             depth,
             pid,
-            name: format!("p{pid}"),
+            name: format!("p{pid}").into(),
             process_time: 1.0,
             values: Some(vec![Value::Int(1024), Value::Float(0.0)]),
             ppid: 0,
