@@ -9,7 +9,8 @@
 
 use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe, StatFields};
 use crate::monitor::proc_events::{ProcEvent, ProcEvents};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -468,12 +469,12 @@ pub struct TreeMonitor {
     columns: Vec<Column>,
     /// Whether a shown column comes from `stat`.
     columns_need_stat: bool,
-    nodes: BTreeMap<i32, Node>,
+    nodes: FxHashMap<i32, Node>,
     discovery: Discovery,
     /// Children (sorted) of each process in the tree, as last walked and then followed by events.
-    children: HashMap<i32, Vec<i32>>,
+    children: FxHashMap<i32, Vec<i32>>,
     /// Parent of each process in the tree but the root.
-    parent: HashMap<i32, i32>,
+    parent: FxHashMap<i32, i32>,
     /// Walk the children lists at the next tick.
     walk_next: bool,
     events: Vec<ProcEvent>,
@@ -512,7 +513,7 @@ impl TreeMonitor {
         if probe.stat()?.has_exited() {
             return Err(ProbeError::NoSuchProcess { pid: root });
         }
-        let mut nodes = BTreeMap::new();
+        let mut nodes = FxHashMap::default();
         nodes.insert(root, Node::new(probe));
         Ok(TreeMonitor {
             root,
@@ -521,8 +522,8 @@ impl TreeMonitor {
             columns,
             nodes,
             discovery,
-            children: HashMap::new(),
-            parent: HashMap::new(),
+            children: FxHashMap::default(),
+            parent: FxHashMap::default(),
             walk_next: true,
             events: Vec::new(),
             stack: Vec::new(),
@@ -672,7 +673,7 @@ impl TreeMonitor {
                 continue;
             };
             for &child in children.iter().rev() {
-                if let std::collections::btree_map::Entry::Vacant(slot) = self.nodes.entry(child) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.nodes.entry(child) {
                     match ProcessProbe::open(child, true) {
                         Ok(probe) => {
                             slot.insert(Node::new(probe));
