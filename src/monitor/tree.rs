@@ -461,7 +461,8 @@ pub struct SeenProcess {
 /// from the kernel's process events ([`ProcEvents`]) and walked through the children lists only
 /// at the first tick, after lost events, and when a process with children exits (its children
 /// are reparented). Without events (not root, or not in the initial PID namespace) it walks,
-/// and reads `stat`, at every tick.
+/// and reads `stat` (and `statm`, but not the clock: CPU time then comes from `stat`), at every
+/// tick.
 #[derive(Debug)]
 pub struct TreeMonitor {
     root: i32,
@@ -714,9 +715,17 @@ impl TreeMonitor {
         let Some(node) = self.nodes.get_mut(&pid) else {
             return NodeRead::Gone;
         };
-        // The clock first: the descriptor reads after it prove the PID still names this process.
-        let Ok(cpu_ns) = node.probe.cpu_time_ns() else {
-            return NodeRead::Gone;
+        // Polling reads `stat` every tick anyway, and takes the CPU time from it (utime + stime,
+        // in clock ticks) rather than pay for the clock too. Otherwise the clock comes first:
+        // the descriptor reads after it prove the PID still names this process.
+        let polling = matches!(self.discovery, Discovery::Polling);
+        let clock_ns = if polling {
+            None
+        } else {
+            match node.probe.cpu_time_ns() {
+                Ok(ns) => Some(ns),
+                Err(_) => return NodeRead::Gone,
+            }
         };
         // RSS from `statm`, as psutil reads it: `stat`'s rss field can lag it by some pages.
         let rss_pages = match node.probe.statm() {
@@ -724,7 +733,7 @@ impl TreeMonitor {
             Err(_) => return NodeRead::Gone,
         };
         // No memory at all: exiting or a zombie, which `stat` tells.
-        let read_stat = walk || node.stale || self.columns_need_stat || rss_pages == 0;
+        let read_stat = polling || walk || node.stale || self.columns_need_stat || rss_pages == 0;
         let stat = if read_stat {
             match node.probe.stat() {
                 Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
@@ -745,6 +754,12 @@ impl TreeMonitor {
         let polled = match (&stat, walk) {
             (Some(stat), true) => Some(node.probe.children(stat.num_threads).unwrap_or_default()),
             _ => None,
+        };
+        let cpu_ns = match (clock_ns, &stat) {
+            (Some(ns), _) => ns,
+            (None, stat) => stat.as_ref().map_or(0, |stat| {
+                ((stat.utime + stat.stime) as f64 * 1e9 / units.ticks_per_second) as u64
+            }),
         };
         let cpu_seconds = cpu_ns as f64 / 1e9;
         let process_time =
