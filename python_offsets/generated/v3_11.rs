@@ -30,6 +30,7 @@ pub const LAYOUT: Layout = Layout {
     code_name: 120,
     code_qualname: Some(128),
     code_firstlineno: 72,
+    code_flags: 48,
     code_linetable: 136,
     code_code: None,
     code_code_adaptive: Some(184),

@@ -30,6 +30,7 @@ pub const LAYOUT: Layout = Layout {
     code_name: 104,
     code_qualname: None,
     code_firstlineno: 36,
+    code_flags: 32,
     code_linetable: 112,
     code_code: Some(40),
     code_code_adaptive: None,

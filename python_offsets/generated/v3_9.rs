@@ -30,6 +30,7 @@ pub const LAYOUT: Layout = Layout {
     code_name: 112,
     code_qualname: None,
     code_firstlineno: 40,
+    code_flags: 36,
     code_linetable: 120,
     code_code: Some(48),
     code_code_adaptive: None,

@@ -112,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn own_rss_grows_when_memory_is_touched() {
+    fn own_rss_counts_a_touched_mapping() {
         let mut rss = RssCounter::open(std::process::id() as i32).expect("open own statm");
         // A fresh anonymous mapping: its pages cannot already be resident (a heap block could
         // reuse memory another test just freed).
@@ -129,16 +129,17 @@ mod tests {
             )
         };
         assert_ne!(block, libc::MAP_FAILED);
-        let before = rss.read().expect("read");
         // SAFETY: `block` is a writable mapping of `len` bytes.
         unsafe { std::ptr::write_bytes(block.cast::<u8>(), 1, len) };
-        let after = rss.read().expect("read");
+        let during = rss.read().expect("read");
         // SAFETY: unmapping the mapping made above.
         unsafe { libc::munmap(block, len) };
+        // Other tests of this binary allocate and free at the same time, so the change of the
+        // process-wide figure is not ours alone; but while the mapping is touched, RSS holds
+        // at least all of its pages, whatever the others do.
         assert!(
-            after >= before + (60 << 20),
-            "RSS grew by {} only",
-            after.saturating_sub(before)
+            during >= len as u64,
+            "RSS {during} while {len} bytes were resident"
         );
     }
 

@@ -10,6 +10,10 @@ use crate::attach::ReadMemory;
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
+/// `CO_GENERATOR | CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR`: code whose
+/// frames are suspended and resumed.
+const CO_GENERATOR_LIKE: u32 = 0x20 | 0x80 | 0x100 | 0x200;
+
 /// The most code objects kept decoded; the cache starts over past this.
 const MAX_CACHED_CODES: usize = 1 << 16;
 
@@ -20,6 +24,8 @@ struct CachedCode {
     /// now holds another code object and the entry is decoded again.
     fingerprint: (u64, u64),
     info: Arc<CodeInfo>,
+    /// The code is a generator's, a coroutine's or an async generator's.
+    generator: bool,
     linetable: Vec<u8>,
     /// Address of the first instruction (3.11+: inline in the code object).
     code_start: u64,
@@ -49,14 +55,15 @@ impl CodeCache {
         CodeCache::default()
     }
 
-    /// Decodes (or finds) the code object at `addr` and the line of `position` in it.
+    /// Decodes (or finds) the code object at `addr`: what it is, the line of `position` in
+    /// it, and whether it is a generator's (or coroutine's).
     pub fn frame(
         &mut self,
         mem: &impl ReadMemory,
         layout: &Layout,
         addr: u64,
         position: InstructionPosition,
-    ) -> Result<(Arc<CodeInfo>, u32), DecodeError> {
+    ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
         let fingerprint = (
             mem.read_u64(addr.wrapping_add(layout.code_filename))?,
             mem.read_u64(addr.wrapping_add(layout.code_name))?,
@@ -95,7 +102,7 @@ impl CodeCache {
                 )
             }),
         };
-        Ok((code.info.clone(), line))
+        Ok((code.info.clone(), line, code.generator))
     }
 
     /// Forgets every decoded code object (after the target reloaded code, for instance).
@@ -114,6 +121,7 @@ fn decode_code(
         layout.code_name,
         layout.code_qualname.unwrap_or(0),
         layout.code_firstlineno,
+        layout.code_flags,
         layout.code_linetable,
         layout.code_code.unwrap_or(0),
     ]);
@@ -133,6 +141,7 @@ fn decode_code(
         (None, None) => 0,
     };
     Ok(CachedCode {
+        generator: field_u32(&raw, layout.code_flags) & CO_GENERATOR_LIKE != 0,
         fingerprint,
         info: Arc::new(CodeInfo {
             function,

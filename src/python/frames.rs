@@ -15,6 +15,10 @@ pub const MAX_FRAMES: usize = 4096;
 const FRAME_OWNED_BY_CSTACK: u8 = 3;
 
 /// The frames of the chain starting at `first`, innermost first.
+///
+/// A chain whose outermost frame runs a generator's (or coroutine's) code was cut while
+/// being read: a generator that yields unlinks its frame from its caller, and a thread's
+/// outermost frame is never a generator's. That is an error, for the caller to read again.
 pub fn walk_frames(
     mem: &impl ReadMemory,
     layout: &Layout,
@@ -32,6 +36,7 @@ pub fn walk_frames(
     let mut frames = Vec::new();
     let mut addr = first;
     let mut visited = 0usize;
+    let mut outermost_is_generator = false;
     while addr != 0 {
         visited += 1;
         if visited > MAX_FRAMES {
@@ -43,10 +48,8 @@ pub fn walk_frames(
         mem.read(addr, &mut buf)?;
         let back = field_u64(&buf, layout.frame_back);
         let code = field_u64(&buf, layout.frame_code);
-        if let Some(owner_at) = layout.frame_owner
-            && layout.version >= (3, 12)
-            && field_u8(&buf, owner_at) == FRAME_OWNED_BY_CSTACK
-        {
+        let owner = layout.frame_owner.map(|at| field_u8(&buf, at));
+        if owner == Some(FRAME_OWNED_BY_CSTACK) && layout.version >= (3, 12) {
             addr = back;
             continue;
         }
@@ -55,9 +58,16 @@ pub fn walk_frames(
         } else {
             InstructionPosition::Lasti(field_u32(&buf, layout.frame_lasti) as i32)
         };
-        let (code, line) = codes.frame(mem, layout, code, position)?;
+        let (code, line, generator) = codes.frame(mem, layout, code, position)?;
+        outermost_is_generator = generator;
         frames.push(Frame { code, line });
         addr = back;
+    }
+    if outermost_is_generator {
+        return Err(DecodeError::invalid(
+            "frame chain (cut at a generator that yielded)",
+            first,
+        ));
     }
     Ok(frames)
 }

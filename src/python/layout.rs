@@ -87,6 +87,8 @@ pub struct Layout {
     pub code_qualname: Option<u64>,
     /// `co_firstlineno` (an int).
     pub code_firstlineno: u64,
+    /// `co_flags` (an int: `CO_GENERATOR`, `CO_COROUTINE`, …).
+    pub code_flags: u64,
     /// `co_lnotab` (≤3.9) / `co_linetable` (3.10+): a bytes object.
     pub code_linetable: u64,
     /// `co_code` (≤3.10): the bytes object of the bytecode.

@@ -9,7 +9,8 @@ use super::layout::Layout;
 use super::layouts::{SUPPORTED, layout_for};
 use super::objects::{DecodeError, read_str};
 use super::threads::{
-    GLIBC_PTHREAD_TID_OFFSET, GilLocation, gil_holder, module_global, thread_names, thread_states,
+    GLIBC_PTHREAD_TID_OFFSET, GilLocation, current_frame, gil_holder, module_global, thread_names,
+    thread_states,
 };
 use super::version::PythonVersion;
 use super::{Frame, ThreadStack};
@@ -113,6 +114,9 @@ const WANTED_SYMBOLS: &[&str] = &[
     "_PyThreadState_Current",
     "Py_Version",
 ];
+
+/// How many times one thread's frames are walked before the thread is left out of a read.
+const FRAME_READ_TRIES: usize = 3;
 
 /// How often thread names are looked up again when an unnamed thread shows up.
 const NAME_REFRESH: Duration = Duration::from_millis(500);
@@ -302,7 +306,7 @@ impl PythonSpy {
         let mut stacks = Vec::with_capacity(raws.len());
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         for raw in raws {
-            let Some(frames) = self.frames_of(&snapshot, raw.first_frame) else {
+            let Some(frames) = self.frames_of(&snapshot, raw.tstate, raw.first_frame) else {
                 self.thread_errors += 1;
                 continue;
             };
@@ -329,16 +333,27 @@ impl PythonSpy {
         Ok(stacks)
     }
 
-    /// Frames from `first`, with one retry straight from the target (not the snapshot's
-    /// pages): a running target may move under the reader.
+    /// The frames of thread state `tstate`, whose innermost frame the snapshot saw at
+    /// `first`. A running target moves under the reader: a walk that fails (a torn read, or a
+    /// chain cut at a generator that yielded meanwhile) is done again straight from the
+    /// target, from the thread's innermost frame as it is now, up to [`FRAME_READ_TRIES`]
+    /// times in all.
     fn frames_of(
         &mut self,
         snapshot: &PageCache<'_, RemoteMemory>,
+        tstate: u64,
         first: u64,
     ) -> Option<Vec<Frame>> {
-        walk_frames(snapshot, &self.layout, &mut self.codes, first)
-            .or_else(|_| walk_frames(&self.mem, &self.layout, &mut self.codes, first))
-            .ok()
+        if let Ok(frames) = walk_frames(snapshot, &self.layout, &mut self.codes, first) {
+            return Some(frames);
+        }
+        for _ in 1..FRAME_READ_TRIES {
+            let now = current_frame(&self.mem, &self.layout, tstate).ok()?;
+            if let Ok(frames) = walk_frames(&self.mem, &self.layout, &mut self.codes, now) {
+                return Some(frames);
+            }
+        }
+        None
     }
 
     /// Looks up `threading` names again, at most every [`NAME_REFRESH`].

@@ -61,14 +61,7 @@ pub fn thread_states(
                 return Err(DecodeError::invalid("thread list", interp));
             }
             mem.read(tstate, &mut buf)?;
-            let frame_field = field_u64(&buf, layout.tstate_frame);
-            let first_frame = match layout.cframe_current_frame {
-                Some(current_at) if frame_field != 0 => {
-                    mem.read_u64(frame_field.wrapping_add(current_at))?
-                }
-                Some(_) => 0,
-                None => frame_field,
-            };
+            let first_frame = frame_from_field(mem, layout, field_u64(&buf, layout.tstate_frame))?;
             threads.push(RawThread {
                 tstate,
                 interp,
@@ -83,6 +76,30 @@ pub fn thread_states(
         interp = mem.read_u64(interp.wrapping_add(layout.interp_next))?;
     }
     Ok(threads)
+}
+
+/// The innermost frame of the thread state at `tstate`, read now.
+pub fn current_frame(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    tstate: u64,
+) -> Result<u64, DecodeError> {
+    let field = mem.read_u64(tstate.wrapping_add(layout.tstate_frame))?;
+    frame_from_field(mem, layout, field)
+}
+
+/// The innermost frame from the thread state's frame member: the frame itself, or (3.11,
+/// 3.12) the `_PyCFrame` that points to it.
+fn frame_from_field(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    field: u64,
+) -> Result<u64, DecodeError> {
+    match layout.cframe_current_frame {
+        Some(current_at) if field != 0 => Ok(mem.read_u64(field.wrapping_add(current_at))?),
+        Some(_) => Ok(0),
+        None => Ok(field),
+    }
 }
 
 /// Where a version keeps the thread state that holds the GIL.

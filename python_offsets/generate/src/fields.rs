@@ -148,6 +148,7 @@ pub const FIELDS: &[Field] = &[
     field!(code_firstlineno, false, |_m| off(
         "PyCodeObject.co_firstlineno"
     )),
+    field!(code_flags, false, |_m| off("PyCodeObject.co_flags")),
     field!(code_linetable, false, |m| if m <= 9 {
         off("PyCodeObject.co_lnotab")
     } else {
