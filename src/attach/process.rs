@@ -176,6 +176,53 @@ impl TargetProcess {
     }
 }
 
+/// The pids of every living descendant of `pid`, parents before their children, from the
+/// kernel's `/proc/PID/task/TID/children` lists (cheap: no scan of every process). Processes
+/// that exit while being listed are simply left out; a missing `children` file (kernels
+/// built without it) falls back to [`TargetProcess::descendants`].
+pub fn descendant_pids(pid: i32) -> Vec<i32> {
+    if !Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists() {
+        return TargetProcess::open(pid)
+            .map(|target| {
+                target
+                    .descendants()
+                    .into_iter()
+                    .map(|(child, _)| child)
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let mut found = Vec::new();
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(parent) = queue.pop_front() {
+        for child in children_of(parent) {
+            if child != pid && !found.contains(&child) {
+                found.push(child);
+                queue.push_back(child);
+            }
+        }
+    }
+    found
+}
+
+/// The direct children of `pid`, over all its threads.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|t| t.parse::<i32>().ok()),
+        );
+    }
+    children
+}
+
 /// The system page size in bytes.
 pub fn page_size() -> u64 {
     procfs::page_size()

@@ -4,13 +4,16 @@
 //!
 //! Layout (`version` 1): `{"format": "pymemtrace-timeline", "version", "target", "metrics":
 //! [{"name", "unit"}], "summary", "totals": {metric: total}, "threads": [{"python_id",
-//! "native_id", "name"}], "frames": [{"function", "filename", "line"}], "stacks": [[frame id,
-//! root first]], "samples": [{"t": seconds, "rss": bytes, "threads": [{"thread", "stack",
-//! "deltas": [one per metric, in "metrics" order]}]}]}`.
+//! "native_id", "name", "process"}], "frames": [{"function", "filename", "line"}], "stacks":
+//! [[frame id, root first]], "samples": [{"t": seconds, "process", "rss": bytes, "threads":
+//! [{"thread", "stack", "deltas": [one per metric, in "metrics" order]}]}], "processes":
+//! [{"pid", "command", "python_version"}]}`. `process` (an index into `processes`) and
+//! `processes` are present only for `--subprocesses` runs, where each sample is one process's
+//! and its `rss` that process's.
 
 use crate::profile::{
-    FrameInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo, TimelineEntry,
-    TimelineSample,
+    FrameInfo, ProcessInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo,
+    TimelineEntry, TimelineSample,
 };
 use crate::sampler::{Metric, MetricValues, UnknownMetric};
 use serde::{Deserialize, Serialize};
@@ -91,6 +94,15 @@ struct ThreadJson {
     python_id: Option<u64>,
     native_id: Option<u32>,
     name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProcessJson {
+    pid: i32,
+    command: String,
+    python_version: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +122,8 @@ struct EntryJson {
 #[derive(Serialize, Deserialize)]
 struct SampleJson {
     t: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<u32>,
     rss: Option<u64>,
     threads: Vec<EntryJson>,
 }
@@ -126,6 +140,8 @@ struct TimelineJson {
     frames: Vec<FrameJson>,
     stacks: Vec<Vec<u32>>,
     samples: Vec<SampleJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    processes: Vec<ProcessJson>,
 }
 
 /// Writes `profile` as a timeline. A profile that kept no timeline writes an empty sample list.
@@ -157,6 +173,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                 python_id: t.python_id,
                 native_id: t.native_id,
                 name: t.name.clone(),
+                process: t.process,
             })
             .collect(),
         frames: profile
@@ -175,6 +192,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
             .iter()
             .map(|s| SampleJson {
                 t: s.time_s,
+                process: s.process,
                 rss: s.rss,
                 threads: s
                     .entries
@@ -185,6 +203,15 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                         deltas: e.values.0.to_vec(),
                     })
                     .collect(),
+            })
+            .collect(),
+        processes: profile
+            .processes()
+            .iter()
+            .map(|p| ProcessJson {
+                pid: p.pid,
+                command: p.command.clone(),
+                python_version: p.python_version.clone(),
             })
             .collect(),
     };
@@ -249,6 +276,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
         }
         timeline.push(TimelineSample {
             time_s: sample.t,
+            process: sample.process,
             rss: sample.rss,
             entries,
         });
@@ -289,9 +317,20 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 python_id: t.python_id,
                 native_id: t.native_id,
                 name: t.name,
+                process: t.process,
             })
             .collect(),
         timeline,
+    )?
+    .with_processes(
+        doc.processes
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                command: p.command,
+                python_version: p.python_version,
+            })
+            .collect(),
     )?;
     Ok(profile)
 }
