@@ -780,6 +780,40 @@ pub(crate) mod test_support {
         }
     }
 
+    /// A `--subprocesses` profile of two forked processes whose main threads share ids:
+    /// process 10 keeps 1000 bytes in `keep`; process 11 grows 500 in `spike` first and
+    /// releases them after process 10 grew.
+    pub fn two_process_profile() -> Profile {
+        let mut profile = Profile::new(TargetInfo::default(), true);
+        let keeper = ProcessIdentity {
+            pid: 10,
+            command: "python3 keeper.py".to_string(),
+            python_version: Some("3.12.1".to_string()),
+        };
+        let spiker = ProcessIdentity {
+            pid: 11,
+            command: "python3 keeper.py".to_string(),
+            python_version: Some("3.12.1".to_string()),
+        };
+        let sample = |ms: u64, frames: &[Frame], rss: u64, release: u64| {
+            let mut thread = thread_sample(7, "MainThread", frames, rss);
+            thread.values.add(Metric::RssRelease, release);
+            Sample {
+                time: Duration::from_millis(ms),
+                rss: Some(1 << 20),
+                threads: vec![thread],
+            }
+        };
+        profile.add_process_sample(&spiker, sample(0, &[frame("spike", 9)], 500, 0));
+        profile.add_process_sample(&keeper, sample(10, &[frame("keep", 5)], 1000, 0));
+        profile.add_process_sample(&spiker, sample(20, &[frame("spike", 9)], 0, 500));
+        for ms in (30..600).step_by(10) {
+            profile.add_process_sample(&keeper, sample(ms, &[frame("keep", 5)], 0, 0));
+            profile.add_process_sample(&spiker, sample(ms, &[frame("idle", 1)], 0, 0));
+        }
+        profile
+    }
+
     /// A profile of two threads running the same leaf under different callers, plus a
     /// non-Python thread charged some growth.
     pub fn two_thread_profile() -> Profile {
@@ -938,6 +972,37 @@ mod tests {
         };
         assert_eq!(anonymous.label(), "thread ? (0xff)");
         assert_eq!(anonymous.empty_stack_label(), "<no Python frames>");
+    }
+
+    #[test]
+    fn processes_get_a_root_frame_and_their_own_ledger() {
+        let profile = two_process_profile();
+        assert_eq!(profile.processes().len(), 2);
+        assert_eq!(profile.threads().len(), 2, "the same ids in two processes");
+        let charged: Vec<(Vec<String>, u64)> = profile
+            .weights()
+            .iter()
+            .map(|w| (profile.stack_text(w, true), w.values.get(Metric::Rss)))
+            .filter(|(_, rss)| *rss > 0)
+            .collect();
+        assert_eq!(
+            charged,
+            [(
+                vec![
+                    "process 10: python3 keeper.py".to_string(),
+                    "thread MainThread (7)".to_string(),
+                    "keep (app/file.py:5)".to_string(),
+                ],
+                1000
+            )],
+            "process 11's release cancels its own spike, not process 10's growth"
+        );
+        let long = ProcessInfo {
+            pid: 3,
+            command: "x".repeat(100),
+            python_version: None,
+        };
+        assert_eq!(long.label().chars().count(), "process 3: ".len() + 81);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 """A multiprocessing workload for `pmt-sample --subprocesses`.
 
-The parent keeps a little memory itself (`parent_setup`), starts a short-lived child that keeps
+After --start-delay (time for a sampler to attach), the parent keeps a little memory itself
+(`parent_setup`), starts a short-lived child that keeps
 some memory and exits early (`short_lived`), then runs a pool of workers (fork start method):
 one task keeps everything it allocates (`leak_task`, the leak), the others allocate big
 buffers and free them again at once (`churn_task`, transient growth). Sizes are in MiB.
@@ -63,6 +64,7 @@ def main():
     parser.add_argument("--start-delay", type=float, default=0.4)
     args = parser.parse_args()
     context = multiprocessing.get_context("fork")
+    time.sleep(args.start_delay)
     parent_setup(8)
     early = context.Process(target=short_lived, args=(16, args.start_delay, 0.4))
     early.start()

@@ -238,3 +238,44 @@ fn proc_error(pid: i32, err: ProcError) -> ProcessError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        // A shell that starts a sleeping subshell, which starts a sleeping child: a child and a
+        // grandchild of the shell.
+        let mut shell = Command::new("sh")
+            .args(["-c", "(sleep 30; true) & sleep 30; true"])
+            .spawn()
+            .expect("sh");
+        let pid = shell.id() as i32;
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = descendant_pids(pid);
+            if found.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for &descendant in &found {
+            // SAFETY: kill(2) on processes this test started (they are not reaped by anyone
+            // else while the shell is alive).
+            unsafe {
+                libc::kill(descendant, libc::SIGKILL);
+            }
+        }
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert_eq!(
+            found.len(),
+            3,
+            "subshell, its sleep, the shell's sleep: {found:?}"
+        );
+        assert!(!found.contains(&pid));
+        assert!(descendant_pids(i32::MAX).is_empty());
+    }
+}

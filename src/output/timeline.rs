@@ -339,7 +339,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
 mod tests {
     use super::*;
     use crate::output::collapsed::{FoldOptions, fold};
-    use crate::profile::test_support::two_thread_profile;
+    use crate::profile::test_support::{two_process_profile, two_thread_profile};
 
     #[test]
     fn read_back_timeline_folds_the_same() {
@@ -368,6 +368,33 @@ mod tests {
         assert_eq!(back.target, profile.target);
         assert_eq!(back.summary, profile.summary);
         assert_eq!(back.timeline(), profile.timeline());
+    }
+
+    #[test]
+    fn processes_survive_the_round_trip() {
+        let profile = two_process_profile();
+        let mut json = Vec::new();
+        write(&profile, &mut json).expect("write");
+        let back = read(json.as_slice()).expect("read");
+        assert_eq!(back.processes(), profile.processes());
+        assert_eq!(back.timeline(), profile.timeline());
+        for metric in Metric::ALL {
+            let options = FoldOptions {
+                metric,
+                threads: true,
+            };
+            assert_eq!(fold(&back, options), fold(&profile, options), "{metric}");
+        }
+        let text = String::from_utf8(json).expect("utf-8");
+        let broken = text.replace("\"process\":1", "\"process\":5");
+        let err = read(broken.as_bytes()).expect_err("process 5 does not exist");
+        assert!(
+            matches!(
+                err,
+                TimelineError::Profile(ProfileError::BadProcess { process: 5, .. })
+            ),
+            "{err}"
+        );
     }
 
     #[test]
