@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
 are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
-at its sustained peak (memory freed again within 100 ms does not count).
+at its sustained peak (memory freed again within 250 ms does not count).
 Needs ptrace rights over the target: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0.")]
 pub struct SampleArgs {
     /// PID of the Python process to attach to (no restart, no code change).
