@@ -205,3 +205,23 @@ fn a_shell_launcher_is_followed_to_its_python_child() {
     assert!(has_function(frames, "<module>"), "{frames:?}");
     assert!(*samples >= 50, "{samples} wall samples in 1 s at 100 Hz");
 }
+
+#[test]
+fn a_tree_without_python_ends_with_the_root_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("none.folded");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--collapsed"])
+        .arg(&folded_path)
+        .args(["--", "sh", "-c", "sleep 0.3; true"]);
+    let output = run(command);
+    assert!(output.status.success(), "outputs are written");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("target exited"), "{stderr}");
+    assert!(
+        stderr.contains("no Python process was found in the tree"),
+        "{stderr}"
+    );
+    assert!(read_folded(&folded_path).is_empty());
+}
