@@ -36,7 +36,7 @@ for version in "${versions[@]}"; do
     PATH=$venv/bin:$PATH "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         --no-build-isolation --force-reinstall --no-deps "$repo"
     workdir=$(mktemp -d)
-    if ! (cd "$workdir" && "$venv/bin/python" -m pytest "$repo/python/tests" -q -p no:cacheprovider); then
+    if ! (cd "$workdir" && "$venv/bin/python" -m pytest "$repo/python/tests" -q -p no:cacheprovider --basetemp "$workdir/pytest-tmp"); then
         status=1
     fi
     rm -rf "$workdir"

@@ -57,6 +57,10 @@ pub enum Metric {
     Cpu,
     /// All samples.
     Wall,
+    /// Bytes requested from the target's allocator (eBPF uprobes, `memory::malloc`).
+    MallocBytes,
+    /// Calls of the target's allocator (eBPF uprobes, `memory::malloc`).
+    MallocCount,
 }
 
 /// The unit of a metric's values.
@@ -83,7 +87,14 @@ impl Unit {
 
 impl Metric {
     /// Every metric, in the order of [`MetricValues`].
-    pub const ALL: [Metric; 4] = [Metric::Rss, Metric::RssRelease, Metric::Cpu, Metric::Wall];
+    pub const ALL: [Metric; 6] = [
+        Metric::Rss,
+        Metric::RssRelease,
+        Metric::Cpu,
+        Metric::Wall,
+        Metric::MallocBytes,
+        Metric::MallocCount,
+    ];
     /// The number of metrics.
     pub const COUNT: usize = Metric::ALL.len();
 
@@ -94,14 +105,17 @@ impl Metric {
             Metric::RssRelease => "rss-release",
             Metric::Cpu => "cpu",
             Metric::Wall => "wall",
+            Metric::MallocBytes => "malloc-bytes",
+            Metric::MallocCount => "malloc-count",
         }
     }
 
     /// The unit of the metric's values.
     pub fn unit(self) -> Unit {
         match self {
-            Metric::Rss | Metric::RssRelease => Unit::Bytes,
+            Metric::Rss | Metric::RssRelease | Metric::MallocBytes => Unit::Bytes,
             Metric::Cpu | Metric::Wall => Unit::Samples,
+            Metric::MallocCount => Unit::Calls,
         }
     }
 
@@ -112,6 +126,8 @@ impl Metric {
             Metric::RssRelease => "resident memory released",
             Metric::Cpu => "on-CPU samples",
             Metric::Wall => "wall-clock samples",
+            Metric::MallocBytes => "bytes requested from the allocator",
+            Metric::MallocCount => "allocator calls",
         }
     }
 
@@ -122,6 +138,8 @@ impl Metric {
             Metric::RssRelease => 1,
             Metric::Cpu => 2,
             Metric::Wall => 3,
+            Metric::MallocBytes => 4,
+            Metric::MallocCount => 5,
         }
     }
 }
@@ -134,7 +152,7 @@ impl fmt::Display for Metric {
 
 /// A metric name that is not one of [`Metric::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown metric {0:?}: use one of rss, rss-release, cpu, wall")]
+#[error("unknown metric {0:?}: use one of rss, rss-release, cpu, wall, malloc-bytes, malloc-count")]
 pub struct UnknownMetric(pub String);
 
 impl FromStr for Metric {
@@ -435,7 +453,8 @@ pub struct Sampler<S: StackSource> {
     live_faults_since_process: u64,
     prev_python_threads: usize,
     last_stacks: HashMap<u32, (ThreadIdentity, Vec<Frame>)>,
-    prev_counters: Vec<HashMap<u32, u64>>,
+    /// Each counter source's totals at the previous successful read; `None` before the first.
+    prev_counters: Vec<Option<HashMap<u32, u64>>>,
     stats: SamplerStats,
     scratch_stats: Vec<(u32, ThreadStat)>,
     scratch_totals: HashMap<u32, u64>,
@@ -474,7 +493,7 @@ impl<S: StackSource> Sampler<S> {
     /// Adds a counter source whose per-thread deltas feed its metric.
     pub fn add_counter(&mut self, counter: Box<dyn CounterSource>) {
         self.counters.push(counter);
-        self.prev_counters.push(HashMap::new());
+        self.prev_counters.push(None);
     }
 
     /// Whether per-thread page-fault counters could be opened.
@@ -576,12 +595,19 @@ impl<S: StackSource> Sampler<S> {
             let mut deltas = HashMap::new();
             match counter.read(&mut self.scratch_totals) {
                 Ok(()) => {
-                    for (&tid, &total) in &self.scratch_totals {
-                        if let Some(&before) = prev.get(&tid) {
+                    // The first read is the baseline. After it, a thread not seen before
+                    // counts from 0: totals run from the source's start, so its whole total
+                    // (say, a new thread's first allocations) belongs to this interval.
+                    if let Some(prev) = prev.as_ref() {
+                        for (&tid, &total) in &self.scratch_totals {
+                            let before = prev.get(&tid).copied().unwrap_or(0);
                             deltas.insert(tid, total.saturating_sub(before));
                         }
                     }
-                    std::mem::swap(prev, &mut self.scratch_totals);
+                    let totals = std::mem::take(&mut self.scratch_totals);
+                    if let Some(old) = prev.replace(totals) {
+                        self.scratch_totals = old;
+                    }
                 }
                 Err(err) => {
                     self.stats.counter_errors += 1;

@@ -5,6 +5,7 @@
 //! scripts run exactly the same code.
 
 pub mod dump;
+mod malloc_metrics;
 mod monitor_common;
 pub mod process;
 pub mod report;

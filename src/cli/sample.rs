@@ -46,7 +46,8 @@ pub struct SampleArgs {
     pub duration: Option<f64>,
     /// What the flamegraph, folded stacks and summary weigh: rss (memory growth, bytes, charged
     /// to the thread that caused it), rss-release (memory released), cpu (on-CPU samples),
-    /// wall (all samples).
+    /// wall (all samples), malloc-bytes / malloc-count (bytes / calls of the target's libc
+    /// allocator, per thread, from eBPF uprobes: needs root or CAP_BPF+CAP_PERFMON).
     #[arg(short, long, default_value = "rss", value_parser = parse_metric)]
     pub metric: Metric,
     /// Write an SVG flamegraph of the metric.
@@ -66,6 +67,10 @@ pub struct SampleArgs {
     /// The target may then be a launcher (a shell, pyenv's shim, a venv script).
     #[arg(long)]
     pub subprocesses: bool,
+    /// With malloc-bytes / malloc-count: also count CPython's object allocator (pymalloc), so
+    /// small objects count too. Slows the target more: these calls are very frequent.
+    #[arg(long)]
+    pub python_allocators: bool,
     /// Pause each thread while reading it (consistent stacks; the target stops briefly).
     #[arg(long, conflicts_with = "nonblocking")]
     pub blocking: bool,
@@ -192,6 +197,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     if args.pid.is_none() && args.command.is_empty() {
         bail!("nothing to sample: give --pid PID, or a command after `--` (see --help)");
     }
+    if args.python_allocators && !matches!(args.metric, Metric::MallocBytes | Metric::MallocCount) {
+        bail!("--python-allocators goes with --metric malloc-bytes or malloc-count");
+    }
     if !(args.rate.is_finite() && args.rate > 0.0) {
         bail!(
             "--rate must be a positive number of samples per second, not {}",
@@ -234,6 +242,20 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             return Err(err.into());
         }
     };
+    if matches!(args.metric, Metric::MallocBytes | Metric::MallocCount) {
+        let options = crate::memory::malloc::MallocOptions {
+            python_allocators: args.python_allocators,
+            frees: false,
+        };
+        match super::malloc_metrics::add_malloc_sources(&mut sampler, target.pid, &options) {
+            Ok(description) => eprintln!("pmt-sample: counting allocations with {description}"),
+            Err(err) => {
+                outputs.discard();
+                stop_child(&mut target, Duration::ZERO);
+                return Err(err.into());
+            }
+        }
+    }
     if !sampler.has_thread_counters() {
         eprintln!(
             "pmt-sample: per-thread page faults of process {} are unreadable: RSS growth will be charged to the GIL holder",
@@ -320,6 +342,17 @@ fn sample_tree(
             return Err(err.into());
         }
     };
+    if matches!(args.metric, Metric::MallocBytes | Metric::MallocCount) {
+        let options = crate::memory::malloc::MallocOptions {
+            python_allocators: args.python_allocators,
+            frees: false,
+        };
+        sampler.on_attach(Box::new(move |sampler, pid| {
+            super::malloc_metrics::add_malloc_sources(sampler, pid, &options)
+                .map(|_| ())
+                .map_err(|err| format!("no allocator counters: {err}"))
+        }));
+    }
     let info = TargetInfo {
         pid: target.pid,
         command: target.command.clone(),

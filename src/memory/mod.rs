@@ -1,9 +1,12 @@
 //! Memory counters of a target process, read from outside it: process RSS and per-thread
-//! page-fault and CPU counters from `/proc` (eBPF malloc counters join here too).
+//! page-fault and CPU counters from `/proc`, and the eBPF allocator counters ([`malloc`]:
+//! calls and bytes per thread, SPEC §2.3).
 //!
-//! Owns: opening and re-reading the kernel's counter files and turning their text into numbers.
+//! Owns: opening and re-reading the kernel's counter files and turning their text into numbers;
+//! loading, attaching and reading the eBPF allocator probes.
 //! Must not touch: Python stacks, sampling cadence, attribution of deltas to stacks (that is
 //! `sampler`'s job), or any output format.
 
+pub mod malloc;
 pub mod rss;
 pub mod thread_counters;

@@ -114,10 +114,27 @@ mod tests {
     #[test]
     fn own_rss_grows_when_memory_is_touched() {
         let mut rss = RssCounter::open(std::process::id() as i32).expect("open own statm");
+        // A fresh anonymous mapping: its pages cannot already be resident (a heap block could
+        // reuse memory another test just freed).
+        let len = 64usize << 20;
+        // SAFETY: a private anonymous mapping of `len` bytes, unmapped below.
+        let block = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(block, libc::MAP_FAILED);
         let before = rss.read().expect("read");
-        let block = vec![1u8; 64 << 20];
+        // SAFETY: `block` is a writable mapping of `len` bytes.
+        unsafe { std::ptr::write_bytes(block.cast::<u8>(), 1, len) };
         let after = rss.read().expect("read");
-        assert!(block.iter().all(|&b| b == 1));
+        // SAFETY: unmapping the mapping made above.
+        unsafe { libc::munmap(block, len) };
         assert!(
             after >= before + (60 << 20),
             "RSS grew by {} only",

@@ -28,6 +28,11 @@ pub const DISCOVER_INTERVAL: Duration = Duration::from_millis(100);
 /// executable changes.
 pub const ATTACH_PATIENCE: Duration = Duration::from_secs(2);
 
+/// Prepares each process's [`Sampler`] as it is attached, for example by adding
+/// [`super::CounterSource`]s for it; an error is noted in [`ProcessTreeSampler::skipped`] and
+/// the process is sampled without them.
+pub type AttachHook = Box<dyn FnMut(&mut Sampler<PythonSpy>, i32) -> Result<(), String>>;
+
 /// A descendant that is not being sampled.
 #[derive(Debug)]
 enum Candidate {
@@ -76,6 +81,7 @@ pub struct ProcessTreeSampler {
     /// What members that exited had charged, by kind of attribution.
     exited_attribution: Attribution,
     exited_counter_errors: u64,
+    on_attach: Option<AttachHook>,
     stats: SamplerStats,
 }
 
@@ -103,6 +109,7 @@ impl ProcessTreeSampler {
             skipped: Vec::new(),
             exited_attribution: Attribution::default(),
             exited_counter_errors: 0,
+            on_attach: None,
             stats: SamplerStats::default(),
         })
     }
@@ -112,6 +119,11 @@ impl ProcessTreeSampler {
     pub fn run(&mut self, stop: &AtomicBool, sink: &mut dyn SampleSink) -> SamplerStats {
         let options = self.options;
         run_ticks(self, options, stop, sink)
+    }
+
+    /// Calls `hook` on each process's sampler when the process is attached.
+    pub fn on_attach(&mut self, hook: AttachHook) {
+        self.on_attach = Some(hook);
     }
 
     /// Descendants that could not be sampled for a reason other than not being Python
@@ -186,7 +198,7 @@ impl ProcessTreeSampler {
             command: spy.process().cmdline().unwrap_or_default(),
             python_version: Some(spy.version().to_string()),
         };
-        let sampler = match Sampler::new(spy, pid, self.options) {
+        let mut sampler = match Sampler::new(spy, pid, self.options) {
             Ok(sampler) => sampler,
             Err(err) => {
                 // The process exited between attaching and opening its counters, or its
@@ -198,6 +210,11 @@ impl ProcessTreeSampler {
                 return;
             }
         };
+        if let Some(hook) = &mut self.on_attach
+            && let Err(err) = hook(&mut sampler, pid)
+        {
+            self.skipped.push(format!("process {pid}: {err}"));
+        }
         self.stats.processes.push(ProcessStats {
             process: identity.clone(),
             samples: 0,

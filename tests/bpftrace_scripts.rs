@@ -1,0 +1,244 @@
+//! The bpftrace scripts in `dtrace/` run against real CPython processes with known work and
+//! report it: allocator totals and callers (malloc_by_caller.bt), per-thread allocator
+//! counters (malloc_per_thread.bt), and Python calls from the USDT probes (py_calls.bt).
+//!
+//! Needs root and bpftrace; skips with a reason elsewhere, fails when `PMT_REQUIRE_EBPF=1`.
+
+mod malloc_support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use malloc_support::{Python, Workload, pythons, thread_ids, tid};
+use object::Object;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn bpftrace_usable() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let present = Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if root && present {
+        return true;
+    }
+    let why = if present {
+        "not root"
+    } else {
+        "bpftrace not installed"
+    };
+    assert!(
+        std::env::var("PMT_REQUIRE_EBPF").as_deref() != Ok("1"),
+        "bpftrace scripts cannot run: {why}"
+    );
+    eprintln!("SKIP: bpftrace scripts cannot run: {why}");
+    false
+}
+
+/// A bpftrace script running (under a 60 s SIGINT watchdog) with line-buffered output.
+struct Trace {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    head: String,
+}
+
+impl Trace {
+    /// Starts `dtrace/SCRIPT` and waits for its BEGIN line (probes attached by then).
+    fn start(script: &str, pre_args: &[&str], args: &[&str]) -> Trace {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dtrace")
+            .join(script);
+        let mut child = Command::new("timeout")
+            .args(["-s", "INT", "60", "bpftrace", "-B", "line"])
+            .args(pre_args)
+            .arg(&path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bpftrace");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line).expect("bpftrace stdout");
+            assert!(n > 0, "bpftrace {script} ended before tracing: {head}");
+            head.push_str(&line);
+            if line.contains("Ctrl-C to stop") {
+                break;
+            }
+        }
+        Trace {
+            child,
+            stdout,
+            head,
+        }
+    }
+
+    /// Waits for bpftrace to exit (it does when the target exits) and returns its output.
+    fn finish(mut self) -> String {
+        let mut rest = String::new();
+        self.stdout
+            .read_to_string(&mut rest)
+            .expect("bpftrace output");
+        let status = self.child.wait().expect("bpftrace status");
+        assert!(status.success(), "bpftrace exited with {status}: {rest}");
+        self.head + &rest
+    }
+}
+
+/// The value of a `@name: N` line.
+fn scalar(output: &str, name: &str) -> u64 {
+    let prefix = format!("@{name}: ");
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} line in:\n{output}"))
+}
+
+/// The value of a `@name[KEY]: N` line.
+fn keyed(output: &str, name: &str, key: &str) -> u64 {
+    let prefix = format!("@{name}[{key}]: ");
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} line in:\n{output}"))
+}
+
+fn test_pythons() -> Vec<Python> {
+    pythons()
+        .into_iter()
+        .filter(|p| p.label.starts_with("debian") || p.label.starts_with("pyenv-3.12"))
+        .collect()
+}
+
+#[test]
+fn malloc_by_caller_reports_known_totals() {
+    if !bpftrace_usable() {
+        return;
+    }
+    for python in test_pythons() {
+        let mut workload = Workload::start(&python, "malloc_ground_truth.py", &[]);
+        let pid = workload.pid().to_string();
+        let trace = Trace::start("malloc_by_caller.bt", &[], &[&pid]);
+        workload.go();
+        thread_ids(&mut workload);
+        workload.finish();
+        let output = trace.finish();
+        let bytes = scalar(&output, "total_bytes");
+        let calls = scalar(&output, "total_calls");
+        let frees = scalar(&output, "frees");
+        eprintln!(
+            "{}: {calls} calls, {bytes} bytes, {frees} frees",
+            python.label
+        );
+        let expected = GIB + 10.0 * (1u64 << 20) as f64;
+        assert!(
+            (bytes as f64 - expected).abs() < 0.10 * expected,
+            "{}: {bytes} bytes, expected 1 GiB + 10 MiB ±10%",
+            python.label
+        );
+        assert!(calls >= 257, "{}: {calls} calls", python.label);
+        assert!(frees >= 256, "{}: {frees} frees", python.label);
+        assert!(
+            output.contains("[4M, 8M)"),
+            "{}: the size histogram shows the 4 MiB blocks:\n{output}",
+            python.label
+        );
+        assert!(
+            output.contains("top callers by bytes requested"),
+            "{}: callers listed",
+            python.label
+        );
+    }
+}
+
+#[test]
+fn malloc_per_thread_matches_known_threads() {
+    if !bpftrace_usable() {
+        return;
+    }
+    for python in test_pythons() {
+        let mut workload = Workload::start(&python, "malloc_ground_truth.py", &[]);
+        let pid = workload.pid().to_string();
+        let trace = Trace::start("malloc_per_thread.bt", &[], &[&pid]);
+        workload.go();
+        let ids = thread_ids(&mut workload);
+        workload.finish();
+        let output = trace.finish();
+        let churn = tid(&ids, "churn").to_string();
+        let bytes = keyed(&output, "bytes", &churn);
+        let calls = keyed(&output, "calls", &churn);
+        eprintln!(
+            "{}: churn thread {calls} calls, {bytes} bytes",
+            python.label
+        );
+        assert!(
+            (bytes as f64 - GIB).abs() < 0.10 * GIB,
+            "{}: churn {bytes} bytes",
+            python.label
+        );
+        assert!(
+            (calls as f64 - 256.0).abs() <= 0.05 * 256.0,
+            "{}: churn {calls} calls",
+            python.label
+        );
+    }
+}
+
+/// Whether the ELF file has USDT (stapsdt) notes.
+fn has_usdt(path: &Path) -> bool {
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    object::File::parse(&*data)
+        .map(|f| f.section_by_name(".note.stapsdt").is_some())
+        .unwrap_or(false)
+}
+
+#[test]
+fn py_calls_counts_python_functions_from_usdt() {
+    if !bpftrace_usable() {
+        return;
+    }
+    let with_usdt: Vec<Python> = pythons()
+        .into_iter()
+        .filter(|p| has_usdt(&p.path))
+        .collect();
+    if with_usdt.is_empty() {
+        eprintln!("SKIP: no CPython here has USDT probes (built --with-dtrace)");
+        return;
+    }
+    for python in with_usdt {
+        let mut workload = Workload::start(&python, "py_calls.py", &[]);
+        let pid = workload.pid().to_string();
+        let binary = python.path.to_string_lossy().into_owned();
+        let trace = Trace::start("py_calls.bt", &["-p", &pid], &[&binary, &pid]);
+        workload.go();
+        assert_eq!(workload.line().trim(), "done");
+        workload.finish();
+        let output = trace.finish();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/py_calls.py");
+        let key = format!("{}, leaf, 9", script.display());
+        let leaf = keyed(&output, "calls", &key);
+        let outer = keyed(
+            &output,
+            "calls",
+            &format!("{}, outer, 13", script.display()),
+        );
+        eprintln!("{}: leaf {leaf} calls, outer {outer}", python.label);
+        assert_eq!(leaf, 5000, "{}: leaf() calls", python.label);
+        assert_eq!(outer, 1, "{}: outer() calls", python.label);
+        assert!(
+            output.contains(&format!("@ns[{}, outer]: ", script.display())),
+            "{}: inclusive time of outer() listed:\n{output}",
+            python.label
+        );
+    }
+}
