@@ -225,3 +225,33 @@ fn a_tree_without_python_ends_with_the_root_and_says_so() {
     );
     assert!(read_folded(&folded_path).is_empty());
 }
+
+#[test]
+fn children_of_an_orphaned_process_are_followed() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("orphans.folded");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--metric", "wall", "--collapsed"])
+        .arg(&folded_path)
+        .arg("--")
+        .arg(&interp.path)
+        .arg(repo().join("tests/scripts/orphans.py"));
+    let output = run(command);
+    assert!(output.status.success());
+    let processes = by_process(&read_folded(&folded_path));
+    assert_eq!(
+        processes.len(),
+        3,
+        "parent, child, grandchild: {processes:?}"
+    );
+    let (_, (samples, _)) = processes
+        .iter()
+        .find(|(_, (_, frames))| has_function(frames, "grandchild_work"))
+        .expect("the grandchild, born after its grandparent exited, was sampled");
+    assert!(*samples >= 20, "{samples} wall samples in 0.6 s at 100 Hz");
+}

@@ -24,7 +24,11 @@ def touched(mib):
 
 
 def parent_setup(mib):
-    KEPT.append(touched(mib))
+    # 1 MiB at a time with short waits, so that a sampler finds this function on the stack at
+    # the end of the intervals it grew in (attribution resolution is one sampling period).
+    for _ in range(mib):
+        KEPT.append(touched(1))
+        time.sleep(0.02)
 
 
 def short_lived(mib, start_delay, seconds):

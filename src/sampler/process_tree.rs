@@ -2,7 +2,7 @@
 //! (multiprocessing pools, pre-fork servers, a launcher's Python children).
 //!
 //! Owns: discovering the root's descendants every [`DISCOVER_INTERVAL`] (from the kernel's
-//! `/proc/PID/task/*/children` lists), attaching a [`PythonSpy`] to each new Python process
+//! `/proc/PID/task/*/children` lists; once a member's parent has exited, its own descendants), attaching a [`PythonSpy`] to each new Python process
 //! (retrying one whose interpreter is still starting for [`ATTACH_PATIENCE`], skipping
 //! non-Python ones such as shells), ticking one [`Sampler`] per process on the run's clock,
 //! tagging each process's samples with its [`ProcessIdentity`], and per-process statistics.
@@ -139,6 +139,20 @@ impl ProcessTreeSampler {
             pids.push(self.root);
         }
         pids.extend(descendant_pids(self.root));
+        // Members whose parent exited are no longer under the root: follow their children too.
+        let orphans: Vec<i32> = self
+            .members
+            .iter()
+            .map(|m| m.identity.pid)
+            .filter(|pid| !pids.contains(pid))
+            .collect();
+        for orphan in orphans {
+            for pid in descendant_pids(orphan) {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
         self.candidates.retain(|pid, _| pids.contains(pid));
         for pid in pids {
             if self.members.iter().any(|m| m.identity.pid == pid) {
