@@ -255,3 +255,33 @@ fn children_of_an_orphaned_process_are_followed() {
         .expect("the grandchild, born after its grandparent exited, was sampled");
     assert!(*samples >= 20, "{samples} wall samples in 0.6 s at 100 Hz");
 }
+
+#[test]
+fn a_launcher_that_execs_python_late_is_sampled_after_the_exec() {
+    let Some(interp) = common::interpreter_or_skip("3.11") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("exec.folded");
+    let script = repo().join("tests/scripts/sleeper.py");
+    // The shell outlives the 2 s given to a process that is not Python yet, then execs Python.
+    let shell = format!(
+        "sleep 2.5; exec '{}' '{}'",
+        interp.path.display(),
+        script.display()
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--duration", "4", "--metric", "wall"])
+        .arg("--collapsed")
+        .arg(&folded_path)
+        .args(["--", "sh", "-c", &shell]);
+    let output = run(command);
+    assert!(output.status.success());
+    let processes = by_process(&read_folded(&folded_path));
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    let (_, (samples, frames)) = processes.iter().next().expect("one process");
+    assert!(has_function(frames, "<module>"), "{frames:?}");
+    assert!(*samples >= 50, "{samples} wall samples after the exec");
+}

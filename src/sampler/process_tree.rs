@@ -165,7 +165,13 @@ impl ProcessTreeSampler {
                     true
                 }
                 Some(Candidate::Pending { .. }) => true,
-                Some(Candidate::Skipped { exe }) => *exe != executable(pid),
+                Some(Candidate::Skipped { exe }) if *exe != executable(pid) => {
+                    // It exec'd: as patient with the new program as with a new process.
+                    self.candidates
+                        .insert(pid, Candidate::Pending { since: time });
+                    true
+                }
+                Some(Candidate::Skipped { .. }) => false,
             };
             if retry {
                 self.try_attach(pid, time);
