@@ -30,6 +30,8 @@ pub struct FrameInfo {
     pub filename: String,
     /// The line being executed.
     pub line: u32,
+    /// The first line of the function's code object (0 where unknown).
+    pub first_line: u32,
 }
 
 impl fmt::Display for FrameInfo {
@@ -44,6 +46,7 @@ impl From<&Frame> for FrameInfo {
             function: frame.code.function.clone(),
             filename: frame.code.filename.clone(),
             line: frame.line,
+            first_line: frame.code.first_line,
         }
     }
 }

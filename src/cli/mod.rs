@@ -10,6 +10,7 @@ mod monitor_common;
 pub mod process;
 pub mod report;
 pub mod sample;
+pub mod timeline_report;
 pub mod tree;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Process(process::ProcessArgs),
     /// Monitor a process and all its descendants (pymemtrace `process_tree.py`).
     Tree(tree::TreeArgs),
+    /// Re-render a saved `--json` timeline as flamegraph, folded, speedscope or pprof.
+    Report(timeline_report::ReportArgs),
 }
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks
@@ -60,6 +63,7 @@ where
         Command::Sample(args) => sample::run(args),
         Command::Process(args) => process::run(args),
         Command::Tree(args) => tree::run(args),
+        Command::Report(args) => timeline_report::run(args),
     };
     report::exit_code(result)
 }

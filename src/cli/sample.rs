@@ -1,5 +1,6 @@
 //! `pmt sample` / `pmt-sample`: attach to (or launch) a CPython process, sample it, and write
-//! memory flamegraphs, folded stacks and a JSON timeline.
+//! memory flamegraphs, folded stacks, speedscope and pprof profiles and a JSON timeline, and
+//! push pprof profiles to a Pyroscope server.
 //!
 //! Owns: the command line of the sampler, launching the target command, signal handling,
 //! progress and summary on stderr, and opening and writing the output files.
@@ -7,7 +8,9 @@
 //! `sampler`, `profile` and `output`).
 
 use crate::output::collapsed::{self, FoldOptions};
-use crate::output::{flame, format_value, timeline};
+use crate::output::pprof::{self, PprofOptions};
+use crate::output::pyroscope::{PyroscopeConfig, Uploader};
+use crate::output::{flame, format_value, speedscope, timeline};
 use crate::profile::{Profile, RunSummary, TargetInfo};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sampler::process_tree::ProcessTreeSampler;
@@ -21,7 +24,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks.
 #[derive(Debug, Args)]
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
   pmt-sample --pid 1234 --duration 30 --flame grow.svg
   pmt-sample --threads --collapsed out.folded --json out.json -- python3 app.py
   pmt-sample --subprocesses --flame pool.svg -- python3 pool_app.py
+  pmt-sample --pid 1234 --pprof grow.pb.gz --speedscope grow.speedscope.json
+  pmt-sample --pid 1234 --pyroscope http://localhost:4040 --app myapp{env=prod}
 
 rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
 are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
@@ -59,6 +64,23 @@ pub struct SampleArgs {
     /// Write the JSON timeline: every sample with per-metric deltas, the stack table and a summary.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
+    /// Write a speedscope profile of the metric (one sampled profile per thread).
+    #[arg(long, value_name = "FILE.json")]
+    pub speedscope: Option<PathBuf>,
+    /// Write a gzipped pprof profile with a sample type for every metric recorded.
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pub pprof: Option<PathBuf>,
+    /// Push pprof profiles to this Pyroscope server's /ingest endpoint (e.g.
+    /// http://localhost:4040) every --upload-interval seconds and at the end. A failed push is
+    /// a warning; local outputs are written regardless.
+    #[arg(long, value_name = "URL", requires = "app")]
+    pub pyroscope: Option<String>,
+    /// The application name the pushes carry (Pyroscope's `name`; labels allowed: app{env=prod}).
+    #[arg(long, value_name = "NAME", requires = "pyroscope")]
+    pub app: Option<String>,
+    /// Seconds between pushes to Pyroscope.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub upload_interval: f64,
     /// Put each thread at the root of its stacks, as `thread NAME (TID)`.
     #[arg(long)]
     pub threads: bool,
@@ -153,6 +175,8 @@ struct Outputs {
     flame: Option<OutputFile>,
     collapsed: Option<OutputFile>,
     json: Option<OutputFile>,
+    speedscope: Option<OutputFile>,
+    pprof: Option<OutputFile>,
 }
 
 impl Outputs {
@@ -164,6 +188,8 @@ impl Outputs {
             outputs.flame = open("--flame", &args.flame).transpose()?;
             outputs.collapsed = open("--collapsed", &args.collapsed).transpose()?;
             outputs.json = open("--json", &args.json).transpose()?;
+            outputs.speedscope = open("--speedscope", &args.speedscope).transpose()?;
+            outputs.pprof = open("--pprof", &args.pprof).transpose()?;
             Ok(())
         })();
         match result {
@@ -176,9 +202,15 @@ impl Outputs {
     }
 
     fn discard(self) {
-        for file in [self.flame, self.collapsed, self.json]
-            .into_iter()
-            .flatten()
+        for file in [
+            self.flame,
+            self.collapsed,
+            self.json,
+            self.speedscope,
+            self.pprof,
+        ]
+        .into_iter()
+        .flatten()
         {
             file.discard();
         }
@@ -213,6 +245,16 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None => None,
     };
+    let pyroscope = match (&args.pyroscope, &args.app) {
+        (Some(url), Some(app)) => Some(PyroscopeConfig::new(
+            url,
+            app,
+            args.upload_interval,
+            args.rate,
+            args.metric,
+        )?),
+        _ => None,
+    };
     install_stop_handlers()?;
     let outputs = Outputs::open(&args)?;
     let spy_options = SpyOptions {
@@ -224,7 +266,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         duration,
     };
     if args.subprocesses {
-        return sample_tree(&args, sampler_options, &spy_options, outputs);
+        return sample_tree(&args, sampler_options, &spy_options, outputs, pyroscope);
     }
     let (mut target, spy) = match start_target(&args, &spy_options) {
         Ok(started) => started,
@@ -274,35 +316,56 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         args.rate,
         duration.map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
     );
+    let mut uploader = pyroscope.map(|config| Uploader::start(config, profile.target.clone()));
+    let started = SystemTime::now();
     let stats = {
-        let mut sink = ProgressSink::new(&mut profile);
+        let mut sink = ProgressSink::new(&mut profile, uploader.as_mut());
         let stats = sampler.run(&STOP, &mut sink);
         sink.finish();
         stats
     };
-    finish(profile, &stats, &args, outputs, &mut target, &[])
+    finish(
+        profile,
+        &stats,
+        &args,
+        outputs,
+        &mut target,
+        (uploader, started),
+        &[],
+    )
 }
 
-/// After a run: writes the outputs, stops or reaps a launched command, prints the summary
-/// (with `notes` after it).
+/// After a run: writes the outputs, stops or reaps a launched command, waits for the last
+/// Pyroscope pushes, prints the summary (with `notes` after it).
 fn finish(
     mut profile: Profile,
     stats: &SamplerStats,
     args: &SampleArgs,
     outputs: Outputs,
     target: &mut Target,
+    (uploader, started): (Option<Uploader>, SystemTime),
     notes: &[String],
 ) -> anyhow::Result<()> {
     profile.summary = Some(RunSummary::from_stats(stats, args.rate));
-    let written = write_outputs(&profile, args, outputs);
+    let written = write_outputs(&profile, args, outputs, started);
     let grace = match stats.stop {
         Some(StopReason::TargetExited) => Duration::from_secs(2),
         _ => Duration::ZERO,
     };
     let child_note = stop_child(target, grace);
+    let pushed = uploader.map(|u| {
+        let url = u.url().to_string();
+        (url, u.finish(stats.elapsed))
+    });
     print_summary(&profile, stats, args, child_note.as_deref());
     for note in notes {
         eprintln!("  {note}");
+    }
+    if let Some((url, pushed)) = pushed {
+        eprintln!(
+            "  pushed to Pyroscope {url}: {} sent, {} failed, {} dropped",
+            pushed.sent, pushed.failed, pushed.dropped
+        );
     }
     let written = written?;
     if !written.is_empty() {
@@ -317,6 +380,7 @@ fn sample_tree(
     options: SamplerOptions,
     spy_options: &SpyOptions,
     outputs: Outputs,
+    pyroscope: Option<PyroscopeConfig>,
 ) -> anyhow::Result<()> {
     let mut target = match args.pid {
         Some(pid) => Target {
@@ -367,8 +431,10 @@ fn sample_tree(
             .duration
             .map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
     );
+    let mut uploader = pyroscope.map(|config| Uploader::start(config, profile.target.clone()));
+    let started = SystemTime::now();
     let stats = {
-        let mut sink = ProgressSink::new(&mut profile);
+        let mut sink = ProgressSink::new(&mut profile, uploader.as_mut());
         let stats = sampler.run(&STOP, &mut sink);
         sink.finish();
         stats
@@ -389,7 +455,15 @@ fn sample_tree(
             target.pid
         ));
     }
-    finish(profile, &stats, args, outputs, &mut target, &notes)
+    finish(
+        profile,
+        &stats,
+        args,
+        outputs,
+        &mut target,
+        (uploader, started),
+        &notes,
+    )
 }
 
 /// One summary line per process sampled with `--subprocesses`.
@@ -457,11 +531,23 @@ fn launch(args: &SampleArgs) -> anyhow::Result<Target> {
 
 /// Retries attaching to a freshly launched command for a few seconds: it may still be a
 /// launcher (a shell, pyenv's shim) about to exec Python, or an interpreter still loading.
+/// Once attached, waits (within the same few seconds) for the interpreter to have a thread:
+/// a static interpreter's symbols are there from `exec`, before the dynamic loader has mapped
+/// libc, which the malloc counters probe.
 fn attach_when_ready(target: &mut Target, options: &SpyOptions) -> anyhow::Result<PythonSpy> {
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
         let last: SpyError = match PythonSpy::attach(target.pid, options) {
-            Ok(spy) => return Ok(spy),
+            Ok(mut spy) => {
+                while Instant::now() < give_up && !STOP.load(Ordering::Relaxed) {
+                    match spy.read_stacks() {
+                        Ok(stacks) if !stacks.is_empty() => break,
+                        Err(err) if err.process_exited() => break,
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                return Ok(spy);
+            }
             Err(err) => err,
         };
         let exited = target
@@ -523,6 +609,7 @@ fn write_outputs(
     profile: &Profile,
     args: &SampleArgs,
     outputs: Outputs,
+    started: SystemTime,
 ) -> anyhow::Result<Vec<String>> {
     let fold = FoldOptions {
         metric: args.metric,
@@ -563,6 +650,17 @@ fn write_outputs(
     if let Some(file) = outputs.json {
         let result =
             timeline::write(profile, BufWriter::new(&file.file)).map(|()| "timeline".to_string());
+        note(&file, result);
+    }
+    if let Some(file) = outputs.speedscope {
+        let result = speedscope::write(profile, args.metric, BufWriter::new(&file.file))
+            .map(|()| format!("speedscope of {}", args.metric));
+        note(&file, result);
+    }
+    if let Some(file) = outputs.pprof {
+        let options = PprofOptions::for_run(profile, args.metric, Some(started));
+        let result =
+            pprof::write(profile, &options, BufWriter::new(&file.file)).map(|()| "pprof".into());
         note(&file, result);
     }
     match first_error {
@@ -641,17 +739,20 @@ fn print_summary(
     }
 }
 
-/// Hands samples to the profile and keeps one progress line up to date on a terminal.
+/// Hands samples to the profile (and to the Pyroscope uploader) and keeps one progress line
+/// up to date on a terminal.
 struct ProgressSink<'a> {
     profile: &'a mut Profile,
+    uploader: Option<&'a mut Uploader>,
     live: bool,
     shown: bool,
 }
 
 impl<'a> ProgressSink<'a> {
-    fn new(profile: &'a mut Profile) -> ProgressSink<'a> {
+    fn new(profile: &'a mut Profile, uploader: Option<&'a mut Uploader>) -> ProgressSink<'a> {
         ProgressSink {
             profile,
+            uploader,
             live: std::io::stderr().is_terminal(),
             shown: false,
         }
@@ -667,10 +768,16 @@ impl<'a> ProgressSink<'a> {
 
 impl SampleSink for ProgressSink<'_> {
     fn record(&mut self, sample: Sample) {
+        if let Some(uploader) = self.uploader.as_deref_mut() {
+            uploader.record(&sample);
+        }
         self.profile.add(sample);
     }
 
     fn record_process(&mut self, process: &ProcessIdentity, sample: Sample) {
+        if let Some(uploader) = self.uploader.as_deref_mut() {
+            uploader.record_process(process, &sample);
+        }
         self.profile.add_process_sample(process, sample);
     }
 

@@ -63,7 +63,11 @@ fn subtitle(profile: &Profile, metric: Metric, total: u64) -> String {
         .as_deref()
         .map(|v| format!(", Python {v}"))
         .unwrap_or_default();
-    parts.push(format!("{} (pid {}{python})", target.command, target.pid));
+    parts.push(format!(
+        "{} (pid {}{python})",
+        shorten(&target.command, MAX_COMMAND_CHARS),
+        target.pid
+    ));
     if let Some(summary) = &profile.summary {
         parts.push(format!(
             "{:.1} s, {} samples at {:.0} Hz",
@@ -71,11 +75,33 @@ fn subtitle(profile: &Profile, metric: Metric, total: u64) -> String {
             summary.samples,
             summary.achieved_rate()
         ));
-        if matches!(metric, Metric::Rss) {
-            parts.push(summary.attribution_note());
+        let note = summary.attribution_note();
+        let length: usize = parts.iter().map(|p| p.chars().count() + 3).sum();
+        if matches!(metric, Metric::Rss) && length + note.chars().count() <= MAX_SUBTITLE_CHARS {
+            parts.push(note);
         }
     }
     parts.join(" · ")
+}
+
+/// The longest subtitle that fits the default 1200-pixel-wide image; past it, the
+/// attribution note (also in the summary and the JSON) is left out.
+const MAX_SUBTITLE_CHARS: usize = 160;
+/// The most characters of the target's command line shown in the subtitle.
+const MAX_COMMAND_CHARS: usize = 60;
+
+/// `text` cut to `max` characters with an ellipsis in the middle, keeping both ends.
+fn shorten(text: &str, max: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max {
+        return text.to_string();
+    }
+    let head = (max - 1) / 2;
+    let tail = max - 1 - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 /// The unit counts are shown in, and the factor from the metric's values to it: bytes stay
@@ -91,6 +117,15 @@ fn display_unit(metric: Metric, total: u64) -> (&'static str, f64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_commands_are_shortened_in_the_middle() {
+        assert_eq!(shorten("python3 x.py", 60), "python3 x.py");
+        let long = format!("python3 {} --flag", "a".repeat(100));
+        let short = shorten(&long, 20);
+        assert_eq!(short.chars().count(), 20);
+        assert!(short.starts_with("python3 ") && short.ends_with("-flag") && short.contains('…'));
+    }
+
     use super::*;
 
     #[test]

@@ -1,7 +1,9 @@
 //! Output formats, one file each. The sampler's are readers of a [`crate::profile::Profile`]:
-//! folded stacks ([`collapsed`]), SVG flamegraphs ([`flame`]) and the JSON timeline
-//! ([`timeline`], which can also be read back into a profile); the monitors' RSS/CPU plots
-//! are [`plot`]. Readers of the models upstream; nothing here reaches back.
+//! folded stacks ([`collapsed`]), SVG flamegraphs ([`flame`]), speedscope JSON
+//! ([`speedscope`]), gzipped pprof ([`pprof`]), pushes to a Pyroscope server ([`pyroscope`],
+//! pprof over HTTP) and the JSON timeline ([`timeline`], which can also be read back into a
+//! profile); the monitors' RSS/CPU plots are [`plot`]. Readers of the models upstream;
+//! nothing here reaches back.
 //!
 //! Owns: file formats and the text of values (units, human-readable bytes).
 //! Must not touch: sampling, counters, or how stacks were aggregated.
@@ -9,9 +11,29 @@
 pub mod collapsed;
 pub mod flame;
 pub mod plot;
+pub mod pprof;
+pub mod pyroscope;
+pub mod speedscope;
 pub mod timeline;
 
+use crate::profile::Profile;
 use crate::sampler::{Metric, Unit};
+
+/// The metrics the sampler charges on every run, whatever was charged to them.
+const ALWAYS_RECORDED: [Metric; 4] = [Metric::Rss, Metric::RssRelease, Metric::Cpu, Metric::Wall];
+
+/// The metrics `profile` recorded, in [`Metric::ALL`] order: those the sampler charges on
+/// every run, plus any other (an optional counter source's) that something was charged to.
+pub fn recorded_metrics(profile: &Profile) -> Vec<Metric> {
+    let weights = profile.weights();
+    Metric::ALL
+        .into_iter()
+        .filter(|&metric| {
+            ALWAYS_RECORDED.contains(&metric)
+                || weights.iter().any(|weight| weight.values.get(metric) > 0)
+        })
+        .collect()
+}
 
 /// `value` of `metric` for people: bytes as `12.3 MiB`, counts as `1234 samples`.
 pub fn format_value(metric: Metric, value: u64) -> String {

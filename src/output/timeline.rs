@@ -4,12 +4,13 @@
 //!
 //! Layout (`version` 1): `{"format": "pymemtrace-timeline", "version", "target", "metrics":
 //! [{"name", "unit"}], "summary", "totals": {metric: total}, "threads": [{"python_id",
-//! "native_id", "name", "process"}], "frames": [{"function", "filename", "line"}], "stacks":
-//! [[frame id, root first]], "samples": [{"t": seconds, "process", "rss": bytes, "threads":
-//! [{"thread", "stack", "deltas": [one per metric, in "metrics" order]}]}], "processes":
-//! [{"pid", "command", "python_version"}]}`. `process` (an index into `processes`) and
-//! `processes` are present only for `--subprocesses` runs, where each sample is one process's
-//! and its `rss` that process's.
+//! "native_id", "name", "process"}], "frames": [{"function", "filename", "line", "first_line"}],
+//! "stacks": [[frame id, root first]], "samples": [{"t": seconds, "process", "rss": bytes,
+//! "threads": [{"thread", "stack", "deltas": [one per metric, in "metrics" order]}]}],
+//! "processes": [{"pid", "command", "python_version"}]}`. `first_line` (the function's first
+//! line) may be missing from files written before it existed. `process` (an index into
+//! `processes`) and `processes` are present only for `--subprocesses` runs, where each sample
+//! is one process's and its `rss` that process's.
 
 use crate::profile::{
     FrameInfo, ProcessInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo,
@@ -110,6 +111,8 @@ struct FrameJson {
     function: String,
     filename: String,
     line: u32,
+    #[serde(default)]
+    first_line: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -183,6 +186,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                 function: f.function.clone(),
                 filename: f.filename.clone(),
                 line: f.line,
+                first_line: f.first_line,
             })
             .collect(),
         stacks: profile.stacks().to_vec(),
@@ -308,6 +312,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 function: f.function,
                 filename: f.filename,
                 line: f.line,
+                first_line: f.first_line,
             })
             .collect(),
         doc.stacks,
