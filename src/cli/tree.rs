@@ -4,7 +4,7 @@
 use crate::cli::monitor_common::{Target, check_output_path, print_written};
 use crate::monitor::record::to_python_json;
 use crate::monitor::stop;
-use crate::monitor::tree::{ColumnFlags, TableWriter, TreeMonitor, snapshot_json};
+use crate::monitor::tree::{ColumnFlags, TableWriter, TreeMonitor, TreeSnapshot, snapshot_json};
 use crate::output::plot::MemoryPlot;
 use anyhow::Context;
 use clap::Args;
@@ -148,10 +148,7 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let writer = TableWriter {
-        sep: args.sep.clone(),
-        colour: std::io::stdout().is_terminal(),
-    };
+    let mut writer = TableWriter::new(&args.sep, std::io::stdout().is_terminal());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !args.quiet {
         writeln!(out, "CMD: {}", quoted_cmdline(root))?;
@@ -167,26 +164,25 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
         ..MemoryPlot::default()
     };
     let mut root_exited = false;
+    // One tick's rows and table text, reused from tick to tick.
+    let mut snapshot = TreeSnapshot::default();
+    let mut text = String::new();
     let mut next = started;
     let mut first = true;
     loop {
-        let Some(snapshot) = monitor.tick() else {
+        if !monitor.tick_into(&mut snapshot) {
             root_exited = true;
             break;
-        };
-        let lines = if args.quiet {
-            Vec::new()
-        } else {
-            writer.tick_lines(&mut monitor, &snapshot)
-        };
+        }
+        text.clear();
+        if !args.quiet {
+            writer.write_tick(&mut monitor, &snapshot, &mut text);
+        }
         let omitted = first && args.omit_first;
         first = false;
         if !omitted {
             if !args.quiet {
-                for line in &lines {
-                    out.write_all(line.as_bytes())?;
-                    out.write_all(b"\n")?;
-                }
+                out.write_all(text.as_bytes())?;
                 out.flush()?;
             }
             if let Some((_, file, count)) = &mut json {

@@ -195,22 +195,21 @@ pub struct StatmFields {
 impl StatmFields {
     /// Parses the text of `/proc/PID/statm`.
     pub fn parse(text: &str) -> Option<StatmFields> {
-        let values: Vec<u64> = text
-            .split_ascii_whitespace()
-            .map(|v| v.parse().ok())
-            .collect::<Option<_>>()?;
-        match values.as_slice() {
-            [size, resident, shared, text, lib, data, dirty, ..] => Some(StatmFields {
-                size: *size,
-                resident: *resident,
-                shared: *shared,
-                text: *text,
-                lib: *lib,
-                data: *data,
-                dirty: *dirty,
-            }),
-            _ => None,
+        let mut values = [0u64; 7];
+        let mut words = text.split_ascii_whitespace();
+        for value in &mut values {
+            *value = words.next()?.parse().ok()?;
         }
+        let [size, resident, shared, text, lib, data, dirty] = values;
+        Some(StatmFields {
+            size,
+            resident,
+            shared,
+            text,
+            lib,
+            data,
+            dirty,
+        })
     }
 }
 
@@ -244,6 +243,7 @@ pub struct ProcessProbe {
     stat: File,
     statm: Option<File>,
     children: Option<File>,
+    cpu_clock: libc::clockid_t,
     buf: Vec<u8>,
 }
 
@@ -264,11 +264,17 @@ impl ProcessProbe {
             None
         };
         let children = File::open(format!("/proc/{pid}/task/{pid}/children")).ok();
+        let mut cpu_clock: libc::clockid_t = 0;
+        // SAFETY: `cpu_clock` is valid for the write; the call only builds and checks a clock ID.
+        if unsafe { libc::clock_getcpuclockid(pid, &mut cpu_clock) } != 0 {
+            return Err(ProbeError::NoSuchProcess { pid });
+        }
         let probe = ProcessProbe {
             pid,
             stat,
             statm,
             children,
+            cpu_clock,
             buf: Vec::with_capacity(512),
         };
         Ok(probe)
@@ -328,6 +334,24 @@ impl ProcessProbe {
         let pid = self.pid;
         let text = self.read_file(Which::Stat)?;
         StatFields::parse(text).ok_or_else(|| malformed(format!("/proc/{pid}/stat").into(), "stat"))
+    }
+
+    /// The process's CPU time, user + system of all its threads (and of threads already ended),
+    /// in nanoseconds: its CPU-time clock (`clock_getcpuclockid`), the same scheduler total the
+    /// kernel splits into `utime` and `stime` for `/proc/PID/stat`, without formatting a file.
+    ///
+    /// The clock names a PID, not a process: read `stat` or `statm` through the open descriptors
+    /// *after* it, and a success there proves the PID was not reused in between.
+    pub fn cpu_time_ns(&self) -> Result<u64, ProbeError> {
+        // SAFETY: timespec is plain data that clock_gettime fills.
+        let mut time: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: `time` is valid for the write.
+        if unsafe { libc::clock_gettime(self.cpu_clock, &mut time) } != 0 {
+            return Err(ProbeError::NoSuchProcess { pid: self.pid });
+        }
+        let seconds = u64::try_from(time.tv_sec).unwrap_or(0);
+        let nanos = u64::try_from(time.tv_nsec).unwrap_or(0);
+        Ok(seconds * 1_000_000_000 + nanos)
     }
 
     /// Reads `/proc/PID/statm` now (the probe must have been opened `with_statm`).
@@ -565,8 +589,50 @@ mod tests {
         assert!(stat.rss_pages > 0);
         let statm = probe.statm().expect("statm");
         assert!(statm.resident > 0);
+        assert!(probe.cpu_time_ns().expect("cpu clock") > 0);
         assert!(context_switches(stat.pid).is_ok());
         assert!(!cmdline(stat.pid).expect("cmdline").is_empty());
+    }
+
+    /// The CPU-time clock `pmt tree` reads is the total `stat` splits into `utime` + `stime`
+    /// (each truncated to clock ticks), threads that have ended included.
+    #[test]
+    fn cpu_clock_agrees_with_stat_times() {
+        let mut probe = ProcessProbe::open(std::process::id() as i32, false).expect("opens self");
+        // Each thread spins until it has used 0.3 s of CPU (however busy the machine is).
+        let spin = || {
+            let thread_cpu = || {
+                // SAFETY: timespec is plain data that clock_gettime fills.
+                let mut time: libc::timespec = unsafe { std::mem::zeroed() };
+                // SAFETY: `time` is valid for the write.
+                unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+                time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
+            };
+            let mut n = 0u64;
+            while thread_cpu() < 0.3 {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        };
+        let threads = [std::thread::spawn(spin), std::thread::spawn(spin)];
+        for thread in threads {
+            thread.join().expect("spinner ends");
+        }
+        let tps = KernelUnits::read().expect("units").ticks_per_second;
+        let before = probe.cpu_time_ns().expect("cpu clock");
+        let stat = probe.stat().expect("stat");
+        let after = probe.cpu_time_ns().expect("cpu clock");
+        let to_ticks = |ns: u64| ns as f64 / 1e9 * tps;
+        let stat_ticks = (stat.utime + stat.stime) as f64;
+        assert!(
+            to_ticks(before) >= 0.5 * tps,
+            "two 0.3 s spinners: {before} ns"
+        );
+        assert!(
+            stat_ticks >= to_ticks(before) - 2.0 && stat_ticks <= to_ticks(after) + 2.0,
+            "stat {stat_ticks} ticks, clock {:.2}..{:.2} ticks",
+            to_ticks(before),
+            to_ticks(after)
+        );
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //! manner of pymemtrace's `process_tree.py`: the same columns, table layout (or `--sep`
 //! separated), diff columns, and JSON records, plus a total row per tick.
 //!
-//! The tree is re-discovered every tick from the kernel's children lists; each process is read
-//! through descriptors kept open ([`ProcessProbe`]), so a tick costs two `pread`s per process.
+//! The tree is followed through the kernel's process events where it gives them, else
+//! re-discovered every tick from the children lists; each process is read through descriptors
+//! kept open ([`ProcessProbe`]) and its CPU-time clock, so with the default columns a tick costs a
+//! `clock_gettime` and one `pread` of `statm` per process (see [`TreeMonitor`]).
 
 use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe, StatFields};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::monitor::proc_events::{ProcEvent, ProcEvents};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A column of the table, as `process_tree.py` names it.
@@ -126,6 +131,15 @@ impl Column {
         !matches!(self, Column::Status | Column::CmdLine)
     }
 
+    /// Whether a process's value comes from `/proc/PID/stat` (CPU % and RSS do not: they come
+    /// from the CPU-time clock and `statm`).
+    fn needs_stat(self) -> bool {
+        matches!(
+            self,
+            Column::PFaults | Column::User | Column::Sys | Column::Thrds | Column::Status
+        )
+    }
+
     /// Whether a process's value needs reads beyond `/proc/PID/stat`.
     fn needs_extra_reads(self) -> bool {
         matches!(
@@ -215,48 +229,68 @@ impl Value {
     }
 }
 
-fn group_thousands(digits: &str) -> String {
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+/// Text buffers reused for every cell of a tick, so formatting allocates nothing per cell.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The digits as Rust formats them.
+    raw: String,
+    /// Sign and grouped digits, before padding.
+    number: String,
+    /// One padded cell.
+    cell: String,
 }
 
-fn format_number(value: f64, layout: Layout) -> String {
-    let body = match layout.decimals {
-        Some(decimals) => format!("{:.decimals$}", value.abs()),
-        None => format!("{}", value.abs().round() as u64),
+/// Appends `value` laid out as Python's `format(value, spec)` would for `layout`.
+fn push_number(
+    out: &mut String,
+    raw: &mut String,
+    number: &mut String,
+    value: f64,
+    layout: Layout,
+) {
+    raw.clear();
+    let _ = match layout.decimals {
+        Some(decimals) => write!(raw, "{:.decimals$}", value.abs()),
+        None => write!(raw, "{}", value.abs().round() as u64),
     };
-    let body = if layout.comma {
-        match body.split_once('.') {
-            Some((int, frac)) => format!("{}.{frac}", group_thousands(int)),
-            None => group_thousands(&body),
-        }
-    } else {
-        body
-    };
-    let negative = value < 0.0 && body.chars().any(|c| c.is_ascii_digit() && c != '0');
-    let sign = if negative {
-        "-"
+    let negative = value < 0.0 && raw.bytes().any(|c| c.is_ascii_digit() && c != b'0');
+    number.clear();
+    if negative {
+        number.push('-');
     } else if layout.plus {
-        "+"
+        number.push('+');
+    }
+    if layout.comma {
+        let (int, frac) = match raw.split_once('.') {
+            Some((int, frac)) => (int, Some(frac)),
+            None => (raw.as_str(), None),
+        };
+        for (i, ch) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i).is_multiple_of(3) {
+                number.push(',');
+            }
+            number.push(ch);
+        }
+        if let Some(frac) = frac {
+            number.push('.');
+            number.push_str(frac);
+        }
     } else {
-        ""
-    };
-    format!("{:>width$}", format!("{sign}{body}"), width = layout.width)
+        number.push_str(raw);
+    }
+    let _ = write!(out, "{number:>width$}", width = layout.width);
 }
 
-fn format_value(value: &Value, scale: f64, layout: Layout) -> String {
+fn push_value(out: &mut String, scratch: &mut Scratch, value: &Value, scale: f64, layout: Layout) {
+    let Scratch { raw, number, .. } = scratch;
     match value {
-        Value::Text(text) => format!("{text:>width$}", width = layout.width),
-        Value::Int(v) if scale == 1.0 && layout.decimals.is_none() => {
-            format_number(*v as f64, layout)
+        Value::Text(text) => {
+            let _ = write!(out, "{text:>width$}", width = layout.width);
         }
-        other => format_number(other.as_f64() * scale, layout),
+        Value::Int(v) if scale == 1.0 && layout.decimals.is_none() => {
+            push_number(out, raw, number, *v as f64, layout)
+        }
+        other => push_number(out, raw, number, other.as_f64() * scale, layout),
     }
 }
 
@@ -269,11 +303,11 @@ enum Colour {
 }
 
 impl Colour {
-    fn paint(self, text: &str, enabled: bool) -> String {
-        match (self, enabled) {
-            (Colour::Red, true) => format!("\x1b[31m{text}\x1b[0m"),
-            (Colour::Green, true) => format!("\x1b[32m{text}\x1b[0m"),
-            _ => text.to_string(),
+    fn code(self) -> Option<&'static str> {
+        match self {
+            Colour::Red => Some("\x1b[31m"),
+            Colour::Green => Some("\x1b[32m"),
+            Colour::Plain => None,
         }
     }
 }
@@ -285,8 +319,8 @@ pub struct Row {
     pub depth: usize,
     /// PID.
     pub pid: i32,
-    /// Executable name.
-    pub name: String,
+    /// Executable name (shared with the monitor, so a tick does not copy it).
+    pub name: Arc<str>,
     /// Seconds since the process started.
     pub process_time: f64,
     /// Values in column order, or `None` where access was denied.
@@ -297,8 +331,22 @@ pub struct Row {
     pub cpu_seconds: f64,
 }
 
+impl Row {
+    fn blank() -> Row {
+        Row {
+            depth: 0,
+            pid: 0,
+            name: Arc::from(""),
+            process_time: 0.0,
+            values: None,
+            ppid: 0,
+            cpu_seconds: 0.0,
+        }
+    }
+}
+
 /// The whole tree at one tick: rows depth-first, children by PID, and the totals.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TreeSnapshot {
     /// Seconds since monitoring started.
     pub monitor_time: f64,
@@ -322,8 +370,8 @@ impl TreeSnapshot {
 /// What reading one process in a tick found.
 #[derive(Debug)]
 enum NodeRead {
-    /// Running: its row and its children's PIDs.
-    Alive(Row, Vec<i32>),
+    /// Running, its row filled; its children's PIDs when the tree is being walked.
+    Alive(Option<Vec<i32>>),
     /// Exited but not yet reaped by its parent.
     Zombie,
     /// No longer there.
@@ -333,8 +381,43 @@ enum NodeRead {
 #[derive(Debug)]
 struct Node {
     probe: ProcessProbe,
+    /// CPU nanoseconds at the previous tick, and when.
     previous_cpu: Option<(u64, Instant)>,
-    previous: BTreeMap<Column, Value>,
+    /// The values last shown, in column order, that the diff columns compare against.
+    previous: Vec<Option<Value>>,
+    /// `comm`, start time (ticks after boot) and parent, as `stat` last said.
+    name: Arc<str>,
+    start_ticks: u64,
+    ppid: i32,
+    /// `stat` must be read at the next tick: never read yet, or an exec or rename was seen.
+    stale: bool,
+    /// The last tick (1, 2, …) that reached it.
+    seen_in: usize,
+}
+
+impl Node {
+    fn new(probe: ProcessProbe) -> Node {
+        Node {
+            probe,
+            previous_cpu: None,
+            previous: Vec::new(),
+            name: Arc::from(""),
+            start_ticks: 0,
+            ppid: 0,
+            stale: true,
+            seen_in: 0,
+        }
+    }
+}
+
+/// How a [`TreeMonitor`] learns which processes are in the tree.
+#[derive(Debug)]
+enum Discovery {
+    /// The kernel's fork, exec and exit events; children lists are read again only when
+    /// events were lost or a process with children left.
+    Events(ProcEvents),
+    /// Every process's children list (and `stat`) at every tick.
+    Polling,
 }
 
 /// What `pmt tree` saw over its run, for the final summary.
@@ -348,6 +431,8 @@ pub struct TreeStats {
     pub departed: usize,
     /// Ticks taken.
     pub ticks: usize,
+    /// Ticks that read every process's children list (all of them without process events).
+    pub walks: usize,
     /// Peak total RSS, bytes.
     pub peak_total_rss: u64,
 }
@@ -368,38 +453,82 @@ pub struct SeenProcess {
 }
 
 /// Tracks a root process and its descendants.
+///
+/// Each tick reads, per process, its CPU-time clock and `/proc/PID/statm` (RSS, as psutil reads
+/// it); `/proc/PID/stat`
+/// only when a shown column needs it (page faults, user/system CPU, threads, status), when the
+/// process is new or has exec'd or been renamed, or when the tree is walked. The tree is kept
+/// from the kernel's process events ([`ProcEvents`]) and walked through the children lists only
+/// at the first tick, after lost events, and when a process with children exits (its children
+/// are reparented). Without events (not root, or not in the initial PID namespace) it walks,
+/// and reads `stat` (and `statm`, but not the clock: CPU time then comes from `stat`), at every
+/// tick.
 #[derive(Debug)]
 pub struct TreeMonitor {
     root: i32,
     units: KernelUnits,
     columns: Vec<Column>,
-    nodes: BTreeMap<i32, Node>,
+    /// Whether a shown column comes from `stat`.
+    columns_need_stat: bool,
+    nodes: FxHashMap<i32, Node>,
+    discovery: Discovery,
+    /// Children (sorted) of each process in the tree, as last walked and then followed by events.
+    children: FxHashMap<i32, Vec<i32>>,
+    /// Parent of each process in the tree but the root.
+    parent: FxHashMap<i32, i32>,
+    /// Walk the children lists at the next tick.
+    walk_next: bool,
+    events: Vec<ProcEvent>,
+    /// The depth-first walk's stack, and children that vanished before they were opened,
+    /// kept between ticks for their storage.
+    stack: Vec<(i32, usize)>,
+    vanished: Vec<i32>,
     started: Instant,
     stats: TreeStats,
 }
 
 impl TreeMonitor {
-    /// Starts tracking `root`; fails with a clear error if it does not exist or cannot be read.
+    /// Starts tracking `root`, from process events where the kernel gives them (else by
+    /// polling); fails with a clear error if `root` does not exist or cannot be read.
     pub fn new(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
+        let discovery = match ProcEvents::subscribe() {
+            Ok(events) => Discovery::Events(events),
+            Err(_) => Discovery::Polling,
+        };
+        Self::with_discovery(root, columns, discovery)
+    }
+
+    /// Starts tracking `root` by reading every process's children list and `stat` at every tick
+    /// (what [`TreeMonitor::new`] falls back to without process events).
+    pub fn polling(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
+        Self::with_discovery(root, columns, Discovery::Polling)
+    }
+
+    fn with_discovery(
+        root: i32,
+        columns: Vec<Column>,
+        discovery: Discovery,
+    ) -> Result<TreeMonitor, ProbeError> {
         let units = KernelUnits::read()?;
-        let mut probe = ProcessProbe::open(root, false)?;
+        let mut probe = ProcessProbe::open(root, true)?;
         if probe.stat()?.has_exited() {
             return Err(ProbeError::NoSuchProcess { pid: root });
         }
-        let mut nodes = BTreeMap::new();
-        nodes.insert(
-            root,
-            Node {
-                probe,
-                previous_cpu: None,
-                previous: BTreeMap::new(),
-            },
-        );
+        let mut nodes = FxHashMap::default();
+        nodes.insert(root, Node::new(probe));
         Ok(TreeMonitor {
             root,
             units,
+            columns_need_stat: columns.iter().any(|c| c.needs_stat()),
             columns,
             nodes,
+            discovery,
+            children: FxHashMap::default(),
+            parent: FxHashMap::default(),
+            walk_next: true,
+            events: Vec::new(),
+            stack: Vec::new(),
+            vanished: Vec::new(),
             started: Instant::now(),
             stats: TreeStats::default(),
         })
@@ -415,117 +544,272 @@ impl TreeMonitor {
         &self.stats
     }
 
+    /// Whether the tree is followed through the kernel's process events (rather than polled).
+    pub fn uses_events(&self) -> bool {
+        matches!(self.discovery, Discovery::Events(_))
+    }
+
+    /// Whether `pid` is in the tree as last known.
+    fn tracked(&self, pid: i32) -> bool {
+        pid == self.root || self.parent.contains_key(&pid)
+    }
+
+    fn link(&mut self, parent: i32, child: i32) {
+        let siblings = self.children.entry(parent).or_default();
+        if let Err(at) = siblings.binary_search(&child) {
+            siblings.insert(at, child);
+        }
+        self.parent.insert(child, parent);
+    }
+
+    /// Drops `pid` from the tree; if it had children, they were reparented somewhere, so the
+    /// next tick walks the children lists to find where.
+    fn unlink(&mut self, pid: i32) {
+        if let Some(parent) = self.parent.remove(&pid)
+            && let Some(siblings) = self.children.get_mut(&parent)
+        {
+            siblings.retain(|p| *p != pid);
+        }
+        if self.children.remove(&pid).is_some_and(|c| !c.is_empty()) {
+            self.walk_next = true;
+        }
+        self.nodes.remove(&pid);
+    }
+
+    /// Applies the events since the last tick; returns whether this tick must walk the
+    /// children lists.
+    fn follow_events(&mut self) -> bool {
+        let Discovery::Events(source) = &mut self.discovery else {
+            return true;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        match source.drain(|event| events.push(event)) {
+            Ok(drained) => self.walk_next |= drained.lost,
+            Err(_) => {
+                self.discovery = Discovery::Polling;
+                return true;
+            }
+        }
+        for event in &events {
+            match *event {
+                ProcEvent::Fork {
+                    parent_tgid,
+                    child_pid,
+                    child_tgid,
+                } if child_pid == child_tgid && self.tracked(parent_tgid) => {
+                    self.link(parent_tgid, child_pid);
+                }
+                ProcEvent::Exec { tgid, .. } | ProcEvent::Comm { tgid, .. } => {
+                    if let Some(node) = self.nodes.get_mut(&tgid) {
+                        node.stale = true;
+                    }
+                }
+                ProcEvent::Exit { pid, tgid }
+                    if pid == tgid && pid != self.root && self.tracked(pid) =>
+                {
+                    self.unlink(pid);
+                }
+                _ => {}
+            }
+        }
+        self.events = events;
+        std::mem::take(&mut self.walk_next)
+    }
+
     /// Reads the whole tree now; `None` once the root has exited.
     pub fn tick(&mut self) -> Option<TreeSnapshot> {
+        let mut snapshot = TreeSnapshot::default();
+        self.tick_into(&mut snapshot).then_some(snapshot)
+    }
+
+    /// Reads the whole tree now into `snapshot`, reusing its rows, so that a tick of a tree
+    /// whose processes stay allocates nothing; `false` once the root has exited.
+    pub fn tick_into(&mut self, snapshot: &mut TreeSnapshot) -> bool {
+        let walk = self.follow_events();
+        if walk {
+            self.stats.walks += 1;
+            self.children.clear();
+            self.parent.clear();
+        }
+        let tick = self.stats.ticks + 1;
         let now = Instant::now();
-        let monitor_time = now.duration_since(self.started).as_secs_f64();
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let mut rows = Vec::with_capacity(self.nodes.len());
-        let mut visited = BTreeSet::new();
-        let mut zombies = BTreeSet::new();
-        let mut stack = vec![(self.root, 0usize)];
+        let mut filled = 0;
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut vanished = std::mem::take(&mut self.vanished);
+        stack.clear();
+        stack.push((self.root, 0usize));
         while let Some((pid, depth)) = stack.pop() {
-            if !visited.insert(pid) {
-                continue;
+            match self.nodes.get_mut(&pid) {
+                Some(node) if node.seen_in != tick => node.seen_in = tick,
+                _ => continue,
             }
-            let (row, children) = match self.read_node(pid, depth, now, wall) {
-                NodeRead::Alive(row, children) => (row, children),
-                NodeRead::Zombie if pid != self.root => {
+            if snapshot.rows.len() == filled {
+                snapshot.rows.push(Row::blank());
+            }
+            let polled =
+                match self.read_node(pid, depth, now, wall, walk, &mut snapshot.rows[filled]) {
+                    NodeRead::Alive(polled) => polled,
                     // Kept (one open descriptor) until reaped, so it is not reopened every tick.
-                    zombies.insert(pid);
-                    continue;
-                }
-                NodeRead::Zombie | NodeRead::Gone if pid == self.root => return None,
-                NodeRead::Zombie | NodeRead::Gone => continue,
+                    NodeRead::Zombie if pid != self.root => continue,
+                    NodeRead::Zombie | NodeRead::Gone if pid == self.root => {
+                        self.stack = stack;
+                        self.vanished = vanished;
+                        return false;
+                    }
+                    NodeRead::Zombie | NodeRead::Gone => {
+                        self.unlink(pid);
+                        continue;
+                    }
+                };
+            filled += 1;
+            for child in polled.into_iter().flatten() {
+                self.link(pid, child);
+            }
+            let Some(children) = self.children.get(&pid) else {
+                continue;
             };
-            rows.push(row);
-            for child in children.into_iter().rev() {
-                if let std::collections::btree_map::Entry::Vacant(slot) = self.nodes.entry(child) {
-                    match ProcessProbe::open(child, false) {
+            for &child in children.iter().rev() {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.nodes.entry(child) {
+                    match ProcessProbe::open(child, true) {
                         Ok(probe) => {
-                            slot.insert(Node {
-                                probe,
-                                previous_cpu: None,
-                                previous: BTreeMap::new(),
-                            });
+                            slot.insert(Node::new(probe));
                         }
-                        Err(_) => continue,
+                        Err(_) => {
+                            vanished.push(child);
+                            continue;
+                        }
                     }
                 }
                 stack.push((child, depth + 1));
             }
+            for child in vanished.drain(..) {
+                self.unlink(child);
+            }
         }
-        let alive: BTreeSet<i32> = rows.iter().map(|r| r.pid).collect();
-        self.nodes
-            .retain(|pid, _| alive.contains(pid) || zombies.contains(pid));
-        let totals = self.totals(&rows);
-        let snapshot = TreeSnapshot {
-            monitor_time,
-            rows,
-            totals,
-        };
-        self.record_stats(&snapshot);
-        Some(snapshot)
+        self.stack = stack;
+        self.vanished = vanished;
+        snapshot.rows.truncate(filled);
+        self.nodes.retain(|_, node| node.seen_in == tick);
+        snapshot.monitor_time = now.duration_since(self.started).as_secs_f64();
+        self.fill_totals(&snapshot.rows, &mut snapshot.totals);
+        self.record_stats(snapshot);
+        true
     }
 
-    fn read_node(&mut self, pid: i32, depth: usize, now: Instant, wall: f64) -> NodeRead {
+    fn read_node(
+        &mut self,
+        pid: i32,
+        depth: usize,
+        now: Instant,
+        wall: f64,
+        walk: bool,
+        row: &mut Row,
+    ) -> NodeRead {
         let units = self.units;
         let born_since_last_tick = self.stats.ticks > 0;
         let Some(node) = self.nodes.get_mut(&pid) else {
             return NodeRead::Gone;
         };
-        let stat = match node.probe.stat() {
-            Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
-            Ok(stat) => stat,
+        // Polling reads `stat` every tick anyway, and takes the CPU time from it (utime + stime,
+        // in clock ticks) rather than pay for the clock too. Otherwise the clock comes first:
+        // the descriptor reads after it prove the PID still names this process.
+        let polling = matches!(self.discovery, Discovery::Polling);
+        let clock_ns = if polling {
+            None
+        } else {
+            match node.probe.cpu_time_ns() {
+                Ok(ns) => Some(ns),
+                Err(_) => return NodeRead::Gone,
+            }
+        };
+        // RSS from `statm`, as psutil reads it: `stat`'s rss field can lag it by some pages.
+        let rss_pages = match node.probe.statm() {
+            Ok(statm) => statm.resident,
             Err(_) => return NodeRead::Gone,
         };
-        let children = node.probe.children(stat.num_threads).unwrap_or_default();
-        let cpu_ticks = stat.utime + stat.stime;
+        // No memory at all: exiting or a zombie, which `stat` tells.
+        let read_stat = polling || walk || node.stale || self.columns_need_stat || rss_pages == 0;
+        let stat = if read_stat {
+            match node.probe.stat() {
+                Ok(stat) if stat.has_exited() => return NodeRead::Zombie,
+                Ok(stat) => Some(stat),
+                Err(_) => return NodeRead::Gone,
+            }
+        } else {
+            None
+        };
+        if let Some(stat) = &stat {
+            if *node.name != *stat.name {
+                node.name = Arc::from(stat.name.as_str());
+            }
+            node.start_ticks = stat.starttime;
+            node.ppid = stat.ppid;
+            node.stale = false;
+        }
+        let polled = match (&stat, walk) {
+            (Some(stat), true) => Some(node.probe.children(stat.num_threads).unwrap_or_default()),
+            _ => None,
+        };
+        let cpu_ns = match (clock_ns, &stat) {
+            (Some(ns), _) => ns,
+            (None, stat) => stat.as_ref().map_or(0, |stat| {
+                ((stat.utime + stat.stime) as f64 * 1e9 / units.ticks_per_second) as u64
+            }),
+        };
+        let cpu_seconds = cpu_ns as f64 / 1e9;
+        let process_time =
+            wall - (units.boot_time + node.start_ticks as f64 / units.ticks_per_second);
         let cpu_percent = match node.previous_cpu {
-            Some((ticks, at)) => {
+            Some((previous_ns, at)) => {
                 let dt = now.duration_since(at).as_secs_f64();
-                let used = cpu_ticks.saturating_sub(ticks) as f64 / units.ticks_per_second;
+                let used = cpu_ns.saturating_sub(previous_ns) as f64 / 1e9;
                 if dt > 0.0 { 100.0 * used / dt } else { 0.0 }
             }
             // Born since the previous tick: its whole life is inside this interval.
-            None if born_since_last_tick => {
-                let age = wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second);
-                100.0 * (cpu_ticks as f64 / units.ticks_per_second) / age.max(1e-3)
-            }
+            None if born_since_last_tick => 100.0 * cpu_seconds / process_time.max(1e-3),
             // Present at the first tick: no interval yet (psutil's first cpu_percent() is 0.0 too).
             None => 0.0,
         };
-        node.previous_cpu = Some((cpu_ticks, now));
-        let values = column_values(&self.columns, &stat, units, cpu_percent);
-        let row = Row {
-            depth,
-            pid,
-            name: stat.name.clone(),
-            process_time: wall - (units.boot_time + stat.starttime as f64 / units.ticks_per_second),
-            values,
-            ppid: stat.ppid,
-            cpu_seconds: cpu_ticks as f64 / units.ticks_per_second,
+        node.previous_cpu = Some((cpu_ns, now));
+        row.depth = depth;
+        row.pid = pid;
+        row.name = Arc::clone(&node.name);
+        row.process_time = process_time;
+        row.ppid = if pid == self.root {
+            node.ppid
+        } else {
+            self.parent.get(&pid).copied().unwrap_or(node.ppid)
         };
-        NodeRead::Alive(row, children)
+        row.cpu_seconds = cpu_seconds;
+        let counters = Counters {
+            pid,
+            rss_bytes: rss_pages * units.page_size,
+            cpu_percent,
+            stat: stat.as_ref(),
+        };
+        let mut values = row.values.take().unwrap_or_default();
+        if fill_values(&self.columns, &counters, units, &mut values) {
+            row.values = Some(values);
+        }
+        NodeRead::Alive(polled)
     }
 
-    fn totals(&self, rows: &[Row]) -> Vec<Option<f64>> {
-        self.columns
-            .iter()
-            .enumerate()
-            .map(|(index, column)| {
-                column.summable().then(|| {
-                    rows.iter()
-                        .filter_map(|row| row.values.as_ref()?.get(index))
-                        .map(Value::as_f64)
-                        .filter(|v| *v >= 0.0)
-                        .sum()
-                })
+    fn fill_totals(&self, rows: &[Row], totals: &mut Vec<Option<f64>>) {
+        totals.clear();
+        totals.extend(self.columns.iter().enumerate().map(|(index, column)| {
+            column.summable().then(|| {
+                rows.iter()
+                    .filter_map(|row| row.values.as_ref()?.get(index))
+                    .map(Value::as_f64)
+                    .filter(|v| *v >= 0.0)
+                    .sum()
             })
-            .collect()
+        }));
     }
 
     fn record_stats(&mut self, snapshot: &TreeSnapshot) {
@@ -541,7 +825,7 @@ impl TreeMonitor {
                 .map(|v| v.as_f64() as u64)
                 .unwrap_or(0);
             let seen = stats.seen.entry(row.pid).or_insert_with(|| SeenProcess {
-                name: row.name.clone(),
+                name: row.name.to_string(),
                 first_seen: snapshot.monitor_time,
                 ..SeenProcess::default()
             });
@@ -552,58 +836,69 @@ impl TreeMonitor {
         stats.departed = stats.seen.len() - snapshot.rows.len();
     }
 
-    /// The previous values of a process's diff columns, updated to `values`; returns the old ones.
-    fn swap_previous(&mut self, pid: i32, values: &[Value]) -> BTreeMap<Column, Value> {
-        let Some(node) = self.nodes.get_mut(&pid) else {
-            return BTreeMap::new();
-        };
-        let mut new = BTreeMap::new();
-        for (column, value) in self.columns.iter().zip(values) {
-            if column.diff_layout().is_some() {
-                new.insert(*column, value.clone());
-            }
-        }
-        std::mem::replace(&mut node.previous, new)
+    /// The columns, and the values last shown for `pid` (while it is tracked).
+    fn row_state(&mut self, pid: i32) -> (&[Column], Option<&mut Vec<Option<Value>>>) {
+        let previous = self.nodes.get_mut(&pid).map(|node| &mut node.previous);
+        (&self.columns, previous)
     }
 }
 
-fn column_values(
-    columns: &[Column],
-    stat: &StatFields,
-    units: KernelUnits,
+/// One process's counters at one tick, from wherever they were read.
+struct Counters<'a> {
+    pid: i32,
+    rss_bytes: u64,
     cpu_percent: f64,
-) -> Option<Vec<Value>> {
-    let pid = stat.pid;
+    /// Read this tick whenever a shown column needs it.
+    stat: Option<&'a StatFields>,
+}
+
+/// Fills `values` with the columns' values; `false` where access was denied.
+fn fill_values(
+    columns: &[Column],
+    counters: &Counters,
+    units: KernelUnits,
+    values: &mut Vec<Value>,
+) -> bool {
+    values.clear();
+    let pid = counters.pid;
     let count = |r: Result<usize, ProbeError>| match r {
         Ok(n) => Ok(Value::Int(n as i64)),
         Err(err) => Err(err),
     };
-    let mut values = Vec::with_capacity(columns.len());
+    let from_stat = |value: fn(&StatFields, KernelUnits) -> Value| {
+        counters
+            .stat
+            .map(|stat| value(stat, units))
+            .ok_or_else(|| ProbeError::Io {
+                path: format!("/proc/{pid}/stat").into(),
+                source: std::io::Error::other("not read this tick"),
+            })
+    };
     for column in columns {
         let value = match column {
-            Column::Rss => Ok(Value::Int((stat.rss_pages * units.page_size) as i64)),
+            Column::Rss => Ok(Value::Int(counters.rss_bytes as i64)),
             Column::Uss => Ok(Value::Int(
                 probe::full_memory(pid).map(|m| m.uss as i64).unwrap_or(-1),
             )),
-            Column::PFaults => Ok(Value::Int((stat.minflt + stat.majflt) as i64)),
-            Column::Cpu => Ok(Value::Float(cpu_percent)),
-            Column::User => Ok(Value::Float(stat.utime as f64 / units.ticks_per_second)),
-            Column::Sys => Ok(Value::Float(stat.stime as f64 / units.ticks_per_second)),
+            Column::PFaults => from_stat(|s, _| Value::Int((s.minflt + s.majflt) as i64)),
+            Column::Cpu => Ok(Value::Float(counters.cpu_percent)),
+            Column::User => from_stat(|s, u| Value::Float(s.utime as f64 / u.ticks_per_second)),
+            Column::Sys => from_stat(|s, u| Value::Float(s.stime as f64 / u.ticks_per_second)),
             Column::Ctx => probe::context_switches(pid)
                 .map(|c| Value::Int((c.voluntary + c.involuntary) as i64)),
-            Column::Thrds => Ok(Value::Int(stat.num_threads as i64)),
-            Column::Status => Ok(Value::Text(stat.status().to_string())),
+            Column::Thrds => from_stat(|s, _| Value::Int(s.num_threads as i64)),
+            Column::Status => from_stat(|s, _| Value::Text(s.status().to_string())),
             Column::Files => count(probe::open_file_count(pid)),
             Column::Net => count(probe::inet_connection_count(pid)),
             Column::CmdLine => probe::cmdline(pid).map(|args| Value::Text(args.join(" "))),
         };
         match value {
             Ok(value) => values.push(value),
-            Err(ProbeError::PermissionDenied { .. }) if column.needs_extra_reads() => return None,
+            Err(ProbeError::PermissionDenied { .. }) if column.needs_extra_reads() => return false,
             Err(_) => values.push(Value::Int(-1)),
         }
     }
-    Some(values)
+    true
 }
 
 /// Writes `process_tree.py`'s table (or `--sep` separated) text for the ticks of a [`TreeMonitor`].
@@ -613,11 +908,21 @@ pub struct TableWriter {
     pub sep: String,
     /// Colour increases red and decreases green.
     pub colour: bool,
+    scratch: Scratch,
 }
 
 const INDENT: &str = "  ";
 
 impl TableWriter {
+    /// A writer separating cells with `sep` (empty: an aligned table), in colour or not.
+    pub fn new(sep: &str, colour: bool) -> TableWriter {
+        TableWriter {
+            sep: sep.to_string(),
+            colour,
+            scratch: Scratch::default(),
+        }
+    }
+
     /// The header line (without a newline).
     pub fn header(&self, columns: &[Column]) -> String {
         let sep = &self.sep;
@@ -651,111 +956,171 @@ impl TableWriter {
         out
     }
 
-    /// The lines of one tick: one per process, then the total line. Updates the previous
-    /// values the diff columns compare against.
-    pub fn tick_lines(&self, monitor: &mut TreeMonitor, snapshot: &TreeSnapshot) -> Vec<String> {
-        let columns = monitor.columns.clone();
-        let mut lines = Vec::with_capacity(snapshot.rows.len() + 1);
+    /// Appends the lines of one tick to `out`, each ending in a newline: one per process, then
+    /// the total line. Updates the previous values the diff columns compare against.
+    pub fn write_tick(
+        &mut self,
+        monitor: &mut TreeMonitor,
+        snapshot: &TreeSnapshot,
+        out: &mut String,
+    ) {
+        let mut scratch = std::mem::take(&mut self.scratch);
         for row in &snapshot.rows {
-            let mut line = self.row_prefix(
-                row.depth,
-                &row.pid.to_string(),
-                &format!("\"{}\"", row.name),
-                row.process_time,
-            );
+            self.row_prefix(out, &mut scratch, row);
+            let (columns, previous) = monitor.row_state(row.pid);
             match &row.values {
                 None => {
                     let denied = "ACCESS DENIED";
-                    line.push(' ');
-                    line.push_str(&if self.colour {
-                        format!("\x1b[43m\x1b[30m{denied}\x1b[0m")
+                    out.push(' ');
+                    if self.colour {
+                        let _ = write!(out, "\x1b[43m\x1b[30m{denied}\x1b[0m");
                     } else {
-                        denied.to_string()
-                    });
+                        out.push_str(denied);
+                    }
                 }
                 Some(values) => {
-                    let previous = monitor.swap_previous(row.pid, values);
-                    for (column, value) in columns.iter().zip(values) {
-                        self.cell(
-                            &mut line,
-                            &format_value(value, column.scale(), column.layout()),
+                    let mut previous = previous;
+                    if let Some(previous) = previous.as_deref_mut() {
+                        previous.resize(columns.len(), None);
+                    }
+                    for (index, (column, value)) in columns.iter().zip(values).enumerate() {
+                        scratch.cell.clear();
+                        let mut cell = std::mem::take(&mut scratch.cell);
+                        push_value(
+                            &mut cell,
+                            &mut scratch,
+                            value,
+                            column.scale(),
+                            column.layout(),
                         );
+                        self.push_cell(out, &cell, Colour::Plain);
+                        let slot = previous.as_deref_mut().and_then(|p| p.get_mut(index));
                         if let Some(diff) = column.diff_layout() {
-                            let (text, colour) =
-                                diff_text(value, previous.get(column), *column, diff);
-                            self.cell(&mut line, &colour.paint(&text, self.colour));
+                            cell.clear();
+                            let before = slot.as_deref().and_then(Option::as_ref);
+                            let colour =
+                                push_diff(&mut cell, &mut scratch, value, before, *column, diff);
+                            self.push_cell(out, &cell, colour);
+                        }
+                        scratch.cell = cell;
+                        if let Some(slot) = slot {
+                            match slot {
+                                Some(kept) => kept.clone_from(value),
+                                None => *slot = Some(value.clone()),
+                            }
                         }
                     }
                 }
             }
-            lines.push(line);
+            out.push('\n');
         }
-        lines.push(self.total_line(&columns, snapshot));
-        lines
+        self.total_line(out, &mut scratch, monitor.columns(), snapshot);
+        out.push('\n');
+        self.scratch = scratch;
     }
 
-    fn cell(&self, line: &mut String, text: &str) {
+    /// Appends a separator (a space in the table) and `text`: trimmed when separated, and
+    /// wrapped in `colour` when colour is on (then untrimmed, as `process_tree.py` does).
+    fn push_cell(&self, out: &mut String, text: &str, colour: Colour) {
         if self.sep.is_empty() {
-            line.push(' ');
-            line.push_str(text);
+            out.push(' ');
         } else {
-            line.push_str(&self.sep);
-            line.push_str(text.trim());
+            out.push_str(&self.sep);
+        }
+        match colour.code() {
+            Some(code) if self.colour => {
+                out.push_str(code);
+                out.push_str(text);
+                out.push_str("\x1b[0m");
+            }
+            _ if self.sep.is_empty() => out.push_str(text),
+            _ => out.push_str(text.trim()),
         }
     }
 
-    fn row_prefix(&self, depth: usize, pid: &str, name: &str, process_time: f64) -> String {
+    fn row_prefix(&self, out: &mut String, scratch: &mut Scratch, row: &Row) {
         let sep = &self.sep;
-        let mut out = String::new();
+        let (depth, pid) = (row.depth, row.pid);
         if sep.is_empty() {
             if depth == 0 {
-                let _ = write!(out, "{process_time:8.1}");
+                let _ = write!(out, "{:8.1}", row.process_time);
             } else {
-                out.push_str(&" ".repeat(8));
+                out.push_str("        ");
             }
-            let _ = write!(out, " {} {pid:>5} {name:24}", INDENT.repeat(depth));
+            out.push(' ');
+            for _ in 0..depth {
+                out.push_str(INDENT);
+            }
+            scratch.cell.clear();
+            let _ = write!(scratch.cell, "\"{}\"", row.name);
+            let _ = write!(out, " {pid:>5} {:24}", scratch.cell);
         } else {
             if depth == 0 {
-                let _ = write!(out, "{process_time:.1}");
+                let _ = write!(out, "{:.1}", row.process_time);
             }
-            let _ = write!(out, "{sep}{pid}{sep}{name}");
+            let _ = write!(out, "{sep}{pid}{sep}\"{}\"", row.name);
         }
-        out
     }
 
-    fn total_line(&self, columns: &[Column], snapshot: &TreeSnapshot) -> String {
-        let name = format!("\"{} processes\"", snapshot.rows.len());
-        let mut line = if self.sep.is_empty() {
-            format!("{:8}  {:>5} {name:24}", "", "total")
+    fn total_line(
+        &self,
+        out: &mut String,
+        scratch: &mut Scratch,
+        columns: &[Column],
+        snapshot: &TreeSnapshot,
+    ) {
+        scratch.cell.clear();
+        let _ = write!(scratch.cell, "\"{} processes\"", snapshot.rows.len());
+        if self.sep.is_empty() {
+            let _ = write!(out, "{:8}  {:>5} {:24}", "", "total", scratch.cell);
         } else {
-            format!("{sep}total{sep}{name}", sep = self.sep)
-        };
+            let _ = write!(out, "{sep}total{sep}{}", scratch.cell, sep = self.sep);
+        }
+        let mut cell = std::mem::take(&mut scratch.cell);
         for (column, total) in columns.iter().zip(&snapshot.totals) {
-            let text = match total {
-                Some(total) => format_number(total * column.scale(), column.layout()),
-                None => format!("{:width$}", "", width = column.layout().width),
-            };
-            self.cell(&mut line, &text);
+            cell.clear();
+            let width = column.layout().width;
+            match total {
+                Some(total) => {
+                    let Scratch { raw, number, .. } = scratch;
+                    push_number(
+                        &mut cell,
+                        raw,
+                        number,
+                        total * column.scale(),
+                        column.layout(),
+                    );
+                }
+                None => {
+                    let _ = write!(cell, "{:width$}", "");
+                }
+            }
+            self.push_cell(out, &cell, Colour::Plain);
             if let Some(diff) = column.diff_layout() {
-                self.cell(&mut line, &format!("{:width$}", "", width = diff.width));
+                cell.clear();
+                let _ = write!(cell, "{:width$}", "", width = diff.width);
+                self.push_cell(out, &cell, Colour::Plain);
             }
         }
-        line
+        scratch.cell = cell;
     }
 }
 
-fn diff_text(
+/// Appends the change from `previous` to `value` laid out for a diff column; returns its colour.
+fn push_diff(
+    out: &mut String,
+    scratch: &mut Scratch,
     value: &Value,
     previous: Option<&Value>,
     column: Column,
     layout: Layout,
-) -> (String, Colour) {
+) -> Colour {
     match value {
         Value::Text(text) => {
             let changed = previous.is_none_or(|p| p != value);
             let shown = if changed { text.as_str() } else { "" };
-            let colour = if changed { Colour::Red } else { Colour::Green };
-            (format!("{shown:>width$}", width = layout.width), colour)
+            let _ = write!(out, "{shown:>width$}", width = layout.width);
+            if changed { Colour::Red } else { Colour::Green }
         }
         _ => {
             let delta = value.as_f64() - previous.map(Value::as_f64).unwrap_or(0.0);
@@ -770,7 +1135,8 @@ fn diff_text(
                 Value::Int(_) => Value::Int(delta as i64),
                 _ => Value::Float(delta),
             };
-            (format_value(&delta_value, column.scale(), layout), colour)
+            push_value(out, scratch, &delta_value, column.scale(), layout);
+            colour
         }
     }
 }
@@ -831,7 +1197,7 @@ pub fn snapshot_json(columns: &[Column], snapshot: &TreeSnapshot) -> OrderedJson
         let mut entries = vec![
             ("process_time".to_string(), leaf(row.process_time)),
             ("pid".to_string(), leaf(row.pid)),
-            ("name".to_string(), leaf(row.name.as_str())),
+            ("name".to_string(), leaf(&*row.name)),
         ];
         if let Some(values) = &row.values {
             for (column, value) in columns.iter().zip(values) {
@@ -874,6 +1240,18 @@ pub fn snapshot_json(columns: &[Column], snapshot: &TreeSnapshot) -> OrderedJson
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn format_number(value: f64, layout: Layout) -> String {
+        let mut out = String::new();
+        push_number(
+            &mut out,
+            &mut String::new(),
+            &mut String::new(),
+            value,
+            layout,
+        );
+        out
+    }
 
     #[test]
     fn numbers_format_like_python() {
@@ -919,22 +1297,99 @@ mod tests {
 
     #[test]
     fn header_matches_process_tree_layout() {
-        let writer = TableWriter {
-            sep: String::new(),
-            colour: false,
-        };
+        let writer = TableWriter::new("", false);
         assert_eq!(
             writer.header(&[Column::Rss, Column::Cpu]),
             "Time(s)     PID Name                      RSS(MB) dRSS(MB)   CPU(%)  dCPU(%)"
         );
-        let writer = TableWriter {
-            sep: "|".into(),
-            colour: false,
-        };
+        let writer = TableWriter::new("|", false);
         assert_eq!(
             writer.header(&[Column::Rss, Column::User]),
             "Time(s)|PID|Name|RSS(MB)|dRSS(MB)|User(s)"
         );
+    }
+
+    /// Two ticks through the writer, against lines Python's `format()` makes for the same values
+    /// (`process_tree.py`'s specs): table and `--sep`, diffs against the previous tick.
+    #[test]
+    fn tick_lines_match_python_format() {
+        const MB: i64 = 1024 * 1024;
+        let me = std::process::id() as i32;
+        let columns = vec![Column::Rss, Column::Cpu, Column::Status];
+        let mut monitor = TreeMonitor::polling(me, columns.clone()).expect("monitor of self");
+        monitor.tick().expect("self is alive");
+        let row = |depth, pid, name: &str, time, rss, cpu, status: &str| Row {
+            depth,
+            pid,
+            name: name.into(),
+            process_time: time,
+            values: Some(vec![
+                Value::Int(rss),
+                Value::Float(cpu),
+                Value::Text(status.into()),
+            ]),
+            ppid: 0,
+            cpu_seconds: 0.0,
+        };
+        let snapshot = |rows: Vec<Row>| {
+            let totals = monitor_totals(&columns, &rows);
+            TreeSnapshot {
+                monitor_time: 0.0,
+                rows,
+                totals,
+            }
+        };
+        let mut table = TableWriter::new("", false);
+        let first = snapshot(vec![
+            row(0, me, "python3", 12.34, 10 * MB, 12.5, "sleeping"),
+            row(1, 4322, "a b", 0.0, 1536 * MB, 0.0, "running"),
+        ]);
+        let mut text = String::new();
+        table.write_tick(&mut monitor, &first, &mut text);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                format!(
+                    "    12.3  {me:>5} \"python3\"                    10.0    +10.0     12.5    +12.5   sleeping   sleeping"
+                ),
+                "             4322 \"a b\"                     1,536.0 +1,536.0      0.0     +0.0    running    running".to_string(),
+                "          total \"2 processes\"             1,546.0              12.5                               ".to_string(),
+            ]
+        );
+        let second = snapshot(vec![row(0, me, "python3", 12.44, 9 * MB, 2.0, "sleeping")]);
+        let mut text = String::new();
+        table.write_tick(&mut monitor, &second, &mut text);
+        assert_eq!(
+            text.lines().next(),
+            Some(
+                format!(
+                    "    12.4  {me:>5} \"python3\"                     9.0     -1.0      2.0    -10.5   sleeping           "
+                )
+                .as_str()
+            )
+        );
+        let mut separated = TableWriter::new("|", false);
+        let mut text = String::new();
+        separated.write_tick(&mut monitor, &second, &mut text);
+        assert_eq!(
+            text.lines().next(),
+            Some(format!("12.4|{me}|\"python3\"|9.0|+0.0|2.0|+0.0|sleeping|").as_str())
+        );
+    }
+
+    fn monitor_totals(columns: &[Column], rows: &[Row]) -> Vec<Option<f64>> {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                column.summable().then(|| {
+                    rows.iter()
+                        .filter_map(|row| row.values.as_ref()?.get(index))
+                        .map(Value::as_f64)
+                        .sum()
+                })
+            })
+            .collect()
     }
 
     #[test]
@@ -942,7 +1397,7 @@ mod tests {
         let row = |depth, pid| Row {
             depth,
             pid,
-            name: format!("p{pid}"),
+            name: format!("p{pid}").into(),
             process_time: 1.0,
             values: Some(vec![Value::Int(1024), Value::Float(0.0)]),
             ppid: 0,
