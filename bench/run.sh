@@ -10,7 +10,7 @@ if [ ! -x bench/.venv/bin/py-spy ]; then
 fi
 export PATH="$PWD/bench/.venv/bin:$PATH"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(stack_read sampler_overhead attribution_vs_austin)
+[ ${#names[@]} -gt 0 ] || names=(stack_read sampler_overhead attribution_vs_austin subprocesses)
 for name in "${names[@]}"; do
     if [ -f "bench/$name.py" ]; then
         cargo build --release -q

@@ -4,15 +4,21 @@
 //! allocations cancel out. Every output format is a reader of a
 //! [`Profile`]; a profile read back from a timeline file is the same model.
 //!
-//! Owns: interning of frames, stacks and threads; per-(thread, stack) metric totals; the
-//! timeline; the run's summary as recorded for outputs.
+//! With `--subprocesses` a profile holds several processes: a [`ProcessInfo`] table, each
+//! thread's process index ([`ThreadInfo::process`]), one ledger per process (a process's
+//! releases cancel only its own growth), and a `process PID: CMD` root frame in
+//! [`Profile::stack_text`], so every output shows processes without knowing about them.
+//!
+//! Owns: interning of frames, stacks, threads and processes; per-(thread, stack) metric
+//! totals; the timeline; the run's summary as recorded for outputs.
 //! Must not touch: sampling or counters (it only receives [`Sample`]s), and any output format.
 
 use crate::python::Frame;
 use crate::sampler::{
-    Metric, MetricValues, Sample, SampleSink, SamplerStats, ThreadIdentity, ThreadSample,
+    Metric, MetricValues, ProcessIdentity, Sample, SampleSink, SamplerStats, ThreadIdentity,
+    ThreadSample,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// One frame as outputs show it: `function (file:line)`.
@@ -45,6 +51,32 @@ impl From<&Frame> for FrameInfo {
     }
 }
 
+/// A process sampled during a `--subprocesses` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process id.
+    pub pid: i32,
+    /// Its command line.
+    pub command: String,
+    /// Its CPython version.
+    pub python_version: Option<String>,
+}
+
+/// The longest command shown in a process's root frame, in characters.
+const COMMAND_IN_LABEL: usize = 80;
+
+impl ProcessInfo {
+    /// The root frame of the process's stacks: `process PID: CMD` (a long command is cut
+    /// with `…`).
+    pub fn label(&self) -> String {
+        let mut command: String = self.command.chars().take(COMMAND_IN_LABEL).collect();
+        if self.command.chars().count() > COMMAND_IN_LABEL {
+            command.push('…');
+        }
+        format!("process {}: {command}", self.pid)
+    }
+}
+
 /// A thread seen during the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadInfo {
@@ -54,6 +86,9 @@ pub struct ThreadInfo {
     pub native_id: Option<u32>,
     /// The thread's latest known name.
     pub name: Option<String>,
+    /// Index into [`Profile::processes`] of its process (`--subprocesses`); `None` in a
+    /// single-process profile.
+    pub process: Option<u32>,
 }
 
 impl ThreadInfo {
@@ -192,11 +227,14 @@ pub struct TimelineEntry {
     pub values: MetricValues,
 }
 
-/// One tick of the timeline.
+/// One tick of the timeline (of one process, with `--subprocesses`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineSample {
     /// Seconds since sampling started.
     pub time_s: f64,
+    /// Index into [`Profile::processes`] of the process sampled; `None` in a single-process
+    /// profile.
+    pub process: Option<u32>,
     /// The process RSS at that tick, in bytes.
     pub rss: Option<u64>,
     /// Each thread's stack and deltas.
@@ -226,6 +264,16 @@ pub enum ProfileError {
         frame: u32,
         /// How many frames exist.
         frames: usize,
+    },
+    /// A thread or sample names a process that does not exist.
+    #[error("{what} refers to process {process}, but there are {processes} processes")]
+    BadProcess {
+        /// The thread or sample.
+        what: String,
+        /// The bad process index.
+        process: u32,
+        /// How many processes exist.
+        processes: usize,
     },
     /// A sample names a thread or stack that does not exist.
     #[error("sample {sample} refers to thread {thread} / stack {stack}, which do not exist")]
@@ -344,6 +392,10 @@ fn subtract(map: &mut HashMap<(u32, u32), u64>, key: (u32, u32), bytes: u64) {
     }
 }
 
+/// What identifies a thread: its process index, Python id and kernel id (forked processes
+/// share Python ids).
+type ThreadKey = (Option<u32>, Option<u64>, Option<u32>);
+
 /// Interned stacks × metrics for one run.
 #[derive(Debug, Default)]
 pub struct Profile {
@@ -356,9 +408,11 @@ pub struct Profile {
     stacks: Vec<Vec<u32>>,
     stack_ids: HashMap<Vec<u32>, u32>,
     threads: Vec<ThreadInfo>,
-    thread_ids: HashMap<(Option<u64>, Option<u32>), u32>,
+    thread_ids: HashMap<ThreadKey, u32>,
+    processes: Vec<ProcessInfo>,
+    process_ids: HashMap<i32, u32>,
     totals: HashMap<(u32, u32), MetricValues>,
-    ledger: GrowthLedger,
+    ledgers: BTreeMap<Option<u32>, GrowthLedger>,
     timeline: Option<Vec<TimelineSample>>,
     scratch: Vec<u32>,
 }
@@ -392,7 +446,7 @@ impl Profile {
             }
         }
         let mut totals: HashMap<(u32, u32), MetricValues> = HashMap::new();
-        let mut ledger = GrowthLedger::default();
+        let mut ledgers: BTreeMap<Option<u32>, GrowthLedger> = BTreeMap::new();
         for (index, sample) in timeline.iter().enumerate() {
             for entry in &sample.entries {
                 if entry.thread as usize >= threads.len() || entry.stack as usize >= stacks.len() {
@@ -407,7 +461,11 @@ impl Profile {
                     .or_default()
                     .add_all(&entry.values);
             }
-            replay(&mut ledger, sample.time_s, &sample.entries);
+            replay(
+                ledgers.entry(sample.process).or_default(),
+                sample.time_s,
+                &sample.entries,
+            );
         }
         let stack_ids = stacks
             .iter()
@@ -417,7 +475,7 @@ impl Profile {
         let thread_ids = threads
             .iter()
             .enumerate()
-            .map(|(i, t)| ((t.python_id, t.native_id), i as u32))
+            .map(|(i, t)| ((t.process, t.python_id, t.native_id), i as u32))
             .collect();
         Ok(Profile {
             target,
@@ -428,26 +486,84 @@ impl Profile {
             stack_ids,
             threads,
             thread_ids,
+            processes: Vec::new(),
+            process_ids: HashMap::new(),
             totals,
-            ledger,
+            ledgers,
             timeline: Some(timeline),
             scratch: Vec::new(),
         })
     }
 
+    /// Gives a profile assembled by [`Profile::from_timeline`] its process table, checking
+    /// that every thread and sample names one of them.
+    pub fn with_processes(mut self, processes: Vec<ProcessInfo>) -> Result<Profile, ProfileError> {
+        let bad = |what: String, process: u32| ProfileError::BadProcess {
+            what,
+            process,
+            processes: processes.len(),
+        };
+        for (index, thread) in self.threads.iter().enumerate() {
+            if let Some(process) = thread.process.filter(|&p| p as usize >= processes.len()) {
+                return Err(bad(format!("thread {index}"), process));
+            }
+        }
+        for (index, sample) in self.timeline.iter().flatten().enumerate() {
+            if let Some(process) = sample.process.filter(|&p| p as usize >= processes.len()) {
+                return Err(bad(format!("sample {index}"), process));
+            }
+        }
+        self.process_ids = processes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.pid, i as u32))
+            .collect();
+        self.processes = processes;
+        Ok(self)
+    }
+
     /// Adds one sample.
     pub fn add(&mut self, sample: Sample) {
+        self.add_to(None, sample);
+    }
+
+    /// Adds one sample of `process`, one of several sampled together (`--subprocesses`).
+    pub fn add_process_sample(&mut self, process: &ProcessIdentity, sample: Sample) {
+        let index = self.intern_process(process);
+        self.add_to(Some(index), sample);
+    }
+
+    fn intern_process(&mut self, process: &ProcessIdentity) -> u32 {
+        if let Some(&index) = self.process_ids.get(&process.pid) {
+            return index;
+        }
+        let index = self.processes.len() as u32;
+        self.processes.push(ProcessInfo {
+            pid: process.pid,
+            command: process.command.clone(),
+            python_version: process.python_version.clone(),
+        });
+        self.process_ids.insert(process.pid, index);
+        index
+    }
+
+    fn add_to(&mut self, process: Option<u32>, sample: Sample) {
         let mut entries = Vec::with_capacity(sample.threads.len());
         for thread_sample in sample.threads {
-            entries.push(self.add_thread_sample(thread_sample));
+            entries.push(self.add_thread_sample(process, thread_sample));
         }
-        replay(&mut self.ledger, sample.time.as_secs_f64(), &entries);
+        replay(
+            self.ledgers.entry(process).or_default(),
+            sample.time.as_secs_f64(),
+            &entries,
+        );
         if self.timeline.is_none() {
             return;
         }
         if let Some(timeline) = &mut self.timeline {
             timeline.push(TimelineSample {
                 time_s: sample.time.as_secs_f64(),
+                process,
                 rss: sample.rss,
                 entries,
             });
@@ -456,8 +572,8 @@ impl Profile {
 
     /// Gives a profile assembled by [`Profile::from_timeline`] no further samples: its frame
     /// table is not indexed for interning.
-    fn add_thread_sample(&mut self, sample: ThreadSample) -> TimelineEntry {
-        let thread = self.intern_thread(sample.thread);
+    fn add_thread_sample(&mut self, process: Option<u32>, sample: ThreadSample) -> TimelineEntry {
+        let thread = self.intern_thread(process, sample.thread);
         let stack = self.intern_stack(&sample.frames);
         self.totals
             .entry((thread, stack))
@@ -470,8 +586,8 @@ impl Profile {
         }
     }
 
-    fn intern_thread(&mut self, identity: ThreadIdentity) -> u32 {
-        let key = (identity.python_id, identity.native_id);
+    fn intern_thread(&mut self, process: Option<u32>, identity: ThreadIdentity) -> u32 {
+        let key = (process, identity.python_id, identity.native_id);
         if let Some(&id) = self.thread_ids.get(&key) {
             if identity.name.is_some() {
                 self.threads[id as usize].name = identity.name;
@@ -483,6 +599,7 @@ impl Profile {
             python_id: identity.python_id,
             native_id: identity.native_id,
             name: identity.name,
+            process,
         });
         self.thread_ids.insert(key, id);
         id
@@ -528,6 +645,17 @@ impl Profile {
         &self.threads
     }
 
+    /// Every process sampled (`--subprocesses`), indexed by [`ThreadInfo::process`]; empty in
+    /// a single-process profile.
+    pub fn processes(&self) -> &[ProcessInfo] {
+        &self.processes
+    }
+
+    /// The process a thread belongs to, in a multi-process profile.
+    pub fn process_of(&self, thread: &ThreadInfo) -> Option<&ProcessInfo> {
+        self.processes.get(thread.process? as usize)
+    }
+
     /// Every sample, when the profile keeps a timeline.
     pub fn timeline(&self) -> Option<&[TimelineSample]> {
         self.timeline.as_deref()
@@ -537,7 +665,12 @@ impl Profile {
     /// (by thread, then stack id). `rss` is the growth the stack owned at the peak (see
     /// `GrowthLedger`); every other metric is the sum of what its samples charged.
     pub fn weights(&self) -> Vec<StackWeight<'_>> {
-        let at_peak = self.ledger.at_peak();
+        let mut at_peak: HashMap<(u32, u32), u64> = HashMap::new();
+        for ledger in self.ledgers.values() {
+            for (&key, &bytes) in ledger.at_peak() {
+                *at_peak.entry(key).or_default() += bytes;
+            }
+        }
         let mut keys: Vec<&(u32, u32)> = self.totals.keys().collect();
         keys.sort_unstable();
         keys.into_iter()
@@ -564,9 +697,13 @@ impl Profile {
     }
 
     /// The frame texts of a weight's stack, root first; a stack without Python frames shows
-    /// as one placeholder frame, and `with_thread` puts the thread's label at the root.
+    /// as one placeholder frame, and `with_thread` puts the thread's label at the root. In a
+    /// multi-process profile, the process's label (`process PID: CMD`) comes first.
     pub fn stack_text(&self, weight: &StackWeight<'_>, with_thread: bool) -> Vec<String> {
-        let mut texts = Vec::with_capacity(weight.frames.len() + 1);
+        let mut texts = Vec::with_capacity(weight.frames.len() + 2);
+        if let Some(process) = self.process_of(weight.thread) {
+            texts.push(process.label());
+        }
         if with_thread {
             texts.push(weight.thread.label());
         }
@@ -604,6 +741,10 @@ impl SampleSink for Profile {
     fn record(&mut self, sample: Sample) {
         self.add(sample);
     }
+
+    fn record_process(&mut self, process: &ProcessIdentity, sample: Sample) {
+        self.add_process_sample(process, sample);
+    }
 }
 
 /// Synthetic samples for the tests of the profile and its outputs.
@@ -640,6 +781,40 @@ pub(crate) mod test_support {
             frames: frames.to_vec(),
             values,
         }
+    }
+
+    /// A `--subprocesses` profile of two forked processes whose main threads share ids:
+    /// process 10 keeps 1000 bytes in `keep`; process 11 grows 500 in `spike` first and
+    /// releases them after process 10 grew.
+    pub fn two_process_profile() -> Profile {
+        let mut profile = Profile::new(TargetInfo::default(), true);
+        let keeper = ProcessIdentity {
+            pid: 10,
+            command: "python3 keeper.py".to_string(),
+            python_version: Some("3.12.1".to_string()),
+        };
+        let spiker = ProcessIdentity {
+            pid: 11,
+            command: "python3 keeper.py".to_string(),
+            python_version: Some("3.12.1".to_string()),
+        };
+        let sample = |ms: u64, frames: &[Frame], rss: u64, release: u64| {
+            let mut thread = thread_sample(7, "MainThread", frames, rss);
+            thread.values.add(Metric::RssRelease, release);
+            Sample {
+                time: Duration::from_millis(ms),
+                rss: Some(1 << 20),
+                threads: vec![thread],
+            }
+        };
+        profile.add_process_sample(&spiker, sample(0, &[frame("spike", 9)], 500, 0));
+        profile.add_process_sample(&keeper, sample(10, &[frame("keep", 5)], 1000, 0));
+        profile.add_process_sample(&spiker, sample(20, &[frame("spike", 9)], 0, 500));
+        for ms in (30..600).step_by(10) {
+            profile.add_process_sample(&keeper, sample(ms, &[frame("keep", 5)], 0, 0));
+            profile.add_process_sample(&spiker, sample(ms, &[frame("idle", 1)], 0, 0));
+        }
+        profile
     }
 
     /// A profile of two threads running the same leaf under different callers, plus a
@@ -796,9 +971,41 @@ mod tests {
             python_id: Some(255),
             native_id: None,
             name: None,
+            process: None,
         };
         assert_eq!(anonymous.label(), "thread ? (0xff)");
         assert_eq!(anonymous.empty_stack_label(), "<no Python frames>");
+    }
+
+    #[test]
+    fn processes_get_a_root_frame_and_their_own_ledger() {
+        let profile = two_process_profile();
+        assert_eq!(profile.processes().len(), 2);
+        assert_eq!(profile.threads().len(), 2, "the same ids in two processes");
+        let charged: Vec<(Vec<String>, u64)> = profile
+            .weights()
+            .iter()
+            .map(|w| (profile.stack_text(w, true), w.values.get(Metric::Rss)))
+            .filter(|(_, rss)| *rss > 0)
+            .collect();
+        assert_eq!(
+            charged,
+            [(
+                vec![
+                    "process 10: python3 keeper.py".to_string(),
+                    "thread MainThread (7)".to_string(),
+                    "keep (app/file.py:5)".to_string(),
+                ],
+                1000
+            )],
+            "process 11's release cancels its own spike, not process 10's growth"
+        );
+        let long = ProcessInfo {
+            pid: 3,
+            command: "x".repeat(100),
+            python_version: None,
+        };
+        assert_eq!(long.label().chars().count(), "process 3: ".len() + 81);
     }
 
     #[test]
@@ -821,6 +1028,7 @@ mod tests {
             Vec::new(),
             vec![TimelineSample {
                 time_s: 0.0,
+                process: None,
                 rss: None,
                 entries: vec![TimelineEntry {
                     thread: 0,

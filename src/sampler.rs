@@ -29,6 +29,12 @@
 //!
 //! A tick whose stack read fails is skipped without updating the baselines, so its deltas are
 //! charged at the next successful tick rather than lost.
+//!
+//! One [`Sampler`] samples one process; [`process_tree::ProcessTreeSampler`] (`--subprocesses`)
+//! runs one per Python process of a tree on the same clock, each charging only within its own
+//! process, and tags their samples with a [`ProcessIdentity`].
+
+pub mod process_tree;
 
 use crate::memory::rss::RssCounter;
 use crate::memory::thread_counters::{ThreadCounters, ThreadStat};
@@ -259,10 +265,27 @@ pub struct Sample {
     pub threads: Vec<ThreadSample>,
 }
 
+/// Which process a [`Sample`] belongs to, when several are sampled (`--subprocesses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// The process id.
+    pub pid: i32,
+    /// Its command line.
+    pub command: String,
+    /// Its CPython version, e.g. `3.11.7`.
+    pub python_version: Option<String>,
+}
+
 /// Receives the samples of a run.
 pub trait SampleSink {
     /// Takes one tick's sample.
     fn record(&mut self, sample: Sample);
+    /// Takes one tick's sample of `process`, one of several sampled together. Each process's
+    /// samples carry its own RSS and charges. By default the process is forgotten.
+    fn record_process(&mut self, process: &ProcessIdentity, sample: Sample) {
+        let _ = process;
+        self.record(sample);
+    }
     /// Called a few times a second with the run's statistics so far.
     fn progress(&mut self, _stats: &SamplerStats) {}
 }
@@ -337,6 +360,37 @@ pub struct SamplerStats {
     pub stop: Option<StopReason>,
     /// The work time of each sample (counters, stacks, attribution, sink), in nanoseconds.
     pub sample_costs_ns: Vec<u32>,
+    /// With `--subprocesses`: each process sampled, in the order it was first seen.
+    pub processes: Vec<ProcessStats>,
+}
+
+/// One process's part of a run that samples several (`--subprocesses`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessStats {
+    /// The process.
+    pub process: ProcessIdentity,
+    /// Samples taken of it.
+    pub samples: u64,
+    /// Its failed stack reads.
+    pub read_errors: u64,
+    /// When sampling it started, since the start of the run.
+    pub first: Duration,
+    /// Its last sample (or, once it exited, when that was noticed).
+    pub last: Duration,
+    /// Whether it exited during the run.
+    pub exited: bool,
+}
+
+impl ProcessStats {
+    /// Samples per second achieved while it was sampled.
+    pub fn achieved_rate(&self) -> f64 {
+        let secs = self.last.saturating_sub(self.first).as_secs_f64();
+        if secs > 0.0 {
+            self.samples.saturating_sub(1) as f64 / secs
+        } else {
+            0.0
+        }
+    }
 }
 
 impl SamplerStats {
@@ -372,6 +426,9 @@ pub enum SamplerError {
     /// The process's RSS could not be read.
     #[error(transparent)]
     Rss(#[from] crate::memory::rss::RssError),
+    /// The root process of `--subprocesses` cannot be inspected.
+    #[error(transparent)]
+    Process(#[from] crate::attach::ProcessError),
 }
 
 /// The per-thread baselines kept between ticks.
@@ -447,55 +504,13 @@ impl<S: StackSource> Sampler<S> {
     /// Samples until the duration elapses, `stop` is raised or the target exits, giving each
     /// sample to `sink`; returns the run's statistics.
     pub fn run(&mut self, stop: &AtomicBool, sink: &mut dyn SampleSink) -> SamplerStats {
-        let clock = MonotonicClock::for_sampling();
-        let period_ns = (1e9 / self.options.rate_hz).round().max(1.0) as u64;
-        let end_ns = self
-            .options
-            .duration
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let progress_every_ns = 250_000_000;
-        let mut next_progress_ns = progress_every_ns;
-        let mut tick: u64 = 0;
-        let stop_reason = loop {
-            if stop.load(Ordering::Relaxed) {
-                break StopReason::Interrupted;
-            }
-            let started_ns = clock.elapsed_ns();
-            if end_ns.is_some_and(|end| started_ns >= end) {
-                break StopReason::Duration;
-            }
-            self.stats.ticks += 1;
-            let exited = self.tick(Duration::from_nanos(started_ns), sink);
-            let finished_ns = clock.elapsed_ns();
-            self.stats.elapsed = Duration::from_nanos(finished_ns);
-            if exited {
-                break StopReason::TargetExited;
-            }
-            let cost = finished_ns.saturating_sub(started_ns);
-            self.stats
-                .sample_costs_ns
-                .push(u32::try_from(cost).unwrap_or(u32::MAX));
-            if finished_ns >= next_progress_ns {
-                sink.progress(&self.stats);
-                next_progress_ns = finished_ns + progress_every_ns;
-            }
-            tick += 1;
-            let mut deadline = tick.saturating_mul(period_ns);
-            if finished_ns > deadline {
-                let skipped = (finished_ns - deadline) / period_ns;
-                self.stats.missed_ticks += skipped;
-                self.stats.ticks += skipped;
-                tick += skipped;
-                deadline = tick.saturating_mul(period_ns);
-            }
-            if let Some(end) = end_ns {
-                deadline = deadline.min(end);
-            }
-            clock.sleep_until_ns(deadline, stop);
-        };
-        self.stats.elapsed = Duration::from_nanos(clock.elapsed_ns());
-        self.stats.stop = Some(stop_reason);
-        self.stats.clone()
+        let options = self.options;
+        run_ticks(self, options, stop, sink)
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> &SamplerStats {
+        &self.stats
     }
 
     /// Takes one sample; returns whether the target has exited.
@@ -904,6 +919,85 @@ pub fn split_proportionally(total: u64, weights: &[u64]) -> Vec<u64> {
         parts[largest] += total - given;
     }
     parts
+}
+
+/// What [`run_ticks`] drives: one tick at a time, and the run's statistics.
+pub(crate) trait Ticker {
+    /// Takes one tick's samples; returns whether the target has exited.
+    fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool;
+    /// The run's statistics, in which the loop keeps timing and tick counts.
+    fn stats_mut(&mut self) -> &mut SamplerStats;
+}
+
+impl<S: StackSource> Ticker for Sampler<S> {
+    fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
+        Sampler::tick(self, time, sink)
+    }
+
+    fn stats_mut(&mut self) -> &mut SamplerStats {
+        &mut self.stats
+    }
+}
+
+/// The loop of a run: ticks on absolute deadlines (a tick that overruns skips the deadlines it
+/// passed, counted as missed, so the clock never drifts) until the duration elapses, `stop`
+/// is raised or the target is gone; returns the run's statistics.
+pub(crate) fn run_ticks(
+    ticker: &mut impl Ticker,
+    options: SamplerOptions,
+    stop: &AtomicBool,
+    sink: &mut dyn SampleSink,
+) -> SamplerStats {
+    let clock = MonotonicClock::for_sampling();
+    let period_ns = (1e9 / options.rate_hz).round().max(1.0) as u64;
+    let end_ns = options
+        .duration
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let progress_every_ns = 250_000_000;
+    let mut next_progress_ns = progress_every_ns;
+    let mut tick: u64 = 0;
+    let stop_reason = loop {
+        if stop.load(Ordering::Relaxed) {
+            break StopReason::Interrupted;
+        }
+        let started_ns = clock.elapsed_ns();
+        if end_ns.is_some_and(|end| started_ns >= end) {
+            break StopReason::Duration;
+        }
+        ticker.stats_mut().ticks += 1;
+        let exited = ticker.tick(Duration::from_nanos(started_ns), sink);
+        let finished_ns = clock.elapsed_ns();
+        let stats = ticker.stats_mut();
+        stats.elapsed = Duration::from_nanos(finished_ns);
+        if exited {
+            break StopReason::TargetExited;
+        }
+        let cost = finished_ns.saturating_sub(started_ns);
+        stats
+            .sample_costs_ns
+            .push(u32::try_from(cost).unwrap_or(u32::MAX));
+        if finished_ns >= next_progress_ns {
+            sink.progress(stats);
+            next_progress_ns = finished_ns + progress_every_ns;
+        }
+        tick += 1;
+        let mut deadline = tick.saturating_mul(period_ns);
+        if finished_ns > deadline {
+            let skipped = (finished_ns - deadline) / period_ns;
+            stats.missed_ticks += skipped;
+            stats.ticks += skipped;
+            tick += skipped;
+            deadline = tick.saturating_mul(period_ns);
+        }
+        if let Some(end) = end_ns {
+            deadline = deadline.min(end);
+        }
+        clock.sleep_until_ns(deadline, stop);
+    };
+    let stats = ticker.stats_mut();
+    stats.elapsed = Duration::from_nanos(clock.elapsed_ns());
+    stats.stop = Some(stop_reason);
+    stats.clone()
 }
 
 /// Whether `/proc/PID` is gone or a zombie: the target has exited.

@@ -6,4 +6,4 @@ pub mod memory;
 pub mod process;
 
 pub use memory::{MemoryError, PageCache, ReadMemory, RemoteMemory, SliceMemory};
-pub use process::{MappedFile, ProcessError, TargetProcess};
+pub use process::{MappedFile, ProcessError, TargetProcess, descendant_pids};

@@ -176,6 +176,53 @@ impl TargetProcess {
     }
 }
 
+/// The pids of every living descendant of `pid`, parents before their children, from the
+/// kernel's `/proc/PID/task/TID/children` lists (cheap: no scan of every process). Processes
+/// that exit while being listed are simply left out; a missing `children` file (kernels
+/// built without it) falls back to [`TargetProcess::descendants`].
+pub fn descendant_pids(pid: i32) -> Vec<i32> {
+    if !Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists() {
+        return TargetProcess::open(pid)
+            .map(|target| {
+                target
+                    .descendants()
+                    .into_iter()
+                    .map(|(child, _)| child)
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let mut found = Vec::new();
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(parent) = queue.pop_front() {
+        for child in children_of(parent) {
+            if child != pid && !found.contains(&child) {
+                found.push(child);
+                queue.push_back(child);
+            }
+        }
+    }
+    found
+}
+
+/// The direct children of `pid`, over all its threads.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|t| t.parse::<i32>().ok()),
+        );
+    }
+    children
+}
+
 /// The system page size in bytes.
 pub fn page_size() -> u64 {
     procfs::page_size()
@@ -189,5 +236,46 @@ fn proc_error(pid: i32, err: ProcError) -> ProcessError {
             pid,
             message: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        // A shell that starts a sleeping subshell, which starts a sleeping child: a child and a
+        // grandchild of the shell.
+        let mut shell = Command::new("sh")
+            .args(["-c", "(sleep 30; true) & sleep 30; true"])
+            .spawn()
+            .expect("sh");
+        let pid = shell.id() as i32;
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = descendant_pids(pid);
+            if found.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for &descendant in &found {
+            // SAFETY: kill(2) on processes this test started (they are not reaped by anyone
+            // else while the shell is alive).
+            unsafe {
+                libc::kill(descendant, libc::SIGKILL);
+            }
+        }
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert_eq!(
+            found.len(),
+            3,
+            "subshell, its sleep, the shell's sleep: {found:?}"
+        );
+        assert!(!found.contains(&pid));
+        assert!(descendant_pids(i32::MAX).is_empty());
     }
 }

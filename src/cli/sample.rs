@@ -13,8 +13,9 @@ use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::output::{flame, format_value, speedscope, timeline};
 use crate::profile::{Profile, RunSummary, TargetInfo};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
+use crate::sampler::process_tree::ProcessTreeSampler;
 use crate::sampler::{
-    Metric, Sample, SampleSink, Sampler, SamplerOptions, SamplerStats, StopReason,
+    Metric, ProcessIdentity, Sample, SampleSink, Sampler, SamplerOptions, SamplerStats, StopReason,
 };
 use anyhow::{Context, bail};
 use clap::Args;
@@ -30,12 +31,13 @@ use std::time::{Duration, Instant, SystemTime};
 #[command(after_help = "Examples:
   pmt-sample --pid 1234 --duration 30 --flame grow.svg
   pmt-sample --threads --collapsed out.folded --json out.json -- python3 app.py
+  pmt-sample --subprocesses --flame pool.svg -- python3 pool_app.py
   pmt-sample --pid 1234 --pprof grow.pb.gz --speedscope grow.speedscope.json
   pmt-sample --pid 1234 --pyroscope http://localhost:4040 --app myapp{env=prod}
 
 rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
 are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
-at its sustained peak (memory freed again within 100 ms does not count).
+at its sustained peak (memory freed again within 250 ms does not count).
 Needs ptrace rights over the target: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0.")]
 pub struct SampleArgs {
     /// PID of the Python process to attach to (no restart, no code change).
@@ -82,6 +84,11 @@ pub struct SampleArgs {
     /// Put each thread at the root of its stacks, as `thread NAME (TID)`.
     #[arg(long)]
     pub threads: bool,
+    /// Also sample the target's descendant processes as they appear and exit (multiprocessing
+    /// pools, pre-fork workers); each gets a root frame `process PID: CMD` and its own RSS.
+    /// The target may then be a launcher (a shell, pyenv's shim, a venv script).
+    #[arg(long)]
+    pub subprocesses: bool,
     /// With malloc-bytes / malloc-count: also count CPython's object allocator (pymalloc), so
     /// small objects count too. Slows the target more: these calls are very frequent.
     #[arg(long)]
@@ -254,16 +261,19 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         blocking: args.blocking,
         thread_state: false,
     };
+    let sampler_options = SamplerOptions {
+        rate_hz: args.rate,
+        duration,
+    };
+    if args.subprocesses {
+        return sample_tree(&args, sampler_options, &spy_options, outputs, pyroscope);
+    }
     let (mut target, spy) = match start_target(&args, &spy_options) {
         Ok(started) => started,
         Err(err) => {
             outputs.discard();
             return Err(err);
         }
-    };
-    let sampler_options = SamplerOptions {
-        rate_hz: args.rate,
-        duration,
     };
     let python_version = spy.version().to_string();
     let mut sampler = match Sampler::new(spy, target.pid, sampler_options) {
@@ -314,18 +324,43 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         sink.finish();
         stats
     };
-    profile.summary = Some(RunSummary::from_stats(&stats, args.rate));
-    let written = write_outputs(&profile, &args, outputs, started);
+    finish(
+        profile,
+        &stats,
+        &args,
+        outputs,
+        &mut target,
+        (uploader, started),
+        &[],
+    )
+}
+
+/// After a run: writes the outputs, stops or reaps a launched command, waits for the last
+/// Pyroscope pushes, prints the summary (with `notes` after it).
+fn finish(
+    mut profile: Profile,
+    stats: &SamplerStats,
+    args: &SampleArgs,
+    outputs: Outputs,
+    target: &mut Target,
+    (uploader, started): (Option<Uploader>, SystemTime),
+    notes: &[String],
+) -> anyhow::Result<()> {
+    profile.summary = Some(RunSummary::from_stats(stats, args.rate));
+    let written = write_outputs(&profile, args, outputs, started);
     let grace = match stats.stop {
         Some(StopReason::TargetExited) => Duration::from_secs(2),
         _ => Duration::ZERO,
     };
-    let child_note = stop_child(&mut target, grace);
+    let child_note = stop_child(target, grace);
     let pushed = uploader.map(|u| {
         let url = u.url().to_string();
         (url, u.finish(stats.elapsed))
     });
-    print_summary(&profile, &stats, &args, child_note.as_deref());
+    print_summary(&profile, stats, args, child_note.as_deref());
+    for note in notes {
+        eprintln!("  {note}");
+    }
     if let Some((url, pushed)) = pushed {
         eprintln!(
             "  pushed to Pyroscope {url}: {} sent, {} failed, {} dropped",
@@ -337,6 +372,120 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         eprintln!("  wrote: {}", written.join(", "));
     }
     Ok(())
+}
+
+/// `--subprocesses`: samples the target (launched or attached) and its Python descendants.
+fn sample_tree(
+    args: &SampleArgs,
+    options: SamplerOptions,
+    spy_options: &SpyOptions,
+    outputs: Outputs,
+    pyroscope: Option<PyroscopeConfig>,
+) -> anyhow::Result<()> {
+    let mut target = match args.pid {
+        Some(pid) => Target {
+            pid,
+            command: crate::attach::TargetProcess::open(pid)
+                .and_then(|p| p.cmdline())
+                .unwrap_or_default(),
+            child: None,
+        },
+        None => match launch(args) {
+            Ok(target) => target,
+            Err(err) => {
+                outputs.discard();
+                return Err(err);
+            }
+        },
+    };
+    let mut sampler = match ProcessTreeSampler::new(target.pid, options, spy_options.clone()) {
+        Ok(sampler) => sampler,
+        Err(err) => {
+            outputs.discard();
+            stop_child(&mut target, Duration::ZERO);
+            return Err(err.into());
+        }
+    };
+    if matches!(args.metric, Metric::MallocBytes | Metric::MallocCount) {
+        let options = crate::memory::malloc::MallocOptions {
+            python_allocators: args.python_allocators,
+            frees: false,
+        };
+        sampler.on_attach(Box::new(move |sampler, pid| {
+            super::malloc_metrics::add_malloc_sources(sampler, pid, &options)
+                .map(|_| ())
+                .map_err(|err| format!("no allocator counters: {err}"))
+        }));
+    }
+    let info = TargetInfo {
+        pid: target.pid,
+        command: target.command.clone(),
+        python_version: None,
+    };
+    let mut profile = Profile::new(info, outputs.json.is_some());
+    eprintln!(
+        "pmt-sample: sampling process {} and its Python descendants at {} Hz{}; Ctrl-C to stop",
+        target.pid,
+        args.rate,
+        options
+            .duration
+            .map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
+    );
+    let mut uploader = pyroscope.map(|config| Uploader::start(config, profile.target.clone()));
+    let started = SystemTime::now();
+    let stats = {
+        let mut sink = ProgressSink::new(&mut profile, uploader.as_mut());
+        let stats = sampler.run(&STOP, &mut sink);
+        sink.finish();
+        stats
+    };
+    let mut versions: Vec<&str> = profile
+        .processes()
+        .iter()
+        .filter_map(|p| p.python_version.as_deref())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    profile.target.python_version = (!versions.is_empty()).then(|| versions.join(", "));
+    let mut notes = process_lines(&stats);
+    notes.extend(sampler.skipped().iter().cloned());
+    if stats.processes.is_empty() {
+        notes.push(format!(
+            "no Python process was found in the tree of process {}",
+            target.pid
+        ));
+    }
+    finish(
+        profile,
+        &stats,
+        args,
+        outputs,
+        &mut target,
+        (uploader, started),
+        &notes,
+    )
+}
+
+/// One summary line per process sampled with `--subprocesses`.
+fn process_lines(stats: &SamplerStats) -> Vec<String> {
+    let mut lines = vec![format!("processes sampled: {}", stats.processes.len())];
+    for process in &stats.processes {
+        let mut command: String = process.process.command.chars().take(60).collect();
+        if process.process.command.chars().count() > 60 {
+            command.push('…');
+        }
+        lines.push(format!(
+            "  {:>7} {:>6} samples, {:6.1} Hz, {} read errors, {:.2}-{:.2} s{}  {command}",
+            process.process.pid,
+            process.samples,
+            process.achieved_rate(),
+            process.read_errors,
+            process.first.as_secs_f64(),
+            process.last.as_secs_f64(),
+            if process.exited { ", exited" } else { "" },
+        ));
+    }
+    lines
 }
 
 /// Attaches to `--pid`, or launches the command and attaches to it once its interpreter is up.
@@ -353,6 +502,18 @@ fn start_target(args: &SampleArgs, options: &SpyOptions) -> anyhow::Result<(Targ
             spy,
         ));
     }
+    let mut target = launch(args)?;
+    match attach_when_ready(&mut target, options) {
+        Ok(spy) => Ok((target, spy)),
+        Err(err) => {
+            stop_child(&mut target, Duration::ZERO);
+            Err(err)
+        }
+    }
+}
+
+/// Launches the command after `--`.
+fn launch(args: &SampleArgs) -> anyhow::Result<Target> {
     let (program, rest) = args
         .command
         .split_first()
@@ -361,18 +522,11 @@ fn start_target(args: &SampleArgs, options: &SpyOptions) -> anyhow::Result<(Targ
         .args(rest)
         .spawn()
         .with_context(|| format!("cannot launch {program}"))?;
-    let mut target = Target {
+    Ok(Target {
         pid: child.id() as i32,
         command: args.command.join(" "),
         child: Some(child),
-    };
-    match attach_when_ready(&mut target, options) {
-        Ok(spy) => Ok((target, spy)),
-        Err(err) => {
-            stop_child(&mut target, Duration::ZERO);
-            Err(err)
-        }
-    }
+    })
 }
 
 /// Retries attaching to a freshly launched command for a few seconds: it may still be a
@@ -618,6 +772,13 @@ impl SampleSink for ProgressSink<'_> {
             uploader.record(&sample);
         }
         self.profile.add(sample);
+    }
+
+    fn record_process(&mut self, process: &ProcessIdentity, sample: Sample) {
+        if let Some(uploader) = self.uploader.as_deref_mut() {
+            uploader.record_process(process, &sample);
+        }
+        self.profile.add_process_sample(process, sample);
     }
 
     fn progress(&mut self, stats: &SamplerStats) {

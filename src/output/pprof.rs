@@ -208,9 +208,12 @@ fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The process a thread belongs to: its pid and the root-frame text `process PID: CMD`. Every
-/// thread of a profile belongs to the sampled process.
-fn process_of(profile: &Profile, _thread: &ThreadInfo) -> (i32, String) {
+/// The process a thread belongs to: its pid and the root-frame text `process PID: CMD` (its
+/// own process in a `--subprocesses` profile, else the sampled target).
+fn process_of(profile: &Profile, thread: &ThreadInfo) -> (i32, String) {
+    if let Some(process) = profile.process_of(thread) {
+        return (process.pid, process.label());
+    }
     let target = &profile.target;
     (
         target.pid,
@@ -509,5 +512,23 @@ mod tests {
             placeholder.is_some(),
             "stacks without frames have a placeholder"
         );
+    }
+
+    #[test]
+    fn each_process_labels_its_own_samples() {
+        let profile = crate::profile::test_support::two_process_profile();
+        let pprof = decoded(&profile);
+        let strings = &pprof.string_table;
+        let mut pids: Vec<i64> = pprof
+            .sample
+            .iter()
+            .flat_map(|s| &s.label)
+            .filter(|l| strings[l.key as usize] == "pid")
+            .map(|l| l.num)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        assert_eq!(pids, [10, 11]);
+        assert!(strings.iter().any(|s| s == "process 11: python3 keeper.py"));
     }
 }

@@ -12,7 +12,7 @@
 
 use super::pprof::{self, PprofOptions};
 use crate::profile::{Profile, TargetInfo};
-use crate::sampler::{Metric, Sample, Unit};
+use crate::sampler::{Metric, ProcessIdentity, Sample, Unit};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -299,6 +299,17 @@ impl Uploader {
     pub fn record(&mut self, sample: &Sample) {
         let time = sample.time;
         self.window.add(sample.clone());
+        self.window_samples += 1;
+        if time.saturating_sub(self.window_start) >= self.config.interval {
+            self.flush(time);
+        }
+    }
+
+    /// Adds a sample of one of several processes (`--subprocesses`); pushes the window when
+    /// it has lasted the interval.
+    pub fn record_process(&mut self, process: &ProcessIdentity, sample: &Sample) {
+        let time = sample.time;
+        self.window.add_process_sample(process, sample.clone());
         self.window_samples += 1;
         if time.saturating_sub(self.window_start) >= self.config.interval {
             self.flush(time);

@@ -106,10 +106,13 @@ impl FrameTable {
     }
 }
 
-/// The name of a thread's profile. Every profile here belongs to the sampled process, so the
-/// thread's label names it.
-fn profile_name(thread: &ThreadInfo) -> String {
-    thread.label()
+/// The name of a thread's profile: the thread's label, after its process's
+/// (`process PID: CMD · thread NAME (TID)`) in a `--subprocesses` profile.
+fn profile_name(profile: &Profile, thread: &ThreadInfo) -> String {
+    match profile.process_of(thread) {
+        Some(process) => format!("{} · {}", process.label(), thread.label()),
+        None => thread.label(),
+    }
 }
 
 /// Writes the speedscope file of `metric`: one sampled profile per thread that has anything
@@ -128,7 +131,7 @@ pub fn write(profile: &Profile, metric: Metric, mut out: impl Write) -> io::Resu
             current = Some(weight.thread);
             profiles.push(SampledProfileJson {
                 kind: "sampled",
-                name: profile_name(weight.thread),
+                name: profile_name(profile, weight.thread),
                 unit: value_unit(metric),
                 start_value: 0,
                 end_value: 0,
@@ -261,5 +264,27 @@ mod tests {
         let profiles = doc["profiles"].as_array().expect("profiles");
         assert_eq!(profiles.len(), 1);
         assert_eq!(profiles[0]["samples"].as_array().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn profiles_of_a_process_tree_name_their_process() {
+        let mut json = Vec::new();
+        let profile = crate::profile::test_support::two_process_profile();
+        write(&profile, Metric::Wall, &mut json).expect("write");
+        let doc: Value = serde_json::from_slice(&json).expect("json");
+        let mut names: Vec<&str> = doc["profiles"]
+            .as_array()
+            .expect("profiles")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "process 10: python3 keeper.py · thread MainThread (7)",
+                "process 11: python3 keeper.py · thread MainThread (7)"
+            ]
+        );
     }
 }

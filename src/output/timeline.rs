@@ -4,14 +4,17 @@
 //!
 //! Layout (`version` 1): `{"format": "pymemtrace-timeline", "version", "target", "metrics":
 //! [{"name", "unit"}], "summary", "totals": {metric: total}, "threads": [{"python_id",
-//! "native_id", "name"}], "frames": [{"function", "filename", "line", "first_line"}],
-//! "stacks": [[frame id, root first]], "samples": [{"t": seconds, "rss": bytes, "threads":
-//! [{"thread", "stack", "deltas": [one per metric, in "metrics" order]}]}]}`. `first_line`
-//! (the function's first line) may be missing from files written before it existed.
+//! "native_id", "name", "process"}], "frames": [{"function", "filename", "line", "first_line"}],
+//! "stacks": [[frame id, root first]], "samples": [{"t": seconds, "process", "rss": bytes,
+//! "threads": [{"thread", "stack", "deltas": [one per metric, in "metrics" order]}]}],
+//! "processes": [{"pid", "command", "python_version"}]}`. `first_line` (the function's first
+//! line) may be missing from files written before it existed. `process` (an index into
+//! `processes`) and `processes` are present only for `--subprocesses` runs, where each sample
+//! is one process's and its `rss` that process's.
 
 use crate::profile::{
-    FrameInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo, TimelineEntry,
-    TimelineSample,
+    FrameInfo, ProcessInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo,
+    TimelineEntry, TimelineSample,
 };
 use crate::sampler::{Metric, MetricValues, UnknownMetric};
 use serde::{Deserialize, Serialize};
@@ -92,6 +95,15 @@ struct ThreadJson {
     python_id: Option<u64>,
     native_id: Option<u32>,
     name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProcessJson {
+    pid: i32,
+    command: String,
+    python_version: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -113,6 +125,8 @@ struct EntryJson {
 #[derive(Serialize, Deserialize)]
 struct SampleJson {
     t: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<u32>,
     rss: Option<u64>,
     threads: Vec<EntryJson>,
 }
@@ -129,6 +143,8 @@ struct TimelineJson {
     frames: Vec<FrameJson>,
     stacks: Vec<Vec<u32>>,
     samples: Vec<SampleJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    processes: Vec<ProcessJson>,
 }
 
 /// Writes `profile` as a timeline. A profile that kept no timeline writes an empty sample list.
@@ -160,6 +176,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                 python_id: t.python_id,
                 native_id: t.native_id,
                 name: t.name.clone(),
+                process: t.process,
             })
             .collect(),
         frames: profile
@@ -179,6 +196,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
             .iter()
             .map(|s| SampleJson {
                 t: s.time_s,
+                process: s.process,
                 rss: s.rss,
                 threads: s
                     .entries
@@ -189,6 +207,15 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                         deltas: e.values.0.to_vec(),
                     })
                     .collect(),
+            })
+            .collect(),
+        processes: profile
+            .processes()
+            .iter()
+            .map(|p| ProcessJson {
+                pid: p.pid,
+                command: p.command.clone(),
+                python_version: p.python_version.clone(),
             })
             .collect(),
     };
@@ -253,6 +280,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
         }
         timeline.push(TimelineSample {
             time_s: sample.t,
+            process: sample.process,
             rss: sample.rss,
             entries,
         });
@@ -294,9 +322,20 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 python_id: t.python_id,
                 native_id: t.native_id,
                 name: t.name,
+                process: t.process,
             })
             .collect(),
         timeline,
+    )?
+    .with_processes(
+        doc.processes
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                command: p.command,
+                python_version: p.python_version,
+            })
+            .collect(),
     )?;
     Ok(profile)
 }
@@ -305,7 +344,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
 mod tests {
     use super::*;
     use crate::output::collapsed::{FoldOptions, fold};
-    use crate::profile::test_support::two_thread_profile;
+    use crate::profile::test_support::{two_process_profile, two_thread_profile};
 
     #[test]
     fn read_back_timeline_folds_the_same() {
@@ -334,6 +373,33 @@ mod tests {
         assert_eq!(back.target, profile.target);
         assert_eq!(back.summary, profile.summary);
         assert_eq!(back.timeline(), profile.timeline());
+    }
+
+    #[test]
+    fn processes_survive_the_round_trip() {
+        let profile = two_process_profile();
+        let mut json = Vec::new();
+        write(&profile, &mut json).expect("write");
+        let back = read(json.as_slice()).expect("read");
+        assert_eq!(back.processes(), profile.processes());
+        assert_eq!(back.timeline(), profile.timeline());
+        for metric in Metric::ALL {
+            let options = FoldOptions {
+                metric,
+                threads: true,
+            };
+            assert_eq!(fold(&back, options), fold(&profile, options), "{metric}");
+        }
+        let text = String::from_utf8(json).expect("utf-8");
+        let broken = text.replace("\"process\":1", "\"process\":5");
+        let err = read(broken.as_bytes()).expect_err("process 5 does not exist");
+        assert!(
+            matches!(
+                err,
+                TimelineError::Profile(ProfileError::BadProcess { process: 5, .. })
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! `--subprocesses`: sampling a process and its descendants as they appear and exit
+//! (multiprocessing pools, pre-fork servers, a launcher's Python children).
+//!
+//! Owns: discovering the root's descendants every [`DISCOVER_INTERVAL`] (from the kernel's
+//! `/proc/PID/task/*/children` lists; once a member's parent has exited, its own descendants), attaching a [`PythonSpy`] to each new Python process
+//! (retrying one whose interpreter is still starting for [`ATTACH_PATIENCE`], skipping
+//! non-Python ones such as shells), ticking one [`Sampler`] per process on the run's clock,
+//! tagging each process's samples with its [`ProcessIdentity`], and per-process statistics.
+//! Must not touch: how stacks and counters are read, and attribution: each process's own
+//! [`Sampler`] charges its RSS growth within that process only.
+
+use super::{
+    Attribution, ProcessIdentity, ProcessStats, Sample, SampleSink, Sampler, SamplerError,
+    SamplerOptions, SamplerStats, Ticker, process_gone, run_ticks,
+};
+use crate::attach::{TargetProcess, descendant_pids};
+use crate::python::{PythonSpy, SpyError, SpyOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// How often the root's descendants are listed again.
+pub const DISCOVER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a new descendant that is not (yet) a readable Python process is retried: a launcher
+/// about to exec Python, or an interpreter still loading. After that it is skipped until its
+/// executable changes.
+pub const ATTACH_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Prepares each process's [`Sampler`] as it is attached, for example by adding
+/// [`super::CounterSource`]s for it; an error is noted in [`ProcessTreeSampler::skipped`] and
+/// the process is sampled without them.
+pub type AttachHook = Box<dyn FnMut(&mut Sampler<PythonSpy>, i32) -> Result<(), String>>;
+
+/// A descendant that is not being sampled.
+#[derive(Debug)]
+enum Candidate {
+    /// Not Python yet: retried at each discovery until `since` + [`ATTACH_PATIENCE`].
+    Pending { since: Duration },
+    /// Not Python (or not readable): retried only if its executable changes (an exec).
+    Skipped { exe: Option<PathBuf> },
+}
+
+/// One sampled process.
+struct Member {
+    identity: ProcessIdentity,
+    sampler: Sampler<PythonSpy>,
+    /// Index into the run's [`SamplerStats::processes`].
+    slot: usize,
+}
+
+/// Hands a process's samples on, tagged with the process.
+struct Tagged<'a> {
+    sink: &'a mut dyn SampleSink,
+    process: &'a ProcessIdentity,
+}
+
+impl SampleSink for Tagged<'_> {
+    fn record(&mut self, sample: Sample) {
+        self.sink.record_process(self.process, sample);
+    }
+}
+
+/// Samples every Python process of a tree rooted at one process, on one clock.
+///
+/// Each tick samples every live member (its own RSS, per-thread counters and stacks) and hands
+/// each member's [`Sample`] to [`SampleSink::record_process`]. The run ends when the root has
+/// exited and no member is left (or on duration / stop flag). [`SamplerStats::samples`] counts
+/// ticks that sampled at least one process; [`SamplerStats::processes`] has each process's own
+/// figures, kept after it exits.
+pub struct ProcessTreeSampler {
+    root: i32,
+    options: SamplerOptions,
+    spy_options: SpyOptions,
+    members: Vec<Member>,
+    candidates: HashMap<i32, Candidate>,
+    discover_every: u64,
+    ticks: u64,
+    skipped: Vec<String>,
+    /// What members that exited had charged, by kind of attribution.
+    exited_attribution: Attribution,
+    exited_counter_errors: u64,
+    on_attach: Option<AttachHook>,
+    stats: SamplerStats,
+}
+
+impl ProcessTreeSampler {
+    /// Prepares to sample `root` (if it is Python) and its Python descendants. The root may be
+    /// a launcher (a shell, pyenv's shim, a venv entry script).
+    pub fn new(
+        root: i32,
+        options: SamplerOptions,
+        spy_options: SpyOptions,
+    ) -> Result<ProcessTreeSampler, SamplerError> {
+        if !(options.rate_hz.is_finite() && (0.1..=100_000.0).contains(&options.rate_hz)) {
+            return Err(SamplerError::BadRate(options.rate_hz));
+        }
+        TargetProcess::open(root)?;
+        let per_discovery = (DISCOVER_INTERVAL.as_secs_f64() * options.rate_hz).round();
+        Ok(ProcessTreeSampler {
+            root,
+            options,
+            spy_options,
+            members: Vec::new(),
+            candidates: HashMap::new(),
+            discover_every: (per_discovery as u64).max(1),
+            ticks: 0,
+            skipped: Vec::new(),
+            exited_attribution: Attribution::default(),
+            exited_counter_errors: 0,
+            on_attach: None,
+            stats: SamplerStats::default(),
+        })
+    }
+
+    /// Samples until the duration elapses, `stop` is raised, or the root and every sampled
+    /// process have exited; returns the run's statistics.
+    pub fn run(&mut self, stop: &AtomicBool, sink: &mut dyn SampleSink) -> SamplerStats {
+        let options = self.options;
+        run_ticks(self, options, stop, sink)
+    }
+
+    /// Calls `hook` on each process's sampler when the process is attached.
+    pub fn on_attach(&mut self, hook: AttachHook) {
+        self.on_attach = Some(hook);
+    }
+
+    /// Descendants that could not be sampled for a reason other than not being Python
+    /// (permissions, an unsupported version), one line each.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// Lists the tree and attaches to the Python processes not sampled yet.
+    fn discover(&mut self, time: Duration) {
+        let mut pids = Vec::new();
+        if !process_gone(self.root) {
+            pids.push(self.root);
+        }
+        pids.extend(descendant_pids(self.root));
+        // Members whose parent exited are no longer under the root: follow their children too.
+        let orphans: Vec<i32> = self
+            .members
+            .iter()
+            .map(|m| m.identity.pid)
+            .filter(|pid| !pids.contains(pid))
+            .collect();
+        for orphan in orphans {
+            for pid in descendant_pids(orphan) {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+        self.candidates.retain(|pid, _| pids.contains(pid));
+        for pid in pids {
+            if self.members.iter().any(|m| m.identity.pid == pid) {
+                continue;
+            }
+            let retry = match self.candidates.get(&pid) {
+                None => {
+                    self.candidates
+                        .insert(pid, Candidate::Pending { since: time });
+                    true
+                }
+                Some(Candidate::Pending { .. }) => true,
+                Some(Candidate::Skipped { exe }) if *exe != executable(pid) => {
+                    // It exec'd: as patient with the new program as with a new process.
+                    self.candidates
+                        .insert(pid, Candidate::Pending { since: time });
+                    true
+                }
+                Some(Candidate::Skipped { .. }) => false,
+            };
+            if retry {
+                self.try_attach(pid, time);
+            }
+        }
+    }
+
+    /// Attaches to `pid` and makes it a member, or keeps it pending, or skips it.
+    fn try_attach(&mut self, pid: i32, time: Duration) {
+        let err = match PythonSpy::attach(pid, &self.spy_options) {
+            Ok(spy) => {
+                self.candidates.remove(&pid);
+                self.add_member(spy, time);
+                return;
+            }
+            Err(err) => err,
+        };
+        if err.process_exited() {
+            self.candidates.remove(&pid);
+            return;
+        }
+        let starting = matches!(err, SpyError::NotPython { .. } | SpyError::Read { .. });
+        if let (true, Some(Candidate::Pending { since })) = (starting, self.candidates.get(&pid))
+            && time.saturating_sub(*since) < ATTACH_PATIENCE
+        {
+            return;
+        }
+        if !matches!(err, SpyError::NotPython { .. }) {
+            self.skipped
+                .push(format!("process {pid} not sampled: {err}"));
+        }
+        self.candidates.insert(
+            pid,
+            Candidate::Skipped {
+                exe: executable(pid),
+            },
+        );
+    }
+
+    fn add_member(&mut self, spy: PythonSpy, time: Duration) {
+        let pid = spy.pid();
+        let identity = ProcessIdentity {
+            pid,
+            command: spy.process().cmdline().unwrap_or_default(),
+            python_version: Some(spy.version().to_string()),
+        };
+        let mut sampler = match Sampler::new(spy, pid, self.options) {
+            Ok(sampler) => sampler,
+            Err(err) => {
+                // The process exited between attaching and opening its counters, or its
+                // /proc files are unreadable: it is not sampled.
+                if !process_gone(pid) {
+                    self.skipped
+                        .push(format!("process {pid} not sampled: {err}"));
+                }
+                return;
+            }
+        };
+        if let Some(hook) = &mut self.on_attach
+            && let Err(err) = hook(&mut sampler, pid)
+        {
+            self.skipped.push(format!("process {pid}: {err}"));
+        }
+        self.stats.processes.push(ProcessStats {
+            process: identity.clone(),
+            samples: 0,
+            read_errors: 0,
+            first: time,
+            last: time,
+            exited: false,
+        });
+        self.members.push(Member {
+            identity,
+            sampler,
+            slot: self.stats.processes.len() - 1,
+        });
+    }
+
+    /// Adds up the members' figures into the run's.
+    fn total_up(&mut self) {
+        self.stats.read_errors = self.stats.processes.iter().map(|p| p.read_errors).sum();
+        self.stats.rss = self
+            .members
+            .iter()
+            .filter_map(|m| m.sampler.stats.rss)
+            .reduce(|a, b| a + b);
+        let mut attribution = self.exited_attribution;
+        let mut counter_errors = self.exited_counter_errors;
+        for member in &self.members {
+            add_attribution(&mut attribution, &member.sampler.stats.attribution);
+            counter_errors += member.sampler.stats.counter_errors;
+        }
+        self.stats.attribution = attribution;
+        self.stats.counter_errors = counter_errors;
+    }
+}
+
+fn add_attribution(total: &mut Attribution, part: &Attribution) {
+    total.by_faults += part.by_faults;
+    total.by_gil += part.by_gil;
+    total.uncharged += part.uncharged;
+    total.unmatched_guessed += part.unmatched_guessed;
+}
+
+impl Ticker for ProcessTreeSampler {
+    fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
+        if self.ticks.is_multiple_of(self.discover_every) {
+            self.discover(time);
+        }
+        self.ticks += 1;
+        let mut sampled = false;
+        let mut index = 0;
+        while index < self.members.len() {
+            let Member {
+                identity,
+                sampler,
+                slot,
+            } = &mut self.members[index];
+            let exited = sampler.tick(
+                time,
+                &mut Tagged {
+                    sink,
+                    process: identity,
+                },
+            );
+            let stats = &mut self.stats.processes[*slot];
+            let before = stats.samples;
+            stats.samples = sampler.stats.samples;
+            stats.read_errors = sampler.stats.read_errors;
+            stats.last = time;
+            sampled |= stats.samples > before;
+            if let Some(error) = sampler.stats.last_error.take() {
+                self.stats.last_error = Some(format!("process {}: {error}", identity.pid));
+            }
+            if exited {
+                stats.exited = true;
+                add_attribution(&mut self.exited_attribution, &sampler.stats.attribution);
+                self.exited_counter_errors += sampler.stats.counter_errors;
+                self.members.remove(index);
+            } else {
+                index += 1;
+            }
+        }
+        if sampled {
+            self.stats.samples += 1;
+        }
+        self.total_up();
+        self.members.is_empty() && process_gone(self.root)
+    }
+
+    fn stats_mut(&mut self) -> &mut SamplerStats {
+        &mut self.stats
+    }
+}
+
+/// The executable of `pid`, to notice an exec.
+fn executable(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}

@@ -1,0 +1,287 @@
+//! `pmt-sample --subprocesses` against real CPython process trees: a multiprocessing pool where
+//! one worker leaks (bench/workloads/pool_leak.py), a child that exits mid-run, and a shell
+//! launcher attached by pid.
+
+mod common;
+
+use pymemtrace::output::timeline;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Live sampling tests run one at a time: a crowded machine delays ticks and blurs attribution.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command.output().expect("running pmt-sample");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// The folded file as (frames root first, weight).
+fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
+    let text = std::fs::read_to_string(path).expect("reading the folded output");
+    text.lines()
+        .map(|line| {
+            let (stack, weight) = line.rsplit_once(' ').expect("`stack weight` line");
+            let weight = weight.parse().expect("integer weight");
+            (stack.split(';').map(str::to_string).collect(), weight)
+        })
+        .collect()
+}
+
+/// The pid in a `process PID: CMD` root frame.
+fn pid_of(root: &str) -> Option<i32> {
+    root.strip_prefix("process ")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn has_function(frames: &[String], function: &str) -> bool {
+    let prefix = format!("{function} (");
+    frames.iter().any(|f| f.starts_with(&prefix))
+}
+
+/// Per process (by pid): its total weight and whether its stacks run `function`.
+fn by_process(folded: &[(Vec<String>, u64)]) -> BTreeMap<i32, (u64, Vec<String>)> {
+    let mut processes: BTreeMap<i32, (u64, Vec<String>)> = BTreeMap::new();
+    for (frames, weight) in folded {
+        let pid = pid_of(&frames[0]).unwrap_or_else(|| panic!("no process root: {frames:?}"));
+        let entry = processes.entry(pid).or_default();
+        entry.0 += weight;
+        entry.1.extend(frames.iter().skip(1).cloned());
+    }
+    processes
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn the_leaking_pool_worker_carries_the_growth() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("pool.folded");
+    let json_path = dir.path().join("pool.json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--threads", "--collapsed"])
+        .arg(&folded_path)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--")
+        .arg(&interp.path)
+        .arg(repo().join("bench/workloads/pool_leak.py"))
+        .args(["--workers", "3", "--leak-mib", "96"]);
+    let output = run(command);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("processes sampled: 5"), "{stderr}");
+
+    let folded = read_folded(&folded_path);
+    assert!(
+        folded
+            .iter()
+            .all(|(frames, _)| frames[1].starts_with("thread ")),
+        "the thread frame comes below the process frame"
+    );
+    let processes = by_process(&folded);
+    let total: u64 = processes.values().map(|(w, _)| w).sum();
+    let (leaker, (leaked, _)) = processes
+        .iter()
+        .find(|(_, (_, frames))| has_function(frames, "leak_task"))
+        .expect("a process ran leak_task");
+    assert!(
+        *leaked >= 64 * MIB && *leaked * 10 >= total * 6,
+        "the leaking worker {leaker} carries {leaked} of {total} bytes"
+    );
+    for (pid, (weight, frames)) in &processes {
+        if pid != leaker && has_function(frames, "churn_task") {
+            assert!(
+                *weight * 4 < *leaked,
+                "churning worker {pid}: {weight} bytes, transient growth is not kept"
+            );
+        }
+    }
+
+    let profile = timeline::read(std::fs::File::open(&json_path).expect("json")).expect("read");
+    let parent = profile.target.pid;
+    let (_, parent_frames) = processes.get(&parent).expect("the parent's own stacks");
+    assert!(
+        has_function(parent_frames, "parent_setup"),
+        "the parent's growth is charged within the parent"
+    );
+    let (short, (kept, _)) = processes
+        .iter()
+        .find(|(_, (_, frames))| has_function(frames, "short_lived"))
+        .expect("the short-lived child's frames are in the output");
+    assert!(*kept >= 12 * MIB, "the short-lived child kept {kept} bytes");
+
+    // The short-lived child stopped being sampled well before the end: it exited mid-run.
+    let timeline = profile.timeline().expect("samples");
+    let last_time = |pid: i32| {
+        let index = profile
+            .processes()
+            .iter()
+            .position(|p| p.pid == pid)
+            .expect("the process is in the table") as u32;
+        timeline
+            .iter()
+            .filter(|s| s.process == Some(index))
+            .map(|s| s.time_s)
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        last_time(*short) + 1.0 < last_time(parent),
+        "child {short} exited mid-run"
+    );
+}
+
+#[test]
+fn a_shell_launcher_is_followed_to_its_python_child() {
+    let Some(interp) = common::interpreter_or_skip("3.11") else {
+        return;
+    };
+    let _serial = serial();
+    let script = repo().join("tests/scripts/sleeper.py");
+    // `; true` keeps the shell from exec-ing Python in its place.
+    let mut shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' '{}'; true",
+            interp.path.display(),
+            script.display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut stdout = BufReader::new(shell.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("the sleeper's ready line");
+    assert_eq!(line.trim(), "ready");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("shell.folded");
+    let shell_pid = shell.id() as i32;
+    let python_pid = pymemtrace::attach::descendant_pids(shell_pid);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--pid", &shell_pid.to_string(), "--subprocesses"])
+        .args(["--duration", "1", "--metric", "wall", "--collapsed"])
+        .arg(&folded_path);
+    let output = run(command);
+    for pid in python_pid {
+        // SAFETY: kill(2) on the shell's child, which this test started through the shell.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = shell.kill();
+    let _ = shell.wait();
+    assert!(output.status.success());
+
+    let folded = read_folded(&folded_path);
+    let processes = by_process(&folded);
+    assert_eq!(processes.len(), 1, "only the Python child: {processes:?}");
+    let (pid, (samples, frames)) = processes.iter().next().expect("one process");
+    assert_ne!(*pid, shell_pid, "the shell itself is not sampled");
+    assert!(has_function(frames, "<module>"), "{frames:?}");
+    assert!(*samples >= 50, "{samples} wall samples in 1 s at 100 Hz");
+}
+
+#[test]
+fn a_tree_without_python_ends_with_the_root_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("none.folded");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--collapsed"])
+        .arg(&folded_path)
+        .args(["--", "sh", "-c", "sleep 0.3; true"]);
+    let output = run(command);
+    assert!(output.status.success(), "outputs are written");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("target exited"), "{stderr}");
+    assert!(
+        stderr.contains("no Python process was found in the tree"),
+        "{stderr}"
+    );
+    assert!(read_folded(&folded_path).is_empty());
+}
+
+#[test]
+fn children_of_an_orphaned_process_are_followed() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("orphans.folded");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--metric", "wall", "--collapsed"])
+        .arg(&folded_path)
+        .arg("--")
+        .arg(&interp.path)
+        .arg(repo().join("tests/scripts/orphans.py"));
+    let output = run(command);
+    assert!(output.status.success());
+    let processes = by_process(&read_folded(&folded_path));
+    assert_eq!(
+        processes.len(),
+        3,
+        "parent, child, grandchild: {processes:?}"
+    );
+    let (_, (samples, _)) = processes
+        .iter()
+        .find(|(_, (_, frames))| has_function(frames, "grandchild_work"))
+        .expect("the grandchild, born after its grandparent exited, was sampled");
+    assert!(*samples >= 20, "{samples} wall samples in 0.6 s at 100 Hz");
+}
+
+#[test]
+fn a_launcher_that_execs_python_late_is_sampled_after_the_exec() {
+    let Some(interp) = common::interpreter_or_skip("3.11") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded_path = dir.path().join("exec.folded");
+    let script = repo().join("tests/scripts/sleeper.py");
+    // The shell outlives the 2 s given to a process that is not Python yet, then execs Python.
+    let shell = format!(
+        "sleep 2.5; exec '{}' '{}'",
+        interp.path.display(),
+        script.display()
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--subprocesses", "--duration", "4", "--metric", "wall"])
+        .arg("--collapsed")
+        .arg(&folded_path)
+        .args(["--", "sh", "-c", &shell]);
+    let output = run(command);
+    assert!(output.status.success());
+    let processes = by_process(&read_folded(&folded_path));
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    let (_, (samples, frames)) = processes.iter().next().expect("one process");
+    assert!(has_function(frames, "<module>"), "{frames:?}");
+    assert!(*samples >= 50, "{samples} wall samples after the exec");
+}
