@@ -8,26 +8,15 @@
 
 mod common;
 
+use common::{repo, run, sampler, serial};
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
-
-/// Live runs one at a time (attribution is per sampling interval; a crowded machine blurs it).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The interpreter the live runs use: the newest CPython found.
 fn interpreter() -> Option<common::Interpreter> {
@@ -88,16 +77,6 @@ fn read_pprof(path: &Path) -> Value {
         "the pprof holds together"
     );
     summary
-}
-
-fn run(mut command: Command) -> Output {
-    let output = command.output().expect("running pmt");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-fn sampler() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pmt-sample"))
 }
 
 /// The total weight of a folded file.

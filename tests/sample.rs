@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{read_folded, repo, run, sampler, serial};
+
 use common::Interpreter;
 use pymemtrace::output::collapsed::{self, FoldOptions};
 use pymemtrace::output::timeline;
@@ -13,45 +15,9 @@ use quick_xml::events::Event;
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Live sampling tests run one at a time: attribution is charged per sampling interval, and a
-/// machine crowded by parallel workloads delays ticks and blurs it.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sampler() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pmt-sample"))
-}
-
-fn run(mut command: Command) -> Output {
-    let output = command.output().expect("running pmt-sample");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-/// The folded file as (frames root first, weight).
-fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
-    let text = std::fs::read_to_string(path).expect("reading the folded output");
-    text.lines()
-        .map(|line| {
-            let (stack, weight) = line.rsplit_once(' ').expect("`stack weight` line");
-            let weight = weight.parse().expect("integer weight");
-            (stack.split(';').map(str::to_string).collect(), weight)
-        })
-        .collect()
-}
 
 /// Total weight of the stacks that contain a frame of `function`.
 fn weight_of(folded: &[(Vec<String>, u64)], function: &str) -> u64 {

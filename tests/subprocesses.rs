@@ -4,42 +4,12 @@
 
 mod common;
 
+use common::{read_folded, repo, run, serial};
+
 use pymemtrace::output::timeline;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// Live sampling tests run one at a time: a crowded machine delays ticks and blurs attribution.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(mut command: Command) -> Output {
-    let output = command.output().expect("running pmt-sample");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-/// The folded file as (frames root first, weight).
-fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
-    let text = std::fs::read_to_string(path).expect("reading the folded output");
-    text.lines()
-        .map(|line| {
-            let (stack, weight) = line.rsplit_once(' ').expect("`stack weight` line");
-            let weight = weight.parse().expect("integer weight");
-            (stack.split(';').map(str::to_string).collect(), weight)
-        })
-        .collect()
-}
+use std::process::{Command, Stdio};
 
 /// The pid in a `process PID: CMD` root frame.
 fn pid_of(root: &str) -> Option<i32> {

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A CPython to test against: a label (`3.11` for pyenv's, `system3.11` for Debian's) and
@@ -170,4 +170,44 @@ pub fn script(name: &str) -> PathBuf {
 /// The `pmt` binary built for this test run.
 pub fn pmt() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pmt"))
+}
+
+/// The `pmt-sample` binary built for this test run.
+pub fn sampler() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pmt-sample"))
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Live sampling tests run one at a time: attribution is charged per sampling interval, and a
+/// machine crowded by parallel workloads delays ticks and blurs it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the one-at-a-time lock for a live sampling test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `command`, shows its stderr in the test's output, and returns what it did.
+pub fn run(mut command: Command) -> Output {
+    let output = command.output().expect("running the command");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// A folded file as (frames root first, weight).
+pub fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
+    let text = std::fs::read_to_string(path).expect("reading the folded output");
+    text.lines()
+        .map(|line| {
+            let (stack, weight) = line.rsplit_once(' ').expect("`stack weight` line");
+            let weight = weight.parse().expect("integer weight");
+            (stack.split(';').map(str::to_string).collect(), weight)
+        })
+        .collect()
 }
