@@ -8,6 +8,13 @@ from pymemtrace import cMemLeak, cPyMemTrace
 SIZE = 64 * 1024 ** 2
 
 
+def growth_events(log):
+    """NEXT events whose dRSS is a growth of about SIZE. The first NEXT repeats the whole RSS as
+    its dRSS (as pymemtrace 0.4.0 writes it), which is no growth: it is left out, or a process
+    whose RSS already exceeds 0.9 * SIZE would count it."""
+    return [e for e in log.events("NEXT:") if e.d_rss >= SIZE * 0.9 and e.d_rss != e.rss]
+
+
 def allocate(cls):
     block = cls(SIZE)
     return block
@@ -21,8 +28,8 @@ def test_trace_charges_growth_to_the_next_line(block_cls, tmp_path):
         del block
     log = read_profile_log(path)
     first = allocate.__code__.co_firstlineno
-    growth = [e for e in log.events("NEXT:") if e.d_rss >= SIZE * 0.9]
-    assert len(growth) == 1, log.events("NEXT:")
+    growth = growth_events(log)
+    assert len(growth) == 1, open(path).read()
     event = growth[0]
     # The line after the allocation is the first event that sees the new pages.
     assert (event.what, event.function, event.line) == ("LINE", "allocate", first + 2)
@@ -38,8 +45,8 @@ def test_profile_charges_growth_to_the_return(tmp_path):
         block = allocate(cMemLeak.CMalloc)
         del block
     log = read_profile_log(path)
-    growth = [e for e in log.events("NEXT:") if e.d_rss >= SIZE * 0.9]
-    assert len(growth) == 1
+    growth = growth_events(log)
+    assert len(growth) == 1, open(path).read()
     event = growth[0]
     assert (event.what, event.function) == ("RETURN", "allocate")
     assert event.line == allocate.__code__.co_firstlineno + 2
