@@ -5,6 +5,7 @@
 
 mod cli;
 mod frame;
+mod logfile;
 mod logname;
 mod memleak;
 #[cfg(Py_3_13)]

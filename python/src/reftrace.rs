@@ -15,6 +15,7 @@
 //! profile/trace hooks.
 
 use crate::frame::frame_site;
+use crate::logfile::LogFile;
 use crate::logname::{TracerKind, new_file_path, process_clock};
 use crate::rss_reader::current_rss;
 use crate::tracefile::message_text;
@@ -26,7 +27,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::collections::HashSet;
 use std::ffi::{CStr, c_void};
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -152,33 +152,16 @@ impl TypeFilter {
 
 /// The open log and counters of one ReferenceTracing.
 struct RefLog {
-    file: Option<BufWriter<File>>,
+    file: LogFile,
     rss: u64,
-    write_error: Option<std::io::Error>,
-    fork_generation: u64,
 }
 
 impl RefLog {
-    /// In a `fork()` child, drops the parent's unwritten lines and the file, and reports true.
-    fn abandoned_after_fork(&mut self) -> bool {
-        if self.fork_generation == crate::rss_reader::fork_generation() {
-            return false;
-        }
-        if let Some(file) = self.file.take() {
-            drop(file.into_parts());
-        }
-        true
-    }
-
     fn put(&mut self, text: &str) {
-        if self.abandoned_after_fork() {
+        if self.file.abandoned_after_fork() {
             return;
         }
-        if let Some(file) = self.file.as_mut()
-            && let Err(err) = file.write_all(text.as_bytes())
-        {
-            self.write_error.get_or_insert(err);
-        }
+        self.file.put(text);
     }
 
     fn message(&mut self, message: &str) {
@@ -450,10 +433,8 @@ impl ReferenceTracing {
             log.message(&path);
         }
         let mut log = RefLog {
-            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            file: LogFile::new(file),
             rss: current_rss(),
-            write_error: None,
-            fork_generation: crate::rss_reader::fork_generation(),
         };
         if let Some(message) = &slf.message {
             log.put(&format!("{message}\n"));
@@ -498,11 +479,7 @@ impl ReferenceTracing {
         let closed = {
             let mut log = mine.log();
             log.put("EOF\n");
-            let flushed = log.file.take().map_or(Ok(()), |mut f| f.flush());
-            match log.write_error.take() {
-                Some(err) => Err(err),
-                None => flushed,
-            }
+            log.file.close()
         };
         let head = ref_stack().last().cloned();
         if let Some(head) = head {
@@ -524,7 +501,7 @@ impl ReferenceTracing {
             .as_ref()
             .ok_or_else(|| PyOSError::new_err("Log file is closed."))?;
         let mut log = shared.log();
-        if log.file.is_none() {
+        if !log.file.has_file() {
             return Err(PyOSError::new_err("Log file is closed."));
         }
         log.message(&text);
@@ -709,15 +686,7 @@ impl ReferenceTracingSimple {
 #[pyfunction]
 fn flush_reference_tracing_logs() {
     for shared in ref_stack().iter() {
-        let mut log = shared.log();
-        if log.abandoned_after_fork() {
-            continue;
-        }
-        if let Some(file) = log.file.as_mut()
-            && let Err(err) = file.flush()
-        {
-            log.write_error.get_or_insert(err);
-        }
+        shared.log().file.flush();
     }
 }
 

@@ -10,12 +10,12 @@
 //! Owns: the file and the counters. Must not: install or remove hooks (see `tracers`).
 
 use crate::frame::FrameSite;
+use crate::logfile::LogFile;
 use crate::logname::process_clock;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::sync::{Mutex, MutexGuard};
 
 /// Event names of `PyTrace_CALL` (0) to `PyTrace_OPCODE` (7) as written in the What column.
@@ -35,7 +35,7 @@ pub fn what_text(what: i32) -> &'static str {
 /// Mutable state of one log file.
 #[derive(Debug)]
 pub struct TraceFileState {
-    file: Option<BufWriter<File>>,
+    log: LogFile,
     /// Events seen so far (the next event's number).
     pub event_number: u64,
     /// Number of the event last written.
@@ -48,35 +48,16 @@ pub struct TraceFileState {
     pub d_rss_trigger: i64,
     /// The line last composed (without its row type), repeated by `PREV:`.
     pub event_text: String,
-    write_error: Option<std::io::Error>,
-    fork_generation: u64,
 }
 
 impl TraceFileState {
-    /// In a `fork()` child, drops the inherited file and its buffer (the parent writes them)
-    /// and reports true: this log is closed for the child.
-    fn abandoned_after_fork(&mut self) -> bool {
-        if self.fork_generation == crate::rss_reader::fork_generation() {
-            return false;
-        }
-        if let Some(file) = self.file.take() {
-            // `into_parts` hands back the parent's unwritten lines without writing them.
-            drop(file.into_parts());
-        }
-        true
-    }
-
     fn put(&mut self, text: &str) {
-        if let Some(file) = self.file.as_mut()
-            && let Err(err) = file.write_all(text.as_bytes())
-        {
-            self.write_error.get_or_insert(err);
-        }
+        self.log.put(text);
     }
 
     /// Whether the file is still open (never in a `fork()` child).
     pub fn is_open(&mut self) -> bool {
-        !self.abandoned_after_fork() && self.file.is_some()
+        self.log.is_open()
     }
 
     fn compose_event(&mut self, what: i32, site: &FrameSite, rss: u64) {
@@ -115,7 +96,7 @@ impl TraceFileState {
     /// Handles one trace event: decides from RSS whether to write it, then counts it.
     /// `site` is only asked for when a line is written.
     pub fn on_event(&mut self, what: i32, rss: u64, site: impl FnOnce() -> FrameSite) {
-        if self.abandoned_after_fork() {
+        if self.log.abandoned_after_fork() {
             return;
         }
         let d_rss = rss as i64 - self.last_reported_rss as i64;
@@ -156,11 +137,7 @@ impl TraceFileState {
         }
         self.write_event_line("LAST: ", pyo3::ffi::PyTrace_LINE, site, rss);
         self.put("EOF\n");
-        let flushed = self.file.take().map_or(Ok(()), |mut file| file.flush());
-        match self.write_error.take() {
-            Some(err) => Err(err),
-            None => flushed,
-        }
+        self.log.close()
     }
 }
 
@@ -168,9 +145,8 @@ impl Drop for TraceFileState {
     fn drop(&mut self) {
         if self.is_open() {
             self.put("EOF\n");
-            if let Some(mut file) = self.file.take() {
-                let _ = file.flush();
-            }
+            // Dropped with its tracer: there is no one left to report a write error to.
+            let _ = self.log.close();
         }
     }
 }
@@ -200,15 +176,13 @@ impl TraceFileWrapper {
             i64::from(d_rss_trigger)
         };
         let mut state = TraceFileState {
-            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            log: LogFile::new(file),
             event_number: 0,
             previous_event_number: 0,
             rss: 0,
             last_reported_rss: 0,
             d_rss_trigger: trigger,
             event_text: String::new(),
-            write_error: None,
-            fork_generation: crate::rss_reader::fork_generation(),
         };
         if let Some(message) = message {
             state.write_raw(message);
@@ -322,15 +296,13 @@ mod tests {
 
     fn state(trigger: i64) -> TraceFileState {
         TraceFileState {
-            file: None,
+            log: LogFile::closed(),
             event_number: 1,
             previous_event_number: 0,
             rss: 0,
             last_reported_rss: 1000,
             d_rss_trigger: trigger,
             event_text: String::new(),
-            write_error: None,
-            fork_generation: crate::rss_reader::fork_generation(),
         }
     }
 
