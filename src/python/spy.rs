@@ -3,7 +3,7 @@
 //! stack. The one entry point the rest of the program uses to see Python state.
 
 use super::code::CodeCache;
-use super::debug_offsets::DebugOffsets;
+use super::debug_offsets::{DebugOffsets, Header, Schema};
 use super::frames::walk_frames;
 use super::layout::Layout;
 use super::layouts::{SUPPORTED, layout_for};
@@ -155,11 +155,7 @@ impl PythonSpy {
         let unsupported = || SpyError::Unsupported {
             pid,
             version: version.to_string(),
-            supported: SUPPORTED
-                .iter()
-                .map(|(major, minor)| format!("{major}.{minor}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            supported: supported_list(),
         };
         let runtime = elf.symbols.get("_PyRuntime").copied();
         let root = match (runtime, elf.symbols.get("interp_head")) {
@@ -167,18 +163,15 @@ impl PythonSpy {
             (_, Some(head)) => InterpreterRoot::InterpHead(*head),
             _ => return Err(unsupported()),
         };
-        let base = *layout_for(version.major, version.minor).ok_or_else(unsupported)?;
-        let debug_offsets = match runtime {
-            Some(runtime) if (version.major, version.minor) >= (3, 13) => {
-                DebugOffsets::read(&mem, runtime)
-                    .map_err(|source| SpyError::Read { pid, source })?
-            }
-            _ => None,
-        };
-        let (layout, layout_differences) = match &debug_offsets {
-            Some(debug) => debug.apply(&base),
-            None => (base, Vec::new()),
-        };
+        let (layout, layout_differences, debug_offsets) = choose_layout(&mem, runtime, &version)
+            .map_err(|e| match e {
+                LayoutChoice::Unsupported(why) => SpyError::Unsupported {
+                    pid,
+                    version: format!("{version}{why}"),
+                    supported: supported_list(),
+                },
+                LayoutChoice::Read(source) => SpyError::Read { pid, source },
+            })?;
         let root_interp = match root {
             InterpreterRoot::Runtime(runtime) => mem.read_u64(
                 runtime.wrapping_add(layout.runtime_interpreters_head.unwrap_or_default()),
@@ -386,6 +379,67 @@ impl PythonSpy {
             tid
         })
     }
+}
+
+/// The supported `major.minor` versions, comma separated, for error messages.
+fn supported_list() -> String {
+    SUPPORTED
+        .iter()
+        .map(|(major, minor)| format!("{major}.{minor}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why no layout could be chosen.
+enum LayoutChoice {
+    /// The build or release is not one the reader can follow (the text qualifies the version).
+    Unsupported(&'static str),
+    /// The interpreter's own table could not be read.
+    Read(DecodeError),
+}
+
+/// The layout for `version`: the generated table, and on 3.13+ the interpreter's own
+/// `_Py_DebugOffsets` over it (a minor newer than every generated table, whose table shape
+/// is known, starts from the newest generated table for the members the interpreter does
+/// not describe).
+fn choose_layout(
+    mem: &RemoteMemory,
+    runtime: Option<u64>,
+    version: &PythonVersion,
+) -> Result<(Layout, Vec<&'static str>, Option<DebugOffsets>), LayoutChoice> {
+    let generated = layout_for(version.major, version.minor);
+    let header = match runtime {
+        Some(runtime) if (version.major, version.minor) >= (3, 13) => {
+            Header::read(mem, runtime).map_err(LayoutChoice::Read)?
+        }
+        _ => None,
+    };
+    let (Some(runtime), Some(header)) = (runtime, header) else {
+        return generated
+            .map(|layout| (*layout, Vec::new(), None))
+            .ok_or(LayoutChoice::Unsupported(""));
+    };
+    if header.free_threaded {
+        return Err(LayoutChoice::Unsupported(
+            " (a free-threaded build, which is not supported yet)",
+        ));
+    }
+    let schema = Schema::for_version(version, header.version).ok_or(if version.suffix.is_empty() {
+        LayoutChoice::Unsupported("")
+    } else {
+        LayoutChoice::Unsupported(" (a pre-release, whose debug offsets are read only for the exact pre-release they were written for)")
+    })?;
+    let base = generated
+        .or_else(|| {
+            SUPPORTED
+                .last()
+                .and_then(|&(major, minor)| layout_for(major, minor))
+        })
+        .ok_or(LayoutChoice::Unsupported(""))?;
+    let debug = DebugOffsets::read(mem, runtime, schema).map_err(LayoutChoice::Read)?;
+    let (mut layout, differences) = debug.apply(base);
+    layout.version = (version.major, version.minor);
+    Ok((layout, differences, Some(debug)))
 }
 
 /// The ELF file holding the interpreter: `libpythonX.Y.so` if mapped, else the executable.
