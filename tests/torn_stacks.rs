@@ -66,4 +66,7 @@ per_version! {
     whole_stacks_cpython_3_12 => "3.12",
     whole_stacks_cpython_3_13 => "3.13",
     whole_stacks_debian_system_3_11 => "system3.11",
+    whole_stacks_debian_sid_3_13 => "sid3.13",
+    whole_stacks_debian_sid_3_14 => "sid3.14",
+    whole_stacks_debian_sid_3_15 => "sid3.15",
 }
