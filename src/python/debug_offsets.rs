@@ -319,8 +319,21 @@ impl Schema {
         })
     }
 
+    /// Every `section.member` with its word index after the cookie, in declaration order.
+    pub fn members(&self) -> impl Iterator<Item = (&'static str, &'static str, usize)> + '_ {
+        let mut at = 2;
+        self.sections.iter().flat_map(move |(section, members)| {
+            let start = at;
+            at += members.len();
+            members
+                .iter()
+                .enumerate()
+                .map(move |(i, member)| (*section, *member, start + i))
+        })
+    }
+
     /// How many words follow the cookie.
-    fn words(&self) -> usize {
+    pub fn words(&self) -> usize {
         2 + self.sections.iter().map(|(_, m)| m.len()).sum::<usize>()
     }
 
