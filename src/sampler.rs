@@ -1107,6 +1107,7 @@ mod tests {
             holds_gil: true,
             idle: false,
             frames: vec![frame(function)],
+            read_error: None,
         }
     }
 

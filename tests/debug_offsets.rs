@@ -104,13 +104,21 @@ fn check(label: &str) {
         .debug_offsets()
         .expect("3.13+ publishes _Py_DebugOffsets")
         .clone();
-    assert_eq!(debug.version >> 16, 0x0300 | u64::from(minor), "{label}: version word");
+    assert_eq!(
+        debug.version >> 16,
+        0x0300 | u64::from(minor),
+        "{label}: version word"
+    );
     assert!(!debug.free_threaded);
 
     // The table's shape is the C struct's.
     let schema = Schema::for_version(spy.version(), debug.version).expect("a known shape");
     let c = c_layout(&interp, minor, schema);
-    assert_eq!(c[0], 8 + 8 * schema.words() as u64, "{label}: sizeof(_Py_DebugOffsets)");
+    assert_eq!(
+        c[0],
+        8 + 8 * schema.words() as u64,
+        "{label}: sizeof(_Py_DebugOffsets)"
+    );
     for ((section, member, index), offset) in schema.members().zip(&c[1..]) {
         assert_eq!(*offset, 8 + 8 * index as u64, "{label}: {section}.{member}");
     }

@@ -260,6 +260,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let spy_options = SpyOptions {
         blocking: args.blocking,
         thread_state: false,
+        ..SpyOptions::default()
     };
     let sampler_options = SamplerOptions {
         rate_hz: args.rate,
