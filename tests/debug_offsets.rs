@@ -4,6 +4,7 @@
 //!   lays out the interpreter's own header, equal the table's word positions;
 //! - live, the interpreter's values must agree member for member with the layout bindgen
 //!   generated from the same version's headers, and fill a layout on their own.
+//!
 //! Every 3.13+ here: pyenv's 3.13 and Debian sid's 3.13, 3.14, 3.15.
 
 mod common;
