@@ -118,6 +118,106 @@ fn check_recursion(label: &str) {
     );
 }
 
+/// `pmt dump --json` of the hot recursion: every dump has the thread with a whole stack.
+fn check_dumps(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("hot_recursion.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    for _ in 0..DUMPS {
+        let out = common::pmt()
+            .args(["dump", "--json", "--pid", &target.pid().to_string()])
+            .output()
+            .expect("running pmt dump");
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let threads = dump["threads"].as_array().expect("threads");
+        assert_eq!(
+            threads.len(),
+            1,
+            "{label}: the thread is in the dump: {dump}"
+        );
+        assert!(threads[0]["read_error"].is_null(), "{label}: {dump}");
+        let functions: Vec<&str> = threads[0]["frames"]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .map(|f| f["function"].as_str().unwrap_or_default())
+            .collect();
+        assert!(
+            recursion_is_whole(&functions),
+            "{label}: a torn dump: {functions:?}"
+        );
+    }
+}
+
+const DUMPS: usize = 20;
+
+/// `pmt-sample` at 1000 Hz on the hot recursion: every sampled stack is whole and the
+/// summary says how many reads were torn.
+fn check_sampler(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let _serial = common::serial();
+    let mut target = common::start(&interp, &common::script("hot_recursion.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("hot.folded");
+    let mut command = common::sampler();
+    command
+        .args([
+            "--metric",
+            "wall",
+            "--rate",
+            "1000",
+            "--duration",
+            "2",
+            "--collapsed",
+        ])
+        .arg(&folded)
+        .args(["--pid", &target.pid().to_string()]);
+    let output = common::run(command);
+    assert!(output.status.success(), "{label}: pmt-sample failed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("thread stacks torn and read again: "),
+        "{stderr}"
+    );
+    let stacks = common::read_folded(&folded);
+    let mut torn = 0u64;
+    let mut all = 0u64;
+    for (frames, weight) in &stacks {
+        let innermost_first: Vec<&str> = frames
+            .iter()
+            .rev()
+            .map(|f| f.split(" (").next().unwrap_or_default())
+            .collect();
+        all += weight;
+        if !recursion_is_whole(&innermost_first) {
+            torn += weight;
+            eprintln!("{label}: torn sample {innermost_first:?} x{weight}");
+        }
+    }
+    assert!(all >= 1000, "{label}: {all} samples");
+    assert!(torn * 100 < all, "{label}: {torn} of {all} samples torn");
+}
+
+#[test]
+fn sampled_stacks_are_whole_on_3_9() {
+    check_sampler("3.9");
+}
+
+#[test]
+fn sampled_stacks_are_whole_on_3_14() {
+    check_sampler("sid3.14");
+}
+
 macro_rules! per_version {
     ($($name:ident => $label:expr),* $(,)?) => {
         $(
@@ -125,6 +225,7 @@ macro_rules! per_version {
             fn $name() {
                 check($label);
                 check_recursion($label);
+                check_dumps($label);
             }
         )*
     };
