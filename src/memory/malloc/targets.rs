@@ -106,7 +106,7 @@ fn is_libpython(path: &str) -> bool {
 }
 
 fn in_target_root(pid: i32, path: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}/root{path}"))
+    crate::attach::process::target_file_path(pid, std::path::Path::new(path))
 }
 
 /// File offsets of the wanted function symbols defined in an ELF file (symtab and dynsym).
