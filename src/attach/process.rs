@@ -233,6 +233,20 @@ fn proc_error(pid: i32, err: ProcError) -> ProcessError {
     }
 }
 
+/// A path to read a file that process `pid` names (in its maps) through: seen from its own
+/// root (`/proc/PID/root/...`) when that exists, as in a container with its own mount
+/// namespace; else the name itself, as the kernel gives names relative to the reader's root
+/// where the file is reachable from it (a chroot below ours).
+pub fn target_file_path(pid: i32, path: &Path) -> PathBuf {
+    let through_root =
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+    if through_root.exists() {
+        through_root
+    } else {
+        path.to_path_buf()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,19 +285,5 @@ mod tests {
         );
         assert!(!found.contains(&pid));
         assert!(descendant_pids(i32::MAX).is_empty());
-    }
-}
-
-/// A path to read a file that process `pid` names (in its maps) through: seen from its own
-/// root (`/proc/PID/root/...`) when that exists, as in a container with its own mount
-/// namespace; else the name itself, as the kernel gives names relative to the reader's root
-/// where the file is reachable from it (a chroot below ours).
-pub fn target_file_path(pid: i32, path: &Path) -> PathBuf {
-    let through_root =
-        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
-    if through_root.exists() {
-        through_root
-    } else {
-        path.to_path_buf()
     }
 }
