@@ -81,7 +81,14 @@ fn py_spy(pid: &str, dir: &Path) -> Option<(u64, f64)> {
     let raw = dir.join("py-spy.txt");
     let mut command = Command::new("py-spy");
     command
-        .args(["record", "--nonblocking", "--rate", RATE, "--duration", SECONDS])
+        .args([
+            "record",
+            "--nonblocking",
+            "--rate",
+            RATE,
+            "--duration",
+            SECONDS,
+        ])
         .args(["--format", "raw", "-o"])
         .arg(&raw)
         .args(["--pid", pid]);
@@ -93,7 +100,15 @@ fn cpython_sampler(interp: &common::Interpreter, pid: &str, dir: &Path) -> Optio
     let folded = dir.join("cpython.folded");
     let mut command = interp.command();
     command
-        .args(["-m", "profiling.sampling", "attach", "-r", RATE, "-d", SECONDS])
+        .args([
+            "-m",
+            "profiling.sampling",
+            "attach",
+            "-r",
+            RATE,
+            "-d",
+            SECONDS,
+        ])
         .args(["--collapsed", "-o"])
         .arg(&folded)
         .arg(pid);
@@ -114,8 +129,7 @@ fn cell(result: Option<(u64, f64)>) -> String {
 }
 
 fn main() {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/workloads/deep_stack.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/workloads/deep_stack.py");
     let mut report = format!(
         "# Sampler CPU per sample\n\n\
          Each sampler attached for {SECONDS} s at {RATE} Hz to the same process, whose main \

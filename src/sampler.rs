@@ -1137,6 +1137,7 @@ mod tests {
             holds_gil: true,
             idle: false,
             frames: vec![frame(function)],
+            locals: Vec::new(),
             read_error: None,
         }
     }

@@ -21,6 +21,10 @@ pub struct DumpArgs {
     /// Pause the process while reading it (consistent stacks; the target stops briefly).
     #[arg(long)]
     pub blocking: bool,
+    /// Show each frame's local variables: None, bool, int, float, str and bytes values
+    /// (bounded), anything else by its type; read from memory, no target code runs.
+    #[arg(long)]
+    pub locals: bool,
 }
 
 #[derive(Serialize)]
@@ -49,6 +53,14 @@ struct FrameJson<'a> {
     function: &'a str,
     filename: &'a str,
     line: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locals: Option<Vec<LocalJson<'a>>>,
+}
+
+#[derive(Serialize)]
+struct LocalJson<'a> {
+    name: &'a str,
+    value: &'a str,
 }
 
 /// Runs the subcommand.
@@ -58,6 +70,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         thread_state: true,
         // One dump: worth many tries for a whole stack of a thread that moves fast.
         read_tries: DUMP_READ_TRIES,
+        locals: args.locals,
     };
     let mut spy = PythonSpy::attach(args.pid, &options)?;
     let stacks = spy.read_stacks()?;
@@ -103,10 +116,20 @@ fn thread_json(stack: &ThreadStack) -> ThreadJson<'_> {
         frames: stack
             .frames
             .iter()
-            .map(|f| FrameJson {
+            .enumerate()
+            .map(|(i, f)| FrameJson {
                 function: &f.code.function,
                 filename: &f.code.filename,
                 line: f.line,
+                locals: stack.locals.get(i).map(|locals| {
+                    locals
+                        .iter()
+                        .map(|l| LocalJson {
+                            name: &l.name,
+                            value: &l.value,
+                        })
+                        .collect()
+                }),
             })
             .collect(),
         read_error: stack.read_error.as_deref(),
@@ -127,8 +150,11 @@ fn write_thread(out: &mut impl Write, stack: &ThreadStack) -> std::io::Result<()
         write!(out, " \"{name}\"")?;
     }
     writeln!(out, " [{}]", flags.join(", "))?;
-    for frame in &stack.frames {
+    for (i, frame) in stack.frames.iter().enumerate() {
         writeln!(out, "    {frame}")?;
+        for local in stack.locals.get(i).into_iter().flatten() {
+            writeln!(out, "        {} = {}", local.name, local.value)?;
+        }
     }
     if let Some(error) = &stack.read_error {
         writeln!(out, "    (stack not read whole: {error})")?;

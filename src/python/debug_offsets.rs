@@ -486,11 +486,14 @@ impl DebugOffsets {
         set!(frame_code, "interpreter_frame"."executable");
         set!(frame_lasti, "interpreter_frame"."instr_ptr");
         set!(some frame_owner, "interpreter_frame"."owner");
+        set!(frame_localsplus, "interpreter_frame"."localsplus");
         set!(code_filename, "code_object"."filename");
         set!(code_name, "code_object"."name");
         set!(some code_qualname, "code_object"."qualname");
         set!(code_linetable, "code_object"."linetable");
         set!(code_firstlineno, "code_object"."firstlineno");
+        set!(code_localnames, "code_object"."localsplusnames");
+        set!(some code_localkinds, "code_object"."localspluskinds");
         set!(some code_code_adaptive, "code_object"."co_code_adaptive");
         set!(object_type, "pyobject"."ob_type");
         set!(type_name, "type_object"."tp_name");
@@ -498,6 +501,8 @@ impl DebugOffsets {
         set!(type_basicsize, "type_object"."tp_basicsize");
         set!(type_dictoffset, "type_object"."tp_dictoffset");
         set!(some heaptype_cached_keys, "heap_type_object"."ht_cached_keys");
+        set!(tuple_items, "tuple_object"."ob_item");
+        set!(float_value, "float_object"."ob_fval");
         set!(dict_keys, "dict_object"."ma_keys");
         set!(dict_values, "dict_object"."ma_values");
         set!(some long_lv_tag, "long_object"."lv_tag");

@@ -48,16 +48,21 @@ pub struct Chain {
     /// The address of the outermost Python frame (0 for an empty chain): stable for a
     /// thread's life, so a reader can tell a cut chain on versions that mark no first frame.
     pub outermost: u64,
+    /// `(frame, code object)` addresses of each Python frame, innermost first, when the walk
+    /// was asked to keep them (to read locals).
+    pub addresses: Vec<(u64, u64)>,
 }
 
 /// The frames of the chain starting at `first`, innermost first. `base_frame` is the
-/// thread's `base_frame` (3.15+), where a whole chain ends.
+/// thread's `base_frame` (3.15+), where a whole chain ends; `keep_addresses` fills
+/// [`Chain::addresses`].
 pub fn walk_frames(
     mem: &impl ReadMemory,
     layout: &Layout,
     codes: &mut CodeCache,
     first: u64,
     base_frame: Option<u64>,
+    keep_addresses: bool,
 ) -> Result<Chain, DecodeError> {
     let interpreter_frames = layout.version >= (3, 11);
     let shims = layout.version >= (3, 12);
@@ -75,6 +80,7 @@ pub fn walk_frames(
     let mut chain = Chain {
         frames: Vec::new(),
         outermost: 0,
+        addresses: Vec::new(),
     };
     let mut addr = first;
     let mut visited = 0usize;
@@ -123,6 +129,9 @@ pub fn walk_frames(
         } else {
             InstructionPosition::Lasti(field_u32(&buf, layout.frame_lasti) as i32)
         };
+        if keep_addresses {
+            chain.addresses.push((addr, code));
+        }
         let (code, line, generator) = codes.frame(mem, layout, code, position)?;
         outermost_is_generator = generator;
         chain.frames.push(Frame { code, line });

@@ -2,18 +2,19 @@
 //! `libpythonX.Y.so`, detecting its version, choosing its layout) and reading every thread's
 //! stack. The one entry point the rest of the program uses to see Python state.
 
+use super::ThreadStack;
 use super::code::CodeCache;
 use super::debug_offsets::{DebugOffsets, Header, Schema};
 use super::frames::{Chain, walk_frames};
 use super::layout::Layout;
 use super::layouts::{SUPPORTED, layout_for};
+use super::locals::frame_locals;
 use super::objects::{DecodeError, read_str};
 use super::threads::{
     GLIBC_PTHREAD_TID_OFFSET, GilLocation, RawThread, current_frame, gil_holder, module_global,
     thread_names, thread_states,
 };
 use super::version::PythonVersion;
-use super::{Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
@@ -32,6 +33,8 @@ pub struct SpyOptions {
     /// Ask the OS whether each thread is running, to fill [`ThreadStack::idle`]
     /// (one `/proc` read per thread).
     pub thread_state: bool,
+    /// Also read each frame's simple local values ([`ThreadStack::locals`]).
+    pub locals: bool,
     /// How many times in all a thread's frames are read before its stack is reported
     /// unreadable (0 means the default, [`FRAME_READ_TRIES`]). A one-off dump can afford
     /// more than a sampler ticking 1000 times a second.
@@ -317,14 +320,23 @@ impl PythonSpy {
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         let mut pages = snapshot.page_addresses();
         for raw in &raws {
-            let (frames, read_error) = match self.frames_of(&snapshot, raw, &mut pages) {
-                Ok(frames) => (frames, None),
+            let (frames, locals, read_error) = match self.frames_of(&snapshot, raw, &mut pages) {
+                Ok(chain) => {
+                    let locals = chain
+                        .addresses
+                        .iter()
+                        .map(|&(frame, code)| {
+                            frame_locals(&self.mem, &self.layout, frame, code).unwrap_or_default()
+                        })
+                        .collect();
+                    (chain.frames, locals, None)
+                }
                 Err(error) => {
                     if !self.process.is_alive() {
                         return Err(SpyError::Exited(self.pid()));
                     }
                     self.thread_errors += 1;
-                    (Vec::new(), Some(error.to_string()))
+                    (Vec::new(), Vec::new(), Some(error.to_string()))
                 }
             };
             let holder = *holders
@@ -344,6 +356,7 @@ impl PythonSpy {
                 holds_gil: holder == Some(raw.tstate),
                 idle,
                 frames,
+                locals,
                 read_error,
             });
         }
@@ -369,7 +382,7 @@ impl PythonSpy {
         snapshot: &PageCache<'_, RemoteMemory>,
         raw: &RawThread,
         pages: &mut Vec<u64>,
-    ) -> Result<Vec<Frame>, DecodeError> {
+    ) -> Result<Chain, DecodeError> {
         let tries = match self.options.read_tries {
             0 => FRAME_READ_TRIES,
             n => n,
@@ -413,7 +426,7 @@ impl PythonSpy {
         if self.anchors() && !chain.frames.is_empty() {
             self.outermost.insert(raw.tstate, chain.outermost);
         }
-        Ok(chain.frames)
+        Ok(chain)
     }
 
     /// Whether a chain that the frames themselves call whole is the thread's, as far as its
@@ -442,7 +455,14 @@ impl PythonSpy {
         raw: &RawThread,
         first: u64,
     ) -> Result<Chain, DecodeError> {
-        walk_frames(mem, &self.layout, &mut self.codes, first, raw.base_frame)
+        walk_frames(
+            mem,
+            &self.layout,
+            &mut self.codes,
+            first,
+            raw.base_frame,
+            self.options.locals,
+        )
     }
 
     /// Whether this version's chains are checked against the thread's known outermost frame

@@ -126,6 +126,11 @@ pub const FIELDS: &[Field] = &[
     field!(frame_lineno, true, |m| when(m <= 10, || off(
         "PyFrameObject.f_lineno"
     ))),
+    field!(frame_localsplus, false, |m| if m <= 10 {
+        off("PyFrameObject.f_localsplus")
+    } else {
+        off("_PyInterpreterFrame.localsplus")
+    }),
     field!(frame_is_entry, true, |m| when(m == 11, || off(
         "_PyInterpreterFrame.is_entry"
     ))),
@@ -154,6 +159,19 @@ pub const FIELDS: &[Field] = &[
     field!(code_firstlineno, false, |_m| off(
         "PyCodeObject.co_firstlineno"
     )),
+    field!(code_localnames, false, |m| if m <= 10 {
+        off("PyCodeObject.co_varnames")
+    } else {
+        off("PyCodeObject.co_localsplusnames")
+    }),
+    field!(code_nlocals, false, |m| if m <= 10 {
+        off("PyCodeObject.co_nlocals")
+    } else {
+        off("PyCodeObject.co_nlocalsplus")
+    }),
+    field!(code_localkinds, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_localspluskinds"
+    ))),
     field!(code_flags, false, |_m| off("PyCodeObject.co_flags")),
     field!(code_linetable, false, |m| if m <= 9 {
         off("PyCodeObject.co_lnotab")
@@ -178,6 +196,8 @@ pub const FIELDS: &[Field] = &[
     field!(heaptype_cached_keys, true, |_m| off(
         "PyHeapTypeObject.ht_cached_keys"
     )),
+    field!(tuple_items, false, |_m| off("PyTupleObject.ob_item")),
+    field!(float_value, false, |_m| off("PyFloatObject.ob_fval")),
     // bytes and str
     field!(bytes_sval, false, |_m| off("PyBytesObject.ob_sval")),
     field!(unicode_state, false, |_m| off("PyASCIIObject.state")),

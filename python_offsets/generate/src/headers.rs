@@ -118,6 +118,8 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyTypeObject",
     "PyHeapTypeObject",
     "PyBytesObject",
+    "PyTupleObject",
+    "PyFloatObject",
     "PyASCIIObject",
     "PyCompactUnicodeObject",
     "PyLongObject",
