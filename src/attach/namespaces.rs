@@ -7,7 +7,7 @@
 //! A profiler on the host sees a container's threads under host ids; one in a sidecar that
 //! shares the pod's PID namespace sees the container's own ids, and the map is the identity.
 
-use super::proc_files::{ProcFile, StatusFields, read_status};
+use super::proc_files::{ProcFile, StatusFields, read_status, task_ids};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -91,18 +91,11 @@ impl ThreadIdMap {
     fn rescan(&mut self) {
         self.scanned_at = Some(Instant::now());
         self.to_host.clear();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+        let Ok(tids) = task_ids(self.pid) else {
             return;
         };
-        for task in tasks.flatten() {
-            let Some(host) = task
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let own = ProcFile::open(task.path().join("status"))
+        for host in tids {
+            let own = ProcFile::of_process(self.pid, &format!("task/{host}/status"))
                 .and_then(|mut file| Ok(StatusFields::parse(file.read()?)))
                 .ok()
                 .flatten()
@@ -136,6 +129,17 @@ pub fn reader_user_namespace() -> ReaderUserNamespace {
     } else {
         ReaderUserNamespace::Nested
     }
+}
+
+/// The inode number of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel).
+const INITIAL_PID_NAMESPACE_INO: u64 = 0xEFFF_FFFC;
+
+/// The device and inode of the reader's PID namespace (`/proc/self/ns/pid`) when it is not the
+/// initial one (a sidecar, a container): what the kernel needs to number tasks as it does.
+pub fn reader_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    (meta.ino() != INITIAL_PID_NAMESPACE_INO).then(|| (meta.dev(), meta.ino()))
 }
 
 /// `kernel.yama.ptrace_scope`, where the Yama security module is loaded.

@@ -423,6 +423,16 @@ pub fn has_exited(pid: i32) -> bool {
     matches!(liveness(pid), Liveness::Gone | Liveness::Zombie(_))
 }
 
+/// The thread ids of `pid` (the entries of `/proc/PID/task`), sorted.
+pub fn task_ids(pid: i32) -> io::Result<Vec<u32>> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
 /// PIDs in a list file's text (`children`).
 pub fn parse_pids(text: &[u8]) -> impl Iterator<Item = i32> + '_ {
     text.split(u8::is_ascii_whitespace)
@@ -509,6 +519,9 @@ mod tests {
         let statm = file.read_statm().expect("read").expect("parse");
         assert!(statm.resident_bytes() > 0);
         assert!(page_size() >= 4096 && clock_ticks() > 0);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert!(task_ids(own).expect("own tasks").contains(&tid));
     }
 
     #[test]

@@ -6,10 +6,10 @@
 use super::namespaces::{
     ReaderUserNamespace, ThreadIdMap, reader_user_namespace, yama_ptrace_scope,
 };
-use super::proc_files::{Liveness, ProcFile, StatFields, is_gone, liveness, page_size};
+use super::proc_files::{Liveness, ProcFile, StatFields, is_gone, liveness, page_size, task_ids};
 use super::process_tree::descendant_pids;
 use procfs::ProcError;
-use procfs::process::{MMapPath, Process};
+use procfs::process::{MMPermissions, MMapPath, Process};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -126,6 +126,10 @@ pub struct MappedFile {
     pub start: u64,
     /// Lowest address of a mapping with file offset 0 (where the ELF header sits).
     pub base: Option<u64>,
+    /// The file's inode, which tells the right file among candidate paths.
+    pub inode: u64,
+    /// Whether any mapping of it is executable.
+    pub executable: bool,
 }
 
 /// A process to read from.
@@ -201,52 +205,24 @@ impl TargetProcess {
             .join(" "))
     }
 
-    /// A path to read one of the target's files through, seen from its own root (containers).
+    /// A path to read one of the target's mapped files through (see [`readable_path`]).
     pub fn file_path(&self, path: &Path) -> PathBuf {
-        let through_root = PathBuf::from(format!("/proc/{}/root", self.pid))
-            .join(path.strip_prefix("/").unwrap_or(path));
-        if through_root.exists() {
-            through_root
-        } else {
-            path.to_path_buf()
-        }
+        let inode = self
+            .maps()
+            .ok()
+            .and_then(|maps| maps.into_iter().find(|m| m.path == path))
+            .map(|m| m.inode);
+        readable_path(self.pid, path, inode)
     }
 
     /// Every file mapped into the process, in address order of first mapping.
     pub fn maps(&self) -> Result<Vec<MappedFile>, ProcessError> {
-        let maps = self.proc.maps().map_err(|e| proc_error(self.pid, e))?;
-        let mut files: Vec<MappedFile> = Vec::new();
-        for map in maps {
-            let MMapPath::Path(path) = map.pathname else {
-                continue;
-            };
-            let start = map.address.0;
-            match files.iter_mut().find(|f| f.path == path) {
-                Some(file) => {
-                    file.start = file.start.min(start);
-                    if map.offset == 0 && file.base.is_none_or(|b| start < b) {
-                        file.base = Some(start);
-                    }
-                }
-                None => files.push(MappedFile {
-                    path,
-                    start,
-                    base: (map.offset == 0).then_some(start),
-                }),
-            }
-        }
-        Ok(files)
+        mapped_files(self.pid)
     }
 
     /// Kernel thread ids of the process's threads.
     pub fn thread_ids(&self) -> Result<Vec<u32>, ProcessError> {
-        let tasks = self.proc.tasks().map_err(|e| proc_error(self.pid, e))?;
-        let mut tids: Vec<u32> = tasks
-            .flatten()
-            .filter_map(|t| u32::try_from(t.tid).ok())
-            .collect();
-        tids.sort_unstable();
-        Ok(tids)
+        task_ids(self.pid).map_err(|e| io_error(self.pid, &e))
     }
 
     /// The scheduler state letter (`R` running, `S` sleeping, …) of each thread.
@@ -287,6 +263,55 @@ impl TargetProcess {
             })
             .collect()
     }
+}
+
+/// Every file mapped into process `pid`, in address order of first mapping.
+pub fn mapped_files(pid: i32) -> Result<Vec<MappedFile>, ProcessError> {
+    let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
+    let maps = proc.maps().map_err(|e| proc_error(pid, e))?;
+    let mut files: Vec<MappedFile> = Vec::new();
+    for map in maps {
+        let MMapPath::Path(path) = map.pathname else {
+            continue;
+        };
+        let start = map.address.0;
+        let executable = map.perms.contains(MMPermissions::EXECUTE);
+        match files.iter_mut().find(|f| f.path == path) {
+            Some(file) => {
+                file.start = file.start.min(start);
+                file.executable |= executable;
+                if map.offset == 0 && file.base.is_none_or(|b| start < b) {
+                    file.base = Some(start);
+                }
+            }
+            None => files.push(MappedFile {
+                path,
+                start,
+                base: (map.offset == 0).then_some(start),
+                inode: map.inode,
+                executable,
+            }),
+        }
+    }
+    Ok(files)
+}
+
+/// A path this process can open one of `pid`'s files by. `/proc/PID/maps` names a file as the
+/// reader's root sees it when the file lies below that root (a chroot seen from the host), else
+/// as the target's own mount namespace does (a container's overlay); so the path is tried
+/// through the target's root (`/proc/PID/root/...`) and as it stands, and the one holding the
+/// mapped inode wins (the first that exists when the inode is not known).
+pub fn readable_path(pid: i32, path: &Path, inode: Option<u64>) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let through_root =
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+    let candidates = [through_root.clone(), path.to_path_buf()];
+    let holds = |candidate: &PathBuf| match (std::fs::metadata(candidate), inode) {
+        (Ok(meta), Some(inode)) if inode != 0 => meta.ino() == inode,
+        (Ok(_), _) => true,
+        (Err(_), _) => false,
+    };
+    candidates.into_iter().find(holds).unwrap_or(through_root)
 }
 
 fn io_error(pid: i32, err: &std::io::Error) -> ProcessError {

@@ -12,7 +12,7 @@
 //! It knows the shape of the tree only; what is read from each process is the callers' business.
 
 use super::proc_events::{ProcEvent, ProcEvents};
-use super::proc_files::{ProcFile, parse_pids, read_stat};
+use super::proc_files::{ProcFile, parse_pids, read_stat, task_ids};
 use rustc_hash::FxHashMap;
 use std::path::Path;
 
@@ -247,14 +247,14 @@ impl ProcessTree {
 /// The children of `pid`'s threads other than its main thread.
 fn other_threads_children(pid: i32) -> Vec<i32> {
     let mut pids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(tids) = task_ids(pid) else {
         return pids;
     };
-    for task in tasks.flatten() {
-        if task.file_name().to_str() == Some(&pid.to_string()) {
-            continue;
-        }
-        if let Ok(text) = std::fs::read(task.path().join("children")) {
+    for tid in tids
+        .into_iter()
+        .filter(|tid| i64::from(*tid) != i64::from(pid))
+    {
+        if let Ok(text) = std::fs::read(format!("/proc/{pid}/task/{tid}/children")) {
             pids.extend(parse_pids(&text));
         }
     }

@@ -3,7 +3,7 @@
 //! kept open and re-read; the thread list is re-scanned on request. Thread ids are the reader's
 //! (host ids for a container seen from the host): the attach layer maps Python's to them.
 
-use crate::attach::proc_files::{ProcFile, StatFields, is_gone};
+use crate::attach::proc_files::{ProcFile, StatFields, is_gone, task_ids};
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -75,21 +75,11 @@ impl ThreadCounters {
     /// Re-lists the process's threads: opens new ones, forgets those that exited.
     pub fn rescan(&mut self) -> Result<(), ThreadListError> {
         let path = PathBuf::from(format!("/proc/{}/task", self.pid));
-        let entries = std::fs::read_dir(&path).map_err(|source| ThreadListError {
+        let alive = task_ids(self.pid).map_err(|source| ThreadListError {
             path: path.clone(),
             source,
         })?;
-        let mut alive = Vec::new();
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            alive.push(tid);
+        for &tid in &alive {
             if !self.tasks.contains_key(&tid) {
                 // A thread may exit between the listing and the open: then it is simply not tracked.
                 if let Ok(mut file) = ProcFile::open(path.join(tid.to_string()).join("stat")) {
@@ -101,7 +91,7 @@ impl ThreadCounters {
                 }
             }
         }
-        self.tasks.retain(|tid, _| alive.contains(tid));
+        self.tasks.retain(|tid, _| alive.binary_search(tid).is_ok());
         Ok(())
     }
 

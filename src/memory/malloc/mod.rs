@@ -335,8 +335,13 @@ impl MallocCounters {
         }
 
         let target_tgid = tgid.get();
+        // In a sidecar the target's ids are the sidecar's PID namespace's, not the kernel's.
+        let (pidns_dev, pidns_ino) =
+            crate::attach::namespaces::reader_pid_namespace().unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &target_tgid, true)
+            .override_global("PIDNS_DEV", &pidns_dev, true)
+            .override_global("PIDNS_INO", &pidns_ino, true)
             .load(BPF_OBJECT)
             .map_err(|e| MallocError::from_bpf("loading the BPF object", &e))?;
 
