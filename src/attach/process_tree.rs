@@ -220,10 +220,10 @@ impl ProcessTree {
     /// The direct children of `pid`: its main thread's list through a descriptor kept open,
     /// and, unless it is known to have one thread, the other threads' lists too.
     fn children_of(&mut self, pid: i32, threads: Option<u64>) -> Vec<i32> {
-        if !self.lists.contains_key(&pid) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.lists.entry(pid) {
             match ProcFile::of_process(pid, &format!("task/{pid}/children")) {
                 Ok(file) => {
-                    self.lists.insert(pid, file);
+                    slot.insert(file);
                 }
                 Err(_) if !Path::new("/proc/thread-self/children").exists() => {
                     return scan_children(pid);

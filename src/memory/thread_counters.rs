@@ -80,14 +80,14 @@ impl ThreadCounters {
             source,
         })?;
         for &tid in &alive {
-            if !self.tasks.contains_key(&tid) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.tasks.entry(tid) {
                 // A thread may exit between the listing and the open: then it is simply not tracked.
                 if let Ok(mut file) = ProcFile::open(path.join(tid.to_string()).join("stat")) {
                     let name = match file.read_stat() {
                         Ok(Some(stat)) => stat.name,
                         _ => String::new(),
                     };
-                    self.tasks.insert(tid, TaskFile { file, name });
+                    slot.insert(TaskFile { file, name });
                 }
             }
         }
