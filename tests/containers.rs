@@ -19,26 +19,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SID_ROOT: &str = "/srv/pmt-sid";
+/// The interpreter inside the chroot (`PMT_SID_ROOT`, default /srv/pmt-sid).
 const SID_PYTHON: &str = "/usr/bin/python3.13";
 
 /// The chroot's interpreter, or `None` after saying why the test is skipped.
 fn sid_root() -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     let root_user = unsafe { libc::geteuid() } == 0;
-    let root = PathBuf::from(SID_ROOT);
+    let root =
+        PathBuf::from(std::env::var("PMT_SID_ROOT").unwrap_or_else(|_| "/srv/pmt-sid".into()));
     let present = root.join(SID_PYTHON.trim_start_matches('/')).exists();
     match (root_user, present) {
         (true, true) => Some(root),
         _ if common::required("sid3.13") => {
-            panic!("sid3.13 is required: needs root and {SID_ROOT} (bash .ci/sid_chroot.sh)")
+            panic!(
+                "sid3.13 is required: needs root and {} (bash .ci/sid_chroot.sh)",
+                root.display()
+            )
         }
         (false, _) => {
             eprintln!("skipped: containers need root (unshare --pid --mount)");
             None
         }
         (true, false) => {
-            eprintln!("skipped: no {SID_ROOT}{SID_PYTHON} (make it with `bash .ci/sid_chroot.sh`)");
+            eprintln!(
+                "skipped: no {}{SID_PYTHON} (make it with `bash .ci/sid_chroot.sh`)",
+                root.display()
+            );
             None
         }
     }

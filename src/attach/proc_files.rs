@@ -269,6 +269,8 @@ impl StatmFields {
 pub struct StatusFields {
     /// `Name:` (`comm`).
     pub name: String,
+    /// `Tgid:`: the process a thread belongs to.
+    pub tgid: i32,
     /// `PPid:` (0 when the parent is outside the reader's PID namespace).
     pub ppid: i32,
     /// `NSpid:`: the task's id in the reader's PID namespace first, then in each nested one,
@@ -276,6 +278,8 @@ pub struct StatusFields {
     pub nspid: Vec<i32>,
     /// `Uid:` real and effective.
     pub uid: (u32, u32),
+    /// `CapEff:`: the effective capabilities, one bit each.
+    pub cap_eff: u64,
     /// `voluntary_ctxt_switches:`.
     pub voluntary_ctxt_switches: u64,
     /// `nonvoluntary_ctxt_switches:`.
@@ -299,7 +303,9 @@ impl StatusFields {
                     status.name = value.to_string();
                     named = true;
                 }
+                "Tgid" => status.tgid = value.parse().ok()?,
                 "PPid" => status.ppid = value.parse().ok()?,
+                "CapEff" => status.cap_eff = u64::from_str_radix(value, 16).ok()?,
                 "NSpid" => status.nspid = numbers.filter_map(|n| n.parse().ok()).collect(),
                 "Uid" => {
                     let real = numbers.next()?.parse().ok()?;
@@ -491,6 +497,7 @@ mod tests {
         let status = StatusFields::parse(text).expect("parses");
         assert_eq!(status.name, "python3.13");
         assert_eq!(status.ppid, 19074);
+        assert_eq!(status.tgid, 19075);
         assert_eq!(status.uid, (1000, 1001));
         assert_eq!(status.nspid, vec![19076, 2]);
         assert_eq!(status.own_namespace_id(), Some(2));

@@ -335,3 +335,34 @@ fn proc_error(pid: i32, err: ProcError) -> ProcessError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn a_process_that_exits_while_attaching_is_said_so() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        let target = TargetProcess::open(pid).expect("a live process opens");
+        assert_eq!(target.own_pid(), pid, "not in a nested namespace");
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = target
+            .maps()
+            .map_err(ProcessError::while_attaching)
+            .expect_err("its maps are gone");
+        assert!(err.process_exited());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "process {pid} exited while it was being attached to: there is nothing left to read"
+            )
+        );
+        assert!(matches!(
+            TargetProcess::open(pid),
+            Err(ProcessError::NoSuchProcess(p)) if p == pid
+        ));
+    }
+}
