@@ -61,13 +61,22 @@ struct Container {
 }
 
 impl Container {
-    /// Starts `python3.13 -c code` in a new container and waits for it to print `ready`.
+    /// Starts sid's `python3.13 -c code` chrooted in a new container and waits for it to print
+    /// `ready`.
     fn start(root: &Path, code: &str) -> Container {
-        let mut unshare = Command::new("unshare")
-            .args(["--pid", "--mount", "--fork", "--mount-proc", "--kill-child"])
-            .arg("chroot")
-            .arg(root)
-            .args([SID_PYTHON, "-c", code])
+        Container::start_python(Some(root), Path::new(SID_PYTHON), code)
+    }
+
+    /// Starts `python -c code` in new PID and mount namespaces, chrooted to `root` if given.
+    fn start_python(root: Option<&Path>, python: &Path, code: &str) -> Container {
+        let mut command = Command::new("unshare");
+        command.args(["--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]);
+        if let Some(root) = root {
+            command.arg("chroot").arg(root);
+        }
+        let mut unshare = command
+            .arg(python)
+            .args(["-c", code])
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -274,6 +283,46 @@ fn dump_idle_and_active(viewer: Viewer) {
             assert_eq!(tid_of(&main), container.host_pid as u32);
         }
         Viewer::Sidecar => assert_eq!(tid_of(&main), 1),
+    }
+}
+
+/// Every interpreter here (3.6 and 3.7 keep no native thread id: pmt reads glibc's), in a PID
+/// namespace without a chroot.
+#[test]
+fn dump_maps_thread_ids_of_every_interpreter_in_a_pid_namespace() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: containers need root (unshare --pid --mount)");
+        return;
+    }
+    let _serial = common::serial();
+    for label in common::LABELS {
+        let Some(interp) = common::interpreter_or_skip(label) else {
+            continue;
+        };
+        let container = Container::start_python(None, &interp.path, IDLE_AND_SPIN);
+        let output = run({
+            let mut command = Command::new(PMT);
+            command.args(["dump", "--pid", &container.host_pid.to_string()]);
+            command
+        });
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{label}: pmt dump failed");
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with("Thread ") && l.contains(&format!("\"{name}\"")))
+                .unwrap_or_else(|| panic!("{label}: no {name} thread in:\n{text}"))
+                .to_string()
+        };
+        let (main, spinner) = (line("MainThread"), line("spinner"));
+        assert!(
+            main.contains(&format!("(tid {})", container.host_pid)) && main.ends_with("[idle]"),
+            "{label}: the sleeping main thread, by its host tid: {main}"
+        );
+        assert!(
+            spinner.ends_with("[gil, active]"),
+            "{label}: the spinning thread: {spinner}"
+        );
     }
 }
 
