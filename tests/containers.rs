@@ -301,6 +301,8 @@ fn dump_maps_thread_ids_of_every_interpreter_in_a_pid_namespace() {
             continue;
         };
         let container = Container::start_python(None, &interp.path, IDLE_AND_SPIN);
+        // The main thread prints `ready` holding the GIL, then sleeps: let it get there.
+        std::thread::sleep(Duration::from_millis(300));
         let output = run({
             let mut command = Command::new(PMT);
             command.args(["dump", "--pid", &container.host_pid.to_string()]);

@@ -213,7 +213,9 @@ impl ProcessTree {
                 }
             }
         }
-        self.lists.retain(|pid, _| queue.contains(pid));
+        let (root, parent) = (self.root, &self.parent);
+        self.lists
+            .retain(|pid, _| *pid == root || parent.contains_key(pid));
         self.queue = queue;
     }
 
