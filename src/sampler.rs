@@ -204,6 +204,10 @@ pub trait StackSource {
     fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, Self::Error>;
     /// Whether `error` means the target is gone (rather than a torn read).
     fn process_exited(error: &Self::Error) -> bool;
+    /// Thread stacks found torn and read again so far.
+    fn torn_reads(&self) -> u64 {
+        0
+    }
 }
 
 impl StackSource for crate::python::PythonSpy {
@@ -215,6 +219,10 @@ impl StackSource for crate::python::PythonSpy {
 
     fn process_exited(error: &Self::Error) -> bool {
         error.process_exited()
+    }
+
+    fn torn_reads(&self) -> u64 {
+        crate::python::PythonSpy::torn_reads(self)
     }
 }
 
@@ -348,6 +356,11 @@ pub struct SamplerStats {
     pub read_errors: u64,
     /// The last read error, for the summary.
     pub last_error: Option<String>,
+    /// Thread stacks the reader found torn and read again.
+    pub torn_reads: u64,
+    /// Thread stacks that stayed torn for every try: each was charged to its thread's
+    /// previous stack (or, with none, to no Python frames), never dropped.
+    pub unreadable_stacks: u64,
     /// Counter-source failures.
     pub counter_errors: u64,
     /// Time from the first tick to the end of the run.
@@ -534,6 +547,7 @@ impl<S: StackSource> Sampler<S> {
                 return false;
             }
         };
+        self.stats.torn_reads = self.source.torn_reads();
         let rescanned = self.refresh_thread_list(&stacks);
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut process_faults = None;
@@ -695,6 +709,7 @@ impl<S: StackSource> Sampler<S> {
         let gil_holder = stacks.iter().position(|s| s.holds_gil);
         let has_faults = self.threads.is_some() && stacks.iter().any(|s| s.native_id.is_some());
         let unmatched_holder = unmatched_fallback(&stacks);
+        let mut unreadable = 0u64;
         let mut samples: Vec<ThreadSample> = stacks
             .into_iter()
             .map(|stack| {
@@ -714,17 +729,32 @@ impl<S: StackSource> Sampler<S> {
                         }
                     }
                 }
+                let frames = match (&stack.read_error, stack.native_id) {
+                    (Some(_), Some(tid)) => {
+                        unreadable += 1;
+                        self.last_stacks
+                            .get(&tid)
+                            .map(|(_, frames)| frames.clone())
+                            .unwrap_or_default()
+                    }
+                    (Some(_), None) => {
+                        unreadable += 1;
+                        Vec::new()
+                    }
+                    (None, _) => stack.frames,
+                };
                 ThreadSample {
                     thread: ThreadIdentity {
                         python_id: Some(stack.thread_id),
                         native_id: stack.native_id,
                         name: stack.name,
                     },
-                    frames: stack.frames,
+                    frames,
                     values,
                 }
             })
             .collect();
+        self.stats.unreadable_stacks += unreadable;
         for sample in &samples {
             if let (Some(_), Some(tid)) = (sample.thread.python_id, sample.thread.native_id) {
                 self.last_stacks
@@ -1062,6 +1092,7 @@ mod tests {
             holds_gil: true,
             idle: false,
             frames: vec![frame(function)],
+            read_error: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //!
 //! Needs root and bpftrace; skips with a reason elsewhere, fails when `PMT_REQUIRE_EBPF=1`.
 
+mod common;
 mod malloc_support;
 
 use std::io::{BufRead, BufReader, Read};
@@ -114,7 +115,7 @@ fn keyed(output: &str, name: &str, key: &str) -> u64 {
 fn test_pythons() -> Vec<Python> {
     pythons()
         .into_iter()
-        .filter(|p| p.label.starts_with("debian") || p.label.starts_with("pyenv-3.12"))
+        .filter(|p| p.label == "system3.11" || p.label == "3.12")
         .collect()
 }
 
@@ -209,7 +210,7 @@ fn py_calls_counts_python_functions_from_usdt() {
     }
     let with_usdt: Vec<Python> = pythons()
         .into_iter()
-        .filter(|p| has_usdt(&p.path))
+        .filter(|p| has_usdt(&p.host_path()))
         .collect();
     if with_usdt.is_empty() {
         eprintln!("SKIP: no CPython here has USDT probes (built --with-dtrace)");
@@ -218,7 +219,7 @@ fn py_calls_counts_python_functions_from_usdt() {
     for python in with_usdt {
         let mut workload = Workload::start(&python, "py_calls.py", &[]);
         let pid = workload.pid().to_string();
-        let binary = python.path.to_string_lossy().into_owned();
+        let binary = python.host_path().to_string_lossy().into_owned();
         let trace = Trace::start("py_calls.bt", &["-p", &pid], &[&binary, &pid]);
         workload.go();
         assert_eq!(workload.line().trim(), "done");

@@ -256,4 +256,7 @@ per_version! {
     dump_cpython_3_12 => "3.12",
     dump_cpython_3_13 => "3.13",
     dump_debian_system_3_11 => "system3.11",
+    dump_debian_sid_3_13 => "sid3.13",
+    dump_debian_sid_3_14 => "sid3.14",
+    dump_debian_sid_3_15 => "sid3.15",
 }

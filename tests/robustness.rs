@@ -39,7 +39,7 @@ fn decode_everything(mem: &SliceMemory, start: u64) {
     for (major, minor) in SUPPORTED {
         let layout = layout_for(*major, *minor).expect("supported layout");
         let mut codes = CodeCache::new();
-        let _ = walk_frames(mem, layout, &mut codes, start);
+        let _ = walk_frames(mem, layout, &mut codes, start, None);
         let _ = read_str(mem, layout, start);
         let _ = read_bytes(mem, layout, start);
         let _ = read_u64_int(mem, layout, start);
@@ -90,7 +90,7 @@ fn truncated_regions_are_errors() {
             let mut mem = SliceMemory::new();
             mem.map(BASE, vec![0x41; len]);
             let mut codes = CodeCache::new();
-            assert!(walk_frames(&mem, layout, &mut codes, BASE).is_err());
+            assert!(walk_frames(&mem, layout, &mut codes, BASE, None).is_err());
             assert!(read_str(&mem, layout, BASE).is_err());
         }
     }

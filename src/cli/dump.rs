@@ -6,6 +6,9 @@ use clap::Args;
 use serde::Serialize;
 use std::io::Write;
 
+/// How many times `pmt dump` reads a thread whose stack it finds torn.
+const DUMP_READ_TRIES: usize = 50;
+
 /// Print every thread's Python stack once, with the interpreter version and RSS.
 #[derive(Debug, Args)]
 pub struct DumpArgs {
@@ -37,6 +40,8 @@ struct ThreadJson<'a> {
     holds_gil: bool,
     idle: bool,
     frames: Vec<FrameJson<'a>>,
+    /// Set when every try found the stack torn: the thread is reported without frames.
+    read_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +56,8 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
     let options = SpyOptions {
         blocking: args.blocking,
         thread_state: true,
+        // One dump: worth many tries for a whole stack of a thread that moves fast.
+        read_tries: DUMP_READ_TRIES,
     };
     let mut spy = PythonSpy::attach(args.pid, &options)?;
     let stacks = spy.read_stacks()?;
@@ -102,6 +109,7 @@ fn thread_json(stack: &ThreadStack) -> ThreadJson<'_> {
                 line: f.line,
             })
             .collect(),
+        read_error: stack.read_error.as_deref(),
     }
 }
 
@@ -121,6 +129,9 @@ fn write_thread(out: &mut impl Write, stack: &ThreadStack) -> std::io::Result<()
     writeln!(out, " [{}]", flags.join(", "))?;
     for frame in &stack.frames {
         writeln!(out, "    {frame}")?;
+    }
+    if let Some(error) = &stack.read_error {
+        writeln!(out, "    (stack not read whole: {error})")?;
     }
     Ok(())
 }

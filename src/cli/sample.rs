@@ -230,6 +230,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let spy_options = SpyOptions {
         blocking: args.blocking,
         thread_state: false,
+        ..SpyOptions::default()
     };
     let sampler_options = SamplerOptions {
         rate_hz: args.rate,
@@ -633,6 +634,10 @@ fn print_summary(
             .as_deref()
             .map(|e| format!(" (last: {e})"))
             .unwrap_or_default()
+    );
+    eprintln!(
+        "  thread stacks torn and read again: {}, torn on every try: {} (charged to the thread's previous stack)",
+        stats.torn_reads, stats.unreadable_stacks
     );
     if let (Some(p50), Some(p99)) = (summary.sample_cost_p50_us, summary.sample_cost_p99_us) {
         eprintln!("  cost per sample: p50 {p50:.1} µs, p99 {p99:.1} µs");

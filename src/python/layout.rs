@@ -52,6 +52,9 @@ pub struct Layout {
     pub cframe_current_frame: Option<u64>,
     /// `PyThreadState.thread_id` (the `pthread_t` that `threading.get_ident()` returns).
     pub tstate_thread_id: u64,
+    /// `PyThreadState.base_frame` (3.15+): the sentinel frame every chain of the thread ends
+    /// at, so a chain that ends elsewhere was cut while being read.
+    pub tstate_base_frame: Option<u64>,
     /// `PyThreadState.native_thread_id` (3.11+; the kernel TID). 3.8–3.10 have
     /// `threading.get_native_id()` but keep no such member in the thread state.
     pub tstate_native_thread_id: Option<u64>,
@@ -65,6 +68,9 @@ pub struct Layout {
     pub frame_lasti: u64,
     /// `PyFrameObject.f_lineno` (≤3.10).
     pub frame_lineno: Option<u64>,
+    /// `_PyInterpreterFrame.is_entry` (3.11 only, a `bool`): the first frame of each
+    /// evaluation loop, so the outermost frame of a whole chain has it set.
+    pub frame_is_entry: Option<u64>,
     /// `_PyInterpreterFrame.owner` (3.11+, a `char`).
     pub frame_owner: Option<u64>,
     /// `sizeof(_PyInterpreterFrame)` (3.11+).

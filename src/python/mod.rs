@@ -61,6 +61,9 @@ pub struct ThreadStack {
     pub holds_gil: bool,
     /// Whether the OS reported the thread as not running (sleeping or waiting).
     pub idle: bool,
-    /// The Python frames, innermost first.
+    /// The Python frames, innermost first (empty when `read_error` is set).
     pub frames: Vec<Frame>,
+    /// Why the stack could not be read whole, when every try found it torn or unreadable:
+    /// the thread is still reported, with no frames.
+    pub read_error: Option<String>,
 }

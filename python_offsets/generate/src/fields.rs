@@ -101,6 +101,9 @@ pub const FIELDS: &[Field] = &[
         || off("_PyCFrame.current_frame")
     )),
     field!(tstate_thread_id, false, |_m| off("PyThreadState.thread_id")),
+    field!(tstate_base_frame, true, |m| when(m >= 15, || off(
+        "PyThreadState.base_frame"
+    ))),
     field!(tstate_native_thread_id, true, |m| when(m >= 11, || off(
         "PyThreadState.native_thread_id"
     ))),
@@ -122,6 +125,9 @@ pub const FIELDS: &[Field] = &[
     }),
     field!(frame_lineno, true, |m| when(m <= 10, || off(
         "PyFrameObject.f_lineno"
+    ))),
+    field!(frame_is_entry, true, |m| when(m == 11, || off(
+        "_PyInterpreterFrame.is_entry"
     ))),
     field!(frame_owner, true, |m| when(m >= 11, || off(
         "_PyInterpreterFrame.owner"
