@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The interpreter inside the chroot (`PMT_SID_ROOT`, default /srv/pmt-sid).
+/// The interpreter inside the chroot ([`common::sid_root`]).
 const SID_PYTHON: &str = "/usr/bin/python3.13";
 
 /// The chroot's interpreter, or `None` after saying why the test is skipped.
@@ -286,8 +286,8 @@ fn dump_idle_and_active(viewer: Viewer) {
     }
 }
 
-/// Every interpreter here (3.6 and 3.7 keep no native thread id: pmt reads glibc's), in a PID
-/// namespace without a chroot.
+/// Every interpreter here (3.6 and 3.7 keep no native thread id: pmt reads glibc's), in new
+/// PID and mount namespaces (sid's chrooted too).
 #[test]
 fn dump_maps_thread_ids_of_every_interpreter_in_a_pid_namespace() {
     // SAFETY: geteuid has no preconditions.
@@ -300,7 +300,8 @@ fn dump_maps_thread_ids_of_every_interpreter_in_a_pid_namespace() {
         let Some(interp) = common::interpreter_or_skip(label) else {
             continue;
         };
-        let container = Container::start_python(None, &interp.path, IDLE_AND_SPIN);
+        let container =
+            Container::start_python(interp.root.as_deref(), &interp.path, IDLE_AND_SPIN);
         // The main thread prints `ready` holding the GIL, then sleeps: let it get there.
         std::thread::sleep(Duration::from_millis(300));
         let output = run({
