@@ -191,6 +191,21 @@ impl Viewer {
     }
 }
 
+/// Two tests of one check: `pmt` on the host, and `pmt` in a sidecar.
+macro_rules! from_host_and_sidecar {
+    ($check:ident: $host:ident, $sidecar:ident) => {
+        #[test]
+        fn $host() {
+            $check(Viewer::Host);
+        }
+
+        #[test]
+        fn $sidecar() {
+            $check(Viewer::Sidecar);
+        }
+    };
+}
+
 const PMT: &str = env!("CARGO_BIN_EXE_pmt");
 const PMT_SAMPLE: &str = env!("CARGO_BIN_EXE_pmt-sample");
 
@@ -329,15 +344,7 @@ fn dump_maps_thread_ids_of_every_interpreter_in_a_pid_namespace() {
     }
 }
 
-#[test]
-fn dump_from_the_host_tells_idle_from_active() {
-    dump_idle_and_active(Viewer::Host);
-}
-
-#[test]
-fn dump_from_a_sidecar_tells_idle_from_active() {
-    dump_idle_and_active(Viewer::Sidecar);
-}
+from_host_and_sidecar!(dump_idle_and_active: dump_from_the_host_tells_idle_from_active, dump_from_a_sidecar_tells_idle_from_active);
 
 /// One thread grows 300 MiB when told to on stdin; another only burns CPU.
 const GROW_AND_SPIN: &str = r#"
@@ -396,72 +403,49 @@ fn sample_growth(root: &Path, viewer: Viewer, metric: &str) -> Option<String> {
     Some(std::fs::read_to_string(&folded).expect("folded output"))
 }
 
+/// Asserts that `grow_memory` got at least `least` and more than `share` of the folded
+/// weight, and the CPU-only bystander under 3%.
+fn assert_growth_charged(folded: &str, what: &str, least: u64, share: f64) {
+    let (grow, total) = share_of(folded, "grow_memory");
+    let (burn, _) = share_of(folded, "burn_cpu");
+    eprintln!("{what}:\n{folded}");
+    assert!(
+        grow >= least,
+        "{what}: grow_memory got {grow}, at least {least} expected"
+    );
+    assert!(
+        grow as f64 > share * total as f64,
+        "{what}: grow_memory got {grow} of {total}"
+    );
+    assert!(
+        (burn as f64) < 0.03 * total as f64,
+        "{what}: the CPU-only bystander got {burn} of {total}"
+    );
+}
+
 fn rss_goes_to_the_growing_function(viewer: Viewer) {
     let Some(root) = sid_root() else { return };
     let _serial = common::serial();
     let folded = sample_growth(&root, viewer, "rss").expect("rss is always available");
-    let (grow, total) = share_of(&folded, "grow_memory");
-    let (burn, _) = share_of(&folded, "burn_cpu");
-    eprintln!("{folded}");
-    assert!(total >= 250 << 20, "300 MiB grown, {total} bytes charged");
-    assert!(
-        grow as f64 > 0.95 * total as f64,
-        "grow_memory got {grow} of {total}"
-    );
-    assert!(
-        (burn as f64) < 0.03 * total as f64,
-        "the CPU-only bystander got {burn} of {total}"
-    );
+    // 300 MiB grown.
+    assert_growth_charged(&folded, "rss", 250 << 20, 0.95);
 }
 
-#[test]
-fn rss_from_the_host_goes_to_the_growing_thread() {
-    rss_goes_to_the_growing_function(Viewer::Host);
-}
-
-#[test]
-fn rss_from_a_sidecar_goes_to_the_growing_thread() {
-    rss_goes_to_the_growing_function(Viewer::Sidecar);
-}
+from_host_and_sidecar!(rss_goes_to_the_growing_function: rss_from_the_host_goes_to_the_growing_thread, rss_from_a_sidecar_goes_to_the_growing_thread);
 
 fn malloc_goes_to_the_allocating_function(viewer: Viewer) {
     let Some(root) = sid_root() else { return };
     let _serial = common::serial();
-    for metric in ["malloc-bytes", "malloc-count"] {
+    // 300 bytearrays of 1 MiB each.
+    for (metric, least) in [("malloc-bytes", 280 << 20), ("malloc-count", 300)] {
         let Some(folded) = sample_growth(&root, viewer, metric) else {
             return;
         };
-        let (grow, total) = share_of(&folded, "grow_memory");
-        let (burn, _) = share_of(&folded, "burn_cpu");
-        eprintln!("{metric}:\n{folded}");
-        if metric == "malloc-bytes" {
-            assert!(
-                grow >= 280 << 20,
-                "300 × 1 MiB bytearrays, {grow} bytes charged"
-            );
-        } else {
-            assert!(grow >= 300, "300 bytearrays, {grow} calls charged");
-        }
-        assert!(
-            grow as f64 > 0.9 * total as f64,
-            "{metric}: grow_memory got {grow} of {total}"
-        );
-        assert!(
-            (burn as f64) < 0.03 * total as f64,
-            "{metric}: the bystander (no allocations) got {burn} of {total}"
-        );
+        assert_growth_charged(&folded, metric, least, 0.9);
     }
 }
 
-#[test]
-fn malloc_metrics_from_the_host() {
-    malloc_goes_to_the_allocating_function(Viewer::Host);
-}
-
-#[test]
-fn malloc_metrics_from_a_sidecar() {
-    malloc_goes_to_the_allocating_function(Viewer::Sidecar);
-}
+from_host_and_sidecar!(malloc_goes_to_the_allocating_function: malloc_metrics_from_the_host, malloc_metrics_from_a_sidecar);
 
 /// A multiprocessing pool of 3 forked workers, each allocating in `work` for a while.
 const POOL: &str = r#"
@@ -537,15 +521,7 @@ fn subprocesses_of_a_pool(viewer: Viewer) {
     }
 }
 
-#[test]
-fn subprocesses_of_a_containerized_pool_from_the_host() {
-    subprocesses_of_a_pool(Viewer::Host);
-}
-
-#[test]
-fn subprocesses_of_a_containerized_pool_from_a_sidecar() {
-    subprocesses_of_a_pool(Viewer::Sidecar);
-}
+from_host_and_sidecar!(subprocesses_of_a_pool: subprocesses_of_a_containerized_pool_from_the_host, subprocesses_of_a_containerized_pool_from_a_sidecar);
 
 /// A parent that starts two children at a time, each living 0.4 s, six times over.
 const COMING_AND_GOING: &str = r#"
@@ -625,15 +601,7 @@ fn tree_of_children_coming_and_going(viewer: Viewer) {
     );
 }
 
-#[test]
-fn tree_of_a_container_from_the_host() {
-    tree_of_children_coming_and_going(Viewer::Host);
-}
-
-#[test]
-fn tree_of_a_container_from_a_sidecar() {
-    tree_of_children_coming_and_going(Viewer::Sidecar);
-}
+from_host_and_sidecar!(tree_of_children_coming_and_going: tree_of_a_container_from_the_host, tree_of_a_container_from_a_sidecar);
 
 /// The one-line error of a failed `pmt dump`.
 fn dump_error(command: &mut Command) -> String {
