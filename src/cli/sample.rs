@@ -7,6 +7,8 @@
 //! Must not touch: how stacks, counters or samples are produced (it calls `python`,
 //! `sampler`, `profile` and `output`).
 
+use crate::attach::child::{LaunchedChild, NotReady};
+use crate::attach::stop;
 use crate::output::collapsed::{self, FoldOptions};
 use crate::output::pprof::{self, PprofOptions};
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
@@ -22,8 +24,6 @@ use clap::Args;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks.
@@ -109,36 +109,6 @@ fn parse_metric(text: &str) -> Result<Metric, String> {
         .map_err(|e: crate::sampler::UnknownMetric| e.to_string())
 }
 
-/// Raised by SIGINT and SIGTERM.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_signal: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Makes SIGINT and SIGTERM raise [`STOP`] (without restarting interrupted sleeps, so the
-/// sampling loop notices at once).
-fn install_stop_handlers() -> anyhow::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
-        // sigaction struct is fully initialised before use.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = 0;
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            bail!(
-                "cannot install a handler for signal {signal}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// An output file opened before sampling starts (so an unwritable path fails early).
 struct OutputFile {
     option: &'static str,
@@ -221,7 +191,7 @@ impl Outputs {
 struct Target {
     pid: i32,
     command: String,
-    child: Option<Child>,
+    child: Option<LaunchedChild>,
 }
 
 /// Runs the subcommand.
@@ -255,7 +225,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    install_stop_handlers()?;
+    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
     let outputs = Outputs::open(&args)?;
     let spy_options = SpyOptions {
         blocking: args.blocking,
@@ -321,7 +291,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let started = SystemTime::now();
     let stats = {
         let mut sink = ProgressSink::new(&mut profile, uploader.as_mut());
-        let stats = sampler.run(&STOP, &mut sink);
+        let stats = sampler.run(stop::flag(), &mut sink);
         sink.finish();
         stats
     };
@@ -436,7 +406,7 @@ fn sample_tree(
     let started = SystemTime::now();
     let stats = {
         let mut sink = ProgressSink::new(&mut profile, uploader.as_mut());
-        let stats = sampler.run(&STOP, &mut sink);
+        let stats = sampler.run(stop::flag(), &mut sink);
         sink.finish();
         stats
     };
@@ -515,17 +485,10 @@ fn start_target(args: &SampleArgs, options: &SpyOptions) -> anyhow::Result<(Targ
 
 /// Launches the command after `--`.
 fn launch(args: &SampleArgs) -> anyhow::Result<Target> {
-    let (program, rest) = args
-        .command
-        .split_first()
-        .context("nothing to launch after `--`")?;
-    let child = Command::new(program)
-        .args(rest)
-        .spawn()
-        .with_context(|| format!("cannot launch {program}"))?;
+    let child = LaunchedChild::spawn(&args.command)?;
     Ok(Target {
-        pid: child.id() as i32,
-        command: args.command.join(" "),
+        pid: child.pid(),
+        command: child.command().to_string(),
         child: Some(child),
     })
 }
@@ -536,36 +499,34 @@ fn launch(args: &SampleArgs) -> anyhow::Result<Target> {
 /// a static interpreter's symbols are there from `exec`, before the dynamic loader has mapped
 /// libc, which the malloc counters probe.
 fn attach_when_ready(target: &mut Target, options: &SpyOptions) -> anyhow::Result<PythonSpy> {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    loop {
-        let last: SpyError = match PythonSpy::attach(target.pid, options) {
-            Ok(mut spy) => {
-                while Instant::now() < give_up && !STOP.load(Ordering::Relaxed) {
-                    match spy.read_stacks() {
-                        Ok(stacks) if !stacks.is_empty() => break,
-                        Err(err) if err.process_exited() => break,
-                        _ => std::thread::sleep(Duration::from_millis(5)),
-                    }
+    let patience = Duration::from_secs(10);
+    let give_up = Instant::now() + patience;
+    let child = target
+        .child
+        .as_mut()
+        .context("only a launched command is waited for")?;
+    let attached = child.wait_until_ready(
+        patience,
+        stop::flag(),
+        |pid| PythonSpy::attach(pid, options),
+        |err: &SpyError| matches!(err, SpyError::NotPython { .. } | SpyError::Read { .. }),
+    );
+    match attached {
+        Ok(mut spy) => {
+            while Instant::now() < give_up && !stop::requested() {
+                match spy.read_stacks() {
+                    Ok(stacks) if !stacks.is_empty() => break,
+                    Err(err) if err.process_exited() => break,
+                    _ => std::thread::sleep(Duration::from_millis(5)),
                 }
-                return Ok(spy);
             }
-            Err(err) => err,
-        };
-        let exited = target
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        if let Some(status) = exited {
-            bail!(
-                "{} exited ({status}) before its Python interpreter could be attached",
-                target.command
-            );
+            Ok(spy)
         }
-        let retryable = matches!(last, SpyError::NotPython { .. } | SpyError::Read { .. });
-        if !retryable || Instant::now() >= give_up || STOP.load(Ordering::Relaxed) {
-            return Err(last.into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(NotReady::Exited(status)) => bail!(
+            "{} exited ({status}) before its Python interpreter could be attached",
+            target.command
+        ),
+        Err(NotReady::Failed(err)) => Err(err.into()),
     }
 }
 
@@ -573,35 +534,7 @@ fn attach_when_ready(target: &mut Target, options: &SpyOptions) -> anyhow::Resul
 /// exiting), or stops one still running (we started it, so it does not outlive the run).
 /// Returns a note for the summary.
 fn stop_child(target: &mut Target, grace: Duration) -> Option<String> {
-    let child = target.child.as_mut()?;
-    let exiting = Instant::now() + grace;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(format!("{} exited ({status})", target.command));
-        }
-        if Instant::now() >= exiting {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: kill(2) on the pid of our own unreaped child cannot hit another process.
-    unsafe {
-        libc::kill(target.pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(format!(
-                "stopped {} with SIGTERM ({status})",
-                target.command
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Killing and reaping can only fail if the child is already gone.
-    let _ = child.kill();
-    let _ = child.wait();
-    Some(format!("killed {} (it ignored SIGTERM)", target.command))
+    Some(target.child.as_mut()?.stop(grace))
 }
 
 /// Writes every requested output; returns what was written, or the first failure (after

@@ -93,15 +93,17 @@ pub enum SpyError {
 impl SpyError {
     /// Whether the error means the target is gone.
     pub fn process_exited(&self) -> bool {
-        matches!(
-            self,
-            SpyError::Exited(_)
-                | SpyError::Process(ProcessError::NoSuchProcess(_))
-                | SpyError::Read {
-                    source: DecodeError::Memory(MemoryError::ProcessGone),
-                    ..
-                }
-        )
+        match self {
+            SpyError::Process(err) => err.process_exited(),
+            _ => matches!(
+                self,
+                SpyError::Exited(_)
+                    | SpyError::Read {
+                        source: DecodeError::Memory(MemoryError::ProcessGone),
+                        ..
+                    }
+            ),
+        }
     }
 }
 
@@ -160,8 +162,8 @@ impl PythonSpy {
     pub fn attach(pid: i32, options: &SpyOptions) -> Result<PythonSpy, SpyError> {
         let process = TargetProcess::open(pid)?;
         let mem = RemoteMemory::new(pid);
-        let maps = process.maps()?;
-        let exe = process.exe()?;
+        let maps = process.maps().map_err(ProcessError::while_attaching)?;
+        let exe = process.exe().map_err(ProcessError::while_attaching)?;
         let elf = find_interpreter(&process, &maps, &exe).ok_or_else(|| not_python(&process))?;
         let mut version = detect_version(&mem, &elf, &exe).ok_or_else(|| not_python(&process))?;
         let unsupported = || SpyError::Unsupported {
@@ -342,7 +344,11 @@ impl PythonSpy {
             let holder = *holders
                 .entry(raw.interp)
                 .or_insert_with(|| gil_holder(&snapshot, &self.layout, self.gil, raw.interp));
-            let native_id = raw.native_id.or_else(|| self.native_id_of(raw.thread_id));
+            // The interpreter numbers threads in its own PID namespace (a container's).
+            let native_id = raw
+                .native_id
+                .or_else(|| self.native_id_of(raw.thread_id))
+                .and_then(|tid| self.process.host_tid(tid));
             if !self.names.contains_key(&raw.thread_id) {
                 self.refresh_names(raw.interp);
             }
@@ -495,8 +501,9 @@ impl PythonSpy {
             .mem
             .read_u32(thread_id.checked_add(GLIBC_PTHREAD_TID_OFFSET)?)
             .ok()?;
+        let host = self.process.host_tid(tid)?;
         let known = self.process.thread_ids().ok()?;
-        known.contains(&tid).then(|| {
+        known.contains(&host).then(|| {
             self.native_ids.insert(thread_id, tid);
             tid
         })
@@ -636,6 +643,9 @@ fn sys_version(mem: &RemoteMemory, layout: &Layout, interp: u64) -> Option<Pytho
 
 fn not_python(process: &TargetProcess) -> SpyError {
     let pid = process.pid();
+    if !process.is_alive() {
+        return SpyError::Process(ProcessError::ExitedWhileAttaching(pid));
+    }
     let command = process.cmdline().unwrap_or_default();
     let pythons: Vec<String> = process
         .descendants()
