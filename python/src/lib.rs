@@ -87,6 +87,7 @@ fn cmemleak_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
 #[pymodule]
 fn _pymemtrace(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
+    frame::init(py);
     module.add("cPyMemTrace", cpymemtrace_module(py)?)?;
     module.add("cMemLeak", cmemleak_module(py)?)?;
     module.add_function(wrap_pyfunction!(cli::run_cli, module)?)?;

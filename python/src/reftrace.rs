@@ -82,7 +82,7 @@ fn type_tables(py: Python<'_>) -> PyResult<&'static TypeTables> {
         let list = namespace
             .get_item(name)?
             .ok_or_else(|| PyRuntimeError::new_err("type table missing"))?;
-        let list = list.downcast::<PyList>()?;
+        let list = list.cast::<PyList>()?;
         Ok((
             list.iter().map(|t| t.as_ptr() as usize).collect(),
             list.iter().map(|t| t.unbind()).collect(),
@@ -303,7 +303,7 @@ fn name_set(argument: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<H
     let mut names = HashSet::new();
     for item in obj.try_iter()? {
         let item = item?;
-        let text = item.downcast::<PyString>().map_err(|_| not_sequence())?;
+        let text = item.cast::<PyString>().map_err(|_| not_sequence())?;
         names.insert(text.to_str()?.as_bytes().to_vec());
     }
     Ok(Some(names))

@@ -57,9 +57,9 @@ unsafe extern "C" fn trace_event(
     // SAFETY: the interpreter calls hooks with the GIL held and passes back the object
     // registered by `install`, which is always a TraceFileWrapper kept alive by the hook.
     unsafe {
-        let py = Python::assume_gil_acquired();
+        let py = Python::assume_attached();
         let bound = Bound::from_borrowed_ptr(py, obj);
-        let wrapper = bound.downcast_unchecked::<TraceFileWrapper>().get();
+        let wrapper = bound.cast_unchecked::<TraceFileWrapper>().get();
         record_event(wrapper, frame, what, arg);
     }
     0
@@ -156,7 +156,7 @@ pub fn path_argument(obj: &Bound<'_, PyAny>) -> PyResult<String> {
                     .unwrap_or_default()
             ))
         })?;
-    if let Ok(text) = fspath.downcast::<PyString>() {
+    if let Ok(text) = fspath.cast::<PyString>() {
         let text = text.to_str()?;
         if text.contains('\0') {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -165,7 +165,7 @@ pub fn path_argument(obj: &Bound<'_, PyAny>) -> PyResult<String> {
         }
         return Ok(text.to_owned());
     }
-    let bytes = fspath.downcast::<PyBytes>()?;
+    let bytes = fspath.cast::<PyBytes>()?;
     let raw = bytes.as_bytes();
     if raw.contains(&0) {
         return Err(pyo3::exceptions::PyValueError::new_err(
