@@ -548,6 +548,7 @@ impl<S: StackSource> Sampler<S> {
             }
         };
         self.stats.torn_reads = self.source.torn_reads();
+        let stacks = self.stand_in_for_unreadable(stacks);
         let rescanned = self.refresh_thread_list(&stacks);
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut process_faults = None;
@@ -581,6 +582,22 @@ impl<S: StackSource> Sampler<S> {
         }
         sink.record(sample);
         false
+    }
+
+    /// A thread whose stack stayed torn for every try is charged to its previous stack (the
+    /// same guess tick-based charging makes at the other end of the interval), or with none
+    /// to no Python frames; each is counted.
+    fn stand_in_for_unreadable(&mut self, mut stacks: Vec<ThreadStack>) -> Vec<ThreadStack> {
+        for stack in &mut stacks {
+            if stack.read_error.is_none() {
+                continue;
+            }
+            self.stats.unreadable_stacks += 1;
+            if let Some((_, frames)) = stack.native_id.and_then(|tid| self.last_stacks.get(&tid)) {
+                stack.frames = frames.clone();
+            }
+        }
+        stacks
     }
 
     /// Re-lists the kernel threads when a Python thread names one not tracked yet, and
@@ -709,7 +726,6 @@ impl<S: StackSource> Sampler<S> {
         let gil_holder = stacks.iter().position(|s| s.holds_gil);
         let has_faults = self.threads.is_some() && stacks.iter().any(|s| s.native_id.is_some());
         let unmatched_holder = unmatched_fallback(&stacks);
-        let mut unreadable = 0u64;
         let mut samples: Vec<ThreadSample> = stacks
             .into_iter()
             .map(|stack| {
@@ -729,32 +745,17 @@ impl<S: StackSource> Sampler<S> {
                         }
                     }
                 }
-                let frames = match (&stack.read_error, stack.native_id) {
-                    (Some(_), Some(tid)) => {
-                        unreadable += 1;
-                        self.last_stacks
-                            .get(&tid)
-                            .map(|(_, frames)| frames.clone())
-                            .unwrap_or_default()
-                    }
-                    (Some(_), None) => {
-                        unreadable += 1;
-                        Vec::new()
-                    }
-                    (None, _) => stack.frames,
-                };
                 ThreadSample {
                     thread: ThreadIdentity {
                         python_id: Some(stack.thread_id),
                         native_id: stack.native_id,
                         name: stack.name,
                     },
-                    frames,
+                    frames: stack.frames,
                     values,
                 }
             })
             .collect();
-        self.stats.unreadable_stacks += unreadable;
         for sample in &samples {
             if let (Some(_), Some(tid)) = (sample.thread.python_id, sample.thread.native_id) {
                 self.last_stacks
@@ -1181,6 +1182,34 @@ mod tests {
             let result = Sampler::new(source, std::process::id() as i32, options);
             assert!(matches!(result, Err(SamplerError::BadRate(_))), "{rate}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_stack_is_charged_to_the_threads_previous_one_and_counted() {
+        let mut torn = own_thread("ignored");
+        torn.frames.clear();
+        torn.read_error = Some("frame chain (cut)".to_string());
+        let script = vec![
+            Ok(vec![torn.clone()]),
+            Ok(vec![own_thread("a")]),
+            Ok(vec![torn]),
+            Ok(vec![own_thread("b")]),
+        ];
+        let mut sampler = sampler(script, Duration::ZERO, 1000.0);
+        let mut sink = Collect::default();
+        let stats = sampler.run(&AtomicBool::new(false), &mut sink);
+        assert_eq!(stats.unreadable_stacks, 2);
+        let functions: Vec<Option<&str>> = sink
+            .0
+            .iter()
+            .map(|s| {
+                s.threads[0]
+                    .frames
+                    .first()
+                    .map(|f| f.code.function.as_str())
+            })
+            .collect();
+        assert_eq!(functions, [None, Some("a"), Some("a"), Some("b")]);
     }
 
     #[test]
