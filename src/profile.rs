@@ -686,6 +686,22 @@ impl Profile {
             .collect()
     }
 
+    /// Replays the timeline (when kept) through fresh growth ledgers, calling `visit` after
+    /// each sample with its time, its process and what each (thread id, stack id) of that
+    /// process owns at that moment: the holdings over time that the `rss` weights are the
+    /// peak of.
+    pub fn replay_holdings(
+        &self,
+        mut visit: impl FnMut(f64, Option<u32>, &HashMap<(u32, u32), u64>),
+    ) {
+        let mut ledgers: BTreeMap<Option<u32>, GrowthLedger> = BTreeMap::new();
+        for sample in self.timeline.iter().flatten() {
+            let ledger = ledgers.entry(sample.process).or_default();
+            replay(ledger, sample.time_s, &sample.entries);
+            visit(sample.time_s, sample.process, &ledger.current);
+        }
+    }
+
     /// The total weight of `metric` over the whole run, as [`Profile::weights`] counts it.
     pub fn total(&self, metric: Metric) -> u64 {
         self.weights().iter().map(|w| w.values.get(metric)).sum()
@@ -700,6 +716,19 @@ impl Profile {
     /// as one placeholder frame, and `with_thread` puts the thread's label at the root. In a
     /// multi-process profile, the process's label (`process PID: CMD`) comes first.
     pub fn stack_text(&self, weight: &StackWeight<'_>, with_thread: bool) -> Vec<String> {
+        self.stack_labels(weight, with_thread, |id| {
+            self.frames.get(id as usize).map(FrameInfo::to_string)
+        })
+    }
+
+    /// Like [`Profile::stack_text`], with each frame id's text given by `frame_text`, which
+    /// may leave a frame out (`None`). A stack left with no frame shows the placeholder.
+    pub fn stack_labels(
+        &self,
+        weight: &StackWeight<'_>,
+        with_thread: bool,
+        frame_text: impl Fn(u32) -> Option<String>,
+    ) -> Vec<String> {
         let mut texts = Vec::with_capacity(weight.frames.len() + 2);
         if let Some(process) = self.process_of(weight.thread) {
             texts.push(process.label());
@@ -707,16 +736,11 @@ impl Profile {
         if with_thread {
             texts.push(weight.thread.label());
         }
-        if weight.frames.is_empty() {
+        let roots = texts.len();
+        texts.extend(weight.frames.iter().filter_map(|&id| frame_text(id)));
+        if texts.len() == roots {
             texts.push(weight.thread.empty_stack_label());
         }
-        texts.extend(
-            weight
-                .frames
-                .iter()
-                .filter_map(|&id| self.frames.get(id as usize))
-                .map(FrameInfo::to_string),
-        );
         texts
     }
 }

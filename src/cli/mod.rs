@@ -5,11 +5,14 @@
 //! scripts run exactly the same code.
 
 pub mod dump;
-mod malloc_metrics;
+mod output_args;
+
 mod monitor_common;
 pub mod process;
 pub mod report;
+mod run_args;
 pub mod sample;
+mod signals;
 pub mod timeline_report;
 pub mod tree;
 
