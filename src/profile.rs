@@ -702,6 +702,18 @@ impl Profile {
         }
     }
 
+    /// What each (thread id, stack id) owns now, by the growth ledgers (the `rss` weights are
+    /// the same ledgers at their peak).
+    pub fn held_now(&self) -> HashMap<(u32, u32), u64> {
+        let mut held: HashMap<(u32, u32), u64> = HashMap::new();
+        for ledger in self.ledgers.values() {
+            for (&key, &bytes) in &ledger.current {
+                *held.entry(key).or_default() += bytes;
+            }
+        }
+        held
+    }
+
     /// The total weight of `metric` over the whole run, as [`Profile::weights`] counts it.
     pub fn total(&self, metric: Metric) -> u64 {
         self.weights().iter().map(|w| w.values.get(metric)).sum()

@@ -14,6 +14,7 @@ mod run_args;
 pub mod sample;
 mod signals;
 pub mod timeline_report;
+pub mod top;
 pub mod tree;
 
 use clap::{Parser, Subcommand};
@@ -38,8 +39,10 @@ enum Command {
     Process(process::ProcessArgs),
     /// Monitor a process and all its descendants (pymemtrace `process_tree.py`).
     Tree(tree::TreeArgs),
-    /// Re-render a saved `--json` timeline as flamegraph, folded, speedscope or pprof.
+    /// Re-render a saved `--json` timeline as flamegraph, folded, speedscope, pprof or plot.
     Report(timeline_report::ReportArgs),
+    /// Watch live which functions grow memory now (q quits).
+    Top(top::TopArgs),
 }
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks
@@ -67,6 +70,7 @@ where
         Command::Process(args) => process::run(args),
         Command::Tree(args) => tree::run(args),
         Command::Report(args) => timeline_report::run(args),
+        Command::Top(args) => top::run(args),
     };
     report::exit_code(result)
 }

@@ -236,7 +236,7 @@ impl RunObserver for Progress<'_> {
         }
     }
 
-    fn progress(&mut self, stats: &SamplerStats) {
+    fn progress(&mut self, stats: &SamplerStats, _profile: &Profile) {
         if !self.live {
             return;
         }

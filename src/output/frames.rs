@@ -45,7 +45,7 @@ pub fn is_import_system(filename: &str) -> bool {
 /// `dist-packages/`, else what follows `lib/pythonX.Y/` (the standard library), else the path
 /// relative to `project` (the directory the run's other files share). Pseudo-files
 /// (`<string>`, `<frozen …>`) are unchanged.
-fn short_path<'a>(path: &'a str, project: &str) -> &'a str {
+pub fn short_path<'a>(path: &'a str, project: &str) -> &'a str {
     if !path.starts_with('/') {
         return path;
     }
@@ -84,7 +84,7 @@ fn stdlib_relative(path: &str) -> Option<&str> {
 
 /// The directory that the run's own files (absolute, neither installed packages nor the
 /// standard library) have in common: the script's directory for a one-file program.
-fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
+pub fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
     let mut common: Option<Vec<&str>> = None;
     for path in paths {
         if !path.starts_with('/')

@@ -9,6 +9,7 @@
 //! Must not touch: the command line, the terminal, signal handlers (the caller owns the stop
 //! flag) or output formats.
 
+pub mod live;
 mod target;
 
 pub use target::Target;
@@ -97,9 +98,9 @@ pub trait RunObserver {
     fn sample(&mut self, process: Option<&ProcessIdentity>, sample: &Sample) {
         let _ = (process, sample);
     }
-    /// The statistics so far, a few times a second.
-    fn progress(&mut self, stats: &SamplerStats) {
-        let _ = stats;
+    /// The statistics so far, and the profile as it stands, a few times a second.
+    fn progress(&mut self, stats: &SamplerStats, profile: &Profile) {
+        let _ = (stats, profile);
     }
 }
 
@@ -322,7 +323,7 @@ impl SampleSink for Feed<'_> {
     }
 
     fn progress(&mut self, stats: &SamplerStats) {
-        self.observer.progress(stats);
+        self.observer.progress(stats, self.profile);
     }
 }
 
