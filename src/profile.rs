@@ -728,18 +728,22 @@ impl Profile {
     /// as one placeholder frame, and `with_thread` puts the thread's label at the root. In a
     /// multi-process profile, the process's label (`process PID: CMD`) comes first.
     pub fn stack_text(&self, weight: &StackWeight<'_>, with_thread: bool) -> Vec<String> {
-        self.stack_labels(weight, with_thread, |id| {
-            self.frames.get(id as usize).map(FrameInfo::to_string)
+        self.stack_labels(weight, with_thread, |ids| {
+            ids.iter()
+                .filter_map(|&id| self.frames.get(id as usize))
+                .map(FrameInfo::to_string)
+                .collect()
         })
     }
 
-    /// Like [`Profile::stack_text`], with each frame id's text given by `frame_text`, which
-    /// may leave a frame out (`None`). A stack left with no frame shows the placeholder.
+    /// Like [`Profile::stack_text`], with the texts of the stack's frames (root-first frame
+    /// ids) given by `frame_texts`, which may leave frames out or merge them. A stack left
+    /// with no frame shows the placeholder.
     pub fn stack_labels(
         &self,
         weight: &StackWeight<'_>,
         with_thread: bool,
-        frame_text: impl Fn(u32) -> Option<String>,
+        frame_texts: impl FnOnce(&[u32]) -> Vec<String>,
     ) -> Vec<String> {
         let mut texts = Vec::with_capacity(weight.frames.len() + 2);
         if let Some(process) = self.process_of(weight.thread) {
@@ -748,11 +752,11 @@ impl Profile {
         if with_thread {
             texts.push(weight.thread.label());
         }
-        let roots = texts.len();
-        texts.extend(weight.frames.iter().filter_map(|&id| frame_text(id)));
-        if texts.len() == roots {
+        let frames = frame_texts(weight.frames);
+        if frames.is_empty() {
             texts.push(weight.thread.empty_stack_label());
         }
+        texts.extend(frames);
         texts
     }
 }

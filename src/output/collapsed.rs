@@ -28,8 +28,8 @@ pub fn fold(profile: &Profile, options: FoldOptions) -> Vec<(String, u64)> {
     )
 }
 
-/// Like [`fold`], with frames labelled by `labels` (short paths, import frames folded away):
-/// stacks that then read the same are merged, so the total is unchanged.
+/// Like [`fold`], with stacks labelled by `labels` (short paths, the import system folded into
+/// one frame): stacks that then read the same are merged, so the total is unchanged.
 pub fn fold_labelled(
     profile: &Profile,
     options: FoldOptions,
@@ -42,9 +42,7 @@ pub fn fold_labelled(
             continue;
         }
         let frames: Vec<String> = profile
-            .stack_labels(&weight, options.threads, |id| {
-                labels.label(id).map(str::to_string)
-            })
+            .stack_labels(&weight, options.threads, |ids| labels.stack(ids))
             .iter()
             .map(|f| sanitize_frame(f))
             .collect();

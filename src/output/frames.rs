@@ -1,7 +1,9 @@
-//! How frames read in the pictures people look at (flamegraphs, `pmt top`, the summary): the
-//! import system's frames folded away unless asked for, and file paths shortened to what
-//! follows the package root (`http/server.py`, `numpy/core/numeric.py`, `app/views.py`), with
-//! the full text kept for tooltips.
+//! How frames read in the pictures people look at (flamegraphs, the memory plot, the summary):
+//! unless asked for, the import system is folded into one `<import system>` frame (from a
+//! stack's first frozen-importlib frame to its last, with the modules imported on the way, so
+//! a chain of nested imports is one frame over the module that allocated), and file paths
+//! are shortened to what follows the package root (`http/server.py`,
+//! `numpy/core/numeric.py`, `views/index.py`), with the full text kept for tooltips.
 //!
 //! Owns: which frames are the import system's, and the short form of a path.
 //! Must not touch: the profile's frame table (it only reads it) or any file format; the
@@ -111,10 +113,13 @@ pub fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
     common.map(|dirs| dirs.join("/")).unwrap_or_default()
 }
 
+/// The frame that stands for a folded import chain.
+pub const IMPORT_SYSTEM: &str = "<import system>";
+
 /// The label of every frame of one profile in one style.
 #[derive(Debug, Clone)]
 pub struct FrameLabels {
-    /// Per frame id: its label, or `None` for a frame folded away.
+    /// Per frame id: its label, or `None` for a frame of the import system when folded.
     labels: Vec<Option<String>>,
     /// Short label → full label, for the labels that differ.
     full: HashMap<String, String>,
@@ -171,6 +176,22 @@ impl FrameLabels {
     /// The label of frame `id`; `None` when it is folded away (or unknown).
     pub fn label(&self, id: u32) -> Option<&str> {
         self.labels.get(id as usize)?.as_deref()
+    }
+
+    /// The labels of a root-first stack of frame ids; with imports folded, the span from the
+    /// first to the last import-system frame is one [`IMPORT_SYSTEM`] frame.
+    pub fn stack(&self, ids: &[u32]) -> Vec<String> {
+        let folded = |&id: &u32| self.labels.get(id as usize).is_some_and(Option::is_none);
+        let label = |&id: &u32| self.label(id).unwrap_or("?").to_string();
+        match (ids.iter().position(folded), ids.iter().rposition(folded)) {
+            (Some(first), Some(last)) => {
+                let mut stack: Vec<String> = ids[..first].iter().map(label).collect();
+                stack.push(IMPORT_SYSTEM.to_string());
+                stack.extend(ids[last + 1..].iter().map(label));
+                stack
+            }
+            _ => ids.iter().map(label).collect(),
+        }
     }
 
     /// The full text of a frame shown as `label`, where the two differ.

@@ -66,12 +66,8 @@ fn band_label(profile: &Profile, labels: &FrameLabels, stack: u32) -> String {
         .stacks()
         .get(stack as usize)
         .map_or(&[][..], |s| s.as_slice());
-    let shown: Vec<&str> = frames
-        .iter()
-        .rev()
-        .filter_map(|&id| labels.label(id))
-        .take(2)
-        .collect();
+    let stack = labels.stack(frames);
+    let shown: Vec<&str> = stack.iter().rev().take(2).map(String::as_str).collect();
     if shown.is_empty() {
         "<no Python frames>".to_string()
     } else {
