@@ -6,4 +6,4 @@ pub mod memory;
 pub mod process;
 
 pub use memory::{MemoryError, PageCache, ReadMemory, RemoteMemory, SliceMemory};
-pub use process::{MappedFile, ProcessError, TargetProcess, descendant_pids};
+pub use process::{MappedFile, ProcessError, TargetProcess, children_of, descendant_pids};

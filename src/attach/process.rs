@@ -206,7 +206,7 @@ pub fn descendant_pids(pid: i32) -> Vec<i32> {
 }
 
 /// The direct children of `pid`, over all its threads.
-fn children_of(pid: i32) -> Vec<i32> {
+pub fn children_of(pid: i32) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
