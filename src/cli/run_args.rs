@@ -3,7 +3,7 @@
 //!
 //! Owns: the names, help and checks of these options. Must not touch: sampling itself.
 
-use crate::run::{RunOptions, TargetSpec};
+use crate::run::{MallocMode, RunOptions, TargetSpec};
 use anyhow::bail;
 use clap::Args;
 use std::time::Duration;
@@ -41,8 +41,8 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The run these options ask for; `malloc` when the allocator counters are needed.
-    pub fn options(&self, malloc: bool) -> anyhow::Result<RunOptions> {
+    /// The run these options ask for, counting the allocator as `malloc` says.
+    pub fn options(&self, malloc: MallocMode) -> anyhow::Result<RunOptions> {
         let target = match (self.pid, self.command.is_empty()) {
             (Some(pid), _) => TargetSpec::Pid(pid),
             (None, false) => TargetSpec::Command(self.command.clone()),
@@ -50,7 +50,7 @@ impl RunArgs {
                 bail!("nothing to sample: give --pid PID, or a command after `--` (see --help)")
             }
         };
-        if self.python_allocators && !malloc {
+        if self.python_allocators && malloc != MallocMode::Required {
             bail!("--python-allocators goes with --metric malloc-bytes or malloc-count");
         }
         if !(self.rate.is_finite() && self.rate > 0.0) {

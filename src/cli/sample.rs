@@ -14,7 +14,7 @@ use crate::output::format_value;
 use crate::output::frames::FrameLabels;
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
-use crate::run::{Finished, Run, RunObserver, needs_malloc};
+use crate::run::{Finished, MallocMode, Run, RunObserver};
 use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats, StopReason};
 use clap::Args;
 use std::io::IsTerminal;
@@ -56,7 +56,9 @@ pub struct SampleArgs {
 /// Runs the subcommand.
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let metric = args.outputs.metric;
-    let mut options = args.run.options(needs_malloc(metric))?;
+    let mut options = args
+        .run
+        .options(MallocMode::for_metric(metric, MallocMode::Off))?;
     let pyroscope = match (&args.pyroscope, &args.app) {
         (Some(url), Some(app)) => Some(PyroscopeConfig::new(
             url,

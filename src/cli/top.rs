@@ -14,7 +14,7 @@ use crate::output::format_bytes;
 use crate::output::frames::{project_root, short_path};
 use crate::profile::{Profile, TargetInfo};
 use crate::run::live::{Filter, LiveTable, Row, SortKey};
-use crate::run::{Run, RunObserver, needs_malloc};
+use crate::run::{MallocMode, Run, RunObserver};
 use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -80,7 +80,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             args.window
         );
     }
-    let malloc = needs_malloc(args.outputs.metric) || args.sort == SortKey::Malloc;
+    let required = args.sort == SortKey::Malloc || args.run.python_allocators;
+    let malloc = MallocMode::for_metric(
+        args.outputs.metric,
+        if required {
+            MallocMode::Required
+        } else {
+            MallocMode::IfAvailable
+        },
+    );
     let mut options = args.run.options(malloc)?;
     options.quiet_child = true;
     install_stop_handlers()?;
@@ -105,7 +113,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             },
         ),
         sort: args.sort,
-        malloc,
+        malloc: run.counts_allocations(),
         target: run.target().clone(),
         notes: run.notes().join("; "),
         rate: options.rate_hz,

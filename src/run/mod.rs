@@ -45,8 +45,8 @@ pub struct RunOptions {
     pub rate_hz: f64,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Count the allocator (eBPF) for the `malloc-*` metrics.
-    pub malloc: bool,
+    /// Whether to count the allocator (eBPF) for the `malloc-*` metrics.
+    pub malloc: MallocMode,
     /// With `malloc`: count CPython's object allocator too.
     pub python_allocators: bool,
     /// Sample the target's Python descendants too.
@@ -57,6 +57,17 @@ pub struct RunOptions {
     pub keep_timeline: bool,
     /// A launched command's standard streams go to `/dev/null`.
     pub quiet_child: bool,
+}
+
+/// Whether a run counts the target's allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MallocMode {
+    /// No allocator counters.
+    Off,
+    /// Counters or no run: the metric asked for needs them.
+    Required,
+    /// Counters where eBPF is available; without, the run goes on and a note says why.
+    IfAvailable,
 }
 
 /// Why a run could not start.
@@ -119,6 +130,7 @@ pub struct Run {
     profile: Profile,
     rate_hz: f64,
     notes: Vec<String>,
+    counts_allocations: bool,
 }
 
 /// A run that has ended: its profile (with its summary), statistics and notes, and the
@@ -147,7 +159,7 @@ impl Run {
             rate_hz: options.rate_hz,
             duration: options.duration,
         };
-        let malloc = options.malloc.then_some(MallocOptions {
+        let malloc = (options.malloc != MallocMode::Off).then_some(MallocOptions {
             python_allocators: options.python_allocators,
             frees: false,
         });
@@ -169,10 +181,18 @@ impl Run {
         let python_version = spy.version().to_string();
         let mut sampler = Sampler::new(spy, target.pid, sampler_options)?;
         let mut notes = Vec::new();
+        let mut counts_allocations = false;
         if let Some(malloc) = malloc {
-            let description =
-                malloc_metrics::add_malloc_sources(&mut sampler, target.pid, &malloc)?;
-            notes.push(format!("counting allocations with {description}"));
+            match malloc_metrics::add_malloc_sources(&mut sampler, target.pid, &malloc) {
+                Ok(description) => {
+                    counts_allocations = true;
+                    notes.push(format!("counting allocations with {description}"));
+                }
+                Err(err) if options.malloc == MallocMode::IfAvailable => {
+                    notes.push(format!("no allocator counters: {err}"));
+                }
+                Err(err) => return Err(err.into()),
+            }
         }
         if !sampler.has_thread_counters() {
             notes.push(format!(
@@ -191,6 +211,7 @@ impl Run {
             engine: Engine::Single(Box::new(sampler)),
             rate_hz: options.rate_hz,
             notes,
+            counts_allocations,
         })
     }
 
@@ -228,6 +249,7 @@ impl Run {
             engine: Engine::Tree(Box::new(sampler)),
             rate_hz: options.rate_hz,
             notes: Vec::new(),
+            counts_allocations: malloc.is_some(),
         })
     }
 
@@ -239,6 +261,12 @@ impl Run {
     /// Whether the run samples a tree of processes.
     pub fn is_tree(&self) -> bool {
         matches!(self.engine, Engine::Tree(_))
+    }
+
+    /// Whether the allocator counters feed the `malloc-*` metrics (with `--subprocesses`:
+    /// whether they are attached to each process as it is found).
+    pub fn counts_allocations(&self) -> bool {
+        self.counts_allocations
     }
 
     /// What the start found worth saying (allocator probes, a fallback of the attribution).
@@ -352,4 +380,15 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
 /// Whether `metric` needs the allocator counters.
 pub fn needs_malloc(metric: Metric) -> bool {
     matches!(metric, Metric::MallocBytes | Metric::MallocCount)
+}
+
+impl MallocMode {
+    /// [`MallocMode::Required`] when `metric` needs the counters, else `otherwise`.
+    pub fn for_metric(metric: Metric, otherwise: MallocMode) -> MallocMode {
+        if needs_malloc(metric) {
+            MallocMode::Required
+        } else {
+            otherwise
+        }
+    }
 }
