@@ -226,7 +226,7 @@ impl TopView {
             stats.elapsed.as_secs_f64(),
             stats.achieved_rate(),
             self.rate,
-            self.target.python_version.as_deref().unwrap_or("?"),
+            python_versions(&self.target, profile),
             self.target.command,
         );
         let rss: Vec<u64> = self.table.rss_history().collect();
@@ -280,6 +280,25 @@ impl TopView {
             frame.render_widget(Paragraph::new(Line::from(foot_text)), foot);
         })?;
         Ok(())
+    }
+}
+
+/// The target's Python version, or those of the processes sampled so far (`--subprocesses`).
+fn python_versions(target: &TargetInfo, profile: &Profile) -> String {
+    if let Some(version) = &target.python_version {
+        return version.clone();
+    }
+    let mut versions: Vec<&str> = profile
+        .processes()
+        .iter()
+        .filter_map(|p| p.python_version.as_deref())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.is_empty() {
+        "?".to_string()
+    } else {
+        versions.join(", ")
     }
 }
 

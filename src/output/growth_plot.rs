@@ -1,7 +1,7 @@
 //! The memory-over-time picture of a sampling run (`--plot FILE.svg`): the process RSS (the
-//! sum over processes with `--subprocesses`) against time, and under it, stacked, what the top
-//! stacks of the `rss` metric held at each moment (the growth ledger replayed), above the RSS
-//! the run started with. The gap between the stacked areas and the RSS line is what other
+//! sum over the processes alive at each moment with `--subprocesses`) against time, and under
+//! it, stacked, what the top stacks of the `rss` metric held at each moment (the growth ledger
+//! replayed), above the RSS those processes started with. The gap between the stacked areas and the RSS line is what other
 //! stacks held, or memory sampling could not charge. Drawn with `plotters`' SVG backend.
 //!
 //! Owns: the choice of stacks shown and the drawing. Must not touch: how holdings are
@@ -34,8 +34,10 @@ struct GrowthSeries {
     rss: Vec<(f64, f64)>,
     /// Per band: its label and (time s, bytes held).
     bands: Vec<(String, Vec<(f64, f64)>)>,
-    /// RSS at the first sample.
-    baseline: f64,
+    /// (time s, what the processes alive then started with).
+    base: Vec<(f64, f64)>,
+    /// Whether several processes were sampled.
+    several: bool,
 }
 
 /// The stacks with the most `rss` weight (merged over threads), the biggest first.
@@ -75,46 +77,97 @@ fn band_label(profile: &Profile, labels: &FrameLabels, stack: u32) -> String {
     }
 }
 
+/// One process's state while the timeline is replayed.
+#[derive(Debug, Default)]
+struct ProcessState {
+    rss: u64,
+    /// Its RSS at its first sample: what it started with.
+    base: u64,
+    last_seen: f64,
+    held: Vec<u64>,
+}
+
+/// The totals over the processes alive at one moment: (RSS, starting RSS, held per band).
+fn totals(
+    processes: &HashMap<Option<u32>, ProcessState>,
+    time: f64,
+    stale: f64,
+    bands: usize,
+) -> (u64, u64, Vec<u64>) {
+    let mut rss = 0;
+    let mut base = 0;
+    let mut held = vec![0; bands];
+    for state in processes.values().filter(|p| p.last_seen >= time - stale) {
+        rss += state.rss;
+        base += state.base;
+        for (total, h) in held.iter_mut().zip(&state.held) {
+            *total += h;
+        }
+    }
+    (rss, base, held)
+}
+
 fn series(profile: &Profile) -> GrowthSeries {
     let labels = FrameLabels::new(profile, FrameStyle::READABLE);
     let top = top_stacks(profile);
-    let mut rss_now: HashMap<Option<u32>, u64> = HashMap::new();
-    let mut held_now: HashMap<(Option<u32>, u32), u64> = HashMap::new();
-    let mut rss = Vec::new();
     let mut bands: Vec<(String, Vec<(f64, f64)>)> = top
         .iter()
         .map(|&(stack, _)| (band_label(profile, &labels, stack), Vec::new()))
         .collect();
+    // A process not sampled for three ticks has exited: it no longer counts.
+    let rate = profile
+        .summary
+        .as_ref()
+        .map_or(100.0, |s| s.rate_hz)
+        .max(0.1);
+    let stale = (3.0 / rate).max(0.05);
     let timeline = profile.timeline().unwrap_or(&[]);
+    let mut processes: HashMap<Option<u32>, ProcessState> = HashMap::new();
+    let mut rss = Vec::new();
+    let mut base = Vec::new();
+    let mut pending: Option<f64> = None;
     let mut index = 0;
+    let mut emit = |time: f64, processes: &HashMap<Option<u32>, ProcessState>| {
+        let (total, start, held) = totals(processes, time, stale, top.len());
+        rss.push((time, total as f64));
+        base.push((time, start as f64));
+        for ((_, points), h) in bands.iter_mut().zip(held) {
+            points.push((time, h as f64));
+        }
+    };
     profile.replay_holdings(|time, process, holdings| {
+        if let Some(previous) = pending.filter(|&t| t != time) {
+            emit(previous, &processes);
+        }
+        pending = Some(time);
+        let state = processes.entry(process).or_insert_with(|| ProcessState {
+            base: timeline.get(index).and_then(|s| s.rss).unwrap_or(0),
+            ..ProcessState::default()
+        });
         if let Some(sample_rss) = timeline.get(index).and_then(|s| s.rss) {
-            rss_now.insert(process, sample_rss);
+            state.rss = sample_rss;
         }
         index += 1;
-        for (band, &(stack, _)) in top.iter().enumerate() {
-            let held: u64 = holdings
-                .iter()
-                .filter(|((_, s), _)| *s == stack)
-                .map(|(_, b)| b)
-                .sum();
-            held_now.insert((process, band as u32), held);
-        }
-        rss.push((time, rss_now.values().sum::<u64>() as f64));
-        for (band, (_, points)) in bands.iter_mut().enumerate() {
-            let held: u64 = held_now
-                .iter()
-                .filter(|((_, b), _)| *b == band as u32)
-                .map(|(_, v)| v)
-                .sum();
-            points.push((time, held as f64));
-        }
+        state.last_seen = time;
+        state.held = top
+            .iter()
+            .map(|&(stack, _)| {
+                holdings
+                    .iter()
+                    .filter(|((_, s), _)| *s == stack)
+                    .map(|(_, b)| b)
+                    .sum()
+            })
+            .collect();
     });
-    let baseline = rss.first().map_or(0.0, |&(_, r)| r);
+    if let Some(last) = pending {
+        emit(last, &processes);
+    }
     GrowthSeries {
         rss,
         bands,
-        baseline,
+        base,
+        several: !profile.processes().is_empty(),
     }
 }
 
@@ -137,7 +190,14 @@ fn draw(
         .rss
         .iter()
         .map(|&(_, r)| r)
-        .fold(data.baseline, f64::max)
+        .chain(data.base.iter().enumerate().map(|(i, &(_, b))| {
+            b + data
+                .bands
+                .iter()
+                .map(|(_, points)| points.get(i).map_or(0.0, |&(_, h)| h))
+                .sum::<f64>()
+        }))
+        .fold(0.0, f64::max)
         .max(MIB)
         / MIB
         * 1.1;
@@ -156,7 +216,7 @@ fn draw(
         .draw()?;
     // Cumulative tops, so that each band is drawn from the axis up and the next one over it.
     let mut stacked: Vec<Vec<(f64, f64)>> = Vec::with_capacity(data.bands.len());
-    let mut below: Vec<f64> = data.rss.iter().map(|_| data.baseline).collect();
+    let mut below: Vec<f64> = data.base.iter().map(|&(_, b)| b).collect();
     for (_, points) in &data.bands {
         let top: Vec<(f64, f64)> = points
             .iter()
@@ -180,11 +240,15 @@ fn draw(
     let grey = RGBColor(200, 200, 200);
     chart
         .draw_series(AreaSeries::new(
-            data.rss.iter().map(|&(t, _)| (t, data.baseline / MIB)),
+            data.base.iter().map(|&(t, b)| (t, b / MIB)),
             0.0,
             grey.filled(),
         ))?
-        .label("RSS at the start")
+        .label(if data.several {
+            "RSS the processes started with"
+        } else {
+            "RSS at the start"
+        })
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], grey.filled()));
     chart
         .draw_series(LineSeries::new(
