@@ -16,7 +16,7 @@ use crate::profile::{Profile, TargetInfo};
 use crate::run::live::{Filter, LiveTable, Row, SortKey};
 use crate::run::{MallocMode, Run, RunObserver};
 use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
@@ -101,7 +101,13 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             return Err(err.into());
         }
     };
-    let terminal = ratatui::try_init().context("cannot take over the terminal")?;
+    let terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(err) => {
+            outputs.discard();
+            return Err(anyhow::Error::new(err).context("cannot take over the terminal"));
+        }
+    };
     let mut view = TopView {
         terminal,
         table: LiveTable::new(
