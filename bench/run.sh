@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x bench/.venv/bin/py-spy ]; then
     python3 -m venv bench/.venv
-    bench/.venv/bin/pip install -q py-spy 'austin-dist<4' memray psrecord
+    bench/.venv/bin/pip install -q py-spy==0.4.3 'austin-dist<4' memray psrecord
 fi
 export PATH="$PWD/bench/.venv/bin:$PATH"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(stack_read sampler_overhead attribution_vs_austin subprocesses)
+[ ${#names[@]} -gt 0 ] || names=(stack_read sampler_cost sampler_overhead attribution_vs_austin subprocesses)
 for name in "${names[@]}"; do
     if [ -f "bench/$name.py" ]; then
         cargo build --release -q

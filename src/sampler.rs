@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a flamegraph can weigh. Adding a metric is one variant here (with its name, unit and
 /// description) plus one [`CounterSource`] that feeds it.
@@ -204,6 +204,10 @@ pub trait StackSource {
     fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, Self::Error>;
     /// Whether `error` means the target is gone (rather than a torn read).
     fn process_exited(error: &Self::Error) -> bool;
+    /// Thread stacks found torn and read again so far.
+    fn torn_reads(&self) -> u64 {
+        0
+    }
 }
 
 impl StackSource for crate::python::PythonSpy {
@@ -215,6 +219,10 @@ impl StackSource for crate::python::PythonSpy {
 
     fn process_exited(error: &Self::Error) -> bool {
         error.process_exited()
+    }
+
+    fn torn_reads(&self) -> u64 {
+        crate::python::PythonSpy::torn_reads(self)
     }
 }
 
@@ -348,6 +356,11 @@ pub struct SamplerStats {
     pub read_errors: u64,
     /// The last read error, for the summary.
     pub last_error: Option<String>,
+    /// Thread stacks the reader found torn and read again.
+    pub torn_reads: u64,
+    /// Thread stacks that stayed torn for every try: each was charged to its thread's
+    /// previous stack (or, with none, to no Python frames), never dropped.
+    pub unreadable_stacks: u64,
     /// Counter-source failures.
     pub counter_errors: u64,
     /// Time from the first tick to the end of the run.
@@ -534,6 +547,7 @@ impl<S: StackSource> Sampler<S> {
                 return false;
             }
         };
+        self.stats.torn_reads = self.source.torn_reads();
         let rescanned = self.refresh_thread_list(&stacks);
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut process_faults = None;
@@ -695,6 +709,7 @@ impl<S: StackSource> Sampler<S> {
         let gil_holder = stacks.iter().position(|s| s.holds_gil);
         let has_faults = self.threads.is_some() && stacks.iter().any(|s| s.native_id.is_some());
         let unmatched_holder = unmatched_fallback(&stacks);
+        let mut unreadable = 0u64;
         let mut samples: Vec<ThreadSample> = stacks
             .into_iter()
             .map(|stack| {
@@ -714,17 +729,32 @@ impl<S: StackSource> Sampler<S> {
                         }
                     }
                 }
+                let frames = match (&stack.read_error, stack.native_id) {
+                    (Some(_), Some(tid)) => {
+                        unreadable += 1;
+                        self.last_stacks
+                            .get(&tid)
+                            .map(|(_, frames)| frames.clone())
+                            .unwrap_or_default()
+                    }
+                    (Some(_), None) => {
+                        unreadable += 1;
+                        Vec::new()
+                    }
+                    (None, _) => stack.frames,
+                };
                 ThreadSample {
                     thread: ThreadIdentity {
                         python_id: Some(stack.thread_id),
                         native_id: stack.native_id,
                         name: stack.name,
                     },
-                    frames: stack.frames,
+                    frames,
                     values,
                 }
             })
             .collect();
+        self.stats.unreadable_stacks += unreadable;
         for sample in &samples {
             if let (Some(_), Some(tid)) = (sample.thread.python_id, sample.thread.native_id) {
                 self.last_stacks
@@ -1000,24 +1030,15 @@ pub(crate) fn run_ticks(
     stats.clone()
 }
 
-/// Whether `/proc/PID` is gone or a zombie: the target has exited.
+/// Whether the target has exited (gone, or a zombie), as the attach layer tells.
 fn process_gone(pid: i32) -> bool {
-    match std::fs::read(format!("/proc/{pid}/stat")) {
-        Ok(text) => {
-            let state = text
-                .iter()
-                .rposition(|&b| b == b')')
-                .and_then(|close| text.get(close + 2).copied());
-            matches!(state, Some(b'Z') | Some(b'X') | None)
-        }
-        Err(_) => true,
-    }
+    crate::attach::proc_files::has_exited(pid)
 }
 
-/// `CLOCK_MONOTONIC` time since the start of a run, and sleeping until an absolute deadline
-/// (so that sleep overshoot never accumulates into drift).
+/// Time since the start of a run, and sleeping until an absolute deadline after it (so that
+/// sleep overshoot never accumulates into drift) through the attach layer's deadline sleep.
 struct MonotonicClock {
-    start: libc::timespec,
+    start: Instant,
 }
 
 impl MonotonicClock {
@@ -1028,57 +1049,21 @@ impl MonotonicClock {
         unsafe {
             libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
         }
-        MonotonicClock { start: now() }
+        MonotonicClock {
+            start: Instant::now(),
+        }
     }
 
     /// Nanoseconds since the clock started.
     fn elapsed_ns(&self) -> u64 {
-        let t = now();
-        let secs = i128::from(t.tv_sec) - i128::from(self.start.tv_sec);
-        let nanos = i128::from(t.tv_nsec) - i128::from(self.start.tv_nsec);
-        u64::try_from(secs * 1_000_000_000 + nanos).unwrap_or(0)
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Sleeps until `deadline_ns` after the start, returning early when `stop` is raised
     /// (a signal interrupts the sleep).
     fn sleep_until_ns(&self, deadline_ns: u64, stop: &AtomicBool) {
-        let total = i128::from(self.start.tv_nsec) + i128::from(deadline_ns);
-        let secs = i128::from(self.start.tv_sec) + total / 1_000_000_000;
-        let target = libc::timespec {
-            tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
-            tv_nsec: (total % 1_000_000_000) as libc::c_long,
-        };
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            // SAFETY: `target` is a valid timespec; a null remainder is allowed with TIMER_ABSTIME.
-            let rc = unsafe {
-                libc::clock_nanosleep(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TIMER_ABSTIME,
-                    &target,
-                    std::ptr::null_mut(),
-                )
-            };
-            if rc != libc::EINTR {
-                return;
-            }
-        }
+        crate::attach::stop::sleep_until(self.start + Duration::from_nanos(deadline_ns), stop);
     }
-}
-
-/// The current `CLOCK_MONOTONIC` time.
-fn now() -> libc::timespec {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t);
-    }
-    t
 }
 
 #[cfg(test)]
@@ -1107,6 +1092,8 @@ mod tests {
             holds_gil: true,
             idle: false,
             frames: vec![frame(function)],
+            locals: Vec::new(),
+            read_error: None,
         }
     }
 

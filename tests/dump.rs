@@ -78,6 +78,7 @@ fn check(label: &str) {
 
     let dump = run_dump(label, target.pid(), false);
     check_dump(label, &dump, &at, sleep_line, target.pid());
+    check_locals(label, target.pid());
     // The same with the target paused for the read; afterwards no thread is left stopped.
     let paused = run_dump(label, target.pid(), true);
     check_dump(label, &paused, &at, sleep_line, target.pid());
@@ -96,6 +97,45 @@ fn check(label: &str) {
             "{label}: a thread was left stopped by --blocking"
         );
     }
+}
+
+/// `pmt dump --locals`: each `recurse(n)` frame shows its own `n`, innermost 0 to outermost
+/// 5, and the text form prints them under their frames.
+fn check_locals(label: &str, pid: i32) {
+    let out = common::pmt()
+        .args(["dump", "--json", "--locals", "--pid", &pid.to_string()])
+        .output()
+        .expect("running pmt dump --locals");
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let main = thread_named(&dump, "MainThread");
+    let ns: Vec<String> = main["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter(|f| f["function"] == "recurse")
+        .map(|f| {
+            let locals = f["locals"].as_array().expect("locals of each frame");
+            assert_eq!(locals.len(), 1, "{label}: recurse has one local: {f}");
+            assert_eq!(locals[0]["name"], "n", "{label}");
+            locals[0]["value"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(
+        ns,
+        ["0", "1", "2", "3", "4", "5"],
+        "{label}: recurse's n per frame"
+    );
+    let text = common::pmt()
+        .args(["dump", "--locals", "--pid", &pid.to_string()])
+        .output()
+        .expect("running pmt dump --locals");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("\n        n = 3\n"), "{label}: {text}");
 }
 
 fn run_dump(label: &str, pid: i32, blocking: bool) -> Value {
@@ -256,4 +296,7 @@ per_version! {
     dump_cpython_3_12 => "3.12",
     dump_cpython_3_13 => "3.13",
     dump_debian_system_3_11 => "system3.11",
+    dump_debian_sid_3_13 => "sid3.13",
+    dump_debian_sid_3_14 => "sid3.14",
+    dump_debian_sid_3_15 => "sid3.15",
 }

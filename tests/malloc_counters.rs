@@ -4,6 +4,7 @@
 //! Needs root (or CAP_BPF+CAP_PERFMON); skips with a reason elsewhere, fails when
 //! `PMT_REQUIRE_EBPF=1`.
 
+mod common;
 mod malloc_support;
 
 use malloc_support::{Workload, attach, pythons, thread_ids, tid};
@@ -131,7 +132,7 @@ fn python_allocators_count_small_objects() {
             // python3.11): only calls through the exported symbols are visible (the extension
             // thread above), and the counters say so.
             Some(PythonAllocatorProbes::ExportedOnly) => assert!(
-                python.label.starts_with("debian"),
+                malloc_support::is_debian(&python),
                 "{}: expected pymalloc's implementation symbols in a pyenv build",
                 python.label
             ),

@@ -3,6 +3,7 @@
 //! breakpoint byte at `malloc`), no `pmt_*` BPF program stays loaded, and no uprobe event is
 //! left in tracefs. Also: without privileges, attaching fails with one clear line.
 
+mod common;
 mod malloc_support;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -23,7 +24,7 @@ const INT3: u8 = 0xcc;
 fn python() -> Option<Python> {
     let all = pythons();
     all.iter()
-        .find(|p| p.label.starts_with("pyenv-3.12"))
+        .find(|p| p.label == "3.12")
         .or(all.first())
         .cloned()
 }

@@ -10,6 +10,7 @@ use pymemtrace::attach::SliceMemory;
 use pymemtrace::python::code::{CodeCache, line_for_offset};
 use pymemtrace::python::frames::walk_frames;
 use pymemtrace::python::layouts::{SUPPORTED, layout_for};
+use pymemtrace::python::locals::frame_locals;
 use pymemtrace::python::objects::{dict_items, read_bytes, read_str, read_u64_int};
 use pymemtrace::python::threads::{thread_names, thread_states};
 use pymemtrace::python::{PythonSpy, SpyOptions};
@@ -39,7 +40,8 @@ fn decode_everything(mem: &SliceMemory, start: u64) {
     for (major, minor) in SUPPORTED {
         let layout = layout_for(*major, *minor).expect("supported layout");
         let mut codes = CodeCache::new();
-        let _ = walk_frames(mem, layout, &mut codes, start);
+        let _ = walk_frames(mem, layout, &mut codes, start, None, true);
+        let _ = frame_locals(mem, layout, start, start);
         let _ = read_str(mem, layout, start);
         let _ = read_bytes(mem, layout, start);
         let _ = read_u64_int(mem, layout, start);
@@ -90,7 +92,7 @@ fn truncated_regions_are_errors() {
             let mut mem = SliceMemory::new();
             mem.map(BASE, vec![0x41; len]);
             let mut codes = CodeCache::new();
-            assert!(walk_frames(&mem, layout, &mut codes, BASE).is_err());
+            assert!(walk_frames(&mem, layout, &mut codes, BASE, None, false).is_err());
             assert!(read_str(&mem, layout, BASE).is_err());
         }
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust unit and integration tests (against real CPython
 # processes; the interop tests decode pprof with a venv this script makes first), then the `pymemtrace` Python package's pytest suites (exact mode and the
-# pure-Python modules) under each CPython 3.8-3.13.
+# pure-Python modules), and pymemtrace 0.4.0's own test suite against it, under each CPython
+# 3.8-3.13 and Debian sid's 3.14 and 3.15 (in the chroot .ci/sid_chroot.sh makes).
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,5 @@ bash tests/interop/setup_venv.sh
 echo "== cargo test"
 cargo test --release 2>&1
 
-echo "== the pymemtrace Python package under each CPython 3.8-3.13"
+echo "== the pymemtrace Python package under each CPython 3.8-3.13, sid 3.14 and 3.15"
 bash python/run_pytests.sh

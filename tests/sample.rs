@@ -234,6 +234,21 @@ fn ground_truth_rss_ignores_a_cpu_only_thread() {
     }
 }
 
+/// The newest interpreters keep the ground truth: phased sites with the CPU-only bystander.
+#[test]
+fn ground_truth_rss_with_a_bystander_on_3_14() {
+    if let Some(interp) = common::interpreter_or_skip("sid3.14") {
+        ground_truth(&interp, Shape::Phased, true);
+    }
+}
+
+#[test]
+fn ground_truth_rss_with_a_bystander_on_3_15() {
+    if let Some(interp) = common::interpreter_or_skip("sid3.15") {
+        ground_truth(&interp, Shape::Phased, true);
+    }
+}
+
 #[test]
 fn ground_truth_rss_interleaved_request_handlers() {
     if let Some(interp) = common::interpreter_or_skip("3.11") {
@@ -350,7 +365,7 @@ fn samples_version(label: &str) {
         .arg("--flame")
         .arg(&svg)
         .arg("--")
-        .arg(&interp.path)
+        .args(interp.argv())
         .arg(&script)
         .args(["--mb", "30", "--start-delay", "0.5"])
         .stdout(Stdio::null());
@@ -404,6 +419,9 @@ version_tests! {
     samples_cpython_3_12 => "3.12",
     samples_cpython_3_13 => "3.13",
     samples_debian_python_3_11 => "system3.11",
+    samples_debian_sid_3_13 => "sid3.13",
+    samples_debian_sid_3_14 => "sid3.14",
+    samples_debian_sid_3_15 => "sid3.15",
 }
 
 /// A Python process that sleeps until killed.

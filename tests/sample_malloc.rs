@@ -4,6 +4,7 @@
 //! Needs root (or CAP_BPF+CAP_PERFMON); skips with a reason elsewhere, fails when
 //! `PMT_REQUIRE_EBPF=1`.
 
+mod common;
 mod malloc_support;
 
 use std::path::Path;
@@ -35,7 +36,7 @@ fn sample(python: &Python, metric: &str, extra: &[&str], objects: u64) -> Option
         .arg("--collapsed")
         .arg(&folded)
         .arg("--")
-        .arg(&python.path)
+        .args(python.argv())
         .arg(&script)
         .arg(objects.to_string())
         .output()
@@ -59,7 +60,7 @@ fn within(actual: u64, expected: f64, tolerance: f64) -> bool {
 fn some_pythons() -> Vec<Python> {
     pythons()
         .into_iter()
-        .filter(|p| p.label.starts_with("debian") || p.label.starts_with("pyenv-3.12"))
+        .filter(|p| p.label == "system3.11" || p.label == "sid3.14" || p.label == "3.12")
         .collect()
 }
 
@@ -102,10 +103,7 @@ fn malloc_bytes_and_count_charge_the_allocating_functions() {
 #[test]
 fn python_allocators_count_small_objects_per_function() {
     const N: u64 = 100_000;
-    let Some(python) = pythons()
-        .into_iter()
-        .find(|p| p.label.starts_with("pyenv-3.12"))
-    else {
+    let Some(python) = pythons().into_iter().find(|p| p.label == "3.12") else {
         eprintln!("SKIP: no pyenv CPython 3.12 (a build with pymalloc's symbols)");
         return;
     };

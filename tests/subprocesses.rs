@@ -41,7 +41,16 @@ const MIB: u64 = 1 << 20;
 
 #[test]
 fn the_leaking_pool_worker_carries_the_growth() {
-    let Some(interp) = common::interpreter_or_skip("3.12") else {
+    pool_leak("3.12");
+}
+
+#[test]
+fn the_leaking_pool_worker_carries_the_growth_on_3_14() {
+    pool_leak("sid3.14");
+}
+
+fn pool_leak(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
         return;
     };
     let _serial = serial();
@@ -55,7 +64,7 @@ fn the_leaking_pool_worker_carries_the_growth() {
         .arg("--json")
         .arg(&json_path)
         .arg("--")
-        .arg(&interp.path)
+        .args(interp.argv())
         .arg(repo().join("bench/workloads/pool_leak.py"))
         .args(["--workers", "3", "--leak-mib", "96"]);
     let output = run(command);

@@ -1,7 +1,9 @@
 //! A running target moves under the reader. With a generator resumed and suspended millions
-//! of times a second, every stack read must still be whole (its outermost frame the module's,
-//! never a generator's cut from its caller) and the thread must be missing from only a few
-//! reads. Every CPython here.
+//! of times a second, and with a recursion pushing and popping frames to every depth from 0 to
+//! 20, non-blocking reads must still be whole: under 1% torn (a stack that no moment of the
+//! target had: cut short, over-long, or with a stranger's frame), and a thread is never
+//! dropped silently — a read that stays torn after the reader's retries is reported on the
+//! thread and counted. Every CPython here.
 
 mod common;
 
@@ -25,6 +27,9 @@ fn check(label: &str) {
         let Some(main) = stacks.first() else {
             continue;
         };
+        if main.read_error.is_some() {
+            continue;
+        }
         seen += 1;
         let outermost = main.frames.last().expect("a running thread has frames");
         assert_eq!(
@@ -50,9 +55,179 @@ fn check(label: &str) {
     );
 }
 
+/// Whether `functions` (innermost first) is a stack `hot_recursion.py` really has.
+fn recursion_is_whole(functions: &[&str]) -> bool {
+    let recursing = functions.iter().take_while(|f| **f == "rec").count();
+    recursing <= 21 && functions[recursing..] == ["loop", "main", "<module>"]
+}
+
+const RECURSION_READS: usize = 5000;
+
+fn check_recursion(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("hot_recursion.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let mut spy = PythonSpy::attach(target.pid(), &SpyOptions::default()).expect("attach");
+    let (mut torn, mut unread, mut deepest) = (0usize, 0usize, 0usize);
+    let mut example = None;
+    let mut unread_example = None;
+    for _ in 0..RECURSION_READS {
+        std::thread::sleep(Duration::from_micros(50));
+        let stacks = spy.read_stacks().expect("read");
+        assert_eq!(stacks.len(), 1, "{label}: the one thread is in every read");
+        let main = &stacks[0];
+        if let Some(error) = &main.read_error {
+            unread += 1;
+            unread_example.get_or_insert(error.clone());
+            continue;
+        }
+        let functions: Vec<&str> = main
+            .frames
+            .iter()
+            .map(|f| f.code.function.as_str())
+            .collect();
+        if recursion_is_whole(&functions) {
+            deepest = deepest.max(functions.len() - 3);
+        } else {
+            torn += 1;
+            example.get_or_insert(functions.join(" < "));
+        }
+    }
+    eprintln!(
+        "{label}: {torn} torn and {unread} unreadable of {RECURSION_READS} reads, deepest {deepest}; {} retried reads counted by the reader; e.g. {example:?} / {unread_example:?}",
+        spy.torn_reads()
+    );
+    assert!(
+        torn * 100 < RECURSION_READS,
+        "{label}: {torn} of {RECURSION_READS} reads torn, e.g. {example:?}"
+    );
+    assert!(
+        (torn + unread) * 100 < RECURSION_READS,
+        "{label}: {unread} of {RECURSION_READS} reads unreadable, e.g. {unread_example:?}"
+    );
+    assert_eq!(
+        spy.thread_read_errors() as usize,
+        unread,
+        "{label}: every unreadable thread is counted"
+    );
+    assert!(
+        deepest >= 10,
+        "{label}: the recursion was seen deep ({deepest})"
+    );
+}
+
+/// `pmt dump --json` of the hot recursion: every dump has the thread with a whole stack.
+fn check_dumps(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("hot_recursion.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    for _ in 0..DUMPS {
+        let out = common::pmt()
+            .args(["dump", "--json", "--pid", &target.pid().to_string()])
+            .output()
+            .expect("running pmt dump");
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let threads = dump["threads"].as_array().expect("threads");
+        assert_eq!(
+            threads.len(),
+            1,
+            "{label}: the thread is in the dump: {dump}"
+        );
+        assert!(threads[0]["read_error"].is_null(), "{label}: {dump}");
+        let functions: Vec<&str> = threads[0]["frames"]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .map(|f| f["function"].as_str().unwrap_or_default())
+            .collect();
+        assert!(
+            recursion_is_whole(&functions),
+            "{label}: a torn dump: {functions:?}"
+        );
+    }
+}
+
+const DUMPS: usize = 20;
+
+/// `pmt-sample` at 1000 Hz on the hot recursion: every sampled stack is whole and the
+/// summary says how many reads were torn.
+fn check_sampler(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let _serial = common::serial();
+    let mut target = common::start(&interp, &common::script("hot_recursion.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("hot.folded");
+    let mut command = common::sampler();
+    command
+        .args([
+            "--metric",
+            "wall",
+            "--rate",
+            "1000",
+            "--duration",
+            "2",
+            "--collapsed",
+        ])
+        .arg(&folded)
+        .args(["--pid", &target.pid().to_string()]);
+    let output = common::run(command);
+    assert!(output.status.success(), "{label}: pmt-sample failed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("thread stacks torn and read again: "),
+        "{stderr}"
+    );
+    let stacks = common::read_folded(&folded);
+    let mut torn = 0u64;
+    let mut all = 0u64;
+    for (frames, weight) in &stacks {
+        let innermost_first: Vec<&str> = frames
+            .iter()
+            .rev()
+            .map(|f| f.split(" (").next().unwrap_or_default())
+            .collect();
+        all += weight;
+        if !recursion_is_whole(&innermost_first) {
+            torn += weight;
+            eprintln!("{label}: torn sample {innermost_first:?} x{weight}");
+        }
+    }
+    assert!(all >= 1000, "{label}: {all} samples");
+    assert!(torn * 100 < all, "{label}: {torn} of {all} samples torn");
+}
+
+#[test]
+fn sampled_stacks_are_whole_on_3_9() {
+    check_sampler("3.9");
+}
+
+#[test]
+fn sampled_stacks_are_whole_on_3_14() {
+    check_sampler("sid3.14");
+}
+
 macro_rules! per_version {
     ($($name:ident => $label:expr),* $(,)?) => {
-        $(#[test] fn $name() { check($label); })*
+        $(
+            #[test]
+            fn $name() {
+                check($label);
+                check_recursion($label);
+                check_dumps($label);
+            }
+        )*
     };
 }
 
@@ -66,4 +241,7 @@ per_version! {
     whole_stacks_cpython_3_12 => "3.12",
     whole_stacks_cpython_3_13 => "3.13",
     whole_stacks_debian_system_3_11 => "system3.11",
+    whole_stacks_debian_sid_3_13 => "sid3.13",
+    whole_stacks_debian_sid_3_14 => "sid3.14",
+    whole_stacks_debian_sid_3_15 => "sid3.15",
 }

@@ -41,6 +41,12 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
                                    __u64 flags) = (void *)2;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+struct bpf_pidns_info {
+    __u32 pid;
+    __u32 tgid;
+};
+static long (*bpf_get_ns_current_pid_tgid)(__u64 dev, __u64 ino, struct bpf_pidns_info *nsdata,
+                                           __u32 size) = (void *)120;
 
 // The user-visible register layout the kernel passes to uprobe programs.
 #if defined(__TARGET_ARCH_x86)
@@ -88,17 +94,31 @@ struct {
     __type(value, __u64);
 } ALLOC_LOST SEC(".maps");
 
-// Set by the loader before the programs are verified.
+// Set by the loader before the programs are verified. TARGET_TGID is in the loader's PID
+// namespace; PIDNS_DEV and PIDNS_INO name that namespace when it is not the initial one (a
+// sidecar), so that ids are compared, and threads keyed, as the loader sees them.
 const volatile __u32 TARGET_TGID = 0;
+const volatile __u64 PIDNS_DEV = 0;
+const volatile __u64 PIDNS_INO = 0;
 
 enum field { CALLS, BYTES, FREES, PY_CALLS, PY_BYTES, PY_FREES };
 
 static __attribute__((always_inline)) struct alloc_counts *thread_counts(void)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if ((__u32)(id >> 32) != TARGET_TGID)
+    __u32 tgid, tid;
+    if (PIDNS_INO) {
+        struct bpf_pidns_info ns = {};
+        if (bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, &ns, sizeof(ns)))
+            return 0;
+        tgid = ns.tgid;
+        tid = ns.pid;
+    } else {
+        __u64 id = bpf_get_current_pid_tgid();
+        tgid = (__u32)(id >> 32);
+        tid = (__u32)id;
+    }
+    if (tgid != TARGET_TGID)
         return 0;
-    __u32 tid = (__u32)id;
     struct alloc_counts *c = bpf_map_lookup_elem(&ALLOC_COUNTS, &tid);
     if (c)
         return c;

@@ -30,12 +30,13 @@ import logging
 import os
 import queue
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
 import typing
+
+from pymemtrace.util import gnuplot
+from pymemtrace.util.gnuplot import create_gnuplot_dat  # noqa: F401 (0.4.0's name in this module)
 
 logger = logging.getLogger(__file__)
 
@@ -243,23 +244,13 @@ def extract_json_as_table(json_data: typing.List[typing.Dict[str, typing.Any]]) 
     return tables, t_min, t_max, rss_min, rss_max
 
 
-def create_gnuplot_dat(table: typing.Sequence[typing.Sequence[typing.Any]]) -> str:
-    """The text of a ``.dat`` file: cells left-aligned to their column's widest cell + 2."""
-    widths = [max(len(str(row[i])) + 2 for row in table) for i in range(len(table[0]))] if table else []
-    return '\n'.join(' '.join(f'{str(cell):<{width}}' for cell, width in zip(row, widths)) for row in table)
-
-
 def invoke_gnuplot(log_path: str, gnuplot_dir: str) -> int:
     """Write ``<log name>_<pid>.dat`` and ``.plt`` into ``gnuplot_dir`` for each PID of the log at
     ``log_path`` and run gnuplot on them if it is installed. Returns gnuplot's exit code (0 if it is not installed)."""
-    os.makedirs(gnuplot_dir, exist_ok=True)
     with open(log_path) as istream:
         json_data = extract_json(istream)
     table, _t_min, _t_max, rss_min, rss_max = extract_json_as_table(json_data)
     labels = extract_labels_from_json(json_data)
-    gnuplot = shutil.which('gnuplot')
-    if gnuplot is None:
-        logger.warning('gnuplot is not installed: writing the .dat and .plt files only.')
     result = 0
     for pid in table:
         name = f'{os.path.basename(log_path)}_{pid}'
@@ -271,14 +262,10 @@ def invoke_gnuplot(log_path: str, gnuplot_dir: str) -> int:
             label_lines.append(
                 f'set label "{label[KEY_LABEL]}" at {t_value},{y_value * 1.025} left font ",10" rotate by 90 noenhanced front'
             )
-        with open(os.path.join(gnuplot_dir, f'{name}.dat'), 'w') as ostream:
-            ostream.write(create_gnuplot_dat(table[pid]))
-        with open(os.path.join(gnuplot_dir, f'{name}.plt'), 'w') as ostream:
-            ostream.write(GNUPLOT_PLT.format(name=name, extension='png', labels='\n'.join(label_lines)))
-        if gnuplot is not None:
-            result = subprocess.run([gnuplot, f'{name}.plt'], cwd=gnuplot_dir, timeout=30).returncode
-            if result:
-                break
+        plt = GNUPLOT_PLT.format(name=name, extension='png', labels='\n'.join(label_lines))
+        result = gnuplot.invoke_gnuplot(gnuplot_dir, name, table[pid], plt)
+        if result:
+            break
     return result
 
 

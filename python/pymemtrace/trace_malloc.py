@@ -10,8 +10,10 @@ Example::
     for stat in tm.net_statistics:  # also callable: tm.net_statistics()
         print(stat)
 
-Tracing is started on entry when it is not already on, and stopped again on exit by the
-:py:class:`TraceMalloc` that started it (pymemtrace 0.4.0 left it on for the rest of the process).
+Tracing is started when a :py:class:`TraceMalloc` is made (as in pymemtrace 0.4.0, so the first
+snapshot already sees what the ``with`` statement itself allocates, and the statistics have the
+entries 0.4.0's have), and stopped again on exit by the :py:class:`TraceMalloc` that started it
+(0.4.0 left it on for the rest of the process).
 """
 import functools
 import logging
@@ -49,6 +51,9 @@ class TraceMalloc:
         self.statistics: typing.List[tracemalloc.StatisticDiff] = []
         self._diff: typing.Optional[int] = None
         self._started_tracing = False
+        if self.TRACE_ON and not tracemalloc.is_tracing():
+            tracemalloc.start()
+            self._started_tracing = True
 
     def __enter__(self) -> 'TraceMalloc':
         if self.TRACE_ON:

@@ -17,8 +17,8 @@ fn exit_number(code: ExitCode) -> u8 {
 #[pyfunction]
 pub fn run_cli(py: Python<'_>, program: &str, argv: Vec<String>) -> PyResult<u8> {
     let code = match program {
-        "pmt" => py.allow_threads(|| pymemtrace::cli::pmt_main(argv)),
-        "pmt-sample" => py.allow_threads(|| pymemtrace::cli::pmt_sample_main(argv)),
+        "pmt" => py.detach(|| pymemtrace::cli::pmt_main(argv)),
+        "pmt-sample" => py.detach(|| pymemtrace::cli::pmt_sample_main(argv)),
         other => {
             return Err(PyValueError::new_err(format!(
                 "unknown program {other:?}: expected \"pmt\" or \"pmt-sample\""

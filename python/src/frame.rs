@@ -5,7 +5,49 @@
 //! profile hooks must stay cheap).
 
 use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
 use std::ffi::CStr;
+
+/// The attribute names read from code objects, interned once at import so that reading a
+/// frame's site creates no object (the C API gives no other way: `PyCodeObject` is opaque).
+struct CodeAttributeNames {
+    filename: Py<PyString>,
+    name: Py<PyString>,
+    /// 3.8 has no `PyFrame_GetCode`; its frames give their code as the `f_code` member.
+    #[cfg(not(Py_3_9))]
+    frame_code: Py<PyString>,
+}
+
+static CODE_ATTRIBUTE_NAMES: PyOnceLock<CodeAttributeNames> = PyOnceLock::new();
+
+/// Interns the code-object attribute names; called once when the extension is imported.
+pub fn init(py: Python<'_>) {
+    CODE_ATTRIBUTE_NAMES.get_or_init(py, || CodeAttributeNames {
+        filename: PyString::intern(py, "co_filename").unbind(),
+        name: PyString::intern(py, "co_name").unbind(),
+        #[cfg(not(Py_3_9))]
+        frame_code: PyString::intern(py, "f_code").unbind(),
+    });
+}
+
+/// Text of the `str` attribute `name` of `code` (a member read: no Python code runs).
+///
+/// # Safety
+/// GIL held; `code` a valid code object.
+unsafe fn code_text(code: *mut ffi::PyObject, name: &Py<PyString>) -> Option<String> {
+    unsafe {
+        let value = ffi::PyObject_GetAttr(code, name.as_ptr());
+        if value.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        let text = str_text(value);
+        ffi::Py_DECREF(value);
+        text
+    }
+}
 
 /// Placeholder file name when there is no frame (as pymemtrace 0.4.0 writes it).
 pub const UNKNOWN_FILE: &str = "<UNKNOWN_FILE_NAME>";
@@ -56,11 +98,14 @@ unsafe fn frame_code(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyCodeObject {
         }
         #[cfg(not(Py_3_9))]
         {
-            let code = (*frame).f_code;
-            if !code.is_null() {
-                ffi::Py_INCREF(code.cast());
+            let Some(names) = CODE_ATTRIBUTE_NAMES.get(Python::assume_attached()) else {
+                return std::ptr::null_mut();
+            };
+            let code = ffi::PyObject_GetAttr(frame.cast(), names.frame_code.as_ptr());
+            if code.is_null() {
+                ffi::PyErr_Clear();
             }
-            code
+            code.cast()
         }
     }
 }
@@ -87,9 +132,15 @@ pub unsafe fn frame_site(frame: *mut ffi::PyFrameObject) -> FrameSite {
                 function: UNKNOWN_FUNCTION.to_string(),
             };
         }
-        let file = str_text((*code).co_filename).unwrap_or_else(|| UNKNOWN_FILE.to_string());
-        let function = str_text((*code).co_name).unwrap_or_else(|| UNKNOWN_FUNCTION.to_string());
-        ffi::Py_DECREF(code.cast());
+        let names = CODE_ATTRIBUTE_NAMES.get(Python::assume_attached());
+        let object = code.cast::<ffi::PyObject>();
+        let file = names
+            .and_then(|n| code_text(object, &n.filename))
+            .unwrap_or_else(|| UNKNOWN_FILE.to_string());
+        let function = names
+            .and_then(|n| code_text(object, &n.name))
+            .unwrap_or_else(|| UNKNOWN_FUNCTION.to_string());
+        ffi::Py_DECREF(object);
         FrameSite {
             file,
             line,

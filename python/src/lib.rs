@@ -3,6 +3,7 @@
 //! names, `pymemtrace.cPyMemTrace` (Profile, Trace, ReferenceTracing and helpers) and
 //! `pymemtrace.cMemLeak` (deliberate allocations), plus `run_cli` for the console scripts.
 
+mod args;
 mod cli;
 mod frame;
 mod logfile;
@@ -41,18 +42,6 @@ fn trace_wrapper_depth() -> usize {
     tracers::depth(TracerKind::Trace)
 }
 
-/// Return the log file path of the innermost Profile of the calling thread, or None.
-#[pyfunction]
-fn get_log_file_path_profile(py: Python<'_>) -> Option<String> {
-    tracers::head_path(py, TracerKind::Profile)
-}
-
-/// Return the log file path of the innermost Trace of the calling thread, or None.
-#[pyfunction]
-fn get_log_file_path_trace(py: Python<'_>) -> Option<String> {
-    tracers::head_path(py, TracerKind::Trace)
-}
-
 const CPYMEMTRACE_DOC: &str = "Memory tracers that log RSS as Python runs.\n\n\
 Profile and Trace attach to the interpreter and write a log line whenever the RSS changes \
 (or for every event); ReferenceTracing (Python 3.13+) logs object creation and destruction.";
@@ -66,10 +55,10 @@ fn cpymemtrace_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_function(wrap_pyfunction!(rss_peak, &module)?)?;
     module.add_function(wrap_pyfunction!(profile_wrapper_depth, &module)?)?;
     module.add_function(wrap_pyfunction!(trace_wrapper_depth, &module)?)?;
-    module.add_function(wrap_pyfunction!(get_log_file_path_profile, &module)?)?;
-    module.add_function(wrap_pyfunction!(get_log_file_path_trace, &module)?)?;
     #[cfg(Py_3_13)]
     reftrace::register_module(&module)?;
+    // pymemtrace 0.4.0's module has no `__all__` (PyO3 keeps one of what it adds).
+    module.delattr("__all__")?;
     Ok(module)
 }
 
@@ -87,6 +76,7 @@ fn cmemleak_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
 #[pymodule]
 fn _pymemtrace(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
+    frame::init(py);
     module.add("cPyMemTrace", cpymemtrace_module(py)?)?;
     module.add("cMemLeak", cmemleak_module(py)?)?;
     module.add_function(wrap_pyfunction!(cli::run_cli, module)?)?;

@@ -41,11 +41,17 @@ pub fn python_version() -> String {
     text.split_whitespace().next().unwrap_or("").to_string()
 }
 
-/// UTC `YYYYMMDD_HHMMSS` of now.
+/// UTC `YYYYMMDD_HHMMSS` of now, from `CLOCK_REALTIME` (the clock Python's `datetime.now()`
+/// reads; glibc's `time()` reads the coarse clock, which can already show the next second).
 fn utc_timestamp() -> String {
-    // SAFETY: time(NULL) and gmtime_r with valid pointers.
+    // SAFETY: clock_gettime and gmtime_r with valid pointers.
     unsafe {
-        let now = libc::time(std::ptr::null_mut());
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+        let now = ts.tv_sec;
         let mut tm: libc::tm = std::mem::zeroed();
         if libc::gmtime_r(&now, &mut tm).is_null() {
             return "00000000_000000".to_string();

@@ -14,6 +14,7 @@
 //! Owns: the reference tracer registration and the `O` log format. Must not: touch the
 //! profile/trace hooks.
 
+use crate::args::{ReferenceTracingArgs, dir_as_040, no_args, reference_tracing_args};
 use crate::frame::frame_site;
 use crate::logfile::LogFile;
 use crate::logname::{TracerKind, new_file_path, process_clock};
@@ -82,7 +83,7 @@ fn type_tables(py: Python<'_>) -> PyResult<&'static TypeTables> {
         let list = namespace
             .get_item(name)?
             .ok_or_else(|| PyRuntimeError::new_err("type table missing"))?;
-        let list = list.downcast::<PyList>()?;
+        let list = list.cast::<PyList>()?;
         Ok((
             list.iter().map(|t| t.as_ptr() as usize).collect(),
             list.iter().map(|t| t.unbind()).collect(),
@@ -303,7 +304,7 @@ fn name_set(argument: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<H
     let mut names = HashSet::new();
     for item in obj.try_iter()? {
         let item = item?;
-        let text = item.downcast::<PyString>().map_err(|_| not_sequence())?;
+        let text = item.cast::<PyString>().map_err(|_| not_sequence())?;
         names.insert(text.to_str()?.as_bytes().to_vec());
     }
     Ok(Some(names))
@@ -375,18 +376,16 @@ impl ReferenceTracing {
 #[pymethods]
 impl ReferenceTracing {
     #[new]
-    #[pyo3(signature = (message = None, filepath = None, include_builtins = None, exclude_tp_names = None, include_tp_names = None, gc_collect_on_exit = 2))]
-    fn new(
-        message: Option<String>,
-        filepath: Option<&Bound<'_, PyAny>>,
-        include_builtins: Option<&Bound<'_, PyAny>>,
-        exclude_tp_names: Option<&Bound<'_, PyAny>>,
-        include_tp_names: Option<&Bound<'_, PyAny>>,
-        gc_collect_on_exit: i32,
-    ) -> PyResult<Self> {
-        if message.as_deref().is_some_and(|m| m.contains('\0')) {
-            return Err(PyValueError::new_err("embedded null character"));
-        }
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let ReferenceTracingArgs {
+            message,
+            filepath,
+            include_builtins,
+            exclude_tp_names,
+            include_tp_names,
+            gc_collect_on_exit,
+        } = reference_tracing_args(args, kwargs)?;
         if !(-1..=2).contains(&gc_collect_on_exit) {
             return Err(PyValueError::new_err(format!(
                 "gc_collect_on_exit must be -1, 0, 1, 2 not {gc_collect_on_exit}."
@@ -394,17 +393,19 @@ impl ReferenceTracing {
         }
         Ok(ReferenceTracing {
             message,
-            filepath: filepath.map(path_argument).transpose()?,
+            filepath: filepath.as_ref().map(path_argument).transpose()?,
             gc_collect_on_exit,
-            include_builtins: include_builtins
-                .map(|b| b.is_truthy())
-                .transpose()?
-                .unwrap_or(false),
-            exclude: name_set("exclude_tp_names", exclude_tp_names)?,
-            include: name_set("include_tp_names", include_tp_names)?,
+            include_builtins,
+            exclude: name_set("exclude_tp_names", exclude_tp_names.as_ref())?,
+            include: name_set("include_tp_names", include_tp_names.as_ref())?,
             path: None,
             shared: None,
         })
+    }
+
+    /// The names pymemtrace 0.4.0 lists (no `__module__`, as for its static types).
+    fn __dir__(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
+        dir_as_040(slf.as_any(), &[])
     }
 
     fn __enter__(mut slf: PyRefMut<'_, Self>) -> PyResult<PyRefMut<'_, Self>> {
@@ -621,13 +622,20 @@ impl ReferenceTracingSimple {
 #[pymethods]
 impl ReferenceTracingSimple {
     #[new]
-    fn new() -> Self {
-        ReferenceTracingSimple {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        no_args(args, kwargs)?;
+        Ok(ReferenceTracingSimple {
             counts: Arc::new(SimpleCounts {
                 count_new: AtomicU64::new(0),
                 count_del: AtomicU64::new(0),
             }),
-        }
+        })
+    }
+
+    /// The names pymemtrace 0.4.0 lists (no `__module__`, as for its static types).
+    fn __dir__(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
+        dir_as_040(slf.as_any(), &[])
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {

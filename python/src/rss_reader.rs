@@ -9,7 +9,15 @@
 //! The same handler counts forks, so log writers can tell that they are running in a child
 //! (see `fork_generation`).
 //!
+//! The `statm` parser and the page size are the main crate's attach layer
+//! (`pymemtrace::attach::proc_files`), which this crate already depends on for the CLI: one
+//! parser for the sampler, the monitors and the exact mode. The descriptor itself stays here,
+//! a raw atomic that a fork handler can drop without locking.
+//!
 //! Owns: the cached descriptor and the fork counter. Must not: cache RSS values themselves.
+
+use pymemtrace::attach::proc_files::StatmFields;
+pub use pymemtrace::attach::proc_files::page_size;
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -70,33 +78,6 @@ fn statm_fd() -> i32 {
     }
 }
 
-/// The system page size in bytes.
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
-}
-
-/// Parses the second field (resident pages) of a `statm` line.
-fn resident_pages(text: &[u8]) -> Option<u64> {
-    let mut fields = text.split(|b| *b == b' ');
-    fields.next()?;
-    let field = fields.next()?;
-    let mut pages: u64 = 0;
-    if field.is_empty() {
-        return None;
-    }
-    for digit in field {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        pages = pages
-            .checked_mul(10)?
-            .checked_add(u64::from(digit - b'0'))?;
-    }
-    Some(pages)
-}
-
 /// The current RSS in bytes, or 0 if it cannot be read (as pymemtrace 0.4.0 does).
 pub fn current_rss() -> u64 {
     let fd = statm_fd();
@@ -109,12 +90,9 @@ pub fn current_rss() -> u64 {
     let Ok(len) = usize::try_from(read) else {
         return 0;
     };
-    resident_pages(&buf[..len]).map_or(0, |pages| pages * page_size_cached())
-}
-
-fn page_size_cached() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(page_size)
+    buf.get(..len)
+        .and_then(StatmFields::parse)
+        .map_or(0, |statm| statm.resident * page_size())
 }
 
 /// The peak RSS of this process in bytes (`getrusage` `ru_maxrss`, kilobytes on Linux).
@@ -133,9 +111,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_statm() {
-        assert_eq!(resident_pages(b"1000 250 30 1 0 400 0\n"), Some(250));
-        assert_eq!(resident_pages(b"1000"), None);
-        assert_eq!(resident_pages(b"1000 x2"), None);
+    fn reads_own_rss() {
+        assert!(current_rss() > 0);
+        assert!(peak_rss() >= current_rss() / 2);
     }
 }

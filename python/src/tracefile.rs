@@ -225,7 +225,7 @@ impl TraceFileWrapper {
 
 /// The text of a `str` argument, or pymemtrace 0.4.0's ValueError for anything else.
 pub fn message_text(method: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    match obj.downcast::<pyo3::types::PyString>() {
+    match obj.cast::<pyo3::types::PyString>() {
         Ok(text) => Ok(text.to_str()?.to_owned()),
         Err(_) => Err(PyValueError::new_err(format!(
             "{method}() requires a single string, not type {}",

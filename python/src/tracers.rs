@@ -9,6 +9,7 @@
 //!
 //! Owns: the per-thread stacks and the hook. Must not: format log lines (see `tracefile`).
 
+use crate::args::{dir_as_040, tracer_args};
 use crate::frame::{FrameSite, callable_name, frame_site};
 use crate::logname::{TracerKind, new_file_path};
 use crate::rss_reader::current_rss;
@@ -16,7 +17,7 @@ use crate::tracefile::{TraceFileWrapper, message_text};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use std::cell::RefCell;
 use std::os::raw::c_int;
 
@@ -38,11 +39,6 @@ pub fn depth(kind: TracerKind) -> usize {
     with_stack(kind, |stack| stack.len())
 }
 
-/// Path of the log at the head of the calling thread's stack of `kind`, if any.
-pub fn head_path(py: Python<'_>, kind: TracerKind) -> Option<String> {
-    head(py, kind).map(|w| w.get().path().to_owned())
-}
-
 fn head(py: Python<'_>, kind: TracerKind) -> Option<Py<TraceFileWrapper>> {
     with_stack(kind, |stack| stack.last().map(|w| w.clone_ref(py)))
 }
@@ -57,9 +53,9 @@ unsafe extern "C" fn trace_event(
     // SAFETY: the interpreter calls hooks with the GIL held and passes back the object
     // registered by `install`, which is always a TraceFileWrapper kept alive by the hook.
     unsafe {
-        let py = Python::assume_gil_acquired();
+        let py = Python::assume_attached();
         let bound = Bound::from_borrowed_ptr(py, obj);
-        let wrapper = bound.downcast_unchecked::<TraceFileWrapper>().get();
+        let wrapper = bound.cast_unchecked::<TraceFileWrapper>().get();
         record_event(wrapper, frame, what, arg);
     }
     0
@@ -156,7 +152,7 @@ pub fn path_argument(obj: &Bound<'_, PyAny>) -> PyResult<String> {
                     .unwrap_or_default()
             ))
         })?;
-    if let Ok(text) = fspath.downcast::<PyString>() {
+    if let Ok(text) = fspath.cast::<PyString>() {
         let text = text.to_str()?;
         if text.contains('\0') {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -165,7 +161,7 @@ pub fn path_argument(obj: &Bound<'_, PyAny>) -> PyResult<String> {
         }
         return Ok(text.to_owned());
     }
-    let bytes = fspath.downcast::<PyBytes>()?;
+    let bytes = fspath.cast::<PyBytes>()?;
     let raw = bytes.as_bytes();
     if raw.contains(&0) {
         return Err(pyo3::exceptions::PyValueError::new_err(
@@ -357,15 +353,21 @@ macro_rules! tracer_class {
         #[pymethods]
         impl $name {
             #[new]
-            #[pyo3(signature = (d_rss_trigger = -1, message = None, filepath = None))]
+            #[pyo3(signature = (*args, **kwargs))]
             fn new(
-                d_rss_trigger: i32,
-                message: Option<String>,
-                filepath: Option<&Bound<'_, PyAny>>,
+                args: &Bound<'_, PyTuple>,
+                kwargs: Option<&Bound<'_, PyDict>>,
             ) -> PyResult<Self> {
+                let a = tracer_args(args, kwargs)?;
                 Ok($name {
-                    core: TracerCore::new($kind, d_rss_trigger, message, filepath)?,
+                    core: TracerCore::new($kind, a.d_rss_trigger, a.message, a.filepath.as_ref())?,
                 })
+            }
+
+            /// The names pymemtrace 0.4.0 lists (`trace_file_wrapper`, which its documentation
+            /// uses, is there but not listed, as in 0.4.0).
+            fn __dir__(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
+                dir_as_040(slf.as_any(), &["trace_file_wrapper"])
             }
 
             fn __enter__(mut slf: PyRefMut<'_, Self>) -> PyResult<PyRefMut<'_, Self>> {

@@ -95,13 +95,3 @@ def test_out_of_order_exit_keeps_the_stack_consistent(tmp_path):
     read_profile_log(tmp_path / "inner.log")
     with pytest.raises(RuntimeError):
         inner.__exit__(None, None, None)
-
-
-def test_module_level_log_file_paths():
-    assert cPyMemTrace.get_log_file_path_profile() is None
-    with cPyMemTrace.Profile() as p:
-        assert cPyMemTrace.get_log_file_path_profile() == p.log_file_path()
-        assert cPyMemTrace.get_log_file_path_trace() is None
-        with cPyMemTrace.Trace() as t:
-            assert cPyMemTrace.get_log_file_path_trace() == t.log_file_path()
-    assert cPyMemTrace.get_log_file_path_profile() is None

@@ -16,6 +16,9 @@ def test_stdout_python_c_and_fd_writes():
     with redirect_stdout.stdout_redirector(stream):
         print('from print')
         LIBC.printf(b'from printf\n')
+        # C stdout is block-buffered here unless Python runs unbuffered (-u, PYTHONUNBUFFERED):
+        # flush it so the order of the lines does not depend on how the test is run.
+        LIBC.fflush(None)
         os.write(1, b'from fd 1\n')
     assert stream.getvalue().decode().splitlines() == ['from print', 'from printf', 'from fd 1']
 

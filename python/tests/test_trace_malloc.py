@@ -62,6 +62,15 @@ def test_tracing_is_left_as_found():
         tracemalloc.stop()
 
 
+def test_tracing_starts_when_made_as_in_040():
+    assert not tracemalloc.is_tracing()
+    tm = trace_malloc.TraceMalloc()
+    assert tracemalloc.is_tracing()
+    with tm:
+        pass
+    assert not tracemalloc.is_tracing()
+
+
 def test_trace_off(monkeypatch):
     monkeypatch.setattr(trace_malloc.TraceMalloc, 'TRACE_ON', False)
     with trace_malloc.TraceMalloc() as tm:

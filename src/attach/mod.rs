@@ -1,9 +1,18 @@
-//! The target process: memory reads, maps, ELF symbols, threads, permissions.
-//! Knows nothing of Python's data structures.
+//! The one kernel-facing layer: the target process (attach, memory reads, maps, ELF symbols,
+//! threads, permissions, namespaces), the `/proc` readers and parsers, the process-tree
+//! follower, launched children, and the stop signal with its deadline sleep. Nothing else
+//! parses `/proc` or installs signal handlers. Knows nothing of Python's data structures.
 
+pub mod child;
 pub mod elf;
 pub mod memory;
+pub mod namespaces;
+pub mod proc_events;
+pub mod proc_files;
 pub mod process;
+pub mod process_tree;
+pub mod stop;
 
 pub use memory::{MemoryError, PageCache, ReadMemory, RemoteMemory, SliceMemory};
-pub use process::{MappedFile, ProcessError, TargetProcess, children_of, descendant_pids};
+pub use process::{MappedFile, ProcessError, TargetProcess};
+pub use process_tree::{ProcessTree, descendant_pids};

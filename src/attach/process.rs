@@ -1,24 +1,62 @@
-//! A target process as the kernel shows it in `/proc` (through the `procfs` crate): existence,
-//! permissions, executable, command line, mapped files, threads and descendants. Reads only;
-//! never signals the target.
+//! A target process as the kernel shows it in `/proc`: existence (and why not: zombie, kernel
+//! thread, exited while attaching, refused), executable, command line, mapped files (through
+//! the `procfs` crate), threads with their ids mapped out of a container's PID namespace, and
+//! its files read through its own root. Reads only; never signals the target.
 
+use super::namespaces::{
+    ReaderUserNamespace, ThreadIdMap, reader_user_namespace, yama_ptrace_scope,
+};
+use super::proc_files::{Liveness, ProcFile, StatFields, is_gone, liveness, page_size, task_ids};
+use super::process_tree::descendant_pids;
 use procfs::ProcError;
-use procfs::process::{MMapPath, Process};
+use procfs::process::{MMPermissions, MMapPath, Process};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Why a process cannot be attached to.
+/// Why a process cannot be attached to. Each message says what is wrong and what to do.
 #[derive(Debug, Error)]
 pub enum ProcessError {
     /// No process has this pid.
     #[error("no process with pid {0}: check the pid (`ps -ef | grep python`)")]
     NoSuchProcess(i32),
-    /// The caller may not inspect the process.
+    /// The process has exited but its parent has not reaped it.
+    #[error(
+        "process {pid} is a zombie: it has exited and its parent (pid {ppid}) has not reaped it, so it has no memory left to read"
+    )]
+    Zombie {
+        /// The process.
+        pid: i32,
+        /// Its parent, which should wait for it.
+        ppid: i32,
+    },
+    /// The pid is a kernel thread.
+    #[error(
+        "process {pid} ({name}) is a kernel thread, not a Python process: pass the pid of a Python process (`ps -ef | grep python`)"
+    )]
+    KernelThread {
+        /// The thread.
+        pid: i32,
+        /// Its name.
+        name: String,
+    },
+    /// The process went away between being found and being read.
+    #[error("process {0} exited while it was being attached to: there is nothing left to read")]
+    ExitedWhileAttaching(i32),
+    /// The caller may not inspect the process (and is not root).
     #[error(
         "permission denied for process {0}: run as root, or give pmt CAP_SYS_PTRACE (`sudo setcap cap_sys_ptrace+ep $(which pmt)`), or set `kernel.yama.ptrace_scope` to 0"
     )]
     PermissionDenied(i32),
+    /// Root was refused: the process is outside our user namespace, or a security module
+    /// protects it.
+    #[error("permission denied for process {pid} although pmt runs as root: {reason}")]
+    Protected {
+        /// The process.
+        pid: i32,
+        /// Why root is not enough here, and what to do.
+        reason: String,
+    },
     /// Reading `/proc` failed for another reason.
     #[error("cannot read /proc/{pid}: {message}")]
     Proc {
@@ -27,6 +65,56 @@ pub enum ProcessError {
         /// What failed.
         message: String,
     },
+}
+
+impl ProcessError {
+    /// The error for a process that cannot be opened, from what the kernel says it is now.
+    fn not_openable(pid: i32) -> ProcessError {
+        match liveness(pid) {
+            Liveness::Zombie(stat) => ProcessError::Zombie {
+                pid,
+                ppid: stat.ppid,
+            },
+            Liveness::KernelThread(stat) => ProcessError::KernelThread {
+                pid,
+                name: stat.name,
+            },
+            Liveness::Alive(_) | Liveness::Gone => ProcessError::NoSuchProcess(pid),
+        }
+    }
+
+    /// The error for a refusal: what a root reader must be told differs from what others must.
+    fn denied(pid: i32) -> ProcessError {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return ProcessError::PermissionDenied(pid);
+        }
+        let reason = match (reader_user_namespace(), yama_ptrace_scope()) {
+            (ReaderUserNamespace::Nested, _) => "pmt is root only inside a user namespace (a container or `unshare --user`), which gives no rights over processes outside it: run pmt from the host, or inside the target's user namespace (`nsenter --target PID --user --pid --mount`)".to_string(),
+            (ReaderUserNamespace::Initial, Some(3)) => "kernel.yama.ptrace_scope is 3, which forbids reading other processes even to root until the next reboot".to_string(),
+            (ReaderUserNamespace::Initial, _) => "a security module (SELinux, AppArmor, or kernel lockdown) protects it: check the kernel's audit log (`journalctl -k | grep -i denied`) and allow pmt to ptrace it".to_string(),
+        };
+        ProcessError::Protected { pid, reason }
+    }
+
+    /// The same error, seen after the process had been found: its disappearance is an exit
+    /// during attaching, not a wrong pid.
+    pub fn while_attaching(self) -> ProcessError {
+        match self {
+            ProcessError::NoSuchProcess(pid) => ProcessError::ExitedWhileAttaching(pid),
+            other => other,
+        }
+    }
+
+    /// Whether the error means the process is gone.
+    pub fn process_exited(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::NoSuchProcess(_)
+                | ProcessError::ExitedWhileAttaching(_)
+                | ProcessError::Zombie { .. }
+        )
+    }
 }
 
 /// One file mapped into the target's address space.
@@ -38,6 +126,10 @@ pub struct MappedFile {
     pub start: u64,
     /// Lowest address of a mapping with file offset 0 (where the ELF header sits).
     pub base: Option<u64>,
+    /// The file's inode, which tells the right file among candidate paths.
+    pub inode: u64,
+    /// Whether any mapping of it is executable.
+    pub executable: bool,
 }
 
 /// A process to read from.
@@ -45,20 +137,25 @@ pub struct MappedFile {
 pub struct TargetProcess {
     pid: i32,
     proc: Process,
+    threads: ThreadIdMap,
 }
 
 impl TargetProcess {
-    /// Checks that `pid` exists and that its memory map is readable by us.
+    /// Checks that `pid` is a live user process and that its memory map is readable by us.
     pub fn open(pid: i32) -> Result<Self, ProcessError> {
         if pid <= 0 {
             return Err(ProcessError::NoSuchProcess(pid));
         }
-        let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
-        let target = TargetProcess { pid, proc };
-        if !target.is_alive() {
-            return Err(ProcessError::NoSuchProcess(pid));
+        if !matches!(liveness(pid), Liveness::Alive(_)) {
+            return Err(ProcessError::not_openable(pid));
         }
-        target.maps()?;
+        let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
+        let target = TargetProcess {
+            pid,
+            proc,
+            threads: ThreadIdMap::new(pid),
+        };
+        target.maps().map_err(ProcessError::while_attaching)?;
         Ok(target)
     }
 
@@ -67,11 +164,31 @@ impl TargetProcess {
         self.pid
     }
 
+    /// The pid the process has in its own PID namespace (1 for a container's init; the same
+    /// as [`TargetProcess::pid`] outside containers).
+    pub fn own_pid(&self) -> i32 {
+        self.threads.own_pid()
+    }
+
+    /// Whether the process is in a PID namespace below ours (a container seen from the host).
+    pub fn in_nested_pid_namespace(&self) -> bool {
+        self.threads.is_nested()
+    }
+
+    /// Our id of the thread the process itself numbers `tid` (`threading.get_native_id()`,
+    /// glibc's tid); `None` when it has no such thread.
+    pub fn host_tid(&mut self, tid: u32) -> Option<u32> {
+        self.threads.to_host(tid)
+    }
+
+    /// The process's own number for our thread id `tid`.
+    pub fn namespace_tid(&mut self, tid: u32) -> Option<u32> {
+        self.threads.to_namespace(tid)
+    }
+
     /// Whether the process still exists (and is not a zombie).
     pub fn is_alive(&self) -> bool {
-        self.proc
-            .stat()
-            .is_ok_and(|stat| stat.state != 'Z' && stat.state != 'X')
+        matches!(liveness(self.pid), Liveness::Alive(_))
     }
 
     /// The executable's path, as the target sees it.
@@ -88,150 +205,130 @@ impl TargetProcess {
             .join(" "))
     }
 
-    /// A path to read one of the target's files through, seen from its own root (containers).
+    /// A path to read one of the target's mapped files through (see [`readable_path`]).
     pub fn file_path(&self, path: &Path) -> PathBuf {
-        let through_root = PathBuf::from(format!("/proc/{}/root", self.pid))
-            .join(path.strip_prefix("/").unwrap_or(path));
-        if through_root.exists() {
-            through_root
-        } else {
-            path.to_path_buf()
-        }
+        let inode = self
+            .maps()
+            .ok()
+            .and_then(|maps| maps.into_iter().find(|m| m.path == path))
+            .map(|m| m.inode);
+        readable_path(self.pid, path, inode)
     }
 
     /// Every file mapped into the process, in address order of first mapping.
     pub fn maps(&self) -> Result<Vec<MappedFile>, ProcessError> {
-        let maps = self.proc.maps().map_err(|e| proc_error(self.pid, e))?;
-        let mut files: Vec<MappedFile> = Vec::new();
-        for map in maps {
-            let MMapPath::Path(path) = map.pathname else {
-                continue;
-            };
-            let start = map.address.0;
-            match files.iter_mut().find(|f| f.path == path) {
-                Some(file) => {
-                    file.start = file.start.min(start);
-                    if map.offset == 0 && file.base.is_none_or(|b| start < b) {
-                        file.base = Some(start);
-                    }
-                }
-                None => files.push(MappedFile {
-                    path,
-                    start,
-                    base: (map.offset == 0).then_some(start),
-                }),
-            }
-        }
-        Ok(files)
+        mapped_files(self.pid)
     }
 
     /// Kernel thread ids of the process's threads.
     pub fn thread_ids(&self) -> Result<Vec<u32>, ProcessError> {
-        let tasks = self.proc.tasks().map_err(|e| proc_error(self.pid, e))?;
-        let mut tids: Vec<u32> = tasks
-            .flatten()
-            .filter_map(|t| u32::try_from(t.tid).ok())
-            .collect();
-        tids.sort_unstable();
-        Ok(tids)
+        task_ids(self.pid).map_err(|e| io_error(self.pid, &e))
     }
 
     /// The scheduler state letter (`R` running, `S` sleeping, …) of each thread.
     pub fn thread_states(&self) -> HashMap<u32, char> {
-        let Ok(tasks) = self.proc.tasks() else {
+        let Ok(tids) = self.thread_ids() else {
             return HashMap::new();
         };
-        tasks
-            .flatten()
-            .filter_map(|task| Some((u32::try_from(task.tid).ok()?, task.stat().ok()?.state)))
+        tids.into_iter()
+            .filter_map(|tid| {
+                let mut file = ProcFile::of_process(self.pid, &format!("task/{tid}/stat")).ok()?;
+                let stat: StatFields = file.read_stat().ok()??;
+                Some((tid, stat.state))
+            })
             .collect()
     }
 
     /// Resident set size in bytes, from `/proc/PID/statm`.
     pub fn rss_bytes(&self) -> Result<u64, ProcessError> {
-        let statm = self.proc.statm().map_err(|e| proc_error(self.pid, e))?;
-        Ok(statm.resident * page_size())
+        let mut file =
+            ProcFile::of_process(self.pid, "statm").map_err(|e| io_error(self.pid, &e))?;
+        match file.read_statm() {
+            Ok(Some(statm)) => Ok(statm.resident * page_size()),
+            Ok(None) => Err(ProcessError::NoSuchProcess(self.pid)),
+            Err(e) => Err(io_error(self.pid, &e)),
+        }
     }
 
-    /// Every living descendant of the process, depth first, with its command line.
+    /// Every living descendant of the process, parents first, with its command line.
     pub fn descendants(&self) -> Vec<(i32, String)> {
-        let mut parent_of: Vec<(Process, i32)> = Vec::new();
-        if let Ok(all) = procfs::process::all_processes() {
-            for proc in all.flatten() {
-                if let Ok(stat) = proc.stat() {
-                    parent_of.push((proc, stat.ppid));
-                }
-            }
-        }
-        let mut found = Vec::new();
-        let mut stack = vec![self.pid];
-        while let Some(parent) = stack.pop() {
-            for (child, _) in parent_of.iter().filter(|(_, p)| *p == parent) {
-                let cmd = child.cmdline().map(|a| a.join(" ")).unwrap_or_default();
-                found.push((child.pid, cmd));
-                stack.push(child.pid);
-            }
-        }
-        found
-    }
-}
-
-/// The pids of every living descendant of `pid`, parents before their children, from the
-/// kernel's `/proc/PID/task/TID/children` lists (cheap: no scan of every process). Processes
-/// that exit while being listed are simply left out; a missing `children` file (kernels
-/// built without it) falls back to [`TargetProcess::descendants`].
-pub fn descendant_pids(pid: i32) -> Vec<i32> {
-    if !Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists() {
-        return TargetProcess::open(pid)
-            .map(|target| {
-                target
-                    .descendants()
-                    .into_iter()
-                    .map(|(child, _)| child)
-                    .collect()
+        descendant_pids(self.pid)
+            .into_iter()
+            .map(|child| {
+                let cmd = Process::new(child)
+                    .and_then(|p| p.cmdline())
+                    .map(|a| a.join(" "))
+                    .unwrap_or_default();
+                (child, cmd)
             })
-            .unwrap_or_default();
+            .collect()
     }
-    let mut found = Vec::new();
-    let mut queue = std::collections::VecDeque::from([pid]);
-    while let Some(parent) = queue.pop_front() {
-        for child in children_of(parent) {
-            if child != pid && !found.contains(&child) {
-                found.push(child);
-                queue.push_back(child);
-            }
-        }
-    }
-    found
 }
 
-/// The direct children of `pid`, over all its threads.
-pub fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut children = Vec::new();
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+/// Every file mapped into process `pid`, in address order of first mapping.
+pub fn mapped_files(pid: i32) -> Result<Vec<MappedFile>, ProcessError> {
+    let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
+    let maps = proc.maps().map_err(|e| proc_error(pid, e))?;
+    let mut files: Vec<MappedFile> = Vec::new();
+    for map in maps {
+        let MMapPath::Path(path) = map.pathname else {
             continue;
         };
-        children.extend(
-            text.split_whitespace()
-                .filter_map(|t| t.parse::<i32>().ok()),
-        );
+        let start = map.address.0;
+        let executable = map.perms.contains(MMPermissions::EXECUTE);
+        match files.iter_mut().find(|f| f.path == path) {
+            Some(file) => {
+                file.start = file.start.min(start);
+                file.executable |= executable;
+                if map.offset == 0 && file.base.is_none_or(|b| start < b) {
+                    file.base = Some(start);
+                }
+            }
+            None => files.push(MappedFile {
+                path,
+                start,
+                base: (map.offset == 0).then_some(start),
+                inode: map.inode,
+                executable,
+            }),
+        }
     }
-    children
+    Ok(files)
 }
 
-/// The system page size in bytes.
-pub fn page_size() -> u64 {
-    procfs::page_size()
+/// A path this process can open one of `pid`'s files by. `/proc/PID/maps` names a file as the
+/// reader's root sees it when the file lies below that root (a chroot seen from the host), else
+/// as the target's own mount namespace does (a container's overlay); so the path is tried
+/// through the target's root (`/proc/PID/root/...`) and as it stands, and the one holding the
+/// mapped inode wins (the first that exists when the inode is not known).
+pub fn readable_path(pid: i32, path: &Path, inode: Option<u64>) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let through_root =
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+    let candidates = [through_root.clone(), path.to_path_buf()];
+    let holds = |candidate: &PathBuf| match (std::fs::metadata(candidate), inode) {
+        (Ok(meta), Some(inode)) if inode != 0 => meta.ino() == inode,
+        (Ok(_), _) => true,
+        (Err(_), _) => false,
+    };
+    candidates.into_iter().find(holds).unwrap_or(through_root)
+}
+
+fn io_error(pid: i32, err: &std::io::Error) -> ProcessError {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => ProcessError::denied(pid),
+        _ if is_gone(err) => ProcessError::not_openable(pid),
+        _ => ProcessError::Proc {
+            pid,
+            message: err.to_string(),
+        },
+    }
 }
 
 fn proc_error(pid: i32, err: ProcError) -> ProcessError {
     match err {
-        ProcError::NotFound(_) => ProcessError::NoSuchProcess(pid),
-        ProcError::PermissionDenied(_) => ProcessError::PermissionDenied(pid),
+        ProcError::NotFound(_) => ProcessError::not_openable(pid),
+        ProcError::PermissionDenied(_) => ProcessError::denied(pid),
         other => ProcessError::Proc {
             pid,
             message: other.to_string(),
@@ -245,37 +342,27 @@ mod tests {
     use std::process::Command;
 
     #[test]
-    fn descendants_include_grandchildren() {
-        // A shell that starts a sleeping subshell, which starts a sleeping child: a child and a
-        // grandchild of the shell.
-        let mut shell = Command::new("sh")
-            .args(["-c", "(sleep 30; true) & sleep 30; true"])
-            .spawn()
-            .expect("sh");
-        let pid = shell.id() as i32;
-        let mut found = Vec::new();
-        for _ in 0..200 {
-            found = descendant_pids(pid);
-            if found.len() >= 3 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        for &descendant in &found {
-            // SAFETY: kill(2) on processes this test started (they are not reaped by anyone
-            // else while the shell is alive).
-            unsafe {
-                libc::kill(descendant, libc::SIGKILL);
-            }
-        }
-        let _ = shell.kill();
-        let _ = shell.wait();
+    fn a_process_that_exits_while_attaching_is_said_so() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        let target = TargetProcess::open(pid).expect("a live process opens");
+        assert_eq!(target.own_pid(), pid, "not in a nested namespace");
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = target
+            .maps()
+            .map_err(ProcessError::while_attaching)
+            .expect_err("its maps are gone");
+        assert!(err.process_exited());
         assert_eq!(
-            found.len(),
-            3,
-            "subshell, its sleep, the shell's sleep: {found:?}"
+            err.to_string(),
+            format!(
+                "process {pid} exited while it was being attached to: there is nothing left to read"
+            )
         );
-        assert!(!found.contains(&pid));
-        assert!(descendant_pids(i32::MAX).is_empty());
+        assert!(matches!(
+            TargetProcess::open(pid),
+            Err(ProcessError::NoSuchProcess(p)) if p == pid
+        ));
     }
 }

@@ -1,12 +1,15 @@
 //! `pmt dump`: every thread's Python stack, once, as text or JSON; with `--subprocesses`, of
 //! every Python process in the tree under the pid (the pid itself may be a launcher).
 
-use crate::attach::{TargetProcess, children_of};
+use crate::attach::{ProcessTree, TargetProcess};
 use crate::python::{PythonSpy, SpyError, SpyOptions, ThreadStack};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use std::io::Write;
+
+/// How many times `pmt dump` reads a thread whose stack it finds torn.
+const DUMP_READ_TRIES: usize = 50;
 
 /// Print every thread's Python stack once, with the interpreter version and RSS.
 #[derive(Debug, Args)]
@@ -20,6 +23,10 @@ pub struct DumpArgs {
     /// Pause the process while reading it (consistent stacks; the target stops briefly).
     #[arg(long)]
     pub blocking: bool,
+    /// Show each frame's local variables: None, bool, int, float, str and bytes values
+    /// (bounded), anything else by its type; read from memory, no target code runs.
+    #[arg(long)]
+    pub locals: bool,
     /// Dump the process and all its descendants as a tree (the pid may be a launcher: a
     /// shell, pyenv's shim, a venv script, a pre-fork server's master).
     #[arg(long)]
@@ -43,6 +50,8 @@ struct ThreadJson<'a> {
     holds_gil: bool,
     idle: bool,
     frames: Vec<FrameJson<'a>>,
+    /// Set when every try found the stack torn: the thread is reported without frames.
+    read_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -50,6 +59,14 @@ struct FrameJson<'a> {
     function: &'a str,
     filename: &'a str,
     line: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locals: Option<Vec<LocalJson<'a>>>,
+}
+
+#[derive(Serialize)]
+struct LocalJson<'a> {
+    name: &'a str,
+    value: &'a str,
 }
 
 /// Runs the subcommand.
@@ -57,6 +74,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
     let options = SpyOptions {
         blocking: args.blocking,
         thread_state: true,
+        // One dump: worth many tries for a whole stack of a thread that moves fast.
+        read_tries: DUMP_READ_TRIES,
+        locals: args.locals,
     };
     if args.subprocesses {
         return run_tree(&args, &options);
@@ -148,6 +168,8 @@ struct TreeJson<'a> {
 /// The tree under `root`, parents before their children (depth first).
 fn read_tree(root: i32, options: &SpyOptions) -> anyhow::Result<Vec<TreeNode>> {
     let root_process = TargetProcess::open(root)?;
+    let mut tree = ProcessTree::polling(root);
+    tree.update(|_| None);
     let mut nodes = Vec::new();
     let mut pending = vec![(root, None, 0usize)];
     while let Some((pid, parent, depth)) = pending.pop() {
@@ -173,13 +195,11 @@ fn read_tree(root: i32, options: &SpyOptions) -> anyhow::Result<Vec<TreeNode>> {
             command,
             dump,
         });
-        let mut children = children_of(pid);
-        children.sort_unstable();
         pending.extend(
-            children
-                .into_iter()
+            tree.children(pid)
+                .iter()
                 .rev()
-                .map(|c| (c, Some(pid), depth + 1)),
+                .map(|&c| (c, Some(pid), depth + 1)),
         );
     }
     Ok(nodes)
@@ -243,12 +263,23 @@ fn thread_json(stack: &ThreadStack) -> ThreadJson<'_> {
         frames: stack
             .frames
             .iter()
-            .map(|f| FrameJson {
+            .enumerate()
+            .map(|(i, f)| FrameJson {
                 function: &f.code.function,
                 filename: &f.code.filename,
                 line: f.line,
+                locals: stack.locals.get(i).map(|locals| {
+                    locals
+                        .iter()
+                        .map(|l| LocalJson {
+                            name: &l.name,
+                            value: &l.value,
+                        })
+                        .collect()
+                }),
             })
             .collect(),
+        read_error: stack.read_error.as_deref(),
     }
 }
 
@@ -266,8 +297,14 @@ fn write_thread(out: &mut impl Write, stack: &ThreadStack) -> std::io::Result<()
         write!(out, " \"{name}\"")?;
     }
     writeln!(out, " [{}]", flags.join(", "))?;
-    for frame in &stack.frames {
+    for (i, frame) in stack.frames.iter().enumerate() {
         writeln!(out, "    {frame}")?;
+        for local in stack.locals.get(i).into_iter().flatten() {
+            writeln!(out, "        {} = {}", local.name, local.value)?;
+        }
+    }
+    if let Some(error) = &stack.read_error {
+        writeln!(out, "    (stack not read whole: {error})")?;
     }
     Ok(())
 }

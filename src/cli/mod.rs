@@ -12,7 +12,6 @@ pub mod process;
 pub mod report;
 mod run_args;
 pub mod sample;
-mod signals;
 pub mod timeline_report;
 pub mod top;
 pub mod tree;

@@ -1,36 +1,32 @@
 //! What `pmt process` and `pmt tree` share: the target (a PID, or a command to launch and
 //! reap), checking output paths before the run starts, and the output file list.
 
+use crate::attach::child::LaunchedChild;
 use crate::monitor::probe::ProbeError;
-use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 
 /// The process to monitor: given by PID, or launched by us (and waited for at the end).
 #[derive(Debug)]
 pub struct Target {
     /// Its PID.
     pub pid: i32,
-    child: Option<Child>,
+    child: Option<LaunchedChild>,
 }
 
 impl Target {
     /// From `--pid PID` or `-- CMD ARGS...` (exactly one of them).
     pub fn from_args(pid: Option<i32>, command: &[String]) -> anyhow::Result<Target> {
-        match (pid, command.split_first()) {
-            (Some(pid), None) => Ok(Target { pid, child: None }),
-            (None, Some((program, args))) => {
-                let child = Command::new(program).args(args).spawn().with_context(|| {
-                    format!("cannot run {program:?}: check it is installed and on PATH")
-                })?;
-                let pid = i32::try_from(child.id()).context("child PID out of range")?;
+        match (pid, command.is_empty()) {
+            (Some(pid), true) => Ok(Target { pid, child: None }),
+            (None, false) => {
+                let child = LaunchedChild::spawn(command)?;
                 Ok(Target {
-                    pid,
+                    pid: child.pid(),
                     child: Some(child),
                 })
             }
-            (Some(_), Some(_)) => anyhow::bail!("give either --pid PID or -- CMD, not both"),
-            (None, None) => anyhow::bail!("nothing to monitor: give --pid PID or -- CMD [ARGS...]"),
+            (Some(_), false) => anyhow::bail!("give either --pid PID or -- CMD, not both"),
+            (None, true) => anyhow::bail!("nothing to monitor: give --pid PID or -- CMD [ARGS...]"),
         }
     }
 
@@ -54,8 +50,7 @@ impl Target {
 
     /// Waits for a launched command and describes how it ended; `None` for a `--pid` target.
     pub fn finish(&mut self) -> Option<String> {
-        let child = self.child.as_mut()?;
-        Some(match child.wait() {
+        Some(match self.child.as_mut()?.wait() {
             Ok(status) => format!("command exited: {status}"),
             Err(err) => format!("command could not be waited for: {err}"),
         })

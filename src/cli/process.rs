@@ -1,11 +1,11 @@
 //! `pmt process`: log one process's memory and CPU every `--interval` seconds, as pymemtrace's
 //! `process.py` does, then summarise; optional JSON, SVG plot and gnuplot files.
 
+use crate::attach::stop;
 use crate::cli::monitor_common::{Target, check_output_path, print_written};
 use crate::monitor::gnuplot::write_gnuplot;
 use crate::monitor::process::{Extras, ProcessSampler};
 use crate::monitor::record::{Phase, ProcessRecord, log_line, summary_text, to_python_json};
-use crate::monitor::stop;
 use crate::output::plot::MemoryPlot;
 use anyhow::Context;
 use clap::Args;
@@ -106,7 +106,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
             check_output_path(path, what)?;
         }
     }
-    stop::install_handlers();
+    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
     let mut target = Target::from_args(args.pid, &args.command)?;
     let mut sampler = match ProcessSampler::open(target.pid, args.extras()) {
         Ok(sampler) => sampler,
@@ -152,7 +152,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
             Some(at) if at < next => at,
             _ => next,
         };
-        stop::sleep_until(deadline);
+        stop::sleep_until(deadline, stop::flag());
     }
     let ended = target.finish();
     out.flush()?;

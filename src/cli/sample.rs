@@ -8,7 +8,7 @@
 
 use super::output_args::OutputArgs;
 use super::run_args::RunArgs;
-use super::signals::{STOP, install_stop_handlers};
+use crate::attach::stop;
 use crate::output::collapsed::{self, FoldOptions};
 use crate::output::format_value;
 use crate::output::frames::FrameLabels;
@@ -16,6 +16,7 @@ use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
 use crate::run::{Finished, MallocMode, Run, RunObserver};
 use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats, StopReason};
+use anyhow::Context;
 use clap::Args;
 use std::io::IsTerminal;
 
@@ -69,10 +70,10 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    install_stop_handlers()?;
+    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
     let outputs = args.outputs.open()?;
     options.keep_timeline = outputs.needs_timeline();
-    let run = match Run::start(&options, &STOP) {
+    let run = match Run::start(&options, stop::flag()) {
         Ok(run) => run,
         Err(err) => {
             outputs.discard();
@@ -102,7 +103,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let mut uploader = pyroscope.map(|config| Uploader::start(config, target.clone()));
     let mut finished = {
         let mut progress = Progress::new(uploader.as_mut());
-        let finished = run.sample(&STOP, &mut progress);
+        let finished = run.sample(stop::flag(), &mut progress);
         progress.finish();
         finished
     };
@@ -155,6 +156,10 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
             .as_deref()
             .map(|e| format!(" (last: {e})"))
             .unwrap_or_default()
+    );
+    eprintln!(
+        "  thread stacks torn and read again: {}, torn on every try: {} (charged to the thread's previous stack)",
+        stats.torn_reads, stats.unreadable_stacks
     );
     if let (Some(p50), Some(p99)) = (summary.sample_cost_p50_us, summary.sample_cost_p99_us) {
         eprintln!("  cost per sample: p50 {p50:.1} µs, p99 {p99:.1} µs");

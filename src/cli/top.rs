@@ -9,7 +9,7 @@
 
 use super::output_args::OutputArgs;
 use super::run_args::RunArgs;
-use super::signals::{STOP, install_stop_handlers};
+use crate::attach::stop;
 use crate::output::format_bytes;
 use crate::output::frames::{project_root, short_path};
 use crate::profile::{Profile, TargetInfo};
@@ -91,10 +91,11 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     );
     let mut options = args.run.options(malloc)?;
     options.quiet_child = true;
-    install_stop_handlers()?;
+    stop::install_handlers()
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
     let outputs = args.outputs.open()?;
     options.keep_timeline = outputs.needs_timeline();
-    let run = match Run::start(&options, &STOP) {
+    let run = match Run::start(&options, stop::flag()) {
         Ok(run) => run,
         Err(err) => {
             outputs.discard();
@@ -126,7 +127,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         last_draw: None,
         draw_error: None,
     };
-    let mut finished = run.sample(&STOP, &mut view);
+    let mut finished = run.sample(stop::flag(), &mut view);
     let draw_error = view.draw_error.take();
     drop(view);
     ratatui::restore();
@@ -201,13 +202,13 @@ impl TopView {
                 continue;
             }
             match key.code {
-                KeyCode::Char('q') | KeyCode::Esc => STOP.store(true, Ordering::Relaxed),
+                KeyCode::Char('q') | KeyCode::Esc => stop::flag().store(true, Ordering::SeqCst),
                 KeyCode::Char('c')
                     if key
                         .modifiers
                         .contains(ratatui::crossterm::event::KeyModifiers::CONTROL) =>
                 {
-                    STOP.store(true, Ordering::Relaxed)
+                    stop::flag().store(true, Ordering::SeqCst)
                 }
                 KeyCode::Char('s') => self.sort = self.sort.next(),
                 KeyCode::Char('l') => {

@@ -1,9 +1,9 @@
 //! `pmt tree`: monitor a process and all its descendants as they come and go, per process and
 //! in total, with pymemtrace `process_tree.py`'s columns, table and JSON; then summarise.
 
+use crate::attach::stop;
 use crate::cli::monitor_common::{Target, check_output_path, print_written};
 use crate::monitor::record::to_python_json;
-use crate::monitor::stop;
 use crate::monitor::tree::{ColumnFlags, TableWriter, TreeMonitor, TreeSnapshot, snapshot_json};
 use crate::output::plot::MemoryPlot;
 use anyhow::Context;
@@ -130,7 +130,7 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
             check_output_path(path, what)?;
         }
     }
-    stop::install_handlers();
+    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
     let mut target = Target::from_args(args.pid, &args.command)?;
     let root = target.pid;
     let mut monitor = match TreeMonitor::new(root, args.flags().columns()) {
@@ -208,7 +208,7 @@ pub fn run(args: TreeArgs) -> anyhow::Result<()> {
             Some(at) if at < next => at,
             _ => next,
         };
-        if !stop::sleep_until(deadline) {
+        if !stop::sleep_until(deadline, stop::flag()) {
             break;
         }
     }

@@ -1,9 +1,8 @@
-//! The target's resident set size from `/proc/PID/statm`, read with `pread` on a descriptor
-//! opened once, so that a read costs one system call and no path lookup.
+//! The target's resident set size from `/proc/PID/statm`, read through the attach layer's
+//! [`ProcFile`] (a descriptor opened once, one `pread` per read) and its `statm` parser.
 
-use std::fs::File;
+use crate::attach::proc_files::{ProcFile, StatmFields, is_gone, page_size};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// Why the RSS of a process could not be read.
@@ -31,10 +30,7 @@ impl RssError {
     /// Whether the error means the process is gone (its `/proc` entry vanished).
     pub fn process_exited(&self) -> bool {
         match self {
-            RssError::Io { source, .. } => {
-                source.raw_os_error() == Some(libc::ESRCH)
-                    || source.kind() == io::ErrorKind::NotFound
-            }
+            RssError::Io { source, .. } => is_gone(source),
             RssError::Parse { .. } => false,
         }
     }
@@ -43,73 +39,48 @@ impl RssError {
 /// Reads one process's resident set size, in bytes.
 #[derive(Debug)]
 pub struct RssCounter {
-    file: File,
-    path: PathBuf,
+    file: ProcFile,
     page_size: u64,
-    buffer: Vec<u8>,
 }
 
 impl RssCounter {
     /// Opens `/proc/PID/statm` of `pid`.
     pub fn open(pid: i32) -> Result<RssCounter, RssError> {
-        let path = PathBuf::from(format!("/proc/{pid}/statm"));
-        let file = File::open(&path).map_err(|source| RssError::Io {
-            path: path.clone(),
+        let file = ProcFile::of_process(pid, "statm").map_err(|source| RssError::Io {
+            path: PathBuf::from(format!("/proc/{pid}/statm")),
             source,
         })?;
         Ok(RssCounter {
             file,
-            path,
             page_size: page_size(),
-            buffer: vec![0; 128],
         })
     }
 
     /// The current resident set size in bytes.
     pub fn read(&mut self) -> Result<u64, RssError> {
-        let len = self
-            .file
-            .read_at(&mut self.buffer, 0)
-            .map_err(|source| RssError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        let text = &self.buffer[..len];
-        parse_statm_resident_pages(text)
-            .map(|pages| pages * self.page_size)
-            .ok_or_else(|| RssError::Parse {
-                path: self.path.clone(),
-                text: String::from_utf8_lossy(text).into_owned(),
-            })
+        let page_size = self.page_size;
+        let unparsed = match self.file.read() {
+            Ok(text) => match StatmFields::parse(text) {
+                Some(statm) => return Ok(statm.resident * page_size),
+                None => String::from_utf8_lossy(text).into_owned(),
+            },
+            Err(source) => {
+                return Err(RssError::Io {
+                    path: self.file.path().to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Err(RssError::Parse {
+            path: self.file.path().to_path_buf(),
+            text: unparsed,
+        })
     }
-}
-
-/// The second field of `statm` (resident pages).
-fn parse_statm_resident_pages(text: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(text).ok()?;
-    text.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
-/// The kernel's page size in bytes.
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_resident_field() {
-        assert_eq!(
-            parse_statm_resident_pages(b"5713 1201 887 1 0 390 0\n"),
-            Some(1201)
-        );
-        assert_eq!(parse_statm_resident_pages(b"5713"), None);
-        assert_eq!(parse_statm_resident_pages(b"5713 x 1"), None);
-    }
 
     #[test]
     fn own_rss_counts_a_touched_mapping() {

@@ -1,11 +1,11 @@
 //! Per-thread counters of the target from `/proc/PID/task/TID/stat`: page faults (the proxy for
-//! which thread made the process grow), CPU time and run state. One descriptor per thread is kept
-//! open and re-read with `pread`; the thread list is re-scanned on request.
+//! which thread made the process grow), CPU time and run state. One [`ProcFile`] per thread is
+//! kept open and re-read; the thread list is re-scanned on request. Thread ids are the reader's
+//! (host ids for a container seen from the host): the attach layer maps Python's to them.
 
+use crate::attach::proc_files::{ProcFile, StatFields, is_gone, task_ids};
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// Why the threads of a process could not be listed.
@@ -21,8 +21,7 @@ pub struct ThreadListError {
 impl ThreadListError {
     /// Whether the error means the process is gone.
     pub fn process_exited(&self) -> bool {
-        self.source.kind() == io::ErrorKind::NotFound
-            || self.source.raw_os_error() == Some(libc::ESRCH)
+        is_gone(&self.source)
     }
 }
 
@@ -47,7 +46,7 @@ impl ThreadStat {
 /// An open `/proc/PID/task/TID/stat`.
 #[derive(Debug)]
 struct TaskFile {
-    file: File,
+    file: ProcFile,
     name: String,
 }
 
@@ -55,21 +54,19 @@ struct TaskFile {
 #[derive(Debug)]
 pub struct ThreadCounters {
     pid: i32,
-    process: File,
+    process: ProcFile,
     tasks: HashMap<u32, TaskFile>,
-    buffer: Vec<u8>,
 }
 
 impl ThreadCounters {
     /// Lists the threads of `pid` and opens their counters.
     pub fn open(pid: i32) -> Result<ThreadCounters, ThreadListError> {
         let path = PathBuf::from(format!("/proc/{pid}/stat"));
-        let process = File::open(&path).map_err(|source| ThreadListError { path, source })?;
+        let process = ProcFile::open(&path).map_err(|source| ThreadListError { path, source })?;
         let mut counters = ThreadCounters {
             pid,
             process,
             tasks: HashMap::new(),
-            buffer: vec![0; 1024],
         };
         counters.rescan()?;
         Ok(counters)
@@ -78,36 +75,23 @@ impl ThreadCounters {
     /// Re-lists the process's threads: opens new ones, forgets those that exited.
     pub fn rescan(&mut self) -> Result<(), ThreadListError> {
         let path = PathBuf::from(format!("/proc/{}/task", self.pid));
-        let entries = std::fs::read_dir(&path).map_err(|source| ThreadListError {
+        let alive = task_ids(self.pid).map_err(|source| ThreadListError {
             path: path.clone(),
             source,
         })?;
-        let mut alive = Vec::new();
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            alive.push(tid);
-            if !self.tasks.contains_key(&tid) {
+        for &tid in &alive {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.tasks.entry(tid) {
                 // A thread may exit between the listing and the open: then it is simply not tracked.
-                if let Ok(file) = File::open(path.join(tid.to_string()).join("stat")) {
-                    let mut task = TaskFile {
-                        file,
-                        name: String::new(),
+                if let Ok(mut file) = ProcFile::open(path.join(tid.to_string()).join("stat")) {
+                    let name = match file.read_stat() {
+                        Ok(Some(stat)) => stat.name,
+                        _ => String::new(),
                     };
-                    if let Some((name, _)) = read_task(&mut task.file, &mut self.buffer) {
-                        task.name = name;
-                    }
-                    self.tasks.insert(tid, task);
+                    slot.insert(TaskFile { file, name });
                 }
             }
         }
-        self.tasks.retain(|tid, _| alive.contains(tid));
+        self.tasks.retain(|tid, _| alive.binary_search(tid).is_ok());
         Ok(())
     }
 
@@ -124,7 +108,7 @@ impl ThreadCounters {
     /// The whole process's counters (`/proc/PID/stat`): its faults include those of threads
     /// that have exited. `None` once the process is gone.
     pub fn read_process(&mut self) -> Option<ThreadStat> {
-        read_task(&mut self.process, &mut self.buffer).map(|(_, stat)| stat)
+        read_task(&mut self.process)
     }
 
     /// Reads every tracked thread's counters into `out` (cleared first). Threads whose file can
@@ -132,10 +116,9 @@ impl ThreadCounters {
     pub fn read_all(&mut self, out: &mut Vec<(u32, ThreadStat)>) -> usize {
         out.clear();
         let before = self.tasks.len();
-        let buffer = &mut self.buffer;
         self.tasks
-            .retain(|&tid, task| match read_task(&mut task.file, buffer) {
-                Some((_, stat)) => {
+            .retain(|&tid, task| match read_task(&mut task.file) {
+                Some(stat) => {
                     out.push((tid, stat));
                     true
                 }
@@ -146,63 +129,18 @@ impl ThreadCounters {
 }
 
 /// Reads and parses one task's `stat`; `None` when it is unreadable (the thread exited).
-fn read_task(file: &mut File, buffer: &mut [u8]) -> Option<(String, ThreadStat)> {
-    let len = file.read_at(buffer, 0).ok()?;
-    parse_stat(buffer.get(..len)?)
-}
-
-/// Parses `stat` text: `pid (comm) state ppid ... minflt cminflt majflt cmajflt utime stime ...`.
-/// `comm` may hold spaces and parentheses, so fields are counted from its last `)`.
-fn parse_stat(text: &[u8]) -> Option<(String, ThreadStat)> {
-    let open = text.iter().position(|&b| b == b'(')?;
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let name = String::from_utf8_lossy(text.get(open + 1..close)?).into_owned();
-    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    // Field numbers as in proc(5): state is 3, minflt 10, majflt 12, utime 14, stime 15.
-    let state = *fields.next()?.as_bytes().first()?;
-    let mut numbers = fields.skip(6).map(|f| f.parse::<u64>().ok());
-    let minflt = numbers.next()??;
-    let _cminflt = numbers.next()??;
-    let majflt = numbers.next()??;
-    let _cmajflt = numbers.next()??;
-    let utime = numbers.next()??;
-    let stime = numbers.next()??;
-    Some((
-        name,
-        ThreadStat {
-            state,
-            faults: minflt + majflt,
-            cpu_ticks: utime + stime,
-        },
-    ))
+fn read_task(file: &mut ProcFile) -> Option<ThreadStat> {
+    let stat: StatFields = file.read_stat().ok()??;
+    Some(ThreadStat {
+        state: u8::try_from(stat.state).unwrap_or(b'?'),
+        faults: stat.faults(),
+        cpu_ticks: stat.cpu_ticks(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_awkward_comm() {
-        let text = b"4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1500 0 7 0 120 30 0 0 20 0 3 0 100 1000 50\n";
-        let (name, stat) = parse_stat(text).expect("parse");
-        assert_eq!(name, "my (odd) name");
-        assert_eq!(
-            stat,
-            ThreadStat {
-                state: b'S',
-                faults: 1507,
-                cpu_ticks: 150
-            }
-        );
-        assert!(!stat.running());
-    }
-
-    #[test]
-    fn rejects_truncated_stat() {
-        assert_eq!(parse_stat(b"4242 (x) R 1 2 3"), None);
-        assert_eq!(parse_stat(b"garbage"), None);
-    }
 
     #[test]
     fn faults_are_charged_to_the_thread_that_touches_memory() {
@@ -262,6 +200,6 @@ mod tests {
     }
 
     fn page_size_for_test() -> u64 {
-        crate::memory::rss::page_size()
+        crate::attach::proc_files::page_size()
     }
 }

@@ -1,7 +1,8 @@
 //! Sampling one process (`pmt process`): turns the `/proc` counters of [`probe`](super::probe)
 //! into [`ProcessRecord`]s, the extras chosen by [`Extras`].
 
-use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe};
+use crate::attach::proc_files::KernelUnits;
+use crate::monitor::probe::{self, ProbeError, ProcessProbe};
 use crate::monitor::record::{
     CpuTimes, CtxSwitches, FullMemoryInfo, LocalTime, MemoryInfo, ProcessRecord,
 };
@@ -37,7 +38,10 @@ pub struct ProcessSampler {
 impl ProcessSampler {
     /// Opens process `pid`. Fails with a clear error when it does not exist or cannot be read.
     pub fn open(pid: i32, extras: Extras) -> Result<ProcessSampler, ProbeError> {
-        let units = KernelUnits::read()?;
+        let units = KernelUnits::read().map_err(|source| ProbeError::Io {
+            path: "/proc/stat".into(),
+            source,
+        })?;
         let mut probe = ProcessProbe::open(pid, true)?;
         let stat = probe.stat()?;
         if stat.has_exited() {

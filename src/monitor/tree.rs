@@ -2,13 +2,14 @@
 //! manner of pymemtrace's `process_tree.py`: the same columns, table layout (or `--sep`
 //! separated), diff columns, and JSON records, plus a total row per tick.
 //!
-//! The tree is followed through the kernel's process events where it gives them, else
-//! re-discovered every tick from the children lists; each process is read through descriptors
+//! The tree is followed by the attach layer's [`ProcessTree`] (the kernel's process events where
+//! it gives them, else the children lists every tick); each process is read through descriptors
 //! kept open ([`ProcessProbe`]) and its CPU-time clock, so with the default columns a tick costs a
 //! `clock_gettime` and one `pread` of `statm` per process (see [`TreeMonitor`]).
 
-use crate::monitor::probe::{self, KernelUnits, ProbeError, ProcessProbe, StatFields};
-use crate::monitor::proc_events::{ProcEvent, ProcEvents};
+use crate::attach::ProcessTree;
+use crate::attach::proc_files::{KernelUnits, StatFields};
+use crate::monitor::probe::{self, ProbeError, ProcessProbe};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -370,8 +371,8 @@ impl TreeSnapshot {
 /// What reading one process in a tick found.
 #[derive(Debug)]
 enum NodeRead {
-    /// Running, its row filled; its children's PIDs when the tree is being walked.
-    Alive(Option<Vec<i32>>),
+    /// Running, its row filled.
+    Alive,
     /// Exited but not yet reaped by its parent.
     Zombie,
     /// No longer there.
@@ -391,6 +392,9 @@ struct Node {
     ppid: i32,
     /// `stat` must be read at the next tick: never read yet, or an exec or rename was seen.
     stale: bool,
+    /// Threads, as `stat` last said (the tree follower reads every thread's children list
+    /// only for processes with more than one).
+    threads: Option<u64>,
     /// The last tick (1, 2, …) that reached it.
     seen_in: usize,
 }
@@ -405,19 +409,10 @@ impl Node {
             start_ticks: 0,
             ppid: 0,
             stale: true,
+            threads: None,
             seen_in: 0,
         }
     }
-}
-
-/// How a [`TreeMonitor`] learns which processes are in the tree.
-#[derive(Debug)]
-enum Discovery {
-    /// The kernel's fork, exec and exit events; children lists are read again only when
-    /// events were lost or a process with children left.
-    Events(ProcEvents),
-    /// Every process's children list (and `stat`) at every tick.
-    Polling,
 }
 
 /// What `pmt tree` saw over its run, for the final summary.
@@ -457,12 +452,12 @@ pub struct SeenProcess {
 /// Each tick reads, per process, its CPU-time clock and `/proc/PID/statm` (RSS, as psutil reads
 /// it); `/proc/PID/stat`
 /// only when a shown column needs it (page faults, user/system CPU, threads, status), when the
-/// process is new or has exec'd or been renamed, or when the tree is walked. The tree is kept
-/// from the kernel's process events ([`ProcEvents`]) and walked through the children lists only
-/// at the first tick, after lost events, and when a process with children exits (its children
-/// are reparented). Without events (not root, or not in the initial PID namespace) it walks,
-/// and reads `stat` (and `statm`, but not the clock: CPU time then comes from `stat`), at every
-/// tick.
+/// process is new or has exec'd or been renamed, or when the tree is walked. Which processes are
+/// in the tree is the [`ProcessTree`] follower's business: from process events, walking the
+/// children lists only at the first tick, after lost events, and when a process with children
+/// exits. Without events (not root, or not in the initial PID namespace) it walks, and the
+/// monitor reads `stat` (and `statm`, but not the clock: CPU time then comes from `stat`), at
+/// every tick.
 #[derive(Debug)]
 pub struct TreeMonitor {
     root: i32,
@@ -471,17 +466,11 @@ pub struct TreeMonitor {
     /// Whether a shown column comes from `stat`.
     columns_need_stat: bool,
     nodes: FxHashMap<i32, Node>,
-    discovery: Discovery,
-    /// Children (sorted) of each process in the tree, as last walked and then followed by events.
-    children: FxHashMap<i32, Vec<i32>>,
-    /// Parent of each process in the tree but the root.
-    parent: FxHashMap<i32, i32>,
-    /// Walk the children lists at the next tick.
-    walk_next: bool,
-    events: Vec<ProcEvent>,
-    /// The depth-first walk's stack, and children that vanished before they were opened,
-    /// kept between ticks for their storage.
+    tree: ProcessTree,
+    /// The depth-first walk's stack, one process's children, and children that vanished
+    /// before they were opened, kept between ticks for their storage.
     stack: Vec<(i32, usize)>,
+    kids: Vec<i32>,
     vanished: Vec<i32>,
     started: Instant,
     stats: TreeStats,
@@ -491,25 +480,24 @@ impl TreeMonitor {
     /// Starts tracking `root`, from process events where the kernel gives them (else by
     /// polling); fails with a clear error if `root` does not exist or cannot be read.
     pub fn new(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
-        let discovery = match ProcEvents::subscribe() {
-            Ok(events) => Discovery::Events(events),
-            Err(_) => Discovery::Polling,
-        };
-        Self::with_discovery(root, columns, discovery)
+        Self::with_tree(root, columns, ProcessTree::follow(root))
     }
 
     /// Starts tracking `root` by reading every process's children list and `stat` at every tick
     /// (what [`TreeMonitor::new`] falls back to without process events).
     pub fn polling(root: i32, columns: Vec<Column>) -> Result<TreeMonitor, ProbeError> {
-        Self::with_discovery(root, columns, Discovery::Polling)
+        Self::with_tree(root, columns, ProcessTree::polling(root))
     }
 
-    fn with_discovery(
+    fn with_tree(
         root: i32,
         columns: Vec<Column>,
-        discovery: Discovery,
+        tree: ProcessTree,
     ) -> Result<TreeMonitor, ProbeError> {
-        let units = KernelUnits::read()?;
+        let units = KernelUnits::read().map_err(|source| ProbeError::Io {
+            path: "/proc/stat".into(),
+            source,
+        })?;
         let mut probe = ProcessProbe::open(root, true)?;
         if probe.stat()?.has_exited() {
             return Err(ProbeError::NoSuchProcess { pid: root });
@@ -522,12 +510,9 @@ impl TreeMonitor {
             columns_need_stat: columns.iter().any(|c| c.needs_stat()),
             columns,
             nodes,
-            discovery,
-            children: FxHashMap::default(),
-            parent: FxHashMap::default(),
-            walk_next: true,
-            events: Vec::new(),
+            tree,
             stack: Vec::new(),
+            kids: Vec::new(),
             vanished: Vec::new(),
             started: Instant::now(),
             stats: TreeStats::default(),
@@ -546,75 +531,13 @@ impl TreeMonitor {
 
     /// Whether the tree is followed through the kernel's process events (rather than polled).
     pub fn uses_events(&self) -> bool {
-        matches!(self.discovery, Discovery::Events(_))
+        self.tree.uses_events()
     }
 
-    /// Whether `pid` is in the tree as last known.
-    fn tracked(&self, pid: i32) -> bool {
-        pid == self.root || self.parent.contains_key(&pid)
-    }
-
-    fn link(&mut self, parent: i32, child: i32) {
-        let siblings = self.children.entry(parent).or_default();
-        if let Err(at) = siblings.binary_search(&child) {
-            siblings.insert(at, child);
-        }
-        self.parent.insert(child, parent);
-    }
-
-    /// Drops `pid` from the tree; if it had children, they were reparented somewhere, so the
-    /// next tick walks the children lists to find where.
+    /// Drops `pid` from the tree and forgets its descriptors.
     fn unlink(&mut self, pid: i32) {
-        if let Some(parent) = self.parent.remove(&pid)
-            && let Some(siblings) = self.children.get_mut(&parent)
-        {
-            siblings.retain(|p| *p != pid);
-        }
-        if self.children.remove(&pid).is_some_and(|c| !c.is_empty()) {
-            self.walk_next = true;
-        }
+        self.tree.remove(pid);
         self.nodes.remove(&pid);
-    }
-
-    /// Applies the events since the last tick; returns whether this tick must walk the
-    /// children lists.
-    fn follow_events(&mut self) -> bool {
-        let Discovery::Events(source) = &mut self.discovery else {
-            return true;
-        };
-        let mut events = std::mem::take(&mut self.events);
-        events.clear();
-        match source.drain(|event| events.push(event)) {
-            Ok(drained) => self.walk_next |= drained.lost,
-            Err(_) => {
-                self.discovery = Discovery::Polling;
-                return true;
-            }
-        }
-        for event in &events {
-            match *event {
-                ProcEvent::Fork {
-                    parent_tgid,
-                    child_pid,
-                    child_tgid,
-                } if child_pid == child_tgid && self.tracked(parent_tgid) => {
-                    self.link(parent_tgid, child_pid);
-                }
-                ProcEvent::Exec { tgid, .. } | ProcEvent::Comm { tgid, .. } => {
-                    if let Some(node) = self.nodes.get_mut(&tgid) {
-                        node.stale = true;
-                    }
-                }
-                ProcEvent::Exit { pid, tgid }
-                    if pid == tgid && pid != self.root && self.tracked(pid) =>
-                {
-                    self.unlink(pid);
-                }
-                _ => {}
-            }
-        }
-        self.events = events;
-        std::mem::take(&mut self.walk_next)
     }
 
     /// Reads the whole tree now; `None` once the root has exited.
@@ -626,11 +549,18 @@ impl TreeMonitor {
     /// Reads the whole tree now into `snapshot`, reusing its rows, so that a tick of a tree
     /// whose processes stay allocates nothing; `false` once the root has exited.
     pub fn tick_into(&mut self, snapshot: &mut TreeSnapshot) -> bool {
-        let walk = self.follow_events();
+        let nodes = &self.nodes;
+        let update = self
+            .tree
+            .update(|pid| nodes.get(&pid).and_then(|node| node.threads));
+        for pid in &update.renamed {
+            if let Some(node) = self.nodes.get_mut(pid) {
+                node.stale = true;
+            }
+        }
+        let walk = update.walked;
         if walk {
             self.stats.walks += 1;
-            self.children.clear();
-            self.parent.clear();
         }
         let tick = self.stats.ticks + 1;
         let now = Instant::now();
@@ -641,6 +571,7 @@ impl TreeMonitor {
         let mut filled = 0;
         let mut stack = std::mem::take(&mut self.stack);
         let mut vanished = std::mem::take(&mut self.vanished);
+        let mut kids = std::mem::take(&mut self.kids);
         stack.clear();
         stack.push((self.root, 0usize));
         while let Some((pid, depth)) = stack.pop() {
@@ -651,29 +582,25 @@ impl TreeMonitor {
             if snapshot.rows.len() == filled {
                 snapshot.rows.push(Row::blank());
             }
-            let polled =
-                match self.read_node(pid, depth, now, wall, walk, &mut snapshot.rows[filled]) {
-                    NodeRead::Alive(polled) => polled,
-                    // Kept (one open descriptor) until reaped, so it is not reopened every tick.
-                    NodeRead::Zombie if pid != self.root => continue,
-                    NodeRead::Zombie | NodeRead::Gone if pid == self.root => {
-                        self.stack = stack;
-                        self.vanished = vanished;
-                        return false;
-                    }
-                    NodeRead::Zombie | NodeRead::Gone => {
-                        self.unlink(pid);
-                        continue;
-                    }
-                };
-            filled += 1;
-            for child in polled.into_iter().flatten() {
-                self.link(pid, child);
+            match self.read_node(pid, depth, now, wall, walk, &mut snapshot.rows[filled]) {
+                NodeRead::Alive => {}
+                // Kept (one open descriptor) until reaped, so it is not reopened every tick.
+                NodeRead::Zombie if pid != self.root => continue,
+                NodeRead::Zombie | NodeRead::Gone if pid == self.root => {
+                    self.stack = stack;
+                    self.vanished = vanished;
+                    self.kids = kids;
+                    return false;
+                }
+                NodeRead::Zombie | NodeRead::Gone => {
+                    self.unlink(pid);
+                    continue;
+                }
             }
-            let Some(children) = self.children.get(&pid) else {
-                continue;
-            };
-            for &child in children.iter().rev() {
+            filled += 1;
+            kids.clear();
+            kids.extend_from_slice(self.tree.children(pid));
+            for &child in kids.iter().rev() {
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.nodes.entry(child) {
                     match ProcessProbe::open(child, true) {
                         Ok(probe) => {
@@ -693,6 +620,7 @@ impl TreeMonitor {
         }
         self.stack = stack;
         self.vanished = vanished;
+        self.kids = kids;
         snapshot.rows.truncate(filled);
         self.nodes.retain(|_, node| node.seen_in == tick);
         snapshot.monitor_time = now.duration_since(self.started).as_secs_f64();
@@ -718,7 +646,7 @@ impl TreeMonitor {
         // Polling reads `stat` every tick anyway, and takes the CPU time from it (utime + stime,
         // in clock ticks) rather than pay for the clock too. Otherwise the clock comes first:
         // the descriptor reads after it prove the PID still names this process.
-        let polling = matches!(self.discovery, Discovery::Polling);
+        let polling = !self.tree.uses_events();
         let clock_ns = if polling {
             None
         } else {
@@ -749,12 +677,9 @@ impl TreeMonitor {
             }
             node.start_ticks = stat.starttime;
             node.ppid = stat.ppid;
+            node.threads = Some(stat.num_threads);
             node.stale = false;
         }
-        let polled = match (&stat, walk) {
-            (Some(stat), true) => Some(node.probe.children(stat.num_threads).unwrap_or_default()),
-            _ => None,
-        };
         let cpu_ns = match (clock_ns, &stat) {
             (Some(ns), _) => ns,
             (None, stat) => stat.as_ref().map_or(0, |stat| {
@@ -783,7 +708,7 @@ impl TreeMonitor {
         row.ppid = if pid == self.root {
             node.ppid
         } else {
-            self.parent.get(&pid).copied().unwrap_or(node.ppid)
+            self.tree.parent(pid).unwrap_or(node.ppid)
         };
         row.cpu_seconds = cpu_seconds;
         let counters = Counters {
@@ -796,7 +721,7 @@ impl TreeMonitor {
         if fill_values(&self.columns, &counters, units, &mut values) {
             row.values = Some(values);
         }
-        NodeRead::Alive(polled)
+        NodeRead::Alive
     }
 
     fn fill_totals(&self, rows: &[Row], totals: &mut Vec<Option<f64>>) {

@@ -1,6 +1,23 @@
 //! Walking one thread's chain of frames: `PyFrameObject` (≤3.10) or `_PyInterpreterFrame`
-//! (3.11+), innermost first, skipping the C-stack shim frames of 3.12+. Bounded: a cyclic or
-//! garbage chain ends in an error, never a hang.
+//! (3.11+), innermost first, skipping the shim frames of 3.12+ that belong to the C stack or
+//! the interpreter. Bounded: a cyclic or garbage chain ends in an error, never a hang.
+//!
+//! A running target changes its chain while it is read, so a walk also checks that what it
+//! read is whole, where the version makes that checkable, and fails (for the caller to read
+//! again) when it is not:
+//! - the outermost frame of a thread never runs a generator's code (a generator that yields
+//!   unlinks its frame from its caller);
+//! - 3.15: the chain ends at the thread's own `base_frame`;
+//! - 3.12–3.14: the chain ends at a shim frame (each evaluation loop starts with one);
+//! - 3.11: the chain ends at an entry frame (`is_entry`).
+//!
+//! An innermost interpreter frame without code is being pushed or popped; the walk starts
+//! below it.
+//!
+//! Before 3.11 frames are objects: a frame freed under the reader (onto a free list, or kept
+//! as its code's zombie frame) has a reference count of 0, so a chain through one is torn.
+//! Nothing in a frame says it is the first, so the reader also compares the outermost frame
+//! with the one earlier reads of the thread found (see `spy.rs`).
 
 use super::Frame;
 use super::code::{CodeCache, InstructionPosition};
@@ -11,32 +28,66 @@ use crate::attach::ReadMemory;
 /// The deepest chain the walker follows before calling it garbage.
 pub const MAX_FRAMES: usize = 4096;
 
-/// `_PyInterpreterFrame.owner` of a shim frame that belongs to the C stack (3.12+).
-const FRAME_OWNED_BY_CSTACK: u8 = 3;
+/// `_PyInterpreterFrame.owner` values from which on a frame is a shim, not Python code:
+/// `FRAME_OWNED_BY_CSTACK` (3 in 3.12–3.13, 4 in 3.14) and `FRAME_OWNED_BY_INTERPRETER`
+/// (3 in 3.14+).
+const FIRST_SHIM_OWNER: u8 = 3;
 
-/// The frames of the chain starting at `first`, innermost first.
-///
-/// A chain whose outermost frame runs a generator's (or coroutine's) code was cut while
-/// being read: a generator that yields unlinks its frame from its caller, and a thread's
-/// outermost frame is never a generator's. That is an error, for the caller to read again.
+/// Low bits of `_PyInterpreterFrame.f_executable` (a `_PyStackRef`, 3.14+) that tag the
+/// reference rather than address the object.
+const STACKREF_TAG_BITS: u64 = 3;
+
+/// `PyObject.ob_refcnt`: the first word of every object (non-debug builds).
+const REFCNT_OFFSET: u64 = 0;
+
+/// A thread's frames as one walk found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// The Python frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// The address of the outermost Python frame (0 for an empty chain): stable for a
+    /// thread's life, so a reader can tell a cut chain on versions that mark no first frame.
+    pub outermost: u64,
+    /// `(frame, code object)` addresses of each Python frame, innermost first, when the walk
+    /// was asked to keep them (to read locals).
+    pub addresses: Vec<(u64, u64)>,
+}
+
+/// The frames of the chain starting at `first`, innermost first. `base_frame` is the
+/// thread's `base_frame` (3.15+), where a whole chain ends; `keep_addresses` fills
+/// [`Chain::addresses`].
 pub fn walk_frames(
     mem: &impl ReadMemory,
     layout: &Layout,
     codes: &mut CodeCache,
     first: u64,
-) -> Result<Vec<Frame>, DecodeError> {
+    base_frame: Option<u64>,
+    keep_addresses: bool,
+) -> Result<Chain, DecodeError> {
     let interpreter_frames = layout.version >= (3, 11);
+    let shims = layout.version >= (3, 12);
+    let tagged_code = layout.version >= (3, 14);
+    let frame_objects = !interpreter_frames;
     let span = span_of(&[
+        REFCNT_OFFSET,
         layout.frame_back,
         layout.frame_code,
         layout.frame_lasti,
         layout.frame_owner.unwrap_or(0),
+        layout.frame_is_entry.unwrap_or(0),
     ]);
     let mut buf = vec![0u8; span];
-    let mut frames = Vec::new();
+    let mut chain = Chain {
+        frames: Vec::new(),
+        outermost: 0,
+        addresses: Vec::new(),
+    };
     let mut addr = first;
     let mut visited = 0usize;
     let mut outermost_is_generator = false;
+    // What the last frame visited (Python or shim) says about being a thread's first.
+    let mut last = 0u64;
+    let mut last_is_first = false;
     while addr != 0 {
         visited += 1;
         if visited > MAX_FRAMES {
@@ -46,10 +97,30 @@ pub fn walk_frames(
             ));
         }
         mem.read(addr, &mut buf)?;
+        if frame_objects && field_u64(&buf, REFCNT_OFFSET) == 0 {
+            return Err(DecodeError::invalid(
+                "frame chain (torn: it runs through a freed frame)",
+                addr,
+            ));
+        }
         let back = field_u64(&buf, layout.frame_back);
-        let code = field_u64(&buf, layout.frame_code);
+        let mut code = field_u64(&buf, layout.frame_code);
         let owner = layout.frame_owner.map(|at| field_u8(&buf, at));
-        if owner == Some(FRAME_OWNED_BY_CSTACK) && layout.version >= (3, 12) {
+        last = addr;
+        last_is_first = layout
+            .frame_is_entry
+            .is_some_and(|at| field_u8(&buf, at) != 0);
+        if shims && owner.is_some_and(|o| o >= FIRST_SHIM_OWNER) {
+            last_is_first = true;
+            addr = back;
+            continue;
+        }
+        if tagged_code {
+            code &= !STACKREF_TAG_BITS;
+        }
+        if code == 0 && interpreter_frames && chain.frames.is_empty() {
+            // The innermost frame is being pushed or popped (its code not set yet, or
+            // cleared already): the stack is the one of the moment before or after.
             addr = back;
             continue;
         }
@@ -58,9 +129,13 @@ pub fn walk_frames(
         } else {
             InstructionPosition::Lasti(field_u32(&buf, layout.frame_lasti) as i32)
         };
+        if keep_addresses {
+            chain.addresses.push((addr, code));
+        }
         let (code, line, generator) = codes.frame(mem, layout, code, position)?;
         outermost_is_generator = generator;
-        frames.push(Frame { code, line });
+        chain.frames.push(Frame { code, line });
+        chain.outermost = addr;
         addr = back;
     }
     if outermost_is_generator {
@@ -69,5 +144,15 @@ pub fn walk_frames(
             first,
         ));
     }
-    Ok(frames)
+    let ends_where_threads_start = match base_frame {
+        Some(base) => last == base,
+        None => !interpreter_frames || last_is_first,
+    };
+    if first != 0 && !ends_where_threads_start {
+        return Err(DecodeError::invalid(
+            "frame chain (cut: it ends at a frame no thread starts with)",
+            first,
+        ));
+    }
+    Ok(chain)
 }

@@ -52,6 +52,9 @@ pub struct Layout {
     pub cframe_current_frame: Option<u64>,
     /// `PyThreadState.thread_id` (the `pthread_t` that `threading.get_ident()` returns).
     pub tstate_thread_id: u64,
+    /// `PyThreadState.base_frame` (3.15+): the sentinel frame every chain of the thread ends
+    /// at, so a chain that ends elsewhere was cut while being read.
+    pub tstate_base_frame: Option<u64>,
     /// `PyThreadState.native_thread_id` (3.11+; the kernel TID). 3.8–3.10 have
     /// `threading.get_native_id()` but keep no such member in the thread state.
     pub tstate_native_thread_id: Option<u64>,
@@ -65,6 +68,12 @@ pub struct Layout {
     pub frame_lasti: u64,
     /// `PyFrameObject.f_lineno` (≤3.10).
     pub frame_lineno: Option<u64>,
+    /// `f_localsplus` (≤3.10) / `localsplus` (3.11+): where a frame's local variables start
+    /// (an array of object pointers; 3.14+ tagged `_PyStackRef`s).
+    pub frame_localsplus: u64,
+    /// `_PyInterpreterFrame.is_entry` (3.11 only, a `bool`): the first frame of each
+    /// evaluation loop, so the outermost frame of a whole chain has it set.
+    pub frame_is_entry: Option<u64>,
     /// `_PyInterpreterFrame.owner` (3.11+, a `char`).
     pub frame_owner: Option<u64>,
     /// `sizeof(_PyInterpreterFrame)` (3.11+).
@@ -87,6 +96,12 @@ pub struct Layout {
     pub code_qualname: Option<u64>,
     /// `co_firstlineno` (an int).
     pub code_firstlineno: u64,
+    /// `co_varnames` (≤3.10) / `co_localsplusnames` (3.11+): the tuple of local names.
+    pub code_localnames: u64,
+    /// `co_nlocals` (≤3.10) / `co_nlocalsplus` (3.11+): how many of them a frame holds (an int).
+    pub code_nlocals: u64,
+    /// `co_localspluskinds` (3.11+): a bytes object of each local's kind (`CO_FAST_*`).
+    pub code_localkinds: Option<u64>,
     /// `co_flags` (an int: `CO_GENERATOR`, `CO_COROUTINE`, …).
     pub code_flags: u64,
     /// `co_lnotab` (≤3.9) / `co_linetable` (3.10+): a bytes object.
@@ -112,6 +127,11 @@ pub struct Layout {
     /// `PyHeapTypeObject.ht_cached_keys`: the keys shared by instances' split dicts (every
     /// version, 3.3+), and from 3.11 on the keys of instances' inline values.
     pub heaptype_cached_keys: Option<u64>,
+
+    /// `PyTupleObject.ob_item`: where a tuple's items start.
+    pub tuple_items: u64,
+    /// `PyFloatObject.ob_fval`.
+    pub float_value: u64,
 
     // ---- bytes and str ----
     /// `PyBytesObject.ob_sval`.

@@ -30,6 +30,8 @@ generated! {
     v3_11 => "v3_11.rs",
     v3_12 => "v3_12.rs",
     v3_13 => "v3_13.rs",
+    v3_14 => "v3_14.rs",
+    v3_15 => "v3_15.rs",
 }
 
 /// The `(major, minor)` CPython versions that have a generated layout, oldest first.
@@ -42,6 +44,8 @@ pub const SUPPORTED: &[(u8, u8)] = &[
     (3, 11),
     (3, 12),
     (3, 13),
+    (3, 14),
+    (3, 15),
 ];
 
 /// The generated layout of CPython `major.minor`, or `None` for a version without a table.
@@ -55,6 +59,8 @@ pub fn layout_for(major: u8, minor: u8) -> Option<&'static Layout> {
         (3, 11) => Some(&v3_11::LAYOUT),
         (3, 12) => Some(&v3_12::LAYOUT),
         (3, 13) => Some(&v3_13::LAYOUT),
+        (3, 14) => Some(&v3_14::LAYOUT),
+        (3, 15) => Some(&v3_15::LAYOUT),
         _ => None,
     }
 }
@@ -76,7 +82,7 @@ mod tests {
             assert_eq!(layout.version, (major, minor));
         }
         assert!(layout_for(3, 5).is_none());
-        assert!(layout_for(3, 14).is_none());
+        assert!(layout_for(3, 16).is_none());
         assert!(layout_for(2, 7).is_none());
     }
 
@@ -122,6 +128,8 @@ mod tests {
             assert_eq!(layout.dictkeys_size.is_some(), minor <= 10);
             assert_eq!(layout.dictkeys_log2_size.is_some(), minor >= 11);
             assert_eq!(layout.tstate_native_thread_id.is_some(), minor >= 11);
+            assert_eq!(layout.tstate_base_frame.is_some(), minor >= 15);
+            assert_eq!(layout.frame_is_entry.is_some(), minor == 11);
         }
     }
 
@@ -139,8 +147,8 @@ mod tests {
     }
 
     #[test]
-    fn frames_of_3_12_and_3_13_start_with_the_code_then_the_previous_frame() {
-        for minor in [12, 13] {
+    fn frames_of_3_12_on_start_with_the_code_then_the_previous_frame() {
+        for minor in [12, 13, 14, 15] {
             let l = layout_for(3, minor).expect("table");
             assert_eq!((l.frame_code, l.frame_back), (0, 8), "3.{minor}");
         }

@@ -6,6 +6,7 @@ pub mod debug_offsets;
 pub mod frames;
 pub mod layout;
 pub mod layouts;
+pub mod locals;
 pub mod objects;
 pub mod spy;
 pub mod threads;
@@ -61,6 +62,12 @@ pub struct ThreadStack {
     pub holds_gil: bool,
     /// Whether the OS reported the thread as not running (sleeping or waiting).
     pub idle: bool,
-    /// The Python frames, innermost first.
+    /// The Python frames, innermost first (empty when `read_error` is set).
     pub frames: Vec<Frame>,
+    /// Each frame's local variables, parallel to `frames`, when they were asked for
+    /// (`SpyOptions::locals`); empty otherwise.
+    pub locals: Vec<Vec<locals::Local>>,
+    /// Why the stack could not be read whole, when every try found it torn or unreadable:
+    /// the thread is still reported, with no frames.
+    pub read_error: Option<String>,
 }

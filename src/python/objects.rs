@@ -127,6 +127,11 @@ pub fn read_bytes(
 
 /// Reads a non-negative `int` that fits in 64 bits (thread idents).
 pub fn read_u64_int(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result<u64, DecodeError> {
+    u64::try_from(read_int(mem, layout, addr)?).map_err(|_| DecodeError::invalid("int", addr))
+}
+
+/// Reads an `int` of at most three 30-bit digits (any value below 2^90 in magnitude).
+pub fn read_int(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result<i128, DecodeError> {
     let (ndigits, negative) = match layout.long_lv_tag {
         Some(tag_at) => {
             let tag = mem.read_u64(addr.wrapping_add(tag_at))?;
@@ -137,18 +142,18 @@ pub fn read_u64_int(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Result
             (size.unsigned_abs(), size < 0)
         }
     };
-    if negative || ndigits > 3 {
+    if ndigits > 3 {
         return Err(DecodeError::invalid("int", addr));
     }
     let mut digits = [0u8; 12];
     let digits = &mut digits[..(ndigits as usize) * 4];
     mem.read(addr.wrapping_add(layout.long_digit), digits)?;
-    let mut value: u64 = 0;
+    let mut value: i128 = 0;
     for (i, chunk) in digits.chunks_exact(4).enumerate() {
-        let digit = u64::from(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
-        value |= digit.checked_shl(30 * i as u32).unwrap_or(0);
+        let digit = i128::from(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+        value |= digit << (30 * i as u32);
     }
-    Ok(value)
+    Ok(if negative { -value } else { value })
 }
 
 /// The most entries of one dict the reader will look at.

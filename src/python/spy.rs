@@ -2,18 +2,19 @@
 //! `libpythonX.Y.so`, detecting its version, choosing its layout) and reading every thread's
 //! stack. The one entry point the rest of the program uses to see Python state.
 
+use super::ThreadStack;
 use super::code::CodeCache;
-use super::debug_offsets::DebugOffsets;
-use super::frames::walk_frames;
+use super::debug_offsets::{DebugOffsets, Header, Schema};
+use super::frames::{Chain, walk_frames};
 use super::layout::Layout;
 use super::layouts::{SUPPORTED, layout_for};
+use super::locals::frame_locals;
 use super::objects::{DecodeError, read_str};
 use super::threads::{
-    GLIBC_PTHREAD_TID_OFFSET, GilLocation, current_frame, gil_holder, module_global, thread_names,
-    thread_states,
+    GLIBC_PTHREAD_TID_OFFSET, GilLocation, RawThread, current_frame, gil_holder, module_global,
+    thread_names, thread_states,
 };
 use super::version::PythonVersion;
-use super::{Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
@@ -32,6 +33,12 @@ pub struct SpyOptions {
     /// Ask the OS whether each thread is running, to fill [`ThreadStack::idle`]
     /// (one `/proc` read per thread).
     pub thread_state: bool,
+    /// Also read each frame's simple local values ([`ThreadStack::locals`]).
+    pub locals: bool,
+    /// How many times in all a thread's frames are read before its stack is reported
+    /// unreadable (0 means the default, [`FRAME_READ_TRIES`]). A one-off dump can afford
+    /// more than a sampler ticking 1000 times a second.
+    pub read_tries: usize,
 }
 
 /// Why attaching to or reading a process failed. Each message is one line that says what to do.
@@ -86,15 +93,17 @@ pub enum SpyError {
 impl SpyError {
     /// Whether the error means the target is gone.
     pub fn process_exited(&self) -> bool {
-        matches!(
-            self,
-            SpyError::Exited(_)
-                | SpyError::Process(ProcessError::NoSuchProcess(_))
-                | SpyError::Read {
-                    source: DecodeError::Memory(MemoryError::ProcessGone),
-                    ..
-                }
-        )
+        match self {
+            SpyError::Process(err) => err.process_exited(),
+            _ => matches!(
+                self,
+                SpyError::Exited(_)
+                    | SpyError::Read {
+                        source: DecodeError::Memory(MemoryError::ProcessGone),
+                        ..
+                    }
+            ),
+        }
     }
 }
 
@@ -115,8 +124,9 @@ const WANTED_SYMBOLS: &[&str] = &[
     "Py_Version",
 ];
 
-/// How many times one thread's frames are walked before the thread is left out of a read.
-const FRAME_READ_TRIES: usize = 3;
+/// How many times one thread's frames are read, by default, before its stack is reported
+/// unreadable.
+pub const FRAME_READ_TRIES: usize = 8;
 
 /// How often thread names are looked up again when an unnamed thread shows up.
 const NAME_REFRESH: Duration = Duration::from_millis(500);
@@ -138,6 +148,10 @@ pub struct PythonSpy {
     names_read_at: Option<Instant>,
     native_ids: HashMap<u64, u32>,
     thread_errors: u64,
+    torn_reads: u64,
+    /// The outermost frame each thread state's chain was last read whole with (before 3.11,
+    /// where no frame says it is a thread's first): a chain ending elsewhere was cut.
+    outermost: HashMap<u64, u64>,
     /// Pages the previous read used: most stay the same from one sample to the next, so
     /// they are fetched in one batched call before walking.
     last_pages: Vec<u64>,
@@ -148,18 +162,14 @@ impl PythonSpy {
     pub fn attach(pid: i32, options: &SpyOptions) -> Result<PythonSpy, SpyError> {
         let process = TargetProcess::open(pid)?;
         let mem = RemoteMemory::new(pid);
-        let maps = process.maps()?;
-        let exe = process.exe()?;
+        let maps = process.maps().map_err(ProcessError::while_attaching)?;
+        let exe = process.exe().map_err(ProcessError::while_attaching)?;
         let elf = find_interpreter(&process, &maps, &exe).ok_or_else(|| not_python(&process))?;
         let mut version = detect_version(&mem, &elf, &exe).ok_or_else(|| not_python(&process))?;
         let unsupported = || SpyError::Unsupported {
             pid,
             version: version.to_string(),
-            supported: SUPPORTED
-                .iter()
-                .map(|(major, minor)| format!("{major}.{minor}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            supported: supported_list(),
         };
         let runtime = elf.symbols.get("_PyRuntime").copied();
         let root = match (runtime, elf.symbols.get("interp_head")) {
@@ -167,18 +177,15 @@ impl PythonSpy {
             (_, Some(head)) => InterpreterRoot::InterpHead(*head),
             _ => return Err(unsupported()),
         };
-        let base = *layout_for(version.major, version.minor).ok_or_else(unsupported)?;
-        let debug_offsets = match runtime {
-            Some(runtime) if (version.major, version.minor) >= (3, 13) => {
-                DebugOffsets::read(&mem, runtime)
-                    .map_err(|source| SpyError::Read { pid, source })?
-            }
-            _ => None,
-        };
-        let (layout, layout_differences) = match &debug_offsets {
-            Some(debug) => debug.apply(&base),
-            None => (base, Vec::new()),
-        };
+        let (layout, layout_differences, debug_offsets) = choose_layout(&mem, runtime, &version)
+            .map_err(|e| match e {
+                LayoutChoice::Unsupported(why) => SpyError::Unsupported {
+                    pid,
+                    version: format!("{version}{why}"),
+                    supported: supported_list(),
+                },
+                LayoutChoice::Read(source) => SpyError::Read { pid, source },
+            })?;
         let root_interp = match root {
             InterpreterRoot::Runtime(runtime) => mem.read_u64(
                 runtime.wrapping_add(layout.runtime_interpreters_head.unwrap_or_default()),
@@ -216,6 +223,8 @@ impl PythonSpy {
             names_read_at: None,
             native_ids: HashMap::new(),
             thread_errors: 0,
+            torn_reads: 0,
+            outermost: HashMap::new(),
             last_pages: Vec::new(),
         })
     }
@@ -246,9 +255,14 @@ impl PythonSpy {
         self.debug_offsets.as_ref()
     }
 
-    /// Threads skipped so far because their frames could not be read consistently.
+    /// Thread stacks reported unreadable so far (every try found them torn or garbage).
     pub fn thread_read_errors(&self) -> u64 {
         self.thread_errors
+    }
+
+    /// Thread stacks found torn (or unreadable) and read again so far.
+    pub fn torn_reads(&self) -> u64 {
+        self.torn_reads
     }
 
     /// The target process.
@@ -269,8 +283,9 @@ impl PythonSpy {
         }
     }
 
-    /// Reads every Python thread's stack. A thread whose frames change under the reader
-    /// twice in a row is left out and counted in [`PythonSpy::thread_read_errors`].
+    /// Reads every Python thread's stack. A thread whose frames stay torn for every try is
+    /// still reported, with its [`ThreadStack::read_error`] set, and counted in
+    /// [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
         // Scheduler states are taken before pausing: a paused thread always looks stopped.
         let os_states: HashMap<u32, char> = if self.options.thread_state {
@@ -305,15 +320,35 @@ impl PythonSpy {
         let raws = thread_states(&snapshot, &self.layout, head).map_err(|e| self.read_error(e))?;
         let mut stacks = Vec::with_capacity(raws.len());
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
-        for raw in raws {
-            let Some(frames) = self.frames_of(&snapshot, raw.tstate, raw.first_frame) else {
-                self.thread_errors += 1;
-                continue;
+        let mut pages = snapshot.page_addresses();
+        for raw in &raws {
+            let (frames, locals, read_error) = match self.frames_of(&snapshot, raw, &mut pages) {
+                Ok(chain) => {
+                    let locals = chain
+                        .addresses
+                        .iter()
+                        .map(|&(frame, code)| {
+                            frame_locals(&self.mem, &self.layout, frame, code).unwrap_or_default()
+                        })
+                        .collect();
+                    (chain.frames, locals, None)
+                }
+                Err(error) => {
+                    if !self.process.is_alive() {
+                        return Err(SpyError::Exited(self.pid()));
+                    }
+                    self.thread_errors += 1;
+                    (Vec::new(), Vec::new(), Some(error.to_string()))
+                }
             };
             let holder = *holders
                 .entry(raw.interp)
                 .or_insert_with(|| gil_holder(&snapshot, &self.layout, self.gil, raw.interp));
-            let native_id = raw.native_id.or_else(|| self.native_id_of(raw.thread_id));
+            // The interpreter numbers threads in its own PID namespace (a container's).
+            let native_id = raw
+                .native_id
+                .or_else(|| self.native_id_of(raw.thread_id))
+                .and_then(|tid| self.process.host_tid(tid));
             if !self.names.contains_key(&raw.thread_id) {
                 self.refresh_names(raw.interp);
             }
@@ -327,33 +362,119 @@ impl PythonSpy {
                 holds_gil: holder == Some(raw.tstate),
                 idle,
                 frames,
+                locals,
+                read_error,
             });
         }
-        self.last_pages = snapshot.page_addresses();
+        if self.outermost.len() > raws.len() {
+            self.outermost
+                .retain(|tstate, _| raws.iter().any(|r| r.tstate == *tstate));
+        }
+        pages.extend(snapshot.page_addresses());
+        pages.sort_unstable();
+        pages.dedup();
+        self.last_pages = pages;
         Ok(stacks)
     }
 
-    /// The frames of thread state `tstate`, whose innermost frame the snapshot saw at
-    /// `first`. A running target moves under the reader: a walk that fails (a torn read, or a
-    /// chain cut at a generator that yielded meanwhile) is done again straight from the
-    /// target, from the thread's innermost frame as it is now, up to [`FRAME_READ_TRIES`]
-    /// times in all.
+    /// The frames of thread `raw`, whose innermost frame the snapshot saw. A running target
+    /// moves under the reader: a walk that finds the chain torn is done again on a fresh
+    /// snapshot (one batched read of the pages the reads so far used, so that the thread
+    /// state and its frames are copied as close to one instant as the kernel allows), from
+    /// the thread's innermost frame as it is then, up to the configured number of tries.
+    /// `pages` collects the pages the retries used, for the next read's prefetch.
     fn frames_of(
         &mut self,
         snapshot: &PageCache<'_, RemoteMemory>,
-        tstate: u64,
-        first: u64,
-    ) -> Option<Vec<Frame>> {
-        if let Ok(frames) = walk_frames(snapshot, &self.layout, &mut self.codes, first) {
-            return Some(frames);
+        raw: &RawThread,
+        pages: &mut Vec<u64>,
+    ) -> Result<Chain, DecodeError> {
+        let tries = match self.options.read_tries {
+            0 => FRAME_READ_TRIES,
+            n => n,
+        };
+        let mem = self.mem;
+        let mut candidate = None;
+        let mut result = self.whole_chain(snapshot, raw, raw.first_frame);
+        for attempt in 1.. {
+            let believed = match &result {
+                Ok(chain) => self.believable(raw.tstate, chain, &mut candidate),
+                Err(_) => false,
+            };
+            if believed {
+                break;
+            }
+            if attempt >= tries {
+                return Err(match result {
+                    Err(error) => error,
+                    Ok(_) => DecodeError::invalid(
+                        "frame chain (cut: its outermost frame is not the thread's)",
+                        raw.first_frame,
+                    ),
+                });
+            }
+            self.torn_reads += 1;
+            // A target preempted in the middle of changing its chain keeps it torn until it
+            // runs again: let it.
+            std::thread::yield_now();
+            let mut fresh_pages = snapshot.page_addresses();
+            fresh_pages.extend_from_slice(pages);
+            fresh_pages.sort_unstable();
+            fresh_pages.dedup();
+            let fresh = PageCache::prefetched(&mem, &fresh_pages);
+            result = match current_frame(&fresh, &self.layout, raw.tstate) {
+                Ok(first) => self.whole_chain(&fresh, raw, first),
+                Err(error) => Err(error),
+            };
+            pages.extend(fresh.page_addresses());
         }
-        for _ in 1..FRAME_READ_TRIES {
-            let now = current_frame(&self.mem, &self.layout, tstate).ok()?;
-            if let Ok(frames) = walk_frames(&self.mem, &self.layout, &mut self.codes, now) {
-                return Some(frames);
+        let chain = result?;
+        if self.anchors() && !chain.frames.is_empty() {
+            self.outermost.insert(raw.tstate, chain.outermost);
+        }
+        Ok(chain)
+    }
+
+    /// Whether a chain that the frames themselves call whole is the thread's, as far as its
+    /// outermost frame tells (before 3.11): it ends where the thread's chain last ended, or
+    /// two reads in a row (`candidate` keeps the first) end at the same new frame.
+    fn believable(&self, tstate: u64, chain: &Chain, candidate: &mut Option<u64>) -> bool {
+        if !self.anchors() || chain.frames.is_empty() {
+            return true;
+        }
+        match self.outermost.get(&tstate) {
+            None => true,
+            Some(known) if *known == chain.outermost => true,
+            Some(_) if *candidate == Some(chain.outermost) => true,
+            Some(_) => {
+                *candidate = Some(chain.outermost);
+                false
             }
         }
-        None
+    }
+
+    /// One walk of `raw`'s chain from `first`, checked for wholeness as far as the frames
+    /// themselves tell (see `frames.rs`).
+    fn whole_chain(
+        &mut self,
+        mem: &impl ReadMemory,
+        raw: &RawThread,
+        first: u64,
+    ) -> Result<Chain, DecodeError> {
+        walk_frames(
+            mem,
+            &self.layout,
+            &mut self.codes,
+            first,
+            raw.base_frame,
+            self.options.locals,
+        )
+    }
+
+    /// Whether this version's chains are checked against the thread's known outermost frame
+    /// (before 3.11 no frame marks itself as a thread's first).
+    fn anchors(&self) -> bool {
+        self.layout.version < (3, 11)
     }
 
     /// Looks up `threading` names again, at most every [`NAME_REFRESH`].
@@ -380,12 +501,74 @@ impl PythonSpy {
             .mem
             .read_u32(thread_id.checked_add(GLIBC_PTHREAD_TID_OFFSET)?)
             .ok()?;
+        let host = self.process.host_tid(tid)?;
         let known = self.process.thread_ids().ok()?;
-        known.contains(&tid).then(|| {
+        known.contains(&host).then(|| {
             self.native_ids.insert(thread_id, tid);
             tid
         })
     }
+}
+
+/// The supported `major.minor` versions, comma separated, for error messages.
+fn supported_list() -> String {
+    SUPPORTED
+        .iter()
+        .map(|(major, minor)| format!("{major}.{minor}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why no layout could be chosen.
+enum LayoutChoice {
+    /// The build or release is not one the reader can follow (the text qualifies the version).
+    Unsupported(&'static str),
+    /// The interpreter's own table could not be read.
+    Read(DecodeError),
+}
+
+/// The layout for `version`: the generated table, and on 3.13+ the interpreter's own
+/// `_Py_DebugOffsets` over it (a minor newer than every generated table, whose table shape
+/// is known, starts from the newest generated table for the members the interpreter does
+/// not describe).
+fn choose_layout(
+    mem: &RemoteMemory,
+    runtime: Option<u64>,
+    version: &PythonVersion,
+) -> Result<(Layout, Vec<&'static str>, Option<DebugOffsets>), LayoutChoice> {
+    let generated = layout_for(version.major, version.minor);
+    let header = match runtime {
+        Some(runtime) if (version.major, version.minor) >= (3, 13) => {
+            Header::read(mem, runtime).map_err(LayoutChoice::Read)?
+        }
+        _ => None,
+    };
+    let (Some(runtime), Some(header)) = (runtime, header) else {
+        return generated
+            .map(|layout| (*layout, Vec::new(), None))
+            .ok_or(LayoutChoice::Unsupported(""));
+    };
+    if header.free_threaded {
+        return Err(LayoutChoice::Unsupported(
+            " (a free-threaded build, which is not supported yet)",
+        ));
+    }
+    let schema = Schema::for_version(version, header.version).ok_or(if version.suffix.is_empty() {
+        LayoutChoice::Unsupported("")
+    } else {
+        LayoutChoice::Unsupported(" (a pre-release, whose debug offsets are read only for the exact pre-release they were written for)")
+    })?;
+    let base = generated
+        .or_else(|| {
+            SUPPORTED
+                .last()
+                .and_then(|&(major, minor)| layout_for(major, minor))
+        })
+        .ok_or(LayoutChoice::Unsupported(""))?;
+    let debug = DebugOffsets::read(mem, runtime, schema).map_err(LayoutChoice::Read)?;
+    let (mut layout, differences) = debug.apply(base);
+    layout.version = (version.major, version.minor);
+    Ok((layout, differences, Some(debug)))
 }
 
 /// The ELF file holding the interpreter: `libpythonX.Y.so` if mapped, else the executable.
@@ -460,6 +643,9 @@ fn sys_version(mem: &RemoteMemory, layout: &Layout, interp: u64) -> Option<Pytho
 
 fn not_python(process: &TargetProcess) -> SpyError {
     let pid = process.pid();
+    if !process.is_alive() {
+        return SpyError::Process(ProcessError::ExitedWhileAttaching(pid));
+    }
     let command = process.cmdline().unwrap_or_default();
     let pythons: Vec<String> = process
         .descendants()

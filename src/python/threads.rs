@@ -31,6 +31,8 @@ pub struct RawThread {
     pub native_id: Option<u32>,
     /// The innermost frame (0 when the thread runs no Python code).
     pub first_frame: u64,
+    /// `base_frame` (3.15+): the sentinel frame a whole chain of this thread ends at.
+    pub base_frame: Option<u64>,
 }
 
 /// Every thread state of every interpreter, starting at the first interpreter `interp_head`.
@@ -45,6 +47,7 @@ pub fn thread_states(
         layout.tstate_frame,
         layout.tstate_thread_id,
         layout.tstate_native_thread_id.unwrap_or(0),
+        layout.tstate_base_frame.unwrap_or(0),
     ]);
     let mut buf = vec![0u8; span];
     let mut threads = Vec::new();
@@ -70,6 +73,7 @@ pub fn thread_states(
                     .tstate_native_thread_id
                     .map(|at| field_u64(&buf, at) as u32),
                 first_frame,
+                base_frame: layout.tstate_base_frame.map(|at| field_u64(&buf, at)),
             });
             tstate = field_u64(&buf, layout.tstate_next);
         }

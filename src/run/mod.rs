@@ -6,8 +6,8 @@
 //! [`crate::output::format`].
 //!
 //! Owns: assembling a run from [`RunOptions`] and taking it to its end.
-//! Must not touch: the command line, the terminal, signal handlers (the caller owns the stop
-//! flag) or output formats.
+//! Must not touch: the command line, the terminal, signal handlers (the caller passes the
+//! stop flag of `attach::stop`) or output formats.
 
 pub mod live;
 mod target;
@@ -82,17 +82,9 @@ pub enum RunError {
     /// The allocator counters cannot be attached.
     #[error(transparent)]
     Malloc(#[from] MallocError),
-    /// The command line to launch is empty.
-    #[error("nothing to launch: the command line is empty")]
-    NothingToLaunch,
-    /// The command cannot be started.
-    #[error("cannot launch {program}: {source}")]
-    Launch {
-        /// The program.
-        program: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The command cannot be launched.
+    #[error(transparent)]
+    Launch(#[from] crate::attach::child::LaunchError),
     /// The launched command exited before Python could be attached.
     #[error("{command} exited ({status}) before its Python interpreter could be attached")]
     ExitedBeforeAttach {
@@ -154,6 +146,7 @@ impl Run {
         let spy_options = SpyOptions {
             blocking: options.blocking,
             thread_state: false,
+            ..SpyOptions::default()
         };
         let sampler_options = SamplerOptions {
             rate_hz: options.rate_hz,

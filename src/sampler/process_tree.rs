@@ -1,8 +1,10 @@
 //! `--subprocesses`: sampling a process and its descendants as they appear and exit
 //! (multiprocessing pools, pre-fork servers, a launcher's Python children).
 //!
-//! Owns: discovering the root's descendants every [`DISCOVER_INTERVAL`] (from the kernel's
-//! `/proc/PID/task/*/children` lists; once a member's parent has exited, its own descendants), attaching a [`PythonSpy`] to each new Python process
+//! Owns: asking the attach layer's [`ProcessTree`] follower for the root's descendants (at
+//! every tick when it follows the kernel's process events, which cost one `recv` when nothing
+//! happened; else every [`DISCOVER_INTERVAL`] from the children lists; once a member's parent
+//! has exited, its own descendants), attaching a [`PythonSpy`] to each new Python process
 //! (retrying one whose interpreter is still starting for [`ATTACH_PATIENCE`], skipping
 //! non-Python ones such as shells), ticking one [`Sampler`] per process on the run's clock,
 //! tagging each process's samples with its [`ProcessIdentity`], and per-process statistics.
@@ -13,14 +15,15 @@ use super::{
     Attribution, ProcessIdentity, ProcessStats, Sample, SampleSink, Sampler, SamplerError,
     SamplerOptions, SamplerStats, Ticker, process_gone, run_ticks,
 };
-use crate::attach::{TargetProcess, descendant_pids};
+use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// How often the root's descendants are listed again.
+/// How often the root's descendants are listed again without process events, and how often
+/// a descendant not yet readable is retried.
 pub const DISCOVER_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a new descendant that is not (yet) a readable Python process is retried: a launcher
@@ -74,6 +77,7 @@ pub struct ProcessTreeSampler {
     options: SamplerOptions,
     spy_options: SpyOptions,
     members: Vec<Member>,
+    tree: ProcessTree,
     candidates: HashMap<i32, Candidate>,
     discover_every: u64,
     ticks: u64,
@@ -103,6 +107,7 @@ impl ProcessTreeSampler {
             options,
             spy_options,
             members: Vec::new(),
+            tree: ProcessTree::follow(root),
             candidates: HashMap::new(),
             discover_every: (per_discovery as u64).max(1),
             ticks: 0,
@@ -132,13 +137,30 @@ impl ProcessTreeSampler {
         &self.skipped
     }
 
-    /// Lists the tree and attaches to the Python processes not sampled yet.
+    /// Whether the tree is followed through the kernel's process events (rather than polled).
+    pub fn uses_events(&self) -> bool {
+        self.tree.uses_events()
+    }
+
+    /// Brings the tree up to date (each tick with events, every [`DISCOVER_INTERVAL`]
+    /// without) and attaches to new processes when it changed or a retry is due.
+    fn follow_tree(&mut self, time: Duration) {
+        let due = self.ticks.is_multiple_of(self.discover_every);
+        if self.tree.uses_events() || due {
+            let update = self.tree.update(|_| None);
+            if due || update.changed || !update.renamed.is_empty() {
+                self.discover(time);
+            }
+        }
+    }
+
+    /// Takes the tree as last followed and attaches to the Python processes not sampled yet.
     fn discover(&mut self, time: Duration) {
         let mut pids = Vec::new();
         if !process_gone(self.root) {
             pids.push(self.root);
         }
-        pids.extend(descendant_pids(self.root));
+        pids.extend(self.tree.descendants());
         // Members whose parent exited are no longer under the root: follow their children too.
         let orphans: Vec<i32> = self
             .members
@@ -278,9 +300,7 @@ fn add_attribution(total: &mut Attribution, part: &Attribution) {
 
 impl Ticker for ProcessTreeSampler {
     fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
-        if self.ticks.is_multiple_of(self.discover_every) {
-            self.discover(time);
-        }
+        self.follow_tree(time);
         self.ticks += 1;
         let mut sampled = false;
         let mut index = 0;

@@ -9,12 +9,108 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A CPython to test against: a label (`3.11` for pyenv's, `system3.11` for Debian's) and
-/// its executable.
+/// A CPython to test against: a label (`3.11` for pyenv's, `system3.11` for Debian's,
+/// `sid3.14` for Debian sid's in the chroot `.ci/sid_chroot.sh` makes) and its executable.
 #[derive(Debug, Clone)]
 pub struct Interpreter {
     pub label: String,
+    /// The executable as the interpreter sees it (inside its root).
     pub path: PathBuf,
+    /// The root directory it runs under (`chroot`), for sid's interpreters.
+    pub root: Option<PathBuf>,
+}
+
+impl Interpreter {
+    /// A command that runs this interpreter (inside its chroot for sid's: the chroot shares
+    /// the host's `/tmp` and the repository at the same paths, so scripts and temporary files
+    /// have one name on both sides, and the pid is the interpreter's own).
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.path);
+        if let Some(root) = &self.root {
+            let root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+                .expect("a root path without NUL");
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+            let cwd = std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
+                .expect("a working directory without NUL");
+            use std::os::unix::process::CommandExt;
+            // SAFETY: chroot(2) and chdir(2) are async-signal-safe and only read the two
+            // C strings, which outlive the closure.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::chroot(root.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::chdir(cwd.as_ptr()) != 0 && libc::chdir(c"/".as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        command
+    }
+
+    /// The command line that runs this interpreter, for tools that launch it themselves
+    /// (`pmt-sample -- …`).
+    pub fn argv(&self) -> Vec<std::ffi::OsString> {
+        match &self.root {
+            Some(root) => vec![
+                "chroot".into(),
+                root.clone().into_os_string(),
+                self.path.clone().into_os_string(),
+            ],
+            None => vec![self.path.clone().into_os_string()],
+        }
+    }
+
+    /// The executable's path on the host (through the chroot for sid's).
+    pub fn host_path(&self) -> PathBuf {
+        match &self.root {
+            Some(root) => root.join(self.path.strip_prefix("/").unwrap_or(&self.path)),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// The Debian sid chroot (`PMT_SID_ROOT`, default `/srv/pmt-sid`), made by `.ci/sid_chroot.sh`.
+pub fn sid_root() -> PathBuf {
+    PathBuf::from(std::env::var("PMT_SID_ROOT").unwrap_or_else(|_| "/srv/pmt-sid".into()))
+}
+
+/// Mounts into the sid chroot, once per test process and idempotently across processes:
+/// `/proc`, `/dev`, the host's `/tmp` and this repository at their own paths.
+fn prepare_sid_root(root: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        let mounted = |p: &Path| {
+            Command::new("mountpoint")
+                .arg("-q")
+                .arg(p)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mount = |args: &[&std::ffi::OsStr], at: &Path| {
+            std::fs::create_dir_all(at).expect("making a mount point in the sid chroot");
+            let ok = Command::new("mount")
+                .args(args)
+                .arg(at)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mounting {args:?} at {} failed", at.display());
+        };
+        let proc_at = inside(Path::new("/proc"));
+        if !mounted(&proc_at) {
+            mount(&["-t".as_ref(), "proc".as_ref(), "proc".as_ref()], &proc_at);
+        }
+        for dir in [Path::new("/dev"), Path::new("/tmp"), &repo()] {
+            let at = inside(dir);
+            let covered = dir.starts_with("/tmp") && dir != Path::new("/tmp");
+            if !covered && !mounted(&at) {
+                mount(&["--bind".as_ref(), dir.as_os_str()], &at);
+            }
+        }
+    });
 }
 
 fn pyenv_root() -> PathBuf {
@@ -29,14 +125,28 @@ fn pyenv_root() -> PathBuf {
     PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".pyenv")
 }
 
-/// Finds the interpreter for `label` (`3.6` … `3.13`, or `system3.11`).
+/// Finds the interpreter for `label` (`3.6` … `3.13`, `system3.11`, or `sid3.13` … `sid3.15`).
 pub fn find(label: &str) -> Option<Interpreter> {
     if let Some(minor) = label.strip_prefix("system") {
         let path = PathBuf::from(format!("/usr/bin/python{minor}"));
         return path.exists().then(|| Interpreter {
             label: label.to_string(),
             path,
+            root: None,
         });
+    }
+    if let Some(minor) = label.strip_prefix("sid") {
+        let root = sid_root();
+        let interp = Interpreter {
+            label: label.to_string(),
+            path: PathBuf::from(format!("/usr/bin/python{minor}")),
+            root: Some(root.clone()),
+        };
+        if !interp.host_path().exists() {
+            return None;
+        }
+        prepare_sid_root(&root);
+        return Some(interp);
     }
     let versions = pyenv_root().join("versions");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
@@ -54,6 +164,7 @@ pub fn find(label: &str) -> Option<Interpreter> {
     found.pop().map(|path| Interpreter {
         label: label.to_string(),
         path,
+        root: None,
     })
 }
 
@@ -91,6 +202,9 @@ pub const LABELS: &[&str] = &[
     "3.12",
     "3.13",
     "system3.11",
+    "sid3.13",
+    "sid3.14",
+    "sid3.15",
 ];
 
 /// A child process that is killed when dropped.
@@ -136,7 +250,8 @@ impl Drop for Target {
 
 /// Starts `interp` on `script` with `args`, stdout piped.
 pub fn start(interp: &Interpreter, script: &Path, args: &[&str]) -> Target {
-    let mut child = Command::new(&interp.path)
+    let mut child = interp
+        .command()
         .arg(script)
         .args(args)
         .env("PYTHONIOENCODING", "utf-8")
@@ -150,7 +265,8 @@ pub fn start(interp: &Interpreter, script: &Path, args: &[&str]) -> Target {
 
 /// Starts `interp -c code`, stdout piped.
 pub fn start_code(interp: &Interpreter, code: &str) -> Target {
-    let mut child = Command::new(&interp.path)
+    let mut child = interp
+        .command()
         .args(["-c", code])
         .stdout(Stdio::piped())
         .spawn()

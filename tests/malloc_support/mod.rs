@@ -4,73 +4,31 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
 use pymemtrace::memory::malloc::{MallocCounters, MallocError, MallocOptions};
 
-/// A CPython interpreter to test against.
-#[derive(Clone, Debug)]
-pub struct Python {
-    /// Short label, e.g. `pyenv-3.12.1` or `debian-3.11`.
-    pub label: String,
-    /// The executable.
-    pub path: PathBuf,
-}
+/// A CPython interpreter to test against (labels as in `tests/common`: `3.12`, `system3.11`,
+/// `sid3.14`).
+pub type Python = crate::common::Interpreter;
 
-/// Every pyenv CPython 3.6+ and Debian's python3.11; missing ones listed in
-/// `PMT_REQUIRE_PYTHONS` (space or comma separated `3.X`, `system3.11`) fail the test.
+/// Every interpreter `tests/common` knows that is here; a missing one listed in
+/// `PMT_REQUIRE_PYTHONS` fails the test.
 pub fn pythons() -> Vec<Python> {
-    let mut found = Vec::new();
-    let root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))
-        .map(|r| r.join("versions"));
-    if let Some(Ok(entries)) = root.map(std::fs::read_dir) {
-        for entry in entries.flatten() {
-            let version = entry.file_name().to_string_lossy().into_owned();
-            let mut parts = version.split('.');
-            let (Some("3"), Some(minor)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(minor_number) = minor.parse::<u32>() else {
-                continue;
-            };
-            let exe = entry.path().join(format!("bin/python3.{minor}"));
-            if minor_number >= 6 && exe.exists() {
-                found.push(Python {
-                    label: format!("pyenv-{version}"),
-                    path: exe,
-                });
-            }
-        }
-    }
-    let debian = PathBuf::from("/usr/bin/python3.11");
-    if debian.exists() {
-        found.push(Python {
-            label: "debian-3.11".to_string(),
-            path: debian,
-        });
-    }
-    found.sort_by(|a, b| a.label.cmp(&b.label));
-    if let Ok(required) = std::env::var("PMT_REQUIRE_PYTHONS") {
-        for version in required.split([' ', ',']).filter(|v| !v.is_empty()) {
-            // `system3.11` is Debian's /usr/bin/python3.11; `3.X` a pyenv version.
-            let label = match version.strip_prefix("system") {
-                Some(v) => format!("debian-{v}"),
-                None => format!("pyenv-{version}."),
-            };
-            let present = found.iter().any(|p| p.label.starts_with(&label));
-            assert!(
-                present,
-                "PMT_REQUIRE_PYTHONS lists {version}, which is not installed"
-            );
-        }
-    }
+    let found: Vec<Python> = crate::common::LABELS
+        .iter()
+        .filter_map(|label| crate::common::interpreter_or_skip(label))
+        .collect();
     if found.is_empty() {
-        eprintln!("SKIP: no CPython 3.6+ found under pyenv or /usr/bin/python3.11");
+        eprintln!("SKIP: no CPython 3.6+ found here");
     }
     found
+}
+
+/// Whether `python` is one of Debian's builds (static, stripped, pymalloc inlined).
+pub fn is_debian(python: &Python) -> bool {
+    python.label.starts_with("system") || python.label.starts_with("sid")
 }
 
 /// Whether eBPF counters can be attached here. `false` prints why (a skip); with
@@ -105,7 +63,8 @@ impl Workload {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/workloads")
             .join(script);
-        let mut child = Command::new(&python.path)
+        let mut child = python
+            .command()
             .arg(&path)
             .args(args)
             .stdin(Stdio::piped())

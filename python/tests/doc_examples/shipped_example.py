@@ -1,4 +1,5 @@
-# From pymemtrace 0.4.0's pymemtrace/examples/ex_cPyMemTrace.py.
+# From pymemtrace 0.4.0's pymemtrace/examples/ex_cPyMemTrace.py, but naming the log with the
+# tracer's log_file_path(): 0.4.0's module has no get_log_file_path_profile() (its example fails).
 from pymemtrace import cPyMemTrace
 
 
@@ -8,8 +9,8 @@ def create_string(l: int) -> str:
 
 def example_profile_for_documentation():
     print(f'example_profile_for_documentation()')
-    with cPyMemTrace.Profile(0, message="MESSAGE"):
-        print(f'Logging to {cPyMemTrace.get_log_file_path_profile()}')
+    with cPyMemTrace.Profile(0, message="MESSAGE") as profiler:
+        print(f'Logging to {profiler.log_file_path()}')
         l = []
         for i in range(8):
             l.append(create_string(1024**2))

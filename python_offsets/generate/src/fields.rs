@@ -101,6 +101,9 @@ pub const FIELDS: &[Field] = &[
         || off("_PyCFrame.current_frame")
     )),
     field!(tstate_thread_id, false, |_m| off("PyThreadState.thread_id")),
+    field!(tstate_base_frame, true, |m| when(m >= 15, || off(
+        "PyThreadState.base_frame"
+    ))),
     field!(tstate_native_thread_id, true, |m| when(m >= 11, || off(
         "PyThreadState.native_thread_id"
     ))),
@@ -122,6 +125,14 @@ pub const FIELDS: &[Field] = &[
     }),
     field!(frame_lineno, true, |m| when(m <= 10, || off(
         "PyFrameObject.f_lineno"
+    ))),
+    field!(frame_localsplus, false, |m| if m <= 10 {
+        off("PyFrameObject.f_localsplus")
+    } else {
+        off("_PyInterpreterFrame.localsplus")
+    }),
+    field!(frame_is_entry, true, |m| when(m == 11, || off(
+        "_PyInterpreterFrame.is_entry"
     ))),
     field!(frame_owner, true, |m| when(m >= 11, || off(
         "_PyInterpreterFrame.owner"
@@ -148,6 +159,19 @@ pub const FIELDS: &[Field] = &[
     field!(code_firstlineno, false, |_m| off(
         "PyCodeObject.co_firstlineno"
     )),
+    field!(code_localnames, false, |m| if m <= 10 {
+        off("PyCodeObject.co_varnames")
+    } else {
+        off("PyCodeObject.co_localsplusnames")
+    }),
+    field!(code_nlocals, false, |m| if m <= 10 {
+        off("PyCodeObject.co_nlocals")
+    } else {
+        off("PyCodeObject.co_nlocalsplus")
+    }),
+    field!(code_localkinds, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_localspluskinds"
+    ))),
     field!(code_flags, false, |_m| off("PyCodeObject.co_flags")),
     field!(code_linetable, false, |m| if m <= 9 {
         off("PyCodeObject.co_lnotab")
@@ -172,6 +196,8 @@ pub const FIELDS: &[Field] = &[
     field!(heaptype_cached_keys, true, |_m| off(
         "PyHeapTypeObject.ht_cached_keys"
     )),
+    field!(tuple_items, false, |_m| off("PyTupleObject.ob_item")),
+    field!(float_value, false, |_m| off("PyFloatObject.ob_fval")),
     // bytes and str
     field!(bytes_sval, false, |_m| off("PyBytesObject.ob_sval")),
     field!(unicode_state, false, |_m| off("PyASCIIObject.state")),

@@ -71,10 +71,19 @@ pub fn wrapper(minor: u8) -> String {
             "internal/pycore_interp.h",
             "internal/pycore_moduleobject.h",
         ],
-        _ => &[
+        11..=13 => &[
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
             "internal/pycore_frame.h",
+            "internal/pycore_code.h",
+            "internal/pycore_dict.h",
+            "internal/pycore_moduleobject.h",
+        ],
+        // 3.14 moved `_PyInterpreterFrame` to `pycore_interpframe_structs.h`.
+        _ => &[
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+            "internal/pycore_interpframe.h",
             "internal/pycore_code.h",
             "internal/pycore_dict.h",
             "internal/pycore_moduleobject.h",
@@ -109,6 +118,8 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyTypeObject",
     "PyHeapTypeObject",
     "PyBytesObject",
+    "PyTupleObject",
+    "PyFloatObject",
     "PyASCIIObject",
     "PyCompactUnicodeObject",
     "PyLongObject",

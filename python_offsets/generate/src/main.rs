@@ -1,9 +1,13 @@
 //! Generates `python_offsets/generated/v3_N.rs`: the `Layout` of each installed CPython
-//! 3.6–3.13, computed by bindgen (libclang) from that interpreter's own headers.
+//! 3.6–3.15, computed by bindgen (libclang) from that interpreter's own headers.
 //!
 //! Usage:
-//!   python-offsets-generate [--pyenv-root DIR] [--out DIR] [--dump DIR]
+//!   python-offsets-generate [--pyenv-root DIR] [--include INCLUDE_DIR]... [--out DIR] [--dump DIR]
 //!   python-offsets-generate --check INCLUDE_DIR [--out DIR]
+//!
+//! `--include` adds the headers of an interpreter that is not under pyenv (Debian sid's
+//! `/usr/include/python3.14` in the chroot `.ci/sid_chroot.sh` makes); they win over pyenv's
+//! for their minor version.
 //!
 //! `--check` lays out the headers in INCLUDE_DIR (e.g. `/usr/include/python3.11`) and exits
 //! non-zero unless the numbers equal the committed table of the same minor version.
@@ -23,10 +27,11 @@ use fields::{FIELDS, Source};
 use model::Model;
 
 /// The CPython minor versions (of 3.x) the tables cover.
-const MINORS: std::ops::RangeInclusive<u8> = 6..=13;
+const MINORS: std::ops::RangeInclusive<u8> = 6..=15;
 
 struct Args {
     pyenv_root: PathBuf,
+    includes: Vec<PathBuf>,
     out: PathBuf,
     dump: Option<PathBuf>,
     check: Option<PathBuf>,
@@ -38,6 +43,7 @@ fn parse_args() -> Result<Args> {
         pyenv_root: std::env::var_os("PYENV_ROOT")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(&home).join(".pyenv")),
+        includes: Vec::new(),
         out: Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .context("the generator lives in python_offsets/generate")?
@@ -57,9 +63,11 @@ fn parse_args() -> Result<Args> {
             Some("--out") => args.out = value()?,
             Some("--dump") => args.dump = Some(value()?),
             Some("--check") => args.check = Some(value()?),
+            Some("--include") => args.includes.push(value()?),
             _ => bail!(
                 "unknown argument {}; usage: python-offsets-generate \
-                 [--pyenv-root DIR] [--out DIR] [--dump DIR] | --check INCLUDE_DIR",
+                 [--pyenv-root DIR] [--include INCLUDE_DIR]... [--out DIR] [--dump DIR] \
+                 | --check INCLUDE_DIR",
                 flag.to_string_lossy()
             ),
         }
@@ -86,7 +94,7 @@ fn header_version(include: &Path) -> Result<(u8, String)> {
     Ok((minor, version))
 }
 
-/// The include directory of each pyenv CPython 3.6–3.13 (the newest patch release of each).
+/// The include directory of each pyenv CPython 3.6–3.15 (the newest patch release of each).
 fn pyenv_includes(root: &Path) -> Result<Vec<PathBuf>> {
     let versions = root.join("versions");
     let mut found: Vec<(u8, Vec<u32>, PathBuf)> = Vec::new();
@@ -133,6 +141,9 @@ fn bindings(minor: u8, include: &Path) -> Result<String> {
         .header_contents("pmt_layout_wrapper.h", &headers::wrapper(minor))
         .clang_arg(format!("-I{}", include.display()))
         .clang_arg(format!("-I{}", include.join("internal").display()))
+        // Debian's multiarch `pyconfig.h` includes `<x86_64-linux-gnu/python3.X/pyconfig.h>`
+        // from the include root beside the Python headers (a chroot's, for sid's).
+        .clang_arg(format!("-idirafter{}", include.join("..").display()))
         .layout_tests(true)
         .generate_comments(false)
         .derive_copy(false)
@@ -175,7 +186,7 @@ fn layout_of(include: &Path, dump: Option<&Path>) -> Result<(u8, String, String)
     let (minor, version) = header_version(include)?;
     if !MINORS.contains(&minor) {
         bail!(
-            "{} holds CPython {version}, not 3.6–3.13",
+            "{} holds CPython {version}, not 3.6–3.15",
             include.display()
         );
     }
@@ -256,10 +267,15 @@ fn main() -> Result<()> {
     if let Some(include) = &args.check {
         return check(include, &args);
     }
-    let includes = pyenv_includes(&args.pyenv_root)?;
+    let mut includes = pyenv_includes(&args.pyenv_root)?;
+    for extra in &args.includes {
+        let (minor, _) = header_version(extra)?;
+        includes.retain(|p| header_version(p).ok().map(|(m, _)| m) != Some(minor));
+        includes.push(extra.clone());
+    }
     if includes.is_empty() {
         bail!(
-            "no CPython 3.6–3.13 under {}/versions",
+            "no CPython 3.6–3.15 under {}/versions",
             args.pyenv_root.display()
         );
     }

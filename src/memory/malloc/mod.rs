@@ -52,6 +52,8 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 
+use crate::attach::proc_files::read_status;
+
 pub use targets::PythonAllocatorProbes;
 
 /// The BPF object (committed, see `dtrace/bpf/build.sh`), or an empty one on an architecture it
@@ -243,12 +245,9 @@ impl MallocError {
 /// The process (thread group) that `pid` belongs to: `pid` itself, or its process when `pid`
 /// names a thread.
 fn thread_group(pid: i32) -> Result<NonZeroU32, MallocError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|source| MallocError::from_proc(pid, source))?;
+    let status = read_status(pid).map_err(|source| MallocError::from_proc(pid, source))?;
     status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
+        .and_then(|status| u32::try_from(status.tgid).ok())
         .and_then(NonZeroU32::new)
         .ok_or(MallocError::NoSuchProcess { pid })
 }
@@ -279,16 +278,11 @@ fn has_bpf_capabilities() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+    let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let Ok(Some(status)) = read_status(own) else {
         return false;
     };
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
-        return false;
-    };
+    let effective = status.cap_eff;
     let has = |cap: u32| effective & (1u64 << cap) != 0;
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
@@ -336,8 +330,13 @@ impl MallocCounters {
         }
 
         let target_tgid = tgid.get();
+        // In a sidecar the target's ids are the sidecar's PID namespace's, not the kernel's.
+        let (pidns_dev, pidns_ino) =
+            crate::attach::namespaces::reader_pid_namespace().unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &target_tgid, true)
+            .override_global("PIDNS_DEV", &pidns_dev, true)
+            .override_global("PIDNS_INO", &pidns_ino, true)
             .load(BPF_OBJECT)
             .map_err(|e| MallocError::from_bpf("loading the BPF object", &e))?;
 

@@ -1,12 +1,15 @@
 //! Where the allocator probes go: which files of the target map libc and CPython, and the
 //! file offsets of their allocator symbols.
 //!
-//! Reads `/proc/PID/maps` and the ELF files (through `/proc/PID/root`, so a target in another
-//! mount namespace works); attaches nothing itself.
+//! Asks the attach layer for the target's mapped files and for a path to open each by (through
+//! `/proc/PID/root` when the target is in another mount namespace or a chroot), reads the ELF
+//! files; attaches nothing itself.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use crate::attach::process::readable_path;
 
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
@@ -68,27 +71,19 @@ pub enum PythonAllocatorProbes {
     ExportedOnly,
 }
 
-/// Files mapped executable by the target, as paths in the target's mount namespace.
-fn mapped_files(pid: i32) -> Result<Vec<String>, MallocError> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|source| MallocError::from_proc(pid, source))?;
-    let mut seen = HashSet::new();
-    let mut files = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let perms = fields.nth(1).unwrap_or("");
-        if !perms.contains('x') {
-            continue;
-        }
-        // address perms offset dev inode path
-        if let Some(path) = fields.nth(3)
-            && path.starts_with('/')
-            && seen.insert(path.to_string())
-        {
-            files.push(path.to_string());
-        }
-    }
-    Ok(files)
+/// Files mapped executable by the target: the path it shows, and a path to open it by.
+fn mapped_files(pid: i32) -> Result<Vec<(String, PathBuf)>, MallocError> {
+    let files = crate::attach::process::mapped_files(pid).map_err(|err| MallocError::Target {
+        what: err.to_string(),
+    })?;
+    Ok(files
+        .into_iter()
+        .filter(|file| file.executable)
+        .map(|file| {
+            let readable = readable_path(pid, &file.path, Some(file.inode));
+            (file.path.to_string_lossy().into_owned(), readable)
+        })
+        .collect())
 }
 
 fn basename(path: &str) -> &str {
@@ -103,10 +98,6 @@ fn is_libc(path: &str) -> bool {
 fn is_libpython(path: &str) -> bool {
     let name = basename(path);
     name.starts_with("libpython") && name.contains(".so")
-}
-
-fn in_target_root(pid: i32, path: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}/root{path}"))
 }
 
 /// File offsets of the wanted function symbols defined in an ELF file (symtab and dynsym).
@@ -251,17 +242,16 @@ fn sites(
 /// The libc allocator probe sites of process `pid` (with `free` when `frees`).
 pub(crate) fn libc_sites(pid: i32, frees: bool) -> Result<Vec<ProbeSite>, MallocError> {
     let files = mapped_files(pid)?;
-    let libc = files
+    let (_, path) = files
         .iter()
-        .find(|p| is_libc(p))
+        .find(|(shown, _)| is_libc(shown))
         .ok_or(MallocError::NoLibc { pid })?;
-    let path = in_target_root(pid, libc);
     let names: Vec<&str> = LIBC_SYMBOLS.iter().map(|(s, _)| *s).collect();
-    let offsets = symbol_offsets(&path, &names)?;
+    let offsets = symbol_offsets(path, &names)?;
     if !offsets.contains_key("malloc") {
         return Err(MallocError::NoLibc { pid });
     }
-    Ok(sites(&path, &LIBC_SYMBOLS, &offsets, frees))
+    Ok(sites(path, &LIBC_SYMBOLS, &offsets, frees))
 }
 
 /// The CPython allocator probe sites of process `pid` (with the free functions when `frees`):
@@ -271,17 +261,19 @@ pub(crate) fn python_sites(
     frees: bool,
 ) -> Result<(Vec<ProbeSite>, PythonAllocatorProbes), MallocError> {
     let files = mapped_files(pid)?;
-    let mut candidates: Vec<String> = files.iter().filter(|p| is_libpython(p)).cloned().collect();
-    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
-        candidates.push(exe.to_string_lossy().into_owned());
-    }
+    let mut candidates: Vec<PathBuf> = files
+        .iter()
+        .filter(|(shown, _)| is_libpython(shown))
+        .map(|(_, readable)| readable.clone())
+        .collect();
+    // The executable, whichever mount namespace it is in.
+    candidates.push(PathBuf::from(format!("/proc/{pid}/exe")));
     let names: Vec<&str> = PYTHON_IMPL_SYMBOLS
         .iter()
         .chain(PYTHON_EXPORTED_SYMBOLS.iter())
         .map(|(s, _)| *s)
         .collect();
-    for candidate in candidates {
-        let path = in_target_root(pid, &candidate);
+    for path in candidates {
         let Ok(offsets) = symbol_offsets(&path, &names) else {
             continue;
         };

@@ -1,0 +1,179 @@
+//! Benchmark: the sampler's own CPU time per sample at 1000 Hz, on the same target (a thread
+//! 50 Python frames deep, `bench/workloads/deep_stack.py`) in the same run, for `pmt-sample`,
+//! `py-spy record --nonblocking` and, on CPython 3.15, CPython's own sampler
+//! (`python3.15 -m profiling.sampling attach`, run inside the sid chroot beside its target).
+//! CPU time is the sampler process's user + system time (`wait4` rusage), divided by the
+//! samples it reports; the whole process is counted, start-up included.
+//! Writes `bench/results/sampler_cost.md`.
+//!
+//! Run: `bash bench/run.sh sampler_cost` (installs py-spy into bench/.venv first).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SECONDS: &str = "10";
+const RATE: &str = "1000";
+const RUNS: usize = 3;
+
+/// Runs `command` to completion; returns (stdout, stderr, CPU seconds of the process and
+/// the children it waited for).
+fn run_measured(mut command: Command) -> Option<(String, String, f64)> {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let pid = child.id() as libc::pid_t;
+    let output_thread = std::thread::spawn(move || {
+        let mut child = child;
+        let mut out = String::new();
+        let mut err = String::new();
+        use std::io::Read;
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = child.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        (child, out, err)
+    });
+    let (child, out, err) = output_thread.join().ok()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped (std's Child never waited on it).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    std::mem::forget(child);
+    if reaped != pid {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some((out, err, secs(usage.ru_utime) + secs(usage.ru_stime)))
+}
+
+/// The sum of the weights of a folded file.
+fn folded_samples(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+fn pmt_sample(pid: &str, dir: &Path) -> Option<(u64, f64)> {
+    let folded = dir.join("pmt.folded");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command
+        .args(["--metric", "wall", "--rate", RATE, "--duration", SECONDS])
+        .arg("--collapsed")
+        .arg(&folded)
+        .args(["--pid", pid]);
+    let (_, _, cpu) = run_measured(command)?;
+    Some((folded_samples(&folded), cpu))
+}
+
+fn py_spy(pid: &str, dir: &Path) -> Option<(u64, f64)> {
+    let raw = dir.join("py-spy.txt");
+    let mut command = Command::new("py-spy");
+    command
+        .args([
+            "record",
+            "--nonblocking",
+            "--rate",
+            RATE,
+            "--duration",
+            SECONDS,
+        ])
+        .args(["--format", "raw", "-o"])
+        .arg(&raw)
+        .args(["--pid", pid]);
+    let (_, _, cpu) = run_measured(command)?;
+    Some((folded_samples(&raw), cpu))
+}
+
+fn cpython_sampler(interp: &common::Interpreter, pid: &str, dir: &Path) -> Option<(u64, f64)> {
+    let folded = dir.join("cpython.folded");
+    let mut command = interp.command();
+    command
+        .args([
+            "-m",
+            "profiling.sampling",
+            "attach",
+            "-r",
+            RATE,
+            "-d",
+            SECONDS,
+        ])
+        .args(["--collapsed", "-o"])
+        .arg(&folded)
+        .arg(pid);
+    let (_, _, cpu) = run_measured(command)?;
+    Some((folded_samples(&folded), cpu))
+}
+
+fn cell(result: Option<(u64, f64)>) -> String {
+    match result {
+        Some((samples, cpu)) if samples > 0 => format!(
+            "{:.1} µs ({samples} samples, {:.2} s CPU)",
+            cpu * 1e6 / samples as f64,
+            cpu
+        ),
+        Some(_) => "no samples".to_string(),
+        None => "failed".to_string(),
+    }
+}
+
+fn main() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/workloads/deep_stack.py");
+    let mut report = format!(
+        "# Sampler CPU per sample\n\n\
+         Each sampler attached for {SECONDS} s at {RATE} Hz to the same process, whose main \
+         thread runs 50 Python frames deep (`bench/workloads/deep_stack.py`), one after the other \
+         in the same run; CPU per sample = the sampler's user+system time / the samples it \
+         wrote. {RUNS} runs each.\n\n\
+         | CPython | run | `pmt-sample` | `py-spy record --nonblocking` | `python3.15 -m profiling.sampling attach` |\n\
+         | --- | --- | --- | --- | --- |\n"
+    );
+    for label in ["3.12", "sid3.14", "sid3.15"] {
+        let Some(interp) = common::find(label) else {
+            println!("{label}: not installed, skipped");
+            continue;
+        };
+        let mut target = common::start(&interp, &script, &["50", "600"]);
+        target.wait_for_line("READY", Duration::from_secs(30));
+        let pid = target.pid().to_string();
+        for run in 1..=RUNS {
+            let dir = tempfile::tempdir_in("/tmp").expect("temp dir");
+            let pmt = pmt_sample(&pid, dir.path());
+            let spy = py_spy(&pid, dir.path());
+            let own = (label == "sid3.15")
+                .then(|| cpython_sampler(&interp, &pid, dir.path()))
+                .flatten();
+            let line = format!(
+                "| {label} | {run} | {} | {} | {} |\n",
+                cell(pmt),
+                cell(spy),
+                if label == "sid3.15" {
+                    cell(own)
+                } else {
+                    "(3.15 only)".to_string()
+                }
+            );
+            print!("{line}");
+            report.push_str(&line);
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\nMachine: {} cores. Command: `bash bench/run.sh sampler_cost`.",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/sampler_cost.md");
+    std::fs::write(&out, report).expect("writing the report");
+    println!("wrote {}", out.display());
+}

@@ -1,0 +1,125 @@
+//! A frame's local variables for `pmt dump --locals`: names from the code object, values from
+//! the frame's local slots, shown only for a few plain types (`None`, `bool`, `int`, `float`,
+//! `str`, `bytes`), bounded in length; any other value by its type name and address. It only
+//! reads the target's memory: no repr, no attribute lookup, nothing of the target runs.
+
+use super::layout::Layout;
+use super::objects::{DecodeError, read_bytes, read_int, read_str};
+use crate::attach::ReadMemory;
+
+/// The most locals shown for one frame.
+const MAX_LOCALS: u64 = 256;
+/// The most characters of a `str` (or bytes of a `bytes`) shown.
+const MAX_SHOWN: usize = 64;
+/// `CO_FAST_LOCAL` / `CO_FAST_HIDDEN` in `co_localspluskinds` (3.11+).
+const CO_FAST_LOCAL: u8 = 0x20;
+const CO_FAST_HIDDEN: u8 = 0x10;
+/// 3.14+ local slots are `_PyStackRef`s: low bits `11` mark a small int kept in the slot,
+/// other low bits tag a reference.
+const STACKREF_INT_TAG: u64 = 3;
+
+/// One local variable of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// The variable's name.
+    pub name: String,
+    /// A safe rendering of its value (`5`, `'text'`, `<list at 0x7f…>`).
+    pub value: String,
+}
+
+/// The bound local variables (arguments included) of the frame at `frame` running `code`.
+pub fn frame_locals(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    frame: u64,
+    code: u64,
+) -> Result<Vec<Local>, DecodeError> {
+    let names = mem.read_u64(code.wrapping_add(layout.code_localnames))?;
+    let count = u64::from(mem.read_u32(code.wrapping_add(layout.code_nlocals))?);
+    let listed = mem.read_u64(names.wrapping_add(layout.var_size))?;
+    if count > MAX_LOCALS || listed > MAX_LOCALS || count > listed {
+        return Err(DecodeError::invalid("local variable names", names));
+    }
+    let kinds = match layout.code_localkinds {
+        Some(at) => Some(read_bytes(
+            mem,
+            layout,
+            mem.read_u64(code.wrapping_add(at))?,
+        )?),
+        None => None,
+    };
+    let stackrefs = layout.version >= (3, 14);
+    let mut locals = Vec::new();
+    for i in 0..count {
+        if let Some(kinds) = &kinds {
+            let kind = kinds.get(i as usize).copied().unwrap_or(0);
+            if kind & CO_FAST_LOCAL == 0 || kind & CO_FAST_HIDDEN != 0 {
+                continue;
+            }
+        }
+        let name_at = names.wrapping_add(layout.tuple_items + 8 * i);
+        let name = read_str(mem, layout, mem.read_u64(name_at)?)?;
+        let slot = mem.read_u64(frame.wrapping_add(layout.frame_localsplus + 8 * i))?;
+        let value = if stackrefs && slot & STACKREF_INT_TAG == STACKREF_INT_TAG {
+            Some(((slot as i64) >> 2).to_string())
+        } else {
+            let object = if stackrefs {
+                slot & !STACKREF_INT_TAG
+            } else {
+                slot
+            };
+            (object != 0).then(|| show(mem, layout, object))
+        };
+        if let Some(value) = value {
+            locals.push(Local { name, value });
+        }
+    }
+    Ok(locals)
+}
+
+/// The rendering of the object at `addr`; never fails (an unreadable value says so).
+fn show(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> String {
+    let type_name = type_name(mem, layout, addr).unwrap_or_else(|| "?".to_string());
+    let plain = match type_name.as_str() {
+        "NoneType" => Some("None".to_string()),
+        "bool" => read_int(mem, layout, addr)
+            .ok()
+            .map(|v| if v == 0 { "False" } else { "True" }.to_string()),
+        "int" => read_int(mem, layout, addr).ok().map(|v| v.to_string()),
+        "float" => mem
+            .read_u64(addr.wrapping_add(layout.float_value))
+            .ok()
+            .map(|bits| format!("{:?}", f64::from_bits(bits))),
+        "str" => read_str(mem, layout, addr).ok().map(|text| {
+            let shown: String = text.chars().take(MAX_SHOWN).collect();
+            let more = if shown.len() < text.len() { "…" } else { "" };
+            format!("{shown:?}{more}")
+        }),
+        "bytes" => read_bytes(mem, layout, addr).ok().map(|bytes| {
+            let shown: String = bytes
+                .iter()
+                .take(MAX_SHOWN)
+                .flat_map(|b| std::ascii::escape_default(*b))
+                .map(char::from)
+                .collect();
+            let more = if bytes.len() > MAX_SHOWN { "…" } else { "" };
+            format!("b\"{shown}\"{more}")
+        }),
+        _ => None,
+    };
+    plain.unwrap_or_else(|| format!("<{type_name} at {addr:#x}>"))
+}
+
+/// `tp_name` of the object's type, bounded.
+fn type_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<String> {
+    let ty = mem.read_u64(addr.wrapping_add(layout.object_type)).ok()?;
+    let name = mem.read_u64(ty.wrapping_add(layout.type_name)).ok()?;
+    let mut buf = [0u8; 64];
+    for len in [64usize, 16] {
+        if mem.read(name, &mut buf[..len]).is_ok() {
+            let end = buf[..len].iter().position(|&b| b == 0)?;
+            return std::str::from_utf8(&buf[..end]).ok().map(str::to_string);
+        }
+    }
+    None
+}
