@@ -1,4 +1,4 @@
-//! `pmt dump --subprocesses` on every CPython here: a shell (not Python) runs a Python parent
+//! `pmt dump --subprocesses` on every CPython here (sid's in their chroot): a shell (not Python) runs a Python parent
 //! whose Python child it started; the dump is the tree, the shell marked not Python, each
 //! Python process with its own whole stack and its parent.
 
@@ -32,8 +32,13 @@ fn start_shell(interp: &common::Interpreter) -> Shell {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "'{}' '{}'; true",
-            interp.path.display(),
+            "{} '{}'; true",
+            interp
+                .argv()
+                .iter()
+                .map(|a| format!("'{}'", a.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" "),
             script.display()
         ))
         .stdout(Stdio::piped())
@@ -96,9 +101,9 @@ fn dump_subprocesses_shows_the_tree_on_every_interpreter() {
                 "{label}: {waits} and main in {found:?}"
             );
             assert!(
-                process["dump"]["python_version"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with(label.trim_start_matches("system"))),
+                process["dump"]["python_version"].as_str().is_some_and(|v| {
+                    v.starts_with(label.trim_start_matches("system").trim_start_matches("sid"))
+                }),
                 "{label}: {}",
                 process["dump"]["python_version"]
             );
