@@ -651,6 +651,19 @@ impl Profile {
         &self.processes
     }
 
+    /// The distinct CPython versions of the processes sampled (`--subprocesses`), sorted and
+    /// joined with `, `; `None` before any.
+    pub fn process_versions(&self) -> Option<String> {
+        let mut versions: Vec<&str> = self
+            .processes
+            .iter()
+            .filter_map(|p| p.python_version.as_deref())
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        (!versions.is_empty()).then(|| versions.join(", "))
+    }
+
     /// The process a thread belongs to, in a multi-process profile.
     pub fn process_of(&self, thread: &ThreadInfo) -> Option<&ProcessInfo> {
         self.processes.get(thread.process? as usize)

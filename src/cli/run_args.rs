@@ -3,8 +3,11 @@
 //!
 //! Owns: the names, help and checks of these options. Must not touch: sampling itself.
 
-use crate::run::{MallocMode, RunOptions, TargetSpec};
-use anyhow::bail;
+use super::output_args::OutputArgs;
+use crate::attach::stop;
+use crate::output::format::Outputs;
+use crate::run::{MallocMode, Run, RunOptions, TargetSpec};
+use anyhow::{Context, bail};
 use clap::Args;
 use std::time::Duration;
 
@@ -77,5 +80,23 @@ impl RunArgs {
             keep_timeline: false,
             quiet_child: false,
         })
+    }
+}
+
+/// Installs the stop signals, opens the output files (so that an unwritable path fails before
+/// sampling), and starts the run; a run that cannot start leaves no empty file behind.
+pub fn start_run(
+    mut options: RunOptions,
+    outputs: &OutputArgs,
+) -> anyhow::Result<(Run, Outputs, RunOptions)> {
+    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
+    let files = outputs.open()?;
+    options.keep_timeline = files.needs_timeline();
+    match Run::start(&options, stop::flag()) {
+        Ok(run) => Ok((run, files, options)),
+        Err(err) => {
+            files.discard();
+            Err(err.into())
+        }
     }
 }

@@ -7,16 +7,15 @@
 //! are produced, or how outputs are rendered ([`crate::output::format`]).
 
 use super::output_args::OutputArgs;
-use super::run_args::RunArgs;
+use super::run_args::{RunArgs, start_run};
 use crate::attach::stop;
 use crate::output::collapsed::{self, FoldOptions};
 use crate::output::format_value;
 use crate::output::frames::FrameLabels;
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
-use crate::run::{Finished, MallocMode, Run, RunObserver};
+use crate::run::{Finished, MallocMode, RunObserver};
 use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats, StopReason};
-use anyhow::Context;
 use clap::Args;
 use std::io::IsTerminal;
 
@@ -57,7 +56,7 @@ pub struct SampleArgs {
 /// Runs the subcommand.
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let metric = args.outputs.metric;
-    let mut options = args
+    let options = args
         .run
         .options(MallocMode::for_metric(metric, MallocMode::Off))?;
     let pyroscope = match (&args.pyroscope, &args.app) {
@@ -70,16 +69,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
-    let outputs = args.outputs.open()?;
-    options.keep_timeline = outputs.needs_timeline();
-    let run = match Run::start(&options, stop::flag()) {
-        Ok(run) => run,
-        Err(err) => {
-            outputs.discard();
-            return Err(err.into());
-        }
-    };
+    let (run, outputs, options) = start_run(options, &args.outputs)?;
     for note in run.notes() {
         eprintln!("pmt-sample: {note}");
     }

@@ -8,13 +8,13 @@
 //! ([`crate::run::live`]).
 
 use super::output_args::OutputArgs;
-use super::run_args::RunArgs;
+use super::run_args::{RunArgs, start_run};
 use crate::attach::stop;
 use crate::output::format_bytes;
 use crate::output::frames::{project_root, short_path};
 use crate::profile::{Profile, TargetInfo};
 use crate::run::live::{Filter, LiveTable, Row, SortKey};
-use crate::run::{MallocMode, Run, RunObserver};
+use crate::run::{MallocMode, RunObserver};
 use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats};
 use anyhow::bail;
 use clap::Args;
@@ -91,17 +91,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     );
     let mut options = args.run.options(malloc)?;
     options.quiet_child = true;
-    stop::install_handlers()
-        .map_err(|e| anyhow::anyhow!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
-    let outputs = args.outputs.open()?;
-    options.keep_timeline = outputs.needs_timeline();
-    let run = match Run::start(&options, stop::flag()) {
-        Ok(run) => run,
-        Err(err) => {
-            outputs.discard();
-            return Err(err.into());
-        }
-    };
+    let (run, outputs, options) = start_run(options, &args.outputs)?;
     let terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(err) => {
@@ -292,21 +282,11 @@ impl TopView {
 
 /// The target's Python version, or those of the processes sampled so far (`--subprocesses`).
 fn python_versions(target: &TargetInfo, profile: &Profile) -> String {
-    if let Some(version) = &target.python_version {
-        return version.clone();
-    }
-    let mut versions: Vec<&str> = profile
-        .processes()
-        .iter()
-        .filter_map(|p| p.python_version.as_deref())
-        .collect();
-    versions.sort_unstable();
-    versions.dedup();
-    if versions.is_empty() {
-        "?".to_string()
-    } else {
-        versions.join(", ")
-    }
+    target
+        .python_version
+        .clone()
+        .or_else(|| profile.process_versions())
+        .unwrap_or_else(|| "?".to_string())
 }
 
 /// What the table's columns show.

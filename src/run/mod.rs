@@ -291,16 +291,7 @@ impl Run {
             }
         };
         if self.is_tree() {
-            let mut versions: Vec<&str> = self
-                .profile
-                .processes()
-                .iter()
-                .filter_map(|p| p.python_version.as_deref())
-                .collect();
-            versions.sort_unstable();
-            versions.dedup();
-            self.profile.target.python_version =
-                (!versions.is_empty()).then(|| versions.join(", "));
+            self.profile.target.python_version = self.profile.process_versions();
         }
         self.profile.summary = Some(RunSummary::from_stats(&stats, self.rate_hz));
         self.notes.append(&mut notes);
