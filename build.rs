@@ -1,23 +1,35 @@
-//! Build script: compiles the eBPF allocator counters (`dtrace/bpf/malloc_counters.bpf.c`)
-//! with clang into `$OUT_DIR/malloc_counters.bpf.o`, which `src/memory/malloc` embeds.
+//! Build script: embeds the committed eBPF allocator counters (`dtrace/bpf/malloc_counters.
+//! {x86,arm64}.bpf.o`, made from `dtrace/bpf/malloc_counters.bpf.c` by `dtrace/bpf/build.sh`)
+//! by copying the one for the target architecture to `$OUT_DIR/malloc_counters.bpf.o`, which
+//! `src/memory/malloc` embeds. So every build has eBPF, with or without clang.
 //!
-//! Needs only clang (no libbpf headers). `PMT_CLANG` names another compiler. Without clang the
-//! crate still builds: the `pmt_no_bpf` cfg is set and the malloc counters report, at run time,
-//! that this build has no eBPF object.
+//! A source changed since its objects were built fails the build with one line saying what to
+//! run (the stamp records the source's hash); `tests/bpf_object.rs` checks in CI that clang
+//! rebuilds the committed objects byte for byte. Only an architecture the C source does not
+//! support (not x86_64 or aarch64) builds without eBPF, said in a warning.
 
 use std::env;
 use std::path::PathBuf;
-use std::process::Command;
 
 const BPF_SOURCE: &str = "dtrace/bpf/malloc_counters.bpf.c";
+const STAMP: &str = "dtrace/bpf/malloc_counters.stamp";
+
+/// FNV-1a, 64 bits: the source hash `dtrace/bpf/build.sh` writes into the stamp.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}
 
 fn main() {
     println!("cargo::rerun-if-changed={BPF_SOURCE}");
-    println!("cargo::rerun-if-env-changed=PMT_CLANG");
+    println!("cargo::rerun-if-changed={STAMP}");
     println!("cargo::rustc-check-cfg=cfg(pmt_no_bpf)");
-
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let object = out_dir.join("malloc_counters.bpf.o");
     let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
         Ok("aarch64") => "arm64",
@@ -27,21 +39,24 @@ fn main() {
             return;
         }
     };
-    let clang = env::var("PMT_CLANG").unwrap_or_else(|_| "clang".to_string());
-    let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf"])
-        .arg(format!("-D__TARGET_ARCH_{arch}"))
-        .args(["-c", BPF_SOURCE, "-o"])
-        .arg(&object)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{clang} failed to compile {BPF_SOURCE}: {s}"),
-        Err(e) => {
-            println!(
-                "cargo::warning=eBPF malloc counters disabled: cannot run `{clang}` ({e}); install clang and rebuild"
-            );
-            println!("cargo::rustc-cfg=pmt_no_bpf");
-        }
+    let object = format!("dtrace/bpf/malloc_counters.{arch}.bpf.o");
+    println!("cargo::rerun-if-changed={object}");
+    let source = std::fs::read(BPF_SOURCE)
+        .unwrap_or_else(|e| fail(&format!("cannot read {BPF_SOURCE}: {e}")));
+    let stamp = std::fs::read_to_string(STAMP).unwrap_or_default();
+    let built_from = stamp
+        .lines()
+        .find_map(|l| l.strip_prefix("source-fnv1a64: "))
+        .unwrap_or("none");
+    if built_from != format!("{:016x}", fnv1a64(&source)) {
+        fail(&format!(
+            "{BPF_SOURCE} changed since its BPF objects were built: run `bash dtrace/bpf/build.sh` (needs clang) and commit what it writes"
+        ));
+    }
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    if let Err(e) = std::fs::copy(&object, out_dir.join("malloc_counters.bpf.o")) {
+        fail(&format!(
+            "cannot copy {object}: {e}: run `bash dtrace/bpf/build.sh` (needs clang)"
+        ));
     }
 }

@@ -10,4 +10,5 @@ pub mod monitor;
 pub mod output;
 pub mod profile;
 pub mod python;
+pub mod run;
 pub mod sampler;

@@ -651,6 +651,19 @@ impl Profile {
         &self.processes
     }
 
+    /// The distinct CPython versions of the processes sampled (`--subprocesses`), sorted and
+    /// joined with `, `; `None` before any.
+    pub fn process_versions(&self) -> Option<String> {
+        let mut versions: Vec<&str> = self
+            .processes
+            .iter()
+            .filter_map(|p| p.python_version.as_deref())
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        (!versions.is_empty()).then(|| versions.join(", "))
+    }
+
     /// The process a thread belongs to, in a multi-process profile.
     pub fn process_of(&self, thread: &ThreadInfo) -> Option<&ProcessInfo> {
         self.processes.get(thread.process? as usize)
@@ -686,6 +699,34 @@ impl Profile {
             .collect()
     }
 
+    /// Replays the timeline (when kept) through fresh growth ledgers, calling `visit` after
+    /// each sample with its time, its process and what each (thread id, stack id) of that
+    /// process owns at that moment: the holdings over time that the `rss` weights are the
+    /// peak of.
+    pub fn replay_holdings(
+        &self,
+        mut visit: impl FnMut(f64, Option<u32>, &HashMap<(u32, u32), u64>),
+    ) {
+        let mut ledgers: BTreeMap<Option<u32>, GrowthLedger> = BTreeMap::new();
+        for sample in self.timeline.iter().flatten() {
+            let ledger = ledgers.entry(sample.process).or_default();
+            replay(ledger, sample.time_s, &sample.entries);
+            visit(sample.time_s, sample.process, &ledger.current);
+        }
+    }
+
+    /// What each (thread id, stack id) owns now, by the growth ledgers (the `rss` weights are
+    /// the same ledgers at their peak).
+    pub fn held_now(&self) -> HashMap<(u32, u32), u64> {
+        let mut held: HashMap<(u32, u32), u64> = HashMap::new();
+        for ledger in self.ledgers.values() {
+            for (&key, &bytes) in &ledger.current {
+                *held.entry(key).or_default() += bytes;
+            }
+        }
+        held
+    }
+
     /// The total weight of `metric` over the whole run, as [`Profile::weights`] counts it.
     pub fn total(&self, metric: Metric) -> u64 {
         self.weights().iter().map(|w| w.values.get(metric)).sum()
@@ -700,6 +741,23 @@ impl Profile {
     /// as one placeholder frame, and `with_thread` puts the thread's label at the root. In a
     /// multi-process profile, the process's label (`process PID: CMD`) comes first.
     pub fn stack_text(&self, weight: &StackWeight<'_>, with_thread: bool) -> Vec<String> {
+        self.stack_labels(weight, with_thread, |ids| {
+            ids.iter()
+                .filter_map(|&id| self.frames.get(id as usize))
+                .map(FrameInfo::to_string)
+                .collect()
+        })
+    }
+
+    /// Like [`Profile::stack_text`], with the texts of the stack's frames (root-first frame
+    /// ids) given by `frame_texts`, which may leave frames out or merge them. A stack left
+    /// with no frame shows the placeholder.
+    pub fn stack_labels(
+        &self,
+        weight: &StackWeight<'_>,
+        with_thread: bool,
+        frame_texts: impl FnOnce(&[u32]) -> Vec<String>,
+    ) -> Vec<String> {
         let mut texts = Vec::with_capacity(weight.frames.len() + 2);
         if let Some(process) = self.process_of(weight.thread) {
             texts.push(process.label());
@@ -707,16 +765,11 @@ impl Profile {
         if with_thread {
             texts.push(weight.thread.label());
         }
-        if weight.frames.is_empty() {
+        let frames = frame_texts(weight.frames);
+        if frames.is_empty() {
             texts.push(weight.thread.empty_stack_label());
         }
-        texts.extend(
-            weight
-                .frames
-                .iter()
-                .filter_map(|&id| self.frames.get(id as usize))
-                .map(FrameInfo::to_string),
-        );
+        texts.extend(frames);
         texts
     }
 }

@@ -3,7 +3,7 @@
 //! when it exits, and stopped with a grace period when the run ends first, so it never
 //! outlives the run. The only signals pmt sends go to children it started.
 
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,15 +46,29 @@ pub struct LaunchedChild {
 impl LaunchedChild {
     /// Starts `argv` (program first), inheriting stdin, stdout and stderr.
     pub fn spawn(argv: &[String]) -> Result<LaunchedChild, LaunchError> {
+        LaunchedChild::spawn_with(argv, false)
+    }
+
+    /// Starts `argv` with stdin, stdout and stderr on `/dev/null` (for a full-screen view that
+    /// owns the terminal).
+    pub fn spawn_quiet(argv: &[String]) -> Result<LaunchedChild, LaunchError> {
+        LaunchedChild::spawn_with(argv, true)
+    }
+
+    fn spawn_with(argv: &[String], quiet: bool) -> Result<LaunchedChild, LaunchError> {
         let (program, args) = argv.split_first().ok_or(LaunchError::Empty)?;
-        let child =
-            Command::new(program)
-                .args(args)
-                .spawn()
-                .map_err(|source| LaunchError::Spawn {
-                    program: program.clone(),
-                    source,
-                })?;
+        let mut command = Command::new(program);
+        command.args(args);
+        if quiet {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let child = command.spawn().map_err(|source| LaunchError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
         Ok(LaunchedChild {
             pid: i32::try_from(child.id()).unwrap_or(i32::MAX),
             command: argv.join(" "),

@@ -1,6 +1,8 @@
-//! `pmt dump`: every thread's Python stack, once, as text or JSON.
+//! `pmt dump`: every thread's Python stack, once, as text or JSON; with `--subprocesses`, of
+//! every Python process in the tree under the pid (the pid itself may be a launcher).
 
-use crate::python::{PythonSpy, SpyOptions, ThreadStack};
+use crate::attach::{ProcessTree, TargetProcess};
+use crate::python::{PythonSpy, SpyError, SpyOptions, ThreadStack};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
@@ -25,6 +27,10 @@ pub struct DumpArgs {
     /// (bounded), anything else by its type; read from memory, no target code runs.
     #[arg(long)]
     pub locals: bool,
+    /// Dump the process and all its descendants as a tree (the pid may be a launcher: a
+    /// shell, pyenv's shim, a venv script, a pre-fork server's master).
+    #[arg(long)]
+    pub subprocesses: bool,
 }
 
 #[derive(Serialize)]
@@ -72,37 +78,178 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         read_tries: DUMP_READ_TRIES,
         locals: args.locals,
     };
-    let mut spy = PythonSpy::attach(args.pid, &options)?;
-    let stacks = spy.read_stacks()?;
-    let rss = spy.process().rss_bytes().ok();
-    let command = spy.process().cmdline().unwrap_or_default();
+    if args.subprocesses {
+        return run_tree(&args, &options);
+    }
+    let dump = ProcessDump::read(args.pid, &options)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let dump = DumpJson {
-            pid: args.pid,
-            command,
-            python_version: spy.version().to_string(),
-            rss_bytes: rss,
-            threads: stacks.iter().map(thread_json).collect(),
-        };
-        serde_json::to_writer_pretty(&mut out, &dump)?;
+        serde_json::to_writer_pretty(&mut out, &dump.json())?;
         writeln!(out)?;
     } else {
+        dump.write_text(&mut out)?;
+    }
+    out.flush().context("writing the dump")?;
+    Ok(())
+}
+
+/// One Python process read once.
+struct ProcessDump {
+    pid: i32,
+    command: String,
+    version: String,
+    rss: Option<u64>,
+    stacks: Vec<ThreadStack>,
+}
+
+impl ProcessDump {
+    fn read(pid: i32, options: &SpyOptions) -> Result<ProcessDump, SpyError> {
+        let mut spy = PythonSpy::attach(pid, options)?;
+        let stacks = spy.read_stacks()?;
+        Ok(ProcessDump {
+            pid,
+            command: spy.process().cmdline().unwrap_or_default(),
+            version: spy.version().to_string(),
+            rss: spy.process().rss_bytes().ok(),
+            stacks,
+        })
+    }
+
+    fn json(&self) -> DumpJson<'_> {
+        DumpJson {
+            pid: self.pid,
+            command: self.command.clone(),
+            python_version: self.version.clone(),
+            rss_bytes: self.rss,
+            threads: self.stacks.iter().map(thread_json).collect(),
+        }
+    }
+
+    fn write_text(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(
             out,
             "Process {}: {}\nPython v{}{}",
-            args.pid,
-            command,
-            spy.version(),
-            rss.map(|r| format!(", RSS {}", human_bytes(r)))
+            self.pid,
+            self.command,
+            self.version,
+            self.rss
+                .map(|r| format!(", RSS {}", human_bytes(r)))
                 .unwrap_or_default()
         )?;
-        for stack in &stacks {
+        for stack in &self.stacks {
             writeln!(out)?;
-            write_thread(&mut out, stack)?;
+            write_thread(out, stack)?;
+        }
+        Ok(())
+    }
+}
+
+/// A process of the tree: its dump, or why there is none.
+struct TreeNode {
+    pid: i32,
+    parent: Option<i32>,
+    depth: usize,
+    command: String,
+    dump: Result<ProcessDump, String>,
+}
+
+#[derive(Serialize)]
+struct TreeJson<'a> {
+    pid: i32,
+    parent: Option<i32>,
+    command: &'a str,
+    python: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dump: Option<DumpJson<'a>>,
+}
+
+/// The tree under `root`, parents before their children (depth first).
+fn read_tree(root: i32, options: &SpyOptions) -> anyhow::Result<Vec<TreeNode>> {
+    let root_process = TargetProcess::open(root)?;
+    let mut tree = ProcessTree::polling(root);
+    tree.update(|_| None);
+    let mut nodes = Vec::new();
+    let mut pending = vec![(root, None, 0usize)];
+    while let Some((pid, parent, depth)) = pending.pop() {
+        let command = if pid == root {
+            root_process.cmdline().unwrap_or_default()
+        } else {
+            match TargetProcess::open(pid) {
+                Ok(process) => process.cmdline().unwrap_or_default(),
+                // It exited while the tree was listed.
+                Err(_) => continue,
+            }
+        };
+        let dump = match ProcessDump::read(pid, options) {
+            Ok(dump) => Ok(dump),
+            Err(SpyError::NotPython { .. }) => Err("not Python".to_string()),
+            Err(err) if err.process_exited() => continue,
+            Err(err) => Err(err.to_string()),
+        };
+        nodes.push(TreeNode {
+            pid,
+            parent,
+            depth,
+            command,
+            dump,
+        });
+        pending.extend(
+            tree.children(pid)
+                .iter()
+                .rev()
+                .map(|&c| (c, Some(pid), depth + 1)),
+        );
+    }
+    Ok(nodes)
+}
+
+fn run_tree(args: &DumpArgs, options: &SpyOptions) -> anyhow::Result<()> {
+    let nodes = read_tree(args.pid, options)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let processes: Vec<TreeJson<'_>> = nodes
+            .iter()
+            .map(|node| TreeJson {
+                pid: node.pid,
+                parent: node.parent,
+                command: &node.command,
+                python: node.dump.is_ok(),
+                error: node.dump.as_ref().err().map(String::as_str),
+                dump: node.dump.as_ref().ok().map(ProcessDump::json),
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "processes": processes }))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "Process tree of {}:", args.pid)?;
+        for node in &nodes {
+            let what = match &node.dump {
+                Ok(dump) => format!("Python {}", dump.version),
+                Err(why) => why.clone(),
+            };
+            let indent = "  ".repeat(node.depth.saturating_sub(1));
+            let branch = if node.depth == 0 { "" } else { "└ " };
+            writeln!(
+                out,
+                "{indent}{branch}{} {} [{what}]",
+                node.pid, node.command
+            )?;
+        }
+        for dump in nodes.iter().filter_map(|n| n.dump.as_ref().ok()) {
+            writeln!(out)?;
+            dump.write_text(&mut out)?;
         }
     }
     out.flush().context("writing the dump")?;
+    if nodes.iter().all(|n| n.dump.is_err()) {
+        anyhow::bail!(
+            "no Python process in the tree of process {} ({} processes looked at)",
+            args.pid,
+            nodes.len()
+        );
+    }
     Ok(())
 }
 

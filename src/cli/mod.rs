@@ -5,12 +5,15 @@
 //! scripts run exactly the same code.
 
 pub mod dump;
-mod malloc_metrics;
+mod output_args;
+
 mod monitor_common;
 pub mod process;
 pub mod report;
+mod run_args;
 pub mod sample;
 pub mod timeline_report;
+pub mod top;
 pub mod tree;
 
 use clap::{Parser, Subcommand};
@@ -35,8 +38,10 @@ enum Command {
     Process(process::ProcessArgs),
     /// Monitor a process and all its descendants (pymemtrace `process_tree.py`).
     Tree(tree::TreeArgs),
-    /// Re-render a saved `--json` timeline as flamegraph, folded, speedscope or pprof.
+    /// Re-render a saved `--json` timeline as flamegraph, folded, speedscope, pprof or plot.
     Report(timeline_report::ReportArgs),
+    /// Watch live which functions grow memory now (q quits).
+    Top(top::TopArgs),
 }
 
 /// Sample a running CPython process (or a command) and charge memory growth to Python stacks
@@ -64,6 +69,7 @@ where
         Command::Process(args) => process::run(args),
         Command::Tree(args) => tree::run(args),
         Command::Report(args) => timeline_report::run(args),
+        Command::Top(args) => top::run(args),
     };
     report::exit_code(result)
 }

@@ -2,6 +2,7 @@
 //! `root;…;leaf WEIGHT`, root first, integer weights of one metric (as
 //! [`Profile::weights`] defines them), sorted by stack.
 
+use super::frames::{FrameLabels, FrameStyle};
 use crate::profile::Profile;
 use crate::sampler::Metric;
 use std::collections::BTreeMap;
@@ -20,6 +21,20 @@ pub struct FoldOptions {
 /// left out. Stacks that read the same (the same frames on different threads, without
 /// `threads`) are merged.
 pub fn fold(profile: &Profile, options: FoldOptions) -> Vec<(String, u64)> {
+    fold_labelled(
+        profile,
+        options,
+        &FrameLabels::new(profile, FrameStyle::EXACT),
+    )
+}
+
+/// Like [`fold`], with stacks labelled by `labels` (short paths, the import system folded into
+/// one frame): stacks that then read the same are merged, so the total is unchanged.
+pub fn fold_labelled(
+    profile: &Profile,
+    options: FoldOptions,
+    labels: &FrameLabels,
+) -> Vec<(String, u64)> {
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
     for weight in profile.weights() {
         let value = weight.values.get(options.metric);
@@ -27,7 +42,7 @@ pub fn fold(profile: &Profile, options: FoldOptions) -> Vec<(String, u64)> {
             continue;
         }
         let frames: Vec<String> = profile
-            .stack_text(&weight, options.threads)
+            .stack_labels(&weight, options.threads, |ids| labels.stack(ids))
             .iter()
             .map(|f| sanitize_frame(f))
             .collect();

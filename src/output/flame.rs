@@ -1,11 +1,36 @@
 //! SVG flamegraphs drawn by inferno from the folded stacks of one metric, titled with the metric,
-//! its unit and total, the target and the run's length.
+//! its unit and total, the target and the run's length. Frames read as [`FrameStyle`] says
+//! (import frames folded away, short paths by default); where a label is shortened, its
+//! tooltip carries the full text. Drawn root at the bottom, or at the top as an icicle.
 
 use super::collapsed::{self, FoldOptions};
 use super::format_value;
+use super::frames::{FrameLabels, FrameStyle};
 use crate::profile::Profile;
 use crate::sampler::{Metric, Unit};
+use std::borrow::Cow;
 use std::io::{self, Write};
+
+/// What to draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlameOptions {
+    /// The metric and whether threads are root frames.
+    pub fold: FoldOptions,
+    /// How frames read.
+    pub style: FrameStyle,
+    /// Root at the top (an icicle graph) instead of the bottom.
+    pub icicle: bool,
+}
+
+impl From<FoldOptions> for FlameOptions {
+    fn from(fold: FoldOptions) -> FlameOptions {
+        FlameOptions {
+            fold,
+            style: FrameStyle::READABLE,
+            icicle: false,
+        }
+    }
+}
 
 /// What happened when drawing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,33 +41,96 @@ pub enum FlameOutcome {
     Empty,
 }
 
-/// Draws the flamegraph of `options.metric` into `out`.
-pub fn write(profile: &Profile, options: FoldOptions, out: impl Write) -> io::Result<FlameOutcome> {
-    let folded = collapsed::fold(profile, options);
+/// Draws the flamegraph of `options.fold.metric` into `out`.
+pub fn write(
+    profile: &Profile,
+    options: impl Into<FlameOptions>,
+    mut out: impl Write,
+) -> io::Result<FlameOutcome> {
+    let options = options.into();
+    let metric = options.fold.metric;
+    let labels = FrameLabels::new(profile, options.style);
+    let folded = collapsed::fold_labelled(profile, options.fold, &labels);
     let lines: Vec<String> = folded
         .iter()
         .map(|(stack, weight)| format!("{stack} {weight}"))
         .collect();
     let total: u64 = folded.iter().map(|(_, w)| w).sum();
     let mut inferno_options = inferno::flamegraph::Options::default();
-    inferno_options.title = title(options.metric);
-    inferno_options.subtitle = Some(subtitle(profile, options.metric, total));
+    inferno_options.title = title(metric);
+    inferno_options.subtitle = Some(subtitle(profile, metric, total));
     inferno_options.name_type = "Frame:".to_string();
-    let (count_name, factor) = display_unit(options.metric, total);
+    let (count_name, factor) = display_unit(metric, total);
     inferno_options.count_name = count_name.to_string();
     inferno_options.factor = factor;
     inferno_options.hash = true;
-    match inferno::flamegraph::from_lines(
+    if options.icicle {
+        inferno_options.direction = inferno::flamegraph::Direction::Inverted;
+    }
+    let mut svg = Vec::new();
+    let outcome = match inferno::flamegraph::from_lines(
         &mut inferno_options,
         lines.iter().map(String::as_str),
-        out,
+        &mut svg,
     ) {
-        Ok(()) => Ok(FlameOutcome::Drawn),
-        Err(err) if total == 0 && err.kind() == io::ErrorKind::InvalidData => {
-            Ok(FlameOutcome::Empty)
-        }
-        Err(err) => Err(err),
+        Ok(()) => FlameOutcome::Drawn,
+        Err(err) if total == 0 && err.kind() == io::ErrorKind::InvalidData => FlameOutcome::Empty,
+        Err(err) => return Err(err),
+    };
+    match String::from_utf8(svg) {
+        Ok(text) => out.write_all(with_full_titles(&text, &labels).as_bytes())?,
+        Err(err) => out.write_all(err.as_bytes())?,
     }
+    Ok(outcome)
+}
+
+/// `svg` with each frame's tooltip (`<title>LABEL (WEIGHT, PCT)</title>`) naming the frame's
+/// full text where its label was shortened.
+fn with_full_titles(svg: &str, labels: &FrameLabels) -> String {
+    const OPEN: &str = "<title>";
+    const CLOSE: &str = "</title>";
+    let mut out = String::with_capacity(svg.len() + svg.len() / 4);
+    let mut rest = svg;
+    while let Some(start) = rest.find(OPEN) {
+        let (head, tail) = rest.split_at(start + OPEN.len());
+        out.push_str(head);
+        let Some(end) = tail.find(CLOSE) else {
+            rest = tail;
+            break;
+        };
+        out.push_str(&retitle(&tail[..end], labels));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One tooltip's escaped text with the full frame text in place of its label.
+fn retitle<'a>(escaped: &'a str, labels: &FrameLabels) -> Cow<'a, str> {
+    let text = unescape_xml(escaped);
+    let Some(split) = text.rfind(" (") else {
+        return Cow::Borrowed(escaped);
+    };
+    match labels.full_text(&text[..split]) {
+        Some(full) => Cow::Owned(escape_xml(&format!("{full}{}", &text[split..]))),
+        None => Cow::Borrowed(escaped),
+    }
+}
+
+/// XML text with the five predefined entities replaced by their characters.
+fn unescape_xml(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// `text` as XML character data.
+fn escape_xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `Memory flamegraph: rss (resident memory growth)`.
@@ -236,5 +324,100 @@ mod svg_tests {
             FlameOutcome::Empty
         );
         assert!(!svg_texts(&svg).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::*;
+    use crate::profile::TargetInfo;
+    use crate::python::{CodeInfo, Frame};
+    use crate::sampler::{MetricValues, Sample, ThreadIdentity, ThreadSample};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn frame(function: &str, filename: &str, line: u32) -> Frame {
+        Frame {
+            code: Arc::new(CodeInfo {
+                function: function.to_string(),
+                filename: filename.to_string(),
+                first_line: 1,
+            }),
+            line,
+        }
+    }
+
+    /// `app.py` imports `big`, whose top level keeps 1 MiB, through the import machinery.
+    fn import_profile() -> Profile {
+        let mut profile = Profile::new(TargetInfo::default(), false);
+        let stack = [
+            frame("<module>", "/srv/app/big.py", 4),
+            frame(
+                "_call_with_frames_removed",
+                "<frozen importlib._bootstrap>",
+                241,
+            ),
+            frame("exec_module", "<frozen importlib._bootstrap_external>", 940),
+            frame("_load", "<frozen importlib._bootstrap>", 1176),
+            frame("<module>", "/srv/app/app.py", 1),
+        ];
+        for (ms, rss) in [(0, 1 << 20), (300, 0), (600, 0)] {
+            let mut values = MetricValues::default();
+            values.add(Metric::Rss, rss);
+            profile.add(Sample {
+                time: Duration::from_millis(ms),
+                rss: Some(1 << 22),
+                threads: vec![ThreadSample {
+                    thread: ThreadIdentity {
+                        python_id: Some(1),
+                        native_id: Some(1),
+                        name: Some("MainThread".to_string()),
+                    },
+                    frames: stack.to_vec(),
+                    values,
+                }],
+            });
+        }
+        profile
+    }
+
+    fn draw(style: FrameStyle) -> String {
+        let options = FlameOptions {
+            fold: FoldOptions {
+                metric: Metric::Rss,
+                threads: false,
+            },
+            style,
+            icicle: false,
+        };
+        let mut svg = Vec::new();
+        write(&import_profile(), options, &mut svg).expect("draw");
+        String::from_utf8(svg).expect("utf-8")
+    }
+
+    #[test]
+    fn import_frames_fold_away_and_labels_are_short_with_full_tooltips() {
+        let svg = draw(FrameStyle::READABLE);
+        assert!(!svg.contains("importlib"), "{svg}");
+        assert!(svg.contains("&lt;import system&gt;"), "{svg}");
+        assert!(svg.contains("&lt;module&gt; (big.py:4)"), "{svg}");
+        assert!(
+            svg.contains("<title>&lt;module&gt; (/srv/app/big.py:4) (1,024 KiB, 100.00%)</title>"),
+            "{svg}"
+        );
+        let options = roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..roxmltree::ParsingOptions::default()
+        };
+        roxmltree::Document::parse_with_options(&svg, options).expect("well-formed SVG");
+    }
+
+    #[test]
+    fn show_imports_keeps_the_machinery() {
+        let svg = draw(FrameStyle {
+            show_imports: true,
+            full_paths: false,
+        });
+        assert!(svg.contains("exec_module (&lt;frozen importlib._bootstrap_external&gt;:940)"));
     }
 }

@@ -1,15 +1,19 @@
 //! Output formats, one file each. The sampler's are readers of a [`crate::profile::Profile`]:
 //! folded stacks ([`collapsed`]), SVG flamegraphs ([`flame`]), speedscope JSON
 //! ([`speedscope`]), gzipped pprof ([`pprof`]), pushes to a Pyroscope server ([`pyroscope`],
-//! pprof over HTTP) and the JSON timeline ([`timeline`], which can also be read back into a
-//! profile); the monitors' RSS/CPU plots are [`plot`]. Readers of the models upstream;
-//! nothing here reaches back.
+//! pprof over HTTP), the JSON timeline ([`timeline`], which can also be read back into a
+//! profile) and the memory-over-time plot ([`growth_plot`]), all behind one registry
+//! ([`format`]); how frames read in pictures is [`frames`]. The monitors' RSS/CPU plots are
+//! [`plot`]. Readers of the models upstream; nothing here reaches back.
 //!
 //! Owns: file formats and the text of values (units, human-readable bytes).
 //! Must not touch: sampling, counters, or how stacks were aggregated.
 
 pub mod collapsed;
 pub mod flame;
+pub mod format;
+pub mod frames;
+pub mod growth_plot;
 pub mod plot;
 pub mod pprof;
 pub mod pyroscope;

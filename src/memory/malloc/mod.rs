@@ -56,7 +56,8 @@ use crate::attach::proc_files::read_status;
 
 pub use targets::PythonAllocatorProbes;
 
-/// The compiled BPF object, or an empty one when clang was missing at build time.
+/// The BPF object (committed, see `dtrace/bpf/build.sh`), or an empty one on an architecture it
+/// is not built for.
 #[cfg(not(pmt_no_bpf))]
 static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/malloc_counters.bpf.o"));
@@ -163,7 +164,7 @@ pub enum MallocError {
     },
     /// This binary was built without the BPF object.
     #[error(
-        "this build of pymemtrace has no eBPF object (clang was missing when it was compiled); install clang and rebuild, or use another --metric"
+        "this build of pymemtrace has no eBPF object (its BPF programs are built for x86_64 and aarch64 only); use another --metric"
     )]
     NotBuilt,
     /// No such process.

@@ -1,0 +1,102 @@
+//! The options that say what to sample and how, shared by `pmt-sample` and `pmt top`
+//! (declared once, flattened into both), and their mapping onto [`crate::run::RunOptions`].
+//!
+//! Owns: the names, help and checks of these options. Must not touch: sampling itself.
+
+use super::output_args::OutputArgs;
+use crate::attach::stop;
+use crate::output::format::Outputs;
+use crate::run::{MallocMode, Run, RunOptions, TargetSpec};
+use anyhow::{Context, bail};
+use clap::Args;
+use std::time::Duration;
+
+/// What to sample and how.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// PID of the Python process to attach to (no restart, no code change).
+    #[arg(short, long, conflicts_with = "command")]
+    pub pid: Option<i32>,
+    /// Samples per second.
+    #[arg(short, long, default_value_t = 100.0, value_name = "HZ")]
+    pub rate: f64,
+    /// Stop after this many seconds (default: until the target exits or Ctrl-C).
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Also sample the target's descendant processes as they appear and exit (multiprocessing
+    /// pools, pre-fork workers); each gets a root frame `process PID: CMD` and its own RSS.
+    /// The target may then be a launcher (a shell, pyenv's shim, a venv script).
+    #[arg(long)]
+    pub subprocesses: bool,
+    /// With malloc-bytes / malloc-count: also count CPython's object allocator (pymalloc), so
+    /// small objects count too. Slows the target more: these calls are very frequent.
+    #[arg(long)]
+    pub python_allocators: bool,
+    /// Pause each thread while reading it (consistent stacks; the target stops briefly).
+    #[arg(long, conflicts_with = "nonblocking")]
+    pub blocking: bool,
+    /// Read without pausing the target (the default).
+    #[arg(long)]
+    pub nonblocking: bool,
+    /// Command to launch and sample until it exits (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The run these options ask for, counting the allocator as `malloc` says.
+    pub fn options(&self, malloc: MallocMode) -> anyhow::Result<RunOptions> {
+        let target = match (self.pid, self.command.is_empty()) {
+            (Some(pid), _) => TargetSpec::Pid(pid),
+            (None, false) => TargetSpec::Command(self.command.clone()),
+            (None, true) => {
+                bail!("nothing to sample: give --pid PID, or a command after `--` (see --help)")
+            }
+        };
+        if self.python_allocators && malloc != MallocMode::Required {
+            bail!("--python-allocators goes with --metric malloc-bytes or malloc-count");
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            bail!(
+                "--rate must be a positive number of samples per second, not {}",
+                self.rate
+            );
+        }
+        let duration = match self.duration {
+            Some(secs) if !(secs.is_finite() && secs > 0.0) => {
+                bail!("--duration must be a positive number of seconds, not {secs}")
+            }
+            Some(secs) => Some(Duration::from_secs_f64(secs)),
+            None => None,
+        };
+        Ok(RunOptions {
+            target,
+            rate_hz: self.rate,
+            duration,
+            malloc,
+            python_allocators: self.python_allocators,
+            subprocesses: self.subprocesses,
+            blocking: self.blocking,
+            keep_timeline: false,
+            quiet_child: false,
+        })
+    }
+}
+
+/// Installs the stop signals, opens the output files (so that an unwritable path fails before
+/// sampling), and starts the run; a run that cannot start leaves no empty file behind.
+pub fn start_run(
+    mut options: RunOptions,
+    outputs: &OutputArgs,
+) -> anyhow::Result<(Run, Outputs, RunOptions)> {
+    stop::install_handlers().context("cannot install the SIGINT/SIGTERM handlers")?;
+    let files = outputs.open()?;
+    options.keep_timeline = files.needs_timeline();
+    match Run::start(&options, stop::flag()) {
+        Ok(run) => Ok((run, files, options)),
+        Err(err) => {
+            files.discard();
+            Err(err.into())
+        }
+    }
+}

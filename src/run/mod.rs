@@ -1,0 +1,378 @@
+//! One sampling run, the model that `pmt-sample` and `pmt top` drive (and `pmt report`
+//! renders the same way): the target (attached or launched), the sampler
+//! over it (one process, or a tree with `--subprocesses`), the allocator counters where asked,
+//! the profile the samples go into, and the run's notes for the summary. Front ends watch
+//! the samples through a [`RunObserver`] and render the finished profile through
+//! [`crate::output::format`].
+//!
+//! Owns: assembling a run from [`RunOptions`] and taking it to its end.
+//! Must not touch: the command line, the terminal, signal handlers (the caller passes the
+//! stop flag of `attach::stop`) or output formats.
+
+pub mod live;
+mod target;
+
+pub use target::Target;
+
+use crate::memory::malloc::{MallocError, MallocOptions};
+use crate::profile::{Profile, RunSummary, TargetInfo};
+use crate::python::{PythonSpy, SpyError, SpyOptions};
+use crate::sampler::process_tree::ProcessTreeSampler;
+use crate::sampler::{
+    Metric, ProcessIdentity, Sample, SampleSink, Sampler, SamplerError, SamplerOptions,
+    SamplerStats, StopReason,
+};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+mod malloc_metrics;
+
+/// What to sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// A running process.
+    Pid(i32),
+    /// A command to launch (program first) and sample until it exits.
+    Command(Vec<String>),
+}
+
+/// How to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// The target.
+    pub target: TargetSpec,
+    /// Ticks per second.
+    pub rate_hz: f64,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Whether to count the allocator (eBPF) for the `malloc-*` metrics.
+    pub malloc: MallocMode,
+    /// With `malloc`: count CPython's object allocator too.
+    pub python_allocators: bool,
+    /// Sample the target's Python descendants too.
+    pub subprocesses: bool,
+    /// Pause each thread while reading it.
+    pub blocking: bool,
+    /// Keep every sample in the profile (the timeline, the memory plot).
+    pub keep_timeline: bool,
+    /// A launched command's standard streams go to `/dev/null`.
+    pub quiet_child: bool,
+}
+
+/// Whether a run counts the target's allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MallocMode {
+    /// No allocator counters.
+    Off,
+    /// Counters or no run: the metric asked for needs them.
+    Required,
+    /// Counters where eBPF is available; without, the run goes on and a note says why.
+    IfAvailable,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The target cannot be read as a Python process.
+    #[error(transparent)]
+    Spy(#[from] SpyError),
+    /// The sampler cannot start.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    /// The allocator counters cannot be attached.
+    #[error(transparent)]
+    Malloc(#[from] MallocError),
+    /// The command cannot be launched.
+    #[error(transparent)]
+    Launch(#[from] crate::attach::child::LaunchError),
+    /// The launched command exited before Python could be attached.
+    #[error("{command} exited ({status}) before its Python interpreter could be attached")]
+    ExitedBeforeAttach {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+    },
+}
+
+/// Watches a run's samples as they come (a progress line, a live view, a Pyroscope pusher).
+pub trait RunObserver {
+    /// One tick's sample, of `process` when several are sampled.
+    fn sample(&mut self, process: Option<&ProcessIdentity>, sample: &Sample) {
+        let _ = (process, sample);
+    }
+    /// The statistics so far, and the profile as it stands, a few times a second.
+    fn progress(&mut self, stats: &SamplerStats, profile: &Profile) {
+        let _ = (stats, profile);
+    }
+}
+
+/// An observer that watches nothing.
+impl RunObserver for () {}
+
+enum Engine {
+    Single(Box<Sampler<PythonSpy>>),
+    Tree(Box<ProcessTreeSampler>),
+}
+
+/// A run ready to sample.
+pub struct Run {
+    target: Target,
+    engine: Engine,
+    profile: Profile,
+    rate_hz: f64,
+    notes: Vec<String>,
+    counts_allocations: bool,
+}
+
+/// A run that has ended: its profile (with its summary), statistics and notes, and the
+/// target, still to be stopped if it was launched.
+pub struct Finished {
+    /// What the run gathered.
+    pub profile: Profile,
+    /// The run's statistics.
+    pub stats: SamplerStats,
+    /// Lines for the summary (processes sampled, processes skipped).
+    pub notes: Vec<String>,
+    /// When sampling started.
+    pub started: SystemTime,
+    target: Target,
+}
+
+impl Run {
+    /// Attaches to (or launches and attaches to) the target and prepares its sampler; `stop`
+    /// cuts short the wait for a launched interpreter.
+    pub fn start(options: &RunOptions, stop: &AtomicBool) -> Result<Run, RunError> {
+        let spy_options = SpyOptions {
+            blocking: options.blocking,
+            thread_state: false,
+            ..SpyOptions::default()
+        };
+        let sampler_options = SamplerOptions {
+            rate_hz: options.rate_hz,
+            duration: options.duration,
+        };
+        let malloc = (options.malloc != MallocMode::Off).then_some(MallocOptions {
+            python_allocators: options.python_allocators,
+            frees: false,
+        });
+        if options.subprocesses {
+            return Run::start_tree(options, sampler_options, spy_options, malloc);
+        }
+        let (target, spy) = match &options.target {
+            TargetSpec::Pid(pid) => {
+                let spy = PythonSpy::attach(*pid, &spy_options)?;
+                let command = spy.process().cmdline().unwrap_or_default();
+                (Target::existing(*pid, command), spy)
+            }
+            TargetSpec::Command(command) => {
+                let mut target = Target::launch(command, options.quiet_child)?;
+                let spy = target.attach_when_ready(&spy_options, stop)?;
+                (target, spy)
+            }
+        };
+        let python_version = spy.version().to_string();
+        let mut sampler = Sampler::new(spy, target.pid, sampler_options)?;
+        let mut notes = Vec::new();
+        let mut counts_allocations = false;
+        if let Some(malloc) = malloc {
+            match malloc_metrics::add_malloc_sources(&mut sampler, target.pid, &malloc) {
+                Ok(description) => {
+                    counts_allocations = true;
+                    notes.push(format!("counting allocations with {description}"));
+                }
+                Err(err) if options.malloc == MallocMode::IfAvailable => {
+                    notes.push(format!("no allocator counters: {err}"));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if !sampler.has_thread_counters() {
+            notes.push(format!(
+                "per-thread page faults of process {} are unreadable: RSS growth will be charged to the GIL holder",
+                target.pid
+            ));
+        }
+        let info = TargetInfo {
+            pid: target.pid,
+            command: target.command.clone(),
+            python_version: Some(python_version),
+        };
+        Ok(Run {
+            profile: Profile::new(info, options.keep_timeline),
+            target,
+            engine: Engine::Single(Box::new(sampler)),
+            rate_hz: options.rate_hz,
+            notes,
+            counts_allocations,
+        })
+    }
+
+    fn start_tree(
+        options: &RunOptions,
+        sampler_options: SamplerOptions,
+        spy_options: SpyOptions,
+        malloc: Option<MallocOptions>,
+    ) -> Result<Run, RunError> {
+        let target = match &options.target {
+            TargetSpec::Pid(pid) => Target::existing(
+                *pid,
+                crate::attach::TargetProcess::open(*pid)
+                    .and_then(|p| p.cmdline())
+                    .unwrap_or_default(),
+            ),
+            TargetSpec::Command(command) => Target::launch(command, options.quiet_child)?,
+        };
+        let mut sampler = ProcessTreeSampler::new(target.pid, sampler_options, spy_options)?;
+        if let Some(malloc) = malloc {
+            sampler.on_attach(Box::new(move |sampler, pid| {
+                malloc_metrics::add_malloc_sources(sampler, pid, &malloc)
+                    .map(|_| ())
+                    .map_err(|err| format!("no allocator counters: {err}"))
+            }));
+        }
+        let info = TargetInfo {
+            pid: target.pid,
+            command: target.command.clone(),
+            python_version: None,
+        };
+        Ok(Run {
+            profile: Profile::new(info, options.keep_timeline),
+            target,
+            engine: Engine::Tree(Box::new(sampler)),
+            rate_hz: options.rate_hz,
+            notes: Vec::new(),
+            counts_allocations: malloc.is_some(),
+        })
+    }
+
+    /// What is sampled.
+    pub fn target(&self) -> &TargetInfo {
+        &self.profile.target
+    }
+
+    /// Whether the run samples a tree of processes.
+    pub fn is_tree(&self) -> bool {
+        matches!(self.engine, Engine::Tree(_))
+    }
+
+    /// Whether the allocator counters feed the `malloc-*` metrics (with `--subprocesses`:
+    /// whether they are attached to each process as it is found).
+    pub fn counts_allocations(&self) -> bool {
+        self.counts_allocations
+    }
+
+    /// What the start found worth saying (allocator probes, a fallback of the attribution).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Samples until the duration elapses, `stop` is raised or the target exits, showing each
+    /// sample to `observer`.
+    pub fn sample(mut self, stop: &AtomicBool, observer: &mut dyn RunObserver) -> Finished {
+        let started = SystemTime::now();
+        let mut sink = Feed {
+            profile: &mut self.profile,
+            observer,
+        };
+        let (stats, mut notes) = match &mut self.engine {
+            Engine::Single(sampler) => (sampler.run(stop, &mut sink), Vec::new()),
+            Engine::Tree(sampler) => {
+                let stats = sampler.run(stop, &mut sink);
+                let mut notes = process_lines(&stats);
+                notes.extend(sampler.skipped().iter().cloned());
+                if stats.processes.is_empty() {
+                    notes.push(format!(
+                        "no Python process was found in the tree of process {}",
+                        self.target.pid
+                    ));
+                }
+                (stats, notes)
+            }
+        };
+        if self.is_tree() {
+            self.profile.target.python_version = self.profile.process_versions();
+        }
+        self.profile.summary = Some(RunSummary::from_stats(&stats, self.rate_hz));
+        self.notes.append(&mut notes);
+        Finished {
+            profile: self.profile,
+            stats,
+            notes: self.notes,
+            started,
+            target: self.target,
+        }
+    }
+}
+
+impl Finished {
+    /// Stops a launched target (one that exited is given two seconds to be reaped); returns
+    /// a note for the summary.
+    pub fn stop_target(&mut self) -> Option<String> {
+        let grace = match self.stats.stop {
+            Some(StopReason::TargetExited) => Duration::from_secs(2),
+            _ => Duration::ZERO,
+        };
+        self.target.stop(grace)
+    }
+}
+
+/// Hands samples to the profile and shows them to the observer.
+struct Feed<'a> {
+    profile: &'a mut Profile,
+    observer: &'a mut dyn RunObserver,
+}
+
+impl SampleSink for Feed<'_> {
+    fn record(&mut self, sample: Sample) {
+        self.observer.sample(None, &sample);
+        self.profile.add(sample);
+    }
+
+    fn record_process(&mut self, process: &ProcessIdentity, sample: Sample) {
+        self.observer.sample(Some(process), &sample);
+        self.profile.add_process_sample(process, sample);
+    }
+
+    fn progress(&mut self, stats: &SamplerStats) {
+        self.observer.progress(stats, self.profile);
+    }
+}
+
+/// One summary line per process sampled with `--subprocesses`.
+fn process_lines(stats: &SamplerStats) -> Vec<String> {
+    let mut lines = vec![format!("processes sampled: {}", stats.processes.len())];
+    for process in &stats.processes {
+        let mut command: String = process.process.command.chars().take(60).collect();
+        if process.process.command.chars().count() > 60 {
+            command.push('…');
+        }
+        lines.push(format!(
+            "  {:>7} {:>6} samples, {:6.1} Hz, {} read errors, {:.2}-{:.2} s{}  {command}",
+            process.process.pid,
+            process.samples,
+            process.achieved_rate(),
+            process.read_errors,
+            process.first.as_secs_f64(),
+            process.last.as_secs_f64(),
+            if process.exited { ", exited" } else { "" },
+        ));
+    }
+    lines
+}
+
+/// Whether `metric` needs the allocator counters.
+pub fn needs_malloc(metric: Metric) -> bool {
+    matches!(metric, Metric::MallocBytes | Metric::MallocCount)
+}
+
+impl MallocMode {
+    /// [`MallocMode::Required`] when `metric` needs the counters, else `otherwise`.
+    pub fn for_metric(metric: Metric, otherwise: MallocMode) -> MallocMode {
+        if needs_malloc(metric) {
+            MallocMode::Required
+        } else {
+            otherwise
+        }
+    }
+}
