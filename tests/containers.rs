@@ -256,6 +256,9 @@ fn dump_idle_and_active(viewer: Viewer) {
         1,
         "the interpreter is the container's init"
     );
+    // `ready` is printed just before the main thread's sleep: give it time to get there and
+    // the spinner time to take the GIL back.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let (mut command, pid) = viewer.command(&container, PMT);
     command.args(["dump", "--pid", &pid.to_string()]);
     let output = run(command);

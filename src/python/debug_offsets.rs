@@ -60,6 +60,26 @@ const DEBUGGER: Section = (
         "debugger_script_path_size",
     ],
 );
+const THREAD_3_13: Section = (
+    "thread_state",
+    &[
+        "size",
+        "prev",
+        "next",
+        "interp",
+        "current_frame",
+        "thread_id",
+        "native_thread_id",
+        "datastack_chunk",
+        "status",
+    ],
+);
+const TYPE_3_13: Section = ("type_object", &["size", "tp_name", "tp_repr", "tp_flags"]);
+const UNICODE_3_13: Section = (
+    "unicode_object",
+    &["size", "state", "length", "asciiobject_size"],
+);
+const GC_3_13: Section = ("gc", &["size", "collecting"]);
 const INTERPRETER_3_14: Section = (
     "interpreter_state",
     &[
@@ -136,20 +156,7 @@ pub const SCHEMAS: &[Schema] = &[
                     "gil_runtime_state_holder",
                 ],
             ),
-            (
-                "thread_state",
-                &[
-                    "size",
-                    "prev",
-                    "next",
-                    "interp",
-                    "current_frame",
-                    "thread_id",
-                    "native_thread_id",
-                    "datastack_chunk",
-                    "status",
-                ],
-            ),
+            THREAD_3_13,
             (
                 "interpreter_frame",
                 &[
@@ -177,18 +184,15 @@ pub const SCHEMAS: &[Schema] = &[
                 ],
             ),
             PYOBJECT,
-            ("type_object", &["size", "tp_name", "tp_repr", "tp_flags"]),
+            TYPE_3_13,
             TUPLE,
             LIST,
             DICT,
             FLOAT,
             LONG,
             BYTES,
-            (
-                "unicode_object",
-                &["size", "state", "length", "asciiobject_size"],
-            ),
-            ("gc", &["size", "collecting"]),
+            UNICODE_3_13,
+            GC_3_13,
         ],
     },
     Schema {
@@ -197,24 +201,11 @@ pub const SCHEMAS: &[Schema] = &[
         sections: &[
             RUNTIME,
             INTERPRETER_3_14,
-            (
-                "thread_state",
-                &[
-                    "size",
-                    "prev",
-                    "next",
-                    "interp",
-                    "current_frame",
-                    "thread_id",
-                    "native_thread_id",
-                    "datastack_chunk",
-                    "status",
-                ],
-            ),
+            THREAD_3_13,
             FRAME_3_14,
             CODE_3_14,
             PYOBJECT,
-            ("type_object", &["size", "tp_name", "tp_repr", "tp_flags"]),
+            TYPE_3_13,
             TUPLE,
             LIST,
             SET,
@@ -222,11 +213,8 @@ pub const SCHEMAS: &[Schema] = &[
             FLOAT,
             LONG,
             BYTES,
-            (
-                "unicode_object",
-                &["size", "state", "length", "asciiobject_size"],
-            ),
-            ("gc", &["size", "collecting"]),
+            UNICODE_3_13,
+            GC_3_13,
             GEN,
             LLIST,
             DEBUGGER,
