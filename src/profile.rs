@@ -1,7 +1,7 @@
 //! The profile model: what a sampling run gathered, aggregated as interned stacks × metrics,
 //! plus (when asked for) the timeline of every sample. The `rss` weight of a stack is the
-//! growth it still owned when RSS peaked (a last-raised, first-released ledger), so transient
-//! allocations cancel out. Every output format is a reader of a
+//! growth it still owned when RSS peaked (a ledger in which a release gives back its own
+//! stack's growth first, then the latest), so transient allocations cancel out. Every output format is a reader of a
 //! [`Profile`]; a profile read back from a timeline file is the same model.
 //!
 //! With `--subprocesses` a profile holds several processes: a [`ProcessInfo`] table, each
@@ -293,21 +293,30 @@ pub enum ProfileError {
 /// window still sits part-way up a tooth, which would be charged to that site as kept.
 pub const SUSTAIN_S: f64 = 0.25;
 
-/// Which stacks own the RSS that sampling saw grow, as a last-raised, first-released ledger.
+/// Which stacks own the RSS that sampling saw grow, as a ledger of growth in the order it came.
 ///
-/// Each interval's RSS growth is pushed with the (thread, stack) it was charged to; each
-/// decrease cancels the most recently pushed growth first. The `rss` metric is the ledger at
-/// the *sustained peak*: the highest level that RSS held for at least [`SUSTAIN_S`] (and two
-/// samples). Memory raised and freed again within that time — transient allocations — cancels
-/// out, whichever stack the release was charged to, and memory freed at exit does not erase
-/// what the run grew.
+/// Each interval's RSS growth is pushed with the (thread, stack) it was charged to. A decrease
+/// charged to a (thread, stack) first gives back that stack's own growth, most recent first
+/// (with in-kernel stacks a release is charged to the stack that faulted the pages in, so
+/// this is exact; tick-based charging gives it to the stack that ran when RSS fell), and only
+/// what exceeds it cancels the most recently pushed growth of other stacks. The `rss` metric
+/// is the ledger at the *sustained peak*: the highest level that RSS held for at least
+/// [`SUSTAIN_S`] (and two samples). Memory raised and freed again within that time —
+/// transient allocations — cancels out, and memory freed at exit does not erase what the run
+/// grew.
 ///
 /// The bottom `m` bytes of the ledger are unchanged while the level stays at or above `m`, so
 /// once the level has held `m` for the whole window, the current ledger's bottom `m` bytes are
 /// the state to keep, and everything above `m` was pushed within the window.
 #[derive(Debug, Default)]
 struct GrowthLedger {
+    /// Growth in push order; an entry a stack's own release emptied stays, at 0, until the
+    /// next compaction.
     entries: Vec<((u32, u32), u64)>,
+    /// Each key's non-empty entries, as indices into `entries`, oldest first.
+    by_key: HashMap<(u32, u32), Vec<usize>>,
+    /// Entries at 0 left in `entries`.
+    emptied: usize,
     current: HashMap<(u32, u32), u64>,
     level: u64,
     window: std::collections::VecDeque<(f64, u64)>,
@@ -318,28 +327,78 @@ struct GrowthLedger {
 impl GrowthLedger {
     fn grow(&mut self, key: (u32, u32), bytes: u64) {
         match self.entries.last_mut() {
-            Some((top, amount)) if *top == key => *amount += bytes,
-            _ => self.entries.push((key, bytes)),
+            Some((top, amount)) if *top == key && *amount > 0 => *amount += bytes,
+            _ => {
+                self.by_key.entry(key).or_default().push(self.entries.len());
+                self.entries.push((key, bytes));
+            }
         }
         *self.current.entry(key).or_default() += bytes;
         self.level += bytes;
     }
 
-    fn release(&mut self, mut bytes: u64) {
+    /// Gives back `bytes` charged to `key`: its own growth first, then the latest growth.
+    fn release_from(&mut self, key: (u32, u32), mut bytes: u64) {
         while bytes > 0 {
-            let Some((key, amount)) = self.entries.last_mut() else {
+            let Some(&index) = self.by_key.get(&key).and_then(|v| v.last()) else {
                 break;
             };
-            let taken = bytes.min(*amount);
-            *amount -= taken;
+            let taken = self.take(index, bytes);
             bytes -= taken;
-            self.level -= taken;
-            let key = *key;
-            if *amount == 0 {
-                self.entries.pop();
-            }
-            subtract(&mut self.current, key, taken);
         }
+        self.release(bytes);
+        if self.emptied > 64 && self.emptied * 2 > self.entries.len() {
+            self.compact();
+        }
+    }
+
+    /// Cancels the most recently pushed growth first.
+    fn release(&mut self, mut bytes: u64) {
+        while bytes > 0 {
+            let Some(&(_, amount)) = self.entries.last() else {
+                break;
+            };
+            if amount == 0 {
+                self.entries.pop();
+                self.emptied -= 1;
+                continue;
+            }
+            bytes -= self.take(self.entries.len() - 1, bytes);
+        }
+    }
+
+    /// Takes up to `bytes` from entry `index` (non-empty, its key's latest); returns how much.
+    fn take(&mut self, index: usize, bytes: u64) -> u64 {
+        let (key, amount) = &mut self.entries[index];
+        let key = *key;
+        let taken = bytes.min(*amount);
+        *amount -= taken;
+        self.level -= taken;
+        subtract(&mut self.current, key, taken);
+        if *amount == 0 {
+            if let Some(indices) = self.by_key.get_mut(&key) {
+                indices.pop();
+                if indices.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+            if index + 1 == self.entries.len() {
+                self.entries.pop();
+            } else {
+                self.emptied += 1;
+            }
+        }
+        taken
+    }
+
+    /// Drops the emptied entries and renumbers the index.
+    fn compact(&mut self) {
+        self.entries.retain(|&(_, amount)| amount > 0);
+        self.by_key.clear();
+        for (index, &(key, _)) in self.entries.iter().enumerate() {
+            self.by_key.entry(key).or_default().push(index);
+        }
+        self.emptied = 0;
     }
 
     /// Closes a sample at `time_s`: updates the sustained peak.
@@ -774,18 +833,20 @@ impl Profile {
     }
 }
 
-/// Feeds one sample's charges to the ledger: growth in thread order, then the release.
+/// Feeds one sample's charges to the ledger: growth in thread order, then each release from
+/// the stack it was charged to.
 fn replay(ledger: &mut GrowthLedger, time_s: f64, entries: &[TimelineEntry]) {
-    let mut released = 0;
     for entry in entries {
         let growth = entry.values.get(Metric::Rss);
         if growth > 0 {
             ledger.grow((entry.thread, entry.stack), growth);
         }
-        released += entry.values.get(Metric::RssRelease);
     }
-    if released > 0 {
-        ledger.release(released);
+    for entry in entries {
+        let released = entry.values.get(Metric::RssRelease);
+        if released > 0 {
+            ledger.release_from((entry.thread, entry.stack), released);
+        }
     }
     ledger.end_sample(time_s);
 }
@@ -963,7 +1024,7 @@ mod tests {
                 ledger.grow(key, growth);
             }
             if release > 0 {
-                ledger.release(release);
+                ledger.release_from(key, release);
             }
             ledger.end_sample(i as f64 * 0.01);
         }
@@ -989,6 +1050,42 @@ mod tests {
             "the transient is not part of the peak"
         );
         assert_eq!(ledger.level, 0);
+    }
+
+    #[test]
+    fn a_release_gives_back_its_own_stacks_growth_first() {
+        // Stack 1 keeps 300; stack 2 raises 200 after it; stack 1 then frees 100 of its own.
+        let mut steps = vec![((0, 1), 300, 0), ((0, 2), 200, 0), ((0, 1), 0, 100)];
+        steps.extend(std::iter::repeat_n(((0, 0), 0, 0), held()));
+        // A release beyond a stack's holdings cancels the latest growth of the others.
+        steps.push(((0, 3), 0, 50));
+        let ledger = ledger_after(&steps);
+        assert_eq!(ledger.at_peak().get(&(0, 1)), Some(&200));
+        assert_eq!(ledger.at_peak().get(&(0, 2)), Some(&200));
+        assert_eq!(ledger.current.get(&(0, 2)), Some(&150));
+        assert_eq!(ledger.level, 350);
+    }
+
+    #[test]
+    fn emptied_entries_are_compacted_and_the_ledger_stays_consistent() {
+        let mut ledger = GrowthLedger::default();
+        for round in 0..500u32 {
+            ledger.grow((0, round % 7), 10);
+            ledger.grow((1, round % 5), 10);
+            if round % 3 == 0 {
+                ledger.release_from((0, round % 7), 10);
+            }
+        }
+        let sum: u64 = ledger.current.values().sum();
+        assert_eq!(sum, ledger.level);
+        let in_entries: u64 = ledger.entries.iter().map(|&(_, a)| a).sum();
+        assert_eq!(in_entries, ledger.level);
+        assert!(
+            ledger.emptied <= 64 || ledger.emptied * 2 <= ledger.entries.len(),
+            "{} emptied of {}",
+            ledger.emptied,
+            ledger.entries.len()
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The committed eBPF objects are what their source compiles to: `dtrace/bpf/build.sh`, run with
 //! clang (installed by `.ci/setup`) into a scratch directory, writes the same bytes as the
-//! committed `malloc_counters.{x86,arm64}.bpf.o` and the same stamp (source hash, clang version).
+//! committed `malloc_counters` and `memory_stacks` objects (x86, arm64) and the same stamps (source hash, clang version).
 
 mod common;
 
@@ -20,16 +20,21 @@ fn clang_rebuilds_the_committed_bpf_objects_byte_for_byte() {
         "dtrace/bpf/build.sh failed (it needs clang, which .ci/setup installs): {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let committed_stamp = std::fs::read_to_string(repo.join("dtrace/bpf/malloc_counters.stamp"))
-        .expect("the committed stamp");
-    let stamp = std::fs::read_to_string(dir.path().join("malloc_counters.stamp"))
-        .expect("the rebuilt stamp");
-    assert_eq!(
-        stamp, committed_stamp,
-        "the source or the clang version differs from the committed build: run `bash dtrace/bpf/build.sh` and commit"
-    );
-    for arch in ["x86", "arm64"] {
-        let name = format!("malloc_counters.{arch}.bpf.o");
+    for object in ["malloc_counters", "memory_stacks"] {
+        let stamp_name = format!("{object}.stamp");
+        let committed_stamp = std::fs::read_to_string(repo.join("dtrace/bpf").join(&stamp_name))
+            .expect("the committed stamp");
+        let stamp =
+            std::fs::read_to_string(dir.path().join(&stamp_name)).expect("the rebuilt stamp");
+        assert_eq!(
+            stamp, committed_stamp,
+            "{object}: the source or the clang version differs from the committed build: run `bash dtrace/bpf/build.sh` and commit"
+        );
+    }
+    for name in ["malloc_counters", "memory_stacks"]
+        .iter()
+        .flat_map(|object| ["x86", "arm64"].map(|arch| format!("{object}.{arch}.bpf.o")))
+    {
         let rebuilt = std::fs::read(dir.path().join(&name)).expect("rebuilt object");
         let committed = std::fs::read(repo.join("dtrace/bpf").join(&name)).expect("committed");
         assert!(

@@ -2,8 +2,7 @@
 //! `libpythonX.Y.so`, detecting its version, choosing its layout) and reading every thread's
 //! stack. The one entry point the rest of the program uses to see Python state.
 
-use super::ThreadStack;
-use super::code::CodeCache;
+use super::code::{CodeCache, InstructionPosition};
 use super::debug_offsets::{DebugOffsets, Header, Schema};
 use super::frames::{Chain, walk_frames};
 use super::layout::Layout;
@@ -15,6 +14,7 @@ use super::threads::{
     thread_names, thread_states,
 };
 use super::version::PythonVersion;
+use super::{Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
@@ -155,6 +155,19 @@ pub struct PythonSpy {
     /// Pages the previous read used: most stay the same from one sample to the next, so
     /// they are fetched in one batched call before walking.
     last_pages: Vec<u64>,
+    /// `(kernel tid, PyThreadState address)` of the threads the last read found.
+    thread_states: Vec<(u32, u64)>,
+}
+
+/// What an in-kernel walker needs to follow this interpreter's frames itself: where the
+/// interpreter list starts and the layout (see `memory::kernel_stacks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkRoot {
+    /// Address of the pointer to the first interpreter.
+    pub interp_head: u64,
+    /// glibc's offset of the kernel tid in `struct pthread`, for versions whose thread state
+    /// does not record it (the thread state's `thread_id` points to that struct).
+    pub pthread_tid_offset: u64,
 }
 
 impl PythonSpy {
@@ -226,7 +239,48 @@ impl PythonSpy {
             torn_reads: 0,
             outermost: HashMap::new(),
             last_pages: Vec::new(),
+            thread_states: Vec::new(),
         })
+    }
+
+    /// `(kernel tid, PyThreadState address)` of each Python thread the last
+    /// [`PythonSpy::read_stacks`] found with a known kernel id.
+    pub fn thread_states(&self) -> &[(u32, u64)] {
+        &self.thread_states
+    }
+
+    /// Where an in-kernel walker starts (with [`PythonSpy::layout`]).
+    pub fn walk_root(&self) -> WalkRoot {
+        let interp_head = match self.root {
+            InterpreterRoot::Runtime(runtime) => {
+                runtime.wrapping_add(self.layout.runtime_interpreters_head.unwrap_or_default())
+            }
+            InterpreterRoot::InterpHead(addr) => addr,
+        };
+        WalkRoot {
+            interp_head,
+            pthread_tid_offset: GLIBC_PTHREAD_TID_OFFSET,
+        }
+    }
+
+    /// Decodes a stack an in-kernel walker recorded: `(code object address, instruction
+    /// position)` per frame, innermost first, the position being `f_lasti` before 3.11 and
+    /// the instruction pointer after. Code objects are read now, through the same cache as
+    /// stack reads; one that cannot be read (freed since) is left out.
+    pub fn decode_frames(&mut self, frames: impl Iterator<Item = (u64, u64)>) -> Vec<Frame> {
+        let pointers = self.layout.version >= (3, 11);
+        let mem = self.mem;
+        frames
+            .filter_map(|(code, pos)| {
+                let position = if pointers {
+                    InstructionPosition::Pointer(pos)
+                } else {
+                    InstructionPosition::Lasti(pos as u32 as i32)
+                };
+                let (code, line, _) = self.codes.frame(&mem, &self.layout, code, position).ok()?;
+                Some(Frame { code, line })
+            })
+            .collect()
     }
 
     /// The target's pid.
@@ -319,6 +373,7 @@ impl PythonSpy {
         }
         let raws = thread_states(&snapshot, &self.layout, head).map_err(|e| self.read_error(e))?;
         let mut stacks = Vec::with_capacity(raws.len());
+        self.thread_states.clear();
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         let mut pages = snapshot.page_addresses();
         for raw in &raws {
@@ -351,6 +406,9 @@ impl PythonSpy {
                 .and_then(|tid| self.process.host_tid(tid));
             if !self.names.contains_key(&raw.thread_id) {
                 self.refresh_names(raw.interp);
+            }
+            if let Some(tid) = native_id {
+                self.thread_states.push((tid, raw.tstate));
             }
             let idle = native_id
                 .and_then(|tid| os_states.get(&tid))

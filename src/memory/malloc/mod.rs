@@ -219,7 +219,7 @@ impl MallocError {
     }
 
     /// Classifies an aya error by the OS error at its root.
-    fn from_bpf(what: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+    pub(crate) fn from_bpf(what: &str, error: &(dyn std::error::Error + 'static)) -> Self {
         let mut chain = String::new();
         let mut errno = None;
         let mut current = Some(error);
@@ -242,9 +242,63 @@ impl MallocError {
     }
 }
 
+/// The allocator entry points of process `pid` to probe: libc's, and with
+/// `options.python_allocators` CPython's (and how those are probed).
+pub(crate) fn probe_sites(
+    pid: i32,
+    options: &MallocOptions,
+) -> Result<(Vec<targets::ProbeSite>, Option<PythonAllocatorProbes>), MallocError> {
+    let mut sites = targets::libc_sites(pid, options.frees)?;
+    let mut python = None;
+    if options.python_allocators {
+        let (more, kind) = targets::python_sites(pid, options.frees)?;
+        sites.extend(more);
+        python = Some(kind);
+    }
+    Ok((sites, python))
+}
+
+/// Attaches each site's program of `ebpf` (loading it the first time) to process `tgid`.
+pub(crate) fn attach_uprobes(
+    ebpf: &mut Ebpf,
+    tgid: NonZeroU32,
+    sites: &[targets::ProbeSite],
+) -> Result<Vec<AttachedProbe>, MallocError> {
+    let mut probes = Vec::with_capacity(sites.len());
+    for site in sites {
+        let program: &mut UProbe = ebpf
+            .program_mut(site.program)
+            .ok_or_else(|| MallocError::Bpf {
+                what: format!("BPF object lacks program {}", site.program),
+            })?
+            .try_into()
+            .map_err(|e| MallocError::from_bpf(site.program, &e))?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|e| MallocError::from_bpf(&format!("loading {}", site.program), &e))?;
+        }
+        program
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(site.offset),
+                &site.path,
+                UProbeScope::OneProcess(tgid),
+            )
+            .map_err(|e| {
+                let what = format!("attaching to {} in {}", site.symbol, site.path.display());
+                MallocError::from_bpf(&what, &e)
+            })?;
+        probes.push(AttachedProbe {
+            path: site.path.clone(),
+            symbol: site.symbol,
+        });
+    }
+    Ok(probes)
+}
+
 /// The process (thread group) that `pid` belongs to: `pid` itself, or its process when `pid`
 /// names a thread.
-fn thread_group(pid: i32) -> Result<NonZeroU32, MallocError> {
+pub(crate) fn thread_group(pid: i32) -> Result<NonZeroU32, MallocError> {
     let status = read_status(pid).map_err(|source| MallocError::from_proc(pid, source))?;
     status
         .and_then(|status| u32::try_from(status.tgid).ok())
@@ -257,17 +311,23 @@ fn check_environment() -> Result<(), MallocError> {
     if BPF_OBJECT.is_empty() {
         return Err(MallocError::NotBuilt);
     }
+    check_privileges()?;
+    let uprobe_pmu = "/sys/bus/event_source/devices/uprobe/type";
+    if !std::path::Path::new(uprobe_pmu).exists() {
+        return Err(MallocError::NoKernelSupport {
+            detail: format!("{uprobe_pmu} is missing"),
+        });
+    }
+    Ok(())
+}
+
+/// Root, or the capabilities that loading BPF programs needs.
+pub(crate) fn check_privileges() -> Result<(), MallocError> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 && !has_bpf_capabilities() {
         return Err(MallocError::NotPermitted {
             detail: format!("running as uid {euid} without those capabilities"),
-        });
-    }
-    let uprobe_pmu = "/sys/bus/event_source/devices/uprobe/type";
-    if !std::path::Path::new(uprobe_pmu).exists() {
-        return Err(MallocError::NoKernelSupport {
-            detail: format!("{uprobe_pmu} is missing"),
         });
     }
     Ok(())
@@ -321,13 +381,7 @@ impl MallocCounters {
         check_environment()?;
         let tgid = thread_group(pid)?;
         let pid = i32::try_from(tgid.get()).map_err(|_| MallocError::NoSuchProcess { pid })?;
-        let mut sites = targets::libc_sites(pid, options.frees)?;
-        let mut python_probes = None;
-        if options.python_allocators {
-            let (python, kind) = targets::python_sites(pid, options.frees)?;
-            sites.extend(python);
-            python_probes = Some(kind);
-        }
+        let (sites, python_probes) = probe_sites(pid, options)?;
 
         let target_tgid = tgid.get();
         // In a sidecar the target's ids are the sidecar's PID namespace's, not the kernel's.
@@ -339,36 +393,7 @@ impl MallocCounters {
             .override_global("PIDNS_INO", &pidns_ino, true)
             .load(BPF_OBJECT)
             .map_err(|e| MallocError::from_bpf("loading the BPF object", &e))?;
-
-        let mut probes = Vec::with_capacity(sites.len());
-        for site in &sites {
-            let program: &mut UProbe = ebpf
-                .program_mut(site.program)
-                .ok_or_else(|| MallocError::Bpf {
-                    what: format!("BPF object lacks program {}", site.program),
-                })?
-                .try_into()
-                .map_err(|e| MallocError::from_bpf(site.program, &e))?;
-            if program.fd().is_err() {
-                program
-                    .load()
-                    .map_err(|e| MallocError::from_bpf(&format!("loading {}", site.program), &e))?;
-            }
-            program
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(site.offset),
-                    &site.path,
-                    UProbeScope::OneProcess(tgid),
-                )
-                .map_err(|e| {
-                    let what = format!("attaching to {} in {}", site.symbol, site.path.display());
-                    MallocError::from_bpf(&what, &e)
-                })?;
-            probes.push(AttachedProbe {
-                path: site.path.clone(),
-                symbol: site.symbol,
-            });
-        }
+        let probes = attach_uprobes(&mut ebpf, tgid, &sites)?;
 
         let counts_map = ebpf
             .take_map("ALLOC_COUNTS")

@@ -24,7 +24,7 @@ pub(crate) struct ProbeSite {
     pub symbol: &'static str,
     /// Offset of the symbol's first instruction in the file.
     pub offset: u64,
-    /// Name of the BPF program in `malloc_counters.bpf.c`.
+    /// Name of the BPF program in `malloc_counters.bpf.c` (and `memory_stacks.bpf.c`).
     pub program: &'static str,
 }
 

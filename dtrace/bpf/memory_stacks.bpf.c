@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+//
+// memory_stacks.bpf.c: the Python stack of the code that acquired memory, captured in the
+// kernel at the moment it did (SPEC §2.4), for pmt-sample's in-kernel attribution.
+//
+// Programs:
+//   page faults (tracepoints exceptions:page_fault_user and page_fault_kernel, the latter for
+//   pages a system call such as read() faults in on the process's behalf): walk the faulting
+//   thread's Python frame chain and emit FAULT(page address, stack id);
+//   munmap, madvise, brk, mremap (syscall tracepoints): emit the ranges the process gives
+//   back or moves, so that user space can keep a ledger of which stack owns each page;
+//   allocator uprobes (same program names as malloc_counters.bpf.c, so the same probe sites
+//   apply): count every call's bytes per thread and, once a thread's bytes since its last
+//   sample reach a randomised threshold (mean SAMPLE_BYTES), walk the stack and emit
+//   ALLOC(stack id, bytes and calls since the thread's previous sample).
+//
+// The walk: the thread state of the calling thread comes from THREADS (filled by user space
+// each sampler tick; a thread not there yet is looked up in its interpreter's thread list by
+// its kernel thread id, so threads shorter than a tick are found too). From its innermost
+// frame the chain is followed through `previous`/`f_back` with bpf_probe_read_user and the
+// offsets user space hands over per process in PROCS (the same layouts the reader uses),
+// recording (code object address, instruction position) pairs, innermost first, at most
+// MAX_DEPTH of them; 3.12+ shim frames are skipped, 3.14+ tag bits cleared. The faulting
+// thread is stopped in the kernel while this runs, so its chain cannot change under the walk.
+// A chain is identified by a 64-bit hash of its pairs (0: no Python stack) and stored once in
+// STACKS, where user space looks up ids it has not decoded yet. Consecutive events from the
+// same innermost frame at the same instruction reuse the thread's last walk (LAST_WALK).
+//
+// Everything is filtered to the processes in PROCS (keys: tgid as the loader sees it).
+
+#include "pmt_bpf.h"
+
+#define MAX_DEPTH 128          // Python frames recorded per stack (innermost first)
+#define MAX_VISITS 192         // frames visited per walk, shims included
+#define MAX_THREAD_SCAN 64     // thread states looked at to find a new thread
+#define FRAME_SPAN 128         // bytes read per frame: every member the walk uses lies below
+
+// Flags of struct py_layout.
+#define F_FRAME_OBJECTS 1      // <= 3.10: PyFrameObject chain, f_lasti is an int
+#define F_CFRAME 2             // 3.11-3.12: tstate->cframe->current_frame
+#define F_SHIMS 4              // 3.12+: frames owned by the C stack/interpreter are shims
+#define F_TAGGED_CODE 8        // 3.14+: f_executable is a tagged _PyStackRef
+#define F_NATIVE_ID 16         // tstate->native_thread_id holds the kernel tid (3.11+)
+
+// Mirrors `BpfLayout` in src/memory/kernel_stacks.rs: same field order.
+struct py_layout {
+    __u64 interp_head;          // address of the pointer to the first interpreter
+    __u64 pidns_dev;            // the target's PID namespace, to match native thread ids
+    __u64 pidns_ino;
+    __u32 flags;
+    __u32 interp_threads_head;
+    __u32 tstate_next;
+    __u32 tstate_frame;
+    __u32 cframe_current_frame;
+    __u32 tstate_native_id;     // native_thread_id, or glibc's tid in struct pthread (F_NATIVE_ID unset)
+    __u32 tstate_thread_id;
+    __u32 frame_back;
+    __u32 frame_code;
+    __u32 frame_lasti;
+    __u32 frame_owner;
+    __u32 first_shim_owner;
+};
+
+// Mirrors `RawStack` in src/memory/kernel_stacks.rs.
+struct py_stack {
+    __u32 depth;
+    __u32 truncated;
+    __u64 code[MAX_DEPTH];
+    __u64 pos[MAX_DEPTH];
+};
+
+// Event kinds; mirrors `EventKind` in src/memory/kernel_stacks.rs.
+#define EV_FAULT 1          // addr: faulted address, stack
+#define EV_MUNMAP 2         // addr, len
+#define EV_MADVISE 3        // addr, len, arg: advice
+#define EV_BRK 4            // addr: the program break after brk()
+#define EV_MREMAP_ENTER 5   // addr: old address, len: old length, arg: new length
+#define EV_MREMAP_EXIT 6    // addr: the new address (or a negative error)
+#define EV_ALLOC 7          // stack, len: bytes, arg: calls, since the thread's last sample
+
+struct event {
+    __u32 kind;
+    __u32 tid;
+    __u32 tgid;
+    __u32 pad;
+    __u64 addr;
+    __u64 len;
+    __u64 arg;
+    __u64 stack;
+};
+
+struct last_walk {
+    __u64 frame;
+    __u64 back;
+    __u64 code;
+    __u64 pos;
+    __u64 stack;
+};
+
+struct alloc_sampler {
+    __u64 bytes;
+    __u64 calls;
+    __u64 threshold;
+};
+
+struct walk_scratch {
+    struct py_stack stack;
+    __u8 frame[FRAME_SPAN];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, struct py_layout);
+} PROCS SEC(".maps");
+
+// Kernel tid (loader's view) -> its PyThreadState address; 0: not a Python thread (yet).
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);
+    __type(value, __u64);
+} THREADS SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, __u64);
+    __type(value, struct py_stack);
+} STACKS SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);
+    __type(value, struct last_walk);
+} LAST_WALK SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);
+    __type(value, struct alloc_sampler);
+} ALLOC_SAMPLERS SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct walk_scratch);
+} SCRATCH SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 16 << 20);
+} EVENTS SEC(".maps");
+
+// Mirrors `Tallies` in src/memory/kernel_stacks.rs: what went wrong, counted.
+#define T_LOST_EVENTS 0     // the ring buffer was full
+#define T_NO_THREAD 1       // a target thread that has no Python thread state
+#define T_READ_FAILED 2     // a frame could not be read (walk recorded up to it)
+#define T_STACKS_FULL 3     // STACKS was full: the event's stack is unknown
+#define T_WALKS 4           // stack walks done
+#define T_REUSED 5          // events that reused the thread's last walk
+#define T_COUNT 6
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, T_COUNT);
+    __type(key, __u32);
+    __type(value, __u64);
+} TALLIES SEC(".maps");
+
+// Mean bytes between two allocation samples of a thread (0: every allocation is a sample).
+const volatile __u64 SAMPLE_BYTES = 0;
+
+ALWAYS_INLINE void tally(__u32 which)
+{
+    __u64 *n = bpf_map_lookup_elem(&TALLIES, &which);
+    if (n)
+        *n += 1;
+}
+
+ALWAYS_INLINE __u64 read_u64(__u64 addr)
+{
+    __u64 v = 0;
+    if (bpf_probe_read_user(&v, sizeof(v), (const void *)addr))
+        return 0;
+    return v;
+}
+
+ALWAYS_INLINE __u64 field_u64(const __u8 *buf, __u32 off)
+{
+    __u64 v = 0;
+    off &= FRAME_SPAN - 1;
+    if (off + 8 > FRAME_SPAN)
+        return 0;
+    __builtin_memcpy(&v, buf + off, 8);
+    return v;
+}
+
+// The thread state of thread `tid`, from THREADS or else its interpreter's thread list.
+static __attribute__((noinline)) __u64 find_thread_state(const struct py_layout *l, __u32 tid)
+{
+    __u64 *known = bpf_map_lookup_elem(&THREADS, &tid);
+    if (known)
+        return *known;
+    __u32 own = tid;
+    if (l->pidns_ino) {
+        struct bpf_pidns_info ns = {};
+        if (bpf_get_ns_current_pid_tgid(l->pidns_dev, l->pidns_ino, &ns, sizeof(ns)) == 0)
+            own = ns.pid;
+    }
+    __u64 interp = read_u64(l->interp_head);
+    __u64 tstate = interp ? read_u64(interp + l->interp_threads_head) : 0;
+    __u64 found = 0;
+    for (int i = 0; i < MAX_THREAD_SCAN && tstate; i++) {
+        __u32 native = 0;
+        __u64 at = tstate + l->tstate_native_id;
+        if (!(l->flags & F_NATIVE_ID))
+            at = read_u64(tstate + l->tstate_thread_id) + l->tstate_native_id;
+        if (bpf_probe_read_user(&native, sizeof(native), (const void *)at) == 0 && native == own) {
+            found = tstate;
+            break;
+        }
+        tstate = read_u64(tstate + l->tstate_next);
+    }
+    // A miss is remembered too (a thread Python does not know), until user space says otherwise.
+    bpf_map_update_elem(&THREADS, &tid, &found, BPF_ANY);
+    return found;
+}
+
+ALWAYS_INLINE __u64 innermost_frame(const struct py_layout *l, __u64 tstate)
+{
+    __u64 frame = read_u64(tstate + l->tstate_frame);
+    if ((l->flags & F_CFRAME) && frame)
+        frame = read_u64(frame + l->cframe_current_frame);
+    return frame;
+}
+
+ALWAYS_INLINE __u64 mix(__u64 h, __u64 v)
+{
+    h ^= v;
+    h *= 0x100000001b3ULL;
+    h ^= h >> 29;
+    return h;
+}
+
+// The stack id of thread `tid`'s Python stack now (0: none, or not readable).
+static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u32 tid)
+{
+    __u64 tstate = find_thread_state(l, tid);
+    if (!tstate) {
+        tally(T_NO_THREAD);
+        return 0;
+    }
+    __u32 zero = 0;
+    struct walk_scratch *s = bpf_map_lookup_elem(&SCRATCH, &zero);
+    if (!s)
+        return 0;
+    __u64 frame = innermost_frame(l, tstate);
+    if (!frame)
+        return 0;
+    __u32 span = l->frame_owner + 8;
+    if (l->frame_lasti + 8 > span)
+        span = l->frame_lasti + 8;
+    if (l->frame_back + 8 > span)
+        span = l->frame_back + 8;
+    if (l->frame_code + 8 > span)
+        span = l->frame_code + 8;
+    if (span > FRAME_SPAN)
+        span = FRAME_SPAN;
+
+    struct last_walk *last = bpf_map_lookup_elem(&LAST_WALK, &tid);
+    __u64 hash = 0xcbf29ce484222325ULL;
+    __u32 depth = 0;
+    s->stack.truncated = 0;
+    for (int i = 0; i < MAX_VISITS; i++) {
+        if (!frame)
+            break;
+        if (bpf_probe_read_user(s->frame, span, (const void *)frame)) {
+            tally(T_READ_FAILED);
+            break;
+        }
+        __u64 back = field_u64(s->frame, l->frame_back);
+        __u64 code = field_u64(s->frame, l->frame_code);
+        if ((l->flags & F_SHIMS) && s->frame[l->frame_owner & (FRAME_SPAN - 1)] >= l->first_shim_owner) {
+            frame = back;
+            continue;
+        }
+        if (l->flags & F_TAGGED_CODE)
+            code &= ~3ULL;
+        if (!code) {
+            // An innermost interpreter frame without code is being pushed or popped.
+            if (depth == 0 && !(l->flags & F_FRAME_OBJECTS)) {
+                frame = back;
+                continue;
+            }
+            break;
+        }
+        __u64 pos;
+        if (l->flags & F_FRAME_OBJECTS)
+            pos = (__u64)(__s32)(__u32)field_u64(s->frame, l->frame_lasti);
+        else
+            pos = field_u64(s->frame, l->frame_lasti);
+        if (depth == 0 && last && last->frame == frame && last->back == back &&
+            last->code == code && last->pos == pos) {
+            tally(T_REUSED);
+            return last->stack;
+        }
+        if (depth >= MAX_DEPTH) {
+            s->stack.truncated = 1;
+            break;
+        }
+        s->stack.code[depth & (MAX_DEPTH - 1)] = code;
+        s->stack.pos[depth & (MAX_DEPTH - 1)] = pos;
+        hash = mix(mix(hash, code), pos);
+        if (depth == 0) {
+            struct last_walk next = {.frame = frame, .back = back, .code = code, .pos = pos};
+            bpf_map_update_elem(&LAST_WALK, &tid, &next, BPF_ANY);
+        }
+        depth++;
+        frame = back;
+    }
+    tally(T_WALKS);
+    if (depth == 0)
+        return 0;
+    hash = mix(hash, depth);
+    if (hash == 0)
+        hash = 1;
+    s->stack.depth = depth;
+    if (!bpf_map_lookup_elem(&STACKS, &hash) &&
+        bpf_map_update_elem(&STACKS, &hash, &s->stack, BPF_NOEXIST) &&
+        !bpf_map_lookup_elem(&STACKS, &hash)) {
+        tally(T_STACKS_FULL);
+        hash = 0;
+    }
+    last = bpf_map_lookup_elem(&LAST_WALK, &tid);
+    if (last)
+        last->stack = hash;
+    return hash;
+}
+
+ALWAYS_INLINE int emit(__u32 kind, __u32 tgid, __u32 tid, __u64 addr, __u64 len, __u64 arg,
+                       __u64 stack)
+{
+    struct event e = {.kind = kind, .tid = tid, .tgid = tgid, .addr = addr, .len = len,
+                      .arg = arg, .stack = stack};
+    if (bpf_ringbuf_output(&EVENTS, &e, sizeof(e), BPF_RB_NO_WAKEUP))
+        tally(T_LOST_EVENTS);
+    return 0;
+}
+
+// The target's layout when the calling thread belongs to a target process.
+ALWAYS_INLINE const struct py_layout *target(__u32 *tgid, __u32 *tid)
+{
+    if (loader_ids(tgid, tid))
+        return 0;
+    return bpf_map_lookup_elem(&PROCS, tgid);
+}
+
+// --- page faults ---------------------------------------------------------------------------
+
+struct fault_args {
+    __u64 common;
+    __u64 address;
+    __u64 ip;
+    __u64 error_code;
+};
+
+ALWAYS_INLINE int on_fault(struct fault_args *args)
+{
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    __u64 stack = walk_stack(l, tid);
+    return emit(EV_FAULT, tgid, tid, args->address, 0, args->error_code, stack);
+}
+
+SEC("tracepoint/exceptions/page_fault_user")
+int pmt_fault_user(struct fault_args *args) { return on_fault(args); }
+
+SEC("tracepoint/exceptions/page_fault_kernel")
+int pmt_fault_kernel(struct fault_args *args) { return on_fault(args); }
+
+// --- what gives pages back -----------------------------------------------------------------
+
+struct syscall_enter_args {
+    __u64 common;
+    __s32 nr;
+    __u32 pad;
+    __u64 args[6];
+};
+
+struct syscall_exit_args {
+    __u64 common;
+    __s32 nr;
+    __u32 pad;
+    long ret;
+};
+
+SEC("tracepoint/syscalls/sys_enter_munmap")
+int pmt_munmap(struct syscall_enter_args *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    return emit(EV_MUNMAP, tgid, tid, a->args[0], a->args[1], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_madvise")
+int pmt_madvise(struct syscall_enter_args *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    __u64 advice = a->args[2];
+    // MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTNEED_LOCKED: the range's pages go.
+    if (advice != 4 && advice != 8 && advice != 9 && advice != 24)
+        return 0;
+    return emit(EV_MADVISE, tgid, tid, a->args[0], a->args[1], advice, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_brk")
+int pmt_brk(struct syscall_exit_args *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    return emit(EV_BRK, tgid, tid, (__u64)a->ret, 0, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mremap")
+int pmt_mremap_enter(struct syscall_enter_args *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    return emit(EV_MREMAP_ENTER, tgid, tid, a->args[0], a->args[1], a->args[2], 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_mremap")
+int pmt_mremap_exit(struct syscall_exit_args *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    return emit(EV_MREMAP_EXIT, tgid, tid, (__u64)a->ret, 0, 0, 0);
+}
+
+// --- allocation-time stacks ----------------------------------------------------------------
+
+// CPython's SMALL_REQUEST_THRESHOLD: larger pymalloc requests reach libc malloc and are
+// counted there (as in malloc_counters.bpf.c).
+#define PYMALLOC_THRESHOLD 512
+
+ALWAYS_INLINE __u64 next_threshold(void)
+{
+    // Uniform in [SAMPLE_BYTES/2, 3*SAMPLE_BYTES/2): the mean is SAMPLE_BYTES, and the
+    // jitter keeps a periodic allocation pattern from always sampling the same call.
+    __u64 half = SAMPLE_BYTES / 2;
+    return half + (SAMPLE_BYTES ? (bpf_get_prandom_u32() % (SAMPLE_BYTES | 1)) : 0);
+}
+
+ALWAYS_INLINE int sample_alloc(__u64 bytes)
+{
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    struct alloc_sampler *s = bpf_map_lookup_elem(&ALLOC_SAMPLERS, &tid);
+    if (!s) {
+        struct alloc_sampler fresh = {.threshold = next_threshold()};
+        bpf_map_update_elem(&ALLOC_SAMPLERS, &tid, &fresh, BPF_NOEXIST);
+        s = bpf_map_lookup_elem(&ALLOC_SAMPLERS, &tid);
+        if (!s)
+            return 0;
+    }
+    s->bytes += bytes;
+    s->calls += 1;
+    if (s->bytes < s->threshold)
+        return 0;
+    __u64 taken = s->bytes, calls = s->calls;
+    s->bytes = 0;
+    s->calls = 0;
+    s->threshold = next_threshold();
+    __u64 stack = walk_stack(l, tid);
+    return emit(EV_ALLOC, tgid, tid, 0, taken, calls, stack);
+}
+
+ALWAYS_INLINE int sample_py_alloc(__u64 bytes)
+{
+    return bytes > PYMALLOC_THRESHOLD ? 0 : sample_alloc(bytes);
+}
+
+SEC("uprobe") int pmt_malloc(struct pt_regs *ctx) { return sample_alloc(ARG1(ctx)); }
+SEC("uprobe") int pmt_calloc(struct pt_regs *ctx) { return sample_alloc(ARG1(ctx) * ARG2(ctx)); }
+SEC("uprobe") int pmt_realloc(struct pt_regs *ctx) { return sample_alloc(ARG2(ctx)); }
+SEC("uprobe") int pmt_posix_memalign(struct pt_regs *ctx) { return sample_alloc(ARG3(ctx)); }
+SEC("uprobe") int pmt_aligned_alloc(struct pt_regs *ctx) { return sample_alloc(ARG2(ctx)); }
+SEC("uprobe") int pmt_py_malloc(struct pt_regs *ctx) { return sample_py_alloc(ARG1(ctx)); }
+SEC("uprobe") int pmt_py_calloc(struct pt_regs *ctx) { return sample_py_alloc(ARG1(ctx) * ARG2(ctx)); }
+SEC("uprobe") int pmt_py_realloc(struct pt_regs *ctx) { return sample_py_alloc(ARG2(ctx)); }
+SEC("uprobe") int pmt_py_impl_malloc(struct pt_regs *ctx) { return sample_py_alloc(ARG2(ctx)); }
+SEC("uprobe") int pmt_py_impl_calloc(struct pt_regs *ctx) { return sample_py_alloc(ARG2(ctx) * ARG3(ctx)); }
+SEC("uprobe") int pmt_py_impl_realloc(struct pt_regs *ctx) { return sample_py_alloc(ARG3(ctx)); }
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,425 @@
+//! In-kernel Python stacks at the moment memory is acquired (SPEC §2.4): the BPF object built
+//! from `dtrace/bpf/memory_stacks.bpf.c`, its loading, and the events and stacks it produces.
+//!
+//! Owns: loading the object; attaching its page-fault and syscall tracepoints (faults, and the
+//! `munmap`/`madvise`/`brk`/`mremap` calls that give pages back or move them) and, per target,
+//! its allocator uprobes (the same sites as the counters in [`super::malloc`]); the per-process
+//! walk offsets (`PROCS`), the thread-state handover (`THREADS`); draining the event ring and
+//! looking up the raw stacks (code object address, instruction position pairs) by id.
+//! Must not touch: what a code object means (user space decodes stacks through `python`),
+//! which page belongs to which stack (the sampler's ledger), outputs.
+//!
+//! The tracepoints and uprobes are perf-event links: the kernel removes them when the fds
+//! close, so nothing is left behind when this process dies, however it dies. Maps and
+//! programs are fd-owned too (nothing is pinned).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+
+use super::malloc::{self, AttachedProbe, MallocError, MallocOptions};
+
+/// The BPF object (committed, see `dtrace/bpf/build.sh`), or an empty one on an architecture
+/// it is not built for.
+#[cfg(not(pmt_no_bpf))]
+static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memory_stacks.bpf.o"));
+#[cfg(pmt_no_bpf)]
+static BPF_OBJECT: &[u8] = &[];
+
+/// Python frames recorded per stack, innermost first (`MAX_DEPTH` in the C).
+pub const MAX_DEPTH: usize = 128;
+
+/// How the walker reads one target's frames: mirrors `struct py_layout` in the C.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BpfLayout {
+    /// Address of the pointer to the first interpreter (`_PyRuntime.interpreters.head`).
+    pub interp_head: u64,
+    /// The target's PID namespace (`st_dev`, inode), to match `native_thread_id`s.
+    pub pidns_dev: u64,
+    /// See `pidns_dev`.
+    pub pidns_ino: u64,
+    /// `F_*` flags below.
+    pub flags: u32,
+    /// `PyInterpreterState` thread list head.
+    pub interp_threads_head: u32,
+    /// `PyThreadState.next`.
+    pub tstate_next: u32,
+    /// `PyThreadState` frame member (`frame`, `cframe`, `current_frame`).
+    pub tstate_frame: u32,
+    /// `_PyCFrame.current_frame` (with [`BpfLayout::F_CFRAME`]).
+    pub cframe_current_frame: u32,
+    /// `native_thread_id`, or with [`BpfLayout::F_NATIVE_ID`] unset glibc's tid offset in
+    /// the `struct pthread` that `thread_id` points to.
+    pub tstate_native_id: u32,
+    /// `PyThreadState.thread_id`.
+    pub tstate_thread_id: u32,
+    /// `f_back` / `previous`.
+    pub frame_back: u32,
+    /// `f_code` / `f_executable`.
+    pub frame_code: u32,
+    /// `f_lasti` / `prev_instr` / `instr_ptr`.
+    pub frame_lasti: u32,
+    /// `_PyInterpreterFrame.owner`.
+    pub frame_owner: u32,
+    /// The first `owner` value of a shim frame.
+    pub first_shim_owner: u32,
+}
+
+impl BpfLayout {
+    /// ≤ 3.10: frames are `PyFrameObject`s and `f_lasti` is an `int`.
+    pub const F_FRAME_OBJECTS: u32 = 1;
+    /// 3.11–3.12: the thread state points to a `_PyCFrame`.
+    pub const F_CFRAME: u32 = 2;
+    /// 3.12+: frames owned by the C stack or the interpreter are shims.
+    pub const F_SHIMS: u32 = 4;
+    /// 3.14+: `f_executable` is a tagged `_PyStackRef`.
+    pub const F_TAGGED_CODE: u32 = 8;
+    /// The thread state records the kernel thread id.
+    pub const F_NATIVE_ID: u32 = 16;
+}
+
+// SAFETY: `BpfLayout` is `repr(C)`, all integers, without padding (3 × u64 then 12 × u32).
+unsafe impl aya::Pod for BpfLayout {}
+
+/// One recorded stack: mirrors `struct py_stack` in the C.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawStack {
+    depth: u32,
+    truncated: u32,
+    code: [u64; MAX_DEPTH],
+    pos: [u64; MAX_DEPTH],
+}
+
+// SAFETY: `RawStack` is `repr(C)`, all integers, without padding.
+unsafe impl aya::Pod for RawStack {}
+
+impl RawStack {
+    /// `(code object address, instruction position)` per frame, innermost first. The position
+    /// is `f_lasti` before 3.11, else the frame's instruction pointer.
+    pub fn frames(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let depth = (self.depth as usize).min(MAX_DEPTH);
+        self.code[..depth]
+            .iter()
+            .copied()
+            .zip(self.pos[..depth].iter().copied())
+    }
+
+    /// Whether the chain had more than [`MAX_DEPTH`] frames (the outermost ones are missing).
+    pub fn truncated(&self) -> bool {
+        self.truncated != 0
+    }
+}
+
+/// What an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A page fault at `addr`, taken by `stack`.
+    Fault,
+    /// `munmap(addr, len)`.
+    Munmap,
+    /// `madvise(addr, len, arg)` with an advice that drops the range's pages.
+    Madvise,
+    /// `brk` returned `addr`, the new program break.
+    Brk,
+    /// `mremap(addr, len, arg)` is starting (old address, old length, new length).
+    MremapEnter,
+    /// `mremap` returned `addr` (the new address, or a negative error).
+    MremapExit,
+    /// An allocation sample: `len` bytes in `arg` calls since the thread's previous sample,
+    /// charged to `stack`.
+    Alloc,
+}
+
+/// One event from the ring, in the order the kernel wrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The thread (kernel tid, as this process sees it).
+    pub tid: u32,
+    /// Its process.
+    pub tgid: u32,
+    /// See [`EventKind`].
+    pub addr: u64,
+    /// See [`EventKind`].
+    pub len: u64,
+    /// See [`EventKind`].
+    pub arg: u64,
+    /// The stack id (0: no Python stack could be read).
+    pub stack: u64,
+}
+
+/// `struct event` in the C.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawEvent {
+    kind: u32,
+    tid: u32,
+    tgid: u32,
+    pad: u32,
+    addr: u64,
+    len: u64,
+    arg: u64,
+    stack: u64,
+}
+
+impl RawEvent {
+    fn parse(bytes: &[u8]) -> Option<MemoryEvent> {
+        if bytes.len() < std::mem::size_of::<RawEvent>() {
+            return None;
+        }
+        // SAFETY: the length was checked; `RawEvent` is plain integers, read unaligned.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let kind = match raw.kind {
+            1 => EventKind::Fault,
+            2 => EventKind::Munmap,
+            3 => EventKind::Madvise,
+            4 => EventKind::Brk,
+            5 => EventKind::MremapEnter,
+            6 => EventKind::MremapExit,
+            7 => EventKind::Alloc,
+            _ => return None,
+        };
+        Some(MemoryEvent {
+            kind,
+            tid: raw.tid,
+            tgid: raw.tgid,
+            addr: raw.addr,
+            len: raw.len,
+            arg: raw.arg,
+            stack: raw.stack,
+        })
+    }
+}
+
+/// What the BPF programs counted going wrong or right (`TALLIES`, summed over CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tallies {
+    /// Events dropped because the ring was full.
+    pub lost_events: u64,
+    /// Events from a target thread without a Python thread state.
+    pub no_thread: u64,
+    /// Walks cut short by a frame that could not be read.
+    pub read_failed: u64,
+    /// Stacks not stored because `STACKS` was full.
+    pub stacks_full: u64,
+    /// Stack walks done.
+    pub walks: u64,
+    /// Events that reused the thread's previous walk.
+    pub reused: u64,
+}
+
+/// What to capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// Page faults and the calls that give pages back (the `rss` ledger).
+    pub pages: bool,
+    /// Mean bytes between two allocation samples of a thread (`None`: no allocator probes;
+    /// `Some(0)`: every call is a sample).
+    pub sample_bytes: Option<u64>,
+}
+
+/// The in-kernel stack capture. Dropping it detaches everything.
+pub struct KernelStacks {
+    events: RingBuf<MapData>,
+    stacks: BpfHashMap<MapData, u64, RawStack>,
+    procs: BpfHashMap<MapData, u32, BpfLayout>,
+    threads: BpfHashMap<MapData, u32, u64>,
+    tallies: PerCpuArray<MapData, u64>,
+    probes: HashMap<u32, Vec<AttachedProbe>>,
+    options: CaptureOptions,
+    // Owns the programs and their links.
+    ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for KernelStacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelStacks")
+            .field("options", &self.options)
+            .field("probes", &self.probes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
+const PAGE_TRACEPOINTS: [(&str, &str, &str); 7] = [
+    ("pmt_fault_user", "exceptions", "page_fault_user"),
+    ("pmt_fault_kernel", "exceptions", "page_fault_kernel"),
+    ("pmt_munmap", "syscalls", "sys_enter_munmap"),
+    ("pmt_madvise", "syscalls", "sys_enter_madvise"),
+    ("pmt_brk", "syscalls", "sys_exit_brk"),
+    ("pmt_mremap_enter", "syscalls", "sys_enter_mremap"),
+    ("pmt_mremap_exit", "syscalls", "sys_exit_mremap"),
+];
+
+impl KernelStacks {
+    /// Loads the programs and attaches the page tracepoints (with `options.pages`); targets
+    /// are added with [`KernelStacks::add_process`].
+    pub fn load(options: CaptureOptions) -> Result<KernelStacks, MallocError> {
+        if BPF_OBJECT.is_empty() {
+            return Err(MallocError::NotBuilt);
+        }
+        malloc::check_privileges()?;
+        let (pidns_dev, pidns_ino) =
+            crate::attach::namespaces::reader_pid_namespace().unwrap_or((0, 0));
+        let sample_bytes = options.sample_bytes.unwrap_or(0);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("PIDNS_DEV", &pidns_dev, true)
+            .override_global("PIDNS_INO", &pidns_ino, true)
+            .override_global("SAMPLE_BYTES", &sample_bytes, true)
+            .load(BPF_OBJECT)
+            .map_err(|e| MallocError::from_bpf("loading the in-kernel stack programs", &e))?;
+        if options.pages {
+            for (program, category, event) in PAGE_TRACEPOINTS {
+                let tracepoint: &mut TracePoint = ebpf
+                    .program_mut(program)
+                    .ok_or_else(|| MallocError::Bpf {
+                        what: format!("BPF object lacks program {program}"),
+                    })?
+                    .try_into()
+                    .map_err(|e| MallocError::from_bpf(program, &e))?;
+                tracepoint
+                    .load()
+                    .map_err(|e| MallocError::from_bpf(&format!("loading {program}"), &e))?;
+                tracepoint.attach(category, event).map_err(|e| {
+                    MallocError::from_bpf(
+                        &format!("attaching to tracepoint {category}:{event}"),
+                        &e,
+                    )
+                })?;
+            }
+        }
+        let map = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name).ok_or_else(|| MallocError::Bpf {
+                what: format!("BPF object lacks map {name}"),
+            })
+        };
+        let bad =
+            |name: &'static str| move |e: aya::maps::MapError| MallocError::from_bpf(name, &e);
+        Ok(KernelStacks {
+            events: RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(bad("EVENTS"))?,
+            stacks: BpfHashMap::try_from(map(&mut ebpf, "STACKS")?).map_err(bad("STACKS"))?,
+            procs: BpfHashMap::try_from(map(&mut ebpf, "PROCS")?).map_err(bad("PROCS"))?,
+            threads: BpfHashMap::try_from(map(&mut ebpf, "THREADS")?).map_err(bad("THREADS"))?,
+            tallies: PerCpuArray::try_from(map(&mut ebpf, "TALLIES")?).map_err(bad("TALLIES"))?,
+            probes: HashMap::new(),
+            options,
+            ebpf,
+        })
+    }
+
+    /// Starts capturing process `pid` (its thread group), whose frames `layout` describes; with
+    /// [`CaptureOptions::sample_bytes`] its allocator entry points are probed too.
+    pub fn add_process(
+        &mut self,
+        pid: i32,
+        layout: BpfLayout,
+        allocators: &MallocOptions,
+    ) -> Result<(), MallocError> {
+        let tgid: NonZeroU32 = malloc::thread_group(pid)?;
+        self.procs
+            .insert(tgid.get(), layout, 0)
+            .map_err(|e| MallocError::from_bpf("adding the target to PROCS", &e))?;
+        if self.options.sample_bytes.is_some() {
+            let pid = i32::try_from(tgid.get()).map_err(|_| MallocError::NoSuchProcess { pid })?;
+            let (sites, _) = malloc::probe_sites(pid, allocators)?;
+            let probes = malloc::attach_uprobes(&mut self.ebpf, tgid, &sites)?;
+            self.probes.insert(tgid.get(), probes);
+        }
+        Ok(())
+    }
+
+    /// Stops capturing process `tgid` (it exited, or is no longer followed).
+    pub fn remove_process(&mut self, tgid: u32) {
+        let _ = self.procs.remove(&tgid);
+        self.probes.remove(&tgid);
+    }
+
+    /// Hands over the thread states of live Python threads: `(kernel tid, PyThreadState
+    /// address)`. Threads not handed over are found by the walker itself.
+    pub fn set_threads(&mut self, threads: &[(u32, u64)]) {
+        for &(tid, tstate) in threads {
+            if self.threads.get(&tid, 0).ok() != Some(tstate) {
+                // A full LRU map evicts its oldest entry; an error here only costs a lookup.
+                let _ = self.threads.insert(tid, tstate, 0);
+            }
+        }
+    }
+
+    /// Appends every event written since the last call to `out`, oldest first.
+    pub fn drain(&mut self, out: &mut Vec<MemoryEvent>) {
+        while let Some(item) = self.events.next() {
+            if let Some(event) = RawEvent::parse(&item) {
+                out.push(event);
+            }
+        }
+    }
+
+    /// The stack recorded under `id`, if it is stored.
+    pub fn stack(&self, id: u64) -> Option<RawStack> {
+        self.stacks.get(&id, 0).ok()
+    }
+
+    /// The programs' tallies so far.
+    pub fn tallies(&self) -> Tallies {
+        let sum = |index: u32| {
+            self.tallies
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        Tallies {
+            lost_events: sum(0),
+            no_thread: sum(1),
+            read_failed: sum(2),
+            stacks_full: sum(3),
+            walks: sum(4),
+            reused: sum(5),
+        }
+    }
+
+    /// The allocator probes attached, per process.
+    pub fn probes(&self) -> impl Iterator<Item = &AttachedProbe> {
+        self.probes.values().flatten()
+    }
+
+    /// What is captured.
+    pub fn options(&self) -> CaptureOptions {
+        self.options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_c_structs() {
+        // struct py_layout: 3 × u64 + 12 × u32; struct py_stack: 2 × u32 + 2 × 128 × u64;
+        // struct event: 4 × u32 + 4 × u64.
+        assert_eq!(std::mem::size_of::<BpfLayout>(), 72);
+        assert_eq!(std::mem::size_of::<RawStack>(), 8 + 16 * MAX_DEPTH);
+        assert_eq!(std::mem::size_of::<RawEvent>(), 48);
+    }
+
+    #[test]
+    fn events_parse_and_unknown_kinds_are_dropped() {
+        let mut bytes = vec![0u8; 48];
+        bytes[0] = 1;
+        bytes[4] = 7;
+        bytes[16] = 0x10;
+        bytes[40] = 9;
+        let event = RawEvent::parse(&bytes).expect("a fault");
+        assert_eq!(event.kind, EventKind::Fault);
+        assert_eq!((event.tid, event.addr, event.stack), (7, 0x10, 9));
+        bytes[0] = 99;
+        assert!(RawEvent::parse(&bytes).is_none());
+        assert!(RawEvent::parse(&bytes[..20]).is_none());
+    }
+}
