@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: [`attach`] (the target process and its memory) →
 //! [`python`] (stacks) + [`memory`] (counters) → [`sampler`] → [`profile`] → [`output`].
+//! What passes from the sampler on (metrics, samples) is [`sample`]'s vocabulary.
 
 pub mod attach;
 pub mod cli;
@@ -11,4 +12,5 @@ pub mod output;
 pub mod profile;
 pub mod python;
 pub mod run;
+pub mod sample;
 pub mod sampler;

@@ -14,10 +14,8 @@
 //! Must not touch: sampling or counters (it only receives [`Sample`]s), and any output format.
 
 use crate::python::Frame;
-use crate::sampler::{
-    Metric, MetricValues, ProcessIdentity, Sample, SampleSink, SamplerStats, ThreadIdentity,
-    ThreadSample,
-};
+use crate::sample::{Metric, MetricValues, ProcessIdentity, Sample, ThreadIdentity, ThreadSample};
+use crate::sampler::{SampleSink, SamplerStats};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 

@@ -1,31 +1,16 @@
 //! The sampling loop: ticks on absolute deadlines, reads the target's Python stacks and memory
-//! counters at each tick, charges each counter's delta to the stack of the thread that caused it,
-//! and hands one [`Sample`] per tick to a [`SampleSink`].
+//! counters at each tick, has its attribution charge each counter's delta to the stack of the
+//! thread that caused it, and hands one [`Sample`] per tick to a [`SampleSink`].
 //!
 //! Owns: tick timing and missed-tick accounting, stop conditions (duration, stop flag, target
-//! exit), the attribution rules of every [`Metric`], and the run's statistics.
+//! exit), reading the counters each tick (RSS, per-thread page faults and CPU time,
+//! [`CounterSource`]s), stand-ins for unreadable stacks, and the run's statistics.
 //! Must not touch: how stacks are read (`python`), how counters are read (`memory`), and any
-//! aggregation or output format (`profile`, `output`): it only emits samples.
+//! aggregation or output format (`profile`, `output`): it only emits samples. The metrics and
+//! sample types it emits are `sample`'s.
 //!
-//! Attribution, per interval between two successful ticks:
-//! - `rss`: a growth of the process RSS is shared among the process's threads in proportion to
-//!   their page-fault deltas; threads without Python frames keep their share (so a C library's
-//!   thread is not blamed on Python code). When per-thread faults cannot be matched to Python
-//!   threads (no kernel thread ids, or no fault moved), the whole growth goes to the thread
-//!   holding the GIL, and the tick is counted as a GIL fallback. Faults of threads that exited
-//!   between two samples (the process's count minus its live threads') go to the last stacks
-//!   seen of the Python threads that vanished, else to a thread-less placeholder.
-//! - `rss-release`: a decrease of RSS is shared among threads by their recent page-fault
-//!   activity (faults decayed by 1/8 per interval: freeing does not fault, and memory is most
-//!   often freed by the thread that made it), else equally among the Python threads on CPU,
-//!   else given to the GIL holder.
-//!
-//! Samples carry these gross per-interval charges; `profile` decides how they add up (for
-//! `rss`, the growth a stack still owned at the peak, so transient allocations cancel out).
-//! - `cpu`: 1 for each Python thread the kernel had running (state `R`) or whose CPU time moved.
-//! - `wall`: 1 for each Python thread.
-//! - Further metrics come from [`CounterSource`]s: per-thread cumulative counters whose deltas
-//!   are charged to the thread's stack.
+//! What each interval charges to which stack is the attribution's (`sampler/ticks.rs`: counter
+//! deltas between two ticks, charged to the stacks read at the second).
 //!
 //! A tick whose stack read fails is skipped without updating the baselines, so its deltas are
 //! charged at the next successful tick rather than lost.
@@ -35,165 +20,16 @@
 //! process, and tags their samples with a [`ProcessIdentity`].
 
 pub mod process_tree;
+mod ticks;
 
 use crate::memory::rss::RssCounter;
 use crate::memory::thread_counters::{ThreadCounters, ThreadStat};
-use crate::python::{Frame, ThreadStack};
+use crate::python::ThreadStack;
+use crate::sample::{Metric, ProcessIdentity, Sample};
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// What a flamegraph can weigh. Adding a metric is one variant here (with its name, unit and
-/// description) plus one [`CounterSource`] that feeds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Metric {
-    /// Growth of resident memory, in bytes.
-    Rss,
-    /// Decrease of resident memory, in bytes.
-    RssRelease,
-    /// Samples where the thread was on CPU.
-    Cpu,
-    /// All samples.
-    Wall,
-    /// Bytes requested from the target's allocator (eBPF uprobes, `memory::malloc`).
-    MallocBytes,
-    /// Calls of the target's allocator (eBPF uprobes, `memory::malloc`).
-    MallocCount,
-}
-
-/// The unit of a metric's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    /// Bytes of memory.
-    Bytes,
-    /// Sample counts.
-    Samples,
-    /// Counted events (calls).
-    Calls,
-}
-
-impl Unit {
-    /// The unit's name as written in outputs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Unit::Bytes => "bytes",
-            Unit::Samples => "samples",
-            Unit::Calls => "calls",
-        }
-    }
-}
-
-impl Metric {
-    /// Every metric, in the order of [`MetricValues`].
-    pub const ALL: [Metric; 6] = [
-        Metric::Rss,
-        Metric::RssRelease,
-        Metric::Cpu,
-        Metric::Wall,
-        Metric::MallocBytes,
-        Metric::MallocCount,
-    ];
-    /// The number of metrics.
-    pub const COUNT: usize = Metric::ALL.len();
-
-    /// The metric's command-line and file name (`rss`, `rss-release`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Rss => "rss",
-            Metric::RssRelease => "rss-release",
-            Metric::Cpu => "cpu",
-            Metric::Wall => "wall",
-            Metric::MallocBytes => "malloc-bytes",
-            Metric::MallocCount => "malloc-count",
-        }
-    }
-
-    /// The unit of the metric's values.
-    pub fn unit(self) -> Unit {
-        match self {
-            Metric::Rss | Metric::RssRelease | Metric::MallocBytes => Unit::Bytes,
-            Metric::Cpu | Metric::Wall => Unit::Samples,
-            Metric::MallocCount => Unit::Calls,
-        }
-    }
-
-    /// A few words saying what the metric measures.
-    pub fn description(self) -> &'static str {
-        match self {
-            Metric::Rss => "resident memory growth",
-            Metric::RssRelease => "resident memory released",
-            Metric::Cpu => "on-CPU samples",
-            Metric::Wall => "wall-clock samples",
-            Metric::MallocBytes => "bytes requested from the allocator",
-            Metric::MallocCount => "allocator calls",
-        }
-    }
-
-    /// The metric's position in [`MetricValues`].
-    pub fn index(self) -> usize {
-        match self {
-            Metric::Rss => 0,
-            Metric::RssRelease => 1,
-            Metric::Cpu => 2,
-            Metric::Wall => 3,
-            Metric::MallocBytes => 4,
-            Metric::MallocCount => 5,
-        }
-    }
-}
-
-impl fmt::Display for Metric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A metric name that is not one of [`Metric::ALL`].
-#[derive(Debug, thiserror::Error)]
-#[error("unknown metric {0:?}: use one of rss, rss-release, cpu, wall, malloc-bytes, malloc-count")]
-pub struct UnknownMetric(pub String);
-
-impl FromStr for Metric {
-    type Err = UnknownMetric;
-
-    fn from_str(s: &str) -> Result<Metric, UnknownMetric> {
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| UnknownMetric(s.to_string()))
-    }
-}
-
-/// One value per metric, indexed by [`Metric::index`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetricValues(pub [u64; Metric::COUNT]);
-
-impl MetricValues {
-    /// The value of `metric`.
-    pub fn get(&self, metric: Metric) -> u64 {
-        self.0[metric.index()]
-    }
-
-    /// Adds `value` to `metric`.
-    pub fn add(&mut self, metric: Metric, value: u64) {
-        let slot = &mut self.0[metric.index()];
-        *slot = slot.saturating_add(value);
-    }
-
-    /// Adds every value of `other`.
-    pub fn add_all(&mut self, other: &MetricValues) {
-        for metric in Metric::ALL {
-            self.add(metric, other.get(metric));
-        }
-    }
-
-    /// Whether every value is zero.
-    pub fn is_zero(&self) -> bool {
-        self.0.iter().all(|&v| v == 0)
-    }
-}
+use ticks::{TickAttribution, TickReadings};
 
 /// Where the stacks come from: implemented by the CPython stack reader, and by synthetic
 /// sources in tests.
@@ -238,50 +74,6 @@ pub trait CounterSource {
     /// Writes each thread's cumulative total since the source started, keyed by kernel thread id.
     /// `totals` is cleared by the caller.
     fn read(&mut self, totals: &mut HashMap<u32, u64>) -> Result<(), CounterError>;
-}
-
-/// Who a [`ThreadSample`] is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadIdentity {
-    /// `threading.get_ident()` of a Python thread; `None` for a thread Python does not know.
-    pub python_id: Option<u64>,
-    /// The kernel thread id, where known.
-    pub native_id: Option<u32>,
-    /// The Python thread's name, else the kernel's name of the thread.
-    pub name: Option<String>,
-}
-
-/// One thread's part of a tick: its stack and what is charged to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadSample {
-    /// The thread.
-    pub thread: ThreadIdentity,
-    /// Its Python frames, innermost first (empty for a thread Python does not know).
-    pub frames: Vec<Frame>,
-    /// What the interval ending at this tick charges to this stack.
-    pub values: MetricValues,
-}
-
-/// Everything one tick produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sample {
-    /// Time since sampling started.
-    pub time: Duration,
-    /// The process RSS in bytes at this tick, where it could be read.
-    pub rss: Option<u64>,
-    /// The Python threads, plus any other thread charged something in this interval.
-    pub threads: Vec<ThreadSample>,
-}
-
-/// Which process a [`Sample`] belongs to, when several are sampled (`--subprocesses`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessIdentity {
-    /// The process id.
-    pub pid: i32,
-    /// Its command line.
-    pub command: String,
-    /// Its CPython version, e.g. `3.11.7`.
-    pub python_version: Option<String>,
 }
 
 /// Receives the samples of a run.
@@ -444,13 +236,6 @@ pub enum SamplerError {
     Process(#[from] crate::attach::ProcessError),
 }
 
-/// The per-thread baselines kept between ticks.
-#[derive(Debug, Clone, Copy, Default)]
-struct ThreadBaseline {
-    faults: u64,
-    cpu_ticks: u64,
-}
-
 /// The sampling loop over one target.
 pub struct Sampler<S: StackSource> {
     source: S,
@@ -459,13 +244,8 @@ pub struct Sampler<S: StackSource> {
     rss: RssCounter,
     threads: Option<ThreadCounters>,
     counters: Vec<Box<dyn CounterSource>>,
-    prev_rss: Option<u64>,
-    prev_threads: HashMap<u32, ThreadBaseline>,
-    fault_activity: HashMap<u32, u64>,
-    prev_process_faults: Option<u64>,
-    live_faults_since_process: u64,
+    attribution: TickAttribution,
     prev_python_threads: usize,
-    last_stacks: HashMap<u32, (ThreadIdentity, Vec<Frame>)>,
     /// Each counter source's totals at the previous successful read; `None` before the first.
     prev_counters: Vec<Option<HashMap<u32, u64>>>,
     stats: SamplerStats,
@@ -489,13 +269,8 @@ impl<S: StackSource> Sampler<S> {
             rss: RssCounter::open(pid)?,
             threads: ThreadCounters::open(pid).ok(),
             counters: Vec::new(),
-            prev_rss: None,
-            prev_threads: HashMap::new(),
-            fault_activity: HashMap::new(),
-            prev_process_faults: None,
-            live_faults_since_process: 0,
+            attribution: TickAttribution::default(),
             prev_python_threads: 0,
-            last_stacks: HashMap::new(),
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
             scratch_stats: Vec::new(),
@@ -567,14 +342,17 @@ impl<S: StackSource> Sampler<S> {
         }
         self.prev_python_threads = python_threads;
         let counter_deltas = self.read_counter_deltas();
-        let sample = self.attribute(
+        let readings = TickReadings {
             time,
             rss,
             stacks,
-            &task_stats,
+            task_stats: &task_stats,
             process_faults,
-            &counter_deltas,
-        );
+            counter_deltas: &counter_deltas,
+        };
+        let sample =
+            self.attribution
+                .charge(readings, self.threads.as_ref(), &mut self.stats.attribution);
         self.scratch_stats = task_stats;
         self.stats.samples += 1;
         if rss.is_some() {
@@ -593,8 +371,11 @@ impl<S: StackSource> Sampler<S> {
                 continue;
             }
             self.stats.unreadable_stacks += 1;
-            if let Some((_, frames)) = stack.native_id.and_then(|tid| self.last_stacks.get(&tid)) {
-                stack.frames = frames.clone();
+            if let Some(frames) = stack
+                .native_id
+                .and_then(|tid| self.attribution.previous_frames(tid))
+            {
+                stack.frames = frames.to_vec();
             }
         }
         stacks
@@ -618,8 +399,8 @@ impl<S: StackSource> Sampler<S> {
         due
     }
 
-    /// Each counter source's per-thread deltas since the previous successful tick.
-    fn read_counter_deltas(&mut self) -> Vec<HashMap<u32, u64>> {
+    /// Each counter source's metric and per-thread deltas since the previous successful tick.
+    fn read_counter_deltas(&mut self) -> Vec<(Metric, HashMap<u32, u64>)> {
         let mut all = Vec::with_capacity(self.counters.len());
         for (counter, prev) in self.counters.iter_mut().zip(&mut self.prev_counters) {
             self.scratch_totals.clear();
@@ -645,311 +426,10 @@ impl<S: StackSource> Sampler<S> {
                     self.stats.last_error = Some(err.to_string());
                 }
             }
-            all.push(deltas);
+            all.push((counter.metric(), deltas));
         }
         all
     }
-
-    /// Builds the tick's sample: charges the interval's deltas to the threads' stacks.
-    fn attribute(
-        &mut self,
-        time: Duration,
-        rss: Option<u64>,
-        stacks: Vec<ThreadStack>,
-        task_stats: &[(u32, ThreadStat)],
-        process_faults: Option<u64>,
-        counter_deltas: &[HashMap<u32, u64>],
-    ) -> Sample {
-        let mut fault_deltas: Vec<(u32, u64)> = Vec::with_capacity(task_stats.len());
-        let mut cpu_moved: HashMap<u32, bool> = HashMap::with_capacity(task_stats.len());
-        let mut next_baselines = HashMap::with_capacity(task_stats.len());
-        for &(tid, stat) in task_stats {
-            let prev = self.prev_threads.get(&tid).copied();
-            // A thread first seen after the first sample started during the run: all its
-            // faults are new. At the first sample, counts are only baselines.
-            let first_sample = self.stats.samples == 0;
-            let faults = match prev {
-                Some(p) => stat.faults.saturating_sub(p.faults),
-                None if first_sample => 0,
-                None => stat.faults,
-            };
-            let moved = prev.is_some_and(|p| stat.cpu_ticks > p.cpu_ticks);
-            fault_deltas.push((tid, faults));
-            cpu_moved.insert(tid, stat.running() || moved);
-            next_baselines.insert(
-                tid,
-                ThreadBaseline {
-                    faults: stat.faults,
-                    cpu_ticks: stat.cpu_ticks,
-                },
-            );
-        }
-        self.prev_threads = next_baselines;
-        self.live_faults_since_process += fault_deltas.iter().map(|(_, f)| f).sum::<u64>();
-        if let Some(now) = process_faults {
-            if let Some(before) = self.prev_process_faults {
-                let exited = now
-                    .saturating_sub(before)
-                    .saturating_sub(self.live_faults_since_process);
-                if exited > 0 {
-                    fault_deltas.push((EXITED_THREADS, exited));
-                }
-            }
-            self.prev_process_faults = Some(now);
-            self.live_faults_since_process = 0;
-        }
-        let vanished: Vec<(ThreadIdentity, Vec<Frame>)> = {
-            let alive: Vec<u32> = stacks.iter().filter_map(|s| s.native_id).collect();
-            let mut gone: Vec<(u32, (ThreadIdentity, Vec<Frame>))> = self
-                .last_stacks
-                .drain()
-                .filter(|(tid, _)| !alive.contains(tid))
-                .collect();
-            gone.sort_by_key(|(tid, _)| *tid);
-            gone.into_iter().map(|(_, last)| last).collect()
-        };
-        let mut activity = HashMap::with_capacity(fault_deltas.len());
-        for &(tid, faults) in &fault_deltas {
-            let before = self.fault_activity.get(&tid).copied().unwrap_or(0);
-            activity.insert(tid, before - before / 8 + faults);
-        }
-        self.fault_activity = activity;
-
-        let (growth, release) = match (self.prev_rss, rss) {
-            (Some(before), Some(now)) => (now.saturating_sub(before), before.saturating_sub(now)),
-            _ => (0, 0),
-        };
-        if rss.is_some() {
-            self.prev_rss = rss;
-        }
-
-        let gil_holder = stacks.iter().position(|s| s.holds_gil);
-        let has_faults = self.threads.is_some() && stacks.iter().any(|s| s.native_id.is_some());
-        let unmatched_holder = unmatched_fallback(&stacks);
-        let mut samples: Vec<ThreadSample> = stacks
-            .into_iter()
-            .map(|stack| {
-                let mut values = MetricValues::default();
-                values.add(Metric::Wall, 1);
-                let on_cpu = stack
-                    .native_id
-                    .and_then(|tid| cpu_moved.get(&tid).copied())
-                    .unwrap_or(!stack.idle);
-                if on_cpu {
-                    values.add(Metric::Cpu, 1);
-                }
-                if let Some(tid) = stack.native_id {
-                    for (counter, deltas) in self.counters.iter().zip(counter_deltas) {
-                        if let Some(&delta) = deltas.get(&tid) {
-                            values.add(counter.metric(), delta);
-                        }
-                    }
-                }
-                ThreadSample {
-                    thread: ThreadIdentity {
-                        python_id: Some(stack.thread_id),
-                        native_id: stack.native_id,
-                        name: stack.name,
-                    },
-                    frames: stack.frames,
-                    values,
-                }
-            })
-            .collect();
-        for sample in &samples {
-            if let (Some(_), Some(tid)) = (sample.thread.python_id, sample.thread.native_id) {
-                self.last_stacks
-                    .insert(tid, (sample.thread.clone(), sample.frames.clone()));
-            }
-        }
-        let fallback = gil_holder
-            .or_else(|| samples.iter().position(|s| s.values.get(Metric::Cpu) > 0))
-            .or(if samples.is_empty() { None } else { Some(0) });
-        if growth > 0 {
-            let total_faults: u64 = fault_deltas.iter().map(|(_, f)| f).sum();
-            if has_faults && total_faults > 0 {
-                self.stats.attribution.by_faults += 1;
-                if self.charge_by_faults(
-                    Metric::Rss,
-                    growth,
-                    &mut samples,
-                    &fault_deltas,
-                    unmatched_holder,
-                    &vanished,
-                ) {
-                    self.stats.attribution.unmatched_guessed += 1;
-                }
-            } else if let Some(index) = fallback {
-                self.stats.attribution.by_gil += 1;
-                samples[index].values.add(Metric::Rss, growth);
-            } else {
-                self.stats.attribution.uncharged += 1;
-            }
-        }
-        if release > 0 {
-            let activity: Vec<(u32, u64)> = fault_deltas
-                .iter()
-                .map(|&(tid, _)| (tid, self.fault_activity.get(&tid).copied().unwrap_or(0)))
-                .collect();
-            if has_faults && activity.iter().any(|&(_, a)| a > 0) {
-                self.charge_by_faults(
-                    Metric::RssRelease,
-                    release,
-                    &mut samples,
-                    &activity,
-                    unmatched_holder,
-                    &vanished,
-                );
-            } else {
-                let on_cpu: Vec<usize> = (0..samples.len())
-                    .filter(|&i| samples[i].values.get(Metric::Cpu) > 0)
-                    .collect();
-                let receivers = if on_cpu.is_empty() {
-                    fallback.into_iter().collect()
-                } else {
-                    on_cpu
-                };
-                let shares = split_proportionally(release, &vec![1; receivers.len()]);
-                for (index, share) in receivers.into_iter().zip(shares) {
-                    samples[index].values.add(Metric::RssRelease, share);
-                }
-            }
-        }
-        Sample {
-            time,
-            rss,
-            threads: samples,
-        }
-    }
-
-    /// Shares `amount` of `metric` among the process's threads by `weights` (per kernel thread).
-    /// A kernel thread that matches no Python thread's id is charged to `unmatched` (a Python
-    /// thread whose kernel id is unknown: it may be that thread) when there is one, else gets a
-    /// sample of its own, without frames. Returns whether anything went to `unmatched`.
-    fn charge_by_faults(
-        &self,
-        metric: Metric,
-        amount: u64,
-        samples: &mut Vec<ThreadSample>,
-        weights: &[(u32, u64)],
-        unmatched: Option<usize>,
-        vanished: &[(ThreadIdentity, Vec<Frame>)],
-    ) -> bool {
-        let mut guessed = false;
-        let shares =
-            split_proportionally(amount, &weights.iter().map(|&(_, w)| w).collect::<Vec<_>>());
-        for (&(tid, _), share) in weights.iter().zip(shares) {
-            if share == 0 {
-                continue;
-            }
-            if tid == EXITED_THREADS {
-                charge_exited(metric, share, samples, vanished);
-                continue;
-            }
-            if let Some(sample) = samples
-                .iter_mut()
-                .find(|s| s.thread.python_id.is_some() && s.thread.native_id == Some(tid))
-            {
-                sample.values.add(metric, share);
-                continue;
-            }
-            if let Some(index) = unmatched {
-                samples[index].values.add(metric, share);
-                guessed = true;
-                continue;
-            }
-            let mut values = MetricValues::default();
-            values.add(metric, share);
-            let name = self
-                .threads
-                .as_ref()
-                .and_then(|t| t.name(tid))
-                .map(str::to_string);
-            samples.push(ThreadSample {
-                thread: ThreadIdentity {
-                    python_id: None,
-                    native_id: Some(tid),
-                    name,
-                },
-                frames: Vec::new(),
-                values,
-            });
-        }
-        guessed
-    }
-}
-
-/// The pseudo kernel thread id of faults taken by threads that exited between two samples
-/// (the process's count minus its live threads'); no real thread has id 0.
-const EXITED_THREADS: u32 = 0;
-
-/// Charges `amount` taken by threads that exited since the previous sample to the last stacks
-/// of the Python threads that vanished, equally; without any, to a thread without ids.
-fn charge_exited(
-    metric: Metric,
-    amount: u64,
-    samples: &mut Vec<ThreadSample>,
-    vanished: &[(ThreadIdentity, Vec<Frame>)],
-) {
-    if vanished.is_empty() {
-        let mut values = MetricValues::default();
-        values.add(metric, amount);
-        samples.push(ThreadSample {
-            thread: ThreadIdentity {
-                python_id: None,
-                native_id: None,
-                name: Some("exited between samples".to_string()),
-            },
-            frames: Vec::new(),
-            values,
-        });
-        return;
-    }
-    let shares = split_proportionally(amount, &vec![1; vanished.len()]);
-    for ((thread, frames), share) in vanished.iter().zip(shares) {
-        let mut values = MetricValues::default();
-        values.add(metric, share);
-        samples.push(ThreadSample {
-            thread: thread.clone(),
-            frames: frames.clone(),
-            values,
-        });
-    }
-}
-
-/// The Python thread (index into `stacks`) to charge for kernel threads that match no
-/// Python thread: among the Python threads without a kernel id, the GIL holder, else one
-/// that is not idle, else the first; `None` when every Python thread's kernel id is known.
-fn unmatched_fallback(stacks: &[ThreadStack]) -> Option<usize> {
-    let unknown = || {
-        stacks
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.native_id.is_none())
-    };
-    unknown()
-        .find(|(_, s)| s.holds_gil)
-        .or_else(|| unknown().find(|(_, s)| !s.idle))
-        .or_else(|| unknown().next())
-        .map(|(i, _)| i)
-}
-
-/// Splits `total` in proportion to `weights`; the parts add up to `total` exactly (the rounding
-/// remainder goes to the largest weight). All-zero weights get nothing.
-pub fn split_proportionally(total: u64, weights: &[u64]) -> Vec<u64> {
-    let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum();
-    if sum == 0 {
-        return vec![0; weights.len()];
-    }
-    let mut parts: Vec<u64> = weights
-        .iter()
-        .map(|&w| u64::try_from(u128::from(total) * u128::from(w) / sum).unwrap_or(u64::MAX))
-        .collect();
-    let given: u64 = parts.iter().sum();
-    if let Some((largest, _)) = weights.iter().enumerate().max_by_key(|&(_, w)| *w) {
-        parts[largest] += total - given;
-    }
-    parts
 }
 
 /// What [`run_ticks`] drives: one tick at a time, and the run's statistics.
@@ -1070,7 +550,7 @@ impl MonotonicClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::python::CodeInfo;
+    use crate::python::{CodeInfo, Frame};
     use std::sync::Arc;
 
     fn frame(function: &str) -> Frame {
@@ -1084,7 +564,8 @@ mod tests {
         }
     }
 
-    fn own_thread(function: &str) -> ThreadStack {
+    /// A stack of this thread (holding the GIL, on CPU) in `function`.
+    pub(super) fn own_thread(function: &str) -> ThreadStack {
         ThreadStack {
             thread_id: 1,
             // SAFETY: gettid has no preconditions.
@@ -1146,26 +627,6 @@ mod tests {
             duration: None,
         };
         Sampler::new(source, std::process::id() as i32, options).expect("sampler")
-    }
-
-    #[test]
-    fn split_adds_up_exactly_and_follows_weights() {
-        assert_eq!(split_proportionally(10, &[1, 1, 2]), vec![2, 2, 6]);
-        assert_eq!(split_proportionally(7, &[0, 0]), vec![0, 0]);
-        assert_eq!(split_proportionally(5, &[]), Vec::<u64>::new());
-        let parts = split_proportionally(1_000_003, &[3, 0, 5, 9]);
-        assert_eq!(parts.iter().sum::<u64>(), 1_000_003);
-        assert_eq!(parts[1], 0);
-    }
-
-    #[test]
-    fn metric_names_round_trip() {
-        for metric in Metric::ALL {
-            assert_eq!(metric.name().parse::<Metric>().expect("parse"), metric);
-            assert_eq!(Metric::ALL[metric.index()], metric);
-        }
-        let err = "bytes".parse::<Metric>().expect_err("unknown");
-        assert!(err.to_string().contains("rss-release"), "{err}");
     }
 
     #[test]
@@ -1324,240 +785,5 @@ mod tests {
             .collect();
         // The first read is the baseline; then +5 per tick, plus 1 for the on-CPU sample.
         assert_eq!(cpu, [1, 6, 6]);
-    }
-
-    #[test]
-    fn without_thread_ids_growth_goes_to_the_gil_holder() {
-        let holder = ThreadStack {
-            native_id: None,
-            ..own_thread("holder")
-        };
-        let waiter = ThreadStack {
-            thread_id: 2,
-            native_id: None,
-            holds_gil: false,
-            idle: true,
-            ..own_thread("waiter")
-        };
-        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
-        sampler.prev_rss = Some(1000);
-        let sample = sampler.attribute(
-            Duration::ZERO,
-            Some(5096),
-            vec![waiter, holder],
-            &[],
-            None,
-            &[],
-        );
-        let rss: Vec<u64> = sample
-            .threads
-            .iter()
-            .map(|t| t.values.get(Metric::Rss))
-            .collect();
-        assert_eq!(rss, [0, 4096]);
-        assert_eq!(sampler.stats.attribution.by_gil, 1);
-        let cpu: Vec<u64> = sample
-            .threads
-            .iter()
-            .map(|t| t.values.get(Metric::Cpu))
-            .collect();
-        assert_eq!(cpu, [0, 1]);
-    }
-
-    #[test]
-    fn growth_follows_fault_deltas_including_non_python_threads() {
-        let a = ThreadStack {
-            native_id: Some(101),
-            ..own_thread("a")
-        };
-        let b = ThreadStack {
-            thread_id: 2,
-            native_id: Some(102),
-            ..own_thread("b")
-        };
-        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
-        let stat = |faults| ThreadStat {
-            state: b'S',
-            faults,
-            cpu_ticks: 0,
-        };
-        let baseline = [(101, stat(0)), (102, stat(0)), (103, stat(0))];
-        sampler.attribute(
-            Duration::ZERO,
-            Some(0),
-            vec![a.clone(), b.clone()],
-            &baseline,
-            None,
-            &[],
-        );
-        let later = [(101, stat(300)), (102, stat(0)), (103, stat(100))];
-        let sample = sampler.attribute(Duration::ZERO, Some(4000), vec![a, b], &later, None, &[]);
-        let rss: Vec<(Option<u64>, Option<u32>, u64)> = sample
-            .threads
-            .iter()
-            .map(|t| {
-                (
-                    t.thread.python_id,
-                    t.thread.native_id,
-                    t.values.get(Metric::Rss),
-                )
-            })
-            .collect();
-        assert_eq!(
-            rss,
-            [
-                (Some(1), Some(101), 3000),
-                (Some(2), Some(102), 0),
-                (None, Some(103), 1000)
-            ]
-        );
-        assert_eq!(sampler.stats.attribution.by_faults, 1);
-    }
-
-    #[test]
-    fn release_follows_recent_faults_not_cpu() {
-        let allocator = ThreadStack {
-            native_id: Some(201),
-            idle: true,
-            holds_gil: false,
-            ..own_thread("allocator")
-        };
-        let burner = ThreadStack {
-            thread_id: 2,
-            native_id: Some(202),
-            idle: false,
-            holds_gil: true,
-            ..own_thread("burner")
-        };
-        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
-        let stat = |faults, state| ThreadStat {
-            state,
-            faults,
-            cpu_ticks: 0,
-        };
-        let stacks = || vec![allocator.clone(), burner.clone()];
-        sampler.attribute(
-            Duration::ZERO,
-            Some(0),
-            stacks(),
-            &[(201, stat(0, b'S')), (202, stat(0, b'R'))],
-            None,
-            &[],
-        );
-        sampler.attribute(
-            Duration::ZERO,
-            Some(8192),
-            stacks(),
-            &[(201, stat(2, b'S')), (202, stat(0, b'R'))],
-            None,
-            &[],
-        );
-        let sample = sampler.attribute(
-            Duration::ZERO,
-            Some(0),
-            stacks(),
-            &[(201, stat(2, b'S')), (202, stat(0, b'R'))],
-            None,
-            &[],
-        );
-        let release: Vec<u64> = sample
-            .threads
-            .iter()
-            .map(|t| t.values.get(Metric::RssRelease))
-            .collect();
-        assert_eq!(release, [8192, 0], "the burner is on CPU but never faulted");
-    }
-
-    #[test]
-    fn faults_of_exited_threads_go_to_their_last_stack() {
-        let main = ThreadStack {
-            native_id: Some(301),
-            ..own_thread("serve")
-        };
-        let handler = ThreadStack {
-            thread_id: 2,
-            native_id: Some(302),
-            ..own_thread("handler")
-        };
-        let stat = |faults| ThreadStat {
-            state: b'S',
-            faults,
-            cpu_ticks: 0,
-        };
-        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
-        let both = [(301, stat(10)), (302, stat(5))];
-        sampler.attribute(
-            Duration::ZERO,
-            Some(0),
-            vec![main.clone(), handler],
-            &both,
-            Some(15),
-            &[],
-        );
-        // The handler exited after taking 90 more faults; the main thread took 30.
-        let sample = sampler.attribute(
-            Duration::ZERO,
-            Some(12_000),
-            vec![main.clone()],
-            &[(301, stat(40))],
-            Some(135),
-            &[],
-        );
-        let charged: Vec<(&str, u64)> = sample
-            .threads
-            .iter()
-            .map(|t| {
-                (
-                    t.frames[0].code.function.as_str(),
-                    t.values.get(Metric::Rss),
-                )
-            })
-            .collect();
-        assert_eq!(charged, [("serve", 3_000), ("handler", 9_000)]);
-        // Later exits with no Python thread vanished go to a placeholder without ids.
-        let sample = sampler.attribute(
-            Duration::ZERO,
-            Some(16_000),
-            vec![main],
-            &[(301, stat(40))],
-            Some(175),
-            &[],
-        );
-        let placeholder = &sample.threads[1];
-        assert_eq!(placeholder.thread.python_id, None);
-        assert_eq!(placeholder.thread.native_id, None);
-        assert_eq!(placeholder.values.get(Metric::Rss), 4_000);
-    }
-
-    #[test]
-    fn release_goes_to_threads_on_cpu() {
-        let busy = ThreadStack {
-            native_id: None,
-            idle: false,
-            ..own_thread("busy")
-        };
-        let idle = ThreadStack {
-            thread_id: 2,
-            native_id: None,
-            idle: true,
-            holds_gil: false,
-            ..own_thread("idle")
-        };
-        let mut sampler = sampler(Vec::new(), Duration::ZERO, 100.0);
-        sampler.prev_rss = Some(10_000);
-        let sample = sampler.attribute(
-            Duration::ZERO,
-            Some(2_000),
-            vec![busy, idle],
-            &[],
-            None,
-            &[],
-        );
-        let release: Vec<u64> = sample
-            .threads
-            .iter()
-            .map(|t| t.values.get(Metric::RssRelease))
-            .collect();
-        assert_eq!(release, [8_000, 0]);
     }
 }

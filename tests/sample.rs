@@ -10,7 +10,7 @@ use common::{read_folded, repo, run, sampler, serial};
 use common::Interpreter;
 use pymemtrace::output::collapsed::{self, FoldOptions};
 use pymemtrace::output::timeline;
-use pymemtrace::sampler::Metric;
+use pymemtrace::sample::Metric;
 use quick_xml::events::Event;
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};

@@ -7,7 +7,7 @@
 
 use crate::output::format::{Format, OutputError, Outputs, RenderOptions};
 use crate::output::frames::FrameStyle;
-use crate::sampler::Metric;
+use crate::sample::Metric;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -60,7 +60,7 @@ pub struct OutputArgs {
 
 fn parse_metric(text: &str) -> Result<Metric, String> {
     text.parse()
-        .map_err(|e: crate::sampler::UnknownMetric| e.to_string())
+        .map_err(|e: crate::sample::UnknownMetric| e.to_string())
 }
 
 impl OutputArgs {

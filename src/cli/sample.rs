@@ -15,7 +15,8 @@ use crate::output::frames::FrameLabels;
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
 use crate::run::{Finished, MallocMode, RunObserver};
-use crate::sampler::{Metric, ProcessIdentity, Sample, SamplerStats, StopReason};
+use crate::sample::{Metric, ProcessIdentity, Sample};
+use crate::sampler::{SamplerStats, StopReason};
 use clap::Args;
 use std::io::IsTerminal;
 

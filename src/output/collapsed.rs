@@ -4,7 +4,7 @@
 
 use super::frames::{FrameLabels, FrameStyle};
 use crate::profile::Profile;
-use crate::sampler::Metric;
+use crate::sample::Metric;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 

@@ -7,7 +7,7 @@ use super::collapsed::{self, FoldOptions};
 use super::format_value;
 use super::frames::{FrameLabels, FrameStyle};
 use crate::profile::Profile;
-use crate::sampler::{Metric, Unit};
+use crate::sample::{Metric, Unit};
 use std::borrow::Cow;
 use std::io::{self, Write};
 
@@ -332,7 +332,7 @@ mod readable_tests {
     use super::*;
     use crate::profile::TargetInfo;
     use crate::python::{CodeInfo, Frame};
-    use crate::sampler::{MetricValues, Sample, ThreadIdentity, ThreadSample};
+    use crate::sample::{MetricValues, Sample, ThreadIdentity, ThreadSample};
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -13,7 +13,7 @@ use super::frames::FrameStyle;
 use super::pprof::{self, PprofOptions};
 use super::{growth_plot, speedscope, timeline};
 use crate::profile::Profile;
-use crate::sampler::Metric;
+use crate::sample::Metric;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@
 
 use super::frames::{FrameLabels, FrameStyle};
 use crate::profile::Profile;
-use crate::sampler::Metric;
+use crate::sample::Metric;
 use plotters::prelude::*;
 use std::collections::HashMap;
 use std::io;

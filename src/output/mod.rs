@@ -21,7 +21,7 @@ pub mod speedscope;
 pub mod timeline;
 
 use crate::profile::Profile;
-use crate::sampler::{Metric, Unit};
+use crate::sample::{Metric, Unit};
 
 /// The metrics the sampler charges on every run, whatever was charged to them.
 const ALWAYS_RECORDED: [Metric; 4] = [Metric::Rss, Metric::RssRelease, Metric::Cpu, Metric::Wall];

@@ -9,7 +9,7 @@
 
 use super::recorded_metrics;
 use crate::profile::{Profile, ThreadInfo};
-use crate::sampler::{Metric, Unit};
+use crate::sample::{Metric, Unit};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message;

@@ -12,7 +12,7 @@
 
 use super::pprof::{self, PprofOptions};
 use crate::profile::{Profile, TargetInfo};
-use crate::sampler::{Metric, ProcessIdentity, Sample, Unit};
+use crate::sample::{Metric, ProcessIdentity, Sample, Unit};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

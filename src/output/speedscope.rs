@@ -7,7 +7,7 @@
 //! Owns: the speedscope layout. Must not touch: how weights were aggregated.
 
 use crate::profile::{Profile, StackWeight, ThreadInfo};
-use crate::sampler::{Metric, Unit};
+use crate::sample::{Metric, Unit};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{self, Write};

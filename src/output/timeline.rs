@@ -16,7 +16,7 @@ use crate::profile::{
     FrameInfo, ProcessInfo, Profile, ProfileError, RunSummary, TargetInfo, ThreadInfo,
     TimelineEntry, TimelineSample,
 };
-use crate::sampler::{Metric, MetricValues, UnknownMetric};
+use crate::sample::{Metric, MetricValues, UnknownMetric};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};

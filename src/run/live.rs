@@ -7,7 +7,7 @@
 //! (it only reads what each stack holds) or drawing.
 
 use crate::profile::{Profile, ThreadInfo};
-use crate::sampler::{Metric, MetricValues, ProcessIdentity, Sample, ThreadIdentity};
+use crate::sample::{Metric, MetricValues, ProcessIdentity, Sample, ThreadIdentity};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 

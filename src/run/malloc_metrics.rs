@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::memory::malloc::{AllocTotals, MallocCounters, MallocError, MallocOptions};
-use crate::sampler::{CounterError, CounterSource, Metric, Sampler, StackSource};
+use crate::sample::Metric;
+use crate::sampler::{CounterError, CounterSource, Sampler, StackSource};
 
 /// The counters and their latest read, shared by both metrics' sources.
 struct SharedReads {

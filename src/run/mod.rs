@@ -17,11 +17,9 @@ pub use target::Target;
 use crate::memory::malloc::{MallocError, MallocOptions};
 use crate::profile::{Profile, RunSummary, TargetInfo};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
+use crate::sample::{Metric, ProcessIdentity, Sample};
 use crate::sampler::process_tree::ProcessTreeSampler;
-use crate::sampler::{
-    Metric, ProcessIdentity, Sample, SampleSink, Sampler, SamplerError, SamplerOptions,
-    SamplerStats, StopReason,
-};
+use crate::sampler::{SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats, StopReason};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 

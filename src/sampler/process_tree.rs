@@ -12,11 +12,12 @@
 //! [`Sampler`] charges its RSS growth within that process only.
 
 use super::{
-    Attribution, ProcessIdentity, ProcessStats, Sample, SampleSink, Sampler, SamplerError,
-    SamplerOptions, SamplerStats, Ticker, process_gone, run_ticks,
+    Attribution, ProcessStats, SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats,
+    Ticker, process_gone, run_ticks,
 };
 use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
+use crate::sample::{ProcessIdentity, Sample};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
