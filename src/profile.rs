@@ -150,6 +150,8 @@ pub struct RunSummary {
     pub growth_by_gil: u64,
     /// Growth intervals where faults of threads with no known kernel id went to a guess.
     pub growth_unmatched: u64,
+    /// How memory was charged to stacks captured in the kernel, when it was.
+    pub in_kernel: Option<String>,
     /// Median per-sample cost, in microseconds.
     pub sample_cost_p50_us: Option<f64>,
     /// 99th-percentile per-sample cost, in microseconds.
@@ -175,6 +177,7 @@ impl RunSummary {
             growth_by_faults: stats.attribution.by_faults,
             growth_by_gil: stats.attribution.by_gil,
             growth_unmatched: stats.attribution.unmatched_guessed,
+            in_kernel: stats.in_kernel.map(|k| k.note()),
             sample_cost_p50_us: micros(50.0),
             sample_cost_p99_us: micros(99.0),
         }
@@ -191,6 +194,9 @@ impl RunSummary {
 
     /// One sentence on how RSS growth was charged.
     pub fn attribution_note(&self) -> String {
+        if let Some(note) = &self.in_kernel {
+            return note.clone();
+        }
         let mut note = self.fault_note();
         if self.growth_unmatched > 0 {
             note.push_str(&format!(

@@ -19,13 +19,15 @@
 //! runs one per Python process of a tree on the same clock, each charging only within its own
 //! process, and tags their samples with a [`ProcessIdentity`].
 
+pub mod kernel;
 pub mod process_tree;
 mod ticks;
 
 use crate::memory::rss::RssCounter;
 use crate::memory::thread_counters::{ThreadCounters, ThreadStat};
-use crate::python::ThreadStack;
+use crate::python::{Frame, ThreadStack};
 use crate::sample::{Metric, ProcessIdentity, Sample};
+use kernel::{InKernelStats, KernelAttribution, SharedCapture, TickThread};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +46,16 @@ pub trait StackSource {
     fn torn_reads(&self) -> u64 {
         0
     }
+    /// `(kernel tid, thread-state address)` of the threads the last read found, for an
+    /// in-kernel walker.
+    fn thread_states(&self) -> Vec<(u32, u64)> {
+        Vec::new()
+    }
+    /// Decodes a stack captured in the kernel (`(code, instruction position)` per frame).
+    fn decode_captured(&mut self, frames: &mut dyn Iterator<Item = (u64, u64)>) -> Vec<Frame> {
+        let _ = frames;
+        Vec::new()
+    }
 }
 
 impl StackSource for crate::python::PythonSpy {
@@ -59,6 +71,14 @@ impl StackSource for crate::python::PythonSpy {
 
     fn torn_reads(&self) -> u64 {
         crate::python::PythonSpy::torn_reads(self)
+    }
+
+    fn thread_states(&self) -> Vec<(u32, u64)> {
+        crate::python::PythonSpy::thread_states(self).to_vec()
+    }
+
+    fn decode_captured(&mut self, frames: &mut dyn Iterator<Item = (u64, u64)>) -> Vec<Frame> {
+        self.decode_frames(frames)
     }
 }
 
@@ -161,6 +181,8 @@ pub struct SamplerStats {
     pub rss: Option<u64>,
     /// How RSS growth was charged.
     pub attribution: Attribution,
+    /// What in-kernel attribution did, when the run used it.
+    pub in_kernel: Option<InKernelStats>,
     /// Why the run ended (`None` while running).
     pub stop: Option<StopReason>,
     /// The work time of each sample (counters, stacks, attribution, sink), in nanoseconds.
@@ -245,6 +267,8 @@ pub struct Sampler<S: StackSource> {
     threads: Option<ThreadCounters>,
     counters: Vec<Box<dyn CounterSource>>,
     attribution: TickAttribution,
+    /// In-kernel stacks, when the run has them (`rss` and/or `malloc-*` charged there).
+    kernel: Option<KernelAttribution>,
     prev_python_threads: usize,
     /// Each counter source's totals at the previous successful read; `None` before the first.
     prev_counters: Vec<Option<HashMap<u32, u64>>>,
@@ -270,6 +294,7 @@ impl<S: StackSource> Sampler<S> {
             threads: ThreadCounters::open(pid).ok(),
             counters: Vec::new(),
             attribution: TickAttribution::default(),
+            kernel: None,
             prev_python_threads: 0,
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
@@ -282,6 +307,23 @@ impl<S: StackSource> Sampler<S> {
     pub fn add_counter(&mut self, counter: Box<dyn CounterSource>) {
         self.counters.push(counter);
         self.prev_counters.push(None);
+    }
+
+    /// Charges memory by the stacks `capture` takes in the kernel: `rss` and `rss-release`
+    /// through the page ledger when `pages` (tick-based charging then leaves them alone), and
+    /// `malloc-*` by its allocation samples. The process must have been added to the capture.
+    pub fn use_kernel_stacks(&mut self, capture: SharedCapture, pages: bool) {
+        let tgid = u32::try_from(self.pid).unwrap_or(0);
+        let heap_end = crate::attach::process::heap_end(self.pid);
+        self.kernel = Some(KernelAttribution::new(capture, tgid, heap_end));
+        if pages {
+            self.attribution.skip_rss();
+        }
+    }
+
+    /// The stack source.
+    pub fn source(&self) -> &S {
+        &self.source
     }
 
     /// Whether per-thread page-fault counters could be opened.
@@ -350,9 +392,23 @@ impl<S: StackSource> Sampler<S> {
             process_faults,
             counter_deltas: &counter_deltas,
         };
-        let sample =
+        let mut sample =
             self.attribution
                 .charge(readings, self.threads.as_ref(), &mut self.stats.attribution);
+        if let Some(kernel) = &mut self.kernel {
+            let tick_threads: HashMap<u32, TickThread> = sample
+                .threads
+                .iter()
+                .filter(|s| s.thread.python_id.is_some())
+                .filter_map(|s| Some((s.thread.native_id?, (s.thread.clone(), s.frames.clone()))))
+                .collect();
+            let source = &mut self.source;
+            let charged =
+                kernel.charge(&tick_threads, &mut |frames| source.decode_captured(frames));
+            sample.threads.extend(charged);
+            kernel.hand_over_threads(&self.source.thread_states());
+            self.stats.in_kernel = Some(kernel.stats());
+        }
         self.scratch_stats = task_stats;
         self.stats.samples += 1;
         if rss.is_some() {

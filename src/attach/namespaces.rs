@@ -137,8 +137,18 @@ const INITIAL_PID_NAMESPACE_INO: u64 = 0xEFFF_FFFC;
 /// The device and inode of the reader's PID namespace (`/proc/self/ns/pid`) when it is not the
 /// initial one (a sidecar, a container): what the kernel needs to number tasks as it does.
 pub fn reader_pid_namespace() -> Option<(u64, u64)> {
+    nested_pid_namespace("self")
+}
+
+/// The device and inode of process `pid`'s PID namespace when it is not the initial one: the
+/// namespace its interpreter numbers threads in.
+pub fn pid_namespace_of(pid: i32) -> Option<(u64, u64)> {
+    nested_pid_namespace(&pid.to_string())
+}
+
+fn nested_pid_namespace(process: &str) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    let meta = std::fs::metadata(format!("/proc/{process}/ns/pid")).ok()?;
     (meta.ino() != INITIAL_PID_NAMESPACE_INO).then(|| (meta.dev(), meta.ino()))
 }
 

@@ -336,6 +336,16 @@ fn proc_error(pid: i32, err: ProcError) -> ProcessError {
     }
 }
 
+/// The end of process `pid`'s heap (its program break, the `[heap]` mapping's end), if it
+/// has one.
+pub fn heap_end(pid: i32) -> Option<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .find(|line| line.ends_with("[heap]"))
+        .and_then(|line| line.split(['-', ' ']).nth(1))
+        .and_then(|end| u64::from_str_radix(end, 16).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,21 @@
 use super::output_args::OutputArgs;
 use crate::attach::stop;
 use crate::output::format::Outputs;
-use crate::run::{MallocMode, Run, RunOptions, TargetSpec};
+use crate::run::{AttributionMode, MallocMode, Run, RunOptions, TargetSpec};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::time::Duration;
+
+/// `--attribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttributionArg {
+    /// In the kernel where eBPF is available, else at ticks.
+    Auto,
+    /// In the kernel, or no run.
+    Kernel,
+    /// At the end of each sampling interval.
+    Ticks,
+}
 
 /// What to sample and how.
 #[derive(Debug, Clone, Args)]
@@ -38,6 +49,16 @@ pub struct RunArgs {
     /// Read without pausing the target (the default).
     #[arg(long)]
     pub nonblocking: bool,
+    /// Where memory is charged: `kernel` to the Python stack the kernel captures at each page
+    /// fault and sampled allocation (eBPF; needs root or CAP_BPF+CAP_PERFMON), `ticks` to
+    /// the stack read at the end of each sampling interval; `auto` is `kernel` where eBPF is
+    /// available, else `ticks` (the summary says which).
+    #[arg(long, value_enum, default_value_t = AttributionArg::Auto, value_name = "WHERE")]
+    pub attribution: AttributionArg,
+    /// With in-kernel stacks and malloc-bytes / malloc-count: the mean number of bytes a thread
+    /// allocates between two stack samples (every call is still counted; 0 samples every call).
+    #[arg(long, default_value_t = crate::run::kernel_capture::DEFAULT_SAMPLE_BYTES, value_name = "BYTES")]
+    pub malloc_sample_bytes: u64,
     /// Command to launch and sample until it exits (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -79,6 +100,12 @@ impl RunArgs {
             blocking: self.blocking,
             keep_timeline: false,
             quiet_child: false,
+            attribution: match self.attribution {
+                AttributionArg::Auto => AttributionMode::Auto,
+                AttributionArg::Kernel => AttributionMode::Kernel,
+                AttributionArg::Ticks => AttributionMode::Ticks,
+            },
+            sample_bytes: self.malloc_sample_bytes,
         })
     }
 }

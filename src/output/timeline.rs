@@ -84,6 +84,8 @@ struct SummaryJson {
     growth_by_gil: u64,
     #[serde(default)]
     growth_unmatched: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_kernel: Option<String>,
     sample_cost_p50_us: Option<f64>,
     sample_cost_p99_us: Option<f64>,
     achieved_rate_hz: f64,
@@ -236,6 +238,7 @@ fn summary_json(summary: &RunSummary) -> SummaryJson {
         growth_by_faults: summary.growth_by_faults,
         growth_by_gil: summary.growth_by_gil,
         growth_unmatched: summary.growth_unmatched,
+        in_kernel: summary.in_kernel.clone(),
         sample_cost_p50_us: summary.sample_cost_p50_us,
         sample_cost_p99_us: summary.sample_cost_p99_us,
         achieved_rate_hz: summary.achieved_rate(),
@@ -296,6 +299,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
         growth_by_faults: s.growth_by_faults,
         growth_by_gil: s.growth_by_gil,
         growth_unmatched: s.growth_unmatched,
+        in_kernel: s.in_kernel,
         sample_cost_p50_us: s.sample_cost_p50_us,
         sample_cost_p99_us: s.sample_cost_p99_us,
     });

@@ -18,11 +18,14 @@ use crate::memory::malloc::{MallocError, MallocOptions};
 use crate::profile::{Profile, RunSummary, TargetInfo};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sample::{Metric, ProcessIdentity, Sample};
+use crate::sampler::kernel::SharedCapture;
 use crate::sampler::process_tree::ProcessTreeSampler;
 use crate::sampler::{SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats, StopReason};
+pub use kernel_capture::AttributionMode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
+pub mod kernel_capture;
 mod malloc_metrics;
 
 /// What to sample.
@@ -55,6 +58,11 @@ pub struct RunOptions {
     pub keep_timeline: bool,
     /// A launched command's standard streams go to `/dev/null`.
     pub quiet_child: bool,
+    /// Where memory is charged: stacks captured in the kernel, or at ticks.
+    pub attribution: AttributionMode,
+    /// With in-kernel stacks and `malloc`: mean bytes between two allocation samples of a
+    /// thread (0: every allocation).
+    pub sample_bytes: u64,
 }
 
 /// Whether a run counts the target's allocator.
@@ -154,8 +162,18 @@ impl Run {
             python_allocators: options.python_allocators,
             frees: false,
         });
+        // The capture is loaded before a command is launched, so that it sees the start.
+        let mut notes = Vec::new();
+        let capture = load_capture(options, malloc.is_some(), &mut notes)?;
         if options.subprocesses {
-            return Run::start_tree(options, sampler_options, spy_options, malloc);
+            return Run::start_tree(
+                options,
+                sampler_options,
+                spy_options,
+                malloc,
+                capture,
+                notes,
+            );
         }
         let (target, spy) = match &options.target {
             TargetSpec::Pid(pid) => {
@@ -171,9 +189,28 @@ impl Run {
         };
         let python_version = spy.version().to_string();
         let mut sampler = Sampler::new(spy, target.pid, sampler_options)?;
-        let mut notes = Vec::new();
         let mut counts_allocations = false;
-        if let Some(malloc) = malloc {
+        let capture = match capture {
+            Some(capture) => {
+                match kernel_capture::add_process(
+                    &capture,
+                    &mut sampler,
+                    &malloc.unwrap_or_default(),
+                ) {
+                    Ok(()) => Some(capture),
+                    Err(err) if options.attribution == AttributionMode::Auto => {
+                        notes.push(no_kernel_stacks(&err));
+                        None
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            None => None,
+        };
+        if let Some(capture) = &capture {
+            notes.push(kernel_capture::describe(capture));
+            counts_allocations = malloc.is_some();
+        } else if let Some(malloc) = malloc {
             match malloc_metrics::add_malloc_sources(&mut sampler, target.pid, &malloc) {
                 Ok(description) => {
                     counts_allocations = true;
@@ -211,6 +248,8 @@ impl Run {
         sampler_options: SamplerOptions,
         spy_options: SpyOptions,
         malloc: Option<MallocOptions>,
+        capture: Option<SharedCapture>,
+        notes: Vec<String>,
     ) -> Result<Run, RunError> {
         let target = match &options.target {
             TargetSpec::Pid(pid) => Target::existing(
@@ -222,7 +261,15 @@ impl Run {
             TargetSpec::Command(command) => Target::launch(command, options.quiet_child)?,
         };
         let mut sampler = ProcessTreeSampler::new(target.pid, sampler_options, spy_options)?;
-        if let Some(malloc) = malloc {
+        let mut notes = notes;
+        if let Some(capture) = capture {
+            notes.push(kernel_capture::describe(&capture));
+            let allocators = malloc.unwrap_or_default();
+            sampler.on_attach(Box::new(move |sampler, _pid| {
+                kernel_capture::add_process(&capture, sampler, &allocators)
+                    .map_err(|err| format!("no in-kernel stacks: {err}"))
+            }));
+        } else if let Some(malloc) = malloc {
             sampler.on_attach(Box::new(move |sampler, pid| {
                 malloc_metrics::add_malloc_sources(sampler, pid, &malloc)
                     .map(|_| ())
@@ -239,7 +286,7 @@ impl Run {
             target,
             engine: Engine::Tree(Box::new(sampler)),
             rate_hz: options.rate_hz,
-            notes: Vec::new(),
+            notes,
             counts_allocations: malloc.is_some(),
         })
     }
@@ -357,6 +404,30 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// Loads the in-kernel capture the run's `--attribution` asks for (`None` for ticks, or in
+/// `auto` mode where eBPF is unavailable: a note says why).
+fn load_capture(
+    options: &RunOptions,
+    allocations: bool,
+    notes: &mut Vec<String>,
+) -> Result<Option<SharedCapture>, RunError> {
+    if options.attribution == AttributionMode::Ticks {
+        return Ok(None);
+    }
+    match kernel_capture::load(allocations, options.sample_bytes) {
+        Ok(capture) => Ok(Some(capture)),
+        Err(err) if options.attribution == AttributionMode::Auto => {
+            notes.push(no_kernel_stacks(&err));
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn no_kernel_stacks(err: &MallocError) -> String {
+    format!("no in-kernel stacks ({err}): memory is charged to the stacks read at each tick")
 }
 
 /// Whether `metric` needs the allocator counters.

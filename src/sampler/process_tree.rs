@@ -11,6 +11,7 @@
 //! Must not touch: how stacks and counters are read, and attribution: each process's own
 //! [`Sampler`] charges its RSS growth within that process only.
 
+use super::kernel::InKernelStats;
 use super::{
     Attribution, ProcessStats, SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats,
     Ticker, process_gone, run_ticks,
@@ -86,6 +87,8 @@ pub struct ProcessTreeSampler {
     /// What members that exited had charged, by kind of attribution.
     exited_attribution: Attribution,
     exited_counter_errors: u64,
+    /// What members that exited charged in the kernel.
+    exited_in_kernel: Option<InKernelStats>,
     on_attach: Option<AttachHook>,
     stats: SamplerStats,
 }
@@ -115,6 +118,7 @@ impl ProcessTreeSampler {
             skipped: Vec::new(),
             exited_attribution: Attribution::default(),
             exited_counter_errors: 0,
+            exited_in_kernel: None,
             on_attach: None,
             stats: SamplerStats::default(),
         })
@@ -283,12 +287,21 @@ impl ProcessTreeSampler {
             .reduce(|a, b| a + b);
         let mut attribution = self.exited_attribution;
         let mut counter_errors = self.exited_counter_errors;
+        let mut in_kernel = self.exited_in_kernel;
         for member in &self.members {
             add_attribution(&mut attribution, &member.sampler.stats.attribution);
             counter_errors += member.sampler.stats.counter_errors;
+            add_in_kernel(&mut in_kernel, member.sampler.stats.in_kernel.as_ref());
         }
+        self.stats.in_kernel = in_kernel;
         self.stats.attribution = attribution;
         self.stats.counter_errors = counter_errors;
+    }
+}
+
+fn add_in_kernel(total: &mut Option<InKernelStats>, part: Option<&InKernelStats>) {
+    if let Some(part) = part {
+        total.get_or_insert_with(InKernelStats::default).add(part);
     }
 }
 
@@ -331,6 +344,7 @@ impl Ticker for ProcessTreeSampler {
                 stats.exited = true;
                 add_attribution(&mut self.exited_attribution, &sampler.stats.attribution);
                 self.exited_counter_errors += sampler.stats.counter_errors;
+                add_in_kernel(&mut self.exited_in_kernel, sampler.stats.in_kernel.as_ref());
                 self.members.remove(index);
             } else {
                 index += 1;

@@ -73,6 +73,8 @@ pub(crate) struct TickAttribution {
     prev_process_faults: Option<u64>,
     live_faults_since_process: u64,
     last_stacks: HashMap<u32, Vanished>,
+    /// RSS is charged elsewhere (in-kernel stacks): leave `rss` and `rss-release` alone.
+    skip_rss: bool,
 }
 
 /// The interval's per-thread fault deltas (plus [`EXITED_THREADS`]) and whether each kernel
@@ -93,6 +95,11 @@ impl TickAttribution {
     /// Builds the tick's sample: charges the interval's deltas to the threads' stacks, and
     /// counts in `counts` how RSS growth was charged. `threads` are the per-thread counters,
     /// where they could be opened (they name the kernel threads Python does not know).
+    /// Leaves `rss` and `rss-release` to another attribution.
+    pub(crate) fn skip_rss(&mut self) {
+        self.skip_rss = true;
+    }
+
     pub(crate) fn charge(
         &mut self,
         tick: TickReadings<'_>,
@@ -110,7 +117,11 @@ impl TickAttribution {
         let deltas = self.fault_deltas(task_stats, process_faults);
         let vanished = self.take_vanished(&stacks);
         self.decay_fault_activity(&deltas.faults);
-        let (growth, release) = self.rss_change(rss);
+        let (growth, release) = if self.skip_rss {
+            (0, 0)
+        } else {
+            self.rss_change(rss)
+        };
 
         let gil_holder = stacks.iter().position(|s| s.holds_gil);
         let has_faults = threads.is_some() && stacks.iter().any(|s| s.native_id.is_some());

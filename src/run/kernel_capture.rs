@@ -1,0 +1,113 @@
+//! Sets up in-kernel stacks for a run (`--attribution`): loads the capture once, and adds each
+//! sampled process with the walk offsets of its interpreter.
+//!
+//! Owns only the glue between the reader's layout (`python`) and the BPF walker's
+//! (`memory::kernel_stacks`). Must not touch how either works, or how charges are made.
+
+use crate::memory::kernel_stacks::{BpfLayout, CaptureOptions, KernelStacks};
+use crate::memory::malloc::{MallocError, MallocOptions};
+use crate::python::PythonSpy;
+use crate::sampler::Sampler;
+use crate::sampler::kernel::{KernelCapture, SharedCapture};
+
+/// Where memory is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttributionMode {
+    /// In the kernel where eBPF is available, else at ticks (a note says why).
+    #[default]
+    Auto,
+    /// In the kernel, or no run.
+    Kernel,
+    /// At ticks: to the stacks read at the end of each interval.
+    Ticks,
+}
+
+/// The default mean number of bytes between two allocation samples of a thread.
+pub const DEFAULT_SAMPLE_BYTES: u64 = 64 * 1024;
+
+/// The walker's view of `spy`'s interpreter.
+pub fn bpf_layout(spy: &PythonSpy) -> BpfLayout {
+    let layout = spy.layout();
+    let root = spy.walk_root();
+    let version = layout.version;
+    let offset = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let mut flags = 0;
+    if version < (3, 11) {
+        flags |= BpfLayout::F_FRAME_OBJECTS;
+    }
+    if layout.cframe_current_frame.is_some() {
+        flags |= BpfLayout::F_CFRAME;
+    }
+    if version >= (3, 12) {
+        flags |= BpfLayout::F_SHIMS;
+    }
+    if version >= (3, 14) {
+        flags |= BpfLayout::F_TAGGED_CODE;
+    }
+    let native_id = match layout.tstate_native_thread_id {
+        Some(at) => {
+            flags |= BpfLayout::F_NATIVE_ID;
+            at
+        }
+        None => root.pthread_tid_offset,
+    };
+    let (pidns_dev, pidns_ino) =
+        crate::attach::namespaces::pid_namespace_of(spy.pid()).unwrap_or((0, 0));
+    BpfLayout {
+        interp_head: root.interp_head,
+        pidns_dev,
+        pidns_ino,
+        flags,
+        interp_threads_head: offset(layout.interp_threads_head),
+        tstate_next: offset(layout.tstate_next),
+        tstate_frame: offset(layout.tstate_frame),
+        cframe_current_frame: offset(layout.cframe_current_frame.unwrap_or(0)),
+        tstate_native_id: offset(native_id),
+        tstate_thread_id: offset(layout.tstate_thread_id),
+        frame_back: offset(layout.frame_back),
+        frame_code: offset(layout.frame_code),
+        frame_lasti: offset(layout.frame_lasti),
+        frame_owner: offset(layout.frame_owner.unwrap_or(0)),
+        first_shim_owner: 3,
+    }
+}
+
+/// Loads the capture: page faults always, allocation samples (mean `sample_bytes`) when
+/// `allocations`.
+pub fn load(allocations: bool, sample_bytes: u64) -> Result<SharedCapture, MallocError> {
+    let stacks = KernelStacks::load(CaptureOptions {
+        pages: true,
+        sample_bytes: allocations.then_some(sample_bytes),
+    })?;
+    Ok(KernelCapture::shared(stacks))
+}
+
+/// Adds `sampler`'s process to `capture` and makes the sampler charge by it.
+pub fn add_process(
+    capture: &SharedCapture,
+    sampler: &mut Sampler<PythonSpy>,
+    allocators: &MallocOptions,
+) -> Result<(), MallocError> {
+    let layout = bpf_layout(sampler.source());
+    let pid = sampler.source().pid();
+    capture
+        .borrow_mut()
+        .stacks()
+        .add_process(pid, layout, allocators)?;
+    sampler.use_kernel_stacks(capture.clone(), true);
+    Ok(())
+}
+
+/// One sentence on what the capture takes, for the run's notes.
+pub fn describe(capture: &SharedCapture) -> String {
+    let mut capture = capture.borrow_mut();
+    let stacks = capture.stacks();
+    let probes = stacks.probes().count();
+    match stacks.options().sample_bytes {
+        Some(bytes) => format!(
+            "memory charged to Python stacks captured in the kernel at page faults and at allocations (one sample per {} KiB a thread allocates, {probes} allocator probes)",
+            bytes / 1024
+        ),
+        None => "memory charged to Python stacks captured in the kernel at page faults".to_string(),
+    }
+}
