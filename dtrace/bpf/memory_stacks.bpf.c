@@ -14,19 +14,19 @@
 //   sample reach a randomised threshold (mean SAMPLE_BYTES), walk the stack and emit
 //   ALLOC(stack id, bytes and calls since the thread's previous sample).
 //
-// The walk: the thread state of the calling thread comes from THREADS (filled by user space
+// The walk: the thread state of the calling thread comes from PMT_THREADS (filled by user space
 // each sampler tick; a thread not there yet is looked up in its interpreter's thread list by
 // its kernel thread id, so threads shorter than a tick are found too). From its innermost
 // frame the chain is followed through `previous`/`f_back` with bpf_probe_read_user and the
-// offsets user space hands over per process in PROCS (the same layouts the reader uses),
+// offsets user space hands over per process in PMT_PROCS (the same layouts the reader uses),
 // recording (code object address, instruction position) pairs, innermost first, at most
 // MAX_DEPTH of them; 3.12+ shim frames are skipped, 3.14+ tag bits cleared. The faulting
 // thread is stopped in the kernel while this runs, so its chain cannot change under the walk.
 // A chain is identified by a 64-bit hash of its pairs (0: no Python stack) and stored once in
-// STACKS, where user space looks up ids it has not decoded yet. Consecutive events from the
-// same innermost frame at the same instruction reuse the thread's last walk (LAST_WALK).
+// PMT_STACKS, where user space looks up ids it has not decoded yet. Consecutive events from the
+// same innermost frame at the same instruction reuse the thread's last walk (PMT_LAST_WALK).
 //
-// Everything is filtered to the processes in PROCS (keys: tgid as the loader sees it).
+// Everything is filtered to the processes in PMT_PROCS (keys: tgid as the loader sees it).
 
 #include "pmt_bpf.h"
 
@@ -113,7 +113,7 @@ struct {
     __uint(max_entries, 1024);
     __type(key, __u32);
     __type(value, struct py_layout);
-} PROCS SEC(".maps");
+} PMT_PROCS SEC(".maps");
 
 // Kernel tid (loader's view) -> its PyThreadState address; 0: not a Python thread (yet).
 struct {
@@ -121,7 +121,7 @@ struct {
     __uint(max_entries, 16384);
     __type(key, __u32);
     __type(value, __u64);
-} THREADS SEC(".maps");
+} PMT_THREADS SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -129,39 +129,39 @@ struct {
     __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, __u64);
     __type(value, struct py_stack);
-} STACKS SEC(".maps");
+} PMT_STACKS SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
     __type(key, __u32);
     __type(value, struct last_walk);
-} LAST_WALK SEC(".maps");
+} PMT_LAST_WALK SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
     __type(key, __u32);
     __type(value, struct alloc_sampler);
-} ALLOC_SAMPLERS SEC(".maps");
+} PMT_SAMPLERS SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
     __type(value, struct walk_scratch);
-} SCRATCH SEC(".maps");
+} PMT_SCRATCH SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 16 << 20);
-} EVENTS SEC(".maps");
+} PMT_EVENTS SEC(".maps");
 
 // Mirrors `Tallies` in src/memory/kernel_stacks.rs: what went wrong, counted.
 #define T_LOST_EVENTS 0     // the ring buffer was full
 #define T_NO_THREAD 1       // a target thread that has no Python thread state
 #define T_READ_FAILED 2     // a frame could not be read (walk recorded up to it)
-#define T_STACKS_FULL 3     // STACKS was full: the event's stack is unknown
+#define T_STACKS_FULL 3     // PMT_STACKS was full: the event's stack is unknown
 #define T_WALKS 4           // stack walks done
 #define T_REUSED 5          // events that reused the thread's last walk
 #define T_COUNT 6
@@ -170,14 +170,14 @@ struct {
     __uint(max_entries, T_COUNT);
     __type(key, __u32);
     __type(value, __u64);
-} TALLIES SEC(".maps");
+} PMT_TALLIES SEC(".maps");
 
 // Mean bytes between two allocation samples of a thread (0: every allocation is a sample).
 const volatile __u64 SAMPLE_BYTES = 0;
 
 ALWAYS_INLINE void tally(__u32 which)
 {
-    __u64 *n = bpf_map_lookup_elem(&TALLIES, &which);
+    __u64 *n = bpf_map_lookup_elem(&PMT_TALLIES, &which);
     if (n)
         *n += 1;
 }
@@ -200,10 +200,10 @@ ALWAYS_INLINE __u64 field_u64(const __u8 *buf, __u32 off)
     return v;
 }
 
-// The thread state of thread `tid`, from THREADS or else its interpreter's thread list.
+// The thread state of thread `tid`, from PMT_THREADS or else its interpreter's thread list.
 static __attribute__((noinline)) __u64 find_thread_state(const struct py_layout *l, __u32 tid)
 {
-    __u64 *known = bpf_map_lookup_elem(&THREADS, &tid);
+    __u64 *known = bpf_map_lookup_elem(&PMT_THREADS, &tid);
     if (known)
         return *known;
     __u32 own = tid;
@@ -227,7 +227,7 @@ static __attribute__((noinline)) __u64 find_thread_state(const struct py_layout 
         tstate = read_u64(tstate + l->tstate_next);
     }
     // A miss is remembered too (a thread Python does not know), until user space says otherwise.
-    bpf_map_update_elem(&THREADS, &tid, &found, BPF_ANY);
+    bpf_map_update_elem(&PMT_THREADS, &tid, &found, BPF_ANY);
     return found;
 }
 
@@ -247,6 +247,80 @@ ALWAYS_INLINE __u64 mix(__u64 h, __u64 v)
     return h;
 }
 
+// The walk's state between two steps (bpf_loop calls walk_step once per frame visited).
+struct walk_ctx {
+    __u64 frame;            // the next frame to visit
+    __u64 hash;
+    __u64 last_frame, last_back, last_code, last_pos, last_stack;  // the thread's last walk
+    __u64 first_frame, first_back, first_code, first_pos;          // this walk's innermost
+    __u32 depth;
+    __u32 span;
+    __u32 flags;
+    __u32 frame_back, frame_code, frame_lasti, frame_owner, first_shim_owner;
+    __u32 has_last;
+    __u32 reused;
+    __u32 failed;
+};
+
+static long walk_step(__u32 index, void *data)
+{
+    struct walk_ctx *c = data;
+    __u32 zero = 0;
+    struct walk_scratch *s = bpf_map_lookup_elem(&PMT_SCRATCH, &zero);
+    if (!s || !c->frame)
+        return 1;
+    __u32 span = c->span;
+    if (span > FRAME_SPAN)
+        span = FRAME_SPAN;
+    if (bpf_probe_read_user(s->frame, span, (const void *)c->frame)) {
+        c->failed = 1;
+        return 1;
+    }
+    __u64 back = field_u64(s->frame, c->frame_back);
+    __u64 code = field_u64(s->frame, c->frame_code);
+    if ((c->flags & F_SHIMS) && s->frame[c->frame_owner & (FRAME_SPAN - 1)] >= c->first_shim_owner) {
+        c->frame = back;
+        return 0;
+    }
+    if (c->flags & F_TAGGED_CODE)
+        code &= ~3ULL;
+    if (!code) {
+        // An innermost interpreter frame without code is being pushed or popped.
+        if (c->depth == 0 && !(c->flags & F_FRAME_OBJECTS)) {
+            c->frame = back;
+            return 0;
+        }
+        return 1;
+    }
+    __u64 pos;
+    if (c->flags & F_FRAME_OBJECTS)
+        pos = (__u64)(__s32)(__u32)field_u64(s->frame, c->frame_lasti);
+    else
+        pos = field_u64(s->frame, c->frame_lasti);
+    __u32 depth = c->depth;
+    if (depth == 0) {
+        if (c->has_last && c->last_frame == c->frame && c->last_back == back &&
+            c->last_code == code && c->last_pos == pos) {
+            c->reused = 1;
+            return 1;
+        }
+        c->first_frame = c->frame;
+        c->first_back = back;
+        c->first_code = code;
+        c->first_pos = pos;
+    }
+    if (depth >= MAX_DEPTH) {
+        s->stack.truncated = 1;
+        return 1;
+    }
+    s->stack.code[depth & (MAX_DEPTH - 1)] = code;
+    s->stack.pos[depth & (MAX_DEPTH - 1)] = pos;
+    c->hash = mix(mix(c->hash, code), pos);
+    c->depth = depth + 1;
+    c->frame = back;
+    return 0;
+}
+
 // The stack id of thread `tid`'s Python stack now (0: none, or not readable).
 static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u32 tid)
 {
@@ -256,11 +330,20 @@ static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u
         return 0;
     }
     __u32 zero = 0;
-    struct walk_scratch *s = bpf_map_lookup_elem(&SCRATCH, &zero);
+    struct walk_scratch *s = bpf_map_lookup_elem(&PMT_SCRATCH, &zero);
     if (!s)
         return 0;
-    __u64 frame = innermost_frame(l, tstate);
-    if (!frame)
+    struct walk_ctx c = {
+        .frame = innermost_frame(l, tstate),
+        .hash = 0xcbf29ce484222325ULL,
+        .flags = l->flags,
+        .frame_back = l->frame_back,
+        .frame_code = l->frame_code,
+        .frame_lasti = l->frame_lasti,
+        .frame_owner = l->frame_owner,
+        .first_shim_owner = l->first_shim_owner,
+    };
+    if (!c.frame)
         return 0;
     __u32 span = l->frame_owner + 8;
     if (l->frame_lasti + 8 > span)
@@ -269,76 +352,40 @@ static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u
         span = l->frame_back + 8;
     if (l->frame_code + 8 > span)
         span = l->frame_code + 8;
-    if (span > FRAME_SPAN)
-        span = FRAME_SPAN;
-
-    struct last_walk *last = bpf_map_lookup_elem(&LAST_WALK, &tid);
-    __u64 hash = 0xcbf29ce484222325ULL;
-    __u32 depth = 0;
+    c.span = span;
+    struct last_walk *last = bpf_map_lookup_elem(&PMT_LAST_WALK, &tid);
+    if (last) {
+        c.has_last = 1;
+        c.last_frame = last->frame;
+        c.last_back = last->back;
+        c.last_code = last->code;
+        c.last_pos = last->pos;
+        c.last_stack = last->stack;
+    }
     s->stack.truncated = 0;
-    for (int i = 0; i < MAX_VISITS; i++) {
-        if (!frame)
-            break;
-        if (bpf_probe_read_user(s->frame, span, (const void *)frame)) {
-            tally(T_READ_FAILED);
-            break;
-        }
-        __u64 back = field_u64(s->frame, l->frame_back);
-        __u64 code = field_u64(s->frame, l->frame_code);
-        if ((l->flags & F_SHIMS) && s->frame[l->frame_owner & (FRAME_SPAN - 1)] >= l->first_shim_owner) {
-            frame = back;
-            continue;
-        }
-        if (l->flags & F_TAGGED_CODE)
-            code &= ~3ULL;
-        if (!code) {
-            // An innermost interpreter frame without code is being pushed or popped.
-            if (depth == 0 && !(l->flags & F_FRAME_OBJECTS)) {
-                frame = back;
-                continue;
-            }
-            break;
-        }
-        __u64 pos;
-        if (l->flags & F_FRAME_OBJECTS)
-            pos = (__u64)(__s32)(__u32)field_u64(s->frame, l->frame_lasti);
-        else
-            pos = field_u64(s->frame, l->frame_lasti);
-        if (depth == 0 && last && last->frame == frame && last->back == back &&
-            last->code == code && last->pos == pos) {
-            tally(T_REUSED);
-            return last->stack;
-        }
-        if (depth >= MAX_DEPTH) {
-            s->stack.truncated = 1;
-            break;
-        }
-        s->stack.code[depth & (MAX_DEPTH - 1)] = code;
-        s->stack.pos[depth & (MAX_DEPTH - 1)] = pos;
-        hash = mix(mix(hash, code), pos);
-        if (depth == 0) {
-            struct last_walk next = {.frame = frame, .back = back, .code = code, .pos = pos};
-            bpf_map_update_elem(&LAST_WALK, &tid, &next, BPF_ANY);
-        }
-        depth++;
-        frame = back;
+    bpf_loop(MAX_VISITS, walk_step, &c, 0);
+    if (c.reused) {
+        tally(T_REUSED);
+        return c.last_stack;
     }
     tally(T_WALKS);
-    if (depth == 0)
+    if (c.failed)
+        tally(T_READ_FAILED);
+    if (c.depth == 0)
         return 0;
-    hash = mix(hash, depth);
+    __u64 hash = mix(c.hash, c.depth);
     if (hash == 0)
         hash = 1;
-    s->stack.depth = depth;
-    if (!bpf_map_lookup_elem(&STACKS, &hash) &&
-        bpf_map_update_elem(&STACKS, &hash, &s->stack, BPF_NOEXIST) &&
-        !bpf_map_lookup_elem(&STACKS, &hash)) {
+    s->stack.depth = c.depth;
+    if (!bpf_map_lookup_elem(&PMT_STACKS, &hash) &&
+        bpf_map_update_elem(&PMT_STACKS, &hash, &s->stack, BPF_NOEXIST) &&
+        !bpf_map_lookup_elem(&PMT_STACKS, &hash)) {
         tally(T_STACKS_FULL);
         hash = 0;
     }
-    last = bpf_map_lookup_elem(&LAST_WALK, &tid);
-    if (last)
-        last->stack = hash;
+    struct last_walk next = {.frame = c.first_frame, .back = c.first_back, .code = c.first_code,
+                             .pos = c.first_pos, .stack = hash};
+    bpf_map_update_elem(&PMT_LAST_WALK, &tid, &next, BPF_ANY);
     return hash;
 }
 
@@ -347,7 +394,7 @@ ALWAYS_INLINE int emit(__u32 kind, __u32 tgid, __u32 tid, __u64 addr, __u64 len,
 {
     struct event e = {.kind = kind, .tid = tid, .tgid = tgid, .addr = addr, .len = len,
                       .arg = arg, .stack = stack};
-    if (bpf_ringbuf_output(&EVENTS, &e, sizeof(e), BPF_RB_NO_WAKEUP))
+    if (bpf_ringbuf_output(&PMT_EVENTS, &e, sizeof(e), BPF_RB_NO_WAKEUP))
         tally(T_LOST_EVENTS);
     return 0;
 }
@@ -357,7 +404,7 @@ ALWAYS_INLINE const struct py_layout *target(__u32 *tgid, __u32 *tid)
 {
     if (loader_ids(tgid, tid))
         return 0;
-    return bpf_map_lookup_elem(&PROCS, tgid);
+    return bpf_map_lookup_elem(&PMT_PROCS, tgid);
 }
 
 // --- page faults ---------------------------------------------------------------------------
@@ -470,11 +517,11 @@ ALWAYS_INLINE int sample_alloc(__u64 bytes)
     const struct py_layout *l = target(&tgid, &tid);
     if (!l)
         return 0;
-    struct alloc_sampler *s = bpf_map_lookup_elem(&ALLOC_SAMPLERS, &tid);
+    struct alloc_sampler *s = bpf_map_lookup_elem(&PMT_SAMPLERS, &tid);
     if (!s) {
         struct alloc_sampler fresh = {.threshold = next_threshold()};
-        bpf_map_update_elem(&ALLOC_SAMPLERS, &tid, &fresh, BPF_NOEXIST);
-        s = bpf_map_lookup_elem(&ALLOC_SAMPLERS, &tid);
+        bpf_map_update_elem(&PMT_SAMPLERS, &tid, &fresh, BPF_NOEXIST);
+        s = bpf_map_lookup_elem(&PMT_SAMPLERS, &tid);
         if (!s)
             return 0;
     }

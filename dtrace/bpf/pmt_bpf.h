@@ -43,6 +43,7 @@ struct bpf_pidns_info {
 static long (*bpf_get_ns_current_pid_tgid)(__u64 dev, __u64 ino, struct bpf_pidns_info *nsdata,
                                            __u32 size) = (void *)120;
 static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) = (void *)130;
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
 
 // The user-visible register layout the kernel passes to uprobe programs.
 #if defined(__TARGET_ARCH_x86)

@@ -4,7 +4,7 @@
 //! Owns: loading the object; attaching its page-fault and syscall tracepoints (faults, and the
 //! `munmap`/`madvise`/`brk`/`mremap` calls that give pages back or move them) and, per target,
 //! its allocator uprobes (the same sites as the counters in [`super::malloc`]); the per-process
-//! walk offsets (`PROCS`), the thread-state handover (`THREADS`); draining the event ring and
+//! walk offsets (`PMT_PROCS`), the thread-state handover (`PMT_THREADS`); draining the event ring and
 //! looking up the raw stacks (code object address, instruction position pairs) by id.
 //! Must not touch: what a code object means (user space decodes stacks through `python`),
 //! which page belongs to which stack (the sampler's ledger), outputs.
@@ -198,7 +198,7 @@ impl RawEvent {
     }
 }
 
-/// What the BPF programs counted going wrong or right (`TALLIES`, summed over CPUs).
+/// What the BPF programs counted going wrong or right (`PMT_TALLIES`, summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tallies {
     /// Events dropped because the ring was full.
@@ -207,7 +207,7 @@ pub struct Tallies {
     pub no_thread: u64,
     /// Walks cut short by a frame that could not be read.
     pub read_failed: u64,
-    /// Stacks not stored because `STACKS` was full.
+    /// Stacks not stored because `PMT_STACKS` was full.
     pub stacks_full: u64,
     /// Stack walks done.
     pub walks: u64,
@@ -303,11 +303,14 @@ impl KernelStacks {
         let bad =
             |name: &'static str| move |e: aya::maps::MapError| MallocError::from_bpf(name, &e);
         Ok(KernelStacks {
-            events: RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(bad("EVENTS"))?,
-            stacks: BpfHashMap::try_from(map(&mut ebpf, "STACKS")?).map_err(bad("STACKS"))?,
-            procs: BpfHashMap::try_from(map(&mut ebpf, "PROCS")?).map_err(bad("PROCS"))?,
-            threads: BpfHashMap::try_from(map(&mut ebpf, "THREADS")?).map_err(bad("THREADS"))?,
-            tallies: PerCpuArray::try_from(map(&mut ebpf, "TALLIES")?).map_err(bad("TALLIES"))?,
+            events: RingBuf::try_from(map(&mut ebpf, "PMT_EVENTS")?).map_err(bad("PMT_EVENTS"))?,
+            stacks: BpfHashMap::try_from(map(&mut ebpf, "PMT_STACKS")?)
+                .map_err(bad("PMT_STACKS"))?,
+            procs: BpfHashMap::try_from(map(&mut ebpf, "PMT_PROCS")?).map_err(bad("PMT_PROCS"))?,
+            threads: BpfHashMap::try_from(map(&mut ebpf, "PMT_THREADS")?)
+                .map_err(bad("PMT_THREADS"))?,
+            tallies: PerCpuArray::try_from(map(&mut ebpf, "PMT_TALLIES")?)
+                .map_err(bad("PMT_TALLIES"))?,
             probes: HashMap::new(),
             options,
             ebpf,
@@ -325,7 +328,7 @@ impl KernelStacks {
         let tgid: NonZeroU32 = malloc::thread_group(pid)?;
         self.procs
             .insert(tgid.get(), layout, 0)
-            .map_err(|e| MallocError::from_bpf("adding the target to PROCS", &e))?;
+            .map_err(|e| MallocError::from_bpf("adding the target to PMT_PROCS", &e))?;
         if self.options.sample_bytes.is_some() {
             let pid = i32::try_from(tgid.get()).map_err(|_| MallocError::NoSuchProcess { pid })?;
             let (sites, _) = malloc::probe_sites(pid, allocators)?;

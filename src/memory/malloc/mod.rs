@@ -148,7 +148,7 @@ pub struct AttachedProbe {
 pub enum MallocError {
     /// Not root and lacking CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN).
     #[error(
-        "malloc counters need root or CAP_BPF+CAP_PERFMON to load eBPF programs ({detail}); run as root or use another --metric"
+        "the eBPF probes (malloc counters, in-kernel stacks) need root or CAP_BPF+CAP_PERFMON ({detail}); run as root, or do without them: another --metric, --attribution ticks"
     )]
     NotPermitted {
         /// What was refused.

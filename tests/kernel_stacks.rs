@@ -1,0 +1,261 @@
+//! In-kernel stacks (`--attribution kernel`, SPEC §2.4) against real CPython processes:
+//! allocation-time stacks put a churn site's bytes on its allocating line (not on the line
+//! the tick finds it at), and the probes leave nothing behind when `pmt-sample` or its target
+//! is killed with SIGKILL (no `pmt_` program, no `PMT_` map). The ground truth per site and
+//! the threaded server live in `tests/sample.rs` beside their tick-based twins.
+
+mod common;
+
+use common::{Interpreter, read_folded, repo, sampler, serial};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Loaded BPF programs named like ours (`pmt_...`).
+fn pmt_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("pmt_")))
+        .count()
+}
+
+/// BPF maps named like the in-kernel stacks' (`PMT_...`).
+fn pmt_maps() -> usize {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str().is_some_and(|n| n.starts_with("PMT_")))
+        .count()
+}
+
+/// Polls `check` for up to five seconds.
+fn eventually(check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// `/churn_lines.py:N)`, the end of `churn`'s frame at the line marked `ALLOCATING LINE`.
+fn allocating_frame() -> String {
+    let source = std::fs::read_to_string(repo().join("tests/scripts/churn_lines.py"))
+        .expect("churn_lines.py");
+    let line = source
+        .lines()
+        .position(|l| l.contains("# ALLOCATING LINE"))
+        .expect("the marked line")
+        + 1;
+    format!("/churn_lines.py:{line})")
+}
+
+/// Samples `churn_lines.py` for `metric` and returns (bytes on the allocating line as the
+/// innermost frame, all of `churn`'s bytes).
+fn churn_weights(interp: &Interpreter, metric: &str, dir: &std::path::Path) -> (u64, u64) {
+    let folded = dir.join(format!("{}-{metric}.folded", interp.label));
+    let mut command = sampler();
+    command
+        .args(["--attribution", "kernel", "--metric", metric, "--collapsed"])
+        .arg(&folded)
+        .arg("--")
+        .args(interp.argv())
+        .arg(repo().join("tests/scripts/churn_lines.py"))
+        .args(["--start-delay", "2"])
+        .stdout(Stdio::null());
+    let output = common::run(command);
+    assert!(
+        output.status.success(),
+        "pmt-sample failed on {}",
+        interp.label
+    );
+    let wanted = allocating_frame();
+    let stacks = read_folded(&folded);
+    let in_churn: u64 = stacks
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|f| f.starts_with("churn (")))
+        .map(|(_, w)| w)
+        .sum();
+    let on_line: u64 = stacks
+        .iter()
+        .filter(|(frames, _)| {
+            frames
+                .last()
+                .is_some_and(|f| f.starts_with("churn (") && f.ends_with(&wanted))
+        })
+        .map(|(_, w)| w)
+        .sum();
+    (on_line, in_churn)
+}
+
+#[test]
+fn a_churn_sites_bytes_land_on_its_allocating_line() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for label in ["3.9", "3.12", "sid3.14", "sid3.15"] {
+        let Some(interp) = common::interpreter_or_skip(label) else {
+            continue;
+        };
+        // 60 buffers of 4 MiB: 240 MiB allocated (and faulted in by the zeroing) on one line;
+        // `rss`, what is held at the peak, is the one buffer alive then.
+        for (metric, least) in [("malloc-bytes", 200u64 << 20), ("rss", 3 << 20)] {
+            let (on_line, in_churn) = churn_weights(&interp, metric, dir.path());
+            eprintln!("{label} {metric}: {on_line} of {in_churn} bytes on the allocating line");
+            assert!(
+                in_churn >= least,
+                "{label} {metric}: churn was charged {in_churn} bytes, expected at least {least}"
+            );
+            assert!(
+                on_line as f64 >= 0.9 * in_churn as f64,
+                "{label} {metric}: only {on_line} of churn's {in_churn} bytes are on its allocating line"
+            );
+        }
+    }
+}
+
+/// A sleeping target and `pmt-sample --attribution kernel --pid` on it, once the sampler is
+/// running (its "sampling process" line).
+fn attached_pair(interp: &Interpreter, out: &std::path::Path) -> (common::Target, Child) {
+    let mut target = common::start(interp, &repo().join("tests/scripts/sleeper.py"), &[]);
+    target.wait_for_line("ready", Duration::from_secs(30));
+    let mut child = sampler()
+        .args([
+            "--attribution",
+            "kernel",
+            "--metric",
+            "malloc-bytes",
+            "--pid",
+            &target.pid().to_string(),
+            "--collapsed",
+        ])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pmt-sample");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("sampling process") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("pmt-sample stderr") > 0,
+            "pmt-sample ended before sampling"
+        );
+    }
+    assert!(
+        pmt_programs() > 0 && pmt_maps() > 0,
+        "the probes are loaded"
+    );
+    // Keep draining its stderr so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while stderr.read_line(&mut rest).is_ok_and(|n| n > 0) {}
+    });
+    (target, child)
+}
+
+#[test]
+fn sigkill_of_the_sampler_or_the_target_leaves_no_probe() {
+    let _serial = serial();
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    assert_eq!(pmt_programs(), 0, "pmt_ programs loaded before the test");
+    assert_eq!(pmt_maps(), 0, "PMT_ maps loaded before the test");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // SIGKILL of pmt-sample: the kernel drops every program, link and map with its fds, and
+    // the target goes on running.
+    let (mut target, mut child) = attached_pair(&interp, &dir.path().join("a.folded"));
+    child.kill().expect("SIGKILL pmt-sample");
+    let _ = child.wait();
+    assert!(eventually(|| pmt_programs() == 0), "programs unloaded");
+    assert!(eventually(|| pmt_maps() == 0), "maps freed");
+    assert!(
+        target.child.try_wait().expect("target status").is_none(),
+        "the target keeps running"
+    );
+    drop(target);
+
+    // SIGKILL of the target: pmt-sample notices, writes its output and unloads everything.
+    let out = dir.path().join("b.folded");
+    let (mut target, child) = attached_pair(&interp, &out);
+    std::thread::sleep(Duration::from_millis(300));
+    target.child.kill().expect("SIGKILL the target");
+    let _ = target.child.wait();
+    let status = wait_with_timeout(child, Duration::from_secs(20));
+    assert!(status.success(), "pmt-sample ends cleanly: {status}");
+    assert!(out.exists(), "the output was written");
+    assert!(eventually(|| pmt_programs() == 0), "programs unloaded");
+    assert!(eventually(|| pmt_maps() == 0), "maps freed");
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pmt-sample did not end within {limit:?} of its target's death");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_privileges_auto_falls_back_to_ticks_and_kernel_fails_in_one_line() {
+    let _serial = serial();
+    // Debian's interpreter: an unprivileged user can run it (pyenv's live under /root).
+    let Some(interp) = common::interpreter_or_skip("system3.11") else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: needs root to drop to an unprivileged user");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let script = repo().join("tests/scripts/grow_here.py");
+    let unprivileged = |mode: &str| {
+        let output = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(env!("CARGO_BIN_EXE_pmt-sample"))
+            .args(["--attribution", mode, "--collapsed"])
+            .arg(dir.path().join(format!("{mode}.folded")))
+            .arg("--")
+            .args(interp.argv())
+            .arg(&script)
+            .args(["--mb", "20", "--start-delay", "0.3"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("run setpriv (util-linux)");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (ok, stderr) = unprivileged("auto");
+    assert!(ok, "auto runs without privileges: {stderr}");
+    assert!(
+        stderr.contains("no in-kernel stacks")
+            && stderr.contains("charged to the stacks read at each tick"),
+        "auto says it fell back: {stderr}"
+    );
+    let (ok, stderr) = unprivileged("kernel");
+    assert!(!ok, "--attribution kernel fails without privileges");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("CAP_BPF+CAP_PERFMON"), "{stderr}");
+}
