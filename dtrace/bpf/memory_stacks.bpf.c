@@ -34,6 +34,7 @@
 #define MAX_VISITS 192         // frames visited per walk, shims included
 #define MAX_THREAD_SCAN 64     // thread states looked at to find a new thread
 #define FRAME_SPAN 128         // bytes read per frame: every member the walk uses lies below
+#define MISS_TTL_NS 2000000ULL // how long a thread found in no thread list stays "not Python"
 
 // Flags of struct py_layout.
 #define F_FRAME_OBJECTS 1      // <= 3.10: PyFrameObject chain, f_lasti is an int
@@ -115,7 +116,8 @@ struct {
     __type(value, struct py_layout);
 } PMT_PROCS SEC(".maps");
 
-// Kernel tid (loader's view) -> its PyThreadState address; 0: not a Python thread (yet).
+// Kernel tid (loader's view) -> its PyThreadState address, or (odd) when it was last looked
+// for in vain: (ktime << 1) | 1.
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
@@ -200,35 +202,64 @@ ALWAYS_INLINE __u64 field_u64(const __u8 *buf, __u32 off)
     return v;
 }
 
+// The scan of an interpreter's thread list for one kernel thread id (a bpf_loop step each).
+struct scan_ctx {
+    __u64 tstate;           // the thread state to look at next
+    __u64 found;
+    __u32 own;              // the kernel thread id, in the target's PID namespace
+    __u32 native_id;        // tstate_native_id
+    __u32 thread_id;        // tstate_thread_id
+    __u32 next;             // tstate_next
+    __u32 by_pthread;       // the tid is in glibc's struct pthread, not the thread state
+};
+
+static long scan_step(__u32 index, void *data)
+{
+    struct scan_ctx *c = data;
+    if (!c->tstate)
+        return 1;
+    __u64 at = c->tstate + c->native_id;
+    if (c->by_pthread)
+        at = read_u64(c->tstate + c->thread_id) + c->native_id;
+    __u32 native = 0;
+    if (bpf_probe_read_user(&native, sizeof(native), (const void *)at) == 0 && native == c->own) {
+        c->found = c->tstate;
+        return 1;
+    }
+    c->tstate = read_u64(c->tstate + c->next);
+    return 0;
+}
+
 // The thread state of thread `tid`, from PMT_THREADS or else its interpreter's thread list.
 static __attribute__((noinline)) __u64 find_thread_state(const struct py_layout *l, __u32 tid)
 {
     __u64 *known = bpf_map_lookup_elem(&PMT_THREADS, &tid);
-    if (known)
+    __u64 now = bpf_ktime_get_ns();
+    if (known && !(*known & 1))
         return *known;
-    __u32 own = tid;
+    // A remembered miss (odd: the time it was taken, shifted left by one) holds for
+    // MISS_TTL_NS: a thread's first allocations come before its thread state is linked.
+    if (known && now - (*known >> 1) < MISS_TTL_NS)
+        return 0;
+    struct scan_ctx c = {
+        .own = tid,
+        .native_id = l->tstate_native_id,
+        .thread_id = l->tstate_thread_id,
+        .next = l->tstate_next,
+        .by_pthread = !(l->flags & F_NATIVE_ID),
+    };
     if (l->pidns_ino) {
         struct bpf_pidns_info ns = {};
         if (bpf_get_ns_current_pid_tgid(l->pidns_dev, l->pidns_ino, &ns, sizeof(ns)) == 0)
-            own = ns.pid;
+            c.own = ns.pid;
     }
     __u64 interp = read_u64(l->interp_head);
-    __u64 tstate = interp ? read_u64(interp + l->interp_threads_head) : 0;
-    __u64 found = 0;
-    for (int i = 0; i < MAX_THREAD_SCAN && tstate; i++) {
-        __u32 native = 0;
-        __u64 at = tstate + l->tstate_native_id;
-        if (!(l->flags & F_NATIVE_ID))
-            at = read_u64(tstate + l->tstate_thread_id) + l->tstate_native_id;
-        if (bpf_probe_read_user(&native, sizeof(native), (const void *)at) == 0 && native == own) {
-            found = tstate;
-            break;
-        }
-        tstate = read_u64(tstate + l->tstate_next);
-    }
-    // A miss is remembered too (a thread Python does not know), until user space says otherwise.
-    bpf_map_update_elem(&PMT_THREADS, &tid, &found, BPF_ANY);
-    return found;
+    c.tstate = interp ? read_u64(interp + l->interp_threads_head) : 0;
+    bpf_loop(MAX_THREAD_SCAN, scan_step, &c, 0);
+    // A miss is remembered for a while (a thread Python does not know, or not yet).
+    __u64 value = c.found ? c.found : (now << 1) | 1;
+    bpf_map_update_elem(&PMT_THREADS, &tid, &value, BPF_ANY);
+    return c.found;
 }
 
 ALWAYS_INLINE __u64 innermost_frame(const struct py_layout *l, __u64 tstate)
@@ -253,7 +284,6 @@ struct walk_ctx {
     __u64 hash;
     __u64 last_frame, last_back, last_code, last_pos, last_stack;  // the thread's last walk
     __u64 first_frame, first_back, first_code, first_pos;          // this walk's innermost
-    __u32 depth;
     __u32 span;
     __u32 flags;
     __u32 frame_back, frame_code, frame_lasti, frame_owner, first_shim_owner;
@@ -286,7 +316,7 @@ static long walk_step(__u32 index, void *data)
         code &= ~3ULL;
     if (!code) {
         // An innermost interpreter frame without code is being pushed or popped.
-        if (c->depth == 0 && !(c->flags & F_FRAME_OBJECTS)) {
+        if (s->stack.depth == 0 && !(c->flags & F_FRAME_OBJECTS)) {
             c->frame = back;
             return 0;
         }
@@ -297,7 +327,9 @@ static long walk_step(__u32 index, void *data)
         pos = (__u64)(__s32)(__u32)field_u64(s->frame, c->frame_lasti);
     else
         pos = field_u64(s->frame, c->frame_lasti);
-    __u32 depth = c->depth;
+    // The depth lives in the map value: the verifier does not track it there, so the loop's
+    // states converge (a stack slot would be tracked exactly, one state per depth).
+    __u32 depth = s->stack.depth;
     if (depth == 0) {
         if (c->has_last && c->last_frame == c->frame && c->last_back == back &&
             c->last_code == code && c->last_pos == pos) {
@@ -316,7 +348,7 @@ static long walk_step(__u32 index, void *data)
     s->stack.code[depth & (MAX_DEPTH - 1)] = code;
     s->stack.pos[depth & (MAX_DEPTH - 1)] = pos;
     c->hash = mix(mix(c->hash, code), pos);
-    c->depth = depth + 1;
+    s->stack.depth = depth + 1;
     c->frame = back;
     return 0;
 }
@@ -363,7 +395,9 @@ static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u
         c.last_stack = last->stack;
     }
     s->stack.truncated = 0;
+    s->stack.depth = 0;
     bpf_loop(MAX_VISITS, walk_step, &c, 0);
+    __u32 depth = s->stack.depth;
     if (c.reused) {
         tally(T_REUSED);
         return c.last_stack;
@@ -371,12 +405,11 @@ static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u
     tally(T_WALKS);
     if (c.failed)
         tally(T_READ_FAILED);
-    if (c.depth == 0)
+    if (depth == 0)
         return 0;
-    __u64 hash = mix(c.hash, c.depth);
+    __u64 hash = mix(c.hash, depth);
     if (hash == 0)
         hash = 1;
-    s->stack.depth = c.depth;
     if (!bpf_map_lookup_elem(&PMT_STACKS, &hash) &&
         bpf_map_update_elem(&PMT_STACKS, &hash, &s->stack, BPF_NOEXIST) &&
         !bpf_map_lookup_elem(&PMT_STACKS, &hash)) {
