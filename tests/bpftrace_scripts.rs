@@ -204,10 +204,11 @@ fn has_usdt(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn py_calls_counts_python_functions_from_usdt() {
+/// The interpreters with USDT probes that bpftrace can attach to; None (after saying why) when
+/// bpftrace cannot run or no interpreter here has them.
+fn usdt_pythons() -> Option<Vec<Python>> {
     if !bpftrace_usable() {
-        return;
+        return None;
     }
     let with_usdt: Vec<Python> = pythons()
         .into_iter()
@@ -217,8 +218,16 @@ fn py_calls_counts_python_functions_from_usdt() {
         .collect();
     if with_usdt.is_empty() {
         eprintln!("SKIP: no CPython here has USDT probes (built --with-dtrace)");
-        return;
+        return None;
     }
+    Some(with_usdt)
+}
+
+#[test]
+fn py_calls_counts_python_functions_from_usdt() {
+    let Some(with_usdt) = usdt_pythons() else {
+        return;
+    };
     for python in with_usdt {
         let mut workload = Workload::start(&python, "py_calls.py", &[]);
         let pid = workload.pid().to_string();
@@ -323,18 +332,9 @@ fn summary_value(summary: &str, name: &str) -> u64 {
 
 #[test]
 fn py_malloc_free_log_is_read_by_dtrace_log_analyse() {
-    if !bpftrace_usable() {
+    let Some(with_usdt) = usdt_pythons() else {
         return;
-    }
-    let with_usdt: Vec<Python> = pythons()
-        .into_iter()
-        // As for py_calls.bt: bpftrace 0.17 attaches no USDT probe of sid's interpreters.
-        .filter(|p| p.root.is_none() && has_usdt(&p.path))
-        .collect();
-    if with_usdt.is_empty() {
-        eprintln!("SKIP: no CPython here has USDT probes (built --with-dtrace)");
-        return;
-    }
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/malloc_free_sites.py");
     let file = script.display().to_string();
     let malloc_line = line_of(&script, "libc.malloc(123457)");
