@@ -26,7 +26,7 @@
 //! watcher off and every event re-reads statm, as before; `source()` says which and why.
 //! CPUs that are offline when the events are opened are not watched, so the watcher refuses
 //! to start unless every possible CPU is online; a CPU taken offline and back online while
-//! tracing loses its event (a known gap, documented).
+//! tracing may lose its event (a known gap, documented in docs/guide.md, not tested here).
 //!
 //! fork(): the rings describe the parent's mm, so the child unmaps them, closes the events and
 //! starts unopened (a later tracer in the child opens its own).
