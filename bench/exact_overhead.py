@@ -142,14 +142,16 @@ HOLDER = ("import sys\nfrom pymemtrace import cPyMemTrace\nwith cPyMemTrace.Prof
           "    print('tracing', flush=True)\n    sys.stdin.read()\n")
 
 
-def fault_cost(python, exact):
+def fault_cost(python, exact, log_dir):
     """ns per page fault of an unrelated process: without a tracer anywhere, while one of ours
     is active in another process (its kmem:rss_stat events enabled), and without again."""
     def faults():
         return float(subprocess.run([python, "-c", FAULTS], check=True, capture_output=True,
                                     text=True).stdout)
     before = faults()
-    holder = subprocess.Popen([exact, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # In log_dir: the holder's Profile() writes its default-named log to its working directory.
+    holder = subprocess.Popen([exact, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=log_dir)
     try:
         assert holder.stdout.readline().strip() == "tracing"
         during = faults()
@@ -187,7 +189,7 @@ def main():
             b = normalised(os.path.join(logs["ref"], f"{mode}_0.log"))
             same[(name, mode)] = (a == b, len(a), len(b),
                                   next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None))
-    costs = fault_cost(args.python, exact) if sources["exact"] == "rss_stat" else None
+    costs = fault_cost(args.python, exact, logs["exact"]) if sources["exact"] == "rss_stat" else None
     version = subprocess.run([args.python, "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()
     rows = []
