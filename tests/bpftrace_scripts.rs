@@ -1,6 +1,7 @@
 //! The bpftrace scripts in `dtrace/` run against real CPython processes with known work and
 //! report it: allocator totals and callers (malloc_by_caller.bt), per-thread allocator
-//! counters (malloc_per_thread.bt), and Python calls from the USDT probes (py_calls.bt).
+//! counters (malloc_per_thread.bt), Python calls from the USDT probes (py_calls.bt), and the
+//! per-call malloc/free log of py_malloc_free.bt as `pymemtrace.util.dtrace_log_analyse` reads it.
 //!
 //! Needs root and bpftrace; skips with a reason elsewhere, fails when `PMT_REQUIRE_EBPF=1`.
 
@@ -203,10 +204,11 @@ fn has_usdt(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn py_calls_counts_python_functions_from_usdt() {
+/// The interpreters with USDT probes that bpftrace can attach to; None (after saying why) when
+/// bpftrace cannot run or no interpreter here has them.
+fn usdt_pythons() -> Option<Vec<Python>> {
     if !bpftrace_usable() {
-        return;
+        return None;
     }
     let with_usdt: Vec<Python> = pythons()
         .into_iter()
@@ -216,8 +218,16 @@ fn py_calls_counts_python_functions_from_usdt() {
         .collect();
     if with_usdt.is_empty() {
         eprintln!("SKIP: no CPython here has USDT probes (built --with-dtrace)");
-        return;
+        return None;
     }
+    Some(with_usdt)
+}
+
+#[test]
+fn py_calls_counts_python_functions_from_usdt() {
+    let Some(with_usdt) = usdt_pythons() else {
+        return;
+    };
     for python in with_usdt {
         let mut workload = Workload::start(&python, "py_calls.py", &[]);
         let pid = workload.pid().to_string();
@@ -241,6 +251,143 @@ fn py_calls_counts_python_functions_from_usdt() {
         assert!(
             output.contains(&format!("@ns[{}, outer]: ", script.display())),
             "{}: inclusive time of outer() listed:\n{output}",
+            python.label
+        );
+    }
+}
+
+/// The 1-based number of the line of `script` that contains `text`.
+fn line_of(script: &Path, text: &str) -> usize {
+    let source = std::fs::read_to_string(script).expect("workload source");
+    source
+        .lines()
+        .position(|l| l.contains(text))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{text:?} not in {}", script.display()))
+}
+
+/// Reads `log` with `pymemtrace.util.dtrace_log_analyse` (the package's pure-Python modules
+/// from python/, under `python`): its command line's output, and one line per known call:
+/// `malloc SIZE FILE LINE FUNCTION 0xPOINTER` or `free FILE LINE FUNCTION 0xPOINTER`.
+fn analyse(python: &Python, log: &Path, sizes: &[u64], pointers: &[String]) -> (String, String) {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let cli = python
+        .command()
+        .env("PYTHONPATH", &package)
+        .args(["-m", "pymemtrace.util.dtrace_log_analyse"])
+        .arg(log)
+        .output()
+        .expect("run dtrace_log_analyse");
+    assert!(
+        cli.status.success(),
+        "dtrace_log_analyse failed: {}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let code = "import sys\n\
+        from pymemtrace.util import dtrace_log_analyse as d\n\
+        sizes = [int(s) for s in sys.argv[2].split(',')]\n\
+        pointers = [int(p, 16) for p in sys.argv[3].split(',')]\n\
+        for n, text in enumerate(open(sys.argv[1], encoding='latin-1'), 1):\n\
+        \x20   m = d.match_malloc_line(text.rstrip('\\n'), n)\n\
+        \x20   if m is not None and m.size in sizes:\n\
+        \x20       print('malloc', m.size, m.file, m.line, m.function, hex(m.pointer))\n\
+        \x20   f = d.match_free_line(text.rstrip('\\n'), n)\n\
+        \x20   if f is not None and f.pointer in pointers:\n\
+        \x20       print('free', f.file, f.line, f.function, hex(f.pointer))\n";
+    let calls = python
+        .command()
+        .env("PYTHONPATH", &package)
+        .args(["-c", code])
+        .arg(log)
+        .arg(
+            sizes
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .arg(pointers.join(","))
+        .output()
+        .expect("run the dtrace_log_analyse API");
+    assert!(
+        calls.status.success(),
+        "dtrace_log_analyse API failed: {}",
+        String::from_utf8_lossy(&calls.stderr)
+    );
+    (
+        String::from_utf8_lossy(&cli.stdout).into_owned(),
+        String::from_utf8_lossy(&calls.stdout).into_owned(),
+    )
+}
+
+/// The number after `NAME:` in dtrace_log_analyse's summary (digits with `,` separators).
+fn summary_value(summary: &str, name: &str) -> u64 {
+    let prefix = format!("{name}:");
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .and_then(|v| v.trim().replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{summary}"))
+}
+
+#[test]
+fn py_malloc_free_log_is_read_by_dtrace_log_analyse() {
+    let Some(with_usdt) = usdt_pythons() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/malloc_free_sites.py");
+    let file = script.display().to_string();
+    let malloc_line = line_of(&script, "libc.malloc(123457)");
+    let free_line = line_of(&script, "libc.free(pointer)");
+    let realloc_line = line_of(&script, "libc.realloc(old, 200000)");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for python in with_usdt {
+        let mut workload = Workload::start(&python, "malloc_free_sites.py", &[]);
+        let pid = workload.pid().to_string();
+        let binary = python.path.to_string_lossy().into_owned();
+        let trace = Trace::start("py_malloc_free.bt", &["-p", &pid], &[&binary, &pid]);
+        workload.go();
+        let block = workload.line().trim().to_owned();
+        let moved = workload.line();
+        let [_, old, new] = moved.split_whitespace().collect::<Vec<_>>()[..] else {
+            panic!("expected 'realloc OLD NEW', got {moved:?}");
+        };
+        let (old, new) = (old.to_owned(), new.to_owned());
+        assert_eq!(workload.line().trim(), "done");
+        workload.finish();
+        let output = trace.finish();
+        let log = dir.path().join(format!("{}.log", python.label));
+        std::fs::write(&log, &output).expect("write the log");
+        let pointers = [block.clone(), old.clone(), new.clone()];
+        let (summary, calls) = analyse(&python, &log, &[123457, 1000, 200000], &pointers);
+        eprintln!("{}:\n{summary}{calls}", python.label);
+        let expected = [
+            format!("malloc 123457 {file} {malloc_line} allocate {block}"),
+            format!("free {file} {free_line} release {block}"),
+            format!("malloc 1000 {file} {} grow {old}", realloc_line - 1),
+            // realloc is written as the free of the old block and the malloc of the new one.
+            format!("free {file} {realloc_line} grow {old}"),
+            format!("malloc 200000 {file} {realloc_line} grow {new}"),
+            format!("free {file} {} grow {new}", realloc_line + 2),
+        ];
+        for call in &expected {
+            assert!(
+                calls.lines().any(|l| l == call),
+                "{}: {call:?} not read from the log:\n{calls}\nlog:\n{output}",
+                python.label
+            );
+        }
+        assert!(
+            summary_value(&summary, "Maximum malloc") >= 200_000,
+            "{summary}"
+        );
+        assert!(
+            summary_value(&summary, "Count frees non-null") >= 3,
+            "{summary}"
+        );
+        assert!(
+            summary.contains("Failed parse lines: 0 Failed malloc: 0"),
+            "{}: every line of the script's log is read, no malloc pointer doubled:\n{summary}",
             python.label
         );
     }

@@ -12,6 +12,7 @@ mod memleak;
 #[cfg(Py_3_13)]
 mod reftrace;
 mod rss_reader;
+mod rss_watch;
 mod tracefile;
 mod tracers;
 
@@ -22,6 +23,19 @@ use pyo3::prelude::*;
 #[pyfunction(name = "rss")]
 fn current_rss() -> u64 {
     rss_reader::current_rss()
+}
+
+/// Where trace events get the RSS from: "rss_stat" (kmem:rss_stat perf events say when it
+/// changed; /proc/self/statm is re-read only then) or "statm (REASON)" (re-read on every event).
+#[pyfunction]
+fn rss_source() -> String {
+    rss_watch::source()
+}
+
+/// /proc/self/statm's RSS in bytes, read now (never a cached value), for tests.
+#[pyfunction]
+fn rss_statm() -> u64 {
+    rss_reader::read_statm()
 }
 
 /// Return the peak RSS in bytes.
@@ -80,5 +94,7 @@ fn _pymemtrace(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("cPyMemTrace", cpymemtrace_module(py)?)?;
     module.add("cMemLeak", cmemleak_module(py)?)?;
     module.add_function(wrap_pyfunction!(cli::run_cli, module)?)?;
+    module.add_function(wrap_pyfunction!(rss_source, module)?)?;
+    module.add_function(wrap_pyfunction!(rss_statm, module)?)?;
     Ok(())
 }

@@ -335,6 +335,8 @@ pub struct ReferenceTracing {
     include: Option<HashSet<Vec<u8>>>,
     path: Option<String>,
     shared: Option<Arc<RefTraceShared>>,
+    /// Keeps the RSS watcher counting from `__enter__` to `__exit__`.
+    watch: Option<crate::rss_watch::Use>,
 }
 
 impl ReferenceTracing {
@@ -400,6 +402,7 @@ impl ReferenceTracing {
             include: name_set("include_tp_names", include_tp_names.as_ref())?,
             path: None,
             shared: None,
+            watch: None,
         })
     }
 
@@ -433,6 +436,7 @@ impl ReferenceTracing {
             log.message("Detaching this Reference Tracing file wrapper. New file:");
             log.message(&path);
         }
+        slf.watch = Some(crate::rss_watch::Use::begin());
         let mut log = RefLog {
             file: LogFile::new(file),
             rss: current_rss(),
@@ -482,6 +486,7 @@ impl ReferenceTracing {
             log.put("EOF\n");
             log.file.close()
         };
+        self.watch = None;
         let head = ref_stack().last().cloned();
         if let Some(head) = head {
             if position == ref_stack().len() {

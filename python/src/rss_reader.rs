@@ -6,6 +6,11 @@
 //! value is as fresh as 0.4.0's. A `fork()` child must not read its parent's file through the
 //! inherited descriptor, so an at-fork handler drops the cached descriptor in the child.
 //!
+//! Most events do not need even that `pread`: while `rss_watch` is counting, it tells without
+//! a system call whether any RSS counter of this process changed since this thread last read
+//! statm, and only then is statm read again; otherwise the value read last is returned. That
+//! value is cached per thread, with the watcher's stamp it was read under.
+//!
 //! The same handler counts forks, so log writers can tell that they are running in a child
 //! (see `fork_generation`).
 //!
@@ -14,11 +19,13 @@
 //! parser for the sampler, the monitors and the exact mode. The descriptor itself stays here,
 //! a raw atomic that a fork handler can drop without locking.
 //!
-//! Owns: the cached descriptor and the fork counter. Must not: cache RSS values themselves.
+//! Owns: the cached descriptor, the fork counter and the per-thread (stamp, RSS) cache. Must
+//! not: cache an RSS value without a stamp of the watcher that vouches for it.
 
 use pymemtrace::attach::proc_files::StatmFields;
 pub use pymemtrace::attach::proc_files::page_size;
 
+use std::cell::Cell;
 use std::sync::Once;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
@@ -78,8 +85,31 @@ fn statm_fd() -> i32 {
     }
 }
 
+thread_local! {
+    /// The watcher's stamp and the statm value read under it, by this thread.
+    static LAST_READ: Cell<Option<((u64, u64), u64)>> = const { Cell::new(None) };
+}
+
 /// The current RSS in bytes, or 0 if it cannot be read (as pymemtrace 0.4.0 does).
+#[inline]
 pub fn current_rss() -> u64 {
+    let Some(stamp) = crate::rss_watch::stamp() else {
+        return read_statm();
+    };
+    LAST_READ.with(|last| match last.get() {
+        Some((seen, rss)) if seen == stamp => rss,
+        _ => {
+            // The stamp is taken before the read: a change racing with it moves the stamp
+            // again, so the next event reads once more.
+            let rss = read_statm();
+            last.set(Some((stamp, rss)));
+            rss
+        }
+    })
+}
+
+/// The RSS in bytes read from `/proc/self/statm` now, or 0 if it cannot be read.
+pub fn read_statm() -> u64 {
     let fd = statm_fd();
     if fd < 0 {
         return 0;

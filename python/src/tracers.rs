@@ -136,6 +136,8 @@ pub struct TracerCore {
     message: Option<String>,
     filepath: Option<String>,
     wrapper: Option<Py<TraceFileWrapper>>,
+    /// Keeps the RSS watcher counting from `enter` to `exit`.
+    watch: Option<crate::rss_watch::Use>,
 }
 
 /// Converts a `filepath` argument (str, bytes or os.PathLike) to a path string.
@@ -191,6 +193,7 @@ impl TracerCore {
             message,
             filepath,
             wrapper: None,
+            watch: None,
         })
     }
 
@@ -236,17 +239,20 @@ impl TracerCore {
             ));
             let _ = old.message(&path);
         }
+        self.watch = Some(crate::rss_watch::Use::begin());
         let wrapper = TraceFileWrapper::create(
             path,
             self.d_rss_trigger,
             self.message.as_deref(),
             &current_site(),
             current_rss(),
-        )?;
-        let wrapper = Py::new(py, wrapper)?;
+        )
+        .inspect_err(|_| self.watch = None)?;
+        let wrapper = Py::new(py, wrapper).inspect_err(|_| self.watch = None)?;
         with_stack(self.kind, |stack| stack.push(wrapper.clone_ref(py)));
         if let Err(err) = install(py, self.kind, Some(&wrapper)) {
             with_stack(self.kind, |stack| stack.pop());
+            self.watch = None;
             return Err(err);
         }
         // SAFETY: GIL held; the current frame is borrowed for the call.
@@ -295,6 +301,7 @@ impl TracerCore {
         }
         with_stack(self.kind, |stack| stack.remove(position));
         let closed = mine.get().lock().close(&current_site(), current_rss());
+        self.watch = None;
         if was_head && let Some(previous) = head(py, self.kind) {
             install(py, self.kind, Some(&previous))?;
             let _ = previous

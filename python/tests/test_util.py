@@ -90,6 +90,28 @@ def test_dtrace_log_analyse_totals():
     assert 'Total bytes outstanding:          300' in out.getvalue()
 
 
+# As dtrace/py_malloc_free.bt writes it under bpftrace (a site-less call, then known sites).
+BPFTRACE_LOG = """Attaching 13 probes...
+# malloc and free calls of 4242 with their Python sites; Ctrl-C to stop
+4242 :0 ->  malloc(34) pntr 0x10
+4242 /tmp/work.py:19 -> allocate malloc(123457) pntr 0x2000
+4242 /tmp/work.py:23 -> release free(0x2000)
+# end of trace
+
+
+"""
+
+
+def test_dtrace_log_analyse_reads_py_malloc_free_bt_lines():
+    result = dtrace_log_analyse.read_dtrace_log_file(io.StringIO(BPFTRACE_LOG))
+    assert result.failed_to_parse_line == 0 and result.count_lines == 3
+    assert result.count_mallocs == 2 and result.count_frees_non_null == 1
+    assert [(c.size, c.file, c.line) for c in result.malloc_dict.values()] == [(34, "", -1)]
+    call = dtrace_log_analyse.match_malloc_line("4242 /tmp/work.py:19 -> allocate malloc(123457) pntr 0x2000", 4)
+    assert (call.process, call.file, call.line, call.function, call.size, call.pointer) == (
+        4242, "/tmp/work.py", 19, "allocate", 123457, 0x2000)
+
+
 def test_dtrace_log_analyse_command_line(tmp_path):
     path = tmp_path / 'd.log'
     path.write_text(LOG)

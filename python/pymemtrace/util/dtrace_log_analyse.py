@@ -5,10 +5,15 @@ Each line names the process, the Python file and line running, the function, and
      77633  cmn_cmd_opts.py:141  -> set_log_level malloc(560) pntr 0x7fca83ef4240
      77633       process.py:268  -> _get_process_data free(0x7fca83c00620)
 
+The repository's ``dtrace/py_malloc_free.bt`` (bpftrace, Linux) and ``dtrace/py_malloc_free.d``
+(DTrace, macOS/illumos) write such logs; pymemtrace 0.4.0's ``toolkit/py_flow_malloc_free.d``
+did too.
+
 Pairing every ``free(p)`` with the ``malloc`` that returned ``p`` gives what is still
 allocated at the end, the peak bytes outstanding, and counts of calls; lines that cannot be
-read or paired are counted, not fatal. Reading stops at ``dtrace:::END``; blank lines and
-``dtrace:::BEGIN`` are skipped.
+read or paired are counted, not fatal. Reading stops at ``dtrace:::END``; blank lines,
+``dtrace:::BEGIN``, comment lines (starting with ``#``, as the scripts' first and last lines)
+and bpftrace's ``Attaching N probes...`` are skipped.
 
 Command line (as pymemtrace 0.4.0's)::
 
@@ -37,6 +42,15 @@ RE_FREE_CALL = re.compile(r"\bfree\((0x[0-9a-fA-F]+)\)\s*$")
 
 BEGIN = "dtrace:::BEGIN"
 END = "dtrace:::END"
+# What bpftrace writes to stdout before the script's own output.
+RE_BPFTRACE_ATTACHING = re.compile(r"^Attaching \d+ probes?\.\.\.$")
+
+
+def is_skipped(text: str) -> bool:
+    """Whether a line is no call and no failure: blank, BEGIN, a comment, bpftrace's banner."""
+    stripped = text.strip()
+    return (not stripped or stripped == BEGIN or stripped.startswith("#")
+            or RE_BPFTRACE_ATTACHING.match(stripped) is not None)
 
 
 @dataclasses.dataclass
@@ -159,7 +173,7 @@ def read_dtrace_log_file(log_file: typing.TextIO) -> DTraceMallocs:
     mallocs = DTraceMallocs()
     for log_line, line in enumerate(log_file, start=1):
         text = line.rstrip("\n")
-        if not text.strip() or text == BEGIN:
+        if is_skipped(text):
             continue
         if text == END:
             break
