@@ -7,6 +7,8 @@
 //   page faults (tracepoints exceptions:page_fault_user and page_fault_kernel, the latter for
 //   pages a system call such as read() faults in on the process's behalf): walk the faulting
 //   thread's Python frame chain and emit FAULT(page address, stack id);
+//   transparent huge pages (tracepoint kmem:mm_page_alloc, allocations of their order): emit
+//   HUGE_FAULT after the FAULT it belongs to;
 //   munmap, madvise, brk, mremap (syscall tracepoints): emit the ranges the process gives
 //   back or moves, so that user space can keep a ledger of which stack owns each page;
 //   allocator uprobes (same program names as malloc_counters.bpf.c, so the same probe sites
@@ -78,6 +80,7 @@ struct py_stack {
 #define EV_MREMAP_ENTER 5   // addr: old address, len: old length, arg: new length
 #define EV_MREMAP_EXIT 6    // addr: the new address (or a negative error)
 #define EV_ALLOC 7          // stack, len: bytes, arg: calls, since the thread's last sample
+#define EV_HUGE_FAULT 8     // the thread's last fault mapped a transparent huge page
 
 struct event {
     __u32 kind;
@@ -464,6 +467,39 @@ int pmt_fault_user(struct fault_args *args) { return on_fault(args); }
 
 SEC("tracepoint/exceptions/page_fault_kernel")
 int pmt_fault_kernel(struct fault_args *args) { return on_fault(args); }
+
+// A fault in a region that may use transparent huge pages (numpy madvises its large arrays
+// MADV_HUGEPAGE) maps a whole huge page at once. The kernel allocates it in the faulting
+// thread, after the fault's tracepoint: an allocation of the huge page's order with the
+// flags of a transparent huge page (__GFP_COMP | __GFP_MOVABLE) from a target thread emits
+// HUGE_FAULT, and user space gives the whole huge page around the thread's last fault to that
+// fault's owner. (A read fault there maps the shared huge zero page, which user space tells by
+// the fault's error code.) HUGE_ORDER is set by the loader (0: not watched).
+const volatile __u32 HUGE_ORDER = 0;
+
+#define GFP_MOVABLE (1UL << 3)
+#define GFP_COMP (1UL << 18)
+
+struct page_alloc_args {  // kmem:mm_page_alloc's format
+    __u64 common;
+    __u64 pfn;
+    __u32 order;
+    __u32 pad;
+    __u64 gfp_flags;
+    __s32 migratetype;
+};
+
+SEC("tracepoint/kmem/mm_page_alloc")
+int pmt_huge_fault(struct page_alloc_args *a)
+{
+    if (!HUGE_ORDER || a->order != HUGE_ORDER || a->pfn == (__u64)-1 ||
+        (a->gfp_flags & (GFP_MOVABLE | GFP_COMP)) != (GFP_MOVABLE | GFP_COMP))
+        return 0;
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    return emit(EV_HUGE_FAULT, tgid, tid, 0, 0, a->order, 0);
+}
 
 // --- what gives pages back -----------------------------------------------------------------
 

@@ -46,7 +46,7 @@ static long (*bpf_get_ns_current_pid_tgid)(__u64 dev, __u64 ino, struct bpf_pidn
 static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) = (void *)130;
 static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
 
-// The user-visible register layout the kernel passes to uprobe programs.
+// The user-visible register layout the kernel passes to uprobe and kprobe programs.
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
     __u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di;
@@ -55,6 +55,7 @@ struct pt_regs {
 #define ARG1(ctx) ((ctx)->di)
 #define ARG2(ctx) ((ctx)->si)
 #define ARG3(ctx) ((ctx)->dx)
+#define RET(ctx) ((ctx)->ax)
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
     __u64 regs[31];
@@ -63,6 +64,7 @@ struct pt_regs {
 #define ARG1(ctx) ((ctx)->regs[0])
 #define ARG2(ctx) ((ctx)->regs[1])
 #define ARG3(ctx) ((ctx)->regs[2])
+#define RET(ctx) ((ctx)->regs[0])
 #else
 #error "define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
 #endif

@@ -352,6 +352,22 @@ pub fn page_size() -> u64 {
     })
 }
 
+/// Transparent huge pages as the kernel maps them on an anonymous fault: (size of a PMD-mapped
+/// huge page, whether a read fault maps the shared huge zero page instead of memory).
+/// `/sys/kernel/mm/transparent_hugepage/`; 2 MiB and the zero page when it cannot be read.
+pub fn transparent_huge_pages() -> (u64, bool) {
+    static THP: OnceLock<(u64, bool)> = OnceLock::new();
+    *THP.get_or_init(|| {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/sys/kernel/mm/transparent_hugepage/{name}"))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+        };
+        let size = read("hpage_pmd_size").filter(|&s| s > 0).unwrap_or(2 << 20);
+        (size, read("use_zero_page").is_none_or(|z| z != 0))
+    })
+}
+
 /// Clock ticks per second, the unit of `stat`'s times (`_SC_CLK_TCK`).
 pub fn clock_ticks() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();

@@ -336,14 +336,71 @@ fn proc_error(pid: i32, err: ProcError) -> ProcessError {
     }
 }
 
-/// The end of process `pid`'s heap (its program break, the `[heap]` mapping's end), if it
-/// has one.
+/// What backs a memory region's pages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// Private anonymous memory: the heap, stacks, `mmap(MAP_ANONYMOUS|MAP_PRIVATE)`.
+    Anonymous,
+    /// A mapped file (its pages are the page cache's).
+    File(PathBuf),
+    /// Shared memory: shared anonymous mappings, memfd, System V segments.
+    Shared,
+}
+
+/// One region of a process's address space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// What backs it.
+    pub backing: Backing,
+    /// Whether it is the `[heap]` (the program break's region).
+    pub heap: bool,
+}
+
+/// Process `pid`'s memory regions, in address order (`/proc/PID/maps`).
+pub fn memory_regions(pid: i32) -> Result<Vec<Region>, ProcessError> {
+    let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
+    let maps = proc.maps().map_err(|e| proc_error(pid, e))?;
+    Ok(maps
+        .into_iter()
+        .map(|map| {
+            let shared = map.perms.contains(MMPermissions::SHARED);
+            let backing = match &map.pathname {
+                MMapPath::Path(path) => {
+                    let name = path.to_string_lossy();
+                    let anonymous_shm = ["/memfd:", "/dev/zero", "/SYSV", "/dev/shm/"]
+                        .iter()
+                        .any(|p| name.starts_with(p));
+                    if shared && anonymous_shm {
+                        Backing::Shared
+                    } else {
+                        Backing::File(path.clone())
+                    }
+                }
+                _ if shared => Backing::Shared,
+                _ => Backing::Anonymous,
+            };
+            Region {
+                start: map.address.0,
+                end: map.address.1,
+                backing,
+                heap: matches!(map.pathname, MMapPath::Heap),
+            }
+        })
+        .collect())
+}
+
+/// The end of process `pid`'s heap (its program break, the `[heap]` region's end), if it has
+/// one.
 pub fn heap_end(pid: i32) -> Option<u64> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines()
-        .find(|line| line.ends_with("[heap]"))
-        .and_then(|line| line.split(['-', ' ']).nth(1))
-        .and_then(|end| u64::from_str_radix(end, 16).ok())
+    memory_regions(pid)
+        .ok()?
+        .into_iter()
+        .find(|region| region.heap)
+        .map(|region| region.end)
 }
 
 #[cfg(test)]

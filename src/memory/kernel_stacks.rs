@@ -134,6 +134,9 @@ pub enum EventKind {
     /// An allocation sample: `len` bytes in `arg` calls since the thread's previous sample,
     /// charged to `stack`.
     Alloc,
+    /// The thread's last [`EventKind::Fault`] mapped a transparent huge page (the whole
+    /// aligned huge page around its address).
+    HugeFault,
 }
 
 /// One event from the ring, in the order the kernel wrote them.
@@ -184,6 +187,7 @@ impl RawEvent {
             5 => EventKind::MremapEnter,
             6 => EventKind::MremapExit,
             7 => EventKind::Alloc,
+            8 => EventKind::HugeFault,
             _ => return None,
         };
         Some(MemoryEvent {
@@ -225,6 +229,13 @@ pub struct CaptureOptions {
     pub sample_bytes: Option<u64>,
 }
 
+/// The page order of a transparent huge page (9 for 2 MiB of 4 KiB pages).
+fn huge_order() -> u32 {
+    let (huge, _) = crate::attach::proc_files::transparent_huge_pages();
+    let page = crate::attach::proc_files::page_size();
+    (huge / page).trailing_zeros()
+}
+
 /// The in-kernel stack capture. Dropping it detaches everything.
 pub struct KernelStacks {
     events: RingBuf<MapData>,
@@ -248,7 +259,7 @@ impl std::fmt::Debug for KernelStacks {
 }
 
 /// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
-const PAGE_TRACEPOINTS: [(&str, &str, &str); 7] = [
+const PAGE_TRACEPOINTS: [(&str, &str, &str); 8] = [
     ("pmt_fault_user", "exceptions", "page_fault_user"),
     ("pmt_fault_kernel", "exceptions", "page_fault_kernel"),
     ("pmt_munmap", "syscalls", "sys_enter_munmap"),
@@ -256,6 +267,7 @@ const PAGE_TRACEPOINTS: [(&str, &str, &str); 7] = [
     ("pmt_brk", "syscalls", "sys_exit_brk"),
     ("pmt_mremap_enter", "syscalls", "sys_enter_mremap"),
     ("pmt_mremap_exit", "syscalls", "sys_exit_mremap"),
+    ("pmt_huge_fault", "kmem", "mm_page_alloc"),
 ];
 
 impl KernelStacks {
@@ -273,6 +285,7 @@ impl KernelStacks {
             .override_global("PIDNS_DEV", &pidns_dev, true)
             .override_global("PIDNS_INO", &pidns_ino, true)
             .override_global("SAMPLE_BYTES", &sample_bytes, true)
+            .override_global("HUGE_ORDER", &huge_order(), true)
             .load(BPF_OBJECT)
             .map_err(|e| MallocError::from_bpf("loading the in-kernel stack programs", &e))?;
         if options.pages {

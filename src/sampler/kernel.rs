@@ -13,6 +13,10 @@
 //! - `malloc-bytes` / `malloc-count`: each allocation sample carries the bytes and calls its
 //!   thread made since its previous sample, charged to the sample's stack.
 //!
+//! Faults on file-backed pages (mapped files, the page cache's) and shared memory are charged
+//! apart from anonymous memory, under a `<file-backed pages>` (the file in its tooltip) or
+//! `<shared memory>` leaf frame of the stack that touched them.
+//!
 //! A fault or sample whose stack could not be captured (a thread Python does not know, or a
 //! frame that could not be read) goes to the thread's stack read at this tick, else to the
 //! thread without Python frames.
@@ -22,8 +26,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use crate::attach::process::{Backing, Region, memory_regions};
 use crate::memory::kernel_stacks::{EventKind, KernelStacks, MemoryEvent};
-use crate::python::Frame;
+use crate::python::{CodeInfo, Frame};
 use crate::sample::{Metric, MetricValues, ThreadIdentity, ThreadSample};
 
 /// One [`KernelStacks`] shared by the samplers of a run (one per process with
@@ -73,6 +78,13 @@ pub struct InKernelStats {
     pub faults_with_stack: u64,
     /// Faults on a page the ledger already gave an owner (counted once).
     pub faults_on_owned_pages: u64,
+    /// Faults on file-backed or shared pages (charged under a `<file-backed pages>` or
+    /// `<shared memory>` leaf frame).
+    pub file_or_shared_faults: u64,
+    /// Faults that mapped a transparent huge page (each charged the whole huge page).
+    pub huge_faults: u64,
+    /// Read faults on anonymous memory never written (the zero page: charged nothing).
+    pub zero_page_reads: u64,
     /// Bytes given back from owned pages.
     pub released_bytes: u64,
     /// Bytes the ledger holds now.
@@ -83,6 +95,23 @@ pub struct InKernelStats {
     pub alloc_samples_with_stack: u64,
     /// Events the kernel dropped (ring full), over the whole capture.
     pub lost_events: u64,
+}
+
+/// The leaf frame under which a stack's file-backed or shared pages are shown.
+fn backing_frame(backing: &Backing) -> Frame {
+    let (function, filename) = match backing {
+        Backing::File(path) => ("<file-backed pages>", path.to_string_lossy().to_string()),
+        Backing::Shared => ("<shared memory>", String::new()),
+        Backing::Anonymous => ("<anonymous memory>", String::new()),
+    };
+    Frame {
+        code: std::sync::Arc::new(CodeInfo {
+            function: function.to_string(),
+            filename,
+            first_line: 0,
+        }),
+        line: 0,
+    }
 }
 
 impl InKernelStats {
@@ -100,6 +129,18 @@ impl InKernelStats {
             self.faults,
             share(self.faults_with_stack, self.faults)
         );
+        if self.file_or_shared_faults > 0 {
+            note.push_str(&format!(
+                "; {} of them file-backed or shared (under <file-backed pages> or <shared memory>)",
+                self.file_or_shared_faults
+            ));
+        }
+        if self.huge_faults > 0 {
+            note.push_str(&format!(
+                "; {} mapped a transparent huge page",
+                self.huge_faults
+            ));
+        }
         if self.alloc_samples > 0 {
             note.push_str(&format!(
                 ", {} allocation samples ({:.1}% with a Python stack)",
@@ -121,6 +162,9 @@ impl InKernelStats {
         self.faults += other.faults;
         self.faults_with_stack += other.faults_with_stack;
         self.faults_on_owned_pages += other.faults_on_owned_pages;
+        self.file_or_shared_faults += other.file_or_shared_faults;
+        self.huge_faults += other.huge_faults;
+        self.zero_page_reads += other.zero_page_reads;
         self.released_bytes += other.released_bytes;
         self.held_bytes += other.held_bytes;
         self.alloc_samples += other.alloc_samples;
@@ -128,6 +172,13 @@ impl InKernelStats {
         self.lost_events = self.lost_events.max(other.lost_events);
     }
 }
+
+/// The write bit of a page fault's error code (`X86_PF_WRITE`: the `exceptions:page_fault_*`
+/// tracepoints are x86's).
+const X86_PF_WRITE: u64 = 1 << 1;
+
+/// How often the memory regions are read again at most.
+const REGIONS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Who owns pages: a thread and its stack at the time.
 #[derive(Debug, Clone)]
@@ -151,15 +202,27 @@ pub(crate) struct KernelAttribution {
     /// Page address -> owner index.
     pages: BTreeMap<u64, u32>,
     owners: Vec<Owner>,
-    /// (tid, stack id) -> owner index; stack id 0 entries stand for the thread's tick stack
-    /// and are forgotten every tick.
-    owner_ids: HashMap<(u32, u64), u32>,
+    /// (tid, stack id, what backs the pages) -> owner index; stack id 0 entries stand for the
+    /// thread's tick stack and are forgotten every tick.
+    owner_ids: HashMap<(u32, u64, Backing), u32>,
     /// Decoded stacks by id.
     decoded: HashMap<u64, Vec<Frame>>,
     /// Each owner's bytes held now (for the summary).
     held: u64,
+    /// The process's memory regions, to tell file-backed and shared pages from anonymous ones.
+    regions: Vec<Region>,
+    /// When `regions` was last read: a fault outside every known region reads them again, at
+    /// most every [`REGIONS_REFRESH`].
+    regions_read: Option<std::time::Instant>,
+    /// The leaf frames that mark file-backed and shared pages, by file.
+    backing_frames: HashMap<Backing, Frame>,
     brk: Option<u64>,
     mremaps: HashMap<u32, (u64, u64, u64)>,
+    /// Each thread's last fault: (page, owner, whether it was a write), for the
+    /// [`EventKind::HugeFault`] that may follow it.
+    last_fault: HashMap<u32, (u64, u32, bool)>,
+    /// Transparent huge pages: (size, whether a read fault maps the huge zero page).
+    huge_page: (u64, bool),
     stats: InKernelStats,
 }
 
@@ -176,8 +239,13 @@ impl KernelAttribution {
             owner_ids: HashMap::new(),
             decoded: HashMap::new(),
             held: 0,
+            regions: Vec::new(),
+            regions_read: None,
+            backing_frames: HashMap::new(),
             brk: initial_brk,
             mremaps: HashMap::new(),
+            last_fault: HashMap::new(),
+            huge_page: crate::attach::proc_files::transparent_huge_pages(),
             stats: InKernelStats::default(),
         }
     }
@@ -201,18 +269,25 @@ impl KernelAttribution {
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
     ) -> Vec<ThreadSample> {
-        self.owner_ids.retain(|&(_, stack), _| stack != 0);
+        self.owner_ids.retain(|&(_, stack, _), _| stack != 0);
         let events = self.capture.borrow_mut().take_events(self.tgid);
         let mut charges: HashMap<u32, MetricValues> = HashMap::new();
         for event in &events {
             match event.kind {
                 EventKind::Fault => self.fault(event, tick_threads, decode, &mut charges),
+                EventKind::HugeFault => self.huge_fault(event.tid, &mut charges),
                 EventKind::Alloc => {
                     self.stats.alloc_samples += 1;
                     if event.stack != 0 {
                         self.stats.alloc_samples_with_stack += 1;
                     }
-                    let owner = self.owner(event.tid, event.stack, tick_threads, decode);
+                    let owner = self.owner(
+                        event.tid,
+                        event.stack,
+                        Backing::Anonymous,
+                        tick_threads,
+                        decode,
+                    );
                     let values = charges.entry(owner).or_default();
                     values.add(Metric::MallocBytes, event.len);
                     values.add(Metric::MallocCount, event.arg);
@@ -272,17 +347,59 @@ impl KernelAttribution {
             self.stats.faults_with_stack += 1;
         }
         let page = event.addr & !(self.page_size - 1);
+        let write = event.arg & X86_PF_WRITE != 0;
+        let backing = self.backing_of(page);
+        let owner = self.owner(
+            event.tid,
+            event.stack,
+            backing.clone(),
+            tick_threads,
+            decode,
+        );
+        self.last_fault.insert(event.tid, (page, owner, write));
         if self.pages.contains_key(&page) {
             self.stats.faults_on_owned_pages += 1;
             return;
         }
-        let owner = self.owner(event.tid, event.stack, tick_threads, decode);
-        self.pages.insert(page, owner);
-        self.held += self.page_size;
-        charges
-            .entry(owner)
-            .or_default()
-            .add(Metric::Rss, self.page_size);
+        if backing == Backing::Anonymous && !write {
+            // A read of anonymous memory never written maps the shared zero page: no memory
+            // yet; the write that follows takes the page.
+            self.stats.zero_page_reads += 1;
+            return;
+        }
+        if backing != Backing::Anonymous {
+            self.stats.file_or_shared_faults += 1;
+        }
+        self.take(page, self.page_size, owner, charges);
+    }
+
+    /// The thread's last fault mapped a transparent huge page: its owner takes every page of
+    /// the huge page not owned yet (unless it was a read that mapped the huge zero page).
+    fn huge_fault(&mut self, tid: u32, charges: &mut HashMap<u32, MetricValues>) {
+        let Some((page, owner, write)) = self.last_fault.remove(&tid) else {
+            return;
+        };
+        let (size, zero_page) = self.huge_page;
+        if !write && zero_page {
+            return;
+        }
+        self.stats.huge_faults += 1;
+        self.take(page & !(size - 1), size, owner, charges);
+    }
+
+    /// `owner` takes the pages of `[start, start + len)` that have no owner yet.
+    fn take(&mut self, start: u64, len: u64, owner: u32, charges: &mut HashMap<u32, MetricValues>) {
+        let mut taken = 0;
+        let mut page = start;
+        while page < start.saturating_add(len) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.pages.entry(page) {
+                slot.insert(owner);
+                taken += self.page_size;
+            }
+            page += self.page_size;
+        }
+        self.held += taken;
+        charges.entry(owner).or_default().add(Metric::Rss, taken);
     }
 
     /// Gives back the owned pages in `[addr, addr + len)`, each charged as a release to its
@@ -336,10 +453,12 @@ impl KernelAttribution {
         &mut self,
         tid: u32,
         stack: u64,
+        backing: Backing,
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
     ) -> u32 {
-        if let Some(&owner) = self.owner_ids.get(&(tid, stack)) {
+        let key = (tid, stack, backing);
+        if let Some(&owner) = self.owner_ids.get(&key) {
             return owner;
         }
         let tick = tick_threads.get(&tid);
@@ -351,14 +470,50 @@ impl KernelAttribution {
             },
             |(identity, _)| identity.clone(),
         );
-        let frames = match stack {
+        let mut frames = match stack {
             0 => tick.map(|(_, frames)| frames.clone()).unwrap_or_default(),
             id => self.frames_of(id, decode),
         };
+        if key.2 != Backing::Anonymous {
+            let leaf = self
+                .backing_frames
+                .entry(key.2.clone())
+                .or_insert_with(|| backing_frame(&key.2))
+                .clone();
+            frames.insert(0, leaf);
+        }
         let owner = u32::try_from(self.owners.len()).unwrap_or(u32::MAX);
         self.owners.push(Owner { thread, frames });
-        self.owner_ids.insert((tid, stack), owner);
+        self.owner_ids.insert(key, owner);
         owner
+    }
+
+    /// What backs the page at `page`: the region holding it, read again (at most every
+    /// [`REGIONS_REFRESH`]) when no known region does; anonymous when none is found.
+    fn backing_of(&mut self, page: u64) -> Backing {
+        let find = |regions: &[Region]| {
+            let index = regions.partition_point(|r| r.end <= page);
+            regions
+                .get(index)
+                .filter(|r| r.start <= page)
+                .map(|r| r.backing.clone())
+        };
+        if let Some(backing) = find(&self.regions) {
+            return backing;
+        }
+        let due = self
+            .regions_read
+            .is_none_or(|at| at.elapsed() >= REGIONS_REFRESH);
+        if due {
+            self.regions_read = Some(std::time::Instant::now());
+            if let Ok(regions) = memory_regions(i32::try_from(self.tgid).unwrap_or(0)) {
+                self.regions = regions;
+            }
+            if let Some(backing) = find(&self.regions) {
+                return backing;
+            }
+        }
+        Backing::Anonymous
     }
 
     fn frames_of(&mut self, id: u64, decode: &mut Decode<'_>) -> Vec<Frame> {
