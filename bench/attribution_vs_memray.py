@@ -44,6 +44,8 @@ WORKLOADS = {
 }
 OTHER = "<other>"
 RATE = 1000
+# memray's options timed by --slowdown: the reference runs with none (see the results file)
+MEMRAY_VARIANTS = [[], ["--native"], ["--trace-python-allocators"]]
 TOP = 8
 
 
@@ -204,7 +206,10 @@ def pmt_attach(pmt_sample, python, script, mode, out):
     command = [pmt_sample, "--pid", str(target.pid)] + pmt_options(mode, out)
     with open(out + ".log", "w") as log:
         sampler = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_text(out + ".log", "sampling process", sampler)
+        if not sampling(out + ".log", sampler):
+            for process in (target, sampler):
+                process.kill()
+            fail("pmt-sample did not start sampling (log %s)" % (out + ".log"))
         target.stdin.write("go\n")
         target.stdin.close()
         target.stdout.read()
@@ -214,12 +219,14 @@ def pmt_attach(pmt_sample, python, script, mode, out):
     return command
 
 
-def wait_for_text(path, text, process, timeout=20.0):
+def sampling(log, sampler, timeout=20.0):
+    """Whether pmt-sample says it is sampling within the timeout."""
     deadline = time.monotonic() + timeout
-    while text not in open(path).read():
-        if process.poll() is not None or time.monotonic() > deadline:
-            fail("pmt-sample did not start sampling (log %s)" % path)
+    while "sampling process" not in open(log).read():
+        if sampler.poll() is not None or time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
+    return True
 
 
 def pmt_weights(out, package):
@@ -304,8 +311,11 @@ def attribution(args, python, pmt_sample, scratch, started, load_before):
     lines = ["# Whose is the memory on real programs: pmt-sample --metric rss vs memray's high-water mark", "",
              machine_note(started, load_before), "",
              "Target: CPython %s in `bench/.venv-real` with %s, %s (interpreted, from its sdist). "
-             "Reference: `memray run` (default options: no `--native`, no `--trace-python-allocators`), "
-             "its high-water-mark records (`get_high_watermark_allocation_records(merge_threads=True)`). "
+             "Reference: `memray run` with its default options, its high-water-mark records "
+             "(`get_high_watermark_allocation_records(merge_threads=True)`): pymalloc's arenas are then "
+             "recorded as what they are to the OS, charged to the stack that made each arena, which is "
+             "the granularity RSS sees (`--trace-python-allocators` would weigh live objects instead, and "
+             "slows the target more); `--native` adds only native frames, which the keying does not use. "
              "Ours: `pmt-sample --rate %d --metric rss`, the folded `rss` weights (growth still held at the "
              "sustained peak), launched and attached by pid (the workload waits at a gate until pmt-sample "
              "samples, so both see the same program). Both keyed by the innermost frame in the workload's "
@@ -328,8 +338,9 @@ def slowdown_configs(python, pmt_sample, modes, script, scratch):
     for mode in modes:
         out = os.path.join(scratch, "slow-%s" % mode)
         configs.append(("pmt-sample (%s)" % mode, [pmt_sample] + pmt_options(mode, out) + ["--", python, script]))
-    configs.append(("memray run", [python, "-m", "memray", "run", "-q", "-f", "-o",
-                                   os.path.join(scratch, "slow.bin"), script]))
+    for options in MEMRAY_VARIANTS:
+        configs.append((" ".join(["memray run"] + options), [python, "-m", "memray", "run", "-q", "-f"] + options + [
+            "-o", os.path.join(scratch, "slow.bin"), script]))
     return configs
 
 
@@ -371,7 +382,7 @@ def slowdown(args, python, pmt_sample, scratch, started, load_before):
 
 # ---- main -----------------------------------------------------------------------------------------------
 
-def parse_args():
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", default="default",
                         help="pmt-sample attribution modes, comma-separated: `default` (no --attribution flag), "
@@ -381,8 +392,8 @@ def parse_args():
     parser.add_argument("--pmt-bin", default=os.path.join(ROOT, "target/release"),
                         help="directory holding pmt-sample (default: this checkout's target/release)")
     parser.add_argument("--slowdown", action="store_true", help="time the workload instead of comparing attribution")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds for --slowdown (best of)")
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=5, help="rounds for --slowdown (best of)")
+    args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.workloads = (args.workloads or ("pandas" if args.slowdown else ",".join(WORKLOADS))).split(",")
     unknown = [w for w in args.workloads if w not in WORKLOADS]
@@ -391,8 +402,8 @@ def parse_args():
     return args
 
 
-def main():
-    args = parse_args()
+def main(extra=()):
+    args = parse_args(sys.argv[1:] + list(extra))
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[0]
     pmt_sample = pmt_sample_of(args.pmt_bin, args.modes)
     python = ensure_venv()
