@@ -16,14 +16,16 @@ the CSV is generated once into bench/.data-real. Both are git-ignored.
 
 Writes bench/results/attribution_vs_memray.md (or slowdown_vs_memray.md).
 Usage: python3 bench/attribution_vs_memray.py [--modes default|ticks,kernel] [--workloads pandas,networkx,mypy]
-           [--pmt-bin DIR] [--slowdown [--repeat N]]
+           [--pmt-bin DIR] [--out FILE] [--slowdown [--repeat N]]
 """
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -53,9 +55,14 @@ def fail(message):
     sys.exit("attribution_vs_memray: " + message)
 
 
+SHORT = {ROOT + "/": "./"}  # and the private copy of pmt-sample: `pmt-sample` (snapshot())
+
+
 def rel(text):
     """Command text with this checkout's path shortened to `.`."""
-    return text.replace(ROOT + "/", "./")
+    for long, short in SHORT.items():
+        text = text.replace(long, short)
+    return text
 
 
 # ---- setup ---------------------------------------------------------------------------------------
@@ -99,6 +106,18 @@ def pmt_sample_of(bin_dir, modes):
         if "--attribution" not in usage:
             fail("%s has no --attribution option; run with --modes default" % path)
     return path
+
+
+def snapshot(pmt_sample, scratch):
+    """A private copy of pmt-sample, so a rebuild during the run cannot mix two builds; returns
+    (its path, a line naming the build)."""
+    copy = os.path.join(scratch, "pmt-sample")
+    shutil.copy2(pmt_sample, copy)
+    SHORT[copy] = "pmt-sample"
+    digest = hashlib.sha256(open(copy, "rb").read()).hexdigest()[:12]
+    version = subprocess.run([copy, "--version"], capture_output=True, text=True).stdout.strip()
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(pmt_sample)))
+    return copy, "`pmt-sample` is a copy of %s (%s, built %s, sha256 %s…)" % (pmt_sample, version, built, digest)
 
 
 def mode_args(mode):
@@ -291,25 +310,25 @@ def workload_section(result):
     return lines + [""]
 
 
-def machine_note(started, load_before):
-    return ("Written by `%s` on %s. Machine: %d cores, shared with other builders and loaded "
+def machine_note(context):
+    return ("Written by `%s` on %s; %s. Machine: %d cores, shared with other builders and loaded "
             "(load average %.1f before the run, %.1f after); wall times and sampling rates vary with "
-            "that load." % (rel(shlex.join(["python3"] + sys.argv)), started, os.cpu_count(),
-                            load_before, os.getloadavg()[0]))
+            "that load." % (rel(shlex.join(["python3"] + sys.argv)), context["started"], context["build"],
+                            os.cpu_count(), context["load_before"], os.getloadavg()[0]))
 
 
-def write_results(name, lines):
-    path = os.path.join(RESULTS, name)
+def write_results(args, name, lines):
+    path = args.out or os.path.join(RESULTS, name)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     print("wrote %s" % rel(path))
 
 
-def attribution(args, python, pmt_sample, scratch, started, load_before):
+def attribution(args, python, pmt_sample, scratch, context):
     results = [compare(name, python, pmt_sample, args.modes, scratch) for name in args.workloads]
     lines = ["# Whose is the memory on real programs: pmt-sample --metric rss vs memray's high-water mark", "",
-             machine_note(started, load_before), "",
+             machine_note(context), "",
              "Target: CPython %s in `bench/.venv-real` with %s, %s (interpreted, from its sdist). "
              "Reference: `memray run` with its default options, its high-water-mark records "
              "(`get_high_watermark_allocation_records(merge_threads=True)`): pymalloc's arenas are then "
@@ -323,7 +342,7 @@ def attribution(args, python, pmt_sample, scratch, started, load_before):
              "over the keys." % (python_version(python), ", ".join(PINS), SOURCE_PINS[0], RATE, OTHER), ""]
     for result in results:
         lines += workload_section(result)
-    write_results("attribution_vs_memray.md", lines)
+    write_results(args, "attribution_vs_memray.md", lines)
 
 
 def python_version(python):
@@ -355,7 +374,14 @@ def timed(command, log):
     return float(elapsed[-1]), wall
 
 
-def slowdown(args, python, pmt_sample, scratch, started, load_before):
+def attribution_of(command):
+    """The summary's `attribution` of a pmt-sample command's --json output, else empty."""
+    if "--json" not in command:
+        return ""
+    return json.load(open(command[command.index("--json") + 1]))["summary"]["attribution"]
+
+
+def slowdown(args, python, pmt_sample, scratch, context):
     name = args.workloads[0]
     script, _, _ = WORKLOADS[name]
     configs = slowdown_configs(python, pmt_sample, args.modes, os.path.join(REAL, script), scratch)
@@ -366,18 +392,20 @@ def slowdown(args, python, pmt_sample, scratch, started, load_before):
             times[label].append(timed(command, os.path.join(scratch, "slow.log")))
     base = min(t for t, _ in times["no profiler"])
     lines = ["# Target slowdown on the %s workload: pmt-sample vs memray run" % name, "",
-             machine_note(started, load_before), "",
+             machine_note(context), "",
              "`bench/workloads/real/%s` on CPython %s; the configurations take turns, %d rounds. "
              "Elapsed is the workload's own time from its start to its end (startup of the interpreter "
              "and of the profiler excluded), wall is the whole command's (pmt-sample's output writing and "
              "memray's included). Best of %d." % (script, python_version(python), args.repeat, args.repeat), "",
-             "| configuration | best elapsed | slowdown | best wall | elapsed of every run |", "|---|---|---|---|---|"]
-    for label, _ in configs:
+             "| configuration | best elapsed | slowdown | best wall | elapsed of every run | pmt-sample's attribution (last run) |",
+             "|---|---|---|---|---|---|"]
+    for label, command in configs:
         best = min(t for t, _ in times[label])
-        lines.append("| %s | %.2f s | %.2fx | %.2f s | %s |" % (
-            label, best, best / base, min(w for _, w in times[label]), ", ".join("%.2f" % t for t, _ in times[label])))
+        lines.append("| %s | %.2f s | %.2fx | %.2f s | %s | %s |" % (
+            label, best, best / base, min(w for _, w in times[label]), ", ".join("%.2f" % t for t, _ in times[label]),
+            attribution_of(command)))
     lines += ["", "Commands:", ""] + ["    %s: %s" % (label, rel(shlex.join(c))) for label, c in configs]
-    write_results("slowdown_vs_memray.md", lines + [""])
+    write_results(args, "slowdown_vs_memray.md", lines + [""])
 
 
 # ---- main -----------------------------------------------------------------------------------------------
@@ -392,6 +420,8 @@ def parse_args(argv):
     parser.add_argument("--pmt-bin", default=os.path.join(ROOT, "target/release"),
                         help="directory holding pmt-sample (default: this checkout's target/release)")
     parser.add_argument("--slowdown", action="store_true", help="time the workload instead of comparing attribution")
+    parser.add_argument("--out", help="the results file (default: bench/results/attribution_vs_memray.md, "
+                                      "or slowdown_vs_memray.md)")
     parser.add_argument("--repeat", type=int, default=5, help="rounds for --slowdown (best of)")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
@@ -404,14 +434,15 @@ def parse_args(argv):
 
 def main(extra=()):
     args = parse_args(sys.argv[1:] + list(extra))
-    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[0]
+    context = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0]}
     pmt_sample = pmt_sample_of(args.pmt_bin, args.modes)
     python = ensure_venv()
     prepare(python, args.workloads)
     scratch = "/tmp/pmt_memray_%d" % os.getpid()
     os.makedirs(scratch, exist_ok=True)
     print("scratch: %s" % scratch, flush=True)
-    (slowdown if args.slowdown else attribution)(args, python, pmt_sample, scratch, started, load_before)
+    pmt_sample, context["build"] = snapshot(pmt_sample, scratch)
+    (slowdown if args.slowdown else attribution)(args, python, pmt_sample, scratch, context)
 
 
 if __name__ == "__main__":
