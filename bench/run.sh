@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs benchmarks side by side with their peers. Installs the peers (py-spy, austin, memray,
 # psrecord) from PyPI into bench/.venv first.
-# Usage: bash bench/run.sh [NAME...]   (default: every benchmark)
+# Usage: bash bench/run.sh [NAME...]   (default: the benchmarks listed below; any bench/NAME.py by name,
+# e.g. attribution_vs_memray and slowdown_vs_memray, which make their own bench/.venv-real)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x bench/.venv/bin/py-spy ]; then
