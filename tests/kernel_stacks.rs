@@ -268,7 +268,7 @@ fn without_privileges_auto_falls_back_to_ticks_and_kernel_fails_in_one_line() {
 }
 
 #[test]
-fn file_backed_pages_are_apart_and_huge_pages_are_charged_whole() {
+fn pages_go_to_their_mapping_their_huge_page_or_their_file() {
     let _serial = serial();
     let Some(interp) = common::interpreter_or_skip("3.12") else {
         return;
@@ -314,10 +314,12 @@ fn file_backed_pages_are_apart_and_huge_pages_are_charged_whole() {
     let anonymous = weight(&|f| in_function(f, "touch_anonymous") && !is_file(f));
     let anonymous_as_file = weight(&|f| !in_function(f, "touch_file") && is_file(f));
     let huge = weight(&|f| in_function(f, "touch_huge"));
+    let allocated = weight(&|f| in_function(f, "allocate_for_worker"));
+    let filled = weight(&|f| in_function(f, "fill"));
     eprintln!(
         "file-backed under touch_file {file_pages}, elsewhere {file_elsewhere}; anonymous under \
          touch_anonymous {anonymous}, as file {anonymous_as_file}; touch_huge {huge} \
-         ({huge_pages} in huge pages)"
+         ({huge_pages} in huge pages); allocate_for_worker {allocated}, fill {filled}"
     );
     let mib = 1u64 << 20;
     // One fault may map several pages of a file (fault-around, large folios) and is charged
@@ -342,5 +344,11 @@ fn file_backed_pages_are_apart_and_huge_pages_are_charged_whole() {
     assert!(
         huge as f64 >= 0.95 * (64 * mib) as f64 && huge <= 66 * mib,
         "touch_huge holds {huge} bytes of its 64 MiB ({huge_pages} of them in huge pages)"
+    );
+    // The worker thread writes the pages of a buffer the main thread allocated: they are the
+    // allocating line's.
+    assert!(
+        allocated as f64 >= 0.95 * (32 * mib) as f64 && filled < mib,
+        "allocate_for_worker holds {allocated} bytes of its 32 MiB, the worker's fill {filled}"
     );
 }

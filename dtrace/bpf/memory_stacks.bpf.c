@@ -9,6 +9,8 @@
 //   thread's Python frame chain and emit FAULT(page address, stack id);
 //   transparent huge pages (tracepoint kmem:mm_page_alloc, allocations of their order): emit
 //   HUGE_FAULT after the FAULT it belongs to;
+//   anonymous mappings (mmap's syscall tracepoints): emit MMAP_ENTER(length, stack) and
+//   MMAP_EXIT(address), so that user space charges the mapping's pages to the stack that made it;
 //   munmap, madvise, brk, mremap (syscall tracepoints): emit the ranges the process gives
 //   back or moves, so that user space can keep a ledger of which stack owns each page;
 //   allocator uprobes (same program names as malloc_counters.bpf.c, so the same probe sites
@@ -81,6 +83,8 @@ struct py_stack {
 #define EV_MREMAP_EXIT 6    // addr: the new address (or a negative error)
 #define EV_ALLOC 7          // stack, len: bytes, arg: calls, since the thread's last sample
 #define EV_HUGE_FAULT 8     // the thread's last fault mapped a transparent huge page
+#define EV_MMAP_ENTER 9     // len: length of an anonymous mapping being made, stack
+#define EV_MMAP_EXIT 10     // addr: the mapping's address (or a negative error)
 
 struct event {
     __u32 kind;
@@ -537,6 +541,37 @@ int pmt_madvise(struct syscall_enter_args *a)
     if (advice != 4 && advice != 8 && advice != 9 && advice != 24)
         return 0;
     return emit(EV_MADVISE, tgid, tid, a->args[0], a->args[1], advice, 0);
+}
+
+// Anonymous private read-write mappings (malloc's large blocks, pymalloc's arenas) belong to
+// the stack that made them: their pages, whoever touches them first, are charged to it (memray
+// charges allocations where they are made). Thread stacks (MAP_STACK), reservations (no access,
+// MAP_NORESERVE: glibc's per-thread heaps) and shared mappings are left to their faults.
+#define MAP_SHARED 0x01
+#define MAP_ANONYMOUS 0x20
+#define MAP_NORESERVE 0x4000
+#define MAP_STACK 0x20000
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int pmt_mmap_enter(struct syscall_enter_args *a)
+{
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    __u64 prot = a->args[2], flags = a->args[3];
+    if (!(flags & MAP_ANONYMOUS) || (flags & (MAP_SHARED | MAP_NORESERVE | MAP_STACK)) || !prot)
+        return 0;
+    return emit(EV_MMAP_ENTER, tgid, tid, 0, a->args[1], 0, walk_stack(l, tid));
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int pmt_mmap_exit(struct syscall_exit_args *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    return emit(EV_MMAP_EXIT, tgid, tid, (__u64)a->ret, 0, 0, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_brk")

@@ -137,6 +137,10 @@ pub enum EventKind {
     /// The thread's last [`EventKind::Fault`] mapped a transparent huge page (the whole
     /// aligned huge page around its address).
     HugeFault,
+    /// An anonymous private mapping of `len` bytes is being made by `stack`.
+    MmapEnter,
+    /// `mmap` returned `addr` (the mapping, or a negative error).
+    MmapExit,
 }
 
 /// One event from the ring, in the order the kernel wrote them.
@@ -188,6 +192,8 @@ impl RawEvent {
             6 => EventKind::MremapExit,
             7 => EventKind::Alloc,
             8 => EventKind::HugeFault,
+            9 => EventKind::MmapEnter,
+            10 => EventKind::MmapExit,
             _ => return None,
         };
         Some(MemoryEvent {
@@ -259,7 +265,7 @@ impl std::fmt::Debug for KernelStacks {
 }
 
 /// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
-const PAGE_TRACEPOINTS: [(&str, &str, &str); 8] = [
+const PAGE_TRACEPOINTS: [(&str, &str, &str); 10] = [
     ("pmt_fault_user", "exceptions", "page_fault_user"),
     ("pmt_fault_kernel", "exceptions", "page_fault_kernel"),
     ("pmt_munmap", "syscalls", "sys_enter_munmap"),
@@ -268,6 +274,8 @@ const PAGE_TRACEPOINTS: [(&str, &str, &str); 8] = [
     ("pmt_mremap_enter", "syscalls", "sys_enter_mremap"),
     ("pmt_mremap_exit", "syscalls", "sys_exit_mremap"),
     ("pmt_huge_fault", "kmem", "mm_page_alloc"),
+    ("pmt_mmap_enter", "syscalls", "sys_enter_mmap"),
+    ("pmt_mmap_exit", "syscalls", "sys_exit_mmap"),
 ];
 
 impl KernelStacks {

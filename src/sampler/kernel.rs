@@ -13,6 +13,10 @@
 //! - `malloc-bytes` / `malloc-count`: each allocation sample carries the bytes and calls its
 //!   thread made since its previous sample, charged to the sample's stack.
 //!
+//! A page of an anonymous private mapping made since attaching (malloc's large blocks,
+//! pymalloc's arenas) is charged to the stack that made the mapping, whoever touches it first:
+//! an array allocated on one line and filled by worker threads is the allocating line's.
+//!
 //! Faults on file-backed pages (mapped files, the page cache's) and shared memory are charged
 //! apart from anonymous memory, under a `<file-backed pages>` (the file in its tooltip) or
 //! `<shared memory>` leaf frame of the stack that touched them.
@@ -83,6 +87,8 @@ pub struct InKernelStats {
     pub file_or_shared_faults: u64,
     /// Faults that mapped a transparent huge page (each charged the whole huge page).
     pub huge_faults: u64,
+    /// Faults in an anonymous mapping made since attaching (charged to the stack that made it).
+    pub faults_in_mappings: u64,
     /// Read faults on anonymous memory never written (the zero page: charged nothing).
     pub zero_page_reads: u64,
     /// Bytes given back from owned pages.
@@ -135,6 +141,12 @@ impl InKernelStats {
                 self.file_or_shared_faults
             ));
         }
+        if self.faults_in_mappings > 0 {
+            note.push_str(&format!(
+                "; {} in anonymous mappings, charged to the stack that mapped them",
+                self.faults_in_mappings
+            ));
+        }
         if self.huge_faults > 0 {
             note.push_str(&format!(
                 "; {} mapped a transparent huge page",
@@ -164,6 +176,7 @@ impl InKernelStats {
         self.faults_on_owned_pages += other.faults_on_owned_pages;
         self.file_or_shared_faults += other.file_or_shared_faults;
         self.huge_faults += other.huge_faults;
+        self.faults_in_mappings += other.faults_in_mappings;
         self.zero_page_reads += other.zero_page_reads;
         self.released_bytes += other.released_bytes;
         self.held_bytes += other.held_bytes;
@@ -223,6 +236,11 @@ pub(crate) struct KernelAttribution {
     last_fault: HashMap<u32, (u64, u32, bool)>,
     /// Transparent huge pages: (size, whether a read fault maps the huge zero page).
     huge_page: (u64, bool),
+    /// Anonymous mappings being made, by thread: (length, owner).
+    mmaps: HashMap<u32, (u64, u32)>,
+    /// Anonymous mappings made since attaching: start -> (end, owner, the stack that made it).
+    /// Their pages are charged to that owner, whoever touches them.
+    mappings: BTreeMap<u64, (u64, u32)>,
     stats: InKernelStats,
 }
 
@@ -246,6 +264,8 @@ impl KernelAttribution {
             mremaps: HashMap::new(),
             last_fault: HashMap::new(),
             huge_page: crate::attach::proc_files::transparent_huge_pages(),
+            mmaps: HashMap::new(),
+            mappings: BTreeMap::new(),
             stats: InKernelStats::default(),
         }
     }
@@ -292,8 +312,32 @@ impl KernelAttribution {
                     values.add(Metric::MallocBytes, event.len);
                     values.add(Metric::MallocCount, event.arg);
                 }
-                EventKind::Munmap | EventKind::Madvise => {
+                EventKind::Munmap => {
                     self.give_back(event.addr, event.len, &mut charges);
+                    self.unmap(event.addr, event.len);
+                }
+                EventKind::Madvise => {
+                    self.give_back(event.addr, event.len, &mut charges);
+                }
+                EventKind::MmapEnter => {
+                    let owner = self.owner(
+                        event.tid,
+                        event.stack,
+                        Backing::Anonymous,
+                        tick_threads,
+                        decode,
+                    );
+                    self.mmaps.insert(event.tid, (event.len, owner));
+                }
+                EventKind::MmapExit => {
+                    if let Some((len, owner)) = self.mmaps.remove(&event.tid)
+                        && event.addr < (1 << 63)
+                        && len > 0
+                    {
+                        let end = (event.addr + len).next_multiple_of(self.page_size);
+                        self.unmap(event.addr, end - event.addr);
+                        self.mappings.insert(event.addr, (end, owner));
+                    }
                 }
                 EventKind::Brk => {
                     let now = event.addr;
@@ -349,13 +393,26 @@ impl KernelAttribution {
         let page = event.addr & !(self.page_size - 1);
         let write = event.arg & X86_PF_WRITE != 0;
         let backing = self.backing_of(page);
-        let owner = self.owner(
-            event.tid,
-            event.stack,
-            backing.clone(),
-            tick_threads,
-            decode,
-        );
+        let mapped_by = self
+            .mappings
+            .range(..=page)
+            .next_back()
+            .filter(|(_, (end, _))| page < *end)
+            .map(|(_, &(_, owner))| owner)
+            .filter(|_| backing == Backing::Anonymous);
+        let owner = match mapped_by {
+            Some(owner) => {
+                self.stats.faults_in_mappings += 1;
+                owner
+            }
+            None => self.owner(
+                event.tid,
+                event.stack,
+                backing.clone(),
+                tick_threads,
+                decode,
+            ),
+        };
         self.last_fault.insert(event.tid, (page, owner, write));
         if self.pages.contains_key(&page) {
             self.stats.faults_on_owned_pages += 1;
@@ -402,6 +459,32 @@ impl KernelAttribution {
         charges.entry(owner).or_default().add(Metric::Rss, taken);
     }
 
+    /// Forgets the mappings' parts in `[addr, addr + len)` (their remainders stay).
+    fn unmap(&mut self, addr: u64, len: u64) {
+        let end = addr.saturating_add(len);
+        let first = self
+            .mappings
+            .range(..addr)
+            .next_back()
+            .filter(|(_, (e, _))| *e > addr)
+            .map(|(&s, _)| s);
+        let hit: Vec<u64> = first
+            .into_iter()
+            .chain(self.mappings.range(addr..end).map(|(&s, _)| s))
+            .collect();
+        for start in hit {
+            let Some((stop, owner)) = self.mappings.remove(&start) else {
+                continue;
+            };
+            if start < addr {
+                self.mappings.insert(start, (addr, owner));
+            }
+            if stop > end {
+                self.mappings.insert(end, (stop, owner));
+            }
+        }
+    }
+
     /// Gives back the owned pages in `[addr, addr + len)`, each charged as a release to its
     /// owner.
     fn give_back(&mut self, addr: u64, len: u64, charges: &mut HashMap<u32, MetricValues>) {
@@ -430,6 +513,11 @@ impl KernelAttribution {
     ) {
         if new_len < old_len {
             self.give_back(old + new_len, old_len - new_len, charges);
+        }
+        if let Some((_, owner)) = self.mappings.get(&old).copied() {
+            self.unmap(old, old_len);
+            let end = (new + new_len).next_multiple_of(self.page_size);
+            self.mappings.insert(new, (end, owner));
         }
         if new == old {
             return;
