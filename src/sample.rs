@@ -3,8 +3,9 @@
 //! tick — each thread's stack and what the interval charged to it — tagged, when several
 //! processes are sampled, with a [`ProcessIdentity`].
 //!
-//! Owns: the metric names, units and descriptions, the sample types, and
-//! [`split_proportionally`], the exact division attribution shares amounts by.
+//! Owns: the metric names, units and descriptions, the sample types, the leaf frames that mark
+//! what kind of pages a stack holds ([`PageKind`]), and [`split_proportionally`], the exact
+//! division attribution shares amounts by.
 //! Must not touch: how samples are taken or charged (`sampler`), how they add up (`profile`),
 //! and any output format (`output`): it is the data those pass along.
 
@@ -12,6 +13,34 @@ use crate::python::Frame;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Pages that are not the process's own anonymous memory, shown as a leaf frame under the
+/// stack that touched them; the frame's filename is the mapped file (empty for shared memory),
+/// which is data, not code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    /// Pages of a mapped file (the page cache's).
+    FileBacked,
+    /// Shared anonymous memory, memfd, System V segments.
+    Shared,
+}
+
+impl PageKind {
+    /// The leaf frame's function name.
+    pub fn frame_name(self) -> &'static str {
+        match self {
+            PageKind::FileBacked => "<file-backed pages>",
+            PageKind::Shared => "<shared memory>",
+        }
+    }
+
+    /// The kind a frame's function name marks, if it is such a leaf frame.
+    pub fn of_frame(function: &str) -> Option<PageKind> {
+        [PageKind::FileBacked, PageKind::Shared]
+            .into_iter()
+            .find(|kind| kind.frame_name() == function)
+    }
+}
 
 /// What a flamegraph can weigh. Adding a metric is one variant here (with its name, unit and
 /// description) plus one [`crate::sampler::CounterSource`] that feeds it.

@@ -543,8 +543,8 @@ int pmt_madvise(struct syscall_enter_args *a)
     return emit(EV_MADVISE, tgid, tid, a->args[0], a->args[1], advice, 0);
 }
 
-// Anonymous private read-write mappings (malloc's large blocks, pymalloc's arenas) belong to
-// the stack that made them: their pages, whoever touches them first, are charged to it (memray
+// Anonymous private read-write mappings (malloc's large blocks; user space sets pymalloc's
+// arenas apart by their size) belong to the stack that made them: their pages, whoever touches them first, are charged to it (memray
 // charges allocations where they are made). Thread stacks (MAP_STACK), reservations (no access,
 // MAP_NORESERVE: glibc's per-thread heaps) and shared mappings are left to their faults.
 #define MAP_SHARED 0x01

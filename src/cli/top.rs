@@ -11,7 +11,7 @@ use super::output_args::OutputArgs;
 use super::run_args::{RunArgs, start_run};
 use crate::attach::stop;
 use crate::output::format_bytes;
-use crate::output::frames::{project_root, short_path};
+use crate::output::frames::{project_root_of, short_path};
 use crate::profile::{Profile, TargetInfo};
 use crate::run::live::{Filter, LiveTable, Row, SortKey};
 use crate::run::{MallocMode, RunObserver};
@@ -232,7 +232,7 @@ impl TopView {
         let sort = self.sort;
         let by_line = self.table.by_line;
         let notes = self.notes.clone();
-        let project = project_root(profile.frames().iter().map(|f| f.filename.as_str()));
+        let project = project_root_of(profile.frames());
         let columns = Columns {
             malloc,
             ticks,

@@ -10,6 +10,7 @@
 //! machine-read outputs (folded stacks, pprof, speedscope, JSON) keep the exact text.
 
 use crate::profile::{FrameInfo, Profile};
+use crate::sample::PageKind;
 use std::collections::HashMap;
 
 /// How frames are shown.
@@ -84,6 +85,17 @@ fn stdlib_relative(path: &str) -> Option<&str> {
     None
 }
 
+/// [`project_root`] of a profile's frames: their source files, not the mapped files that
+/// [`PageKind`] leaf frames name.
+pub fn project_root_of(frames: &[FrameInfo]) -> String {
+    project_root(
+        frames
+            .iter()
+            .filter(|f| PageKind::of_frame(&f.function).is_none())
+            .map(|f| f.filename.as_str()),
+    )
+}
+
 /// The directory that the run's own files (absolute, neither installed packages nor the
 /// standard library) have in common: the script's directory for a one-file program.
 pub fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
@@ -130,7 +142,7 @@ impl FrameLabels {
     /// full paths, so that a label never stands for two places.
     pub fn new(profile: &Profile, style: FrameStyle) -> FrameLabels {
         let frames = profile.frames();
-        let project = project_root(frames.iter().map(|f| f.filename.as_str()));
+        let project = project_root_of(frames);
         let shorten = |f: &FrameInfo| -> String {
             if style.full_paths {
                 f.filename.clone()
@@ -228,6 +240,22 @@ mod tests {
         ] {
             assert_eq!(short_path(path, project), short, "{path}");
         }
+    }
+
+    #[test]
+    fn mapped_files_of_page_kind_frames_are_not_the_projects() {
+        let frame = |function: &str, filename: &str| FrameInfo {
+            function: function.to_string(),
+            filename: filename.to_string(),
+            line: 1,
+            first_line: 1,
+        };
+        let frames = [
+            frame("main", "/home/me/app/main.py"),
+            frame("load", "/home/me/app/io/load.py"),
+            frame(PageKind::FileBacked.frame_name(), "/data/big.bin"),
+        ];
+        assert_eq!(project_root_of(&frames), "/home/me/app");
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! - `malloc-bytes` / `malloc-count`: each allocation sample carries the bytes and calls its
 //!   thread made since its previous sample, charged to the sample's stack.
 //!
-//! A page of an anonymous private mapping made since attaching (malloc's large blocks,
-//! pymalloc's arenas) is charged to the stack that made the mapping, whoever touches it first:
-//! an array allocated on one line and filled by worker threads is the allocating line's.
+//! A page of an anonymous private mapping made since attaching (malloc's large blocks; not
+//! pymalloc's arenas, whose pools go to the code that first uses them) is charged to the stack
+//! that made the mapping, whoever touches it first: an array allocated on one line and filled
+//! by worker threads is the allocating line's.
 //!
 //! Faults on file-backed pages (mapped files, the page cache's) and shared memory are charged
 //! apart from anonymous memory, under a `<file-backed pages>` (the file in its tooltip) or
@@ -33,7 +34,7 @@ use std::rc::Rc;
 use crate::attach::process::{Backing, Region, memory_regions};
 use crate::memory::kernel_stacks::{EventKind, KernelStacks, MemoryEvent};
 use crate::python::{CodeInfo, Frame};
-use crate::sample::{Metric, MetricValues, ThreadIdentity, ThreadSample};
+use crate::sample::{Metric, MetricValues, PageKind, ThreadIdentity, ThreadSample};
 
 /// One [`KernelStacks`] shared by the samplers of a run (one per process with
 /// `--subprocesses`): the ring holds every process's events, sorted out here by process.
@@ -104,15 +105,14 @@ pub struct InKernelStats {
 }
 
 /// The leaf frame under which a stack's file-backed or shared pages are shown.
-fn backing_frame(backing: &Backing) -> Frame {
-    let (function, filename) = match backing {
-        Backing::File(path) => ("<file-backed pages>", path.to_string_lossy().to_string()),
-        Backing::Shared => ("<shared memory>", String::new()),
-        Backing::Anonymous => ("<anonymous memory>", String::new()),
+fn backing_frame(kind: PageKind, backing: &Backing) -> Frame {
+    let filename = match backing {
+        Backing::File(path) => path.to_string_lossy().to_string(),
+        Backing::Shared | Backing::Anonymous => String::new(),
     };
     Frame {
         code: std::sync::Arc::new(CodeInfo {
-            function: function.to_string(),
+            function: kind.frame_name().to_string(),
             filename,
             first_line: 0,
         }),
@@ -189,6 +189,12 @@ impl InKernelStats {
 /// The write bit of a page fault's error code (`X86_PF_WRITE`: the `exceptions:page_fault_*`
 /// tracepoints are x86's).
 const X86_PF_WRITE: u64 = 1 << 1;
+
+/// The sizes of pymalloc's arenas (1 MiB from CPython 3.10 on 64-bit builds, 256 KiB
+/// before): such mappings are not given to the stack that made them, whose allocation merely
+/// overflowed the last arena. Their pools go to the code that first uses them, a finer grain
+/// for small objects. (glibc's mmapped blocks are a page more than what was asked.)
+const PYMALLOC_ARENA_SIZES: [u64; 2] = [1 << 20, 256 << 10];
 
 /// How often the memory regions are read again at most.
 const REGIONS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
@@ -333,6 +339,7 @@ impl KernelAttribution {
                     if let Some((len, owner)) = self.mmaps.remove(&event.tid)
                         && event.addr < (1 << 63)
                         && len > 0
+                        && !PYMALLOC_ARENA_SIZES.contains(&len)
                     {
                         let end = (event.addr + len).next_multiple_of(self.page_size);
                         self.unmap(event.addr, end - event.addr);
@@ -562,11 +569,16 @@ impl KernelAttribution {
             0 => tick.map(|(_, frames)| frames.clone()).unwrap_or_default(),
             id => self.frames_of(id, decode),
         };
-        if key.2 != Backing::Anonymous {
+        let kind = match key.2 {
+            Backing::Anonymous => None,
+            Backing::File(_) => Some(PageKind::FileBacked),
+            Backing::Shared => Some(PageKind::Shared),
+        };
+        if let Some(kind) = kind {
             let leaf = self
                 .backing_frames
                 .entry(key.2.clone())
-                .or_insert_with(|| backing_frame(&key.2))
+                .or_insert_with(|| backing_frame(kind, &key.2))
                 .clone();
             frames.insert(0, leaf);
         }

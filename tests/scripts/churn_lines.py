@@ -1,7 +1,8 @@
 """A churn site and a CPU burner on the next line: `churn` allocates a 4 MiB buffer on one
 line and spins on the next before dropping it, --rounds times (default 60). Allocation-time
 stacks must put the buffers' bytes on the allocating line, not on the spin after it. Prints
-`ready` and waits --start-delay seconds first, prints `done` at the end."""
+`ready` and waits --start-delay seconds first, holds what the allocator kept for 0.5 s, prints
+`done` at the end."""
 
 import sys
 import time
@@ -26,6 +27,9 @@ def main():
     print("ready", flush=True)
     time.sleep(float(args.get("--start-delay", "1")))
     churn(int(args.get("--rounds", "60")))
+    # What the allocator keeps after the last free stays resident: hold it past the sampler's
+    # 250 ms sustained-peak window, so that the peak is after the churn, not before it.
+    time.sleep(0.5)
     print("done", flush=True)
 
 
