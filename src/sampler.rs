@@ -51,8 +51,11 @@ pub trait StackSource {
     fn thread_states(&self) -> Vec<(u32, u64)> {
         Vec::new()
     }
-    /// Decodes a stack captured in the kernel (`(code, instruction position)` per frame).
-    fn decode_captured(&mut self, frames: &mut dyn Iterator<Item = (u64, u64)>) -> Vec<Frame> {
+    /// Decodes a stack captured in the kernel, innermost frame first.
+    fn decode_captured(
+        &mut self,
+        frames: &mut dyn Iterator<Item = crate::python::CapturedFrame>,
+    ) -> Vec<Frame> {
         let _ = frames;
         Vec::new()
     }
@@ -77,7 +80,10 @@ impl StackSource for crate::python::PythonSpy {
         crate::python::PythonSpy::thread_states(self).to_vec()
     }
 
-    fn decode_captured(&mut self, frames: &mut dyn Iterator<Item = (u64, u64)>) -> Vec<Frame> {
+    fn decode_captured(
+        &mut self,
+        frames: &mut dyn Iterator<Item = crate::python::CapturedFrame>,
+    ) -> Vec<Frame> {
         self.decode_frames(frames)
     }
 }

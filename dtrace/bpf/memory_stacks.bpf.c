@@ -64,6 +64,8 @@ struct py_layout {
     __u32 frame_lasti;
     __u32 frame_owner;
     __u32 first_shim_owner;
+    __u32 code_tag;             // where the code object's tag lies (co_filename, co_name)
+    __u32 code_tag_len;         // 8 or 16 bytes, XORed into the tag
 };
 
 // Mirrors `RawStack` in src/memory/kernel_stacks.rs.
@@ -72,6 +74,8 @@ struct py_stack {
     __u32 truncated;
     __u64 code[MAX_DEPTH];
     __u64 pos[MAX_DEPTH];
+    __u64 tag[MAX_DEPTH];       // each code object's tag, so that one freed before user space
+                                // decodes the stack is not mistaken for what reused its memory
 };
 
 // Event kinds; mirrors `EventKind` in src/memory/kernel_stacks.rs.
@@ -294,6 +298,7 @@ struct walk_ctx {
     __u32 span;
     __u32 flags;
     __u32 frame_back, frame_code, frame_lasti, frame_owner, first_shim_owner;
+    __u32 code_tag, code_tag_len;
     __u32 has_last;
     __u32 reused;
     __u32 failed;
@@ -352,9 +357,17 @@ static long walk_step(__u32 index, void *data)
         s->stack.truncated = 1;
         return 1;
     }
+    __u64 words[2] = {0, 0};
+    if (bpf_probe_read_user(words, c->code_tag_len == 16 ? 16 : 8,
+                            (const void *)(code + c->code_tag))) {
+        c->failed = 1;
+        return 1;
+    }
+    __u64 tag = words[0] ^ words[1];
     s->stack.code[depth & (MAX_DEPTH - 1)] = code;
     s->stack.pos[depth & (MAX_DEPTH - 1)] = pos;
-    c->hash = mix(mix(c->hash, code), pos);
+    s->stack.tag[depth & (MAX_DEPTH - 1)] = tag;
+    c->hash = mix(mix(mix(c->hash, code), pos), tag);
     s->stack.depth = depth + 1;
     c->frame = back;
     return 0;
@@ -381,6 +394,8 @@ static __attribute__((noinline)) __u64 walk_stack(const struct py_layout *l, __u
         .frame_lasti = l->frame_lasti,
         .frame_owner = l->frame_owner,
         .first_shim_owner = l->first_shim_owner,
+        .code_tag = l->code_tag,
+        .code_tag_len = l->code_tag_len,
     };
     if (!c.frame)
         return 0;

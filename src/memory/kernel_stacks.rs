@@ -68,6 +68,10 @@ pub struct BpfLayout {
     pub frame_owner: u32,
     /// The first `owner` value of a shim frame.
     pub first_shim_owner: u32,
+    /// Where the code object's tag lies (`co_filename`, and `co_name` beside it).
+    pub code_tag: u32,
+    /// Its length: 8 or 16 bytes.
+    pub code_tag_len: u32,
 }
 
 impl BpfLayout {
@@ -94,20 +98,19 @@ pub struct RawStack {
     truncated: u32,
     code: [u64; MAX_DEPTH],
     pos: [u64; MAX_DEPTH],
+    tag: [u64; MAX_DEPTH],
 }
 
 // SAFETY: `RawStack` is `repr(C)`, all integers, without padding.
 unsafe impl aya::Pod for RawStack {}
 
 impl RawStack {
-    /// `(code object address, instruction position)` per frame, innermost first. The position
-    /// is `f_lasti` before 3.11, else the frame's instruction pointer.
-    pub fn frames(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    /// `(code object address, instruction position, code object tag)` per frame, innermost
+    /// first. The position is `f_lasti` before 3.11, else the frame's instruction pointer; the
+    /// tag is the XOR of the words at [`BpfLayout::code_tag`] in the code object.
+    pub fn frames(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         let depth = (self.depth as usize).min(MAX_DEPTH);
-        self.code[..depth]
-            .iter()
-            .copied()
-            .zip(self.pos[..depth].iter().copied())
+        (0..depth).map(|i| (self.code[i], self.pos[i], self.tag[i]))
     }
 
     /// Whether the chain had more than [`MAX_DEPTH`] frames (the outermost ones are missing).

@@ -31,12 +31,32 @@ struct CachedCode {
     code_start: u64,
     /// Line per instruction byte offset, filled as offsets are seen.
     lines: HashMap<u64, u32>,
+    /// The object's type pointer (`ob_type`).
+    ob_type: u64,
+}
+
+/// Where `ob_type` lies in every object of a supported (not free-threaded) build.
+const OB_TYPE: u64 = 8;
+
+/// Where a code object's tag lies: (offset, length) of `co_filename` and `co_name` when they
+/// are neighbours (every supported version), else of `co_filename` alone. The tag is the XOR
+/// of the words there; a chain captured in the kernel records it per frame, so that a code
+/// object freed before the chain is decoded is not mistaken for what took its memory.
+pub fn tag_window(layout: &Layout) -> (u64, u64) {
+    let (filename, name) = (layout.code_filename, layout.code_name);
+    if filename.abs_diff(name) == 8 {
+        (filename.min(name), 16)
+    } else {
+        (filename, 8)
+    }
 }
 
 /// Decoded code objects of one target, keyed by address.
 #[derive(Debug, Default)]
 pub struct CodeCache {
     codes: HashMap<u64, CachedCode>,
+    /// The code type's address, as the code objects of frames read whole show it.
+    code_type: Option<u64>,
 }
 
 /// Where the frame's instruction pointer is, in the form each version stores it.
@@ -58,6 +78,43 @@ impl CodeCache {
     /// Decodes (or finds) the code object at `addr`: what it is, the line of `position` in
     /// it, and whether it is a generator's (or coroutine's).
     pub fn frame(
+        &mut self,
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        addr: u64,
+        position: InstructionPosition,
+    ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
+        let decoded = self.decode(mem, layout, addr, position)?;
+        if self.code_type.is_none() {
+            self.code_type = self.codes.get(&addr).map(|code| code.ob_type);
+        }
+        Ok(decoded)
+    }
+
+    /// [`CodeCache::frame`] for an address not known to be a code object's (a chain captured
+    /// where it could not be checked, as the kernel captures them at a page fault, and decoded
+    /// later): refused unless the object there has the type the code objects of frames read
+    /// whole have, and the [`code_tag`] it had when captured (else the code object was freed
+    /// and its memory reused since).
+    pub fn checked_frame(
+        &mut self,
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        addr: u64,
+        position: InstructionPosition,
+        tag: u64,
+    ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
+        let ob_type = mem.read_u64(addr.wrapping_add(OB_TYPE))?;
+        let (at, len) = tag_window(layout);
+        let words = mem.read_vec(addr.wrapping_add(at), len as usize)?;
+        let now = field_u64(&words, 0) ^ field_u64(&words, 8);
+        if self.code_type.is_some_and(|known| known != ob_type) || now != tag {
+            return Err(DecodeError::invalid("code object", addr));
+        }
+        self.decode(mem, layout, addr, position)
+    }
+
+    fn decode(
         &mut self,
         mem: &impl ReadMemory,
         layout: &Layout,
@@ -117,6 +174,7 @@ fn decode_code(
     addr: u64,
 ) -> Result<CachedCode, DecodeError> {
     let span = span_of(&[
+        OB_TYPE,
         layout.code_filename,
         layout.code_name,
         layout.code_qualname.unwrap_or(0),
@@ -151,6 +209,7 @@ fn decode_code(
         linetable,
         code_start,
         lines: HashMap::default(),
+        ob_type: field_u64(&raw, OB_TYPE),
     })
 }
 

@@ -29,6 +29,18 @@ pub struct CodeInfo {
     pub first_line: u32,
 }
 
+/// One frame of a chain captured where it could not be decoded (in the kernel, at a page
+/// fault or an allocation), to be decoded later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapturedFrame {
+    /// The code object's address.
+    pub code: u64,
+    /// `f_lasti` before 3.11, else the frame's instruction pointer.
+    pub position: u64,
+    /// The code object's tag when captured ([`code::tag_window`]).
+    pub tag: u64,
+}
+
 /// One Python frame of a thread's stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {

@@ -14,7 +14,7 @@ use super::threads::{
     thread_names, thread_states,
 };
 use super::version::PythonVersion;
-use super::{Frame, ThreadStack};
+use super::{CapturedFrame, Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols};
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
@@ -263,21 +263,24 @@ impl PythonSpy {
         }
     }
 
-    /// Decodes a stack an in-kernel walker recorded: `(code object address, instruction
-    /// position)` per frame, innermost first, the position being `f_lasti` before 3.11 and
-    /// the instruction pointer after. Code objects are read now, through the same cache as
-    /// stack reads; one that cannot be read (freed since) is left out.
-    pub fn decode_frames(&mut self, frames: impl Iterator<Item = (u64, u64)>) -> Vec<Frame> {
+    /// Decodes a stack an in-kernel walker recorded, innermost frame first. Code objects are
+    /// read now, through the same cache as stack reads; one that cannot be read, or is no
+    /// longer the code object it was when captured (freed since: another type, another tag),
+    /// is left out.
+    pub fn decode_frames(&mut self, frames: impl Iterator<Item = CapturedFrame>) -> Vec<Frame> {
         let pointers = self.layout.version >= (3, 11);
         let mem = self.mem;
         frames
-            .filter_map(|(code, pos)| {
+            .filter_map(|frame| {
                 let position = if pointers {
-                    InstructionPosition::Pointer(pos)
+                    InstructionPosition::Pointer(frame.position)
                 } else {
-                    InstructionPosition::Lasti(pos as u32 as i32)
+                    InstructionPosition::Lasti(frame.position as u32 as i32)
                 };
-                let (code, line, _) = self.codes.frame(&mem, &self.layout, code, position).ok()?;
+                let (code, line, _) = self
+                    .codes
+                    .checked_frame(&mem, &self.layout, frame.code, position, frame.tag)
+                    .ok()?;
                 Some(Frame { code, line })
             })
             .collect()

@@ -53,6 +53,7 @@ pub fn bpf_layout(spy: &PythonSpy) -> BpfLayout {
     };
     let (pidns_dev, pidns_ino) =
         crate::attach::namespaces::pid_namespace_of(spy.pid()).unwrap_or((0, 0));
+    let (code_tag, code_tag_len) = crate::python::code::tag_window(layout);
     BpfLayout {
         interp_head: root.interp_head,
         pidns_dev,
@@ -69,6 +70,8 @@ pub fn bpf_layout(spy: &PythonSpy) -> BpfLayout {
         frame_lasti: offset(layout.frame_lasti),
         frame_owner: offset(layout.frame_owner.unwrap_or(0)),
         first_shim_owner: 3,
+        code_tag: offset(code_tag),
+        code_tag_len: offset(code_tag_len),
     }
 }
 

@@ -33,7 +33,7 @@ use std::rc::Rc;
 
 use crate::attach::process::{Backing, Region, memory_regions};
 use crate::memory::kernel_stacks::{EventKind, KernelStacks, MemoryEvent};
-use crate::python::{CodeInfo, Frame};
+use crate::python::{CapturedFrame, CodeInfo, Frame};
 use crate::sample::{Metric, MetricValues, PageKind, ThreadIdentity, ThreadSample};
 
 /// One [`KernelStacks`] shared by the samplers of a run (one per process with
@@ -206,8 +206,8 @@ struct Owner {
     frames: Vec<Frame>,
 }
 
-/// Turns a captured stack (`(code, instruction position)` per frame) into frames.
-pub(crate) type Decode<'a> = dyn FnMut(&mut dyn Iterator<Item = (u64, u64)>) -> Vec<Frame> + 'a;
+/// Turns a captured stack into frames.
+pub(crate) type Decode<'a> = dyn FnMut(&mut dyn Iterator<Item = CapturedFrame>) -> Vec<Frame> + 'a;
 
 /// A thread as this tick's stack read saw it: identity and frames.
 pub(crate) type TickThread = (ThreadIdentity, Vec<Frame>);
@@ -621,7 +621,15 @@ impl KernelAttribution {
             return frames.clone();
         }
         let raw = self.capture.borrow().stacks.stack(id);
-        let frames = raw.map_or_else(Vec::new, |raw| decode(&mut raw.frames()));
+        let frames = raw.map_or_else(Vec::new, |raw| {
+            decode(
+                &mut raw.frames().map(|(code, position, tag)| CapturedFrame {
+                    code,
+                    position,
+                    tag,
+                }),
+            )
+        });
         self.decoded.insert(id, frames.clone());
         frames
     }
