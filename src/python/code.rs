@@ -311,6 +311,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tag_covers_file_and_name_on_every_supported_version() {
+        for &(major, minor) in crate::python::layouts::SUPPORTED {
+            let layout = crate::python::layouts::layout_for(major, minor).expect("layout");
+            let (at, len) = tag_window(layout);
+            assert_eq!(
+                len, 16,
+                "{major}.{minor}: co_filename and co_name are neighbours"
+            );
+            assert_eq!(at, layout.code_filename.min(layout.code_name));
+        }
+    }
+
+    #[test]
     fn lnotab_walks_increments() {
         // Lines 10 (bytes 0-5), 11 (6-9), 13 (10-).
         let table = [6, 1, 4, 2];
