@@ -428,10 +428,10 @@ mod tests {
 
     #[test]
     fn layouts_match_the_c_structs() {
-        // struct py_layout: 3 × u64 + 12 × u32; struct py_stack: 2 × u32 + 2 × 128 × u64;
+        // struct py_layout: 3 × u64 + 14 × u32; struct py_stack: 2 × u32 + 3 × 128 × u64;
         // struct event: 4 × u32 + 4 × u64.
-        assert_eq!(std::mem::size_of::<BpfLayout>(), 72);
-        assert_eq!(std::mem::size_of::<RawStack>(), 8 + 16 * MAX_DEPTH);
+        assert_eq!(std::mem::size_of::<BpfLayout>(), 80);
+        assert_eq!(std::mem::size_of::<RawStack>(), 8 + 24 * MAX_DEPTH);
         assert_eq!(std::mem::size_of::<RawEvent>(), 48);
     }
 
