@@ -6,18 +6,10 @@
 
 mod common;
 
-use common::{Interpreter, read_folded, repo, sampler, serial};
+use common::{Interpreter, eventually, pmt_programs, read_folded, repo, sampler, serial};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Loaded BPF programs named like ours (`pmt_...`).
-fn pmt_programs() -> usize {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("pmt_")))
-        .count()
-}
 
 /// BPF maps named like the in-kernel stacks' (`PMT_...`).
 fn pmt_maps() -> usize {
@@ -25,18 +17,6 @@ fn pmt_maps() -> usize {
         .filter_map(Result::ok)
         .filter(|m| m.name_as_str().is_some_and(|n| n.starts_with("PMT_")))
         .count()
-}
-
-/// Polls `check` for up to five seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
 }
 
 /// `/churn_lines.py:N)`, the end of `churn`'s frame at the line marked `ALLOCATING LINE`.

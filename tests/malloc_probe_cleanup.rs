@@ -10,8 +10,9 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{eventually, pmt_programs};
 use malloc_support::{Python, Workload, ebpf_usable, pythons};
 use object::{Object, ObjectSection, ObjectSymbol};
 use pymemtrace::memory::malloc::{MallocCounters, MallocOptions};
@@ -27,14 +28,6 @@ fn python() -> Option<Python> {
         .find(|p| p.label == "3.12")
         .or(all.first())
         .cloned()
-}
-
-/// Loaded BPF programs named like ours (`pmt_...`).
-fn pmt_programs() -> usize {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("pmt_")))
-        .count()
 }
 
 /// tracefs's uprobe_events (mounting tracefs first if needed).
@@ -97,18 +90,6 @@ fn code_byte(pid: i32, address: u64) -> u8 {
     let mut byte = [0u8];
     mem.read_exact(&mut byte).expect("read target code");
     byte[0]
-}
-
-/// Polls `check` for up to five seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
 }
 
 fn driver_path() -> PathBuf {

@@ -327,3 +327,23 @@ pub fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
         })
         .collect()
 }
+
+/// Loaded BPF programs named like ours (`pmt_...`).
+pub fn pmt_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("pmt_")))
+        .count()
+}
+
+/// Polls `check` for up to five seconds.
+pub fn eventually(check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
