@@ -7,6 +7,10 @@
 //! run (the stamp records the source's hash); `tests/bpf_object.rs` checks in CI that clang
 //! rebuilds the committed objects byte for byte. Only an architecture the C source does not
 //! support (not x86_64 or aarch64) builds without eBPF, said in a warning.
+//!
+//! It also builds the allocation hook (`heap_hook/`, loaded into targets for the `heap`
+//! metric) with `rustc` alone — it depends on nothing but the C library — into
+//! `$OUT_DIR/libpmt_heap_hook.so`, which `src/memory/heap_hook.rs` embeds.
 
 use std::env;
 use std::path::PathBuf;
@@ -33,7 +37,39 @@ fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| fail(&format!("cannot read {path}: {e}")))
 }
 
+/// Builds `heap_hook/src/lib.rs` into `$OUT_DIR/libpmt_heap_hook.so`.
+fn build_heap_hook(out_dir: &std::path::Path) {
+    println!("cargo::rerun-if-changed=heap_hook/src");
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let target = env::var("TARGET").unwrap_or_default();
+    let output = out_dir.join("libpmt_heap_hook.so");
+    let status = std::process::Command::new(rustc)
+        .args(["--edition", "2024", "--crate-type", "cdylib"])
+        .args(["--crate-name", "pmt_heap_hook", "--target", &target])
+        .args([
+            "-C",
+            "opt-level=3",
+            "-C",
+            "panic=abort",
+            "-C",
+            "strip=symbols",
+        ])
+        .args(["-C", "codegen-units=1"])
+        .arg("heap_hook/src/lib.rs")
+        .arg("-o")
+        .arg(&output)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!("building heap_hook/src/lib.rs failed ({status})")),
+        Err(e) => fail(&format!("cannot run rustc to build heap_hook: {e}")),
+    }
+}
+
 fn main() {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    build_heap_hook(&out_dir);
     println!("cargo::rerun-if-changed={SHARED_HEADER}");
     println!("cargo::rustc-check-cfg=cfg(pmt_no_bpf)");
     let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
@@ -46,7 +82,6 @@ fn main() {
         }
     };
     let header = read(SHARED_HEADER);
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for name in OBJECTS {
         let source_path = format!("dtrace/bpf/{name}.bpf.c");
         let stamp_path = format!("dtrace/bpf/{name}.stamp");

@@ -475,7 +475,7 @@ pub struct Profile {
     processes: Vec<ProcessInfo>,
     process_ids: HashMap<i32, u32>,
     totals: HashMap<(u32, u32), MetricValues>,
-    ledgers: BTreeMap<Option<u32>, GrowthLedger>,
+    ledgers: BTreeMap<Option<u32>, Ledgers>,
     timeline: Option<Vec<TimelineSample>>,
     scratch: Vec<u32>,
 }
@@ -509,7 +509,7 @@ impl Profile {
             }
         }
         let mut totals: HashMap<(u32, u32), MetricValues> = HashMap::new();
-        let mut ledgers: BTreeMap<Option<u32>, GrowthLedger> = BTreeMap::new();
+        let mut ledgers: BTreeMap<Option<u32>, Ledgers> = BTreeMap::new();
         for (index, sample) in timeline.iter().enumerate() {
             for entry in &sample.entries {
                 if entry.thread as usize >= threads.len() || entry.stack as usize >= stacks.len() {
@@ -742,9 +742,13 @@ impl Profile {
     /// `GrowthLedger`); every other metric is the sum of what its samples charged.
     pub fn weights(&self) -> Vec<StackWeight<'_>> {
         let mut at_peak: HashMap<(u32, u32), u64> = HashMap::new();
-        for ledger in self.ledgers.values() {
-            for (&key, &bytes) in ledger.at_peak() {
+        let mut heap_at_peak: HashMap<(u32, u32), u64> = HashMap::new();
+        for ledgers in self.ledgers.values() {
+            for (&key, &bytes) in ledgers.rss.at_peak() {
                 *at_peak.entry(key).or_default() += bytes;
+            }
+            for (&key, &bytes) in ledgers.heap.at_peak() {
+                *heap_at_peak.entry(key).or_default() += bytes;
             }
         }
         let mut keys: Vec<&(u32, u32)> = self.totals.keys().collect();
@@ -753,6 +757,13 @@ impl Profile {
             .filter_map(|key| {
                 let mut values = *self.totals.get(key)?;
                 values.0[Metric::Rss.index()] = at_peak.get(key).copied().unwrap_or(0);
+                let held = heap_at_peak.get(key).copied().unwrap_or(0);
+                values.0[Metric::Heap.index()] = held;
+                values.0[Metric::HeapObjects.index()] = held_objects(
+                    held,
+                    values.get(Metric::HeapAlloc),
+                    values.get(Metric::HeapAllocCount),
+                );
                 Some(StackWeight {
                     thread: self.threads.get(key.0 as usize)?,
                     frames: self.stacks.get(key.1 as usize)?,
@@ -770,24 +781,39 @@ impl Profile {
         &self,
         mut visit: impl FnMut(f64, Option<u32>, &HashMap<(u32, u32), u64>),
     ) {
-        let mut ledgers: BTreeMap<Option<u32>, GrowthLedger> = BTreeMap::new();
+        let mut ledgers: BTreeMap<Option<u32>, Ledgers> = BTreeMap::new();
         for sample in self.timeline.iter().flatten() {
             let ledger = ledgers.entry(sample.process).or_default();
             replay(ledger, sample.time_s, &sample.entries);
-            visit(sample.time_s, sample.process, &ledger.current);
+            visit(sample.time_s, sample.process, &ledger.rss.current);
         }
     }
 
     /// What each (thread id, stack id) owns now, by the growth ledgers (the `rss` weights are
     /// the same ledgers at their peak).
     pub fn held_now(&self) -> HashMap<(u32, u32), u64> {
+        self.held_now_by(|ledgers| &ledgers.rss)
+    }
+
+    /// What each (thread id, stack id) holds of the Python heap now (the `heap` weights are
+    /// the same ledgers at their peak).
+    pub fn heap_held_now(&self) -> HashMap<(u32, u32), u64> {
+        self.held_now_by(|ledgers| &ledgers.heap)
+    }
+
+    fn held_now_by(&self, pick: impl Fn(&Ledgers) -> &GrowthLedger) -> HashMap<(u32, u32), u64> {
         let mut held: HashMap<(u32, u32), u64> = HashMap::new();
-        for ledger in self.ledgers.values() {
-            for (&key, &bytes) in &ledger.current {
+        for ledgers in self.ledgers.values() {
+            for (&key, &bytes) in &pick(ledgers).current {
                 *held.entry(key).or_default() += bytes;
             }
         }
         held
+    }
+
+    /// Whether the allocation hook charged anything (the `heap` metrics have data).
+    pub fn has_heap(&self) -> bool {
+        self.totals.values().any(|v| v.get(Metric::HeapAlloc) > 0)
     }
 
     /// The total weight of `metric` over the whole run, as [`Profile::weights`] counts it.
@@ -837,22 +863,45 @@ impl Profile {
     }
 }
 
-/// Feeds one sample's charges to the ledger: growth in thread order, then each release from
+/// One process's growth ledgers: RSS (`rss` growth and `rss-release`), and the Python heap
+/// (`heap-alloc` and `heap-freed`, whose releases are exact: each goes back to the stack
+/// that allocated it).
+#[derive(Debug, Default)]
+struct Ledgers {
+    rss: GrowthLedger,
+    heap: GrowthLedger,
+}
+
+/// Feeds one sample's charges to the ledgers: growth in thread order, then each release from
 /// the stack it was charged to.
-fn replay(ledger: &mut GrowthLedger, time_s: f64, entries: &[TimelineEntry]) {
-    for entry in entries {
-        let growth = entry.values.get(Metric::Rss);
-        if growth > 0 {
-            ledger.grow((entry.thread, entry.stack), growth);
+fn replay(ledgers: &mut Ledgers, time_s: f64, entries: &[TimelineEntry]) {
+    for (ledger, grow, release) in [
+        (&mut ledgers.rss, Metric::Rss, Metric::RssRelease),
+        (&mut ledgers.heap, Metric::HeapAlloc, Metric::HeapFreed),
+    ] {
+        for entry in entries {
+            let growth = entry.values.get(grow);
+            if growth > 0 {
+                ledger.grow((entry.thread, entry.stack), growth);
+            }
         }
-    }
-    for entry in entries {
-        let released = entry.values.get(Metric::RssRelease);
-        if released > 0 {
-            ledger.release_from((entry.thread, entry.stack), released);
+        for entry in entries {
+            let released = entry.values.get(release);
+            if released > 0 {
+                ledger.release_from((entry.thread, entry.stack), released);
+            }
         }
+        ledger.end_sample(time_s);
     }
-    ledger.end_sample(time_s);
+}
+
+/// Allocations held, from bytes held and the stack's mean allocation size.
+fn held_objects(held_bytes: u64, alloc_bytes: u64, alloc_count: u64) -> u64 {
+    if alloc_bytes == 0 {
+        return 0;
+    }
+    let objects = u128::from(held_bytes) * u128::from(alloc_count) / u128::from(alloc_bytes);
+    u64::try_from(objects).unwrap_or(u64::MAX)
 }
 
 impl SampleSink for Profile {

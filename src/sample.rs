@@ -58,6 +58,18 @@ pub enum Metric {
     MallocBytes,
     /// Calls of the target's allocator (eBPF uprobes, `memory::malloc`).
     MallocCount,
+    /// Bytes held through Python's allocators, by the stack that allocated them, at the
+    /// sustained peak of the held total (the allocation hook, `memory::heap_hook`): derived
+    /// by the profile from `heap-alloc` and `heap-freed`.
+    Heap,
+    /// Allocations held, likewise (`heap` over the stack's mean allocation size).
+    HeapObjects,
+    /// Bytes allocated through Python's allocators (estimated from samples).
+    HeapAlloc,
+    /// Allocations made through Python's allocators (estimated from samples).
+    HeapAllocCount,
+    /// Bytes of sampled allocations freed again, charged to the stack that allocated them.
+    HeapFreed,
 }
 
 /// The unit of a metric's values.
@@ -69,6 +81,8 @@ pub enum Unit {
     Samples,
     /// Counted events (calls).
     Calls,
+    /// Objects (allocations) held.
+    Objects,
 }
 
 impl Unit {
@@ -78,19 +92,25 @@ impl Unit {
             Unit::Bytes => "bytes",
             Unit::Samples => "samples",
             Unit::Calls => "calls",
+            Unit::Objects => "objects",
         }
     }
 }
 
 impl Metric {
     /// Every metric, in the order of [`MetricValues`].
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Rss,
         Metric::RssRelease,
         Metric::Cpu,
         Metric::Wall,
         Metric::MallocBytes,
         Metric::MallocCount,
+        Metric::Heap,
+        Metric::HeapObjects,
+        Metric::HeapAlloc,
+        Metric::HeapAllocCount,
+        Metric::HeapFreed,
     ];
     /// The number of metrics.
     pub const COUNT: usize = Metric::ALL.len();
@@ -104,15 +124,26 @@ impl Metric {
             Metric::Wall => "wall",
             Metric::MallocBytes => "malloc-bytes",
             Metric::MallocCount => "malloc-count",
+            Metric::Heap => "heap",
+            Metric::HeapObjects => "heap-objects",
+            Metric::HeapAlloc => "heap-alloc",
+            Metric::HeapAllocCount => "heap-alloc-count",
+            Metric::HeapFreed => "heap-freed",
         }
     }
 
     /// The unit of the metric's values.
     pub fn unit(self) -> Unit {
         match self {
-            Metric::Rss | Metric::RssRelease | Metric::MallocBytes => Unit::Bytes,
+            Metric::Rss
+            | Metric::RssRelease
+            | Metric::MallocBytes
+            | Metric::Heap
+            | Metric::HeapAlloc
+            | Metric::HeapFreed => Unit::Bytes,
             Metric::Cpu | Metric::Wall => Unit::Samples,
-            Metric::MallocCount => Unit::Calls,
+            Metric::MallocCount | Metric::HeapAllocCount => Unit::Calls,
+            Metric::HeapObjects => Unit::Objects,
         }
     }
 
@@ -125,6 +156,11 @@ impl Metric {
             Metric::Wall => "wall-clock samples",
             Metric::MallocBytes => "bytes requested from the allocator",
             Metric::MallocCount => "allocator calls",
+            Metric::Heap => "Python heap held",
+            Metric::HeapObjects => "Python allocations held",
+            Metric::HeapAlloc => "bytes allocated through Python's allocators",
+            Metric::HeapAllocCount => "allocations through Python's allocators",
+            Metric::HeapFreed => "sampled Python allocations freed",
         }
     }
 
@@ -137,6 +173,11 @@ impl Metric {
             Metric::Wall => 3,
             Metric::MallocBytes => 4,
             Metric::MallocCount => 5,
+            Metric::Heap => 6,
+            Metric::HeapObjects => 7,
+            Metric::HeapAlloc => 8,
+            Metric::HeapAllocCount => 9,
+            Metric::HeapFreed => 10,
         }
     }
 }
@@ -149,7 +190,9 @@ impl fmt::Display for Metric {
 
 /// A metric name that is not one of [`Metric::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown metric {0:?}: use one of rss, rss-release, cpu, wall, malloc-bytes, malloc-count")]
+#[error(
+    "unknown metric {0:?}: use one of heap, heap-objects, heap-alloc, heap-alloc-count, rss, rss-release, cpu, wall, malloc-bytes, malloc-count"
+)]
 pub struct UnknownMetric(pub String);
 
 impl FromStr for Metric {

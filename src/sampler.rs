@@ -19,6 +19,7 @@
 //! runs one per Python process of a tree on the same clock, each charging only within its own
 //! process, and tags their samples with a [`ProcessIdentity`].
 
+mod heap;
 pub mod kernel;
 pub mod process_tree;
 mod ticks;
@@ -189,6 +190,8 @@ pub struct SamplerStats {
     pub attribution: Attribution,
     /// What in-kernel attribution did, when the run used it.
     pub in_kernel: Option<InKernelStats>,
+    /// What the allocation hook sampled, when the run has it (summed over processes).
+    pub heap: Option<crate::memory::heap_hook::HookTallies>,
     /// Why the run ended (`None` while running).
     pub stop: Option<StopReason>,
     /// The work time of each sample (counters, stacks, attribution, sink), in nanoseconds.
@@ -275,6 +278,8 @@ pub struct Sampler<S: StackSource> {
     attribution: TickAttribution,
     /// In-kernel stacks, when the run has them (`rss` and/or `malloc-*` charged there).
     kernel: Option<KernelAttribution>,
+    /// The allocation hook in the target, when the run has it (`heap`).
+    heap: Option<heap::HeapAttribution>,
     prev_python_threads: usize,
     /// Each counter source's totals at the previous successful read; `None` before the first.
     prev_counters: Vec<Option<HashMap<u32, u64>>>,
@@ -301,6 +306,7 @@ impl<S: StackSource> Sampler<S> {
             counters: Vec::new(),
             attribution: TickAttribution::default(),
             kernel: None,
+            heap: None,
             prev_python_threads: 0,
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
@@ -325,6 +331,17 @@ impl<S: StackSource> Sampler<S> {
         if pages {
             self.attribution.skip_rss();
         }
+    }
+
+    /// Charges the `heap-*` metrics by what the allocation hook in the target samples, once
+    /// it is found loaded there.
+    pub fn use_heap_hook(&mut self) {
+        self.heap = Some(heap::HeapAttribution::new(self.pid));
+    }
+
+    /// Whether the allocation hook feeds this sampler.
+    pub fn has_heap_hook(&self) -> bool {
+        self.heap.is_some()
     }
 
     /// The stack source.
@@ -401,7 +418,7 @@ impl<S: StackSource> Sampler<S> {
         let mut sample =
             self.attribution
                 .charge(readings, self.threads.as_ref(), &mut self.stats.attribution);
-        if let Some(kernel) = &mut self.kernel {
+        if self.kernel.is_some() || self.heap.is_some() {
             let tick_threads: HashMap<u32, TickThread> = sample
                 .threads
                 .iter()
@@ -409,11 +426,23 @@ impl<S: StackSource> Sampler<S> {
                 .filter_map(|s| Some((s.thread.native_id?, (s.thread.clone(), s.frames.clone()))))
                 .collect();
             let source = &mut self.source;
-            let charged =
-                kernel.charge(&tick_threads, &mut |frames| source.decode_captured(frames));
-            sample.threads.extend(charged);
-            kernel.hand_over_threads(&self.source.thread_states());
-            self.stats.in_kernel = Some(kernel.stats());
+            if let Some(kernel) = &mut self.kernel {
+                let charged =
+                    kernel.charge(&tick_threads, &mut |frames| source.decode_captured(frames));
+                sample.threads.extend(charged);
+                kernel.hand_over_threads(&source.thread_states());
+                self.stats.in_kernel = Some(kernel.stats());
+            }
+            if let Some(heap) = &mut self.heap {
+                match heap.charge(&tick_threads, &mut |frames| source.decode_captured(frames)) {
+                    Ok(charged) => sample.threads.extend(charged),
+                    Err(err) => {
+                        self.stats.counter_errors += 1;
+                        self.stats.last_error = Some(err.to_string());
+                    }
+                }
+                self.stats.heap = heap.tallies();
+            }
         }
         self.scratch_stats = task_stats;
         self.stats.samples += 1;

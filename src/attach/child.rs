@@ -46,19 +46,20 @@ pub struct LaunchedChild {
 impl LaunchedChild {
     /// Starts `argv` (program first), inheriting stdin, stdout and stderr.
     pub fn spawn(argv: &[String]) -> Result<LaunchedChild, LaunchError> {
-        LaunchedChild::spawn_with(argv, false)
+        LaunchedChild::spawn_with(argv, false, &[])
     }
 
-    /// Starts `argv` with stdin, stdout and stderr on `/dev/null` (for a full-screen view that
-    /// owns the terminal).
-    pub fn spawn_quiet(argv: &[String]) -> Result<LaunchedChild, LaunchError> {
-        LaunchedChild::spawn_with(argv, true)
-    }
-
-    fn spawn_with(argv: &[String], quiet: bool) -> Result<LaunchedChild, LaunchError> {
+    /// Starts `argv` with `env` added to pmt's environment; with `quiet`, stdin, stdout and
+    /// stderr on `/dev/null` (for a full-screen view that owns the terminal).
+    pub fn spawn_with(
+        argv: &[String],
+        quiet: bool,
+        env: &[(String, String)],
+    ) -> Result<LaunchedChild, LaunchError> {
         let (program, args) = argv.split_first().ok_or(LaunchError::Empty)?;
         let mut command = Command::new(program);
         command.args(args);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         if quiet {
             command
                 .stdin(Stdio::null())

@@ -16,13 +16,16 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Outputs")]
 pub struct OutputArgs {
-    /// What the flamegraph, folded stacks, speedscope and summary weigh: rss (memory growth,
-    /// bytes, charged to the thread that caused it), rss-release (memory released), cpu
-    /// (on-CPU samples), wall (all samples), malloc-bytes / malloc-count (bytes / calls of the
-    /// target's libc allocator, per thread, from eBPF uprobes: needs root or
-    /// CAP_BPF+CAP_PERFMON).
-    #[arg(short, long, default_value = "rss", value_parser = parse_metric)]
-    pub metric: Metric,
+    /// What the flamegraph, folded stacks, speedscope and summary weigh: heap (bytes held
+    /// through Python's allocators at the sustained peak, by the stack that allocated them,
+    /// sampled in the target by pmt's allocation hook), heap-objects, heap-alloc /
+    /// heap-alloc-count (everything allocated), rss (memory growth, bytes, charged to the thread
+    /// that caused it), rss-release (memory released), cpu (on-CPU samples), wall (all
+    /// samples), malloc-bytes / malloc-count (bytes / calls of the target's libc allocator, per
+    /// thread, from eBPF uprobes: needs root or CAP_BPF+CAP_PERFMON). Default: heap where the
+    /// allocation hook ran (launched commands), else rss.
+    #[arg(short, long, value_parser = parse_metric)]
+    pub metric: Option<Metric>,
     /// Write an SVG flamegraph of the metric.
     #[arg(long, value_name = "FILE.svg")]
     pub flame: Option<PathBuf>,
@@ -94,10 +97,23 @@ impl OutputArgs {
             .collect()
     }
 
-    /// How the files are rendered.
-    pub fn render_options(&self, started: Option<SystemTime>) -> RenderOptions {
+    /// The metric asked for, else `heap` where `profile` has it, else `rss`.
+    pub fn metric_for(&self, profile: &crate::profile::Profile) -> Metric {
+        self.metric.unwrap_or(if profile.has_heap() {
+            Metric::Heap
+        } else {
+            Metric::Rss
+        })
+    }
+
+    /// How the files of `profile` are rendered.
+    pub fn render_options(
+        &self,
+        profile: &crate::profile::Profile,
+        started: Option<SystemTime>,
+    ) -> RenderOptions {
         RenderOptions {
-            metric: self.metric,
+            metric: self.metric_for(profile),
             threads: self.threads,
             style: FrameStyle {
                 show_imports: self.show_imports,
@@ -120,7 +136,7 @@ impl OutputArgs {
         profile: &crate::profile::Profile,
         started: Option<SystemTime>,
     ) -> anyhow::Result<Vec<String>> {
-        let (written, error) = outputs.write(profile, &self.render_options(started));
+        let (written, error) = outputs.write(profile, &self.render_options(profile, started));
         match error {
             Some(err) => Err(named(err)),
             None => Ok(written),

@@ -59,6 +59,14 @@ pub struct RunArgs {
     /// allocates between two stack samples (every call is still counted; 0 samples every call).
     #[arg(long, default_value_t = crate::run::kernel_capture::DEFAULT_SAMPLE_BYTES, value_name = "BYTES")]
     pub malloc_sample_bytes: u64,
+    /// Mean bytes between two sampled allocations of a thread for the `heap` metric (the
+    /// allocation hook loaded into launched interpreters, and attached ones from 3.14 on).
+    /// Smaller is finer and costs the target more.
+    #[arg(long, default_value_t = crate::run::heap_capture::DEFAULT_SAMPLE_BYTES, value_name = "BYTES")]
+    pub heap_sample_bytes: u64,
+    /// Do not load the allocation hook: no `heap` metric, and `rss` the default.
+    #[arg(long)]
+    pub no_heap: bool,
     /// Command to launch and sample until it exits (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -106,6 +114,7 @@ impl RunArgs {
                 AttributionArg::Ticks => AttributionMode::Ticks,
             },
             sample_bytes: self.malloc_sample_bytes,
+            heap_sample_bytes: (!self.no_heap).then_some(self.heap_sample_bytes),
         })
     }
 }

@@ -57,16 +57,16 @@ pub struct SampleArgs {
 /// Runs the subcommand.
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let metric = args.outputs.metric;
-    let options = args
-        .run
-        .options(MallocMode::for_metric(metric, MallocMode::Off))?;
+    let options = args.run.options(metric.map_or(MallocMode::Off, |m| {
+        MallocMode::for_metric(m, MallocMode::Off)
+    }))?;
     let pyroscope = match (&args.pyroscope, &args.app) {
         (Some(url), Some(app)) => Some(PyroscopeConfig::new(
             url,
             app,
             args.upload_interval,
             args.run.rate,
-            metric,
+            metric.unwrap_or(Metric::Rss),
         )?),
         _ => None,
     };
@@ -158,9 +158,12 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
     if let Some(rss) = stats.rss {
         eprintln!("  RSS at the end: {}", format_value(Metric::Rss, rss));
     }
-    let metric = args.outputs.metric;
+    let metric = args.outputs.metric_for(profile);
     if matches!(metric, Metric::Rss) {
         eprintln!("  {}", summary.attribution_note());
+    }
+    if let Some(line) = heap_line(profile, stats, metric, args.outputs.metric.is_none()) {
+        eprintln!("  {line}");
     }
     print_top_stacks(profile, &args.outputs);
     for note in &finished.notes {
@@ -168,11 +171,47 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
     }
 }
 
+/// What the `heap` view saw: the metric chosen by default and why, the hook's tallies, and
+/// how much of the RSS growth did not go through Python's allocators.
+fn heap_line(
+    profile: &Profile,
+    stats: &SamplerStats,
+    metric: Metric,
+    defaulted: bool,
+) -> Option<String> {
+    let tallies = stats.heap?;
+    let held = profile.total(Metric::Heap);
+    let rss = profile.total(Metric::Rss);
+    let mut line = format!(
+        "heap: {} held at the sustained peak by the stacks that allocated it ({} sampled allocations, one per {} KiB, {} still live)",
+        format_value(Metric::Heap, held),
+        tallies.samples,
+        tallies.sample_bytes / 1024,
+        tallies.live_samples
+    );
+    if defaulted && metric == Metric::Heap {
+        line.push_str("; the default metric, since the allocation hook ran");
+    }
+    if rss > held {
+        line.push_str(&format!(
+            "; {} of RSS growth did not go through Python's allocators (native buffers, C libraries): see --metric rss",
+            format_value(Metric::Rss, rss - held)
+        ));
+    }
+    if tallies.stacks_full + tallies.table_full > 0 {
+        line.push_str(&format!(
+            "; {} samples found the hook's tables full",
+            tallies.stacks_full + tallies.table_full
+        ));
+    }
+    Some(line)
+}
+
 /// The five heaviest stacks of the metric, innermost three frames each, as the flamegraph
 /// labels them.
 fn print_top_stacks(profile: &Profile, outputs: &OutputArgs) {
-    let metric = outputs.metric;
-    let labels = FrameLabels::new(profile, outputs.render_options(None).style);
+    let metric = outputs.metric_for(profile);
+    let labels = FrameLabels::new(profile, outputs.render_options(profile, None).style);
     let fold = FoldOptions {
         metric,
         threads: outputs.threads,

@@ -83,7 +83,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     }
     let required = args.sort == SortKey::Malloc || args.run.python_allocators;
     let malloc = MallocMode::for_metric(
-        args.outputs.metric,
+        args.outputs.metric.unwrap_or(Metric::Rss),
         if required {
             MallocMode::Required
         } else {

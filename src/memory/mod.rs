@@ -8,6 +8,7 @@
 //! Must not touch: Python stacks, sampling cadence, attribution of deltas to stacks (that is
 //! `sampler`'s job), or any output format.
 
+pub mod heap_hook;
 pub mod kernel_stacks;
 pub mod malloc;
 pub mod rss;

@@ -136,7 +136,7 @@ fn escape_xml(text: &str) -> String {
 /// `Memory flamegraph: rss (resident memory growth)`.
 fn title(metric: Metric) -> String {
     let kind = match metric.unit() {
-        Unit::Bytes | Unit::Calls => "Memory",
+        Unit::Bytes | Unit::Calls | Unit::Objects => "Memory",
         Unit::Samples => "Time",
     };
     format!("{kind} flamegraph: {metric} ({})", metric.description())

@@ -171,6 +171,18 @@ impl PprofOptions {
     }
 }
 
+/// The sample type's name: Go's and Pyroscope's names for the heap metrics (`inuse_space`,
+/// `inuse_objects`, `alloc_space`, `alloc_objects`), else the metric's own.
+pub fn type_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Heap => "inuse_space",
+        Metric::HeapObjects => "inuse_objects",
+        Metric::HeapAlloc => "alloc_space",
+        Metric::HeapAllocCount => "alloc_objects",
+        other => other.name(),
+    }
+}
+
 /// pprof's unit name of a metric's values.
 pub fn unit_name(metric: Metric) -> &'static str {
     match metric.unit() {
@@ -227,6 +239,7 @@ pub fn sample_metrics(profile: &Profile, default_metric: Metric) -> Vec<Metric> 
     let recorded = recorded_metrics(profile);
     Metric::ALL
         .into_iter()
+        .filter(|m| *m != Metric::HeapFreed)
         .filter(|m| *m == default_metric || recorded.contains(m))
         .collect()
 }
@@ -238,7 +251,7 @@ pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
     let sample_type = metrics
         .iter()
         .map(|&m| proto::ValueType {
-            r#type: strings.add(m.name()),
+            r#type: strings.add(type_name(m)),
             unit: strings.add(unit_name(m)),
         })
         .collect();
@@ -368,7 +381,7 @@ pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
         r#type: strings.add("wall"),
         unit: strings.add("nanoseconds"),
     });
-    let default_sample_type = strings.add(options.default_metric.name());
+    let default_sample_type = strings.add(type_name(options.default_metric));
     proto::Profile {
         sample_type,
         sample: samples,

@@ -114,7 +114,7 @@ pub struct IngestRequest {
 fn pyroscope_units(metric: Metric) -> &'static str {
     match metric.unit() {
         Unit::Bytes => "bytes",
-        Unit::Calls => "objects",
+        Unit::Calls | Unit::Objects => "objects",
         Unit::Samples => "samples",
     }
 }

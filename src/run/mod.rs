@@ -14,19 +14,24 @@ mod target;
 
 pub use target::Target;
 
-use crate::memory::malloc::{MallocError, MallocOptions};
+use crate::memory::malloc::MallocError;
 use crate::profile::{Profile, RunSummary, TargetInfo};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sample::{Metric, ProcessIdentity, Sample};
-use crate::sampler::kernel::SharedCapture;
 use crate::sampler::process_tree::ProcessTreeSampler;
 use crate::sampler::{SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats, StopReason};
+pub use heap_capture::HeapHookError;
 pub use kernel_capture::AttributionMode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
+pub mod heap_capture;
 pub mod kernel_capture;
 mod malloc_metrics;
+mod sources;
+
+use sources::Sources;
+use std::rc::Rc;
 
 /// What to sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +68,9 @@ pub struct RunOptions {
     /// With in-kernel stacks and `malloc`: mean bytes between two allocation samples of a
     /// thread (0: every allocation).
     pub sample_bytes: u64,
+    /// The allocation hook (`heap` metrics), where it can be loaded: mean bytes between two
+    /// sampled allocations of a thread. `None`: no hook.
+    pub heap_sample_bytes: Option<u64>,
 }
 
 /// Whether a run counts the target's allocator.
@@ -91,6 +99,9 @@ pub enum RunError {
     /// The command cannot be launched.
     #[error(transparent)]
     Launch(#[from] crate::attach::child::LaunchError),
+    /// The allocation hook cannot be prepared.
+    #[error(transparent)]
+    HeapHook(#[from] HeapHookError),
     /// The launched command exited before Python could be attached.
     #[error("{command} exited ({status}) before its Python interpreter could be attached")]
     ExitedBeforeAttach {
@@ -129,6 +140,8 @@ pub struct Run {
     rate_hz: f64,
     notes: Vec<String>,
     counts_allocations: bool,
+    /// The run's sources, kept for as long as it samples (the hook's files among them).
+    _sources: Rc<Sources>,
 }
 
 /// A run that has ended: its profile (with its summary), statistics and notes, and the
@@ -158,70 +171,56 @@ impl Run {
             rate_hz: options.rate_hz,
             duration: options.duration,
         };
-        let malloc = (options.malloc != MallocMode::Off).then_some(MallocOptions {
-            python_allocators: options.python_allocators,
-            frees: false,
-        });
         // The capture is loaded before a command is launched, so that it sees the start.
         let mut notes = Vec::new();
-        let capture = load_capture(options, malloc.is_some(), &mut notes)?;
-        if options.subprocesses {
-            return Run::start_tree(
-                options,
-                sampler_options,
-                spy_options,
-                malloc,
-                capture,
-                notes,
-            );
-        }
-        let (target, spy) = match &options.target {
-            TargetSpec::Pid(pid) => {
-                let spy = PythonSpy::attach(*pid, &spy_options)?;
-                let command = spy.process().cmdline().unwrap_or_default();
-                (Target::existing(*pid, command), spy)
-            }
-            TargetSpec::Command(command) => {
-                let mut target = Target::launch(command, options.quiet_child)?;
-                let spy = target.attach_when_ready(&spy_options, stop)?;
-                (target, spy)
-            }
+        let sources = Rc::new(Sources::prepare(options, &mut notes)?);
+        let env = sources.launch_environment();
+        let mut target = match &options.target {
+            TargetSpec::Pid(pid) => Target::existing(
+                *pid,
+                crate::attach::TargetProcess::open(*pid)
+                    .and_then(|p| p.cmdline())
+                    .unwrap_or_default(),
+            ),
+            TargetSpec::Command(command) => Target::launch(command, options.quiet_child, &env)?,
         };
+        if options.subprocesses {
+            let mut sampler = ProcessTreeSampler::new(target.pid, sampler_options, spy_options)?;
+            notes.extend(sources.describe());
+            let per_process = Rc::clone(&sources);
+            sampler.on_attach(Box::new(move |sampler, pid| {
+                per_process
+                    .add_process(sampler, pid)
+                    .map(|_| ())
+                    .map_err(|err| err.to_string())
+            }));
+            let info = TargetInfo {
+                pid: target.pid,
+                command: target.command.clone(),
+                python_version: None,
+            };
+            return Ok(Run {
+                profile: Profile::new(info, options.keep_timeline),
+                target,
+                engine: Engine::Tree(Box::new(sampler)),
+                rate_hz: options.rate_hz,
+                notes,
+                counts_allocations: sources.counts_allocations(),
+                _sources: sources,
+            });
+        }
+        let spy = match options.target {
+            TargetSpec::Pid(pid) => PythonSpy::attach(pid, &spy_options)?,
+            TargetSpec::Command(_) => target.attach_when_ready(&spy_options, stop)?,
+        };
+        if let TargetSpec::Pid(_) = options.target {
+            target.command = spy.process().cmdline().unwrap_or_default();
+        }
         let python_version = spy.version().to_string();
         let mut sampler = Sampler::new(spy, target.pid, sampler_options)?;
-        let mut counts_allocations = false;
-        let capture = match capture {
-            Some(capture) => {
-                match kernel_capture::add_process(
-                    &capture,
-                    &mut sampler,
-                    &malloc.unwrap_or_default(),
-                ) {
-                    Ok(()) => Some(capture),
-                    Err(err) if options.attribution == AttributionMode::Auto => {
-                        notes.push(no_kernel_stacks(&err));
-                        None
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
-            None => None,
-        };
-        if let Some(capture) = &capture {
-            notes.push(kernel_capture::describe(capture));
-            counts_allocations = malloc.is_some();
-        } else if let Some(malloc) = malloc {
-            match malloc_metrics::add_malloc_sources(&mut sampler, target.pid, &malloc) {
-                Ok(description) => {
-                    counts_allocations = true;
-                    notes.push(format!("counting allocations with {description}"));
-                }
-                Err(err) if options.malloc == MallocMode::IfAvailable => {
-                    notes.push(format!("no allocator counters: {err}"));
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let added = sources.add_process(&mut sampler, target.pid)?;
+        notes.extend(sources.describe());
+        notes.extend(added.notes);
         if !sampler.has_thread_counters() {
             notes.push(format!(
                 "per-thread page faults of process {} are unreadable: RSS growth will be charged to the GIL holder",
@@ -239,55 +238,8 @@ impl Run {
             engine: Engine::Single(Box::new(sampler)),
             rate_hz: options.rate_hz,
             notes,
-            counts_allocations,
-        })
-    }
-
-    fn start_tree(
-        options: &RunOptions,
-        sampler_options: SamplerOptions,
-        spy_options: SpyOptions,
-        malloc: Option<MallocOptions>,
-        capture: Option<SharedCapture>,
-        notes: Vec<String>,
-    ) -> Result<Run, RunError> {
-        let target = match &options.target {
-            TargetSpec::Pid(pid) => Target::existing(
-                *pid,
-                crate::attach::TargetProcess::open(*pid)
-                    .and_then(|p| p.cmdline())
-                    .unwrap_or_default(),
-            ),
-            TargetSpec::Command(command) => Target::launch(command, options.quiet_child)?,
-        };
-        let mut sampler = ProcessTreeSampler::new(target.pid, sampler_options, spy_options)?;
-        let mut notes = notes;
-        if let Some(capture) = capture {
-            notes.push(kernel_capture::describe(&capture));
-            let allocators = malloc.unwrap_or_default();
-            sampler.on_attach(Box::new(move |sampler, _pid| {
-                kernel_capture::add_process(&capture, sampler, &allocators)
-                    .map_err(|err| format!("no in-kernel stacks: {err}"))
-            }));
-        } else if let Some(malloc) = malloc {
-            sampler.on_attach(Box::new(move |sampler, pid| {
-                malloc_metrics::add_malloc_sources(sampler, pid, &malloc)
-                    .map(|_| ())
-                    .map_err(|err| format!("no allocator counters: {err}"))
-            }));
-        }
-        let info = TargetInfo {
-            pid: target.pid,
-            command: target.command.clone(),
-            python_version: None,
-        };
-        Ok(Run {
-            profile: Profile::new(info, options.keep_timeline),
-            target,
-            engine: Engine::Tree(Box::new(sampler)),
-            rate_hz: options.rate_hz,
-            notes,
-            counts_allocations: malloc.is_some(),
+            counts_allocations: added.counts_allocations,
+            _sources: sources,
         })
     }
 
@@ -404,30 +356,6 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
         ));
     }
     lines
-}
-
-/// Loads the in-kernel capture the run's `--attribution` asks for (`None` for ticks, or in
-/// `auto` mode where eBPF is unavailable: a note says why).
-fn load_capture(
-    options: &RunOptions,
-    allocations: bool,
-    notes: &mut Vec<String>,
-) -> Result<Option<SharedCapture>, RunError> {
-    if options.attribution == AttributionMode::Ticks {
-        return Ok(None);
-    }
-    match kernel_capture::load(allocations, options.sample_bytes) {
-        Ok(capture) => Ok(Some(capture)),
-        Err(err) if options.attribution == AttributionMode::Auto => {
-            notes.push(no_kernel_stacks(&err));
-            Ok(None)
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-fn no_kernel_stacks(err: &MallocError) -> String {
-    format!("no in-kernel stacks ({err}): memory is charged to the stacks read at each tick")
 }
 
 /// Whether `metric` needs the allocator counters.

@@ -34,14 +34,14 @@ impl Target {
         }
     }
 
-    /// Launches `command` (program first); with `quiet`, its standard streams go to
-    /// `/dev/null` (a full-screen view owns the terminal).
-    pub fn launch(command: &[String], quiet: bool) -> Result<Target, RunError> {
-        let child = if quiet {
-            LaunchedChild::spawn_quiet(command)?
-        } else {
-            LaunchedChild::spawn(command)?
-        };
+    /// Launches `command` (program first) with `env` added to its environment; with `quiet`,
+    /// its standard streams go to `/dev/null` (a full-screen view owns the terminal).
+    pub fn launch(
+        command: &[String],
+        quiet: bool,
+        env: &[(String, String)],
+    ) -> Result<Target, RunError> {
+        let child = LaunchedChild::spawn_with(command, quiet, env)?;
         Ok(Target {
             pid: child.pid(),
             command: child.command().to_string(),

@@ -1,0 +1,962 @@
+//! The allocation-sampling hook that pmt loads into a target for the `heap` metric (SPEC §2.5).
+//!
+//! Installed with PEP 445's `PyMem_GetAllocator`/`PyMem_SetAllocator` around the raw, mem and
+//! object domains, it passes every call through to the allocator it wraps. Allocations are
+//! sampled by bytes: each thread counts down a random interval (exponential, mean
+//! `sample_bytes`, as tcmalloc and Go do), and the allocation that crosses it is sampled and
+//! weighted by the inverse of its probability (`1 / (1 - exp(-size / mean))`), so the estimates
+//! are unbiased. A sampled allocation records its thread's Python stack (code object,
+//! instruction, code tag per frame, walked with the layout pmt hands over) into a table of
+//! distinct stacks, and is remembered in a table of live samples until it is freed. pmt reads
+//! [`state::HeapState`] and the tables out of process.
+//!
+//! The common path of an allocation is a thread-local countdown; of a free, one byte of a
+//! counting filter (is any live sample hashed here?). Everything else happens on the sampled
+//! path under one spin lock. The hook never allocates (its tables are mmapped), never calls
+//! into Python except `Py_IncRef` on the code objects of a new stack while the GIL is held (so
+//! they outlive the stacks that name them), and uninstalls itself once the pmt that installed
+//! it is gone. A forked child starts with empty tables.
+//!
+//! Owns: the wrappers, sampling, stack capture in the target, the tables.
+//! Must not touch: anything pmt decides (layouts, which processes, the metric).
+//! Depends on nothing but the C library: it is built by pmt's build script with `rustc` alone.
+
+#![allow(clippy::missing_safety_doc)]
+
+mod state;
+
+use state::{
+    DEPTH_TRUNCATED, FrameEntry, HeapState, HookLayout, MAGIC, MAX_DEPTH, MAX_FRAMES, MAX_STACKS,
+    StackEntry, VERSION,
+};
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+// ---------------------------------------------------------------------------------------------
+// The C library and the CPython API, resolved at install time.
+
+unsafe extern "C" {
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64)
+    -> *mut c_void;
+    fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    fn getpid() -> c_int;
+    fn syscall(number: i64, ...) -> i64;
+    fn kill(pid: c_int, sig: c_int) -> c_int;
+    fn pthread_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+    ) -> c_int;
+    fn sched_yield() -> c_int;
+    fn clock_gettime(clock: c_int, ts: *mut [i64; 2]) -> c_int;
+    fn __errno_location() -> *mut c_int;
+}
+
+const PROT_READ_WRITE: c_int = 0x1 | 0x2;
+const MAP_PRIVATE_ANONYMOUS_NORESERVE: c_int = 0x02 | 0x20 | 0x4000;
+const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
+const SYS_GETTID: i64 = 186;
+const ESRCH: c_int = 3;
+const CLOCK_MONOTONIC_COARSE: c_int = 6;
+
+/// `PyMemAllocatorEx`, the same from CPython 3.5 on.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Allocator {
+    ctx: *mut c_void,
+    malloc: Option<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>,
+    calloc: Option<unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void>,
+    realloc: Option<unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void>,
+    free: Option<unsafe extern "C" fn(*mut c_void, *mut c_void)>,
+}
+
+const EMPTY_ALLOCATOR: Allocator = Allocator {
+    ctx: std::ptr::null_mut(),
+    malloc: None,
+    calloc: None,
+    realloc: None,
+    free: None,
+};
+
+type GetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
+type SetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
+type ThisThreadState = unsafe extern "C" fn() -> *mut c_void;
+type GilCheck = unsafe extern "C" fn() -> c_int;
+type IncRef = unsafe extern "C" fn(*mut c_void);
+
+/// The CPython functions the hook calls.
+#[derive(Clone, Copy)]
+struct Api {
+    set_allocator: SetAllocator,
+    this_thread_state: ThisThreadState,
+    gil_check: GilCheck,
+    inc_ref: IncRef,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global state.
+
+/// A global the hook mutates under its own discipline (the lock, or install time).
+#[repr(transparent)]
+pub struct Global<T>(UnsafeCell<T>);
+// SAFETY: every access is either at install (GIL held, before the wrappers run) or under
+// `LOCK`, or through atomics of naturally aligned words.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    const fn new(value: T) -> Self {
+        Global(UnsafeCell::new(value))
+    }
+    fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+const EMPTY_STATE: HeapState = HeapState {
+    magic: 0,
+    version: 0,
+    pid: 0,
+    generation: 0,
+    sample_bytes: 0,
+    enabled: 0,
+    owner_pid: 0,
+    stacks_len: 0,
+    frames_len: 0,
+    stacks_addr: 0,
+    frames_addr: 0,
+    samples: 0,
+    live_samples: 0,
+    stacks_full: 0,
+    table_full: 0,
+    no_thread_state: 0,
+    table_bytes: 0,
+    layout: HookLayout {
+        flags: 0,
+        tstate_frame: 0,
+        cframe_current_frame: 0,
+        frame_back: 0,
+        frame_code: 0,
+        frame_lasti: 0,
+        frame_owner: 0,
+        first_shim_owner: 0,
+        code_tag: 0,
+        code_tag_len: 0,
+    },
+};
+
+/// What pmt reads: found through this symbol of the loaded library.
+#[unsafe(no_mangle)]
+pub static PMT_HEAP_STATE: Global<HeapState> = Global::new(EMPTY_STATE);
+
+/// The wrapped allocators, one per domain (raw, mem, object).
+static ORIGINAL: Global<[Allocator; 3]> = Global::new([EMPTY_ALLOCATOR; 3]);
+static API: Global<Option<Api>> = Global::new(None);
+/// Whether the wrappers sample (cleared when the hook uninstalls itself).
+static SAMPLING: AtomicBool = AtomicBool::new(false);
+/// Whether the wrappers are installed in CPython's allocator table.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The counting filter of live samples (null: no live sample can exist).
+static FILTER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static LOCK: AtomicBool = AtomicBool::new(false);
+/// The next time (coarse monotonic seconds) to check that pmt is still there.
+static NEXT_OWNER_CHECK: AtomicU64 = AtomicU64::new(0);
+
+const FILTER_BITS: u32 = 18;
+const STACK_INDEX_BITS: u32 = 17;
+const LIVE_MIN_BITS: u32 = 12;
+const LIVE_MAX_BITS: u32 = 24;
+
+/// The tables, under `LOCK`.
+struct Tables {
+    /// Open addressing of `stack index + 1` by stack hash.
+    stack_index: *mut u32,
+    stacks: *mut StackEntry,
+    frames: *mut FrameEntry,
+    live: *mut LiveSample,
+    live_bits: u32,
+    live_used: usize,
+    live_tombs: usize,
+}
+
+static TABLES: Global<Tables> = Global::new(Tables {
+    stack_index: std::ptr::null_mut(),
+    stacks: std::ptr::null_mut(),
+    frames: std::ptr::null_mut(),
+    live: std::ptr::null_mut(),
+    live_bits: 0,
+    live_used: 0,
+    live_tombs: 0,
+});
+
+/// One sampled allocation not yet freed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LiveSample {
+    /// Its address; 0 empty, 1 a removed entry.
+    ptr: u64,
+    stack: u32,
+    reserved: u32,
+    bytes: u64,
+    count: u64,
+}
+
+const TOMB: u64 = 1;
+
+thread_local! {
+    /// Bytes this thread may still allocate before its next sample.
+    static COUNTDOWN: Cell<i64> = const { Cell::new(0) };
+    /// The thread's random state (0: not seeded).
+    static RNG: Cell<u64> = const { Cell::new(0) };
+    /// The thread's kernel id (0: not known yet).
+    static TID: Cell<u32> = const { Cell::new(0) };
+    /// Set while the thread is inside the hook's sampled path.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+fn state() -> *mut HeapState {
+    PMT_HEAP_STATE.get()
+}
+
+/// An atomic view of a `u64` field of the shared state or tables.
+unsafe fn word(field: *mut u64) -> &'static AtomicU64 {
+    // SAFETY: the field is naturally aligned and lives as long as the library.
+    unsafe { AtomicU64::from_ptr(field) }
+}
+
+fn lock() {
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // SAFETY: plain system call.
+        unsafe { sched_yield() };
+    }
+}
+
+fn unlock() {
+    LOCK.store(false, Ordering::Release);
+}
+
+fn mix(h: u64, v: u64) -> u64 {
+    let h = (h ^ v).wrapping_mul(0x100_0000_01b3);
+    h ^ (h >> 29)
+}
+
+fn pointer_hash(ptr: u64) -> u64 {
+    (ptr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+unsafe fn map_zeroed(bytes: usize) -> *mut c_void {
+    // SAFETY: a fresh private anonymous mapping.
+    let p = unsafe {
+        mmap(
+            std::ptr::null_mut(),
+            bytes,
+            PROT_READ_WRITE,
+            MAP_PRIVATE_ANONYMOUS_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wrappers: one set per domain, each passing through to the allocator it wraps. Their
+// context is the wrapped allocator's own, so a caller that reads the allocator table while it
+// is being swapped gets a consistent pair either way.
+
+unsafe extern "C" fn hook_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: ORIGINAL[D] was filled before the wrappers were installed.
+    let original = unsafe { (*ORIGINAL.get())[D] };
+    let Some(malloc) = original.malloc else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: passing the call through.
+    let p = unsafe { malloc(ctx, size) };
+    after_alloc(p, size);
+    p
+}
+
+unsafe extern "C" fn hook_calloc<const D: usize>(
+    ctx: *mut c_void,
+    nelem: usize,
+    elsize: usize,
+) -> *mut c_void {
+    // SAFETY: as in `hook_malloc`.
+    let original = unsafe { (*ORIGINAL.get())[D] };
+    let Some(calloc) = original.calloc else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: passing the call through.
+    let p = unsafe { calloc(ctx, nelem, elsize) };
+    after_alloc(p, nelem.saturating_mul(elsize));
+    p
+}
+
+unsafe extern "C" fn hook_realloc<const D: usize>(
+    ctx: *mut c_void,
+    ptr: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    // SAFETY: as in `hook_malloc`.
+    let original = unsafe { (*ORIGINAL.get())[D] };
+    let Some(realloc) = original.realloc else {
+        return std::ptr::null_mut();
+    };
+    before_free(ptr);
+    // SAFETY: passing the call through.
+    let p = unsafe { realloc(ctx, ptr, size) };
+    after_alloc(p, size);
+    p
+}
+
+unsafe extern "C" fn hook_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
+    // SAFETY: as in `hook_malloc`.
+    let original = unsafe { (*ORIGINAL.get())[D] };
+    before_free(ptr);
+    if let Some(free) = original.free {
+        // SAFETY: passing the call through.
+        unsafe { free(ctx, ptr) };
+    }
+}
+
+/// The common path of an allocation: count the bytes down.
+#[inline(always)]
+fn after_alloc(p: *mut c_void, size: usize) {
+    if p.is_null() {
+        return;
+    }
+    let left = COUNTDOWN.with(|c| {
+        let left = c.get().wrapping_sub(size as i64);
+        c.set(left);
+        left
+    });
+    if left <= 0 {
+        sampled(p, size);
+    }
+}
+
+/// The common path of a free: is any live sample hashed where `ptr` would be?
+#[inline(always)]
+fn before_free(ptr: *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
+    let filter = FILTER.load(Ordering::Acquire);
+    if filter.is_null() {
+        return;
+    }
+    let bucket = (pointer_hash(ptr as u64) >> (64 - FILTER_BITS)) as usize;
+    // SAFETY: the filter has 1 << FILTER_BITS bytes and is never unmapped.
+    if unsafe { *filter.add(bucket) } != 0 {
+        forget(ptr as u64, bucket);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sampled path.
+
+fn next_random() -> u64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        if x == 0 {
+            let mut ts = [0i64; 2];
+            // SAFETY: plain system call into a local.
+            unsafe { clock_gettime(1, &mut ts) };
+            x = mix(
+                mix(ts[1] as u64 ^ (ts[0] as u64).rotate_left(32), thread_id() as u64),
+                r as *const _ as u64,
+            ) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// A draw of the exponential interval of mean `mean` bytes.
+fn next_interval(mean: u64) -> i64 {
+    if mean <= 1 {
+        return 1;
+    }
+    let u = ((next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let interval = -u.ln() * mean as f64;
+    (interval as i64).clamp(1, i64::MAX / 2)
+}
+
+fn thread_id() -> u32 {
+    TID.with(|t| {
+        let mut tid = t.get();
+        if tid == 0 {
+            // SAFETY: gettid takes no arguments.
+            tid = unsafe { syscall(SYS_GETTID) } as u32;
+            t.set(tid);
+        }
+        tid
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn sampled(p: *mut c_void, size: usize) {
+    if BUSY.with(|b| b.replace(true)) {
+        // An allocation made by the hook's own work (`Py_IncRef` does not allocate; this is
+        // a guard, not a path taken).
+        return;
+    }
+    // SAFETY: the state is only written under the lock or at install.
+    let mean = unsafe { word(&raw mut (*state()).sample_bytes) }.load(Ordering::Relaxed);
+    COUNTDOWN.with(|c| c.set(next_interval(mean)));
+    if SAMPLING.load(Ordering::Acquire) {
+        record(p as u64, size as u64, mean);
+        check_owner();
+    }
+    BUSY.with(|b| b.set(false));
+}
+
+/// The weights of a sample of `size` bytes: (bytes, allocations) it stands for.
+fn weights(size: u64, mean: u64) -> (u64, u64) {
+    if mean <= 1 || size == 0 {
+        return (size, 1);
+    }
+    let probability = -(-(size as f64) / mean as f64).exp_m1();
+    if probability <= 0.0 {
+        return (size, 1);
+    }
+    let scale = 1.0 / probability;
+    ((size as f64 * scale).round() as u64, scale.round().max(1.0) as u64)
+}
+
+fn record(ptr: u64, size: u64, mean: u64) {
+    let (bytes, count) = weights(size, mean);
+    let mut frames = [FrameEntry::default(); MAX_DEPTH];
+    // SAFETY: the API and layout were set at install, before sampling started.
+    let api = unsafe { (*API.get()).as_ref().copied() };
+    let Some(api) = api else { return };
+    let layout = unsafe { (*state()).layout };
+    // SAFETY: the calling thread's own frame chain, which only this thread changes.
+    let (depth, truncated, has_thread) = unsafe { capture(&api, &layout, &mut frames) };
+    let tid = thread_id();
+    let mut hash = mix(0x5151_7a7a, tid as u64);
+    for frame in &frames[..depth] {
+        hash = mix(mix(mix(hash, frame.code), frame.position), frame.tag);
+    }
+    lock();
+    let st = state();
+    // SAFETY: under the lock.
+    unsafe {
+        if !has_thread {
+            (*st).no_thread_state += 1;
+        }
+        let (stack, new) = intern_stack(hash, tid, &frames[..depth], truncated);
+        let tables = &mut *TABLES.get();
+        let entry = &mut *tables.stacks.add(stack as usize);
+        word(&raw mut entry.alloc_bytes).fetch_add(bytes, Ordering::Relaxed);
+        word(&raw mut entry.alloc_count).fetch_add(count, Ordering::Relaxed);
+        word(&raw mut (*st).samples).fetch_add(1, Ordering::Relaxed);
+        if remember(ptr, stack, bytes, count) {
+            word(&raw mut (*st).live_samples).fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Not remembered: its free will not be seen, so it is counted as freed now
+            // rather than held for ever.
+            (*st).table_full += 1;
+            word(&raw mut entry.freed_bytes).fetch_add(bytes, Ordering::Relaxed);
+            word(&raw mut entry.freed_count).fetch_add(count, Ordering::Relaxed);
+        }
+        unlock();
+        if new && (api.gil_check)() != 0 {
+            for frame in &frames[..depth] {
+                (api.inc_ref)(frame.code as *mut c_void);
+            }
+        }
+    }
+}
+
+/// Walks the calling thread's frames, innermost first; returns (depth, truncated, whether the
+/// thread has a Python thread state).
+unsafe fn capture(
+    api: &Api,
+    layout: &HookLayout,
+    out: &mut [FrameEntry; MAX_DEPTH],
+) -> (usize, bool, bool) {
+    // SAFETY (whole function): the thread state and frames are this thread's own, alive while
+    // it is inside an allocator call; the offsets were checked against `MAX_OFFSET` at install.
+    unsafe {
+        let tstate = (api.this_thread_state)() as u64;
+        if tstate == 0 {
+            return (0, false, false);
+        }
+        let read = |addr: u64| *(addr as *const u64);
+        let mut frame = read(tstate + layout.tstate_frame as u64);
+        if layout.flags & HookLayout::F_CFRAME != 0 && frame != 0 {
+            frame = read(frame + layout.cframe_current_frame as u64);
+        }
+        let mut depth = 0;
+        let mut truncated = false;
+        for _ in 0..4 * MAX_DEPTH {
+            if frame == 0 {
+                break;
+            }
+            let back = read(frame + layout.frame_back as u64);
+            let mut code = read(frame + layout.frame_code as u64);
+            if layout.flags & HookLayout::F_SHIMS != 0
+                && u32::from(*((frame + layout.frame_owner as u64) as *const u8))
+                    >= layout.first_shim_owner
+            {
+                frame = back;
+                continue;
+            }
+            if layout.flags & HookLayout::F_TAGGED_CODE != 0 {
+                code &= !3;
+            }
+            if code == 0 {
+                if depth == 0 && layout.flags & HookLayout::F_FRAME_OBJECTS == 0 {
+                    frame = back;
+                    continue;
+                }
+                break;
+            }
+            if depth == MAX_DEPTH {
+                truncated = true;
+                break;
+            }
+            let position = if layout.flags & HookLayout::F_FRAME_OBJECTS != 0 {
+                *((frame + layout.frame_lasti as u64) as *const i32) as i64 as u64
+            } else {
+                read(frame + layout.frame_lasti as u64)
+            };
+            let mut tag = read(code + layout.code_tag as u64);
+            if layout.code_tag_len == 16 {
+                tag ^= read(code + layout.code_tag as u64 + 8);
+            }
+            out[depth] = FrameEntry {
+                code,
+                position,
+                tag,
+            };
+            depth += 1;
+            frame = back;
+        }
+        (depth, truncated, true)
+    }
+}
+
+/// The stack's index (interning it if new; 0 when there is no room) and whether it is new.
+unsafe fn intern_stack(hash: u64, tid: u32, frames: &[FrameEntry], truncated: bool) -> (u32, bool) {
+    // SAFETY (whole function): under the lock; the tables were mapped at install.
+    unsafe {
+        let st = state();
+        let tables = &mut *TABLES.get();
+        let mask = (1usize << STACK_INDEX_BITS) - 1;
+        let mut slot = (hash >> (64 - STACK_INDEX_BITS)) as usize;
+        loop {
+            let at = *tables.stack_index.add(slot);
+            if at == 0 {
+                break;
+            }
+            let entry = &*tables.stacks.add(at as usize - 1);
+            let depth = (entry.depth & !DEPTH_TRUNCATED) as usize;
+            if entry.hash == hash && entry.tid == tid && depth == frames.len() {
+                let stored =
+                    std::slice::from_raw_parts(tables.frames.add(entry.first_frame as usize), depth);
+                if stored == frames {
+                    return (at - 1, false);
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+        let stacks_len = (*st).stacks_len as usize;
+        let frames_len = (*st).frames_len as usize;
+        if stacks_len >= MAX_STACKS || frames_len + frames.len() > MAX_FRAMES {
+            (*st).stacks_full += 1;
+            return (0, false);
+        }
+        std::ptr::copy_nonoverlapping(frames.as_ptr(), tables.frames.add(frames_len), frames.len());
+        let entry = &mut *tables.stacks.add(stacks_len);
+        entry.hash = hash;
+        entry.tid = tid;
+        entry.depth = frames.len() as u32 | if truncated { DEPTH_TRUNCATED } else { 0 };
+        entry.first_frame = frames_len as u32;
+        *tables.stack_index.add(slot) = stacks_len as u32 + 1;
+        word(&raw mut (*st).frames_len).store((frames_len + frames.len()) as u64, Ordering::Release);
+        word(&raw mut (*st).stacks_len).store(stacks_len as u64 + 1, Ordering::Release);
+        (stacks_len as u32, true)
+    }
+}
+
+/// Remembers a live sample; false when the table cannot grow.
+unsafe fn remember(ptr: u64, stack: u32, bytes: u64, count: u64) -> bool {
+    // SAFETY (whole function): under the lock.
+    unsafe {
+        let tables = &mut *TABLES.get();
+        if (tables.live_used + tables.live_tombs + 1) * 2 > 1 << tables.live_bits && !grow_live(tables)
+        {
+            return false;
+        }
+        let mask = (1usize << tables.live_bits) - 1;
+        let mut slot = (pointer_hash(ptr) >> (64 - tables.live_bits)) as usize;
+        loop {
+            let entry = &mut *tables.live.add(slot);
+            if entry.ptr == 0 || entry.ptr == TOMB {
+                if entry.ptr == TOMB {
+                    tables.live_tombs -= 1;
+                }
+                *entry = LiveSample {
+                    ptr,
+                    stack,
+                    reserved: 0,
+                    bytes,
+                    count,
+                };
+                break;
+            }
+            slot = (slot + 1) & mask;
+        }
+        tables.live_used += 1;
+        let filter = FILTER.load(Ordering::Relaxed);
+        let bucket = (pointer_hash(ptr) >> (64 - FILTER_BITS)) as usize;
+        let counter = &mut *filter.add(bucket);
+        *counter = counter.saturating_add(1);
+        true
+    }
+}
+
+/// Rebuilds the live table at twice the size (or the same size when it is mostly removed
+/// entries); false when it cannot.
+unsafe fn grow_live(tables: &mut Tables) -> bool {
+    // SAFETY (whole function): under the lock.
+    unsafe {
+        let bits = if tables.live_used * 4 > 1 << tables.live_bits {
+            tables.live_bits + 1
+        } else {
+            tables.live_bits
+        };
+        if bits > LIVE_MAX_BITS {
+            return false;
+        }
+        let bytes = (1usize << bits) * size_of::<LiveSample>();
+        let fresh = map_zeroed(bytes) as *mut LiveSample;
+        if fresh.is_null() {
+            return false;
+        }
+        let mask = (1usize << bits) - 1;
+        for i in 0..1usize << tables.live_bits {
+            let entry = *tables.live.add(i);
+            if entry.ptr <= TOMB {
+                continue;
+            }
+            let mut slot = (pointer_hash(entry.ptr) >> (64 - bits)) as usize;
+            while (*fresh.add(slot)).ptr != 0 {
+                slot = (slot + 1) & mask;
+            }
+            *fresh.add(slot) = entry;
+        }
+        munmap(
+            tables.live as *mut c_void,
+            (1usize << tables.live_bits) * size_of::<LiveSample>(),
+        );
+        tables.live = fresh;
+        tables.live_bits = bits;
+        tables.live_tombs = 0;
+        (*state()).table_bytes = bytes as u64;
+        true
+    }
+}
+
+/// A free of a pointer the filter says may be a live sample.
+#[cold]
+#[inline(never)]
+fn forget(ptr: u64, bucket: usize) {
+    lock();
+    // SAFETY: under the lock.
+    unsafe {
+        let tables = &mut *TABLES.get();
+        if !tables.live.is_null() {
+            let mask = (1usize << tables.live_bits) - 1;
+            let mut slot = (pointer_hash(ptr) >> (64 - tables.live_bits)) as usize;
+            loop {
+                let entry = &mut *tables.live.add(slot);
+                if entry.ptr == 0 {
+                    break;
+                }
+                if entry.ptr == ptr {
+                    let stack = &mut *tables.stacks.add(entry.stack as usize);
+                    word(&raw mut stack.freed_bytes).fetch_add(entry.bytes, Ordering::Relaxed);
+                    word(&raw mut stack.freed_count).fetch_add(entry.count, Ordering::Relaxed);
+                    entry.ptr = TOMB;
+                    tables.live_used -= 1;
+                    tables.live_tombs += 1;
+                    let st = state();
+                    word(&raw mut (*st).live_samples).fetch_sub(1, Ordering::Relaxed);
+                    let filter = FILTER.load(Ordering::Relaxed);
+                    let counter = &mut *filter.add(bucket);
+                    if *counter != u8::MAX {
+                        *counter -= 1;
+                    }
+                    break;
+                }
+                slot = (slot + 1) & mask;
+            }
+        }
+    }
+    unlock();
+}
+
+/// Once a second of sampling at most: if the pmt that installed the hook is gone, stop
+/// sampling and, with the GIL held, put the wrapped allocators back.
+fn check_owner() {
+    let mut ts = [0i64; 2];
+    // SAFETY: plain system call into a local.
+    unsafe { clock_gettime(CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let now = ts[0].max(0) as u64;
+    if now < NEXT_OWNER_CHECK.load(Ordering::Relaxed) {
+        return;
+    }
+    NEXT_OWNER_CHECK.store(now + 1, Ordering::Relaxed);
+    // SAFETY: reading a word of the state.
+    let owner = unsafe { (*state()).owner_pid } as c_int;
+    // SAFETY: signal 0 only checks that the process exists.
+    let gone = owner > 0 && unsafe { kill(owner, 0) } != 0 && unsafe { *__errno_location() } == ESRCH;
+    if gone {
+        uninstall();
+    }
+}
+
+/// Stops sampling; puts the wrapped allocators back where the GIL allows it (else the
+/// wrappers stay, passing every call through).
+fn uninstall() {
+    SAMPLING.store(false, Ordering::Release);
+    // SAFETY: the state's word; the API was set at install.
+    unsafe {
+        (*state()).enabled = 0;
+        if let Some(api) = *API.get()
+            && INSTALLED.load(Ordering::Acquire)
+            && (api.gil_check)() != 0
+        {
+            for domain in 0..3 {
+                let mut original = (*ORIGINAL.get())[domain];
+                (api.set_allocator)(domain as c_int, &mut original);
+            }
+            INSTALLED.store(false, Ordering::Release);
+            // No sampled free can be seen any more: frees skip the filter.
+            FILTER.store(std::ptr::null_mut(), Ordering::Release);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fork: the lock is held across it; the child starts afresh.
+
+unsafe extern "C" fn before_fork() {
+    lock();
+}
+
+unsafe extern "C" fn after_fork_parent() {
+    unlock();
+}
+
+unsafe extern "C" fn after_fork_child() {
+    TID.with(|t| t.set(0));
+    RNG.with(|r| r.set(0));
+    // SAFETY: the child's only thread, holding the lock taken before the fork.
+    unsafe {
+        let st = state();
+        let tables = &mut *TABLES.get();
+        if !tables.live.is_null() {
+            std::ptr::write_bytes(tables.live, 0, 1 << tables.live_bits);
+            tables.live_used = 0;
+            tables.live_tombs = 0;
+            std::ptr::write_bytes(tables.stack_index, 0, 1 << STACK_INDEX_BITS);
+            let filter = FILTER.load(Ordering::Relaxed);
+            if !filter.is_null() {
+                std::ptr::write_bytes(filter, 0, 1 << FILTER_BITS);
+            }
+        }
+        (*st).stacks_len = 1; // stack 0 collects what finds no room
+        (*st).frames_len = 0;
+        (*st).samples = 0;
+        (*st).live_samples = 0;
+        (*st).stacks_full = 0;
+        (*st).table_full = 0;
+        (*st).no_thread_state = 0;
+        if !tables.stacks.is_null() {
+            std::ptr::write_bytes(tables.stacks, 0, 1);
+        }
+        (*st).pid = getpid() as u32;
+        (*st).generation += 1;
+    }
+    unlock();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Install.
+
+unsafe fn symbol(name: &[u8]) -> *mut c_void {
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT is the null handle on glibc and musl.
+    unsafe { dlsym(std::ptr::null_mut(), name.as_ptr() as *const c_char) }
+}
+
+/// Installs the hook: `layout` is a [`HookLayout`] of `layout_len` bytes (from pmt, for the
+/// running interpreter), `sample_bytes` the mean interval (0 or 1: every allocation),
+/// `owner_pid` the pmt to outlive no longer. Call with the GIL held (the loader does, through
+/// `ctypes.PyDLL`). Returns 0 when installed, 1 when it already was, and a negative number
+/// saying what is wrong: -1 a bad layout, -2 a missing CPython function, -3 no memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pmt_heap_install(
+    layout: *const u8,
+    layout_len: usize,
+    sample_bytes: u64,
+    owner_pid: u32,
+) -> c_int {
+    if INSTALLED.load(Ordering::Acquire) {
+        return 1;
+    }
+    if layout.is_null() || layout_len != HookLayout::SIZE {
+        return -1;
+    }
+    // SAFETY: the caller passes `layout_len` readable bytes.
+    let layout: HookLayout = unsafe { std::ptr::read_unaligned(layout as *const HookLayout) };
+    let offsets = [
+        layout.tstate_frame,
+        layout.cframe_current_frame,
+        layout.frame_back,
+        layout.frame_code,
+        layout.frame_lasti,
+        layout.frame_owner,
+        layout.code_tag,
+    ];
+    if offsets.iter().any(|&o| o > HookLayout::MAX_OFFSET)
+        || !matches!(layout.code_tag_len, 8 | 16)
+    {
+        return -1;
+    }
+    // SAFETY: symbol look-ups and transmutes of their addresses to the documented signatures.
+    unsafe {
+        let get = symbol(b"PyMem_GetAllocator\0");
+        let set = symbol(b"PyMem_SetAllocator\0");
+        let tstate = symbol(b"PyGILState_GetThisThreadState\0");
+        let gil = symbol(b"PyGILState_Check\0");
+        let inc_ref = symbol(b"Py_IncRef\0");
+        if [get, set, tstate, gil, inc_ref].iter().any(|p| p.is_null()) {
+            return -2;
+        }
+        let get: GetAllocator = std::mem::transmute(get);
+        let api = Api {
+            set_allocator: std::mem::transmute::<*mut c_void, SetAllocator>(set),
+            this_thread_state: std::mem::transmute::<*mut c_void, ThisThreadState>(tstate),
+            gil_check: std::mem::transmute::<*mut c_void, GilCheck>(gil),
+            inc_ref: std::mem::transmute::<*mut c_void, IncRef>(inc_ref),
+        };
+        let tables = &mut *TABLES.get();
+        if tables.stacks.is_null() {
+            let stack_index = map_zeroed((1 << STACK_INDEX_BITS) * size_of::<u32>()) as *mut u32;
+            let stacks = map_zeroed(MAX_STACKS * size_of::<StackEntry>()) as *mut StackEntry;
+            let frames = map_zeroed(MAX_FRAMES * size_of::<FrameEntry>()) as *mut FrameEntry;
+            let live = map_zeroed((1 << LIVE_MIN_BITS) * size_of::<LiveSample>()) as *mut LiveSample;
+            let filter = map_zeroed(1 << FILTER_BITS) as *mut u8;
+            if [
+                stack_index as usize,
+                stacks as usize,
+                frames as usize,
+                live as usize,
+                filter as usize,
+            ]
+            .contains(&0)
+            {
+                return -3;
+            }
+            tables.stack_index = stack_index;
+            tables.stacks = stacks;
+            tables.frames = frames;
+            tables.live = live;
+            tables.live_bits = LIVE_MIN_BITS;
+            FILTER.store(filter, Ordering::Release);
+            pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            );
+        }
+        *API.get() = Some(api);
+        let st = state();
+        (*st).version = VERSION;
+        (*st).pid = getpid() as u32;
+        (*st).sample_bytes = sample_bytes;
+        (*st).owner_pid = owner_pid;
+        (*st).stacks_addr = tables.stacks as u64;
+        (*st).frames_addr = tables.frames as u64;
+        (*st).table_bytes = ((1usize << LIVE_MIN_BITS) * size_of::<LiveSample>()) as u64;
+        (*st).layout = layout;
+        if (*st).stacks_len == 0 {
+            (*st).stacks_len = 1; // stack 0 collects what finds no room
+        }
+        for domain in 0..3 {
+            get(domain as c_int, &mut (*ORIGINAL.get())[domain]);
+        }
+        type Wrappers = (
+            unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+            unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void,
+            unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void,
+            unsafe extern "C" fn(*mut c_void, *mut c_void),
+        );
+        let wrappers: [Wrappers; 3] = [
+            (hook_malloc::<0>, hook_calloc::<0>, hook_realloc::<0>, hook_free::<0>),
+            (hook_malloc::<1>, hook_calloc::<1>, hook_realloc::<1>, hook_free::<1>),
+            (hook_malloc::<2>, hook_calloc::<2>, hook_realloc::<2>, hook_free::<2>),
+        ];
+        SAMPLING.store(true, Ordering::Release);
+        (*st).enabled = 1;
+        for (domain, (malloc, calloc, realloc, free)) in wrappers.into_iter().enumerate() {
+            let mut ours = Allocator {
+                ctx: (*ORIGINAL.get())[domain].ctx,
+                malloc: Some(malloc),
+                calloc: Some(calloc),
+                realloc: Some(realloc),
+                free: Some(free),
+            };
+            (api.set_allocator)(domain as c_int, &mut ours);
+        }
+        INSTALLED.store(true, Ordering::Release);
+        word(&raw mut (*st).magic).store(MAGIC, Ordering::Release);
+    }
+    0
+}
+
+/// Stops sampling and puts the wrapped allocators back (with the GIL held). Returns 0.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pmt_heap_uninstall() -> c_int {
+    uninstall();
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_unbiased_for_small_and_large_allocations() {
+        // A 512 KiB mean: a 64-byte allocation stands for mean/64 such allocations.
+        let (bytes, count) = weights(64, 512 * 1024);
+        assert!((bytes as f64 - 512.0 * 1024.0).abs() / (512.0 * 1024.0) < 0.001);
+        assert_eq!(count, 8192);
+        // Far above the mean: itself, once.
+        assert_eq!(weights(64 << 20, 512 * 1024), (64 << 20, 1));
+        assert_eq!(weights(100, 0), (100, 1));
+    }
+
+    #[test]
+    fn intervals_have_the_mean_asked_for() {
+        let n = 200_000;
+        let mean: f64 = (0..n).map(|_| next_interval(4096) as f64).sum::<f64>() / n as f64;
+        assert!((mean - 4096.0).abs() < 4096.0 * 0.02, "{mean}");
+    }
+}

@@ -1,0 +1,333 @@
+//! The allocation hook (`heap_hook/`, SPEC §2.5) as pmt sees it: the library's bytes (built by
+//! the build script and embedded here), the layout of its shared state (one definition,
+//! `heap_hook/src/state.rs`, compiled on both sides), and [`HookReader`], which finds the
+//! loaded hook in a target and reads what it sampled out of process, as per-stack deltas.
+//!
+//! Owns: finding the hook's state in the target, reading and validating it, the deltas.
+//! Must not touch: getting the hook into the target (`run::heap_capture`), decoding frames
+//! (`python`), charging (`sampler::heap`).
+
+#[path = "../../heap_hook/src/state.rs"]
+mod state;
+
+pub use state::{FrameEntry, HeapState, HookLayout, LIBRARY_NAME, StackEntry};
+
+use crate::attach::memory::{ReadMemory, RemoteMemory};
+use crate::attach::process::{mapped_files, readable_path};
+use crate::python::CapturedFrame;
+
+/// The hook library, for the target's architecture.
+pub const LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libpmt_heap_hook.so"));
+
+/// Why the hook's state cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// Its memory could not be read (the process exited, most likely).
+    #[error("cannot read the allocation hook's state in process {pid}: {message}")]
+    Read {
+        /// The target.
+        pid: i32,
+        /// What failed.
+        message: String,
+    },
+    /// What is there is not a hook state this pmt understands.
+    #[error("the allocation hook in process {pid} is not one this pmt can read ({what})")]
+    Foreign {
+        /// The target.
+        pid: i32,
+        /// What did not match.
+        what: String,
+    },
+}
+
+/// Where a process's hook state lies, once the library is loaded.
+pub fn find_state(pid: i32) -> Option<u64> {
+    let files = mapped_files(pid).ok()?;
+    let file = files
+        .iter()
+        .find(|f| f.path.file_name().is_some_and(|n| n == LIBRARY_NAME))?;
+    let read_path = readable_path(pid, &file.path, Some(file.inode));
+    let elf = crate::attach::elf::load_symbols(
+        &file.path,
+        &read_path,
+        file.base?,
+        &[state::STATE_SYMBOL],
+    )
+    .ok()?;
+    elf.symbols.get(state::STATE_SYMBOL).copied()
+}
+
+/// What one stack of sampled allocations did since the previous read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackDelta {
+    /// The stack's index in the hook's table (stable while the generation lasts).
+    pub index: u32,
+    /// The allocating thread's kernel id (in the target's PID namespace).
+    pub tid: u32,
+    /// Estimated bytes allocated.
+    pub alloc_bytes: u64,
+    /// Estimated allocations.
+    pub alloc_count: u64,
+    /// Estimated bytes of this stack's allocations freed.
+    pub freed_bytes: u64,
+}
+
+/// One stack as the hook recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookStack {
+    /// The allocating thread's kernel id.
+    pub tid: u32,
+    /// Frames, innermost first.
+    pub frames: Vec<CapturedFrame>,
+    /// Whether outer frames were cut.
+    pub truncated: bool,
+}
+
+/// What a read found.
+#[derive(Debug, Default)]
+pub struct HookReading {
+    /// Stacks new since the previous read (index, stack), to decode once.
+    pub new_stacks: Vec<(u32, HookStack)>,
+    /// Stacks whose counters moved.
+    pub deltas: Vec<StackDelta>,
+    /// The tables were emptied since the previous read (a forked child's, or a reinstall):
+    /// every stack index read before means nothing now.
+    pub reset: bool,
+}
+
+/// The hook's tallies, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookTallies {
+    /// Allocations sampled.
+    pub samples: u64,
+    /// Sampled allocations not freed yet.
+    pub live_samples: u64,
+    /// Samples whose stack found no room in the stack table.
+    pub stacks_full: u64,
+    /// Samples the live table had no room for (counted as freed at once).
+    pub table_full: u64,
+    /// Samples made by a thread without a Python thread state.
+    pub no_thread_state: u64,
+    /// Mean bytes between samples.
+    pub sample_bytes: u64,
+    /// Bytes of the hook's live-sample table in the target.
+    pub table_bytes: u64,
+}
+
+/// Reads one process's hook state, tick after tick.
+#[derive(Debug)]
+pub struct HookReader {
+    memory: RemoteMemory,
+    pid: i32,
+    state_addr: u64,
+    generation: Option<u64>,
+    known_stacks: usize,
+    counters: Vec<[u64; 3]>,
+    tallies: HookTallies,
+    scratch: Vec<u8>,
+}
+
+fn plain<T: Copy + Default>(bytes: &[u8]) -> T {
+    let mut value = T::default();
+    let n = size_of::<T>().min(bytes.len());
+    // SAFETY: `T` is one of the state's `repr(C)` structs of integers (any bytes are a value);
+    // at most `size_of::<T>()` bytes are copied into it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut value).cast::<u8>(), n);
+    }
+    value
+}
+
+impl HookReader {
+    /// A reader of the state at `state_addr` of process `pid`.
+    pub fn new(pid: i32, state_addr: u64) -> HookReader {
+        HookReader {
+            memory: RemoteMemory::new(pid),
+            pid,
+            state_addr,
+            generation: None,
+            known_stacks: 0,
+            counters: Vec::new(),
+            tallies: HookTallies::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn read_bytes(&mut self, addr: u64, len: usize) -> Result<(), HookError> {
+        self.scratch.resize(len, 0);
+        self.memory
+            .read(addr, &mut self.scratch)
+            .map_err(|e| HookError::Read {
+                pid: self.pid,
+                message: e.to_string(),
+            })
+    }
+
+    /// The state as it is now (its magic and version checked); `None` before the hook has
+    /// been installed.
+    pub fn state(&mut self) -> Result<Option<HeapState>, HookError> {
+        self.read_bytes(self.state_addr, size_of::<HeapState>())?;
+        let state: HeapState = plain(&self.scratch);
+        if state.magic != state::MAGIC {
+            return Ok(None);
+        }
+        if state.version != state::VERSION {
+            return Err(HookError::Foreign {
+                pid: self.pid,
+                what: format!(
+                    "state version {}, this pmt reads {}",
+                    state.version,
+                    state::VERSION
+                ),
+            });
+        }
+        Ok(Some(state))
+    }
+
+    /// The hook's tallies at the last read.
+    pub fn tallies(&self) -> HookTallies {
+        self.tallies
+    }
+
+    /// What the hook sampled since the previous read.
+    pub fn read(&mut self) -> Result<HookReading, HookError> {
+        let mut reading = HookReading::default();
+        let Some(state) = self.state()? else {
+            return Ok(reading);
+        };
+        self.tallies = HookTallies {
+            samples: state.samples,
+            live_samples: state.live_samples,
+            stacks_full: state.stacks_full,
+            table_full: state.table_full,
+            no_thread_state: state.no_thread_state,
+            sample_bytes: state.sample_bytes,
+            table_bytes: state.table_bytes,
+        };
+        if self.generation != Some(state.generation) {
+            reading.reset = self.generation.is_some();
+            self.generation = Some(state.generation);
+            self.known_stacks = 0;
+            self.counters.clear();
+        }
+        let len = usize::try_from(state.stacks_len)
+            .unwrap_or(usize::MAX)
+            .min(state::MAX_STACKS);
+        if len < self.known_stacks {
+            // Emptied between two reads without a generation change: cannot happen with a
+            // well-behaved hook; start over rather than trust the old indices.
+            reading.reset = true;
+            self.known_stacks = 0;
+            self.counters.clear();
+        }
+        let entry_size = size_of::<StackEntry>();
+        self.read_bytes(state.stacks_addr, len * entry_size)?;
+        let entries: Vec<StackEntry> = self.scratch.chunks_exact(entry_size).map(plain).collect();
+        for (index, entry) in entries.iter().enumerate().skip(self.known_stacks) {
+            let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
+            let frames = if depth == 0 || depth > state::MAX_DEPTH {
+                Vec::new()
+            } else {
+                let at = state.frames_addr
+                    + u64::from(entry.first_frame) * size_of::<FrameEntry>() as u64;
+                self.read_bytes(at, depth * size_of::<FrameEntry>())?;
+                self.scratch
+                    .chunks_exact(size_of::<FrameEntry>())
+                    .map(|b| {
+                        let f: FrameEntry = plain(b);
+                        CapturedFrame {
+                            code: f.code,
+                            position: f.position,
+                            tag: f.tag,
+                        }
+                    })
+                    .collect()
+            };
+            reading.new_stacks.push((
+                index as u32,
+                HookStack {
+                    tid: entry.tid,
+                    frames,
+                    truncated: entry.depth & state::DEPTH_TRUNCATED != 0,
+                },
+            ));
+        }
+        self.known_stacks = len;
+        self.counters.resize(len, [0; 3]);
+        for (index, entry) in entries.iter().enumerate() {
+            let now = [entry.alloc_bytes, entry.alloc_count, entry.freed_bytes];
+            let before = std::mem::replace(&mut self.counters[index], now);
+            if now == before {
+                continue;
+            }
+            reading.deltas.push(StackDelta {
+                index: index as u32,
+                tid: entry.tid,
+                alloc_bytes: now[0].saturating_sub(before[0]),
+                alloc_count: now[1].saturating_sub(before[1]),
+                freed_bytes: now[2].saturating_sub(before[2]),
+            });
+        }
+        Ok(reading)
+    }
+}
+
+/// The hook's walk layout from the in-kernel walker's (the same offsets: one walk recipe).
+pub fn hook_layout(bpf: &crate::memory::kernel_stacks::BpfLayout) -> HookLayout {
+    use crate::memory::kernel_stacks::BpfLayout as B;
+    let mut flags = 0;
+    for (from, to) in [
+        (B::F_FRAME_OBJECTS, HookLayout::F_FRAME_OBJECTS),
+        (B::F_CFRAME, HookLayout::F_CFRAME),
+        (B::F_SHIMS, HookLayout::F_SHIMS),
+        (B::F_TAGGED_CODE, HookLayout::F_TAGGED_CODE),
+    ] {
+        if bpf.flags & from != 0 {
+            flags |= to;
+        }
+    }
+    HookLayout {
+        flags,
+        tstate_frame: bpf.tstate_frame,
+        cframe_current_frame: bpf.cframe_current_frame,
+        frame_back: bpf.frame_back,
+        frame_code: bpf.frame_code,
+        frame_lasti: bpf.frame_lasti,
+        frame_owner: bpf.frame_owner,
+        first_shim_owner: bpf.first_shim_owner,
+        code_tag: bpf.code_tag,
+        code_tag_len: bpf.code_tag_len,
+    }
+}
+
+/// The bytes of a layout as the loader hands them to the hook.
+pub fn layout_bytes(layout: &HookLayout) -> Vec<u8> {
+    let fields = [
+        layout.flags,
+        layout.tstate_frame,
+        layout.cframe_current_frame,
+        layout.frame_back,
+        layout.frame_code,
+        layout.frame_lasti,
+        layout.frame_owner,
+        layout.first_shim_owner,
+        layout.code_tag,
+        layout.code_tag_len,
+    ];
+    fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_layout_is_what_both_sides_compile() {
+        assert_eq!(size_of::<HookLayout>(), HookLayout::SIZE);
+        assert_eq!(layout_bytes(&HookLayout::default()).len(), HookLayout::SIZE);
+        assert_eq!(size_of::<StackEntry>(), 56);
+        assert_eq!(size_of::<FrameEntry>(), 24);
+        assert_eq!(std::mem::offset_of!(HeapState, layout), 120);
+        assert!(LIBRARY.starts_with(b"\x7fELF"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Gets the allocation hook (`memory::heap_hook`, SPEC §2.5) into a run's targets: the
+//! private directory that holds the library and its loader, how a launched interpreter loads
+//! it at start-up (`sitecustomize` through `PYTHONPATH`, undone before the program runs), and
+//! the layout each process's hook walks its frames with (written once pmt has attached, so the
+//! hook only ever walks with offsets pmt checked on that very process).
+//!
+//! Owns: the loader's text, the directory's contents, the environment of a launched command.
+//! Must not touch: how the hook samples, how its state is read or charged.
+
+use std::path::{Path, PathBuf};
+
+use crate::memory::heap_hook::{self, HookLayout, LIBRARY, LIBRARY_NAME};
+use crate::python::PythonSpy;
+
+/// The default mean bytes between two allocation samples of a thread.
+pub const DEFAULT_SAMPLE_BYTES: u64 = 256 * 1024;
+
+/// How long a launched interpreter waits at start-up for pmt to hand over its layout.
+const LAUNCH_WAIT_S: f64 = 5.0;
+
+/// Why the hook cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum HeapHookError {
+    /// The private directory or its files could not be written.
+    #[error("cannot prepare the allocation hook in {path}: {source}")]
+    Write {
+        /// Where.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// The hook's files, placed for one run, and what a loader must be told.
+#[derive(Debug)]
+pub struct HeapLoader {
+    /// The directory on pmt's side.
+    dir: PathBuf,
+    /// Mean bytes between samples.
+    sample_bytes: u64,
+    /// Whether launched children load the hook too (`--subprocesses`).
+    children: bool,
+}
+
+/// The hex SHA-256 of the library, which the loader checks before loading it.
+fn library_digest() -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(LIBRARY)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The loader: imported as `sitecustomize` by a launched interpreter (it takes itself out of
+/// `sys.path` and `sys.modules` and imports the real `sitecustomize`, if there is one), it
+/// waits for the layout pmt writes for this process, checks the library's digest on an open
+/// descriptor, loads that very file and installs the hook. It never raises.
+fn loader_text(dir: &str, sample_bytes: u64, owner: u32, wait_s: f64, launch: bool) -> String {
+    format!(
+        r#"# Written by pymemtrace's pmt for one run: loads its allocation-sampling hook.
+def _pmt_heap_load(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owner={owner},
+                   wait_s={wait_s}, launch={launch}):
+    import os
+    import sys
+    if launch:
+        # Imported as sitecustomize through PYTHONPATH: leave no trace of that.
+        while dir in sys.path:
+            sys.path.remove(dir)
+        if os.environ.get("PMT_HEAP_CHILDREN") != "1":
+            old = os.environ.pop("PMT_HEAP_OLD_PYTHONPATH", None)
+            if old is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = old
+        sys.modules.pop("sitecustomize", None)
+        try:
+            import sitecustomize  # the environment's own, if any
+        except ImportError:
+            pass
+    import time
+    layout_path = os.path.join(dir, "layout.%d" % os.getpid())
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(layout_path):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
+    with open(layout_path, "rb") as f:
+        layout = f.read()
+    import ctypes
+    import hashlib
+    fd = os.open(os.path.join(dir, "{library}"), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        if hashlib.sha256(b"".join(chunks)).hexdigest() != digest:
+            return
+        lib = ctypes.PyDLL("/proc/self/fd/%d" % fd)
+    finally:
+        os.close(fd)
+    install = lib.pmt_heap_install
+    install.restype = ctypes.c_int
+    install.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint32]
+    install(layout, len(layout), sample_bytes, owner)
+
+
+try:
+    _pmt_heap_load()
+except Exception:
+    pass
+del _pmt_heap_load
+"#,
+        digest = library_digest(),
+        library = LIBRARY_NAME,
+        launch = if launch { "True" } else { "False" },
+    )
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> HeapHookError + '_ {
+    move |source| HeapHookError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to a new file `path` with `mode`, failing if anything is there.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HeapHookError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(write_error(path))?;
+    file.write_all(bytes).map_err(write_error(path))
+}
+
+impl HeapLoader {
+    /// Places the hook and its loader for a command pmt launches: a fresh directory only its
+    /// owner can enter (the launched command runs as pmt does).
+    pub fn for_launch(sample_bytes: u64, children: bool) -> Result<HeapLoader, HeapHookError> {
+        let base = std::env::temp_dir();
+        let dir = loop {
+            let name = format!(
+                "pmt-heap-{}-{:08x}",
+                std::process::id(),
+                rand_word() & 0xffff_ffff
+            );
+            let dir = base.join(name);
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(write_error(&dir)(e)),
+            }
+        };
+        let loader = HeapLoader {
+            dir,
+            sample_bytes,
+            children,
+        };
+        let dir_text = loader.dir.to_string_lossy().to_string();
+        write_new(&loader.dir.join(LIBRARY_NAME), LIBRARY, 0o500)?;
+        let text = loader_text(
+            &dir_text,
+            sample_bytes,
+            std::process::id(),
+            LAUNCH_WAIT_S,
+            true,
+        );
+        write_new(&loader.dir.join("sitecustomize.py"), text.as_bytes(), 0o400)?;
+        Ok(loader)
+    }
+
+    /// The environment a launched command gets so that its interpreters load the loader.
+    pub fn launch_environment(&self) -> Vec<(String, String)> {
+        let dir = self.dir.to_string_lossy().to_string();
+        let mut env = Vec::new();
+        match std::env::var("PYTHONPATH") {
+            Ok(old) if !old.is_empty() => {
+                env.push(("PYTHONPATH".into(), format!("{dir}:{old}")));
+                env.push(("PMT_HEAP_OLD_PYTHONPATH".into(), old));
+            }
+            _ => env.push(("PYTHONPATH".into(), dir)),
+        }
+        if self.children {
+            env.push(("PMT_HEAP_CHILDREN".into(), "1".into()));
+        }
+        env
+    }
+
+    /// Mean bytes between samples.
+    pub fn sample_bytes(&self) -> u64 {
+        self.sample_bytes
+    }
+
+    /// Hands process `pid` (attached as `spy`) its walk layout, which its loader waits for.
+    pub fn hand_over_layout(&self, pid: i32, spy: &PythonSpy) -> Result<(), HeapHookError> {
+        let layout: HookLayout = heap_hook::hook_layout(&super::kernel_capture::bpf_layout(spy));
+        let bytes = heap_hook::layout_bytes(&layout);
+        let name = format!("layout.{pid}");
+        let partial = self.dir.join(format!(".{name}.partial"));
+        let _ = std::fs::remove_file(&partial);
+        write_new(&partial, &bytes, 0o400)?;
+        let path = self.dir.join(&name);
+        std::fs::rename(&partial, &path).map_err(write_error(&path))
+    }
+}
+
+impl Drop for HeapLoader {
+    /// The directory goes with the run (a loaded library stays mapped in its process).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A random word for names (not for secrets: the directory is private by its mode).
+fn rand_word() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loader_names_its_directory_digest_and_library() {
+        let text = loader_text("/tmp/pmt-heap-1-abc", 4096, 42, 1.5, true);
+        assert!(text.contains("dir=\"/tmp/pmt-heap-1-abc\""), "{text}");
+        assert!(text.contains(&library_digest()));
+        assert!(text.contains("sample_bytes=4096, owner=42"));
+        assert!(text.contains(LIBRARY_NAME));
+        assert_eq!(library_digest().len(), 64);
+    }
+}
