@@ -97,7 +97,7 @@ fn dump_and_sample_a_program_embedding_libpython_3_14() {
     let folded = dir.path().join("embed.folded");
     let mut command = common::sampler();
     command
-        .args(["--rate", "200", "--collapsed"])
+        .args(["--rate", "200", "--metric", "rss", "--collapsed"])
         .arg(&folded)
         .args(["--", "chroot"])
         .arg(&root)

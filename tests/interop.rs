@@ -167,6 +167,7 @@ fn speedscope_pprof_and_report_read_back() {
     let out = |name: &str| dir.path().join(name);
     let mut command = sampler();
     command
+        .arg("--no-heap")
         .arg("--collapsed")
         .arg(out("live.folded"))
         .arg("--speedscope")
@@ -368,7 +369,14 @@ fn pushes_reach_a_pyroscope_ingest_endpoint() {
     let pprof_path = dir.path().join("run.pb.gz");
     let mut command = sampler();
     command
-        .args(["--upload-interval", "1", "--duration", "3.5", "--app"])
+        .args([
+            "--no-heap",
+            "--upload-interval",
+            "1",
+            "--duration",
+            "3.5",
+            "--app",
+        ])
         .arg("pmt-test{env=ci,team=memory}")
         .arg("--pyroscope")
         .arg(format!("http://127.0.0.1:{}", server.port))
@@ -458,6 +466,7 @@ fn a_failed_push_is_a_warning_and_outputs_are_written() {
     let mut command = sampler();
     command
         .args([
+            "--no-heap",
             "--upload-interval",
             "0.5",
             "--duration",
@@ -592,7 +601,7 @@ fn a_server_that_never_answers_delays_the_end_by_one_timeout_at_most() {
     let folded = dir.path().join("run.folded");
     let mut command = sampler();
     command
-        .args(["--duration", "1", "--app", "x"])
+        .args(["--no-heap", "--duration", "1", "--app", "x"])
         .arg("--pyroscope")
         .arg(format!("http://127.0.0.1:{port}"))
         .arg("--collapsed")

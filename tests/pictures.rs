@@ -51,6 +51,7 @@ fn flamegraphs_fold_imports_and_plots_show_the_growing_stack() {
     let out = |name: &str| dir.path().join(name);
     let mut command = common::sampler();
     command
+        .args(["--metric", "rss"])
         .arg("--flame")
         .arg(out("run.svg"))
         .arg("--plot")

@@ -101,6 +101,7 @@ fn go_tool_pprof_totals_equal_the_folded_totals_of_every_metric() {
     let timeline = dir.path().join("run.json");
     let mut command = common::sampler();
     command
+        .arg("--no-heap")
         .arg("--pprof")
         .arg(&pprof)
         .arg("--json")

@@ -439,7 +439,7 @@ fn samples_version(label: &str) {
     let script = repo().join("tests/scripts/grow_here.py");
     let mut command = sampler();
     command
-        .args(["--rate", "200", "--collapsed"])
+        .args(["--rate", "200", "--metric", "rss", "--collapsed"])
         .arg(&folded)
         .arg("--flame")
         .arg(&svg)

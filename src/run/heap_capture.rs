@@ -52,7 +52,7 @@ fn library_digest() -> String {
 }
 
 /// The loader: imported as `sitecustomize` by a launched interpreter (it takes itself out of
-/// `sys.path` and `sys.modules` and imports the real `sitecustomize`, if there is one), it
+/// `sys.path` and runs the environment's own `sitecustomize`, if there is one, in its place), it
 /// waits for the layout pmt writes for this process, checks the library's digest on an open
 /// descriptor, loads that very file and installs the hook. It never raises.
 fn loader_text(dir: &str, sample_bytes: u64, owner: u32, wait_s: f64, launch: bool) -> String {
@@ -72,11 +72,16 @@ def _pmt_heap_load(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, 
                 os.environ.pop("PYTHONPATH", None)
             else:
                 os.environ["PYTHONPATH"] = old
-        sys.modules.pop("sitecustomize", None)
-        try:
-            import sitecustomize  # the environment's own, if any
-        except ImportError:
-            pass
+        # The environment's own sitecustomize, if any, runs as it would have.
+        import importlib.machinery
+        import importlib.util
+        spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)
+        if spec is not None and spec.loader is not None:
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["sitecustomize"] = module
+            spec.loader.exec_module(module)
+        if sys.version_info < (3, 8):
+            return  # the hook is for 3.8+
     import time
     layout_path = os.path.join(dir, "layout.%d" % os.getpid())
     deadline = time.monotonic() + wait_s

@@ -17,6 +17,7 @@ use super::{
     Ticker, process_gone, run_ticks,
 };
 use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
+use crate::memory::heap_hook::HookTallies;
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sample::{ProcessIdentity, Sample};
 use std::collections::HashMap;
@@ -89,6 +90,7 @@ pub struct ProcessTreeSampler {
     exited_counter_errors: u64,
     /// What members that exited charged in the kernel.
     exited_in_kernel: Option<InKernelStats>,
+    exited_heap: Option<HookTallies>,
     on_attach: Option<AttachHook>,
     stats: SamplerStats,
 }
@@ -119,6 +121,7 @@ impl ProcessTreeSampler {
             exited_attribution: Attribution::default(),
             exited_counter_errors: 0,
             exited_in_kernel: None,
+            exited_heap: None,
             on_attach: None,
             stats: SamplerStats::default(),
         })
@@ -288,12 +291,15 @@ impl ProcessTreeSampler {
         let mut attribution = self.exited_attribution;
         let mut counter_errors = self.exited_counter_errors;
         let mut in_kernel = self.exited_in_kernel;
+        let mut heap = self.exited_heap;
         for member in &self.members {
             add_attribution(&mut attribution, &member.sampler.stats.attribution);
             counter_errors += member.sampler.stats.counter_errors;
             add_in_kernel(&mut in_kernel, member.sampler.stats.in_kernel.as_ref());
+            add_heap(&mut heap, member.sampler.stats.heap.as_ref());
         }
         self.stats.in_kernel = in_kernel;
+        self.stats.heap = heap;
         self.stats.attribution = attribution;
         self.stats.counter_errors = counter_errors;
     }
@@ -302,6 +308,19 @@ impl ProcessTreeSampler {
 fn add_in_kernel(total: &mut Option<InKernelStats>, part: Option<&InKernelStats>) {
     if let Some(part) = part {
         total.get_or_insert_with(InKernelStats::default).add(part);
+    }
+}
+
+fn add_heap(total: &mut Option<HookTallies>, part: Option<&HookTallies>) {
+    if let Some(part) = part {
+        let total = total.get_or_insert_with(HookTallies::default);
+        total.samples += part.samples;
+        total.live_samples += part.live_samples;
+        total.stacks_full += part.stacks_full;
+        total.table_full += part.table_full;
+        total.no_thread_state += part.no_thread_state;
+        total.sample_bytes = part.sample_bytes;
+        total.table_bytes += part.table_bytes;
     }
 }
 
@@ -345,6 +364,7 @@ impl Ticker for ProcessTreeSampler {
                 add_attribution(&mut self.exited_attribution, &sampler.stats.attribution);
                 self.exited_counter_errors += sampler.stats.counter_errors;
                 add_in_kernel(&mut self.exited_in_kernel, sampler.stats.in_kernel.as_ref());
+                add_heap(&mut self.exited_heap, sampler.stats.heap.as_ref());
                 self.members.remove(index);
             } else {
                 index += 1;

@@ -3,10 +3,13 @@ hundred small objects (dicts in a module-level list, tuples in a class-attribute
 instances in a deque held by a closure, strings in a module-level set) and builds and drops
 thousands more. What is kept is allocated only by the `keep_*` functions.
 
-Usage: heap_leak_churn.py [SECONDS] [--print-ready]
-Prints `ready` once started (for tests that attach), then `kept BYTES` at the end: the bytes
-the four holders keep, by sys.getsizeof of the kept objects (a floor of what they hold).
+Usage: heap_leak_churn.py [SECONDS] [--print-ready] [--keep SHAPES]
+SHAPES is a comma-separated subset of dicts,tuples,items,strings (default: all four); strings
+are kept by a worker thread (one per iteration). Dicts, tuples and the floats in them are
+types CPython keeps free lists of: their objects are recycled from what churn() freed, not
+allocated anew. Prints `ready` once started (for tests that attach), then `kept ITERATIONS`.
 """
+import threading
 import collections
 import sys
 import time
@@ -51,7 +54,7 @@ def keep_tuples(i):
 
 def keep_items(i):
     for j in range(50):
-        REMEMBER(Item(i, [j, i]))
+        REMEMBER(Item(i, "item-%d-%d" % (i, j)))
 
 
 def keep_strings(i):
@@ -66,23 +69,36 @@ def churn(i):
     return len(text) + len(pairs)
 
 
+def keep_strings_in_a_thread(i):
+    worker = threading.Thread(target=keep_strings, args=(i,), name="keeper")
+    worker.start()
+    worker.join()
+
+
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else 3.0
+    shapes = "dicts,tuples,items,strings"
+    if "--keep" in sys.argv:
+        shapes = sys.argv[sys.argv.index("--keep") + 1]
+    keepers = {
+        "dicts": keep_dicts,
+        "tuples": keep_tuples,
+        "items": keep_items,
+        "strings": keep_strings_in_a_thread,
+    }
+    chosen = [keepers[name] for name in shapes.split(",")]
     if "--print-ready" in sys.argv:
         print("ready", flush=True)
     end = time.monotonic() + seconds
     i = 0
     while time.monotonic() < end:
-        keep_dicts(i)
-        keep_tuples(i)
-        keep_items(i)
-        keep_strings(i)
+        for keep in chosen:
+            keep(i)
         churn(i)
         i += 1
     # Hold what was kept past the sustained-peak window.
     time.sleep(0.5)
-    kept = sum(sys.getsizeof(d) for d in KEEP)
-    print("kept %d iterations %d" % (kept, i), flush=True)
+    print("kept %d" % i, flush=True)
 
 
 if __name__ == "__main__":
