@@ -213,6 +213,21 @@ thread_local! {
     static TID: Cell<u32> = const { Cell::new(0) };
     /// Set while the thread is inside the hook's sampled path.
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// Set while the thread is inside a wrapped allocator: a call it makes to another domain
+    /// (pymalloc hands large blocks to the raw domain) is part of the outer call, counted once.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `call`, saying whether it was the outermost allocator call of this thread (an inner
+/// one is made all the same, but not counted).
+#[inline(always)]
+fn outermost<T>(call: impl FnOnce() -> T) -> (T, bool) {
+    if INSIDE.with(|i| i.replace(true)) {
+        return (call(), false);
+    }
+    let result = call();
+    INSIDE.with(|i| i.set(false));
+    (result, true)
 }
 
 fn state() -> *mut HeapState {
@@ -279,8 +294,10 @@ unsafe extern "C" fn hook_malloc<const D: usize>(ctx: *mut c_void, size: usize) 
         return std::ptr::null_mut();
     };
     // SAFETY: passing the call through.
-    let p = unsafe { malloc(ctx, size) };
-    after_alloc(p, size);
+    let (p, outer) = outermost(|| unsafe { malloc(ctx, size) });
+    if outer {
+        after_alloc(p, size);
+    }
     p
 }
 
@@ -295,8 +312,10 @@ unsafe extern "C" fn hook_calloc<const D: usize>(
         return std::ptr::null_mut();
     };
     // SAFETY: passing the call through.
-    let p = unsafe { calloc(ctx, nelem, elsize) };
-    after_alloc(p, nelem.saturating_mul(elsize));
+    let (p, outer) = outermost(|| unsafe { calloc(ctx, nelem, elsize) });
+    if outer {
+        after_alloc(p, nelem.saturating_mul(elsize));
+    }
     p
 }
 
@@ -310,9 +329,13 @@ unsafe extern "C" fn hook_realloc<const D: usize>(
     let Some(realloc) = original.realloc else {
         return std::ptr::null_mut();
     };
+    if INSIDE.with(Cell::get) {
+        // SAFETY: passing the call through, inside an outer call that counts it.
+        return unsafe { realloc(ctx, ptr, size) };
+    }
     before_free(ptr);
     // SAFETY: passing the call through.
-    let p = unsafe { realloc(ctx, ptr, size) };
+    let (p, _) = outermost(|| unsafe { realloc(ctx, ptr, size) });
     after_alloc(p, size);
     p
 }
@@ -320,11 +343,17 @@ unsafe extern "C" fn hook_realloc<const D: usize>(
 unsafe extern "C" fn hook_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
     // SAFETY: as in `hook_malloc`.
     let original = unsafe { (*ORIGINAL.get())[D] };
-    before_free(ptr);
-    if let Some(free) = original.free {
-        // SAFETY: passing the call through.
+    let Some(free) = original.free else {
+        return;
+    };
+    if INSIDE.with(Cell::get) {
+        // SAFETY: passing the call through, inside an outer call that counts it.
         unsafe { free(ctx, ptr) };
+        return;
     }
+    before_free(ptr);
+    // SAFETY: passing the call through.
+    outermost(|| unsafe { free(ctx, ptr) });
 }
 
 /// The common path of an allocation: count the bytes down.

@@ -45,8 +45,9 @@ pub struct TopArgs {
     /// Rows per line instead of per function.
     #[arg(long)]
     pub lines: bool,
-    /// Sort by: growth (memory growth in the window), held (memory held now), malloc
-    /// (allocator bytes in the window), cpu (CPU share in the window).
+    /// Sort by: growth (memory growth in the window), held (memory held now), heap (Python
+    /// heap held now, where the allocation hook runs), malloc (allocator bytes in the window),
+    /// cpu (CPU share in the window).
     #[arg(long, default_value = "growth", value_parser = parse_sort)]
     pub sort: SortKey,
     /// Seconds of the sliding window that growth, allocator bytes and CPU share cover.
@@ -67,7 +68,7 @@ fn parse_sort(text: &str) -> Result<SortKey, String> {
     SortKey::ALL
         .into_iter()
         .find(|k| k.name() == text)
-        .ok_or_else(|| format!("unknown sort key {text:?}: use growth, held, malloc or cpu"))
+        .ok_or_else(|| format!("unknown sort key {text:?}: use growth, held, heap, malloc or cpu"))
 }
 
 /// Runs the subcommand.
@@ -235,6 +236,7 @@ impl TopView {
         let project = project_root_of(profile.frames());
         let columns = Columns {
             malloc,
+            heap: profile.has_heap(),
             ticks,
             window,
             sort,
@@ -295,6 +297,8 @@ fn python_versions(target: &TargetInfo, profile: &Profile) -> String {
 struct Columns {
     /// An allocator-bytes column.
     malloc: bool,
+    /// A held-Python-heap column (the allocation hook ran).
+    heap: bool,
     /// Ticks in the window (the CPU share's denominator).
     ticks: u64,
     /// The window, in seconds.
@@ -308,6 +312,7 @@ struct Columns {
 fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
     let Columns {
         malloc,
+        heap,
         ticks,
         window,
         sort,
@@ -323,12 +328,18 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         mark(SortKey::Growth, format!("+{window:.0}s")),
         mark(SortKey::Held, "held".to_string()),
     ];
+    if heap {
+        heads.push(mark(SortKey::Heap, "heap".to_string()));
+    }
     if malloc {
         heads.push(mark(SortKey::Malloc, "malloc".to_string()));
     }
     heads.push(mark(SortKey::Cpu, "cpu%".to_string()));
     heads.push("function (file:line)".to_string());
     let mut widths = vec![Constraint::Length(10), Constraint::Length(10)];
+    if heap {
+        widths.push(Constraint::Length(10));
+    }
     if malloc {
         widths.push(Constraint::Length(10));
     }
@@ -339,6 +350,9 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
             Cell::from(format!("{:>9}", format_bytes(row.window.get(Metric::Rss)))),
             Cell::from(format!("{:>9}", format_bytes(row.held))),
         ];
+        if heap {
+            cells.push(Cell::from(format!("{:>9}", format_bytes(row.heap))));
+        }
         if malloc {
             cells.push(Cell::from(format!(
                 "{:>9}",

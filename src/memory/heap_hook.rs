@@ -16,6 +16,21 @@ use crate::attach::memory::{ReadMemory, RemoteMemory};
 use crate::attach::process::{mapped_files, readable_path};
 use crate::python::CapturedFrame;
 
+/// The name pmt's private directories for the hook start with (`pmt-heap-…` when launching,
+/// `pmt-PID-…` when placed into a running target).
+pub const LOADER_DIRS: [&str; 2] = ["pmt-heap-", "pmt-"];
+
+/// Whether `path` is one of pmt's hook files (its loader, the library) in a target: pmt's own
+/// code, not the program's.
+pub fn is_loader_file(path: &str) -> bool {
+    let mut parts = path.rsplit('/');
+    let (Some(file), Some(dir)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    (file == "sitecustomize.py" || file == "pmt_heap_loader.py" || file == LIBRARY_NAME)
+        && LOADER_DIRS.iter().any(|prefix| dir.starts_with(prefix))
+}
+
 /// The hook library, for the target's architecture.
 pub const LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libpmt_heap_hook.so"));
 
@@ -329,5 +344,13 @@ mod tests {
         assert_eq!(size_of::<FrameEntry>(), 24);
         assert_eq!(std::mem::offset_of!(HeapState, layout), 120);
         assert!(LIBRARY.starts_with(b"\x7fELF"));
+    }
+
+    #[test]
+    fn loader_files_are_told_from_the_programs() {
+        assert!(is_loader_file("/tmp/pmt-heap-12-ab/sitecustomize.py"));
+        assert!(is_loader_file("/tmp/pmt-12-abcd/libpmt_heap_hook.so"));
+        assert!(!is_loader_file("/srv/app/sitecustomize.py"));
+        assert!(!is_loader_file("/tmp/pmt-heap-12-ab/app.py"));
     }
 }

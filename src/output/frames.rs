@@ -102,6 +102,7 @@ pub fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
     let mut common: Option<Vec<&str>> = None;
     for path in paths {
         if !path.starts_with('/')
+            || crate::memory::heap_hook::is_loader_file(path)
             || path.contains("/site-packages/")
             || path.contains("/dist-packages/")
             || stdlib_relative(path).is_some()

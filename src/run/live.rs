@@ -31,6 +31,8 @@ pub struct Row {
     pub window: MetricValues,
     /// The bytes its stacks hold now.
     pub held: u64,
+    /// The bytes of the Python heap its stacks hold now (the allocation hook's `heap`).
+    pub heap: u64,
 }
 
 /// How rows are ordered.
@@ -44,13 +46,16 @@ pub enum SortKey {
     Malloc,
     /// CPU share in the window.
     Cpu,
+    /// Python heap held now.
+    Heap,
 }
 
 impl SortKey {
     /// Every key, in the order `s` cycles through them.
-    pub const ALL: [SortKey; 4] = [
+    pub const ALL: [SortKey; 5] = [
         SortKey::Growth,
         SortKey::Held,
+        SortKey::Heap,
         SortKey::Malloc,
         SortKey::Cpu,
     ];
@@ -62,6 +67,7 @@ impl SortKey {
             SortKey::Held => "held",
             SortKey::Malloc => "malloc",
             SortKey::Cpu => "cpu",
+            SortKey::Heap => "heap",
         }
     }
 
@@ -77,6 +83,7 @@ impl SortKey {
             SortKey::Held => row.held,
             SortKey::Malloc => row.window.get(Metric::MallocBytes),
             SortKey::Cpu => row.window.get(Metric::Cpu),
+            SortKey::Heap => row.heap,
         }
     }
 }
@@ -232,6 +239,31 @@ impl LiveTable {
         self.closed.iter().map(|b| b.ticks).sum()
     }
 
+    /// The row of (thread, stack) of `profile`, if its thread counts.
+    fn row_key(&self, profile: &Profile, thread: u32, stack: u32) -> Option<RowKey> {
+        let info = profile.threads().get(thread as usize)?;
+        if !self.counts(profile, info) {
+            return None;
+        }
+        let leaf = profile
+            .stacks()
+            .get(stack as usize)
+            .and_then(|s| s.last())
+            .and_then(|&id| profile.frames().get(id as usize));
+        Some(match leaf {
+            Some(frame) => RowKey {
+                function: frame.function.clone(),
+                filename: frame.filename.clone(),
+                line: self.by_line.then_some(frame.line),
+            },
+            None => placeholder(&ThreadIdentity {
+                python_id: info.python_id,
+                native_id: info.native_id,
+                name: info.name.clone(),
+            }),
+        })
+    }
+
     /// The rows, by `sort` (then growth, held, name), with what `profile` says each holds now.
     pub fn rows(&self, profile: &Profile, sort: SortKey) -> Vec<Row> {
         let mut rows: HashMap<RowKey, Row> = HashMap::new();
@@ -240,6 +272,7 @@ impl LiveTable {
                 key,
                 window: MetricValues::default(),
                 held: 0,
+                heap: 0,
             })
         }
         for bucket in &self.closed {
@@ -247,31 +280,18 @@ impl LiveTable {
                 row(&mut rows, key.clone()).window.add_all(values);
             }
         }
-        for ((thread, stack), bytes) in profile.held_now() {
-            let Some(info) = profile.threads().get(thread as usize) else {
-                continue;
-            };
-            if !self.counts(profile, info) {
-                continue;
+        for (holdings, heap) in [(profile.held_now(), false), (profile.heap_held_now(), true)] {
+            for ((thread, stack), bytes) in holdings {
+                let Some(key) = self.row_key(profile, thread, stack) else {
+                    continue;
+                };
+                let row = row(&mut rows, key);
+                if heap {
+                    row.heap += bytes;
+                } else {
+                    row.held += bytes;
+                }
             }
-            let leaf = profile
-                .stacks()
-                .get(stack as usize)
-                .and_then(|s| s.last())
-                .and_then(|&id| profile.frames().get(id as usize));
-            let key = match leaf {
-                Some(frame) => RowKey {
-                    function: frame.function.clone(),
-                    filename: frame.filename.clone(),
-                    line: self.by_line.then_some(frame.line),
-                },
-                None => placeholder(&ThreadIdentity {
-                    python_id: info.python_id,
-                    native_id: info.native_id,
-                    name: info.name.clone(),
-                }),
-            };
-            row(&mut rows, key).held += bytes;
         }
         let mut rows: Vec<Row> = rows.into_values().collect();
         rows.sort_by(|a, b| {
