@@ -84,7 +84,7 @@ impl ProcessError {
     }
 
     /// The error for a refusal: what a root reader must be told differs from what others must.
-    fn denied(pid: i32) -> ProcessError {
+    pub(crate) fn denied(pid: i32) -> ProcessError {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return ProcessError::PermissionDenied(pid);
