@@ -239,6 +239,14 @@ impl TargetProcess {
             .collect()
     }
 
+    /// Where thread `tid` (our id) waits in the kernel (`/proc/PID/task/TID/wchan`, such as
+    /// `do_select` or `hrtimer_nanosleep`); `None` when it is running or the kernel hides it.
+    pub fn thread_wait_channel(&self, tid: u32) -> Option<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/wchan", self.pid)).ok()?;
+        let text = text.trim();
+        (!text.is_empty() && text != "0").then(|| text.to_string())
+    }
+
     /// Resident set size in bytes, from `/proc/PID/statm`.
     pub fn rss_bytes(&self) -> Result<u64, ProcessError> {
         let mut file =
