@@ -192,21 +192,7 @@ impl Placement {
         for spec in files {
             placement.write_file(spec)?;
         }
-        // Only now does the directory pass to the target's user: until here it was root's
-        // alone, and nobody else could look in or add anything.
-        let dir_fd = placement.dir.as_raw_fd();
-        // SAFETY: fchown and fchmod only act on a descriptor we own.
-        let rc = unsafe {
-            if libc::fchown(dir_fd, uid, gid) != 0 {
-                -1
-            } else {
-                libc::fchmod(dir_fd, 0o700)
-            }
-        };
-        if rc != 0 {
-            let what = format!("handing {} to uid {uid}", placement.host_dir.display());
-            return Err(io(what)(std::io::Error::last_os_error()));
-        }
+        placement.hand_over()?;
         placement.verify()?;
         Ok(placement)
     }
@@ -272,6 +258,28 @@ impl Placement {
             if sha256_hex(&bytes) != file.sha256 {
                 return Err(changed(&file.host_path, "its contents changed".into()));
             }
+        }
+        Ok(())
+    }
+
+    /// Gives the directory to the target's user, mode 0700. Only now: until here it was
+    /// root's alone, and nobody else could look in or add anything.
+    fn hand_over(&self) -> Result<(), PlacementError> {
+        let dir_fd = self.dir.as_raw_fd();
+        // SAFETY: fchown and fchmod only act on a descriptor we own.
+        let rc = unsafe {
+            if libc::fchown(dir_fd, self.uid, self.gid) != 0 {
+                -1
+            } else {
+                libc::fchmod(dir_fd, 0o700)
+            }
+        };
+        if rc != 0 {
+            return Err(PlacementError::Io {
+                pid: self.pid,
+                what: format!("handing {} to uid {}", self.host_dir.display(), self.uid),
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }

@@ -21,6 +21,7 @@
 
 use super::spy::PythonSpy;
 use crate::attach::namespaces::ThreadIdMap;
+use crate::attach::stop;
 use crate::attach::{MemoryError, ReadMemory, RemoteMemory};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -133,9 +134,9 @@ pub enum RemoteExecError {
         /// The thread's native id.
         thread: u64,
     },
-    /// The thread did not take the request in time.
+    /// The thread did not take the request in time (or pmt was asked to stop first).
     #[error(
-        "thread {thread} of process {pid} ran no Python code for {waited:?} ({doing}), so it did not take the request; {outcome}"
+        "thread {thread} of process {pid} ran no Python code for {waited:.1?} ({doing}), so it did not take the request; {outcome}"
     )]
     NotTaken {
         /// The target.
@@ -248,8 +249,6 @@ pub fn remote_exec(
 ) -> Result<ExecOutcome, RemoteExecError> {
     let pid = spy.pid();
     let fields = Fields::of(spy)?;
-    let mem = RemoteMemory::new(pid);
-    let memory = |source| RemoteExecError::Memory { pid, source };
     let path = script.as_os_str().as_bytes();
     let max = fields.script_path_size as usize - 1;
     if path.len() > max || path.contains(&0) {
@@ -259,38 +258,9 @@ pub fn remote_exec(
             max,
         });
     }
-    let runtime = spy
-        .runtime_address()
-        .ok_or_else(|| RemoteExecError::Unsupported {
-            pid,
-            version: spy.version().to_string(),
-        })?;
-    if mem.read_u64(runtime + fields.finalizing).map_err(memory)? != 0 {
-        return Err(RemoteExecError::Finalizing { pid });
-    }
-    let interp = mem.read_u64(spy.walk_root().interp_head).map_err(memory)?;
-    if interp == 0 {
-        return Err(RemoteExecError::Finalizing { pid });
-    }
-    // `config.remote_debug` is a C int: 1 allows, anything else does not.
-    if mem.read_u32(interp + fields.enabled).map_err(memory)? != 1 {
-        return Err(RemoteExecError::Disabled { pid });
-    }
-    let tstate = thread_state(&mem, &fields, interp, options.thread)
-        .map_err(memory)?
-        .ok_or_else(|| RemoteExecError::NoThread {
-            pid,
-            which: match options.thread {
-                ExecThread::Main => "main thread".to_string(),
-                ExecThread::Native(tid) => format!("thread with native id {tid}"),
-            },
-        })?;
-    let thread = mem
-        .read_u64(tstate + fields.native_thread_id)
-        .map_err(memory)?;
-    if mem.read_u32(tstate + fields.pending_call).map_err(memory)? != 0 {
-        return Err(RemoteExecError::Busy { pid, thread });
-    }
+    let mem = RemoteMemory::new(pid);
+    let memory = |source| RemoteExecError::Memory { pid, source };
+    let (tstate, thread) = chosen_thread(spy, &mem, &fields, options.thread)?;
 
     // The order is the protocol's and makes every prefix inert: the path is only read once
     // the flag is 1, and the flag is only looked at once the event bit is set.
@@ -310,7 +280,7 @@ pub fn remote_exec(
     let Some(wait) = options.wait else {
         return Ok(ExecOutcome::Sent { thread });
     };
-    while sent.elapsed() < wait {
+    while sent.elapsed() < wait && !stop::requested() {
         if mem.read_u32(tstate + fields.pending_call).map_err(memory)? == 0 {
             return Ok(ExecOutcome::Taken {
                 thread,
@@ -319,12 +289,16 @@ pub fn remote_exec(
         }
         std::thread::sleep(POLL);
     }
-    let doing = what_thread_does(spy, thread);
+    let doing = if stop::requested() {
+        "pmt was asked to stop before it did".to_string()
+    } else {
+        what_thread_does(spy, thread)
+    };
     let withdrawn = withdraw(&mem, tstate, &fields).map_err(memory)?;
     Err(RemoteExecError::NotTaken {
         pid,
         thread,
-        waited: wait,
+        waited: sent.elapsed(),
         doing,
         outcome: if withdrawn {
             "the request was withdrawn and the script will not run"
@@ -332,6 +306,51 @@ pub fn remote_exec(
             "it took the request just as it was being withdrawn, so the script may still run"
         },
     })
+}
+
+/// The thread state that will run the script and its native id, once the interpreter is
+/// found running, allowing remote execution, and with no other request pending there.
+fn chosen_thread(
+    spy: &PythonSpy,
+    mem: &RemoteMemory,
+    fields: &Fields,
+    which: ExecThread,
+) -> Result<(u64, u64), RemoteExecError> {
+    let pid = spy.pid();
+    let memory = |source| RemoteExecError::Memory { pid, source };
+    let runtime = spy
+        .runtime_address()
+        .ok_or_else(|| RemoteExecError::Unsupported {
+            pid,
+            version: spy.version().to_string(),
+        })?;
+    if mem.read_u64(runtime + fields.finalizing).map_err(memory)? != 0 {
+        return Err(RemoteExecError::Finalizing { pid });
+    }
+    let interp = mem.read_u64(spy.walk_root().interp_head).map_err(memory)?;
+    if interp == 0 {
+        return Err(RemoteExecError::Finalizing { pid });
+    }
+    // `config.remote_debug` is a C int: 1 allows, anything else does not.
+    if mem.read_u32(interp + fields.enabled).map_err(memory)? != 1 {
+        return Err(RemoteExecError::Disabled { pid });
+    }
+    let tstate = thread_state(mem, fields, interp, which)
+        .map_err(memory)?
+        .ok_or_else(|| RemoteExecError::NoThread {
+            pid,
+            which: match which {
+                ExecThread::Main => "main thread".to_string(),
+                ExecThread::Native(tid) => format!("thread with native id {tid}"),
+            },
+        })?;
+    let thread = mem
+        .read_u64(tstate + fields.native_thread_id)
+        .map_err(memory)?;
+    if mem.read_u32(tstate + fields.pending_call).map_err(memory)? != 0 {
+        return Err(RemoteExecError::Busy { pid, thread });
+    }
+    Ok((tstate, thread))
 }
 
 /// The chosen thread state's address, `None` when there is no such thread.
