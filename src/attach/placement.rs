@@ -596,6 +596,33 @@ mod tests {
     }
 
     #[test]
+    fn only_directories_no_other_user_can_rename_entries_in_are_safe() {
+        let dir = |uid: u32, mode: u32| {
+            // SAFETY: stat is plain data; all zeroes is a valid value.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            stat.st_uid = uid;
+            stat.st_mode = libc::S_IFDIR | mode;
+            stat
+        };
+        let target = 1000;
+        assert!(safe_dir(&dir(0, 0o755), target).is_ok());
+        assert!(safe_dir(&dir(0, 0o1777), target).is_ok(), "/tmp");
+        assert!(safe_dir(&dir(target, 0o700), target).is_ok());
+        assert!(
+            safe_dir(&dir(0, 0o777), target).is_err(),
+            "writable, not sticky"
+        );
+        assert!(safe_dir(&dir(0, 0o775), target).is_err(), "group-writable");
+        assert!(
+            safe_dir(&dir(1001, 0o755), target).is_err(),
+            "another user's"
+        );
+        let mut file = dir(0, 0o755);
+        file.st_mode = libc::S_IFREG | 0o755;
+        assert!(safe_dir(&file, target).is_err());
+    }
+
+    #[test]
     fn names_must_be_one_component() {
         let pid = std::process::id() as i32;
         for name in ["", ".", "..", "a/b", "a\0b"] {

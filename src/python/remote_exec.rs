@@ -9,8 +9,9 @@
 //!    than `debugger_script_path_size`), then its `debugger_pending_call` is set to 1, then
 //!    `_PY_EVAL_PLEASE_STOP_BIT` is set in its `eval_breaker`;
 //! 4. at its next eval-breaker check (loop back edges, calls) the thread clears the flag,
-//!    copies the path and runs the file (`_PyRunRemoteDebugger` in `Python/ceval.c`, called
-//!    from `_Py_HandlePending` in `Python/ceval_gil.c`).
+//!    copies the path and runs the file (`_PyRunRemoteDebugger`, called at the end of
+//!    `_Py_HandlePending`, both in `Python/ceval_gil.c`). The sender's side of the same steps
+//!    is `send_exec_to_proc_handle` in `Python/remote_debugging.c`.
 //!
 //! Optionally it waits for the flag to fall back to 0; if it does not in time, the request is
 //! withdrawn so that nothing runs later unasked. The target is never stopped.
