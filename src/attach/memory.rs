@@ -1,6 +1,8 @@
 //! Reading another process's memory: the [`ReadMemory`] trait every decoder reads through, its
 //! live implementation over `process_vm_readv` (one syscall may fill many buffers), and a
-//! byte-slice implementation for tests and fuzzing. Never writes to the target.
+//! byte-slice implementation for tests and fuzzing. The one write to a target's memory is
+//! [`RemoteMemory::write`] (`process_vm_writev`, bounded, whole or failed), which only the
+//! remote-execution protocol (`python::remote_exec`) calls.
 
 use thiserror::Error;
 
@@ -87,6 +89,10 @@ pub struct RemoteMemory {
 /// The most buffers one `process_vm_readv` call takes (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
+/// The most bytes [`RemoteMemory::write`] writes at once: the protocol that writes (a script
+/// path, a flag, a word) never needs more, and a larger request is a bug, not a write.
+pub const MAX_WRITE: usize = 4096;
+
 impl RemoteMemory {
     /// Memory of process `pid`. Nothing is checked until the first read.
     pub fn new(pid: i32) -> Self {
@@ -96,6 +102,54 @@ impl RemoteMemory {
     /// The target's pid.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Checks that the kernel lets us read (and so write: both need ptrace-attach rights,
+    /// `PTRACE_MODE_ATTACH_REALCREDS`) the target's memory, with a one-byte read at `addr`.
+    /// An unmapped `addr` still answers the question: the kernel checks the right first.
+    pub fn check_access(&self, addr: u64) -> Result<(), MemoryError> {
+        match self.read(addr, &mut [0u8; 1]) {
+            Ok(()) | Err(MemoryError::BadAddress { .. }) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Writes `bytes` at `addr` in the target, all of them or fail: at most [`MAX_WRITE`]
+    /// bytes, refused before any syscall when longer. A write stopped short by an unmapped
+    /// page is reported as [`MemoryError::BadAddress`] (the bytes before it were written;
+    /// callers order their writes so that such a prefix is inert).
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        if bytes.len() > MAX_WRITE {
+            return Err(MemoryError::ImplausibleSize {
+                addr,
+                len: bytes.len() as u64,
+            });
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let local = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as usize as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        // SAFETY: the local iovec points into `bytes`, which outlives the call and is only
+        // read by the kernel; the remote iovec is only an address in the other process.
+        let written = unsafe { libc::process_vm_writev(self.pid, &local, 1, &remote, 1, 0) };
+        if written < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            return Err(self.error_for(errno, addr, bytes.len()));
+        }
+        if written as usize != bytes.len() {
+            return Err(MemoryError::BadAddress {
+                addr: addr.wrapping_add(written as u64),
+                len: bytes.len() - written as usize,
+            });
+        }
+        Ok(())
     }
 
     fn error_for(&self, errno: i32, addr: u64, len: usize) -> MemoryError {
@@ -305,5 +359,38 @@ impl<M: ReadMemory> ReadMemory for PageCache<'_, M> {
             return Ok(());
         }
         self.inner.read(addr, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_lands_whole_and_a_long_or_unmapped_one_is_refused() {
+        // Our own process is a target like any other for process_vm_writev.
+        let mem = RemoteMemory::new(std::process::id() as i32);
+        let mut buffer = [0u8; 16];
+        let addr = buffer.as_mut_ptr() as u64;
+        mem.write(addr + 4, b"pmt")
+            .expect("a write into a live buffer");
+        // SAFETY: the kernel wrote into `buffer` behind the compiler's back; reading it through
+        // a volatile pointer makes the read observe that write.
+        let seen: Vec<u8> = (0..16)
+            .map(|i| unsafe { std::ptr::read_volatile(buffer.as_ptr().add(i)) })
+            .collect();
+        assert_eq!(&seen[4..7], b"pmt");
+        assert_eq!(seen[3], 0);
+        assert_eq!(seen[7], 0);
+        assert!(matches!(
+            mem.write(addr, &[0u8; MAX_WRITE + 1]),
+            Err(MemoryError::ImplausibleSize { .. })
+        ));
+        assert!(matches!(
+            mem.write(8, b"x"),
+            Err(MemoryError::BadAddress { .. })
+        ));
+        mem.check_access(8)
+            .expect("an unmapped address still tells the right");
     }
 }

@@ -278,6 +278,8 @@ pub struct StatusFields {
     pub nspid: Vec<i32>,
     /// `Uid:` real and effective.
     pub uid: (u32, u32),
+    /// `Gid:` real and effective.
+    pub gid: (u32, u32),
     /// `CapEff:`: the effective capabilities, one bit each.
     pub cap_eff: u64,
     /// `voluntary_ctxt_switches:`.
@@ -311,6 +313,11 @@ impl StatusFields {
                     let real = numbers.next()?.parse().ok()?;
                     let effective = numbers.next()?.parse().ok()?;
                     status.uid = (real, effective);
+                }
+                "Gid" => {
+                    let real = numbers.next()?.parse().ok()?;
+                    let effective = numbers.next()?.parse().ok()?;
+                    status.gid = (real, effective);
                 }
                 "voluntary_ctxt_switches" => status.voluntary_ctxt_switches = value.parse().ok()?,
                 "nonvoluntary_ctxt_switches" => {
@@ -508,13 +515,14 @@ mod tests {
     #[test]
     fn parses_status_with_nested_namespaces() {
         let text = b"Name:\tpython3.13\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t19075\n\
-                     PPid:\t19074\nUid:\t1000\t1001\t1000\t1000\nNSpid:\t19076\t2\n\
+                     PPid:\t19074\nUid:\t1000\t1001\t1000\t1000\nGid:\t100\t101\t100\t100\nNSpid:\t19076\t2\n\
                      voluntary_ctxt_switches:\t7\nnonvoluntary_ctxt_switches:\t3\n";
         let status = StatusFields::parse(text).expect("parses");
         assert_eq!(status.name, "python3.13");
         assert_eq!(status.ppid, 19074);
         assert_eq!(status.tgid, 19075);
         assert_eq!(status.uid, (1000, 1001));
+        assert_eq!(status.gid, (100, 101));
         assert_eq!(status.nspid, vec![19076, 2]);
         assert_eq!(status.own_namespace_id(), Some(2));
         assert_eq!(

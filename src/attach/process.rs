@@ -84,7 +84,7 @@ impl ProcessError {
     }
 
     /// The error for a refusal: what a root reader must be told differs from what others must.
-    fn denied(pid: i32) -> ProcessError {
+    pub(crate) fn denied(pid: i32) -> ProcessError {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return ProcessError::PermissionDenied(pid);
@@ -237,6 +237,14 @@ impl TargetProcess {
                 Some((tid, stat.state))
             })
             .collect()
+    }
+
+    /// Where thread `tid` (our id) waits in the kernel (`/proc/PID/task/TID/wchan`, such as
+    /// `do_select` or `hrtimer_nanosleep`); `None` when it is running or the kernel hides it.
+    pub fn thread_wait_channel(&self, tid: u32) -> Option<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/wchan", self.pid)).ok()?;
+        let text = text.trim();
+        (!text.is_empty() && text != "0").then(|| text.to_string())
     }
 
     /// Resident set size in bytes, from `/proc/PID/statm`.

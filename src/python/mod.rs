@@ -1,5 +1,6 @@
 //! Reading CPython interpreter state out of process: discovery, version detection, layouts,
-//! frame walking and code-object decoding. Nothing here knows about sampling or outputs.
+//! frame walking and code-object decoding; and, the one writer, asking a 3.14+ interpreter
+//! to run a script (`remote_exec`, PEP 768). Nothing here knows about sampling or outputs.
 
 pub mod code;
 pub mod debug_offsets;
@@ -8,6 +9,7 @@ pub mod layout;
 pub mod layouts;
 pub mod locals;
 pub mod objects;
+pub mod remote_exec;
 pub mod spy;
 pub mod threads;
 pub mod version;

@@ -249,6 +249,14 @@ impl PythonSpy {
         &self.thread_states
     }
 
+    /// The address of `_PyRuntime` (3.7+), where `_Py_DebugOffsets` starts on 3.13+.
+    pub fn runtime_address(&self) -> Option<u64> {
+        match self.root {
+            InterpreterRoot::Runtime(runtime) => Some(runtime),
+            InterpreterRoot::InterpHead(_) => None,
+        }
+    }
+
     /// Where an in-kernel walker starts (with [`PythonSpy::layout`]).
     pub fn walk_root(&self) -> WalkRoot {
         let interp_head = match self.root {
