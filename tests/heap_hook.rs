@@ -120,7 +120,75 @@ fn the_target_outlives_a_killed_sampler() {
     }
     let printed = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(
-        printed.starts_with("kept "),
+        printed.starts_with("kept\n"),
         "the target did not run to its end after pmt-sample was killed: {printed:?}"
+    );
+}
+
+/// Attached by `--pid` to a running CPython 3.14+, the hook is loaded through PEP 768: the
+/// keepers hold the heap grown since attaching, and the target runs on to its normal end.
+fn attach_loads_the_hook(label: &str) {
+    let Some(interp) = interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(
+        &interp,
+        &script("heap_leak_churn.py"),
+        &["6", "--print-ready", "--keep", "items,strings"],
+    );
+    target.wait_for_line("ready", Duration::from_secs(20));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("attach.folded");
+    let mut command = sampler();
+    command
+        .args(["--pid", &target.pid().to_string(), "--duration", "2.5"])
+        .args(["--heap-sample-bytes", "32768", "--collapsed"])
+        .arg(&folded);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{label}: {stderr}");
+    assert!(stderr.contains("PEP 768"), "{label}: {stderr}");
+    assert!(stderr.contains("(folded heap)"), "{label}: {stderr}");
+    let folded = read_folded(&folded);
+    let (kept, total) = share(&folded, &["keep_items", "keep_strings"]);
+    assert!(
+        kept as f64 >= 0.9 * total as f64 && kept > 1 << 20,
+        "{label}: keepers {kept} of {total}\n{stderr}"
+    );
+    target.wait_for_line("kept", Duration::from_secs(20));
+}
+
+#[test]
+fn attach_loads_the_hook_sid_3_14() {
+    attach_loads_the_hook("sid3.14");
+}
+
+#[test]
+fn attach_loads_the_hook_sid_3_15() {
+    attach_loads_the_hook("sid3.15");
+}
+
+/// Before 3.14 attaching says how to get the heap view and charges rss.
+#[test]
+fn attach_before_3_14_says_how_to_get_the_heap_view() {
+    let Some(interp) = interpreter_or_skip("3.12") else {
+        return;
+    };
+    let mut target = common::start(
+        &interp,
+        &script("heap_leak_churn.py"),
+        &["3", "--print-ready"],
+    );
+    target.wait_for_line("ready", Duration::from_secs(20));
+    let mut command = sampler();
+    command.args(["--pid", &target.pid().to_string(), "--duration", "0.5"]);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no heap view when attaching to CPython 3.12")
+            && stderr.contains("pmt-sample -- CMD")
+            && stderr.contains("top stacks by rss"),
+        "{stderr}"
     );
 }

@@ -175,6 +175,8 @@ struct Tables {
     stacks: *mut StackEntry,
     frames: *mut FrameEntry,
     live: *mut LiveSample,
+    /// The counting filter (published in `FILTER` while the hook is installed).
+    filter: *mut u8,
     live_bits: u32,
     live_used: usize,
     live_tombs: usize,
@@ -185,6 +187,7 @@ static TABLES: Global<Tables> = Global::new(Tables {
     stacks: std::ptr::null_mut(),
     frames: std::ptr::null_mut(),
     live: std::ptr::null_mut(),
+    filter: std::ptr::null_mut(),
     live_bits: 0,
     live_used: 0,
     live_tombs: 0,
@@ -798,6 +801,16 @@ unsafe extern "C" fn after_fork_child() {
     RNG.with(|r| r.set(0));
     // SAFETY: the child's only thread, holding the lock taken before the fork.
     unsafe {
+        reset_tables();
+        (*state()).pid = getpid() as u32;
+    }
+    unlock();
+}
+
+/// Empties the tables and the tallies (a forked child's, or a new run's): a new generation.
+unsafe fn reset_tables() {
+    // SAFETY (whole function): under the lock, or in a forked child's only thread.
+    unsafe {
         let st = state();
         let tables = &mut *TABLES.get();
         if !tables.live.is_null() {
@@ -805,9 +818,8 @@ unsafe extern "C" fn after_fork_child() {
             tables.live_used = 0;
             tables.live_tombs = 0;
             std::ptr::write_bytes(tables.stack_index, 0, 1 << STACK_INDEX_BITS);
-            let filter = FILTER.load(Ordering::Relaxed);
-            if !filter.is_null() {
-                std::ptr::write_bytes(filter, 0, 1 << FILTER_BITS);
+            if !tables.filter.is_null() {
+                std::ptr::write_bytes(tables.filter, 0, 1 << FILTER_BITS);
             }
         }
         (*st).stacks_len = 1; // stack 0 collects what finds no room
@@ -820,10 +832,8 @@ unsafe extern "C" fn after_fork_child() {
         if !tables.stacks.is_null() {
             std::ptr::write_bytes(tables.stacks, 0, 1);
         }
-        (*st).pid = getpid() as u32;
         (*st).generation += 1;
     }
-    unlock();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -836,8 +846,9 @@ unsafe fn symbol(name: &[u8]) -> *mut c_void {
 
 /// Installs the hook: `layout` is a [`HookLayout`] of `layout_len` bytes (from pmt, for the
 /// running interpreter), `sample_bytes` the mean interval (0 or 1: every allocation),
-/// `owner_pid` the pmt to outlive no longer. Call with the GIL held (the loader does, through
-/// `ctypes.PyDLL`). Returns 0 when installed, 1 when it already was, and a negative number
+/// `owner_pid` the pmt to outlive no longer (0: none). Call with the GIL held (the loader
+/// does, through `ctypes.PyDLL`). Returns 0 when installed, 1 when it already was (its tables
+/// are emptied for the new run), and a negative number
 /// saying what is wrong: -1 a bad layout, -2 a missing CPython function, -3 no memory.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pmt_heap_install(
@@ -846,9 +857,6 @@ pub unsafe extern "C" fn pmt_heap_install(
     sample_bytes: u64,
     owner_pid: u32,
 ) -> c_int {
-    if INSTALLED.load(Ordering::Acquire) {
-        return 1;
-    }
     if layout.is_null() || layout_len != HookLayout::SIZE {
         return -1;
     }
@@ -867,6 +875,22 @@ pub unsafe extern "C" fn pmt_heap_install(
         || !matches!(layout.code_tag_len, 8 | 16)
     {
         return -1;
+    }
+    if INSTALLED.load(Ordering::Acquire) {
+        // Installed for an earlier run: this run starts afresh, with its own owner and rate.
+        lock();
+        // SAFETY: under the lock.
+        unsafe {
+            reset_tables();
+            let st = state();
+            (*st).sample_bytes = sample_bytes;
+            (*st).owner_pid = owner_pid;
+            (*st).layout = layout;
+            (*st).enabled = 1;
+        }
+        SAMPLING.store(true, Ordering::Release);
+        unlock();
+        return 1;
     }
     // SAFETY: symbol look-ups and transmutes of their addresses to the documented signatures.
     unsafe {
@@ -908,7 +932,7 @@ pub unsafe extern "C" fn pmt_heap_install(
             tables.frames = frames;
             tables.live = live;
             tables.live_bits = LIVE_MIN_BITS;
-            FILTER.store(filter, Ordering::Release);
+            tables.filter = filter;
             pthread_atfork(
                 Some(before_fork),
                 Some(after_fork_parent),
@@ -925,9 +949,8 @@ pub unsafe extern "C" fn pmt_heap_install(
         (*st).frames_addr = tables.frames as u64;
         (*st).table_bytes = ((1usize << LIVE_MIN_BITS) * size_of::<LiveSample>()) as u64;
         (*st).layout = layout;
-        if (*st).stacks_len == 0 {
-            (*st).stacks_len = 1; // stack 0 collects what finds no room
-        }
+        reset_tables();
+        FILTER.store(tables.filter, Ordering::Release);
         for domain in 0..3 {
             get(domain as c_int, &mut (*ORIGINAL.get())[domain]);
         }

@@ -9,8 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::attach::placement::{FileSpec, Placement, PlacementError};
 use crate::memory::heap_hook::{self, HookLayout, LIBRARY, LIBRARY_NAME};
 use crate::python::PythonSpy;
+use crate::python::remote_exec::{ExecThread, RemoteExecError, RemoteExecOptions, remote_exec};
+use std::time::Duration;
 
 /// The default mean bytes between two allocation samples of a thread.
 pub const DEFAULT_SAMPLE_BYTES: u64 = 256 * 1024;
@@ -28,6 +31,32 @@ pub enum HeapHookError {
         path: PathBuf,
         /// What failed.
         source: std::io::Error,
+    },
+    /// The files could not be placed where the running target can read them.
+    #[error("cannot place the allocation hook for process {pid}: {source}")]
+    Placement {
+        /// The target.
+        pid: i32,
+        /// What failed.
+        source: PlacementError,
+    },
+    /// The running target did not run the loader.
+    #[error("the allocation hook was not loaded into process {pid}: {source}")]
+    RemoteExec {
+        /// The target.
+        pid: i32,
+        /// What failed.
+        source: RemoteExecError,
+    },
+    /// The target's CPython cannot be asked to load it.
+    #[error(
+        "no heap view when attaching to CPython {version} (process {pid}): the allocation hook is loaded into a running interpreter from 3.14 on (PEP 768); launch the program under pmt-sample (pmt-sample -- CMD) for the heap view; memory is charged by rss"
+    )]
+    TooOld {
+        /// The target.
+        pid: i32,
+        /// Its version.
+        version: String,
     },
 }
 
@@ -93,6 +122,10 @@ def _pmt_heap_load(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, 
         layout = f.read()
     import ctypes
     import hashlib
+    lib = getattr(sys, "_pmt_heap_hook", None)  # loaded by an earlier run: installed again
+    if lib is not None:
+        lib.pmt_heap_install(layout, len(layout), sample_bytes, owner)
+        return
     fd = os.open(os.path.join(dir, "{library}"), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         chunks = []
@@ -109,6 +142,7 @@ def _pmt_heap_load(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, 
     install = lib.pmt_heap_install
     install.restype = ctypes.c_int
     install.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint32]
+    sys._pmt_heap_hook = lib
     install(layout, len(layout), sample_bytes, owner)
 
 
@@ -206,14 +240,101 @@ impl HeapLoader {
 
     /// Hands process `pid` (attached as `spy`) its walk layout, which its loader waits for.
     pub fn hand_over_layout(&self, pid: i32, spy: &PythonSpy) -> Result<(), HeapHookError> {
-        let layout: HookLayout = heap_hook::hook_layout(&super::kernel_capture::bpf_layout(spy));
-        let bytes = heap_hook::layout_bytes(&layout);
+        let bytes = layout_of(spy);
         let name = format!("layout.{pid}");
         let partial = self.dir.join(format!(".{name}.partial"));
         let _ = std::fs::remove_file(&partial);
         write_new(&partial, &bytes, 0o400)?;
         let path = self.dir.join(&name);
         std::fs::rename(&partial, &path).map_err(write_error(&path))
+    }
+}
+
+/// The layout of `spy`'s interpreter as its hook takes it.
+fn layout_of(spy: &PythonSpy) -> Vec<u8> {
+    let layout: HookLayout = heap_hook::hook_layout(&super::kernel_capture::bpf_layout(spy));
+    heap_hook::layout_bytes(&layout)
+}
+
+/// How long a thread of a running target is given to take the request to run the loader.
+const MAIN_THREAD_WAIT: Duration = Duration::from_millis(1000);
+const OTHER_THREAD_WAIT: Duration = Duration::from_millis(300);
+
+/// Loads the hook into the running interpreter of `spy` (CPython 3.14+) through its remote
+/// execution protocol (PEP 768): the library and the layout are placed in a private directory
+/// of the target's user inside its own root, the loader (which checks the library's digest on
+/// the descriptor it loads) in another, and a thread that runs Python code is asked to run it
+/// (the main thread first, then the others). The placements must be kept until the hook is
+/// found loaded (the loader opens the files just after taking the request).
+pub fn load_into_running(
+    spy: &PythonSpy,
+    sample_bytes: u64,
+) -> Result<Vec<Placement>, HeapHookError> {
+    let pid = spy.pid();
+    if spy.layout().version < (3, 14) {
+        return Err(HeapHookError::TooOld {
+            pid,
+            version: spy.version().to_string(),
+        });
+    }
+    let placement_error = |source| HeapHookError::Placement { pid, source };
+    let own_pid = crate::attach::proc_files::read_status(pid)
+        .ok()
+        .flatten()
+        .and_then(|s| s.own_namespace_id())
+        .unwrap_or(pid);
+    let layout_name = format!("layout.{own_pid}");
+    let layout = layout_of(spy);
+    let library = Placement::create(
+        pid,
+        &[
+            FileSpec::library(LIBRARY_NAME, LIBRARY),
+            FileSpec::data(&layout_name, &layout),
+        ],
+    )
+    .map_err(placement_error)?;
+    // The owner check needs pmt's pid as the target sees it: in another PID namespace there is
+    // none, and the hook then stays until the process ends (it samples only while read).
+    let same_namespace = own_pid == pid;
+    let owner = if same_namespace {
+        std::process::id()
+    } else {
+        0
+    };
+    let dir = library.target_dir().to_string_lossy().to_string();
+    let text = loader_text(&dir, sample_bytes, owner, 0.0, false);
+    let loader = Placement::create(
+        pid,
+        &[FileSpec::data("pmt_heap_loader.py", text.as_bytes())],
+    )
+    .map_err(placement_error)?;
+    let script = loader
+        .file("pmt_heap_loader.py")
+        .map(|f| f.target_path.clone())
+        .unwrap_or_default();
+    library.verify().map_err(placement_error)?;
+    loader.verify().map_err(placement_error)?;
+    let mut threads = vec![(ExecThread::Main, MAIN_THREAD_WAIT)];
+    threads.extend(
+        spy.thread_states()
+            .iter()
+            .map(|&(tid, _)| (ExecThread::Native(u64::from(tid)), OTHER_THREAD_WAIT)),
+    );
+    let mut last = None;
+    for (thread, wait) in threads {
+        let options = RemoteExecOptions {
+            thread,
+            wait: Some(wait),
+        };
+        match remote_exec(spy, &script, &options) {
+            Ok(_) => return Ok(vec![library, loader]),
+            Err(err @ RemoteExecError::NotTaken { .. }) => last = Some(err),
+            Err(source) => return Err(HeapHookError::RemoteExec { pid, source }),
+        }
+    }
+    match last {
+        Some(source) => Err(HeapHookError::RemoteExec { pid, source }),
+        None => Ok(vec![library, loader]),
     }
 }
 

@@ -30,8 +30,10 @@ pub(super) struct Sources {
     capture: RefCell<Option<SharedCapture>>,
     /// The allocation hook's files, for launched interpreters.
     heap: Option<HeapLoader>,
-    /// Why the hook is not used when attaching (said once).
-    heap_note: Option<String>,
+    /// Attaching with the hook (3.14+): mean bytes between samples, and the files placed in
+    /// each target, kept while the run lasts.
+    heap_attach: Option<u64>,
+    placements: RefCell<Vec<crate::attach::placement::Placement>>,
     tree: bool,
 }
 
@@ -70,17 +72,13 @@ impl Sources {
                 Err(err) => return Err(err.into()),
             }
         };
-        let (heap, heap_note) = match (options.heap_sample_bytes, &options.target) {
+        let (heap, heap_attach) = match (options.heap_sample_bytes, &options.target) {
             (None, _) => (None, None),
-            (Some(bytes), TargetSpec::Command(_)) => {
-                (Some(HeapLoader::for_launch(bytes, options.subprocesses)?), None)
-            }
-            (Some(_), TargetSpec::Pid(_)) => (
+            (Some(bytes), TargetSpec::Command(_)) => (
+                Some(HeapLoader::for_launch(bytes, options.subprocesses)?),
                 None,
-                Some(
-                    "no heap view when attaching yet (the allocation hook is loaded into interpreters pmt-sample launches: pmt-sample -- CMD): memory is charged by rss".to_string(),
-                ),
             ),
+            (Some(bytes), TargetSpec::Pid(_)) => (None, Some(bytes)),
         };
         Ok(Sources {
             attribution: options.attribution,
@@ -88,7 +86,8 @@ impl Sources {
             malloc,
             capture: RefCell::new(capture),
             heap,
-            heap_note,
+            heap_attach,
+            placements: RefCell::new(Vec::new()),
             tree: options.subprocesses,
         })
     }
@@ -112,13 +111,18 @@ impl Sources {
         if let Some(capture) = self.capture.borrow().as_ref() {
             lines.push(kernel_capture::describe(capture));
         }
-        if let Some(heap) = &self.heap {
+        let heap_bytes = self.heap.as_ref().map(HeapLoader::sample_bytes);
+        if let Some(bytes) = heap_bytes.or(self.heap_attach) {
             lines.push(format!(
-                "Python heap sampled in the target by pmt's allocation hook (one sample per {} KiB a thread allocates)",
-                heap.sample_bytes() / 1024
+                "Python heap sampled in the target by pmt's allocation hook (one sample per {} KiB a thread allocates{})",
+                bytes / 1024,
+                if self.heap_attach.is_some() {
+                    "; loaded through CPython's remote execution protocol, PEP 768"
+                } else {
+                    ""
+                }
             ));
         }
-        lines.extend(self.heap_note.clone());
         lines
     }
 
@@ -166,6 +170,27 @@ impl Sources {
         if let Some(heap) = &self.heap {
             heap.hand_over_layout(pid, sampler.source())?;
             sampler.use_heap_hook();
+        } else if let Some(bytes) = self.heap_attach {
+            // Forked from a process this run gave the hook (a pre-fork server's worker): it
+            // has it, sampling for this run. Anything else is (re)loaded.
+            let already = crate::memory::heap_hook::find_state(pid)
+                .and_then(|at| {
+                    crate::memory::heap_hook::HookReader::new(pid, at)
+                        .state()
+                        .ok()
+                        .flatten()
+                })
+                .is_some_and(|state| state.enabled == 1 && state.owner_pid == std::process::id());
+            match already {
+                true => sampler.use_heap_hook(),
+                false => match super::heap_capture::load_into_running(sampler.source(), bytes) {
+                    Ok(placed) => {
+                        self.placements.borrow_mut().extend(placed);
+                        sampler.use_heap_hook();
+                    }
+                    Err(err) => added.notes.push(err.to_string()),
+                },
+            }
         }
         Ok(added)
     }

@@ -7,7 +7,7 @@ Usage: heap_leak_churn.py [SECONDS] [--print-ready] [--keep SHAPES]
 SHAPES is a comma-separated subset of dicts,tuples,items,strings (default: all four); strings
 are kept by a worker thread (one per iteration). Dicts, tuples and the floats in them are
 types CPython keeps free lists of: their objects are recycled from what churn() freed, not
-allocated anew. Prints `ready` once started (for tests that attach), then `kept ITERATIONS`.
+allocated anew. Prints `ready` once started (for tests that attach), then `kept` and `iterations N`.
 """
 import threading
 import collections
@@ -98,7 +98,8 @@ def main():
         i += 1
     # Hold what was kept past the sustained-peak window.
     time.sleep(0.5)
-    print("kept %d" % i, flush=True)
+    print("kept", flush=True)
+    print("iterations %d" % i, flush=True)
 
 
 if __name__ == "__main__":
