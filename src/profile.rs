@@ -1181,6 +1181,47 @@ mod tests {
     }
 
     #[test]
+    fn the_heap_is_what_each_allocating_stack_still_holds_at_the_sustained_peak() {
+        let mut profile = Profile::new(TargetInfo::default(), false);
+        let heap = |alloc: u64, count: u64, freed: u64| {
+            let mut values = MetricValues::default();
+            values.add(Metric::HeapAlloc, alloc);
+            values.add(Metric::HeapAllocCount, count);
+            values.add(Metric::HeapFreed, freed);
+            values
+        };
+        let (keep, churn) = ([frame("keep", 3)], [frame("churn", 9)]);
+        for tick in 0..40u64 {
+            let mut threads = vec![thread_sample(1, "MainThread", &keep, 0)];
+            threads[0].values = heap(1000, 10, 0);
+            let mut churned = thread_sample(1, "MainThread", &churn, 0);
+            // Churn allocates 50 000 a tick and frees the previous tick's.
+            churned.values = heap(50_000, 500, if tick > 0 { 50_000 } else { 0 });
+            threads.push(churned);
+            profile.add(Sample {
+                time: std::time::Duration::from_millis(10 * tick),
+                rss: None,
+                threads,
+            });
+        }
+        let weights = profile.weights();
+        let of = |function: &str, metric: Metric| {
+            weights
+                .iter()
+                .find(|w| profile.stack_text(w, false).last().is_some_and(|f| f.starts_with(function)))
+                .map_or(0, |w| w.values.get(metric))
+        };
+        // The last 250 ms held at least 40 000 of keep's growth (its level rose throughout).
+        assert!(of("keep", Metric::Heap) >= 14_000, "{}", of("keep", Metric::Heap));
+        assert_eq!(of("keep", Metric::HeapObjects), of("keep", Metric::Heap) / 100);
+        // Churn holds at most one tick's allocation, never more.
+        assert!(of("churn", Metric::Heap) <= 50_000);
+        assert_eq!(of("churn", Metric::HeapAlloc), 40 * 50_000);
+        assert!(profile.has_heap());
+        assert_eq!(profile.heap_held_now().values().sum::<u64>(), 40 * 1000 + 50_000);
+    }
+
+    #[test]
     fn processes_get_a_root_frame_and_their_own_ledger() {
         let profile = two_process_profile();
         assert_eq!(profile.processes().len(), 2);

@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 echo "== the interop tests' pprof decoder (protobuf + protoc from PyPI, in target/interop-venv)"
 bash tests/interop/setup_venv.sh
 
+echo "== the allocation hook's own unit tests (heap_hook/ is built by rustc alone)"
+mkdir -p target
+rustc --edition 2024 --test -C opt-level=2 heap_hook/src/lib.rs -o target/heap_hook_tests
+target/heap_hook_tests
+
 echo "== cargo test"
 cargo test --release 2>&1
 

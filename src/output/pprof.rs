@@ -477,6 +477,18 @@ mod tests {
     }
 
     #[test]
+    fn heap_metrics_take_go_and_pyroscope_names() {
+        assert_eq!(type_name(Metric::Heap), "inuse_space");
+        assert_eq!(type_name(Metric::HeapObjects), "inuse_objects");
+        assert_eq!(type_name(Metric::HeapAlloc), "alloc_space");
+        assert_eq!(type_name(Metric::HeapAllocCount), "alloc_objects");
+        assert_eq!(unit_name(Metric::HeapObjects), "count");
+        assert_eq!(type_name(Metric::Rss), "rss");
+        let profile = two_thread_profile();
+        assert!(!sample_metrics(&profile, Metric::Heap).contains(&Metric::HeapFreed));
+    }
+
+    #[test]
     fn locations_functions_and_labels_hold_together() {
         let profile = two_thread_profile();
         let pprof = decoded(&profile);
