@@ -1208,17 +1208,32 @@ mod tests {
         let of = |function: &str, metric: Metric| {
             weights
                 .iter()
-                .find(|w| profile.stack_text(w, false).last().is_some_and(|f| f.starts_with(function)))
+                .find(|w| {
+                    profile
+                        .stack_text(w, false)
+                        .last()
+                        .is_some_and(|f| f.starts_with(function))
+                })
                 .map_or(0, |w| w.values.get(metric))
         };
         // The last 250 ms held at least 40 000 of keep's growth (its level rose throughout).
-        assert!(of("keep", Metric::Heap) >= 14_000, "{}", of("keep", Metric::Heap));
-        assert_eq!(of("keep", Metric::HeapObjects), of("keep", Metric::Heap) / 100);
+        assert!(
+            of("keep", Metric::Heap) >= 14_000,
+            "{}",
+            of("keep", Metric::Heap)
+        );
+        assert_eq!(
+            of("keep", Metric::HeapObjects),
+            of("keep", Metric::Heap) / 100
+        );
         // Churn holds at most one tick's allocation, never more.
         assert!(of("churn", Metric::Heap) <= 50_000);
         assert_eq!(of("churn", Metric::HeapAlloc), 40 * 50_000);
         assert!(profile.has_heap());
-        assert_eq!(profile.heap_held_now().values().sum::<u64>(), 40 * 1000 + 50_000);
+        assert_eq!(
+            profile.heap_held_now().values().sum::<u64>(),
+            40 * 1000 + 50_000
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@ fn share(folded: &[(Vec<String>, u64)], functions: &[&str]) -> (u64, u64) {
 
 /// Keepers of objects CPython does not recycle (instances, strings kept by a worker thread)
 /// beside churn of dicts, lists and tuples: the keepers hold ≥ 90% of what the loop holds
-/// at the peak, churn ≤ 5%; `heap` is the default metric.
+/// at the peak; churn, whose objects are freed within an iteration, holds only what is in
+/// flight at the peak (≤ 10%); `heap` is the default metric.
 fn keepers_hold_the_heap(interp: &Interpreter) {
     let dir = tempfile::tempdir().expect("tempdir");
     let folded = dir.path().join("heap.folded");
@@ -37,7 +38,7 @@ fn keepers_hold_the_heap(interp: &Interpreter) {
         .arg("--")
         .args(interp.argv())
         .arg(script("heap_leak_churn.py"))
-        .args(["2", "--keep", "items,strings"]);
+        .args(["4", "--keep", "items,strings"]);
     let output = run(command);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}: {stderr}", interp.label);
@@ -60,7 +61,7 @@ fn keepers_hold_the_heap(interp: &Interpreter) {
         interp.label
     );
     assert!(
-        (churned as f64) <= 0.05 * loop_total as f64,
+        (churned as f64) <= 0.10 * loop_total as f64,
         "{}: churn {churned} of {loop_total}\n{stderr}",
         interp.label
     );
@@ -188,7 +189,8 @@ fn attach_before_3_14_says_how_to_get_the_heap_view() {
     assert!(
         stderr.contains("no heap view when attaching to CPython 3.12")
             && stderr.contains("pmt-sample -- CMD")
-            && stderr.contains("top stacks by rss"),
+            && (stderr.contains("top stacks by rss") || stderr.contains("charged to rss"))
+            && !stderr.contains("PEP 768"),
         "{stderr}"
     );
 }

@@ -49,6 +49,14 @@ fn no_kernel_stacks(err: &MallocError) -> String {
     format!("no in-kernel stacks ({err}): memory is charged to the stacks read at each tick")
 }
 
+/// What the hook does, for the notes.
+fn heap_line(sample_bytes: u64, how: &str) -> String {
+    format!(
+        "Python heap sampled in the target by pmt's allocation hook (one sample per {} KiB a thread allocates{how})",
+        sample_bytes / 1024
+    )
+}
+
 impl Sources {
     /// Loads what must be loaded before the target starts (the in-kernel capture, the hook's
     /// files), as `options` ask.
@@ -111,17 +119,8 @@ impl Sources {
         if let Some(capture) = self.capture.borrow().as_ref() {
             lines.push(kernel_capture::describe(capture));
         }
-        let heap_bytes = self.heap.as_ref().map(HeapLoader::sample_bytes);
-        if let Some(bytes) = heap_bytes.or(self.heap_attach) {
-            lines.push(format!(
-                "Python heap sampled in the target by pmt's allocation hook (one sample per {} KiB a thread allocates{})",
-                bytes / 1024,
-                if self.heap_attach.is_some() {
-                    "; loaded through CPython's remote execution protocol, PEP 768"
-                } else {
-                    ""
-                }
-            ));
+        if let Some(heap) = &self.heap {
+            lines.push(heap_line(heap.sample_bytes(), ""));
         }
         lines
     }
@@ -187,6 +186,12 @@ impl Sources {
                     Ok(placed) => {
                         self.placements.borrow_mut().extend(placed);
                         sampler.use_heap_hook();
+                        if !self.tree {
+                            added.notes.push(heap_line(
+                                bytes,
+                                "; loaded through CPython's remote execution protocol, PEP 768",
+                            ));
+                        }
                     }
                     Err(err) => added.notes.push(err.to_string()),
                 },
