@@ -190,7 +190,7 @@ fn attach_before_3_14_says_how_to_get_the_heap_view() {
         stderr.contains("no heap view when attaching to CPython 3.12")
             && stderr.contains("pmt-sample -- CMD")
             && (stderr.contains("top stacks by rss") || stderr.contains("charged to rss"))
-            && !stderr.contains("PEP 768"),
+            && !stderr.contains("loaded through"),
         "{stderr}"
     );
 }
