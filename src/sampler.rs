@@ -20,6 +20,7 @@
 //! process, and tags their samples with a [`ProcessIdentity`].
 
 pub mod kernel;
+mod page_ledger;
 pub mod process_tree;
 mod ticks;
 
