@@ -162,6 +162,9 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
     if matches!(metric, Metric::Rss) {
         eprintln!("  {}", summary.attribution_note());
     }
+    if let Some(warning) = &summary.warning {
+        eprintln!("  {warning}");
+    }
     print_top_stacks(profile, &args.outputs);
     for note in &finished.notes {
         eprintln!("  {note}");

@@ -101,8 +101,19 @@ pub struct RawStack {
     tag: [u64; MAX_DEPTH],
 }
 
+/// Stacks `PMT_STACKS` holds at most (`max_entries` in the C).
+pub const STACK_TABLE_SIZE: usize = 65536;
+
 // SAFETY: `RawStack` is `repr(C)`, all integers, without padding.
 unsafe impl aya::Pod for RawStack {}
+
+impl std::fmt::Debug for RawStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawStack")
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}
 
 impl RawStack {
     /// `(code object address, instruction position, code object tag)` per frame, innermost
@@ -251,6 +262,8 @@ pub struct KernelStacks {
     stacks: BpfHashMap<MapData, u64, RawStack>,
     procs: BpfHashMap<MapData, u32, BpfLayout>,
     threads: BpfHashMap<MapData, u32, u64>,
+    last_walks: BpfHashMap<MapData, u32, [u64; 5]>,
+    samplers: BpfHashMap<MapData, u32, [u64; 3]>,
     tallies: PerCpuArray<MapData, u64>,
     probes: HashMap<u32, Vec<AttachedProbe>>,
     options: CaptureOptions,
@@ -333,6 +346,10 @@ impl KernelStacks {
             procs: BpfHashMap::try_from(map(&mut ebpf, "PMT_PROCS")?).map_err(bad("PMT_PROCS"))?,
             threads: BpfHashMap::try_from(map(&mut ebpf, "PMT_THREADS")?)
                 .map_err(bad("PMT_THREADS"))?,
+            last_walks: BpfHashMap::try_from(map(&mut ebpf, "PMT_LAST_WALK")?)
+                .map_err(bad("PMT_LAST_WALK"))?,
+            samplers: BpfHashMap::try_from(map(&mut ebpf, "PMT_SAMPLERS")?)
+                .map_err(bad("PMT_SAMPLERS"))?,
             tallies: PerCpuArray::try_from(map(&mut ebpf, "PMT_TALLIES")?)
                 .map_err(bad("PMT_TALLIES"))?,
             probes: HashMap::new(),
@@ -362,10 +379,36 @@ impl KernelStacks {
         Ok(())
     }
 
-    /// Stops capturing process `tgid` (it exited, or is no longer followed).
-    pub fn remove_process(&mut self, tgid: u32) {
+    /// Stops capturing process `tgid` (it exited, or is no longer followed): it leaves
+    /// `PMT_PROCS`, its probes are detached, and its threads `tids` leave the per-thread
+    /// tables (`PMT_THREADS`, `PMT_LAST_WALK`, `PMT_SAMPLERS`).
+    pub fn remove_process(&mut self, tgid: u32, tids: impl IntoIterator<Item = u32>) {
+        // A key already gone is not an error worth reporting: the tables only shrink here.
         let _ = self.procs.remove(&tgid);
         self.probes.remove(&tgid);
+        for tid in tids {
+            let _ = self.threads.remove(&tid);
+            let _ = self.last_walks.remove(&tid);
+            let _ = self.samplers.remove(&tid);
+        }
+    }
+
+    /// Processes being captured (`PMT_PROCS` entries).
+    pub fn process_count(&self) -> usize {
+        self.procs.keys().filter(Result::is_ok).count()
+    }
+
+    /// Removes stacks `ids` from the stack table (`PMT_STACKS`), after emptying the
+    /// per-thread last walks (`PMT_LAST_WALK`) that may name them, for the walker to fill the
+    /// table again. The caller keeps what it still needs of them first.
+    pub fn remove_stacks(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let tids: Vec<u32> = self.last_walks.keys().filter_map(Result::ok).collect();
+        for tid in &tids {
+            let _ = self.last_walks.remove(tid);
+        }
+        for id in ids {
+            let _ = self.stacks.remove(&id);
+        }
     }
 
     /// Hands over the thread states of live Python threads: `(kernel tid, PyThreadState

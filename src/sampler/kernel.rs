@@ -29,23 +29,53 @@
 //! Must not touch: tick timing, reading stacks or counters, how charges add up (`profile`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use super::page_ledger::{Charges, Fault, PageLedger};
 
 use crate::attach::process::{Backing, Region, memory_regions};
-use crate::memory::kernel_stacks::{EventKind, KernelStacks, MemoryEvent};
+use crate::memory::kernel_stacks::{
+    EventKind, KernelStacks, MemoryEvent, RawStack, STACK_TABLE_SIZE, Tallies,
+};
 use crate::python::{CapturedFrame, CodeInfo, Frame};
 use crate::sample::{Metric, PageKind, ThreadIdentity, ThreadSample};
 
 /// One [`KernelStacks`] shared by the samplers of a run (one per process with
 /// `--subprocesses`): the ring holds every process's events, sorted out here by process.
+///
+/// The in-kernel stack table is recycled before it fills: once the distinct stack ids seen
+/// in events reach [`RECYCLE_AT`] of its size, every process's events are drained, the raw
+/// stacks that events not yet charged name are kept here, and the stacks seen are removed
+/// from the table for the walker to fill it again (a stack id is a hash of the frames, so an
+/// id decoded before stays valid; stacks of events not drained yet stay in the table).
 #[derive(Debug)]
 pub struct KernelCapture {
     stacks: KernelStacks,
     pending: HashMap<u32, Vec<MemoryEvent>>,
     scratch: Vec<MemoryEvent>,
+    /// Distinct stack ids in events drained since the table was last emptied.
+    ids_seen: HashSet<u64>,
+    /// Raw stacks kept across the last emptying, for events drained before it.
+    kept: HashMap<u64, RawStack>,
+    tallies: CaptureTallies,
+}
+
+/// The share of the stack table's size at which it is recycled.
+const RECYCLE_AT: f64 = 0.75;
+
+/// What the capture as a whole counted (the walker's tallies and user space's own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureTallies {
+    /// Events drained from the ring.
+    pub events: u64,
+    /// The walker's tallies (lost events, stacks full, unreadable frames, no thread state).
+    pub kernel: Tallies,
+    /// Times the stack table was emptied for reuse.
+    pub stack_table_recycles: u64,
+    /// Event stack ids found in neither the table nor the stacks kept at a recycling
+    /// (charged to the thread's stack at the tick).
+    pub stacks_missing: u64,
 }
 
 /// The capture as the samplers of one run share it.
@@ -58,6 +88,9 @@ impl KernelCapture {
             stacks,
             pending: HashMap::new(),
             scratch: Vec::new(),
+            ids_seen: HashSet::new(),
+            kept: HashMap::new(),
+            tallies: CaptureTallies::default(),
         }))
     }
 
@@ -66,14 +99,67 @@ impl KernelCapture {
         &mut self.stacks
     }
 
+    /// The capture's tallies so far.
+    pub fn tallies(&self) -> CaptureTallies {
+        CaptureTallies {
+            kernel: self.stacks.tallies(),
+            ..self.tallies
+        }
+    }
+
     /// Every event of process `tgid` since the last call, oldest first.
     fn take_events(&mut self, tgid: u32) -> Vec<MemoryEvent> {
-        self.scratch.clear();
-        self.stacks.drain(&mut self.scratch);
-        for event in self.scratch.drain(..) {
-            self.pending.entry(event.tgid).or_default().push(event);
+        self.drain_all();
+        let threshold = (STACK_TABLE_SIZE as f64 * RECYCLE_AT) as usize;
+        if self.ids_seen.len() >= threshold {
+            self.recycle_stacks();
         }
         self.pending.remove(&tgid).unwrap_or_default()
+    }
+
+    fn drain_all(&mut self) {
+        self.scratch.clear();
+        self.stacks.drain(&mut self.scratch);
+        self.tallies.events += self.scratch.len() as u64;
+        for event in self.scratch.drain(..) {
+            if event.stack != 0 {
+                self.ids_seen.insert(event.stack);
+            }
+            self.pending.entry(event.tgid).or_default().push(event);
+        }
+    }
+
+    /// Empties the in-kernel stack table, keeping the raw stacks that pending events name.
+    fn recycle_stacks(&mut self) {
+        self.drain_all();
+        let mut kept = HashMap::new();
+        for event in self.pending.values().flatten() {
+            if event.stack != 0
+                && !kept.contains_key(&event.stack)
+                && let Some(raw) = self.stack(event.stack)
+            {
+                kept.insert(event.stack, raw);
+            }
+        }
+        self.kept = kept;
+        self.stacks.remove_stacks(self.ids_seen.drain());
+        self.tallies.stack_table_recycles += 1;
+    }
+
+    /// The raw stack `id`, from the stacks kept at the last recycling or the table.
+    fn stack(&self, id: u64) -> Option<RawStack> {
+        self.kept
+            .get(&id)
+            .copied()
+            .or_else(|| self.stacks.stack(id))
+    }
+
+    /// Process `tgid` is no longer sampled: it leaves every in-kernel table (with its threads
+    /// `tids`) and its undrained events are dropped.
+    fn remove_process(&mut self, tgid: u32, tids: impl IntoIterator<Item = u32>) {
+        self.stacks.remove_process(tgid, tids);
+        self.drain_all();
+        self.pending.remove(&tgid);
     }
 }
 
@@ -103,9 +189,12 @@ pub struct InKernelStats {
     pub alloc_samples: u64,
     /// Allocation samples whose stack was captured in the kernel.
     pub alloc_samples_with_stack: u64,
-    /// Events the kernel dropped (ring full), over the whole capture.
-    pub lost_events: u64,
+    /// What the capture counted, over the whole capture (shared by every process of a run).
+    pub capture: CaptureTallies,
 }
+
+/// The share of events lost, or of walks without a stored stack, past which a run says so.
+const LOSS_WARNING_SHARE: f64 = 0.01;
 
 /// The leaf frame under which a stack's file-backed or shared pages are shown.
 fn backing_frame(kind: PageKind, backing: &Backing) -> Frame {
@@ -163,13 +252,65 @@ impl InKernelStats {
                 share(self.alloc_samples_with_stack, self.alloc_samples)
             ));
         }
-        if self.lost_events > 0 {
-            note.push_str(&format!(
-                "; {} events were lost (the kernel's ring was full)",
-                self.lost_events
-            ));
-        }
+        let c = &self.capture;
+        note.push_str(&format!(
+            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times",
+            c.events,
+            c.kernel.lost_events,
+            c.kernel.walks,
+            c.kernel.reused,
+            c.kernel.no_thread,
+            c.kernel.read_failed,
+            c.kernel.stacks_full,
+            c.stacks_missing,
+            c.stack_table_recycles,
+        ));
         note
+    }
+
+    /// One line when the run lost more than a small share of its events or stacks.
+    pub fn loss_warning(&self) -> Option<String> {
+        let c = &self.capture;
+        let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
+        let lost = share(c.kernel.lost_events, c.events + c.kernel.lost_events);
+        let unstored = share(
+            c.kernel.stacks_full + c.stacks_missing,
+            c.kernel.walks + c.kernel.reused,
+        );
+        (lost > LOSS_WARNING_SHARE || unstored > LOSS_WARNING_SHARE).then(|| {
+            format!(
+                "warning: the in-kernel capture lost {:.1}% of its events (the kernel's ring was full) and {:.1}% of its stacks (table full or recycled): those charges are missing or went to the stack at the tick",
+                100.0 * lost,
+                100.0 * unstored
+            )
+        })
+    }
+
+    /// Every tally by name, for the JSON summary.
+    pub fn tallies(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.capture;
+        vec![
+            ("faults", self.faults),
+            ("faults_with_stack", self.faults_with_stack),
+            ("faults_on_owned_pages", self.faults_on_owned_pages),
+            ("file_or_shared_faults", self.file_or_shared_faults),
+            ("huge_faults", self.huge_faults),
+            ("faults_in_mappings", self.faults_in_mappings),
+            ("zero_page_reads", self.zero_page_reads),
+            ("released_bytes", self.released_bytes),
+            ("held_bytes", self.held_bytes),
+            ("alloc_samples", self.alloc_samples),
+            ("alloc_samples_with_stack", self.alloc_samples_with_stack),
+            ("events", c.events),
+            ("lost_events", c.kernel.lost_events),
+            ("stack_walks", c.kernel.walks),
+            ("reused_walks", c.kernel.reused),
+            ("no_thread", c.kernel.no_thread),
+            ("read_failed", c.kernel.read_failed),
+            ("stacks_full", c.kernel.stacks_full),
+            ("stacks_missing", c.stacks_missing),
+            ("stack_table_recycles", c.stack_table_recycles),
+        ]
     }
 
     /// Adds another process's figures (`--subprocesses`).
@@ -185,7 +326,10 @@ impl InKernelStats {
         self.held_bytes += other.held_bytes;
         self.alloc_samples += other.alloc_samples;
         self.alloc_samples_with_stack += other.alloc_samples_with_stack;
-        self.lost_events = self.lost_events.max(other.lost_events);
+        // One capture serves every process: the latest figures are the most events seen.
+        if other.capture.events >= self.capture.events {
+            self.capture = other.capture;
+        }
     }
 }
 
@@ -221,7 +365,19 @@ pub(crate) struct KernelAttribution {
     /// When `regions` was last read: a fault outside every known region reads them again, at
     /// most every [`REGIONS_REFRESH`].
     regions_read: Option<std::time::Instant>,
+    /// The process's threads seen in events or handed over, to clear from the in-kernel
+    /// per-thread tables when the process goes.
+    tids: HashSet<u32>,
     stats: InKernelStats,
+}
+
+impl Drop for KernelAttribution {
+    /// The process exited or is no longer followed: it leaves every in-kernel table.
+    fn drop(&mut self) {
+        if let Ok(mut capture) = self.capture.try_borrow_mut() {
+            capture.remove_process(self.tgid, self.tids.drain());
+        }
+    }
 }
 
 /// The owners the ledger charges, interned: a thread and its decoded stack (with a leaf frame
@@ -253,6 +409,7 @@ impl KernelAttribution {
             owners: Owners::default(),
             regions: Vec::new(),
             regions_read: None,
+            tids: HashSet::new(),
             stats: InKernelStats::default(),
         }
     }
@@ -273,7 +430,8 @@ impl KernelAttribution {
     }
 
     /// Hands the live Python threads' thread states to the kernel walker.
-    pub(crate) fn hand_over_threads(&self, threads: &[(u32, u64)]) {
+    pub(crate) fn hand_over_threads(&mut self, threads: &[(u32, u64)]) {
+        self.tids.extend(threads.iter().map(|&(tid, _)| tid));
         self.capture.borrow_mut().stacks.set_threads(threads);
     }
 
@@ -288,10 +446,10 @@ impl KernelAttribution {
         let events = self.capture.borrow_mut().take_events(self.tgid);
         let mut charges = Charges::new();
         for event in &events {
+            self.tids.insert(event.tid);
             self.apply(event, tick_threads, decode, &mut charges);
         }
-        let lost = self.capture.borrow().stacks.tallies().lost_events;
-        self.stats.lost_events = lost;
+        self.stats.capture = self.capture.borrow().tallies();
         let mut samples: Vec<ThreadSample> = charges
             .into_iter()
             .filter(|(_, values)| !values.is_zero())
@@ -438,10 +596,19 @@ impl Owners {
             },
             |(identity, _)| identity.clone(),
         );
-        let mut frames = match stack {
-            0 => tick.map(|(_, frames)| frames.clone()).unwrap_or_default(),
-            id => self.frames_of(capture, id, decode),
+        let tick_frames = || tick.map(|(_, frames)| frames.clone()).unwrap_or_default();
+        let (key, mut frames) = match stack {
+            0 => (key, tick_frames()),
+            id => match self.frames_of(capture, id, decode) {
+                Some(frames) => (key, frames),
+                // A stack no longer stored: the thread's stack at the tick stands for it
+                // (interned as such, so a later event naming it decodes it if it is back).
+                None => ((tid, 0, key.2), tick_frames()),
+            },
         };
+        if let Some(&owner) = self.ids.get(&key) {
+            return owner;
+        }
         let kind = match key.2 {
             Backing::Anonymous => None,
             Backing::File(_) => Some(PageKind::FileBacked),
@@ -466,21 +633,24 @@ impl Owners {
         capture: &SharedCapture,
         id: u64,
         decode: &mut Decode<'_>,
-    ) -> Vec<Frame> {
+    ) -> Option<Vec<Frame>> {
         if let Some(frames) = self.decoded.get(&id) {
-            return frames.clone();
+            return Some(frames.clone());
         }
-        let raw = capture.borrow().stacks.stack(id);
-        let frames = raw.map_or_else(Vec::new, |raw| {
-            decode(
-                &mut raw.frames().map(|(code, position, tag)| CapturedFrame {
-                    code,
-                    position,
-                    tag,
-                }),
-            )
-        });
+        let raw = capture.borrow().stack(id);
+        let Some(raw) = raw else {
+            // Not cached: the table may hold it again later.
+            capture.borrow_mut().tallies.stacks_missing += 1;
+            return None;
+        };
+        let frames = decode(
+            &mut raw.frames().map(|(code, position, tag)| CapturedFrame {
+                code,
+                position,
+                tag,
+            }),
+        );
         self.decoded.insert(id, frames.clone());
-        frames
+        Some(frames)
     }
 }
