@@ -37,7 +37,8 @@
 #define MAX_DEPTH 128          // Python frames recorded per stack (innermost first)
 #define MAX_VISITS 192         // frames visited per walk, shims included
 #define MAX_THREAD_SCAN 64     // thread states looked at to find a new thread
-#define FRAME_SPAN 128         // bytes read per frame: every member the walk uses lies below
+#define FRAME_SPAN 256         // the window of a frame the walk reads its members from (user
+                               // space refuses a layout with a member past it: FRAME_WINDOW)
 #define MISS_TTL_NS 2000000ULL // how long a thread found in no thread list stays "not Python"
 
 // Flags of struct py_layout.

@@ -74,7 +74,32 @@ pub struct BpfLayout {
     pub code_tag_len: u32,
 }
 
+/// The bytes of a frame the walker reads its members from (`FRAME_SPAN` in the C, which
+/// masks every frame offset with it): a layout with a frame member past it is refused.
+pub const FRAME_WINDOW: u32 = 256;
+
 impl BpfLayout {
+    /// Refuses a layout the walker would misread: every frame member it reads (8 bytes each,
+    /// `owner` 1 byte) must lie within [`FRAME_WINDOW`].
+    pub fn check_window(&self) -> Result<(), MallocError> {
+        let members = [
+            ("f_back/previous", self.frame_back, 8),
+            ("f_code/f_executable", self.frame_code, 8),
+            ("f_lasti/instr_ptr", self.frame_lasti, 8),
+            ("owner", self.frame_owner, 1),
+        ];
+        for (field, offset, len) in members {
+            if offset.saturating_add(len) > FRAME_WINDOW {
+                return Err(MallocError::LayoutOutOfWindow {
+                    field,
+                    offset,
+                    window: FRAME_WINDOW,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// ≤ 3.10: frames are `PyFrameObject`s and `f_lasti` is an `int`.
     pub const F_FRAME_OBJECTS: u32 = 1;
     /// 3.11–3.12: the thread state points to a `_PyCFrame`.
@@ -366,6 +391,7 @@ impl KernelStacks {
         layout: BpfLayout,
         allocators: &MallocOptions,
     ) -> Result<(), MallocError> {
+        layout.check_window()?;
         let tgid: NonZeroU32 = malloc::thread_group(pid)?;
         self.procs
             .insert(tgid.get(), layout, 0)
@@ -476,6 +502,40 @@ mod tests {
         assert_eq!(std::mem::size_of::<BpfLayout>(), 80);
         assert_eq!(std::mem::size_of::<RawStack>(), 8 + 24 * MAX_DEPTH);
         assert_eq!(std::mem::size_of::<RawEvent>(), 48);
+    }
+
+    #[test]
+    fn a_frame_member_past_the_walkers_window_is_refused_in_one_line() {
+        // 3.6's f_lasti is at 120: inside.
+        let inside = BpfLayout {
+            frame_back: 24,
+            frame_code: 32,
+            frame_lasti: 120,
+            ..BpfLayout::default()
+        };
+        assert!(inside.check_window().is_ok());
+        let last = BpfLayout {
+            frame_lasti: FRAME_WINDOW - 8,
+            frame_owner: FRAME_WINDOW - 1,
+            ..inside
+        };
+        assert!(last.check_window().is_ok());
+        let past = BpfLayout {
+            frame_lasti: FRAME_WINDOW - 4,
+            ..inside
+        };
+        let message = past.check_window().expect_err("refused").to_string();
+        assert!(message.contains("f_lasti"), "{message}");
+        assert!(
+            message.contains(&format!("{}", FRAME_WINDOW - 4)),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+        let owner = BpfLayout {
+            frame_owner: FRAME_WINDOW,
+            ..inside
+        };
+        assert!(owner.check_window().is_err());
     }
 
     #[test]
