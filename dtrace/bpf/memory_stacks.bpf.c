@@ -23,10 +23,10 @@
 // its kernel thread id, so threads shorter than a tick are found too). From its innermost
 // frame the chain is followed through `previous`/`f_back` with bpf_probe_read_user and the
 // offsets user space hands over per process in PMT_PROCS (the same layouts the reader uses),
-// recording (code object address, instruction position) pairs, innermost first, at most
-// MAX_DEPTH of them; 3.12+ shim frames are skipped, 3.14+ tag bits cleared. The faulting
+// recording (code object address, instruction position, code tag) triples, innermost first,
+// at most MAX_DEPTH of them; 3.12+ shim frames are skipped, 3.14+ tag bits cleared. The faulting
 // thread is stopped in the kernel while this runs, so its chain cannot change under the walk.
-// A chain is identified by a 64-bit hash of its pairs (0: no Python stack) and stored once in
+// A chain is identified by a 64-bit hash of its triples (0: no Python stack) and stored once in
 // PMT_STACKS, where user space looks up ids it has not decoded yet. Consecutive events from the
 // same innermost frame at the same instruction reuse the thread's last walk (PMT_LAST_WALK).
 //
@@ -48,7 +48,8 @@
 #define F_TAGGED_CODE 8        // 3.14+: f_executable is a tagged _PyStackRef
 #define F_NATIVE_ID 16         // tstate->native_thread_id holds the kernel tid (3.11+)
 
-// Mirrors `BpfLayout` in src/memory/kernel_stacks.rs: same field order.
+// Mirrors `BpfLayout` in src/memory/kernel_stacks.rs (its tests check every member against
+// this object's BTF, and the F_* flags, EV_* kinds and T_* slots against this source).
 struct py_layout {
     __u64 interp_head;          // address of the pointer to the first interpreter
     __u64 pidns_dev;            // the target's PID namespace, to match native thread ids
@@ -69,7 +70,7 @@ struct py_layout {
     __u32 code_tag_len;         // 8 or 16 bytes, XORed into the tag
 };
 
-// Mirrors `RawStack` in src/memory/kernel_stacks.rs.
+// Mirrors `RawStack` in src/memory/kernel_stacks.rs (checked the same way).
 struct py_stack {
     __u32 depth;
     __u32 truncated;
@@ -91,6 +92,8 @@ struct py_stack {
 #define EV_MMAP_ENTER 9     // len: length of an anonymous mapping being made, stack
 #define EV_MMAP_EXIT 10     // addr: the mapping's address (or a negative error)
 
+// Mirrors `RawEvent` in src/memory/kernel_stacks.rs, whose tests check every member against
+// this object's BTF.
 struct event {
     __u32 kind;
     __u32 tid;
@@ -101,6 +104,9 @@ struct event {
     __u64 arg;
     __u64 stack;
 };
+
+// Unused by the programs: it puts struct event (only ever a local) in the object's BTF.
+const volatile struct event EVENT_LAYOUT = {};
 
 struct last_walk {
     __u64 frame;

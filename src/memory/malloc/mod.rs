@@ -179,6 +179,11 @@ pub enum MallocError {
         /// The walker's window.
         window: u32,
     },
+    /// This build has no in-kernel stack object (it needs x86's page-fault tracepoints).
+    #[error(
+        "in-kernel stacks need the page-fault tracepoints of x86_64 kernels, and this build is for another architecture; use --attribution ticks"
+    )]
+    NoInKernelStacks,
     /// No such process.
     #[error("no process {pid}: check the PID")]
     NoSuchProcess {
