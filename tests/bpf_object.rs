@@ -36,8 +36,8 @@ fn clang_rebuilds_the_committed_bpf_objects_byte_for_byte() {
         "malloc_counters.arm64.bpf.o",
         "memory_stacks.x86.bpf.o",
     ] {
-        let rebuilt = std::fs::read(dir.path().join(&name)).expect("rebuilt object");
-        let committed = std::fs::read(repo.join("dtrace/bpf").join(&name)).expect("committed");
+        let rebuilt = std::fs::read(dir.path().join(name)).expect("rebuilt object");
+        let committed = std::fs::read(repo.join("dtrace/bpf").join(name)).expect("committed");
         assert!(
             rebuilt == committed,
             "{name}: clang's rebuild differs from the committed object ({} vs {} bytes): run `bash dtrace/bpf/build.sh` and commit",
