@@ -180,6 +180,12 @@ pub enum EventKind {
     MmapEnter,
     /// `mmap` returned `addr` (the mapping, or a negative error).
     MmapExit,
+    /// The process made process `addr`, captured from its first page with its layout.
+    Fork,
+    /// The process exec'd: it is no longer captured (its layout no longer applies).
+    Exec,
+    /// The process exited: it is no longer captured.
+    Exit,
 }
 
 /// One event from the ring, in the order the kernel wrote them.
@@ -202,7 +208,7 @@ pub struct MemoryEvent {
 }
 
 /// The C's event kinds (`EV_*` in memory_stacks.bpf.c): name, value, kind.
-const EVENT_KINDS: [(&str, u32, EventKind); 10] = [
+const EVENT_KINDS: [(&str, u32, EventKind); 13] = [
     ("EV_FAULT", 1, EventKind::Fault),
     ("EV_MUNMAP", 2, EventKind::Munmap),
     ("EV_MADVISE", 3, EventKind::Madvise),
@@ -213,16 +219,20 @@ const EVENT_KINDS: [(&str, u32, EventKind); 10] = [
     ("EV_HUGE_FAULT", 8, EventKind::HugeFault),
     ("EV_MMAP_ENTER", 9, EventKind::MmapEnter),
     ("EV_MMAP_EXIT", 10, EventKind::MmapExit),
+    ("EV_FORK", 11, EventKind::Fork),
+    ("EV_EXEC", 12, EventKind::Exec),
+    ("EV_EXIT", 13, EventKind::Exit),
 ];
 
 /// The C's tally slots (`T_*` in `PMT_TALLIES`): name, index.
-const TALLY_SLOTS: [(&str, u32); 6] = [
+const TALLY_SLOTS: [(&str, u32); 7] = [
     ("T_LOST_EVENTS", 0),
     ("T_NO_THREAD", 1),
     ("T_READ_FAILED", 2),
     ("T_STACKS_FULL", 3),
     ("T_WALKS", 4),
     ("T_REUSED", 5),
+    ("T_PROCS_FULL", 6),
 ];
 
 /// `struct event` in the C.
@@ -277,6 +287,8 @@ pub struct Tallies {
     pub walks: u64,
     /// Events that reused the thread's previous walk.
     pub reused: u64,
+    /// Children of targets not captured because `PMT_PROCS` was full.
+    pub procs_full: u64,
 }
 
 /// What to capture.
@@ -321,7 +333,7 @@ impl std::fmt::Debug for KernelStacks {
 }
 
 /// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
-const PAGE_TRACEPOINTS: [(&str, &str, &str); 10] = [
+const PAGE_TRACEPOINTS: [(&str, &str, &str); 13] = [
     ("pmt_fault_user", "exceptions", "page_fault_user"),
     ("pmt_fault_kernel", "exceptions", "page_fault_kernel"),
     ("pmt_munmap", "syscalls", "sys_enter_munmap"),
@@ -332,6 +344,9 @@ const PAGE_TRACEPOINTS: [(&str, &str, &str); 10] = [
     ("pmt_huge_fault", "kmem", "mm_page_alloc"),
     ("pmt_mmap_enter", "syscalls", "sys_enter_mmap"),
     ("pmt_mmap_exit", "syscalls", "sys_exit_mmap"),
+    ("pmt_fork", "task", "task_newtask"),
+    ("pmt_exec", "sched", "sched_process_exec"),
+    ("pmt_exit", "sched", "sched_process_exit"),
 ];
 
 impl KernelStacks {
@@ -485,7 +500,15 @@ impl KernelStacks {
                 .map(|values| values.iter().sum())
                 .unwrap_or(0)
         };
-        let [lost, no_thread, read_failed, full, walks, reused] = TALLY_SLOTS.map(|(_, i)| sum(i));
+        let [
+            lost,
+            no_thread,
+            read_failed,
+            full,
+            walks,
+            reused,
+            procs_full,
+        ] = TALLY_SLOTS.map(|(_, i)| sum(i));
         Tallies {
             lost_events: lost,
             no_thread,
@@ -493,6 +516,7 @@ impl KernelStacks {
             stacks_full: full,
             walks,
             reused,
+            procs_full,
         }
     }
 

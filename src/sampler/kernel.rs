@@ -58,8 +58,13 @@ pub struct KernelCapture {
     ids_seen: HashSet<u64>,
     /// Raw stacks kept across the last emptying, for events drained before it.
     kept: HashMap<u64, RawStack>,
+    /// Processes that exited, oldest first, with when that was drained.
+    exited: Vec<(u32, std::time::Instant)>,
     tallies: CaptureTallies,
 }
+
+/// How long the events of a process that exited wait for a sampler to take them.
+const EXITED_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The share of the stack table's size at which it is recycled.
 const RECYCLE_AT: f64 = 0.75;
@@ -73,6 +78,8 @@ pub struct CaptureTallies {
     pub kernel: Tallies,
     /// Times the stack table was emptied for reuse.
     pub stack_table_recycles: u64,
+    /// Children of captured processes captured from their first page.
+    pub children_followed: u64,
     /// Event stack ids found in neither the table nor the stacks kept at a recycling
     /// (charged to the thread's stack at the tick).
     pub stacks_missing: u64,
@@ -90,6 +97,7 @@ impl KernelCapture {
             scratch: Vec::new(),
             ids_seen: HashSet::new(),
             kept: HashMap::new(),
+            exited: Vec::new(),
             tallies: CaptureTallies::default(),
         }))
     }
@@ -125,7 +133,27 @@ impl KernelCapture {
             if event.stack != 0 {
                 self.ids_seen.insert(event.stack);
             }
-            self.pending.entry(event.tgid).or_default().push(event);
+            match event.kind {
+                // What the process did before exec belongs to the image it replaced.
+                EventKind::Exec => {
+                    self.pending.remove(&event.tgid);
+                }
+                EventKind::Fork => {
+                    self.tallies.children_followed += 1;
+                }
+                EventKind::Exit => {
+                    self.exited.push((event.tgid, std::time::Instant::now()));
+                }
+                _ => self.pending.entry(event.tgid).or_default().push(event),
+            }
+        }
+        // Events of a process that exited and that no sampler took within EXITED_KEPT
+        // (a child that was never attached to) are dropped.
+        while let Some(&(tgid, at)) = self.exited.first()
+            && at.elapsed() >= EXITED_KEPT
+        {
+            self.exited.remove(0);
+            self.pending.remove(&tgid);
         }
     }
 
@@ -254,7 +282,7 @@ impl InKernelStats {
         }
         let c = &self.capture;
         note.push_str(&format!(
-            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times",
+            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times, {} child processes captured from their first page",
             c.events,
             c.kernel.lost_events,
             c.kernel.walks,
@@ -264,6 +292,7 @@ impl InKernelStats {
             c.kernel.stacks_full,
             c.stacks_missing,
             c.stack_table_recycles,
+            c.children_followed,
         ));
         note
     }
@@ -310,6 +339,8 @@ impl InKernelStats {
             ("stacks_full", c.kernel.stacks_full),
             ("stacks_missing", c.stacks_missing),
             ("stack_table_recycles", c.stack_table_recycles),
+            ("children_followed", c.children_followed),
+            ("children_not_followed_table_full", c.kernel.procs_full),
         ]
     }
 
@@ -510,6 +541,8 @@ impl KernelAttribution {
                     .mremap_enter(event.tid, event.addr, event.len, event.arg);
             }
             EventKind::MremapExit => self.ledger.mremap_exit(event.tid, event.addr, charges),
+            // Sorted out by the capture (`KernelCapture::drain_all`).
+            EventKind::Fork | EventKind::Exec | EventKind::Exit => {}
         }
     }
 
