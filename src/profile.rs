@@ -824,11 +824,6 @@ impl Profile {
         self.weights().iter().map(|w| w.values.get(metric)).sum()
     }
 
-    /// The total growth charged by the samples, before transient growth cancels out.
-    pub fn gross_growth(&self) -> u64 {
-        self.totals.values().map(|v| v.get(Metric::Rss)).sum()
-    }
-
     /// The frame texts of a weight's stack, root first; a stack without Python frames shows
     /// as one placeholder frame, and `with_thread` puts the thread's label at the root. In a
     /// multi-process profile, the process's label (`process PID: CMD`) comes first.
@@ -1039,7 +1034,6 @@ mod tests {
     fn totals_add_every_sample() {
         let profile = two_thread_profile();
         assert_eq!(profile.total(Metric::Rss), 4 * ((1 << 20) + 512 + 100));
-        assert_eq!(profile.gross_growth(), profile.total(Metric::Rss));
         assert_eq!(profile.total(Metric::Wall), 8);
         assert_eq!(profile.total(Metric::Cpu), 0);
     }

@@ -149,10 +149,6 @@ impl RawStack {
         (0..depth).map(|i| (self.code[i], self.pos[i], self.tag[i]))
     }
 
-    /// Whether the chain had more than [`MAX_DEPTH`] frames (the outermost ones are missing).
-    pub fn truncated(&self) -> bool {
-        self.truncated != 0
-    }
 }
 
 /// What an event reports.
