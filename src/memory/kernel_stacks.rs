@@ -148,7 +148,6 @@ impl RawStack {
         let depth = (self.depth as usize).min(MAX_DEPTH);
         (0..depth).map(|i| (self.code[i], self.pos[i], self.tag[i]))
     }
-
 }
 
 /// What an event reports.

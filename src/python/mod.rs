@@ -1,6 +1,7 @@
 //! Reading CPython interpreter state out of process: discovery, version detection, layouts,
 //! frame walking and code-object decoding. Nothing here knows about sampling or outputs.
 
+pub mod capabilities;
 pub mod code;
 pub mod debug_offsets;
 pub mod frames;
