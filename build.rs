@@ -1,7 +1,12 @@
-//! Build script: embeds the committed eBPF objects (`dtrace/bpf/NAME.{x86,arm64}.bpf.o`, made
+//! Build script: embeds the committed eBPF objects (`dtrace/bpf/NAME.ARCH.bpf.o`, made
 //! from `dtrace/bpf/NAME.bpf.c` by `dtrace/bpf/build.sh`: the allocator counters and the
 //! in-kernel stacks) by copying the one for the target architecture to `$OUT_DIR/NAME.bpf.o`,
 //! which `src/memory` embeds. So every build has eBPF, with or without clang.
+//!
+//! The in-kernel stacks are built for x86 only: they need the page-fault tracepoints
+//! (`exceptions:page_fault_user`/`_kernel`), which only x86 kernels have, so an arm64 object
+//! could never attach. On aarch64 the build sets `pmt_no_memory_stacks` and in-kernel
+//! attribution says it is unavailable; the allocator counters (uprobes) work on both.
 //!
 //! A source changed since its objects were built fails the build with one line saying what to
 //! run (the stamp records the source's hash); `tests/bpf_object.rs` checks in CI that clang
@@ -15,9 +20,13 @@
 use std::env;
 use std::path::PathBuf;
 
-/// The BPF objects embedded, by name: `dtrace/bpf/NAME.bpf.c` built into
-/// `dtrace/bpf/NAME.{x86,arm64}.bpf.o`, with `dtrace/bpf/NAME.stamp`.
-const OBJECTS: [&str; 2] = ["malloc_counters", "memory_stacks"];
+/// The BPF objects embedded, by name, with the architectures they are built for:
+/// `dtrace/bpf/NAME.bpf.c` built into `dtrace/bpf/NAME.ARCH.bpf.o`, with
+/// `dtrace/bpf/NAME.stamp` (the same list as `dtrace/bpf/build.sh`).
+const OBJECTS: [(&str, &[&str]); 2] = [
+    ("malloc_counters", &["x86", "arm64"]),
+    ("memory_stacks", &["x86"]),
+];
 /// The header every BPF source includes; its bytes follow the source's in the stamp's hash.
 const SHARED_HEADER: &str = "dtrace/bpf/pmt_bpf.h";
 
@@ -72,6 +81,7 @@ fn main() {
     build_heap_hook(&out_dir);
     println!("cargo::rerun-if-changed={SHARED_HEADER}");
     println!("cargo::rustc-check-cfg=cfg(pmt_no_bpf)");
+    println!("cargo::rustc-check-cfg=cfg(pmt_no_memory_stacks)");
     let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
         Ok("aarch64") => "arm64",
@@ -82,7 +92,11 @@ fn main() {
         }
     };
     let header = read(SHARED_HEADER);
-    for name in OBJECTS {
+    for (name, arches) in OBJECTS {
+        if !arches.contains(&arch) {
+            println!("cargo::rustc-cfg=pmt_no_{name}");
+            continue;
+        }
         let source_path = format!("dtrace/bpf/{name}.bpf.c");
         let stamp_path = format!("dtrace/bpf/{name}.stamp");
         let object = format!("dtrace/bpf/{name}.{arch}.bpf.o");

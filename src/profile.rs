@@ -152,10 +152,37 @@ pub struct RunSummary {
     pub growth_unmatched: u64,
     /// How memory was charged to stacks captured in the kernel, when it was.
     pub in_kernel: Option<String>,
+    /// Every tally of the run's capture and process tree, by name (for the JSON summary).
+    pub tallies: Vec<(String, u64)>,
+    /// One line when the run lost more than a small share of its events.
+    pub warning: Option<String>,
     /// Median per-sample cost, in microseconds.
     pub sample_cost_p50_us: Option<f64>,
     /// 99th-percentile per-sample cost, in microseconds.
     pub sample_cost_p99_us: Option<f64>,
+}
+
+/// The in-kernel capture's and the process tree's tallies, by name.
+fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
+    let mut tallies: Vec<(String, u64)> = stats
+        .in_kernel
+        .map(|k| k.tallies())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+    if let Some(tree) = stats.tree {
+        for (name, value) in [
+            ("processes_seen", tree.seen),
+            ("processes_attached", tree.attached),
+            ("processes_missed", tree.missed),
+            ("processes_not_python", tree.not_python),
+            ("processes_failed", tree.failed),
+        ] {
+            tallies.push((name.to_string(), value));
+        }
+    }
+    tallies
 }
 
 impl RunSummary {
@@ -178,6 +205,8 @@ impl RunSummary {
             growth_by_gil: stats.attribution.by_gil,
             growth_unmatched: stats.attribution.unmatched_guessed,
             in_kernel: stats.in_kernel.map(|k| k.note()),
+            tallies: run_tallies(stats),
+            warning: stats.in_kernel.and_then(|k| k.loss_warning()),
             sample_cost_p50_us: micros(50.0),
             sample_cost_p99_us: micros(99.0),
         }
@@ -821,11 +850,6 @@ impl Profile {
         self.weights().iter().map(|w| w.values.get(metric)).sum()
     }
 
-    /// The total growth charged by the samples, before transient growth cancels out.
-    pub fn gross_growth(&self) -> u64 {
-        self.totals.values().map(|v| v.get(Metric::Rss)).sum()
-    }
-
     /// The frame texts of a weight's stack, root first; a stack without Python frames shows
     /// as one placeholder frame, and `with_thread` puts the thread's label at the root. In a
     /// multi-process profile, the process's label (`process PID: CMD`) comes first.
@@ -1059,7 +1083,6 @@ mod tests {
     fn totals_add_every_sample() {
         let profile = two_thread_profile();
         assert_eq!(profile.total(Metric::Rss), 4 * ((1 << 20) + 512 + 100));
-        assert_eq!(profile.gross_growth(), profile.total(Metric::Rss));
         assert_eq!(profile.total(Metric::Wall), 8);
         assert_eq!(profile.total(Metric::Cpu), 0);
     }

@@ -21,6 +21,7 @@
 
 mod heap;
 pub mod kernel;
+mod page_ledger;
 pub mod process_tree;
 mod ticks;
 
@@ -198,6 +199,23 @@ pub struct SamplerStats {
     pub sample_costs_ns: Vec<u32>,
     /// With `--subprocesses`: each process sampled, in the order it was first seen.
     pub processes: Vec<ProcessStats>,
+    /// With `--subprocesses`: the processes the tree held, sampled or not.
+    pub tree: Option<TreeTallies>,
+}
+
+/// What a run that follows a tree saw of its processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeTallies {
+    /// Processes found in the tree.
+    pub seen: u64,
+    /// Processes attached to and sampled.
+    pub attached: u64,
+    /// Processes that exited before they could be attached to.
+    pub missed: u64,
+    /// Processes that are not Python (or not a Python pmt can read).
+    pub not_python: u64,
+    /// Processes not sampled for another reason (said in the run's notes).
+    pub failed: u64,
 }
 
 /// One process's part of a run that samples several (`--subprocesses`).

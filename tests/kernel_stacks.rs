@@ -1,7 +1,8 @@
 //! In-kernel stacks (`--attribution kernel`, SPEC §2.4) against real CPython processes:
 //! allocation-time stacks put a churn site's bytes on its allocating line (not on the line
 //! the tick finds it at), and the probes leave nothing behind when `pmt-sample` or its target
-//! is killed with SIGKILL (no `pmt_` program, no `PMT_` map). The ground truth per site and
+//! is killed with SIGKILL (no `pmt_` program, no `PMT_` map), and forked children are charged
+//! from their first page (the task-runner case of issue 22, scaled down). The ground truth per site and
 //! the threaded server live in `tests/sample.rs` beside their tick-based twins.
 
 mod common;
@@ -331,4 +332,79 @@ fn pages_go_to_their_mapping_their_huge_page_or_their_file() {
         allocated as f64 >= 0.95 * (32 * mib) as f64 && filled < mib,
         "allocate_for_worker holds {allocated} bytes of its 32 MiB, the worker's fill {filled}"
     );
+}
+
+/// Each child process of `scripts/fork_runner.py` (by pid) and the `rss` bytes charged under
+/// its `keep` frame, from the JSON timeline of `--subprocesses --attribution kernel`.
+fn children_kept(interp: &Interpreter, children: u32, dir: &std::path::Path) -> Vec<(i64, u64)> {
+    let json = dir.join(format!("{}-forks.json", interp.label));
+    let mut command = sampler();
+    command
+        .args(["--subprocesses", "--attribution", "kernel", "--json"])
+        .arg(&json)
+        .arg("--")
+        .args(interp.argv())
+        .arg(repo().join("tests/scripts/fork_runner.py"))
+        .arg(children.to_string())
+        .stdout(Stdio::null());
+    let output = common::run(command);
+    assert!(
+        output.status.success(),
+        "pmt-sample failed on {}",
+        interp.label
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON timeline");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let in_keep: Vec<bool> = doc["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .map(|stack| {
+            stack.as_array().is_some_and(|frames| {
+                frames.iter().any(|f| {
+                    let index = f.as_u64().unwrap_or(u64::MAX) as usize;
+                    doc["frames"][index]["function"] == "keep"
+                })
+            })
+        })
+        .collect();
+    let processes = doc["processes"].as_array().expect("processes");
+    let mut kept = vec![0u64; processes.len()];
+    for sample in doc["samples"].as_array().expect("samples") {
+        let Some(process) = sample["process"].as_u64() else {
+            continue;
+        };
+        for entry in sample["threads"].as_array().expect("threads") {
+            let stack = entry["stack"].as_u64().unwrap_or(u64::MAX) as usize;
+            if in_keep.get(stack) == Some(&true) {
+                kept[process as usize] += entry["deltas"][0].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    // The first process is the runner itself.
+    processes
+        .iter()
+        .zip(kept)
+        .skip(1)
+        .map(|(p, k)| (p["pid"].as_i64().unwrap_or(0), k))
+        .collect()
+}
+
+#[test]
+fn forked_children_are_charged_from_their_first_page() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let children = 8;
+    for label in ["3.12", "sid3.14"] {
+        let Some(interp) = common::interpreter_or_skip(label) else {
+            continue;
+        };
+        let kept = children_kept(&interp, children, dir.path());
+        eprintln!("{label}: rss under keep per child: {kept:?}");
+        let charged = kept.iter().filter(|(_, bytes)| *bytes >= 8 << 20).count();
+        assert!(
+            charged as f64 >= 0.9 * f64::from(children),
+            "{label}: only {charged} of {children} children were charged their 8 MiB under keep: {kept:?}"
+        );
+    }
 }

@@ -3,9 +3,15 @@
 # processes; the interop tests decode pprof with a venv this script makes first), then the `pymemtrace` Python package's pytest suites (exact mode and the
 # pure-Python modules), and pymemtrace 0.4.0's own test suite against it, under each CPython
 # 3.8-3.13 and Debian sid's 3.14 and 3.15 (in the chroot .ci/sid_chroot.sh makes).
+# It first installs what the tests need (.ci/setup: clang, bpftrace, go, tmux, npm, the sid
+# chroot, tracefs; idempotent, a few seconds when all is there), so that on a fresh machine
+# this one command is all it takes.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== set-up (.ci/setup, idempotent)"
+bash .ci/setup
 
 echo "== the interop tests' pprof decoder (protobuf + protoc from PyPI, in target/interop-venv)"
 bash tests/interop/setup_venv.sh

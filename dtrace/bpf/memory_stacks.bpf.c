@@ -13,6 +13,10 @@
 //   MMAP_EXIT(address), so that user space charges the mapping's pages to the stack that made it;
 //   munmap, madvise, brk, mremap (syscall tracepoints): emit the ranges the process gives
 //   back or moves, so that user space can keep a ledger of which stack owns each page;
+//   processes (tracepoints task:task_newtask, sched:sched_process_exec and _exit): a target's
+//   child process is captured from its first page with the parent's layout (EV_FORK); a
+//   target that execs or exits leaves PMT_PROCS (EV_EXEC, EV_EXIT), and an exiting thread
+//   leaves the per-thread tables;
 //   allocator uprobes (same program names as malloc_counters.bpf.c, so the same probe sites
 //   apply): count every call's bytes per thread and, once a thread's bytes since its last
 //   sample reach a randomised threshold (mean SAMPLE_BYTES), walk the stack and emit
@@ -23,10 +27,10 @@
 // its kernel thread id, so threads shorter than a tick are found too). From its innermost
 // frame the chain is followed through `previous`/`f_back` with bpf_probe_read_user and the
 // offsets user space hands over per process in PMT_PROCS (the same layouts the reader uses),
-// recording (code object address, instruction position) pairs, innermost first, at most
-// MAX_DEPTH of them; 3.12+ shim frames are skipped, 3.14+ tag bits cleared. The faulting
+// recording (code object address, instruction position, code tag) triples, innermost first,
+// at most MAX_DEPTH of them; 3.12+ shim frames are skipped, 3.14+ tag bits cleared. The faulting
 // thread is stopped in the kernel while this runs, so its chain cannot change under the walk.
-// A chain is identified by a 64-bit hash of its pairs (0: no Python stack) and stored once in
+// A chain is identified by a 64-bit hash of its triples (0: no Python stack) and stored once in
 // PMT_STACKS, where user space looks up ids it has not decoded yet. Consecutive events from the
 // same innermost frame at the same instruction reuse the thread's last walk (PMT_LAST_WALK).
 //
@@ -37,7 +41,8 @@
 #define MAX_DEPTH 128          // Python frames recorded per stack (innermost first)
 #define MAX_VISITS 192         // frames visited per walk, shims included
 #define MAX_THREAD_SCAN 64     // thread states looked at to find a new thread
-#define FRAME_SPAN 128         // bytes read per frame: every member the walk uses lies below
+#define FRAME_SPAN 256         // the window of a frame the walk reads its members from (user
+                               // space refuses a layout with a member past it: FRAME_WINDOW)
 #define MISS_TTL_NS 2000000ULL // how long a thread found in no thread list stays "not Python"
 
 // Flags of struct py_layout.
@@ -47,7 +52,8 @@
 #define F_TAGGED_CODE 8        // 3.14+: f_executable is a tagged _PyStackRef
 #define F_NATIVE_ID 16         // tstate->native_thread_id holds the kernel tid (3.11+)
 
-// Mirrors `BpfLayout` in src/memory/kernel_stacks.rs: same field order.
+// Mirrors `BpfLayout` in src/memory/kernel_stacks.rs (its tests check every member against
+// this object's BTF, and the F_* flags, EV_* kinds and T_* slots against this source).
 struct py_layout {
     __u64 interp_head;          // address of the pointer to the first interpreter
     __u64 pidns_dev;            // the target's PID namespace, to match native thread ids
@@ -68,7 +74,7 @@ struct py_layout {
     __u32 code_tag_len;         // 8 or 16 bytes, XORed into the tag
 };
 
-// Mirrors `RawStack` in src/memory/kernel_stacks.rs.
+// Mirrors `RawStack` in src/memory/kernel_stacks.rs (checked the same way).
 struct py_stack {
     __u32 depth;
     __u32 truncated;
@@ -89,7 +95,13 @@ struct py_stack {
 #define EV_HUGE_FAULT 8     // the thread's last fault mapped a transparent huge page
 #define EV_MMAP_ENTER 9     // len: length of an anonymous mapping being made, stack
 #define EV_MMAP_EXIT 10     // addr: the mapping's address (or a negative error)
+#define EV_FORK 11          // addr: the new process, captured from its first page with the
+                            // parent's layout (a fork copies the interpreter's memory)
+#define EV_EXEC 12          // the process exec'd: its layout no longer applies and was dropped
+#define EV_EXIT 13          // the process exited: it left PMT_PROCS
 
+// Mirrors `RawEvent` in src/memory/kernel_stacks.rs, whose tests check every member against
+// this object's BTF.
 struct event {
     __u32 kind;
     __u32 tid;
@@ -100,6 +112,9 @@ struct event {
     __u64 arg;
     __u64 stack;
 };
+
+// Unused by the programs: it puts struct event (only ever a local) in the object's BTF.
+const volatile struct event EVENT_LAYOUT = {};
 
 struct last_walk {
     __u64 frame;
@@ -177,7 +192,8 @@ struct {
 #define T_STACKS_FULL 3     // PMT_STACKS was full: the event's stack is unknown
 #define T_WALKS 4           // stack walks done
 #define T_REUSED 5          // events that reused the thread's last walk
-#define T_COUNT 6
+#define T_PROCS_FULL 6      // PMT_PROCS was full: a target's child is not captured
+#define T_COUNT 7
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, T_COUNT);
@@ -518,6 +534,67 @@ int pmt_huge_fault(struct page_alloc_args *a)
     if (!target(&tgid, &tid))
         return 0;
     return emit(EV_HUGE_FAULT, tgid, tid, 0, 0, a->order, 0);
+}
+
+// --- processes -------------------------------------------------------------------------
+
+struct newtask_args {  // task:task_newtask's format
+    __u64 common;
+    __s32 pid;
+    char comm[16];
+    __u32 pad;
+    __u64 clone_flags;
+};
+
+#define CLONE_THREAD 0x10000
+
+// A target's new process (not a thread) is captured from its first page: a fork copies the
+// interpreter's memory, so the parent's layout walks the child's frames. The new task's id is
+// the initial namespace's: with a loader in another namespace children are left to user space.
+SEC("tracepoint/task/task_newtask")
+int pmt_fork(struct newtask_args *a)
+{
+    if ((a->clone_flags & CLONE_THREAD) || PIDNS_INO)
+        return 0;
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    __u32 child = (__u32)a->pid;
+    struct py_layout copy = *l;
+    if (bpf_map_update_elem(&PMT_PROCS, &child, &copy, BPF_NOEXIST)) {
+        tally(T_PROCS_FULL);
+        return 0;
+    }
+    return emit(EV_FORK, tgid, tid, child, 0, 0, 0);
+}
+
+// An exec replaces the interpreter: the layout no longer applies.
+SEC("tracepoint/sched/sched_process_exec")
+int pmt_exec(void *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    bpf_map_delete_elem(&PMT_PROCS, &tgid);
+    return emit(EV_EXEC, tgid, tid, 0, 0, 0, 0);
+}
+
+// An exiting thread of a target leaves the per-thread tables; the process leaves PMT_PROCS
+// when its main thread exits.
+SEC("tracepoint/sched/sched_process_exit")
+int pmt_exit(void *a)
+{
+    __u32 tgid, tid;
+    if (!target(&tgid, &tid))
+        return 0;
+    bpf_map_delete_elem(&PMT_THREADS, &tid);
+    bpf_map_delete_elem(&PMT_LAST_WALK, &tid);
+    bpf_map_delete_elem(&PMT_SAMPLERS, &tid);
+    if (tid != tgid)
+        return 0;
+    bpf_map_delete_elem(&PMT_PROCS, &tgid);
+    return emit(EV_EXIT, tgid, tid, 0, 0, 0, 0);
 }
 
 // --- what gives pages back -----------------------------------------------------------------

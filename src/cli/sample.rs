@@ -165,6 +165,9 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
     if let Some(line) = heap_line(profile, stats, metric, args.outputs.metric.is_none()) {
         eprintln!("  {line}");
     }
+    if let Some(warning) = &summary.warning {
+        eprintln!("  {warning}");
+    }
     print_top_stacks(profile, &args.outputs);
     for note in &finished.notes {
         eprintln!("  {note}");

@@ -5,7 +5,7 @@
 //! `munmap`/`madvise`/`brk`/`mremap` calls that give pages back or move them) and, per target,
 //! its allocator uprobes (the same sites as the counters in [`super::malloc`]); the per-process
 //! walk offsets (`PMT_PROCS`), the thread-state handover (`PMT_THREADS`); draining the event ring and
-//! looking up the raw stacks (code object address, instruction position pairs) by id.
+//! looking up the raw stacks (code object address, instruction position, code tag triples) by id.
 //! Must not touch: what a code object means (user space decodes stacks through `python`),
 //! which page belongs to which stack (the sampler's ledger), outputs.
 //!
@@ -23,11 +23,11 @@ use aya::{Ebpf, EbpfLoader};
 use super::malloc::{self, AttachedProbe, MallocError, MallocOptions};
 
 /// The BPF object (committed, see `dtrace/bpf/build.sh`), or an empty one on an architecture
-/// it is not built for.
-#[cfg(not(pmt_no_bpf))]
+/// it is not built for (all but x86: the page-fault tracepoints are x86's).
+#[cfg(not(any(pmt_no_bpf, pmt_no_memory_stacks)))]
 static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memory_stacks.bpf.o"));
-#[cfg(pmt_no_bpf)]
+#[cfg(any(pmt_no_bpf, pmt_no_memory_stacks))]
 static BPF_OBJECT: &[u8] = &[];
 
 /// Python frames recorded per stack, innermost first (`MAX_DEPTH` in the C).
@@ -74,7 +74,32 @@ pub struct BpfLayout {
     pub code_tag_len: u32,
 }
 
+/// The bytes of a frame the walker reads its members from (`FRAME_SPAN` in the C, which
+/// masks every frame offset with it): a layout with a frame member past it is refused.
+pub const FRAME_WINDOW: u32 = 256;
+
 impl BpfLayout {
+    /// Refuses a layout the walker would misread: every frame member it reads (8 bytes each,
+    /// `owner` 1 byte) must lie within [`FRAME_WINDOW`].
+    pub fn check_window(&self) -> Result<(), MallocError> {
+        let members = [
+            ("f_back/previous", self.frame_back, 8),
+            ("f_code/f_executable", self.frame_code, 8),
+            ("f_lasti/instr_ptr", self.frame_lasti, 8),
+            ("owner", self.frame_owner, 1),
+        ];
+        for (field, offset, len) in members {
+            if offset.saturating_add(len) > FRAME_WINDOW {
+                return Err(MallocError::LayoutOutOfWindow {
+                    field,
+                    offset,
+                    window: FRAME_WINDOW,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// ≤ 3.10: frames are `PyFrameObject`s and `f_lasti` is an `int`.
     pub const F_FRAME_OBJECTS: u32 = 1;
     /// 3.11–3.12: the thread state points to a `_PyCFrame`.
@@ -87,7 +112,7 @@ impl BpfLayout {
     pub const F_NATIVE_ID: u32 = 16;
 }
 
-// SAFETY: `BpfLayout` is `repr(C)`, all integers, without padding (3 × u64 then 12 × u32).
+// SAFETY: `BpfLayout` is `repr(C)`, all integers, without padding (3 × u64 then 14 × u32).
 unsafe impl aya::Pod for BpfLayout {}
 
 /// One recorded stack: mirrors `struct py_stack` in the C.
@@ -101,8 +126,19 @@ pub struct RawStack {
     tag: [u64; MAX_DEPTH],
 }
 
+/// Stacks `PMT_STACKS` holds at most (`max_entries` in the C).
+pub const STACK_TABLE_SIZE: usize = 65536;
+
 // SAFETY: `RawStack` is `repr(C)`, all integers, without padding.
 unsafe impl aya::Pod for RawStack {}
+
+impl std::fmt::Debug for RawStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawStack")
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}
 
 impl RawStack {
     /// `(code object address, instruction position, code object tag)` per frame, innermost
@@ -111,11 +147,6 @@ impl RawStack {
     pub fn frames(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         let depth = (self.depth as usize).min(MAX_DEPTH);
         (0..depth).map(|i| (self.code[i], self.pos[i], self.tag[i]))
-    }
-
-    /// Whether the chain had more than [`MAX_DEPTH`] frames (the outermost ones are missing).
-    pub fn truncated(&self) -> bool {
-        self.truncated != 0
     }
 }
 
@@ -144,6 +175,12 @@ pub enum EventKind {
     MmapEnter,
     /// `mmap` returned `addr` (the mapping, or a negative error).
     MmapExit,
+    /// The process made process `addr`, captured from its first page with its layout.
+    Fork,
+    /// The process exec'd: it is no longer captured (its layout no longer applies).
+    Exec,
+    /// The process exited: it is no longer captured.
+    Exit,
 }
 
 /// One event from the ring, in the order the kernel wrote them.
@@ -164,6 +201,34 @@ pub struct MemoryEvent {
     /// The stack id (0: no Python stack could be read).
     pub stack: u64,
 }
+
+/// The C's event kinds (`EV_*` in memory_stacks.bpf.c): name, value, kind.
+const EVENT_KINDS: [(&str, u32, EventKind); 13] = [
+    ("EV_FAULT", 1, EventKind::Fault),
+    ("EV_MUNMAP", 2, EventKind::Munmap),
+    ("EV_MADVISE", 3, EventKind::Madvise),
+    ("EV_BRK", 4, EventKind::Brk),
+    ("EV_MREMAP_ENTER", 5, EventKind::MremapEnter),
+    ("EV_MREMAP_EXIT", 6, EventKind::MremapExit),
+    ("EV_ALLOC", 7, EventKind::Alloc),
+    ("EV_HUGE_FAULT", 8, EventKind::HugeFault),
+    ("EV_MMAP_ENTER", 9, EventKind::MmapEnter),
+    ("EV_MMAP_EXIT", 10, EventKind::MmapExit),
+    ("EV_FORK", 11, EventKind::Fork),
+    ("EV_EXEC", 12, EventKind::Exec),
+    ("EV_EXIT", 13, EventKind::Exit),
+];
+
+/// The C's tally slots (`T_*` in `PMT_TALLIES`): name, index.
+const TALLY_SLOTS: [(&str, u32); 7] = [
+    ("T_LOST_EVENTS", 0),
+    ("T_NO_THREAD", 1),
+    ("T_READ_FAILED", 2),
+    ("T_STACKS_FULL", 3),
+    ("T_WALKS", 4),
+    ("T_REUSED", 5),
+    ("T_PROCS_FULL", 6),
+];
 
 /// `struct event` in the C.
 #[repr(C)]
@@ -186,19 +251,10 @@ impl RawEvent {
         }
         // SAFETY: the length was checked; `RawEvent` is plain integers, read unaligned.
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let kind = match raw.kind {
-            1 => EventKind::Fault,
-            2 => EventKind::Munmap,
-            3 => EventKind::Madvise,
-            4 => EventKind::Brk,
-            5 => EventKind::MremapEnter,
-            6 => EventKind::MremapExit,
-            7 => EventKind::Alloc,
-            8 => EventKind::HugeFault,
-            9 => EventKind::MmapEnter,
-            10 => EventKind::MmapExit,
-            _ => return None,
-        };
+        let (_, _, kind) = EVENT_KINDS
+            .iter()
+            .find(|(_, value, _)| *value == raw.kind)?;
+        let kind = *kind;
         Some(MemoryEvent {
             kind,
             tid: raw.tid,
@@ -226,6 +282,8 @@ pub struct Tallies {
     pub walks: u64,
     /// Events that reused the thread's previous walk.
     pub reused: u64,
+    /// Children of targets not captured because `PMT_PROCS` was full.
+    pub procs_full: u64,
 }
 
 /// What to capture.
@@ -251,6 +309,8 @@ pub struct KernelStacks {
     stacks: BpfHashMap<MapData, u64, RawStack>,
     procs: BpfHashMap<MapData, u32, BpfLayout>,
     threads: BpfHashMap<MapData, u32, u64>,
+    last_walks: BpfHashMap<MapData, u32, [u64; 5]>,
+    samplers: BpfHashMap<MapData, u32, [u64; 3]>,
     tallies: PerCpuArray<MapData, u64>,
     probes: HashMap<u32, Vec<AttachedProbe>>,
     options: CaptureOptions,
@@ -268,7 +328,7 @@ impl std::fmt::Debug for KernelStacks {
 }
 
 /// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
-const PAGE_TRACEPOINTS: [(&str, &str, &str); 10] = [
+const PAGE_TRACEPOINTS: [(&str, &str, &str); 13] = [
     ("pmt_fault_user", "exceptions", "page_fault_user"),
     ("pmt_fault_kernel", "exceptions", "page_fault_kernel"),
     ("pmt_munmap", "syscalls", "sys_enter_munmap"),
@@ -279,6 +339,9 @@ const PAGE_TRACEPOINTS: [(&str, &str, &str); 10] = [
     ("pmt_huge_fault", "kmem", "mm_page_alloc"),
     ("pmt_mmap_enter", "syscalls", "sys_enter_mmap"),
     ("pmt_mmap_exit", "syscalls", "sys_exit_mmap"),
+    ("pmt_fork", "task", "task_newtask"),
+    ("pmt_exec", "sched", "sched_process_exec"),
+    ("pmt_exit", "sched", "sched_process_exit"),
 ];
 
 impl KernelStacks {
@@ -286,7 +349,7 @@ impl KernelStacks {
     /// are added with [`KernelStacks::add_process`].
     pub fn load(options: CaptureOptions) -> Result<KernelStacks, MallocError> {
         if BPF_OBJECT.is_empty() {
-            return Err(MallocError::NotBuilt);
+            return Err(MallocError::NoInKernelStacks);
         }
         malloc::check_privileges()?;
         let (pidns_dev, pidns_ino) =
@@ -333,6 +396,10 @@ impl KernelStacks {
             procs: BpfHashMap::try_from(map(&mut ebpf, "PMT_PROCS")?).map_err(bad("PMT_PROCS"))?,
             threads: BpfHashMap::try_from(map(&mut ebpf, "PMT_THREADS")?)
                 .map_err(bad("PMT_THREADS"))?,
+            last_walks: BpfHashMap::try_from(map(&mut ebpf, "PMT_LAST_WALK")?)
+                .map_err(bad("PMT_LAST_WALK"))?,
+            samplers: BpfHashMap::try_from(map(&mut ebpf, "PMT_SAMPLERS")?)
+                .map_err(bad("PMT_SAMPLERS"))?,
             tallies: PerCpuArray::try_from(map(&mut ebpf, "PMT_TALLIES")?)
                 .map_err(bad("PMT_TALLIES"))?,
             probes: HashMap::new(),
@@ -349,6 +416,7 @@ impl KernelStacks {
         layout: BpfLayout,
         allocators: &MallocOptions,
     ) -> Result<(), MallocError> {
+        layout.check_window()?;
         let tgid: NonZeroU32 = malloc::thread_group(pid)?;
         self.procs
             .insert(tgid.get(), layout, 0)
@@ -362,10 +430,36 @@ impl KernelStacks {
         Ok(())
     }
 
-    /// Stops capturing process `tgid` (it exited, or is no longer followed).
-    pub fn remove_process(&mut self, tgid: u32) {
+    /// Stops capturing process `tgid` (it exited, or is no longer followed): it leaves
+    /// `PMT_PROCS`, its probes are detached, and its threads `tids` leave the per-thread
+    /// tables (`PMT_THREADS`, `PMT_LAST_WALK`, `PMT_SAMPLERS`).
+    pub fn remove_process(&mut self, tgid: u32, tids: impl IntoIterator<Item = u32>) {
+        // A key already gone is not an error worth reporting: the tables only shrink here.
         let _ = self.procs.remove(&tgid);
         self.probes.remove(&tgid);
+        for tid in tids {
+            let _ = self.threads.remove(&tid);
+            let _ = self.last_walks.remove(&tid);
+            let _ = self.samplers.remove(&tid);
+        }
+    }
+
+    /// Processes being captured (`PMT_PROCS` entries).
+    pub fn process_count(&self) -> usize {
+        self.procs.keys().filter(Result::is_ok).count()
+    }
+
+    /// Removes stacks `ids` from the stack table (`PMT_STACKS`), after emptying the
+    /// per-thread last walks (`PMT_LAST_WALK`) that may name them, for the walker to fill the
+    /// table again. The caller keeps what it still needs of them first.
+    pub fn remove_stacks(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let tids: Vec<u32> = self.last_walks.keys().filter_map(Result::ok).collect();
+        for tid in &tids {
+            let _ = self.last_walks.remove(tid);
+        }
+        for id in ids {
+            let _ = self.stacks.remove(&id);
+        }
     }
 
     /// Hands over the thread states of live Python threads: `(kernel tid, PyThreadState
@@ -401,13 +495,23 @@ impl KernelStacks {
                 .map(|values| values.iter().sum())
                 .unwrap_or(0)
         };
+        let [
+            lost,
+            no_thread,
+            read_failed,
+            full,
+            walks,
+            reused,
+            procs_full,
+        ] = TALLY_SLOTS.map(|(_, i)| sum(i));
         Tallies {
-            lost_events: sum(0),
-            no_thread: sum(1),
-            read_failed: sum(2),
-            stacks_full: sum(3),
-            walks: sum(4),
-            reused: sum(5),
+            lost_events: lost,
+            no_thread,
+            read_failed,
+            stacks_full: full,
+            walks,
+            reused,
+            procs_full,
         }
     }
 
@@ -426,13 +530,166 @@ impl KernelStacks {
 mod tests {
     use super::*;
 
+    use std::mem::{offset_of, size_of};
+
+    /// The C source the object is built from.
+    const SOURCE: &str = include_str!("../../dtrace/bpf/memory_stacks.bpf.c");
+
+    /// `#define NAME VALUE` of the C source.
+    fn c_define(name: &str) -> Option<u64> {
+        SOURCE.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("#define") && words.next() == Some(name))
+                .then(|| words.next()?.trim_end_matches("ULL").parse().ok())
+                .flatten()
+        })
+    }
+
+    /// Struct `name`'s size and members (name, byte offset), from the object's BTF.
+    fn btf_struct(object: &[u8], name: &str) -> Option<(u32, Vec<(String, u32)>)> {
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(object).ok()?;
+        let btf = file.section_by_name(".BTF")?.data().ok()?;
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(btf.get(at..at + 4)?.try_into().ok()?))
+        };
+        let hdr_len = u32_at(4)? as usize;
+        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+        let str_off = u32_at(16)? as usize;
+        let string = |offset: u32| -> Option<String> {
+            let start = hdr_len + str_off + offset as usize;
+            let end = start + btf.get(start..)?.iter().position(|&b| b == 0)?;
+            Some(String::from_utf8_lossy(btf.get(start..end)?).into_owned())
+        };
+        let mut at = hdr_len + type_off;
+        while at < hdr_len + type_off + type_len {
+            let (name_off, info, size) = (u32_at(at)?, u32_at(at + 4)?, u32_at(at + 8)?);
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            at += 12;
+            if kind == 4 && string(name_off)? == name {
+                let members = (0..vlen)
+                    .map(|i| {
+                        let m = at + 12 * i;
+                        Some((string(u32_at(m)?)?, u32_at(m + 8)? / 8))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                return Some((size, members));
+            }
+            at += match kind {
+                1 | 14 | 17 => 4,
+                3 => 12,
+                4 | 5 | 15 | 19 => 12 * vlen,
+                6 | 13 => 8 * vlen,
+                _ => 0,
+            };
+        }
+        None
+    }
+
+    fn assert_struct(name: &str, size: usize, rust: &[(&str, usize)]) {
+        let (c_size, members) = btf_struct(BPF_OBJECT, name).expect("the struct in the BTF");
+        assert_eq!(c_size as usize, size, "struct {name}: size");
+        let members: Vec<(&str, usize)> = members
+            .iter()
+            .map(|(n, o)| (n.as_str(), *o as usize))
+            .collect();
+        assert_eq!(members, rust, "struct {name}: members and offsets");
+    }
+
     #[test]
-    fn layouts_match_the_c_structs() {
-        // struct py_layout: 3 × u64 + 14 × u32; struct py_stack: 2 × u32 + 3 × 128 × u64;
-        // struct event: 4 × u32 + 4 × u64.
-        assert_eq!(std::mem::size_of::<BpfLayout>(), 80);
-        assert_eq!(std::mem::size_of::<RawStack>(), 8 + 24 * MAX_DEPTH);
-        assert_eq!(std::mem::size_of::<RawEvent>(), 48);
+    #[cfg(not(any(pmt_no_bpf, pmt_no_memory_stacks)))]
+    fn every_field_matches_the_c_structs_of_the_object() {
+        macro_rules! fields {
+            ($t:ty; $($c:literal = $f:ident),*) => { [$(($c, offset_of!($t, $f))),*] };
+        }
+        assert_struct(
+            "py_layout",
+            size_of::<BpfLayout>(),
+            &fields!(BpfLayout; "interp_head" = interp_head, "pidns_dev" = pidns_dev,
+                "pidns_ino" = pidns_ino, "flags" = flags,
+                "interp_threads_head" = interp_threads_head, "tstate_next" = tstate_next,
+                "tstate_frame" = tstate_frame, "cframe_current_frame" = cframe_current_frame,
+                "tstate_native_id" = tstate_native_id, "tstate_thread_id" = tstate_thread_id,
+                "frame_back" = frame_back, "frame_code" = frame_code,
+                "frame_lasti" = frame_lasti, "frame_owner" = frame_owner,
+                "first_shim_owner" = first_shim_owner, "code_tag" = code_tag,
+                "code_tag_len" = code_tag_len),
+        );
+        assert_struct(
+            "py_stack",
+            size_of::<RawStack>(),
+            &fields!(RawStack; "depth" = depth, "truncated" = truncated, "code" = code,
+                "pos" = pos, "tag" = tag),
+        );
+        assert_struct(
+            "event",
+            size_of::<RawEvent>(),
+            &fields!(RawEvent; "kind" = kind, "tid" = tid, "tgid" = tgid, "pad" = pad,
+                "addr" = addr, "len" = len, "arg" = arg, "stack" = stack),
+        );
+    }
+
+    #[test]
+    fn every_constant_matches_the_c_source() {
+        for (name, value, _) in EVENT_KINDS {
+            assert_eq!(c_define(name), Some(u64::from(value)), "{name}");
+        }
+        for (name, index) in TALLY_SLOTS {
+            assert_eq!(c_define(name), Some(u64::from(index)), "{name}");
+        }
+        assert_eq!(c_define("T_COUNT"), Some(TALLY_SLOTS.len() as u64));
+        for (name, value) in [
+            ("F_FRAME_OBJECTS", BpfLayout::F_FRAME_OBJECTS),
+            ("F_CFRAME", BpfLayout::F_CFRAME),
+            ("F_SHIMS", BpfLayout::F_SHIMS),
+            ("F_TAGGED_CODE", BpfLayout::F_TAGGED_CODE),
+            ("F_NATIVE_ID", BpfLayout::F_NATIVE_ID),
+        ] {
+            assert_eq!(c_define(name), Some(u64::from(value)), "{name}");
+        }
+        assert_eq!(c_define("MAX_DEPTH"), Some(MAX_DEPTH as u64));
+        assert_eq!(c_define("FRAME_SPAN"), Some(u64::from(FRAME_WINDOW)));
+        let stacks_size = SOURCE
+            .split("} PMT_STACKS")
+            .next()
+            .and_then(|head| head.rsplit("max_entries, ").next())
+            .and_then(|tail| tail.split(')').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        assert_eq!(stacks_size, Some(STACK_TABLE_SIZE));
+    }
+
+    #[test]
+    fn a_frame_member_past_the_walkers_window_is_refused_in_one_line() {
+        // 3.6's f_lasti is at 120: inside.
+        let inside = BpfLayout {
+            frame_back: 24,
+            frame_code: 32,
+            frame_lasti: 120,
+            ..BpfLayout::default()
+        };
+        assert!(inside.check_window().is_ok());
+        let last = BpfLayout {
+            frame_lasti: FRAME_WINDOW - 8,
+            frame_owner: FRAME_WINDOW - 1,
+            ..inside
+        };
+        assert!(last.check_window().is_ok());
+        let past = BpfLayout {
+            frame_lasti: FRAME_WINDOW - 4,
+            ..inside
+        };
+        let message = past.check_window().expect_err("refused").to_string();
+        assert!(message.contains("f_lasti"), "{message}");
+        assert!(
+            message.contains(&format!("{}", FRAME_WINDOW - 4)),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+        let owner = BpfLayout {
+            frame_owner: FRAME_WINDOW,
+            ..inside
+        };
+        assert!(owner.check_window().is_err());
     }
 
     #[test]

@@ -86,6 +86,11 @@ struct SummaryJson {
     growth_unmatched: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     in_kernel: Option<String>,
+    /// Every tally of the capture and the process tree, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tallies: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
     sample_cost_p50_us: Option<f64>,
     sample_cost_p99_us: Option<f64>,
     achieved_rate_hz: f64,
@@ -239,6 +244,8 @@ fn summary_json(summary: &RunSummary) -> SummaryJson {
         growth_by_gil: summary.growth_by_gil,
         growth_unmatched: summary.growth_unmatched,
         in_kernel: summary.in_kernel.clone(),
+        tallies: summary.tallies.iter().cloned().collect(),
+        warning: summary.warning.clone(),
         sample_cost_p50_us: summary.sample_cost_p50_us,
         sample_cost_p99_us: summary.sample_cost_p99_us,
         achieved_rate_hz: summary.achieved_rate(),
@@ -300,6 +307,8 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
         growth_by_gil: s.growth_by_gil,
         growth_unmatched: s.growth_unmatched,
         in_kernel: s.in_kernel,
+        tallies: s.tallies.into_iter().collect(),
+        warning: s.warning,
         sample_cost_p50_us: s.sample_cost_p50_us,
         sample_cost_p99_us: s.sample_cost_p99_us,
     });

@@ -142,7 +142,7 @@ impl CodeCache {
             .ok_or(DecodeError::invalid("code object", addr))?;
         let offset = match position {
             InstructionPosition::Lasti(lasti) if lasti < 0 => None,
-            InstructionPosition::Lasti(lasti) if layout.version >= (3, 10) => {
+            InstructionPosition::Lasti(lasti) if layout.capabilities().lasti_in_code_units => {
                 Some(lasti as u64 * 2)
             }
             InstructionPosition::Lasti(lasti) => Some(lasti as u64),

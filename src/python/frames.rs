@@ -64,9 +64,10 @@ pub fn walk_frames(
     base_frame: Option<u64>,
     keep_addresses: bool,
 ) -> Result<Chain, DecodeError> {
-    let interpreter_frames = layout.version >= (3, 11);
-    let shims = layout.version >= (3, 12);
-    let tagged_code = layout.version >= (3, 14);
+    let capabilities = layout.capabilities();
+    let interpreter_frames = capabilities.interpreter_frames;
+    let shims = capabilities.shim_frames;
+    let tagged_code = capabilities.tagged_stack_refs;
     let frame_objects = !interpreter_frames;
     let span = span_of(&[
         REFCNT_OFFSET,

@@ -177,3 +177,10 @@ pub struct Layout {
     /// `PyModuleObject.md_dict`.
     pub module_dict: u64,
 }
+
+impl Layout {
+    /// What this version does differently ([`crate::python::capabilities::Capabilities`]).
+    pub fn capabilities(&self) -> crate::python::capabilities::Capabilities {
+        crate::python::capabilities::Capabilities::of(self.version)
+    }
+}

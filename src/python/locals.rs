@@ -48,7 +48,7 @@ pub fn frame_locals(
         )?),
         None => None,
     };
-    let stackrefs = layout.version >= (3, 14);
+    let stackrefs = layout.capabilities().tagged_stack_refs;
     let mut locals = Vec::new();
     for i in 0..count {
         if let Some(kinds) = &kinds {

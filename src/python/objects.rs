@@ -177,7 +177,11 @@ pub fn dict_items(
 
 /// Bytes before the first value pointer of a `PyDictValues` (3.13 added a header).
 pub fn dict_values_header(layout: &Layout) -> u64 {
-    if layout.version >= (3, 13) { 8 } else { 0 }
+    if layout.capabilities().dict_values_header {
+        8
+    } else {
+        0
+    }
 }
 
 /// The items of a dict keys object; `values` is the split-table values array, if any.

@@ -186,7 +186,15 @@ impl PythonSpy {
         };
         let runtime = elf.symbols.get("_PyRuntime").copied();
         let root = match (runtime, elf.symbols.get("interp_head")) {
-            (Some(runtime), _) if version.minor >= 7 => InterpreterRoot::Runtime(runtime),
+            (Some(runtime), _)
+                if crate::python::capabilities::Capabilities::of((
+                    version.major,
+                    version.minor,
+                ))
+                .runtime_root =>
+            {
+                InterpreterRoot::Runtime(runtime)
+            }
             (_, Some(head)) => InterpreterRoot::InterpHead(*head),
             _ => return Err(unsupported()),
         };
@@ -276,7 +284,7 @@ impl PythonSpy {
     /// longer the code object it was when captured (freed since: another type, another tag),
     /// is left out.
     pub fn decode_frames(&mut self, frames: impl Iterator<Item = CapturedFrame>) -> Vec<Frame> {
-        let pointers = self.layout.version >= (3, 11);
+        let pointers = self.layout.capabilities().interpreter_frames;
         let mem = self.mem;
         frames
             .filter_map(|frame| {
@@ -543,7 +551,7 @@ impl PythonSpy {
     /// Whether this version's chains are checked against the thread's known outermost frame
     /// (before 3.11 no frame marks itself as a thread's first).
     fn anchors(&self) -> bool {
-        self.layout.version < (3, 11)
+        !self.layout.capabilities().interpreter_frames
     }
 
     /// Looks up `threading` names again, at most every [`NAME_REFRESH`].

@@ -198,7 +198,7 @@ fn instance_attribute(
 ) -> Result<Option<u64>, DecodeError> {
     let ty = mem.read_u64(obj.wrapping_add(layout.object_type))?;
     let flags = mem.read_u64(ty.wrapping_add(layout.type_flags))?;
-    let managed = layout.version >= (3, 11) && flags & TPFLAGS_MANAGED_DICT != 0;
+    let managed = layout.capabilities().managed_dicts && flags & TPFLAGS_MANAGED_DICT != 0;
     if !managed {
         let offset = mem.read_u64(ty.wrapping_add(layout.type_dictoffset))? as i64;
         if offset <= 0 {

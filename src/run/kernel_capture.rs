@@ -29,19 +29,19 @@ pub const DEFAULT_SAMPLE_BYTES: u64 = 64 * 1024;
 pub fn bpf_layout(spy: &PythonSpy) -> BpfLayout {
     let layout = spy.layout();
     let root = spy.walk_root();
-    let version = layout.version;
+    let capabilities = layout.capabilities();
     let offset = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     let mut flags = 0;
-    if version < (3, 11) {
+    if !capabilities.interpreter_frames {
         flags |= BpfLayout::F_FRAME_OBJECTS;
     }
     if layout.cframe_current_frame.is_some() {
         flags |= BpfLayout::F_CFRAME;
     }
-    if version >= (3, 12) {
+    if capabilities.shim_frames {
         flags |= BpfLayout::F_SHIMS;
     }
-    if version >= (3, 14) {
+    if capabilities.tagged_stack_refs {
         flags |= BpfLayout::F_TAGGED_CODE;
     }
     let native_id = match layout.tstate_native_thread_id {

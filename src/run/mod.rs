@@ -339,6 +339,12 @@ impl SampleSink for Feed<'_> {
 /// One summary line per process sampled with `--subprocesses`.
 fn process_lines(stats: &SamplerStats) -> Vec<String> {
     let mut lines = vec![format!("processes sampled: {}", stats.processes.len())];
+    if let Some(tree) = stats.tree {
+        lines.push(format!(
+            "processes in the tree: {} seen, {} attached, {} exited before they could be attached, {} not Python, {} not sampled for another reason",
+            tree.seen, tree.attached, tree.missed, tree.not_python, tree.failed
+        ));
+    }
     for process in &stats.processes {
         let mut command: String = process.process.command.chars().take(60).collect();
         if process.process.command.chars().count() > 60 {

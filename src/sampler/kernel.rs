@@ -2,10 +2,11 @@
 //! moment it was acquired (`memory::kernel_stacks`, SPEC §2.4), not to the stack found at the
 //! end of the interval.
 //!
-//! Owns: the page-ownership ledger of one process (each faulted page belongs to the (thread,
-//! stack) that faulted it; `munmap`, dropping `madvise`, a shrinking `brk` and `mremap` give
-//! the pages of their range back, or move them), the decoding of captured stacks (through the
-//! stack source's code-object cache), and turning the interval's events into charges:
+//! Owns: turning one process's events into charges through its page ledger
+//! ([`super::page_ledger`]: each faulted page belongs to the (thread, stack) that faulted it;
+//! `munmap`, dropping `madvise`, a shrinking `brk` and `mremap` give the pages of their range
+//! back, or move them), the owners (thread and decoded stack) it charges, the decoding of
+//! captured stacks (through the stack source's code-object cache), and what backs a page:
 //! - `rss`: a page newly owned is `page size` bytes of growth charged to its owner;
 //! - `rss-release`: a page given back is charged as a release to the stack that owned it, so
 //!   the profile gives back that stack's growth (pages this run never saw faulted in, such as
@@ -28,21 +29,60 @@
 //! Must not touch: tick timing, reading stacks or counters, how charges add up (`profile`).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use super::page_ledger::{Charges, Fault, PageLedger};
+
 use crate::attach::process::{Backing, Region, memory_regions};
-use crate::memory::kernel_stacks::{EventKind, KernelStacks, MemoryEvent};
+use crate::memory::kernel_stacks::{
+    EventKind, KernelStacks, MemoryEvent, RawStack, STACK_TABLE_SIZE, Tallies,
+};
 use crate::python::{CapturedFrame, CodeInfo, Frame};
-use crate::sample::{Metric, MetricValues, PageKind, ThreadIdentity, ThreadSample};
+use crate::sample::{Metric, PageKind, ThreadIdentity, ThreadSample};
 
 /// One [`KernelStacks`] shared by the samplers of a run (one per process with
 /// `--subprocesses`): the ring holds every process's events, sorted out here by process.
+///
+/// The in-kernel stack table is recycled before it fills: once the distinct stack ids seen
+/// in events reach [`RECYCLE_AT`] of its size, every process's events are drained, the raw
+/// stacks that events not yet charged name are kept here, and the stacks seen are removed
+/// from the table for the walker to fill it again (a stack id is a hash of the frames, so an
+/// id decoded before stays valid; stacks of events not drained yet stay in the table).
 #[derive(Debug)]
 pub struct KernelCapture {
     stacks: KernelStacks,
     pending: HashMap<u32, Vec<MemoryEvent>>,
     scratch: Vec<MemoryEvent>,
+    /// Distinct stack ids in events drained since the table was last emptied.
+    ids_seen: HashSet<u64>,
+    /// Raw stacks kept across the last emptying, for events drained before it.
+    kept: HashMap<u64, RawStack>,
+    /// Processes that exited, oldest first, with when that was drained.
+    exited: Vec<(u32, std::time::Instant)>,
+    tallies: CaptureTallies,
+}
+
+/// How long the events of a process that exited wait for a sampler to take them.
+const EXITED_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The share of the stack table's size at which it is recycled.
+const RECYCLE_AT: f64 = 0.75;
+
+/// What the capture as a whole counted (the walker's tallies and user space's own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureTallies {
+    /// Events drained from the ring.
+    pub events: u64,
+    /// The walker's tallies (lost events, stacks full, unreadable frames, no thread state).
+    pub kernel: Tallies,
+    /// Times the stack table was emptied for reuse.
+    pub stack_table_recycles: u64,
+    /// Children of captured processes captured from their first page.
+    pub children_followed: u64,
+    /// Event stack ids found in neither the table nor the stacks kept at a recycling
+    /// (charged to the thread's stack at the tick).
+    pub stacks_missing: u64,
 }
 
 /// The capture as the samplers of one run share it.
@@ -55,6 +95,10 @@ impl KernelCapture {
             stacks,
             pending: HashMap::new(),
             scratch: Vec::new(),
+            ids_seen: HashSet::new(),
+            kept: HashMap::new(),
+            exited: Vec::new(),
+            tallies: CaptureTallies::default(),
         }))
     }
 
@@ -63,14 +107,87 @@ impl KernelCapture {
         &mut self.stacks
     }
 
+    /// The capture's tallies so far.
+    pub fn tallies(&self) -> CaptureTallies {
+        CaptureTallies {
+            kernel: self.stacks.tallies(),
+            ..self.tallies
+        }
+    }
+
     /// Every event of process `tgid` since the last call, oldest first.
     fn take_events(&mut self, tgid: u32) -> Vec<MemoryEvent> {
-        self.scratch.clear();
-        self.stacks.drain(&mut self.scratch);
-        for event in self.scratch.drain(..) {
-            self.pending.entry(event.tgid).or_default().push(event);
+        self.drain_all();
+        let threshold = (STACK_TABLE_SIZE as f64 * RECYCLE_AT) as usize;
+        if self.ids_seen.len() >= threshold {
+            self.recycle_stacks();
         }
         self.pending.remove(&tgid).unwrap_or_default()
+    }
+
+    fn drain_all(&mut self) {
+        self.scratch.clear();
+        self.stacks.drain(&mut self.scratch);
+        self.tallies.events += self.scratch.len() as u64;
+        for event in self.scratch.drain(..) {
+            if event.stack != 0 {
+                self.ids_seen.insert(event.stack);
+            }
+            match event.kind {
+                // What the process did before exec belongs to the image it replaced.
+                EventKind::Exec => {
+                    self.pending.remove(&event.tgid);
+                }
+                EventKind::Fork => {
+                    self.tallies.children_followed += 1;
+                }
+                EventKind::Exit => {
+                    self.exited.push((event.tgid, std::time::Instant::now()));
+                }
+                _ => self.pending.entry(event.tgid).or_default().push(event),
+            }
+        }
+        // Events of a process that exited and that no sampler took within EXITED_KEPT
+        // (a child that was never attached to) are dropped.
+        while let Some(&(tgid, at)) = self.exited.first()
+            && at.elapsed() >= EXITED_KEPT
+        {
+            self.exited.remove(0);
+            self.pending.remove(&tgid);
+        }
+    }
+
+    /// Empties the in-kernel stack table, keeping the raw stacks that pending events name.
+    fn recycle_stacks(&mut self) {
+        self.drain_all();
+        let mut kept = HashMap::new();
+        for event in self.pending.values().flatten() {
+            if event.stack != 0
+                && !kept.contains_key(&event.stack)
+                && let Some(raw) = self.stack(event.stack)
+            {
+                kept.insert(event.stack, raw);
+            }
+        }
+        self.kept = kept;
+        self.stacks.remove_stacks(self.ids_seen.drain());
+        self.tallies.stack_table_recycles += 1;
+    }
+
+    /// The raw stack `id`, from the stacks kept at the last recycling or the table.
+    fn stack(&self, id: u64) -> Option<RawStack> {
+        self.kept
+            .get(&id)
+            .copied()
+            .or_else(|| self.stacks.stack(id))
+    }
+
+    /// Process `tgid` is no longer sampled: it leaves every in-kernel table (with its threads
+    /// `tids`) and its undrained events are dropped.
+    fn remove_process(&mut self, tgid: u32, tids: impl IntoIterator<Item = u32>) {
+        self.stacks.remove_process(tgid, tids);
+        self.drain_all();
+        self.pending.remove(&tgid);
     }
 }
 
@@ -100,9 +217,12 @@ pub struct InKernelStats {
     pub alloc_samples: u64,
     /// Allocation samples whose stack was captured in the kernel.
     pub alloc_samples_with_stack: u64,
-    /// Events the kernel dropped (ring full), over the whole capture.
-    pub lost_events: u64,
+    /// What the capture counted, over the whole capture (shared by every process of a run).
+    pub capture: CaptureTallies,
 }
+
+/// The share of events lost, or of walks without a stored stack, past which a run says so.
+const LOSS_WARNING_SHARE: f64 = 0.01;
 
 /// The leaf frame under which a stack's file-backed or shared pages are shown.
 fn backing_frame(kind: PageKind, backing: &Backing) -> Frame {
@@ -160,13 +280,68 @@ impl InKernelStats {
                 share(self.alloc_samples_with_stack, self.alloc_samples)
             ));
         }
-        if self.lost_events > 0 {
-            note.push_str(&format!(
-                "; {} events were lost (the kernel's ring was full)",
-                self.lost_events
-            ));
-        }
+        let c = &self.capture;
+        note.push_str(&format!(
+            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times, {} child processes captured from their first page",
+            c.events,
+            c.kernel.lost_events,
+            c.kernel.walks,
+            c.kernel.reused,
+            c.kernel.no_thread,
+            c.kernel.read_failed,
+            c.kernel.stacks_full,
+            c.stacks_missing,
+            c.stack_table_recycles,
+            c.children_followed,
+        ));
         note
+    }
+
+    /// One line when the run lost more than a small share of its events or stacks.
+    pub fn loss_warning(&self) -> Option<String> {
+        let c = &self.capture;
+        let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
+        let lost = share(c.kernel.lost_events, c.events + c.kernel.lost_events);
+        let unstored = share(
+            c.kernel.stacks_full + c.stacks_missing,
+            c.kernel.walks + c.kernel.reused,
+        );
+        (lost > LOSS_WARNING_SHARE || unstored > LOSS_WARNING_SHARE).then(|| {
+            format!(
+                "warning: the in-kernel capture lost {:.1}% of its events (the kernel's ring was full) and {:.1}% of its stacks (table full or recycled): those charges are missing or went to the stack at the tick",
+                100.0 * lost,
+                100.0 * unstored
+            )
+        })
+    }
+
+    /// Every tally by name, for the JSON summary.
+    pub fn tallies(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.capture;
+        vec![
+            ("faults", self.faults),
+            ("faults_with_stack", self.faults_with_stack),
+            ("faults_on_owned_pages", self.faults_on_owned_pages),
+            ("file_or_shared_faults", self.file_or_shared_faults),
+            ("huge_faults", self.huge_faults),
+            ("faults_in_mappings", self.faults_in_mappings),
+            ("zero_page_reads", self.zero_page_reads),
+            ("released_bytes", self.released_bytes),
+            ("held_bytes", self.held_bytes),
+            ("alloc_samples", self.alloc_samples),
+            ("alloc_samples_with_stack", self.alloc_samples_with_stack),
+            ("events", c.events),
+            ("lost_events", c.kernel.lost_events),
+            ("stack_walks", c.kernel.walks),
+            ("reused_walks", c.kernel.reused),
+            ("no_thread", c.kernel.no_thread),
+            ("read_failed", c.kernel.read_failed),
+            ("stacks_full", c.kernel.stacks_full),
+            ("stacks_missing", c.stacks_missing),
+            ("stack_table_recycles", c.stack_table_recycles),
+            ("children_followed", c.children_followed),
+            ("children_not_followed_table_full", c.kernel.procs_full),
+        ]
     }
 
     /// Adds another process's figures (`--subprocesses`).
@@ -182,19 +357,16 @@ impl InKernelStats {
         self.held_bytes += other.held_bytes;
         self.alloc_samples += other.alloc_samples;
         self.alloc_samples_with_stack += other.alloc_samples_with_stack;
-        self.lost_events = self.lost_events.max(other.lost_events);
+        // One capture serves every process: the latest figures are the most events seen.
+        if other.capture.events >= self.capture.events {
+            self.capture = other.capture;
+        }
     }
 }
 
 /// The write bit of a page fault's error code (`X86_PF_WRITE`: the `exceptions:page_fault_*`
 /// tracepoints are x86's).
 const X86_PF_WRITE: u64 = 1 << 1;
-
-/// The sizes of pymalloc's arenas (1 MiB from CPython 3.10 on 64-bit builds, 256 KiB
-/// before): such mappings are not given to the stack that made them, whose allocation merely
-/// overflowed the last arena. Their pools go to the code that first uses them, a finer grain
-/// for small objects. (glibc's mmapped blocks are a page more than what was asked.)
-const PYMALLOC_ARENA_SIZES: [u64; 2] = [1 << 20, 256 << 10];
 
 /// How often the memory regions are read again at most.
 const REGIONS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
@@ -217,37 +389,40 @@ pub(crate) type TickThread = (ThreadIdentity, Vec<Frame>);
 pub(crate) struct KernelAttribution {
     capture: SharedCapture,
     tgid: u32,
-    page_size: u64,
-    /// Page address -> owner index.
-    pages: BTreeMap<u64, u32>,
-    owners: Vec<Owner>,
-    /// (tid, stack id, what backs the pages) -> owner index; stack id 0 entries stand for the
-    /// thread's tick stack and are forgotten every tick.
-    owner_ids: HashMap<(u32, u64, Backing), u32>,
-    /// Decoded stacks by id.
-    decoded: HashMap<u64, Vec<Frame>>,
-    /// Each owner's bytes held now (for the summary).
-    held: u64,
+    ledger: PageLedger,
+    owners: Owners,
     /// The process's memory regions, to tell file-backed and shared pages from anonymous ones.
     regions: Vec<Region>,
     /// When `regions` was last read: a fault outside every known region reads them again, at
     /// most every [`REGIONS_REFRESH`].
     regions_read: Option<std::time::Instant>,
+    /// The process's threads seen in events or handed over, to clear from the in-kernel
+    /// per-thread tables when the process goes.
+    tids: HashSet<u32>,
+    stats: InKernelStats,
+}
+
+impl Drop for KernelAttribution {
+    /// The process exited or is no longer followed: it leaves every in-kernel table.
+    fn drop(&mut self) {
+        if let Ok(mut capture) = self.capture.try_borrow_mut() {
+            capture.remove_process(self.tgid, self.tids.drain());
+        }
+    }
+}
+
+/// The owners the ledger charges, interned: a thread and its decoded stack (with a leaf frame
+/// for file-backed or shared pages).
+#[derive(Debug, Default)]
+struct Owners {
+    owners: Vec<Owner>,
+    /// (tid, stack id, what backs the pages) -> owner index; stack id 0 entries stand for the
+    /// thread's tick stack and are forgotten every tick.
+    ids: HashMap<(u32, u64, Backing), u32>,
+    /// Decoded stacks by id.
+    decoded: HashMap<u64, Vec<Frame>>,
     /// The leaf frames that mark file-backed and shared pages, by file.
     backing_frames: HashMap<Backing, Frame>,
-    brk: Option<u64>,
-    mremaps: HashMap<u32, (u64, u64, u64)>,
-    /// Each thread's last fault: (page, owner, whether it was a write), for the
-    /// [`EventKind::HugeFault`] that may follow it.
-    last_fault: HashMap<u32, (u64, u32, bool)>,
-    /// Transparent huge pages: (size, whether a read fault maps the huge zero page).
-    huge_page: (u64, bool),
-    /// Anonymous mappings being made, by thread: (length, owner).
-    mmaps: HashMap<u32, (u64, u32)>,
-    /// Anonymous mappings made since attaching: start -> (end, owner, the stack that made it).
-    /// Their pages are charged to that owner, whoever touches them.
-    mappings: BTreeMap<u64, (u64, u32)>,
-    stats: InKernelStats,
 }
 
 impl KernelAttribution {
@@ -257,34 +432,37 @@ impl KernelAttribution {
         KernelAttribution {
             capture,
             tgid,
-            page_size: crate::attach::proc_files::page_size(),
-            pages: BTreeMap::new(),
-            owners: Vec::new(),
-            owner_ids: HashMap::new(),
-            decoded: HashMap::new(),
-            held: 0,
+            ledger: PageLedger::new(
+                crate::attach::proc_files::page_size(),
+                crate::attach::proc_files::transparent_huge_pages(),
+                initial_brk,
+            ),
+            owners: Owners::default(),
             regions: Vec::new(),
             regions_read: None,
-            backing_frames: HashMap::new(),
-            brk: initial_brk,
-            mremaps: HashMap::new(),
-            last_fault: HashMap::new(),
-            huge_page: crate::attach::proc_files::transparent_huge_pages(),
-            mmaps: HashMap::new(),
-            mappings: BTreeMap::new(),
+            tids: HashSet::new(),
             stats: InKernelStats::default(),
         }
     }
 
     /// The run's figures so far.
     pub(crate) fn stats(&self) -> InKernelStats {
-        let mut stats = self.stats;
-        stats.held_bytes = self.held;
-        stats
+        let ledger = self.ledger.figures();
+        InKernelStats {
+            faults_on_owned_pages: ledger.faults_on_owned_pages,
+            file_or_shared_faults: ledger.file_or_shared_faults,
+            huge_faults: ledger.huge_faults,
+            faults_in_mappings: ledger.faults_in_mappings,
+            zero_page_reads: ledger.zero_page_reads,
+            released_bytes: ledger.released_bytes,
+            held_bytes: self.ledger.held_bytes(),
+            ..self.stats
+        }
     }
 
     /// Hands the live Python threads' thread states to the kernel walker.
-    pub(crate) fn hand_over_threads(&self, threads: &[(u32, u64)]) {
+    pub(crate) fn hand_over_threads(&mut self, threads: &[(u32, u64)]) {
+        self.tids.extend(threads.iter().map(|&(tid, _)| tid));
         self.capture.borrow_mut().stacks.set_threads(threads);
     }
 
@@ -295,86 +473,19 @@ impl KernelAttribution {
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
     ) -> Vec<ThreadSample> {
-        self.owner_ids.retain(|&(_, stack, _), _| stack != 0);
+        self.owners.ids.retain(|&(_, stack, _), _| stack != 0);
         let events = self.capture.borrow_mut().take_events(self.tgid);
-        let mut charges: HashMap<u32, MetricValues> = HashMap::new();
+        let mut charges = Charges::new();
         for event in &events {
-            match event.kind {
-                EventKind::Fault => self.fault(event, tick_threads, decode, &mut charges),
-                EventKind::HugeFault => self.huge_fault(event.tid, &mut charges),
-                EventKind::Alloc => {
-                    self.stats.alloc_samples += 1;
-                    if event.stack != 0 {
-                        self.stats.alloc_samples_with_stack += 1;
-                    }
-                    let owner = self.owner(
-                        event.tid,
-                        event.stack,
-                        Backing::Anonymous,
-                        tick_threads,
-                        decode,
-                    );
-                    let values = charges.entry(owner).or_default();
-                    values.add(Metric::MallocBytes, event.len);
-                    values.add(Metric::MallocCount, event.arg);
-                }
-                EventKind::Munmap => {
-                    self.give_back(event.addr, event.len, &mut charges);
-                    self.unmap(event.addr, event.len);
-                }
-                EventKind::Madvise => {
-                    self.give_back(event.addr, event.len, &mut charges);
-                }
-                EventKind::MmapEnter => {
-                    let owner = self.owner(
-                        event.tid,
-                        event.stack,
-                        Backing::Anonymous,
-                        tick_threads,
-                        decode,
-                    );
-                    self.mmaps.insert(event.tid, (event.len, owner));
-                }
-                EventKind::MmapExit => {
-                    if let Some((len, owner)) = self.mmaps.remove(&event.tid)
-                        && event.addr < (1 << 63)
-                        && len > 0
-                        && !PYMALLOC_ARENA_SIZES.contains(&len)
-                    {
-                        let end = (event.addr + len).next_multiple_of(self.page_size);
-                        self.unmap(event.addr, end - event.addr);
-                        self.mappings.insert(event.addr, (end, owner));
-                    }
-                }
-                EventKind::Brk => {
-                    let now = event.addr;
-                    if let Some(before) = self.brk.filter(|&before| now < before) {
-                        self.give_back(now, before - now, &mut charges);
-                    }
-                    if now < (1 << 63) {
-                        self.brk = Some(now);
-                    }
-                }
-                EventKind::MremapEnter => {
-                    self.mremaps
-                        .insert(event.tid, (event.addr, event.len, event.arg));
-                }
-                EventKind::MremapExit => {
-                    if let Some((old, old_len, new_len)) = self.mremaps.remove(&event.tid)
-                        && event.addr < (1 << 63)
-                    {
-                        self.moved(old, old_len, event.addr, new_len, &mut charges);
-                    }
-                }
-            }
+            self.tids.insert(event.tid);
+            self.apply(event, tick_threads, decode, &mut charges);
         }
-        let lost = self.capture.borrow().stacks.tallies().lost_events;
-        self.stats.lost_events = lost;
+        self.stats.capture = self.capture.borrow().tallies();
         let mut samples: Vec<ThreadSample> = charges
             .into_iter()
             .filter(|(_, values)| !values.is_zero())
             .map(|(owner, values)| {
-                let owner = &self.owners[owner as usize];
+                let owner = &self.owners.owners[owner as usize];
                 ThreadSample {
                     thread: owner.thread.clone(),
                     frames: owner.frames.clone(),
@@ -386,206 +497,85 @@ impl KernelAttribution {
         samples
     }
 
+    /// Applies one event to the ledger.
+    fn apply(
+        &mut self,
+        event: &MemoryEvent,
+        tick_threads: &HashMap<u32, TickThread>,
+        decode: &mut Decode<'_>,
+        charges: &mut Charges,
+    ) {
+        match event.kind {
+            EventKind::Fault => self.fault(event, tick_threads, decode, charges),
+            EventKind::HugeFault => self.ledger.huge_fault(event.tid, charges),
+            EventKind::Alloc => {
+                self.stats.alloc_samples += 1;
+                if event.stack != 0 {
+                    self.stats.alloc_samples_with_stack += 1;
+                }
+                let owner = self.owners.owner(
+                    &self.capture,
+                    (event.tid, event.stack, Backing::Anonymous),
+                    tick_threads,
+                    decode,
+                );
+                let values = charges.entry(owner).or_default();
+                values.add(Metric::MallocBytes, event.len);
+                values.add(Metric::MallocCount, event.arg);
+            }
+            EventKind::Munmap => self.ledger.munmap(event.addr, event.len, charges),
+            EventKind::Madvise => self.ledger.madvise(event.addr, event.len, charges),
+            EventKind::MmapEnter => {
+                let owner = self.owners.owner(
+                    &self.capture,
+                    (event.tid, event.stack, Backing::Anonymous),
+                    tick_threads,
+                    decode,
+                );
+                self.ledger.mmap_enter(event.tid, event.len, owner);
+            }
+            EventKind::MmapExit => self.ledger.mmap_exit(event.tid, event.addr),
+            EventKind::Brk => self.ledger.brk(event.addr, charges),
+            EventKind::MremapEnter => {
+                self.ledger
+                    .mremap_enter(event.tid, event.addr, event.len, event.arg);
+            }
+            EventKind::MremapExit => self.ledger.mremap_exit(event.tid, event.addr, charges),
+            // Sorted out by the capture (`KernelCapture::drain_all`).
+            EventKind::Fork | EventKind::Exec | EventKind::Exit => {}
+        }
+    }
+
     fn fault(
         &mut self,
         event: &MemoryEvent,
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
-        charges: &mut HashMap<u32, MetricValues>,
+        charges: &mut Charges,
     ) {
         self.stats.faults += 1;
         if event.stack != 0 {
             self.stats.faults_with_stack += 1;
         }
-        let page = event.addr & !(self.page_size - 1);
-        let write = event.arg & X86_PF_WRITE != 0;
-        let backing = self.backing_of(page);
-        let mapped_by = self
-            .mappings
-            .range(..=page)
-            .next_back()
-            .filter(|(_, (end, _))| page < *end)
-            .map(|(_, &(_, owner))| owner)
-            .filter(|_| backing == Backing::Anonymous);
-        let owner = match mapped_by {
-            Some(owner) => {
-                self.stats.faults_in_mappings += 1;
-                owner
-            }
-            None => self.owner(
-                event.tid,
-                event.stack,
-                backing.clone(),
+        let page_size = crate::attach::proc_files::page_size();
+        let backing = self.backing_of(event.addr & !(page_size - 1));
+        let fault = Fault {
+            tid: event.tid,
+            addr: event.addr,
+            write: event.arg & X86_PF_WRITE != 0,
+            anonymous: backing == Backing::Anonymous,
+        };
+        // The owner is made only when the page needs one (interning decodes the stack).
+        let (owners, capture) = (&mut self.owners, &self.capture);
+        let owner = || {
+            owners.owner(
+                capture,
+                (event.tid, event.stack, backing),
                 tick_threads,
                 decode,
-            ),
+            )
         };
-        self.last_fault.insert(event.tid, (page, owner, write));
-        if self.pages.contains_key(&page) {
-            self.stats.faults_on_owned_pages += 1;
-            return;
-        }
-        if backing == Backing::Anonymous && !write {
-            // A read of anonymous memory never written maps the shared zero page: no memory
-            // yet; the write that follows takes the page.
-            self.stats.zero_page_reads += 1;
-            return;
-        }
-        if backing != Backing::Anonymous {
-            self.stats.file_or_shared_faults += 1;
-        }
-        self.take(page, self.page_size, owner, charges);
-    }
-
-    /// The thread's last fault mapped a transparent huge page: its owner takes every page of
-    /// the huge page not owned yet (unless it was a read that mapped the huge zero page).
-    fn huge_fault(&mut self, tid: u32, charges: &mut HashMap<u32, MetricValues>) {
-        let Some((page, owner, write)) = self.last_fault.remove(&tid) else {
-            return;
-        };
-        let (size, zero_page) = self.huge_page;
-        if !write && zero_page {
-            return;
-        }
-        self.stats.huge_faults += 1;
-        self.take(page & !(size - 1), size, owner, charges);
-    }
-
-    /// `owner` takes the pages of `[start, start + len)` that have no owner yet.
-    fn take(&mut self, start: u64, len: u64, owner: u32, charges: &mut HashMap<u32, MetricValues>) {
-        let mut taken = 0;
-        let mut page = start;
-        while page < start.saturating_add(len) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.pages.entry(page) {
-                slot.insert(owner);
-                taken += self.page_size;
-            }
-            page += self.page_size;
-        }
-        self.held += taken;
-        charges.entry(owner).or_default().add(Metric::Rss, taken);
-    }
-
-    /// Forgets the mappings' parts in `[addr, addr + len)` (their remainders stay).
-    fn unmap(&mut self, addr: u64, len: u64) {
-        let end = addr.saturating_add(len);
-        let first = self
-            .mappings
-            .range(..addr)
-            .next_back()
-            .filter(|(_, (e, _))| *e > addr)
-            .map(|(&s, _)| s);
-        let hit: Vec<u64> = first
-            .into_iter()
-            .chain(self.mappings.range(addr..end).map(|(&s, _)| s))
-            .collect();
-        for start in hit {
-            let Some((stop, owner)) = self.mappings.remove(&start) else {
-                continue;
-            };
-            if start < addr {
-                self.mappings.insert(start, (addr, owner));
-            }
-            if stop > end {
-                self.mappings.insert(end, (stop, owner));
-            }
-        }
-    }
-
-    /// Gives back the owned pages in `[addr, addr + len)`, each charged as a release to its
-    /// owner.
-    fn give_back(&mut self, addr: u64, len: u64, charges: &mut HashMap<u32, MetricValues>) {
-        let end = addr.saturating_add(len);
-        let gone: Vec<(u64, u32)> = self.pages.range(addr..end).map(|(&p, &o)| (p, o)).collect();
-        for (page, owner) in gone {
-            self.pages.remove(&page);
-            self.held -= self.page_size;
-            self.stats.released_bytes += self.page_size;
-            charges
-                .entry(owner)
-                .or_default()
-                .add(Metric::RssRelease, self.page_size);
-        }
-    }
-
-    /// `mremap` moved `[old, old + old_len)` to `new` with `new_len` bytes: pages keep their
-    /// owners at their new addresses; pages beyond a shrunk length are given back.
-    fn moved(
-        &mut self,
-        old: u64,
-        old_len: u64,
-        new: u64,
-        new_len: u64,
-        charges: &mut HashMap<u32, MetricValues>,
-    ) {
-        if new_len < old_len {
-            self.give_back(old + new_len, old_len - new_len, charges);
-        }
-        if let Some((_, owner)) = self.mappings.get(&old).copied() {
-            self.unmap(old, old_len);
-            let end = (new + new_len).next_multiple_of(self.page_size);
-            self.mappings.insert(new, (end, owner));
-        }
-        if new == old {
-            return;
-        }
-        let kept = old_len.min(new_len);
-        let moving: Vec<(u64, u32)> = self
-            .pages
-            .range(old..old.saturating_add(kept))
-            .map(|(&p, &o)| (p, o))
-            .collect();
-        for (page, _) in &moving {
-            self.pages.remove(page);
-        }
-        for (page, owner) in moving {
-            self.pages.insert(page - old + new, owner);
-        }
-    }
-
-    /// The owner index of (thread `tid`, captured stack `stack`), made on first sight.
-    fn owner(
-        &mut self,
-        tid: u32,
-        stack: u64,
-        backing: Backing,
-        tick_threads: &HashMap<u32, TickThread>,
-        decode: &mut Decode<'_>,
-    ) -> u32 {
-        let key = (tid, stack, backing);
-        if let Some(&owner) = self.owner_ids.get(&key) {
-            return owner;
-        }
-        let tick = tick_threads.get(&tid);
-        let thread = tick.map_or_else(
-            || ThreadIdentity {
-                python_id: None,
-                native_id: Some(tid),
-                name: None,
-            },
-            |(identity, _)| identity.clone(),
-        );
-        let mut frames = match stack {
-            0 => tick.map(|(_, frames)| frames.clone()).unwrap_or_default(),
-            id => self.frames_of(id, decode),
-        };
-        let kind = match key.2 {
-            Backing::Anonymous => None,
-            Backing::File(_) => Some(PageKind::FileBacked),
-            Backing::Shared => Some(PageKind::Shared),
-        };
-        if let Some(kind) = kind {
-            let leaf = self
-                .backing_frames
-                .entry(key.2.clone())
-                .or_insert_with(|| backing_frame(kind, &key.2))
-                .clone();
-            frames.insert(0, leaf);
-        }
-        let owner = u32::try_from(self.owners.len()).unwrap_or(u32::MAX);
-        self.owners.push(Owner { thread, frames });
-        self.owner_ids.insert(key, owner);
-        owner
+        self.ledger.fault(fault, owner, charges);
     }
 
     /// What backs the page at `page`: the region holding it, read again (at most every
@@ -615,22 +605,85 @@ impl KernelAttribution {
         }
         Backing::Anonymous
     }
+}
 
-    fn frames_of(&mut self, id: u64, decode: &mut Decode<'_>) -> Vec<Frame> {
-        if let Some(frames) = self.decoded.get(&id) {
-            return frames.clone();
+impl Owners {
+    /// The owner index of (thread `tid`, captured stack `stack`), made on first sight.
+    fn owner(
+        &mut self,
+        capture: &SharedCapture,
+        key: (u32, u64, Backing),
+        tick_threads: &HashMap<u32, TickThread>,
+        decode: &mut Decode<'_>,
+    ) -> u32 {
+        let (tid, stack) = (key.0, key.1);
+        if let Some(&owner) = self.ids.get(&key) {
+            return owner;
         }
-        let raw = self.capture.borrow().stacks.stack(id);
-        let frames = raw.map_or_else(Vec::new, |raw| {
-            decode(
-                &mut raw.frames().map(|(code, position, tag)| CapturedFrame {
-                    code,
-                    position,
-                    tag,
-                }),
-            )
-        });
+        let tick = tick_threads.get(&tid);
+        let thread = tick.map_or_else(
+            || ThreadIdentity {
+                python_id: None,
+                native_id: Some(tid),
+                name: None,
+            },
+            |(identity, _)| identity.clone(),
+        );
+        let tick_frames = || tick.map(|(_, frames)| frames.clone()).unwrap_or_default();
+        let (key, mut frames) = match stack {
+            0 => (key, tick_frames()),
+            id => match self.frames_of(capture, id, decode) {
+                Some(frames) => (key, frames),
+                // A stack no longer stored: the thread's stack at the tick stands for it
+                // (interned as such, so a later event naming it decodes it if it is back).
+                None => ((tid, 0, key.2), tick_frames()),
+            },
+        };
+        if let Some(&owner) = self.ids.get(&key) {
+            return owner;
+        }
+        let kind = match key.2 {
+            Backing::Anonymous => None,
+            Backing::File(_) => Some(PageKind::FileBacked),
+            Backing::Shared => Some(PageKind::Shared),
+        };
+        if let Some(kind) = kind {
+            let leaf = self
+                .backing_frames
+                .entry(key.2.clone())
+                .or_insert_with(|| backing_frame(kind, &key.2))
+                .clone();
+            frames.insert(0, leaf);
+        }
+        let owner = u32::try_from(self.owners.len()).unwrap_or(u32::MAX);
+        self.owners.push(Owner { thread, frames });
+        self.ids.insert(key, owner);
+        owner
+    }
+
+    fn frames_of(
+        &mut self,
+        capture: &SharedCapture,
+        id: u64,
+        decode: &mut Decode<'_>,
+    ) -> Option<Vec<Frame>> {
+        if let Some(frames) = self.decoded.get(&id) {
+            return Some(frames.clone());
+        }
+        let raw = capture.borrow().stack(id);
+        let Some(raw) = raw else {
+            // Not cached: the table may hold it again later.
+            capture.borrow_mut().tallies.stacks_missing += 1;
+            return None;
+        };
+        let frames = decode(
+            &mut raw.frames().map(|(code, position, tag)| CapturedFrame {
+                code,
+                position,
+                tag,
+            }),
+        );
         self.decoded.insert(id, frames.clone());
-        frames
+        Some(frames)
     }
 }

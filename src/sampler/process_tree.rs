@@ -14,7 +14,7 @@
 use super::kernel::InKernelStats;
 use super::{
     Attribution, ProcessStats, SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats,
-    Ticker, process_gone, run_ticks,
+    Ticker, TreeTallies, process_gone, run_ticks,
 };
 use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
 use crate::memory::heap_hook::HookTallies;
@@ -190,6 +190,7 @@ impl ProcessTreeSampler {
             }
             let retry = match self.candidates.get(&pid) {
                 None => {
+                    self.tallies().seen += 1;
                     self.candidates
                         .insert(pid, Candidate::Pending { since: time });
                     true
@@ -221,6 +222,7 @@ impl ProcessTreeSampler {
         };
         if err.process_exited() {
             self.candidates.remove(&pid);
+            self.tallies().missed += 1;
             return;
         }
         let starting = matches!(err, SpyError::NotPython { .. } | SpyError::Read { .. });
@@ -229,7 +231,10 @@ impl ProcessTreeSampler {
         {
             return;
         }
-        if !matches!(err, SpyError::NotPython { .. }) {
+        if matches!(err, SpyError::NotPython { .. }) {
+            self.tallies().not_python += 1;
+        } else {
+            self.tallies().failed += 1;
             self.skipped
                 .push(format!("process {pid} not sampled: {err}"));
         }
@@ -253,7 +258,10 @@ impl ProcessTreeSampler {
             Err(err) => {
                 // The process exited between attaching and opening its counters, or its
                 // /proc files are unreadable: it is not sampled.
-                if !process_gone(pid) {
+                if process_gone(pid) {
+                    self.tallies().missed += 1;
+                } else {
+                    self.tallies().failed += 1;
                     self.skipped
                         .push(format!("process {pid} not sampled: {err}"));
                 }
@@ -265,6 +273,7 @@ impl ProcessTreeSampler {
         {
             self.skipped.push(format!("process {pid}: {err}"));
         }
+        self.tallies().attached += 1;
         self.stats.processes.push(ProcessStats {
             process: identity.clone(),
             samples: 0,
@@ -278,6 +287,10 @@ impl ProcessTreeSampler {
             sampler,
             slot: self.stats.processes.len() - 1,
         });
+    }
+
+    fn tallies(&mut self) -> &mut TreeTallies {
+        self.stats.tree.get_or_insert_with(TreeTallies::default)
     }
 
     /// Adds up the members' figures into the run's.

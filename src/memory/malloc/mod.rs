@@ -167,6 +167,23 @@ pub enum MallocError {
         "this build of pymemtrace has no eBPF object (its BPF programs are built for x86_64 and aarch64 only); use another --metric"
     )]
     NotBuilt,
+    /// A frame member lies past the bytes the in-kernel walker reads of a frame.
+    #[error(
+        "the in-kernel stack walker reads a frame's first {window} bytes, but this interpreter's {field} is at offset {offset}: its stacks cannot be captured in the kernel; use --attribution ticks"
+    )]
+    LayoutOutOfWindow {
+        /// The frame member.
+        field: &'static str,
+        /// Its offset.
+        offset: u32,
+        /// The walker's window.
+        window: u32,
+    },
+    /// This build has no in-kernel stack object (it needs x86's page-fault tracepoints).
+    #[error(
+        "in-kernel stacks need the page-fault tracepoints of x86_64 kernels, and this build is for another architecture; use --attribution ticks"
+    )]
+    NoInKernelStacks,
     /// No such process.
     #[error("no process {pid}: check the PID")]
     NoSuchProcess {

@@ -1,0 +1,62 @@
+//! What each CPython version's runtime does differently, named once: every `3.N` fact the
+//! readers and the kernel walker branch on is a field here, not a version comparison in their
+//! files.
+//!
+//! Owns: the mapping from `(major, minor)` to those facts. Must not touch: layouts (offsets
+//! are `layout`'s and `debug_offsets`'), reading memory.
+
+/// The version facts the readers branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// 3.7+: the interpreters hang off `_PyRuntime` (before: the `interp_head` symbol).
+    pub runtime_root: bool,
+    /// 3.10+: `f_lasti` counts code units (2 bytes each), not bytes.
+    pub lasti_in_code_units: bool,
+    /// 3.11+: frames are `_PyInterpreterFrame`s with code-object pointers and an instruction
+    /// pointer (before: a chain of `PyFrameObject`s with an `int f_lasti`).
+    pub interpreter_frames: bool,
+    /// 3.11+: objects may keep their `__dict__` inline (`Py_TPFLAGS_MANAGED_DICT`).
+    pub managed_dicts: bool,
+    /// 3.12+: frames owned by the C stack or the interpreter are shims, not Python code.
+    pub shim_frames: bool,
+    /// 3.13+: a `PyDictValues` has a header before its first value pointer.
+    pub dict_values_header: bool,
+    /// 3.14+: `f_executable` and the frame's locals are tagged `_PyStackRef`s.
+    pub tagged_stack_refs: bool,
+}
+
+impl Capabilities {
+    /// The facts of CPython `major.minor`.
+    pub fn of(version: (u8, u8)) -> Capabilities {
+        let at_least = |minor: u8| version >= (3, minor);
+        Capabilities {
+            runtime_root: at_least(7),
+            lasti_in_code_units: at_least(10),
+            interpreter_frames: at_least(11),
+            managed_dicts: at_least(11),
+            shim_frames: at_least(12),
+            dict_values_header: at_least(13),
+            tagged_stack_refs: at_least(14),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Capabilities;
+
+    #[test]
+    fn each_fact_starts_at_its_version() {
+        let old = Capabilities::of((3, 6));
+        assert!(!old.runtime_root && !old.interpreter_frames && !old.tagged_stack_refs);
+        assert!(Capabilities::of((3, 7)).runtime_root);
+        assert!(!Capabilities::of((3, 10)).interpreter_frames);
+        let c311 = Capabilities::of((3, 11));
+        assert!(c311.interpreter_frames && c311.managed_dicts && !c311.shim_frames);
+        assert!(Capabilities::of((3, 12)).shim_frames);
+        assert!(!Capabilities::of((3, 12)).dict_values_header);
+        assert!(Capabilities::of((3, 13)).dict_values_header);
+        assert!(!Capabilities::of((3, 13)).tagged_stack_refs);
+        assert!(Capabilities::of((3, 15)).tagged_stack_refs);
+    }
+}
