@@ -189,6 +189,10 @@ pub struct Layout {
     /// `_gc_runtime_state.generations` (3.7+): the generations' lists, one after the other.
     /// 3.6 has no such state: its lists are found through the `_PyGC_generation0` symbol.
     pub gcstate_generations: Option<u64>,
+    /// `_gc_runtime_state.generation0` (3.7–3.13): a pointer to the first generation's list
+    /// head, read rather than computed because patch releases of 3.13 moved the lists (3.13.0
+    /// has them at 24, Debian's 3.13.18 at 20) without moving this pointer.
+    pub gcstate_generation0: Option<u64>,
     /// `_gc_runtime_state.permanent_generation` (3.7+): objects `gc.freeze()` moved away.
     pub gcstate_permanent: Option<u64>,
 
@@ -209,6 +213,10 @@ pub struct Layout {
     pub type_dict: u64,
     /// `PyTypeObject.tp_members`.
     pub type_members: u64,
+    /// `PyTypeObject.tp_base`.
+    pub type_base: u64,
+    /// `PyTypeObject.tp_mro`.
+    pub type_mro: u64,
     /// `PyHeapTypeObject.ht_qualname`.
     pub heaptype_qualname: u64,
     /// `sizeof(PyMemberDef)`.

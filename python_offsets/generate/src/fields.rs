@@ -267,6 +267,9 @@ pub const FIELDS: &[Field] = &[
     field!(gcstate_generations, true, |m| when(m >= 7, || off(
         "_gc_runtime_state.generations"
     ))),
+    field!(gcstate_generation0, true, |m| when((7..=13).contains(&m), || off(
+        "_gc_runtime_state.generation0"
+    ))),
     field!(gcstate_permanent, true, |m| when(m >= 7, || off(
         "_gc_runtime_state.permanent_generation"
     ))),
@@ -279,6 +282,8 @@ pub const FIELDS: &[Field] = &[
     field!(type_itemsize, false, |_m| off("PyTypeObject.tp_itemsize")),
     field!(type_dict, false, |_m| off("PyTypeObject.tp_dict")),
     field!(type_members, false, |_m| off("PyTypeObject.tp_members")),
+    field!(type_base, false, |_m| off("PyTypeObject.tp_base")),
+    field!(type_mro, false, |_m| off("PyTypeObject.tp_mro")),
     field!(heaptype_qualname, false, |_m| off(
         "PyHeapTypeObject.ht_qualname"
     )),
