@@ -204,3 +204,62 @@ fn a_process_that_is_gone_gives_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+/// `--diff`: of two holders, the one that keeps growing is named first, with the items it
+/// gained; the steady one gained none. One version: the diff is computed from two snapshots
+/// the tests above check on every version.
+#[test]
+fn diff_names_the_growing_holder() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_grows.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("diff.json");
+    let out = common::pmt()
+        .args([
+            "heap",
+            "--diff",
+            "1",
+            "--pid",
+            &target.pid().to_string(),
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap --diff");
+    assert!(
+        out.status.success(),
+        "pmt heap --diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let holders = diff["growth"]["holders"].as_array().expect("holders");
+    let first = &holders[0];
+    assert_eq!(first["path"], "__main__.GROW", "{holders:#?}");
+    let items = &first["items"];
+    let before = items[0]
+        .as_u64()
+        .expect("GROW among the first snapshot's holders");
+    let gained = items[1].as_u64().unwrap_or(0).saturating_sub(before);
+    // One append per millisecond at most, in a second (a loaded machine appends fewer).
+    assert!(
+        (50..=1100).contains(&gained),
+        "GROW gained {gained}: {first}"
+    );
+    let steady = holders
+        .iter()
+        .find(|h| h["path"] == "__main__.STEADY")
+        .expect("STEADY among the holders");
+    assert_eq!(steady["items"][0], steady["items"][1], "{steady}");
+    let dicts = diff["growth"]["types"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "dict"))
+        .expect("dict grew");
+    assert!(
+        dicts["count"][1].as_u64() > dicts["count"][0].as_u64(),
+        "{dicts}"
+    );
+}

@@ -1,9 +1,10 @@
 //! `pmt heap`: a snapshot of a CPython process's heap read out of process. The walker finds
 //! objects on the collector's lists and follows references from the roots by per-type
 //! knowledge; dominators give retained sizes; names give retention paths. Emits a
-//! [`Snapshot`] model and knows no output format. Reads the target through
+//! [`Snapshot`] model (and the growth between two, [`SnapshotDiff`]) and knows no output format. Reads the target through
 //! [`crate::python::PythonSpy`]'s discovery and layouts, never writes to it.
 
+mod diff;
 mod dominators;
 mod names;
 mod reader;
@@ -11,6 +12,7 @@ mod snapshot;
 mod types;
 mod walker;
 
+pub use diff::{HolderGrowth, SnapshotDiff, TypeGrowth, diff};
 pub use snapshot::{Holder, NotFollowed, Snapshot, TypeStats};
 
 use crate::attach::{MemoryError, ReadMemory, RemoteMemory};
