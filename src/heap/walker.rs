@@ -396,10 +396,8 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 }
                 extra = allocated * 8;
                 items = len;
-                if len > 0 {
-                    let bytes = mem.read_vec(array, (len * 8) as usize)?;
-                    pointers(&bytes, &mut refs, Label::Index);
-                }
+                let bytes = read_pointers(mem, array, len)?;
+                pointers(&bytes, &mut refs, Label::Index);
             }
             Kind::Tuple => {
                 let len = mem.read_u64(addr.wrapping_add(l.var_size))?;
@@ -407,7 +405,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                     return Err(DecodeError::invalid("tuple", addr));
                 }
                 items = len;
-                let bytes = mem.read_vec(addr.wrapping_add(l.tuple_items), (len * 8) as usize)?;
+                let bytes = read_pointers(mem, addr.wrapping_add(l.tuple_items), len)?;
                 pointers(&bytes, &mut refs, Label::Index);
             }
             Kind::Dict => {
@@ -419,14 +417,14 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 items = field_u64(&bytes, l.set_used);
                 let mask = field_u64(&bytes, l.set_mask);
                 let table = field_u64(&bytes, l.set_table);
-                if mask > MAX_ITEMS || items > mask + 1 {
+                let slots = mask.wrapping_add(1);
+                if mask > MAX_ITEMS || items > slots || !slots.is_power_of_two() {
                     return Err(DecodeError::invalid("set", addr));
                 }
-                let slots = mask + 1;
-                if table < addr || table >= addr + info.basicsize {
+                if table < addr || table >= addr.wrapping_add(info.basicsize) {
                     extra = slots * l.set_entry_size;
                 }
-                let entries = mem.read_vec(table, (slots * l.set_entry_size) as usize)?;
+                let entries = read_pointers(mem, table, slots * l.set_entry_size / 8)?;
                 for i in 0..slots {
                     let key = field_u64(&entries, i * l.set_entry_size);
                     // The dummy left by a removal is a static object of no type.
@@ -695,6 +693,19 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
     }
 }
 
+/// `count` pointers at `addr`, read whole; the last one is read first, so that a garbage
+/// length fails on an unmapped end before a big buffer is made for it.
+fn read_pointers(mem: &impl ReadMemory, addr: u64, count: u64) -> Result<Vec<u8>, DecodeError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let bytes = count
+        .checked_mul(8)
+        .ok_or(DecodeError::invalid("array", addr))?;
+    mem.read_u64(addr.wrapping_add(bytes - 8))?;
+    Ok(mem.read_vec(addr, bytes as usize)?)
+}
+
 /// How many bytes cover 8-byte members at all `offsets`.
 fn span(offsets: &[u64]) -> usize {
     offsets.iter().max().map_or(8, |m| *m as usize + 8)
@@ -747,4 +758,125 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
         0
     };
     body + gc + preheader
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::heap::dominators::dominators;
+    use crate::python::layouts::{SUPPORTED, layout_for};
+
+    /// Names of the type objects planted in the garbage, one per reader.
+    const PLANTED: &[&str] = &[
+        "list",
+        "tuple",
+        "dict",
+        "set",
+        "collections.deque",
+        "module",
+        "function",
+        "cell",
+        "method",
+        "type",
+        "str",
+        "int",
+        "something",
+    ];
+    /// Where the planted types, their metatype and their names live (past the garbage).
+    const TYPES_AT: u64 = 0x1_0000;
+    const META_AT: u64 = 0x1_8000;
+    const NAMES_AT: u64 = 0x1_9000;
+
+    fn put(bytes: &mut [u8], at: u64, word: u64) {
+        bytes[at as usize..at as usize + 8].copy_from_slice(&word.to_le_bytes());
+    }
+
+    /// Memory of pseudo-random words (a third pointers back into it, a sixth pointers to
+    /// type objects planted after it, so that garbage looks like objects of every kind the
+    /// walker reads): whatever the walker makes of it, it must end without panicking.
+    fn garbage(layout: &Layout, seed: u64, base: u64, len: u64) -> SliceMemory {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut bytes = vec![0u8; (NAMES_AT + 0x1000) as usize];
+        for at in (0..len).step_by(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let word = match x % 6 {
+                0 | 1 => base + (x >> 8) % len / 64 * 64,
+                2 => base + TYPES_AT + (x >> 8) % PLANTED.len() as u64 * 0x400,
+                3 => (x >> 8) % 64,
+                _ => x,
+            };
+            put(&mut bytes, at, word);
+        }
+        // Every 64 bytes an object header: a type, a small size; its body stays garbage.
+        for at in (0..len).step_by(64) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            put(&mut bytes, at, 1);
+            let ty = TYPES_AT + (x >> 8) % PLANTED.len() as u64 * 0x400;
+            put(&mut bytes, at + layout.object_type, base + ty);
+            put(&mut bytes, at + layout.var_size, x % 20);
+        }
+        put(
+            &mut bytes,
+            META_AT + layout.type_flags,
+            flags::TYPE_SUBCLASS,
+        );
+        for (k, name) in PLANTED.iter().enumerate() {
+            let ty = TYPES_AT + k as u64 * 0x400;
+            let name_at = NAMES_AT + k as u64 * 32;
+            bytes[name_at as usize..name_at as usize + name.len()].copy_from_slice(name.as_bytes());
+            put(&mut bytes, ty, 1);
+            put(&mut bytes, ty + layout.object_type, base + META_AT);
+            put(&mut bytes, ty + layout.type_name, base + name_at);
+            put(&mut bytes, ty + layout.type_basicsize, 48);
+            put(&mut bytes, ty + layout.type_itemsize, 8 * (k as u64 % 2));
+            let type_flag = if *name == "type" {
+                flags::TYPE_SUBCLASS
+            } else {
+                0
+            };
+            put(
+                &mut bytes,
+                ty + layout.type_flags,
+                flags::HAVE_GC | type_flag,
+            );
+        }
+        let mut mem = SliceMemory::new();
+        mem.map(base, bytes);
+        mem
+    }
+
+    #[test]
+    fn garbage_memory_ends_the_walk_without_panicking() {
+        let base = 0x7f00_0000_0000u64;
+        let mut most = 0usize;
+        for (i, &(major, minor)) in SUPPORTED.iter().enumerate() {
+            let layout = layout_for(major, minor).expect("layout");
+            for seed in 0..20u64 {
+                let mem = garbage(layout, seed * 31 + i as u64, base, 0x8000);
+                let mut walker = Walker::new(&mem, layout);
+                let lists = GcLists {
+                    generations: vec![base, base + 0x100, base + 0x200],
+                    permanent: Some(base + 0x300),
+                };
+                walker.add_gc_lists(&lists).expect("no process to lose");
+                let roots = (0..8)
+                    .map(|r| Root {
+                        name: format!("m{r}"),
+                        addr: base + 0x1000 * r,
+                    })
+                    .collect();
+                let graph = walker.walk(roots).expect("no process to lose");
+                let d = dominators(graph.len(), &graph.edges, &graph.shallow);
+                assert_eq!(d.idom.len(), graph.len());
+                most = most.max(graph.len());
+            }
+        }
+        // The garbage did make objects to follow, not only rejected pointers.
+        assert!(most > 20, "largest garbage graph: {most} nodes");
+    }
 }
