@@ -21,6 +21,8 @@ pub const MAX_OBJECTS: usize = 100_000_000;
 const MAX_ITEMS: u64 = 1 << 27;
 /// The most items a variable-size object's `ob_size` may claim for its shallow size.
 const MAX_VAR_ITEMS: u64 = 1 << 24;
+/// How many times a collector list that changed while read is read again.
+const GC_LIST_TRIES: usize = 5;
 /// The longest list of the collector the walker follows.
 const MAX_GC_LIST: usize = MAX_OBJECTS;
 /// `NEXT_MASK_UNREACHABLE` and other flag bits the collector keeps in a list pointer while
@@ -211,7 +213,9 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
 
     /// Adds every object on the collector's `lists` (as not yet reached from a root); those
     /// of the generations are marked tracked, the permanent generation's are not (as
-    /// `gc.get_objects()` does not list them). Fails only when the target is gone.
+    /// `gc.get_objects()` does not list them). A list that changes under the reader (the
+    /// youngest generation of a busy target) is read again, up to [`GC_LIST_TRIES`] times,
+    /// then counted torn and taken as far as it was read. Fails only when the target is gone.
     pub fn add_gc_lists(&mut self, lists: &GcLists) -> Result<(), MemoryError> {
         let heads = lists
             .generations
@@ -219,46 +223,46 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             .map(|&h| (h, true))
             .chain(lists.permanent.map(|h| (h, false)));
         for (head, tracked) in heads {
-            let mut seen = 0usize;
-            let mut node = match self.mem.read_u64(head) {
-                Ok(next) => next & !GC_POINTER_FLAGS,
-                Err(MemoryError::ProcessGone) => return Err(MemoryError::ProcessGone),
-                Err(_) => {
-                    self.graph.unfollowed.torn_gc_lists += 1;
-                    continue;
-                }
-            };
-            while node != head {
-                seen += 1;
-                if seen > MAX_GC_LIST || node == 0 {
-                    self.graph.unfollowed.torn_gc_lists += 1;
+            let (mut objects, mut whole) = self.read_gc_list(head)?;
+            for _ in 1..GC_LIST_TRIES {
+                if whole {
                     break;
                 }
-                let object = node.wrapping_add(self.layout.gc_head_size);
-                let known = self.index.contains_key(&object);
-                match self.intern(object, NO_NODE, Label::Key)? {
-                    Some(_) if known => {
-                        // Met twice: the list changed under the reader into a loop.
-                        self.graph.unfollowed.torn_gc_lists += 1;
-                        break;
-                    }
-                    Some(index) => self.graph.tracked[index as usize] = tracked,
-                    None => {
-                        self.graph.unfollowed.torn_gc_lists += 1;
-                        break;
-                    }
+                (objects, whole) = self.read_gc_list(head)?;
+            }
+            if !whole {
+                self.graph.unfollowed.torn_gc_lists += 1;
+            }
+            for object in objects {
+                if let Some(index) = self.intern(object, NO_NODE, Label::Key)? {
+                    self.graph.tracked[index as usize] |= tracked;
                 }
-                node = match self.mem.read_u64(node) {
-                    Ok(next) => next & !GC_POINTER_FLAGS,
-                    Err(MemoryError::ProcessGone) => return Err(MemoryError::ProcessGone),
-                    Err(_) => {
-                        self.graph.unfollowed.torn_gc_lists += 1;
-                        break;
-                    }
-                };
             }
         }
         Ok(())
+    }
+
+    /// The objects on the list at `head`, and whether it led back to its head (not torn).
+    fn read_gc_list(&self, head: u64) -> Result<(Vec<u64>, bool), MemoryError> {
+        let mut objects = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let next = |at: u64| match self.mem.read_u64(at) {
+            Ok(next) => Ok(Some(next & !GC_POINTER_FLAGS)),
+            Err(MemoryError::ProcessGone) => Err(MemoryError::ProcessGone),
+            Err(_) => Ok(None),
+        };
+        let mut node = next(head)?;
+        while let Some(at) = node {
+            if at == head {
+                return Ok((objects, true));
+            }
+            if at == 0 || objects.len() >= MAX_GC_LIST || !seen.insert(at) {
+                break;
+            }
+            objects.push(at.wrapping_add(self.layout.gc_head_size));
+            node = next(at)?;
+        }
+        Ok((objects, false))
     }
 
     /// Follows everything reachable from `roots` (breadth first, so each object's first
