@@ -5,6 +5,7 @@
 //! scripts run exactly the same code.
 
 pub mod dump;
+pub mod heap;
 mod output_args;
 
 mod monitor_common;
@@ -32,6 +33,8 @@ struct Pmt {
 enum Command {
     /// Print every thread's Python stack once.
     Dump(dump::DumpArgs),
+    /// What is held and who holds it: live objects by type and the holders that retain the most.
+    Heap(heap::HeapArgs),
     /// Sample a Python process and charge memory growth to its stacks (same as `pmt-sample`).
     Sample(sample::SampleArgs),
     /// Log one process's memory and CPU over time (pymemtrace `process.py`).
@@ -65,6 +68,7 @@ where
     };
     let result = match pmt.command {
         Command::Dump(args) => dump::run(args),
+        Command::Heap(args) => heap::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Process(args) => process::run(args),
         Command::Tree(args) => tree::run(args),

@@ -501,6 +501,11 @@ impl DebugOffsets {
         set!(unicode_length, "unicode_object"."length");
         set!(unicode_ascii_size, "unicode_object"."asciiobject_size");
         set!(unicode_compact_size, "unicode_object"."compactunicodeobject_size");
+        set!(some interp_gc, "interpreter_state"."gc");
+        set!(list_items, "list_object"."ob_item");
+        set!(set_used, "set_object"."used");
+        set!(set_mask, "set_object"."mask");
+        set!(set_table, "set_object"."table");
         (layout, differences)
     }
 }

@@ -176,6 +176,92 @@ pub struct Layout {
     pub dict_unicode_entry_size: Option<u64>,
     /// `PyModuleObject.md_dict`.
     pub module_dict: u64,
+
+    // ---- the garbage collector's object lists (`pmt heap`) ----
+    /// `sizeof(PyGC_Head)`: the header before every GC-tracked object.
+    pub gc_head_size: u64,
+    /// `sizeof(struct gc_generation)`: one list head plus its threshold and count.
+    pub gc_generation_size: u64,
+    /// `_PyRuntimeState.gc` (3.7–3.8): the collector's state.
+    pub runtime_gc: Option<u64>,
+    /// `PyInterpreterState.gc` (3.9+): the collector's state.
+    pub interp_gc: Option<u64>,
+    /// `_gc_runtime_state.generations` (3.7+): the generations' lists, one after the other.
+    /// 3.6 has no such state: its lists are found through the `_PyGC_generation0` symbol.
+    pub gcstate_generations: Option<u64>,
+    /// `_gc_runtime_state.generation0` (3.7–3.13): a pointer to the first generation's list
+    /// head, read rather than computed because patch releases of 3.13 moved the lists (3.13.0
+    /// has them at 24, Debian's 3.13.18 at 20) without moving this pointer.
+    pub gcstate_generation0: Option<u64>,
+    /// `_gc_runtime_state.permanent_generation` (3.7+): objects `gc.freeze()` moved away.
+    pub gcstate_permanent: Option<u64>,
+
+    // ---- containers and what they reference (`pmt heap`) ----
+    /// `PyListObject.ob_item`.
+    pub list_items: u64,
+    /// `PySetObject.used`.
+    pub set_used: u64,
+    /// `PySetObject.mask`.
+    pub set_mask: u64,
+    /// `PySetObject.table`.
+    pub set_table: u64,
+    /// `sizeof(setentry)` (key, hash).
+    pub set_entry_size: u64,
+    /// `PyTypeObject.tp_itemsize`.
+    pub type_itemsize: u64,
+    /// `PyTypeObject.tp_dict`.
+    pub type_dict: u64,
+    /// `PyTypeObject.tp_members`.
+    pub type_members: u64,
+    /// `PyTypeObject.tp_base`.
+    pub type_base: u64,
+    /// `PyTypeObject.tp_mro`.
+    pub type_mro: u64,
+    /// `PyHeapTypeObject.ht_qualname`.
+    pub heaptype_qualname: u64,
+    /// `sizeof(PyMemberDef)`.
+    pub member_def_size: u64,
+    /// `PyMemberDef.type`.
+    pub member_def_type: u64,
+    /// `PyMemberDef.offset`.
+    pub member_def_offset: u64,
+    /// `PyFunctionObject.func_code`.
+    pub func_code: u64,
+    /// `PyFunctionObject.func_globals`.
+    pub func_globals: u64,
+    /// `PyFunctionObject.func_defaults`.
+    pub func_defaults: u64,
+    /// `PyFunctionObject.func_kwdefaults`.
+    pub func_kwdefaults: u64,
+    /// `PyFunctionObject.func_closure`.
+    pub func_closure: u64,
+    /// `PyFunctionObject.func_dict`.
+    pub func_dict: u64,
+    /// `PyFunctionObject.func_qualname`.
+    pub func_qualname: u64,
+    /// `PyFunctionObject.func_module`.
+    pub func_module: u64,
+    /// `PyCellObject.ob_ref`.
+    pub cell_ref: u64,
+    /// `PyMethodObject.im_func`.
+    pub method_func: u64,
+    /// `PyMethodObject.im_self`.
+    pub method_self: u64,
+    /// `dequeobject.leftblock` (transcribed from `Modules/_collectionsmodule.c`).
+    pub deque_leftblock: u64,
+    /// `dequeobject.rightblock`.
+    pub deque_rightblock: u64,
+    /// `dequeobject.leftindex`.
+    pub deque_leftindex: u64,
+    /// `dequeobject.rightindex`.
+    pub deque_rightindex: u64,
+    /// `block.data`: the 64 item pointers of one deque block.
+    pub deque_block_data: u64,
+    /// `block.rightlink`.
+    pub deque_block_right: u64,
+    /// `PyCodeObject.co_freevars` (≤3.10; 3.11+ keep free variables last in
+    /// `co_localsplusnames`).
+    pub code_freevars: Option<u64>,
 }
 
 impl Layout {

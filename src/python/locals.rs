@@ -27,6 +27,15 @@ pub struct Local {
     pub value: String,
 }
 
+/// What one local variable's slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalSlot {
+    /// A reference to the object at this address.
+    Object(u64),
+    /// A small int kept in the slot itself (3.14+ tagged `_PyStackRef`).
+    SmallInt(i64),
+}
+
 /// The bound local variables (arguments included) of the frame at `frame` running `code`.
 pub fn frame_locals(
     mem: &impl ReadMemory,
@@ -34,6 +43,26 @@ pub fn frame_locals(
     frame: u64,
     code: u64,
 ) -> Result<Vec<Local>, DecodeError> {
+    Ok(local_slots(mem, layout, frame, code)?
+        .into_iter()
+        .map(|(name, slot)| Local {
+            name,
+            value: match slot {
+                LocalSlot::SmallInt(value) => value.to_string(),
+                LocalSlot::Object(object) => show(mem, layout, object),
+            },
+        })
+        .collect())
+}
+
+/// The name and slot of each bound local variable (arguments included) of the frame at
+/// `frame` running `code`; unbound ones are left out.
+pub fn local_slots(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    frame: u64,
+    code: u64,
+) -> Result<Vec<(String, LocalSlot)>, DecodeError> {
     let names = mem.read_u64(code.wrapping_add(layout.code_localnames))?;
     let count = u64::from(mem.read_u32(code.wrapping_add(layout.code_nlocals))?);
     let listed = mem.read_u64(names.wrapping_add(layout.var_size))?;
@@ -61,17 +90,17 @@ pub fn frame_locals(
         let name = read_str(mem, layout, mem.read_u64(name_at)?)?;
         let slot = mem.read_u64(frame.wrapping_add(layout.frame_localsplus + 8 * i))?;
         let value = if stackrefs && slot & STACKREF_INT_TAG == STACKREF_INT_TAG {
-            Some(((slot as i64) >> 2).to_string())
+            Some(LocalSlot::SmallInt((slot as i64) >> 2))
         } else {
             let object = if stackrefs {
                 slot & !STACKREF_INT_TAG
             } else {
                 slot
             };
-            (object != 0).then(|| show(mem, layout, object))
+            (object != 0).then_some(LocalSlot::Object(object))
         };
         if let Some(value) = value {
-            locals.push(Local { name, value });
+            locals.push((name, value));
         }
     }
     Ok(locals)

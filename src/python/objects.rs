@@ -191,6 +191,20 @@ pub fn keys_items(
     keys: u64,
     values: Option<u64>,
 ) -> Result<Vec<(u64, u64)>, DecodeError> {
+    keys_items_bounded(mem, layout, keys, values, MAX_DICT_ENTRIES, u64::MAX)
+}
+
+/// [`keys_items`] of a table of up to `max_entries` entries (a bigger one is invalid), whose
+/// values array (if split) holds at most `values_capacity` pointers: entries past it (keys
+/// shared with instances made later) have no value here.
+pub fn keys_items_bounded(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    keys: u64,
+    values: Option<u64>,
+    max_entries: u64,
+    values_capacity: u64,
+) -> Result<Vec<(u64, u64)>, DecodeError> {
     if keys == 0 {
         return Err(DecodeError::invalid("dict keys", keys));
     }
@@ -203,7 +217,7 @@ pub fn keys_items(
     ) {
         (Some(size_at), _, _) => {
             let size = field_u64(&header, size_at);
-            if size > MAX_DICT_ENTRIES * 2 {
+            if size > max_entries * 2 {
                 return Err(DecodeError::invalid("dict keys", keys));
             }
             let width = match size {
@@ -226,19 +240,25 @@ pub fn keys_items(
         }
         _ => return Err(DecodeError::invalid("dict keys", keys)),
     };
-    if nentries > MAX_DICT_ENTRIES {
+    if nentries > max_entries {
         return Err(DecodeError::invalid("dict keys", keys));
     }
     let entries_at = keys
         .wrapping_add(layout.dictkeys_indices)
         .wrapping_add(index_bytes);
     let entries = mem.read_vec(entries_at, (nentries * entry_size) as usize)?;
+    let with_values = nentries.min(values_capacity);
     let value_ptrs = match values {
-        Some(values) => Some(mem.read_vec(values, (nentries * 8) as usize)?),
+        Some(values) => Some(mem.read_vec(values, (with_values * 8) as usize)?),
         None => None,
     };
     let mut items = Vec::new();
-    for i in 0..nentries {
+    let readable = if value_ptrs.is_some() {
+        with_values
+    } else {
+        nentries
+    };
+    for i in 0..readable {
         let key = field_u64(&entries, i * entry_size + entry_key_at);
         let value = match &value_ptrs {
             Some(v) => field_u64(v, i * 8),

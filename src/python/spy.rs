@@ -122,6 +122,7 @@ const WANTED_SYMBOLS: &[&str] = &[
     "interp_head",
     "_PyThreadState_Current",
     "Py_Version",
+    "_PyGC_generation0",
 ];
 
 /// How many times one thread's frames are read, by default, before its stack is reported
@@ -157,6 +158,11 @@ pub struct PythonSpy {
     last_pages: Vec<u64>,
     /// `(kernel tid, PyThreadState address)` of the threads the last read found.
     thread_states: Vec<(u32, u64)>,
+    /// The `_PyGC_generation0` variable (3.6, whose collector state is file-static).
+    gc_generation0: Option<u64>,
+    /// `(frame, code object)` addresses of each frame of each stack the last read returned
+    /// (when reading locals), parallel to it.
+    frame_addresses: Vec<Vec<(u64, u64)>>,
 }
 
 /// What an in-kernel walker needs to follow this interpreter's frames itself: where the
@@ -248,6 +254,8 @@ impl PythonSpy {
             outermost: HashMap::new(),
             last_pages: Vec::new(),
             thread_states: Vec::new(),
+            gc_generation0: elf.symbols.get("_PyGC_generation0").copied(),
+            frame_addresses: Vec::new(),
         })
     }
 
@@ -277,6 +285,35 @@ impl PythonSpy {
             interp_head,
             pthread_tid_offset: GLIBC_PTHREAD_TID_OFFSET,
         }
+    }
+
+    /// The first interpreter's `PyInterpreterState` address, read now (0 while the
+    /// interpreter is not yet or no longer set up).
+    pub fn main_interpreter(&self) -> Result<u64, SpyError> {
+        self.mem
+            .read_u64(self.walk_root().interp_head)
+            .map_err(|e| self.read_error(e.into()))
+    }
+
+    /// The `(frame, code object)` addresses of each frame of each stack the last
+    /// [`PythonSpy::read_stacks`] returned, parallel to it, innermost first (empty unless
+    /// [`SpyOptions::locals`] is set).
+    pub fn frame_addresses(&self) -> &[Vec<(u64, u64)>] {
+        &self.frame_addresses
+    }
+
+    /// The address of `_PyRuntime` (3.7+).
+    pub fn runtime(&self) -> Option<u64> {
+        match self.root {
+            InterpreterRoot::Runtime(runtime) => Some(runtime),
+            InterpreterRoot::InterpHead(_) => None,
+        }
+    }
+
+    /// The address of the `_PyGC_generation0` variable (3.6 only: a pointer to the first
+    /// of the collector's generation lists).
+    pub fn gc_generation0(&self) -> Option<u64> {
+        self.gc_generation0
     }
 
     /// Decodes a stack an in-kernel walker recorded, innermost frame first. Code objects are
@@ -395,6 +432,7 @@ impl PythonSpy {
         self.thread_states.clear();
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         let mut pages = snapshot.page_addresses();
+        self.frame_addresses.clear();
         for raw in &raws {
             let (frames, locals, read_error) = match self.frames_of(&snapshot, raw, &mut pages) {
                 Ok(chain) => {
@@ -405,6 +443,7 @@ impl PythonSpy {
                             frame_locals(&self.mem, &self.layout, frame, code).unwrap_or_default()
                         })
                         .collect();
+                    self.frame_addresses.push(chain.addresses);
                     (chain.frames, locals, None)
                 }
                 Err(error) => {
@@ -412,6 +451,7 @@ impl PythonSpy {
                         return Err(SpyError::Exited(self.pid()));
                     }
                     self.thread_errors += 1;
+                    self.frame_addresses.push(Vec::new());
                     (Vec::new(), Vec::new(), Some(error.to_string()))
                 }
             };

@@ -253,4 +253,77 @@ pub const FIELDS: &[Field] = &[
     } else {
         off("PyModuleObject.md_dict")
     }),
+    // the garbage collector's lists (pmt heap)
+    field!(gc_head_size, false, |_m| size("PyGC_Head")),
+    field!(gc_generation_size, false, |m| if m == 6 {
+        size("pmt_fact_gc_generation")
+    } else {
+        size("gc_generation")
+    }),
+    field!(runtime_gc, true, |m| when((7..=8).contains(&m), || off(
+        "_PyRuntimeState.gc"
+    ))),
+    field!(interp_gc, true, |m| when(m >= 9, || off("PyInterpreterState.gc"))),
+    field!(gcstate_generations, true, |m| when(m >= 7, || off(
+        "_gc_runtime_state.generations"
+    ))),
+    field!(gcstate_generation0, true, |m| when((7..=13).contains(&m), || off(
+        "_gc_runtime_state.generation0"
+    ))),
+    field!(gcstate_permanent, true, |m| when(m >= 7, || off(
+        "_gc_runtime_state.permanent_generation"
+    ))),
+    // containers (pmt heap)
+    field!(list_items, false, |_m| off("PyListObject.ob_item")),
+    field!(set_used, false, |_m| off("PySetObject.used")),
+    field!(set_mask, false, |_m| off("PySetObject.mask")),
+    field!(set_table, false, |_m| off("PySetObject.table")),
+    field!(set_entry_size, false, |_m| size("setentry")),
+    field!(type_itemsize, false, |_m| off("PyTypeObject.tp_itemsize")),
+    field!(type_dict, false, |_m| off("PyTypeObject.tp_dict")),
+    field!(type_members, false, |_m| off("PyTypeObject.tp_members")),
+    field!(type_base, false, |_m| off("PyTypeObject.tp_base")),
+    field!(type_mro, false, |_m| off("PyTypeObject.tp_mro")),
+    field!(heaptype_qualname, false, |_m| off(
+        "PyHeapTypeObject.ht_qualname"
+    )),
+    field!(member_def_size, false, |_m| size("PyMemberDef")),
+    field!(member_def_type, false, |_m| off("PyMemberDef.type_")),
+    field!(member_def_offset, false, |_m| off("PyMemberDef.offset")),
+    field!(func_code, false, |_m| off("PyFunctionObject.func_code")),
+    field!(func_globals, false, |_m| off("PyFunctionObject.func_globals")),
+    field!(func_defaults, false, |_m| off(
+        "PyFunctionObject.func_defaults"
+    )),
+    field!(func_kwdefaults, false, |_m| off(
+        "PyFunctionObject.func_kwdefaults"
+    )),
+    field!(func_closure, false, |_m| off("PyFunctionObject.func_closure")),
+    field!(func_dict, false, |_m| off("PyFunctionObject.func_dict")),
+    field!(func_qualname, false, |_m| off(
+        "PyFunctionObject.func_qualname"
+    )),
+    field!(func_module, false, |_m| off("PyFunctionObject.func_module")),
+    field!(cell_ref, false, |_m| off("PyCellObject.ob_ref")),
+    field!(method_func, false, |_m| off("PyMethodObject.im_func")),
+    field!(method_self, false, |_m| off("PyMethodObject.im_self")),
+    field!(deque_leftblock, false, |_m| off(
+        "pmt_fact_dequeobject.leftblock"
+    )),
+    field!(deque_rightblock, false, |_m| off(
+        "pmt_fact_dequeobject.rightblock"
+    )),
+    field!(deque_leftindex, false, |_m| off(
+        "pmt_fact_dequeobject.leftindex"
+    )),
+    field!(deque_rightindex, false, |_m| off(
+        "pmt_fact_dequeobject.rightindex"
+    )),
+    field!(deque_block_data, false, |_m| off("pmt_fact_deque_block.data")),
+    field!(deque_block_right, false, |_m| off(
+        "pmt_fact_deque_block.rightlink"
+    )),
+    field!(code_freevars, true, |m| when(m <= 10, || off(
+        "PyCodeObject.co_freevars"
+    ))),
 ];

@@ -38,6 +38,35 @@ typedef struct {
 } pmt_fact_PyModuleObject;
 ";
 
+/// `collections.deque` is private to `Modules/_collectionsmodule.c` in every version. Its
+/// block and the first members of `dequeobject`, transcribed (later members differ between
+/// versions and are not needed: only these prefixes are laid out). `BLOCKLEN` is 64 in
+/// 3.6–3.15.
+const DEQUE_ALL: &str = "
+typedef struct pmt_fact_deque_block {
+    struct pmt_fact_deque_block *leftlink;
+    PyObject *data[64];
+    struct pmt_fact_deque_block *rightlink;
+} pmt_fact_deque_block;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    pmt_fact_deque_block *leftblock;
+    pmt_fact_deque_block *rightblock;
+    Py_ssize_t leftindex;
+    Py_ssize_t rightindex;
+} pmt_fact_dequeobject;
+";
+
+/// 3.6 keeps `struct gc_generation` in `Modules/gcmodule.c`; transcribed.
+const GC_GENERATION_3_6: &str = "
+struct pmt_fact_gc_generation {
+    PyGC_Head head;
+    int threshold;
+    int count;
+};
+";
+
 /// Whether `Layout` needs a struct that `minor` only has in a transcribed form.
 pub fn dict_keys_from_facts(minor: u8) -> bool {
     minor <= 10
@@ -55,7 +84,7 @@ pub fn wrapper(minor: u8) -> String {
         // The runtime, interpreter and GIL structs are internal from 3.7 on.
         c.push_str("#define Py_BUILD_CORE 1\n");
     }
-    c.push_str("#include <Python.h>\n#include <frameobject.h>\n");
+    c.push_str("#include <Python.h>\n#include <frameobject.h>\n#include <structmember.h>\n");
     if minor <= 10 {
         // 3.11 folded code.h into cpython/code.h, which Python.h includes.
         c.push_str("#include <code.h>\n");
@@ -98,6 +127,10 @@ pub fn wrapper(minor: u8) -> String {
     if module_from_facts(minor) {
         c.push_str(MODULEOBJECT_3_6_TO_3_9);
     }
+    if minor == 6 {
+        c.push_str(GC_GENERATION_3_6);
+    }
+    c.push_str(DEQUE_ALL);
     c
 }
 
@@ -129,5 +162,16 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyDictKeyEntry",
     "PyDictUnicodeEntry",
     "PyModuleObject",
+    "PyGC_Head",
+    "_gc_head",
+    "gc_generation",
+    "_gc_runtime_state",
+    "PyListObject",
+    "PySetObject",
+    "setentry",
+    "PyMemberDef",
+    "PyFunctionObject",
+    "PyCellObject",
+    "PyMethodObject",
     "pmt_fact_.*",
 ];

@@ -1,0 +1,284 @@
+//! `pmt heap --pid PID`: one snapshot of a Python process's heap, read out of process, as a
+//! text report (live objects by type, the holders that retain the most, what was not
+//! followed) and, with `--json FILE`, the whole snapshot model; with `--diff SECS`, two
+//! snapshots and the growth between them, by type and by holder.
+
+use crate::heap::{HeapOptions, Snapshot, SnapshotDiff, diff, take_snapshot};
+use crate::output::format_bytes;
+use crate::python::{PythonSpy, SpyOptions};
+use anyhow::Context;
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How many holders each snapshot of `--diff` names, to match the second's with the first's.
+const DIFF_HOLDERS: usize = 500;
+
+/// What is held and who holds it: live objects by type, and the containers that retain the
+/// most, named by their path from a module or a class (`__main__.KEEP`). Reads the target's
+/// memory only; no code runs in it.
+#[derive(Debug, Args)]
+pub struct HeapArgs {
+    /// PID of the Python process.
+    #[arg(short, long)]
+    pub pid: i32,
+    /// How many types to list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// How many holders to name.
+    #[arg(long, default_value_t = 10)]
+    pub holders: usize,
+    /// Also write the snapshot (every type, the holders, what was not followed) as JSON;
+    /// with `--diff`, both snapshots and the growth.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Take a second snapshot SECS seconds after the first and report what grew in between,
+    /// by type and by holder (holders matched by their path).
+    #[arg(long, value_name = "SECS")]
+    pub diff: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct DiffJson<'a> {
+    before: &'a Snapshot,
+    after: &'a Snapshot,
+    growth: &'a SnapshotDiff,
+}
+
+/// Runs the subcommand.
+pub fn run(args: HeapArgs) -> anyhow::Result<()> {
+    // Locals: the threads' frames are roots too.
+    let spy_options = SpyOptions {
+        locals: true,
+        ..SpyOptions::default()
+    };
+    let mut spy = PythonSpy::attach(args.pid, &spy_options)?;
+    let mut options = HeapOptions {
+        holders: args.holders,
+        ..HeapOptions::default()
+    };
+    let Some(secs) = args.diff else {
+        let snapshot = take_snapshot(&mut spy, &options)?;
+        if let Some(path) = &args.json {
+            write_json(path, &snapshot)?;
+        }
+        let mut out = std::io::stdout().lock();
+        write_text(&mut out, &snapshot, args.top)?;
+        out.flush().context("writing the report")?;
+        return Ok(());
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        anyhow::bail!("--diff takes a number of seconds, such as 10");
+    }
+    options.holders = options.holders.max(DIFF_HOLDERS);
+    let started = Instant::now();
+    let before = take_snapshot(&mut spy, &options)?;
+    std::thread::sleep(Duration::from_secs_f64(secs).saturating_sub(started.elapsed()));
+    let after = take_snapshot(&mut spy, &options)?;
+    let growth = diff(
+        &before,
+        &after,
+        started.elapsed().as_secs_f64() - after.seconds,
+    );
+    if let Some(path) = &args.json {
+        let both = DiffJson {
+            before: &before,
+            after: &after,
+            growth: &growth,
+        };
+        write_json(path, &both)?;
+    }
+    let mut out = std::io::stdout().lock();
+    write_text(&mut out, &after, args.top)?;
+    write_growth(&mut out, &growth, args.top, args.holders)?;
+    out.flush().context("writing the report")?;
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot write {}: choose a writable path", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut out, value)?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `+1,234` / `-56`.
+fn signed(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "+" };
+    format!("{sign}{}", grouped(n.unsigned_abs()))
+}
+
+fn signed_bytes(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "+" };
+    format!("{sign}{}", format_bytes(n.unsigned_abs()))
+}
+
+fn write_growth(
+    out: &mut impl Write,
+    d: &SnapshotDiff,
+    top: usize,
+    holders: usize,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nGrowth over {:.1} s by type (most bytes gained first):",
+        d.seconds
+    )?;
+    writeln!(out, "{:>12} {:>12}  type", "objects", "bytes")?;
+    for t in d.types.iter().take(top) {
+        writeln!(
+            out,
+            "{:>12} {:>12}  {}",
+            signed(t.count.1 as i64 - t.count.0 as i64),
+            signed_bytes(t.bytes.1 as i64 - t.bytes.0 as i64),
+            t.name
+        )?;
+    }
+    writeln!(
+        out,
+        "\nGrowth by holder (retained bytes gained, most first):"
+    )?;
+    writeln!(
+        out,
+        "{:>12} {:>10} {:>10}  path (type)",
+        "retained", "items", "now"
+    )?;
+    for h in d.holders.iter().take(holders) {
+        let items = match h.items.0 {
+            Some(was) => signed(h.items.1 as i64 - was as i64),
+            None => "new".to_string(),
+        };
+        writeln!(
+            out,
+            "{:>12} {:>10} {:>10}  {} ({})",
+            signed_bytes(h.grown_bytes()),
+            items,
+            grouped(h.items.1),
+            h.path,
+            h.type_name
+        )?;
+    }
+    Ok(())
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(c);
+    }
+    text
+}
+
+fn write_text(out: &mut impl Write, s: &Snapshot, top: usize) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "Process {} (CPython {}): {} objects, {} shallow; {} tracked by the collector, {} reached from modules and threads; read in {:.2} s ({} reads, {} copied, at most {} held by pmt)",
+        s.pid,
+        s.python_version,
+        grouped(s.objects),
+        format_bytes(s.bytes),
+        grouped(s.tracked_objects),
+        grouped(s.reached_objects),
+        s.seconds,
+        grouped(s.read_calls),
+        format_bytes(s.read_bytes),
+        format_bytes(s.peak_cached_bytes),
+    )?;
+    writeln!(out, "\nLive objects by type (top {top} by shallow bytes):")?;
+    writeln!(
+        out,
+        "{:>12} {:>12} {:>12}  type",
+        "objects", "bytes", "tracked"
+    )?;
+    for t in s.types.iter().take(top) {
+        writeln!(
+            out,
+            "{:>12} {:>12} {:>12}  {}",
+            grouped(t.count),
+            format_bytes(t.bytes),
+            grouped(t.tracked),
+            t.name
+        )?;
+    }
+    writeln!(out, "\nHolders (retained from the roots, most first):")?;
+    writeln!(
+        out,
+        "{:>12} {:>12} {:>10}  path (type)",
+        "retained", "objects", "items"
+    )?;
+    for h in &s.holders {
+        writeln!(
+            out,
+            "{:>12} {:>12} {:>10}  {} ({})",
+            format_bytes(h.retained_bytes),
+            grouped(h.retained_objects),
+            grouped(h.items),
+            h.path,
+            h.type_name
+        )?;
+    }
+    if s.unreached_bytes > 0 {
+        writeln!(
+            out,
+            "Not reached from any module or thread: {} (collectable cycles, or held only by C code)",
+            format_bytes(s.unreached_bytes)
+        )?;
+    }
+    let n = &s.not_followed;
+    writeln!(
+        out,
+        "\nNot followed: {} references to unreadable objects, {} containers not readable whole, {} instance dicts not placed, {} collector lists torn{}",
+        grouped(n.bad_references),
+        grouped(n.unreadable_containers),
+        grouped(n.instance_dicts),
+        grouped(n.torn_gc_lists),
+        if n.truncated {
+            "; stopped at the object limit"
+        } else {
+            ""
+        }
+    )?;
+    if !n.objects_by_type.is_empty() {
+        let shown: Vec<String> = n
+            .objects_by_type
+            .iter()
+            .take(8)
+            .map(|(name, count)| format!("{name} {}", grouped(*count)))
+            .collect();
+        let total: u64 = n.objects_by_type.iter().map(|(_, c)| c).sum();
+        writeln!(
+            out,
+            "Objects whose references pmt does not follow: {} ({}{})",
+            grouped(total),
+            shown.join(", "),
+            if n.objects_by_type.len() > 8 {
+                ", …"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouped;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,145 @@
+//! Retention paths written the way a Python user names things: `__main__.KEEP`,
+//! `app.cache.Cache.entries`, `<closure of app.make_store.store>.seen`, `mod.ROWS[3]`.
+//! Reads the few names it needs (dict keys, function and variable names) from the target;
+//! knows nothing of dominators or output formats.
+
+use super::walker::{Graph, Label, NO_NODE};
+use crate::attach::ReadMemory;
+use crate::python::layout::Layout;
+use crate::python::objects::{read_int, read_str};
+
+/// The longest path followed up from an object before giving up on naming it.
+const MAX_DEPTH: usize = 256;
+/// The longest key shown in `[...]`.
+const MAX_KEY: usize = 40;
+
+/// The retention path of `node`: its first (breadth-first) path from a root.
+pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32) -> String {
+    let mut chain = Vec::new();
+    let mut at = node;
+    while at != 0 && at != NO_NODE && chain.len() < MAX_DEPTH {
+        chain.push(at);
+        at = graph.parent[at as usize];
+    }
+    if at != 0 {
+        return "<not reached from a root>".to_string();
+    }
+    let mut text = String::new();
+    let mut namespace = false;
+    let mut closure_of: Option<u32> = None;
+    for &n in chain.iter().rev() {
+        let label = graph.label[n as usize];
+        let parent = graph.parent[n as usize];
+        match label {
+            Label::Root(i) => {
+                text = graph
+                    .roots
+                    .get(i as usize)
+                    .map_or_else(|| "?".to_string(), |r| r.name.clone());
+            }
+            Label::Namespace => {
+                namespace = true;
+                continue;
+            }
+            Label::Value(key) => {
+                let key = key_text(mem, layout, key);
+                if namespace {
+                    text = format!("{text}.{}", key.trim_matches('\''));
+                } else {
+                    text = format!("{text}[{key}]");
+                }
+            }
+            Label::Key => text.push_str(".<key>"),
+            Label::Index(i) => match closure_of.take() {
+                Some(function) => {
+                    let name = free_variable(mem, layout, graph, function, i)
+                        .unwrap_or_else(|| format!("<free variable {i}>"));
+                    text = format!(
+                        "<closure of {}>.{name}",
+                        function_name(mem, layout, graph, function)
+                    );
+                }
+                None => text = format!("{text}[{i}]"),
+            },
+            Label::Member => text.push_str("{…}"),
+            Label::Closure => closure_of = Some(parent),
+            Label::CellContents => {}
+            Label::Attr(name) => text = format!("{text}.{name}"),
+            Label::Slot(i) => {
+                let owner = graph.type_of[parent as usize];
+                let name = graph
+                    .types
+                    .get(owner)
+                    .slots
+                    .get(i as usize)
+                    .map_or("<slot>", |(_, name)| name.as_str());
+                text = format!("{text}.{name}");
+            }
+            Label::Class => text.push_str(".__class__"),
+        }
+        namespace = false;
+    }
+    text
+}
+
+/// A dict key as written in Python: `'name'`, `42`, or `…`.
+fn key_text(mem: &impl ReadMemory, layout: &Layout, key: u64) -> String {
+    if let Ok(text) = read_str(mem, layout, key) {
+        let shown: String = text.chars().take(MAX_KEY).collect();
+        return format!("'{shown}'");
+    }
+    if let Ok(value) = read_int(mem, layout, key) {
+        return value.to_string();
+    }
+    "…".to_string()
+}
+
+/// `module.qualname` of the function at `node`, without `.<locals>`.
+fn function_name(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32) -> String {
+    let addr = graph.addrs[node as usize];
+    let read = |at: u64| {
+        mem.read_u64(addr.wrapping_add(at))
+            .ok()
+            .and_then(|s| read_str(mem, layout, s).ok())
+    };
+    let qualname = read(layout.func_qualname).unwrap_or_else(|| "?".to_string());
+    let qualname = qualname.replace(".<locals>", "");
+    match read(layout.func_module) {
+        Some(module) => format!("{module}.{qualname}"),
+        None => qualname,
+    }
+}
+
+/// The name of free variable `index` of the function at `node` (the name its closure cell
+/// has in the code).
+fn free_variable(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    graph: &Graph,
+    node: u32,
+    index: u32,
+) -> Option<String> {
+    let addr = graph.addrs[node as usize];
+    let code = mem.read_u64(addr.wrapping_add(layout.func_code)).ok()?;
+    let closure = mem.read_u64(addr.wrapping_add(layout.func_closure)).ok()?;
+    let ncells = mem.read_u64(closure.wrapping_add(layout.var_size)).ok()?;
+    let (names, position) = match layout.code_freevars {
+        Some(at) => (mem.read_u64(code.wrapping_add(at)).ok()?, u64::from(index)),
+        None => {
+            // 3.11+: free variables are the last names of co_localsplusnames.
+            let names = mem
+                .read_u64(code.wrapping_add(layout.code_localnames))
+                .ok()?;
+            let count = mem.read_u64(names.wrapping_add(layout.var_size)).ok()?;
+            (names, count.checked_sub(ncells)? + u64::from(index))
+        }
+    };
+    let count = mem.read_u64(names.wrapping_add(layout.var_size)).ok()?;
+    if position >= count || count > 1 << 16 {
+        return None;
+    }
+    let name = mem
+        .read_u64(names.wrapping_add(layout.tuple_items + 8 * position))
+        .ok()?;
+    read_str(mem, layout, name).ok()
+}

@@ -1,0 +1,318 @@
+//! What the walker knows about each type object it meets: its name as a user writes it, which
+//! of the walker's per-type readers applies ([`Kind`]), its sizes, and where its instances
+//! keep references (`__dict__`, `__slots__`). Read once per type and cached. It decides
+//! nothing about reachability or reporting.
+
+use crate::attach::ReadMemory;
+use crate::python::layout::Layout;
+use crate::python::objects::{dict_get_str, read_str};
+use std::collections::HashMap;
+
+/// `Py_TPFLAGS_*` bits the walker reads (the same in 3.6–3.15 where they exist).
+pub mod flags {
+    /// 3.13+: instance attributes stored inline after the object.
+    pub const INLINE_VALUES: u64 = 1 << 2;
+    /// 3.11+: the instance dict (or its values) lives before the GC header.
+    pub const MANAGED_DICT: u64 = 1 << 4;
+    /// Allocated on the heap (a class statement's type).
+    pub const HEAPTYPE: u64 = 1 << 9;
+    /// Instances are tracked by the garbage collector.
+    pub const HAVE_GC: u64 = 1 << 14;
+    /// Subclass of `list`.
+    pub const LIST_SUBCLASS: u64 = 1 << 25;
+    /// Subclass of `tuple`.
+    pub const TUPLE_SUBCLASS: u64 = 1 << 26;
+    /// Subclass of `dict`.
+    pub const DICT_SUBCLASS: u64 = 1 << 29;
+    /// Subclass of `type` (the type of a type object).
+    pub const TYPE_SUBCLASS: u64 = 1 << 31;
+}
+
+/// `T_OBJECT` and `T_OBJECT_EX` (`Py_T_OBJECT_EX`): a member holding an object reference.
+const MEMBER_OBJECT: i32 = 6;
+const MEMBER_OBJECT_EX: i32 = 16;
+/// Bounds on what one type's description may claim.
+const MAX_MEMBERS: u64 = 1024;
+const MAX_BASES: usize = 64;
+const MAX_NAME: usize = 256;
+
+/// How the walker reads the references of an object of this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `list` (and subclasses).
+    List,
+    /// `tuple` (and subclasses).
+    Tuple,
+    /// `dict` (and subclasses).
+    Dict,
+    /// `set`, `frozenset`.
+    Set,
+    /// `collections.deque`.
+    Deque,
+    /// `module`.
+    Module,
+    /// `function`.
+    Function,
+    /// `cell`.
+    Cell,
+    /// A bound `method`.
+    Method,
+    /// `type` and metaclass instances: classes.
+    Type,
+    /// `str`: no references, variable size.
+    Str,
+    /// `int`, `bool`: no references, variable size.
+    Int,
+    /// `bytes`: no references, variable size.
+    Bytes,
+    /// Other types known to hold no references (`float`, `NoneType`, …).
+    Leaf,
+    /// An instance of a class statement's type: `__dict__` and `__slots__`.
+    Instance,
+    /// A type whose references pmt does not know: counted, not followed.
+    Unknown,
+}
+
+/// One type object, as read from the target.
+#[derive(Debug, Clone)]
+pub struct TypeInfo {
+    /// `module.QualName` for classes, `tp_name` for built-in types (as `gc` users see them).
+    pub name: String,
+    /// Which reader applies.
+    pub kind: Kind,
+    /// `tp_flags`.
+    pub flags: u64,
+    /// `tp_basicsize`.
+    pub basicsize: u64,
+    /// `tp_itemsize`.
+    pub itemsize: u64,
+    /// `tp_dictoffset` (0: no instance dict; negative: at the end of a variable-size object).
+    pub dictoffset: i64,
+    /// Offsets and names of the object members (`__slots__`) of the type and its bases.
+    pub slots: Vec<(u64, String)>,
+    /// `ht_cached_keys` of a class: the keys shared by its instances' split dicts.
+    pub cached_keys: u64,
+    /// For a class, its own (the instance) reader applies on top of a built-in base's:
+    /// a subclass of `dict` is walked as a dict and as an instance.
+    pub instance: bool,
+}
+
+impl TypeInfo {
+    /// Whether instances carry a GC header (and live on the collector's lists).
+    pub fn is_gc(&self) -> bool {
+        self.flags & flags::HAVE_GC != 0
+    }
+}
+
+/// Type objects read so far, by address; `None` for an address that is not a type.
+#[derive(Debug, Default)]
+pub struct TypeTable {
+    by_addr: HashMap<u64, Option<u32>>,
+    types: Vec<TypeInfo>,
+}
+
+impl TypeTable {
+    /// The index of the type at `addr`, reading it the first time; `None` when `addr` is
+    /// not a readable type object (a torn or garbage object's type pointer).
+    pub fn lookup(&mut self, mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<u32> {
+        if let Some(known) = self.by_addr.get(&addr) {
+            return *known;
+        }
+        let info = read_type(mem, layout, addr);
+        let index = info.map(|info| {
+            self.types.push(info);
+            (self.types.len() - 1) as u32
+        });
+        self.by_addr.insert(addr, index);
+        index
+    }
+
+    /// The type at `index`.
+    pub fn get(&self, index: u32) -> &TypeInfo {
+        &self.types[index as usize]
+    }
+
+    /// How many types were read.
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+}
+
+fn is_type_object(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<u64> {
+    if addr == 0 || !addr.is_multiple_of(8) {
+        return None;
+    }
+    let meta = mem.read_u64(addr.wrapping_add(layout.object_type)).ok()?;
+    let meta_flags = mem.read_u64(meta.wrapping_add(layout.type_flags)).ok()?;
+    if meta_flags & flags::TYPE_SUBCLASS == 0 {
+        return None;
+    }
+    mem.read_u64(addr.wrapping_add(layout.type_flags)).ok()
+}
+
+/// A NUL-terminated C string of at most [`MAX_NAME`] bytes.
+fn c_string(mem: &impl ReadMemory, addr: u64) -> Option<String> {
+    let mut buf = [0u8; MAX_NAME];
+    for len in [MAX_NAME, 64, 16] {
+        if mem.read(addr, &mut buf[..len]).is_ok() {
+            let end = buf[..len].iter().position(|&b| b == 0)?;
+            return std::str::from_utf8(&buf[..end]).ok().map(str::to_string);
+        }
+    }
+    None
+}
+
+fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeInfo> {
+    let flags = is_type_object(mem, layout, addr)?;
+    let tp_name = c_string(mem, mem.read_u64(addr.wrapping_add(layout.type_name)).ok()?)?;
+    let basicsize = mem
+        .read_u64(addr.wrapping_add(layout.type_basicsize))
+        .ok()?;
+    let itemsize = mem.read_u64(addr.wrapping_add(layout.type_itemsize)).ok()?;
+    let dictoffset = mem
+        .read_u64(addr.wrapping_add(layout.type_dictoffset))
+        .ok()? as i64;
+    if basicsize > 1 << 20 || itemsize > 1 << 16 {
+        return None;
+    }
+    let heap = flags & flags::HEAPTYPE != 0;
+    let name = if heap {
+        class_name(mem, layout, addr).unwrap_or(tp_name)
+    } else {
+        tp_name
+    };
+    let (kind, instance) = match builtin_kind(&name, flags, heap) {
+        Some(kind) => (kind, heap && !EXTENSION_HEAP_TYPES.contains(&name.as_str())),
+        None if heap => (Kind::Instance, true),
+        None => (Kind::Unknown, false),
+    };
+    let slots = if instance {
+        slots_of(mem, layout, addr)
+    } else {
+        Vec::new()
+    };
+    let cached_keys = match layout.heaptype_cached_keys {
+        Some(at) if heap => mem.read_u64(addr.wrapping_add(at)).unwrap_or(0),
+        _ => 0,
+    };
+    Some(TypeInfo {
+        name,
+        kind,
+        flags,
+        basicsize,
+        itemsize,
+        dictoffset,
+        slots,
+        cached_keys,
+        instance,
+    })
+}
+
+/// `module.QualName` of a class: `__module__` from its dict, `ht_qualname`.
+fn class_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<String> {
+    let qualname = read_str(
+        mem,
+        layout,
+        mem.read_u64(addr.wrapping_add(layout.heaptype_qualname))
+            .ok()?,
+    )
+    .ok()?;
+    let dict = mem.read_u64(addr.wrapping_add(layout.type_dict)).ok()?;
+    let module = dict_get_str(mem, layout, dict, "__module__")
+        .ok()
+        .flatten()
+        .and_then(|m| read_str(mem, layout, m).ok());
+    Some(match module {
+        Some(module) if module != "builtins" => format!("{module}.{qualname}"),
+        _ => qualname,
+    })
+}
+
+/// Built-in types that an extension module makes as heap types in some versions
+/// (`_collections` from 3.12 on): known by name, not walked as classes.
+const EXTENSION_HEAP_TYPES: &[&str] = &["collections.deque"];
+
+/// The reader of a built-in type, by its name, or for a class by the built-in it derives from.
+fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
+    if name == "collections.deque" {
+        return Some(Kind::Deque);
+    }
+    if heap {
+        let by_flag = [
+            (flags::TYPE_SUBCLASS, Kind::Type),
+            (flags::LIST_SUBCLASS, Kind::List),
+            (flags::TUPLE_SUBCLASS, Kind::Tuple),
+            (flags::DICT_SUBCLASS, Kind::Dict),
+        ];
+        return by_flag
+            .iter()
+            .find(|(bit, _)| type_flags & bit != 0)
+            .map(|(_, kind)| *kind);
+    }
+    Some(match name {
+        "list" => Kind::List,
+        "tuple" => Kind::Tuple,
+        "dict" => Kind::Dict,
+        "set" | "frozenset" => Kind::Set,
+        "collections.deque" => Kind::Deque,
+        "module" => Kind::Module,
+        "function" => Kind::Function,
+        "cell" => Kind::Cell,
+        "method" => Kind::Method,
+        "type" => Kind::Type,
+        "str" => Kind::Str,
+        "int" | "bool" => Kind::Int,
+        "bytes" => Kind::Bytes,
+        "float" | "complex" | "NoneType" | "bytearray" | "ellipsis" | "NotImplementedType" => {
+            Kind::Leaf
+        }
+        _ if type_flags & flags::TYPE_SUBCLASS != 0 => Kind::Type,
+        _ => return None,
+    })
+}
+
+/// The object members of the class at `addr` and its class bases: `__slots__` entries.
+fn slots_of(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Vec<(u64, String)> {
+    let mut slots = Vec::new();
+    let mut ty = addr;
+    for _ in 0..MAX_BASES {
+        let Some(type_flags) = is_type_object(mem, layout, ty) else {
+            break;
+        };
+        if type_flags & flags::HEAPTYPE == 0 {
+            break;
+        }
+        let members = mem
+            .read_u64(ty.wrapping_add(layout.type_members))
+            .unwrap_or(0);
+        for i in 0..MAX_MEMBERS {
+            if members == 0 {
+                break;
+            }
+            let at = members.wrapping_add(i * layout.member_def_size);
+            let Ok(name_ptr) = mem.read_u64(at) else {
+                break;
+            };
+            if name_ptr == 0 {
+                break;
+            }
+            let kind = mem
+                .read_u32(at.wrapping_add(layout.member_def_type))
+                .unwrap_or(0) as i32;
+            let offset = mem
+                .read_u64(at.wrapping_add(layout.member_def_offset))
+                .unwrap_or(0);
+            if matches!(kind, MEMBER_OBJECT | MEMBER_OBJECT_EX)
+                && offset < 1 << 20
+                && let Some(name) = c_string(mem, name_ptr)
+                && name != "__weakref__"
+                && name != "__dict__"
+                && !slots.iter().any(|(o, _)| *o == offset)
+            {
+                slots.push((offset, name));
+            }
+        }
+        ty = mem.read_u64(ty.wrapping_add(layout.type_base)).unwrap_or(0);
+    }
+    slots
+}

@@ -1,0 +1,886 @@
+//! The object walker: finds every object the collector tracks (its generation lists) and every
+//! object reachable from the roots (`sys.modules`' modules, threads' frame locals), following
+//! references by per-type knowledge ([`Kind`]); builds the object graph with the label of
+//! each reference (a dict key, a list index, a slot name) for retention paths. Everything read
+//! is bounded and checked: a garbage pointer, a torn list or an object freed under the reader
+//! is counted and skipped, never followed blindly. It computes no dominators and formats
+//! nothing.
+
+use super::types::{Kind, TypeInfo, TypeTable, flags};
+use crate::attach::{MemoryError, ReadMemory};
+use crate::python::layout::Layout;
+use crate::python::objects::{
+    DecodeError, dict_values_header, field_u8, field_u32, field_u64, keys_items_bounded,
+};
+use std::collections::HashMap;
+use std::collections::VecDeque;
+
+/// The most objects one snapshot holds (beyond this the walk stops and says so).
+pub const MAX_OBJECTS: usize = 100_000_000;
+/// The longest list, tuple, set, dict or deque the walker reads whole.
+const MAX_ITEMS: u64 = 1 << 27;
+/// The most items a variable-size object's `ob_size` may claim for its shallow size.
+const MAX_VAR_ITEMS: u64 = 1 << 24;
+/// How many times a collector list that changed while read is read again.
+const GC_LIST_TRIES: usize = 5;
+/// The longest list of the collector the walker follows.
+const MAX_GC_LIST: usize = MAX_OBJECTS;
+/// `NEXT_MASK_UNREACHABLE` and other flag bits the collector keeps in a list pointer while
+/// collecting (3.8+).
+const GC_POINTER_FLAGS: u64 = 3;
+/// Bytes read at each object's start: `ob_refcnt`, `ob_type`, `ob_size` (or `lv_tag`), and
+/// `str`'s length and state.
+const HEADER: usize = 40;
+/// No node (the synthetic root's parent, an object not reached from a root).
+pub const NO_NODE: u32 = u32::MAX;
+
+/// How a reference is named on a retention path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// From the synthetic root: root number `n` of [`Graph::roots`].
+    Root(u32),
+    /// A module's, class's, function's or instance's `__dict__`: its values are attributes.
+    Namespace,
+    /// A dict value, by the address of its key object.
+    Value(u64),
+    /// A dict key.
+    Key,
+    /// Item `n` of a list, tuple or deque.
+    Index(u32),
+    /// A member of a set.
+    Member,
+    /// A function's `__closure__` tuple.
+    Closure,
+    /// A cell's contents.
+    CellContents,
+    /// A named attribute that is not in a `__dict__` (`__self__`, `__code__`, …).
+    Attr(&'static str),
+    /// `__slots__` member `n` of the object's type ([`TypeInfo::slots`]).
+    Slot(u32),
+    /// An instance's class.
+    Class,
+}
+
+/// One root of the object graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    /// How a user names it: `__main__` (a module), `thread main: handler() local rows`.
+    pub name: String,
+    /// The object.
+    pub addr: u64,
+}
+
+/// What the walker could not follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unfollowed {
+    /// References to something that is not a readable object (garbage, freed, torn).
+    pub bad_references: u64,
+    /// Containers whose contents could not be read (too long, unreadable, torn).
+    pub unreadable_containers: u64,
+    /// Objects of types whose references pmt does not know, by type index.
+    pub by_type: HashMap<u32, u64>,
+    /// Instances whose `__dict__` at a negative `tp_dictoffset` could not be placed.
+    pub instance_dicts: u64,
+    /// Collector lists that did not lead back to their head within bounds.
+    pub torn_gc_lists: u64,
+    /// Whether the walk stopped at [`MAX_OBJECTS`].
+    pub truncated: bool,
+}
+
+/// The object graph of one snapshot. Node 0 is a synthetic root referencing every [`Root`].
+#[derive(Debug, Default)]
+pub struct Graph {
+    /// Each node's object address (0 for the synthetic root).
+    pub addrs: Vec<u64>,
+    /// Each node's type index in [`Graph::types`] ([`NO_NODE`] for the root).
+    pub type_of: Vec<u32>,
+    /// Each node's shallow size in bytes (`sys.getsizeof`'s rules, approximated).
+    pub shallow: Vec<u64>,
+    /// Each container node's item count (`len()`), else 0.
+    pub items: Vec<u64>,
+    /// Whether the node was found on one of the collector's lists.
+    pub tracked: Vec<bool>,
+    /// The node that first reached it from the roots, breadth first ([`NO_NODE`]: none).
+    pub parent: Vec<u32>,
+    /// The label of that reference.
+    pub label: Vec<Label>,
+    /// Every reference, as `(from, to)` node pairs.
+    pub edges: Vec<(u32, u32)>,
+    /// The roots, in [`Label::Root`] order.
+    pub roots: Vec<Root>,
+    /// The types met.
+    pub types: TypeTable,
+    /// What was not followed.
+    pub unfollowed: Unfollowed,
+}
+
+impl Graph {
+    /// How many nodes (objects plus the synthetic root).
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+}
+
+/// Where the collector's lists of one interpreter are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcLists {
+    /// Address of each generation's list head (`PyGC_Head`): what `gc.get_objects()` walks.
+    pub generations: Vec<u64>,
+    /// The permanent generation's list head (3.7+: objects `gc.freeze()` set aside).
+    pub permanent: Option<u64>,
+}
+
+/// How far into the collector's state its first list may be.
+const MAX_GENERATIONS_OFFSET: u64 = 4096;
+
+impl GcLists {
+    /// The lists of the interpreter at `interp` (`runtime` is `_PyRuntime`, for 3.7–3.8;
+    /// `generation0` is the `_PyGC_generation0` variable, for 3.6).
+    pub fn locate(
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        interp: u64,
+        runtime: Option<u64>,
+        generation0: Option<u64>,
+    ) -> Result<GcLists, DecodeError> {
+        let state = match (layout.interp_gc, layout.runtime_gc, runtime) {
+            (Some(at), _, _) => Some(interp.wrapping_add(at)),
+            (None, Some(at), Some(runtime)) => Some(runtime.wrapping_add(at)),
+            _ => None,
+        };
+        let step = layout.gc_generation_size;
+        match (state, layout.gcstate_generations, generation0) {
+            (Some(state), Some(generations), _) => {
+                // Where the state says its first list is, when it says so (3.7–3.13).
+                let pointed = match layout.gcstate_generation0 {
+                    Some(at) => Some(mem.read_u64(state.wrapping_add(at))?),
+                    None => None,
+                };
+                let first = match pointed {
+                    Some(p) if p >= state && p - state < MAX_GENERATIONS_OFFSET => p,
+                    _ => state.wrapping_add(generations),
+                };
+                Ok(GcLists {
+                    generations: (0..3).map(|i| first + i * step).collect(),
+                    permanent: layout.gcstate_permanent.map(|p| state.wrapping_add(p)),
+                })
+            }
+            (_, _, Some(variable)) => {
+                let first = mem.read_u64(variable)?;
+                Ok(GcLists {
+                    generations: (0..3).map(|i| first + i * step).collect(),
+                    permanent: None,
+                })
+            }
+            _ => Err(DecodeError::invalid("garbage collector state", interp)),
+        }
+    }
+}
+
+/// Builds the graph of one snapshot.
+pub struct Walker<'a, M: ReadMemory> {
+    mem: &'a M,
+    layout: &'a Layout,
+    graph: Graph,
+    index: HashMap<u64, u32>,
+    expanded: Vec<bool>,
+    queue: VecDeque<u32>,
+}
+
+/// One reference found in an object.
+type Reference = (u64, Label);
+
+impl<'a, M: ReadMemory> Walker<'a, M> {
+    /// A walker over `mem` with `layout`.
+    pub fn new(mem: &'a M, layout: &'a Layout) -> Self {
+        let mut graph = Graph::default();
+        graph.addrs.push(0);
+        graph.type_of.push(NO_NODE);
+        graph.shallow.push(0);
+        graph.items.push(0);
+        graph.tracked.push(false);
+        graph.parent.push(NO_NODE);
+        graph.label.push(Label::Root(0));
+        Walker {
+            mem,
+            layout,
+            graph,
+            index: HashMap::new(),
+            expanded: vec![true],
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Adds every object on the collector's `lists` (as not yet reached from a root); those
+    /// of the generations are marked tracked, the permanent generation's are not (as
+    /// `gc.get_objects()` does not list them). A list that changes under the reader (the
+    /// youngest generation of a busy target) is read again, up to [`GC_LIST_TRIES`] times,
+    /// then counted torn and taken as far as it was read. Fails only when the target is gone.
+    pub fn add_gc_lists(&mut self, lists: &GcLists) -> Result<(), MemoryError> {
+        let heads = lists
+            .generations
+            .iter()
+            .map(|&h| (h, true))
+            .chain(lists.permanent.map(|h| (h, false)));
+        for (head, tracked) in heads {
+            let (mut objects, mut whole) = self.read_gc_list(head)?;
+            for _ in 1..GC_LIST_TRIES {
+                if whole {
+                    break;
+                }
+                (objects, whole) = self.read_gc_list(head)?;
+            }
+            if !whole {
+                self.graph.unfollowed.torn_gc_lists += 1;
+            }
+            for object in objects {
+                if let Some(index) = self.intern(object, NO_NODE, Label::Key)? {
+                    self.graph.tracked[index as usize] |= tracked;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The objects on the list at `head`, and whether it led back to its head (not torn).
+    fn read_gc_list(&self, head: u64) -> Result<(Vec<u64>, bool), MemoryError> {
+        let mut objects = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let next = |at: u64| match self.mem.read_u64(at) {
+            Ok(next) => Ok(Some(next & !GC_POINTER_FLAGS)),
+            Err(MemoryError::ProcessGone) => Err(MemoryError::ProcessGone),
+            Err(_) => Ok(None),
+        };
+        let mut node = next(head)?;
+        while let Some(at) = node {
+            if at == head {
+                return Ok((objects, true));
+            }
+            if at == 0 || objects.len() >= MAX_GC_LIST || !seen.insert(at) {
+                break;
+            }
+            objects.push(at.wrapping_add(self.layout.gc_head_size));
+            node = next(at)?;
+        }
+        Ok((objects, false))
+    }
+
+    /// Follows everything reachable from `roots` (breadth first, so each object's first
+    /// path is a shortest one), then from the collector's objects no root reached.
+    pub fn walk(mut self, roots: Vec<Root>) -> Result<Graph, MemoryError> {
+        for (i, root) in roots.iter().enumerate() {
+            self.intern(root.addr, 0, Label::Root(i as u32))?;
+        }
+        self.graph.roots = roots;
+        self.drain()?;
+        let unreached: Vec<u32> = (1..self.graph.len() as u32)
+            .filter(|&n| !self.expanded[n as usize])
+            .collect();
+        for node in unreached {
+            if !self.expanded[node as usize] {
+                self.expanded[node as usize] = true;
+                self.queue.push_back(node);
+                self.drain()?;
+            }
+        }
+        Ok(self.graph)
+    }
+
+    fn drain(&mut self) -> Result<(), MemoryError> {
+        while let Some(node) = self.queue.pop_front() {
+            let addr = self.graph.addrs[node as usize];
+            let ty = self.graph.type_of[node as usize];
+            let info = self.graph.types.get(ty).clone();
+            let refs = match self.references(addr, ty, &info, node) {
+                Ok(refs) => refs,
+                Err(DecodeError::Memory(MemoryError::ProcessGone)) => {
+                    return Err(MemoryError::ProcessGone);
+                }
+                Err(_) => {
+                    self.graph.unfollowed.unreadable_containers += 1;
+                    Vec::new()
+                }
+            };
+            for (target, label) in refs {
+                if target != 0 {
+                    self.intern(target, node, label)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node of the object at `addr`, reached from `from` by `label` (`NO_NODE`: from the
+    /// collector's list): made and queued the first time, its reference recorded. `None`
+    /// when `addr` is not a readable object.
+    fn intern(&mut self, addr: u64, from: u32, label: Label) -> Result<Option<u32>, MemoryError> {
+        if let Some(&node) = self.index.get(&addr) {
+            if from != NO_NODE {
+                self.graph.edges.push((from, node));
+                if !self.expanded[node as usize] {
+                    self.expanded[node as usize] = true;
+                    self.graph.parent[node as usize] = from;
+                    self.graph.label[node as usize] = label;
+                    self.queue.push_back(node);
+                }
+            }
+            return Ok(Some(node));
+        }
+        if self.graph.len() >= MAX_OBJECTS {
+            self.graph.unfollowed.truncated = true;
+            return Ok(None);
+        }
+        let Some((ty, shallow)) = self.object_header(addr)? else {
+            self.graph.unfollowed.bad_references += 1;
+            return Ok(None);
+        };
+        let node = self.graph.len() as u32;
+        self.index.insert(addr, node);
+        self.graph.addrs.push(addr);
+        self.graph.type_of.push(ty);
+        self.graph.shallow.push(shallow);
+        self.graph.items.push(0);
+        self.graph.tracked.push(false);
+        let reached = from != NO_NODE;
+        self.graph.parent.push(from);
+        self.graph.label.push(label);
+        self.expanded.push(reached);
+        if reached {
+            self.graph.edges.push((from, node));
+            self.queue.push_back(node);
+        }
+        Ok(Some(node))
+    }
+
+    /// The type and base shallow size of the object at `addr`, or `None` if it is not one.
+    fn object_header(&mut self, addr: u64) -> Result<Option<(u32, u64)>, MemoryError> {
+        if !addr.is_multiple_of(8) {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER];
+        match self.mem.read(addr, &mut header) {
+            Ok(()) => {}
+            Err(MemoryError::ProcessGone) => return Err(MemoryError::ProcessGone),
+            Err(_) => return Ok(None),
+        }
+        if field_u64(&header, 0) == 0 {
+            // A reference count of 0: freed under the reader.
+            return Ok(None);
+        }
+        let type_addr = field_u64(&header, self.layout.object_type);
+        let Some(ty) = self.graph.types.lookup(self.mem, self.layout, type_addr) else {
+            return Ok(None);
+        };
+        let info = self.graph.types.get(ty);
+        Ok(Some((ty, base_size(self.layout, info, &header))))
+    }
+
+    /// The references held by the object at `addr` (node `node`), by its type's reader;
+    /// also records its item count and adds out-of-line storage to its shallow size.
+    fn references(
+        &mut self,
+        addr: u64,
+        ty: u32,
+        info: &TypeInfo,
+        node: u32,
+    ) -> Result<Vec<Reference>, DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let mut refs: Vec<Reference> = Vec::new();
+        let mut items = 0u64;
+        let mut extra = 0u64;
+        match info.kind {
+            Kind::List => {
+                let len = mem.read_u64(addr.wrapping_add(l.var_size))?;
+                let array = mem.read_u64(addr.wrapping_add(l.list_items))?;
+                // `allocated` follows `ob_item` in every version.
+                let allocated = mem.read_u64(addr.wrapping_add(l.list_items + 8))?;
+                if len > MAX_ITEMS || allocated < len {
+                    return Err(DecodeError::invalid("list", addr));
+                }
+                extra = allocated * 8;
+                items = len;
+                let bytes = read_pointers(mem, array, len)?;
+                pointers(&bytes, &mut refs, Label::Index);
+            }
+            Kind::Tuple => {
+                let len = mem.read_u64(addr.wrapping_add(l.var_size))?;
+                if len > MAX_ITEMS {
+                    return Err(DecodeError::invalid("tuple", addr));
+                }
+                items = len;
+                let bytes = read_pointers(mem, addr.wrapping_add(l.tuple_items), len)?;
+                pointers(&bytes, &mut refs, Label::Index);
+            }
+            Kind::Dict => {
+                items = mem.read_u64(addr.wrapping_add(l.dict_used))?;
+                extra = self.dict_references(addr, &mut refs)?;
+            }
+            Kind::Set => {
+                let bytes = mem.read_vec(addr, span(&[l.set_used, l.set_mask, l.set_table]))?;
+                items = field_u64(&bytes, l.set_used);
+                let mask = field_u64(&bytes, l.set_mask);
+                let table = field_u64(&bytes, l.set_table);
+                let slots = mask.wrapping_add(1);
+                if mask > MAX_ITEMS || items > slots || !slots.is_power_of_two() {
+                    return Err(DecodeError::invalid("set", addr));
+                }
+                if table < addr || table >= addr.wrapping_add(info.basicsize) {
+                    extra = slots * l.set_entry_size;
+                }
+                let entries = read_pointers(mem, table, slots * l.set_entry_size / 8)?;
+                for i in 0..slots {
+                    let key = field_u64(&entries, i * l.set_entry_size);
+                    // The dummy left by a removal is a static object of no type.
+                    if key != 0 && !self.is_typeless(key) {
+                        refs.push((key, Label::Member));
+                    }
+                }
+            }
+            Kind::Deque => {
+                items = mem.read_u64(addr.wrapping_add(l.var_size))?;
+                self.deque_references(addr, items, &mut refs)?;
+            }
+            Kind::Module => {
+                refs.push((
+                    mem.read_u64(addr.wrapping_add(l.module_dict))?,
+                    Label::Namespace,
+                ));
+            }
+            Kind::Function => {
+                let fields: [(u64, Label); 8] = [
+                    (l.func_dict, Label::Namespace),
+                    (l.func_closure, Label::Closure),
+                    (l.func_defaults, Label::Attr("__defaults__")),
+                    (l.func_kwdefaults, Label::Attr("__kwdefaults__")),
+                    (l.func_code, Label::Attr("__code__")),
+                    (l.func_globals, Label::Attr("__globals__")),
+                    (l.func_qualname, Label::Attr("__qualname__")),
+                    (l.func_module, Label::Attr("__module__")),
+                ];
+                let bytes = mem.read_vec(addr, span(&fields.map(|f| f.0)))?;
+                refs.extend(
+                    fields
+                        .iter()
+                        .map(|(at, label)| (field_u64(&bytes, *at), *label)),
+                );
+            }
+            Kind::Cell => {
+                refs.push((
+                    mem.read_u64(addr.wrapping_add(l.cell_ref))?,
+                    Label::CellContents,
+                ));
+            }
+            Kind::Method => {
+                refs.push((
+                    mem.read_u64(addr.wrapping_add(l.method_self))?,
+                    Label::Attr("__self__"),
+                ));
+                refs.push((
+                    mem.read_u64(addr.wrapping_add(l.method_func))?,
+                    Label::Attr("__func__"),
+                ));
+            }
+            Kind::Type => {
+                refs.push((
+                    mem.read_u64(addr.wrapping_add(l.type_dict))?,
+                    Label::Namespace,
+                ));
+                refs.push((
+                    mem.read_u64(addr.wrapping_add(l.type_mro))?,
+                    Label::Attr("__mro__"),
+                ));
+            }
+            Kind::Str | Kind::Int | Kind::Bytes | Kind::Leaf | Kind::Instance => {}
+            Kind::Unknown => {
+                *self.graph.unfollowed.by_type.entry(ty).or_default() += 1;
+            }
+        }
+        if info.instance {
+            self.instance_references(addr, info, &mut refs)?;
+        }
+        self.graph.items[node as usize] = items;
+        self.graph.shallow[node as usize] += extra;
+        Ok(refs)
+    }
+
+    /// Whether `addr` holds an object header with a null type (set dummies).
+    fn is_typeless(&self, addr: u64) -> bool {
+        self.mem
+            .read_u64(addr.wrapping_add(self.layout.object_type))
+            .is_ok_and(|t| t == 0)
+    }
+
+    /// A dict's keys and values; returns the bytes of its tables.
+    fn dict_references(
+        &mut self,
+        addr: u64,
+        refs: &mut Vec<Reference>,
+    ) -> Result<u64, DecodeError> {
+        let l = self.layout;
+        let keys = self.mem.read_u64(addr.wrapping_add(l.dict_keys))?;
+        let values = self.mem.read_u64(addr.wrapping_add(l.dict_values))?;
+        let split = values != 0;
+        let values_at = split.then(|| values.wrapping_add(dict_values_header(l)));
+        let capacity = if split {
+            self.values_capacity(values)?
+        } else {
+            u64::MAX
+        };
+        let items = keys_items_bounded(self.mem, l, keys, values_at, MAX_ITEMS, capacity)?;
+        // ≤3.10 do not record a values array's capacity: count the values found.
+        let values_bytes = capacity.min(items.len() as u64) * 8;
+        for (key, value) in items {
+            refs.push((key, Label::Key));
+            refs.push((value, Label::Value(key)));
+        }
+        Ok(if split {
+            values_bytes
+        } else {
+            self.keys_size(keys)
+        })
+    }
+
+    /// How many value pointers a split table's values array holds.
+    fn values_capacity(&self, values: u64) -> Result<u64, DecodeError> {
+        let l = self.layout;
+        Ok(match l.version {
+            // PyDictValues { uint8_t capacity; uint8_t size; uint8_t embedded; uint8_t valid; }
+            (3, 13..) => u64::from(self.mem.read_u8(values)?),
+            // A prefix before the values: its last byte is the prefix's size, which is the
+            // capacity rounded up past two bookkeeping bytes.
+            (3, 11..=12) => u64::from(self.mem.read_u8(values.wrapping_sub(1))?).saturating_sub(2),
+            // ≤3.10: sized by the shared keys' usable entries.
+            _ => u64::MAX,
+        })
+    }
+
+    /// `_PyDict_KeysSize` of the keys object at `keys`, approximately (`sys.getsizeof` adds
+    /// it to a dict that owns its keys).
+    fn keys_size(&self, keys: u64) -> u64 {
+        let l = self.layout;
+        let Ok(header) = self.mem.read_vec(keys, l.dictkeys_indices as usize) else {
+            return 0;
+        };
+        let (slots, index_bytes, entry) = match (l.dictkeys_size, l.dictkeys_log2_size) {
+            (Some(at), _) => {
+                let size = field_u64(&header, at);
+                if size > MAX_ITEMS {
+                    return 0;
+                }
+                let width = match size {
+                    0..=0xff => 1,
+                    0x100..=0xffff => 2,
+                    _ => 4,
+                };
+                (size, size * width, l.dict_entry_size)
+            }
+            (None, Some(at)) => {
+                let log2 = u64::from(field_u8(&header, at));
+                let log2_index = l
+                    .dictkeys_log2_index_bytes
+                    .map_or(0, |a| u64::from(field_u8(&header, a)));
+                if log2 > 27 || log2_index > 29 {
+                    return 0;
+                }
+                let index = 1u64 << log2_index;
+                let unicode = l.dictkeys_kind.is_some_and(|a| field_u8(&header, a) != 0);
+                let entry = match (unicode, l.dict_unicode_entry_size) {
+                    (true, Some(size)) => size,
+                    _ => l.dict_entry_size,
+                };
+                (1u64 << log2, index, entry)
+            }
+            _ => return 0,
+        };
+        l.dictkeys_indices + index_bytes + slots * 2 / 3 * entry
+    }
+
+    fn deque_references(
+        &self,
+        addr: u64,
+        len: u64,
+        refs: &mut Vec<Reference>,
+    ) -> Result<(), DecodeError> {
+        const BLOCKLEN: u64 = 64;
+        let l = self.layout;
+        if len > MAX_ITEMS {
+            return Err(DecodeError::invalid("deque", addr));
+        }
+        let mut block = self.mem.read_u64(addr.wrapping_add(l.deque_leftblock))?;
+        let mut index = self.mem.read_u64(addr.wrapping_add(l.deque_leftindex))?;
+        let mut found = 0u64;
+        let block_bytes = (l.deque_block_right + 8) as usize;
+        while found < len {
+            if block == 0 || index >= BLOCKLEN {
+                return Err(DecodeError::invalid("deque", addr));
+            }
+            let bytes = self.mem.read_vec(block, block_bytes)?;
+            while index < BLOCKLEN && found < len {
+                let item = field_u64(&bytes, l.deque_block_data + index * 8);
+                refs.push((item, Label::Index(found as u32)));
+                found += 1;
+                index += 1;
+            }
+            block = field_u64(&bytes, l.deque_block_right);
+            index = 0;
+        }
+        Ok(())
+    }
+
+    /// An instance's `__dict__` (or its inline/split values) and `__slots__`, and its class.
+    fn instance_references(
+        &mut self,
+        addr: u64,
+        info: &TypeInfo,
+        refs: &mut Vec<Reference>,
+    ) -> Result<(), DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let type_addr = mem.read_u64(addr.wrapping_add(l.object_type))?;
+        refs.push((type_addr, Label::Class));
+        for (i, (offset, _)) in info.slots.iter().enumerate() {
+            refs.push((
+                mem.read_u64(addr.wrapping_add(*offset))?,
+                Label::Slot(i as u32),
+            ));
+        }
+        if info.flags & flags::MANAGED_DICT != 0 && l.version >= (3, 11) {
+            let (dict, values) = match l.version {
+                (3, 11) => (
+                    mem.read_u64(addr.wrapping_sub(24))?,
+                    mem.read_u64(addr.wrapping_sub(32))?,
+                ),
+                (3, 12) => {
+                    let dict_or_values = mem.read_u64(addr.wrapping_sub(24))?;
+                    if dict_or_values & 1 == 1 {
+                        (0, dict_or_values - 1)
+                    } else {
+                        (dict_or_values, 0)
+                    }
+                }
+                _ => {
+                    let dict = mem.read_u64(addr.wrapping_sub(24))?;
+                    let inline = addr.wrapping_add(info.basicsize);
+                    let valid = info.flags & flags::INLINE_VALUES != 0
+                        && mem.read_u8(inline.wrapping_add(3))? != 0;
+                    (dict, if valid { inline } else { 0 })
+                }
+            };
+            if dict != 0 {
+                refs.push((dict, Label::Namespace));
+            } else if values != 0 && info.cached_keys != 0 {
+                let capacity = self.values_capacity(values)?;
+                let at = values.wrapping_add(dict_values_header(l));
+                for (key, value) in
+                    keys_items_bounded(mem, l, info.cached_keys, Some(at), MAX_ITEMS, capacity)?
+                {
+                    refs.push((value, Label::Value(key)));
+                }
+            }
+        } else if info.dictoffset > 0 {
+            let dict = mem.read_u64(addr.wrapping_add(info.dictoffset as u64))?;
+            refs.push((dict, Label::Namespace));
+        } else if info.dictoffset < 0 {
+            // At the end of a variable-size object (a subclass of int, tuple, …; ≤3.11):
+            // `_PyObject_VAR_SIZE` of its `ob_size` items, rounded up to a pointer.
+            let items = (mem.read_u64(addr.wrapping_add(l.var_size))? as i64).unsigned_abs();
+            if items > MAX_ITEMS {
+                self.graph.unfollowed.instance_dicts += 1;
+                return Ok(());
+            }
+            let size = (info.basicsize + items * info.itemsize + 7) & !7;
+            let at = (size as i64).wrapping_add(info.dictoffset) as u64;
+            refs.push((mem.read_u64(addr.wrapping_add(at))?, Label::Namespace));
+        }
+        Ok(())
+    }
+}
+
+/// `count` pointers at `addr`, read whole; the last one is read first, so that a garbage
+/// length fails on an unmapped end before a big buffer is made for it.
+fn read_pointers(mem: &impl ReadMemory, addr: u64, count: u64) -> Result<Vec<u8>, DecodeError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let bytes = count
+        .checked_mul(8)
+        .ok_or(DecodeError::invalid("array", addr))?;
+    mem.read_u64(addr.wrapping_add(bytes - 8))?;
+    Ok(mem.read_vec(addr, bytes as usize)?)
+}
+
+/// How many bytes cover 8-byte members at all `offsets`.
+fn span(offsets: &[u64]) -> usize {
+    offsets.iter().max().map_or(8, |m| *m as usize + 8)
+}
+
+/// Every pointer in `bytes`, labelled by its position.
+fn pointers(bytes: &[u8], refs: &mut Vec<Reference>, label: fn(u32) -> Label) {
+    for (i, chunk) in bytes.chunks_exact(8).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        refs.push((u64::from_le_bytes(word), label(i as u32)));
+    }
+}
+
+/// The in-object size of an object whose first [`HEADER`] bytes are `header`: basic size,
+/// variable part, GC header and pre-header (out-of-line tables are added by the readers).
+fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
+    let ob_size = field_u64(header, l.var_size) as i64;
+    let body = match info.kind {
+        Kind::Str => {
+            let length = field_u64(header, l.unicode_length).min(1 << 40);
+            let state = field_u32(header, l.unicode_state);
+            let kind = u64::from((state >> 2) & 7).max(1);
+            let compact = (state >> 5) & 1 == 1;
+            let ascii = (state >> 6) & 1 == 1;
+            match (compact, ascii) {
+                (true, true) => l.unicode_ascii_size + length + 1,
+                (true, false) => l.unicode_compact_size + (length + 1) * kind,
+                _ => info.basicsize,
+            }
+        }
+        Kind::Int => {
+            let digits = match l.long_lv_tag {
+                Some(at) => (field_u64(header, at) >> 3).max(1),
+                None => ob_size.unsigned_abs().max(1),
+            };
+            info.basicsize + info.itemsize * digits.min(1 << 20)
+        }
+        // Some variable-size types keep something else where `ob_size` would be (3.11's
+        // generators): an implausible count adds nothing.
+        _ if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {
+            info.basicsize + info.itemsize * ob_size.unsigned_abs()
+        }
+        _ => info.basicsize,
+    };
+    let gc = if info.is_gc() { l.gc_head_size } else { 0 };
+    let preheader = if l.version >= (3, 11) && info.flags & flags::MANAGED_DICT != 0 {
+        16
+    } else {
+        0
+    };
+    body + gc + preheader
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::heap::dominators::dominators;
+    use crate::python::layouts::{SUPPORTED, layout_for};
+
+    /// Names of the type objects planted in the garbage, one per reader.
+    const PLANTED: &[&str] = &[
+        "list",
+        "tuple",
+        "dict",
+        "set",
+        "collections.deque",
+        "module",
+        "function",
+        "cell",
+        "method",
+        "type",
+        "str",
+        "int",
+        "something",
+    ];
+    /// Where the planted types, their metatype and their names live (past the garbage).
+    const TYPES_AT: u64 = 0x1_0000;
+    const META_AT: u64 = 0x1_8000;
+    const NAMES_AT: u64 = 0x1_9000;
+
+    fn put(bytes: &mut [u8], at: u64, word: u64) {
+        bytes[at as usize..at as usize + 8].copy_from_slice(&word.to_le_bytes());
+    }
+
+    /// Memory of pseudo-random words (a third pointers back into it, a sixth pointers to
+    /// type objects planted after it, so that garbage looks like objects of every kind the
+    /// walker reads): whatever the walker makes of it, it must end without panicking.
+    fn garbage(layout: &Layout, seed: u64, base: u64, len: u64) -> SliceMemory {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut bytes = vec![0u8; (NAMES_AT + 0x1000) as usize];
+        for at in (0..len).step_by(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let word = match x % 6 {
+                0 | 1 => base + (x >> 8) % len / 64 * 64,
+                2 => base + TYPES_AT + (x >> 8) % PLANTED.len() as u64 * 0x400,
+                3 => (x >> 8) % 64,
+                _ => x,
+            };
+            put(&mut bytes, at, word);
+        }
+        // Every 64 bytes an object header: a type, a small size; its body stays garbage.
+        for at in (0..len).step_by(64) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            put(&mut bytes, at, 1);
+            let ty = TYPES_AT + (x >> 8) % PLANTED.len() as u64 * 0x400;
+            put(&mut bytes, at + layout.object_type, base + ty);
+            put(&mut bytes, at + layout.var_size, x % 20);
+        }
+        put(
+            &mut bytes,
+            META_AT + layout.type_flags,
+            flags::TYPE_SUBCLASS,
+        );
+        for (k, name) in PLANTED.iter().enumerate() {
+            let ty = TYPES_AT + k as u64 * 0x400;
+            let name_at = NAMES_AT + k as u64 * 32;
+            bytes[name_at as usize..name_at as usize + name.len()].copy_from_slice(name.as_bytes());
+            put(&mut bytes, ty, 1);
+            put(&mut bytes, ty + layout.object_type, base + META_AT);
+            put(&mut bytes, ty + layout.type_name, base + name_at);
+            put(&mut bytes, ty + layout.type_basicsize, 48);
+            put(&mut bytes, ty + layout.type_itemsize, 8 * (k as u64 % 2));
+            let type_flag = if *name == "type" {
+                flags::TYPE_SUBCLASS
+            } else {
+                0
+            };
+            put(
+                &mut bytes,
+                ty + layout.type_flags,
+                flags::HAVE_GC | type_flag,
+            );
+        }
+        let mut mem = SliceMemory::new();
+        mem.map(base, bytes);
+        mem
+    }
+
+    #[test]
+    fn garbage_memory_ends_the_walk_without_panicking() {
+        let base = 0x7f00_0000_0000u64;
+        let mut most = 0usize;
+        for (i, &(major, minor)) in SUPPORTED.iter().enumerate() {
+            let layout = layout_for(major, minor).expect("layout");
+            for seed in 0..20u64 {
+                let mem = garbage(layout, seed * 31 + i as u64, base, 0x8000);
+                let mut walker = Walker::new(&mem, layout);
+                let lists = GcLists {
+                    generations: vec![base, base + 0x100, base + 0x200],
+                    permanent: Some(base + 0x300),
+                };
+                walker.add_gc_lists(&lists).expect("no process to lose");
+                let roots = (0..8)
+                    .map(|r| Root {
+                        name: format!("m{r}"),
+                        addr: base + 0x1000 * r,
+                    })
+                    .collect();
+                let graph = walker.walk(roots).expect("no process to lose");
+                let d = dominators(graph.len(), &graph.edges, &graph.shallow);
+                assert_eq!(d.idom.len(), graph.len());
+                most = most.max(graph.len());
+            }
+        }
+        // The garbage did make objects to follow, not only rejected pointers.
+        assert!(most > 20, "largest garbage graph: {most} nodes");
+    }
+}
