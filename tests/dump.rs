@@ -300,3 +300,40 @@ per_version! {
     dump_debian_sid_3_14 => "sid3.14",
     dump_debian_sid_3_15 => "sid3.15",
 }
+
+/// A static build that loads its own `libpythonX.Y.so` (never initialised) with `ctypes`:
+/// the dump reads the interpreter that runs, not the copy mapped beside it.
+fn check_second_libpython(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("second_libpython.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid())).expect("maps");
+    assert!(
+        maps.contains("libpython"),
+        "{label}: the script mapped a second libpython"
+    );
+    let dump = run_dump(label, target.pid(), false);
+    let threads = dump["threads"].as_array().expect("threads");
+    assert_eq!(threads.len(), 1, "{label}: the running thread: {dump}");
+    let functions: Vec<String> = threads[0]["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| frame(f).0)
+        .collect();
+    assert_eq!(functions, ["wait_here", "<module>"], "{label}: {dump}");
+}
+
+#[test]
+fn second_libpython_debian_system_3_11() {
+    check_second_libpython("system3.11");
+}
+
+#[test]
+fn second_libpython_debian_sid() {
+    for label in ["sid3.13", "sid3.14", "sid3.15"] {
+        check_second_libpython(label);
+    }
+}

@@ -116,6 +116,18 @@ enum InterpreterRoot {
     InterpHead(u64),
 }
 
+/// How far a copy of the interpreter has come: of several mapped into one process, the one
+/// furthest along is the one that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Liveness {
+    /// No interpreter (a library loaded but never initialised), or it could not be read.
+    Uninitialised,
+    /// An interpreter, but no thread state yet (starting or finishing).
+    Interpreter,
+    /// An interpreter with at least one thread.
+    Threads,
+}
+
 /// Symbols looked up in the interpreter's ELF file.
 const WANTED_SYMBOLS: &[&str] = &[
     "_PyRuntime",
@@ -171,14 +183,51 @@ pub struct WalkRoot {
 }
 
 impl PythonSpy {
-    /// Finds the interpreter in process `pid` and prepares to read it.
+    /// Finds the interpreter in process `pid` and prepares to read it. A process can map
+    /// more than one copy of the interpreter (a static build that loads `libpythonX.Y.so`
+    /// with `ctypes`, an extension linked against it): the one chosen is the first whose
+    /// runtime has an interpreter with threads, else the first with an interpreter, else
+    /// the first that could be attached to.
     pub fn attach(pid: i32, options: &SpyOptions) -> Result<PythonSpy, SpyError> {
         let process = TargetProcess::open(pid)?;
-        let mem = RemoteMemory::new(pid);
         let maps = process.maps().map_err(ProcessError::while_attaching)?;
         let exe = process.exe().map_err(ProcessError::while_attaching)?;
-        let elf = find_interpreter(&process, &maps, &exe).ok_or_else(|| not_python(&process))?;
-        let mut version = detect_version(&mem, &elf, &exe).ok_or_else(|| not_python(&process))?;
+        let mut fallback: Option<(Liveness, PythonSpy)> = None;
+        let mut first_error = None;
+        for elf in find_interpreters(&process, &maps, &exe) {
+            let process = TargetProcess::open(pid)?;
+            match PythonSpy::attach_to(process, elf, &exe, options) {
+                Ok(spy) => {
+                    let liveness = spy.liveness();
+                    if liveness == Liveness::Threads {
+                        return Ok(spy);
+                    }
+                    if fallback.as_ref().is_none_or(|(best, _)| liveness > *best) {
+                        fallback = Some((liveness, spy));
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match (fallback, first_error) {
+            (Some((_, spy)), _) => Ok(spy),
+            (None, Some(error)) => Err(error),
+            (None, None) => Err(not_python(&process)),
+        }
+    }
+
+    /// Prepares to read the interpreter in `elf`, one of the copies mapped into `process`.
+    fn attach_to(
+        process: TargetProcess,
+        elf: LoadedElf,
+        exe: &Path,
+        options: &SpyOptions,
+    ) -> Result<PythonSpy, SpyError> {
+        let pid = process.pid();
+        let mem = RemoteMemory::new(pid);
+        let mut version = detect_version(&mem, &elf, exe).ok_or_else(|| not_python(&process))?;
         let unsupported = || SpyError::Unsupported {
             pid,
             version: version.to_string(),
@@ -241,6 +290,25 @@ impl PythonSpy {
             last_pages: Vec::new(),
             thread_states: Vec::new(),
         })
+    }
+
+    /// How far this copy of the interpreter has come (see [`Liveness`]).
+    fn liveness(&self) -> Liveness {
+        let head = self.mem.read_u64(self.walk_root().interp_head);
+        let Ok(interp) = head else {
+            return Liveness::Uninitialised;
+        };
+        if interp == 0 {
+            return Liveness::Uninitialised;
+        }
+        match self
+            .mem
+            .read_u64(interp.wrapping_add(self.layout.interp_threads_head))
+        {
+            Ok(tstate) if tstate != 0 => Liveness::Threads,
+            Ok(_) => Liveness::Interpreter,
+            Err(_) => Liveness::Uninitialised,
+        }
     }
 
     /// `(kernel tid, PyThreadState address)` of each Python thread the last
@@ -632,29 +700,35 @@ fn choose_layout(
     Ok((layout, differences, Some(debug)))
 }
 
-/// The ELF file holding the interpreter: `libpythonX.Y.so` if mapped, else the executable.
-fn find_interpreter(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -> Option<LoadedElf> {
+/// The ELF files holding an interpreter: each `libpythonX.Y.so` mapped, then the executable.
+fn find_interpreters(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -> Vec<LoadedElf> {
     let is_libpython = |m: &&MappedFile| {
         m.path
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("libpython") && n.contains(".so"))
     };
+    let mut seen: Vec<&Path> = Vec::new();
+    let mut found = Vec::new();
     let candidates = maps
         .iter()
         .filter(is_libpython)
         .chain(maps.iter().filter(|m| m.path == exe));
     for mapped in candidates {
+        if seen.contains(&mapped.path.as_path()) {
+            continue;
+        }
+        seen.push(&mapped.path);
         let base = mapped.base.unwrap_or(mapped.start);
         let read_path = process.file_path(&mapped.path);
         let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS) else {
             continue;
         };
         if elf.symbols.contains_key("_PyRuntime") || elf.symbols.contains_key("interp_head") {
-            return Some(elf);
+            found.push(elf);
         }
     }
-    None
+    found
 }
 
 /// `X.Y` from a file name such as `libpython3.11.so.1.0`, `libpython3.6m.so` or `python3.9`.
@@ -717,7 +791,7 @@ fn not_python(process: &TargetProcess) -> SpyError {
                 .and_then(|p| {
                     let maps = p.maps().ok()?;
                     let exe = p.exe().ok()?;
-                    find_interpreter(&p, &maps, &exe)
+                    (!find_interpreters(&p, &maps, &exe).is_empty()).then_some(())
                 })
                 .is_some()
         })
