@@ -412,6 +412,19 @@ impl PythonSpy {
     /// still reported, with its [`ThreadStack::read_error`] set, and counted in
     /// [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
+        if self.last_pages.is_empty() && !self.options.blocking {
+            // A first read fetches the pages of the threads' frames one at a time, decoding
+            // code objects in between: too slow to catch a busy thread's chain whole. It
+            // only learns those pages and code objects; the read reported is the next one,
+            // of the same pages fetched in one batch.
+            let thread_errors = self.thread_errors;
+            self.read_stacks_once()?;
+            self.thread_errors = thread_errors;
+        }
+        self.read_stacks_once()
+    }
+
+    fn read_stacks_once(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
         // Scheduler states are taken before pausing: a paused thread always looks stopped.
         let os_states: HashMap<u32, char> = if self.options.thread_state {
             self.process.thread_states()
