@@ -637,6 +637,7 @@ mod tests {
             idle: false,
             frames: vec![frame(function)],
             locals: Vec::new(),
+            cut: false,
             read_error: None,
         }
     }

@@ -30,7 +30,8 @@ use super::layout::Layout;
 use super::objects::{DecodeError, field_u8, field_u32, field_u64, span_of};
 use crate::attach::ReadMemory;
 
-/// The deepest chain the walker follows before calling it garbage.
+/// The most frames (Python and shim) the walker follows: a deeper chain is returned cut, its
+/// innermost frames only ([`Chain::cut`]).
 pub const MAX_FRAMES: usize = 4096;
 
 /// `_PyInterpreterFrame.owner` values from which on a frame is a shim, not Python code:
@@ -76,6 +77,8 @@ pub struct Chain {
     /// `(frame, code object)` addresses of each Python frame, innermost first, when the walk
     /// was asked to keep them (to read locals).
     pub addresses: Vec<(u64, u64)>,
+    /// The chain was deeper than [`MAX_FRAMES`]: `frames` are its innermost ones.
+    pub cut: bool,
 }
 
 /// The frames of the chain starting at `first`, innermost first. `base_frame` is the
@@ -108,6 +111,7 @@ pub fn walk_frames(
         frames: Vec::new(),
         outermost: 0,
         addresses: Vec::new(),
+        cut: false,
     };
     let mut addr = first;
     let mut visited = 0usize;
@@ -117,13 +121,15 @@ pub fn walk_frames(
     let mut last_is_first = false;
     // The Python frame visited last was called by the next one directly (no C code between).
     let mut called_directly = false;
+    let mut seen = std::collections::HashSet::new();
     while addr != 0 {
         visited += 1;
         if visited > MAX_FRAMES {
-            return Err(DecodeError::invalid(
-                "frame chain (too deep or cyclic)",
-                first,
-            ));
+            chain.cut = true;
+            return Ok(chain);
+        }
+        if !seen.insert(addr) {
+            return Err(DecodeError::invalid("frame chain (cyclic)", addr));
         }
         mem.read(addr, &mut buf)?;
         if frame_objects && field_u64(&buf, REFCNT_OFFSET) == 0 {

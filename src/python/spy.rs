@@ -461,7 +461,8 @@ impl PythonSpy {
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         let mut pages = snapshot.page_addresses();
         for raw in &raws {
-            let (frames, locals, read_error) = match self.frames_of(&snapshot, raw, &mut pages) {
+            let (frames, locals, cut, read_error) = match self.frames_of(&snapshot, raw, &mut pages)
+            {
                 Ok(chain) => {
                     let locals = chain
                         .addresses
@@ -470,14 +471,14 @@ impl PythonSpy {
                             frame_locals(&self.mem, &self.layout, frame, code).unwrap_or_default()
                         })
                         .collect();
-                    (chain.frames, locals, None)
+                    (chain.frames, locals, chain.cut, None)
                 }
                 Err(error) => {
                     if !self.process.is_alive() {
                         return Err(SpyError::Exited(self.pid()));
                     }
                     self.thread_errors += 1;
-                    (Vec::new(), Vec::new(), Some(error.to_string()))
+                    (Vec::new(), Vec::new(), false, Some(error.to_string()))
                 }
             };
             let holder = *holders
@@ -505,6 +506,7 @@ impl PythonSpy {
                 idle,
                 frames,
                 locals,
+                cut,
                 read_error,
             });
         }
@@ -571,7 +573,7 @@ impl PythonSpy {
             pages.extend(fresh.page_addresses());
         }
         let chain = result?;
-        if self.anchors() && !chain.frames.is_empty() {
+        if self.anchors() && !chain.frames.is_empty() && !chain.cut {
             self.outermost.insert(raw.tstate, chain.outermost);
         }
         Ok(chain)
@@ -581,7 +583,7 @@ impl PythonSpy {
     /// outermost frame tells (before 3.11): it ends where the thread's chain last ended, or
     /// two reads in a row (`candidate` keeps the first) end at the same new frame.
     fn believable(&self, tstate: u64, chain: &Chain, candidate: &mut Option<u64>) -> bool {
-        if !self.anchors() || chain.frames.is_empty() {
+        if !self.anchors() || chain.frames.is_empty() || chain.cut {
             return true;
         }
         match self.outermost.get(&tstate) {
