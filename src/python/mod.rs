@@ -12,7 +12,7 @@ pub mod spy;
 pub mod threads;
 pub mod version;
 
-pub use spy::{PythonSpy, SpyError, SpyOptions, WalkRoot};
+pub use spy::{PythonSpy, SpyError, SpyOptions, WalkRoot, python_descendants};
 pub use version::PythonVersion;
 
 use std::fmt;

@@ -746,6 +746,28 @@ fn find_interpreters(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -
     found
 }
 
+/// The Python processes among `pid`'s descendants (read now), with their command lines.
+pub fn python_descendants(pid: i32) -> Vec<(i32, String)> {
+    let Ok(process) = TargetProcess::open(pid) else {
+        return Vec::new();
+    };
+    process
+        .descendants()
+        .into_iter()
+        .filter(|(child, _)| is_python(*child))
+        .collect()
+}
+
+/// Whether process `pid` maps a CPython interpreter.
+fn is_python(pid: i32) -> bool {
+    TargetProcess::open(pid).is_ok_and(|p| {
+        let (Ok(maps), Ok(exe)) = (p.maps(), p.exe()) else {
+            return false;
+        };
+        !find_interpreters(&p, &maps, &exe).is_empty()
+    })
+}
+
 /// `X.Y` from a file name such as `libpython3.11.so.1.0`, `libpython3.6m.so` or `python3.9`.
 fn version_from_name(path: &Path) -> Option<(u8, u8)> {
     let name = path.file_name()?.to_str()?;
@@ -797,19 +819,8 @@ fn not_python(process: &TargetProcess) -> SpyError {
         return SpyError::Process(ProcessError::ExitedWhileAttaching(pid));
     }
     let command = process.cmdline().unwrap_or_default();
-    let pythons: Vec<String> = process
-        .descendants()
+    let pythons: Vec<String> = python_descendants(pid)
         .into_iter()
-        .filter(|(child, _)| {
-            TargetProcess::open(*child)
-                .ok()
-                .and_then(|p| {
-                    let maps = p.maps().ok()?;
-                    let exe = p.exe().ok()?;
-                    (!find_interpreters(&p, &maps, &exe).is_empty()).then_some(())
-                })
-                .is_some()
-        })
         .map(|(child, cmd)| format!("{child} ({cmd})"))
         .collect();
     let hint = if pythons.is_empty() {
