@@ -32,9 +32,11 @@ use std::io::IsTerminal;
   pmt-sample --flame grow.svg --plot grow-over-time.svg -- python3 app.py
   pmt-sample --pid 1234 --pyroscope http://localhost:4040 --app myapp{env=prod}
 
-rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
-are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
-at its sustained peak (memory freed again within 250 ms does not count).
+rss charges RSS growth, by default (--attribution auto, where eBPF is available), to the Python
+stack the kernel captures at each page fault that grows it; with --attribution ticks (or without
+eBPF), each interval's growth goes to the threads that page-faulted in it, at the stack they are
+in at the end of the interval. Either way a stack is weighed by the growth it still owned when
+RSS was at its sustained peak (memory freed again within 250 ms does not count).
 Needs ptrace rights over the target: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0.")]
 pub struct SampleArgs {
     /// What to sample and how.
