@@ -71,6 +71,16 @@ fn pool_leak(label: &str) {
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("processes sampled: 5"), "{stderr}");
+    let top: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("top stacks by"))
+        .skip(1)
+        .take_while(|l| l.contains('%'))
+        .collect();
+    assert!(
+        !top.is_empty() && top.iter().all(|l| l.contains("[process ")),
+        "the top stacks name their process: {stderr}"
+    );
 
     let folded = read_folded(&folded_path);
     assert!(
@@ -78,6 +88,18 @@ fn pool_leak(label: &str) {
             .iter()
             .all(|(frames, _)| frames[1].starts_with("thread ")),
         "the thread frame comes below the process frame"
+    );
+    let roots: std::collections::BTreeSet<&str> = folded
+        .iter()
+        .map(|(frames, _)| frames[0].as_str())
+        .collect();
+    assert!(
+        roots.iter().filter(|r| r.contains(": worker ")).count() >= 3,
+        "the workers' root frames name their role: {roots:?}"
+    );
+    assert!(
+        roots.iter().any(|r| r.contains(": master · ")),
+        "the master's root frame says so: {roots:?}"
     );
     let processes = by_process(&folded);
     let total: u64 = processes.values().map(|(w, _)| w).sum();

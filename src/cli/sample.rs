@@ -254,10 +254,17 @@ fn print_top_stacks(profile: &Profile, outputs: &OutputArgs) {
         "  top stacks by {metric} (total {}):",
         format_value(metric, total)
     );
+    let several = !profile.processes().is_empty();
     for (stack, weight) in folded.iter().take(5) {
         let innermost: Vec<&str> = stack.rsplit(';').take(3).collect();
+        // With --subprocesses the root frame names the process; say it when the three
+        // innermost frames do not reach it.
+        let process = match stack.split(';').next() {
+            Some(root) if several && stack.split(';').count() > 3 => format!("  [{root}]"),
+            _ => String::new(),
+        };
         eprintln!(
-            "  {:>12} {:5.1}%  {}",
+            "  {:>12} {:5.1}%  {}{process}",
             format_value(metric, *weight),
             100.0 * *weight as f64 / total as f64,
             innermost.join(" ← ")

@@ -16,6 +16,7 @@ use super::{
     Attribution, ProcessStats, SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats,
     Ticker, process_gone, run_ticks,
 };
+use crate::attach::roles::role_of;
 use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sample::{ProcessIdentity, Sample};
@@ -244,6 +245,7 @@ impl ProcessTreeSampler {
             pid,
             command: spy.process().cmdline().unwrap_or_default(),
             python_version: Some(spy.version().to_string()),
+            role: role_of(pid, self.root).map(|role| role.to_string()),
         };
         let mut sampler = match Sampler::new(spy, pid, self.options) {
             Ok(sampler) => sampler,
