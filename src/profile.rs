@@ -58,20 +58,40 @@ pub struct ProcessInfo {
     pub command: String,
     /// Its CPython version.
     pub python_version: Option<String>,
+    /// Its role in the tree, where one could be told (see [`ProcessIdentity::role`]).
+    pub role: Option<String>,
 }
 
 /// The longest command shown in a process's root frame, in characters.
 const COMMAND_IN_LABEL: usize = 80;
 
+/// The longest command shown beside the master's role, in characters.
+const COMMAND_BESIDE_ROLE: usize = 40;
+
+/// The role of the root of a tree, whose root frame also shows its command.
+const MASTER: &str = "master";
+
 impl ProcessInfo {
-    /// The root frame of the process's stacks: `process PID: CMD` (a long command is cut
-    /// with `…`).
+    /// The root frame of the process's stacks: `process PID: ROLE` for a process whose role
+    /// is known (`process PID: master · CMD` for the root), else `process PID: CMD` (a long
+    /// command is cut with `…`): the processes of a pre-fork server share one command line.
     pub fn label(&self) -> String {
-        let mut command: String = self.command.chars().take(COMMAND_IN_LABEL).collect();
-        if self.command.chars().count() > COMMAND_IN_LABEL {
-            command.push('…');
+        let cut = |limit: usize| {
+            let mut command: String = self.command.chars().take(limit).collect();
+            if self.command.chars().count() > limit {
+                command.push('…');
+            }
+            command
+        };
+        match self.role.as_deref() {
+            Some(MASTER) => format!(
+                "process {}: {MASTER} · {}",
+                self.pid,
+                cut(COMMAND_BESIDE_ROLE)
+            ),
+            Some(role) => format!("process {}: {role}", self.pid),
+            None => format!("process {}: {}", self.pid, cut(COMMAND_IN_LABEL)),
         }
-        format!("process {}: {command}", self.pid)
     }
 }
 
@@ -634,6 +654,7 @@ impl Profile {
             pid: process.pid,
             command: process.command.clone(),
             python_version: process.python_version.clone(),
+            role: process.role.clone(),
         });
         self.process_ids.insert(process.pid, index);
         index
@@ -983,11 +1004,13 @@ pub(crate) mod test_support {
             pid: 10,
             command: "python3 keeper.py".to_string(),
             python_version: Some("3.12.1".to_string()),
+            role: None,
         };
         let spiker = ProcessIdentity {
             pid: 11,
             command: "python3 keeper.py".to_string(),
             python_version: Some("3.12.1".to_string()),
+            role: None,
         };
         let sample = |ms: u64, frames: &[Frame], rss: u64, release: u64| {
             let mut thread = thread_sample(7, "MainThread", frames, rss);
@@ -1286,8 +1309,22 @@ mod tests {
             pid: 3,
             command: "x".repeat(100),
             python_version: None,
+            role: None,
         };
         assert_eq!(long.label().chars().count(), "process 3: ".len() + 81);
+        let worker = ProcessInfo {
+            role: Some("worker 2".to_string()),
+            ..long.clone()
+        };
+        assert_eq!(worker.label(), "process 3: worker 2");
+        let master = ProcessInfo {
+            role: Some("master".to_string()),
+            ..long
+        };
+        assert_eq!(
+            master.label().chars().count(),
+            "process 3: master · ".len() - 1 + 41
+        );
     }
 
     #[test]

@@ -277,6 +277,9 @@ pub struct ProcessIdentity {
     pub command: String,
     /// Its CPython version, e.g. `3.11.7`.
     pub python_version: Option<String>,
+    /// Its role in the tree (`master`, `worker 2`, `spawn child`, `resource tracker`), where
+    /// one could be told.
+    pub role: Option<String>,
 }
 
 /// Splits `total` in proportion to `weights`; the parts add up to `total` exactly (the rounding

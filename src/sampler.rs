@@ -684,6 +684,7 @@ mod tests {
             idle: false,
             frames: vec![frame(function)],
             locals: Vec::new(),
+            cut: false,
             read_error: None,
         }
     }

@@ -300,3 +300,84 @@ per_version! {
     dump_debian_sid_3_14 => "sid3.14",
     dump_debian_sid_3_15 => "sid3.15",
 }
+
+/// A static build that loads its own `libpythonX.Y.so` (never initialised) with `ctypes`:
+/// the dump reads the interpreter that runs, not the copy mapped beside it.
+fn check_second_libpython(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("second_libpython.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid())).expect("maps");
+    assert!(
+        maps.contains("libpython"),
+        "{label}: the script mapped a second libpython"
+    );
+    let dump = run_dump(label, target.pid(), false);
+    let threads = dump["threads"].as_array().expect("threads");
+    assert_eq!(threads.len(), 1, "{label}: the running thread: {dump}");
+    let functions: Vec<String> = threads[0]["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| frame(f).0)
+        .collect();
+    assert_eq!(functions, ["wait_here", "<module>"], "{label}: {dump}");
+}
+
+#[test]
+fn second_libpython_debian_system_3_11() {
+    check_second_libpython("system3.11");
+}
+
+#[test]
+fn second_libpython_debian_sid() {
+    for label in ["sid3.13", "sid3.14", "sid3.15"] {
+        check_second_libpython(label);
+    }
+}
+
+/// A stack deeper than the reader follows comes back cut: its innermost frames, marked.
+fn check_deep_stack(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("deep_stack.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dump = run_dump(label, target.pid(), false);
+    let thread = &dump["threads"][0];
+    assert!(thread["read_error"].is_null(), "{label}: {thread}");
+    assert_eq!(thread["cut"], true, "{label}: the stack is marked cut");
+    let functions: Vec<String> = thread["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| frame(f).0)
+        .collect();
+    assert_eq!(
+        functions.first().map(String::as_str),
+        Some("bottom"),
+        "{label}"
+    );
+    assert!(
+        functions.len() >= 4000 && functions[1..].iter().all(|f| f == "down"),
+        "{label}: {} frames, the innermost ones",
+        functions.len()
+    );
+    let text = common::pmt()
+        .args(["dump", "--pid", &target.pid().to_string()])
+        .output()
+        .expect("running pmt dump");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("outermost frames cut"), "{label}: {text}");
+}
+
+#[test]
+fn deep_stack_is_cut_not_empty() {
+    for label in [
+        "3.6", "3.10", "3.11", "3.12", "sid3.13", "sid3.14", "sid3.15",
+    ] {
+        check_deep_stack(label);
+    }
+}

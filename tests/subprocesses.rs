@@ -71,6 +71,16 @@ fn pool_leak(label: &str) {
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("processes sampled: 5"), "{stderr}");
+    let top: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("top stacks by"))
+        .skip(1)
+        .take_while(|l| l.contains('%'))
+        .collect();
+    assert!(
+        !top.is_empty() && top.iter().all(|l| l.contains("[process ")),
+        "the top stacks name their process: {stderr}"
+    );
 
     let folded = read_folded(&folded_path);
     assert!(
@@ -78,6 +88,18 @@ fn pool_leak(label: &str) {
             .iter()
             .all(|(frames, _)| frames[1].starts_with("thread ")),
         "the thread frame comes below the process frame"
+    );
+    let roots: std::collections::BTreeSet<&str> = folded
+        .iter()
+        .map(|(frames, _)| frames[0].as_str())
+        .collect();
+    assert!(
+        roots.iter().filter(|r| r.contains(": worker ")).count() >= 3,
+        "the workers' root frames name their role: {roots:?}"
+    );
+    assert!(
+        roots.iter().any(|r| r.contains(": master · ")),
+        "the master's root frame says so: {roots:?}"
     );
     let processes = by_process(&folded);
     let total: u64 = processes.values().map(|(w, _)| w).sum();
@@ -263,4 +285,40 @@ fn a_launcher_that_execs_python_late_is_sampled_after_the_exec() {
     let (_, (samples, frames)) = processes.iter().next().expect("one process");
     assert!(has_function(frames, "<module>"), "{frames:?}");
     assert!(*samples >= 50, "{samples} wall samples after the exec");
+}
+
+/// A pool's master sampled alone: the summary says, in one line, which Python children did
+/// the work unsampled (by role and pid) and how to sample them; the kernel capture's banner
+/// is printed once.
+#[test]
+fn a_master_sampled_alone_names_its_workers() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let _serial = serial();
+    let mut target = common::start(&interp, &common::script("fork_pool.py"), &[]);
+    target.wait_for_line("READY", std::time::Duration::from_secs(30));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    command.args(["--duration", "1", "--pid", &target.pid().to_string()]);
+    let output = run(command);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let hints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Python children that were not sampled"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{stderr}");
+    assert!(
+        hints[0].contains("(worker 1)")
+            && hints[0].contains("(worker 2)")
+            && hints[0].contains("--subprocesses"),
+        "{stderr}"
+    );
+    let banners = stderr
+        .lines()
+        .filter(|l| l.contains("captured in the kernel at page faults"))
+        .count();
+    assert!(banners <= 1, "the banner once: {stderr}");
+    let status = target.child.wait().expect("the pool finishes");
+    assert!(status.success(), "the pool's work finished");
 }

@@ -3,11 +3,13 @@
 //! 20, non-blocking reads must still be whole: under 1% torn (a stack that no moment of the
 //! target had: cut short, over-long, or with a stranger's frame), and a thread is never
 //! dropped silently — a read that stays torn after the reader's retries is reported on the
-//! thread and counted. Every CPython here.
+//! thread and counted. A recursion from 0 to 300 deep, read by 600 newly attached readers as
+//! `pmt dump` reads it, gives no stack with a caller off its call line. Every CPython here.
 
 mod common;
 
 use pymemtrace::python::{PythonSpy, SpyOptions};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const READS: usize = 2000;
@@ -118,13 +120,95 @@ fn check_recursion(label: &str) {
     );
 }
 
-/// `pmt dump --json` of the hot recursion: every dump has the thread with a whole stack.
+/// How deep the recursion goes whose callers' lines are checked.
+const DEEP: usize = 300;
+
+/// Fresh reads of the deep recursion per interpreter, each by a newly attached reader as
+/// `pmt dump` makes one (nothing prefetched, nothing cached).
+const FRESH_READS: usize = 600;
+
+/// The `# @call FUNCTION` lines of `hot_recursion.py`: where each function's frame is while
+/// it calls the next.
+fn call_lines() -> HashMap<String, u32> {
+    let text = std::fs::read_to_string(common::script("hot_recursion.py")).expect("script");
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let name = line.split("# @call ").nth(1)?;
+            Some((name.trim().to_string(), i as u32 + 1))
+        })
+        .collect()
+}
+
+/// Why `frames` (`(function, line)`, innermost first) is not a stack the deep recursion has,
+/// if it is not: every frame but the innermost must sit on its call line.
+fn deep_stack_fault(frames: &[(String, u32)], calls: &HashMap<String, u32>) -> Option<String> {
+    let functions: Vec<&str> = frames.iter().map(|(f, _)| f.as_str()).collect();
+    let recursing = functions.iter().take_while(|f| **f == "rec").count();
+    if recursing > DEEP + 1 || functions[recursing..] != ["loop", "main", "<module>"] {
+        return Some(format!("functions {functions:?}"));
+    }
+    frames.iter().skip(1).find_map(|(function, line)| {
+        (calls.get(function) != Some(line)).then(|| {
+            format!(
+                "a caller of {} frames, {function}, on line {line}",
+                frames.len()
+            )
+        })
+    })
+}
+
+/// The deep recursion read [`FRESH_READS`] times, each time by a reader attached anew with
+/// `pmt dump`'s tries, and [`DUMPS`] times by `pmt dump --json` itself: no stack has a caller
+/// off its call line, and almost every read is whole.
 fn check_dumps(label: &str) {
     let Some(interp) = common::interpreter_or_skip(label) else {
         return;
     };
-    let mut target = common::start(&interp, &common::script("hot_recursion.py"), &[]);
+    let mut target = common::start(
+        &interp,
+        &common::script("hot_recursion.py"),
+        &[&DEEP.to_string()],
+    );
     target.wait_for_line("READY", Duration::from_secs(30));
+    let calls = call_lines();
+    let options = SpyOptions {
+        read_tries: 50,
+        ..SpyOptions::default()
+    };
+    let (mut faults, mut unread, mut deepest) = (0usize, 0usize, 0usize);
+    let mut example = None;
+    for _ in 0..FRESH_READS {
+        let mut spy = PythonSpy::attach(target.pid(), &options).expect("attach");
+        let stacks = spy.read_stacks().expect("read");
+        assert_eq!(stacks.len(), 1, "{label}: the one thread is in every read");
+        if stacks[0].read_error.is_some() {
+            unread += 1;
+            continue;
+        }
+        let frames: Vec<(String, u32)> = stacks[0]
+            .frames
+            .iter()
+            .map(|f| (f.code.function.clone(), f.line))
+            .collect();
+        deepest = deepest.max(frames.len());
+        if let Some(fault) = deep_stack_fault(&frames, &calls) {
+            faults += 1;
+            example.get_or_insert(fault);
+        }
+    }
+    eprintln!(
+        "{label}: {faults} torn and {unread} unreadable of {FRESH_READS} fresh reads of a recursion 0-{DEEP} deep, deepest {deepest}; e.g. {example:?}"
+    );
+    assert_eq!(faults, 0, "{label}: torn stacks, e.g. {example:?}");
+    assert!(
+        unread * 100 < FRESH_READS,
+        "{label}: {unread} of {FRESH_READS} reads unreadable"
+    );
+    assert!(
+        deepest > 100,
+        "{label}: the recursion was seen deep ({deepest})"
+    );
     for _ in 0..DUMPS {
         let out = common::pmt()
             .args(["dump", "--json", "--pid", &target.pid().to_string()])
@@ -143,20 +227,21 @@ fn check_dumps(label: &str) {
             "{label}: the thread is in the dump: {dump}"
         );
         assert!(threads[0]["read_error"].is_null(), "{label}: {dump}");
-        let functions: Vec<&str> = threads[0]["frames"]
+        let frames: Vec<(String, u32)> = threads[0]["frames"]
             .as_array()
             .expect("frames")
             .iter()
-            .map(|f| f["function"].as_str().unwrap_or_default())
+            .map(|f| {
+                let function = f["function"].as_str().unwrap_or_default().to_string();
+                (function, f["line"].as_u64().unwrap_or_default() as u32)
+            })
             .collect();
-        assert!(
-            recursion_is_whole(&functions),
-            "{label}: a torn dump: {functions:?}"
-        );
+        let fault = deep_stack_fault(&frames, &calls);
+        assert!(fault.is_none(), "{label}: a torn dump: {fault:?}");
     }
 }
 
-const DUMPS: usize = 20;
+const DUMPS: usize = 5;
 
 /// `pmt-sample` at 1000 Hz on the hot recursion: every sampled stack is whole and the
 /// summary says how many reads were torn.

@@ -13,6 +13,7 @@ pub mod proc_events;
 pub mod proc_files;
 pub mod process;
 pub mod process_tree;
+pub mod roles;
 pub mod stop;
 
 pub use memory::{MemoryError, PageCache, ReadMemory, RemoteMemory, SliceMemory};

@@ -2,6 +2,7 @@
 //! every Python process in the tree under the pid (the pid itself may be a launcher).
 
 use crate::attach::{ProcessTree, TargetProcess};
+use crate::python::frames::MAX_FRAMES;
 use crate::python::{PythonSpy, SpyError, SpyOptions, ThreadStack};
 use anyhow::Context;
 use clap::Args;
@@ -50,6 +51,8 @@ struct ThreadJson<'a> {
     holds_gil: bool,
     idle: bool,
     frames: Vec<FrameJson<'a>>,
+    /// The stack was deeper than the reader follows: `frames` are its innermost ones.
+    cut: bool,
     /// Set when every try found the stack torn: the thread is reported without frames.
     read_error: Option<&'a str>,
 }
@@ -279,6 +282,7 @@ fn thread_json(stack: &ThreadStack) -> ThreadJson<'_> {
                 }),
             })
             .collect(),
+        cut: stack.cut,
         read_error: stack.read_error.as_deref(),
     }
 }
@@ -302,6 +306,12 @@ fn write_thread(out: &mut impl Write, stack: &ThreadStack) -> std::io::Result<()
         for local in stack.locals.get(i).into_iter().flatten() {
             writeln!(out, "        {} = {}", local.name, local.value)?;
         }
+    }
+    if stack.cut {
+        writeln!(
+            out,
+            "    … (outermost frames cut: the stack is deeper than {MAX_FRAMES} frames)"
+        )?;
     }
     if let Some(error) = &stack.read_error {
         writeln!(out, "    (stack not read whole: {error})")?;

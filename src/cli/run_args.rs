@@ -35,7 +35,9 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "SECS")]
     pub duration: Option<f64>,
     /// Also sample the target's descendant processes as they appear and exit (multiprocessing
-    /// pools, pre-fork workers); each gets a root frame `process PID: CMD` and its own RSS.
+    /// pools, pre-fork workers); each gets a root frame naming its pid and role (`process PID:
+    /// master · CMD`, `process PID: worker N`, `spawn child`, `resource tracker`; else
+    /// `process PID: CMD`) and its own RSS.
     /// The target may then be a launcher (a shell, pyenv's shim, a venv script).
     #[arg(long)]
     pub subprocesses: bool,

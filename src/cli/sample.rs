@@ -8,12 +8,14 @@
 
 use super::output_args::OutputArgs;
 use super::run_args::{RunArgs, start_run};
+use crate::attach::roles::{ProcessRole, role_of};
 use crate::attach::stop;
 use crate::output::collapsed::{self, FoldOptions};
 use crate::output::format_value;
 use crate::output::frames::FrameLabels;
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
+use crate::python::python_descendants;
 use crate::run::{Finished, MallocMode, RunObserver};
 use crate::sample::{Metric, ProcessIdentity, Sample};
 use crate::sampler::{SamplerStats, StopReason};
@@ -30,9 +32,11 @@ use std::io::IsTerminal;
   pmt-sample --flame grow.svg --plot grow-over-time.svg -- python3 app.py
   pmt-sample --pid 1234 --pyroscope http://localhost:4040 --app myapp{env=prod}
 
-rss charges each interval's RSS growth to the threads that page-faulted in it, at the stack they
-are in at the end of the interval, and weighs a stack by the growth it still owned when RSS was
-at its sustained peak (memory freed again within 250 ms does not count).
+rss charges RSS growth, by default (--attribution auto, where eBPF is available), to the Python
+stack the kernel captures at each page fault that grows it; with --attribution ticks (or without
+eBPF), each interval's growth goes to the threads that page-faulted in it, at the stack they are
+in at the end of the interval. Either way a stack is weighed by the growth it still owned when
+RSS was at its sustained peak (memory freed again within 250 ms does not count).
 Needs ptrace rights over the target: root, CAP_SYS_PTRACE, or kernel.yama.ptrace_scope=0.")]
 pub struct SampleArgs {
     /// What to sample and how.
@@ -71,10 +75,12 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let (run, outputs, options) = start_run(options, &args.outputs)?;
-    for note in run.notes() {
+    let shown_notes = run.notes().to_vec();
+    for note in &shown_notes {
         eprintln!("pmt-sample: {note}");
     }
     let target = run.target();
+    let mut unsampled = UnsampledChildren::new(target.pid, run.is_tree());
     let what = if run.is_tree() {
         format!("process {} and its Python descendants", target.pid)
     } else {
@@ -106,7 +112,12 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         let url = u.url().to_string();
         (url, u.finish(finished.stats.elapsed))
     });
+    finished.notes.retain(|note| !shown_notes.contains(note));
     print_summary(&finished, &args, child_note.as_deref());
+    unsampled.look_again();
+    if let Some(line) = unsampled.describe() {
+        eprintln!("pmt-sample: {line}");
+    }
     if let Some((url, pushed)) = pushed {
         eprintln!(
             "  pushed to Pyroscope {url}: {} sent, {} failed, {} dropped",
@@ -118,6 +129,61 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         eprintln!("  wrote: {}", written.join(", "));
     }
     Ok(())
+}
+
+/// The Python descendants of a target sampled alone (without `--subprocesses`), looked for
+/// when the run starts and when it ends: in a pre-fork server or a pool they do the work the
+/// summary does not show.
+struct UnsampledChildren {
+    root: i32,
+    /// `(pid, role)` in the order first seen; empty for a tree run.
+    children: Vec<(i32, Option<ProcessRole>)>,
+    tree: bool,
+}
+
+impl UnsampledChildren {
+    fn new(root: i32, tree: bool) -> UnsampledChildren {
+        let mut unsampled = UnsampledChildren {
+            root,
+            children: Vec::new(),
+            tree,
+        };
+        unsampled.look_again();
+        unsampled
+    }
+
+    fn look_again(&mut self) {
+        if self.tree {
+            return;
+        }
+        let mut found = python_descendants(self.root);
+        found.sort_unstable();
+        for (pid, _) in found {
+            if !self.children.iter().any(|(p, _)| *p == pid) {
+                self.children.push((pid, role_of(pid, self.root)));
+            }
+        }
+    }
+
+    /// One line naming them and the option that samples them, if there are any.
+    fn describe(&self) -> Option<String> {
+        if self.children.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = self
+            .children
+            .iter()
+            .map(|(pid, role)| match role {
+                Some(role) => format!("{pid} ({role})"),
+                None => pid.to_string(),
+            })
+            .collect();
+        Some(format!(
+            "process {} has Python children that were not sampled: {}; sample them too with --subprocesses",
+            self.root,
+            named.join(", ")
+        ))
+    }
 }
 
 /// The closing summary on stderr, with the run's notes after it.
@@ -230,10 +296,17 @@ fn print_top_stacks(profile: &Profile, outputs: &OutputArgs) {
         "  top stacks by {metric} (total {}):",
         format_value(metric, total)
     );
+    let several = !profile.processes().is_empty();
     for (stack, weight) in folded.iter().take(5) {
         let innermost: Vec<&str> = stack.rsplit(';').take(3).collect();
+        // With --subprocesses the root frame names the process; say it when the three
+        // innermost frames do not reach it.
+        let process = match stack.split(';').next() {
+            Some(root) if several && stack.split(';').count() > 3 => format!("  [{root}]"),
+            _ => String::new(),
+        };
         eprintln!(
-            "  {:>12} {:5.1}%  {}",
+            "  {:>12} {:5.1}%  {}{process}",
             format_value(metric, *weight),
             100.0 * *weight as f64 / total as f64,
             innermost.join(" ← ")

@@ -111,6 +111,8 @@ struct ProcessJson {
     pid: i32,
     command: String,
     python_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,6 +225,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
                 pid: p.pid,
                 command: p.command.clone(),
                 python_version: p.python_version.clone(),
+                role: p.role.clone(),
             })
             .collect(),
     };
@@ -347,6 +350,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 pid: p.pid,
                 command: p.command,
                 python_version: p.python_version,
+                role: p.role,
             })
             .collect(),
     )?;

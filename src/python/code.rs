@@ -162,6 +162,12 @@ impl CodeCache {
         Ok((code.info.clone(), line, code.generator))
     }
 
+    /// Address of the first instruction of the code object at `addr`, once decoded (3.11+,
+    /// where frames point into the code object's inline bytecode).
+    pub fn code_start(&self, addr: u64) -> Option<u64> {
+        self.codes.get(&addr).map(|code| code.code_start)
+    }
+
     /// Forgets every decoded code object (after the target reloaded code, for instance).
     pub fn clear(&mut self) {
         self.codes.clear();

@@ -9,7 +9,12 @@
 //!   unlinks its frame from its caller);
 //! - 3.15: the chain ends at the thread's own `base_frame`;
 //! - 3.12–3.14: the chain ends at a shim frame (each evaluation loop starts with one);
-//! - 3.11: the chain ends at an entry frame (`is_entry`).
+//! - 3.11: the chain ends at an entry frame (`is_entry`);
+//! - 3.11–3.13: a frame that called the one below it directly (no C code between) is
+//!   suspended in that call: it saved its stack pointer, which a running frame clears, and it
+//!   is past its first instruction (3.11, 3.12) or at an instruction that calls (3.13). A chain is read frame by frame while the target runs, so
+//!   a recursion that returned to a frame and went deeper again leaves, above the frames read
+//!   before, a caller that is running (on a line it cannot call from) or newly pushed: torn.
 //!
 //! An innermost interpreter frame without code is being pushed or popped; the walk starts
 //! below it.
@@ -25,7 +30,8 @@ use super::layout::Layout;
 use super::objects::{DecodeError, field_u8, field_u32, field_u64, span_of};
 use crate::attach::ReadMemory;
 
-/// The deepest chain the walker follows before calling it garbage.
+/// The most frames (Python and shim) the walker follows: a deeper chain is returned cut, its
+/// innermost frames only ([`Chain::cut`]).
 pub const MAX_FRAMES: usize = 4096;
 
 /// `_PyInterpreterFrame.owner` values from which on a frame is a shim, not Python code:
@@ -40,6 +46,26 @@ const STACKREF_TAG_BITS: u64 = 3;
 /// `PyObject.ob_refcnt`: the first word of every object (non-debug builds).
 const REFCNT_OFFSET: u64 = 0;
 
+/// Offset of `int stacktop` in a 3.11–3.13 `_PyInterpreterFrame` (right after the
+/// instruction pointer): the frame's saved stack depth, which a running frame sets to -1
+/// (`_PyFrame_GetStackPointer`). 3.14 keeps a pointer there that only debug builds clear.
+fn stacktop_offset(layout: &Layout) -> Option<u64> {
+    matches!(layout.version, (3, 11..=13)).then(|| layout.frame_lasti + 8)
+}
+
+/// Whether a 3.13 frame whose `instr_ptr` is at opcode `op` can be suspended in a call to a
+/// Python frame: the families that push frames (CALL, CALL_KW, CALL_FUNCTION_EX,
+/// BINARY_SUBSCR, LOAD_ATTR, SEND, FOR_ITER) with their specialisations and instrumented
+/// forms, ENTER_EXECUTOR, EXIT_INIT_CHECK (the shim under a Python `__init__`), and the
+/// instrumentation that replaces any opcode (INSTRUMENTED_INSTRUCTION, INSTRUMENTED_LINE).
+/// Numbers from CPython 3.13's `_opcode_metadata` (fixed within a minor version).
+fn may_call_3_13(op: u8) -> bool {
+    matches!(
+        op,
+        5 | 13 | 53 | 54 | 57 | 70 | 72 | 82 | 104 | 157..=181 | 187..=202 | 208 | 243..=247 | 254
+    )
+}
+
 /// A thread's frames as one walk found them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
@@ -51,6 +77,8 @@ pub struct Chain {
     /// `(frame, code object)` addresses of each Python frame, innermost first, when the walk
     /// was asked to keep them (to read locals).
     pub addresses: Vec<(u64, u64)>,
+    /// The chain was deeper than [`MAX_FRAMES`]: `frames` are its innermost ones.
+    pub cut: bool,
 }
 
 /// The frames of the chain starting at `first`, innermost first. `base_frame` is the
@@ -69,7 +97,9 @@ pub fn walk_frames(
     let shims = capabilities.shim_frames;
     let tagged_code = capabilities.tagged_stack_refs;
     let frame_objects = !interpreter_frames;
+    let stacktop = stacktop_offset(layout);
     let span = span_of(&[
+        stacktop.unwrap_or(0),
         REFCNT_OFFSET,
         layout.frame_back,
         layout.frame_code,
@@ -82,6 +112,7 @@ pub fn walk_frames(
         frames: Vec::new(),
         outermost: 0,
         addresses: Vec::new(),
+        cut: false,
     };
     let mut addr = first;
     let mut visited = 0usize;
@@ -89,13 +120,17 @@ pub fn walk_frames(
     // What the last frame visited (Python or shim) says about being a thread's first.
     let mut last = 0u64;
     let mut last_is_first = false;
+    // The Python frame visited last was called by the next one directly (no C code between).
+    let mut called_directly = false;
+    let mut seen = std::collections::HashSet::new();
     while addr != 0 {
         visited += 1;
         if visited > MAX_FRAMES {
-            return Err(DecodeError::invalid(
-                "frame chain (too deep or cyclic)",
-                first,
-            ));
+            chain.cut = true;
+            return Ok(chain);
+        }
+        if !seen.insert(addr) {
+            return Err(DecodeError::invalid("frame chain (cyclic)", addr));
         }
         mem.read(addr, &mut buf)?;
         if frame_objects && field_u64(&buf, REFCNT_OFFSET) == 0 {
@@ -113,6 +148,7 @@ pub fn walk_frames(
             .is_some_and(|at| field_u8(&buf, at) != 0);
         if shims && owner.is_some_and(|o| o >= FIRST_SHIM_OWNER) {
             last_is_first = true;
+            called_directly = false;
             addr = back;
             continue;
         }
@@ -133,7 +169,30 @@ pub fn walk_frames(
         if keep_addresses {
             chain.addresses.push((addr, code));
         }
+        let code_addr = code;
         let (code, line, generator) = codes.frame(mem, layout, code, position)?;
+        if called_directly && let Some(stacktop) = stacktop {
+            let ptr = field_u64(&buf, layout.frame_lasti);
+            let in_call = if layout.version >= (3, 13) {
+                // `instr_ptr` is at the instruction that made the call.
+                let mut op = [0u8; 1];
+                mem.read(ptr, &mut op)?;
+                may_call_3_13(op[0])
+            } else {
+                // `prev_instr` is at (the caches of) the call; a frame not started yet has
+                // it before the first instruction.
+                codes
+                    .code_start(code_addr)
+                    .is_some_and(|start| ptr >= start)
+            };
+            if (field_u32(&buf, stacktop) as i32) < 0 || !in_call {
+                return Err(DecodeError::invalid(
+                    "frame chain (torn: a caller is not in a call)",
+                    addr,
+                ));
+            }
+        }
+        called_directly = !last_is_first;
         outermost_is_generator = generator;
         chain.frames.push(Frame { code, line });
         chain.outermost = addr;

@@ -15,7 +15,7 @@ pub mod spy;
 pub mod threads;
 pub mod version;
 
-pub use spy::{PythonSpy, SpyError, SpyOptions, WalkRoot};
+pub use spy::{PythonSpy, SpyError, SpyOptions, WalkRoot, python_descendants};
 pub use version::PythonVersion;
 
 use std::fmt;
@@ -82,6 +82,9 @@ pub struct ThreadStack {
     /// Each frame's local variables, parallel to `frames`, when they were asked for
     /// (`SpyOptions::locals`); empty otherwise.
     pub locals: Vec<Vec<locals::Local>>,
+    /// The stack was deeper than the reader follows (`frames::MAX_FRAMES`): `frames` are
+    /// its innermost ones, the outermost are left out.
+    pub cut: bool,
     /// Why the stack could not be read whole, when every try found it torn or unreadable:
     /// the thread is still reported, with no frames.
     pub read_error: Option<String>,

@@ -116,6 +116,18 @@ enum InterpreterRoot {
     InterpHead(u64),
 }
 
+/// How far a copy of the interpreter has come: of several mapped into one process, the one
+/// furthest along is the one that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Liveness {
+    /// No interpreter (a library loaded but never initialised), or it could not be read.
+    Uninitialised,
+    /// An interpreter, but no thread state yet (starting or finishing).
+    Interpreter,
+    /// An interpreter with at least one thread.
+    Threads,
+}
+
 /// Symbols looked up in the interpreter's ELF file.
 const WANTED_SYMBOLS: &[&str] = &[
     "_PyRuntime",
@@ -177,14 +189,51 @@ pub struct WalkRoot {
 }
 
 impl PythonSpy {
-    /// Finds the interpreter in process `pid` and prepares to read it.
+    /// Finds the interpreter in process `pid` and prepares to read it. A process can map
+    /// more than one copy of the interpreter (a static build that loads `libpythonX.Y.so`
+    /// with `ctypes`, an extension linked against it): the one chosen is the first whose
+    /// runtime has an interpreter with threads, else the first with an interpreter, else
+    /// the first that could be attached to.
     pub fn attach(pid: i32, options: &SpyOptions) -> Result<PythonSpy, SpyError> {
         let process = TargetProcess::open(pid)?;
-        let mem = RemoteMemory::new(pid);
         let maps = process.maps().map_err(ProcessError::while_attaching)?;
         let exe = process.exe().map_err(ProcessError::while_attaching)?;
-        let elf = find_interpreter(&process, &maps, &exe).ok_or_else(|| not_python(&process))?;
-        let mut version = detect_version(&mem, &elf, &exe).ok_or_else(|| not_python(&process))?;
+        let mut fallback: Option<(Liveness, PythonSpy)> = None;
+        let mut first_error = None;
+        for elf in find_interpreters(&process, &maps, &exe) {
+            let process = TargetProcess::open(pid)?;
+            match PythonSpy::attach_to(process, elf, &exe, options) {
+                Ok(spy) => {
+                    let liveness = spy.liveness();
+                    if liveness == Liveness::Threads {
+                        return Ok(spy);
+                    }
+                    if fallback.as_ref().is_none_or(|(best, _)| liveness > *best) {
+                        fallback = Some((liveness, spy));
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match (fallback, first_error) {
+            (Some((_, spy)), _) => Ok(spy),
+            (None, Some(error)) => Err(error),
+            (None, None) => Err(not_python(&process)),
+        }
+    }
+
+    /// Prepares to read the interpreter in `elf`, one of the copies mapped into `process`.
+    fn attach_to(
+        process: TargetProcess,
+        elf: LoadedElf,
+        exe: &Path,
+        options: &SpyOptions,
+    ) -> Result<PythonSpy, SpyError> {
+        let pid = process.pid();
+        let mem = RemoteMemory::new(pid);
+        let mut version = detect_version(&mem, &elf, exe).ok_or_else(|| not_python(&process))?;
         let unsupported = || SpyError::Unsupported {
             pid,
             version: version.to_string(),
@@ -257,6 +306,25 @@ impl PythonSpy {
             gc_generation0: elf.symbols.get("_PyGC_generation0").copied(),
             frame_addresses: Vec::new(),
         })
+    }
+
+    /// How far this copy of the interpreter has come (see [`Liveness`]).
+    fn liveness(&self) -> Liveness {
+        let head = self.mem.read_u64(self.walk_root().interp_head);
+        let Ok(interp) = head else {
+            return Liveness::Uninitialised;
+        };
+        if interp == 0 {
+            return Liveness::Uninitialised;
+        }
+        match self
+            .mem
+            .read_u64(interp.wrapping_add(self.layout.interp_threads_head))
+        {
+            Ok(tstate) if tstate != 0 => Liveness::Threads,
+            Ok(_) => Liveness::Interpreter,
+            Err(_) => Liveness::Uninitialised,
+        }
     }
 
     /// `(kernel tid, PyThreadState address)` of each Python thread the last
@@ -397,6 +465,19 @@ impl PythonSpy {
     /// still reported, with its [`ThreadStack::read_error`] set, and counted in
     /// [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
+        if self.last_pages.is_empty() && !self.options.blocking {
+            // A first read fetches the pages of the threads' frames one at a time, decoding
+            // code objects in between: too slow to catch a busy thread's chain whole. It
+            // only learns those pages and code objects; the read reported is the next one,
+            // of the same pages fetched in one batch.
+            let thread_errors = self.thread_errors;
+            self.read_stacks_once()?;
+            self.thread_errors = thread_errors;
+        }
+        self.read_stacks_once()
+    }
+
+    fn read_stacks_once(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
         // Scheduler states are taken before pausing: a paused thread always looks stopped.
         let os_states: HashMap<u32, char> = if self.options.thread_state {
             self.process.thread_states()
@@ -434,7 +515,8 @@ impl PythonSpy {
         let mut pages = snapshot.page_addresses();
         self.frame_addresses.clear();
         for raw in &raws {
-            let (frames, locals, read_error) = match self.frames_of(&snapshot, raw, &mut pages) {
+            let (frames, locals, cut, read_error) = match self.frames_of(&snapshot, raw, &mut pages)
+            {
                 Ok(chain) => {
                     let locals = chain
                         .addresses
@@ -444,7 +526,7 @@ impl PythonSpy {
                         })
                         .collect();
                     self.frame_addresses.push(chain.addresses);
-                    (chain.frames, locals, None)
+                    (chain.frames, locals, chain.cut, None)
                 }
                 Err(error) => {
                     if !self.process.is_alive() {
@@ -452,7 +534,7 @@ impl PythonSpy {
                     }
                     self.thread_errors += 1;
                     self.frame_addresses.push(Vec::new());
-                    (Vec::new(), Vec::new(), Some(error.to_string()))
+                    (Vec::new(), Vec::new(), false, Some(error.to_string()))
                 }
             };
             let holder = *holders
@@ -480,6 +562,7 @@ impl PythonSpy {
                 idle,
                 frames,
                 locals,
+                cut,
                 read_error,
             });
         }
@@ -546,7 +629,7 @@ impl PythonSpy {
             pages.extend(fresh.page_addresses());
         }
         let chain = result?;
-        if self.anchors() && !chain.frames.is_empty() {
+        if self.anchors() && !chain.frames.is_empty() && !chain.cut {
             self.outermost.insert(raw.tstate, chain.outermost);
         }
         Ok(chain)
@@ -556,7 +639,7 @@ impl PythonSpy {
     /// outermost frame tells (before 3.11): it ends where the thread's chain last ended, or
     /// two reads in a row (`candidate` keeps the first) end at the same new frame.
     fn believable(&self, tstate: u64, chain: &Chain, candidate: &mut Option<u64>) -> bool {
-        if !self.anchors() || chain.frames.is_empty() {
+        if !self.anchors() || chain.frames.is_empty() || chain.cut {
             return true;
         }
         match self.outermost.get(&tstate) {
@@ -688,29 +771,57 @@ fn choose_layout(
     Ok((layout, differences, Some(debug)))
 }
 
-/// The ELF file holding the interpreter: `libpythonX.Y.so` if mapped, else the executable.
-fn find_interpreter(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -> Option<LoadedElf> {
+/// The ELF files holding an interpreter: each `libpythonX.Y.so` mapped, then the executable.
+fn find_interpreters(process: &TargetProcess, maps: &[MappedFile], exe: &Path) -> Vec<LoadedElf> {
     let is_libpython = |m: &&MappedFile| {
         m.path
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("libpython") && n.contains(".so"))
     };
+    let mut seen: Vec<&Path> = Vec::new();
+    let mut found = Vec::new();
     let candidates = maps
         .iter()
         .filter(is_libpython)
         .chain(maps.iter().filter(|m| m.path == exe));
     for mapped in candidates {
+        if seen.contains(&mapped.path.as_path()) {
+            continue;
+        }
+        seen.push(&mapped.path);
         let base = mapped.base.unwrap_or(mapped.start);
         let read_path = process.file_path(&mapped.path);
         let Ok(elf) = load_symbols(&mapped.path, &read_path, base, WANTED_SYMBOLS) else {
             continue;
         };
         if elf.symbols.contains_key("_PyRuntime") || elf.symbols.contains_key("interp_head") {
-            return Some(elf);
+            found.push(elf);
         }
     }
-    None
+    found
+}
+
+/// The Python processes among `pid`'s descendants (read now), with their command lines.
+pub fn python_descendants(pid: i32) -> Vec<(i32, String)> {
+    let Ok(process) = TargetProcess::open(pid) else {
+        return Vec::new();
+    };
+    process
+        .descendants()
+        .into_iter()
+        .filter(|(child, _)| is_python(*child))
+        .collect()
+}
+
+/// Whether process `pid` maps a CPython interpreter.
+fn is_python(pid: i32) -> bool {
+    TargetProcess::open(pid).is_ok_and(|p| {
+        let (Ok(maps), Ok(exe)) = (p.maps(), p.exe()) else {
+            return false;
+        };
+        !find_interpreters(&p, &maps, &exe).is_empty()
+    })
 }
 
 /// `X.Y` from a file name such as `libpython3.11.so.1.0`, `libpython3.6m.so` or `python3.9`.
@@ -764,19 +875,8 @@ fn not_python(process: &TargetProcess) -> SpyError {
         return SpyError::Process(ProcessError::ExitedWhileAttaching(pid));
     }
     let command = process.cmdline().unwrap_or_default();
-    let pythons: Vec<String> = process
-        .descendants()
+    let pythons: Vec<String> = python_descendants(pid)
         .into_iter()
-        .filter(|(child, _)| {
-            TargetProcess::open(*child)
-                .ok()
-                .and_then(|p| {
-                    let maps = p.maps().ok()?;
-                    let exe = p.exe().ok()?;
-                    find_interpreter(&p, &maps, &exe)
-                })
-                .is_some()
-        })
         .map(|(child, cmd)| format!("{child} ({cmd})"))
         .collect();
     let hint = if pythons.is_empty() {

@@ -350,6 +350,9 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
         if process.process.command.chars().count() > 60 {
             command.push('…');
         }
+        if let Some(role) = &process.process.role {
+            command = format!("({role}) {command}");
+        }
         lines.push(format!(
             "  {:>7} {:>6} samples, {:6.1} Hz, {} read errors, {:.2}-{:.2} s{}  {command}",
             process.process.pid,

@@ -16,6 +16,7 @@ use super::{
     Attribution, ProcessStats, SampleSink, Sampler, SamplerError, SamplerOptions, SamplerStats,
     Ticker, TreeTallies, process_gone, run_ticks,
 };
+use crate::attach::roles::role_of;
 use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
 use crate::memory::heap_hook::HookTallies;
 use crate::python::{PythonSpy, SpyError, SpyOptions};
@@ -252,6 +253,7 @@ impl ProcessTreeSampler {
             pid,
             command: spy.process().cmdline().unwrap_or_default(),
             python_version: Some(spy.version().to_string()),
+            role: role_of(pid, self.root).map(|role| role.to_string()),
         };
         let mut sampler = match Sampler::new(spy, pid, self.options) {
             Ok(sampler) => sampler,
