@@ -31,7 +31,9 @@ fn sample(python: &Python, metric: &str, extra: &[&str], objects: u64) -> Option
     let folded = dir.path().join("folded.txt");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/malloc_phases.py");
     let output = Command::new(env!("CARGO_BIN_EXE_pmt-sample"))
-        .args(["--rate", "200", "--metric", metric])
+        // The allocator counters measure libc's allocator alone: pmt's allocation hook (the
+        // heap view) stays out of this process.
+        .args(["--rate", "200", "--no-heap", "--metric", metric])
         .args(extra)
         .arg("--collapsed")
         .arg(&folded)

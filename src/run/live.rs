@@ -55,9 +55,9 @@ impl SortKey {
     pub const ALL: [SortKey; 5] = [
         SortKey::Growth,
         SortKey::Held,
-        SortKey::Heap,
         SortKey::Malloc,
         SortKey::Cpu,
+        SortKey::Heap,
     ];
 
     /// The key's name (as `--sort` takes it).
