@@ -204,7 +204,10 @@ fn check_dumps(label: &str) {
     // the chain's ends are checked, and one torn stack in 600 was seen on 3.10 on a loaded
     // machine: at most one is allowed there.
     let allowed = usize::from(["3.6", "3.7", "3.8", "3.9", "3.10"].contains(&label));
-    assert!(faults <= allowed, "{label}: {faults} torn stacks, e.g. {example:?}");
+    assert!(
+        faults <= allowed,
+        "{label}: {faults} torn stacks, e.g. {example:?}"
+    );
     assert!(
         unread * 100 < FRESH_READS,
         "{label}: {unread} of {FRESH_READS} reads unreadable"
