@@ -59,7 +59,13 @@ fn pool_leak(label: &str) {
     let json_path = dir.path().join("pool.json");
     let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
     command
-        .args(["--subprocesses", "--threads", "--collapsed"])
+        .args([
+            "--subprocesses",
+            "--threads",
+            "--metric",
+            "rss",
+            "--collapsed",
+        ])
         .arg(&folded_path)
         .arg("--json")
         .arg(&json_path)
