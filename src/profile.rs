@@ -34,7 +34,7 @@ pub struct FrameInfo {
 
 impl fmt::Display for FrameInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}:{})", self.function, self.filename, self.line)
+        crate::python::write_frame(f, &self.function, &self.filename, self.line)
     }
 }
 
@@ -527,7 +527,13 @@ pub struct Profile {
     ledgers: BTreeMap<Option<u32>, Ledgers>,
     timeline: Option<Vec<TimelineSample>>,
     scratch: Vec<u32>,
+    /// Per frame id: whether the frame runs pmt's own hook loader in the target.
+    loader_frames: Vec<bool>,
 }
+
+/// The one frame that stands for pmt's own hook loader running in the target (the frames it
+/// runs are pmt's, not the program's).
+pub const HOOK_LOADER: &str = "<pmt loading its heap hook>";
 
 impl Profile {
     /// An empty profile of `target`; `keep_timeline` keeps every sample (for the JSON timeline).
@@ -589,10 +595,15 @@ impl Profile {
             .enumerate()
             .map(|(i, t)| ((t.process, t.python_id, t.native_id), i as u32))
             .collect();
+        let loader_frames = frames
+            .iter()
+            .map(|f| crate::memory::heap_hook::is_loader_frame(&f.function, &f.filename))
+            .collect();
         Ok(Profile {
             target,
             summary,
             frames,
+            loader_frames,
             frame_ids: HashMap::new(),
             stacks,
             stack_ids,
@@ -723,10 +734,27 @@ impl Profile {
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         for frame in frames.iter().rev() {
-            let next = self.frames.len() as u32;
-            let id = *self.frame_ids.entry(frame.clone()).or_insert(next);
-            if id == next {
-                self.frames.push(FrameInfo::from(frame));
+            let id = self.intern_frame(frame);
+            if self.loader_frames[id as usize] {
+                // pmt's loader and all it calls: one frame on the program's stack. A script
+                // run by remote execution (PEP 768) is a `<module>` of `<string>`: pmt's too.
+                if let Some(&caller) = ids.last() {
+                    let caller = &self.frames[caller as usize];
+                    if caller.function == "<module>" && caller.filename == "<string>" {
+                        ids.pop();
+                    }
+                }
+                let loader = Frame {
+                    code: std::sync::Arc::new(crate::python::CodeInfo {
+                        function: HOOK_LOADER.to_string(),
+                        filename: String::new(),
+                        first_line: 0,
+                    }),
+                    line: 0,
+                };
+                let id = self.intern_frame(&loader);
+                ids.push(id);
+                break;
             }
             ids.push(id);
         }
@@ -740,6 +768,20 @@ impl Profile {
             }
         };
         self.scratch = ids;
+        id
+    }
+
+    fn intern_frame(&mut self, frame: &Frame) -> u32 {
+        let next = self.frames.len() as u32;
+        let id = *self.frame_ids.entry(frame.clone()).or_insert(next);
+        if id == next {
+            self.frames.push(FrameInfo::from(frame));
+            self.loader_frames
+                .push(crate::memory::heap_hook::is_loader_frame(
+                    &frame.code.function,
+                    &frame.code.filename,
+                ));
+        }
         id
     }
 
@@ -1100,6 +1142,42 @@ mod tests {
         assert_eq!(names, ["<module>", "main", "grow"]);
         assert_eq!(profile.threads().len(), 3);
         assert_eq!(profile.timeline().map(<[_]>::len), Some(5));
+    }
+
+    #[test]
+    fn pmts_own_loader_is_one_frame() {
+        use crate::python::CodeInfo;
+        use std::sync::Arc;
+        use std::time::Duration;
+        let mut profile = Profile::new(TargetInfo::default(), false);
+        let in_file = |function: &str, filename: &str| Frame {
+            code: Arc::new(CodeInfo {
+                function: function.to_string(),
+                filename: filename.to_string(),
+                first_line: 1,
+            }),
+            line: 3,
+        };
+        let frames = [
+            in_file(
+                "FileLoader.get_data",
+                "<frozen importlib._bootstrap_external>",
+            ),
+            in_file("_pmt_heap_load", "<string>"),
+            in_file("<module>", "<string>"),
+            frame("rec", 13),
+            frame("main", 20),
+        ];
+        profile.add(Sample {
+            time: Duration::from_millis(1),
+            rss: None,
+            threads: vec![thread_sample(7, "MainThread", &frames, 4096)],
+        });
+        let names: Vec<&str> = profile.stacks()[0]
+            .iter()
+            .map(|&id| profile.frames()[id as usize].function.as_str())
+            .collect();
+        assert_eq!(names, ["main", "rec", HOOK_LOADER]);
     }
 
     #[test]

@@ -285,10 +285,13 @@ fn check_sampler(label: &str) {
     let mut torn = 0u64;
     let mut all = 0u64;
     for (frames, weight) in &stacks {
+        // pmt's own heap-hook loader, run at the program's next bytecode boundary, is one
+        // frame on top of the program's stack.
         let innermost_first: Vec<&str> = frames
             .iter()
             .rev()
             .map(|f| f.split(" (").next().unwrap_or_default())
+            .skip_while(|f| *f == "<pmt loading its heap hook>")
             .collect();
         all += weight;
         if !recursion_is_whole(&innermost_first) {

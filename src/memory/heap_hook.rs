@@ -31,6 +31,15 @@ pub fn is_loader_file(path: &str) -> bool {
         && LOADER_DIRS.iter().any(|prefix| dir.starts_with(prefix))
 }
 
+/// The loader's function: its frames run pmt's code in the target.
+pub const LOADER_FUNCTION: &str = "_pmt_heap_load";
+
+/// Whether a frame runs pmt's hook loader: one of its files, or its function wherever the
+/// target compiled it from (`<string>` for a script run by PEP 768's remote execution).
+pub fn is_loader_frame(function: &str, filename: &str) -> bool {
+    function == LOADER_FUNCTION || is_loader_file(filename)
+}
+
 /// The hook library, for the target's architecture.
 pub const LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libpmt_heap_hook.so"));
 
@@ -352,5 +361,7 @@ mod tests {
         assert!(is_loader_file("/tmp/pmt-12-abcd/libpmt_heap_hook.so"));
         assert!(!is_loader_file("/srv/app/sitecustomize.py"));
         assert!(!is_loader_file("/tmp/pmt-heap-12-ab/app.py"));
+        assert!(is_loader_frame(LOADER_FUNCTION, "<string>"));
+        assert!(!is_loader_frame("<module>", "<string>"));
     }
 }

@@ -176,7 +176,11 @@ impl FrameLabels {
             } else {
                 short.as_str()
             };
-            let label = format!("{} ({file}:{})", frame.function, frame.line);
+            let label = if frame.filename.is_empty() {
+                frame.function.clone()
+            } else {
+                format!("{} ({file}:{})", frame.function, frame.line)
+            };
             let whole = frame.to_string();
             if label != whole {
                 full.insert(label.clone(), whole);

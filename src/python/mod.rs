@@ -54,14 +54,23 @@ pub struct Frame {
 }
 
 impl fmt::Display for Frame {
-    /// `function (path/to/file.py:LINE)`, the frame text of every output.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}:{})",
-            self.code.function, self.code.filename, self.line
-        )
+        write_frame(f, &self.code.function, &self.code.filename, self.line)
     }
+}
+
+/// `function (path/to/file.py:LINE)`, the frame text of every output; a frame pmt made up to
+/// stand for something else (no file) is its name alone.
+pub fn write_frame(
+    f: &mut fmt::Formatter<'_>,
+    function: &str,
+    filename: &str,
+    line: u32,
+) -> fmt::Result {
+    if filename.is_empty() {
+        return f.write_str(function);
+    }
+    write!(f, "{function} ({filename}:{line})")
 }
 
 /// One Python thread as seen at one instant.

@@ -87,7 +87,7 @@ fn library_digest() -> String {
 fn loader_text(dir: &str, sample_bytes: u64, owner: u32, wait_s: f64, launch: bool) -> String {
     format!(
         r#"# Written by pymemtrace's pmt for one run: loads its allocation-sampling hook.
-def _pmt_heap_load(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owner={owner},
+def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owner={owner},
                    wait_s={wait_s}, launch={launch}):
     import os
     import sys
@@ -147,13 +147,14 @@ def _pmt_heap_load(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, 
 
 
 try:
-    _pmt_heap_load()
+    {function}()
 except Exception:
     pass
-del _pmt_heap_load
+del {function}
 "#,
         digest = library_digest(),
         library = LIBRARY_NAME,
+        function = heap_hook::LOADER_FUNCTION,
         launch = if launch { "True" } else { "False" },
     )
 }
