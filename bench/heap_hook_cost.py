@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """What the `heap` view's allocation hook costs the target, beside memray, in one run.
 
-Two workloads under the same interpreter (Debian's /usr/bin/python3.11, which bench/.venv's
-memray runs on), each timing itself (only its timed part counts, not start-up):
+Three workloads under one interpreter (by default Debian's /usr/bin/python3.11, which
+bench/.venv's memray runs on; `--venv DIR` for another venv with memray in it, e.g. one made
+with pyenv's 3.13 to measure the hook's reference tracer), each timing itself (only its timed
+part counts, not start-up):
 - small objects: bench/workloads/alloc_heavy.py (dicts, strings, tuples, lists, bytearrays);
 - pairs: a loop whose every iteration is one allocator call and one free (`[None] * 4`: the
   list object comes from CPython's free list, its item array from the allocator), from which
-  the cost of one non-sampled call is derived: (hooked - bare) / calls.
+  the cost of one non-sampled call is derived: (hooked - bare) / calls;
+- recycled objects: a loop of tuples, floats and one-key dicts, which CPython takes from and
+  gives back to its free lists (no allocator call): on 3.13+ each is one creation and one
+  destruction seen by the hook's reference tracer, whose cost per object is derived the same way.
 
 Runs, interleaved, best of --repeat each: bare; `pmt-sample --attribution ticks --rate 10`
 (the hook, sampled every --heap-sample-bytes, plus a light sampler); `pmt-sample` as users
 type it (kernel capture too); `memray run`; `memray run --trace-python-allocators`.
 Writes bench/results/heap_hook_cost.md.
 
-Usage: python3 bench/heap_hook_cost.py [--repeat N] [--sample-bytes A,B,...]
+Usage: python3 bench/heap_hook_cost.py [--repeat N] [--sample-bytes A,B,...] [--venv DIR]
 """
 
 import argparse
@@ -25,8 +30,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON = "/usr/bin/python3.11"
-MEMRAY = os.path.join(ROOT, "bench", ".venv", "bin", "memray")
+VENV = os.path.join(ROOT, "bench", ".venv")
 PMT = os.path.join(ROOT, "target", "release", "pmt-sample")
 PAIRS = 5_000_000
 
@@ -39,6 +43,19 @@ for i in range(n):
 elapsed = time.perf_counter() - start
 print(json.dumps({"elapsed": elapsed, "rounds": n}), flush=True)
 """ % PAIRS
+
+RECYCLED = 3_000_000
+# Per iteration: two tuples, one float, one dict: four objects from free lists.
+RECYCLED_SCRIPT = """
+import json, time
+n = %d
+start = time.perf_counter()
+for i in range(n):
+    x = (i, i + 1.5)
+    y = {"a": x}
+elapsed = time.perf_counter() - start
+print(json.dumps({"elapsed": elapsed, "rounds": n}), flush=True)
+""" % RECYCLED
 
 
 def timed(argv):
@@ -54,20 +71,30 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sample-bytes", default="262144,65536")
+    parser.add_argument("--venv", default=VENV,
+                        help="a venv with memray; its python runs every workload")
     args = parser.parse_args()
-    if not os.path.exists(MEMRAY):
-        sys.exit("bench/.venv has no memray: run `bash bench/run.sh heap_hook_cost`")
+    memray = os.path.join(args.venv, "bin", "memray")
+    # The venv's interpreter itself (not its symlink), as pmt-sample launches it.
+    python = os.path.realpath(os.path.join(args.venv, "bin", "python3"))
+    if not os.path.exists(memray):
+        sys.exit("%s has no memray: run `bash bench/run.sh heap_hook_cost`, or make that "
+                 "venv and `pip install memray` into it" % args.venv)
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="pmt-bench-")
     pairs = os.path.join(tmp, "pairs.py")
     with open(pairs, "w") as f:
         f.write(PAIRS_SCRIPT)
+    recycled = os.path.join(tmp, "recycled.py")
+    with open(recycled, "w") as f:
+        f.write(RECYCLED_SCRIPT)
     workloads = {
         "small objects (alloc_heavy.py 300000)": [
             os.path.join(ROOT, "bench", "workloads", "alloc_heavy.py"),
             "300000",
         ],
         "one call and one free per iteration (%d)" % PAIRS: [pairs],
+        "recycled objects, four per iteration (%d)" % RECYCLED: [recycled],
     }
     variants = {"bare": []}
     for size in args.sample_bytes.split(","):
@@ -75,15 +102,15 @@ def main():
             PMT, "--attribution", "ticks", "--rate", "10", "--heap-sample-bytes", size,
             "--collapsed", os.path.join(tmp, "o.folded"), "--"]
     variants["pmt-sample (defaults)"] = [PMT, "--collapsed", os.path.join(tmp, "d.folded"), "--"]
-    variants["memray run"] = [MEMRAY, "run", "-f", "-q", "-o", os.path.join(tmp, "m.bin")]
+    variants["memray run"] = [memray, "run", "-f", "-q", "-o", os.path.join(tmp, "m.bin")]
     variants["memray run --trace-python-allocators"] = [
-        MEMRAY, "run", "-f", "-q", "--trace-python-allocators", "-o", os.path.join(tmp, "t.bin")]
+        memray, "run", "-f", "-q", "--trace-python-allocators", "-o", os.path.join(tmp, "t.bin")]
     results = {}
     for workload, script in workloads.items():
         best = {}
         for _ in range(args.repeat):
             for name, prefix in variants.items():
-                argv = prefix + ([PYTHON] if not name.startswith("memray") else []) + script
+                argv = prefix + ([python] if not name.startswith("memray") else []) + script
                 elapsed = timed(argv)
                 best[name] = min(best.get(name, elapsed), elapsed)
         results[workload] = best
@@ -91,11 +118,11 @@ def main():
         "# The heap view's allocation hook: what it costs the target",
         "",
         "`python3 bench/heap_hook_cost.py --repeat %d` on %s, %s (2 cores), interleaved runs, best of %d;"
-        % (args.repeat, subprocess.run([PYTHON, "--version"], capture_output=True,
+        % (args.repeat, subprocess.run([python, "--version"], capture_output=True,
                                        text=True).stdout.strip(), time.strftime("%Y-%m-%d"),
            args.repeat),
         "memray %s from PyPI. Times are the workload's own timed part (start-up excluded)." % (
-            subprocess.run([MEMRAY, "--version"], capture_output=True, text=True).stdout.strip()),
+            subprocess.run([memray, "--version"], capture_output=True, text=True).stdout.strip()),
         "",
     ]
     for workload, best in results.items():
@@ -110,8 +137,17 @@ def main():
                     lines.append("- %s: %.1f ns per allocator call and free"
                                  % (name, (elapsed - bare) * 1e9 / PAIRS))
             lines.append("")
+        if workload.startswith("recycled"):
+            for name, elapsed in best.items():
+                if "ticks" in name:
+                    lines.append("- %s: %.1f ns per recycled object (created and destroyed)"
+                                 % (name, (elapsed - bare) * 1e9 / (4 * RECYCLED)))
+            lines.append("")
     text = "\n".join(lines)
-    out = os.path.join(ROOT, "bench", "results", "heap_hook_cost.md")
+    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    name = "heap_hook_cost.md" if args.venv == VENV else "heap_hook_cost-%s.md" % version
+    out = os.path.join(ROOT, "bench", "results", name)
     with open(out, "w") as f:
         f.write(text)
     print(text)

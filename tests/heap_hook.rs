@@ -24,11 +24,13 @@ fn share(folded: &[(Vec<String>, u64)], functions: &[&str]) -> (u64, u64) {
     (part, folded.iter().map(|(_, w)| w).sum())
 }
 
-/// Keepers of objects CPython does not recycle (instances, strings kept by a worker thread)
-/// beside churn of dicts, lists and tuples: the keepers hold ≥ 90% of what the loop holds
-/// at the peak; churn, whose objects are freed within an iteration, holds only what is in
-/// flight at the peak (≤ 10%); `heap` is the default metric.
-fn keepers_hold_the_heap(interp: &Interpreter) {
+/// Keepers beside churn of dicts, lists and tuples: the keepers hold ≥ 90% of what the loop
+/// holds at the peak; churn, whose objects are freed within an iteration, holds only what is
+/// in flight at the peak (≤ 10%); `heap` is the default metric. `shapes` are the kept shapes
+/// of heap_leak_churn.py: before 3.13 only objects CPython does not recycle (instances,
+/// strings kept by a worker thread); from 3.13 on, whose reference tracer shows objects taken
+/// from and given back to free lists, all four (dicts and tuples of floats too).
+fn keepers_hold_the_heap(interp: &Interpreter, shapes: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let folded = dir.path().join("heap.folded");
     let mut command = sampler();
@@ -38,7 +40,7 @@ fn keepers_hold_the_heap(interp: &Interpreter) {
         .arg("--")
         .args(interp.argv())
         .arg(script("heap_leak_churn.py"))
-        .args(["4", "--keep", "items,strings"]);
+        .args(["4", "--keep", shapes]);
     let output = run(command);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}: {stderr}", interp.label);
@@ -52,7 +54,9 @@ fn keepers_hold_the_heap(interp: &Interpreter) {
         "{stderr}"
     );
     let folded = read_folded(&folded);
-    let (kept, _) = share(&folded, &["keep_items", "keep_strings"]);
+    let keepers: Vec<String> = shapes.split(',').map(|s| format!("keep_{s}")).collect();
+    let keepers: Vec<&str> = keepers.iter().map(String::as_str).collect();
+    let (kept, _) = share(&folded, &keepers);
     let (churned, _) = share(&folded, &["churn"]);
     let (loop_total, all) = share(&folded, &["main", "keep_strings"]);
     assert!(
@@ -70,22 +74,26 @@ fn keepers_hold_the_heap(interp: &Interpreter) {
 }
 
 macro_rules! keepers_tests {
-    ($($name:ident => $label:expr),* $(,)?) => {$(
+    ($($name:ident => $label:expr, $shapes:expr;)*) => {$(
         #[test]
         fn $name() {
             if let Some(interp) = interpreter_or_skip($label) {
-                keepers_hold_the_heap(&interp);
+                keepers_hold_the_heap(&interp, $shapes);
             }
         }
     )*};
 }
 
+const NOT_RECYCLED: &str = "items,strings";
+const ALL_SHAPES: &str = "dicts,tuples,items,strings";
+
 keepers_tests! {
-    keepers_hold_the_heap_3_8 => "3.8",
-    keepers_hold_the_heap_3_12 => "3.12",
-    keepers_hold_the_heap_system_3_11 => "system3.11",
-    keepers_hold_the_heap_sid_3_14 => "sid3.14",
-    keepers_hold_the_heap_sid_3_15 => "sid3.15",
+    keepers_hold_the_heap_3_8 => "3.8", NOT_RECYCLED;
+    keepers_hold_the_heap_3_12 => "3.12", NOT_RECYCLED;
+    keepers_hold_the_heap_system_3_11 => "system3.11", NOT_RECYCLED;
+    keepers_hold_the_heap_3_13 => "3.13", ALL_SHAPES;
+    keepers_hold_the_heap_sid_3_14 => "sid3.14", ALL_SHAPES;
+    keepers_hold_the_heap_sid_3_15 => "sid3.15", ALL_SHAPES;
 }
 
 /// pmt-sample killed mid-run: the launched target runs on, unharmed, to its normal end (the
@@ -127,7 +135,8 @@ fn the_target_outlives_a_killed_sampler() {
 }
 
 /// Attached by `--pid` to a running CPython 3.14+, the hook is loaded through PEP 768: the
-/// keepers hold the heap grown since attaching, and the target runs on to its normal end.
+/// keepers (all four shapes: 3.14 has the reference tracer) hold the heap grown since
+/// attaching, and the target runs on to its normal end.
 fn attach_loads_the_hook(label: &str) {
     let Some(interp) = interpreter_or_skip(label) else {
         return;
@@ -135,7 +144,7 @@ fn attach_loads_the_hook(label: &str) {
     let mut target = common::start(
         &interp,
         &script("heap_leak_churn.py"),
-        &["6", "--print-ready", "--keep", "items,strings"],
+        &["6", "--print-ready", "--keep", ALL_SHAPES],
     );
     target.wait_for_line("ready", Duration::from_secs(20));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,7 +160,8 @@ fn attach_loads_the_hook(label: &str) {
     assert!(stderr.contains("PEP 768"), "{label}: {stderr}");
     assert!(stderr.contains("(folded heap)"), "{label}: {stderr}");
     let folded = read_folded(&folded);
-    let (kept, total) = share(&folded, &["keep_items", "keep_strings"]);
+    let keepers = ["keep_dicts", "keep_tuples", "keep_items", "keep_strings"];
+    let (kept, total) = share(&folded, &keepers);
     assert!(
         kept as f64 >= 0.9 * total as f64 && kept > 1 << 20,
         "{label}: keepers {kept} of {total}\n{stderr}"

@@ -17,6 +17,14 @@
 //! they outlive the stacks that name them), and uninstalls itself once the pmt that installed
 //! it is gone. A forked child starts with empty tables.
 //!
+//! CPython recycles small objects (floats, tuples, lists, dicts…) through free lists: the code
+//! that takes one from a free list calls no allocator, and the one that puts it there frees
+//! nothing, so an allocator hook alone charges what a keeper holds to whichever code first
+//! allocated the memory. From 3.13 on the hook also installs a reference tracer (PEP 445's
+//! sibling, `PyRefTracer_SetTracer`): an object's destruction forgets its sample as a free
+//! would, and an object created from recycled memory counts down the thread's interval by
+//! its size as an allocation would (it is sampled, weighted, and charged to its creator).
+//!
 //! Owns: the wrappers, sampling, stack capture in the target, the tables.
 //! Must not touch: anything pmt decides (layouts, which processes, the metric).
 //! Depends on nothing but the C library: it is built by pmt's build script with `rustc` alone.
@@ -85,6 +93,12 @@ type SetAllocator = unsafe extern "C" fn(c_int, *mut Allocator);
 type ThisThreadState = unsafe extern "C" fn() -> *mut c_void;
 type GilCheck = unsafe extern "C" fn() -> c_int;
 type IncRef = unsafe extern "C" fn(*mut c_void);
+/// `PyRefTracer` (3.13+): called with the object, `PyRefTracer_CREATE` (0) or `_DESTROY` (1).
+type RefTracer = unsafe extern "C" fn(*mut c_void, c_int, *mut c_void) -> c_int;
+type SetRefTracer = unsafe extern "C" fn(Option<RefTracer>, *mut c_void) -> c_int;
+type GetRefTracer = unsafe extern "C" fn(*mut *mut c_void) -> Option<RefTracer>;
+const REF_CREATE: c_int = 0;
+const REF_DESTROY: c_int = 1;
 
 /// The CPython functions the hook calls.
 #[derive(Clone, Copy)]
@@ -93,6 +107,8 @@ struct Api {
     this_thread_state: ThisThreadState,
     gil_check: GilCheck,
     inc_ref: IncRef,
+    /// `PyRefTracer_SetTracer` and `_GetTracer`, where the interpreter has them (3.13+).
+    ref_tracer: Option<(SetRefTracer, GetRefTracer)>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,6 +176,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The counting filter of live samples (null: no live sample can exist).
 static FILTER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static LOCK: AtomicBool = AtomicBool::new(false);
+/// The reference tracer the hook's own passes every event on to (installed before it).
+static PREVIOUS_TRACER: Global<(Option<RefTracer>, *mut c_void)> =
+    Global::new((None, std::ptr::null_mut()));
 /// The next time (coarse monotonic seconds) to check that pmt is still there.
 static NEXT_OWNER_CHECK: AtomicU64 = AtomicU64::new(0);
 
@@ -221,6 +240,9 @@ struct ThreadState {
     /// Set while the thread is inside a wrapped allocator: a call it makes to another domain
     /// (pymalloc hands large blocks to the raw domain) is part of the outer call, counted once.
     inside: Cell<bool>,
+    /// The block the thread's last allocator call returned, until an object created in it
+    /// says it came from the allocator (and was counted there), not from a free list.
+    last_alloc: Cell<u64>,
 }
 
 thread_local! {
@@ -231,6 +253,7 @@ thread_local! {
             tid: Cell::new(0),
             busy: Cell::new(false),
             inside: Cell::new(false),
+            last_alloc: Cell::new(0),
         }
     };
 }
@@ -391,6 +414,7 @@ fn after_alloc(t: &ThreadState, p: *mut c_void, size: usize) {
     if p.is_null() {
         return;
     }
+    t.last_alloc.set(p as u64);
     let left = t.countdown.get().wrapping_sub(size as i64);
     t.countdown.set(left);
     if left <= 0 {
@@ -412,6 +436,152 @@ fn before_free(ptr: *mut c_void) {
     // SAFETY: the filter has 1 << FILTER_BITS bytes and is never unmapped.
     if unsafe { *filter.add(bucket) } != 0 {
         forget(ptr as u64, bucket);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference tracer (3.13+): objects recycled through CPython's free lists.
+
+/// Offsets of the object header and type that every supported (not free-threaded) 64-bit
+/// CPython shares: `ob_type`, `ob_size`, `tp_basicsize`, `tp_itemsize`, `tp_flags`.
+const OB_TYPE: usize = 8;
+const OB_SIZE: usize = 16;
+const TP_BASICSIZE: usize = 32;
+const TP_ITEMSIZE: usize = 40;
+const TP_FLAGS: usize = 168;
+const TPFLAGS_HAVE_GC: u64 = 1 << 14;
+/// `Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF`: two words before the GC header.
+const TPFLAGS_PREHEADER: u64 = (1 << 3) | (1 << 4);
+/// `Py_TPFLAGS_DICT_SUBCLASS`, and where a dict keeps its keys table and its split values
+/// (`PyDictObject.ma_keys`, `.ma_values`, 3.13 to 3.15).
+const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
+const DICT_KEYS: usize = 32;
+const DICT_VALUES: usize = 40;
+/// The largest object a recycled one is taken to be (a bad `ob_size` counts no more).
+const MAX_RECYCLED_BYTES: u64 = 1 << 20;
+
+/// An object's block as the allocator returned it (before the GC header and the managed-dict
+/// pre-header, 3.13's `_PyType_PreHeaderSize`), its size in bytes, and its type's flags.
+///
+/// # Safety
+/// `obj` is a live object whose type is set (CPython sets it before `_Py_NewReference`).
+unsafe fn object_block(obj: u64) -> Option<(u64, u64, u64)> {
+    // SAFETY: the object's header and its type object, both alive (see above).
+    unsafe {
+        let tp = *((obj as usize + OB_TYPE) as *const u64);
+        if tp == 0 {
+            return None;
+        }
+        let flags = *((tp as usize + TP_FLAGS) as *const u64);
+        let mut pre = 0;
+        if flags & TPFLAGS_HAVE_GC != 0 {
+            pre += 16;
+        }
+        if flags & TPFLAGS_PREHEADER != 0 {
+            pre += 16;
+        }
+        let basic = *((tp as usize + TP_BASICSIZE) as *const i64);
+        let item = *((tp as usize + TP_ITEMSIZE) as *const i64);
+        let mut size = basic.max(0) as u64;
+        if item > 0 {
+            let len = *((obj as usize + OB_SIZE) as *const i64);
+            size += (item as u64).saturating_mul(len.clamp(0, 1 << 24) as u64);
+        }
+        Some((obj - pre, (size + pre).min(MAX_RECYCLED_BYTES), flags))
+    }
+}
+
+unsafe extern "C" fn ref_tracer(obj: *mut c_void, event: c_int, data: *mut c_void) -> c_int {
+    if !obj.is_null() && SAMPLING.load(Ordering::Relaxed) {
+        // SAFETY: CPython passes a live object with its type set.
+        if let Some((block, size, flags)) = unsafe { object_block(obj as u64) } {
+            if event == REF_DESTROY {
+                // Its memory may go to a free list rather than back to the allocator: what it
+                // held is no longer held either way.
+                before_free(block as *mut c_void);
+                if flags & TPFLAGS_DICT_SUBCLASS != 0 {
+                    // SAFETY: a dict being destroyed, its table still in place.
+                    unsafe { dict_destroyed(obj as u64) };
+                }
+            } else if event == REF_CREATE {
+                created(block, size);
+            }
+        }
+    }
+    let _ = data;
+    // SAFETY: set at install, before this tracer was.
+    let (previous, previous_data) = unsafe { *PREVIOUS_TRACER.get() };
+    match previous {
+        // SAFETY: passing the event on to the tracer installed before the hook's.
+        Some(previous) => unsafe { previous(obj, event, previous_data) },
+        None => 0,
+    }
+}
+
+/// A dict is destroyed: its own keys table (not a split table's, which its class shares) may
+/// go to the keys free list rather than back to the allocator; it is no longer held.
+///
+/// # Safety
+/// `dict` is a dict (or a subclass's instance) being destroyed.
+unsafe fn dict_destroyed(dict: u64) {
+    // SAFETY: the dict's members, still in place when the tracer is told.
+    unsafe {
+        let values = *((dict as usize + DICT_VALUES) as *const u64);
+        if values == 0 {
+            before_free(*((dict as usize + DICT_KEYS) as *const u64) as *mut c_void);
+        }
+    }
+}
+
+/// An object was created in `block`: if the allocator did not just hand it out (it was
+/// recycled), it counts down the thread's interval as an allocation of `size` would.
+#[inline(always)]
+fn created(block: u64, size: u64) {
+    let t = thread();
+    if t.last_alloc.get() == block {
+        t.last_alloc.set(0); // counted by the allocator, once
+        return;
+    }
+    if t.inside.get() {
+        return;
+    }
+    let left = t.countdown.get().wrapping_sub(size as i64);
+    t.countdown.set(left);
+    if left <= 0 {
+        sampled(t, block as *mut c_void, size as usize);
+    }
+}
+
+/// Puts the hook's reference tracer in, chaining the one there was (with the GIL held).
+unsafe fn install_tracer(api: &Api) {
+    let Some((set, get)) = api.ref_tracer else {
+        return;
+    };
+    // SAFETY: CPython's tracer functions, called with the GIL held.
+    unsafe {
+        let mut data = std::ptr::null_mut();
+        let current = get(&mut data);
+        if current.is_some_and(|f| f as usize == ref_tracer as RefTracer as usize) {
+            return;
+        }
+        *PREVIOUS_TRACER.get() = (current, data);
+        set(Some(ref_tracer), std::ptr::null_mut());
+    }
+}
+
+/// Puts back the tracer there was, if the hook's is still the one installed (GIL held).
+unsafe fn uninstall_tracer(api: &Api) {
+    let Some((set, get)) = api.ref_tracer else {
+        return;
+    };
+    // SAFETY: CPython's tracer functions, called with the GIL held.
+    unsafe {
+        let mut data = std::ptr::null_mut();
+        let current = get(&mut data);
+        if current.is_some_and(|f| f as usize == ref_tracer as RefTracer as usize) {
+            let (previous, previous_data) = *PREVIOUS_TRACER.get();
+            set(previous, previous_data);
+        }
     }
 }
 
@@ -797,6 +967,7 @@ fn uninstall() {
                 let mut original = (*ORIGINAL.get())[domain];
                 (api.set_allocator)(domain as c_int, &mut original);
             }
+            uninstall_tracer(&api);
             INSTALLED.store(false, Ordering::Release);
             // No sampled free can be seen any more: frees skip the filter.
             FILTER.store(std::ptr::null_mut(), Ordering::Release);
@@ -923,11 +1094,20 @@ pub unsafe extern "C" fn pmt_heap_install(
             return -2;
         }
         let get: GetAllocator = std::mem::transmute(get);
+        let set_tracer = symbol(b"PyRefTracer_SetTracer\0");
+        let get_tracer = symbol(b"PyRefTracer_GetTracer\0");
+        let ref_tracer = (!set_tracer.is_null() && !get_tracer.is_null()).then(|| {
+            (
+                std::mem::transmute::<*mut c_void, SetRefTracer>(set_tracer),
+                std::mem::transmute::<*mut c_void, GetRefTracer>(get_tracer),
+            )
+        });
         let api = Api {
             set_allocator: std::mem::transmute::<*mut c_void, SetAllocator>(set),
             this_thread_state: std::mem::transmute::<*mut c_void, ThisThreadState>(tstate),
             gil_check: std::mem::transmute::<*mut c_void, GilCheck>(gil),
             inc_ref: std::mem::transmute::<*mut c_void, IncRef>(inc_ref),
+            ref_tracer,
         };
         let tables = &mut *TABLES.get();
         if tables.stacks.is_null() {
@@ -997,6 +1177,7 @@ pub unsafe extern "C" fn pmt_heap_install(
             };
             (api.set_allocator)(domain as c_int, &mut ours);
         }
+        install_tracer(&api);
         INSTALLED.store(true, Ordering::Release);
         word(&raw mut (*st).magic).store(MAGIC, Ordering::Release);
     }
