@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """The heap view on a real pre-fork server under loopback load: gunicorn (2 sync workers)
-serving bench/workloads/servers/leaky_flask.py, launched under `pmt-sample --subprocesses`
-(the hook loads in the master and the workers inherit it), with a mixed load from a client
-thread pool on 127.0.0.1; then the same with LEAK=0 (the no-leak control). Prints, per
-worker, the leaking handler's share of its `heap`, what the control charges, and the requests'
-latency p50/p99 with and without pmt-sample.
+serving bench/workloads/servers/leaky_flask.py with a mixed load from a client thread pool on
+127.0.0.1; then the same with LEAK=0 (the no-leak control). pmt-sample either launches the
+server (`--subprocesses`: the hook loads in the master, the workers inherit it) or, with
+--attach, attaches to the running master as users do on a server (`--pid MASTER
+--subprocesses`: on 3.14+ the hook is loaded into every process through PEP 768). Prints, per
+worker, the leaking handler's share of its `heap` and of its `rss` (the first-touch view, for
+comparison), what the control charges, and the requests' latency p50/p99 with and without
+pmt-sample.
 
-Usage: python3 bench/heap_servers.py [--venv DIR] [--seconds S]
+Usage: python3 bench/heap_servers.py [--venv DIR] [--root ROOT] [--attach] [--seconds S]
 (DIR: a venv with gunicorn and flask for the Python to test, e.g.
- python3.12 -m venv /tmp/srv && /tmp/srv/bin/pip install gunicorn flask)
-Writes bench/results/heap_servers.md.
+ python3.12 -m venv /tmp/srv && /tmp/srv/bin/pip install gunicorn flask; with --root, DIR is
+ inside the chroot ROOT, e.g. Debian sid's python3.14 in the chroot .ci/setup makes.)
+Writes bench/results/heap_servers[-attach]-VERSION.md.
 """
 import argparse
 import collections
@@ -66,25 +70,41 @@ def wait_up(port):
     raise RuntimeError("server did not come up")
 
 
-def run(venv, seconds, leak, under_pmt, tmp):
+def run(args, leak, metric, tmp):
+    """One server run: metric None runs it without pmt-sample."""
     port = free_port()
     env = dict(os.environ, LEAK="1" if leak else "0")
-    server = [os.path.join(venv, "bin", "gunicorn"), "-w", "2", "-b", "127.0.0.1:%d" % port,
-              "--chdir", os.path.join(ROOT, "bench", "workloads", "servers"), "leaky_flask:app"]
-    folded = os.path.join(tmp, "heap-%s.folded" % ("leak" if leak else "control"))
-    argv = ([PMT, "--subprocesses", "--collapsed", folded, "--"] if under_pmt else []) + server
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    server = ([] if not args.root else ["chroot", args.root]) + [
+        os.path.join(args.venv, "bin", "gunicorn"), "-w", "2", "-b", "127.0.0.1:%d" % port,
+        "--chdir", os.path.join(ROOT, "bench", "workloads", "servers"), "leaky_flask:app"]
+    folded = os.path.join(tmp, "%s-%s.folded" % (metric, "leak" if leak else "control"))
+    pmt = [PMT, "--subprocesses", "--metric", metric or "heap", "--collapsed", folded] + (
+        args.pmt_args.split() if args.pmt_args else [])
+    sampler = None
+    if metric and not args.attach:
+        server = pmt + ["--"] + server
+    proc = subprocess.Popen(server, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
+    stderr = ""
     try:
         wait_up(port)
         time.sleep(1.0)
-        latencies, failures = load(port, seconds)
+        if metric and args.attach:
+            sampler = subprocess.Popen(
+                pmt + ["--pid", str(proc.pid), "--duration", str(args.seconds + 1.0)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+        latencies, failures = load(port, args.seconds)
+        if sampler:
+            stderr = sampler.communicate(timeout=60)[1]
         time.sleep(1.0)
     finally:
         proc.terminate()
-        _, stderr = proc.communicate(timeout=60)
+        server_err = proc.communicate(timeout=60)[1]
+        if not sampler:
+            stderr = server_err
     per_worker = collections.defaultdict(lambda: [0, 0])
-    if under_pmt:
+    if metric:
         with open(folded) as f:
             for line in f:
                 stack, weight = line.rsplit(" ", 1)
@@ -103,30 +123,46 @@ def pct(values, p):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--venv", default="/tmp/srv312")
+    parser.add_argument("--root", help="a chroot the venv lives in")
+    parser.add_argument("--attach", action="store_true",
+                        help="attach to the running master instead of launching the server")
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--pmt-args", help="more pmt-sample options, e.g. '--attribution ticks'")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="pmt-servers-")
-    version = subprocess.run([os.path.join(args.venv, "bin", "python"), "--version"],
-                             capture_output=True, text=True).stdout.strip()
+    python = ([] if not args.root else ["chroot", args.root]) + [
+        os.path.join(args.venv, "bin", "python"), "--version"]
+    version = subprocess.run(python, capture_output=True, text=True).stdout.strip()
+    how = "attached by --pid MASTER" if args.attach else "launched under pmt-sample"
+    command = "python3 bench/heap_servers.py --seconds %g%s%s%s" % (
+        args.seconds, " --attach" if args.attach else "",
+        " --root %s --venv %s" % (args.root, args.venv) if args.root else "",
+        " --pmt-args '%s'" % args.pmt_args if args.pmt_args else "")
     lines = ["# The heap view on gunicorn + Flask under loopback load", "",
-             "`python3 bench/heap_servers.py --seconds %g` with %s, %s; 2 sync workers, 4 client"
-             " threads cycling /leak, /json, /floats, /spin." % (args.seconds, version,
-                                                                 time.strftime("%Y-%m-%d")), ""]
-    bare, bare_failures, _, _ = run(args.venv, args.seconds, True, False, tmp)
+             "`%s` with %s, %s; 2 sync workers, 4 client threads cycling /leak, /json, /floats,"
+             " /spin; pmt-sample --subprocesses %s." % (command, version,
+                                                        time.strftime("%Y-%m-%d"), how), ""]
+    bare, bare_failures, _, _ = run(args, True, None, tmp)
     lines.append("- without pmt-sample: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms"
                  % (len(bare), bare_failures, pct(bare, 0.5), pct(bare, 0.99)))
-    for leak in (True, False):
-        lat, failures, workers, stderr = run(args.venv, args.seconds, leak, True, tmp)
-        lines.append("- under pmt-sample --subprocesses%s: %d requests, %d failed, latency p50"
-                     " %.1f ms, p99 %.1f ms" % ("" if leak else " (LEAK=0 control)", len(lat),
-                                                failures, pct(lat, 0.5), pct(lat, 0.99)))
+    for leak, metric in ((True, "heap"), (True, "rss"), (False, "heap")):
+        lat, failures, workers, stderr = run(args, leak, metric, tmp)
+        lines.append("- `--metric %s`%s: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms"
+                     % (metric, "" if leak else " (LEAK=0 control)", len(lat), failures,
+                        pct(lat, 0.5), pct(lat, 0.99)))
         for process, (leaked, total) in sorted(workers.items()):
-            lines.append("  - %s: heap %.1f MiB, of it under the leaking handler %.1f MiB (%.0f%%)"
-                         % (process[:60], total / 2**20, leaked / 2**20,
+            lines.append("  - %s: %s %.1f MiB, of it under the leaking handler %.1f MiB (%.0f%%)"
+                         % (process[:60], metric, total / 2**20, leaked / 2**20,
                             100.0 * leaked / total if total else 0))
+        if not workers:
+            lines.append("  - nothing charged; pmt-sample said: %s" % stderr.strip()[-400:])
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "bench", "results", "heap_servers.md"), "w") as f:
+    name = "heap_servers%s%s-%s.md" % ("-attach" if args.attach else "",
+                                        "-" + "".join(args.pmt_args.split()).strip("-")
+                                        if args.pmt_args else "",
+                                      version.split()[-1].rsplit(".", 1)[0])
+    with open(os.path.join(ROOT, "bench", "results", name), "w") as f:
         f.write(text)
     print(text)
 

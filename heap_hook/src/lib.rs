@@ -20,10 +20,11 @@
 //! CPython recycles small objects (floats, tuples, lists, dicts…) through free lists: the code
 //! that takes one from a free list calls no allocator, and the one that puts it there frees
 //! nothing, so an allocator hook alone charges what a keeper holds to whichever code first
-//! allocated the memory. From 3.13 on the hook also installs a reference tracer (PEP 445's
-//! sibling, `PyRefTracer_SetTracer`): an object's destruction forgets its sample as a free
-//! would, and an object created from recycled memory counts down the thread's interval by
-//! its size as an allocation would (it is sampled, weighted, and charged to its creator).
+//! allocated the memory. From 3.13 on the hook also installs a reference tracer
+//! (`PyRefTracer_SetTracer`): an object created from recycled memory forgets the sample that
+//! was there (as a free would have) and counts down the thread's interval by its size as an
+//! allocation would (so it is sampled, weighted, and charged to its creator); a dict's
+//! destruction forgets its keys table, which goes to a free list of its own.
 //!
 //! Owns: the wrappers, sampling, stack capture in the target, the tables.
 //! Must not touch: anything pmt decides (layouts, which processes, the metric).
@@ -173,7 +174,9 @@ static API: Global<Option<Api>> = Global::new(None);
 static SAMPLING: AtomicBool = AtomicBool::new(false);
 /// Whether the wrappers are installed in CPython's allocator table.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-/// The counting filter of live samples (null: no live sample can exist).
+/// One bit per bucket of the counting filter, set while its counter is not zero: what the
+/// common path of a free reads (32 KiB, where the counters are 256 KiB: it stays in cache
+/// beside a workload that streams through memory). Null: no live sample can exist.
 static FILTER: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static LOCK: AtomicBool = AtomicBool::new(false);
 /// The reference tracer the hook's own passes every event on to (installed before it).
@@ -183,6 +186,17 @@ static PREVIOUS_TRACER: Global<(Option<RefTracer>, *mut c_void)> =
 static NEXT_OWNER_CHECK: AtomicU64 = AtomicU64::new(0);
 
 const FILTER_BITS: u32 = 18;
+/// The counting filter's mapping: a byte per bucket, then a bit per bucket.
+const FILTER_BYTES: usize = (1 << FILTER_BITS) + (1 << FILTER_BITS) / 8;
+
+/// The byte of the filter's bits that holds `bucket`'s.
+///
+/// # Safety
+/// `filter` is the counting filter's mapping.
+unsafe fn filter_bit(filter: *mut u8, bucket: usize) -> &'static std::sync::atomic::AtomicU8 {
+    // SAFETY: within the mapping, which is never unmapped.
+    unsafe { std::sync::atomic::AtomicU8::from_ptr(filter.add((1 << FILTER_BITS) + (bucket >> 3))) }
+}
 const STACK_INDEX_BITS: u32 = 17;
 const LIVE_MIN_BITS: u32 = 12;
 const LIVE_MAX_BITS: u32 = 24;
@@ -194,7 +208,8 @@ struct Tables {
     stacks: *mut StackEntry,
     frames: *mut FrameEntry,
     live: *mut LiveSample,
-    /// The counting filter (published in `FILTER` while the hook is installed).
+    /// The counting filter: a counter per bucket, then the bucket bits (published in
+    /// `FILTER` while the hook is installed).
     filter: *mut u8,
     live_bits: u32,
     live_used: usize,
@@ -433,8 +448,8 @@ fn before_free(ptr: *mut c_void) {
         return;
     }
     let bucket = (pointer_hash(ptr as u64) >> (64 - FILTER_BITS)) as usize;
-    // SAFETY: the filter has 1 << FILTER_BITS bytes and is never unmapped.
-    if unsafe { *filter.add(bucket) } != 0 {
+    // SAFETY: the bits are 1 << FILTER_BITS of them and are never unmapped.
+    if unsafe { *filter.add(bucket >> 3) } & (1 << (bucket & 7)) != 0 {
         forget(ptr as u64, bucket);
     }
 }
@@ -493,19 +508,11 @@ unsafe fn object_block(obj: u64) -> Option<(u64, u64, u64)> {
 
 unsafe extern "C" fn ref_tracer(obj: *mut c_void, event: c_int, data: *mut c_void) -> c_int {
     if !obj.is_null() && SAMPLING.load(Ordering::Relaxed) {
-        // SAFETY: CPython passes a live object with its type set.
-        if let Some((block, size, flags)) = unsafe { object_block(obj as u64) } {
-            if event == REF_DESTROY {
-                // Its memory may go to a free list rather than back to the allocator: what it
-                // held is no longer held either way.
-                before_free(block as *mut c_void);
-                if flags & TPFLAGS_DICT_SUBCLASS != 0 {
-                    // SAFETY: a dict being destroyed, its table still in place.
-                    unsafe { dict_destroyed(obj as u64) };
-                }
-            } else if event == REF_CREATE {
-                created(block, size);
-            }
+        if event == REF_CREATE {
+            created(obj as u64);
+        } else if event == REF_DESTROY {
+            // SAFETY: CPython passes a live object with its type set.
+            unsafe { destroyed(obj as u64) };
         }
     }
     let _ = data;
@@ -518,33 +525,50 @@ unsafe extern "C" fn ref_tracer(obj: *mut c_void, event: c_int, data: *mut c_voi
     }
 }
 
-/// A dict is destroyed: its own keys table (not a split table's, which its class shares) may
-/// go to the keys free list rather than back to the allocator; it is no longer held.
+/// An object is destroyed. Its own memory, if it goes to a free list rather than back to the
+/// allocator, is forgotten when it is taken again ([`created`]); a dict's own keys table may
+/// go to the keys free list, which no event tells of: it is forgotten now. (A split table's
+/// keys belong to its class.)
 ///
 /// # Safety
-/// `dict` is a dict (or a subclass's instance) being destroyed.
-unsafe fn dict_destroyed(dict: u64) {
-    // SAFETY: the dict's members, still in place when the tracer is told.
+/// `obj` is a live object whose type is set.
+unsafe fn destroyed(obj: u64) {
+    // SAFETY: the object's header and type, and a dict's members, still in place.
     unsafe {
-        let values = *((dict as usize + DICT_VALUES) as *const u64);
-        if values == 0 {
-            before_free(*((dict as usize + DICT_KEYS) as *const u64) as *mut c_void);
+        let tp = *((obj as usize + OB_TYPE) as *const u64);
+        if tp == 0 || *((tp as usize + TP_FLAGS) as *const u64) & TPFLAGS_DICT_SUBCLASS == 0 {
+            return;
+        }
+        if *((obj as usize + DICT_VALUES) as *const u64) == 0 {
+            before_free(*((obj as usize + DICT_KEYS) as *const u64) as *mut c_void);
         }
     }
 }
 
-/// An object was created in `block`: if the allocator did not just hand it out (it was
-/// recycled), it counts down the thread's interval as an allocation of `size` would.
+/// An object was created. If the allocator just handed out its block, the allocation was
+/// counted there. Otherwise its memory was recycled from a free list: whatever sample was
+/// there is gone, and it counts down the thread's interval as an allocation of its size would.
 #[inline(always)]
-fn created(block: u64, size: u64) {
+fn created(obj: u64) {
     let t = thread();
-    if t.last_alloc.get() == block {
+    let last = t.last_alloc.get();
+    if obj == last {
+        // Fresh, with no header before the object (the common case: ints, floats, str).
         t.last_alloc.set(0); // counted by the allocator, once
+        return;
+    }
+    // SAFETY: CPython passes a live object with its type set.
+    let Some((block, size, _)) = (unsafe { object_block(obj) }) else {
+        return;
+    };
+    if block == last {
+        t.last_alloc.set(0);
         return;
     }
     if t.inside.get() {
         return;
     }
+    before_free(block as *mut c_void);
     let left = t.countdown.get().wrapping_sub(size as i64);
     t.countdown.set(left);
     if left <= 0 {
@@ -843,10 +867,10 @@ unsafe fn remember(ptr: u64, stack: u32, bytes: u64, count: u64) -> bool {
             slot = (slot + 1) & mask;
         }
         tables.live_used += 1;
-        let filter = FILTER.load(Ordering::Relaxed);
         let bucket = (pointer_hash(ptr) >> (64 - FILTER_BITS)) as usize;
-        let counter = &mut *filter.add(bucket);
+        let counter = &mut *tables.filter.add(bucket);
         *counter = counter.saturating_add(1);
+        filter_bit(tables.filter, bucket).fetch_or(1 << (bucket & 7), Ordering::Release);
         true
     }
 }
@@ -918,10 +942,13 @@ fn forget(ptr: u64, bucket: usize) {
                     tables.live_tombs += 1;
                     let st = state();
                     word(&raw mut (*st).live_samples).fetch_sub(1, Ordering::Relaxed);
-                    let filter = FILTER.load(Ordering::Relaxed);
-                    let counter = &mut *filter.add(bucket);
+                    let counter = &mut *tables.filter.add(bucket);
                     if *counter != u8::MAX {
                         *counter -= 1;
+                        if *counter == 0 {
+                            filter_bit(tables.filter, bucket)
+                                .fetch_and(!(1 << (bucket & 7)), Ordering::Release);
+                        }
                     }
                     break;
                 }
@@ -1010,7 +1037,7 @@ unsafe fn reset_tables() {
             tables.live_tombs = 0;
             std::ptr::write_bytes(tables.stack_index, 0, 1 << STACK_INDEX_BITS);
             if !tables.filter.is_null() {
-                std::ptr::write_bytes(tables.filter, 0, 1 << FILTER_BITS);
+                std::ptr::write_bytes(tables.filter, 0, FILTER_BYTES);
             }
         }
         (*st).stacks_len = 1; // stack 0 collects what finds no room
@@ -1115,7 +1142,7 @@ pub unsafe extern "C" fn pmt_heap_install(
             let stacks = map_zeroed(MAX_STACKS * size_of::<StackEntry>()) as *mut StackEntry;
             let frames = map_zeroed(MAX_FRAMES * size_of::<FrameEntry>()) as *mut FrameEntry;
             let live = map_zeroed((1 << LIVE_MIN_BITS) * size_of::<LiveSample>()) as *mut LiveSample;
-            let filter = map_zeroed(1 << FILTER_BITS) as *mut u8;
+            let filter = map_zeroed(FILTER_BYTES) as *mut u8;
             if [
                 stack_index as usize,
                 stacks as usize,
@@ -1150,7 +1177,7 @@ pub unsafe extern "C" fn pmt_heap_install(
         (*st).table_bytes = ((1usize << LIVE_MIN_BITS) * size_of::<LiveSample>()) as u64;
         (*st).layout = layout;
         reset_tables();
-        FILTER.store(tables.filter, Ordering::Release);
+        FILTER.store(tables.filter.add(1 << FILTER_BITS), Ordering::Release);
         for domain in 0..3 {
             get(domain as c_int, &mut (*ORIGINAL.get())[domain]);
         }
