@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The heap view on a real pre-fork server under loopback load: gunicorn (2 sync workers)
-serving bench/workloads/servers/leaky_flask.py with a mixed load from a client thread pool on
-127.0.0.1; then the same with LEAK=0 (the no-leak control). pmt-sample either launches the
+"""The heap view on a real pre-fork server under loopback load: gunicorn (2 sync or gthread
+workers) serving bench/workloads/servers/leaky_flask.py, or uvicorn (2 workers) serving its
+FastAPI twin leaky_fastapi.py, with a mixed load from a client thread pool on 127.0.0.1; then
+the same with LEAK=0 (the no-leak control). pmt-sample either launches the
 server (`--subprocesses`: the hook loads in the master, the workers inherit it) or, with
 --attach, attaches to the running master as users do on a server (`--pid MASTER
 --subprocesses`: on 3.14+ the hook is loaded into every process through PEP 768). Prints, per
@@ -9,9 +10,9 @@ worker, the leaking handler's share of its `heap` and of its `rss` (the first-to
 comparison), what the control charges, and the requests' latency p50/p99 with and without
 pmt-sample.
 
-Usage: python3 bench/heap_servers.py [--venv DIR] [--root ROOT] [--attach] [--seconds S]
-(DIR: a venv with gunicorn and flask for the Python to test, e.g.
- python3.12 -m venv /tmp/srv && /tmp/srv/bin/pip install gunicorn flask; with --root, DIR is
+Usage: python3 bench/heap_servers.py [--server gunicorn|gthread|uvicorn] [--venv DIR] [--root ROOT] [--attach] [--seconds S]
+(DIR: a venv with gunicorn, flask, uvicorn and fastapi for the Python to test, e.g.
+ python3.12 -m venv /tmp/srv && /tmp/srv/bin/pip install gunicorn flask uvicorn fastapi; with --root, DIR is
  inside the chroot ROOT, e.g. Debian sid's python3.14 in the chroot .ci/setup makes.)
 Writes bench/results/heap_servers[-attach]-VERSION.md.
 """
@@ -74,9 +75,9 @@ def run(args, leak, metric, tmp):
     """One server run: metric None runs it without pmt-sample."""
     port = free_port()
     env = dict(os.environ, LEAK="1" if leak else "0")
-    server = ([] if not args.root else ["chroot", args.root]) + [
-        os.path.join(args.venv, "bin", "gunicorn"), "-w", "2", "-b", "127.0.0.1:%d" % port,
-        "--chdir", os.path.join(ROOT, "bench", "workloads", "servers"), "leaky_flask:app"]
+    apps = os.path.join(ROOT, "bench", "workloads", "servers")
+    server = ([] if not args.root else ["chroot", args.root]) + SERVERS[args.server](
+        os.path.join(args.venv, "bin"), port, apps)
     folded = os.path.join(tmp, "%s-%s.folded" % (metric, "leak" if leak else "control"))
     pmt = [PMT, "--subprocesses", "--metric", metric or "heap", "--collapsed", folded] + (
         args.pmt_args.split() if args.pmt_args else [])
@@ -116,6 +117,24 @@ def run(args, leak, metric, tmp):
     return latencies, failures, dict(per_worker), stderr
 
 
+SERVERS = {
+    "gunicorn": lambda bin, port, apps: [
+        os.path.join(bin, "gunicorn"), "-w", "2", "-b", "127.0.0.1:%d" % port, "--chdir", apps,
+        "leaky_flask:app"],
+    "gthread": lambda bin, port, apps: [
+        os.path.join(bin, "gunicorn"), "-w", "2", "--threads", "4", "-b", "127.0.0.1:%d" % port,
+        "--chdir", apps, "leaky_flask:app"],
+    "uvicorn": lambda bin, port, apps: [
+        os.path.join(bin, "uvicorn"), "--workers", "2", "--port", str(port), "--app-dir", apps,
+        "--log-level", "warning", "leaky_fastapi:app"],
+}
+DESCRIBED = {
+    "gunicorn": "gunicorn + Flask, 2 sync workers",
+    "gthread": "gunicorn + Flask, 2 gthread workers of 4 threads",
+    "uvicorn": "uvicorn + FastAPI, 2 workers (plain-def handlers in the thread pool)",
+}
+
+
 def pct(values, p):
     return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
 
@@ -127,6 +146,7 @@ def main():
     parser.add_argument("--attach", action="store_true",
                         help="attach to the running master instead of launching the server")
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--server", choices=sorted(SERVERS), default="gunicorn")
     parser.add_argument("--pmt-args", help="more pmt-sample options, e.g. '--attribution ticks'")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
@@ -135,14 +155,14 @@ def main():
         os.path.join(args.venv, "bin", "python"), "--version"]
     version = subprocess.run(python, capture_output=True, text=True).stdout.strip()
     how = "attached by --pid MASTER" if args.attach else "launched under pmt-sample"
-    command = "python3 bench/heap_servers.py --seconds %g%s%s%s" % (
-        args.seconds, " --attach" if args.attach else "",
+    command = "python3 bench/heap_servers.py --server %s --seconds %g%s%s%s" % (
+        args.server, args.seconds, " --attach" if args.attach else "",
         " --root %s --venv %s" % (args.root, args.venv) if args.root else "",
         " --pmt-args '%s'" % args.pmt_args if args.pmt_args else "")
-    lines = ["# The heap view on gunicorn + Flask under loopback load", "",
-             "`%s` with %s, %s; 2 sync workers, 4 client threads cycling /leak, /json, /floats,"
-             " /spin; pmt-sample --subprocesses %s." % (command, version,
-                                                        time.strftime("%Y-%m-%d"), how), ""]
+    lines = ["# The heap view on %s under loopback load" % DESCRIBED[args.server], "",
+             "`%s` with %s, %s; 4 client threads cycling /leak, /json, /floats, /spin;"
+             " pmt-sample --subprocesses %s." % (command, version, time.strftime("%Y-%m-%d"),
+                                                 how), ""]
     bare, bare_failures, _, _ = run(args, True, None, tmp)
     lines.append("- without pmt-sample: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms"
                  % (len(bare), bare_failures, pct(bare, 0.5), pct(bare, 0.99)))
@@ -158,7 +178,7 @@ def main():
         if not workers:
             lines.append("  - nothing charged; pmt-sample said: %s" % stderr.strip()[-400:])
     text = "\n".join(lines) + "\n"
-    name = "heap_servers%s%s-%s.md" % ("-attach" if args.attach else "",
+    name = "heap_servers-%s%s%s-%s.md" % (args.server, "-attach" if args.attach else "",
                                         "-" + "".join(args.pmt_args.split()).strip("-")
                                         if args.pmt_args else "",
                                       version.split()[-1].rsplit(".", 1)[0])

@@ -346,6 +346,11 @@ pub enum ProfileError {
 /// window still sits part-way up a tooth, which would be charged to that site as kept.
 pub const SUSTAIN_S: f64 = 0.25;
 
+/// How long a stack must hold heap memory for it to count at the sustained peak of a run of
+/// ten times that or more (see [`GrowthLedger`]): longer than a loaded server's slow
+/// requests take.
+pub const KEY_SUSTAIN_S: f64 = 1.0;
+
 /// Which stacks own the RSS that sampling saw grow, as a ledger of growth in the order it came.
 ///
 /// Each interval's RSS growth is pushed with the (thread, stack) it was charged to. A decrease
@@ -361,6 +366,13 @@ pub const SUSTAIN_S: f64 = 0.25;
 /// The bottom `m` bytes of the ledger are unchanged while the level stays at or above `m`, so
 /// once the level has held `m` for the whole window, the current ledger's bottom `m` bytes are
 /// the state to keep, and everything above `m` was pushed within the window.
+///
+/// With `per_key` (the heap, whose releases are exact), each key's share is also capped at
+/// the least it held at any time within the window before the peak: [`SUSTAIN_S`], or
+/// [`KEY_SUSTAIN_S`] in a run of ten times that or more. A server's in-flight requests
+/// overlap, so the total they hold can stay up although no request's memory does, and a
+/// request slowed down by load can take longer than [`SUSTAIN_S`]; a stack that held nothing
+/// at some moment of the window keeps nothing.
 #[derive(Debug, Default)]
 struct GrowthLedger {
     /// Growth in push order; an entry a stack's own release emptied stays, at 0, until the
@@ -375,10 +387,38 @@ struct GrowthLedger {
     window: std::collections::VecDeque<(f64, u64)>,
     best_level: u64,
     best: HashMap<(u32, u32), u64>,
+    per_key: bool,
+    /// With `per_key`: the keys changed in the current sample, with their value before it.
+    changed: HashMap<(u32, u32), u64>,
+    /// With `per_key`: each key's values within the window, oldest first (a key not here has
+    /// not changed within it).
+    history: HashMap<(u32, u32), std::collections::VecDeque<(f64, u64)>>,
+    last_time: f64,
+    first_time: Option<f64>,
+    /// With `per_key`: the least each key of `best` held within [`SUSTAIN_S`] and within
+    /// [`KEY_SUSTAIN_S`] before the peak.
+    best_least: HashMap<(u32, u32), (u64, u64)>,
 }
 
 impl GrowthLedger {
+    /// A ledger that also caps each key at the least it held within the window.
+    fn per_key() -> GrowthLedger {
+        GrowthLedger {
+            per_key: true,
+            ..GrowthLedger::default()
+        }
+    }
+
+    /// Notes `key`'s value before this sample changes it.
+    fn touch(&mut self, key: (u32, u32)) {
+        if self.per_key && !self.changed.contains_key(&key) {
+            let before = self.current.get(&key).copied().unwrap_or(0);
+            self.changed.insert(key, before);
+        }
+    }
+
     fn grow(&mut self, key: (u32, u32), bytes: u64) {
+        self.touch(key);
         match self.entries.last_mut() {
             Some((top, amount)) if *top == key && *amount > 0 => *amount += bytes,
             _ => {
@@ -422,8 +462,9 @@ impl GrowthLedger {
 
     /// Takes up to `bytes` from entry `index` (non-empty, its key's latest); returns how much.
     fn take(&mut self, index: usize, bytes: u64) -> u64 {
-        let (key, amount) = &mut self.entries[index];
-        let key = *key;
+        let key = self.entries[index].0;
+        self.touch(key);
+        let (_, amount) = &mut self.entries[index];
         let taken = bytes.min(*amount);
         *amount -= taken;
         self.level -= taken;
@@ -456,6 +497,9 @@ impl GrowthLedger {
 
     /// Closes a sample at `time_s`: updates the sustained peak.
     fn end_sample(&mut self, time_s: f64) {
+        if self.per_key {
+            self.note_changes(time_s);
+        }
         self.window.push_back((time_s, self.level));
         while self.window.len() > 2 && self.window[1].0 <= time_s - SUSTAIN_S {
             self.window.pop_front();
@@ -471,7 +515,43 @@ impl GrowthLedger {
         if held > self.best_level {
             self.best_level = held;
             self.best = self.bottom(held);
+            if self.per_key {
+                self.best_least = self
+                    .best
+                    .keys()
+                    .filter_map(|key| {
+                        let values = self.history.get(key)?;
+                        let least = |window: f64| {
+                            let start = time_s - window;
+                            // The value in effect when the window starts, and every later one.
+                            let from = values.iter().rposition(|&(t, _)| t <= start).unwrap_or(0);
+                            values.range(from..).map(|&(_, v)| v).min().unwrap_or(0)
+                        };
+                        Some((*key, (least(SUSTAIN_S), least(KEY_SUSTAIN_S))))
+                    })
+                    .collect();
+            }
         }
+    }
+
+    /// Records the values of the keys this sample changed, and forgets what left the window.
+    fn note_changes(&mut self, time_s: f64) {
+        for (key, before) in self.changed.drain() {
+            let values = self.history.entry(key).or_default();
+            if values.is_empty() {
+                values.push_back((self.last_time, before));
+            }
+            values.push_back((time_s, self.current.get(&key).copied().unwrap_or(0)));
+        }
+        self.last_time = time_s;
+        self.first_time.get_or_insert(time_s);
+        let start = time_s - KEY_SUSTAIN_S;
+        self.history.retain(|_, values| {
+            while values.len() > 1 && values[1].0 <= start {
+                values.pop_front();
+            }
+            !(values.len() == 1 && values[0].0 <= start)
+        });
     }
 
     /// Per key, the bytes among the bottom `level` bytes of the ledger.
@@ -490,8 +570,23 @@ impl GrowthLedger {
     }
 
     /// The bytes each (thread, stack) owned at the sustained peak.
-    fn at_peak(&self) -> &HashMap<(u32, u32), u64> {
-        &self.best
+    fn at_peak(&self) -> HashMap<(u32, u32), u64> {
+        if !self.per_key {
+            return self.best.clone();
+        }
+        let run = self.last_time - self.first_time.unwrap_or(self.last_time);
+        let long = run >= 10.0 * KEY_SUSTAIN_S;
+        self.best
+            .iter()
+            .filter_map(|(&key, &bytes)| {
+                let capped = match self.best_least.get(&key) {
+                    Some(&(short, _)) if !long => bytes.min(short),
+                    Some(&(_, whole)) => bytes.min(whole),
+                    None => bytes,
+                };
+                (capped > 0).then_some((key, capped))
+            })
+            .collect()
     }
 }
 
@@ -836,10 +931,10 @@ impl Profile {
         let mut at_peak: HashMap<(u32, u32), u64> = HashMap::new();
         let mut heap_at_peak: HashMap<(u32, u32), u64> = HashMap::new();
         for ledgers in self.ledgers.values() {
-            for (&key, &bytes) in ledgers.rss.at_peak() {
+            for (key, bytes) in ledgers.rss.at_peak() {
                 *at_peak.entry(key).or_default() += bytes;
             }
-            for (&key, &bytes) in ledgers.heap.at_peak() {
+            for (key, bytes) in ledgers.heap.at_peak() {
                 *heap_at_peak.entry(key).or_default() += bytes;
             }
         }
@@ -953,10 +1048,19 @@ impl Profile {
 /// One process's growth ledgers: RSS (`rss` growth and `rss-release`), and the Python heap
 /// (`heap-alloc` and `heap-freed`, whose releases are exact: each goes back to the stack
 /// that allocated it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ledgers {
     rss: GrowthLedger,
     heap: GrowthLedger,
+}
+
+impl Default for Ledgers {
+    fn default() -> Ledgers {
+        Ledgers {
+            rss: GrowthLedger::default(),
+            heap: GrowthLedger::per_key(),
+        }
+    }
 }
 
 /// Feeds one sample's charges to the ledgers: growth in thread order, then each release from
@@ -1206,6 +1310,58 @@ mod tests {
             ledger.end_sample(i as f64 * 0.01);
         }
         ledger
+    }
+
+    #[test]
+    fn overlapping_requests_keep_nothing_in_the_per_key_ledger() {
+        // Two request stacks take turns, each holding 500 for 40 ms, overlapping so that
+        // one of them always holds memory; a leak grows 10 every 10 ms.
+        let mut ledger = GrowthLedger::per_key();
+        let mut plain = GrowthLedger::default();
+        for i in 0..200u32 {
+            for l in [&mut ledger, &mut plain] {
+                l.grow((0, 9), 10);
+                match i % 6 {
+                    0 => l.grow((0, 1), 500),
+                    4 => l.release_from((0, 1), 500),
+                    3 => l.grow((0, 2), 500),
+                    1 if i > 1 => l.release_from((0, 2), 500),
+                    _ => {}
+                }
+                l.end_sample(f64::from(i) * 0.01);
+            }
+        }
+        let peak = ledger.at_peak();
+        assert_eq!(peak.get(&(0, 1)), None, "{peak:?}");
+        assert_eq!(peak.get(&(0, 2)), None, "{peak:?}");
+        assert!(peak.get(&(0, 9)).is_some_and(|&b| b >= 1_700), "{peak:?}");
+        // Without the per-key cap, part of what was in flight is kept.
+        let held: u64 = plain
+            .at_peak()
+            .iter()
+            .filter(|(k, _)| k.1 != 9)
+            .map(|(_, b)| b)
+            .sum();
+        assert!(held > 0);
+    }
+
+    #[test]
+    fn slow_requests_keep_nothing_in_a_long_run() {
+        // A request stack holds 5 000 for 500 ms out of every 600 ms (slowed down by load:
+        // longer than SUSTAIN_S), for 12 s; a leak grows 10 every 10 ms.
+        let mut ledger = GrowthLedger::per_key();
+        for i in 0..1200u32 {
+            ledger.grow((0, 9), 10);
+            match i % 60 {
+                0 => ledger.grow((0, 1), 5_000),
+                50 => ledger.release_from((0, 1), 5_000),
+                _ => {}
+            }
+            ledger.end_sample(f64::from(i) * 0.01);
+        }
+        let peak = ledger.at_peak();
+        assert_eq!(peak.get(&(0, 1)), None, "{peak:?}");
+        assert!(peak.get(&(0, 9)).is_some_and(|&b| b >= 10_000), "{peak:?}");
     }
 
     #[test]
