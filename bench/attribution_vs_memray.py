@@ -8,15 +8,20 @@ pmt-sample, launched and attached by pid, once per attribution mode. Both sides 
 innermost frame in the workload's package (`pandas/core/reshape/concat.py:concat_compat`; anything
 without such a frame is `<other>`), normalised, and compared by total-variation distance.
 
+With --heap it compares the live-heap view instead: `pmt-sample --metric heap` (the allocation hook,
+launched: the target's CPython is 3.13, whose reference tracer the hook needs to see objects recycled
+through free lists) against `memray run --trace-python-allocators` (every Python allocation, free lists
+aside), keyed the same way; the packages are installed into bench/.venv-real-3.13 (pyenv's 3.13).
+
 With --slowdown it instead times the pandas workload side by side: no profiler, pmt-sample in each
 mode, memray run; best of --repeat runs, interleaved.
 
 The packages and memray are installed from PyPI into bench/.venv-real (CPython 3.12 from pyenv);
 the CSV is generated once into bench/.data-real. Both are git-ignored.
 
-Writes bench/results/attribution_vs_memray.md (or slowdown_vs_memray.md).
+Writes bench/results/attribution_vs_memray.md (or attribution_vs_memray_heap.md, slowdown_vs_memray.md).
 Usage: python3 bench/attribution_vs_memray.py [--modes default|ticks,kernel] [--workloads pandas,networkx,mypy]
-           [--pmt-bin DIR] [--out FILE] [--slowdown [--repeat N]]
+           [--pmt-bin DIR] [--out FILE] [--heap] [--slowdown [--repeat N]]
 """
 
 import argparse
@@ -32,6 +37,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "bench/.venv-real")
+# --heap: the live-heap view against memray --trace-python-allocators, on CPython 3.13.
+HEAP = {"on": False, "venv": os.path.join(ROOT, "bench/.venv-real-3.13"), "python": "3.13"}
 REAL = os.path.join(ROOT, "bench/workloads/real")
 RESULTS = os.path.join(ROOT, "bench/results")
 # Pinned so that a rerun profiles the same code. mypy from its sdist: interpreted, so its frames are
@@ -67,31 +74,36 @@ def rel(text):
 
 # ---- setup ---------------------------------------------------------------------------------------
 
-def pyenv_python312():
+def pyenv_python(minor="3.12"):
     try:
         root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         root = os.path.expanduser("~/.pyenv")
-    found = sorted(glob.glob(os.path.join(root, "versions/3.12.*/bin/python")))
+    found = sorted(glob.glob(os.path.join(root, "versions/%s.*/bin/python" % minor)))
     if not found:
-        fail("no CPython 3.12 under %s/versions (pyenv install 3.12) to make %s with" % (root, rel(VENV)))
+        fail("no CPython %s under %s/versions (pyenv install %s) to make %s with" % (minor, root, minor, rel(venv())))
     return found[-1]
 
 
+def venv():
+    return HEAP["venv"] if HEAP["on"] else VENV
+
+
 def ensure_venv():
-    """bench/.venv-real with the pinned packages; returns its python."""
-    python = os.path.join(VENV, "bin/python")
-    stamp = os.path.join(VENV, "pins.txt")
+    """bench/.venv-real (or, with --heap, bench/.venv-real-3.13) with the pinned packages; returns
+    its python."""
+    python = os.path.join(venv(), "bin/python")
+    stamp = os.path.join(venv(), "pins.txt")
     wanted = " ".join(PINS + SOURCE_PINS)
     if os.path.exists(stamp) and open(stamp).read() == wanted:
         return python
-    print("installing %s into %s" % (wanted, rel(VENV)), flush=True)
-    steps = [[pyenv_python312(), "-m", "venv", VENV],
+    print("installing %s into %s" % (wanted, rel(venv())), flush=True)
+    steps = [[pyenv_python(HEAP["python"] if HEAP["on"] else "3.12"), "-m", "venv", venv()],
              [python, "-m", "pip", "install", "-q"] + PINS,
              [python, "-m", "pip", "install", "-q", "--no-binary", "mypy"] + SOURCE_PINS]
     for step in steps:
         if subprocess.run(step).returncode != 0:
-            fail("could not set up %s: `%s` failed" % (rel(VENV), rel(shlex.join(step))))
+            fail("could not set up %s: `%s` failed" % (rel(venv()), rel(shlex.join(step))))
     with open(stamp, "w") as f:
         f.write(wanted)
     return python
@@ -182,7 +194,8 @@ json.dump({"peak": reader.metadata.peak_memory, "records": records}, sys.stdout)
 def memray_weights(python, script, package, scratch):
     """Runs the workload under memray; returns (bytes by key, memray's peak, the command)."""
     out = os.path.join(scratch, "memray-%s.bin" % package)
-    command = [python, "-m", "memray", "run", "-q", "-f", "-o", out, script]
+    command = [python, "-m", "memray", "run", "-q", "-f"] + (
+        ["--trace-python-allocators"] if HEAP["on"] else []) + ["-o", out, script]
     run_checked(command, os.path.join(scratch, "memray-%s.log" % package))
     read = subprocess.run([python, "-c", MEMRAY_READER, out], capture_output=True, text=True)
     if read.returncode != 0:
@@ -205,7 +218,7 @@ def run_checked(command, log):
 # ---- ours: pmt-sample, launched and attached ----------------------------------------------------------
 
 def pmt_options(mode, out):
-    return ["--rate", str(RATE), "--metric", "rss"] + mode_args(mode) + [
+    return ["--rate", str(RATE), "--metric", "heap" if HEAP["on"] else "rss"] + mode_args(mode) + [
         "--json", out + ".json", "--collapsed", out + ".folded"]
 
 
@@ -249,7 +262,7 @@ def sampling(log, sampler, timeout=20.0):
 
 
 def pmt_weights(out, package):
-    """rss bytes by key from the folded stacks (root first; frames `function (file:line)`)."""
+    """rss (or heap) bytes by key from the folded stacks (root first; frames `function (file:line)`)."""
     weights = {}
     for line in open(out + ".folded"):
         stack, _, weight = line.rstrip("\n").rpartition(" ")
@@ -273,7 +286,9 @@ def compare(name, python, pmt_sample, modes, scratch):
     result = {"name": name, "script": script, "memray": normalised(weights), "memray_peak": peak,
               "commands": [("memray", command)], "runs": []}
     for mode in modes:
-        for how, runner in (("launched", pmt_launch), ("attached", pmt_attach)):
+        hows = (("launched", pmt_launch),) if HEAP["on"] else (
+            ("launched", pmt_launch), ("attached", pmt_attach))
+        for how, runner in hows:
             label = "%s, %s" % (mode, how)
             print("%s: pmt-sample %s ..." % (name, label), flush=True)
             out = os.path.join(scratch, "pmt-%s-%s-%s" % (name, mode, how))
@@ -293,7 +308,8 @@ def workload_section(result):
     memray, runs = result["memray"], result["runs"]
     lines = ["## %s (`bench/workloads/real/%s`)" % (result["name"], result["script"]), "",
              "memray's high-water mark: %s." % mib(result["memray_peak"]), "",
-             "| pmt-sample run | TVD to memray | rss charged | samples/s (asked %d) | attribution |" % RATE,
+             "| pmt-sample run | TVD to memray | %s charged | samples/s (asked %d) | attribution |"
+             % ("heap" if HEAP["on"] else "rss", RATE),
              "|---|---|---|---|---|"]
     for run in runs:
         s = run["summary"]
@@ -327,6 +343,23 @@ def write_results(args, name, lines):
 
 def attribution(args, python, pmt_sample, scratch, context):
     results = [compare(name, python, pmt_sample, args.modes, scratch) for name in args.workloads]
+    if HEAP["on"]:
+        lines = ["# Who holds the Python heap on real programs: pmt-sample --metric heap vs memray "
+                 "--trace-python-allocators", "", machine_note(context), "",
+                 "Target: CPython %s in `%s` with %s, %s (interpreted, from its sdist). Reference: "
+                 "`memray run --trace-python-allocators`, its high-water-mark records "
+                 "(`get_high_watermark_allocation_records(merge_threads=True)`): every allocation "
+                 "through Python's allocators live at the peak, to the stack that made it. Ours: "
+                 "`pmt-sample --rate %d --metric heap`, launched: the folded `heap` weights (sampled "
+                 "allocations still held at the sustained peak, one per 256 KiB, to the stack that "
+                 "made them). Both keyed by the innermost frame in the workload's package, "
+                 "`file-in-package:function` (bare function name), the rest `%s`; TVD = ½ Σ|p − q| "
+                 "over the keys." % (python_version(python), rel(venv()), ", ".join(PINS),
+                                     SOURCE_PINS[0], RATE, OTHER), ""]
+        for result in results:
+            lines += workload_section(result)
+        write_results(args, "attribution_vs_memray_heap.md", lines)
+        return
     lines = ["# Whose is the memory on real programs: pmt-sample --metric rss vs memray's high-water mark", "",
              machine_note(context), "",
              "Target: CPython %s in `bench/.venv-real` with %s, %s (interpreted, from its sdist). "
@@ -424,6 +457,8 @@ def parse_args(argv):
     parser.add_argument("--out", help="the results file (default: bench/results/attribution_vs_memray.md, "
                                       "or slowdown_vs_memray.md)")
     parser.add_argument("--repeat", type=int, default=5, help="rounds for --slowdown (best of)")
+    parser.add_argument("--heap", action="store_true",
+                        help="compare --metric heap with memray --trace-python-allocators (CPython 3.13)")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.workloads = (args.workloads or ("pandas" if args.slowdown else ",".join(WORKLOADS))).split(",")
@@ -435,6 +470,7 @@ def parse_args(argv):
 
 def main(extra=()):
     args = parse_args(sys.argv[1:] + list(extra))
+    HEAP["on"] = args.heap
     context = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0]}
     pmt_sample = pmt_sample_of(args.pmt_bin, args.modes)
     python = ensure_venv()

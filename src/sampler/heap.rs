@@ -30,8 +30,11 @@ fn overflow_frame() -> Frame {
     }
 }
 
-/// How often a process whose hook has not been found yet is looked at again.
+/// How soon a process whose hook has not been found yet is looked at again: at first (a
+/// launched interpreter loads it at start-up), doubling after each miss up to
+/// [`LOOKUP_AT_MOST_EVERY`] (a process that never loads it costs a maps read every 2 s).
 const LOOKUP_EVERY: Duration = Duration::from_millis(50);
+const LOOKUP_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
 /// The heap attribution of one process.
 #[derive(Debug)]
@@ -40,6 +43,7 @@ pub(crate) struct HeapAttribution {
     /// The hook's reader, once its library is found loaded.
     reader: Option<HookReader>,
     next_lookup: Instant,
+    lookup_every: Duration,
     /// Each hook stack's thread and frames, decoded once: its frees are charged to the same
     /// (thread, stack) as its allocations, whatever is learnt of the thread later.
     stacks: HashMap<u32, (ThreadIdentity, Vec<Frame>)>,
@@ -56,6 +60,7 @@ impl HeapAttribution {
             pid,
             reader: None,
             next_lookup: Instant::now(),
+            lookup_every: LOOKUP_EVERY,
             stacks: HashMap::new(),
             threads: HashMap::new(),
             errors: 0,
@@ -67,10 +72,12 @@ impl HeapAttribution {
         self.reader.as_ref().map(HookReader::tallies)
     }
 
-    /// The reader, looking for the hook (at most every [`LOOKUP_EVERY`]) until it is found.
+    /// The reader, looking for the hook (less and less often, see [`LOOKUP_EVERY`]) until it
+    /// is found.
     fn reader(&mut self) -> Option<&mut HookReader> {
         if self.reader.is_none() && Instant::now() >= self.next_lookup {
-            self.next_lookup = Instant::now() + LOOKUP_EVERY;
+            self.next_lookup = Instant::now() + self.lookup_every;
+            self.lookup_every = (self.lookup_every * 2).min(LOOKUP_AT_MOST_EVERY);
             self.reader = find_state(self.pid).map(|at| HookReader::new(self.pid, at));
         }
         self.reader.as_mut()
