@@ -1,0 +1,381 @@
+//! asyncio tasks read out of process (CPython 3.14+): the `_asyncio` module publishes
+//! `_Py_AsyncioModuleDebugOffsets` in an ELF section named `.AsyncioDebug` (of the `_asyncio`
+//! extension, or of the interpreter where the module is built in); each thread state keeps a
+//! linked list of the native tasks created in it (`asyncio_tasks_head`) and the task it runs
+//! (`asyncio_running_task`); the interpreter keeps the tasks of threads that have exited.
+//! A task's coroutine stack is its coroutine's frame and, while it is suspended in an `await`
+//! of another coroutine, that one's, and so on (the awaited object is on top of the suspended
+//! frame's value stack). Nothing here pauses the target or knows about outputs.
+//!
+//! The per-version knowledge here is the shape of the offsets table (13 words, the same in
+//! 3.14 and 3.15, transcribed from `Modules/_asynciomodule.c`) and the generator frame states
+//! of `Include/internal/pycore_frame.h`, which changed between 3.14 and 3.15.
+
+use super::Frame;
+use super::code::{CodeCache, InstructionPosition};
+use super::debug_offsets::DebugOffsets;
+use super::layout::Layout;
+use super::objects::{DecodeError, field_u64, read_int, read_str};
+use crate::attach::ReadMemory;
+use std::collections::HashSet;
+
+/// The ELF section `_asyncio` puts its offsets table in.
+pub const SECTION: &str = ".AsyncioDebug";
+
+/// The most tasks one list is followed for; a longer (or cyclic) list is garbage.
+const MAX_TASKS: usize = 1 << 20;
+/// The most coroutines one task's await chain is followed through.
+const MAX_AWAIT_DEPTH: usize = 1024;
+/// The most slots of an `awaited_by` set's table read.
+const MAX_SET_SLOTS: u64 = 1 << 16;
+/// `Py_TPFLAGS_LONG_SUBCLASS`.
+const TPFLAGS_LONG_SUBCLASS: u64 = 1 << 24;
+/// Low bits of a tagged `_PyStackRef` (3.14+).
+const STACKREF_TAG_BITS: u64 = 3;
+
+/// `_Py_AsyncioModuleDebugOffsets` as the target publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncioOffsets {
+    /// `sizeof(TaskObj)`.
+    pub task_size: u64,
+    /// `TaskObj.task_name`.
+    pub task_name: u64,
+    /// `TaskObj.task_awaited_by`: a task, a set of tasks, or NULL.
+    pub task_awaited_by: u64,
+    /// `TaskObj.task_is_task` (a `char`).
+    pub task_is_task: u64,
+    /// `TaskObj.task_awaited_by_is_set` (a `char`).
+    pub task_awaited_by_is_set: u64,
+    /// `TaskObj.task_coro`.
+    pub task_coro: u64,
+    /// `TaskObj.task_node`: the task's link in its thread's list.
+    pub task_node: u64,
+    /// `PyInterpreterState.asyncio_tasks_head`.
+    pub interp_tasks_head: u64,
+    /// `_PyThreadStateImpl.asyncio_running_loop`.
+    pub tstate_running_loop: u64,
+    /// `_PyThreadStateImpl.asyncio_running_task`.
+    pub tstate_running_task: u64,
+    /// `_PyThreadStateImpl.asyncio_tasks_head`.
+    pub tstate_tasks_head: u64,
+}
+
+/// How many bytes the table has.
+pub const TABLE_BYTES: usize = 13 * 8;
+
+impl AsyncioOffsets {
+    /// Decodes the table's bytes (`TABLE_BYTES` of them), checking that the offsets are
+    /// plausible (inside the structs whose sizes the table gives).
+    pub fn parse(raw: &[u8], at: u64) -> Result<AsyncioOffsets, DecodeError> {
+        if raw.len() < TABLE_BYTES {
+            return Err(DecodeError::invalid("_Py_AsyncioModuleDebugOffsets", at));
+        }
+        let w = |i: u64| field_u64(raw, i * 8);
+        let offsets = AsyncioOffsets {
+            task_size: w(0),
+            task_name: w(1),
+            task_awaited_by: w(2),
+            task_is_task: w(3),
+            task_awaited_by_is_set: w(4),
+            task_coro: w(5),
+            task_node: w(6),
+            interp_tasks_head: w(8),
+            tstate_running_loop: w(10),
+            tstate_running_task: w(11),
+            tstate_tasks_head: w(12),
+        };
+        let (interp_size, tstate_size) = (w(7), w(9));
+        let task_fields = [
+            offsets.task_name,
+            offsets.task_awaited_by,
+            offsets.task_is_task,
+            offsets.task_awaited_by_is_set,
+            offsets.task_coro,
+            offsets.task_node,
+        ];
+        let plausible = offsets.task_size > 0
+            && offsets.task_size < 4096
+            && task_fields.iter().all(|f| *f < offsets.task_size)
+            && offsets.interp_tasks_head < interp_size
+            && interp_size < (1 << 24)
+            && [
+                offsets.tstate_running_loop,
+                offsets.tstate_running_task,
+                offsets.tstate_tasks_head,
+            ]
+            .iter()
+            .all(|f| *f < tstate_size)
+            && tstate_size < (1 << 20);
+        if !plausible {
+            return Err(DecodeError::invalid("_Py_AsyncioModuleDebugOffsets", at));
+        }
+        Ok(offsets)
+    }
+}
+
+/// One asyncio task as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// The task object's address (what pmt uses as the task's id).
+    pub id: u64,
+    /// `Task.get_name()`.
+    pub name: String,
+    /// Whether it is its thread's running task.
+    pub running: bool,
+    /// The ids of the tasks awaiting it.
+    pub awaited_by: Vec<u64>,
+    /// Its coroutine stack, innermost first.
+    pub stack: Vec<Frame>,
+    /// The address of its coroutine (0 if it has none).
+    pub coro: u64,
+}
+
+impl Task {
+    /// Where its coroutine's frame is (the frame a running task's stack ends at).
+    pub fn coroutine_frame(&self, layout: &CoroutineLayout) -> u64 {
+        self.coro.wrapping_add(layout.gi_iframe)
+    }
+}
+
+/// The tasks created in one thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadTasks {
+    /// `threading.get_ident()` of the thread, or `None` for the interpreter's list of the
+    /// tasks of threads that have exited.
+    pub thread_id: Option<u64>,
+    /// Whether an event loop runs in the thread.
+    pub loop_running: bool,
+    /// Its tasks, in the order the list holds them (creation order).
+    pub tasks: Vec<Task>,
+}
+
+/// What is needed beyond the table to follow coroutines: from the interpreter's own
+/// `_Py_DebugOffsets`.
+#[derive(Debug, Clone, Copy)]
+pub struct CoroutineLayout {
+    gi_iframe: u64,
+    gi_frame_state: u64,
+    frame_stackpointer: u64,
+    set_table: u64,
+    set_mask: u64,
+    /// `FRAME_EXECUTING`.
+    executing: i8,
+    /// States in which a generator's frame is suspended in a `yield from` / `await`.
+    yield_from: (i8, i8),
+    /// `FRAME_CLEARED` and `FRAME_COMPLETED` (finished: no frame).
+    finished: (i8, i8),
+    /// How many value-stack slots below the stack pointer a frame suspended in an `await`
+    /// keeps the awaited object (`SEND`'s receiver): 1 in 3.14; 2 in 3.15, whose `SEND`
+    /// takes three stack items (two in 3.14; `pycore_opcode_metadata.h`).
+    awaited_slot: u64,
+}
+
+impl CoroutineLayout {
+    /// The layout of interpreter `version`, or `None` when its table lacks a member needed.
+    pub fn of(version: (u8, u8), debug: &DebugOffsets) -> Option<CoroutineLayout> {
+        // pycore_frame.h: 3.14 counts suspended states below FRAME_EXECUTING (0); 3.15 renumbered
+        // them from 0 and added a locked variant of FRAME_SUSPENDED_YIELD_FROM.
+        let (executing, yield_from, finished, awaited_slot) = match version {
+            (3, 14) => (0, (-1, -1), (1, 4), 1),
+            (3, 15) => (4, (2, 3), (5, 5), 2),
+            _ => return None,
+        };
+        Some(CoroutineLayout {
+            gi_iframe: debug.get("gen_object", "gi_iframe")?,
+            gi_frame_state: debug.get("gen_object", "gi_frame_state")?,
+            frame_stackpointer: debug.get("interpreter_frame", "stackpointer")?,
+            set_table: debug.get("set_object", "table")?,
+            set_mask: debug.get("set_object", "mask")?,
+            executing,
+            yield_from,
+            finished,
+            awaited_slot,
+        })
+    }
+}
+
+/// Everything a task read needs.
+pub struct TaskReader<'a, M: ReadMemory> {
+    /// The memory read.
+    pub mem: &'a M,
+    /// The interpreter's layout.
+    pub layout: &'a Layout,
+    /// The `_asyncio` table.
+    pub offsets: AsyncioOffsets,
+    /// Generator and set offsets.
+    pub coroutines: CoroutineLayout,
+    /// Code objects decoded so far.
+    pub codes: &'a mut CodeCache,
+}
+
+impl<M: ReadMemory> TaskReader<'_, M> {
+    /// The tasks of the thread state at `tstate` (thread `thread_id`).
+    pub fn thread_tasks(
+        &mut self,
+        tstate: u64,
+        thread_id: u64,
+    ) -> Result<ThreadTasks, DecodeError> {
+        let o = self.offsets;
+        let running_loop = self
+            .mem
+            .read_u64(tstate.wrapping_add(o.tstate_running_loop))?;
+        let running_task = self
+            .mem
+            .read_u64(tstate.wrapping_add(o.tstate_running_task))?;
+        let tasks = self.list(tstate.wrapping_add(o.tstate_tasks_head), running_task)?;
+        Ok(ThreadTasks {
+            thread_id: Some(thread_id),
+            loop_running: running_loop != 0,
+            tasks,
+        })
+    }
+
+    /// The interpreter's list: tasks whose thread has exited.
+    pub fn interpreter_tasks(&mut self, interp: u64) -> Result<ThreadTasks, DecodeError> {
+        let tasks = self.list(interp.wrapping_add(self.offsets.interp_tasks_head), 0)?;
+        Ok(ThreadTasks {
+            thread_id: None,
+            loop_running: false,
+            tasks,
+        })
+    }
+
+    /// The tasks linked from the list head at `head` (`struct llist_node { next; prev; }`).
+    fn list(&mut self, head: u64, running: u64) -> Result<Vec<Task>, DecodeError> {
+        let mut tasks = Vec::new();
+        let mut node = self.mem.read_u64(head)?;
+        // A list never set up (no task was ever created in the thread) is all zeroes.
+        while node != head && node != 0 {
+            if tasks.len() >= MAX_TASKS {
+                return Err(DecodeError::invalid("asyncio task list (too long)", head));
+            }
+            let task = node.wrapping_sub(self.offsets.task_node);
+            tasks.push(self.task(task, task == running)?);
+            node = self.mem.read_u64(node)?;
+        }
+        Ok(tasks)
+    }
+
+    fn task(&mut self, task: u64, running: bool) -> Result<Task, DecodeError> {
+        let o = self.offsets;
+        let raw = self.mem.read_vec(task, o.task_size as usize)?;
+        let byte = |at: u64| raw.get(at as usize).copied().unwrap_or(0);
+        if byte(o.task_is_task) == 0 {
+            return Err(DecodeError::invalid("asyncio task (not a task)", task));
+        }
+        let name = self.task_name(field_u64(&raw, o.task_name))?;
+        let awaited_by_obj = field_u64(&raw, o.task_awaited_by);
+        let awaited_by = match awaited_by_obj {
+            0 => Vec::new(),
+            set if byte(o.task_awaited_by_is_set) != 0 => self.set_members(set)?,
+            one => vec![one],
+        };
+        let coro = field_u64(&raw, o.task_coro);
+        let stack = if coro == 0 {
+            Vec::new()
+        } else {
+            self.coroutine_stack(coro)?
+        };
+        Ok(Task {
+            id: task,
+            name,
+            running,
+            awaited_by,
+            stack,
+            coro,
+        })
+    }
+
+    /// A task's name: a `str`, or (the default, formatted lazily) the task's number.
+    fn task_name(&mut self, name: u64) -> Result<String, DecodeError> {
+        if name == 0 {
+            return Ok(String::new());
+        }
+        let ty = self
+            .mem
+            .read_u64(name.wrapping_add(self.layout.object_type))?;
+        let flags = self.mem.read_u64(ty.wrapping_add(self.layout.type_flags))?;
+        if flags & TPFLAGS_LONG_SUBCLASS != 0 {
+            return Ok(format!("Task-{}", read_int(self.mem, self.layout, name)?));
+        }
+        read_str(self.mem, self.layout, name)
+    }
+
+    /// The keys of the set at `set` (`setentry { key; hash; }`; a deleted slot's hash is -1).
+    fn set_members(&mut self, set: u64) -> Result<Vec<u64>, DecodeError> {
+        let table = self
+            .mem
+            .read_u64(set.wrapping_add(self.coroutines.set_table))?;
+        let mask = self
+            .mem
+            .read_u64(set.wrapping_add(self.coroutines.set_mask))?;
+        if table == 0 || mask >= MAX_SET_SLOTS {
+            return Err(DecodeError::invalid("awaited_by set", set));
+        }
+        let bytes = self.mem.read_vec(table, ((mask + 1) * 16) as usize)?;
+        Ok(bytes
+            .chunks_exact(16)
+            .filter_map(|entry| {
+                let key = field_u64(entry, 0);
+                let hash = field_u64(entry, 8) as i64;
+                (key != 0 && hash != -1).then_some(key)
+            })
+            .collect())
+    }
+
+    /// The frames of coroutine `coro` and of the coroutines it awaits, innermost first.
+    pub fn coroutine_stack(&mut self, coro: u64) -> Result<Vec<Frame>, DecodeError> {
+        let c = self.coroutines;
+        let mut frames = Vec::new();
+        let mut seen = HashSet::new();
+        let coro_type = self
+            .mem
+            .read_u64(coro.wrapping_add(self.layout.object_type))?;
+        let mut current = coro;
+        while frames.len() < MAX_AWAIT_DEPTH && seen.insert(current) {
+            let state = self.mem.read_u8(current.wrapping_add(c.gi_frame_state))? as i8;
+            if state == c.finished.0 || state == c.finished.1 {
+                break;
+            }
+            let frame = current.wrapping_add(c.gi_iframe);
+            let code = self
+                .mem
+                .read_u64(frame.wrapping_add(self.layout.frame_code))?
+                & !STACKREF_TAG_BITS;
+            let ip = self
+                .mem
+                .read_u64(frame.wrapping_add(self.layout.frame_lasti))?;
+            let (info, line, _) = self.codes.frame(
+                self.mem,
+                self.layout,
+                code,
+                InstructionPosition::Pointer(ip),
+            )?;
+            frames.push(Frame { code: info, line });
+            if state == c.executing || (state != c.yield_from.0 && state != c.yield_from.1) {
+                break;
+            }
+            let top = self
+                .mem
+                .read_u64(frame.wrapping_add(c.frame_stackpointer))?;
+            if top == 0 {
+                break;
+            }
+            let awaited =
+                self.mem.read_u64(top.wrapping_sub(8 * c.awaited_slot))? & !STACKREF_TAG_BITS;
+            // Only a coroutine has a frame to follow; anything else awaited (a future, a
+            // task's iterator) ends the chain.
+            if awaited == 0
+                || self
+                    .mem
+                    .read_u64(awaited.wrapping_add(self.layout.object_type))?
+                    != coro_type
+            {
+                break;
+            }
+            current = awaited;
+        }
+        frames.reverse();
+        Ok(frames)
+    }
+}
