@@ -129,7 +129,11 @@ fn check(label: &str) {
         .collect();
     assert_eq!(gathered.len(), 2, "two gathered tasks in {main:#?}");
     for child in gathered {
-        assert!(child["name"].as_str().is_some_and(|n| n.starts_with("Task-")));
+        assert!(
+            child["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Task-"))
+        );
         assert_eq!(awaited_by(child), vec![id("gatherer")]);
         assert_eq!(functions(child), ["Event.wait", "leaf", "gathered"]);
     }
@@ -165,7 +169,10 @@ fn check(label: &str) {
         stack(thread_main),
         [("thread_main".to_string(), lines["thread-await"])]
     );
-    assert_eq!(awaited_by(worker), vec![thread_main["id"].as_u64().unwrap()]);
+    assert_eq!(
+        awaited_by(worker),
+        vec![thread_main["id"].as_u64().unwrap()]
+    );
 
     // Text: the tree puts each task under the one awaiting it.
     let awaiter_at = text.find("task \"awaiter\"").expect("awaiter in the text");
