@@ -33,7 +33,7 @@ pub struct DumpArgs {
     /// shell, pyenv's shim, a venv script, a pre-fork server's master).
     #[arg(long)]
     pub subprocesses: bool,
-    /// Also list every asyncio task of every thread's event loop (CPython 3.14+): its name,
+    /// Also list every asyncio task of every thread's event loop (CPython 3.11+): its name,
     /// id (the task object's address), whether it runs, its coroutine stack and the tasks
     /// awaiting it, as a tree per thread.
     #[arg(long = "async")]

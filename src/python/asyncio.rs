@@ -9,7 +9,9 @@
 //!
 //! The per-version knowledge here is the shape of the offsets table (13 words, the same in
 //! 3.14 and 3.15, transcribed from `Modules/_asynciomodule.c`) and the generator frame states
-//! of `Include/internal/pycore_frame.h`, which changed between 3.14 and 3.15.
+//! of `Include/internal/pycore_frame.h`, which changed between 3.14 and 3.15. Following a
+//! coroutine's await chain and reading a set ([`CoroutineLayout`]) also serve 3.11–3.13,
+//! whose tasks `asyncio_registries.rs` finds.
 
 use super::Frame;
 use super::code::{CodeCache, InstructionPosition};
@@ -130,13 +132,6 @@ pub struct Task {
     pub coro: u64,
 }
 
-impl Task {
-    /// Where its coroutine's frame is (the frame a running task's stack ends at).
-    pub fn coroutine_frame(&self, layout: &CoroutineLayout) -> u64 {
-        self.coro.wrapping_add(layout.gi_iframe)
-    }
-}
-
 /// The tasks created in one thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadTasks {
@@ -149,13 +144,25 @@ pub struct ThreadTasks {
     pub tasks: Vec<Task>,
 }
 
-/// What is needed beyond the table to follow coroutines: from the interpreter's own
-/// `_Py_DebugOffsets`.
+/// Where a suspended coroutine's frame keeps the object it awaits (`SEND`'s receiver).
+#[derive(Debug, Clone, Copy)]
+enum AwaitedAt {
+    /// 3.14+: `slot` words below the frame's `stackpointer` (a pointer at `offset`): 1 in
+    /// 3.14; 2 in 3.15, whose `SEND` takes three stack items (two in 3.14;
+    /// `pycore_opcode_metadata.h`).
+    StackPointer { offset: u64, slot: u64 },
+    /// 3.11–3.13: the top of the value stack, `localsplus[stacktop - 1]` (`int stacktop` at
+    /// `stacktop`, `localsplus` at `localsplus`).
+    StackTop { stacktop: u64, localsplus: u64 },
+}
+
+/// Where generators keep their frame and state, and how a suspended one's awaited object
+/// and a set's entries are found.
 #[derive(Debug, Clone, Copy)]
 pub struct CoroutineLayout {
     gi_iframe: u64,
     gi_frame_state: u64,
-    frame_stackpointer: u64,
+    awaited_at: AwaitedAt,
     set_table: u64,
     set_mask: u64,
     /// `FRAME_EXECUTING`.
@@ -164,18 +171,15 @@ pub struct CoroutineLayout {
     yield_from: (i8, i8),
     /// `FRAME_CLEARED` and `FRAME_COMPLETED` (finished: no frame).
     finished: (i8, i8),
-    /// How many value-stack slots below the stack pointer a frame suspended in an `await`
-    /// keeps the awaited object (`SEND`'s receiver): 1 in 3.14; 2 in 3.15, whose `SEND`
-    /// takes three stack items (two in 3.14; `pycore_opcode_metadata.h`).
-    awaited_slot: u64,
 }
 
 impl CoroutineLayout {
-    /// The layout of interpreter `version`, or `None` when its table lacks a member needed.
+    /// The layout of a 3.14+ interpreter `version` from its own `_Py_DebugOffsets`, or `None`
+    /// when its table lacks a member needed.
     pub fn of(version: (u8, u8), debug: &DebugOffsets) -> Option<CoroutineLayout> {
-        // pycore_frame.h: 3.14 counts suspended states below FRAME_EXECUTING (0); 3.15 renumbered
-        // them from 0 and added a locked variant of FRAME_SUSPENDED_YIELD_FROM.
-        let (executing, yield_from, finished, awaited_slot) = match version {
+        // pycore_frame.h: 3.14 counts suspended states below FRAME_EXECUTING (0); 3.15
+        // renumbered them from 0 and added a locked variant of FRAME_SUSPENDED_YIELD_FROM.
+        let (executing, yield_from, finished, slot) = match version {
             (3, 14) => (0, (-1, -1), (1, 4), 1),
             (3, 15) => (4, (2, 3), (5, 5), 2),
             _ => return None,
@@ -183,14 +187,126 @@ impl CoroutineLayout {
         Some(CoroutineLayout {
             gi_iframe: debug.get("gen_object", "gi_iframe")?,
             gi_frame_state: debug.get("gen_object", "gi_frame_state")?,
-            frame_stackpointer: debug.get("interpreter_frame", "stackpointer")?,
+            awaited_at: AwaitedAt::StackPointer {
+                offset: debug.get("interpreter_frame", "stackpointer")?,
+                slot,
+            },
             set_table: debug.get("set_object", "table")?,
             set_mask: debug.get("set_object", "mask")?,
             executing,
             yield_from,
             finished,
-            awaited_slot,
         })
+    }
+
+    /// The layout of 3.11–3.13, which publish no generator offsets: `PyGenObject`,
+    /// `_PyInterpreterFrame` and `PySetObject` as the DWARF of CPython 3.11.7, 3.12.1 and
+    /// 3.13.0 describe them (x86_64, default build). Frame states (pycore_frame.h):
+    /// FRAME_EXECUTING is 0, a frame suspended in an `await` is -1 (FRAME_SUSPENDED in
+    /// 3.11–3.12, FRAME_SUSPENDED_YIELD_FROM in 3.13), FRAME_COMPLETED 1, FRAME_CLEARED 4.
+    pub fn registries(version: (u8, u8)) -> Option<CoroutineLayout> {
+        let (gi_frame_state, gi_iframe) = match version {
+            (3, 11) => (75, 80),
+            (3, 12) | (3, 13) => (67, 72),
+            _ => return None,
+        };
+        Some(CoroutineLayout {
+            gi_iframe,
+            gi_frame_state,
+            awaited_at: AwaitedAt::StackTop {
+                stacktop: 64,
+                localsplus: 72,
+            },
+            set_table: 40,
+            set_mask: 32,
+            executing: 0,
+            yield_from: (-1, -1),
+            finished: (1, 4),
+        })
+    }
+
+    /// The keys of the set at `set` (`setentry { key; hash; }`; a deleted slot's hash is -1).
+    pub fn set_members(&self, mem: &impl ReadMemory, set: u64) -> Result<Vec<u64>, DecodeError> {
+        let table = mem.read_u64(set.wrapping_add(self.set_table))?;
+        let mask = mem.read_u64(set.wrapping_add(self.set_mask))?;
+        if table == 0 || mask >= MAX_SET_SLOTS {
+            return Err(DecodeError::invalid("set", set));
+        }
+        let bytes = mem.read_vec(table, ((mask + 1) * 16) as usize)?;
+        Ok(bytes
+            .chunks_exact(16)
+            .filter_map(|entry| {
+                let key = field_u64(entry, 0);
+                let hash = field_u64(entry, 8) as i64;
+                (key != 0 && hash != -1).then_some(key)
+            })
+            .collect())
+    }
+
+    /// The frames of coroutine `coro` and of the coroutines it awaits, innermost first.
+    pub fn coroutine_stack(
+        &self,
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        codes: &mut CodeCache,
+        coro: u64,
+    ) -> Result<Vec<Frame>, DecodeError> {
+        let mut frames = Vec::new();
+        let mut seen = HashSet::new();
+        let coro_type = mem.read_u64(coro.wrapping_add(layout.object_type))?;
+        let mut current = coro;
+        while frames.len() < MAX_AWAIT_DEPTH && seen.insert(current) {
+            let state = mem.read_u8(current.wrapping_add(self.gi_frame_state))? as i8;
+            if state == self.finished.0 || state == self.finished.1 {
+                break;
+            }
+            let frame = current.wrapping_add(self.gi_iframe);
+            let code = mem.read_u64(frame.wrapping_add(layout.frame_code))? & !STACKREF_TAG_BITS;
+            let ip = mem.read_u64(frame.wrapping_add(layout.frame_lasti))?;
+            let (info, line, _) =
+                codes.frame(mem, layout, code, InstructionPosition::Pointer(ip))?;
+            frames.push(Frame { code: info, line });
+            if state == self.executing || (state != self.yield_from.0 && state != self.yield_from.1)
+            {
+                break;
+            }
+            let slot = match self.awaited_at {
+                AwaitedAt::StackPointer { offset, slot } => {
+                    let top = mem.read_u64(frame.wrapping_add(offset))?;
+                    if top == 0 {
+                        break;
+                    }
+                    top.wrapping_sub(8 * slot)
+                }
+                AwaitedAt::StackTop {
+                    stacktop,
+                    localsplus,
+                } => {
+                    let depth = mem.read_u32(frame.wrapping_add(stacktop))? as i32;
+                    if depth < 1 {
+                        break;
+                    }
+                    frame
+                        .wrapping_add(localsplus)
+                        .wrapping_add(8 * (depth as u64 - 1))
+                }
+            };
+            let awaited = mem.read_u64(slot)? & !STACKREF_TAG_BITS;
+            // Only a coroutine has a frame to follow; anything else awaited (a future, a
+            // task's iterator) ends the chain.
+            if awaited == 0 || mem.read_u64(awaited.wrapping_add(layout.object_type))? != coro_type
+            {
+                break;
+            }
+            current = awaited;
+        }
+        frames.reverse();
+        Ok(frames)
+    }
+
+    /// Where coroutine `coro`'s frame is (the frame a running task's stack ends at).
+    pub fn frame_of(&self, coro: u64) -> u64 {
+        coro.wrapping_add(self.gi_iframe)
     }
 }
 
@@ -263,18 +379,21 @@ impl<M: ReadMemory> TaskReader<'_, M> {
         if byte(o.task_is_task) == 0 {
             return Err(DecodeError::invalid("asyncio task (not a task)", task));
         }
-        let name = self.task_name(field_u64(&raw, o.task_name))?;
+        let name = task_name(self.mem, self.layout, field_u64(&raw, o.task_name))?;
         let awaited_by_obj = field_u64(&raw, o.task_awaited_by);
         let awaited_by = match awaited_by_obj {
             0 => Vec::new(),
-            set if byte(o.task_awaited_by_is_set) != 0 => self.set_members(set)?,
+            set if byte(o.task_awaited_by_is_set) != 0 => {
+                self.coroutines.set_members(self.mem, set)?
+            }
             one => vec![one],
         };
         let coro = field_u64(&raw, o.task_coro);
         let stack = if coro == 0 {
             Vec::new()
         } else {
-            self.coroutine_stack(coro)?
+            self.coroutines
+                .coroutine_stack(self.mem, self.layout, self.codes, coro)?
         };
         Ok(Task {
             id: task,
@@ -285,97 +404,17 @@ impl<M: ReadMemory> TaskReader<'_, M> {
             coro,
         })
     }
+}
 
-    /// A task's name: a `str`, or (the default, formatted lazily) the task's number.
-    fn task_name(&mut self, name: u64) -> Result<String, DecodeError> {
-        if name == 0 {
-            return Ok(String::new());
-        }
-        let ty = self
-            .mem
-            .read_u64(name.wrapping_add(self.layout.object_type))?;
-        let flags = self.mem.read_u64(ty.wrapping_add(self.layout.type_flags))?;
-        if flags & TPFLAGS_LONG_SUBCLASS != 0 {
-            return Ok(format!("Task-{}", read_int(self.mem, self.layout, name)?));
-        }
-        read_str(self.mem, self.layout, name)
+/// A task's name: a `str`, or (the default, formatted lazily) the task's number.
+pub fn task_name(mem: &impl ReadMemory, layout: &Layout, name: u64) -> Result<String, DecodeError> {
+    if name == 0 {
+        return Ok(String::new());
     }
-
-    /// The keys of the set at `set` (`setentry { key; hash; }`; a deleted slot's hash is -1).
-    fn set_members(&mut self, set: u64) -> Result<Vec<u64>, DecodeError> {
-        let table = self
-            .mem
-            .read_u64(set.wrapping_add(self.coroutines.set_table))?;
-        let mask = self
-            .mem
-            .read_u64(set.wrapping_add(self.coroutines.set_mask))?;
-        if table == 0 || mask >= MAX_SET_SLOTS {
-            return Err(DecodeError::invalid("awaited_by set", set));
-        }
-        let bytes = self.mem.read_vec(table, ((mask + 1) * 16) as usize)?;
-        Ok(bytes
-            .chunks_exact(16)
-            .filter_map(|entry| {
-                let key = field_u64(entry, 0);
-                let hash = field_u64(entry, 8) as i64;
-                (key != 0 && hash != -1).then_some(key)
-            })
-            .collect())
+    let ty = mem.read_u64(name.wrapping_add(layout.object_type))?;
+    let flags = mem.read_u64(ty.wrapping_add(layout.type_flags))?;
+    if flags & TPFLAGS_LONG_SUBCLASS != 0 {
+        return Ok(format!("Task-{}", read_int(mem, layout, name)?));
     }
-
-    /// The frames of coroutine `coro` and of the coroutines it awaits, innermost first.
-    pub fn coroutine_stack(&mut self, coro: u64) -> Result<Vec<Frame>, DecodeError> {
-        let c = self.coroutines;
-        let mut frames = Vec::new();
-        let mut seen = HashSet::new();
-        let coro_type = self
-            .mem
-            .read_u64(coro.wrapping_add(self.layout.object_type))?;
-        let mut current = coro;
-        while frames.len() < MAX_AWAIT_DEPTH && seen.insert(current) {
-            let state = self.mem.read_u8(current.wrapping_add(c.gi_frame_state))? as i8;
-            if state == c.finished.0 || state == c.finished.1 {
-                break;
-            }
-            let frame = current.wrapping_add(c.gi_iframe);
-            let code = self
-                .mem
-                .read_u64(frame.wrapping_add(self.layout.frame_code))?
-                & !STACKREF_TAG_BITS;
-            let ip = self
-                .mem
-                .read_u64(frame.wrapping_add(self.layout.frame_lasti))?;
-            let (info, line, _) = self.codes.frame(
-                self.mem,
-                self.layout,
-                code,
-                InstructionPosition::Pointer(ip),
-            )?;
-            frames.push(Frame { code: info, line });
-            if state == c.executing || (state != c.yield_from.0 && state != c.yield_from.1) {
-                break;
-            }
-            let top = self
-                .mem
-                .read_u64(frame.wrapping_add(c.frame_stackpointer))?;
-            if top == 0 {
-                break;
-            }
-            let awaited =
-                self.mem.read_u64(top.wrapping_sub(8 * c.awaited_slot))? & !STACKREF_TAG_BITS;
-            // Only a coroutine has a frame to follow; anything else awaited (a future, a
-            // task's iterator) ends the chain.
-            if awaited == 0
-                || self
-                    .mem
-                    .read_u64(awaited.wrapping_add(self.layout.object_type))?
-                    != coro_type
-            {
-                break;
-            }
-            current = awaited;
-        }
-        frames.reverse();
-        Ok(frames)
-    }
+    read_str(mem, layout, name)
 }

@@ -3,6 +3,7 @@
 //! to run a script (`remote_exec`, PEP 768). Nothing here knows about sampling or outputs.
 
 pub mod asyncio;
+pub mod asyncio_registries;
 pub mod capabilities;
 pub mod code;
 pub mod debug_offsets;

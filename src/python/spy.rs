@@ -5,6 +5,7 @@
 use super::asyncio::{
     AsyncioOffsets, CoroutineLayout, SECTION, TABLE_BYTES, TaskReader, ThreadTasks,
 };
+use super::asyncio_registries::{self, TaskFields};
 use super::code::{CodeCache, InstructionPosition};
 use super::debug_offsets::{DebugOffsets, Header, Schema};
 use super::frames::{Chain, walk_frames};
@@ -85,7 +86,7 @@ pub enum SpyError {
     },
     /// The interpreter's asyncio tasks cannot be read by this version of pmt.
     #[error(
-        "process {pid} runs CPython {version}: --async reads asyncio tasks of CPython 3.14 and 3.15 only (not supported on this version yet)"
+        "process {pid} runs CPython {version}: --async reads asyncio tasks of CPython 3.11 to 3.15 only (not supported on this version)"
     )]
     AsyncUnsupported {
         /// The process.
@@ -153,6 +154,14 @@ const WANTED_SYMBOLS: &[&str] = &[
 /// How many times one thread's frames are read, by default, before its stack is reported
 /// unreadable.
 pub const FRAME_READ_TRIES: usize = 8;
+
+/// Where a version's asyncio tasks are read from.
+enum TaskSource {
+    /// 3.14+: the thread states' and interpreters' task lists, at `_asyncio`'s offsets.
+    Lists(AsyncioOffsets),
+    /// 3.11–3.13: asyncio's registries, read as objects.
+    Registries(TaskFields),
+}
 
 /// How many times the asyncio task lists are read before a read that keeps finding them
 /// changing is given up.
@@ -598,29 +607,38 @@ impl PythonSpy {
             })
     }
 
-    /// Every asyncio task of every thread (CPython 3.14+), read now, per thread state; the
-    /// interpreter's list of the tasks of exited threads comes last when it holds any.
-    /// `None` when the target has not loaded `_asyncio` (no task can exist). A running task's
-    /// stack is its thread's frames down to its coroutine's; a suspended one's, its chain of
-    /// awaited coroutines. A list changing under the reader is read again, a few times.
+    /// Every asyncio task of every thread, read now, per thread; tasks of no live thread
+    /// (3.14+: created by a thread that has exited; 3.11–3.13: of a loop not running) come
+    /// last when there are any. `None` when the target has not loaded asyncio (no task can
+    /// exist). 3.14+ from the interpreter's own task lists (`asyncio.rs`), 3.11–3.13 from
+    /// asyncio's registries (`asyncio_registries.rs`). A running task's stack is its
+    /// thread's frames down to its coroutine's; a suspended one's, its chain of awaited
+    /// coroutines. A list changing under the reader is read again, a few times.
     pub fn read_tasks(&mut self) -> Result<Option<Vec<ThreadTasks>>, SpyError> {
         let unsupported = || SpyError::AsyncUnsupported {
             pid: self.pid(),
             version: self.version.to_string(),
         };
-        let coroutines = self
-            .debug_offsets
-            .as_ref()
-            .and_then(|debug| CoroutineLayout::of((self.version.major, self.version.minor), debug))
-            .ok_or_else(unsupported)?;
-        let Some(offsets) = self.asyncio_offsets()? else {
-            return Ok(None);
+        let minor = (self.version.major, self.version.minor);
+        let (source, coroutines) = if let Some(fields) = TaskFields::of(minor) {
+            let coroutines = CoroutineLayout::registries(minor).ok_or_else(unsupported)?;
+            (TaskSource::Registries(fields), coroutines)
+        } else {
+            let coroutines = self
+                .debug_offsets
+                .as_ref()
+                .and_then(|debug| CoroutineLayout::of(minor, debug))
+                .ok_or_else(unsupported)?;
+            let Some(offsets) = self.asyncio_offsets()? else {
+                return Ok(None);
+            };
+            (TaskSource::Lists(offsets), coroutines)
         };
         let _pause = self.pause()?;
         let mut last_error = None;
         for _ in 0..TASK_READ_TRIES {
-            match self.tasks_once(offsets, coroutines) {
-                Ok(tasks) => return Ok(Some(tasks)),
+            match self.tasks_once(&source, &coroutines) {
+                Ok(tasks) => return Ok(tasks),
                 Err(error) => {
                     if !self.process.is_alive() {
                         return Err(SpyError::Exited(self.pid()));
@@ -635,34 +653,75 @@ impl PythonSpy {
 
     fn tasks_once(
         &mut self,
-        offsets: AsyncioOffsets,
-        coroutines: CoroutineLayout,
-    ) -> Result<Vec<ThreadTasks>, DecodeError> {
+        source: &TaskSource,
+        coroutines: &CoroutineLayout,
+    ) -> Result<Option<Vec<ThreadTasks>>, DecodeError> {
         let mem = self.mem;
         let cache = PageCache::new(&mem);
         let head = cache.read_u64(self.walk_root().interp_head)?;
         if head == 0 {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let raws = thread_states(&cache, &self.layout, head)?;
-        let mut reader = TaskReader {
-            mem: &cache,
-            layout: &self.layout,
-            offsets,
-            coroutines,
-            codes: &mut self.codes,
+        let mut threads = match source {
+            TaskSource::Lists(offsets) => {
+                let mut reader = TaskReader {
+                    mem: &cache,
+                    layout: &self.layout,
+                    offsets: *offsets,
+                    coroutines: *coroutines,
+                    codes: &mut self.codes,
+                };
+                let mut threads = Vec::with_capacity(raws.len());
+                for raw in &raws {
+                    threads.push(reader.thread_tasks(raw.tstate, raw.thread_id)?);
+                }
+                let mut interps: Vec<u64> = raws.iter().map(|r| r.interp).collect();
+                interps.dedup();
+                for interp in interps {
+                    let orphans = reader.interpreter_tasks(interp)?;
+                    if !orphans.tasks.is_empty() {
+                        threads.push(orphans);
+                    }
+                }
+                threads
+            }
+            TaskSource::Registries(fields) => {
+                let Some(mut threads) = asyncio_registries::read(
+                    &cache,
+                    &self.layout,
+                    coroutines,
+                    &mut self.codes,
+                    fields,
+                    head,
+                )?
+                else {
+                    return Ok(None);
+                };
+                // Tasks of a thread that is no longer there have no thread.
+                for group in &mut threads {
+                    if group
+                        .thread_id
+                        .is_some_and(|id| !raws.iter().any(|r| r.thread_id == id))
+                    {
+                        group.thread_id = None;
+                    }
+                }
+                threads
+            }
         };
-        let mut threads = Vec::with_capacity(raws.len());
-        for raw in &raws {
-            let mut tasks = reader.thread_tasks(raw.tstate, raw.thread_id)?;
-            if let Some(task) = tasks.tasks.iter_mut().find(|t| t.running) {
+        for group in &mut threads {
+            let Some(raw) = raws.iter().find(|r| Some(r.thread_id) == group.thread_id) else {
+                continue;
+            };
+            if let Some(task) = group.tasks.iter_mut().find(|t| t.running) {
                 // The running coroutine's callees are on the thread's stack, not in an await
                 // chain: its stack is the thread's frames down to the coroutine's.
-                let until = task.coroutine_frame(&coroutines);
+                let until = coroutines.frame_of(task.coro);
                 if let Ok(chain) = walk_frames(
                     &cache,
-                    reader.layout,
-                    reader.codes,
+                    &self.layout,
+                    &mut self.codes,
                     raw.first_frame,
                     raw.base_frame,
                     true,
@@ -674,17 +733,8 @@ impl PythonSpy {
                     task.stack = chain.frames[..=at].to_vec();
                 }
             }
-            threads.push(tasks);
         }
-        let mut interps: Vec<u64> = raws.iter().map(|r| r.interp).collect();
-        interps.dedup();
-        for interp in interps {
-            let orphans = reader.interpreter_tasks(interp)?;
-            if !orphans.tasks.is_empty() {
-                threads.push(orphans);
-            }
-        }
-        Ok(threads)
+        Ok(Some(threads))
     }
 
     /// The `_asyncio` module's offsets table, from the first mapped file (the `_asyncio`
