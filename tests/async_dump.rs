@@ -1,6 +1,6 @@
 //! `pmt dump --async` against real interpreters: `tests/scripts/async_tasks.py` runs a task
-//! group, a gather, a task awaiting a task through nested coroutines and a loop in a second
-//! thread, and the dump must list those tasks with their names, awaited_by edges and
+//! group, a gather, a task awaiting a task through nested coroutines, an eager task and a loop
+//! in a second thread, and the dump must list those tasks with their names, awaited_by edges and
 //! coroutine stacks (functions and lines), on every interpreter from 3.11 (3.14+ read from
 //! the interpreter's task lists, 3.11–3.13 from asyncio's registries); 1,000 more tasks must
 //! all be listed; on 3.10 `--async` must refuse in one line.
@@ -158,6 +158,18 @@ fn check(label: &str) {
         stack(task(main, "main")).last(),
         Some(&("main".to_string(), lines["main-wait"]))
     );
+
+    // An eager task (3.12+), suspended like any other.
+    let minor: u32 = label
+        .rsplit('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .expect("label ends in a minor version");
+    if minor >= 12 {
+        let eager = task(main, "eager");
+        assert_eq!(functions(eager), ["Event.wait", "leaf", "deep"]);
+        assert!(awaited_by(eager).is_empty());
+    }
 
     // The second thread's loop and its tasks.
     let other = tasks_of(&dump, "loop-thread");
