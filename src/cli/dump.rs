@@ -47,9 +47,10 @@ struct DumpJson<'a> {
     python_version: String,
     rss_bytes: Option<u64>,
     threads: Vec<ThreadJson<'a>>,
-    /// With `--async`: tasks left in the interpreter's list by threads that have exited.
+    /// With `--async`: tasks of no live thread's loop (3.14+: left in the interpreter's list
+    /// by threads that have exited; 3.11–3.13: of loops not running now).
     #[serde(skip_serializing_if = "Option::is_none")]
-    exited_thread_tasks: Option<Vec<TaskJson<'a>>>,
+    tasks_without_thread: Option<Vec<TaskJson<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -148,7 +149,7 @@ impl ProcessDump {
         })
     }
 
-    /// The tasks of thread `thread_id` (`None` for the exited threads' list), when asked for.
+    /// The tasks of thread `thread_id` (`None`: of no live thread's loop), when asked for.
     fn tasks_of(&self, thread_id: Option<u64>) -> Option<&[Task]> {
         let all = self.tasks.as_ref()?;
         let found = all
@@ -176,7 +177,7 @@ impl ProcessDump {
                     json
                 })
                 .collect(),
-            exited_thread_tasks: self
+            tasks_without_thread: self
                 .tasks_of(None)
                 .map(|tasks| tasks.iter().map(task_json).collect()),
         }
@@ -222,7 +223,7 @@ impl ProcessDump {
         {
             writeln!(
                 out,
-                "\nasyncio tasks of threads that have exited ({}):",
+                "\nasyncio tasks of no live thread's loop ({}):",
                 tasks.len()
             )?;
             write_task_tree(out, tasks)?;
