@@ -418,3 +418,53 @@ pub fn task_name(mem: &impl ReadMemory, layout: &Layout, name: u64) -> Result<St
     }
     read_str(mem, layout, name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+
+    fn table(words: [u64; 13]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn the_table_debian_sid_3_14_publishes_is_read_and_garbage_is_refused() {
+        // The `.AsyncioDebug` section of Debian sid's `_asyncio.cpython-314-x86_64-linux-gnu.so`.
+        let words = [
+            168, 136, 96, 108, 109, 128, 152, 225864, 10880, 936, 864, 872, 880,
+        ];
+        let offsets = AsyncioOffsets::parse(&table(words), 0x1000).expect("a valid table");
+        assert_eq!(offsets.task_name, 136);
+        assert_eq!(offsets.task_awaited_by, 96);
+        assert_eq!(offsets.task_coro, 128);
+        assert_eq!(offsets.task_node, 152);
+        assert_eq!(offsets.interp_tasks_head, 10880);
+        assert_eq!(offsets.tstate_running_task, 872);
+        assert_eq!(offsets.tstate_tasks_head, 880);
+        // A member outside its struct, or a short table, is not a table.
+        let mut bad = words;
+        bad[6] = 400;
+        assert!(AsyncioOffsets::parse(&table(bad), 0x1000).is_err());
+        assert!(AsyncioOffsets::parse(&table(words)[..96], 0x1000).is_err());
+    }
+
+    #[test]
+    fn a_set_gives_its_live_keys_only() {
+        let layout = CoroutineLayout::registries((3, 12)).expect("3.12");
+        let mut mem = SliceMemory::new();
+        let set = 0x1000u64;
+        let table_at = 0x2000u64;
+        let mut object = vec![0u8; 48];
+        object[32..40].copy_from_slice(&3u64.to_le_bytes()); // mask: 4 slots
+        object[40..48].copy_from_slice(&table_at.to_le_bytes());
+        mem.map(set, object);
+        let slots: [(u64, i64); 4] = [(0xa0, 7), (0, 0), (0xdead, -1), (0xb0, 9)];
+        let entries = slots
+            .iter()
+            .flat_map(|(key, hash)| key.to_le_bytes().into_iter().chain(hash.to_le_bytes()))
+            .collect();
+        mem.map(table_at, entries);
+        assert_eq!(layout.set_members(&mem, set).unwrap(), vec![0xa0, 0xb0]);
+    }
+}
