@@ -108,7 +108,8 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         return run_tree(&args, &options);
     }
     let dump = ProcessDump::read(args.pid, &options, args.async_tasks)?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout is line-buffered, and a dump of many tasks is many lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         serde_json::to_writer_pretty(&mut out, &dump.json())?;
         writeln!(out)?;
@@ -295,7 +296,8 @@ fn read_tree(root: i32, options: &SpyOptions, async_tasks: bool) -> anyhow::Resu
 
 fn run_tree(args: &DumpArgs, options: &SpyOptions) -> anyhow::Result<()> {
     let nodes = read_tree(args.pid, options, args.async_tasks)?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout is line-buffered, and a dump of many tasks is many lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let processes: Vec<TreeJson<'_>> = nodes
             .iter()
