@@ -171,6 +171,12 @@ fn check(label: &str) {
         assert!(awaited_by(eager).is_empty());
     }
 
+    // A task of the pure-Python fallback (read from its instance dict on 3.11–3.13).
+    if minor <= 13 {
+        let python = task(main, "python-task");
+        assert_eq!(functions(python), ["Event.wait", "leaf", "deep"]);
+    }
+
     // The second thread's loop and its tasks.
     let other = tasks_of(&dump, "loop-thread");
     assert_eq!(other.len(), 2, "{other:#?}");

@@ -2,9 +2,9 @@
 //! asyncio, so the tasks are found where asyncio itself keeps them, in `sys.modules
 //! ['asyncio.tasks']`: `_all_tasks` (3.11) or `_scheduled_tasks` (3.12, 3.13), weak sets of
 //! the tasks, and `_eager_tasks` (3.12, 3.13), a set; `_current_tasks` maps each running
-//! loop to its running task. Only the C `_asyncio.Task` is read (its struct below); a task
-//! of the pure-Python fallback is left out. A task's thread is its loop's (`_thread_id` of
-//! a running loop). Who awaits a task is not recorded before 3.14; it is found from what
+//! loop to its running task. A C `_asyncio.Task` is read from its struct (below), a task of
+//! the pure-Python fallback from its instance dict. A task's thread is its loop's
+//! (`_thread_id` of a running loop). Who awaits a task is not recorded before 3.14; it is found from what
 //! each task waits on (`_fut_waiter`): a task, or a `gather`'s future (its `_children`); and
 //! from a task group's done callback on its children (the group's `_parent_task`).
 
@@ -12,7 +12,7 @@ use super::asyncio::{CoroutineLayout, Task, ThreadTasks, task_name};
 use super::code::CodeCache;
 use super::layout::Layout;
 use super::locals::type_name;
-use super::objects::{DecodeError, dict_items, read_u64_int};
+use super::objects::{DecodeError, dict_items, field_u32, field_u64, read_str, read_u64_int};
 use super::threads::{instance_attribute, module_global};
 use crate::attach::ReadMemory;
 use std::collections::{HashMap, HashSet};
@@ -144,8 +144,8 @@ pub fn read(
     Ok(Some(by_thread))
 }
 
-/// The task at `object` if it is a pending C task (else `None`: a dead weak reference, a
-/// finished task, a pure-Python task).
+/// The task at `object` if it is a pending task (else `None`: a dead weak reference, a
+/// finished task).
 fn read_task(
     mem: &impl ReadMemory,
     layout: &Layout,
@@ -158,35 +158,64 @@ fn read_task(
     if type_name(mem, layout, object).is_none_or(|name| !name.ends_with("Task")) {
         return Ok(None);
     }
-    let raw = mem.read_vec(object, (fields.name + 8) as usize)?;
-    let word = |at: u64| super::objects::field_u64(&raw, at);
-    // STATE_PENDING is 0: `asyncio.all_tasks()` leaves finished tasks out too.
-    if super::objects::field_u32(&raw, fields.state) != 0 {
-        return Ok(None);
-    }
-    let coro = word(fields.coro);
-    if coro == 0 || type_name(mem, layout, coro).as_deref() != Some("coroutine") {
+    let attribute = |name: &str| {
+        instance_attribute(mem, layout, object, name)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    // The pure-Python `Task` keeps its state in its instance dict; the C one in its struct.
+    let python_coro = attribute("_coro");
+    let (event_loop, callback0, callback_list, fut_waiter, coro, name, pending) =
+        if python_coro != 0 {
+            let state = attribute("_state");
+            (
+                attribute("_loop"),
+                0,
+                attribute("_callbacks"),
+                attribute("_fut_waiter"),
+                python_coro,
+                attribute("_name"),
+                // `_state` is a class attribute, `"PENDING"`, until the task finishes.
+                state == 0 || read_str(mem, layout, state).is_ok_and(|s| s == "PENDING"),
+            )
+        } else {
+            let raw = mem.read_vec(object, (fields.name + 8) as usize)?;
+            let word = |at: u64| field_u64(&raw, at);
+            (
+                word(fields.event_loop),
+                word(fields.callback0),
+                word(fields.callbacks),
+                word(fields.fut_waiter),
+                word(fields.coro),
+                word(fields.name),
+                // STATE_PENDING is 0.
+                field_u32(&raw, fields.state) == 0,
+            )
+        };
+    // `asyncio.all_tasks()` leaves finished tasks out too.
+    if !pending || coro == 0 || type_name(mem, layout, coro).as_deref() != Some("coroutine") {
         return Ok(None);
     }
     let mut callbacks = Vec::new();
-    if word(fields.callback0) != 0 {
-        callbacks.push(word(fields.callback0));
+    if callback0 != 0 {
+        callbacks.push(callback0);
     }
-    for entry in list_items(mem, layout, word(fields.callbacks))? {
+    for entry in list_items(mem, layout, callback_list)? {
         // Each entry is a `(callback, context)` tuple.
         callbacks.push(mem.read_u64(entry.wrapping_add(layout.tuple_items))?);
     }
     Ok(Some(Found {
         task: Task {
             id: object,
-            name: task_name(mem, layout, word(fields.name))?,
+            name: task_name(mem, layout, name)?,
             running: running.contains(&object),
             awaited_by: Vec::new(),
             stack: coroutines.coroutine_stack(mem, layout, codes, coro)?,
             coro,
         },
-        event_loop: word(fields.event_loop),
-        fut_waiter: word(fields.fut_waiter),
+        event_loop,
+        fut_waiter,
         callbacks,
     }))
 }
@@ -257,10 +286,7 @@ fn list_items(mem: &impl ReadMemory, layout: &Layout, list: u64) -> Result<Vec<u
         return Ok(Vec::new());
     }
     let bytes = mem.read_vec(items, (len * 8) as usize)?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| super::objects::field_u64(c, 0))
-        .collect())
+    Ok(bytes.chunks_exact(8).map(|c| field_u64(c, 0)).collect())
 }
 
 /// The `threading.get_ident()` of the thread running `event_loop` (its `_thread_id`, set

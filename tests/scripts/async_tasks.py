@@ -1,10 +1,11 @@
 """asyncio tasks in known places, for `pmt dump --async` tests.
 
 Usage: python async_tasks.py [N]. The main thread's loop runs a task group, a gather, a task
-awaiting a task through nested coroutines, an eager task (3.12+), and N more tasks named
-many-0 … many-N-1; a second thread ("loop-thread") runs its own loop with one task. Prints
-`ready` once every task is suspended where the test expects it, then waits to be killed.
-Lines marked `# @name` are looked up by the test.
+awaiting a task through nested coroutines, an eager task (3.12+), a task of the pure-Python
+fallback (3.11–3.13), and N more tasks named many-0 … many-N-1; a second thread
+("loop-thread") runs its own loop with one task. Prints `ready` once every task is suspended
+where the test expects it, then waits to be killed. Lines marked `# @name` are looked up by
+the test.
 """
 import asyncio
 import sys
@@ -65,6 +66,8 @@ async def main():
     if hasattr(asyncio, "eager_task_factory"):  # 3.12+: runs to its first await at once
         loop = asyncio.get_running_loop()
         tasks.append(asyncio.eager_task_factory(loop, deep(event), name="eager"))
+    if sys.version_info < (3, 14):  # 3.14+ lists C tasks only, as CPython's own tools do
+        tasks.append(asyncio.tasks._PyTask(deep(event), name="python-task"))
     tasks += [asyncio.create_task(leaf(event), name=f"many-{i}") for i in range(MANY)]
     threading.Thread(target=asyncio.run, args=(thread_main(),), name="loop-thread").start()
     # Every task created runs to its first suspension within a few turns of the loop.
