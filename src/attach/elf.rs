@@ -69,15 +69,7 @@ pub fn load_symbols(
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    // Shared objects and PIE executables are linked at (about) 0 and loaded at `base`;
-    // non-PIE executables are loaded where they were linked.
-    let bias = match file.kind() {
-        ObjectKind::Executable => 0,
-        _ => {
-            let first_load = file.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
-            base.wrapping_sub(first_load)
-        }
-    };
+    let bias = load_bias(&file, base);
     let mut symbols = HashMap::new();
     collect_symbols(file.dynamic_symbols(), wanted, bias, &mut symbols);
     if symbols.len() < wanted.len() {
@@ -133,5 +125,37 @@ impl LoadedElf {
             }
         }
         Ok(strings)
+    }
+}
+
+/// The address in the target of section `name` of `path` (read through `read_path`), loaded
+/// with its ELF header at `base`; `None` if the file has no such section.
+pub fn section_address(
+    path: &Path,
+    read_path: &Path,
+    base: u64,
+    name: &str,
+) -> Result<Option<u64>, ElfError> {
+    let data = map_file(path, read_path)?;
+    let file = object::File::parse(&*data).map_err(|e| ElfError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let bias = load_bias(&file, base);
+    Ok(file
+        .section_by_name(name)
+        .map(|section| section.address().wrapping_add(bias)))
+}
+
+/// What to add to a link-time address of `file`, loaded with its ELF header at `base`:
+/// shared objects and PIE executables are linked at (about) 0 and loaded at `base`; non-PIE
+/// executables are loaded where they were linked.
+fn load_bias(file: &object::File<'_>, base: u64) -> u64 {
+    match file.kind() {
+        ObjectKind::Executable => 0,
+        _ => {
+            let first_load = file.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+            base.wrapping_sub(first_load)
+        }
     }
 }

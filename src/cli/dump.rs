@@ -2,8 +2,9 @@
 //! every Python process in the tree under the pid (the pid itself may be a launcher).
 
 use crate::attach::{ProcessTree, TargetProcess};
+use crate::python::asyncio::{Task, ThreadTasks};
 use crate::python::frames::MAX_FRAMES;
-use crate::python::{PythonSpy, SpyError, SpyOptions, ThreadStack};
+use crate::python::{Frame, PythonSpy, SpyError, SpyOptions, ThreadStack};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
@@ -32,6 +33,11 @@ pub struct DumpArgs {
     /// shell, pyenv's shim, a venv script, a pre-fork server's master).
     #[arg(long)]
     pub subprocesses: bool,
+    /// Also list every asyncio task of every thread's event loop (CPython 3.11+): its name,
+    /// id (the task object's address), whether it runs, its coroutine stack and the tasks
+    /// awaiting it, as a tree per thread.
+    #[arg(long = "async")]
+    pub async_tasks: bool,
 }
 
 #[derive(Serialize)]
@@ -41,6 +47,10 @@ struct DumpJson<'a> {
     python_version: String,
     rss_bytes: Option<u64>,
     threads: Vec<ThreadJson<'a>>,
+    /// With `--async`: tasks of no live thread's loop (3.14+: left in the interpreter's list
+    /// by threads that have exited; 3.11–3.13: of loops not running now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_without_thread: Option<Vec<TaskJson<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -55,6 +65,19 @@ struct ThreadJson<'a> {
     cut: bool,
     /// Set when every try found the stack torn: the thread is reported without frames.
     read_error: Option<&'a str>,
+    /// With `--async`: the asyncio tasks created in the thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<Vec<TaskJson<'a>>>,
+}
+
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    name: &'a str,
+    /// The task object's address.
+    id: u64,
+    running: bool,
+    awaited_by: &'a [u64],
+    stack: Vec<FrameJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -84,8 +107,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
     if args.subprocesses {
         return run_tree(&args, &options);
     }
-    let dump = ProcessDump::read(args.pid, &options)?;
-    let mut out = std::io::stdout().lock();
+    let dump = ProcessDump::read(args.pid, &options, args.async_tasks)?;
+    // Buffered: stdout is line-buffered, and a dump of many tasks is many lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         serde_json::to_writer_pretty(&mut out, &dump.json())?;
         writeln!(out)?;
@@ -103,19 +127,38 @@ struct ProcessDump {
     version: String,
     rss: Option<u64>,
     stacks: Vec<ThreadStack>,
+    /// With `--async`: each thread's tasks (`None` inside when `_asyncio` is not loaded).
+    tasks: Option<Option<Vec<ThreadTasks>>>,
 }
 
 impl ProcessDump {
-    fn read(pid: i32, options: &SpyOptions) -> Result<ProcessDump, SpyError> {
+    fn read(pid: i32, options: &SpyOptions, async_tasks: bool) -> Result<ProcessDump, SpyError> {
         let mut spy = PythonSpy::attach(pid, options)?;
         let stacks = spy.read_stacks()?;
+        let tasks = if async_tasks {
+            Some(spy.read_tasks()?)
+        } else {
+            None
+        };
         Ok(ProcessDump {
             pid,
             command: spy.process().cmdline().unwrap_or_default(),
             version: spy.version().to_string(),
             rss: spy.process().rss_bytes().ok(),
             stacks,
+            tasks,
         })
+    }
+
+    /// The tasks of thread `thread_id` (`None`: of no live thread's loop), when asked for.
+    fn tasks_of(&self, thread_id: Option<u64>) -> Option<&[Task]> {
+        let all = self.tasks.as_ref()?;
+        let found = all
+            .iter()
+            .flatten()
+            .find(|t| t.thread_id == thread_id)
+            .map(|t| t.tasks.as_slice());
+        Some(found.unwrap_or(&[]))
     }
 
     fn json(&self) -> DumpJson<'_> {
@@ -124,7 +167,20 @@ impl ProcessDump {
             command: self.command.clone(),
             python_version: self.version.clone(),
             rss_bytes: self.rss,
-            threads: self.stacks.iter().map(thread_json).collect(),
+            threads: self
+                .stacks
+                .iter()
+                .map(|stack| {
+                    let mut json = thread_json(stack);
+                    json.tasks = self
+                        .tasks_of(Some(stack.thread_id))
+                        .map(|tasks| tasks.iter().map(task_json).collect());
+                    json
+                })
+                .collect(),
+            tasks_without_thread: self
+                .tasks_of(None)
+                .map(|tasks| tasks.iter().map(task_json).collect()),
         }
     }
 
@@ -139,9 +195,39 @@ impl ProcessDump {
                 .map(|r| format!(", RSS {}", human_bytes(r)))
                 .unwrap_or_default()
         )?;
+        if matches!(self.tasks, Some(None)) {
+            writeln!(out, "(asyncio is not imported: no tasks)")?;
+        }
         for stack in &self.stacks {
             writeln!(out)?;
             write_thread(out, stack)?;
+            if let Some(tasks) = self.tasks_of(Some(stack.thread_id))
+                && !tasks.is_empty()
+            {
+                let running_loop = self
+                    .tasks
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .any(|t| t.thread_id == Some(stack.thread_id) && t.loop_running);
+                let state = if running_loop {
+                    "its event loop is running"
+                } else {
+                    "no event loop running"
+                };
+                writeln!(out, "  asyncio tasks ({}, {state}):", tasks.len())?;
+                write_task_tree(out, tasks)?;
+            }
+        }
+        if let Some(tasks) = self.tasks_of(None)
+            && !tasks.is_empty()
+        {
+            writeln!(
+                out,
+                "\nasyncio tasks of no live thread's loop ({}):",
+                tasks.len()
+            )?;
+            write_task_tree(out, tasks)?;
         }
         Ok(())
     }
@@ -169,7 +255,7 @@ struct TreeJson<'a> {
 }
 
 /// The tree under `root`, parents before their children (depth first).
-fn read_tree(root: i32, options: &SpyOptions) -> anyhow::Result<Vec<TreeNode>> {
+fn read_tree(root: i32, options: &SpyOptions, async_tasks: bool) -> anyhow::Result<Vec<TreeNode>> {
     let root_process = TargetProcess::open(root)?;
     let mut tree = ProcessTree::polling(root);
     tree.update(|_| None);
@@ -185,7 +271,7 @@ fn read_tree(root: i32, options: &SpyOptions) -> anyhow::Result<Vec<TreeNode>> {
                 Err(_) => continue,
             }
         };
-        let dump = match ProcessDump::read(pid, options) {
+        let dump = match ProcessDump::read(pid, options, async_tasks) {
             Ok(dump) => Ok(dump),
             Err(SpyError::NotPython { .. }) => Err("not Python".to_string()),
             Err(err) if err.process_exited() => continue,
@@ -209,8 +295,9 @@ fn read_tree(root: i32, options: &SpyOptions) -> anyhow::Result<Vec<TreeNode>> {
 }
 
 fn run_tree(args: &DumpArgs, options: &SpyOptions) -> anyhow::Result<()> {
-    let nodes = read_tree(args.pid, options)?;
-    let mut out = std::io::stdout().lock();
+    let nodes = read_tree(args.pid, options, args.async_tasks)?;
+    // Buffered: stdout is line-buffered, and a dump of many tasks is many lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let processes: Vec<TreeJson<'_>> = nodes
             .iter()
@@ -268,9 +355,6 @@ fn thread_json(stack: &ThreadStack) -> ThreadJson<'_> {
             .iter()
             .enumerate()
             .map(|(i, f)| FrameJson {
-                function: &f.code.function,
-                filename: &f.code.filename,
-                line: f.line,
                 locals: stack.locals.get(i).map(|locals| {
                     locals
                         .iter()
@@ -280,11 +364,74 @@ fn thread_json(stack: &ThreadStack) -> ThreadJson<'_> {
                         })
                         .collect()
                 }),
+                ..frame_json(f)
             })
             .collect(),
         cut: stack.cut,
         read_error: stack.read_error.as_deref(),
+        tasks: None,
     }
+}
+
+fn frame_json(frame: &Frame) -> FrameJson<'_> {
+    FrameJson {
+        function: &frame.code.function,
+        filename: &frame.code.filename,
+        line: frame.line,
+        locals: None,
+    }
+}
+
+fn task_json(task: &Task) -> TaskJson<'_> {
+    TaskJson {
+        name: &task.name,
+        id: task.id,
+        running: task.running,
+        awaited_by: &task.awaited_by,
+        stack: task.stack.iter().map(frame_json).collect(),
+    }
+}
+
+/// The tasks of one thread as a tree: each task under the tasks awaiting it (a task awaited
+/// by several shows under each), the ones no task of the list awaits at the top.
+fn write_task_tree(out: &mut impl Write, tasks: &[Task]) -> std::io::Result<()> {
+    let known: std::collections::HashSet<u64> = tasks.iter().map(|t| t.id).collect();
+    let mut path = Vec::new();
+    for task in tasks
+        .iter()
+        .filter(|t| !t.awaited_by.iter().any(|id| known.contains(id)))
+    {
+        write_task(out, tasks, task, 0, &mut path)?;
+    }
+    Ok(())
+}
+
+fn write_task(
+    out: &mut impl Write,
+    tasks: &[Task],
+    task: &Task,
+    depth: usize,
+    path: &mut Vec<u64>,
+) -> std::io::Result<()> {
+    let indent = "  ".repeat(depth + 2);
+    let running = if task.running { " [running]" } else { "" };
+    writeln!(
+        out,
+        "{indent}└ task \"{}\" {:#x}{running}",
+        task.name, task.id
+    )?;
+    for frame in &task.stack {
+        writeln!(out, "{indent}    {frame}")?;
+    }
+    if path.contains(&task.id) {
+        return Ok(());
+    }
+    path.push(task.id);
+    for child in tasks.iter().filter(|t| t.awaited_by.contains(&task.id)) {
+        write_task(out, tasks, child, depth + 1, path)?;
+    }
+    path.pop();
+    Ok(())
 }
 
 fn write_thread(out: &mut impl Write, stack: &ThreadStack) -> std::io::Result<()> {

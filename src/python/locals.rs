@@ -140,7 +140,7 @@ fn show(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> String {
 }
 
 /// `tp_name` of the object's type, bounded.
-fn type_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<String> {
+pub fn type_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<String> {
     let ty = mem.read_u64(addr.wrapping_add(layout.object_type)).ok()?;
     let name = mem.read_u64(ty.wrapping_add(layout.type_name)).ok()?;
     let mut buf = [0u8; 64];

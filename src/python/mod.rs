@@ -2,6 +2,8 @@
 //! frame walking and code-object decoding; and, the one writer, asking a 3.14+ interpreter
 //! to run a script (`remote_exec`, PEP 768). Nothing here knows about sampling or outputs.
 
+pub mod asyncio;
+pub mod asyncio_registries;
 pub mod capabilities;
 pub mod code;
 pub mod debug_offsets;

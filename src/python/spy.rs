@@ -2,6 +2,10 @@
 //! `libpythonX.Y.so`, detecting its version, choosing its layout) and reading every thread's
 //! stack. The one entry point the rest of the program uses to see Python state.
 
+use super::asyncio::{
+    AsyncioOffsets, CoroutineLayout, SECTION, TABLE_BYTES, TaskReader, ThreadTasks,
+};
+use super::asyncio_registries::{self, TaskFields};
 use super::code::{CodeCache, InstructionPosition};
 use super::debug_offsets::{DebugOffsets, Header, Schema};
 use super::frames::{Chain, walk_frames};
@@ -15,7 +19,7 @@ use super::threads::{
 };
 use super::version::PythonVersion;
 use super::{CapturedFrame, Frame, ThreadStack};
-use crate::attach::elf::{LoadedElf, load_symbols};
+use crate::attach::elf::{LoadedElf, load_symbols, section_address};
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
 };
@@ -80,6 +84,16 @@ pub enum SpyError {
         /// What failed.
         source: DecodeError,
     },
+    /// The interpreter's asyncio tasks cannot be read by this version of pmt.
+    #[error(
+        "process {pid} runs CPython {version}: --async reads asyncio tasks of CPython 3.11 to 3.15 only (not supported on this version)"
+    )]
+    AsyncUnsupported {
+        /// The process.
+        pid: i32,
+        /// The version found.
+        version: String,
+    },
     /// `--blocking` could not pause the target.
     #[error("cannot pause process {pid} for a blocking read: {message}")]
     Pause {
@@ -140,6 +154,18 @@ const WANTED_SYMBOLS: &[&str] = &[
 /// How many times one thread's frames are read, by default, before its stack is reported
 /// unreadable.
 pub const FRAME_READ_TRIES: usize = 8;
+
+/// Where a version's asyncio tasks are read from.
+enum TaskSource {
+    /// 3.14+: the thread states' and interpreters' task lists, at `_asyncio`'s offsets.
+    Lists(AsyncioOffsets),
+    /// 3.11–3.13: asyncio's registries, read as objects.
+    Registries(TaskFields),
+}
+
+/// How many times the asyncio task lists are read before a read that keeps finding them
+/// changing is given up.
+const TASK_READ_TRIES: usize = 5;
 
 /// How often thread names are looked up again when an unnamed thread shows up.
 const NAME_REFRESH: Duration = Duration::from_millis(500);
@@ -484,18 +510,7 @@ impl PythonSpy {
         } else {
             HashMap::new()
         };
-        let _pause = if self.options.blocking {
-            Some(
-                remoteprocess::Process::new(self.pid())
-                    .and_then(|p| p.lock())
-                    .map_err(|e| SpyError::Pause {
-                        pid: self.pid(),
-                        message: e.to_string(),
-                    })?,
-            )
-        } else {
-            None
-        };
+        let _pause = self.pause()?;
         let mem = self.mem;
         let snapshot = PageCache::prefetched(&mem, &self.last_pages);
         let head = match self.root {
@@ -575,6 +590,185 @@ impl PythonSpy {
         pages.dedup();
         self.last_pages = pages;
         Ok(stacks)
+    }
+
+    /// With [`SpyOptions::blocking`], every thread of the target paused until the value is
+    /// dropped.
+    fn pause(&self) -> Result<Option<remoteprocess::Lock>, SpyError> {
+        if !self.options.blocking {
+            return Ok(None);
+        }
+        remoteprocess::Process::new(self.pid())
+            .and_then(|p| p.lock())
+            .map(Some)
+            .map_err(|e| SpyError::Pause {
+                pid: self.pid(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Every asyncio task of every thread, read now, per thread; tasks of no live thread
+    /// (3.14+: created by a thread that has exited; 3.11–3.13: of a loop not running) come
+    /// last when there are any. `None` when the target has not loaded asyncio (no task can
+    /// exist). 3.14+ from the interpreter's own task lists (`asyncio.rs`), 3.11–3.13 from
+    /// asyncio's registries (`asyncio_registries.rs`). A running task's stack is its
+    /// thread's frames down to its coroutine's; a suspended one's, its chain of awaited
+    /// coroutines. A list changing under the reader is read again, a few times.
+    pub fn read_tasks(&mut self) -> Result<Option<Vec<ThreadTasks>>, SpyError> {
+        let unsupported = || SpyError::AsyncUnsupported {
+            pid: self.pid(),
+            version: self.version.to_string(),
+        };
+        let minor = (self.version.major, self.version.minor);
+        let (source, coroutines) = if let Some(fields) = TaskFields::of(minor) {
+            let coroutines = CoroutineLayout::registries(minor).ok_or_else(unsupported)?;
+            (TaskSource::Registries(fields), coroutines)
+        } else {
+            let coroutines = self
+                .debug_offsets
+                .as_ref()
+                .and_then(|debug| CoroutineLayout::of(minor, debug))
+                .ok_or_else(unsupported)?;
+            let Some(offsets) = self.asyncio_offsets()? else {
+                return Ok(None);
+            };
+            (TaskSource::Lists(offsets), coroutines)
+        };
+        let _pause = self.pause()?;
+        let mut last_error = None;
+        for _ in 0..TASK_READ_TRIES {
+            match self.tasks_once(&source, &coroutines) {
+                Ok(tasks) => return Ok(tasks),
+                Err(error) => {
+                    if !self.process.is_alive() {
+                        return Err(SpyError::Exited(self.pid()));
+                    }
+                    last_error = Some(error);
+                    std::thread::yield_now();
+                }
+            }
+        }
+        Err(self.read_error(last_error.unwrap_or(DecodeError::invalid("asyncio task list", 0))))
+    }
+
+    fn tasks_once(
+        &mut self,
+        source: &TaskSource,
+        coroutines: &CoroutineLayout,
+    ) -> Result<Option<Vec<ThreadTasks>>, DecodeError> {
+        let mem = self.mem;
+        let cache = PageCache::new(&mem);
+        let head = cache.read_u64(self.walk_root().interp_head)?;
+        if head == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let raws = thread_states(&cache, &self.layout, head)?;
+        let mut threads = match source {
+            TaskSource::Lists(offsets) => {
+                let mut reader = TaskReader {
+                    mem: &cache,
+                    layout: &self.layout,
+                    offsets: *offsets,
+                    coroutines: *coroutines,
+                    codes: &mut self.codes,
+                };
+                let mut threads = Vec::with_capacity(raws.len());
+                for raw in &raws {
+                    threads.push(reader.thread_tasks(raw.tstate, raw.thread_id)?);
+                }
+                let mut interps: Vec<u64> = raws.iter().map(|r| r.interp).collect();
+                interps.dedup();
+                for interp in interps {
+                    let orphans = reader.interpreter_tasks(interp)?;
+                    if !orphans.tasks.is_empty() {
+                        threads.push(orphans);
+                    }
+                }
+                threads
+            }
+            TaskSource::Registries(fields) => {
+                let Some(mut threads) = asyncio_registries::read(
+                    &cache,
+                    &self.layout,
+                    coroutines,
+                    &mut self.codes,
+                    fields,
+                    head,
+                )?
+                else {
+                    return Ok(None);
+                };
+                // Tasks of a thread that is no longer there have no thread.
+                for group in &mut threads {
+                    if group
+                        .thread_id
+                        .is_some_and(|id| !raws.iter().any(|r| r.thread_id == id))
+                    {
+                        group.thread_id = None;
+                    }
+                }
+                threads
+            }
+        };
+        for group in &mut threads {
+            let Some(raw) = raws.iter().find(|r| Some(r.thread_id) == group.thread_id) else {
+                continue;
+            };
+            if let Some(task) = group.tasks.iter_mut().find(|t| t.running) {
+                // The running coroutine's callees are on the thread's stack, not in an await
+                // chain: its stack is the thread's frames down to the coroutine's.
+                let until = coroutines.frame_of(task.coro);
+                if let Ok(chain) = walk_frames(
+                    &cache,
+                    &self.layout,
+                    &mut self.codes,
+                    raw.first_frame,
+                    raw.base_frame,
+                    true,
+                ) && let Some(at) = chain
+                    .addresses
+                    .iter()
+                    .position(|(frame, _)| *frame == until)
+                {
+                    task.stack = chain.frames[..=at].to_vec();
+                }
+            }
+        }
+        Ok(Some(threads))
+    }
+
+    /// The `_asyncio` module's offsets table, from the first mapped file (the `_asyncio`
+    /// extension, libpython, the executable) that has its section; `None` if none has.
+    fn asyncio_offsets(&self) -> Result<Option<AsyncioOffsets>, SpyError> {
+        let maps = self.process.maps().map_err(ProcessError::while_attaching)?;
+        let exe = self.process.exe().map_err(ProcessError::while_attaching)?;
+        let mut seen: Vec<&Path> = Vec::new();
+        for mapped in &maps {
+            let name = mapped
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            let candidate =
+                name.starts_with("_asyncio") || name.starts_with("libpython") || mapped.path == exe;
+            if !candidate || seen.contains(&mapped.path.as_path()) {
+                continue;
+            }
+            seen.push(&mapped.path);
+            let base = mapped.base.unwrap_or(mapped.start);
+            let read_path = self.process.file_path(&mapped.path);
+            let Ok(Some(at)) = section_address(&mapped.path, &read_path, base, SECTION) else {
+                continue;
+            };
+            let raw = self
+                .mem
+                .read_vec(at, TABLE_BYTES)
+                .map_err(|e| self.read_error(e.into()))?;
+            return AsyncioOffsets::parse(&raw, at)
+                .map(Some)
+                .map_err(|e| self.read_error(e));
+        }
+        Ok(None)
     }
 
     /// The frames of thread `raw`, whose innermost frame the snapshot saw. A running target

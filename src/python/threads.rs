@@ -190,7 +190,7 @@ pub fn thread_names(
 }
 
 /// Looks up an attribute in an instance's `__dict__`, wherever the version keeps it.
-fn instance_attribute(
+pub fn instance_attribute(
     mem: &impl ReadMemory,
     layout: &Layout,
     obj: u64,
