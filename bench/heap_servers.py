@@ -104,7 +104,8 @@ def run(args, leak, metric, tmp):
         server_err = proc.communicate(timeout=60)[1]
         if not sampler:
             stderr = server_err
-    per_worker = collections.defaultdict(lambda: [0, 0])
+    # process: [under the leaking handler, all, all but start-up (stacks through imports)]
+    per_worker = collections.defaultdict(lambda: [0, 0, 0])
     if metric:
         with open(folded) as f:
             for line in f:
@@ -112,6 +113,8 @@ def run(args, leak, metric, tmp):
                 frames = stack.split(";")
                 process = frames[0]
                 per_worker[process][1] += int(weight)
+                if not any("(<frozen importlib." in fr for fr in frames):
+                    per_worker[process][2] += int(weight)
                 if any(fr.startswith("remember (") or fr.startswith("leak (") for fr in frames):
                     per_worker[process][0] += int(weight)
     return latencies, failures, dict(per_worker), stderr
@@ -171,12 +174,16 @@ def main():
         lines.append("- `--metric %s`%s: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms"
                      % (metric, "" if leak else " (LEAK=0 control)", len(lat), failures,
                         pct(lat, 0.5), pct(lat, 0.99)))
-        for process, (leaked, total) in sorted(workers.items()):
-            lines.append("  - %s: %s %.1f MiB, of it under the leaking handler %.1f MiB (%.0f%%)"
+        for process, (leaked, total, running) in sorted(workers.items()):
+            lines.append("  - %s: %s %.1f MiB, of it under the leaking handler %.1f MiB (%.0f%%);"
+                         " %.1f MiB not in start-up imports, %.0f%% of it the leak's"
                          % (process[:60], metric, total / 2**20, leaked / 2**20,
-                            100.0 * leaked / total if total else 0))
+                            100.0 * leaked / total if total else 0, running / 2**20,
+                            100.0 * leaked / running if running else 0))
         if not workers:
-            lines.append("  - nothing charged; pmt-sample said: %s" % stderr.strip()[-400:])
+            summary = [l.strip() for l in stderr.splitlines() if l.strip().startswith(metric + ":")]
+            lines.append("  - no stack charged anything (%s)" % (
+                "; ".join(summary)[:300] if summary else stderr.strip()[-300:]))
     text = "\n".join(lines) + "\n"
     name = "heap_servers-%s%s%s-%s.md" % (args.server, "-attach" if args.attach else "",
                                         "-" + "".join(args.pmt_args.split()).strip("-")

@@ -576,8 +576,9 @@ fn created(obj: u64) {
     }
 }
 
-/// Puts the hook's reference tracer in, chaining the one there was (with the GIL held).
-unsafe fn install_tracer(api: &Api) {
+/// Puts the hook's reference tracer in, chaining the one there was (`install`), or puts that
+/// one back if the hook's is still the one installed. With the GIL held.
+unsafe fn swap_tracer(api: &Api, install: bool) {
     let Some((set, get)) = api.ref_tracer else {
         return;
     };
@@ -585,26 +586,17 @@ unsafe fn install_tracer(api: &Api) {
     unsafe {
         let mut data = std::ptr::null_mut();
         let current = get(&mut data);
-        if current.is_some_and(|f| f as usize == ref_tracer as RefTracer as usize) {
-            return;
-        }
-        *PREVIOUS_TRACER.get() = (current, data);
-        set(Some(ref_tracer), std::ptr::null_mut());
-    }
-}
-
-/// Puts back the tracer there was, if the hook's is still the one installed (GIL held).
-unsafe fn uninstall_tracer(api: &Api) {
-    let Some((set, get)) = api.ref_tracer else {
-        return;
-    };
-    // SAFETY: CPython's tracer functions, called with the GIL held.
-    unsafe {
-        let mut data = std::ptr::null_mut();
-        let current = get(&mut data);
-        if current.is_some_and(|f| f as usize == ref_tracer as RefTracer as usize) {
-            let (previous, previous_data) = *PREVIOUS_TRACER.get();
-            set(previous, previous_data);
+        let ours = current.is_some_and(|f| f as usize == ref_tracer as RefTracer as usize);
+        match (install, ours) {
+            (true, false) => {
+                *PREVIOUS_TRACER.get() = (current, data);
+                set(Some(ref_tracer), std::ptr::null_mut());
+            }
+            (false, true) => {
+                let (previous, previous_data) = *PREVIOUS_TRACER.get();
+                set(previous, previous_data);
+            }
+            _ => {}
         }
     }
 }
@@ -994,7 +986,7 @@ fn uninstall() {
                 let mut original = (*ORIGINAL.get())[domain];
                 (api.set_allocator)(domain as c_int, &mut original);
             }
-            uninstall_tracer(&api);
+            swap_tracer(&api, false);
             INSTALLED.store(false, Ordering::Release);
             // No sampled free can be seen any more: frees skip the filter.
             FILTER.store(std::ptr::null_mut(), Ordering::Release);
@@ -1204,7 +1196,7 @@ pub unsafe extern "C" fn pmt_heap_install(
             };
             (api.set_allocator)(domain as c_int, &mut ours);
         }
-        install_tracer(&api);
+        swap_tracer(&api, true);
         INSTALLED.store(true, Ordering::Release);
         word(&raw mut (*st).magic).store(MAGIC, Ordering::Release);
     }

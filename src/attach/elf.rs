@@ -65,10 +65,7 @@ pub fn load_symbols(
     wanted: &[&str],
 ) -> Result<LoadedElf, ElfError> {
     let data = map_file(path, read_path)?;
-    let file = object::File::parse(&*data).map_err(|e| ElfError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let file = parse(path, &data)?;
     let bias = load_bias(&file, base);
     let mut symbols = HashMap::new();
     collect_symbols(file.dynamic_symbols(), wanted, bias, &mut symbols);
@@ -128,6 +125,14 @@ impl LoadedElf {
     }
 }
 
+/// `data`, the contents of `path`, parsed.
+fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>, ElfError> {
+    object::File::parse(data).map_err(|e| ElfError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// The address in the target of section `name` of `path` (read through `read_path`), loaded
 /// with its ELF header at `base`; `None` if the file has no such section.
 pub fn section_address(
@@ -137,10 +142,7 @@ pub fn section_address(
     name: &str,
 ) -> Result<Option<u64>, ElfError> {
     let data = map_file(path, read_path)?;
-    let file = object::File::parse(&*data).map_err(|e| ElfError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let file = parse(path, &data)?;
     let bias = load_bias(&file, base);
     Ok(file
         .section_by_name(name)
