@@ -388,8 +388,9 @@ struct GrowthLedger {
     best_level: u64,
     best: HashMap<(u32, u32), u64>,
     per_key: bool,
-    /// With `per_key`: the keys changed in the current sample, with their value before it.
-    changed: HashMap<(u32, u32), u64>,
+    /// With `per_key`: the keys changed in the current sample, with their value before it
+    /// and what the sample released of them.
+    changed: HashMap<(u32, u32), (u64, u64)>,
     /// With `per_key`: each key's values within the window, oldest first (a key not here has
     /// not changed within it).
     history: HashMap<(u32, u32), std::collections::VecDeque<(f64, u64)>>,
@@ -413,7 +414,7 @@ impl GrowthLedger {
     fn touch(&mut self, key: (u32, u32)) {
         if self.per_key && !self.changed.contains_key(&key) {
             let before = self.current.get(&key).copied().unwrap_or(0);
-            self.changed.insert(key, before);
+            self.changed.insert(key, (before, 0));
         }
     }
 
@@ -467,6 +468,9 @@ impl GrowthLedger {
         let (_, amount) = &mut self.entries[index];
         let taken = bytes.min(*amount);
         *amount -= taken;
+        if let Some((_, released)) = self.changed.get_mut(&key) {
+            *released += taken;
+        }
         self.level -= taken;
         subtract(&mut self.current, key, taken);
         if *amount == 0 {
@@ -535,13 +539,22 @@ impl GrowthLedger {
     }
 
     /// Records the values of the keys this sample changed, and forgets what left the window.
+    /// Within a sample the order of a key's allocations and frees is not known: it is taken
+    /// to have freed first (a thread that ends one request and starts the next within a tick
+    /// held the first one's memory no longer), so its low point is its value before less what
+    /// it freed.
     fn note_changes(&mut self, time_s: f64) {
-        for (key, before) in self.changed.drain() {
+        for (key, (before, released)) in self.changed.drain() {
             let values = self.history.entry(key).or_default();
             if values.is_empty() {
                 values.push_back((self.last_time, before));
             }
-            values.push_back((time_s, self.current.get(&key).copied().unwrap_or(0)));
+            let after = self.current.get(&key).copied().unwrap_or(0);
+            let low = before.saturating_sub(released);
+            if low < after {
+                values.push_back((time_s, low));
+            }
+            values.push_back((time_s, after));
         }
         self.last_time = time_s;
         self.first_time.get_or_insert(time_s);
@@ -1356,6 +1369,26 @@ mod tests {
                 0 => ledger.grow((0, 1), 5_000),
                 50 => ledger.release_from((0, 1), 5_000),
                 _ => {}
+            }
+            ledger.end_sample(f64::from(i) * 0.01);
+        }
+        let peak = ledger.at_peak();
+        assert_eq!(peak.get(&(0, 1)), None, "{peak:?}");
+        assert!(peak.get(&(0, 9)).is_some_and(|&b| b >= 10_000), "{peak:?}");
+    }
+
+    #[test]
+    fn back_to_back_requests_of_one_thread_keep_nothing() {
+        // One thread runs a request every 50 ms, each the same stack: within one sample it
+        // frees the last request's 5 000 and allocates the next one's; a leak grows beside it.
+        let mut ledger = GrowthLedger::per_key();
+        for i in 0..1200u32 {
+            ledger.grow((0, 9), 10);
+            if i % 5 == 0 {
+                ledger.grow((0, 1), 5_000);
+                if i > 0 {
+                    ledger.release_from((0, 1), 5_000);
+                }
             }
             ledger.end_sample(f64::from(i) * 0.01);
         }
