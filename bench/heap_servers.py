@@ -90,6 +90,10 @@ def run(args, leak, metric, tmp):
     try:
         wait_up(port)
         time.sleep(1.0)
+        if args.attach:
+            # A server one attaches to has been serving: its workers' lazy imports, thread
+            # pools and caches are made, as they would be in production.
+            load(port, WARM_UP_S)
         if metric and args.attach:
             sampler = subprocess.Popen(
                 pmt + ["--pid", str(proc.pid), "--duration", str(args.seconds + 1.0)],
@@ -119,6 +123,8 @@ def run(args, leak, metric, tmp):
                     per_worker[process][0] += int(weight)
     return latencies, failures, dict(per_worker), stderr
 
+
+WARM_UP_S = 4.0
 
 SERVERS = {
     "gunicorn": lambda bin, port, apps: [
@@ -157,7 +163,8 @@ def main():
     python = ([] if not args.root else ["chroot", args.root]) + [
         os.path.join(args.venv, "bin", "python"), "--version"]
     version = subprocess.run(python, capture_output=True, text=True).stdout.strip()
-    how = "attached by --pid MASTER" if args.attach else "launched under pmt-sample"
+    how = ("attached by --pid MASTER after %g s of the same load (warm-up)" % WARM_UP_S
+           if args.attach else "launched under pmt-sample")
     command = "python3 bench/heap_servers.py --server %s --seconds %g%s%s%s" % (
         args.server, args.seconds, " --attach" if args.attach else "",
         " --root %s --venv %s" % (args.root, args.venv) if args.root else "",
