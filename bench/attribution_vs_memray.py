@@ -38,7 +38,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "bench/.venv-real")
 # --heap: the live-heap view against memray --trace-python-allocators, on CPython 3.13.
-HEAP = {"on": False, "venv": os.path.join(ROOT, "bench/.venv-real-3.13"), "python": "3.13"}
+HEAP = {"on": False, "venv": os.path.join(ROOT, "bench/.venv-real-3.13"), "python": "3.13",
+        "sample_bytes": None}
 REAL = os.path.join(ROOT, "bench/workloads/real")
 RESULTS = os.path.join(ROOT, "bench/results")
 # Pinned so that a rerun profiles the same code. mypy from its sdist: interpreted, so its frames are
@@ -218,7 +219,8 @@ def run_checked(command, log):
 # ---- ours: pmt-sample, launched and attached ----------------------------------------------------------
 
 def pmt_options(mode, out):
-    return ["--rate", str(RATE), "--metric", "heap" if HEAP["on"] else "rss"] + mode_args(mode) + [
+    sampling = ["--heap-sample-bytes", str(HEAP["sample_bytes"])] if HEAP["sample_bytes"] else []
+    return ["--rate", str(RATE), "--metric", "heap" if HEAP["on"] else "rss"] + sampling + mode_args(mode) + [
         "--json", out + ".json", "--collapsed", out + ".folded"]
 
 
@@ -351,14 +353,15 @@ def attribution(args, python, pmt_sample, scratch, context):
                  "(`get_high_watermark_allocation_records(merge_threads=True)`): every allocation "
                  "through Python's allocators live at the peak, to the stack that made it. Ours: "
                  "`pmt-sample --rate %d --metric heap`, launched: the folded `heap` weights (sampled "
-                 "allocations still held at the sustained peak, one per 256 KiB, to the stack that "
-                 "made them). Both keyed by the innermost frame in the workload's package, "
+                 "allocations still held at the sustained peak, one per `--heap-sample-bytes` "
+                 "(256 KiB unless the commands below say otherwise), to the stack that made them). Both keyed by the innermost frame in the workload's package, "
                  "`file-in-package:function` (bare function name), the rest `%s`; TVD = ½ Σ|p − q| "
                  "over the keys." % (python_version(python), rel(venv()), ", ".join(PINS),
                                      SOURCE_PINS[0], RATE, OTHER), ""]
         for result in results:
             lines += workload_section(result)
-        write_results(args, "attribution_vs_memray_heap.md", lines)
+        write_results(args, "attribution_vs_memray_heap%s.md" % (
+            "_%d" % args.heap_sample_bytes if args.heap_sample_bytes else ""), lines)
         return
     lines = ["# Whose is the memory on real programs: pmt-sample --metric rss vs memray's high-water mark", "",
              machine_note(context), "",
@@ -459,6 +462,8 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=5, help="rounds for --slowdown (best of)")
     parser.add_argument("--heap", action="store_true",
                         help="compare --metric heap with memray --trace-python-allocators (CPython 3.13)")
+    parser.add_argument("--heap-sample-bytes", type=int,
+                        help="with --heap: pmt-sample's --heap-sample-bytes (default: its own)")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.workloads = (args.workloads or ("pandas" if args.slowdown else ",".join(WORKLOADS))).split(",")
@@ -471,6 +476,7 @@ def parse_args(argv):
 def main(extra=()):
     args = parse_args(sys.argv[1:] + list(extra))
     HEAP["on"] = args.heap
+    HEAP["sample_bytes"] = args.heap_sample_bytes
     context = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0]}
     pmt_sample = pmt_sample_of(args.pmt_bin, args.modes)
     python = ensure_venv()
