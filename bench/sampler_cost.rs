@@ -1,5 +1,6 @@
 //! Benchmark: the sampler's own CPU time per sample at 1000 Hz, on the same target (a thread
-//! 50 Python frames deep, `bench/workloads/deep_stack.py`) in the same run, for `pmt-sample`,
+//! 50 Python frames deep, `bench/workloads/deep_stack.py`) in the same run, for `pmt-sample`
+//! (`--metric wall`, and its defaults),
 //! `py-spy record --nonblocking` and, on CPython 3.15, CPython's own sampler
 //! (`python3.15 -m profiling.sampling attach`, run inside the sid chroot beside its target).
 //! CPU time is the sampler process's user + system time (`wait4` rusage), divided by the
@@ -65,16 +66,37 @@ fn folded_samples(path: &Path) -> u64 {
         .sum()
 }
 
-fn pmt_sample(pid: &str, dir: &Path) -> Option<(u64, f64)> {
+/// `pmt-sample` with `--metric wall` (the folded weights are the samples), or with its defaults
+/// (`metric` None: rss, kernel attribution, the allocation hook on 3.14+; the samples are the
+/// summary's count, as nothing may be charged to rss).
+fn pmt_sample(pid: &str, dir: &Path, metric: Option<&str>) -> Option<(u64, f64)> {
     let folded = dir.join("pmt.folded");
     let mut command = Command::new(env!("CARGO_BIN_EXE_pmt-sample"));
+    if let Some(metric) = metric {
+        command.args(["--metric", metric]);
+    }
     command
-        .args(["--metric", "wall", "--rate", RATE, "--duration", SECONDS])
+        .args(["--rate", RATE, "--duration", SECONDS])
         .arg("--collapsed")
         .arg(&folded)
         .args(["--pid", pid]);
-    let (_, _, cpu) = run_measured(command)?;
-    Some((folded_samples(&folded), cpu))
+    let (_, err, cpu) = run_measured(command)?;
+    let samples = match metric {
+        Some(_) => folded_samples(&folded),
+        None => summary_samples(&err)?,
+    };
+    Some((samples, cpu))
+}
+
+/// The `samples: N` count of a pmt-sample summary.
+fn summary_samples(summary: &str) -> Option<u64> {
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("samples: "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn py_spy(pid: &str, dir: &Path) -> Option<(u64, f64)> {
@@ -135,9 +157,13 @@ fn main() {
          Each sampler attached for {SECONDS} s at {RATE} Hz to the same process, whose main \
          thread runs 50 Python frames deep (`bench/workloads/deep_stack.py`), one after the other \
          in the same run; CPU per sample = the sampler's user+system time / the samples it \
-         wrote. {RUNS} runs each.\n\n\
-         | CPython | run | `pmt-sample` | `py-spy record --nonblocking` | `python3.15 -m profiling.sampling attach` |\n\
-         | --- | --- | --- | --- | --- |\n"
+         wrote (pmt-sample's defaults: the summary's sample count). {RUNS} runs each. \
+         `pmt-sample --metric wall` runs with the default attribution (kernel: the eBPF \
+         page-fault capture is loaded, its start-up included) and no allocation hook; \
+         `pmt-sample` with its defaults charges rss (kernel attribution) and loads the allocation \
+         hook into 3.14+ targets for the heap view.\n\n\
+         | CPython | run | `pmt-sample --metric wall` | `pmt-sample` (defaults) | `py-spy record --nonblocking` | `python3.15 -m profiling.sampling attach` |\n\
+         | --- | --- | --- | --- | --- | --- |\n"
     );
     for label in ["3.12", "sid3.14", "sid3.15"] {
         let Some(interp) = common::find(label) else {
@@ -149,14 +175,16 @@ fn main() {
         let pid = target.pid().to_string();
         for run in 1..=RUNS {
             let dir = tempfile::tempdir_in("/tmp").expect("temp dir");
-            let pmt = pmt_sample(&pid, dir.path());
+            let pmt = pmt_sample(&pid, dir.path(), Some("wall"));
+            let pmt_default = pmt_sample(&pid, dir.path(), None);
             let spy = py_spy(&pid, dir.path());
             let own = (label == "sid3.15")
                 .then(|| cpython_sampler(&interp, &pid, dir.path()))
                 .flatten();
             let line = format!(
-                "| {label} | {run} | {} | {} | {} |\n",
+                "| {label} | {run} | {} | {} | {} | {} |\n",
                 cell(pmt),
+                cell(pmt_default),
                 cell(spy),
                 if label == "sid3.15" {
                     cell(own)

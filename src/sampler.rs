@@ -547,6 +547,9 @@ pub(crate) trait Ticker {
     fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool;
     /// The run's statistics, in which the loop keeps timing and tick counts.
     fn stats_mut(&mut self) -> &mut SamplerStats;
+    /// Brings the statistics up to date at the end of the run (figures read less often
+    /// than every tick are read once more).
+    fn finish(&mut self);
 }
 
 impl<S: StackSource> Ticker for Sampler<S> {
@@ -556,6 +559,13 @@ impl<S: StackSource> Ticker for Sampler<S> {
 
     fn stats_mut(&mut self) -> &mut SamplerStats {
         &mut self.stats
+    }
+
+    fn finish(&mut self) {
+        if let Some(kernel) = &mut self.kernel {
+            kernel.read_tallies_now();
+            self.stats.in_kernel = Some(kernel.stats());
+        }
     }
 }
 
@@ -614,6 +624,7 @@ pub(crate) fn run_ticks(
         }
         clock.sleep_until_ns(deadline, stop);
     };
+    ticker.finish();
     let stats = ticker.stats_mut();
     stats.elapsed = Duration::from_nanos(clock.elapsed_ns());
     stats.stop = Some(stop_reason);

@@ -61,7 +61,16 @@ pub struct KernelCapture {
     /// Processes that exited, oldest first, with when that was drained.
     exited: Vec<(u32, std::time::Instant)>,
     tallies: CaptureTallies,
+    /// When the walker's tallies were last read into `tallies.kernel` (reading them costs one
+    /// syscall per tally): read again when events were drained since, or after
+    /// [`TALLIES_REFRESH`], and always at the end of a process's or a run's sampling.
+    kernel_tallies_read: Option<std::time::Instant>,
+    /// Events were drained since the walker's tallies were last read.
+    drained_since_tallies: bool,
 }
+
+/// How long the walker's tallies may go unread while no event is drained.
+const TALLIES_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long the events of a process that exited wait for a sampler to take them.
 const EXITED_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -99,6 +108,8 @@ impl KernelCapture {
             kept: HashMap::new(),
             exited: Vec::new(),
             tallies: CaptureTallies::default(),
+            kernel_tallies_read: None,
+            drained_since_tallies: false,
         }))
     }
 
@@ -107,11 +118,23 @@ impl KernelCapture {
         &mut self.stacks
     }
 
-    /// The capture's tallies so far.
+    /// The capture's tallies so far: the walker's as last read (see [`Self::refresh_tallies`]).
     pub fn tallies(&self) -> CaptureTallies {
-        CaptureTallies {
-            kernel: self.stacks.tallies(),
-            ..self.tallies
+        self.tallies
+    }
+
+    /// Reads the walker's tallies again if `now` is asked, events were drained since they were
+    /// last read, or [`TALLIES_REFRESH`] has passed.
+    fn refresh_tallies(&mut self, now: bool) {
+        let due = now
+            || self.drained_since_tallies
+            || self
+                .kernel_tallies_read
+                .is_none_or(|at| at.elapsed() >= TALLIES_REFRESH);
+        if due {
+            self.tallies.kernel = self.stacks.tallies();
+            self.kernel_tallies_read = Some(std::time::Instant::now());
+            self.drained_since_tallies = false;
         }
     }
 
@@ -129,6 +152,7 @@ impl KernelCapture {
         self.scratch.clear();
         self.stacks.drain(&mut self.scratch);
         self.tallies.events += self.scratch.len() as u64;
+        self.drained_since_tallies |= !self.scratch.is_empty();
         for event in self.scratch.drain(..) {
             if event.stack != 0 {
                 self.ids_seen.insert(event.stack);
@@ -460,6 +484,13 @@ impl KernelAttribution {
         }
     }
 
+    /// Reads the walker's tallies now, for the figures at the end of sampling this process.
+    pub(crate) fn read_tallies_now(&mut self) {
+        let mut capture = self.capture.borrow_mut();
+        capture.refresh_tallies(true);
+        self.stats.capture = capture.tallies();
+    }
+
     /// Hands the live Python threads' thread states to the kernel walker.
     pub(crate) fn hand_over_threads(&mut self, threads: &[(u32, u64)]) {
         self.tids.extend(threads.iter().map(|&(tid, _)| tid));
@@ -480,7 +511,11 @@ impl KernelAttribution {
             self.tids.insert(event.tid);
             self.apply(event, tick_threads, decode, &mut charges);
         }
-        self.stats.capture = self.capture.borrow().tallies();
+        {
+            let mut capture = self.capture.borrow_mut();
+            capture.refresh_tallies(false);
+            self.stats.capture = capture.tallies();
+        }
         let mut samples: Vec<ThreadSample> = charges
             .into_iter()
             .filter(|(_, values)| !values.is_zero())

@@ -375,6 +375,7 @@ impl Ticker for ProcessTreeSampler {
                 self.stats.last_error = Some(format!("process {}: {error}", identity.pid));
             }
             if exited {
+                Ticker::finish(sampler);
                 stats.exited = true;
                 add_attribution(&mut self.exited_attribution, &sampler.stats.attribution);
                 self.exited_counter_errors += sampler.stats.counter_errors;
@@ -394,6 +395,13 @@ impl Ticker for ProcessTreeSampler {
 
     fn stats_mut(&mut self) -> &mut SamplerStats {
         &mut self.stats
+    }
+
+    fn finish(&mut self) {
+        for member in &mut self.members {
+            Ticker::finish(&mut member.sampler);
+        }
+        self.total_up();
     }
 }
 
