@@ -277,10 +277,15 @@ const CACHE_PAGES: usize = 128;
 
 /// A short-lived view of a target's memory that reads whole pages and serves later reads
 /// from them: walking 50 frames that share a few pages costs a few syscalls instead of 50.
-/// Made afresh for each snapshot (one stack read), so nothing stale outlives it.
+/// Made afresh for each snapshot (one stack read), so nothing stale outlives it (only its
+/// page buffers are handed on, to be overwritten whole).
 pub struct PageCache<'m, M: ReadMemory> {
     inner: &'m M,
     pages: std::cell::RefCell<Vec<(u64, Box<[u8]>)>>,
+    /// Page buffers to read into before allocating new ones (handed over by the previous
+    /// snapshot through [`PageCache::into_buffers`]; a buffer is only ever served from after
+    /// a read filled it whole).
+    spare: std::cell::RefCell<Vec<Box<[u8]>>>,
 }
 
 impl<'m, M: ReadMemory> PageCache<'m, M> {
@@ -289,19 +294,40 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
         PageCache {
             inner,
             pages: std::cell::RefCell::new(Vec::new()),
+            spare: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// A page buffer: a spare one, else a new one.
+    fn buffer(&self) -> Box<[u8]> {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; CACHE_PAGE as usize].into_boxed_slice())
+    }
+
+    /// Every page buffer this cache holds, to read the next snapshot into
+    /// ([`PageCache::prefetched_reusing`]).
+    pub fn into_buffers(self) -> Vec<Box<[u8]>> {
+        let mut buffers = self.spare.into_inner();
+        buffers.extend(self.pages.into_inner().into_iter().map(|(_, b)| b));
+        buffers
     }
 
     /// A cache that starts with `pages` (page addresses, such as the ones the previous
     /// snapshot used) read in one batched call; if any of them is unreadable, none is kept
     /// and pages are read on demand instead.
     pub fn prefetched(inner: &'m M, pages: &[u64]) -> Self {
+        PageCache::prefetched_reusing(inner, pages, Vec::new())
+    }
+
+    /// [`PageCache::prefetched`], reading into the buffers `spare` (those of a previous
+    /// cache) before allocating any.
+    pub fn prefetched_reusing(inner: &'m M, pages: &[u64], spare: Vec<Box<[u8]>>) -> Self {
         let cache = PageCache::new(inner);
+        *cache.spare.borrow_mut() = spare;
         let pages = &pages[..pages.len().min(CACHE_PAGES)];
-        let mut buffers: Vec<Box<[u8]>> = pages
-            .iter()
-            .map(|_| vec![0u8; CACHE_PAGE as usize].into_boxed_slice())
-            .collect();
+        let mut buffers: Vec<Box<[u8]>> = pages.iter().map(|_| cache.buffer()).collect();
         let mut requests: Vec<(u64, &mut [u8])> = pages
             .iter()
             .zip(buffers.iter_mut())
@@ -310,6 +336,9 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
         if inner.read_many(&mut requests).is_ok() {
             drop(requests);
             *cache.pages.borrow_mut() = pages.iter().copied().zip(buffers).collect();
+        } else {
+            drop(requests);
+            cache.spare.borrow_mut().extend(buffers);
         }
         cache
     }
@@ -330,12 +359,14 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
             let index = match pages.iter().position(|(p, _)| *p == page) {
                 Some(i) => i,
                 None => {
-                    let mut bytes = vec![0u8; CACHE_PAGE as usize].into_boxed_slice();
+                    let mut bytes = self.buffer();
                     if self.inner.read(page, &mut bytes).is_err() {
+                        self.spare.borrow_mut().push(bytes);
                         return false;
                     }
                     if pages.len() >= CACHE_PAGES {
-                        pages.remove(0);
+                        let (_, evicted) = pages.remove(0);
+                        self.spare.borrow_mut().push(evicted);
                     }
                     pages.push((page, bytes));
                     pages.len() - 1
@@ -365,6 +396,33 @@ impl<M: ReadMemory> ReadMemory for PageCache<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_reading_into_spare_buffers_serves_only_what_it_read() {
+        let page = CACHE_PAGE;
+        let mut first = SliceMemory::new();
+        first.map(page, vec![1u8; 3 * page as usize]);
+        let cache = PageCache::prefetched(&first, &[page, 2 * page]);
+        let mut buf = [0u8; 8];
+        assert!(cache.read_cached(3 * page, &mut buf));
+        let buffers = cache.into_buffers();
+        assert_eq!(buffers.len(), 3);
+        // The same pages now hold other bytes; one page is gone.
+        let mut second = SliceMemory::new();
+        second.map(page, vec![2u8; 2 * page as usize]);
+        let cache = PageCache::prefetched_reusing(&second, &[page, 3 * page], buffers);
+        assert!(
+            cache.page_addresses().is_empty(),
+            "a failed prefetch keeps nothing"
+        );
+        assert!(cache.read_cached(page + 5, &mut buf));
+        assert_eq!(buf, [2u8; 8]);
+        assert!(!cache.read_cached(3 * page, &mut buf));
+        let cache = PageCache::prefetched_reusing(&second, &[page, 2 * page], cache.into_buffers());
+        assert_eq!(cache.page_addresses(), vec![page, 2 * page]);
+        assert!(cache.read_cached(2 * page - 4, &mut buf));
+        assert_eq!(buf, [2u8; 8]);
+    }
 
     #[test]
     fn a_write_lands_whole_and_a_long_or_unmapped_one_is_refused() {

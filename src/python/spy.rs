@@ -194,6 +194,8 @@ pub struct PythonSpy {
     /// Pages the previous read used: most stay the same from one sample to the next, so
     /// they are fetched in one batched call before walking.
     last_pages: Vec<u64>,
+    /// The page buffers of the last snapshot, read into by the next one.
+    spare_pages: Vec<Box<[u8]>>,
     /// `(kernel tid, PyThreadState address)` of the threads the last read found.
     thread_states: Vec<(u32, u64)>,
     /// The `_PyGC_generation0` variable (3.6, whose collector state is file-static).
@@ -328,6 +330,7 @@ impl PythonSpy {
             torn_reads: 0,
             outermost: HashMap::new(),
             last_pages: Vec::new(),
+            spare_pages: Vec::new(),
             thread_states: Vec::new(),
             gc_generation0: elf.symbols.get("_PyGC_generation0").copied(),
             frame_addresses: Vec::new(),
@@ -512,7 +515,11 @@ impl PythonSpy {
         };
         let _pause = self.pause()?;
         let mem = self.mem;
-        let snapshot = PageCache::prefetched(&mem, &self.last_pages);
+        let snapshot = PageCache::prefetched_reusing(
+            &mem,
+            &self.last_pages,
+            std::mem::take(&mut self.spare_pages),
+        );
         let head = match self.root {
             InterpreterRoot::Runtime(runtime) => snapshot.read_u64(
                 runtime.wrapping_add(self.layout.runtime_interpreters_head.unwrap_or_default()),
@@ -589,6 +596,7 @@ impl PythonSpy {
         pages.sort_unstable();
         pages.dedup();
         self.last_pages = pages;
+        self.spare_pages = snapshot.into_buffers();
         Ok(stacks)
     }
 
