@@ -368,8 +368,9 @@ pub const KEY_SUSTAIN_S: f64 = 1.0;
 /// the state to keep, and everything above `m` was pushed within the window.
 ///
 /// With `per_key` (the heap, whose releases are exact), each key's share is also capped at
-/// the least it held at any time within the window before the peak: [`SUSTAIN_S`], or
-/// [`KEY_SUSTAIN_S`] in a run of ten times that or more. A server's in-flight requests
+/// the least it held at any time within the window before the peak: [`SUSTAIN_S`], or in a
+/// run of ten times [`KEY_SUSTAIN_S`] or more, that long before the peak or (for a peak early
+/// in the run) the whole of that long after it. A server's in-flight requests
 /// overlap, so the total they hold can stay up although no request's memory does, and a
 /// request slowed down by load can take longer than [`SUSTAIN_S`]; a stack that held nothing
 /// at some moment of the window keeps nothing.
@@ -399,6 +400,10 @@ struct GrowthLedger {
     /// With `per_key`: the least each key of `best` held within [`SUSTAIN_S`] and within
     /// [`KEY_SUSTAIN_S`] before the peak.
     best_least: HashMap<(u32, u32), (u64, u64)>,
+    /// With `per_key`: when the peak was, and the least each key of `best` has held since
+    /// (a peak early in a run has no second before it in which its memory was held).
+    best_time: f64,
+    best_after: HashMap<(u32, u32), u64>,
 }
 
 impl GrowthLedger {
@@ -534,8 +539,14 @@ impl GrowthLedger {
                         Some((*key, (least(SUSTAIN_S), least(KEY_SUSTAIN_S))))
                     })
                     .collect();
+                self.best_time = time_s;
+                self.best_after = self.best.keys().map(|&k| (k, self.value(k))).collect();
             }
         }
+    }
+
+    fn value(&self, key: (u32, u32)) -> u64 {
+        self.current.get(&key).copied().unwrap_or(0)
     }
 
     /// Records the values of the keys this sample changed, and forgets what left the window.
@@ -555,6 +566,11 @@ impl GrowthLedger {
                 values.push_back((time_s, low));
             }
             values.push_back((time_s, after));
+            if time_s <= self.best_time + KEY_SUSTAIN_S
+                && let Some(least) = self.best_after.get_mut(&key)
+            {
+                *least = (*least).min(low).min(after);
+            }
         }
         self.last_time = time_s;
         self.first_time.get_or_insert(time_s);
@@ -589,12 +605,20 @@ impl GrowthLedger {
         }
         let run = self.last_time - self.first_time.unwrap_or(self.last_time);
         let long = run >= 10.0 * KEY_SUSTAIN_S;
+        // Held throughout the second before the peak, or throughout the whole second after.
+        let after_whole = self.last_time >= self.best_time + KEY_SUSTAIN_S;
         self.best
             .iter()
             .filter_map(|(&key, &bytes)| {
                 let capped = match self.best_least.get(&key) {
                     Some(&(short, _)) if !long => bytes.min(short),
-                    Some(&(_, whole)) => bytes.min(whole),
+                    Some(&(_, before)) => {
+                        let after = match self.best_after.get(&key) {
+                            Some(&after) if after_whole => after,
+                            _ => 0,
+                        };
+                        bytes.min(before.max(after))
+                    }
                     None => bytes,
                 };
                 (capped > 0).then_some((key, capped))
@@ -1395,6 +1419,20 @@ mod tests {
         let peak = ledger.at_peak();
         assert_eq!(peak.get(&(0, 1)), None, "{peak:?}");
         assert!(peak.get(&(0, 9)).is_some_and(|&b| b >= 10_000), "{peak:?}");
+    }
+
+    #[test]
+    fn an_early_peak_held_through_a_long_run_is_kept() {
+        // 1 000 allocated in the first 100 ms and held for 12 s: the peak is early, with no
+        // second before it, but it is held for the whole second after.
+        let mut ledger = GrowthLedger::per_key();
+        for i in 0..1200u32 {
+            if i < 10 {
+                ledger.grow((0, 1), 100);
+            }
+            ledger.end_sample(f64::from(i) * 0.01);
+        }
+        assert_eq!(ledger.at_peak().get(&(0, 1)), Some(&1_000));
     }
 
     #[test]
