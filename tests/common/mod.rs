@@ -106,11 +106,32 @@ fn prepare_sid_root(root: &Path) {
         for dir in [Path::new("/dev"), Path::new("/tmp"), &repo()] {
             let at = inside(dir);
             let covered = dir.starts_with("/tmp") && dir != Path::new("/tmp");
-            if !covered && !mounted(&at) {
-                mount(&["--bind".as_ref(), dir.as_os_str()], &at);
+            if covered || same_directory(dir, &at) {
+                continue;
             }
+            // A bind mount left by an earlier run whose directory was since deleted and made
+            // anew (a fresh clone at the same path) shows the old, empty directory: replace it.
+            if mounted(&at) {
+                let _ = Command::new("umount").arg("-l").arg(&at).status();
+            }
+            mount(&["--bind".as_ref(), dir.as_os_str()], &at);
+            assert!(
+                same_directory(dir, &at),
+                "{} is not {} after mounting it",
+                at.display(),
+                dir.display()
+            );
         }
     });
+}
+
+/// Whether two paths name the same directory (the same device and inode).
+fn same_directory(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn pyenv_root() -> PathBuf {
