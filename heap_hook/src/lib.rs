@@ -35,7 +35,7 @@
 mod state;
 
 use state::{
-    DEPTH_TRUNCATED, FrameEntry, HeapState, HookLayout, MAGIC, MAX_DEPTH, MAX_FRAMES, MAX_STACKS,
+    CHANGES, DEPTH_TRUNCATED, FrameEntry, HeapState, HookLayout, MAGIC, MAX_DEPTH, MAX_FRAMES, MAX_STACKS,
     StackEntry, VERSION,
 };
 use std::cell::{Cell, UnsafeCell};
@@ -161,6 +161,8 @@ const EMPTY_STATE: HeapState = HeapState {
         code_tag: 0,
         code_tag_len: 0,
     },
+    changes_addr: 0,
+    changes_written: 0,
 };
 
 /// What pmt reads: found through this symbol of the loaded library.
@@ -208,6 +210,8 @@ struct Tables {
     stacks: *mut StackEntry,
     frames: *mut FrameEntry,
     live: *mut LiveSample,
+    /// The change log ([`CHANGES`] stack indices, a ring).
+    changes: *mut u32,
     /// The counting filter: a counter per bucket, then the bucket bits (published in
     /// `FILTER` while the hook is installed).
     filter: *mut u8,
@@ -221,6 +225,7 @@ static TABLES: Global<Tables> = Global::new(Tables {
     stacks: std::ptr::null_mut(),
     frames: std::ptr::null_mut(),
     live: std::ptr::null_mut(),
+    changes: std::ptr::null_mut(),
     filter: std::ptr::null_mut(),
     live_bits: 0,
     live_used: 0,
@@ -709,6 +714,7 @@ fn record(t: &ThreadState, ptr: u64, size: u64, mean: u64) {
             word(&raw mut entry.freed_bytes).fetch_add(bytes, Ordering::Relaxed);
             word(&raw mut entry.freed_count).fetch_add(count, Ordering::Relaxed);
         }
+        log_change(stack);
         unlock();
         if new && (api.gil_check)() != 0 {
             for frame in &frames[..depth] {
@@ -830,6 +836,20 @@ unsafe fn intern_stack(hash: u64, tid: u32, frames: &[FrameEntry], truncated: bo
     }
 }
 
+/// Writes `stack` to the change log (after its counters changed), under the lock.
+///
+/// # Safety
+/// Under the lock, with the tables mapped.
+unsafe fn log_change(stack: u32) {
+    // SAFETY: under the lock; the ring has CHANGES entries.
+    unsafe {
+        let st = state();
+        let written = (*st).changes_written;
+        *(*TABLES.get()).changes.add(written as usize % CHANGES) = stack;
+        word(&raw mut (*st).changes_written).store(written + 1, Ordering::Release);
+    }
+}
+
 /// Remembers a live sample; false when the table cannot grow.
 unsafe fn remember(ptr: u64, stack: u32, bytes: u64, count: u64) -> bool {
     // SAFETY (whole function): under the lock.
@@ -929,6 +949,7 @@ fn forget(ptr: u64, bucket: usize) {
                     let stack = &mut *tables.stacks.add(entry.stack as usize);
                     word(&raw mut stack.freed_bytes).fetch_add(entry.bytes, Ordering::Relaxed);
                     word(&raw mut stack.freed_count).fetch_add(entry.count, Ordering::Relaxed);
+                    log_change(entry.stack);
                     entry.ptr = TOMB;
                     tables.live_used -= 1;
                     tables.live_tombs += 1;
@@ -1039,6 +1060,7 @@ unsafe fn reset_tables() {
         (*st).stacks_full = 0;
         (*st).table_full = 0;
         (*st).no_thread_state = 0;
+        (*st).changes_written = 0;
         if !tables.stacks.is_null() {
             std::ptr::write_bytes(tables.stacks, 0, 1);
         }
@@ -1135,12 +1157,14 @@ pub unsafe extern "C" fn pmt_heap_install(
             let frames = map_zeroed(MAX_FRAMES * size_of::<FrameEntry>()) as *mut FrameEntry;
             let live = map_zeroed((1 << LIVE_MIN_BITS) * size_of::<LiveSample>()) as *mut LiveSample;
             let filter = map_zeroed(FILTER_BYTES) as *mut u8;
+            let changes = map_zeroed(CHANGES * size_of::<u32>()) as *mut u32;
             if [
                 stack_index as usize,
                 stacks as usize,
                 frames as usize,
                 live as usize,
                 filter as usize,
+                changes as usize,
             ]
             .contains(&0)
             {
@@ -1152,6 +1176,7 @@ pub unsafe extern "C" fn pmt_heap_install(
             tables.live = live;
             tables.live_bits = LIVE_MIN_BITS;
             tables.filter = filter;
+            tables.changes = changes;
             pthread_atfork(
                 Some(before_fork),
                 Some(after_fork_parent),
@@ -1166,6 +1191,7 @@ pub unsafe extern "C" fn pmt_heap_install(
         (*st).owner_pid = owner_pid;
         (*st).stacks_addr = tables.stacks as u64;
         (*st).frames_addr = tables.frames as u64;
+        (*st).changes_addr = tables.changes as u64;
         (*st).table_bytes = ((1usize << LIVE_MIN_BITS) * size_of::<LiveSample>()) as u64;
         (*st).layout = layout;
         reset_tables();

@@ -10,7 +10,7 @@
 /// `b"pmt_heap"` read as a little-endian word: the state is initialised.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"pmt_heap");
 /// The version of this layout; pmt refuses a hook of another version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The name of the exported [`HeapState`] symbol.
 pub const STATE_SYMBOL: &str = "PMT_HEAP_STATE";
 /// The hook library's file name, by which pmt finds its mapping.
@@ -21,6 +21,9 @@ pub const MAX_DEPTH: usize = 128;
 pub const MAX_STACKS: usize = 1 << 16;
 /// Frames the frame pool holds at most.
 pub const MAX_FRAMES: usize = 1 << 21;
+/// Entries of the change log ([`HeapState::changes_addr`]): a ring of the stack indices whose
+/// counters changed, so that pmt reads only those each tick, not the whole stack table.
+pub const CHANGES: usize = 1 << 16;
 /// A stack's `depth` bit saying its innermost frames were kept and the rest cut.
 pub const DEPTH_TRUNCATED: u32 = 1 << 31;
 
@@ -145,4 +148,12 @@ pub struct HeapState {
     pub table_bytes: u64,
     /// The walk layout in use.
     pub layout: HookLayout,
+    /// Address of the change log: [`CHANGES`] `u32` stack indices, a ring. Each time a
+    /// stack's counters change, its index is written at `changes_written % CHANGES`, then
+    /// `changes_written` is bumped: a reader that has seen the log up to `n` reads the stacks
+    /// named in `[n, changes_written)`, or the whole table when more than [`CHANGES`] were
+    /// written since (the ring went round).
+    pub changes_addr: u64,
+    /// Indices written to the change log since the tables were last emptied.
+    pub changes_written: u64,
 }

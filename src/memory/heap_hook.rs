@@ -10,6 +10,7 @@
 #[path = "../../heap_hook/src/state.rs"]
 mod state;
 
+use state::CHANGES;
 pub use state::{FrameEntry, HeapState, HookLayout, LIBRARY_NAME, StackEntry};
 
 use crate::attach::memory::{ReadMemory, RemoteMemory};
@@ -147,6 +148,8 @@ pub struct HookReader {
     generation: Option<u64>,
     known_stacks: usize,
     counters: Vec<[u64; 3]>,
+    /// How far the hook's change log has been read (`None`: the whole table is read next).
+    changes_seen: Option<u64>,
     tallies: HookTallies,
     scratch: Vec<u8>,
 }
@@ -172,6 +175,7 @@ impl HookReader {
             generation: None,
             known_stacks: 0,
             counters: Vec::new(),
+            changes_seen: None,
             tallies: HookTallies::default(),
             scratch: Vec::new(),
         }
@@ -213,6 +217,64 @@ impl HookReader {
         self.tallies
     }
 
+    /// Starts again from an empty table: the next read reads every stack.
+    fn forget_stacks(&mut self) {
+        self.known_stacks = 0;
+        self.counters.clear();
+        self.changes_seen = None;
+    }
+
+    /// The known stacks (below `known_stacks`) the change log names since the last read,
+    /// each once, in order; `None` when the whole table must be read (the first read, or the
+    /// ring went round since). Marks the log read up to `state.changes_written`.
+    fn changed_stacks(&mut self, state: &HeapState) -> Result<Option<Vec<usize>>, HookError> {
+        let written = state.changes_written;
+        let seen = self.changes_seen.replace(written);
+        let Some(seen) = seen.filter(|&seen| seen <= written && written - seen <= CHANGES as u64)
+        else {
+            return Ok(None);
+        };
+        if seen == written || state.changes_addr == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let (from, to) = (
+            (seen % CHANGES as u64) as usize,
+            (written % CHANGES as u64) as usize,
+        );
+        let mut ring = vec![0u8; (written - seen) as usize * 4];
+        let at = |i: usize| state.changes_addr + (i * 4) as u64;
+        let read = if from < to {
+            self.memory.read(at(from), &mut ring)
+        } else {
+            let (head, tail) = ring.split_at_mut((CHANGES - from) * 4);
+            self.memory
+                .read_many(&mut [(at(from), head), (at(0), tail)])
+        };
+        read.map_err(|e| HookError::Read {
+            pid: self.pid,
+            message: e.to_string(),
+        })?;
+        // The hook may have gone round the ring while it was read: then it cannot be trusted.
+        let written_now = self
+            .memory
+            .read_u64(self.state_addr + std::mem::offset_of!(HeapState, changes_written) as u64)
+            .map_err(|e| HookError::Read {
+                pid: self.pid,
+                message: e.to_string(),
+            })?;
+        if written_now.wrapping_sub(seen) > CHANGES as u64 {
+            return Ok(None);
+        }
+        let mut indices: Vec<usize> = ring
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .filter(|&i| i < self.known_stacks)
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        Ok(Some(indices))
+    }
+
     /// What the hook sampled since the previous read.
     pub fn read(&mut self) -> Result<HookReading, HookError> {
         let mut reading = HookReading::default();
@@ -231,8 +293,7 @@ impl HookReader {
         if self.generation != Some(state.generation) {
             reading.reset = self.generation.is_some();
             self.generation = Some(state.generation);
-            self.known_stacks = 0;
-            self.counters.clear();
+            self.forget_stacks();
         }
         let len = usize::try_from(state.stacks_len)
             .unwrap_or(usize::MAX)
@@ -241,13 +302,47 @@ impl HookReader {
             // Emptied between two reads without a generation change: cannot happen with a
             // well-behaved hook; start over rather than trust the old indices.
             reading.reset = true;
-            self.known_stacks = 0;
-            self.counters.clear();
+            self.forget_stacks();
         }
+        // The stacks whose counters may have changed: those the change log names since the
+        // last read, or all of them when it cannot say (first read, the ring went round).
+        let changed = self.changed_stacks(&state)?;
         let entry_size = size_of::<StackEntry>();
-        self.read_bytes(state.stacks_addr, len * entry_size)?;
-        let entries: Vec<StackEntry> = self.scratch.chunks_exact(entry_size).map(plain).collect();
-        for (index, entry) in entries.iter().enumerate().skip(self.known_stacks) {
+        let known = self.known_stacks;
+        let mut entries: Vec<(usize, StackEntry)> = Vec::new();
+        let fresh_from = match changed {
+            Some(indices) => {
+                let mut buffers = vec![[0u8; size_of::<StackEntry>()]; indices.len()];
+                let mut requests: Vec<(u64, &mut [u8])> = indices
+                    .iter()
+                    .zip(buffers.iter_mut())
+                    .map(|(&i, b)| (state.stacks_addr + (i * entry_size) as u64, &mut b[..]))
+                    .collect();
+                self.memory
+                    .read_many(&mut requests)
+                    .map_err(|e| HookError::Read {
+                        pid: self.pid,
+                        message: e.to_string(),
+                    })?;
+                entries.extend(indices.into_iter().zip(buffers.iter().map(|b| plain(b))));
+                self.read_bytes(
+                    state.stacks_addr + (known * entry_size) as u64,
+                    (len - known) * entry_size,
+                )?;
+                known
+            }
+            None => {
+                self.read_bytes(state.stacks_addr, len * entry_size)?;
+                0
+            }
+        };
+        entries.extend(
+            self.scratch
+                .chunks_exact(entry_size)
+                .enumerate()
+                .map(|(i, b)| (fresh_from + i, plain(b))),
+        );
+        for &(index, ref entry) in entries.iter().filter(|(i, _)| *i >= known) {
             let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
             let frames = if depth == 0 || depth > state::MAX_DEPTH {
                 Vec::new()
@@ -278,7 +373,7 @@ impl HookReader {
         }
         self.known_stacks = len;
         self.counters.resize(len, [0; 3]);
-        for (index, entry) in entries.iter().enumerate() {
+        for (index, entry) in entries {
             let now = [entry.alloc_bytes, entry.alloc_count, entry.freed_bytes];
             let before = std::mem::replace(&mut self.counters[index], now);
             if now == before {
