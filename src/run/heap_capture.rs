@@ -111,6 +111,8 @@ def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owne
             spec.loader.exec_module(module)
         if sys.version_info < (3, 8):
             return  # the hook is for 3.8+
+        if os.environ.get("PMT_HEAP_CHILDREN") != "1" and os.getppid() != owner:
+            return  # a grandchild (under a shell) pmt does not follow: no layout will come
     import time
     layout_path = os.path.join(dir, "layout.%d" % os.getpid())
     deadline = time.monotonic() + wait_s
