@@ -342,26 +342,53 @@ impl HookReader {
                 .enumerate()
                 .map(|(i, b)| (fresh_from + i, plain(b))),
         );
-        for &(index, ref entry) in entries.iter().filter(|(i, _)| *i >= known) {
-            let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
-            let frames = if depth == 0 || depth > state::MAX_DEPTH {
-                Vec::new()
-            } else {
-                let at = state.frames_addr
-                    + u64::from(entry.first_frame) * size_of::<FrameEntry>() as u64;
-                self.read_bytes(at, depth * size_of::<FrameEntry>())?;
-                self.scratch
-                    .chunks_exact(size_of::<FrameEntry>())
-                    .map(|b| {
-                        let f: FrameEntry = plain(b);
-                        CapturedFrame {
-                            code: f.code,
-                            position: f.position,
-                            tag: f.tag,
-                        }
-                    })
-                    .collect()
-            };
+        // The new stacks' frames, in batched reads.
+        let fresh: Vec<(usize, StackEntry)> = entries
+            .iter()
+            .filter(|(i, _)| *i >= known)
+            .copied()
+            .collect();
+        let frame_size = size_of::<FrameEntry>();
+        let mut buffers: Vec<Vec<u8>> = fresh
+            .iter()
+            .map(|(_, entry)| {
+                let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
+                vec![
+                    0u8;
+                    if depth > state::MAX_DEPTH {
+                        0
+                    } else {
+                        depth * frame_size
+                    }
+                ]
+            })
+            .collect();
+        let mut requests: Vec<(u64, &mut [u8])> = fresh
+            .iter()
+            .zip(buffers.iter_mut())
+            .map(|((_, entry), buffer)| {
+                let at = state.frames_addr + u64::from(entry.first_frame) * frame_size as u64;
+                (at, &mut buffer[..])
+            })
+            .collect();
+        self.memory
+            .read_many(&mut requests)
+            .map_err(|e| HookError::Read {
+                pid: self.pid,
+                message: e.to_string(),
+            })?;
+        for ((index, entry), buffer) in fresh.into_iter().zip(buffers) {
+            let frames = buffer
+                .chunks_exact(frame_size)
+                .map(|b| {
+                    let f: FrameEntry = plain(b);
+                    CapturedFrame {
+                        code: f.code,
+                        position: f.position,
+                        tag: f.tag,
+                    }
+                })
+                .collect();
             reading.new_stacks.push((
                 index as u32,
                 HookStack {

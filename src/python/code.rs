@@ -35,6 +35,37 @@ struct CachedCode {
     ob_type: u64,
 }
 
+impl CachedCode {
+    /// What it is, the line of `position` in it, and whether it is a generator's.
+    fn frame_at(
+        &mut self,
+        layout: &Layout,
+        position: InstructionPosition,
+    ) -> (Arc<CodeInfo>, u32, bool) {
+        let code = self;
+        let offset = match position {
+            InstructionPosition::Lasti(lasti) if lasti < 0 => None,
+            InstructionPosition::Lasti(lasti) if layout.capabilities().lasti_in_code_units => {
+                Some(lasti as u64 * 2)
+            }
+            InstructionPosition::Lasti(lasti) => Some(lasti as u64),
+            InstructionPosition::Pointer(ptr) => ptr.checked_sub(code.code_start),
+        };
+        let line = match offset {
+            None => code.info.first_line,
+            Some(offset) => *code.lines.entry(offset).or_insert_with(|| {
+                line_for_offset(
+                    layout.version,
+                    &code.linetable,
+                    code.info.first_line,
+                    offset,
+                )
+            }),
+        };
+        (code.info.clone(), line, code.generator)
+    }
+}
+
 /// Where `ob_type` lies in every object of a supported (not free-threaded) build.
 const OB_TYPE: u64 = 8;
 
@@ -57,6 +88,10 @@ pub struct CodeCache {
     codes: HashMap<u64, CachedCode>,
     /// The code type's address, as the code objects of frames read whole show it.
     code_type: Option<u64>,
+    /// (address, tag) pairs [`CodeCache::checked_frame`] found to be the decoded code object
+    /// in this epoch: the many captured frames of one code object a batch decodes (a tick's
+    /// page faults, the allocation hook's new stacks) read it once, not four words each.
+    checked: std::collections::HashSet<(u64, u64)>,
 }
 
 /// Where the frame's instruction pointer is, in the form each version stores it.
@@ -104,6 +139,11 @@ impl CodeCache {
         position: InstructionPosition,
         tag: u64,
     ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
+        if self.checked.contains(&(addr, tag))
+            && let Some(code) = self.codes.get_mut(&addr)
+        {
+            return Ok(code.frame_at(layout, position));
+        }
         let ob_type = mem.read_u64(addr.wrapping_add(OB_TYPE))?;
         let (at, len) = tag_window(layout);
         let words = mem.read_vec(addr.wrapping_add(at), len as usize)?;
@@ -111,7 +151,19 @@ impl CodeCache {
         if self.code_type.is_some_and(|known| known != ob_type) || now != tag {
             return Err(DecodeError::invalid("code object", addr));
         }
-        self.decode(mem, layout, addr, position)
+        let decoded = self.decode(mem, layout, addr, position)?;
+        if self.checked.len() >= MAX_CACHED_CODES {
+            self.checked.clear();
+        }
+        self.checked.insert((addr, tag));
+        Ok(decoded)
+    }
+
+    /// Starts a new epoch: code objects are checked again before [`CodeCache::checked_frame`]
+    /// trusts a captured address (the target may have freed them since). Called once per
+    /// tick's stack read.
+    pub fn new_epoch(&mut self) {
+        self.checked.clear();
     }
 
     fn decode(
@@ -140,26 +192,7 @@ impl CodeCache {
             .codes
             .get_mut(&addr)
             .ok_or(DecodeError::invalid("code object", addr))?;
-        let offset = match position {
-            InstructionPosition::Lasti(lasti) if lasti < 0 => None,
-            InstructionPosition::Lasti(lasti) if layout.capabilities().lasti_in_code_units => {
-                Some(lasti as u64 * 2)
-            }
-            InstructionPosition::Lasti(lasti) => Some(lasti as u64),
-            InstructionPosition::Pointer(ptr) => ptr.checked_sub(code.code_start),
-        };
-        let line = match offset {
-            None => code.info.first_line,
-            Some(offset) => *code.lines.entry(offset).or_insert_with(|| {
-                line_for_offset(
-                    layout.version,
-                    &code.linetable,
-                    code.info.first_line,
-                    offset,
-                )
-            }),
-        };
-        Ok((code.info.clone(), line, code.generator))
+        Ok(code.frame_at(layout, position))
     }
 
     /// Address of the first instruction of the code object at `addr`, once decoded (3.11+,

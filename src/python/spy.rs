@@ -494,6 +494,7 @@ impl PythonSpy {
     /// still reported, with its [`ThreadStack::read_error`] set, and counted in
     /// [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
+        self.codes.new_epoch();
         if self.last_pages.is_empty() && !self.options.blocking {
             // A first read fetches the pages of the threads' frames one at a time, decoding
             // code objects in between: too slow to catch a busy thread's chain whole. It
