@@ -6,9 +6,12 @@
 
 mod common;
 
+use prost::Message;
+use pymemtrace::output::pprof::proto;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Items each holder keeps.
@@ -221,6 +224,7 @@ fn diff_names_the_growing_holder() {
     target.wait_for_line("READY", Duration::from_secs(30));
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("diff.json");
+    let pprof = dir.path().join("growth.pb.gz");
     let out = common::pmt()
         .args([
             "heap",
@@ -231,6 +235,8 @@ fn diff_names_the_growing_holder() {
             "--json",
         ])
         .arg(&json)
+        .arg("--pprof")
+        .arg(&pprof)
         .output()
         .expect("running pmt heap --diff");
     assert!(
@@ -266,4 +272,136 @@ fn diff_names_the_growing_holder() {
         dicts["count"][1].as_u64() > dicts["count"][0].as_u64(),
         "{dicts}"
     );
+    // The pprof carries the growth: GROW gained bytes and at least a dict per item gained;
+    // STEADY gained nothing.
+    let stacks = read_pprof(&pprof);
+    let (bytes, objects) = cumulative(&stacks, "__main__;__main__.GROW");
+    assert!(
+        bytes > 0 && objects >= gained as i64,
+        "GROW gained {bytes} bytes, {objects} objects: {stacks:?}"
+    );
+    assert_eq!(cumulative(&stacks, "__main__;__main__.STEADY"), (0, 0));
+}
+
+/// A `--pprof` file decoded with the project's own prost types: per stack (root-first function
+/// names joined with `;`), its `inuse_space` and `inuse_objects`; checks the sample types.
+fn read_pprof(path: &Path) -> HashMap<String, (i64, i64)> {
+    let gz = std::fs::read(path).expect("reading the pprof");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut bytes)
+        .expect("the pprof is gzipped");
+    let pprof = proto::Profile::decode(bytes.as_slice()).expect("the pprof decodes");
+    let s = &pprof.string_table;
+    let types: Vec<(&str, &str)> = pprof
+        .sample_type
+        .iter()
+        .map(|t| (s[t.r#type as usize].as_str(), s[t.unit as usize].as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [("inuse_space", "bytes"), ("inuse_objects", "count")]
+    );
+    let name = |location: u64| {
+        let location = pprof
+            .location
+            .iter()
+            .find(|l| l.id == location)
+            .expect("a sample's location exists");
+        let function = pprof
+            .function
+            .iter()
+            .find(|f| f.id == location.line[0].function_id)
+            .expect("a location's function exists");
+        s[function.name as usize].clone()
+    };
+    let mut stacks: HashMap<String, (i64, i64)> = HashMap::new();
+    for sample in &pprof.sample {
+        let stack: Vec<String> = sample.location_id.iter().rev().map(|&l| name(l)).collect();
+        let entry = stacks.entry(stack.join(";")).or_default();
+        entry.0 += sample.value[0];
+        entry.1 += sample.value[1];
+    }
+    stacks
+}
+
+/// The sum over the stacks that start with `prefix` (root first, `;`-joined): a frame's
+/// cumulative value, as `go tool pprof -top` shows it.
+fn cumulative(stacks: &HashMap<String, (i64, i64)>, prefix: &str) -> (i64, i64) {
+    stacks
+        .iter()
+        .filter(|(stack, _)| *stack == prefix || stack.starts_with(&format!("{prefix};")))
+        .fold((0, 0), |sum, (_, v)| (sum.0 + v.0, sum.1 + v.1))
+}
+
+/// `--pprof` and `--flame`: the holder `__main__.STEADY` is the stack `__main__` →
+/// `__main__.STEADY`, whose cumulative bytes and objects are what the JSON of the same
+/// snapshot says it retains (a list of 1,000 dicts: at least 1,001 objects); the pprof's total
+/// is the whole heap the walk found; the flamegraph names the holder.
+fn check_profile_outputs(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_grows.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (json, pprof, svg) = (
+        dir.path().join("heap.json"),
+        dir.path().join("heap.pb.gz"),
+        dir.path().join("heap.svg"),
+    );
+    let out = common::pmt()
+        .args(["heap", "--pid", &target.pid().to_string(), "--json"])
+        .arg(&json)
+        .arg("--pprof")
+        .arg(&pprof)
+        .arg("--flame")
+        .arg(&svg)
+        .output()
+        .expect("running pmt heap");
+    drop(target);
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let steady = snap["holders"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.STEADY"))
+        .unwrap_or_else(|| panic!("{label}: no __main__.STEADY in {snap}"));
+    let stacks = read_pprof(&pprof);
+    let (bytes, objects) = cumulative(&stacks, "__main__;__main__.STEADY");
+    assert_eq!(
+        bytes,
+        steady["retained_bytes"].as_i64().unwrap_or(-1),
+        "{label}: {stacks:?}"
+    );
+    assert_eq!(objects, steady["retained_objects"].as_i64().unwrap_or(-1));
+    assert!(objects >= 1001, "{label}: STEADY retains {objects} objects");
+    let total = stacks.values().fold((0, 0), |t, v| (t.0 + v.0, t.1 + v.1));
+    assert_eq!(
+        total,
+        (
+            snap["bytes"].as_i64().unwrap_or(-1),
+            snap["objects"].as_i64().unwrap_or(-1)
+        ),
+        "{label}: the pprof's total is the heap"
+    );
+    let svg = std::fs::read_to_string(&svg).expect("reading the SVG");
+    assert!(
+        svg.contains("__main__.STEADY"),
+        "{label}: the SVG names the holder"
+    );
+}
+
+#[test]
+fn pprof_and_flame_3_12() {
+    check_profile_outputs("3.12");
+}
+
+#[test]
+fn pprof_and_flame_sid_3_14() {
+    check_profile_outputs("sid3.14");
 }

@@ -130,6 +130,8 @@ mod tests {
                 .iter()
                 .map(|&(path, items, retained_bytes)| Holder {
                     path: path.into(),
+                    steps: path.split('.').map(str::to_string).collect(),
+                    within: None,
                     type_name: "list".into(),
                     items,
                     retained_bytes,

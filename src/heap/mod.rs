@@ -1,11 +1,14 @@
 //! `pmt heap`: a snapshot of a CPython process's heap read out of process. The walker finds
 //! objects on the collector's lists and follows references from the roots by per-type
 //! knowledge; dominators give retained sizes; names give retention paths. Emits a
-//! [`Snapshot`] model (and the growth between two, [`SnapshotDiff`]) and knows no output format. Reads the target through
+//! [`Snapshot`] model (and the growth between two, [`SnapshotDiff`]), and the same as a
+//! [`crate::profile::Profile`] of held memory by retention path for the output registry
+//! ([`held_profile`], [`growth_profile`]); knows no output format. Reads the target through
 //! [`crate::python::PythonSpy`]'s discovery and layouts, never writes to it.
 
 mod diff;
 mod dominators;
+mod held;
 mod names;
 mod reader;
 mod snapshot;
@@ -13,6 +16,7 @@ mod types;
 mod walker;
 
 pub use diff::{HolderGrowth, SnapshotDiff, TypeGrowth, diff};
+pub use held::{UNLISTED, UNREACHED, growth_profile, held_profile};
 pub use snapshot::{Holder, NotFollowed, Snapshot, TypeStats};
 
 use crate::attach::{MemoryError, ReadMemory, RemoteMemory};
