@@ -405,3 +405,73 @@ fn pprof_and_flame_3_12() {
 fn pprof_and_flame_sid_3_14() {
     check_profile_outputs("sid3.14");
 }
+
+/// Where the RSS is: the parts add up to the RSS, a 50 MiB bytes object is under Python
+/// objects, and the half-emptied pools show as pymalloc free space.
+fn check_rss(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_rss.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("heap.json");
+    let out = common::pmt()
+        .args(["heap", "--pid", &target.pid().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap");
+    drop(target);
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Where the RSS is"), "{label}: {text}");
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let rss = &snap["rss"];
+    let part = |name: &str| {
+        rss[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{label}: no {name} in {rss}"))
+    };
+    let parts = [
+        "python_objects",
+        "pymalloc_free",
+        "c_heap_other",
+        "thread_stacks",
+        "mapped_files",
+        "other",
+    ];
+    let sum: u64 = parts.iter().map(|p| part(p)).sum();
+    assert_eq!(
+        sum,
+        part("rss"),
+        "{label}: the parts add up to the RSS: {rss}"
+    );
+    assert!(part("python_objects") >= 50 << 20, "{label}: {rss}");
+    assert!(part("pymalloc_free") >= 1 << 20, "{label}: {rss}");
+    assert!(
+        part("thread_stacks") > 0 && part("mapped_files") > 0,
+        "{label}: {rss}"
+    );
+    // The whole process, as the kernel counts it at about the same time.
+    assert!(part("rss") >= 55 << 20, "{label}: {rss}");
+}
+
+#[test]
+fn rss_3_12() {
+    check_rss("3.12");
+}
+
+#[test]
+fn rss_3_6() {
+    check_rss("3.6");
+}
+
+#[test]
+fn rss_sid_3_14() {
+    check_rss("sid3.14");
+}

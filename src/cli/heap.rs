@@ -6,8 +6,8 @@
 //! output registry.
 
 use crate::heap::{
-    HeapError, HeapOptions, Snapshot, SnapshotDiff, diff, growth_profile, held_profile,
-    take_snapshot,
+    HeapError, HeapOptions, RssBreakdown, Snapshot, SnapshotDiff, diff, growth_profile,
+    held_profile, take_snapshot,
 };
 use crate::output::format::{Format, Outputs, RenderOptions};
 use crate::output::format_bytes;
@@ -256,6 +256,27 @@ fn write_growth(
     Ok(())
 }
 
+/// The RSS section: each part with its share.
+fn write_rss(out: &mut impl Write, rss: &RssBreakdown) -> std::io::Result<()> {
+    writeln!(out, "\nWhere the RSS is ({}):", format_bytes(rss.rss))?;
+    for (name, bytes) in rss.parts() {
+        let share = if rss.rss > 0 {
+            100.0 * bytes as f64 / rss.rss as f64
+        } else {
+            0.0
+        };
+        writeln!(out, "{:>12} {:>6.1}%  {name}", format_bytes(bytes), share)?;
+    }
+    let mut note = format!("{} pymalloc pools", grouped(rss.pools));
+    if rss.threads_unplaced > 0 {
+        note.push_str(&format!(
+            "; {} threads were running, their stacks are counted in the C heap",
+            rss.threads_unplaced
+        ));
+    }
+    writeln!(out, "({note})")
+}
+
 /// `1234567` as `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -289,6 +310,9 @@ fn write_text(
         format_bytes(s.read_bytes),
         format_bytes(s.peak_cached_bytes),
     )?;
+    if let Some(rss) = &s.rss {
+        write_rss(out, rss)?;
+    }
     writeln!(out, "\nLive objects by type (top {top} by shallow bytes):")?;
     writeln!(
         out,

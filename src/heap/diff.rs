@@ -143,6 +143,7 @@ mod tests {
             read_bytes: 0,
             peak_cached_bytes: 0,
             seconds: 0.0,
+            rss: None,
         }
     }
 

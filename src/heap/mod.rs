@@ -11,14 +11,17 @@ mod dominators;
 mod held;
 mod names;
 mod reader;
+mod rss;
 mod snapshot;
 mod types;
 mod walker;
 
 pub use diff::{HolderGrowth, SnapshotDiff, TypeGrowth, diff};
 pub use held::{UNLISTED, UNREACHED, growth_profile, held_profile};
+pub use rss::RssBreakdown;
 pub use snapshot::{Holder, NotFollowed, Snapshot, TypeStats};
 
+use crate::attach::process::{resident_regions, stack_pointers};
 use crate::attach::{MemoryError, ReadMemory, RemoteMemory};
 use crate::python::layout::Layout;
 use crate::python::locals::{LocalSlot, local_slots};
@@ -101,16 +104,28 @@ pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snaps
     let graph = walker.walk(roots).map_err(exited)?;
     let doms = dominators::dominators(graph.len(), &graph.edges, &graph.shallow);
     let summary = snapshot::summarize(&mem, layout, &graph, &doms, options.holders);
+    let rss = resident_regions(pid).ok().map(|regions| {
+        let objects = (1..graph.len()).map(|n| (graph.addrs[n], graph.shallow[n]));
+        rss::breakdown(
+            &remote,
+            spy.version(),
+            &regions,
+            &stack_pointers(pid),
+            objects,
+        )
+    });
     if !spy.process().is_alive() {
         return Err(HeapError::Exited(pid));
     }
-    Ok(Snapshot::new(
+    let mut snapshot = Snapshot::new(
         pid,
         spy.version().to_string(),
         summary,
         mem.stats(),
         started.elapsed().as_secs_f64(),
-    ))
+    );
+    snapshot.rss = rss;
+    Ok(snapshot)
 }
 
 /// Every module in `sys.modules`, `__main__` first, named by its key.

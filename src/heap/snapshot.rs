@@ -6,6 +6,7 @@
 use super::dominators::Dominators;
 use super::names::path_of;
 use super::reader::ReadStats;
+use super::rss::RssBreakdown;
 use super::types::Kind;
 use super::walker::{Graph, Label, NO_NODE};
 use crate::attach::ReadMemory;
@@ -97,6 +98,8 @@ pub struct Snapshot {
     pub peak_cached_bytes: u64,
     /// Seconds the snapshot took.
     pub seconds: f64,
+    /// Where the process's RSS is (`None` where `/proc/PID/smaps` could not be read).
+    pub rss: Option<RssBreakdown>,
 }
 
 /// The parts of a snapshot computed from the graph (the caller adds the identity and costs).
@@ -136,6 +139,7 @@ impl Snapshot {
             read_bytes: read.bytes,
             peak_cached_bytes: read.peak_cached,
             seconds,
+            rss: None,
         }
     }
 }
