@@ -475,3 +475,106 @@ fn rss_3_6() {
 fn rss_sid_3_14() {
     check_rss("sid3.14");
 }
+
+/// A line of `/proc/PID/status`, such as `TracerPid`.
+fn status_field(pid: i32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// The target is let go and runs on: no tracer, not stopped, and its context switches count
+/// up (it wakes every millisecond).
+fn assert_runs_on(pid: i32) {
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    let state = status_field(pid, "State").unwrap_or_default();
+    assert!(
+        !state.starts_with('T') && !state.starts_with('t'),
+        "{state}"
+    );
+    let switches = || {
+        status_field(pid, "voluntary_ctxt_switches")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = switches();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(switches() > before + 10, "the target does not run on");
+}
+
+/// `--blocking`: the report says how long the target was paused, and it runs on after.
+#[test]
+fn blocking_pauses_and_resumes() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_ticks.py"), &["50000"]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("heap.json");
+    let out = common::pmt()
+        .args([
+            "heap",
+            "--blocking",
+            "--pid",
+            &target.pid().to_string(),
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap --blocking");
+    assert!(
+        out.status.success(),
+        "pmt heap --blocking failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("The process was paused for"),
+        "the report says the pause: {text}"
+    );
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let paused = snap["paused_seconds"].as_f64().unwrap_or(0.0);
+    let seconds = snap["seconds"].as_f64().unwrap_or(0.0);
+    assert!(
+        paused > 0.0 && paused <= seconds,
+        "{paused} s of {seconds} s"
+    );
+    assert!(text.contains("__main__.KEEP"), "{text}");
+    assert_runs_on(target.pid());
+}
+
+/// Ctrl-C while the target is paused: pmt ends, and the target runs on.
+#[test]
+fn interrupted_blocking_read_resumes_the_target() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_ticks.py"), &["400000"]);
+    target.wait_for_line("READY", Duration::from_secs(60));
+    let pid = target.pid();
+    let mut pmt = common::pmt()
+        .args(["heap", "--blocking", "--pid", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting pmt heap --blocking");
+    let started = Instant::now();
+    while status_field(pid, "TracerPid").as_deref() == Some("0") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "pmt never paused the target"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: signals pmt, the child this test started.
+    unsafe {
+        libc::kill(pmt.id() as i32, libc::SIGINT);
+    }
+    let status = pmt.wait().expect("waiting for pmt");
+    assert!(!status.success(), "pmt was interrupted: {status:?}");
+    assert_runs_on(pid);
+}

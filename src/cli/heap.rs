@@ -58,6 +58,10 @@ pub struct HeapArgs {
     /// bytes gained.
     #[arg(long, value_name = "FILE.svg")]
     pub flame: Option<PathBuf>,
+    /// Pause the target while its memory is read, for a consistent snapshot, and say for how
+    /// long; it is resumed after the read, on any error, and by the kernel if pmt is killed.
+    #[arg(long)]
+    pub blocking: bool,
 }
 
 impl HeapArgs {
@@ -133,6 +137,7 @@ fn report(
 ) -> anyhow::Result<()> {
     let mut options = HeapOptions {
         holders: args.holders,
+        blocking: args.blocking,
         ..HeapOptions::default()
     };
     if !outputs.is_empty() {
@@ -310,6 +315,17 @@ fn write_text(
         format_bytes(s.read_bytes),
         format_bytes(s.peak_cached_bytes),
     )?;
+    match s.paused_seconds {
+        Some(paused) => writeln!(
+            out,
+            "The process was paused for {:.3} s while it was read (--blocking).",
+            paused
+        )?,
+        None => writeln!(
+            out,
+            "The process ran on while it was read: what changed meanwhile is seen as it was when copied (--blocking pauses it)."
+        )?,
+    }
     if let Some(rss) = &s.rss {
         write_rss(out, rss)?;
     }

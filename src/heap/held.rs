@@ -145,6 +145,7 @@ mod tests {
             peak_cached_bytes: 0,
             seconds: 0.0,
             rss: None,
+            paused_seconds: None,
         }
     }
 

@@ -39,6 +39,10 @@ pub struct HeapOptions {
     pub holders: usize,
     /// The most bytes of the target's memory kept at once while walking.
     pub max_cached_bytes: u64,
+    /// Pause the target while its memory is read (stacks, collector lists, the walk, the
+    /// RSS breakdown); retained sizes and names are then computed with it running again
+    /// (names from the memory copied during the pause, where it is still held).
+    pub blocking: bool,
 }
 
 impl Default for HeapOptions {
@@ -46,6 +50,7 @@ impl Default for HeapOptions {
         HeapOptions {
             holders: 20,
             max_cached_bytes: 1 << 30,
+            blocking: false,
         }
     }
 }
@@ -75,6 +80,14 @@ pub enum HeapError {
 /// locals: [`crate::python::SpyOptions::locals`], for the threads' frames as roots).
 pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snapshot, HeapError> {
     let started = Instant::now();
+    // Dropped (the target resumed) on every return, and by the kernel if pmt dies. The pause
+    // is timed from before the first thread is stopped to after the last is resumed.
+    let paused_at = Instant::now();
+    let pause = if options.blocking {
+        Some(spy.pause_all()?)
+    } else {
+        None
+    };
     let stacks = spy.read_stacks()?;
     let pid = spy.pid();
     let layout = spy.layout();
@@ -102,8 +115,6 @@ pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snaps
     let mut walker = Walker::new(&mem, layout);
     walker.add_gc_lists(&lists).map_err(exited)?;
     let graph = walker.walk(roots).map_err(exited)?;
-    let doms = dominators::dominators(graph.len(), &graph.edges, &graph.shallow);
-    let summary = snapshot::summarize(&mem, layout, &graph, &doms, options.holders);
     let rss = resident_regions(pid).ok().map(|regions| {
         let objects = (1..graph.len()).map(|n| (graph.addrs[n], graph.shallow[n]));
         rss::breakdown(
@@ -114,6 +125,12 @@ pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snaps
             objects,
         )
     });
+    let paused = pause.map(|lock| {
+        drop(lock);
+        paused_at.elapsed().as_secs_f64()
+    });
+    let doms = dominators::dominators(graph.len(), &graph.edges, &graph.shallow);
+    let summary = snapshot::summarize(&mem, layout, &graph, &doms, options.holders);
     if !spy.process().is_alive() {
         return Err(HeapError::Exited(pid));
     }
@@ -125,6 +142,7 @@ pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snaps
         started.elapsed().as_secs_f64(),
     );
     snapshot.rss = rss;
+    snapshot.paused_seconds = paused;
     Ok(snapshot)
 }
 

@@ -100,6 +100,8 @@ pub struct Snapshot {
     pub seconds: f64,
     /// Where the process's RSS is (`None` where `/proc/PID/smaps` could not be read).
     pub rss: Option<RssBreakdown>,
+    /// With `--blocking`: how long the target was paused, in seconds.
+    pub paused_seconds: Option<f64>,
 }
 
 /// The parts of a snapshot computed from the graph (the caller adds the identity and costs).
@@ -140,6 +142,7 @@ impl Snapshot {
             peak_cached_bytes: read.peak_cached,
             seconds,
             rss: None,
+            paused_seconds: None,
         }
     }
 }
