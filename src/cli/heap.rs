@@ -50,8 +50,8 @@ pub struct HeapArgs {
     #[arg(long, value_name = "SECS")]
     pub diff: Option<f64>,
     /// Write a gzipped pprof profile: `inuse_space` (bytes) and `inuse_objects` (count) of
-    /// each holder by its retention path as the stack (`__main__` → `KEEP`), for `go tool
-    /// pprof` and Pyroscope; with `--diff`, what each gained.
+    /// the top 200 holders by retention path as the stack (`__main__` → `__main__.KEEP`),
+    /// for `go tool pprof` and Pyroscope; with `--diff`, what each gained.
     #[arg(long, value_name = "FILE")]
     pub pprof: Option<PathBuf>,
     /// Write an SVG flamegraph of retained bytes by retention path; with `--diff`, of the
