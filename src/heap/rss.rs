@@ -18,7 +18,8 @@
 //!   in them; `pymalloc_free`, the space pymalloc has carved into blocks in its pools and that
 //!   no block uses now, summed over every pool header found at pool-aligned addresses of
 //!   those regions (a pool's size class, block count and high-water mark, checked against
-//!   each other); `c_heap_other`, the rest (C extensions' and the interpreter's own `malloc`s,
+//!   each other; regions over 16 GiB, and over 64 MiB but less than an eighth resident, are
+//!   reservations and not scanned); `c_heap_other`, the rest (C extensions' and the interpreter's own `malloc`s,
 //!   malloc's free lists, pool headers, objects the walk did not find). Objects and free
 //!   space are capped by what the regions hold, so `c_heap_other` is never negative.
 //! - `other`: shared memory and the kernel's pseudo-regions (`[vdso]`, `[vvar]`).
@@ -32,6 +33,8 @@ use serde::Serialize;
 pub const MAX_STACK_REGION: u64 = 64 << 20;
 /// The largest region scanned for pool headers (larger ones are reservations, mostly empty).
 const MAX_SCANNED_REGION: u64 = 16 << 30;
+/// The size past which a region less than an eighth resident is not scanned for pools.
+const SPARSE_REGION: u64 = 64 << 20;
 /// A pool header's size, on every 64-bit CPython 3.6–3.15 (`POOL_OVERHEAD`).
 const POOL_HEADER: u64 = 48;
 /// pymalloc's largest block.
@@ -216,7 +219,10 @@ fn scan_pools(
     };
     for r in regions {
         let size = r.region.end - r.region.start;
-        if !is_c_heap(r) || is_stack(r) || r.rss == 0 || size > MAX_SCANNED_REGION {
+        // A large region mostly not resident is a reservation (another allocator's, a
+        // runtime's): reading it through would map zero pages all over it for nothing.
+        let sparse = size > SPARSE_REGION && r.rss.saturating_mul(8) < size;
+        if !is_c_heap(r) || is_stack(r) || r.rss == 0 || size > MAX_SCANNED_REGION || sparse {
             continue;
         }
         let mut at = r.region.start.next_multiple_of(pools.size);
