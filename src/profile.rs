@@ -9,6 +9,9 @@
 //! releases cancel only its own growth), and a `process PID: CMD` root frame in
 //! [`Profile::stack_text`], so every output shows processes without knowing about them.
 //!
+//! A [`Profile::snapshot`] is the same model for memory held at one moment (`pmt heap`): its
+//! stacks are retention paths, its `heap` and `heap-objects` weights given directly.
+//!
 //! Owns: interning of frames, stacks, threads and processes; per-(thread, stack) metric
 //! totals; the timeline; the run's summary as recorded for outputs.
 //! Must not touch: sampling or counters (it only receives [`Sample`]s), and any output format.
@@ -661,6 +664,12 @@ pub struct Profile {
     scratch: Vec<u32>,
     /// Per frame id: whether the frame runs pmt's own hook loader in the target.
     loader_frames: Vec<bool>,
+    /// Whether this is a profile of memory held at one moment ([`Profile::snapshot`]), not
+    /// of a sampling run.
+    snapshot: bool,
+    /// Per (thread, stack): `(bytes, objects)` held at that moment, added to the `heap` and
+    /// `heap-objects` weights ([`Profile::add_held`]).
+    held: HashMap<(u32, u32), (u64, u64)>,
 }
 
 /// The one frame that stands for pmt's own hook loader running in the target (the frames it
@@ -675,6 +684,51 @@ impl Profile {
             timeline: keep_timeline.then(Vec::new),
             ..Profile::default()
         }
+    }
+
+    /// An empty profile of the memory `target` holds at one moment (a heap snapshot): its
+    /// stacks are named paths, not code, and their weights come from [`Profile::add_held`]
+    /// only; outputs show no run (no rate, no threads, no sampled metrics).
+    pub fn snapshot(target: TargetInfo) -> Profile {
+        Profile {
+            target,
+            snapshot: true,
+            ..Profile::default()
+        }
+    }
+
+    /// Whether this is a profile of memory held at one moment ([`Profile::snapshot`]).
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot
+    }
+
+    /// Charges `bytes` and `objects` held to the stack of `names` (root first; each a frame
+    /// with no file, shown as its name alone): the `heap` and `heap-objects` weights of a
+    /// [`Profile::snapshot`]. Charges to one stack add up.
+    pub fn add_held(&mut self, names: &[String], bytes: u64, objects: u64) {
+        let nobody = ThreadIdentity {
+            python_id: None,
+            native_id: None,
+            name: None,
+        };
+        let thread = self.intern_thread(None, nobody);
+        let frames: Vec<Frame> = names
+            .iter()
+            .rev()
+            .map(|name| Frame {
+                code: std::sync::Arc::new(crate::python::CodeInfo {
+                    function: name.clone(),
+                    filename: String::new(),
+                    first_line: 0,
+                }),
+                line: 0,
+            })
+            .collect();
+        let stack = self.intern_stack(&frames);
+        self.totals.entry((thread, stack)).or_default();
+        let held = self.held.entry((thread, stack)).or_default();
+        held.0 += bytes;
+        held.1 += objects;
     }
 
     /// Assembles a profile from a timeline's parts, recomputing the totals from its samples.
@@ -747,6 +801,8 @@ impl Profile {
             ledgers,
             timeline: Some(timeline),
             scratch: Vec::new(),
+            snapshot: false,
+            held: HashMap::new(),
         })
     }
 
@@ -988,6 +1044,10 @@ impl Profile {
                     values.get(Metric::HeapAlloc),
                     values.get(Metric::HeapAllocCount),
                 );
+                if let Some(&(bytes, objects)) = self.held.get(key) {
+                    values.0[Metric::Heap.index()] += bytes;
+                    values.0[Metric::HeapObjects.index()] += objects;
+                }
                 Some(StackWeight {
                     thread: self.threads.get(key.0 as usize)?,
                     frames: self.stacks.get(key.1 as usize)?,

@@ -6,9 +6,12 @@
 
 mod common;
 
+use prost::Message;
+use pymemtrace::output::pprof::proto;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Items each holder keeps.
@@ -221,6 +224,7 @@ fn diff_names_the_growing_holder() {
     target.wait_for_line("READY", Duration::from_secs(30));
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("diff.json");
+    let pprof = dir.path().join("growth.pb.gz");
     let out = common::pmt()
         .args([
             "heap",
@@ -231,6 +235,8 @@ fn diff_names_the_growing_holder() {
             "--json",
         ])
         .arg(&json)
+        .arg("--pprof")
+        .arg(&pprof)
         .output()
         .expect("running pmt heap --diff");
     assert!(
@@ -266,4 +272,309 @@ fn diff_names_the_growing_holder() {
         dicts["count"][1].as_u64() > dicts["count"][0].as_u64(),
         "{dicts}"
     );
+    // The pprof carries the growth: GROW gained bytes and at least a dict per item gained;
+    // STEADY gained nothing.
+    let stacks = read_pprof(&pprof);
+    let (bytes, objects) = cumulative(&stacks, "__main__;__main__.GROW");
+    assert!(
+        bytes > 0 && objects >= gained as i64,
+        "GROW gained {bytes} bytes, {objects} objects: {stacks:?}"
+    );
+    assert_eq!(cumulative(&stacks, "__main__;__main__.STEADY"), (0, 0));
+}
+
+/// A `--pprof` file decoded with the project's own prost types: per stack (root-first function
+/// names joined with `;`), its `inuse_space` and `inuse_objects`; checks the sample types.
+fn read_pprof(path: &Path) -> HashMap<String, (i64, i64)> {
+    let gz = std::fs::read(path).expect("reading the pprof");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut bytes)
+        .expect("the pprof is gzipped");
+    let pprof = proto::Profile::decode(bytes.as_slice()).expect("the pprof decodes");
+    let s = &pprof.string_table;
+    let types: Vec<(&str, &str)> = pprof
+        .sample_type
+        .iter()
+        .map(|t| (s[t.r#type as usize].as_str(), s[t.unit as usize].as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [("inuse_space", "bytes"), ("inuse_objects", "count")]
+    );
+    let name = |location: u64| {
+        let location = pprof
+            .location
+            .iter()
+            .find(|l| l.id == location)
+            .expect("a sample's location exists");
+        let function = pprof
+            .function
+            .iter()
+            .find(|f| f.id == location.line[0].function_id)
+            .expect("a location's function exists");
+        s[function.name as usize].clone()
+    };
+    let mut stacks: HashMap<String, (i64, i64)> = HashMap::new();
+    for sample in &pprof.sample {
+        let stack: Vec<String> = sample.location_id.iter().rev().map(|&l| name(l)).collect();
+        let entry = stacks.entry(stack.join(";")).or_default();
+        entry.0 += sample.value[0];
+        entry.1 += sample.value[1];
+    }
+    stacks
+}
+
+/// The sum over the stacks that start with `prefix` (root first, `;`-joined): a frame's
+/// cumulative value, as `go tool pprof -top` shows it.
+fn cumulative(stacks: &HashMap<String, (i64, i64)>, prefix: &str) -> (i64, i64) {
+    stacks
+        .iter()
+        .filter(|(stack, _)| *stack == prefix || stack.starts_with(&format!("{prefix};")))
+        .fold((0, 0), |sum, (_, v)| (sum.0 + v.0, sum.1 + v.1))
+}
+
+/// `--pprof` and `--flame`: the holder `__main__.STEADY` is the stack `__main__` →
+/// `__main__.STEADY`, whose cumulative bytes and objects are what the JSON of the same
+/// snapshot says it retains (a list of 1,000 dicts: at least 1,001 objects); the pprof's total
+/// is the whole heap the walk found; the flamegraph names the holder.
+fn check_profile_outputs(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_grows.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (json, pprof, svg) = (
+        dir.path().join("heap.json"),
+        dir.path().join("heap.pb.gz"),
+        dir.path().join("heap.svg"),
+    );
+    let out = common::pmt()
+        .args(["heap", "--pid", &target.pid().to_string(), "--json"])
+        .arg(&json)
+        .arg("--pprof")
+        .arg(&pprof)
+        .arg("--flame")
+        .arg(&svg)
+        .output()
+        .expect("running pmt heap");
+    drop(target);
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let steady = snap["holders"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.STEADY"))
+        .unwrap_or_else(|| panic!("{label}: no __main__.STEADY in {snap}"));
+    let stacks = read_pprof(&pprof);
+    let (bytes, objects) = cumulative(&stacks, "__main__;__main__.STEADY");
+    assert_eq!(
+        bytes,
+        steady["retained_bytes"].as_i64().unwrap_or(-1),
+        "{label}: {stacks:?}"
+    );
+    assert_eq!(objects, steady["retained_objects"].as_i64().unwrap_or(-1));
+    assert!(objects >= 1001, "{label}: STEADY retains {objects} objects");
+    let total = stacks.values().fold((0, 0), |t, v| (t.0 + v.0, t.1 + v.1));
+    assert_eq!(
+        total,
+        (
+            snap["bytes"].as_i64().unwrap_or(-1),
+            snap["objects"].as_i64().unwrap_or(-1)
+        ),
+        "{label}: the pprof's total is the heap"
+    );
+    let svg = std::fs::read_to_string(&svg).expect("reading the SVG");
+    assert!(
+        svg.contains("__main__.STEADY"),
+        "{label}: the SVG names the holder"
+    );
+}
+
+#[test]
+fn pprof_and_flame_3_12() {
+    check_profile_outputs("3.12");
+}
+
+#[test]
+fn pprof_and_flame_sid_3_14() {
+    check_profile_outputs("sid3.14");
+}
+
+/// Where the RSS is: the parts add up to the RSS, a 50 MiB bytes object is under Python
+/// objects, and the half-emptied pools show as pymalloc free space.
+fn check_rss(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_rss.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("heap.json");
+    let out = common::pmt()
+        .args(["heap", "--pid", &target.pid().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap");
+    drop(target);
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Where the RSS is"), "{label}: {text}");
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let rss = &snap["rss"];
+    let part = |name: &str| {
+        rss[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{label}: no {name} in {rss}"))
+    };
+    let parts = [
+        "python_objects",
+        "pymalloc_free",
+        "c_heap_other",
+        "thread_stacks",
+        "mapped_files",
+        "other",
+    ];
+    let sum: u64 = parts.iter().map(|p| part(p)).sum();
+    assert_eq!(
+        sum,
+        part("rss"),
+        "{label}: the parts add up to the RSS: {rss}"
+    );
+    assert!(part("python_objects") >= 50 << 20, "{label}: {rss}");
+    assert!(part("pymalloc_free") >= 1 << 20, "{label}: {rss}");
+    assert!(
+        part("thread_stacks") > 0 && part("mapped_files") > 0,
+        "{label}: {rss}"
+    );
+    // The whole process, as the kernel counts it at about the same time.
+    assert!(part("rss") >= 55 << 20, "{label}: {rss}");
+}
+
+#[test]
+fn rss_3_12() {
+    check_rss("3.12");
+}
+
+#[test]
+fn rss_3_6() {
+    check_rss("3.6");
+}
+
+#[test]
+fn rss_sid_3_14() {
+    check_rss("sid3.14");
+}
+
+/// A line of `/proc/PID/status`, such as `TracerPid`.
+fn status_field(pid: i32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// The target is let go and runs on: no tracer, not stopped, and its context switches count
+/// up (it wakes every millisecond).
+fn assert_runs_on(pid: i32) {
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    let state = status_field(pid, "State").unwrap_or_default();
+    assert!(
+        !state.starts_with('T') && !state.starts_with('t'),
+        "{state}"
+    );
+    let switches = || {
+        status_field(pid, "voluntary_ctxt_switches")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = switches();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(switches() > before + 10, "the target does not run on");
+}
+
+/// `--blocking`: the report says how long the target was paused, and it runs on after.
+#[test]
+fn blocking_pauses_and_resumes() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_ticks.py"), &["50000"]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("heap.json");
+    let out = common::pmt()
+        .args([
+            "heap",
+            "--blocking",
+            "--pid",
+            &target.pid().to_string(),
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap --blocking");
+    assert!(
+        out.status.success(),
+        "pmt heap --blocking failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("The process was paused for"),
+        "the report says the pause: {text}"
+    );
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let paused = snap["paused_seconds"].as_f64().unwrap_or(0.0);
+    let seconds = snap["seconds"].as_f64().unwrap_or(0.0);
+    assert!(
+        paused > 0.0 && paused <= seconds,
+        "{paused} s of {seconds} s"
+    );
+    assert!(text.contains("__main__.KEEP"), "{text}");
+    assert_runs_on(target.pid());
+}
+
+/// Ctrl-C while the target is paused: pmt ends, and the target runs on.
+#[test]
+fn interrupted_blocking_read_resumes_the_target() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_ticks.py"), &["400000"]);
+    target.wait_for_line("READY", Duration::from_secs(60));
+    let pid = target.pid();
+    let mut pmt = common::pmt()
+        .args(["heap", "--blocking", "--pid", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting pmt heap --blocking");
+    let started = Instant::now();
+    while status_field(pid, "TracerPid").as_deref() == Some("0") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "pmt never paused the target"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: signals pmt, the child this test started.
+    unsafe {
+        libc::kill(pmt.id() as i32, libc::SIGINT);
+    }
+    let status = pmt.wait().expect("waiting for pmt");
+    assert!(!status.success(), "pmt was interrupted: {status:?}");
+    assert_runs_on(pid);
 }

@@ -368,37 +368,116 @@ pub struct Region {
     pub heap: bool,
 }
 
+/// The region a `/proc/PID/maps` or `smaps` line describes.
+fn region_of(map: &procfs::process::MemoryMap) -> Region {
+    let shared = map.perms.contains(MMPermissions::SHARED);
+    let backing = match &map.pathname {
+        MMapPath::Path(path) => {
+            let name = path.to_string_lossy();
+            let anonymous_shm = ["/memfd:", "/dev/zero", "/SYSV", "/dev/shm/"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            if shared && anonymous_shm {
+                Backing::Shared
+            } else {
+                Backing::File(path.clone())
+            }
+        }
+        _ if shared => Backing::Shared,
+        _ => Backing::Anonymous,
+    };
+    Region {
+        start: map.address.0,
+        end: map.address.1,
+        backing,
+        heap: matches!(map.pathname, MMapPath::Heap),
+    }
+}
+
 /// Process `pid`'s memory regions, in address order (`/proc/PID/maps`).
 pub fn memory_regions(pid: i32) -> Result<Vec<Region>, ProcessError> {
     let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
     let maps = proc.maps().map_err(|e| proc_error(pid, e))?;
+    Ok(maps.iter().map(region_of).collect())
+}
+
+/// What kind of pages a resident region holds, beyond its [`Backing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    /// The main thread's `[stack]`.
+    MainStack,
+    /// The kernel's `[vdso]`, `[vvar]`, `[vsyscall]` and other pseudo-paths.
+    Kernel,
+    /// Writable memory (anonymous, file or shared).
+    Writable,
+    /// Read-only or executable memory.
+    ReadOnly,
+}
+
+/// One region of a process's address space with its resident size (`/proc/PID/smaps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResidentRegion {
+    /// The region.
+    pub region: Region,
+    /// What it holds.
+    pub kind: RegionKind,
+    /// Its resident bytes (`Rss`).
+    pub rss: u64,
+}
+
+/// Process `pid`'s regions with their resident sizes, in address order (`/proc/PID/smaps`).
+pub fn resident_regions(pid: i32) -> Result<Vec<ResidentRegion>, ProcessError> {
+    let proc = Process::new(pid).map_err(|e| proc_error(pid, e))?;
+    let maps = proc.smaps().map_err(|e| proc_error(pid, e))?;
     Ok(maps
-        .into_iter()
+        .iter()
         .map(|map| {
-            let shared = map.perms.contains(MMPermissions::SHARED);
-            let backing = match &map.pathname {
-                MMapPath::Path(path) => {
-                    let name = path.to_string_lossy();
-                    let anonymous_shm = ["/memfd:", "/dev/zero", "/SYSV", "/dev/shm/"]
-                        .iter()
-                        .any(|p| name.starts_with(p));
-                    if shared && anonymous_shm {
-                        Backing::Shared
-                    } else {
-                        Backing::File(path.clone())
-                    }
+            let kind = match &map.pathname {
+                MMapPath::Stack => RegionKind::MainStack,
+                MMapPath::Vdso | MMapPath::Vvar | MMapPath::Vsyscall | MMapPath::Other(_) => {
+                    RegionKind::Kernel
                 }
-                _ if shared => Backing::Shared,
-                _ => Backing::Anonymous,
+                _ if map.perms.contains(MMPermissions::WRITE) => RegionKind::Writable,
+                _ => RegionKind::ReadOnly,
             };
-            Region {
-                start: map.address.0,
-                end: map.address.1,
-                backing,
-                heap: matches!(map.pathname, MMapPath::Heap),
+            ResidentRegion {
+                region: region_of(map),
+                kind,
+                rss: map.extension.map.get("Rss").copied().unwrap_or(0),
             }
         })
         .collect())
+}
+
+/// Each thread's stack pointer where the kernel tells it (`/proc/PID/task/TID/syscall` of a
+/// thread blocked in a system call or stopped; a running thread has none), by thread id.
+pub fn stack_pointers(pid: i32) -> Vec<(u32, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut pointers = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
+            continue;
+        };
+        // `NR arg1 … arg6 SP PC` (or `-1 SP PC` between system calls); `running` otherwise.
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if fields.len() < 3 {
+            continue;
+        }
+        let sp = fields[fields.len() - 2].trim_start_matches("0x");
+        if let Ok(sp) = u64::from_str_radix(sp, 16) {
+            pointers.push((tid, sp));
+        }
+    }
+    pointers
 }
 
 /// The end of process `pid`'s heap (its program break, the `[heap]` region's end), if it has

@@ -1,19 +1,31 @@
 //! `pmt heap --pid PID`: one snapshot of a Python process's heap, read out of process, as a
 //! text report (live objects by type, the holders that retain the most, what was not
 //! followed) and, with `--json FILE`, the whole snapshot model; with `--diff SECS`, two
-//! snapshots and the growth between them, by type and by holder.
+//! snapshots and the growth between them, by type and by holder. `--pprof` and `--flame`
+//! write what each holder retains (or, with `--diff`, gained) by retention path, through the
+//! output registry.
 
-use crate::heap::{HeapOptions, Snapshot, SnapshotDiff, diff, take_snapshot};
+use crate::heap::{
+    HeapError, HeapOptions, RssBreakdown, Snapshot, SnapshotDiff, diff, growth_profile,
+    held_profile, take_snapshot,
+};
+use crate::output::format::{Format, Outputs, RenderOptions};
 use crate::output::format_bytes;
+use crate::output::frames::FrameStyle;
+use crate::profile::Profile;
 use crate::python::{PythonSpy, SpyOptions};
+use crate::sample::Metric;
 use anyhow::Context;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How many holders each snapshot of `--diff` names, to match the second's with the first's.
 const DIFF_HOLDERS: usize = 500;
+/// How many holders a snapshot names for `--pprof` and `--flame` (the report shows
+/// `--holders` of them).
+const PROFILE_HOLDERS: usize = 200;
 
 /// What is held and who holds it: live objects by type, and the containers that retain the
 /// most, named by their path from a module or a class (`__main__.KEEP`). Reads the target's
@@ -37,6 +49,58 @@ pub struct HeapArgs {
     /// by type and by holder (holders matched by their path).
     #[arg(long, value_name = "SECS")]
     pub diff: Option<f64>,
+    /// Write a gzipped pprof profile: `inuse_space` (bytes) and `inuse_objects` (count) of
+    /// the top 200 holders by retention path as the stack (`__main__` → `__main__.KEEP`),
+    /// for `go tool pprof` and Pyroscope; with `--diff`, what each gained.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Write an SVG flamegraph of retained bytes by retention path; with `--diff`, of the
+    /// bytes gained.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flame: Option<PathBuf>,
+    /// Pause the target while its memory is read, for a consistent snapshot, and say for how
+    /// long; it is resumed after the read, on any error, and by the kernel if pmt is killed.
+    #[arg(long)]
+    pub blocking: bool,
+}
+
+impl HeapArgs {
+    fn output_requests(&self) -> Vec<(Format, PathBuf)> {
+        let mut requests = Vec::new();
+        if let Some(path) = &self.flame {
+            requests.push((Format::Flame, path.clone()));
+        }
+        if let Some(path) = &self.pprof {
+            requests.push((Format::Pprof, path.clone()));
+        }
+        requests
+    }
+}
+
+/// `err`, after removing the output files this run created (still empty).
+fn failed(outputs: Outputs, err: HeapError) -> anyhow::Error {
+    outputs.discard();
+    err.into()
+}
+
+/// Writes the `--pprof`/`--flame` files of `profile`, and says so on stderr.
+fn write_outputs(outputs: Outputs, profile: &Profile, started: SystemTime) -> anyhow::Result<()> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let options = RenderOptions {
+        metric: Metric::Heap,
+        threads: false,
+        style: FrameStyle::READABLE,
+        icicle: false,
+        started: Some(started),
+    };
+    let (written, error) = outputs.write(profile, &options);
+    if let Some(err) = error {
+        return Err(err.into());
+    }
+    eprintln!("pmt heap: wrote {}", written.join(", "));
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
@@ -53,29 +117,57 @@ pub fn run(args: HeapArgs) -> anyhow::Result<()> {
         locals: true,
         ..SpyOptions::default()
     };
+    if let Some(secs) = args.diff
+        && !(secs.is_finite() && secs >= 0.0)
+    {
+        anyhow::bail!("--diff takes a number of seconds, such as 10");
+    }
     let mut spy = PythonSpy::attach(args.pid, &spy_options)?;
+    let command = spy.process().cmdline().unwrap_or_default();
+    let outputs = Outputs::open(&args.output_requests())?;
+    report(&args, &mut spy, &command, outputs)
+}
+
+/// Takes the snapshots and writes every report of them (`outputs` already open).
+fn report(
+    args: &HeapArgs,
+    spy: &mut PythonSpy,
+    command: &str,
+    outputs: Outputs,
+) -> anyhow::Result<()> {
     let mut options = HeapOptions {
         holders: args.holders,
+        blocking: args.blocking,
         ..HeapOptions::default()
     };
+    if !outputs.is_empty() {
+        options.holders = options.holders.max(PROFILE_HOLDERS);
+    }
+    let wall_start = SystemTime::now();
     let Some(secs) = args.diff else {
-        let snapshot = take_snapshot(&mut spy, &options)?;
+        let snapshot = match take_snapshot(spy, &options) {
+            Ok(snapshot) => snapshot,
+            Err(err) => return Err(failed(outputs, err)),
+        };
         if let Some(path) = &args.json {
             write_json(path, &snapshot)?;
         }
         let mut out = std::io::stdout().lock();
-        write_text(&mut out, &snapshot, args.top)?;
+        write_text(&mut out, &snapshot, args.top, args.holders)?;
         out.flush().context("writing the report")?;
-        return Ok(());
+        return write_outputs(outputs, &held_profile(&snapshot, command), wall_start);
     };
-    if !(secs.is_finite() && secs >= 0.0) {
-        anyhow::bail!("--diff takes a number of seconds, such as 10");
-    }
     options.holders = options.holders.max(DIFF_HOLDERS);
     let started = Instant::now();
-    let before = take_snapshot(&mut spy, &options)?;
+    let before = match take_snapshot(spy, &options) {
+        Ok(snapshot) => snapshot,
+        Err(err) => return Err(failed(outputs, err)),
+    };
     std::thread::sleep(Duration::from_secs_f64(secs).saturating_sub(started.elapsed()));
-    let after = take_snapshot(&mut spy, &options)?;
+    let after = match take_snapshot(spy, &options) {
+        Ok(snapshot) => snapshot,
+        Err(err) => return Err(failed(outputs, err)),
+    };
     let growth = diff(
         &before,
         &after,
@@ -90,10 +182,14 @@ pub fn run(args: HeapArgs) -> anyhow::Result<()> {
         write_json(path, &both)?;
     }
     let mut out = std::io::stdout().lock();
-    write_text(&mut out, &after, args.top)?;
+    write_text(&mut out, &after, args.top, args.holders)?;
     write_growth(&mut out, &growth, args.top, args.holders)?;
     out.flush().context("writing the report")?;
-    Ok(())
+    write_outputs(
+        outputs,
+        &growth_profile(&before, &after, command),
+        wall_start,
+    )
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -165,6 +261,27 @@ fn write_growth(
     Ok(())
 }
 
+/// The RSS section: each part with its share.
+fn write_rss(out: &mut impl Write, rss: &RssBreakdown) -> std::io::Result<()> {
+    writeln!(out, "\nWhere the RSS is ({}):", format_bytes(rss.rss))?;
+    for (name, bytes) in rss.parts() {
+        let share = if rss.rss > 0 {
+            100.0 * bytes as f64 / rss.rss as f64
+        } else {
+            0.0
+        };
+        writeln!(out, "{:>12} {:>6.1}%  {name}", format_bytes(bytes), share)?;
+    }
+    let mut note = format!("{} pymalloc pools", grouped(rss.pools));
+    if rss.threads_unplaced > 0 {
+        note.push_str(&format!(
+            "; {} threads were running, their stacks are counted in the C heap",
+            rss.threads_unplaced
+        ));
+    }
+    writeln!(out, "({note})")
+}
+
 /// `1234567` as `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -178,7 +295,12 @@ fn grouped(n: u64) -> String {
     text
 }
 
-fn write_text(out: &mut impl Write, s: &Snapshot, top: usize) -> std::io::Result<()> {
+fn write_text(
+    out: &mut impl Write,
+    s: &Snapshot,
+    top: usize,
+    holders: usize,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "Process {} (CPython {}): {} objects, {} shallow; {} tracked by the collector, {} reached from modules and threads; read in {:.2} s ({} reads, {} copied, at most {} held by pmt)",
@@ -193,6 +315,20 @@ fn write_text(out: &mut impl Write, s: &Snapshot, top: usize) -> std::io::Result
         format_bytes(s.read_bytes),
         format_bytes(s.peak_cached_bytes),
     )?;
+    match s.paused_seconds {
+        Some(paused) => writeln!(
+            out,
+            "The process was paused for {:.3} s while it was read (--blocking).",
+            paused
+        )?,
+        None => writeln!(
+            out,
+            "The process ran on while it was read: what changed meanwhile is seen as it was when copied (--blocking pauses it)."
+        )?,
+    }
+    if let Some(rss) = &s.rss {
+        write_rss(out, rss)?;
+    }
     writeln!(out, "\nLive objects by type (top {top} by shallow bytes):")?;
     writeln!(
         out,
@@ -215,7 +351,7 @@ fn write_text(out: &mut impl Write, s: &Snapshot, top: usize) -> std::io::Result
         "{:>12} {:>12} {:>10}  path (type)",
         "retained", "objects", "items"
     )?;
-    for h in &s.holders {
+    for h in s.holders.iter().take(holders) {
         writeln!(
             out,
             "{:>12} {:>12} {:>10}  {} ({})",

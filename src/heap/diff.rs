@@ -130,6 +130,8 @@ mod tests {
                 .iter()
                 .map(|&(path, items, retained_bytes)| Holder {
                     path: path.into(),
+                    steps: path.split('.').map(str::to_string).collect(),
+                    within: None,
                     type_name: "list".into(),
                     items,
                     retained_bytes,
@@ -141,6 +143,8 @@ mod tests {
             read_bytes: 0,
             peak_cached_bytes: 0,
             seconds: 0.0,
+            rss: None,
+            paused_seconds: None,
         }
     }
 

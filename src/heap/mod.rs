@@ -1,20 +1,27 @@
 //! `pmt heap`: a snapshot of a CPython process's heap read out of process. The walker finds
 //! objects on the collector's lists and follows references from the roots by per-type
 //! knowledge; dominators give retained sizes; names give retention paths. Emits a
-//! [`Snapshot`] model (and the growth between two, [`SnapshotDiff`]) and knows no output format. Reads the target through
+//! [`Snapshot`] model (and the growth between two, [`SnapshotDiff`]), and the same as a
+//! [`crate::profile::Profile`] of held memory by retention path for the output registry
+//! ([`held_profile`], [`growth_profile`]); knows no output format. Reads the target through
 //! [`crate::python::PythonSpy`]'s discovery and layouts, never writes to it.
 
 mod diff;
 mod dominators;
+mod held;
 mod names;
 mod reader;
+mod rss;
 mod snapshot;
 mod types;
 mod walker;
 
 pub use diff::{HolderGrowth, SnapshotDiff, TypeGrowth, diff};
+pub use held::{UNLISTED, UNREACHED, growth_profile, held_profile};
+pub use rss::RssBreakdown;
 pub use snapshot::{Holder, NotFollowed, Snapshot, TypeStats};
 
+use crate::attach::process::{resident_regions, stack_pointers};
 use crate::attach::{MemoryError, ReadMemory, RemoteMemory};
 use crate::python::layout::Layout;
 use crate::python::locals::{LocalSlot, local_slots};
@@ -32,6 +39,10 @@ pub struct HeapOptions {
     pub holders: usize,
     /// The most bytes of the target's memory kept at once while walking.
     pub max_cached_bytes: u64,
+    /// Pause the target while its memory is read (stacks, collector lists, the walk, the
+    /// RSS breakdown); retained sizes and names are then computed with it running again
+    /// (names from the memory copied during the pause, where it is still held).
+    pub blocking: bool,
 }
 
 impl Default for HeapOptions {
@@ -39,6 +50,7 @@ impl Default for HeapOptions {
         HeapOptions {
             holders: 20,
             max_cached_bytes: 1 << 30,
+            blocking: false,
         }
     }
 }
@@ -68,6 +80,14 @@ pub enum HeapError {
 /// locals: [`crate::python::SpyOptions::locals`], for the threads' frames as roots).
 pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snapshot, HeapError> {
     let started = Instant::now();
+    // Dropped (the target resumed) on every return, and by the kernel if pmt dies. The pause
+    // is timed from before the first thread is stopped to after the last is resumed.
+    let paused_at = Instant::now();
+    let pause = if options.blocking {
+        Some(spy.pause_all()?)
+    } else {
+        None
+    };
     let stacks = spy.read_stacks()?;
     let pid = spy.pid();
     let layout = spy.layout();
@@ -95,18 +115,35 @@ pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snaps
     let mut walker = Walker::new(&mem, layout);
     walker.add_gc_lists(&lists).map_err(exited)?;
     let graph = walker.walk(roots).map_err(exited)?;
+    let rss = resident_regions(pid).ok().map(|regions| {
+        let objects = (1..graph.len()).map(|n| (graph.addrs[n], graph.shallow[n]));
+        rss::breakdown(
+            &remote,
+            spy.version(),
+            &regions,
+            &stack_pointers(pid),
+            objects,
+        )
+    });
+    let paused = pause.map(|lock| {
+        drop(lock);
+        paused_at.elapsed().as_secs_f64()
+    });
     let doms = dominators::dominators(graph.len(), &graph.edges, &graph.shallow);
     let summary = snapshot::summarize(&mem, layout, &graph, &doms, options.holders);
     if !spy.process().is_alive() {
         return Err(HeapError::Exited(pid));
     }
-    Ok(Snapshot::new(
+    let mut snapshot = Snapshot::new(
         pid,
         spy.version().to_string(),
         summary,
         mem.stats(),
         started.elapsed().as_secs_f64(),
-    ))
+    );
+    snapshot.rss = rss;
+    snapshot.paused_seconds = paused;
+    Ok(snapshot)
 }
 
 /// Every module in `sys.modules`, `__main__` first, named by its key.

@@ -13,8 +13,38 @@ const MAX_DEPTH: usize = 256;
 /// The longest key shown in `[...]`.
 const MAX_KEY: usize = 40;
 
+/// A retention path: its text, and the same path as steps, root first, the frames of a
+/// flamegraph or pprof stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPath {
+    /// `__main__.KEEP`.
+    pub text: String,
+    /// `["__main__", "__main__.KEEP"]`: the root, then the path up to each attribute, key
+    /// or index (`mod.ROWS[3]`), set member (`{…}`) or closure variable (a closure starts
+    /// over at `<closure of m.f>`). Each step is named by the whole path to it, so that two
+    /// attributes of one name in different places stay apart (`go tool pprof -top` lists
+    /// frames by name).
+    pub steps: Vec<String>,
+}
+
+impl RetentionPath {
+    fn new(text: &str) -> RetentionPath {
+        RetentionPath {
+            text: text.to_string(),
+            steps: vec![text.to_string()],
+        }
+    }
+
+    /// Appends `step`, written `separator` + `step` in the text.
+    fn push(&mut self, separator: &str, step: String) {
+        self.text.push_str(separator);
+        self.text.push_str(&step);
+        self.steps.push(self.text.clone());
+    }
+}
+
 /// The retention path of `node`: its first (breadth-first) path from a root.
-pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32) -> String {
+pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32) -> RetentionPath {
     let mut chain = Vec::new();
     let mut at = node;
     while at != 0 && at != NO_NODE && chain.len() < MAX_DEPTH {
@@ -22,9 +52,9 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
         at = graph.parent[at as usize];
     }
     if at != 0 {
-        return "<not reached from a root>".to_string();
+        return RetentionPath::new("<not reached from a root>");
     }
-    let mut text = String::new();
+    let mut path = RetentionPath::new("");
     let mut namespace = false;
     let mut closure_of: Option<u32> = None;
     for &n in chain.iter().rev() {
@@ -32,10 +62,9 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
         let parent = graph.parent[n as usize];
         match label {
             Label::Root(i) => {
-                text = graph
-                    .roots
-                    .get(i as usize)
-                    .map_or_else(|| "?".to_string(), |r| r.name.clone());
+                path = RetentionPath::new(
+                    graph.roots.get(i as usize).map_or("?", |r| r.name.as_str()),
+                );
             }
             Label::Namespace => {
                 namespace = true;
@@ -44,27 +73,28 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
             Label::Value(key) => {
                 let key = key_text(mem, layout, key);
                 if namespace {
-                    text = format!("{text}.{}", key.trim_matches('\''));
+                    path.push(".", key.trim_matches('\'').to_string());
                 } else {
-                    text = format!("{text}[{key}]");
+                    path.push("", format!("[{key}]"));
                 }
             }
-            Label::Key => text.push_str(".<key>"),
+            Label::Key => path.push(".", "<key>".to_string()),
             Label::Index(i) => match closure_of.take() {
                 Some(function) => {
                     let name = free_variable(mem, layout, graph, function, i)
                         .unwrap_or_else(|| format!("<free variable {i}>"));
-                    text = format!(
-                        "<closure of {}>.{name}",
+                    path = RetentionPath::new(&format!(
+                        "<closure of {}>",
                         function_name(mem, layout, graph, function)
-                    );
+                    ));
+                    path.push(".", name);
                 }
-                None => text = format!("{text}[{i}]"),
+                None => path.push("", format!("[{i}]")),
             },
-            Label::Member => text.push_str("{…}"),
+            Label::Member => path.push("", "{…}".to_string()),
             Label::Closure => closure_of = Some(parent),
             Label::CellContents => {}
-            Label::Attr(name) => text = format!("{text}.{name}"),
+            Label::Attr(name) => path.push(".", name.to_string()),
             Label::Slot(i) => {
                 let owner = graph.type_of[parent as usize];
                 let name = graph
@@ -73,13 +103,13 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
                     .slots
                     .get(i as usize)
                     .map_or("<slot>", |(_, name)| name.as_str());
-                text = format!("{text}.{name}");
+                path.push(".", name.to_string());
             }
-            Label::Class => text.push_str(".__class__"),
+            Label::Class => path.push(".", "__class__".to_string()),
         }
         namespace = false;
     }
-    text
+    path
 }
 
 /// A dict key as written in Python: `'name'`, `42`, or `…`.

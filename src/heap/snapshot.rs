@@ -6,11 +6,13 @@
 use super::dominators::Dominators;
 use super::names::path_of;
 use super::reader::ReadStats;
+use super::rss::RssBreakdown;
 use super::types::Kind;
 use super::walker::{Graph, Label, NO_NODE};
 use crate::attach::ReadMemory;
 use crate::python::layout::Layout;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// One type's live objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +32,13 @@ pub struct TypeStats {
 pub struct Holder {
     /// Its retention path from a root (`__main__.KEEP`).
     pub path: String,
+    /// The same path as steps, root first, each named by the path up to it
+    /// (`["__main__", "__main__.KEEP"]`).
+    pub steps: Vec<String>,
+    /// The index in [`Snapshot::holders`] of the nearest listed holder that dominates it
+    /// (whose retained size includes this one's); `None` for a holder no other listed holder
+    /// contains.
+    pub within: Option<usize>,
     /// Its type.
     pub type_name: String,
     /// `len()` of it.
@@ -89,6 +98,10 @@ pub struct Snapshot {
     pub peak_cached_bytes: u64,
     /// Seconds the snapshot took.
     pub seconds: f64,
+    /// Where the process's RSS is (`None` where `/proc/PID/smaps` could not be read).
+    pub rss: Option<RssBreakdown>,
+    /// With `--blocking`: how long the target was paused, in seconds.
+    pub paused_seconds: Option<f64>,
 }
 
 /// The parts of a snapshot computed from the graph (the caller adds the identity and costs).
@@ -128,6 +141,8 @@ impl Snapshot {
             read_bytes: read.bytes,
             peak_cached_bytes: read.peak_cached,
             seconds,
+            rss: None,
+            paused_seconds: None,
         }
     }
 }
@@ -176,15 +191,25 @@ pub fn summarize(
     candidates.sort_by(|&a, &b| {
         dominators.retained_bytes[b as usize].cmp(&dominators.retained_bytes[a as usize])
     });
+    candidates.truncate(holders);
+    let listed: HashMap<u32, usize> = candidates
+        .iter()
+        .enumerate()
+        .map(|(index, &n)| (n, index))
+        .collect();
     let holders = candidates
-        .into_iter()
-        .take(holders)
-        .map(|n| Holder {
-            path: path_of(mem, layout, graph, n),
-            type_name: graph.types.get(graph.type_of[n as usize]).name.clone(),
-            items: graph.items[n as usize],
-            retained_bytes: dominators.retained_bytes[n as usize],
-            retained_objects: dominators.retained_objects[n as usize],
+        .iter()
+        .map(|&n| {
+            let path = path_of(mem, layout, graph, n);
+            Holder {
+                path: path.text,
+                steps: path.steps,
+                within: listed_dominator(dominators, &listed, n),
+                type_name: graph.types.get(graph.type_of[n as usize]).name.clone(),
+                items: graph.items[n as usize],
+                retained_bytes: dominators.retained_bytes[n as usize],
+                retained_objects: dominators.retained_objects[n as usize],
+            }
         })
         .collect();
 
@@ -208,6 +233,22 @@ pub fn summarize(
         },
         totals,
     }
+}
+
+/// The listed holder nearest above `n` in the dominator tree, by its index in the list.
+fn listed_dominator(
+    dominators: &Dominators,
+    listed: &HashMap<u32, usize>,
+    n: u32,
+) -> Option<usize> {
+    let mut at = dominators.idom[n as usize];
+    while at != NO_NODE && at != 0 {
+        if let Some(&index) = listed.get(&at) {
+            return Some(index);
+        }
+        at = dominators.idom[at as usize];
+    }
+    None
 }
 
 /// Whether node `n` is a container worth naming as a holder: reached from a root, not a

@@ -748,6 +748,9 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
             };
             info.basicsize + info.itemsize * digits.min(1 << 20)
         }
+        // A bytes object's size is its length (plus its terminating NUL, in `basicsize`),
+        // however large.
+        Kind::Bytes if ob_size >= 0 => info.basicsize + ob_size.unsigned_abs().min(1 << 40),
         // Some variable-size types keep something else where `ob_size` would be (3.11's
         // generators): an implausible count adds nothing.
         _ if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {

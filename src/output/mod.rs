@@ -27,14 +27,19 @@ use crate::sample::{Metric, Unit};
 const ALWAYS_RECORDED: [Metric; 4] = [Metric::Rss, Metric::RssRelease, Metric::Cpu, Metric::Wall];
 
 /// The metrics `profile` recorded, in [`Metric::ALL`] order: those the sampler charges on
-/// every run, plus any other (an optional counter source's) that something was charged to.
+/// every run (none for a [`Profile::snapshot`], which no sampler made), plus any other (an
+/// optional counter source's) that something was charged to.
 pub fn recorded_metrics(profile: &Profile) -> Vec<Metric> {
     let weights = profile.weights();
+    let always: &[Metric] = if profile.is_snapshot() {
+        &[]
+    } else {
+        &ALWAYS_RECORDED
+    };
     Metric::ALL
         .into_iter()
         .filter(|&metric| {
-            ALWAYS_RECORDED.contains(&metric)
-                || weights.iter().any(|weight| weight.values.get(metric) > 0)
+            always.contains(&metric) || weights.iter().any(|weight| weight.values.get(metric) > 0)
         })
         .collect()
 }

@@ -2,7 +2,9 @@
 //! (`rss`/`bytes`, `rss-release`/`bytes`, `cpu`/`count`, `wall`/`count`, and the allocator
 //! metrics when they were charged or are the default type), one sample per (thread, stack) with its weights as
 //! [`Profile::weights`] gives them, functions (name, file, first line), one location per frame
-//! (its function and line), and labels naming each sample's thread and process. The message
+//! (its function and line), and labels naming each sample's thread and process. A
+//! [`Profile::snapshot`] (`pmt heap`) has `inuse_space` and `inuse_objects` only, no thread
+//! labels, and Go's `space`/`bytes` period type. The message
 //! types are declared here with prost; `proto/profile.proto` is the definition they follow.
 //!
 //! Owns: the pprof encoding. Must not touch: how weights were aggregated.
@@ -247,6 +249,8 @@ pub fn sample_metrics(profile: &Profile, default_metric: Metric) -> Vec<Metric> 
 /// Builds the profile message.
 pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
     let metrics = sample_metrics(profile, options.default_metric);
+    // Memory held at one moment: no threads, no sampling period (Go's heap profiles' `space`).
+    let snapshot = profile.is_snapshot();
     let mut strings = Strings::new();
     let sample_type = metrics
         .iter()
@@ -267,7 +271,10 @@ pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
         functions.push(proto::Function {
             id,
             name,
-            system_name: name,
+            // No system name: a Python name is not a mangled symbol, and pprof demangles
+            // (and so empties `<module>` or cuts `<…>` and `(…)` from) a function whose system
+            // name is its name.
+            system_name: 0,
             filename: strings.add(file),
             start_line: i64::from(first_line),
         });
@@ -327,11 +334,6 @@ pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
         let (pid, process) = process_of(profile, weight.thread);
         let mut label = vec![
             proto::Label {
-                key: strings.add("thread"),
-                str: strings.add(&weight.thread.label()),
-                ..Default::default()
-            },
-            proto::Label {
                 key: strings.add("process"),
                 str: strings.add(&process),
                 ..Default::default()
@@ -342,6 +344,16 @@ pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
                 ..Default::default()
             },
         ];
+        if !snapshot {
+            label.insert(
+                0,
+                proto::Label {
+                    key: strings.add("thread"),
+                    str: strings.add(&weight.thread.label()),
+                    ..Default::default()
+                },
+            );
+        }
         if let Some(tid) = weight.thread.native_id {
             label.push(proto::Label {
                 key: strings.add("thread_id"),
@@ -377,9 +389,16 @@ pub fn build(profile: &Profile, options: &PprofOptions) -> proto::Profile {
         .rate_hz
         .filter(|r| r.is_finite() && *r > 0.0)
         .map_or(0, |r| (1e9 / r).round() as i64);
-    let period_type = Some(proto::ValueType {
-        r#type: strings.add("wall"),
-        unit: strings.add("nanoseconds"),
+    let period_type = Some(if snapshot {
+        proto::ValueType {
+            r#type: strings.add("space"),
+            unit: strings.add("bytes"),
+        }
+    } else {
+        proto::ValueType {
+            r#type: strings.add("wall"),
+            unit: strings.add("nanoseconds"),
+        }
     });
     let default_sample_type = strings.add(type_name(options.default_metric));
     proto::Profile {
@@ -537,6 +556,60 @@ mod tests {
             placeholder.is_some(),
             "stacks without frames have a placeholder"
         );
+    }
+
+    #[test]
+    fn a_snapshot_has_the_two_inuse_types_and_no_threads() {
+        let mut profile = Profile::snapshot(crate::profile::TargetInfo {
+            pid: 9,
+            command: "python3 app.py".into(),
+            python_version: Some("3.12.1".into()),
+        });
+        let path = ["__main__".to_string(), "__main__.KEEP".to_string()];
+        profile.add_held(&path, 4096, 40);
+        let options = PprofOptions {
+            default_metric: Metric::Heap,
+            start: None,
+            duration: None,
+            rate_hz: None,
+        };
+        let mut bytes = Vec::new();
+        GzDecoder::new(
+            encode_gzipped(&profile, &options)
+                .expect("encode")
+                .as_slice(),
+        )
+        .read_to_end(&mut bytes)
+        .expect("gzip");
+        let pprof = proto::Profile::decode(bytes.as_slice()).expect("decode");
+        let s = &pprof.string_table;
+        let types: Vec<(&str, &str)> = pprof
+            .sample_type
+            .iter()
+            .map(|t| (s[t.r#type as usize].as_str(), s[t.unit as usize].as_str()))
+            .collect();
+        assert_eq!(
+            types,
+            [("inuse_space", "bytes"), ("inuse_objects", "count")]
+        );
+        assert_eq!(s[pprof.default_sample_type as usize], "inuse_space");
+        assert_eq!(pprof.sample.len(), 1);
+        assert_eq!(pprof.sample[0].value, [4096, 40]);
+        assert!(
+            pprof.sample[0]
+                .label
+                .iter()
+                .all(|l| s[l.key as usize] != "thread")
+        );
+        let names: Vec<&str> = pprof.sample[0]
+            .location_id
+            .iter()
+            .map(|&id| {
+                let function = pprof.location[id as usize - 1].line[0].function_id;
+                s[pprof.function[function as usize - 1].name as usize].as_str()
+            })
+            .collect();
+        assert_eq!(names, ["__main__.KEEP", "__main__"]);
     }
 
     #[test]

@@ -607,9 +607,16 @@ impl PythonSpy {
         if !self.options.blocking {
             return Ok(None);
         }
+        self.pause_all().map(Some)
+    }
+
+    /// Pauses every thread of the target (`PTRACE_SEIZE` and `PTRACE_INTERRUPT`, no signal
+    /// sent) until the value is dropped. The kernel resumes the threads if pmt dies holding
+    /// it. For a caller that reads more than stacks in one pause (`pmt heap --blocking`);
+    /// the spy's own reads must then not pause ([`SpyOptions::blocking`] unset).
+    pub fn pause_all(&self) -> Result<remoteprocess::Lock, SpyError> {
         remoteprocess::Process::new(self.pid())
             .and_then(|p| p.lock())
-            .map(Some)
             .map_err(|e| SpyError::Pause {
                 pid: self.pid(),
                 message: e.to_string(),
