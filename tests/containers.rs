@@ -388,21 +388,39 @@ fn sample_growth(root: &Path, viewer: Viewer, metric: &str) -> Option<String> {
         .args(["--duration", "5", "--collapsed"])
         .arg(&folded)
         .stderr(Stdio::piped());
-    let sampler = command.spawn().expect("pmt-sample");
-    std::thread::sleep(Duration::from_millis(800));
-    container.send("go");
-    container.wait_for("grown");
-    let output = sampler.wait_with_output().expect("pmt-sample ran");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut sampler = command.spawn().expect("pmt-sample");
+    // The growth starts once pmt-sample says it samples (its capture is in place by then): a
+    // fixed wait let a loaded machine miss the first allocations.
+    let (lines, sampling) = std::sync::mpsc::channel::<String>();
+    let stderr = sampler.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Ctrl-C to stop") {
+                let _ = lines.send(line.clone());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let started = sampling.recv_timeout(Duration::from_secs(60)).is_ok();
+    if started {
+        container.send("go");
+        container.wait_for("grown");
+    }
+    let status = sampler.wait().expect("pmt-sample ran");
+    let stderr = reader.join().expect("the stderr reader");
     eprintln!("{stderr}");
-    if !output.status.success() && metric.starts_with("malloc") {
+    if !status.success() && metric.starts_with("malloc") {
         let unavailable = stderr.contains("CAP_BPF") || stderr.contains("no eBPF object");
         let required = std::env::var("PMT_REQUIRE_EBPF").as_deref() == Ok("1");
         assert!(unavailable && !required, "pmt-sample failed: {stderr}");
         eprintln!("skipped: eBPF malloc counters unavailable here");
         return None;
     }
-    assert!(output.status.success(), "pmt-sample failed: {stderr}");
+    assert!(status.success(), "pmt-sample failed: {stderr}");
+    assert!(started, "pmt-sample never said it was sampling: {stderr}");
     Some(std::fs::read_to_string(&folded).expect("folded output"))
 }
 
