@@ -22,7 +22,7 @@ rustc --edition 2024 --test -C opt-level=2 heap_hook/src/lib.rs -o target/heap_h
 target/heap_hook_tests
 
 echo "== cargo test"
-cargo test --release 2>&1
+cargo test --release --no-fail-fast 2>&1
 
 echo "== the pymemtrace Python package under each CPython 3.8-3.13, sid 3.14 and 3.15"
 bash python/run_pytests.sh
