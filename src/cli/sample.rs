@@ -301,10 +301,18 @@ fn print_top_stacks(profile: &Profile, outputs: &OutputArgs) {
         let innermost: Vec<&str> = stack.rsplit(';').take(3).collect();
         // With --subprocesses the root frame names the process; say it when the three
         // innermost frames do not reach it.
-        let process = match stack.split(';').next() {
+        let mut process = match stack.split(';').next() {
             Some(root) if several && stack.split(';').count() > 3 => format!("  [{root}]"),
             _ => String::new(),
         };
+        // With --async, likewise the task the stack ran in.
+        if let Some(task) = stack
+            .split(';')
+            .find(|f| f.starts_with(crate::python::TASK_FRAME_PREFIX))
+            && !innermost.contains(&task)
+        {
+            process.push_str(&format!("  [{task}]"));
+        }
         eprintln!(
             "  {:>12} {:5.1}%  {}{process}",
             format_value(metric, *weight),
