@@ -113,6 +113,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         ),
         sort: args.sort,
         malloc: run.counts_allocations(),
+        processes: run.is_tree(),
+        tasks: options.tasks,
         target: run.target().clone(),
         notes: run.notes().join("; "),
         rate: options.rate_hz,
@@ -155,6 +157,10 @@ struct TopView {
     table: LiveTable,
     sort: SortKey,
     malloc: bool,
+    /// Several processes are sampled: a process column.
+    processes: bool,
+    /// Stacks are rooted at asyncio tasks: a task column.
+    tasks: bool,
     target: TargetInfo,
     notes: String,
     rate: f64,
@@ -236,6 +242,8 @@ impl TopView {
         let project = project_root_of(profile.frames());
         let columns = Columns {
             malloc,
+            processes: self.processes,
+            tasks: self.tasks,
             heap: profile.has_heap(),
             ticks,
             window,
@@ -292,6 +300,22 @@ fn python_versions(target: &TargetInfo, profile: &Profile) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+/// The process column's width: a pid and a role (`12345 worker 12`).
+const PROCESS_WIDTH: u16 = 16;
+/// The task column's width.
+const TASK_WIDTH: u16 = 14;
+
+/// `text` in at most `width` characters (cut with `…`).
+fn cut(text: &str, width: u16) -> String {
+    let width = usize::from(width);
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// What the table's columns show.
 #[derive(Debug, Clone, Copy)]
 struct Columns {
@@ -299,6 +323,10 @@ struct Columns {
     malloc: bool,
     /// A held-Python-heap column (the allocation hook ran).
     heap: bool,
+    /// A process column (`--subprocesses`).
+    processes: bool,
+    /// A task column (`--async`).
+    tasks: bool,
     /// Ticks in the window (the CPU share's denominator).
     ticks: u64,
     /// The window, in seconds.
@@ -313,6 +341,8 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
     let Columns {
         malloc,
         heap,
+        processes,
+        tasks,
         ticks,
         window,
         sort,
@@ -335,6 +365,12 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         heads.push(mark(SortKey::Malloc, "malloc".to_string()));
     }
     heads.push(mark(SortKey::Cpu, "cpu%".to_string()));
+    if processes {
+        heads.push("process".to_string());
+    }
+    if tasks {
+        heads.push("task".to_string());
+    }
     heads.push("function (file:line)".to_string());
     let mut widths = vec![Constraint::Length(10), Constraint::Length(10)];
     if heap {
@@ -344,6 +380,12 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         widths.push(Constraint::Length(10));
     }
     widths.push(Constraint::Length(5));
+    if processes {
+        widths.push(Constraint::Length(PROCESS_WIDTH));
+    }
+    if tasks {
+        widths.push(Constraint::Length(TASK_WIDTH));
+    }
     widths.push(Constraint::Min(20));
     let body = rows.iter().map(|row| {
         let mut cells = vec![
@@ -361,6 +403,14 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         }
         let cpu = 100.0 * row.window.get(Metric::Cpu) as f64 / ticks as f64;
         cells.push(Cell::from(format!("{cpu:>4.0}")));
+        if processes {
+            let process = row.key.process.as_deref().unwrap_or("");
+            cells.push(Cell::from(cut(process, PROCESS_WIDTH)));
+        }
+        if tasks {
+            let task = row.key.task.as_deref().unwrap_or("");
+            cells.push(Cell::from(cut(task, TASK_WIDTH)));
+        }
         let place = match (row.key.filename.as_str(), row.key.line) {
             ("", _) => String::new(),
             (file, Some(line)) => format!(" ({}:{line})", short_path(file, project)),
