@@ -9,6 +9,7 @@
 
 use super::output_args::OutputArgs;
 use super::run_args::{RunArgs, start_run};
+use super::unsampled::UnsampledChildren;
 use crate::attach::stop;
 use crate::output::format_bytes;
 use crate::output::frames::{project_root_of, short_path};
@@ -24,7 +25,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Sparkline, Table};
+use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Sparkline, Table, Wrap};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -94,6 +95,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let mut options = args.run.options(malloc)?;
     options.quiet_child = true;
     let (run, outputs, options) = start_run(options, &args.outputs)?;
+    let unsampled = UnsampledChildren::new(run.target().pid, run.is_tree());
     let terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(err) => {
@@ -120,10 +122,13 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         rate: options.rate_hz,
         last_draw: None,
         draw_error: None,
+        unsampled,
+        children_looked_at: Instant::now(),
     };
     let mut finished = run.sample(stop::flag(), &mut view);
     let draw_error = view.draw_error.take();
-    drop(view);
+    let mut unsampled = view.unsampled;
+    drop(view.terminal);
     ratatui::restore();
     let written = args
         .outputs
@@ -140,6 +145,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     );
     if let Some(err) = draw_error {
         eprintln!("pmt top: the screen could not be drawn: {err}");
+    }
+    unsampled.look_again();
+    if let Some(line) = unsampled.describe() {
+        eprintln!("pmt top: {line}");
     }
     let written = written?;
     if !written.is_empty() {
@@ -166,7 +175,13 @@ struct TopView {
     rate: f64,
     last_draw: Option<Instant>,
     draw_error: Option<std::io::Error>,
+    /// The target's Python children, when it is sampled alone: named above the table.
+    unsampled: UnsampledChildren,
+    children_looked_at: Instant,
 }
+
+/// How often a target sampled alone is looked at for new Python children.
+const CHILDREN_EVERY: Duration = Duration::from_secs(5);
 
 impl RunObserver for TopView {
     fn sample(&mut self, process: Option<&ProcessIdentity>, sample: &Sample) {
@@ -239,6 +254,11 @@ impl TopView {
         let sort = self.sort;
         let by_line = self.table.by_line;
         let notes = self.notes.clone();
+        if self.children_looked_at.elapsed() >= CHILDREN_EVERY {
+            self.children_looked_at = Instant::now();
+            self.unsampled.look_again();
+        }
+        let hint = self.unsampled.describe();
         let project = project_root_of(profile.frames());
         let columns = Columns {
             malloc,
@@ -250,13 +270,21 @@ impl TopView {
             sort,
         };
         self.terminal.draw(|frame| {
-            let [top, spark, body, foot] = Layout::vertical([
+            let hint_rows = if hint.is_some() { 2 } else { 0 };
+            let [top, spark, hint_area, body, foot] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Length(3),
+                Constraint::Length(hint_rows),
                 Constraint::Min(3),
                 Constraint::Length(1),
             ])
             .areas(frame.area());
+            if let Some(hint) = &hint {
+                frame.render_widget(
+                    Paragraph::new(hint.as_str()).wrap(Wrap { trim: true }),
+                    hint_area,
+                );
+            }
             frame.render_widget(
                 Paragraph::new(header).style(Style::new().add_modifier(Modifier::BOLD)),
                 top,
