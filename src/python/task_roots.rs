@@ -30,8 +30,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a table or registry not found yet (asyncio not imported yet) is looked for.
-const LOOKUP_EVERY: Duration = Duration::from_millis(250);
+/// How soon a table or registry not found yet (asyncio not imported yet) is looked for
+/// again: for the first second (a launched program imports asyncio soon), then doubling after
+/// each miss up to [`LOOKUP_AT_MOST_EVERY`] (a program that never imports asyncio costs a
+/// lookup every 2 s).
+const LOOKUP_EVERY: Duration = Duration::from_millis(100);
+const LOOKUP_STEADY_FOR: Duration = Duration::from_secs(1);
+const LOOKUP_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 /// The most tasks whose names are kept; past it the cache starts afresh.
 const MAX_KNOWN_TASKS: usize = 4096;
 /// How often at most the whole task lists are read to learn which task runs one code object.
@@ -65,6 +70,8 @@ pub struct TaskRoots {
     source: Source,
     coroutines: CoroutineLayout,
     next_lookup: Instant,
+    lookup_every: Duration,
+    created: Instant,
     tasks: HashMap<u64, KnownTask>,
     /// The root of the task last seen running each coroutine code object.
     by_code: HashMap<Arc<CodeInfo>, Frame>,
@@ -98,6 +105,8 @@ impl TaskRoots {
             source,
             coroutines,
             next_lookup: Instant::now(),
+            lookup_every: LOOKUP_EVERY,
+            created: Instant::now(),
             tasks: HashMap::new(),
             by_code: HashMap::new(),
             current: HashMap::new(),
@@ -111,11 +120,7 @@ impl TaskRoots {
     /// Whether the `_asyncio` table is still to be looked for now (3.14+, not found yet,
     /// not looked for lately); the caller hands what it finds to [`TaskRoots::found_offsets`].
     pub fn wants_offsets(&mut self) -> bool {
-        let due = matches!(self.source, Source::ThreadStates(None)) && self.lookup_due();
-        if due {
-            self.next_lookup = Instant::now() + LOOKUP_EVERY;
-        }
-        due
+        matches!(self.source, Source::ThreadStates(None)) && self.lookup_due()
     }
 
     /// The `_asyncio` table, once found.
@@ -123,8 +128,8 @@ impl TaskRoots {
         self.source = Source::ThreadStates(Some(offsets));
     }
 
-    fn lookup_due(&self) -> bool {
-        Instant::now() >= self.next_lookup
+    fn lookup_due(&mut self) -> bool {
+        lookup_due(&mut self.next_lookup, &mut self.lookup_every, self.created)
     }
 
     /// Finds the task each of `threads` runs now; a thread whose task cannot be read gets
@@ -171,8 +176,9 @@ impl TaskRoots {
             }
             Source::CurrentTasks { fields, dict } => {
                 let fields = *fields;
-                if dict.is_none() && Instant::now() >= self.next_lookup {
-                    self.next_lookup = Instant::now() + LOOKUP_EVERY;
+                if dict.is_none()
+                    && lookup_due(&mut self.next_lookup, &mut self.lookup_every, self.created)
+                {
                     *dict = threads.first().and_then(|raw| {
                         module_global(mem, layout, raw.interp, "asyncio.tasks", "_current_tasks")
                             .ok()
@@ -299,6 +305,21 @@ impl TaskRoots {
             .rev()
             .find_map(|frame| self.by_code.get(&frame.code))
     }
+}
+
+/// Whether a lookup is due now (at `next`); saying yes schedules the next one, `every` later,
+/// and, once the lookups have gone on for [`LOOKUP_STEADY_FOR`] since `since`, doubles
+/// `every` up to [`LOOKUP_AT_MOST_EVERY`].
+fn lookup_due(next: &mut Instant, every: &mut Duration, since: Instant) -> bool {
+    let now = Instant::now();
+    if now < *next {
+        return false;
+    }
+    *next = now + *every;
+    if now.duration_since(since) >= LOOKUP_STEADY_FOR {
+        *every = (*every * 2).min(LOOKUP_AT_MOST_EVERY);
+    }
+    true
 }
 
 /// How a task's root frame starts (`<task NAME>`).
