@@ -84,6 +84,8 @@ pub struct TaskRoots {
     /// reader's own page cache is full with a deep stack's pages), and their buffers.
     pages: Vec<u64>,
     spare_pages: Vec<Box<[u8]>>,
+    /// Lookups so far.
+    ticks: u64,
     /// When the task lists were last read to learn which task runs a code object.
     tried: HashMap<Arc<CodeInfo>, Instant>,
 }
@@ -113,6 +115,7 @@ impl TaskRoots {
             tried: HashMap::new(),
             pages: Vec::new(),
             spare_pages: Vec::new(),
+            ticks: 0,
             loop_threads: HashMap::new(),
         })
     }
@@ -142,7 +145,16 @@ impl TaskRoots {
         threads: &[RawThread],
     ) {
         let spare = std::mem::take(&mut self.spare_pages);
-        let cache = PageCache::prefetched_reusing(mem, &self.pages, spare);
+        // A cache keeps every page it was given, used or not: every so often a lookup reads
+        // only what it needs, so that the pages of a lookup that read more (the first one,
+        // a registry looked up, a task's code decoded) are not fetched at every tick after.
+        self.ticks += 1;
+        let prefetch: &[u64] = if self.ticks.is_multiple_of(RELEARN_PAGES_EVERY) {
+            &[]
+        } else {
+            &self.pages
+        };
+        let cache = PageCache::prefetched_reusing(mem, prefetch, spare);
         self.refresh_from(&cache, layout, codes, threads);
         self.pages = cache.page_addresses();
         self.spare_pages = cache.into_buffers();
@@ -321,6 +333,9 @@ fn lookup_due(next: &mut Instant, every: &mut Duration, since: Instant) -> bool 
     }
     true
 }
+
+/// Every how many lookups the pages to prefetch are learnt again (see [`TaskRoots::refresh`]).
+const RELEARN_PAGES_EVERY: u64 = 64;
 
 /// How a task's root frame starts (`<task NAME>`).
 pub const TASK_FRAME_PREFIX: &str = "<task ";
