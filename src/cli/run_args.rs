@@ -71,8 +71,9 @@ pub struct RunArgs {
     pub no_heap: bool,
     /// Root each sample's stack at the asyncio task its thread runs, a `<task NAME>` frame
     /// (under the process and thread roots), so that memory and CPU show per task (CPython
-    /// 3.11+). Stacks captured in the kernel or by the allocation hook go to the task last
-    /// seen running their task's coroutine.
+    /// 3.11+). Stacks captured in the kernel or by the allocation hook go to the task seen
+    /// running their task's coroutine, or to `<task (any) FUNCTION>` when several were (or
+    /// it has asyncio's default name, `Task-N`).
     #[arg(long = "async")]
     pub async_tasks: bool,
     /// Command to launch and sample until it exits (after `--`).

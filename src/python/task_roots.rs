@@ -6,8 +6,9 @@
 //! stay the same), so a tick costs a few reads from pages the stack read fetches anyway.
 //!
 //! A stack captured where it could not be decoded (in the kernel at a page fault, by the
-//! allocation hook) has no thread state to ask: it is rooted at the task last seen running
-//! the coroutine its outermost task frame runs ([`TaskRoots::root_of_captured`]); the spy
+//! allocation hook) has no thread state to ask: it is rooted at the task seen running the
+//! coroutine its outermost task frame runs, or at `<task (any) FUNCTION>` when several tasks
+//! were seen running it ([`TaskRoots::root_of_captured`]); the spy
 //! reads the whole task lists (`PythonSpy::read_tasks`, as `pmt dump --async` does) when
 //! such a stack runs a coroutine no task was seen running, and hands them to
 //! [`TaskRoots::learn`]. A stack read at a tick goes to its thread's running task when that
@@ -73,8 +74,9 @@ pub struct TaskRoots {
     lookup_every: Duration,
     created: Instant,
     tasks: HashMap<u64, KnownTask>,
-    /// The root of the task last seen running each coroutine code object.
-    by_code: HashMap<Arc<CodeInfo>, Frame>,
+    /// The task seen running each coroutine code object, for stacks that cannot ask their
+    /// thread (see [`CodeRoot`]).
+    by_code: HashMap<Arc<CodeInfo>, CodeRoot>,
     /// This tick's running tasks (root frame, coroutine code), by `threading.get_ident()`.
     current: HashMap<u64, (Frame, Option<Arc<CodeInfo>>)>,
     /// The thread each running loop runs in (3.11–3.13; a loop runs in one thread while it
@@ -256,7 +258,7 @@ impl TaskRoots {
             coro => Some(self.coroutines.code_of(mem, layout, codes, coro)?),
         };
         if let Some(code) = &code {
-            self.by_code.insert(code.clone(), root.clone());
+            self.note_code(code, &name);
         }
         if self.tasks.len() >= MAX_KNOWN_TASKS {
             self.tasks.clear();
@@ -292,9 +294,37 @@ impl TaskRoots {
     pub fn learn(&mut self, threads: &[ThreadTasks]) {
         for task in threads.iter().flat_map(|t| &t.tasks) {
             if let Some(frame) = task.stack.last() {
-                self.by_code
-                    .insert(frame.code.clone(), root_frame(&task.name));
+                self.note_code(&frame.code, &task.name);
             }
+        }
+    }
+
+    /// Notes that task `name` runs coroutine `code`. A task with asyncio's default name
+    /// (`Task-N`) counts as one of several: such tasks are made by the dozen (a server's
+    /// per-request tasks), and a stack captured in one cannot tell which.
+    fn note_code(&mut self, code: &Arc<CodeInfo>, name: &str) {
+        let any = || root_frame(&format!("(any) {}", code.function));
+        if default_name(name) {
+            let root = CodeRoot {
+                name: None,
+                root: any(),
+            };
+            self.by_code.insert(code.clone(), root);
+            return;
+        }
+        match self.by_code.get_mut(code) {
+            None => {
+                let root = CodeRoot {
+                    name: Some(name.to_string()),
+                    root: root_frame(name),
+                };
+                self.by_code.insert(code.clone(), root);
+            }
+            Some(known) if known.name.as_deref().is_some_and(|n| n != name) => {
+                known.name = None;
+                known.root = any();
+            }
+            Some(_) => {}
         }
     }
 
@@ -309,14 +339,32 @@ impl TaskRoots {
         }
     }
 
-    /// The root of a stack captured elsewhere (innermost frame first): the task last seen
-    /// running the outermost of its frames that a task's coroutine runs.
+    /// The root of a stack captured elsewhere (innermost frame first), from the outermost of
+    /// its frames that a task's coroutine runs (see [`CodeRoot`]).
     pub fn root_of_captured(&self, frames: &[Frame]) -> Option<&Frame> {
         frames
             .iter()
             .rev()
             .find_map(|frame| self.by_code.get(&frame.code))
+            .map(|known| &known.root)
     }
+}
+
+/// The root given to stacks through a coroutine code object when their thread cannot say
+/// which task ran them: the task that runs it, or, once several tasks were seen running it
+/// (a server's per-request tasks) or it has asyncio's default name (`Task-N`),
+/// `<task (any) FUNCTION>`: naming one of them would be a guess.
+#[derive(Debug)]
+struct CodeRoot {
+    /// The one task seen running the code, `None` once there were several.
+    name: Option<String>,
+    root: Frame,
+}
+
+/// Whether `name` is one asyncio gives a task not named (`Task-N`).
+fn default_name(name: &str) -> bool {
+    name.strip_prefix("Task-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether a lookup is due now (at `next`); saying yes schedules the next one, `every` later,
@@ -349,5 +397,48 @@ fn root_frame(name: &str) -> Frame {
             first_line: 0,
         }),
         line: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str) -> Frame {
+        Frame {
+            code: Arc::new(CodeInfo {
+                function: function.to_string(),
+                filename: "app.py".to_string(),
+                first_line: 1,
+            }),
+            line: 2,
+        }
+    }
+
+    #[test]
+    fn a_captured_stack_goes_to_its_coroutine_s_task_or_to_any_when_several_run_it() {
+        let mut roots = TaskRoots::new((3, 12), None).expect("3.12 is supported");
+        let (handler, worker, leaf) = (frame("handle"), frame("worker"), frame("alloc"));
+        roots.note_code(&worker.code, "worker-1");
+        roots.note_code(&handler.code, "request 7");
+        roots.note_code(&handler.code, "request 7");
+        let stack = [leaf.clone(), worker.clone(), frame("Handle._run")];
+        let root = roots.root_of_captured(&stack).expect("a root");
+        assert_eq!(root.code.function, "<task worker-1>");
+        // The outermost task coroutine decides.
+        let nested = [leaf.clone(), worker.clone(), handler.clone()];
+        let root = roots.root_of_captured(&nested).expect("a root");
+        assert_eq!(root.code.function, "<task request 7>");
+        roots.note_code(&handler.code, "request 8");
+        let root = roots.root_of_captured(&nested).expect("a root");
+        assert_eq!(root.code.function, "<task (any) handle>");
+        // asyncio's default names say nothing of which task it was.
+        let other = frame("serve");
+        roots.note_code(&other.code, "Task-12");
+        let root = roots
+            .root_of_captured(&[leaf.clone(), other])
+            .expect("a root");
+        assert_eq!(root.code.function, "<task (any) serve>");
+        assert!(roots.root_of_captured(&[leaf]).is_none());
     }
 }
