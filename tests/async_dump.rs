@@ -4,6 +4,13 @@
 //! coroutine stacks (functions and lines), on every interpreter from 3.11 (3.14+ read from
 //! the interpreter's task lists, 3.11–3.13 from asyncio's registries); 1,000 more tasks must
 //! all be listed; on 3.10 `--async` must refuse in one line.
+//!
+//! `pmt-sample --async`: `tests/scripts/async_two_tasks.py` runs two named tasks that take
+//! turns spinning and allocating in their own functions; every sample of each function must
+//! be rooted at its task (`<task NAME>`, under the thread root), on CPU samples (stacks read
+//! at ticks) and on allocations (stacks captured by the allocation hook), on 3.12 (tasks
+//! found through `_current_tasks`) and sid 3.14 (through the thread states); on 3.10 it must
+//! refuse in one line.
 
 mod common;
 
@@ -287,4 +294,109 @@ fn on_3_10_async_is_refused_in_one_line() {
         "{stderr}"
     );
     assert!(output.stdout.is_empty());
+    let output = common::sampler()
+        .args([
+            "--pid",
+            &target.pid().to_string(),
+            "--async",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .expect("running pmt-sample");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("3.10") && stderr.contains("--async"),
+        "{stderr}"
+    );
+}
+
+/// The weight of the folded stacks through `function`, and the part of it whose stacks are
+/// rooted (under the thread root) at `<task TASK>` and at no other task.
+fn rooted(folded: &[(Vec<String>, u64)], function: &str, task: &str) -> (u64, u64) {
+    let through: Vec<&(Vec<String>, u64)> = folded
+        .iter()
+        .filter(|(frames, _)| {
+            frames
+                .iter()
+                .any(|f| f.starts_with(&format!("{function} (")))
+        })
+        .collect();
+    let all = through.iter().map(|(_, w)| w).sum();
+    let under = through
+        .iter()
+        .filter(|(frames, _)| {
+            frames
+                .first()
+                .is_some_and(|f| f.starts_with("thread MainThread"))
+                && frames
+                    .get(1)
+                    .is_some_and(|f| *f == format!("<task {task}>"))
+                && frames.iter().filter(|f| f.starts_with("<task ")).count() == 1
+        })
+        .map(|(_, w)| w)
+        .sum();
+    (all, under)
+}
+
+/// Samples `async_two_tasks.py` launched under `label` with `--async` and checks that each
+/// task's function is under its task, for CPU samples and sampled allocations.
+fn samples_rooted_at_tasks(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let timeline = dir.path().join("t.json");
+    let output = common::run({
+        let mut command = common::sampler();
+        command
+            .args(["--async", "--rate", "200", "--json"])
+            .arg(&timeline)
+            .arg("--")
+            .args(interp.argv())
+            .arg(common::script("async_two_tasks.py"))
+            .arg("2");
+        command
+    });
+    assert!(
+        output.status.success(),
+        "pmt-sample --async failed on {label}"
+    );
+    for metric in ["cpu", "heap-alloc"] {
+        let folded = dir.path().join(format!("{metric}.folded"));
+        let output = common::run({
+            let mut command = common::pmt();
+            command
+                .args(["report", "--threads", "--metric", metric, "--collapsed"])
+                .arg(&folded)
+                .arg(&timeline);
+            command
+        });
+        assert!(output.status.success(), "pmt report failed");
+        let stacks = common::read_folded(&folded);
+        for (function, task) in [("alpha_work", "alpha"), ("beta_work", "beta")] {
+            let (all, under) = rooted(&stacks, function, task);
+            assert!(
+                all > 0,
+                "{label} {metric}: no samples of {function}: {stacks:?}"
+            );
+            assert!(
+                under as f64 >= 0.95 * all as f64,
+                "{label} {metric}: {under} of {all} of {function} under <task {task}>: {stacks:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn samples_are_rooted_at_their_task_on_3_12() {
+    samples_rooted_at_tasks("3.12");
+}
+
+#[test]
+fn samples_are_rooted_at_their_task_on_sid_3_14() {
+    samples_rooted_at_tasks("sid3.14");
 }

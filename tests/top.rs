@@ -195,3 +195,73 @@ fn top_without_a_terminal_says_so() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("needs a terminal"), "{stderr}");
 }
+
+#[test]
+fn top_with_subprocesses_names_each_row_s_process() {
+    let _serial = common::serial();
+    let Some(interp) = ["3.12", "3.13", "3.11"]
+        .into_iter()
+        .find_map(common::find)
+        .or_else(|| common::interpreter_or_skip("3.12"))
+    else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("fork_pool.py"), &["8"]);
+    target.wait_for_line("READY", Duration::from_secs(10));
+    let shell = format!(
+        "{} top --subprocesses --sort cpu --pid {}; sleep 30",
+        env!("CARGO_BIN_EXE_pmt"),
+        target.pid(),
+    );
+    let tmux = Tmux::start(&shell);
+    // Both workers spin in `work`: each has its own row, named by pid and role.
+    let (screen, shown) = wait_screen(&tmux, Duration::from_secs(5), |s| {
+        let rows: Vec<&str> = s.lines().filter(|l| l.contains(" work (")).collect();
+        rows.len() >= 2 && rows.iter().all(|r| r.contains("worker"))
+    });
+    assert!(shown, "no row per worker process:\n{screen}");
+    eprintln!("{screen}");
+    assert!(screen.contains("process"), "a process column:\n{screen}");
+    assert!(
+        screen.lines().all(|l| l.chars().count() <= 80),
+        "fits 80 columns:\n{screen}"
+    );
+    tmux.keys("q");
+}
+
+#[test]
+fn top_on_a_master_alone_names_its_workers_and_subprocesses() {
+    let _serial = common::serial();
+    let Some(interp) = ["3.12", "3.13", "3.11"]
+        .into_iter()
+        .find_map(common::find)
+        .or_else(|| common::interpreter_or_skip("3.12"))
+    else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("fork_pool.py"), &["8"]);
+    target.wait_for_line("READY", Duration::from_secs(10));
+    let shell = format!(
+        "{} top --pid {}; sleep 30",
+        env!("CARGO_BIN_EXE_pmt"),
+        target.pid(),
+    );
+    let tmux = Tmux::start(&shell);
+    let (screen, shown) = wait_screen(&tmux, Duration::from_secs(5), |s| {
+        let text = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        text.contains("not sampled")
+            && text.contains("(worker 1)")
+            && text.contains("(worker 2)")
+            && text.contains("--subprocesses")
+    });
+    assert!(
+        shown,
+        "the workers and --subprocesses are not named:\n{screen}"
+    );
+    eprintln!("{screen}");
+    assert!(
+        screen.lines().all(|l| l.chars().count() <= 80),
+        "fits 80 columns:\n{screen}"
+    );
+    tmux.keys("q");
+}

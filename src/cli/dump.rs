@@ -103,6 +103,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         // One dump: worth many tries for a whole stack of a thread that moves fast.
         read_tries: DUMP_READ_TRIES,
         locals: args.locals,
+        tasks: false,
     };
     if args.subprocesses {
         return run_tree(&args, &options);

@@ -16,6 +16,7 @@ pub mod sample;
 pub mod timeline_report;
 pub mod top;
 pub mod tree;
+mod unsampled;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;

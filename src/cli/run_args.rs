@@ -69,6 +69,13 @@ pub struct RunArgs {
     /// Do not load the allocation hook: no `heap` metric, and `rss` the default.
     #[arg(long)]
     pub no_heap: bool,
+    /// Root each sample's stack at the asyncio task its thread runs, a `<task NAME>` frame
+    /// (under the process and thread roots), so that memory and CPU show per task (CPython
+    /// 3.11+). Stacks captured in the kernel or by the allocation hook go to the task seen
+    /// running their task's coroutine, or to `<task (any) FUNCTION>` when several were (or
+    /// it has asyncio's default name, `Task-N`).
+    #[arg(long = "async")]
+    pub async_tasks: bool,
     /// Command to launch and sample until it exits (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -117,6 +124,7 @@ impl RunArgs {
             },
             sample_bytes: self.malloc_sample_bytes,
             heap_sample_bytes: (!self.no_heap).then_some(self.heap_sample_bytes),
+            tasks: self.async_tasks,
         })
     }
 }

@@ -8,14 +8,13 @@
 
 use super::output_args::OutputArgs;
 use super::run_args::{RunArgs, start_run};
-use crate::attach::roles::{ProcessRole, role_of};
+use super::unsampled::UnsampledChildren;
 use crate::attach::stop;
 use crate::output::collapsed::{self, FoldOptions};
 use crate::output::format_value;
 use crate::output::frames::FrameLabels;
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
-use crate::python::python_descendants;
 use crate::run::{Finished, MallocMode, RunObserver};
 use crate::sample::{Metric, ProcessIdentity, Sample};
 use crate::sampler::{SamplerStats, StopReason};
@@ -129,61 +128,6 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         eprintln!("  wrote: {}", written.join(", "));
     }
     Ok(())
-}
-
-/// The Python descendants of a target sampled alone (without `--subprocesses`), looked for
-/// when the run starts and when it ends: in a pre-fork server or a pool they do the work the
-/// summary does not show.
-struct UnsampledChildren {
-    root: i32,
-    /// `(pid, role)` in the order first seen; empty for a tree run.
-    children: Vec<(i32, Option<ProcessRole>)>,
-    tree: bool,
-}
-
-impl UnsampledChildren {
-    fn new(root: i32, tree: bool) -> UnsampledChildren {
-        let mut unsampled = UnsampledChildren {
-            root,
-            children: Vec::new(),
-            tree,
-        };
-        unsampled.look_again();
-        unsampled
-    }
-
-    fn look_again(&mut self) {
-        if self.tree {
-            return;
-        }
-        let mut found = python_descendants(self.root);
-        found.sort_unstable();
-        for (pid, _) in found {
-            if !self.children.iter().any(|(p, _)| *p == pid) {
-                self.children.push((pid, role_of(pid, self.root)));
-            }
-        }
-    }
-
-    /// One line naming them and the option that samples them, if there are any.
-    fn describe(&self) -> Option<String> {
-        if self.children.is_empty() {
-            return None;
-        }
-        let named: Vec<String> = self
-            .children
-            .iter()
-            .map(|(pid, role)| match role {
-                Some(role) => format!("{pid} ({role})"),
-                None => pid.to_string(),
-            })
-            .collect();
-        Some(format!(
-            "process {} has Python children that were not sampled: {}; sample them too with --subprocesses",
-            self.root,
-            named.join(", ")
-        ))
-    }
 }
 
 /// The closing summary on stderr, with the run's notes after it.
@@ -301,10 +245,18 @@ fn print_top_stacks(profile: &Profile, outputs: &OutputArgs) {
         let innermost: Vec<&str> = stack.rsplit(';').take(3).collect();
         // With --subprocesses the root frame names the process; say it when the three
         // innermost frames do not reach it.
-        let process = match stack.split(';').next() {
+        let mut process = match stack.split(';').next() {
             Some(root) if several && stack.split(';').count() > 3 => format!("  [{root}]"),
             _ => String::new(),
         };
+        // With --async, likewise the task the stack ran in.
+        if let Some(task) = stack
+            .split(';')
+            .find(|f| f.starts_with(crate::python::TASK_FRAME_PREFIX))
+            && !innermost.contains(&task)
+        {
+            process.push_str(&format!("  [{task}]"));
+        }
         eprintln!(
             "  {:>12} {:5.1}%  {}{process}",
             format_value(metric, *weight),

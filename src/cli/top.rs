@@ -9,6 +9,7 @@
 
 use super::output_args::OutputArgs;
 use super::run_args::{RunArgs, start_run};
+use super::unsampled::UnsampledChildren;
 use crate::attach::stop;
 use crate::output::format_bytes;
 use crate::output::frames::{project_root_of, short_path};
@@ -24,7 +25,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Sparkline, Table};
+use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Sparkline, Table, Wrap};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -94,6 +95,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let mut options = args.run.options(malloc)?;
     options.quiet_child = true;
     let (run, outputs, options) = start_run(options, &args.outputs)?;
+    let unsampled = UnsampledChildren::new(run.target().pid, run.is_tree());
     let terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(err) => {
@@ -113,15 +115,20 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         ),
         sort: args.sort,
         malloc: run.counts_allocations(),
+        processes: run.is_tree(),
+        tasks: options.tasks,
         target: run.target().clone(),
         notes: run.notes().join("; "),
         rate: options.rate_hz,
         last_draw: None,
         draw_error: None,
+        unsampled,
+        children_looked_at: Instant::now(),
     };
     let mut finished = run.sample(stop::flag(), &mut view);
     let draw_error = view.draw_error.take();
-    drop(view);
+    let mut unsampled = view.unsampled;
+    drop(view.terminal);
     ratatui::restore();
     let written = args
         .outputs
@@ -139,6 +146,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     if let Some(err) = draw_error {
         eprintln!("pmt top: the screen could not be drawn: {err}");
     }
+    unsampled.look_again();
+    if let Some(line) = unsampled.describe() {
+        eprintln!("pmt top: {line}");
+    }
     let written = written?;
     if !written.is_empty() {
         eprintln!("  wrote: {}", written.join(", "));
@@ -155,12 +166,22 @@ struct TopView {
     table: LiveTable,
     sort: SortKey,
     malloc: bool,
+    /// Several processes are sampled: a process column.
+    processes: bool,
+    /// Stacks are rooted at asyncio tasks: a task column.
+    tasks: bool,
     target: TargetInfo,
     notes: String,
     rate: f64,
     last_draw: Option<Instant>,
     draw_error: Option<std::io::Error>,
+    /// The target's Python children, when it is sampled alone: named above the table.
+    unsampled: UnsampledChildren,
+    children_looked_at: Instant,
 }
+
+/// How often a target sampled alone is looked at for new Python children.
+const CHILDREN_EVERY: Duration = Duration::from_secs(5);
 
 impl RunObserver for TopView {
     fn sample(&mut self, process: Option<&ProcessIdentity>, sample: &Sample) {
@@ -233,22 +254,37 @@ impl TopView {
         let sort = self.sort;
         let by_line = self.table.by_line;
         let notes = self.notes.clone();
+        if self.children_looked_at.elapsed() >= CHILDREN_EVERY {
+            self.children_looked_at = Instant::now();
+            self.unsampled.look_again();
+        }
+        let hint = self.unsampled.describe();
         let project = project_root_of(profile.frames());
         let columns = Columns {
             malloc,
+            processes: self.processes,
+            tasks: self.tasks,
             heap: profile.has_heap(),
             ticks,
             window,
             sort,
         };
         self.terminal.draw(|frame| {
-            let [top, spark, body, foot] = Layout::vertical([
+            let hint_rows = if hint.is_some() { 2 } else { 0 };
+            let [top, spark, hint_area, body, foot] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Length(3),
+                Constraint::Length(hint_rows),
                 Constraint::Min(3),
                 Constraint::Length(1),
             ])
             .areas(frame.area());
+            if let Some(hint) = &hint {
+                frame.render_widget(
+                    Paragraph::new(hint.as_str()).wrap(Wrap { trim: true }),
+                    hint_area,
+                );
+            }
             frame.render_widget(
                 Paragraph::new(header).style(Style::new().add_modifier(Modifier::BOLD)),
                 top,
@@ -292,6 +328,22 @@ fn python_versions(target: &TargetInfo, profile: &Profile) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+/// The process column's width: a pid and a role (`12345 worker 12`).
+const PROCESS_WIDTH: u16 = 16;
+/// The task column's width.
+const TASK_WIDTH: u16 = 14;
+
+/// `text` in at most `width` characters (cut with `…`).
+fn cut(text: &str, width: u16) -> String {
+    let width = usize::from(width);
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// What the table's columns show.
 #[derive(Debug, Clone, Copy)]
 struct Columns {
@@ -299,6 +351,10 @@ struct Columns {
     malloc: bool,
     /// A held-Python-heap column (the allocation hook ran).
     heap: bool,
+    /// A process column (`--subprocesses`).
+    processes: bool,
+    /// A task column (`--async`).
+    tasks: bool,
     /// Ticks in the window (the CPU share's denominator).
     ticks: u64,
     /// The window, in seconds.
@@ -313,6 +369,8 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
     let Columns {
         malloc,
         heap,
+        processes,
+        tasks,
         ticks,
         window,
         sort,
@@ -335,6 +393,12 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         heads.push(mark(SortKey::Malloc, "malloc".to_string()));
     }
     heads.push(mark(SortKey::Cpu, "cpu%".to_string()));
+    if processes {
+        heads.push("process".to_string());
+    }
+    if tasks {
+        heads.push("task".to_string());
+    }
     heads.push("function (file:line)".to_string());
     let mut widths = vec![Constraint::Length(10), Constraint::Length(10)];
     if heap {
@@ -344,6 +408,12 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         widths.push(Constraint::Length(10));
     }
     widths.push(Constraint::Length(5));
+    if processes {
+        widths.push(Constraint::Length(PROCESS_WIDTH));
+    }
+    if tasks {
+        widths.push(Constraint::Length(TASK_WIDTH));
+    }
     widths.push(Constraint::Min(20));
     let body = rows.iter().map(|row| {
         let mut cells = vec![
@@ -361,6 +431,14 @@ fn table(rows: &[Row], project: &str, columns: Columns) -> Table<'static> {
         }
         let cpu = 100.0 * row.window.get(Metric::Cpu) as f64 / ticks as f64;
         cells.push(Cell::from(format!("{cpu:>4.0}")));
+        if processes {
+            let process = row.key.process.as_deref().unwrap_or("");
+            cells.push(Cell::from(cut(process, PROCESS_WIDTH)));
+        }
+        if tasks {
+            let task = row.key.task.as_deref().unwrap_or("");
+            cells.push(Cell::from(cut(task, TASK_WIDTH)));
+        }
         let place = match (row.key.filename.as_str(), row.key.line) {
             ("", _) => String::new(),
             (file, Some(line)) => format!(" ({}:{line})", short_path(file, project)),

@@ -13,13 +13,14 @@
 //! coroutine's await chain and reading a set ([`CoroutineLayout`]) also serve 3.11–3.13,
 //! whose tasks `asyncio_registries.rs` finds.
 
-use super::Frame;
 use super::code::{CodeCache, InstructionPosition};
 use super::debug_offsets::DebugOffsets;
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u64, read_int, read_str};
+use super::{CodeInfo, Frame};
 use crate::attach::ReadMemory;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// The ELF section `_asyncio` puts its offsets table in.
 pub const SECTION: &str = ".AsyncioDebug";
@@ -307,6 +308,20 @@ impl CoroutineLayout {
     /// Where coroutine `coro`'s frame is (the frame a running task's stack ends at).
     pub fn frame_of(&self, coro: u64) -> u64 {
         coro.wrapping_add(self.gi_iframe)
+    }
+
+    /// The code object coroutine `coro` runs (what its task's frames start at).
+    pub fn code_of(
+        &self,
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        codes: &mut CodeCache,
+        coro: u64,
+    ) -> Result<Arc<CodeInfo>, DecodeError> {
+        let frame = self.frame_of(coro);
+        let code = mem.read_u64(frame.wrapping_add(layout.frame_code))? & !STACKREF_TAG_BITS;
+        let (info, _, _) = codes.frame(mem, layout, code, InstructionPosition::Pointer(0))?;
+        Ok(info)
     }
 }
 

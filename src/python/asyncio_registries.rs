@@ -291,10 +291,28 @@ fn list_items(mem: &impl ReadMemory, layout: &Layout, list: u64) -> Result<Vec<u
 
 /// The `threading.get_ident()` of the thread running `event_loop` (its `_thread_id`, set
 /// while it runs), if it runs.
-fn loop_thread(mem: &impl ReadMemory, layout: &Layout, event_loop: u64) -> Option<u64> {
+pub(crate) fn loop_thread(mem: &impl ReadMemory, layout: &Layout, event_loop: u64) -> Option<u64> {
     let ident = instance_attribute(mem, layout, event_loop, "_thread_id").ok()??;
     if type_name(mem, layout, ident).as_deref() != Some("int") {
         return None;
     }
     read_u64_int(mem, layout, ident).ok()
+}
+
+/// The name object and coroutine of the task at `task`, a C `_asyncio.Task` or a task of the
+/// pure-Python fallback.
+pub(crate) fn task_name_and_coro(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    fields: &TaskFields,
+    task: u64,
+) -> Result<(u64, u64), DecodeError> {
+    if let Ok(Some(coro)) = instance_attribute(mem, layout, task, "_coro") {
+        let name = instance_attribute(mem, layout, task, "_name")?.unwrap_or(0);
+        return Ok((name, coro));
+    }
+    Ok((
+        mem.read_u64(task.wrapping_add(fields.name))?,
+        mem.read_u64(task.wrapping_add(fields.coro))?,
+    ))
 }

@@ -14,10 +14,12 @@ pub mod locals;
 pub mod objects;
 pub mod remote_exec;
 pub mod spy;
+mod task_roots;
 pub mod threads;
 pub mod version;
 
 pub use spy::{PythonSpy, SpyError, SpyOptions, WalkRoot, python_descendants};
+pub use task_roots::TASK_FRAME_PREFIX;
 pub use version::PythonVersion;
 
 use std::fmt;

@@ -13,18 +13,20 @@ use super::layout::Layout;
 use super::layouts::{SUPPORTED, layout_for};
 use super::locals::frame_locals;
 use super::objects::{DecodeError, read_str};
+use super::task_roots::TaskRoots;
 use super::threads::{
     GLIBC_PTHREAD_TID_OFFSET, GilLocation, RawThread, current_frame, gil_holder, module_global,
     thread_names, thread_states,
 };
 use super::version::PythonVersion;
-use super::{CapturedFrame, Frame, ThreadStack};
+use super::{CapturedFrame, CodeInfo, Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols, section_address};
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
 };
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -43,6 +45,9 @@ pub struct SpyOptions {
     /// unreadable (0 means the default, [`FRAME_READ_TRIES`]). A one-off dump can afford
     /// more than a sampler ticking 1000 times a second.
     pub read_tries: usize,
+    /// Root each stack at the asyncio task its thread runs (a `<task NAME>` frame outermost;
+    /// CPython 3.11+): see `task_roots`.
+    pub tasks: bool,
 }
 
 /// Why attaching to or reading a process failed. Each message is one line that says what to do.
@@ -203,6 +208,8 @@ pub struct PythonSpy {
     /// `(frame, code object)` addresses of each frame of each stack the last read returned
     /// (when reading locals), parallel to it.
     frame_addresses: Vec<Vec<(u64, u64)>>,
+    /// With [`SpyOptions::tasks`]: each thread's running asyncio task.
+    task_roots: Option<TaskRoots>,
 }
 
 /// What an in-kernel walker needs to follow this interpreter's frames itself: where the
@@ -312,7 +319,18 @@ impl PythonSpy {
                 .get("_PyThreadState_Current")
                 .map_or(GilLocation::Unknown, |a| GilLocation::Current(*a)),
         };
+        let task_roots = if options.tasks {
+            let minor = (version.major, version.minor);
+            let roots = TaskRoots::new(minor, debug_offsets.as_ref());
+            Some(roots.ok_or_else(|| SpyError::AsyncUnsupported {
+                pid,
+                version: version.to_string(),
+            })?)
+        } else {
+            None
+        };
         Ok(PythonSpy {
+            task_roots,
             process,
             mem,
             version,
@@ -420,20 +438,52 @@ impl PythonSpy {
     pub fn decode_frames(&mut self, frames: impl Iterator<Item = CapturedFrame>) -> Vec<Frame> {
         let pointers = self.layout.capabilities().interpreter_frames;
         let mem = self.mem;
-        frames
+        // The outermost generator or coroutine frame's code (frames come innermost first).
+        let mut coroutine = None;
+        let mut decoded: Vec<Frame> = frames
             .filter_map(|frame| {
                 let position = if pointers {
                     InstructionPosition::Pointer(frame.position)
                 } else {
                     InstructionPosition::Lasti(frame.position as u32 as i32)
                 };
-                let (code, line, _) = self
+                let (code, line, generator) = self
                     .codes
                     .checked_frame(&mem, &self.layout, frame.code, position, frame.tag)
                     .ok()?;
+                if generator {
+                    coroutine = Some(code.clone());
+                }
                 Some(Frame { code, line })
             })
-            .collect()
+            .collect();
+        if let Some(root) = self.captured_task_root(&decoded, coroutine) {
+            decoded.push(root);
+        }
+        decoded
+    }
+
+    /// With [`SpyOptions::tasks`], the root of a captured stack (innermost first): the task
+    /// last seen running its outermost task coroutine. A stack whose outermost generator or
+    /// coroutine frame (`coroutine`) runs code no task is known to run has the task lists
+    /// read (for one code, at most every so often) to learn the coroutines of tasks not
+    /// caught running at a tick.
+    fn captured_task_root(
+        &mut self,
+        frames: &[Frame],
+        coroutine: Option<Arc<CodeInfo>>,
+    ) -> Option<Frame> {
+        let roots = self.task_roots.as_mut()?;
+        if let Some(root) = roots.root_of_captured(frames) {
+            return Some(root.clone());
+        }
+        if !roots.task_read_due(coroutine?) {
+            return None;
+        }
+        let threads = self.read_tasks().ok().flatten()?;
+        let roots = self.task_roots.as_mut()?;
+        roots.learn(&threads);
+        roots.root_of_captured(frames).cloned()
     }
 
     /// The target's pid.
@@ -532,13 +582,23 @@ impl PythonSpy {
             return Ok(Vec::new());
         }
         let raws = thread_states(&snapshot, &self.layout, head).map_err(|e| self.read_error(e))?;
+        if let Some(mut roots) = self.task_roots.take() {
+            if roots.wants_offsets()
+                && let Ok(Some(offsets)) = self.asyncio_offsets()
+            {
+                roots.found_offsets(offsets);
+            }
+            roots.refresh(&self.mem, &self.layout, &mut self.codes, &raws);
+            self.task_roots = Some(roots);
+        }
         let mut stacks = Vec::with_capacity(raws.len());
         self.thread_states.clear();
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
         let mut pages = snapshot.page_addresses();
         self.frame_addresses.clear();
         for raw in &raws {
-            let (frames, locals, cut, read_error) = match self.frames_of(&snapshot, raw, &mut pages)
+            let (mut frames, locals, cut, read_error) = match self
+                .frames_of(&snapshot, raw, &mut pages)
             {
                 Ok(chain) => {
                     let locals = chain
@@ -560,6 +620,14 @@ impl PythonSpy {
                     (Vec::new(), Vec::new(), false, Some(error.to_string()))
                 }
             };
+            if read_error.is_none()
+                && let Some(root) = self
+                    .task_roots
+                    .as_ref()
+                    .and_then(|roots| roots.root_of_thread(raw.thread_id, &frames))
+            {
+                frames.push(root.clone());
+            }
             let holder = *holders
                 .entry(raw.interp)
                 .or_insert_with(|| gil_holder(&snapshot, &self.layout, self.gil, raw.interp));

@@ -7,11 +7,13 @@
 //! (it only reads what each stack holds) or drawing.
 
 use crate::profile::{Profile, ThreadInfo};
+use crate::python::TASK_FRAME_PREFIX;
 use crate::sample::{Metric, MetricValues, ProcessIdentity, Sample, ThreadIdentity};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-/// What a row stands for: the innermost frame's function (and line, per line).
+/// What a row stands for: the innermost frame's function (and line, per line), in one
+/// process (`--subprocesses`) and one asyncio task (`--async`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey {
     /// The function's (qualified) name, or a placeholder for a thread without Python frames.
@@ -20,6 +22,53 @@ pub struct RowKey {
     pub filename: String,
     /// The line, when rows are per line.
     pub line: Option<u32>,
+    /// The process, as `PID ROLE` (or `PID` where no role could be told), when several are
+    /// sampled.
+    pub process: Option<String>,
+    /// The name of the asyncio task the stacks ran in, when they are rooted at one.
+    pub task: Option<String>,
+}
+
+impl RowKey {
+    /// The row of `leaf` (a stack's innermost frame; `None` for a thread without Python
+    /// frames) in `process`, for stacks whose outermost frame is `root`.
+    fn new(
+        leaf: Option<(&str, &str, u32)>,
+        thread: &ThreadIdentity,
+        by_line: bool,
+        process: Option<String>,
+        root: Option<&str>,
+    ) -> RowKey {
+        let (function, filename, line) = match leaf {
+            Some((function, filename, line)) => (
+                function.to_string(),
+                filename.to_string(),
+                by_line.then_some(line),
+            ),
+            None => (placeholder(thread), String::new(), None),
+        };
+        let task = root.and_then(|root| {
+            root.strip_prefix(TASK_FRAME_PREFIX)?
+                .strip_suffix('>')
+                .map(str::to_string)
+        });
+        RowKey {
+            function,
+            filename,
+            line,
+            process,
+            task,
+        }
+    }
+}
+
+/// A process as the process column shows it: its pid and its role in the tree (as the
+/// sampler's process root frames name it).
+fn process_label(pid: i32, role: Option<&str>) -> String {
+    match role {
+        Some(role) => format!("{pid} {role}"),
+        None => pid.to_string(),
+    }
 }
 
 /// One row of the table.
@@ -183,14 +232,13 @@ impl LiveTable {
             {
                 continue;
             }
-            let key = match thread.frames.first() {
-                Some(frame) => RowKey {
-                    function: frame.code.function.clone(),
-                    filename: frame.code.filename.clone(),
-                    line: self.by_line.then_some(frame.line),
-                },
-                None => placeholder(identity),
-            };
+            let leaf = thread
+                .frames
+                .first()
+                .map(|f| (f.code.function.as_str(), f.code.filename.as_str(), f.line));
+            let root = thread.frames.last().map(|f| f.code.function.as_str());
+            let process = process.map(|p| process_label(p.pid, p.role.as_deref()));
+            let key = RowKey::new(leaf, identity, self.by_line, process, root);
             self.open
                 .charges
                 .entry(key)
@@ -245,23 +293,22 @@ impl LiveTable {
         if !self.counts(profile, info) {
             return None;
         }
-        let leaf = profile
+        let frames = profile
             .stacks()
             .get(stack as usize)
-            .and_then(|s| s.last())
-            .and_then(|&id| profile.frames().get(id as usize));
-        Some(match leaf {
-            Some(frame) => RowKey {
-                function: frame.function.clone(),
-                filename: frame.filename.clone(),
-                line: self.by_line.then_some(frame.line),
-            },
-            None => placeholder(&ThreadIdentity {
-                python_id: info.python_id,
-                native_id: info.native_id,
-                name: info.name.clone(),
-            }),
-        })
+            .map_or(&[][..], |s| s.as_slice());
+        let frame = |id: Option<&u32>| id.and_then(|&id| profile.frames().get(id as usize));
+        let leaf = frame(frames.last()).map(|f| (f.function.as_str(), f.filename.as_str(), f.line));
+        let root = frame(frames.first()).map(|f| f.function.as_str());
+        let process = profile
+            .process_of(info)
+            .map(|p| process_label(p.pid, p.role.as_deref()));
+        let thread = ThreadIdentity {
+            python_id: info.python_id,
+            native_id: info.native_id,
+            name: info.name.clone(),
+        };
+        Some(RowKey::new(leaf, &thread, self.by_line, process, root))
     }
 
     /// The rows, by `sort` (then growth, held, name), with what `profile` says each holds now.
@@ -293,7 +340,16 @@ impl LiveTable {
                 }
             }
         }
-        let mut rows: Vec<Row> = rows.into_values().collect();
+        // A row is shown for what its columns show: growth, held, heap, allocator bytes or
+        // CPU (a stack charged only with, say, released memory has nothing to show).
+        let shown = |row: &Row| {
+            row.held > 0
+                || row.heap > 0
+                || [Metric::Rss, Metric::MallocBytes, Metric::Cpu]
+                    .into_iter()
+                    .any(|m| row.window.get(m) > 0)
+        };
+        let mut rows: Vec<Row> = rows.into_values().filter(shown).collect();
         rows.sort_by(|a, b| {
             sort.value(b)
                 .cmp(&sort.value(a))
@@ -313,16 +369,12 @@ impl LiveTable {
     }
 }
 
-/// The row of a thread without Python frames.
-fn placeholder(thread: &ThreadIdentity) -> RowKey {
-    RowKey {
-        function: format!(
-            "<non-Python thread {}>",
-            thread.name.as_deref().unwrap_or("?")
-        ),
-        filename: String::new(),
-        line: None,
-    }
+/// The function shown for a thread without Python frames.
+fn placeholder(thread: &ThreadIdentity) -> String {
+    format!(
+        "<non-Python thread {}>",
+        thread.name.as_deref().unwrap_or("?")
+    )
 }
 
 #[cfg(test)]
@@ -330,6 +382,7 @@ mod tests {
     use super::*;
     use crate::profile::TargetInfo;
     use crate::profile::test_support::{frame, thread_sample};
+    use crate::sample::ProcessIdentity;
 
     fn sample(ms: u64, frames: &[crate::python::Frame], rss: u64) -> Sample {
         Sample {
@@ -397,5 +450,44 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].key.function, "b");
         assert_eq!(rows[0].key.line, Some(2));
+    }
+    #[test]
+    fn rows_name_their_process_and_task_and_rows_with_nothing_shown_are_left_out() {
+        let mut profile = Profile::new(TargetInfo::default(), false);
+        let mut table = LiveTable::new(Duration::from_secs(5), false, Filter::default());
+        let worker = ProcessIdentity {
+            pid: 4321,
+            command: "python app.py".to_string(),
+            python_version: None,
+            role: Some("worker 1".to_string()),
+        };
+        let master = ProcessIdentity {
+            role: None,
+            pid: 4320,
+            ..worker.clone()
+        };
+        let task_root = frame("<task fetch>", 0);
+        let grows = thread_sample(1, "MainThread", &[frame("grow", 3), task_root], 4096);
+        // Only a wall sample: nothing any column shows.
+        let mut idle = thread_sample(2, "MainThread", &[frame("wait", 8)], 0);
+        idle.values = MetricValues::default();
+        idle.values.add(Metric::Wall, 1);
+        for (process, thread) in [(&worker, grows), (&master, idle)] {
+            let sample = Sample {
+                time: Duration::from_millis(10),
+                rss: Some(1 << 20),
+                threads: vec![thread],
+            };
+            table.record(Some(process), &sample);
+            profile.add_process_sample(process, sample);
+        }
+        table.roll();
+        let rows = table.rows(&profile, SortKey::Growth);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].key.function, "grow");
+        assert_eq!(rows[0].key.process.as_deref(), Some("4321 worker 1"));
+        assert_eq!(rows[0].key.task.as_deref(), Some("fetch"));
+        assert_eq!(rows[0].window.get(Metric::Rss), 4096);
+        assert_eq!(rows[0].held, 4096, "the held bytes join the same row");
     }
 }

@@ -71,6 +71,8 @@ pub struct RunOptions {
     /// The allocation hook (`heap` metrics), where it can be loaded: mean bytes between two
     /// sampled allocations of a thread. `None`: no hook.
     pub heap_sample_bytes: Option<u64>,
+    /// Root each stack at the asyncio task its thread runs (`<task NAME>`).
+    pub tasks: bool,
 }
 
 /// Whether a run counts the target's allocator.
@@ -165,6 +167,7 @@ impl Run {
         let spy_options = SpyOptions {
             blocking: options.blocking,
             thread_state: false,
+            tasks: options.tasks,
             ..SpyOptions::default()
         };
         let sampler_options = SamplerOptions {
