@@ -180,6 +180,10 @@ const NAME_REFRESH: Duration = Duration::from_millis(500);
 pub struct PythonSpy {
     process: TargetProcess,
     mem: RemoteMemory,
+    /// The memory of the process this one was forked from, where code objects made before the
+    /// fork lie at the same addresses: captured stacks are decoded from it once this process
+    /// has exited (its own memory is gone; its last page faults may not be decoded yet).
+    fork_parent: Option<RemoteMemory>,
     version: PythonVersion,
     layout: Layout,
     layout_differences: Vec<&'static str>,
@@ -333,6 +337,7 @@ impl PythonSpy {
             task_roots,
             process,
             mem,
+            fork_parent: None,
             version,
             layout,
             layout_differences,
@@ -438,6 +443,7 @@ impl PythonSpy {
     pub fn decode_frames(&mut self, frames: impl Iterator<Item = CapturedFrame>) -> Vec<Frame> {
         let pointers = self.layout.capabilities().interpreter_frames;
         let mem = self.mem;
+        let parent = self.fork_parent;
         // The outermost generator or coroutine frame's code (frames come innermost first).
         let mut coroutine = None;
         let mut decoded: Vec<Frame> = frames
@@ -447,10 +453,17 @@ impl PythonSpy {
                 } else {
                     InstructionPosition::Lasti(frame.position as u32 as i32)
                 };
-                let (code, line, generator) = self
-                    .codes
-                    .checked_frame(&mem, &self.layout, frame.code, position, frame.tag)
-                    .ok()?;
+                let mut checked = |mem: &RemoteMemory| {
+                    self.codes
+                        .checked_frame(mem, &self.layout, frame.code, position, frame.tag)
+                };
+                let (code, line, generator) = match checked(&mem) {
+                    Ok(decoded) => decoded,
+                    Err(DecodeError::Memory(MemoryError::ProcessGone)) => {
+                        checked(parent.as_ref()?).ok()?
+                    }
+                    Err(_) => return None,
+                };
                 if generator {
                     coroutine = Some(code.clone());
                 }
@@ -484,6 +497,12 @@ impl PythonSpy {
         let roots = self.task_roots.as_mut()?;
         roots.learn(&threads);
         roots.root_of_captured(frames).cloned()
+    }
+
+    /// Says which process this one was forked from (see [`PythonSpy::decode_frames`]): the
+    /// type and tag checks of each code object read there still apply.
+    pub fn set_fork_parent(&mut self, ppid: i32) {
+        self.fork_parent = Some(RemoteMemory::new(ppid));
     }
 
     /// The target's pid.

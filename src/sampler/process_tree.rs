@@ -247,8 +247,13 @@ impl ProcessTreeSampler {
         );
     }
 
-    fn add_member(&mut self, spy: PythonSpy, time: Duration) {
+    fn add_member(&mut self, mut spy: PythonSpy, time: Duration) {
         let pid = spy.pid();
+        // A forked child has the code objects its parent made before the fork at the same
+        // addresses (an exec'd one has none of them, which the checks of each code object tell).
+        if let Ok(Some(stat)) = crate::attach::proc_files::read_stat(pid) {
+            spy.set_fork_parent(stat.ppid);
+        }
         let identity = ProcessIdentity {
             pid,
             command: spy.process().cmdline().unwrap_or_default(),
