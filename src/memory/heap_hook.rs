@@ -154,6 +154,14 @@ pub struct HookReader {
     scratch: Vec<u8>,
 }
 
+/// A failed read of process `pid`'s hook state.
+fn read_error(pid: i32, e: crate::attach::MemoryError) -> HookError {
+    HookError::Read {
+        pid,
+        message: e.to_string(),
+    }
+}
+
 fn plain<T: Copy + Default>(bytes: &[u8]) -> T {
     let mut value = T::default();
     let n = size_of::<T>().min(bytes.len());
@@ -185,10 +193,7 @@ impl HookReader {
         self.scratch.resize(len, 0);
         self.memory
             .read(addr, &mut self.scratch)
-            .map_err(|e| HookError::Read {
-                pid: self.pid,
-                message: e.to_string(),
-            })
+            .map_err(|e| read_error(self.pid, e))
     }
 
     /// The state as it is now (its magic and version checked); `None` before the hook has
@@ -250,18 +255,12 @@ impl HookReader {
             self.memory
                 .read_many(&mut [(at(from), head), (at(0), tail)])
         };
-        read.map_err(|e| HookError::Read {
-            pid: self.pid,
-            message: e.to_string(),
-        })?;
+        read.map_err(|e| read_error(self.pid, e))?;
         // The hook may have gone round the ring while it was read: then it cannot be trusted.
         let written_now = self
             .memory
             .read_u64(self.state_addr + std::mem::offset_of!(HeapState, changes_written) as u64)
-            .map_err(|e| HookError::Read {
-                pid: self.pid,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| read_error(self.pid, e))?;
         if written_now.wrapping_sub(seen) > CHANGES as u64 {
             return Ok(None);
         }
@@ -320,10 +319,7 @@ impl HookReader {
                     .collect();
                 self.memory
                     .read_many(&mut requests)
-                    .map_err(|e| HookError::Read {
-                        pid: self.pid,
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| read_error(self.pid, e))?;
                 entries.extend(indices.into_iter().zip(buffers.iter().map(|b| plain(b))));
                 self.read_bytes(
                     state.stacks_addr + (known * entry_size) as u64,
@@ -373,10 +369,7 @@ impl HookReader {
             .collect();
         self.memory
             .read_many(&mut requests)
-            .map_err(|e| HookError::Read {
-                pid: self.pid,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| read_error(self.pid, e))?;
         for ((index, entry), buffer) in fresh.into_iter().zip(buffers) {
             let frames = buffer
                 .chunks_exact(frame_size)
