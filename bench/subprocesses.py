@@ -11,7 +11,18 @@ Two configurations: the sampler at the default priority, and the sampler alone a
 sampler too little CPU to keep its deadlines.
 
 Writes bench/results/subprocesses.md.
+
+`--light 1,8,32` measures instead what following lightly loaded workers costs (issue #21's
+"≤ 2% of one core for 8 workers"): for each worker count, a pre-fork style pool
+(bench/workloads/light_pool.py: each worker handles a small request, then sleeps 20 ms) is
+sampled for --duration seconds by `pmt-sample --pid MASTER --subprocesses` at the default rate,
+metric and attribution, and by `py-spy record --pid MASTER --subprocesses` (--nonblocking, --idle
+so that sleeping workers count as samples) at the same rate, alternating in the same run. Reported:
+each profiler's CPU (user+system from its rusage, os.wait4) as % of one core and per sample.
+Writes bench/results/subprocesses_light.md.
+
 Usage: python3 bench/subprocesses.py [--python PATH] [--workers 16] [--duration 8] [--repeats 2]
+       python3 bench/subprocesses.py --light 1,8,32 [--duration 10] [--repeats 2] [--py-spy PATH]
 Needs a release build: cargo build --release.
 """
 
@@ -19,6 +30,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,6 +107,162 @@ def run_once(python, workers, duration, rate, niceness, out_dir):
     }
 
 
+def start_light_pool(python, workers, seconds):
+    """Starts bench/workloads/light_pool.py and returns it once every worker runs."""
+    pool = subprocess.Popen(
+        [python, os.path.join(ROOT, "bench", "workloads", "light_pool.py"),
+         "--workers", str(workers), "--seconds", str(seconds)],
+        stdout=subprocess.PIPE, text=True)
+    if pool.stdout.readline().strip() != "ready":
+        sys.exit("light_pool.py did not start")
+    time.sleep(0.5)
+    return pool
+
+
+def finish_light_pool(pool, started):
+    """Waits for the pool and returns its CPU (master and reaped workers) as % of one core."""
+    _, _, usage = os.wait4(pool.pid, 0)
+    pool.returncode = 0
+    elapsed = time.monotonic() - started
+    return 100 * (usage.ru_utime + usage.ru_stime) / elapsed
+
+
+def light_pmt(python, workers, duration, out_dir):
+    started = time.monotonic()
+    pool = start_light_pool(python, workers, duration + 2)
+    timeline = os.path.join(out_dir, "light.json")
+    cmd = [PMT, "--pid", str(pool.pid), "--subprocesses", "--duration", str(duration), "--json", timeline]
+    sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(sampler.pid, 0)
+    stderr = sampler.stderr.read()
+    load = finish_light_pool(pool, started)
+    if status != 0:
+        sys.exit(f"pmt-sample failed:\n{stderr}")
+    with open(timeline) as f:
+        doc = json.load(f)
+    summary = doc["summary"]
+    cpu = usage.ru_utime + usage.ru_stime
+    seconds = summary["duration_s"]
+    process_samples = len(doc["samples"])
+    return {
+        "processes": summary["tallies"]["processes_attached"],
+        "cpu_pct": 100 * cpu / seconds,
+        "ticks": summary["samples"],
+        "process_samples": process_samples,
+        "us_per_tick": 1e6 * cpu / max(summary["samples"], 1),
+        "us_per_process_sample": 1e6 * cpu / max(process_samples, 1),
+        "rate": summary["achieved_rate_hz"],
+        "p50_us": summary["sample_cost_p50_us"],
+        "attribution": "kernel" if "in the kernel" in summary.get("attribution", "") else "ticks",
+        "load_pct": load,
+    }
+
+
+def light_pyspy(python, workers, duration, pyspy, out_dir):
+    started = time.monotonic()
+    pool = start_light_pool(python, workers, duration + 2)
+    raw = os.path.join(out_dir, "light.txt")
+    cmd = [pyspy, "record", "--pid", str(pool.pid), "--subprocesses", "--rate", "100",
+           "--duration", str(int(duration)), "--nonblocking", "--idle", "--format", "raw", "-o", raw]
+    begun = time.monotonic()
+    spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, status, usage = os.wait4(spy.pid, 0)
+    seconds = time.monotonic() - begun
+    output = spy.stdout.read()
+    load = finish_light_pool(pool, started)
+    if status != 0:
+        sys.exit(f"py-spy failed:\n{output}")
+    found = re.search(r"Samples: (\d+)", output)
+    if found:
+        process_samples = int(found.group(1))
+    else:
+        with open(raw) as f:
+            process_samples = sum(int(line.rsplit(" ", 1)[1]) for line in f if line.strip())
+    processes = workers + 1
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "processes": processes,
+        "cpu_pct": 100 * cpu / seconds,
+        "ticks": None,
+        "process_samples": process_samples,
+        "us_per_tick": None,
+        "us_per_process_sample": 1e6 * cpu / max(process_samples, 1),
+        "rate": process_samples / processes / seconds,
+        "p50_us": None,
+        "load_pct": load,
+    }
+
+
+def light_main(args):
+    counts = [int(n) for n in args.light.split(",")]
+    pyspy = args.py_spy or os.path.join(ROOT, "bench", ".venv", "bin", "py-spy")
+    if not os.path.exists(pyspy):
+        pyspy = shutil.which("py-spy") or sys.exit("py-spy not found: bash bench/run.sh, or --py-spy PATH")
+    pyspy_version = subprocess.run([pyspy, "--version"], capture_output=True, text=True).stdout.strip()
+    version = subprocess.run([args.python, "--version"], capture_output=True, text=True).stdout.strip()
+    with open("/proc/loadavg") as f:
+        load_before = " ".join(f.read().split()[:3])
+    rows = []
+    with tempfile.TemporaryDirectory() as out_dir:
+        for workers in counts:
+            for _ in range(args.repeats):
+                for tool in ("pmt-sample", "py-spy"):
+                    if tool == "pmt-sample":
+                        result = light_pmt(args.python, workers, args.duration, out_dir)
+                    else:
+                        result = light_pyspy(args.python, workers, args.duration, pyspy, out_dir)
+                    rows.append((workers, tool, result))
+                    print(workers, tool, result, flush=True)
+    with open("/proc/loadavg") as f:
+        load_after = " ".join(f.read().split()[:3])
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    attribution = next((r["attribution"] for _, t, r in rows if t == "pmt-sample"), "?")
+    lines = [
+        "# `--subprocesses`: what following lightly loaded workers costs, beside py-spy",
+        "",
+        f"`python3 bench/subprocesses.py --python {args.python} --light {args.light} --duration {args.duration:g} "
+        f"--repeats {args.repeats}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {version}, "
+        f"{pyspy_version}, {os.cpu_count()} CPUs ({platform.machine()}, Linux {platform.release()}).",
+        "",
+        f"Machine load: load average {load_before} before the runs, {load_after} after "
+        f"(`uptime` at the end: `{uptime}`). The machine is shared with a CI run and other builds, "
+        "so the figures are those of a loaded 2-core machine, not a quiet one.",
+        "",
+        "Workload: `bench/workloads/light_pool.py --workers N` (a master and N forked workers; each "
+        "worker builds a small reply of ~32 strings and a 4 KiB buffer, keeps the last 64, then sleeps "
+        "20 ms). Profilers, started once every worker runs, on a fresh pool each run, alternating:",
+        f"- `pmt-sample --pid MASTER --subprocesses --duration {args.duration:g} --json …` (default "
+        f"rate 100 Hz, default metric rss, default attribution: here `{attribution}`, eBPF, as root);",
+        f"- `py-spy record --pid MASTER --subprocesses --rate 100 --duration {int(args.duration)} "
+        "--nonblocking --idle --format raw -o …` (`--idle` so that a sleeping worker's sample is "
+        "kept and counted; py-spy reads every thread either way).",
+        "",
+        "CPU: the profiler's user+system time from its rusage (os.wait4; threads included, no child "
+        "processes), divided by its run length (pmt: the summary's duration; py-spy: wall time of the "
+        "command), including start-up (pmt: loading the eBPF programs; py-spy: finding the "
+        "interpreters). A tick samples every followed process; per tick is pmt's summary `samples`. "
+        "Per process-sample: CPU divided by the samples of all processes (pmt: the timeline's samples; "
+        "py-spy: its `Samples:` count). Tick p50: pmt's summary `cost per sample` p50, the wall time of "
+        "one tick in steady state (no start-up; wall, so on a loaded machine it includes preemption). Workload CPU: the pool's own CPU (master and workers) over its "
+        "life, to show the load is light.",
+        "",
+        "| workers | processes | profiler | CPU (% of one core) | µs CPU per tick | µs CPU per process-sample "
+        "| per-process rate (Hz) | tick p50 (µs, wall) | workload CPU (% of one core) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for workers, tool, r in rows:
+        tick = f"{r['us_per_tick']:.0f}" if r["us_per_tick"] is not None else "–"
+        p50 = f"{r['p50_us']:.0f}" if r["p50_us"] is not None else "–"
+        lines.append(
+            f"| {workers} | {r['processes']} | {tool} | {r['cpu_pct']:.1f} | {tick} "
+            f"| {r['us_per_process_sample']:.0f} | {r['rate']:.1f} | {p50} | {r['load_pct']:.1f} |")
+    lines.append("")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "subprocesses_light.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("wrote bench/results/subprocesses_light.md")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable)
@@ -101,9 +270,15 @@ def main():
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--light", metavar="N,N,...",
+                        help="measure the cost of following N lightly loaded workers, beside py-spy")
+    parser.add_argument("--py-spy", help="py-spy to compare with (default bench/.venv/bin/py-spy, else PATH)")
     args = parser.parse_args()
     if not os.path.exists(PMT):
         sys.exit("build first: cargo build --release")
+    if args.light:
+        light_main(args)
+        return
     configs = [("default priority", 0), ("sampler at nice -10", -10)]
     rows = []
     with tempfile.TemporaryDirectory() as out_dir:
