@@ -185,7 +185,7 @@ pub struct RunSummary {
     pub sample_cost_p99_us: Option<f64>,
 }
 
-/// The in-kernel capture's and the process tree's tallies, by name.
+/// The in-kernel capture's, the process tree's and the allocation hook's tallies, by name.
 fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
     let mut tallies: Vec<(String, u64)> = stats
         .in_kernel
@@ -201,6 +201,19 @@ fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
             ("processes_missed", tree.missed),
             ("processes_not_python", tree.not_python),
             ("processes_failed", tree.failed),
+        ] {
+            tallies.push((name.to_string(), value));
+        }
+    }
+    if let Some(heap) = stats.heap {
+        for (name, value) in [
+            ("heap_samples", heap.samples),
+            ("heap_live_samples", heap.live_samples),
+            ("heap_stacks_full", heap.stacks_full),
+            ("heap_table_full", heap.table_full),
+            ("heap_no_thread_state", heap.no_thread_state),
+            ("heap_sample_bytes", heap.sample_bytes),
+            ("heap_table_bytes", heap.table_bytes),
         ] {
             tallies.push((name.to_string(), value));
         }
@@ -1324,6 +1337,25 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_allocation_hooks_tallies_are_in_the_run_tallies() {
+        let stats = crate::sampler::SamplerStats {
+            heap: Some(crate::memory::heap_hook::HookTallies {
+                samples: 7,
+                stacks_full: 2,
+                table_full: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let tallies = super::run_tallies(&stats);
+        let get = |name: &str| tallies.iter().find(|(n, _)| n == name).map(|&(_, v)| v);
+        assert_eq!(get("heap_samples"), Some(7));
+        assert_eq!(get("heap_stacks_full"), Some(2));
+        assert_eq!(get("heap_table_full"), Some(1));
+        assert!(super::run_tallies(&crate::sampler::SamplerStats::default()).is_empty());
+    }
+
     use super::test_support::*;
     use super::*;
 
