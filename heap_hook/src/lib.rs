@@ -246,15 +246,11 @@ struct LiveSample {
 
 const TOMB: u64 = 1;
 
-/// What the hook keeps per thread. One thread-local block, reached once per call (in a
-/// library loaded with `dlopen`, each thread-local access is a call into the dynamic linker).
-struct ThreadState {
+/// What the hook's common path keeps per thread: reached once per call, so it must be cheap
+/// to find (see [`hot`]).
+struct Hot {
     /// Bytes this thread may still allocate before its next sample.
     countdown: Cell<i64>,
-    /// The thread's random state (0: not seeded).
-    rng: Cell<u64>,
-    /// The thread's kernel id (0: not known yet).
-    tid: Cell<u32>,
     /// Set while the thread is inside the hook's sampled path.
     busy: Cell<bool>,
     /// Set while the thread is inside a wrapped allocator: a call it makes to another domain
@@ -265,20 +261,35 @@ struct ThreadState {
     last_alloc: Cell<u64>,
 }
 
-thread_local! {
-    static THREAD: ThreadState = const {
-        ThreadState {
+impl Hot {
+    const fn new() -> Self {
+        Hot {
             countdown: Cell::new(0),
-            rng: Cell::new(0),
-            tid: Cell::new(0),
             busy: Cell::new(false),
             inside: Cell::new(false),
             last_alloc: Cell::new(0),
         }
+    }
+}
+
+/// What the hook keeps per thread in a thread-local block: what only the sampled path needs,
+/// and the common path's state for a thread that finds no slot (see [`hot`]).
+struct ThreadState {
+    hot: Hot,
+    /// The thread's random state (0: not seeded).
+    rng: Cell<u64>,
+    /// The thread's kernel id (0: not known yet).
+    tid: Cell<u32>,
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState { hot: Hot::new(), rng: Cell::new(0), tid: Cell::new(0) }
     };
 }
 
-/// The calling thread's block.
+/// The calling thread's thread-local block. In a library loaded with `dlopen` each access is a
+/// call into the dynamic linker (`__tls_get_addr`): the sampled path only.
 #[inline(always)]
 fn thread() -> &'static ThreadState {
     // SAFETY: the block is const-initialised and has no destructor, so it lives as long as
@@ -286,10 +297,73 @@ fn thread() -> &'static ThreadState {
     THREAD.with(|t| unsafe { &*(t as *const ThreadState) })
 }
 
+/// A slot of the common path's per-thread state, claimed by the first thread whose thread
+/// pointer hashes to it and kept by that thread pointer (a thread that reuses a dead thread's
+/// stack and thread block, as glibc's stack cache does, takes over its countdown: intervals
+/// are memoryless, and a thread cannot end inside an allocator call, so the flags are clear).
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct Slot {
+    owner: AtomicU64,
+    hot: Hot,
+}
+
+#[cfg(target_arch = "x86_64")]
+const SLOT_BITS: u32 = 10;
+
+#[cfg(target_arch = "x86_64")]
+static SLOTS: Global<[Slot; 1 << SLOT_BITS]> = Global::new(
+    [const {
+        Slot {
+            owner: AtomicU64::new(0),
+            hot: Hot::new(),
+        }
+    }; 1 << SLOT_BITS],
+);
+
+/// The calling thread's common-path state: on x86-64 a slot found by the thread pointer
+/// (`%fs:0`, one load) instead of a call into the dynamic linker; the thread-local block where
+/// the slot is another live thread's.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hot() -> &'static Hot {
+    let tp: u64;
+    // SAFETY: on x86-64 Linux `%fs:0` holds the thread control block's own address (glibc
+    // and musl), readable by its thread at any time.
+    unsafe {
+        std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+            options(nostack, readonly, preserves_flags, pure));
+    }
+    let index = (tp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOT_BITS)) as usize;
+    // SAFETY: a slot's `hot` is used only by the thread whose pointer owns the slot.
+    let slot = unsafe { &(*SLOTS.get())[index] };
+    if slot.owner.load(Ordering::Relaxed) == tp {
+        return &slot.hot;
+    }
+    claim(slot, tp)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[cold]
+#[inline(never)]
+fn claim(slot: &'static Slot, tp: u64) -> &'static Hot {
+    match slot.owner.compare_exchange(0, tp, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => &slot.hot,
+        Err(owner) if owner == tp => &slot.hot,
+        Err(_) => &thread().hot,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn hot() -> &'static Hot {
+    &thread().hot
+}
+
 /// Runs `call`, saying whether it was the outermost allocator call of `t`'s thread (an inner
 /// one is made all the same, but not counted).
 #[inline(always)]
-fn outermost<T>(t: &ThreadState, call: impl FnOnce() -> T) -> (T, bool) {
+fn outermost<T>(t: &Hot, call: impl FnOnce() -> T) -> (T, bool) {
     if t.inside.replace(true) {
         return (call(), false);
     }
@@ -361,7 +435,7 @@ unsafe extern "C" fn hook_malloc<const D: usize>(ctx: *mut c_void, size: usize) 
     let Some(malloc) = original.malloc else {
         return std::ptr::null_mut();
     };
-    let t = thread();
+    let t = hot();
     // SAFETY: passing the call through.
     let (p, outer) = outermost(t, || unsafe { malloc(ctx, size) });
     if outer {
@@ -380,7 +454,7 @@ unsafe extern "C" fn hook_calloc<const D: usize>(
     let Some(calloc) = original.calloc else {
         return std::ptr::null_mut();
     };
-    let t = thread();
+    let t = hot();
     // SAFETY: passing the call through.
     let (p, outer) = outermost(t, || unsafe { calloc(ctx, nelem, elsize) });
     if outer {
@@ -399,7 +473,7 @@ unsafe extern "C" fn hook_realloc<const D: usize>(
     let Some(realloc) = original.realloc else {
         return std::ptr::null_mut();
     };
-    let t = thread();
+    let t = hot();
     if t.inside.get() {
         // SAFETY: passing the call through, inside an outer call that counts it.
         return unsafe { realloc(ctx, ptr, size) };
@@ -417,20 +491,16 @@ unsafe extern "C" fn hook_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_voi
     let Some(free) = original.free else {
         return;
     };
-    let t = thread();
-    if t.inside.get() {
-        // SAFETY: passing the call through, inside an outer call that counts it.
-        unsafe { free(ctx, ptr) };
-        return;
-    }
+    // A free needs no thread state: one made inside another wrapped call (pymalloc handing a
+    // large block back to the raw domain) finds the sample already forgotten by the outer one.
     before_free(ptr);
     // SAFETY: passing the call through.
-    outermost(t, || unsafe { free(ctx, ptr) });
+    unsafe { free(ctx, ptr) }
 }
 
 /// The common path of an allocation: count the bytes down.
 #[inline(always)]
-fn after_alloc(t: &ThreadState, p: *mut c_void, size: usize) {
+fn after_alloc(t: &Hot, p: *mut c_void, size: usize) {
     if p.is_null() {
         return;
     }
@@ -555,7 +625,7 @@ unsafe fn destroyed(obj: u64) {
 /// there is gone, and it counts down the thread's interval as an allocation of its size would.
 #[inline(always)]
 fn created(obj: u64) {
-    let t = thread();
+    let t = hot();
     let last = t.last_alloc.get();
     if obj == last {
         // Fresh, with no header before the object (the common case: ints, floats, str).
@@ -649,7 +719,7 @@ fn thread_id(t: &ThreadState) -> u32 {
 
 #[cold]
 #[inline(never)]
-fn sampled(t: &ThreadState, p: *mut c_void, size: usize) {
+fn sampled(t: &Hot, p: *mut c_void, size: usize) {
     if t.busy.replace(true) {
         // An allocation made by the hook's own work (`Py_IncRef` does not allocate; this is
         // a guard, not a path taken).
@@ -657,9 +727,10 @@ fn sampled(t: &ThreadState, p: *mut c_void, size: usize) {
     }
     // SAFETY: the state is only written under the lock or at install.
     let mean = unsafe { word(&raw mut (*state()).sample_bytes) }.load(Ordering::Relaxed);
-    t.countdown.set(next_interval(t, mean));
+    let cold = thread();
+    t.countdown.set(next_interval(cold, mean));
     if SAMPLING.load(Ordering::Acquire) {
-        record(t, p as u64, size as u64, mean);
+        record(cold, p as u64, size as u64, mean);
         check_owner();
     }
     t.busy.set(false);
