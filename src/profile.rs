@@ -389,7 +389,10 @@ pub const KEY_SUSTAIN_S: f64 = 1.0;
 /// in the run) the whole of that long after it. A server's in-flight requests
 /// overlap, so the total they hold can stay up although no request's memory does, and a
 /// request slowed down by load can take longer than [`SUSTAIN_S`]; a stack that held nothing
-/// at some moment of the window keeps nothing.
+/// at some moment of the window keeps nothing. In a long run a key keeps at least what it
+/// grew within the second before the peak beyond what it gave back within it: a stack that
+/// builds what the program keeps (a parser's trees, growing up to the peak) is not cut back
+/// to what it held a second earlier, while in-flight requests give back what they take.
 #[derive(Debug, Default)]
 struct GrowthLedger {
     /// Growth in push order; an entry a stack's own release emptied stays, at 0, until the
@@ -414,8 +417,8 @@ struct GrowthLedger {
     last_time: f64,
     first_time: Option<f64>,
     /// With `per_key`: the least each key of `best` held within [`SUSTAIN_S`] and within
-    /// [`KEY_SUSTAIN_S`] before the peak.
-    best_least: HashMap<(u32, u32), (u64, u64)>,
+    /// [`KEY_SUSTAIN_S`] before the peak, and what it released within the latter.
+    best_least: HashMap<(u32, u32), (u64, u64, u64)>,
     /// With `per_key`: when the peak was, and the least each key of `best` has held since
     /// (a peak early in a run has no second before it in which its memory was held).
     best_time: f64,
@@ -546,13 +549,16 @@ impl GrowthLedger {
                     .keys()
                     .filter_map(|key| {
                         let values = self.history.get(key)?;
-                        let least = |window: f64| {
+                        // The value in effect when the window starts, and every later one.
+                        let within = |window: f64| {
                             let start = time_s - window;
-                            // The value in effect when the window starts, and every later one.
                             let from = values.iter().rposition(|&(t, _)| t <= start).unwrap_or(0);
-                            values.range(from..).map(|&(_, v)| v).min().unwrap_or(0)
+                            values.range(from..).map(|&(_, v)| v)
                         };
-                        Some((*key, (least(SUSTAIN_S), least(KEY_SUSTAIN_S))))
+                        let least = |window: f64| within(window).min().unwrap_or(0);
+                        let long: Vec<u64> = within(KEY_SUSTAIN_S).collect();
+                        let released = long.windows(2).map(|w| w[0].saturating_sub(w[1])).sum();
+                        Some((*key, (least(SUSTAIN_S), least(KEY_SUSTAIN_S), released)))
                     })
                     .collect();
                 self.best_time = time_s;
@@ -627,13 +633,17 @@ impl GrowthLedger {
             .iter()
             .filter_map(|(&key, &bytes)| {
                 let capped = match self.best_least.get(&key) {
-                    Some(&(short, _)) if !long => bytes.min(short),
-                    Some(&(_, before)) => {
+                    Some(&(short, _, _)) if !long => bytes.min(short),
+                    Some(&(_, before, released)) => {
                         let after = match self.best_after.get(&key) {
                             Some(&after) if after_whole => after,
                             _ => 0,
                         };
-                        bytes.min(before.max(after))
+                        // What it grew within the second and did not give back: a stack
+                        // that builds what it keeps (a parser's trees) grows steadily up to
+                        // the peak; one whose requests are in flight gives back as much.
+                        let grown = bytes.saturating_sub(released);
+                        bytes.min(before.max(after).max(grown))
                     }
                     None => bytes,
                 };
@@ -1511,6 +1521,31 @@ mod tests {
         let peak = ledger.at_peak();
         assert_eq!(peak.get(&(0, 1)), None, "{peak:?}");
         assert!(peak.get(&(0, 9)).is_some_and(|&b| b >= 10_000), "{peak:?}");
+    }
+
+    #[test]
+    fn steady_growth_up_to_a_peak_freed_after_it_is_kept() {
+        // A parser's stack grows 100 every 10 ms for 10 s up to the peak, then the program
+        // frees it; a request stack beside it takes and gives back 5 000 every 50 ms.
+        let mut ledger = GrowthLedger::per_key();
+        for i in 0..1400u32 {
+            if i < 1000 {
+                ledger.grow((0, 1), 100);
+            } else if i == 1050 {
+                ledger.release_from((0, 1), 100_000);
+            }
+            if i % 5 == 0 {
+                ledger.grow((0, 2), 5_000);
+            } else if i % 5 == 3 {
+                ledger.release_from((0, 2), 5_000);
+            }
+            ledger.end_sample(f64::from(i) * 0.01);
+        }
+        let peak = ledger.at_peak();
+        // Held at the sustained peak (up to SUSTAIN_S of growth before it), not what it held
+        // a second before the peak (90 000).
+        assert!(peak.get(&(0, 1)).is_some_and(|&b| b >= 97_000), "{peak:?}");
+        assert_eq!(peak.get(&(0, 2)), None, "{peak:?}");
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! `sample_bytes`, as tcmalloc and Go do), and the allocation that crosses it is sampled and
 //! weighted by the inverse of its probability (`1 / (1 - exp(-size / mean))`), so the estimates
 //! are unbiased. A sampled allocation records its thread's Python stack (code object,
-//! instruction, code tag per frame, walked with the layout pmt hands over) into a table of
-//! distinct stacks, and is remembered in a table of live samples until it is freed. pmt reads
-//! [`state::HeapState`] and the tables out of process.
+//! instruction, code tag per frame, walked with the layout pmt hands over) as a path of a
+//! frame tree (stacks that share their callers share their nodes) and a stack entry per
+//! (thread, innermost node), and is remembered in a table of live samples until it is freed.
+//! pmt reads [`state::HeapState`] and the tables out of process.
 //!
-//! The common path of an allocation is a thread-local countdown; of a free, one byte of a
+//! The common path of an allocation is a per-thread countdown (found by the thread pointer,
+//! not through the dynamic linker); of a free, one byte of a
 //! counting filter (is any live sample hashed here?). Everything else happens on the sampled
 //! path under one spin lock. The hook never allocates (its tables are mmapped), never calls
 //! into Python except `Py_IncRef` on the code objects of a new stack while the GIL is held (so
@@ -36,7 +38,7 @@ mod state;
 
 use state::{
     CHANGES, DEPTH_TRUNCATED, FrameEntry, HeapState, HookLayout, MAGIC, MAX_DEPTH, MAX_FRAMES, MAX_STACKS,
-    StackEntry, VERSION,
+    NO_PARENT, StackEntry, VERSION,
 };
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -199,16 +201,23 @@ unsafe fn filter_bit(filter: *mut u8, bucket: usize) -> &'static std::sync::atom
     // SAFETY: within the mapping, which is never unmapped.
     unsafe { std::sync::atomic::AtomicU8::from_ptr(filter.add((1 << FILTER_BITS) + (bucket >> 3))) }
 }
-const STACK_INDEX_BITS: u32 = 17;
+/// The indexes of stacks and frame nodes start small and double as entries come (half full at
+/// most): a target with few distinct stacks keeps them small.
+const INDEX_MIN_BITS: u32 = 12;
+const STACK_INDEX_MAX_BITS: u32 = MAX_STACKS.trailing_zeros() + 1;
+const FRAME_INDEX_MAX_BITS: u32 = MAX_FRAMES.trailing_zeros() + 1;
 const LIVE_MIN_BITS: u32 = 12;
 const LIVE_MAX_BITS: u32 = 24;
 
 /// The tables, under `LOCK`.
 struct Tables {
-    /// Open addressing of `stack index + 1` by stack hash.
-    stack_index: *mut u32,
+    /// Stacks by (thread, innermost node) hash.
+    stack_index: Index,
     stacks: *mut StackEntry,
+    /// The frame tree's nodes.
     frames: *mut FrameEntry,
+    /// Frame nodes by (parent, frame) hash.
+    frame_index: Index,
     live: *mut LiveSample,
     /// The change log ([`CHANGES`] stack indices, a ring).
     changes: *mut u32,
@@ -221,9 +230,10 @@ struct Tables {
 }
 
 static TABLES: Global<Tables> = Global::new(Tables {
-    stack_index: std::ptr::null_mut(),
+    stack_index: Index::empty(),
     stacks: std::ptr::null_mut(),
     frames: std::ptr::null_mut(),
+    frame_index: Index::empty(),
     live: std::ptr::null_mut(),
     changes: std::ptr::null_mut(),
     filter: std::ptr::null_mut(),
@@ -759,10 +769,7 @@ fn record(t: &ThreadState, ptr: u64, size: u64, mean: u64) {
     // SAFETY: the calling thread's own frame chain, which only this thread changes.
     let (depth, truncated, has_thread) = unsafe { capture(&api, &layout, &mut frames) };
     let tid = thread_id(t);
-    let mut hash = mix(0x5151_7a7a, tid as u64);
-    for frame in &frames[..depth] {
-        hash = mix(mix(mix(hash, frame.code), frame.position), frame.tag);
-    }
+    let mut new_codes = [0u64; MAX_DEPTH];
     lock();
     let st = state();
     // SAFETY: under the lock.
@@ -770,7 +777,14 @@ fn record(t: &ThreadState, ptr: u64, size: u64, mean: u64) {
         if !has_thread {
             (*st).no_thread_state += 1;
         }
-        let (stack, new) = intern_stack(hash, tid, &frames[..depth], truncated);
+        let (path, new_nodes) = intern_path(&frames[..depth], &mut new_codes);
+        let stack = match path {
+            Some(leaf) => intern_stack(tid, leaf, depth, truncated),
+            None => {
+                (*st).stacks_full += 1;
+                0
+            }
+        };
         let tables = &mut *TABLES.get();
         let entry = &mut *tables.stacks.add(stack as usize);
         word(&raw mut entry.alloc_bytes).fetch_add(bytes, Ordering::Relaxed);
@@ -787,9 +801,10 @@ fn record(t: &ThreadState, ptr: u64, size: u64, mean: u64) {
         }
         log_change(stack);
         unlock();
-        if new && (api.gil_check)() != 0 {
-            for frame in &frames[..depth] {
-                (api.inc_ref)(frame.code as *mut c_void);
+        // Each node keeps its code object alive (a node made without the GIL cannot).
+        if new_nodes > 0 && (api.gil_check)() != 0 {
+            for &code in &new_codes[..new_nodes] {
+                (api.inc_ref)(code as *mut c_void);
             }
         }
     }
@@ -856,6 +871,8 @@ unsafe fn capture(
                 code,
                 position,
                 tag,
+                parent: NO_PARENT,
+                reserved: 0,
             };
             depth += 1;
             frame = back;
@@ -864,46 +881,171 @@ unsafe fn capture(
     }
 }
 
-/// The stack's index (interning it if new; 0 when there is no room) and whether it is new.
-unsafe fn intern_stack(hash: u64, tid: u32, frames: &[FrameEntry], truncated: bool) -> (u32, bool) {
+fn node_hash(parent: u32, frame: &FrameEntry) -> u64 {
+    mix(mix(mix(mix(0x7a7a_5151, parent as u64), frame.code), frame.position), frame.tag)
+}
+
+/// Interns `frames` (innermost first) as a path of the frame tree, from its outermost frame
+/// in. Returns its innermost node ([`NO_PARENT`] for no frames; `None` when the tree is full)
+/// and how many nodes were new, whose code objects are put in `new_codes`.
+///
+/// # Safety
+/// Under the lock, with the tables mapped.
+unsafe fn intern_path(frames: &[FrameEntry], new_codes: &mut [u64; MAX_DEPTH]) -> (Option<u32>, usize) {
     // SAFETY (whole function): under the lock; the tables were mapped at install.
     unsafe {
         let st = state();
         let tables = &mut *TABLES.get();
-        let mask = (1usize << STACK_INDEX_BITS) - 1;
-        let mut slot = (hash >> (64 - STACK_INDEX_BITS)) as usize;
+        let mut len = (*st).frames_len as usize;
+        let nodes = tables.frames;
+        let room = tables.frame_index.reserve(len, frames.len(), FRAME_INDEX_MAX_BITS, |i| {
+            let node = &*nodes.add(i);
+            node_hash(node.parent, node)
+        });
+        if !room {
+            return (None, 0);
+        }
+        let mut parent = NO_PARENT;
+        let mut new_nodes = 0;
+        for frame in frames.iter().rev() {
+            let (mut slot, mask) = tables.frame_index.start(node_hash(parent, frame));
+            let found = loop {
+                let at = *tables.frame_index.slots.add(slot);
+                if at == 0 {
+                    break None;
+                }
+                let node = &*tables.frames.add(at as usize - 1);
+                if node.parent == parent
+                    && node.code == frame.code
+                    && node.position == frame.position
+                    && node.tag == frame.tag
+                {
+                    break Some(at - 1);
+                }
+                slot = (slot + 1) & mask;
+            };
+            parent = match found {
+                Some(node) => node,
+                None => {
+                    if len >= MAX_FRAMES {
+                        return (None, new_nodes);
+                    }
+                    *tables.frames.add(len) = FrameEntry { parent, ..*frame };
+                    *tables.frame_index.slots.add(slot) = len as u32 + 1;
+                    len += 1;
+                    word(&raw mut (*st).frames_len).store(len as u64, Ordering::Release);
+                    new_codes[new_nodes] = frame.code;
+                    new_nodes += 1;
+                    len as u32 - 1
+                }
+            };
+        }
+        (Some(parent), new_nodes)
+    }
+}
+
+/// An open-addressing index of `entry + 1` by hash, rebuilt at twice the size when half full.
+struct Index {
+    slots: *mut u32,
+    bits: u32,
+}
+
+impl Index {
+    const fn empty() -> Index {
+        Index {
+            slots: std::ptr::null_mut(),
+            bits: 0,
+        }
+    }
+
+    /// Maps an empty index of `1 << bits` slots; false when it cannot.
+    unsafe fn map(&mut self, bits: u32) -> bool {
+        // SAFETY: a fresh mapping.
+        let slots = unsafe { map_zeroed((1usize << bits) * size_of::<u32>()) } as *mut u32;
+        if slots.is_null() {
+            return false;
+        }
+        self.slots = slots;
+        self.bits = bits;
+        true
+    }
+
+    /// Empties it.
+    unsafe fn clear(&mut self) {
+        // SAFETY: within the mapping.
+        unsafe { std::ptr::write_bytes(self.slots, 0, 1 << self.bits) };
+    }
+
+    /// The first slot to probe for `hash`, and the mask to probe on with.
+    fn start(&self, hash: u64) -> (usize, usize) {
+        ((hash >> (64 - self.bits)) as usize, (1usize << self.bits) - 1)
+    }
+
+    /// Makes room for `entries + more` entries, at most `1 << (max_bits - 1)`: rebuilds the
+    /// index at twice the size (entry `i` hashed by `hash(i)`) while over half full; false
+    /// when it cannot grow.
+    unsafe fn reserve(&mut self, entries: usize, more: usize, max_bits: u32, hash: impl Fn(usize) -> u64) -> bool {
+        // SAFETY (whole function): under the lock; the old slots are this index's mapping.
+        unsafe {
+            while (entries + more) * 2 > 1 << self.bits {
+                let old = Index { slots: self.slots, bits: self.bits };
+                if self.bits + 1 > max_bits || !self.map(old.bits + 1) {
+                    *self = old;
+                    return false;
+                }
+                for i in 0..entries {
+                    let (mut slot, mask) = self.start(hash(i));
+                    while *self.slots.add(slot) != 0 {
+                        slot = (slot + 1) & mask;
+                    }
+                    *self.slots.add(slot) = i as u32 + 1;
+                }
+                munmap(old.slots as *mut c_void, (1usize << old.bits) * size_of::<u32>());
+            }
+            true
+        }
+    }
+}
+
+/// The index of the stack of thread `tid` whose innermost frame is node `leaf` (interning it
+/// if new; 0 when there is no room).
+unsafe fn intern_stack(tid: u32, leaf: u32, depth: usize, truncated: bool) -> u32 {
+    // SAFETY (whole function): under the lock; the tables were mapped at install.
+    unsafe {
+        let st = state();
+        let tables = &mut *TABLES.get();
+        let hash = mix(mix(0x5151_7a7a, tid as u64), leaf as u64);
+        let depth = depth as u32 | if truncated { DEPTH_TRUNCATED } else { 0 };
+        let stacks_len = (*st).stacks_len as usize;
+        let stacks = tables.stacks;
+        if !tables.stack_index.reserve(stacks_len, 1, STACK_INDEX_MAX_BITS, |i| (*stacks.add(i)).hash) {
+            (*st).stacks_full += 1;
+            return 0;
+        }
+        let (mut slot, mask) = tables.stack_index.start(hash);
         loop {
-            let at = *tables.stack_index.add(slot);
+            let at = *tables.stack_index.slots.add(slot);
             if at == 0 {
                 break;
             }
             let entry = &*tables.stacks.add(at as usize - 1);
-            let depth = (entry.depth & !DEPTH_TRUNCATED) as usize;
-            if entry.hash == hash && entry.tid == tid && depth == frames.len() {
-                let stored =
-                    std::slice::from_raw_parts(tables.frames.add(entry.first_frame as usize), depth);
-                if stored == frames {
-                    return (at - 1, false);
-                }
+            if entry.tid == tid && entry.first_frame == leaf && entry.depth == depth {
+                return at - 1;
             }
             slot = (slot + 1) & mask;
         }
-        let stacks_len = (*st).stacks_len as usize;
-        let frames_len = (*st).frames_len as usize;
-        if stacks_len >= MAX_STACKS || frames_len + frames.len() > MAX_FRAMES {
+        if stacks_len >= MAX_STACKS {
             (*st).stacks_full += 1;
-            return (0, false);
+            return 0;
         }
-        std::ptr::copy_nonoverlapping(frames.as_ptr(), tables.frames.add(frames_len), frames.len());
         let entry = &mut *tables.stacks.add(stacks_len);
         entry.hash = hash;
         entry.tid = tid;
-        entry.depth = frames.len() as u32 | if truncated { DEPTH_TRUNCATED } else { 0 };
-        entry.first_frame = frames_len as u32;
-        *tables.stack_index.add(slot) = stacks_len as u32 + 1;
-        word(&raw mut (*st).frames_len).store((frames_len + frames.len()) as u64, Ordering::Release);
+        entry.depth = depth;
+        entry.first_frame = leaf;
+        *tables.stack_index.slots.add(slot) = stacks_len as u32 + 1;
         word(&raw mut (*st).stacks_len).store(stacks_len as u64 + 1, Ordering::Release);
-        (stacks_len as u32, true)
+        stacks_len as u32
     }
 }
 
@@ -1119,7 +1261,8 @@ unsafe fn reset_tables() {
             std::ptr::write_bytes(tables.live, 0, 1 << tables.live_bits);
             tables.live_used = 0;
             tables.live_tombs = 0;
-            std::ptr::write_bytes(tables.stack_index, 0, 1 << STACK_INDEX_BITS);
+            tables.stack_index.clear();
+            tables.frame_index.clear();
             if !tables.filter.is_null() {
                 std::ptr::write_bytes(tables.filter, 0, FILTER_BYTES);
             }
@@ -1223,14 +1366,15 @@ pub unsafe extern "C" fn pmt_heap_install(
         };
         let tables = &mut *TABLES.get();
         if tables.stacks.is_null() {
-            let stack_index = map_zeroed((1 << STACK_INDEX_BITS) * size_of::<u32>()) as *mut u32;
             let stacks = map_zeroed(MAX_STACKS * size_of::<StackEntry>()) as *mut StackEntry;
             let frames = map_zeroed(MAX_FRAMES * size_of::<FrameEntry>()) as *mut FrameEntry;
             let live = map_zeroed((1 << LIVE_MIN_BITS) * size_of::<LiveSample>()) as *mut LiveSample;
             let filter = map_zeroed(FILTER_BYTES) as *mut u8;
             let changes = map_zeroed(CHANGES * size_of::<u32>()) as *mut u32;
+            if !tables.stack_index.map(INDEX_MIN_BITS) || !tables.frame_index.map(INDEX_MIN_BITS) {
+                return -3;
+            }
             if [
-                stack_index as usize,
                 stacks as usize,
                 frames as usize,
                 live as usize,
@@ -1241,7 +1385,6 @@ pub unsafe extern "C" fn pmt_heap_install(
             {
                 return -3;
             }
-            tables.stack_index = stack_index;
             tables.stacks = stacks;
             tables.frames = frames;
             tables.live = live;

@@ -10,7 +10,7 @@
 /// `b"pmt_heap"` read as a little-endian word: the state is initialised.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"pmt_heap");
 /// The version of this layout; pmt refuses a hook of another version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The name of the exported [`HeapState`] symbol.
 pub const STATE_SYMBOL: &str = "PMT_HEAP_STATE";
 /// The hook library's file name, by which pmt finds its mapping.
@@ -18,9 +18,11 @@ pub const LIBRARY_NAME: &str = "libpmt_heap_hook.so";
 /// Frames recorded per stack at most (the innermost are kept).
 pub const MAX_DEPTH: usize = 128;
 /// Stacks the table holds at most; index 0 collects what found no room.
-pub const MAX_STACKS: usize = 1 << 16;
-/// Frames the frame pool holds at most.
-pub const MAX_FRAMES: usize = 1 << 21;
+pub const MAX_STACKS: usize = 1 << 18;
+/// Frame nodes the frame tree holds at most.
+pub const MAX_FRAMES: usize = 1 << 20;
+/// A frame node's `parent` when it is an outermost frame.
+pub const NO_PARENT: u32 = u32::MAX;
 /// Entries of the change log ([`HeapState::changes_addr`]): a ring of the stack indices whose
 /// counters changed, so that pmt reads only those each tick, not the whole stack table.
 pub const CHANGES: usize = 1 << 16;
@@ -69,7 +71,10 @@ impl HookLayout {
     pub const MAX_OFFSET: u32 = 4096;
 }
 
-/// One recorded frame: as the in-kernel walker records it.
+/// One node of the frame tree: a frame (as the in-kernel walker records it) below the node of
+/// its caller. Stacks that share their outer frames share their nodes, so a program with deep,
+/// varied stacks (a type checker's recursion) stores each distinct path once. Nodes are only
+/// appended; a node's caller comes before it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameEntry {
@@ -79,6 +84,10 @@ pub struct FrameEntry {
     pub position: u64,
     /// The XOR of the words at the code object's tag window when captured.
     pub tag: u64,
+    /// The caller's node ([`NO_PARENT`] for an outermost frame).
+    pub parent: u32,
+    /// Padding.
+    pub reserved: u32,
 }
 
 /// One distinct (thread, stack) of sampled allocations and what it allocated and freed. The
@@ -93,7 +102,8 @@ pub struct StackEntry {
     pub tid: u32,
     /// Frames recorded, with [`DEPTH_TRUNCATED`] when cut.
     pub depth: u32,
-    /// Index of the innermost frame in the frame pool; the rest follow, outwards.
+    /// The innermost frame's node in the frame tree (its callers follow by `parent`;
+    /// [`NO_PARENT`] for a stack of no frames).
     pub first_frame: u32,
     /// Padding.
     pub reserved: u32,
@@ -128,11 +138,11 @@ pub struct HeapState {
     pub owner_pid: u32,
     /// Stacks published in `stacks` (entries below it are complete).
     pub stacks_len: u64,
-    /// Frames used in `frames`.
+    /// Frame nodes published in `frames` (nodes below it are complete).
     pub frames_len: u64,
     /// Address of the [`StackEntry`] array ([`MAX_STACKS`] entries).
     pub stacks_addr: u64,
-    /// Address of the [`FrameEntry`] pool ([`MAX_FRAMES`] entries).
+    /// Address of the frame tree: [`FrameEntry`] nodes ([`MAX_FRAMES`] entries).
     pub frames_addr: u64,
     /// Allocations sampled.
     pub samples: u64,

@@ -147,6 +147,8 @@ pub struct HookReader {
     state_addr: u64,
     generation: Option<u64>,
     known_stacks: usize,
+    /// The hook's frame tree as far as it has been read (nodes are only appended).
+    nodes: Vec<FrameEntry>,
     counters: Vec<[u64; 3]>,
     /// How far the hook's change log has been read (`None`: the whole table is read next).
     changes_seen: Option<u64>,
@@ -182,6 +184,7 @@ impl HookReader {
             state_addr,
             generation: None,
             known_stacks: 0,
+            nodes: Vec::new(),
             counters: Vec::new(),
             changes_seen: None,
             tallies: HookTallies::default(),
@@ -225,6 +228,7 @@ impl HookReader {
     /// Starts again from an empty table: the next read reads every stack.
     fn forget_stacks(&mut self) {
         self.known_stacks = 0;
+        self.nodes.clear();
         self.counters.clear();
         self.changes_seen = None;
     }
@@ -338,52 +342,39 @@ impl HookReader {
                 .enumerate()
                 .map(|(i, b)| (fresh_from + i, plain(b))),
         );
-        // The new stacks' frames, in batched reads.
-        let fresh: Vec<(usize, StackEntry)> = entries
-            .iter()
-            .filter(|(i, _)| *i >= known)
-            .copied()
-            .collect();
+        // The frame tree's new nodes, in one read (published before the stacks that name
+        // them), then the new stacks' frames from it.
         let frame_size = size_of::<FrameEntry>();
-        let mut buffers: Vec<Vec<u8>> = fresh
-            .iter()
-            .map(|(_, entry)| {
-                let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
-                vec![
-                    0u8;
-                    if depth > state::MAX_DEPTH {
-                        0
-                    } else {
-                        depth * frame_size
-                    }
-                ]
-            })
-            .collect();
-        let mut requests: Vec<(u64, &mut [u8])> = fresh
-            .iter()
-            .zip(buffers.iter_mut())
-            .map(|((_, entry), buffer)| {
-                let at = state.frames_addr + u64::from(entry.first_frame) * frame_size as u64;
-                (at, &mut buffer[..])
-            })
-            .collect();
-        self.memory
-            .read_many(&mut requests)
-            .map_err(|e| read_error(self.pid, e))?;
-        for ((index, entry), buffer) in fresh.into_iter().zip(buffers) {
-            let frames = buffer
-                .chunks_exact(frame_size)
-                .map(|b| {
-                    let f: FrameEntry = plain(b);
-                    CapturedFrame {
-                        code: f.code,
-                        position: f.position,
-                        tag: f.tag,
-                    }
-                })
-                .collect();
+        let nodes_len = usize::try_from(state.frames_len)
+            .unwrap_or(usize::MAX)
+            .min(state::MAX_FRAMES);
+        if nodes_len > self.nodes.len() {
+            let from = self.nodes.len();
+            self.read_bytes(
+                state.frames_addr + (from * frame_size) as u64,
+                (nodes_len - from) * frame_size,
+            )?;
+            let fresh_nodes: Vec<FrameEntry> =
+                self.scratch.chunks_exact(frame_size).map(plain).collect();
+            self.nodes.extend(fresh_nodes);
+        }
+        for (index, entry) in entries.iter().filter(|(i, _)| *i >= known) {
+            let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
+            let mut frames = Vec::with_capacity(depth.min(state::MAX_DEPTH));
+            let mut node = entry.first_frame;
+            while frames.len() < depth.min(state::MAX_DEPTH) {
+                let Some(f) = self.nodes.get(node as usize) else {
+                    break;
+                };
+                frames.push(CapturedFrame {
+                    code: f.code,
+                    position: f.position,
+                    tag: f.tag,
+                });
+                node = f.parent;
+            }
             reading.new_stacks.push((
-                index as u32,
+                *index as u32,
                 HookStack {
                     tid: entry.tid,
                     frames,
@@ -465,7 +456,8 @@ mod tests {
         assert_eq!(size_of::<HookLayout>(), HookLayout::SIZE);
         assert_eq!(layout_bytes(&HookLayout::default()).len(), HookLayout::SIZE);
         assert_eq!(size_of::<StackEntry>(), 56);
-        assert_eq!(size_of::<FrameEntry>(), 24);
+        assert_eq!(size_of::<FrameEntry>(), 32);
+        assert_eq!(std::mem::offset_of!(FrameEntry, parent), 24);
         assert_eq!(std::mem::offset_of!(HeapState, layout), 120);
         assert!(LIBRARY.starts_with(b"\x7fELF"));
     }
