@@ -7,8 +7,9 @@ with pyenv's 3.13 to measure the hook's reference tracer), each timing itself (o
 part counts, not start-up):
 - small objects: bench/workloads/alloc_heavy.py (dicts, strings, tuples, lists, bytearrays);
 - pairs: a loop whose every iteration is one allocator call and one free (`[None] * 4`: the
-  list object comes from CPython's free list, its item array from the allocator), from which
-  the cost of one non-sampled call is derived: (hooked - bare) / calls;
+  list object comes from CPython's free list, its item array from the allocator) beside the
+  loop's own int (another call and free), from which the cost of one non-sampled iteration
+  is derived: (hooked - bare) / iterations;
 - recycled objects: a loop of tuples, floats and one-key dicts, which CPython takes from and
   gives back to its free lists (no allocator call): on 3.13+ each is one creation and one
   destruction seen by the hook's reference tracer, whose cost per object is derived the same way.
@@ -134,7 +135,9 @@ def main():
         if workload.startswith("one call"):
             for name, elapsed in best.items():
                 if "ticks" in name:
-                    lines.append("- %s: %.1f ns per allocator call and free"
+                    lines.append("- %s: %.1f ns per iteration (two allocator calls and two frees: "
+                                 "the loop's int and the list's items; from 3.13 four reference-"
+                                 "tracer events: the int and the list created and destroyed)"
                                  % (name, (elapsed - bare) * 1e9 / PAIRS))
             lines.append("")
         if workload.startswith("recycled"):

@@ -61,6 +61,11 @@ pub trait StackSource {
         let _ = frames;
         Vec::new()
     }
+    /// After a failed read: whether the process has replaced its program (`exec`) and the
+    /// source now reads the new one.
+    fn reattach_after_exec(&mut self) -> bool {
+        false
+    }
 }
 
 impl StackSource for crate::python::PythonSpy {
@@ -87,6 +92,10 @@ impl StackSource for crate::python::PythonSpy {
         frames: &mut dyn Iterator<Item = crate::python::CapturedFrame>,
     ) -> Vec<Frame> {
         self.decode_frames(frames)
+    }
+
+    fn reattach_after_exec(&mut self) -> bool {
+        crate::python::PythonSpy::reattach_after_exec(self)
     }
 }
 
@@ -183,6 +192,8 @@ pub struct SamplerStats {
     pub unreadable_stacks: u64,
     /// Counter-source failures.
     pub counter_errors: u64,
+    /// Times the target replaced its program (`exec`) and was read anew.
+    pub execs: u64,
     /// Time from the first tick to the end of the run.
     pub elapsed: Duration,
     /// The latest RSS read, in bytes.
@@ -227,6 +238,8 @@ pub struct ProcessStats {
     pub samples: u64,
     /// Its failed stack reads.
     pub read_errors: u64,
+    /// Times it replaced its program (`exec`) and was read anew.
+    pub execs: u64,
     /// When sampling it started, since the start of the run.
     pub first: Duration,
     /// Its last sample (or, once it exited, when that was noticed).
@@ -400,6 +413,15 @@ impl<S: StackSource> Sampler<S> {
                 if S::process_exited(&err) || process_gone(self.pid) {
                     return true;
                 }
+                if self.source.reattach_after_exec() {
+                    // Nothing of the old program's heap is left: what its stacks held is
+                    // given back at the next reading of the new program's.
+                    self.stats.execs += 1;
+                    if let Some(heap) = &mut self.heap {
+                        heap.program_replaced();
+                    }
+                    return false;
+                }
                 self.stats.read_errors += 1;
                 self.stats.last_error = Some(err.to_string());
                 return false;
@@ -454,6 +476,13 @@ impl<S: StackSource> Sampler<S> {
             if let Some(heap) = &mut self.heap {
                 match heap.charge(&tick_threads, &mut |frames| source.decode_captured(frames)) {
                     Ok(charged) => sample.threads.extend(charged),
+                    // A program whose interpreter lies where the old one's did (a binary
+                    // not built position-independent) reads on after `exec`; its hook's
+                    // state does not.
+                    Err(_) if source.reattach_after_exec() => {
+                        self.stats.execs += 1;
+                        heap.program_replaced();
+                    }
                     Err(err) => {
                         self.stats.counter_errors += 1;
                         self.stats.last_error = Some(err.to_string());

@@ -134,6 +134,53 @@ fn the_target_outlives_a_killed_sampler() {
     );
 }
 
+/// A launched program that replaces itself (`os.execv`) and then exits through finalisation
+/// with a daemon thread still allocating and an atexit handler that allocates: pmt reads the
+/// new program (no read errors), its hook (loaded again with --subprocesses) charges what the
+/// new program keeps, and the exit status is the program's.
+fn exec_and_finalisation(label: &str) {
+    let Some(interp) = interpreter_or_skip(label) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("heap.folded");
+    let mut command = sampler();
+    command
+        .args(["--subprocesses", "--collapsed"])
+        .arg(&folded)
+        .arg("--")
+        .args(interp.argv())
+        .arg(script("exec_then_exit.py"));
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{label}: {stderr}");
+    assert!(
+        stderr.contains("exited (exit status: 3)"),
+        "{label}: {stderr}"
+    );
+    assert!(
+        stderr.contains("1 program(s) replaced by exec"),
+        "{label}: {stderr}"
+    );
+    assert!(stderr.contains(", 0 read errors,"), "{label}: {stderr}");
+    let folded = read_folded(&folded);
+    let (kept, all) = share(&folded, &["kept_after_exec"]);
+    assert!(
+        kept as f64 >= 0.6 * all as f64 && kept > 4 << 20,
+        "{label}: kept_after_exec holds {kept} of {all}\n{stderr}"
+    );
+}
+
+#[test]
+fn exec_and_finalisation_3_12() {
+    exec_and_finalisation("3.12");
+}
+
+#[test]
+fn exec_and_finalisation_sid_3_14() {
+    exec_and_finalisation("sid3.14");
+}
+
 /// Attached by `--pid` to a running CPython 3.14+, the hook is loaded through PEP 768: the
 /// keepers (all four shapes: 3.14 has the reference tracer) hold the heap grown since
 /// attaching, and the target runs on to its normal end.

@@ -191,6 +191,14 @@ impl TargetProcess {
         matches!(liveness(self.pid), Liveness::Alive(_))
     }
 
+    /// What tells one program image of the process from the next: the start of its stack and
+    /// of its code, both placed anew by each `exec` (address-space randomisation); `None` when
+    /// `/proc` cannot say.
+    pub fn image_id(&self) -> Option<(u64, u64)> {
+        let stat = self.proc.stat().ok()?;
+        Some((stat.startstack, stat.startcode))
+    }
+
     /// The executable's path, as the target sees it.
     pub fn exe(&self) -> Result<PathBuf, ProcessError> {
         self.proc.exe().map_err(|e| proc_error(self.pid, e))

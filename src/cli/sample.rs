@@ -162,6 +162,17 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
         "  thread stacks torn and read again: {}, torn on every try: {} (charged to the thread's previous stack)",
         stats.torn_reads, stats.unreadable_stacks
     );
+    if stats.execs > 0 {
+        eprintln!(
+            "  {} program(s) replaced by exec: each new program was read anew, and what the old one's stacks held on the heap was given back{}",
+            stats.execs,
+            if stats.tree.is_none() && stats.heap.is_some() {
+                " (a program started by exec loads the allocation hook with --subprocesses)"
+            } else {
+                ""
+            }
+        );
+    }
     if let (Some(p50), Some(p99)) = (summary.sample_cost_p50_us, summary.sample_cost_p99_us) {
         eprintln!("  cost per sample: p50 {p50:.1} µs, p99 {p99:.1} µs");
     }

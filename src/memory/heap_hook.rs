@@ -220,6 +220,19 @@ impl HookReader {
         Ok(Some(state))
     }
 
+    /// Per stack index, the estimated bytes its sampled allocations still held at the last
+    /// read (allocated less freed), where that is not nothing.
+    pub fn held(&self) -> Vec<(u32, u64)> {
+        self.counters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let held = c[0].saturating_sub(c[2]);
+                (held > 0).then_some((i as u32, held))
+            })
+            .collect()
+    }
+
     /// The hook's tallies at the last read.
     pub fn tallies(&self) -> HookTallies {
         self.tallies

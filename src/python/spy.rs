@@ -179,6 +179,11 @@ const NAME_REFRESH: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct PythonSpy {
     process: TargetProcess,
+    /// The program image attached to ([`TargetProcess::image_id`]): another one means the
+    /// process has called `exec`.
+    image: Option<(u64, u64)>,
+    /// When attaching to a new image was last tried (it may not run Python yet).
+    reattach_tried: Option<Instant>,
     mem: RemoteMemory,
     /// The memory of the process this one was forked from, where code objects made before the
     /// fork lie at the same addresses: captured stacks are decoded from it once this process
@@ -228,6 +233,31 @@ pub struct WalkRoot {
 }
 
 impl PythonSpy {
+    /// Whether the process has replaced its program (`exec`) since this spy attached, and
+    /// this spy now reads the new one: attached in its place, with the same options, once the
+    /// new image runs an interpreter (tried at most every 50 ms; until then the old spy's
+    /// reads fail and are counted as before).
+    pub fn reattach_after_exec(&mut self) -> bool {
+        let now = self.process.image_id();
+        if now.is_none() || now == self.image {
+            return false;
+        }
+        if self
+            .reattach_tried
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(50))
+        {
+            return false;
+        }
+        self.reattach_tried = Some(Instant::now());
+        match PythonSpy::attach(self.process.pid(), &self.options) {
+            Ok(spy) => {
+                *self = spy;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Finds the interpreter in process `pid` and prepares to read it. A process can map
     /// more than one copy of the interpreter (a static build that loads `libpythonX.Y.so`
     /// with `ctypes`, an extension linked against it): the one chosen is the first whose
@@ -335,6 +365,8 @@ impl PythonSpy {
         };
         Ok(PythonSpy {
             task_roots,
+            image: process.image_id(),
+            reattach_tried: None,
             process,
             mem,
             fork_parent: None,

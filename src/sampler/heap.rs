@@ -51,6 +51,9 @@ pub(crate) struct HeapAttribution {
     threads: HashMap<u32, ThreadIdentity>,
     /// Reads that failed (the last error is in the sampler's statistics).
     pub(crate) errors: u64,
+    /// Charges owed from a program the process replaced (`exec`): what its stacks still held,
+    /// given back.
+    pending: Vec<ThreadSample>,
 }
 
 impl HeapAttribution {
@@ -64,7 +67,31 @@ impl HeapAttribution {
             stacks: HashMap::new(),
             threads: HashMap::new(),
             errors: 0,
+            pending: Vec::new(),
         }
+    }
+
+    /// The process replaced its program (`exec`): its hook and everything it sampled are gone.
+    /// What each stack still held is given back at the next charge, and the new program's
+    /// hook (if it loads one) is looked for afresh.
+    pub(crate) fn program_replaced(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            for (index, held) in reader.held() {
+                let Some((thread, frames)) = self.stacks.get(&index) else {
+                    continue;
+                };
+                let mut values = MetricValues::default();
+                values.add(Metric::HeapFreed, held);
+                self.pending.push(ThreadSample {
+                    thread: thread.clone(),
+                    frames: frames.clone(),
+                    values,
+                });
+            }
+        }
+        self.stacks.clear();
+        self.next_lookup = Instant::now();
+        self.lookup_every = LOOKUP_EVERY;
     }
 
     /// The hook's tallies as last read.
@@ -92,8 +119,9 @@ impl HeapAttribution {
         for (&tid, (identity, _)) in tick_threads {
             self.threads.insert(tid, identity.clone());
         }
+        let pending = std::mem::take(&mut self.pending);
         let Some(reader) = self.reader() else {
-            return Ok(Vec::new());
+            return Ok(pending);
         };
         let reading = match reader.read() {
             Ok(reading) => reading,
@@ -122,7 +150,8 @@ impl HeapAttribution {
                 });
             self.stacks.insert(index, (thread, frames));
         }
-        let mut charged = Vec::with_capacity(reading.deltas.len());
+        let mut charged = pending;
+        charged.reserve(reading.deltas.len());
         for delta in reading.deltas {
             let mut values = MetricValues::default();
             values.add(Metric::HeapAlloc, delta.alloc_bytes);

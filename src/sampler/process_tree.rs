@@ -285,6 +285,7 @@ impl ProcessTreeSampler {
             process: identity.clone(),
             samples: 0,
             read_errors: 0,
+            execs: 0,
             first: time,
             last: time,
             exited: false,
@@ -303,6 +304,7 @@ impl ProcessTreeSampler {
     /// Adds up the members' figures into the run's.
     fn total_up(&mut self) {
         self.stats.read_errors = self.stats.processes.iter().map(|p| p.read_errors).sum();
+        self.stats.execs = self.stats.processes.iter().map(|p| p.execs).sum();
         self.stats.rss = self
             .members
             .iter()
@@ -374,6 +376,7 @@ impl Ticker for ProcessTreeSampler {
             let before = stats.samples;
             stats.samples = sampler.stats.samples;
             stats.read_errors = sampler.stats.read_errors;
+            stats.execs = sampler.stats.execs;
             stats.last = time;
             sampled |= stats.samples > before;
             if let Some(error) = sampler.stats.last_error.take() {
