@@ -38,11 +38,11 @@ PAIRS = 5_000_000
 PAIRS_SCRIPT = """
 import json, time
 n = %d
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for i in range(n):
     x = [None] * 4
-elapsed = time.perf_counter() - start
-print(json.dumps({"elapsed": elapsed, "rounds": n}), flush=True)
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rounds": n}), flush=True)
 """ % PAIRS
 
 RECYCLED = 3_000_000
@@ -50,21 +50,23 @@ RECYCLED = 3_000_000
 RECYCLED_SCRIPT = """
 import json, time
 n = %d
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for i in range(n):
     x = (i, i + 1.5)
     y = {"a": x}
-elapsed = time.perf_counter() - start
-print(json.dumps({"elapsed": elapsed, "rounds": n}), flush=True)
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rounds": n}), flush=True)
 """ % RECYCLED
 
 
 def timed(argv):
-    """Runs argv; returns the elapsed seconds the workload printed."""
+    """Runs argv; returns the seconds of CPU the workload's process spent in its timed part (all
+    its threads: memray's own included), which other work on a shared machine changes far less
+    than the wall time it printed beside it."""
     out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True).stdout
     for line in out.splitlines():
         if line.startswith("{"):
-            return json.loads(line)["elapsed"]
+            return json.loads(line)["cpu"]
     raise RuntimeError("no timing in %r: %s" % (argv, out))
 
 
@@ -106,6 +108,7 @@ def main():
     variants["memray run"] = [memray, "run", "-f", "-q", "-o", os.path.join(tmp, "m.bin")]
     variants["memray run --trace-python-allocators"] = [
         memray, "run", "-f", "-q", "--trace-python-allocators", "-o", os.path.join(tmp, "t.bin")]
+    load_before = " ".join("%.2f" % x for x in os.getloadavg())
     results = {}
     for workload, script in workloads.items():
         best = {}
@@ -122,8 +125,12 @@ def main():
         % (args.repeat, subprocess.run([python, "--version"], capture_output=True,
                                        text=True).stdout.strip(), time.strftime("%Y-%m-%d"),
            args.repeat),
-        "memray %s from PyPI. Times are the workload's own timed part (start-up excluded)." % (
-            subprocess.run([memray, "--version"], capture_output=True, text=True).stdout.strip()),
+        "memray %s from PyPI. Times are the CPU seconds of the workload's own timed part (start-up "
+        "excluded; `time.process_time()`, all threads of the target: memray's included, "
+        "pmt-sample's process not), taken as CPU rather than wall time so that other work on "
+        "the machine changes them less; machine load: %s (before) and %s (after)." % (
+            subprocess.run([memray, "--version"], capture_output=True, text=True).stdout.strip(),
+            load_before, " ".join("%.2f" % x for x in os.getloadavg())),
         "",
     ]
     for workload, best in results.items():
