@@ -389,10 +389,11 @@ pub const KEY_SUSTAIN_S: f64 = 1.0;
 /// in the run) the whole of that long after it. A server's in-flight requests
 /// overlap, so the total they hold can stay up although no request's memory does, and a
 /// request slowed down by load can take longer than [`SUSTAIN_S`]; a stack that held nothing
-/// at some moment of the window keeps nothing. In a long run a key keeps at least what it
-/// grew within the second before the peak beyond what it gave back within it: a stack that
-/// builds what the program keeps (a parser's trees, growing up to the peak) is not cut back
-/// to what it held a second earlier, while in-flight requests give back what they take.
+/// at some moment of the window keeps nothing. In a long run a key that already held memory
+/// when the second before the peak began keeps at least what it grew within that second
+/// beyond what it gave back within it: a stack that builds what the program keeps (a parser's
+/// trees, growing up to the peak) is not cut back to what it held a second earlier, while
+/// in-flight requests give back what they take, or started within the second.
 #[derive(Debug, Default)]
 struct GrowthLedger {
     /// Growth in push order; an entry a stack's own release emptied stays, at 0, until the
@@ -642,7 +643,13 @@ impl GrowthLedger {
                         // What it grew within the second and did not give back: a stack
                         // that builds what it keeps (a parser's trees) grows steadily up to
                         // the peak; one whose requests are in flight gives back as much.
-                        let grown = bytes.saturating_sub(released);
+                        // Only for a stack that already held memory when the second began:
+                        // a request that started within it is in flight, not kept.
+                        let grown = if before > 0 {
+                            bytes.saturating_sub(released)
+                        } else {
+                            0
+                        };
                         bytes.min(before.max(after).max(grown))
                     }
                     None => bytes,
@@ -1539,9 +1546,16 @@ mod tests {
             } else if i % 5 == 3 {
                 ledger.release_from((0, 2), 5_000);
             }
+            // A slow request that starts half a second before the peak and ends after it.
+            if i == 950 {
+                ledger.grow((0, 3), 5_000);
+            } else if i == 1060 {
+                ledger.release_from((0, 3), 5_000);
+            }
             ledger.end_sample(f64::from(i) * 0.01);
         }
         let peak = ledger.at_peak();
+        assert_eq!(peak.get(&(0, 3)), None, "{peak:?}");
         // Held at the sustained peak (up to SUSTAIN_S of growth before it), not what it held
         // a second before the peak (90 000).
         assert!(peak.get(&(0, 1)).is_some_and(|&b| b >= 97_000), "{peak:?}");
