@@ -13,3 +13,4 @@ pub mod kernel_stacks;
 pub mod malloc;
 pub mod rss;
 pub mod thread_counters;
+pub mod watchpoints;
