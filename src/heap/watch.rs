@@ -114,24 +114,25 @@ impl WhoGrew {
 }
 
 /// The holders of `before` worth watching: those whose size grew since the snapshot, most
-/// items gained first, at most `n` (one per address), with what they gained and hold now.
+/// items gained first, at most `n` (one per address), with what they gained; and how many
+/// grew.
 fn choose<'a>(
     mem: &impl ReadMemory,
     before: &'a Snapshot,
     n: usize,
-) -> (usize, Vec<(&'a Holder, u64, u64)>) {
-    let mut grew: Vec<(&Holder, u64, u64)> = before
+) -> (usize, Vec<(&'a Holder, u64)>) {
+    let mut grew: Vec<(&Holder, u64)> = before
         .holders
         .iter()
         .filter_map(|h| {
             let field = h.size_field?;
             let now = mem.read_u64(h.address.wrapping_add(field)).ok()?;
-            (now > h.items && now - h.items < 1 << 40).then_some((h, now - h.items, now))
+            (now > h.items && now - h.items < 1 << 40).then_some((h, now - h.items))
         })
         .collect();
     grew.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.path.cmp(&b.0.path)));
     let mut seen = std::collections::HashSet::new();
-    grew.retain(|(h, _, _)| seen.insert(h.address));
+    grew.retain(|(h, _)| seen.insert(h.address));
     let count = grew.len();
     grew.truncate(n);
     (count, grew)
@@ -169,11 +170,10 @@ pub fn who_grew(
     let tids = spy.process().thread_ids().unwrap_or_default();
     let mut holders = Vec::new();
     let mut fields = Vec::new();
-    for (holder, gained, now) in chosen {
+    for (holder, gained) in chosen {
         let field = holder.address.wrapping_add(holder.size_field.unwrap_or(0));
-        // The size now, as the first write's "before" (read again: loading took a while).
-        let now = remote.read_u64(field).unwrap_or(now);
-        let (threads, refused) = match watch.watch(field, now as i64, &tids) {
+        let now = || remote.read_u64(field).ok().map(|v| v as i64);
+        let (threads, refused) = match watch.watch(field, &tids, now) {
             Ok(Ok(threads)) => (threads, None),
             Ok(Err(refused)) => (0, Some(refused.to_string())),
             Err(err) => (0, Some(err.to_string())),

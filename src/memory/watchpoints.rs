@@ -161,18 +161,17 @@ impl Watchpoints {
             .map_err(|e| MallocError::from_bpf(WATCH_PROGRAM, &e))
     }
 
-    /// Watches the 8 bytes at `address`, which hold `value` now, for writes by each thread of
-    /// `tids` (and the threads they start). A thread that exited meanwhile is skipped;
-    /// returns how many were watched. On any other refusal the address is left unwatched on
-    /// every thread.
+    /// Watches the 8 bytes at `address` for writes by each thread of `tids` (and the threads
+    /// they start). A thread that exited meanwhile is skipped; returns how many were watched.
+    /// On any other refusal the address is left unwatched on every thread. Once watched,
+    /// `read_now` is asked for the value the address holds, the "before" of the first write
+    /// (read after the breakpoints are set, so that no write between goes uncounted).
     pub fn watch(
         &mut self,
         address: u64,
-        value: i64,
         tids: &[u32],
+        read_now: impl Fn() -> Option<i64>,
     ) -> Result<Result<usize, WatchError>, MallocError> {
-        // A value the table cannot take only costs the first write's delta.
-        let _ = self.last.insert(address, value, 0);
         let mut opened = Vec::new();
         let mut refused = None;
         for &tid in tids {
@@ -216,6 +215,10 @@ impl Watchpoints {
         }
         let count = opened.len();
         self.links.extend(opened);
+        if let Some(value) = read_now() {
+            // A value the table cannot take only costs the first write's delta.
+            let _ = self.last.insert(address, value, 0);
+        }
         Ok(Ok(count))
     }
 
