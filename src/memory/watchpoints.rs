@@ -93,7 +93,8 @@ pub struct Watchpoints {
     stacks: KernelStacks,
     hits: BpfHashMap<MapData, WatchKey, WatchCount>,
     last: BpfHashMap<MapData, u64, i64>,
-    links: Vec<PerfEventLinkId>,
+    /// The events, by the address they watch.
+    links: Vec<(u64, PerfEventLinkId)>,
 }
 
 impl std::fmt::Debug for Watchpoints {
@@ -214,7 +215,8 @@ impl Watchpoints {
             return Ok(Err(error));
         }
         let count = opened.len();
-        self.links.extend(opened);
+        self.links
+            .extend(opened.into_iter().map(|link| (address, link)));
         if let Some(value) = read_now() {
             // A value the table cannot take only costs the first write's delta.
             let _ = self.last.insert(address, value, 0);
@@ -222,11 +224,24 @@ impl Watchpoints {
         Ok(Ok(count))
     }
 
+    /// Removes the breakpoints on `address` (closing their events); its counts stay readable.
+    pub fn unwatch(&mut self, address: u64) {
+        let (gone, kept) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(at, _)| *at == address);
+        self.links = kept;
+        self.detach(gone);
+    }
+
     /// Removes every breakpoint (closing its event); the counts stay readable.
     pub fn unwatch_all(&mut self) {
         let links = std::mem::take(&mut self.links);
+        self.detach(links);
+    }
+
+    fn detach(&mut self, links: Vec<(u64, PerfEventLinkId)>) {
         if let Ok(program) = self.program() {
-            for link in links {
+            for (_, link) in links {
                 // Detaching closes the event; one already gone needs nothing more.
                 let _ = program.detach(link);
             }
