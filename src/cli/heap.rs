@@ -1,9 +1,10 @@
 //! `pmt heap --pid PID`: one snapshot of a Python process's heap, read out of process, as a
 //! text report (live objects by type, the holders that retain the most, what was not
 //! followed) and, with `--json FILE`, the whole snapshot model; with `--diff SECS`, two
-//! snapshots and the growth between them, by type and by holder. `--pprof` and `--flame`
-//! write what each holder retains (or, with `--diff`, gained) by retention path, through the
-//! output registry.
+//! snapshots and the growth between them, by type and by holder, with who wrote the sizes of
+//! the holders that grew (`--watch`: hardware watchpoints, `heap::who_grew`). `--pprof` and
+//! `--flame` write what each holder retains (or, with `--diff`, gained) by retention path,
+//! through the output registry.
 
 use crate::heap::{
     HeapError, HeapOptions, RssBreakdown, Snapshot, SnapshotDiff, WatchOptions, WatchedHolder,
