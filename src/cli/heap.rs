@@ -519,7 +519,58 @@ fn write_text(
 
 #[cfg(test)]
 mod tests {
-    use super::grouped;
+    use super::{WatchedHolder, grouped, write_grown_by};
+    use crate::heap::GrownBy;
+
+    #[test]
+    fn who_grew_a_holder_is_written_innermost_frame_first_with_its_counts() {
+        let mut holder = WatchedHolder {
+            path: "__main__.KEEP".into(),
+            type_name: "list".into(),
+            address: 0x1000,
+            grew_while_choosing: 5,
+            threads: 2,
+            refused: None,
+            stopped_at_budget: None,
+            grown_by: vec![
+                GrownBy {
+                    stack: ["leak (app.py:57)", "handler (app.py:80)"]
+                        .map(String::from)
+                        .into(),
+                    writes: 12345,
+                    grew: 12345,
+                    added: 12345,
+                    removed: 0,
+                },
+                GrownBy {
+                    stack: Vec::new(),
+                    writes: 3,
+                    grew: 0,
+                    added: 0,
+                    removed: 3,
+                },
+            ],
+        };
+        let mut out = Vec::new();
+        write_grown_by(&mut out, &holder).expect("written");
+        let text = String::from_utf8(out).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert_eq!(
+            lines,
+            [
+                "grown by leak (app.py:57) ← handler (app.py:80): 12,345 writes, +12,345 items",
+                "grown by <no Python stack>: 3 writes, -3 items",
+            ]
+        );
+        holder.refused = Some("thread 7 has no free hardware breakpoint slot".into());
+        let mut out = Vec::new();
+        write_grown_by(&mut out, &holder).expect("written");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(
+            text.trim(),
+            "not watched: thread 7 has no free hardware breakpoint slot"
+        );
+    }
 
     #[test]
     fn counts_are_grouped_by_thousands() {

@@ -281,3 +281,76 @@ fn grown_by(
     list.sort_by(|a, b| b.writes.cmp(&a.writes).then(a.stack.cmp(&b.stack)));
     list
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::heap::NotFollowed;
+
+    fn holder(path: &str, address: u64, items: u64, size_field: Option<u64>) -> Holder {
+        Holder {
+            path: path.into(),
+            steps: vec![path.into()],
+            within: None,
+            type_name: "list".into(),
+            items,
+            retained_bytes: 0,
+            retained_objects: 0,
+            address,
+            size_field,
+        }
+    }
+
+    #[test]
+    fn the_holders_that_grew_most_are_chosen_once_each() {
+        let holders = vec![
+            holder("slow", 0x1000, 10, Some(16)),
+            holder("fast", 0x2000, 10, Some(16)),
+            holder("shrank", 0x3000, 10, Some(16)),
+            holder("tuple", 0x4000, 10, None),
+            holder("fast again", 0x2000, 10, Some(16)),
+            holder("unreadable", 0x9000, 10, Some(16)),
+            holder("garbage", 0x5000, 10, Some(16)),
+        ];
+        let mut mem = SliceMemory::new();
+        let size = |n: u64| {
+            let mut bytes = vec![0u8; 24];
+            bytes[16..].copy_from_slice(&n.to_le_bytes());
+            bytes
+        };
+        for (at, now) in [
+            (0x1000, 12),
+            (0x2000, 500),
+            (0x3000, 3),
+            (0x4000, 99),
+            (0x5000, u64::MAX),
+        ] {
+            mem.map(at, size(now));
+        }
+        let snapshot = Snapshot {
+            pid: 1,
+            python_version: "3.12.1".into(),
+            objects: 0,
+            bytes: 0,
+            tracked_objects: 0,
+            reached_objects: 0,
+            unreached_bytes: 0,
+            types: Vec::new(),
+            holders,
+            not_followed: NotFollowed::default(),
+            read_calls: 0,
+            read_bytes: 0,
+            peak_cached_bytes: 0,
+            seconds: 0.0,
+            rss: None,
+            paused_seconds: None,
+        };
+        let (grew, chosen) = choose(&mem, &snapshot, 4);
+        let names: Vec<(&str, u64)> = chosen.iter().map(|(h, n)| (h.path.as_str(), *n)).collect();
+        assert_eq!(names, [("fast", 490), ("slow", 2)]);
+        assert_eq!(grew, 2);
+        let (_, one) = choose(&mem, &snapshot, 1);
+        assert_eq!(one.len(), 1);
+    }
+}
