@@ -283,6 +283,80 @@ fn diff_names_the_growing_holder() {
     assert_eq!(cumulative(&stacks, "__main__;__main__.STEADY"), (0, 0));
 }
 
+/// `--diff` names who grew a holder: the watchpoint on `KEEP`'s size charges its appends to
+/// `remember()` at the line that appends, called from `handle()` in a worker thread, with as
+/// many items added as writes (one fewer at most). Two versions (3.12's frames and 3.14's tagged ones), one
+/// 2-second window each.
+fn check_who_grew(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let script = common::script("heap_watch.py");
+    let source = std::fs::read_to_string(&script).expect("reading the script");
+    let line = 1 + source
+        .lines()
+        .position(|l| l.trim_start().starts_with("KEEP.append"))
+        .expect("the appending line");
+    let mut target = common::start(&interp, &script, &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("diff.json");
+    let out = common::pmt()
+        .args(["heap", "--diff", "2", "--holders", "5"])
+        .args(["--pid", &target.pid().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap --diff");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap --diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let who = &diff["growth"]["who_grew"];
+    let keep = who["holders"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.KEEP"))
+        .unwrap_or_else(|| panic!("{label}: KEEP not watched: {who:#}"));
+    assert!(keep["refused"].is_null(), "{label}: {keep:#}");
+    let top = &keep["grown_by"][0];
+    let stack: Vec<&str> = top["stack"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        stack.len() >= 2
+            && stack[0].starts_with("remember (")
+            && stack[0].ends_with(&format!("heap_watch.py:{line})"))
+            && stack[1].starts_with("handle ("),
+        "{label}: KEEP grown by {stack:?}: {who:#}"
+    );
+    let writes = top["writes"].as_u64().unwrap_or(0);
+    let added = top["added"].as_u64().unwrap_or(0);
+    // Each append adds one item; a write in the microseconds between setting the breakpoints
+    // and reading the size they start from adds none.
+    assert!(
+        writes > 0 && added <= writes && added + 1 >= writes,
+        "{label}: {writes} writes, {added} added: {top}"
+    );
+    assert!(
+        text.contains("grown by remember ("),
+        "{label}: report:\n{text}"
+    );
+}
+
+#[test]
+fn who_grew_3_12() {
+    check_who_grew("3.12");
+}
+
+#[test]
+fn who_grew_sid_3_14() {
+    check_who_grew("sid3.14");
+}
+
 /// A `--pprof` file decoded with the project's own prost types: per stack (root-first function
 /// names joined with `;`), its `inuse_space` and `inuse_objects`; checks the sample types.
 fn read_pprof(path: &Path) -> HashMap<String, (i64, i64)> {

@@ -20,7 +20,11 @@
 //   allocator uprobes (same program names as malloc_counters.bpf.c, so the same probe sites
 //   apply): count every call's bytes per thread and, once a thread's bytes since its last
 //   sample reach a randomised threshold (mean SAMPLE_BYTES), walk the stack and emit
-//   ALLOC(stack id, bytes and calls since the thread's previous sample).
+//   ALLOC(stack id, bytes and calls since the thread's previous sample);
+//   hardware watchpoints (perf breakpoint events on a container's size field, `pmt heap
+//   --diff`): walk the writing thread's stack and count the write, and how much it moved the
+//   size, per (watched address, stack id) in PMT_WATCH_HITS (no event: a loop appending
+//   millions of times would fill any ring).
 //
 // The walk: the thread state of the calling thread comes from PMT_THREADS (filled by user space
 // each sampler tick; a thread not there yet is looked up in its interpreter's thread list by
@@ -37,6 +41,8 @@
 // Everything is filtered to the processes in PMT_PROCS (keys: tgid as the loader sees it).
 
 #include "pmt_bpf.h"
+
+typedef long long __s64;
 
 #define MAX_DEPTH 128          // Python frames recorded per stack (innermost first)
 #define MAX_VISITS 192         // frames visited per walk, shims included
@@ -193,7 +199,8 @@ struct {
 #define T_WALKS 4           // stack walks done
 #define T_REUSED 5          // events that reused the thread's last walk
 #define T_PROCS_FULL 6      // PMT_PROCS was full: a target's child is not captured
-#define T_COUNT 7
+#define T_WATCH_FULL 7      // PMT_WATCH_HITS was full: a watchpoint hit is not counted
+#define T_COUNT 8
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, T_COUNT);
@@ -749,5 +756,83 @@ SEC("uprobe") int pmt_py_realloc(struct pt_regs *ctx) { return sample_py_alloc(A
 SEC("uprobe") int pmt_py_impl_malloc(struct pt_regs *ctx) { return sample_py_alloc(ARG2(ctx)); }
 SEC("uprobe") int pmt_py_impl_calloc(struct pt_regs *ctx) { return sample_py_alloc(ARG2(ctx) * ARG3(ctx)); }
 SEC("uprobe") int pmt_py_impl_realloc(struct pt_regs *ctx) { return sample_py_alloc(ARG3(ctx)); }
+
+// --- hardware watchpoints ------------------------------------------------------------------
+
+// Mirrors `WatchKey` and `WatchCount` in src/memory/watchpoints.rs.
+struct watch_key {
+    __u64 addr;                 // the watched size field
+    __u64 stack;                // the writing thread's stack id (0: none)
+};
+
+struct watch_count {
+    __u64 writes;               // hits: writes to the field
+    __u64 grew;                 // writes that made the size larger
+    __u64 added;                // the sum of what those added
+    __u64 removed;              // the sum of what the others took away
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16384);
+    __type(key, struct watch_key);
+    __type(value, struct watch_count);
+} PMT_WATCH_HITS SEC(".maps");
+
+// Watched address -> the size it last held (seeded by user space when the watch starts).
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 256);
+    __type(key, __u64);
+    __type(value, __s64);
+} PMT_WATCH_LAST SEC(".maps");
+
+// What a perf_event program sees (struct bpf_perf_event_data): the user registers, then the
+// sample period and address (a breakpoint's: the watched address).
+struct perf_event_ctx {
+    struct pt_regs regs;
+    __u64 sample_period;
+    __u64 addr;
+};
+
+// A data breakpoint traps after the write, in the writing thread: its Python frames are
+// those of the code that wrote, the C function it called still running.
+SEC("perf_event")
+int pmt_watch(struct perf_event_ctx *ctx)
+{
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    __u64 addr = ctx->addr;
+    __s64 now = (__s64)read_u64(addr);
+    struct watch_key key = {.addr = addr, .stack = walk_stack(l, tid)};
+    __s64 before = now;
+    __s64 *last = bpf_map_lookup_elem(&PMT_WATCH_LAST, &addr);
+    if (last) {
+        before = *last;
+        *last = now;
+    } else {
+        bpf_map_update_elem(&PMT_WATCH_LAST, &addr, &now, BPF_ANY);
+    }
+    struct watch_count *c = bpf_map_lookup_elem(&PMT_WATCH_HITS, &key);
+    if (!c) {
+        struct watch_count fresh = {};
+        bpf_map_update_elem(&PMT_WATCH_HITS, &key, &fresh, BPF_NOEXIST);
+        c = bpf_map_lookup_elem(&PMT_WATCH_HITS, &key);
+        if (!c) {
+            tally(T_WATCH_FULL);
+            return 0;
+        }
+    }
+    __sync_fetch_and_add(&c->writes, 1);
+    if (now > before) {
+        __sync_fetch_and_add(&c->grew, 1);
+        __sync_fetch_and_add(&c->added, (__u64)(now - before));
+    } else if (now < before) {
+        __sync_fetch_and_add(&c->removed, (__u64)(before - now));
+    }
+    return 0;
+}
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -3,6 +3,7 @@
 //! for the reports, computed from two [`Snapshot`]s only.
 
 use super::snapshot::Snapshot;
+use super::watch::WhoGrew;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -46,6 +47,10 @@ pub struct SnapshotDiff {
     pub types: Vec<TypeGrowth>,
     /// The second snapshot's holders, most retained bytes gained first.
     pub holders: Vec<HolderGrowth>,
+    /// Who wrote the sizes of the holders that grew, where they were watched (set by the
+    /// caller that watched them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who_grew: Option<WhoGrew>,
 }
 
 /// The growth from `before` to `after`, taken `seconds` apart.
@@ -100,6 +105,7 @@ pub fn diff(before: &Snapshot, after: &Snapshot, seconds: f64) -> SnapshotDiff {
         seconds,
         types,
         holders,
+        who_grew: None,
     }
 }
 
@@ -136,6 +142,8 @@ mod tests {
                     items,
                     retained_bytes,
                     retained_objects: items,
+                    address: 0,
+                    size_field: None,
                 })
                 .collect(),
             not_followed: NotFollowed::default(),

@@ -125,6 +125,8 @@ mod tests {
             items: objects,
             retained_bytes: bytes,
             retained_objects: objects,
+            address: 0,
+            size_field: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! knowledge; dominators give retained sizes; names give retention paths. Emits a
 //! [`Snapshot`] model (and the growth between two, [`SnapshotDiff`]), and the same as a
 //! [`crate::profile::Profile`] of held memory by retention path for the output registry
-//! ([`held_profile`], [`growth_profile`]); knows no output format. Reads the target through
+//! ([`held_profile`], [`growth_profile`]); and who grew the holders that grow, by hardware
+//! watchpoints on their sizes ([`who_grew`]); knows no output format. Reads the target through
 //! [`crate::python::PythonSpy`]'s discovery and layouts, never writes to it.
 
 mod diff;
@@ -15,11 +16,13 @@ mod rss;
 mod snapshot;
 mod types;
 mod walker;
+mod watch;
 
 pub use diff::{HolderGrowth, SnapshotDiff, TypeGrowth, diff};
 pub use held::{UNLISTED, UNREACHED, growth_profile, held_profile};
 pub use rss::RssBreakdown;
 pub use snapshot::{Holder, NotFollowed, Snapshot, TypeStats};
+pub use watch::{GrownBy, WatchOptions, WatchedHolder, WhoGrew, who_grew};
 
 use crate::attach::process::{resident_regions, stack_pointers};
 use crate::attach::{MemoryError, ReadMemory, RemoteMemory};

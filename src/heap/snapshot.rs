@@ -47,6 +47,13 @@ pub struct Holder {
     pub retained_bytes: u64,
     /// Objects freed if it went.
     pub retained_objects: u64,
+    /// Its address in the target.
+    pub address: u64,
+    /// Where its size lies (`ob_size` of a list or deque, `ma_used` of a dict, `used` of a
+    /// set), as an offset from [`Holder::address`]: what a watchpoint watches. `None` for a
+    /// tuple, which does not grow.
+    #[serde(skip)]
+    pub size_field: Option<u64>,
 }
 
 /// What the walk could not follow, counted.
@@ -201,6 +208,7 @@ pub fn summarize(
         .iter()
         .map(|&n| {
             let path = path_of(mem, layout, graph, n);
+            let kind = graph.types.get(graph.type_of[n as usize]).kind;
             Holder {
                 path: path.text,
                 steps: path.steps,
@@ -209,6 +217,8 @@ pub fn summarize(
                 items: graph.items[n as usize],
                 retained_bytes: dominators.retained_bytes[n as usize],
                 retained_objects: dominators.retained_objects[n as usize],
+                address: graph.addrs[n as usize],
+                size_field: size_field(layout, kind),
             }
         })
         .collect();
@@ -232,6 +242,16 @@ pub fn summarize(
             truncated: u.truncated,
         },
         totals,
+    }
+}
+
+/// Where a container of `kind` keeps its size, from its start.
+fn size_field(layout: &Layout, kind: Kind) -> Option<u64> {
+    match kind {
+        Kind::List | Kind::Deque => Some(layout.var_size),
+        Kind::Dict => Some(layout.dict_used),
+        Kind::Set => Some(layout.set_used),
+        _ => None,
     }
 }
 

@@ -6,6 +6,8 @@
 //! its allocator uprobes (the same sites as the counters in [`super::malloc`]); the per-process
 //! walk offsets (`PMT_PROCS`), the thread-state handover (`PMT_THREADS`); draining the event ring and
 //! looking up the raw stacks (code object address, instruction position, code tag triples) by id.
+//! The watchpoint program of the same object (it shares the walker and its tables) is set on
+//! addresses by [`super::watchpoints`].
 //! Must not touch: what a code object means (user space decodes stacks through `python`),
 //! which page belongs to which stack (the sampler's ledger), outputs.
 //!
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{PerfEvent, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use super::malloc::{self, AttachedProbe, MallocError, MallocOptions};
@@ -220,7 +222,7 @@ const EVENT_KINDS: [(&str, u32, EventKind); 13] = [
 ];
 
 /// The C's tally slots (`T_*` in `PMT_TALLIES`): name, index.
-const TALLY_SLOTS: [(&str, u32); 7] = [
+const TALLY_SLOTS: [(&str, u32); 8] = [
     ("T_LOST_EVENTS", 0),
     ("T_NO_THREAD", 1),
     ("T_READ_FAILED", 2),
@@ -228,6 +230,7 @@ const TALLY_SLOTS: [(&str, u32); 7] = [
     ("T_WALKS", 4),
     ("T_REUSED", 5),
     ("T_PROCS_FULL", 6),
+    ("T_WATCH_FULL", 7),
 ];
 
 /// `struct event` in the C.
@@ -284,6 +287,8 @@ pub struct Tallies {
     pub reused: u64,
     /// Children of targets not captured because `PMT_PROCS` was full.
     pub procs_full: u64,
+    /// Watchpoint hits not counted because `PMT_WATCH_HITS` was full.
+    pub watch_full: u64,
 }
 
 /// What to capture.
@@ -294,6 +299,8 @@ pub struct CaptureOptions {
     /// Mean bytes between two allocation samples of a thread (`None`: no allocator probes;
     /// `Some(0)`: every call is a sample).
     pub sample_bytes: Option<u64>,
+    /// Load the watchpoint program ([`super::watchpoints`]).
+    pub watchpoints: bool,
 }
 
 /// The page order of a transparent huge page (9 for 2 MiB of 4 KiB pages).
@@ -326,6 +333,9 @@ impl std::fmt::Debug for KernelStacks {
             .finish_non_exhaustive()
     }
 }
+
+/// The program counting watchpoint hits (`SEC("perf_event")` in the C).
+pub(super) const WATCH_PROGRAM: &str = "pmt_watch";
 
 /// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
 const PAGE_TRACEPOINTS: [(&str, &str, &str); 13] = [
@@ -381,6 +391,18 @@ impl KernelStacks {
                     )
                 })?;
             }
+        }
+        if options.watchpoints {
+            let program: &mut PerfEvent = ebpf
+                .program_mut(WATCH_PROGRAM)
+                .ok_or_else(|| MallocError::Bpf {
+                    what: format!("BPF object lacks program {WATCH_PROGRAM}"),
+                })?
+                .try_into()
+                .map_err(|e| MallocError::from_bpf(WATCH_PROGRAM, &e))?;
+            program
+                .load()
+                .map_err(|e| MallocError::from_bpf(&format!("loading {WATCH_PROGRAM}"), &e))?;
         }
         let map = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).ok_or_else(|| MallocError::Bpf {
@@ -503,6 +525,7 @@ impl KernelStacks {
             walks,
             reused,
             procs_full,
+            watch_full,
         ] = TALLY_SLOTS.map(|(_, i)| sum(i));
         Tallies {
             lost_events: lost,
@@ -512,7 +535,13 @@ impl KernelStacks {
             walks,
             reused,
             procs_full,
+            watch_full,
         }
+    }
+
+    /// The loaded object, for the watchpoints that share its walker and tables.
+    pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The allocator probes attached, per process.

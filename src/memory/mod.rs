@@ -1,7 +1,8 @@
 //! Memory counters of a target process, read from outside it: process RSS and per-thread
 //! page-fault and CPU counters from `/proc`, and the eBPF allocator counters ([`malloc`]:
 //! calls and bytes per thread, SPEC §2.3), and the in-kernel Python stacks taken at page faults
-//! and sampled allocations ([`kernel_stacks`], SPEC §2.4).
+//! and sampled allocations ([`kernel_stacks`], SPEC §2.4), and at writes to watched addresses
+//! ([`watchpoints`]: hardware breakpoints, for `pmt heap --diff`).
 //!
 //! Owns: opening and re-reading the kernel's counter files and turning their text into numbers;
 //! loading, attaching and reading the eBPF probes.
@@ -13,3 +14,4 @@ pub mod kernel_stacks;
 pub mod malloc;
 pub mod rss;
 pub mod thread_counters;
+pub mod watchpoints;

@@ -81,6 +81,7 @@ pub fn load(allocations: bool, sample_bytes: u64) -> Result<SharedCapture, Mallo
     let stacks = KernelStacks::load(CaptureOptions {
         pages: true,
         sample_bytes: allocations.then_some(sample_bytes),
+        watchpoints: false,
     })?;
     Ok(KernelCapture::shared(stacks))
 }

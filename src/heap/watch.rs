@@ -1,0 +1,356 @@
+//! Who grows a holder (`pmt heap --diff`): between the two snapshots, hardware watchpoints on
+//! the size fields of the holders that grow fastest, each write charged to the writing
+//! thread's Python stack captured in the kernel ([`crate::memory::watchpoints`]).
+//!
+//! Owns: choosing the holders (those of the first snapshot whose size grew most over a short
+//! first part of the window), watching them on every thread for the rest of it, and the
+//! model of what was seen ([`WhoGrew`]). Must not touch: the breakpoints themselves
+//! (`memory`), how stacks are decoded (`python`), output formats.
+//!
+//! Watchpoints are few: x86 has 4 debug registers per thread, shared with debuggers. A
+//! holder that cannot be watched on some thread is watched on none, and says why.
+
+use super::snapshot::{Holder, Snapshot};
+use crate::attach::{ReadMemory, RemoteMemory};
+use crate::memory::kernel_stacks::BpfLayout;
+use crate::memory::watchpoints::{WatchHit, Watchpoints};
+use crate::python::{CapturedFrame, PythonSpy};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// How to watch.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// The most holders watched at once (each takes a debug register of every thread).
+    pub holders: usize,
+    /// How long the sizes are compared first, to choose the holders.
+    pub probe: Duration,
+    /// When watching ends.
+    pub until: Instant,
+    /// Writes after which a holder is no longer watched (each costs the writing thread a
+    /// debug trap and a stack walk, about 20 µs in a VM): what was seen by then is a sample
+    /// of who writes, and a hot loop is not slowed for the whole window.
+    pub max_writes: u64,
+}
+
+/// How often the writes are counted against [`WatchOptions::max_writes`].
+const BUDGET_CHECK: Duration = Duration::from_millis(100);
+
+/// The writes one Python stack made to a watched holder's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrownBy {
+    /// The writing thread's Python stack, innermost frame first, as `function (file:line)`
+    /// (empty: no Python stack could be read, such as a thread Python does not know).
+    pub stack: Vec<String>,
+    /// Writes to the size.
+    pub writes: u64,
+    /// Writes that made it larger (appends, inserts of a new key).
+    pub grew: u64,
+    /// Items those writes added.
+    pub added: u64,
+    /// Items the other writes took away.
+    pub removed: u64,
+}
+
+/// One holder chosen for watching.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WatchedHolder {
+    /// Its retention path in the first snapshot.
+    pub path: String,
+    /// Its type.
+    pub type_name: String,
+    /// Its address.
+    pub address: u64,
+    /// Items it gained over the choosing part of the window.
+    pub grew_while_choosing: u64,
+    /// Threads whose writes were watched (at the start; threads they started were followed).
+    pub threads: usize,
+    /// Why it was not watched, if it was not.
+    pub refused: Option<String>,
+    /// Seconds it was watched, when it reached [`WatchOptions::max_writes`] before the
+    /// window ended (then no longer watched).
+    pub stopped_at_budget: Option<f64>,
+    /// The stacks that wrote its size, most writes first.
+    pub grown_by: Vec<GrownBy>,
+}
+
+impl WatchedHolder {
+    /// All writes seen.
+    pub fn writes(&self) -> u64 {
+        self.grown_by.iter().map(|g| g.writes).sum()
+    }
+}
+
+/// Who grew the holders that grew.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WhoGrew {
+    /// Seconds the holders' sizes were compared to choose which to watch.
+    pub choosing_seconds: f64,
+    /// Holders of the first snapshot whose size grew meanwhile.
+    pub holders_that_grew: usize,
+    /// Seconds the chosen ones were watched.
+    pub watched_seconds: f64,
+    /// The chosen holders, most growth first.
+    pub holders: Vec<WatchedHolder>,
+    /// Why nothing was watched (no eBPF, no holder grew...).
+    pub unavailable: Option<String>,
+    /// Hits not counted because the in-kernel table was full.
+    pub hits_not_counted: u64,
+}
+
+impl WhoGrew {
+    fn nothing(choosing_seconds: f64, holders_that_grew: usize, why: String) -> WhoGrew {
+        WhoGrew {
+            choosing_seconds,
+            holders_that_grew,
+            watched_seconds: 0.0,
+            holders: Vec::new(),
+            unavailable: Some(why),
+            hits_not_counted: 0,
+        }
+    }
+
+    /// How many holders were watched.
+    pub fn watched(&self) -> usize {
+        self.holders.iter().filter(|h| h.refused.is_none()).count()
+    }
+
+    /// The watched holder named `path`, if any.
+    pub fn holder(&self, path: &str) -> Option<&WatchedHolder> {
+        self.holders.iter().find(|h| h.path == path)
+    }
+}
+
+/// The holders of `before` worth watching: those whose size grew since the snapshot, most
+/// items gained first, at most `n` (one per address), with what they gained; and how many
+/// grew.
+fn choose<'a>(
+    mem: &impl ReadMemory,
+    before: &'a Snapshot,
+    n: usize,
+) -> (usize, Vec<(&'a Holder, u64)>) {
+    let mut grew: Vec<(&Holder, u64)> = before
+        .holders
+        .iter()
+        .filter_map(|h| {
+            let field = h.size_field?;
+            let now = mem.read_u64(h.address.wrapping_add(field)).ok()?;
+            (now > h.items && now - h.items < 1 << 40).then_some((h, now - h.items))
+        })
+        .collect();
+    grew.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.path.cmp(&b.0.path)));
+    let mut seen = std::collections::HashSet::new();
+    grew.retain(|(h, _)| seen.insert(h.address));
+    let count = grew.len();
+    grew.truncate(n);
+    (count, grew)
+}
+
+/// Chooses the holders of `before` that grow, watches them on every thread of `spy`'s
+/// process until `options.until` (or until `stop` is raised), and says who wrote their sizes.
+/// The breakpoints are removed before this returns.
+pub fn who_grew(
+    spy: &mut PythonSpy,
+    layout: BpfLayout,
+    before: &Snapshot,
+    options: &WatchOptions,
+    stop: &AtomicBool,
+) -> WhoGrew {
+    let probe_end = (Instant::now() + options.probe).min(options.until);
+    let probe_start = Instant::now();
+    crate::attach::stop::sleep_until(probe_end, stop);
+    let remote = RemoteMemory::new(spy.pid());
+    let (grew, chosen) = choose(&remote, before, options.holders);
+    let choosing = probe_start.elapsed().as_secs_f64();
+    if chosen.is_empty() {
+        return WhoGrew::nothing(
+            choosing,
+            grew,
+            format!("no holder's size grew in the first {choosing:.1} s"),
+        );
+    }
+    let mut watch = match Watchpoints::load(spy.pid(), layout) {
+        Ok(watch) => watch,
+        Err(err) => return WhoGrew::nothing(choosing, grew, err.to_string()),
+    };
+    // The thread states the snapshot read; threads not among them are found by the walker.
+    watch.set_threads(spy.thread_states());
+    let tids = spy.process().thread_ids().unwrap_or_default();
+    let mut holders = Vec::new();
+    let mut fields = Vec::new();
+    for (holder, gained) in chosen {
+        let field = holder.address.wrapping_add(holder.size_field.unwrap_or(0));
+        let now = || remote.read_u64(field).ok().map(|v| v as i64);
+        let (threads, refused) = match watch.watch(field, &tids, now) {
+            Ok(Ok(threads)) => (threads, None),
+            Ok(Err(refused)) => (0, Some(refused.to_string())),
+            Err(err) => (0, Some(err.to_string())),
+        };
+        fields.push(field);
+        holders.push(WatchedHolder {
+            path: holder.path.clone(),
+            type_name: holder.type_name.clone(),
+            address: holder.address,
+            grew_while_choosing: gained,
+            threads,
+            refused,
+            stopped_at_budget: None,
+            grown_by: Vec::new(),
+        });
+    }
+    let watch_start = Instant::now();
+    let mut watching: Vec<usize> = (0..holders.len())
+        .filter(|&i| holders[i].refused.is_none())
+        .collect();
+    loop {
+        let next = (Instant::now() + BUDGET_CHECK).min(options.until);
+        if !crate::attach::stop::sleep_until(next, stop) || next >= options.until {
+            break;
+        }
+        let hits = watch.hits();
+        watching.retain(|&i| {
+            let writes: u64 = hits
+                .iter()
+                .filter(|h| h.address == fields[i])
+                .map(|h| h.writes)
+                .sum();
+            if writes < options.max_writes {
+                return true;
+            }
+            watch.unwatch(fields[i]);
+            holders[i].stopped_at_budget = Some(watch_start.elapsed().as_secs_f64());
+            false
+        });
+        if watching.is_empty() {
+            break;
+        }
+    }
+    watch.unwatch_all();
+    let watched_seconds = watch_start.elapsed().as_secs_f64();
+    let hits = watch.hits();
+    for (holder, field) in holders.iter_mut().zip(fields) {
+        holder.grown_by = grown_by(spy, &watch, &hits, field);
+    }
+    WhoGrew {
+        choosing_seconds: choosing,
+        holders_that_grew: grew,
+        watched_seconds,
+        holders,
+        unavailable: None,
+        hits_not_counted: watch.tallies().watch_full,
+    }
+}
+
+/// The hits on `address` by decoded stack (ids that decode alike are merged), most writes
+/// first.
+fn grown_by(
+    spy: &mut PythonSpy,
+    watch: &Watchpoints,
+    hits: &[WatchHit],
+    address: u64,
+) -> Vec<GrownBy> {
+    let mut by_stack: HashMap<Vec<String>, GrownBy> = HashMap::new();
+    for hit in hits.iter().filter(|h| h.address == address) {
+        let stack: Vec<String> = match (hit.stack != 0).then(|| watch.stack(hit.stack)).flatten() {
+            Some(raw) => spy
+                .decode_frames(raw.frames().map(|(code, position, tag)| CapturedFrame {
+                    code,
+                    position,
+                    tag,
+                }))
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        let entry = by_stack.entry(stack.clone()).or_insert(GrownBy {
+            stack,
+            writes: 0,
+            grew: 0,
+            added: 0,
+            removed: 0,
+        });
+        entry.writes += hit.writes;
+        entry.grew += hit.grew;
+        entry.added += hit.added;
+        entry.removed += hit.removed;
+    }
+    let mut list: Vec<GrownBy> = by_stack.into_values().collect();
+    list.sort_by(|a, b| b.writes.cmp(&a.writes).then(a.stack.cmp(&b.stack)));
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::heap::NotFollowed;
+
+    fn holder(path: &str, address: u64, items: u64, size_field: Option<u64>) -> Holder {
+        Holder {
+            path: path.into(),
+            steps: vec![path.into()],
+            within: None,
+            type_name: "list".into(),
+            items,
+            retained_bytes: 0,
+            retained_objects: 0,
+            address,
+            size_field,
+        }
+    }
+
+    #[test]
+    fn the_holders_that_grew_most_are_chosen_once_each() {
+        let holders = vec![
+            holder("slow", 0x1000, 10, Some(16)),
+            holder("fast", 0x2000, 10, Some(16)),
+            holder("shrank", 0x3000, 10, Some(16)),
+            holder("tuple", 0x4000, 10, None),
+            holder("fast again", 0x2000, 10, Some(16)),
+            holder("unreadable", 0x9000, 10, Some(16)),
+            holder("garbage", 0x5000, 10, Some(16)),
+        ];
+        let mut mem = SliceMemory::new();
+        let size = |n: u64| {
+            let mut bytes = vec![0u8; 24];
+            bytes[16..].copy_from_slice(&n.to_le_bytes());
+            bytes
+        };
+        for (at, now) in [
+            (0x1000, 12),
+            (0x2000, 500),
+            (0x3000, 3),
+            (0x4000, 99),
+            (0x5000, u64::MAX),
+        ] {
+            mem.map(at, size(now));
+        }
+        let snapshot = Snapshot {
+            pid: 1,
+            python_version: "3.12.1".into(),
+            objects: 0,
+            bytes: 0,
+            tracked_objects: 0,
+            reached_objects: 0,
+            unreached_bytes: 0,
+            types: Vec::new(),
+            holders,
+            not_followed: NotFollowed::default(),
+            read_calls: 0,
+            read_bytes: 0,
+            peak_cached_bytes: 0,
+            seconds: 0.0,
+            rss: None,
+            paused_seconds: None,
+        };
+        let (grew, chosen) = choose(&mem, &snapshot, 4);
+        let names: Vec<(&str, u64)> = chosen.iter().map(|(h, n)| (h.path.as_str(), *n)).collect();
+        assert_eq!(names, [("fast", 490), ("slow", 2)]);
+        assert_eq!(grew, 2);
+        let (_, one) = choose(&mem, &snapshot, 1);
+        assert_eq!(one.len(), 1);
+    }
+}
