@@ -112,17 +112,12 @@ pub fn diff(before: &Snapshot, after: &Snapshot, seconds: f64) -> SnapshotDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heap::{Holder, NotFollowed, TypeStats};
+    use crate::heap::{Holder, TypeStats};
 
     fn snapshot(types: &[(&str, u64, u64)], holders: &[(&str, u64, u64)]) -> Snapshot {
         Snapshot {
             pid: 1,
             python_version: "3.12.1".into(),
-            objects: 0,
-            bytes: 0,
-            tracked_objects: 0,
-            reached_objects: 0,
-            unreached_bytes: 0,
             types: types
                 .iter()
                 .map(|&(name, count, bytes)| TypeStats {
@@ -146,13 +141,7 @@ mod tests {
                     size_field: None,
                 })
                 .collect(),
-            not_followed: NotFollowed::default(),
-            read_calls: 0,
-            read_bytes: 0,
-            peak_cached_bytes: 0,
-            seconds: 0.0,
-            rss: None,
-            paused_seconds: None,
+            ..Snapshot::default()
         }
     }
 

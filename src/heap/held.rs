@@ -109,7 +109,7 @@ pub fn growth_profile(before: &Snapshot, after: &Snapshot, command: &str) -> Pro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heap::{Holder, NotFollowed};
+    use crate::heap::Holder;
     use crate::sample::Metric;
 
     fn holder(path: &str, within: Option<usize>, bytes: u64, objects: u64) -> Holder {
@@ -136,18 +136,10 @@ mod tests {
             python_version: "3.12.1".into(),
             objects: 1000,
             bytes: 100_000,
-            tracked_objects: 0,
             reached_objects: 900,
             unreached_bytes: 5_000,
-            types: Vec::new(),
             holders,
-            not_followed: NotFollowed::default(),
-            read_calls: 0,
-            read_bytes: 0,
-            peak_cached_bytes: 0,
-            seconds: 0.0,
-            rss: None,
-            paused_seconds: None,
+            ..Snapshot::default()
         }
     }
 

@@ -74,7 +74,7 @@ pub struct NotFollowed {
 }
 
 /// One snapshot of a process's Python heap.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     /// The target.
     pub pid: i32,

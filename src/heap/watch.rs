@@ -286,7 +286,6 @@ fn grown_by(
 mod tests {
     use super::*;
     use crate::attach::SliceMemory;
-    use crate::heap::NotFollowed;
 
     fn holder(path: &str, address: u64, items: u64, size_field: Option<u64>) -> Holder {
         Holder {
@@ -331,20 +330,8 @@ mod tests {
         let snapshot = Snapshot {
             pid: 1,
             python_version: "3.12.1".into(),
-            objects: 0,
-            bytes: 0,
-            tracked_objects: 0,
-            reached_objects: 0,
-            unreached_bytes: 0,
-            types: Vec::new(),
             holders,
-            not_followed: NotFollowed::default(),
-            read_calls: 0,
-            read_bytes: 0,
-            peak_cached_bytes: 0,
-            seconds: 0.0,
-            rss: None,
-            paused_seconds: None,
+            ..Snapshot::default()
         };
         let (grew, chosen) = choose(&mem, &snapshot, 4);
         let names: Vec<(&str, u64)> = chosen.iter().map(|(h, n)| (h.path.as_str(), *n)).collect();
