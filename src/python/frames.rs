@@ -11,20 +11,24 @@
 //! - 3.12–3.14: the chain ends at a shim frame (each evaluation loop starts with one);
 //! - 3.11: the chain ends at an entry frame (`is_entry`);
 //! - 3.11–3.13: a frame that called the one below it directly (no C code between) is
-//!   suspended in that call: it saved its stack pointer, which a running frame clears, and it
-//!   is past its first instruction (3.11, 3.12) or at an instruction that calls (3.13). A chain is read frame by frame while the target runs, so
-//!   a recursion that returned to a frame and went deeper again leaves, above the frames read
-//!   before, a caller that is running (on a line it cannot call from) or newly pushed: torn.
+//!   suspended in that call: it saved its stack pointer, which a running frame clears, and its
+//!   instruction pointer is in an instruction that calls (`call_sites.rs`). A chain is read
+//!   frame by frame while the target runs, so a recursion that returned to a frame and went
+//!   deeper again leaves, above the frames read before, a caller that is running (on a line
+//!   it cannot call from), newly pushed, or popped (its memory as it returned): torn.
 //!
 //! An innermost interpreter frame without code is being pushed or popped; the walk starts
 //! below it.
 //!
 //! Before 3.11 frames are objects: a frame freed under the reader (onto a free list, or kept
 //! as its code's zombie frame) has a reference count of 0, so a chain through one is torn.
+//! A frame that calls another is referenced twice, by whoever runs it and by its callee's
+//! `f_back`; a caller read with one reference was running (or newly made) when read: torn.
 //! Nothing in a frame says it is the first, so the reader also compares the outermost frame
 //! with the one earlier reads of the thread found (see `spy.rs`).
 
 use super::Frame;
+use super::call_sites::may_call_3_13;
 use super::code::{CodeCache, InstructionPosition};
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u8, field_u32, field_u64, span_of};
@@ -51,19 +55,6 @@ const REFCNT_OFFSET: u64 = 0;
 /// (`_PyFrame_GetStackPointer`). 3.14 keeps a pointer there that only debug builds clear.
 fn stacktop_offset(layout: &Layout) -> Option<u64> {
     matches!(layout.version, (3, 11..=13)).then(|| layout.frame_lasti + 8)
-}
-
-/// Whether a 3.13 frame whose `instr_ptr` is at opcode `op` can be suspended in a call to a
-/// Python frame: the families that push frames (CALL, CALL_KW, CALL_FUNCTION_EX,
-/// BINARY_SUBSCR, LOAD_ATTR, SEND, FOR_ITER) with their specialisations and instrumented
-/// forms, ENTER_EXECUTOR, EXIT_INIT_CHECK (the shim under a Python `__init__`), and the
-/// instrumentation that replaces any opcode (INSTRUMENTED_INSTRUCTION, INSTRUMENTED_LINE).
-/// Numbers from CPython 3.13's `_opcode_metadata` (fixed within a minor version).
-fn may_call_3_13(op: u8) -> bool {
-    matches!(
-        op,
-        5 | 13 | 53 | 54 | 57 | 70 | 72 | 82 | 104 | 157..=181 | 187..=202 | 208 | 243..=247 | 254
-    )
 }
 
 /// A thread's frames as one walk found them.
@@ -133,11 +124,21 @@ pub fn walk_frames(
             return Err(DecodeError::invalid("frame chain (cyclic)", addr));
         }
         mem.read(addr, &mut buf)?;
-        if frame_objects && field_u64(&buf, REFCNT_OFFSET) == 0 {
-            return Err(DecodeError::invalid(
-                "frame chain (torn: it runs through a freed frame)",
-                addr,
-            ));
+        if frame_objects {
+            let refcnt = field_u64(&buf, REFCNT_OFFSET);
+            if refcnt == 0 {
+                return Err(DecodeError::invalid(
+                    "frame chain (torn: it runs through a freed frame)",
+                    addr,
+                ));
+            }
+            // A caller is held by whoever runs it and by its callee's `f_back`.
+            if refcnt < 2 && !chain.frames.is_empty() {
+                return Err(DecodeError::invalid(
+                    "frame chain (torn: a caller is not in a call)",
+                    addr,
+                ));
+            }
         }
         let back = field_u64(&buf, layout.frame_back);
         let mut code = field_u64(&buf, layout.frame_code);
@@ -179,11 +180,15 @@ pub fn walk_frames(
                 mem.read(ptr, &mut op)?;
                 may_call_3_13(op[0])
             } else {
-                // `prev_instr` is at (the caches of) the call; a frame not started yet has
-                // it before the first instruction.
-                codes
-                    .code_start(code_addr)
-                    .is_some_and(|start| ptr >= start)
+                // `prev_instr` is in (the caches of) the call. Where the instruction cannot
+                // be told (instrumented lines), at least past the start: a frame not
+                // started yet has it before the first instruction.
+                match codes.in_call(mem, layout, code_addr, ptr)? {
+                    Some(in_call) => in_call,
+                    None => codes
+                        .code_start(code_addr)
+                        .is_some_and(|start| ptr >= start),
+                }
             };
             if (field_u32(&buf, stacktop) as i32) < 0 || !in_call {
                 return Err(DecodeError::invalid(
