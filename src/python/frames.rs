@@ -221,3 +221,160 @@ pub fn walk_frames(
     }
     Ok(chain)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::python::layouts::layout_for;
+
+    /// A fake target: one code object `rec` and frames placed by the test.
+    struct Target {
+        mem: SliceMemory,
+        layout: &'static Layout,
+        code: u64,
+    }
+
+    const CODE: u64 = 0x10_000;
+    const NAME: u64 = 0x11_000;
+    const TABLE: u64 = 0x12_000;
+    const BYTECODE: u64 = 0x13_000;
+    const FRAMES: u64 = 0x20_000;
+    const FRAME_SIZE: u64 = 0x200;
+
+    fn put(bytes: &mut [u8], at: u64, value: &[u8]) {
+        let at = at as usize;
+        bytes[at..at + value.len()].copy_from_slice(value);
+    }
+
+    impl Target {
+        /// `bytecode` is the code object's instructions (3.11: inline, else a `bytes`).
+        fn new(version: (u8, u8), bytecode: &[u8]) -> Target {
+            let layout = layout_for(version.0, version.1).expect("a supported version");
+            let mut mem = SliceMemory::new();
+            let size = layout
+                .unicode_compact_size
+                .max(layout.unicode_ascii_size + 4);
+            let mut name = vec![0u8; size as usize];
+            put(&mut name, layout.unicode_length, &3u64.to_le_bytes());
+            let state: u32 = (1 << 2) | (1 << 5) | (1 << 6); // kind 1, compact, ascii
+            put(&mut name, layout.unicode_state, &state.to_le_bytes());
+            put(&mut name, layout.unicode_ascii_size, b"rec");
+            mem.map(NAME, name);
+            let mut table = vec![0u8; layout.bytes_sval as usize];
+            put(&mut table, layout.var_size, &0u64.to_le_bytes());
+            mem.map(TABLE, table);
+            let mut code = vec![0u8; 0x400];
+            put(&mut code, 16, &(bytecode.len() as u64 / 2).to_le_bytes());
+            for at in [layout.code_filename, layout.code_name] {
+                put(&mut code, at, &NAME.to_le_bytes());
+            }
+            if let Some(at) = layout.code_qualname {
+                put(&mut code, at, &NAME.to_le_bytes());
+            }
+            put(&mut code, layout.code_firstlineno, &11u32.to_le_bytes());
+            put(&mut code, layout.code_linetable, &TABLE.to_le_bytes());
+            match (layout.code_code_adaptive, layout.code_code) {
+                (Some(inline), _) => put(&mut code, inline, bytecode),
+                (None, Some(at)) => {
+                    put(&mut code, at, &BYTECODE.to_le_bytes());
+                    let mut bytes = vec![0u8; layout.bytes_sval as usize];
+                    put(
+                        &mut bytes,
+                        layout.var_size,
+                        &(bytecode.len() as u64).to_le_bytes(),
+                    );
+                    bytes.extend_from_slice(bytecode);
+                    mem.map(BYTECODE, bytes);
+                }
+                (None, None) => {}
+            }
+            mem.map(CODE, code);
+            Target {
+                mem,
+                layout,
+                code: CODE,
+            }
+        }
+
+        /// Frame `i` (innermost 0) calling nobody or called by frame `i + 1`, the last of
+        /// `count`: `refcnt` (frame objects), instruction (`f_lasti`, or a byte offset in the
+        /// bytecode for 3.11+) and saved stack depth (3.11+).
+        fn frame(&mut self, i: u64, count: u64, refcnt: u64, instruction: u64, stacktop: i32) {
+            let layout = self.layout;
+            let mut frame = vec![0u8; FRAME_SIZE as usize];
+            let back = if i + 1 < count {
+                FRAMES + (i + 1) * FRAME_SIZE
+            } else {
+                0
+            };
+            put(&mut frame, REFCNT_OFFSET, &refcnt.to_le_bytes());
+            put(&mut frame, layout.frame_back, &back.to_le_bytes());
+            put(&mut frame, layout.frame_code, &self.code.to_le_bytes());
+            if let Some(inline) = layout.code_code_adaptive {
+                let ptr = self.code + inline + instruction;
+                put(&mut frame, layout.frame_lasti, &ptr.to_le_bytes());
+                put(&mut frame, layout.frame_lasti + 8, &stacktop.to_le_bytes());
+            } else {
+                put(
+                    &mut frame,
+                    layout.frame_lasti,
+                    &(instruction as u32).to_le_bytes(),
+                );
+            }
+            if let Some(at) = layout.frame_is_entry {
+                put(&mut frame, at, &[u8::from(i + 1 == count)]);
+            }
+            self.mem.map(FRAMES + i * FRAME_SIZE, frame);
+        }
+
+        fn walk(self) -> Result<Chain, DecodeError> {
+            let mut codes = CodeCache::new();
+            walk_frames(&self.mem, self.layout, &mut codes, FRAMES, None, false)
+        }
+    }
+
+    /// 3.11's `rec(n)`, `if n: rec(n - 1)`: its CALL (and caches) is bytes 30 to 39, its
+    /// returns at 44 and 48.
+    const REC_3_11: &[u8] = &[
+        151, 0, 124, 0, 114, 20, 116, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 124, 0, 100, 1, 122, 10, 0,
+        0, 166, 1, 0, 0, 171, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 100, 0, 83, 0, 100, 0, 83, 0,
+    ];
+
+    /// A walk of `frames` (innermost first: reference count, instruction, saved stack depth)
+    /// running `rec`.
+    fn walk(
+        version: (u8, u8),
+        bytecode: &[u8],
+        frames: &[(u64, u64, i32)],
+    ) -> Result<Chain, DecodeError> {
+        let mut target = Target::new(version, bytecode);
+        let count = frames.len() as u64;
+        for (i, (refcnt, instruction, stacktop)) in frames.iter().enumerate() {
+            target.frame(i as u64, count, *refcnt, *instruction, *stacktop);
+        }
+        target.walk()
+    }
+
+    #[test]
+    fn a_caller_frame_object_with_one_reference_is_torn() {
+        let whole = walk((3, 9), &[0; 16], &[(1, 2, 0), (2, 2, 0), (2, 2, 0)]);
+        assert_eq!(whole.expect("whole").frames.len(), 3);
+        // The middle frame was read running (its callee's `f_back` not holding it).
+        let torn = walk((3, 9), &[0; 16], &[(1, 2, 0), (1, 2, 0), (2, 2, 0)]);
+        let error = torn.expect_err("torn").to_string();
+        assert!(error.contains("a caller is not in a call"), "{error}");
+    }
+
+    #[test]
+    fn a_3_11_caller_is_in_its_call_not_on_a_return() {
+        let whole = walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 38, 2), (0, 38, 2)]);
+        assert_eq!(whole.expect("whole").frames.len(), 3);
+        // A popped frame, its memory as its return left it, read as a caller.
+        let torn = walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 48, 0), (0, 38, 2)]);
+        let error = torn.expect_err("torn").to_string();
+        assert!(error.contains("a caller is not in a call"), "{error}");
+        // A caller read while running.
+        assert!(walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 38, -1), (0, 38, 2)]).is_err());
+    }
+}
