@@ -217,7 +217,8 @@ impl CodeCache {
     /// Whether the instruction at `ptr` (a 3.11 or 3.12 frame's `prev_instr`) in the code
     /// object at `addr`, decoded already, can push a frame directly; `None` when that cannot
     /// be told (see [`call_sites::in_call_instruction`]). Reads the bytecode once per code
-    /// object: specialising an instruction keeps its size, so boundaries do not move.
+    /// object (specialising an instruction keeps its size, so boundaries do not move), and
+    /// again to confirm a "no" it gave before.
     pub fn in_call(
         &mut self,
         mem: &impl ReadMemory,
@@ -231,15 +232,21 @@ impl CodeCache {
         let Some(offset) = ptr.checked_sub(code.code_start) else {
             return Ok(Some(false));
         };
-        if let Some(known) = code.calls.get(&offset) {
-            return Ok(*known);
+        let cached = code.calls.get(&offset).copied();
+        if let Some(known) = cached
+            && known != Some(false)
+        {
+            return Ok(known);
         }
-        if code.bytecode.is_none() {
+        // A "no" is checked on the bytecode as it is now: another code object at the same
+        // address with the same names would otherwise keep a whole stack torn.
+        if code.bytecode.is_none() || cached.is_some() {
             let units = mem.read_u64(addr.wrapping_add(OB_SIZE))?;
             if units > MAX_CODE_UNITS {
                 return Err(DecodeError::invalid("code object (bytecode size)", addr));
             }
             code.bytecode = Some(mem.read_vec(code.code_start, units as usize * 2)?);
+            code.calls.clear();
         }
         let bytecode = code.bytecode.as_deref().unwrap_or_default();
         let known = call_sites::in_call_instruction(layout.version, bytecode, offset);
