@@ -293,9 +293,9 @@ fn a_launcher_that_execs_python_late_is_sampled_after_the_exec() {
     assert!(*samples >= 50, "{samples} wall samples after the exec");
 }
 
-/// A pool's master sampled alone: the summary says, in one line, which Python children did
-/// the work unsampled (by role and pid) and how to sample them; the kernel capture's banner
-/// is printed once.
+/// A pool's master sampled alone: one line says at once, and the summary again, which
+/// Python children do the work unsampled (by role and pid) and how to sample them; the kernel
+/// capture's banner is printed once.
 #[test]
 fn a_master_sampled_alone_names_its_workers() {
     let Some(interp) = common::interpreter_or_skip("3.12") else {
@@ -309,17 +309,24 @@ fn a_master_sampled_alone_names_its_workers() {
     let output = run(command);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let hints: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("Python children that were not sampled"))
-        .collect();
-    assert_eq!(hints.len(), 1, "{stderr}");
-    assert!(
-        hints[0].contains("(worker 1)")
-            && hints[0].contains("(worker 2)")
-            && hints[0].contains("--subprocesses"),
-        "{stderr}"
-    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = |text: &str| lines.iter().position(|l| l.contains(text));
+    let (Some(start), Some(stop), Some(end)) = (
+        at("Python children that will not be sampled"),
+        at("pmt-sample: stopped after"),
+        at("Python children that were not sampled"),
+    ) else {
+        panic!("a line as the run starts and one in the summary: {stderr}");
+    };
+    assert!(start < stop && stop < end, "{stderr}");
+    for hint in [lines[start], lines[end]] {
+        assert!(
+            hint.contains("(worker 1)")
+                && hint.contains("(worker 2)")
+                && hint.contains("--subprocesses"),
+            "{stderr}"
+        );
+    }
     let banners = stderr
         .lines()
         .filter(|l| l.contains("captured in the kernel at page faults"))

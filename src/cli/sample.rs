@@ -96,6 +96,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             .duration
             .map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
     );
+    if let Some(line) = unsampled.announce() {
+        eprintln!("pmt-sample: {line}");
+    }
     let mut uploader = pyroscope.map(|config| Uploader::start(config, target.clone()));
     let mut finished = {
         let mut progress = Progress::new(uploader.as_mut());

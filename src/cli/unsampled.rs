@@ -1,6 +1,6 @@
 //! The Python children of a target sampled alone (without `--subprocesses`): a pre-fork
-//! master or a pool whose workers do the work, which `pmt-sample`'s summary and `pmt top`'s
-//! view name, with the option that samples them.
+//! master or a pool whose workers do the work, which `pmt-sample` names as it starts and in
+//! its summary, and `pmt top`'s view, with the option that samples them.
 //!
 //! Owns: finding those children and the line naming them. Must not touch: sampling.
 
@@ -41,8 +41,19 @@ impl UnsampledChildren {
         }
     }
 
-    /// One line naming them and the option that samples them, if there are any.
+    /// One line naming them and the option that samples them, if there are any, as the
+    /// run starts.
+    pub(super) fn announce(&self) -> Option<String> {
+        self.line("will not be sampled")
+    }
+
+    /// One line naming them and the option that samples them, if there are any, as the
+    /// run ends.
     pub(super) fn describe(&self) -> Option<String> {
+        self.line("were not sampled")
+    }
+
+    fn line(&self, verb: &str) -> Option<String> {
         if self.children.is_empty() {
             return None;
         }
@@ -55,7 +66,7 @@ impl UnsampledChildren {
             })
             .collect();
         Some(format!(
-            "process {} has Python children that were not sampled: {}; sample them too with --subprocesses",
+            "process {} has Python children that {verb}: {}; sample them too with --subprocesses",
             self.root,
             named.join(", ")
         ))

@@ -4,6 +4,7 @@
 //! location table (3.11+).
 
 use super::CodeInfo;
+use super::call_sites;
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u32, field_u64, read_bytes, read_str, span_of};
 use crate::attach::ReadMemory;
@@ -33,6 +34,11 @@ struct CachedCode {
     lines: HashMap<u64, u32>,
     /// The object's type pointer (`ob_type`).
     ob_type: u64,
+    /// The inline bytecode (3.11, 3.12), read when a frame's caller check first needs it.
+    bytecode: Option<Vec<u8>>,
+    /// Whether the instruction at each byte offset seen can push a frame directly
+    /// ([`call_sites::in_call_instruction`]).
+    calls: HashMap<u64, Option<bool>>,
 }
 
 impl CachedCode {
@@ -68,6 +74,13 @@ impl CachedCode {
 
 /// Where `ob_type` lies in every object of a supported (not free-threaded) build.
 const OB_TYPE: u64 = 8;
+
+/// Where `ob_size` lies in a variable-size object: for a 3.11+ code object, the length of
+/// its inline bytecode in code units.
+const OB_SIZE: u64 = 16;
+
+/// The most bytecode read of one code object to check its callers (code units).
+const MAX_CODE_UNITS: u64 = 1 << 20;
 
 /// Where a code object's tag lies: (offset, length) of `co_filename` and `co_name` when they
 /// are neighbours (every supported version), else of `co_filename` alone. The tag is the XOR
@@ -201,6 +214,46 @@ impl CodeCache {
         self.codes.get(&addr).map(|code| code.code_start)
     }
 
+    /// Whether the instruction at `ptr` (a 3.11 or 3.12 frame's `prev_instr`) in the code
+    /// object at `addr`, decoded already, can push a frame directly; `None` when that cannot
+    /// be told (see [`call_sites::in_call_instruction`]). Reads the bytecode once per code
+    /// object (specialising an instruction keeps its size, so boundaries do not move), and
+    /// again to confirm a "no" it gave before.
+    pub fn in_call(
+        &mut self,
+        mem: &impl ReadMemory,
+        layout: &Layout,
+        addr: u64,
+        ptr: u64,
+    ) -> Result<Option<bool>, DecodeError> {
+        let Some(code) = self.codes.get_mut(&addr) else {
+            return Ok(None);
+        };
+        let Some(offset) = ptr.checked_sub(code.code_start) else {
+            return Ok(Some(false));
+        };
+        let cached = code.calls.get(&offset).copied();
+        if let Some(known) = cached
+            && known != Some(false)
+        {
+            return Ok(known);
+        }
+        // A "no" is checked on the bytecode as it is now: another code object at the same
+        // address with the same names would otherwise keep a whole stack torn.
+        if code.bytecode.is_none() || cached.is_some() {
+            let units = mem.read_u64(addr.wrapping_add(OB_SIZE))?;
+            if units > MAX_CODE_UNITS {
+                return Err(DecodeError::invalid("code object (bytecode size)", addr));
+            }
+            code.bytecode = Some(mem.read_vec(code.code_start, units as usize * 2)?);
+            code.calls.clear();
+        }
+        let bytecode = code.bytecode.as_deref().unwrap_or_default();
+        let known = call_sites::in_call_instruction(layout.version, bytecode, offset);
+        code.calls.insert(offset, known);
+        Ok(known)
+    }
+
     /// Forgets every decoded code object (after the target reloaded code, for instance).
     pub fn clear(&mut self) {
         self.codes.clear();
@@ -249,6 +302,8 @@ fn decode_code(
         code_start,
         lines: HashMap::default(),
         ob_type: field_u64(&raw, OB_TYPE),
+        bytecode: None,
+        calls: HashMap::default(),
     })
 }
 

@@ -11,20 +11,24 @@
 //! - 3.12–3.14: the chain ends at a shim frame (each evaluation loop starts with one);
 //! - 3.11: the chain ends at an entry frame (`is_entry`);
 //! - 3.11–3.13: a frame that called the one below it directly (no C code between) is
-//!   suspended in that call: it saved its stack pointer, which a running frame clears, and it
-//!   is past its first instruction (3.11, 3.12) or at an instruction that calls (3.13). A chain is read frame by frame while the target runs, so
-//!   a recursion that returned to a frame and went deeper again leaves, above the frames read
-//!   before, a caller that is running (on a line it cannot call from) or newly pushed: torn.
+//!   suspended in that call: it saved its stack pointer, which a running frame clears, and its
+//!   instruction pointer is in an instruction that calls (`call_sites.rs`). A chain is read
+//!   frame by frame while the target runs, so a recursion that returned to a frame and went
+//!   deeper again leaves, above the frames read before, a caller that is running (on a line
+//!   it cannot call from), newly pushed, or popped (its memory as it returned): torn.
 //!
 //! An innermost interpreter frame without code is being pushed or popped; the walk starts
 //! below it.
 //!
 //! Before 3.11 frames are objects: a frame freed under the reader (onto a free list, or kept
 //! as its code's zombie frame) has a reference count of 0, so a chain through one is torn.
+//! A frame that calls another is referenced twice, by whoever runs it and by its callee's
+//! `f_back`; a caller read with one reference was running (or newly made) when read: torn.
 //! Nothing in a frame says it is the first, so the reader also compares the outermost frame
 //! with the one earlier reads of the thread found (see `spy.rs`).
 
 use super::Frame;
+use super::call_sites::may_call_3_13;
 use super::code::{CodeCache, InstructionPosition};
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u8, field_u32, field_u64, span_of};
@@ -51,19 +55,6 @@ const REFCNT_OFFSET: u64 = 0;
 /// (`_PyFrame_GetStackPointer`). 3.14 keeps a pointer there that only debug builds clear.
 fn stacktop_offset(layout: &Layout) -> Option<u64> {
     matches!(layout.version, (3, 11..=13)).then(|| layout.frame_lasti + 8)
-}
-
-/// Whether a 3.13 frame whose `instr_ptr` is at opcode `op` can be suspended in a call to a
-/// Python frame: the families that push frames (CALL, CALL_KW, CALL_FUNCTION_EX,
-/// BINARY_SUBSCR, LOAD_ATTR, SEND, FOR_ITER) with their specialisations and instrumented
-/// forms, ENTER_EXECUTOR, EXIT_INIT_CHECK (the shim under a Python `__init__`), and the
-/// instrumentation that replaces any opcode (INSTRUMENTED_INSTRUCTION, INSTRUMENTED_LINE).
-/// Numbers from CPython 3.13's `_opcode_metadata` (fixed within a minor version).
-fn may_call_3_13(op: u8) -> bool {
-    matches!(
-        op,
-        5 | 13 | 53 | 54 | 57 | 70 | 72 | 82 | 104 | 157..=181 | 187..=202 | 208 | 243..=247 | 254
-    )
 }
 
 /// A thread's frames as one walk found them.
@@ -133,11 +124,21 @@ pub fn walk_frames(
             return Err(DecodeError::invalid("frame chain (cyclic)", addr));
         }
         mem.read(addr, &mut buf)?;
-        if frame_objects && field_u64(&buf, REFCNT_OFFSET) == 0 {
-            return Err(DecodeError::invalid(
-                "frame chain (torn: it runs through a freed frame)",
-                addr,
-            ));
+        if frame_objects {
+            let refcnt = field_u64(&buf, REFCNT_OFFSET);
+            if refcnt == 0 {
+                return Err(DecodeError::invalid(
+                    "frame chain (torn: it runs through a freed frame)",
+                    addr,
+                ));
+            }
+            // A caller is held by whoever runs it and by its callee's `f_back`.
+            if refcnt < 2 && !chain.frames.is_empty() {
+                return Err(DecodeError::invalid(
+                    "frame chain (torn: a caller is not in a call)",
+                    addr,
+                ));
+            }
         }
         let back = field_u64(&buf, layout.frame_back);
         let mut code = field_u64(&buf, layout.frame_code);
@@ -179,11 +180,15 @@ pub fn walk_frames(
                 mem.read(ptr, &mut op)?;
                 may_call_3_13(op[0])
             } else {
-                // `prev_instr` is at (the caches of) the call; a frame not started yet has
-                // it before the first instruction.
-                codes
-                    .code_start(code_addr)
-                    .is_some_and(|start| ptr >= start)
+                // `prev_instr` is in (the caches of) the call. Where the instruction cannot
+                // be told (instrumented lines), at least past the start: a frame not
+                // started yet has it before the first instruction.
+                match codes.in_call(mem, layout, code_addr, ptr)? {
+                    Some(in_call) => in_call,
+                    None => codes
+                        .code_start(code_addr)
+                        .is_some_and(|start| ptr >= start),
+                }
             };
             if (field_u32(&buf, stacktop) as i32) < 0 || !in_call {
                 return Err(DecodeError::invalid(
@@ -215,4 +220,161 @@ pub fn walk_frames(
         ));
     }
     Ok(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::python::layouts::layout_for;
+
+    /// A fake target: one code object `rec` and frames placed by the test.
+    struct Target {
+        mem: SliceMemory,
+        layout: &'static Layout,
+        code: u64,
+    }
+
+    const CODE: u64 = 0x10_000;
+    const NAME: u64 = 0x11_000;
+    const TABLE: u64 = 0x12_000;
+    const BYTECODE: u64 = 0x13_000;
+    const FRAMES: u64 = 0x20_000;
+    const FRAME_SIZE: u64 = 0x200;
+
+    fn put(bytes: &mut [u8], at: u64, value: &[u8]) {
+        let at = at as usize;
+        bytes[at..at + value.len()].copy_from_slice(value);
+    }
+
+    impl Target {
+        /// `bytecode` is the code object's instructions (3.11: inline, else a `bytes`).
+        fn new(version: (u8, u8), bytecode: &[u8]) -> Target {
+            let layout = layout_for(version.0, version.1).expect("a supported version");
+            let mut mem = SliceMemory::new();
+            let size = layout
+                .unicode_compact_size
+                .max(layout.unicode_ascii_size + 4);
+            let mut name = vec![0u8; size as usize];
+            put(&mut name, layout.unicode_length, &3u64.to_le_bytes());
+            let state: u32 = (1 << 2) | (1 << 5) | (1 << 6); // kind 1, compact, ascii
+            put(&mut name, layout.unicode_state, &state.to_le_bytes());
+            put(&mut name, layout.unicode_ascii_size, b"rec");
+            mem.map(NAME, name);
+            let mut table = vec![0u8; layout.bytes_sval as usize];
+            put(&mut table, layout.var_size, &0u64.to_le_bytes());
+            mem.map(TABLE, table);
+            let mut code = vec![0u8; 0x400];
+            put(&mut code, 16, &(bytecode.len() as u64 / 2).to_le_bytes());
+            for at in [layout.code_filename, layout.code_name] {
+                put(&mut code, at, &NAME.to_le_bytes());
+            }
+            if let Some(at) = layout.code_qualname {
+                put(&mut code, at, &NAME.to_le_bytes());
+            }
+            put(&mut code, layout.code_firstlineno, &11u32.to_le_bytes());
+            put(&mut code, layout.code_linetable, &TABLE.to_le_bytes());
+            match (layout.code_code_adaptive, layout.code_code) {
+                (Some(inline), _) => put(&mut code, inline, bytecode),
+                (None, Some(at)) => {
+                    put(&mut code, at, &BYTECODE.to_le_bytes());
+                    let mut bytes = vec![0u8; layout.bytes_sval as usize];
+                    put(
+                        &mut bytes,
+                        layout.var_size,
+                        &(bytecode.len() as u64).to_le_bytes(),
+                    );
+                    bytes.extend_from_slice(bytecode);
+                    mem.map(BYTECODE, bytes);
+                }
+                (None, None) => {}
+            }
+            mem.map(CODE, code);
+            Target {
+                mem,
+                layout,
+                code: CODE,
+            }
+        }
+
+        /// Frame `i` (innermost 0) calling nobody or called by frame `i + 1`, the last of
+        /// `count`: `refcnt` (frame objects), instruction (`f_lasti`, or a byte offset in the
+        /// bytecode for 3.11+) and saved stack depth (3.11+).
+        fn frame(&mut self, i: u64, count: u64, refcnt: u64, instruction: u64, stacktop: i32) {
+            let layout = self.layout;
+            let mut frame = vec![0u8; FRAME_SIZE as usize];
+            let back = if i + 1 < count {
+                FRAMES + (i + 1) * FRAME_SIZE
+            } else {
+                0
+            };
+            put(&mut frame, REFCNT_OFFSET, &refcnt.to_le_bytes());
+            put(&mut frame, layout.frame_back, &back.to_le_bytes());
+            put(&mut frame, layout.frame_code, &self.code.to_le_bytes());
+            if let Some(inline) = layout.code_code_adaptive {
+                let ptr = self.code + inline + instruction;
+                put(&mut frame, layout.frame_lasti, &ptr.to_le_bytes());
+                put(&mut frame, layout.frame_lasti + 8, &stacktop.to_le_bytes());
+            } else {
+                put(
+                    &mut frame,
+                    layout.frame_lasti,
+                    &(instruction as u32).to_le_bytes(),
+                );
+            }
+            if let Some(at) = layout.frame_is_entry {
+                put(&mut frame, at, &[u8::from(i + 1 == count)]);
+            }
+            self.mem.map(FRAMES + i * FRAME_SIZE, frame);
+        }
+
+        fn walk(self) -> Result<Chain, DecodeError> {
+            let mut codes = CodeCache::new();
+            walk_frames(&self.mem, self.layout, &mut codes, FRAMES, None, false)
+        }
+    }
+
+    /// 3.11's `rec(n)`, `if n: rec(n - 1)`: its CALL (and caches) is bytes 30 to 39, its
+    /// returns at 44 and 48.
+    const REC_3_11: &[u8] = &[
+        151, 0, 124, 0, 114, 20, 116, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 124, 0, 100, 1, 122, 10, 0,
+        0, 166, 1, 0, 0, 171, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 100, 0, 83, 0, 100, 0, 83, 0,
+    ];
+
+    /// A walk of `frames` (innermost first: reference count, instruction, saved stack depth)
+    /// running `rec`.
+    fn walk(
+        version: (u8, u8),
+        bytecode: &[u8],
+        frames: &[(u64, u64, i32)],
+    ) -> Result<Chain, DecodeError> {
+        let mut target = Target::new(version, bytecode);
+        let count = frames.len() as u64;
+        for (i, (refcnt, instruction, stacktop)) in frames.iter().enumerate() {
+            target.frame(i as u64, count, *refcnt, *instruction, *stacktop);
+        }
+        target.walk()
+    }
+
+    #[test]
+    fn a_caller_frame_object_with_one_reference_is_torn() {
+        let whole = walk((3, 9), &[0; 16], &[(1, 2, 0), (2, 2, 0), (2, 2, 0)]);
+        assert_eq!(whole.expect("whole").frames.len(), 3);
+        // The middle frame was read running (its callee's `f_back` not holding it).
+        let torn = walk((3, 9), &[0; 16], &[(1, 2, 0), (1, 2, 0), (2, 2, 0)]);
+        let error = torn.expect_err("torn").to_string();
+        assert!(error.contains("a caller is not in a call"), "{error}");
+    }
+
+    #[test]
+    fn a_3_11_caller_is_in_its_call_not_on_a_return() {
+        let whole = walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 38, 2), (0, 38, 2)]);
+        assert_eq!(whole.expect("whole").frames.len(), 3);
+        // A popped frame, its memory as its return left it, read as a caller.
+        let torn = walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 48, 0), (0, 38, 2)]);
+        let error = torn.expect_err("torn").to_string();
+        assert!(error.contains("a caller is not in a call"), "{error}");
+        // A caller read while running.
+        assert!(walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 38, -1), (0, 38, 2)]).is_err());
+    }
 }

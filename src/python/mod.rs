@@ -4,6 +4,7 @@
 
 pub mod asyncio;
 pub mod asyncio_registries;
+mod call_sites;
 pub mod capabilities;
 pub mod code;
 pub mod debug_offsets;
