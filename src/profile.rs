@@ -185,7 +185,8 @@ pub struct RunSummary {
     pub sample_cost_p99_us: Option<f64>,
 }
 
-/// The in-kernel capture's, the process tree's and the allocation hook's tallies, by name.
+/// The in-kernel capture's, the process tree's and the allocation hook's tallies, and the
+/// ticks that needed no stack read, by name.
 fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
     let mut tallies: Vec<(String, u64)> = stats
         .in_kernel
@@ -217,6 +218,9 @@ fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
         ] {
             tallies.push((name.to_string(), value));
         }
+    }
+    if stats.stacks_unchanged > 0 {
+        tallies.push(("stacks_unchanged".to_string(), stats.stacks_unchanged));
     }
     tallies
 }

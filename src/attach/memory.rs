@@ -275,14 +275,18 @@ const CACHE_PAGE: u64 = 4096;
 /// Most pages one [`PageCache`] keeps.
 const CACHE_PAGES: usize = 128;
 
+/// One page a [`PageCache`] holds: its address, its bytes, and whether a read was served
+/// from it.
+type CachedPage = (u64, Box<[u8]>, bool);
+
 /// A short-lived view of a target's memory that reads whole pages and serves later reads
 /// from them: walking 50 frames that share a few pages costs a few syscalls instead of 50.
 /// Made afresh for each snapshot (one stack read), so nothing stale outlives it (only its
 /// page buffers are handed on, to be overwritten whole).
 pub struct PageCache<'m, M: ReadMemory> {
     inner: &'m M,
-    /// (page address, its bytes, whether a read was served from it), oldest first.
-    pages: std::cell::RefCell<Vec<(u64, Box<[u8]>, bool)>>,
+    /// The pages held, oldest first.
+    pages: std::cell::RefCell<Vec<CachedPage>>,
     /// Page buffers to read into before allocating new ones (handed over by the previous
     /// snapshot through [`PageCache::into_buffers`]; a buffer is only ever served from after
     /// a read filled it whole).

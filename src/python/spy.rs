@@ -385,6 +385,12 @@ impl PythonSpy {
         &self.thread_states
     }
 
+    /// Tells the reader that a tick used its last read's stacks without reading (no thread
+    /// had run since): code objects captured elsewhere are checked afresh, as after a read.
+    pub fn stacks_unchanged(&mut self) {
+        self.codes.new_epoch();
+    }
+
     /// The address of `_PyRuntime` (3.7+), where `_Py_DebugOffsets` starts on 3.13+.
     pub fn runtime_address(&self) -> Option<u64> {
         match self.root {
