@@ -424,7 +424,6 @@ impl<S: StackSource> Sampler<S> {
             }
             None => None,
         };
-        let read_now = unchanged.is_none();
         let stacks = match unchanged {
             Some(stacks) => {
                 self.source.stacks_unchanged();
@@ -493,11 +492,7 @@ impl<S: StackSource> Sampler<S> {
                 let charged =
                     kernel.charge(&tick_threads, &mut |frames| source.decode_captured(frames));
                 sample.threads.extend(charged);
-                // Thread states handed over at the read stand while no thread runs (one the
-                // walker's table evicts meanwhile is looked up by the walker itself).
-                if read_now {
-                    kernel.hand_over_threads(&source.thread_states());
-                }
+                kernel.hand_over_threads(&source.thread_states());
                 self.stats.in_kernel = Some(kernel.stats());
             }
             if let Some(heap) = &mut self.heap {
