@@ -19,6 +19,7 @@
 use crate::python::Frame;
 use crate::sample::{Metric, MetricValues, ProcessIdentity, Sample, ThreadIdentity, ThreadSample};
 use crate::sampler::{SampleSink, SamplerStats};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -185,7 +186,8 @@ pub struct RunSummary {
     pub sample_cost_p99_us: Option<f64>,
 }
 
-/// The in-kernel capture's, the process tree's and the allocation hook's tallies, by name.
+/// The in-kernel capture's, the process tree's and the allocation hook's tallies, and the
+/// ticks that needed no stack read, by name.
 fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
     let mut tallies: Vec<(String, u64)> = stats
         .in_kernel
@@ -217,6 +219,9 @@ fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
         ] {
             tallies.push((name.to_string(), value));
         }
+    }
+    if stats.stacks_unchanged > 0 {
+        tallies.push(("stacks_unchanged".to_string(), stats.stacks_unchanged));
     }
     tallies
 }
@@ -681,14 +686,16 @@ pub struct Profile {
     /// The run's figures, once it has ended.
     pub summary: Option<RunSummary>,
     frames: Vec<FrameInfo>,
-    frame_ids: HashMap<Frame, u32>,
+    // Interning runs for every frame of every sample: the maps hash with FxHash (the same
+    // trade as the code cache's), not SipHash.
+    frame_ids: FxHashMap<Frame, u32>,
     stacks: Vec<Vec<u32>>,
-    stack_ids: HashMap<Vec<u32>, u32>,
+    stack_ids: FxHashMap<Vec<u32>, u32>,
     threads: Vec<ThreadInfo>,
-    thread_ids: HashMap<ThreadKey, u32>,
+    thread_ids: FxHashMap<ThreadKey, u32>,
     processes: Vec<ProcessInfo>,
     process_ids: HashMap<i32, u32>,
-    totals: HashMap<(u32, u32), MetricValues>,
+    totals: FxHashMap<(u32, u32), MetricValues>,
     ledgers: BTreeMap<Option<u32>, Ledgers>,
     timeline: Option<Vec<TimelineSample>>,
     scratch: Vec<u32>,
@@ -779,7 +786,7 @@ impl Profile {
                 });
             }
         }
-        let mut totals: HashMap<(u32, u32), MetricValues> = HashMap::new();
+        let mut totals: FxHashMap<(u32, u32), MetricValues> = FxHashMap::default();
         let mut ledgers: BTreeMap<Option<u32>, Ledgers> = BTreeMap::new();
         for (index, sample) in timeline.iter().enumerate() {
             for entry in &sample.entries {
@@ -820,7 +827,7 @@ impl Profile {
             summary,
             frames,
             loader_frames,
-            frame_ids: HashMap::new(),
+            frame_ids: FxHashMap::default(),
             stacks,
             stack_ids,
             threads,
@@ -990,6 +997,9 @@ impl Profile {
     }
 
     fn intern_frame(&mut self, frame: &Frame) -> u32 {
+        if let Some(&id) = self.frame_ids.get(frame) {
+            return id;
+        }
         let next = self.frames.len() as u32;
         let id = *self.frame_ids.entry(frame.clone()).or_insert(next);
         if id == next {

@@ -23,6 +23,7 @@ mod heap;
 pub mod kernel;
 mod page_ledger;
 pub mod process_tree;
+mod quiet;
 mod ticks;
 
 use crate::memory::rss::RssCounter;
@@ -53,6 +54,9 @@ pub trait StackSource {
     fn thread_states(&self) -> Vec<(u32, u64)> {
         Vec::new()
     }
+    /// The stacks were not read this tick (no thread had run since the last read): what is
+    /// kept per read (such as which captured code objects were checked) starts afresh.
+    fn stacks_unchanged(&mut self) {}
     /// Decodes a stack captured in the kernel, innermost frame first.
     fn decode_captured(
         &mut self,
@@ -85,6 +89,10 @@ impl StackSource for crate::python::PythonSpy {
 
     fn thread_states(&self) -> Vec<(u32, u64)> {
         crate::python::PythonSpy::thread_states(self).to_vec()
+    }
+
+    fn stacks_unchanged(&mut self) {
+        crate::python::PythonSpy::stacks_unchanged(self)
     }
 
     fn decode_captured(
@@ -190,6 +198,9 @@ pub struct SamplerStats {
     /// Thread stacks that stayed torn for every try: each was charged to its thread's
     /// previous stack (or, with none, to no Python frames), never dropped.
     pub unreadable_stacks: u64,
+    /// Ticks that did not read the stacks again because no thread of the target had been on
+    /// a CPU since the last read (the scheduler's figures said so): the stacks were the same.
+    pub stacks_unchanged: u64,
     /// Counter-source failures.
     pub counter_errors: u64,
     /// Times the target replaced its program (`exec`) and was read anew.
@@ -312,6 +323,8 @@ pub struct Sampler<S: StackSource> {
     /// The allocation hook in the target, when the run has it (`heap`).
     heap: Option<heap::HeapAttribution>,
     prev_python_threads: usize,
+    /// The last read's stacks, while no thread has run since.
+    quiet: quiet::QuietThreads,
     /// Each counter source's totals at the previous successful read; `None` before the first.
     prev_counters: Vec<Option<HashMap<u32, u64>>>,
     stats: SamplerStats,
@@ -339,6 +352,7 @@ impl<S: StackSource> Sampler<S> {
             kernel: None,
             heap: None,
             prev_python_threads: 0,
+            quiet: quiet::QuietThreads::default(),
             prev_counters: Vec::new(),
             stats: SamplerStats::default(),
             scratch_stats: Vec::new(),
@@ -407,34 +421,64 @@ impl<S: StackSource> Sampler<S> {
         if rss == Some(0) && process_gone(self.pid) {
             return true;
         }
-        let stacks = match self.source.read_stacks() {
-            Ok(stacks) => stacks,
-            Err(err) => {
-                if S::process_exited(&err) || process_gone(self.pid) {
-                    return true;
+        // The per-thread counters come first: they tell whether any thread ran since the
+        // last stack read (if none did, the stacks are the same and need no read).
+        let mut task_stats = std::mem::take(&mut self.scratch_stats);
+        let mut exited = 0;
+        let unchanged = match &mut self.threads {
+            Some(threads) => {
+                exited = threads.read_all(&mut task_stats);
+                if exited == 0 {
+                    self.quiet.unchanged_stacks(threads, &task_stats)
+                } else {
+                    self.quiet.forget();
+                    None
                 }
-                if self.source.reattach_after_exec() {
-                    // Nothing of the old program's heap is left: what its stacks held is
-                    // given back at the next reading of the new program's.
-                    self.stats.execs += 1;
-                    if let Some(heap) = &mut self.heap {
-                        heap.program_replaced();
+            }
+            None => None,
+        };
+        let stacks = match unchanged {
+            Some(stacks) => {
+                self.source.stacks_unchanged();
+                self.stats.stacks_unchanged += 1;
+                stacks
+            }
+            None => match self.source.read_stacks() {
+                Ok(stacks) => {
+                    self.quiet.read(&stacks);
+                    stacks
+                }
+                Err(err) => {
+                    self.quiet.forget();
+                    self.scratch_stats = task_stats;
+                    if S::process_exited(&err) || process_gone(self.pid) {
+                        return true;
                     }
+                    if self.source.reattach_after_exec() {
+                        // Nothing of the old program's heap is left: what its stacks held is
+                        // given back at the next reading of the new program's.
+                        self.stats.execs += 1;
+                        if let Some(heap) = &mut self.heap {
+                            heap.program_replaced();
+                        }
+                        return false;
+                    }
+                    self.stats.read_errors += 1;
+                    self.stats.last_error = Some(err.to_string());
                     return false;
                 }
-                self.stats.read_errors += 1;
-                self.stats.last_error = Some(err.to_string());
-                return false;
-            }
+            },
         };
         self.stats.torn_reads = self.source.torn_reads();
         let stacks = self.stand_in_for_unreadable(stacks);
         let rescanned = self.refresh_thread_list(&stacks);
-        let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut process_faults = None;
         let python_threads = stacks.len();
         if let Some(threads) = &mut self.threads {
-            let exited = threads.read_all(&mut task_stats);
+            if rescanned {
+                // Threads the listing found are counted from this tick.
+                exited += threads.read_all(&mut task_stats);
+            }
             // The process-wide count (which keeps exited threads' faults) costs a walk over all
             // threads in the kernel: read it when threads came or went, else every 16 samples.
             if exited > 0
@@ -935,5 +979,67 @@ mod tests {
             .collect();
         // The first read is the baseline; then +5 per tick, plus 1 for the on-CPU sample.
         assert_eq!(cpu, [1, 6, 6]);
+    }
+
+    /// Ticks `sampler` `n` times over the target, `pause` apart; returns the samples.
+    fn tick_n(sampler: &mut Sampler<Scripted>, n: usize, pause: Duration) -> Vec<Sample> {
+        let mut sink = Collect::default();
+        for i in 0..n {
+            assert!(!sampler.tick(Duration::from_millis(i as u64), &mut sink));
+            std::thread::sleep(pause);
+        }
+        sink.0
+    }
+
+    fn over_child(child: &std::process::Child, reads: usize) -> Sampler<Scripted> {
+        let script: Vec<Result<Vec<ThreadStack>, FakeError>> = (0..reads)
+            .map(|i| Ok(vec![own_thread(&format!("read{i}"))]))
+            .collect();
+        let source = Scripted {
+            script: script.into_iter(),
+            delay: Duration::ZERO,
+        };
+        let options = SamplerOptions {
+            rate_hz: 100.0,
+            duration: None,
+        };
+        Sampler::new(source, child.id() as i32, options).expect("sampler")
+    }
+
+    #[test]
+    fn a_target_whose_threads_did_not_run_keeps_its_last_stacks_without_a_read() {
+        let mut asleep = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        // Let it reach its sleep.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut sampler = over_child(&asleep, 1);
+        let samples = tick_n(&mut sampler, 4, Duration::from_millis(5));
+        assert_eq!(sampler.stats.stacks_unchanged, 3, "one read, then none");
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.threads[0].frames[0].code.function == "read0")
+        );
+        let _ = asleep.kill();
+        let _ = asleep.wait();
+
+        // A shell that wakes every 10 ms to start a `sleep` runs between ticks 50 ms apart.
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do sleep 0.01; done"])
+            .spawn()
+            .expect("spawn sh");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut sampler = over_child(&busy, 4);
+        let samples = tick_n(&mut sampler, 4, Duration::from_millis(50));
+        assert_eq!(sampler.stats.stacks_unchanged, 0, "a read every tick");
+        let read: Vec<&str> = samples
+            .iter()
+            .map(|s| s.threads[0].frames[0].code.function.as_str())
+            .collect();
+        assert_eq!(read, ["read0", "read1", "read2", "read3"]);
+        let _ = busy.kill();
+        let _ = busy.wait();
     }
 }

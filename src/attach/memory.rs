@@ -275,13 +275,18 @@ const CACHE_PAGE: u64 = 4096;
 /// Most pages one [`PageCache`] keeps.
 const CACHE_PAGES: usize = 128;
 
+/// One page a [`PageCache`] holds: its address, its bytes, and whether a read was served
+/// from it.
+type CachedPage = (u64, Box<[u8]>, bool);
+
 /// A short-lived view of a target's memory that reads whole pages and serves later reads
 /// from them: walking 50 frames that share a few pages costs a few syscalls instead of 50.
 /// Made afresh for each snapshot (one stack read), so nothing stale outlives it (only its
 /// page buffers are handed on, to be overwritten whole).
 pub struct PageCache<'m, M: ReadMemory> {
     inner: &'m M,
-    pages: std::cell::RefCell<Vec<(u64, Box<[u8]>)>>,
+    /// The pages held, oldest first.
+    pages: std::cell::RefCell<Vec<CachedPage>>,
     /// Page buffers to read into before allocating new ones (handed over by the previous
     /// snapshot through [`PageCache::into_buffers`]; a buffer is only ever served from after
     /// a read filled it whole).
@@ -310,7 +315,7 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
     /// ([`PageCache::prefetched_reusing`]).
     pub fn into_buffers(self) -> Vec<Box<[u8]>> {
         let mut buffers = self.spare.into_inner();
-        buffers.extend(self.pages.into_inner().into_iter().map(|(_, b)| b));
+        buffers.extend(self.pages.into_inner().into_iter().map(|(_, b, _)| b));
         buffers
     }
 
@@ -335,7 +340,12 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
             .collect();
         if inner.read_many(&mut requests).is_ok() {
             drop(requests);
-            *cache.pages.borrow_mut() = pages.iter().copied().zip(buffers).collect();
+            *cache.pages.borrow_mut() = pages
+                .iter()
+                .copied()
+                .zip(buffers)
+                .map(|(page, bytes)| (page, bytes, false))
+                .collect();
         } else {
             drop(requests);
             cache.spare.borrow_mut().extend(buffers);
@@ -345,7 +355,23 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
 
     /// The addresses of the pages this cache holds, oldest first.
     pub fn page_addresses(&self) -> Vec<u64> {
-        self.pages.borrow().iter().map(|(page, _)| *page).collect()
+        self.pages
+            .borrow()
+            .iter()
+            .map(|(page, _, _)| *page)
+            .collect()
+    }
+
+    /// The addresses of the pages some read was served from, oldest first: what the next
+    /// snapshot of the same structures needs prefetched (a page prefetched but not read, such
+    /// as one a code object's first decode used, is left out, so it is not fetched forever).
+    pub fn used_page_addresses(&self) -> Vec<u64> {
+        self.pages
+            .borrow()
+            .iter()
+            .filter(|(_, _, used)| *used)
+            .map(|(page, _, _)| *page)
+            .collect()
     }
 
     /// Copies `buf.len()` bytes at `addr` from cached (or newly read) pages; `false` if a
@@ -356,7 +382,7 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
         while done < buf.len() {
             let at = addr + done as u64;
             let page = at & !(CACHE_PAGE - 1);
-            let index = match pages.iter().position(|(p, _)| *p == page) {
+            let index = match pages.iter().position(|(p, _, _)| *p == page) {
                 Some(i) => i,
                 None => {
                     let mut bytes = self.buffer();
@@ -365,16 +391,18 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
                         return false;
                     }
                     if pages.len() >= CACHE_PAGES {
-                        let (_, evicted) = pages.remove(0);
+                        let (_, evicted, _) = pages.remove(0);
                         self.spare.borrow_mut().push(evicted);
                     }
-                    pages.push((page, bytes));
+                    pages.push((page, bytes, false));
                     pages.len() - 1
                 }
             };
             let offset = (at - page) as usize;
             let n = (buf.len() - done).min(CACHE_PAGE as usize - offset);
-            buf[done..done + n].copy_from_slice(&pages[index].1[offset..offset + n]);
+            let (_, bytes, used) = &mut pages[index];
+            *used = true;
+            buf[done..done + n].copy_from_slice(&bytes[offset..offset + n]);
             done += n;
         }
         true
@@ -422,6 +450,20 @@ mod tests {
         assert_eq!(cache.page_addresses(), vec![page, 2 * page]);
         assert!(cache.read_cached(2 * page - 4, &mut buf));
         assert_eq!(buf, [2u8; 8]);
+    }
+
+    #[test]
+    fn only_pages_a_read_was_served_from_count_as_used() {
+        let page = CACHE_PAGE;
+        let mut mem = SliceMemory::new();
+        mem.map(page, vec![1u8; 3 * page as usize]);
+        let cache = PageCache::prefetched(&mem, &[page, 2 * page]);
+        assert!(cache.used_page_addresses().is_empty());
+        let mut buf = [0u8; 8];
+        assert!(cache.read_cached(2 * page + 8, &mut buf));
+        assert!(cache.read_cached(3 * page + 8, &mut buf));
+        assert_eq!(cache.page_addresses(), vec![page, 2 * page, 3 * page]);
+        assert_eq!(cache.used_page_addresses(), vec![2 * page, 3 * page]);
     }
 
     #[test]

@@ -92,6 +92,37 @@ impl ProcFile {
     pub fn read_statm(&mut self) -> io::Result<Option<StatmFields>> {
         Ok(StatmFields::parse(self.read()?))
     }
+
+    /// Reads and parses `schedstat`.
+    pub fn read_schedstat(&mut self) -> io::Result<Option<SchedStat>> {
+        Ok(SchedStat::parse(self.read()?))
+    }
+}
+
+/// The fields of `/proc/PID/task/TID/schedstat`: a thread's time on CPU, in nanoseconds, and
+/// how many times it was switched onto a CPU. The kernel adds the time of a run when the
+/// thread leaves the CPU (or at a scheduler tick), so a thread that ran and went back to
+/// sleep always shows more time than before it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedStat {
+    /// Time on CPU, nanoseconds.
+    pub run_ns: u64,
+    /// Times switched onto a CPU (0 where the kernel keeps no scheduler statistics).
+    pub switches_in: u64,
+}
+
+impl SchedStat {
+    /// Parses the text of `schedstat` (`RUN_NS WAIT_NS SWITCHES_IN`).
+    pub fn parse(text: &[u8]) -> Option<SchedStat> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut words = text.split_ascii_whitespace();
+        let run_ns = words.next()?.parse().ok()?;
+        let switches_in = words.nth(1)?.parse().ok()?;
+        Some(SchedStat {
+            run_ns,
+            switches_in,
+        })
+    }
 }
 
 /// The fields of `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) that pmt uses, in `/proc` units.
@@ -510,6 +541,15 @@ mod tests {
         assert_eq!(statm.data, 40);
         assert_eq!(StatmFields::parse(b"1 2 x"), None);
         assert_eq!(StatmFields::parse(b"5713"), None);
+    }
+
+    #[test]
+    fn parses_schedstat() {
+        let stat = SchedStat::parse(b"219895348 112850083 909\n").expect("parses");
+        assert_eq!(stat.run_ns, 219_895_348);
+        assert_eq!(stat.switches_in, 909);
+        assert_eq!(SchedStat::parse(b"1 2"), None);
+        assert_eq!(SchedStat::parse(b""), None);
     }
 
     #[test]

@@ -176,6 +176,12 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
             }
         );
     }
+    if stats.stacks_unchanged > 0 {
+        eprintln!(
+            "  samples that needed no stack read (no thread had run since the last read): {}",
+            stats.stacks_unchanged
+        );
+    }
     if let (Some(p50), Some(p99)) = (summary.sample_cost_p50_us, summary.sample_cost_p99_us) {
         eprintln!("  cost per sample: p50 {p50:.1} µs, p99 {p99:.1} µs");
     }

@@ -1,9 +1,10 @@
 //! Per-thread counters of the target from `/proc/PID/task/TID/stat`: page faults (the proxy for
-//! which thread made the process grow), CPU time and run state. One [`ProcFile`] per thread is
-//! kept open and re-read; the thread list is re-scanned on request. Thread ids are the reader's
+//! which thread made the process grow), CPU time and run state; and, on request, the scheduler's
+//! time on CPU in nanoseconds (`schedstat`). One [`ProcFile`] per thread is kept open and
+//! re-read; the thread list is re-scanned on request. Thread ids are the reader's
 //! (host ids for a container seen from the host): the attach layer maps Python's to them.
 
-use crate::attach::proc_files::{ProcFile, StatFields, is_gone, task_ids};
+use crate::attach::proc_files::{ProcFile, SchedStat, StatFields, is_gone, task_ids};
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ impl ThreadStat {
 struct TaskFile {
     file: ProcFile,
     name: String,
+    /// `schedstat`, opened the first time it is asked for.
+    schedstat: Option<ProcFile>,
 }
 
 /// The per-thread counters of one process.
@@ -87,7 +90,11 @@ impl ThreadCounters {
                         Ok(Some(stat)) => stat.name,
                         _ => String::new(),
                     };
-                    slot.insert(TaskFile { file, name });
+                    slot.insert(TaskFile {
+                        file,
+                        name,
+                        schedstat: None,
+                    });
                 }
             }
         }
@@ -125,6 +132,31 @@ impl ThreadCounters {
                 None => false,
             });
         before - self.tasks.len()
+    }
+
+    /// Reads every tracked thread's scheduler statistics into `out` (cleared first, sorted by
+    /// thread id); `false` if one could not be read (the thread exited, or the kernel keeps
+    /// no `schedstat`), and then `out` is incomplete.
+    pub fn read_schedstats(&mut self, out: &mut Vec<(u32, SchedStat)>) -> bool {
+        out.clear();
+        for (&tid, task) in &mut self.tasks {
+            if task.schedstat.is_none() {
+                let path = task.file.path().with_file_name("schedstat");
+                match ProcFile::open(path) {
+                    Ok(file) => task.schedstat = Some(file),
+                    Err(_) => return false,
+                }
+            }
+            let Some(file) = &mut task.schedstat else {
+                return false;
+            };
+            match file.read_schedstat() {
+                Ok(Some(stat)) => out.push((tid, stat)),
+                _ => return false,
+            }
+        }
+        out.sort_unstable_by_key(|(tid, _)| *tid);
+        true
     }
 }
 
@@ -197,6 +229,50 @@ mod tests {
             !after.iter().any(|(t, _)| *t == tid),
             "exited thread still tracked"
         );
+    }
+
+    #[test]
+    fn a_blocked_thread_keeps_its_time_on_cpu_and_one_that_ran_shows_more() {
+        let pid = std::process::id() as i32;
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx
+                .send(unsafe { libc::gettid() } as u32)
+                .expect("send tid");
+            go_rx.recv().expect("wait for go");
+            std::hint::black_box((0..100_000u64).sum::<u64>());
+            done_tx.send(()).expect("done");
+            go_rx.recv().expect("wait for exit");
+        });
+        let tid = tid_rx.recv().expect("tid");
+        // Let the worker reach its blocking receive.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut counters = ThreadCounters::open(pid).expect("open");
+        let of = |stats: &[(u32, SchedStat)]| {
+            stats
+                .iter()
+                .find(|(t, _)| *t == tid)
+                .map(|(_, s)| *s)
+                .expect("thread tracked")
+        };
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        assert!(counters.read_schedstats(&mut first));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(counters.read_schedstats(&mut second));
+        assert_eq!(of(&first), of(&second), "a blocked thread did not run");
+        go_tx.send(()).expect("go");
+        done_rx.recv().expect("ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(counters.read_schedstats(&mut second));
+        assert!(
+            of(&second).run_ns > of(&first).run_ns,
+            "a thread that ran shows more time"
+        );
+        go_tx.send(()).expect("exit");
+        worker.join().expect("join");
     }
 
     fn page_size_for_test() -> u64 {

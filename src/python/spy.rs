@@ -419,6 +419,12 @@ impl PythonSpy {
         &self.thread_states
     }
 
+    /// Tells the reader that a tick used its last read's stacks without reading (no thread
+    /// had run since): code objects captured elsewhere are checked afresh, as after a read.
+    pub fn stacks_unchanged(&mut self) {
+        self.codes.new_epoch();
+    }
+
     /// The address of `_PyRuntime` (3.7+), where `_Py_DebugOffsets` starts on 3.13+.
     pub fn runtime_address(&self) -> Option<u64> {
         match self.root {
@@ -647,7 +653,7 @@ impl PythonSpy {
         let mut stacks = Vec::with_capacity(raws.len());
         self.thread_states.clear();
         let mut holders: HashMap<u64, Option<u64>> = HashMap::new();
-        let mut pages = snapshot.page_addresses();
+        let mut pages = Vec::new();
         self.frame_addresses.clear();
         for raw in &raws {
             let (mut frames, locals, cut, read_error) = match self
@@ -714,7 +720,7 @@ impl PythonSpy {
             self.outermost
                 .retain(|tstate, _| raws.iter().any(|r| r.tstate == *tstate));
         }
-        pages.extend(snapshot.page_addresses());
+        pages.extend(snapshot.used_page_addresses());
         pages.sort_unstable();
         pages.dedup();
         self.last_pages = pages;
@@ -948,7 +954,7 @@ impl PythonSpy {
             // A target preempted in the middle of changing its chain keeps it torn until it
             // runs again: let it.
             std::thread::yield_now();
-            let mut fresh_pages = snapshot.page_addresses();
+            let mut fresh_pages = snapshot.used_page_addresses();
             fresh_pages.extend_from_slice(pages);
             fresh_pages.sort_unstable();
             fresh_pages.dedup();
@@ -957,7 +963,7 @@ impl PythonSpy {
                 Ok(first) => self.whole_chain(&fresh, raw, first),
                 Err(error) => Err(error),
             };
-            pages.extend(fresh.page_addresses());
+            pages.extend(fresh.used_page_addresses());
         }
         let chain = result?;
         if self.anchors() && !chain.frames.is_empty() && !chain.cut {

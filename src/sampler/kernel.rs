@@ -423,8 +423,17 @@ pub(crate) struct KernelAttribution {
     /// The process's threads seen in events or handed over, to clear from the in-kernel
     /// per-thread tables when the process goes.
     tids: HashSet<u32>,
+    /// The thread states last handed to the walker, and when (see
+    /// [`KernelAttribution::hand_over_threads`]).
+    handed: Vec<(u32, u64)>,
+    handed_at: Option<std::time::Instant>,
     stats: InKernelStats,
 }
+
+/// How long thread states handed to the walker go without being checked against its table:
+/// one the table evicted meanwhile is looked up by the walker itself, in the interpreter's
+/// thread list (exact, only slower).
+const HAND_OVER_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Drop for KernelAttribution {
     /// The process exited or is no longer followed: it leaves every in-kernel table.
@@ -465,6 +474,8 @@ impl KernelAttribution {
             regions: Vec::new(),
             regions_read: None,
             tids: HashSet::new(),
+            handed: Vec::new(),
+            handed_at: None,
             stats: InKernelStats::default(),
         }
     }
@@ -491,10 +502,22 @@ impl KernelAttribution {
         self.stats.capture = capture.tallies();
     }
 
-    /// Hands the live Python threads' thread states to the kernel walker.
+    /// Hands the live Python threads' thread states to the kernel walker: when they differ
+    /// from the last ones handed over, or those are [`HAND_OVER_REFRESH`] old (each costs a
+    /// lookup in the walker's table per thread).
     pub(crate) fn hand_over_threads(&mut self, threads: &[(u32, u64)]) {
+        if self.handed == threads
+            && self
+                .handed_at
+                .is_some_and(|at| at.elapsed() < HAND_OVER_REFRESH)
+        {
+            return;
+        }
         self.tids.extend(threads.iter().map(|&(tid, _)| tid));
         self.capture.borrow_mut().stacks.set_threads(threads);
+        self.handed.clear();
+        self.handed.extend_from_slice(threads);
+        self.handed_at = Some(std::time::Instant::now());
     }
 
     /// The interval's charges, one [`ThreadSample`] per owner charged: `tick_threads` are

@@ -89,6 +89,8 @@ pub struct ProcessTreeSampler {
     /// What members that exited had charged, by kind of attribution.
     exited_attribution: Attribution,
     exited_counter_errors: u64,
+    /// Ticks of members that exited that needed no stack read.
+    exited_stacks_unchanged: u64,
     /// What members that exited charged in the kernel.
     exited_in_kernel: Option<InKernelStats>,
     exited_heap: Option<HookTallies>,
@@ -121,6 +123,7 @@ impl ProcessTreeSampler {
             skipped: Vec::new(),
             exited_attribution: Attribution::default(),
             exited_counter_errors: 0,
+            exited_stacks_unchanged: 0,
             exited_in_kernel: None,
             exited_heap: None,
             on_attach: None,
@@ -305,6 +308,12 @@ impl ProcessTreeSampler {
     fn total_up(&mut self) {
         self.stats.read_errors = self.stats.processes.iter().map(|p| p.read_errors).sum();
         self.stats.execs = self.stats.processes.iter().map(|p| p.execs).sum();
+        self.stats.stacks_unchanged = self.exited_stacks_unchanged
+            + self
+                .members
+                .iter()
+                .map(|m| m.sampler.stats.stacks_unchanged)
+                .sum::<u64>();
         self.stats.rss = self
             .members
             .iter()
@@ -387,6 +396,7 @@ impl Ticker for ProcessTreeSampler {
                 stats.exited = true;
                 add_attribution(&mut self.exited_attribution, &sampler.stats.attribution);
                 self.exited_counter_errors += sampler.stats.counter_errors;
+                self.exited_stacks_unchanged += sampler.stats.stacks_unchanged;
                 add_in_kernel(&mut self.exited_in_kernel, sampler.stats.in_kernel.as_ref());
                 add_heap(&mut self.exited_heap, sampler.stats.heap.as_ref());
                 self.members.remove(index);
