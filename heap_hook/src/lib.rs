@@ -988,9 +988,9 @@ impl Index {
         // SAFETY (whole function): under the lock; the old slots are this index's mapping.
         unsafe {
             while (entries + more) * 2 > 1 << self.bits {
-                let old = Index { slots: self.slots, bits: self.bits };
-                if self.bits + 1 > max_bits || !self.map(old.bits + 1) {
-                    *self = old;
+                let (old_slots, old_bits) = (self.slots, self.bits);
+                // `map` leaves the index as it was when it fails.
+                if old_bits + 1 > max_bits || !self.map(old_bits + 1) {
                     return false;
                 }
                 for i in 0..entries {
@@ -1000,7 +1000,7 @@ impl Index {
                     }
                     *self.slots.add(slot) = i as u32 + 1;
                 }
-                munmap(old.slots as *mut c_void, (1usize << old.bits) * size_of::<u32>());
+                munmap(old_slots as *mut c_void, (1usize << old_bits) * size_of::<u32>());
             }
             true
         }

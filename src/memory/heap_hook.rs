@@ -367,9 +367,11 @@ impl HookReader {
                 state.frames_addr + (from * frame_size) as u64,
                 (nodes_len - from) * frame_size,
             )?;
-            let fresh_nodes: Vec<FrameEntry> =
-                self.scratch.chunks_exact(frame_size).map(plain).collect();
-            self.nodes.extend(fresh_nodes);
+            self.nodes.extend(
+                self.scratch
+                    .chunks_exact(frame_size)
+                    .map(plain::<FrameEntry>),
+            );
         }
         for (index, entry) in entries.iter().filter(|(i, _)| *i >= known) {
             let depth = (entry.depth & !state::DEPTH_TRUNCATED) as usize;
