@@ -27,6 +27,11 @@ mod quiet;
 mod ticks;
 
 use crate::memory::rss::RssCounter;
+use crate::python::ImageChange;
+
+/// Said (not counted as a read error) while a replaced program runs no readable interpreter.
+const EXEC_STARTING: &str =
+    "the program was replaced (exec) and the new one runs no Python interpreter pmt can read yet";
 use crate::memory::thread_counters::{ThreadCounters, ThreadStat};
 use crate::python::{Frame, ThreadStack};
 use crate::sample::{Metric, ProcessIdentity, Sample};
@@ -65,10 +70,10 @@ pub trait StackSource {
         let _ = frames;
         Vec::new()
     }
-    /// After a failed read: whether the process has replaced its program (`exec`) and the
-    /// source now reads the new one.
-    fn reattach_after_exec(&mut self) -> bool {
-        false
+    /// After a failed read: whether the process has replaced its program (`exec`), and
+    /// whether the source now reads the new one.
+    fn reattach_after_exec(&mut self) -> ImageChange {
+        ImageChange::Same
     }
 }
 
@@ -102,7 +107,7 @@ impl StackSource for crate::python::PythonSpy {
         self.decode_frames(frames)
     }
 
-    fn reattach_after_exec(&mut self) -> bool {
+    fn reattach_after_exec(&mut self) -> ImageChange {
         crate::python::PythonSpy::reattach_after_exec(self)
     }
 }
@@ -454,17 +459,14 @@ impl<S: StackSource> Sampler<S> {
                     if S::process_exited(&err) || process_gone(self.pid) {
                         return true;
                     }
-                    if self.source.reattach_after_exec() {
-                        // Nothing of the old program's heap is left: what its stacks held is
-                        // given back at the next reading of the new program's.
-                        self.stats.execs += 1;
-                        if let Some(heap) = &mut self.heap {
-                            heap.program_replaced();
+                    match self.source.reattach_after_exec() {
+                        ImageChange::Reattached => self.program_replaced(),
+                        ImageChange::Starting => self.stats.last_error = Some(EXEC_STARTING.into()),
+                        ImageChange::Same => {
+                            self.stats.read_errors += 1;
+                            self.stats.last_error = Some(err.to_string());
                         }
-                        return false;
                     }
-                    self.stats.read_errors += 1;
-                    self.stats.last_error = Some(err.to_string());
                     return false;
                 }
             },
@@ -523,14 +525,19 @@ impl<S: StackSource> Sampler<S> {
                     // A program whose interpreter lies where the old one's did (a binary
                     // not built position-independent) reads on after `exec`; its hook's
                     // state does not.
-                    Err(_) if source.reattach_after_exec() => {
-                        self.stats.execs += 1;
-                        heap.program_replaced();
-                    }
-                    Err(err) => {
-                        self.stats.counter_errors += 1;
-                        self.stats.last_error = Some(err.to_string());
-                    }
+                    Err(err) => match source.reattach_after_exec() {
+                        ImageChange::Reattached => {
+                            self.stats.execs += 1;
+                            heap.program_replaced();
+                        }
+                        ImageChange::Starting => {
+                            self.stats.last_error = Some(EXEC_STARTING.into());
+                        }
+                        ImageChange::Same => {
+                            self.stats.counter_errors += 1;
+                            self.stats.last_error = Some(err.to_string());
+                        }
+                    },
                 }
                 self.stats.heap = heap.tallies();
             }
@@ -542,6 +549,16 @@ impl<S: StackSource> Sampler<S> {
         }
         sink.record(sample);
         false
+    }
+
+    /// The process replaced its program (`exec`) and the source reads the new one: nothing of
+    /// the old program's heap is left, so what its stacks held is given back at the next
+    /// reading of the new program's.
+    fn program_replaced(&mut self) {
+        self.stats.execs += 1;
+        if let Some(heap) = &mut self.heap {
+            heap.program_replaced();
+        }
     }
 
     /// A thread whose stack stayed torn for every try is charged to its previous stack (the

@@ -19,7 +19,7 @@ mod task_roots;
 pub mod threads;
 pub mod version;
 
-pub use spy::{PythonSpy, SpyError, SpyOptions, WalkRoot, python_descendants};
+pub use spy::{ImageChange, PythonSpy, SpyError, SpyOptions, WalkRoot, python_descendants};
 pub use task_roots::TASK_FRAME_PREFIX;
 pub use version::PythonVersion;
 

@@ -223,6 +223,18 @@ pub struct PythonSpy {
     task_roots: Option<TaskRoots>,
 }
 
+/// What [`PythonSpy::reattach_after_exec`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageChange {
+    /// The program attached to still runs.
+    Same,
+    /// The process runs another program, with no interpreter to read yet (it is starting,
+    /// or is not Python): its failed reads are not torn reads.
+    Starting,
+    /// The process runs another program, and the spy now reads it.
+    Reattached,
+}
+
 /// What an in-kernel walker needs to follow this interpreter's frames itself: where the
 /// interpreter list starts and the layout (see `memory::kernel_stacks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,28 +247,27 @@ pub struct WalkRoot {
 }
 
 impl PythonSpy {
-    /// Whether the process has replaced its program (`exec`) since this spy attached, and
-    /// this spy now reads the new one: attached in its place, with the same options, once the
-    /// new image runs an interpreter (tried at most every 50 ms; until then the old spy's
-    /// reads fail and are counted as before).
-    pub fn reattach_after_exec(&mut self) -> bool {
+    /// Whether the process has replaced its program (`exec`) since this spy attached, and if
+    /// so whether this spy now reads the new one: attached in its place, with the same
+    /// options, once the new image runs an interpreter (tried at most every 50 ms).
+    pub fn reattach_after_exec(&mut self) -> ImageChange {
         let now = self.process.image_id();
         if now.is_none() || now == self.image {
-            return false;
+            return ImageChange::Same;
         }
         if self
             .reattach_tried
             .is_some_and(|at| at.elapsed() < Duration::from_millis(50))
         {
-            return false;
+            return ImageChange::Starting;
         }
         self.reattach_tried = Some(Instant::now());
         match PythonSpy::attach(self.process.pid(), &self.options) {
             Ok(spy) => {
                 *self = spy;
-                true
+                ImageChange::Reattached
             }
-            Err(_) => false,
+            Err(_) => ImageChange::Starting,
         }
     }
 
