@@ -16,6 +16,9 @@ bash .ci/setup
 echo "== the interop tests' pprof decoder (protobuf + protoc from PyPI, in target/interop-venv)"
 bash tests/interop/setup_venv.sh
 
+echo "== PyPI packages some tests run real programs of (gunicorn, flask, uvicorn, fastapi, networkx)"
+bash tests/packages/setup_venvs.sh
+
 echo "== the allocation hook's own unit tests (heap_hook/ is built by rustc alone)"
 mkdir -p target
 rustc --edition 2024 --test -C opt-level=2 heap_hook/src/lib.rs -o target/heap_hook_tests
