@@ -555,6 +555,9 @@ const TPFLAGS_PREHEADER: u64 = (1 << 3) | (1 << 4);
 /// `Py_TPFLAGS_DICT_SUBCLASS`, and where a dict keeps its keys table and its split values
 /// (`PyDictObject.ma_keys`, `.ma_values`, 3.13 to 3.15).
 const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
+/// `Py_TPFLAGS_LONG_SUBCLASS`: an int, whose `ob_size` word is `lv_tag` (3.12+; the tracer is
+/// 3.13+).
+const TPFLAGS_LONG_SUBCLASS: u64 = 1 << 24;
 const DICT_KEYS: usize = 32;
 const DICT_VALUES: usize = 40;
 /// The largest object a recycled one is taken to be (a bad `ob_size` counts no more).
@@ -584,7 +587,9 @@ unsafe fn object_block(obj: u64) -> Option<(u64, u64, u64)> {
         let item = *((tp as usize + TP_ITEMSIZE) as *const i64);
         let mut size = basic.max(0) as u64;
         if item > 0 {
-            let len = *((obj as usize + OB_SIZE) as *const i64);
+            let word = *((obj as usize + OB_SIZE) as *const i64);
+            // An int (3.12+) keeps its digit count above three flag bits (`lv_tag`).
+            let len = if flags & TPFLAGS_LONG_SUBCLASS != 0 { (word >> 3).max(1) } else { word };
             size += (item as u64).saturating_mul(len.clamp(0, 1 << 24) as u64);
         }
         Some((obj - pre, (size + pre).min(MAX_RECYCLED_BYTES), flags))
@@ -637,19 +642,18 @@ unsafe fn destroyed(obj: u64) {
 fn created(obj: u64) {
     let t = hot();
     let last = t.last_alloc.get();
-    if obj == last {
-        // Fresh, with no header before the object (the common case: ints, floats, str).
-        t.last_alloc.set(0); // counted by the allocator, once
+    // Fresh: the object lies in the block the allocator just handed out, right at its start
+    // (ints, floats, str), after the GC header (16 bytes) or after that and the managed-dict
+    // pre-header (32): counted by the allocator, once. No recycled object can lie there while
+    // that block is allocated, so the type need not be read to tell.
+    if last != 0 && matches!(obj.wrapping_sub(last), 0 | 16 | 32) {
+        t.last_alloc.set(0);
         return;
     }
     // SAFETY: CPython passes a live object with its type set.
     let Some((block, size, _)) = (unsafe { object_block(obj) }) else {
         return;
     };
-    if block == last {
-        t.last_alloc.set(0);
-        return;
-    }
     if t.inside.get() {
         return;
     }
@@ -1463,6 +1467,34 @@ mod tests {
         // Far above the mean: itself, once.
         assert_eq!(weights(64 << 20, 512 * 1024), (64 << 20, 1));
         assert_eq!(weights(100, 0), (100, 1));
+    }
+
+    #[test]
+    fn a_recycled_objects_block_and_size_come_from_its_type() {
+        // A type object (tp_basicsize, tp_itemsize, tp_flags) and objects of it, as words.
+        let mut int_type = [0u64; 32];
+        int_type[TP_BASICSIZE / 8] = 24;
+        int_type[TP_ITEMSIZE / 8] = 4;
+        int_type[TP_FLAGS / 8] = TPFLAGS_LONG_SUBCLASS;
+        // An int of 2 digits: `lv_tag` is the digit count above three flag bits.
+        let mut int = [0u64; 4];
+        int[OB_TYPE / 8] = int_type.as_ptr() as u64;
+        int[OB_SIZE / 8] = (2 << 3) | 2;
+        let at = int.as_ptr() as u64;
+        // SAFETY: `int` and its type are laid out as the function reads them.
+        assert_eq!(unsafe { object_block(at) }, Some((at, 24 + 2 * 4, TPFLAGS_LONG_SUBCLASS)));
+        // A tuple-like GC object of 3 items: the GC header's 16 bytes come before it.
+        let mut tuple_type = [0u64; 32];
+        tuple_type[TP_BASICSIZE / 8] = 24;
+        tuple_type[TP_ITEMSIZE / 8] = 8;
+        tuple_type[TP_FLAGS / 8] = TPFLAGS_HAVE_GC;
+        let mut tuple = [0u64; 8];
+        tuple[2 + OB_TYPE / 8] = tuple_type.as_ptr() as u64;
+        tuple[2 + OB_SIZE / 8] = 3;
+        let obj = tuple.as_ptr() as u64 + 16;
+        // SAFETY: as above.
+        let (block, size, _) = unsafe { object_block(obj) }.unwrap();
+        assert_eq!((block, size), (obj - 16, 16 + 24 + 3 * 8));
     }
 
     #[test]
