@@ -12,14 +12,23 @@ part counts, not start-up):
   is derived: (hooked - bare) / iterations;
 - recycled objects: a loop of tuples, floats and one-key dicts, which CPython takes from and
   gives back to its free lists (no allocator call): on 3.13+ each is one creation and one
-  destruction seen by the hook's reference tracer, whose cost per object is derived the same way.
+  destruction seen by the hook's reference tracer, whose cost per object is derived the same way;
+- int arithmetic: `x = (x * 31 + i) % 1000003`, the commonest Python work there is: each
+  iteration makes and drops three or four ints (allocator calls, or from 3.14 its int free list).
+  On an interpreter built with profile-guided optimisation (Debian's, the official Docker
+  images'), CPython calls its own allocator inlined where it is the one installed; any PEP 445
+  hook (the heap view's, memray's --trace-python-allocators) turns those calls into calls
+  through a pointer, which this workload shows most.
 
 Runs, interleaved, best of --repeat each: bare; `pmt-sample --attribution ticks --rate 10`
 (the hook, sampled every --heap-sample-bytes, plus a light sampler); `pmt-sample` as users
-type it (kernel capture too); `memray run`; `memray run --trace-python-allocators`.
+type it (kernel capture too); the same with `--heap-free-lists off` (no reference tracer);
+`memray run`; `memray run --trace-python-allocators`.
 Writes bench/results/heap_hook_cost.md.
 
-Usage: python3 bench/heap_hook_cost.py [--repeat N] [--sample-bytes A,B,...] [--venv DIR]
+Usage: python3 bench/heap_hook_cost.py [--repeat N] [--sample-bytes A,B,...] [--venv DIR] [--root ROOT]
+(--root: the venv is inside that chroot, e.g. `--root /srv/pmt-sid --venv /opt/pmt-pkgs-3.14`
+after `pip install memray` there, for Debian sid's python3.14.)
 """
 
 import argparse
@@ -58,6 +67,18 @@ elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rounds": n}), flush=True)
 """ % RECYCLED
 
+INTS = 3_000_000
+INTS_SCRIPT = """
+import json, time
+n = %d
+start, cpu = time.perf_counter(), time.process_time()
+x = 0
+for i in range(n):
+    x = (x * 31 + i) %% 1000003
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rounds": n}), flush=True)
+""" % INTS
+
 
 def timed(argv):
     """Runs argv; returns the seconds of CPU the workload's process spent in its timed part (all
@@ -76,21 +97,32 @@ def main():
     parser.add_argument("--sample-bytes", default="262144,65536")
     parser.add_argument("--venv", default=VENV,
                         help="a venv with memray; its python runs every workload")
+    parser.add_argument("--root", help="a chroot the venv is in")
     args = parser.parse_args()
+    inside = lambda path: os.path.join(args.root, path.lstrip("/")) if args.root else path
+    chroot = ["chroot", args.root] if args.root else []
     memray = os.path.join(args.venv, "bin", "memray")
     # The venv's interpreter itself (not its symlink), as pmt-sample launches it.
-    python = os.path.realpath(os.path.join(args.venv, "bin", "python3"))
-    if not os.path.exists(memray):
+    python = os.path.realpath(inside(os.path.join(args.venv, "bin", "python3")))
+    if args.root:
+        python = "/" + os.path.relpath(python, args.root)
+    if not os.path.exists(inside(memray)):
         sys.exit("%s has no memray: run `bash bench/run.sh heap_hook_cost`, or make that "
                  "venv and `pip install memray` into it" % args.venv)
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    # Inside the chroot too (the tests' sid chroot shares /tmp with the host).
     tmp = tempfile.mkdtemp(prefix="pmt-bench-")
+    if args.root and not os.path.exists(inside(tmp)):
+        sys.exit("%s does not see the host's %s: bind-mount /tmp into it" % (args.root, tmp))
     pairs = os.path.join(tmp, "pairs.py")
     with open(pairs, "w") as f:
         f.write(PAIRS_SCRIPT)
     recycled = os.path.join(tmp, "recycled.py")
     with open(recycled, "w") as f:
         f.write(RECYCLED_SCRIPT)
+    ints = os.path.join(tmp, "ints.py")
+    with open(ints, "w") as f:
+        f.write(INTS_SCRIPT)
     workloads = {
         "small objects (alloc_heavy.py 300000)": [
             os.path.join(ROOT, "bench", "workloads", "alloc_heavy.py"),
@@ -98,6 +130,7 @@ def main():
         ],
         "one call and one free per iteration (%d)" % PAIRS: [pairs],
         "recycled objects, four per iteration (%d)" % RECYCLED: [recycled],
+        "int arithmetic (%d iterations)" % INTS: [ints],
     }
     variants = {"bare": []}
     for size in args.sample_bytes.split(","):
@@ -105,9 +138,15 @@ def main():
             PMT, "--attribution", "ticks", "--rate", "10", "--heap-sample-bytes", size,
             "--collapsed", os.path.join(tmp, "o.folded"), "--"]
     variants["pmt-sample (defaults)"] = [PMT, "--collapsed", os.path.join(tmp, "d.folded"), "--"]
+    variants["pmt-sample --heap-free-lists off"] = [
+        PMT, "--heap-free-lists", "off", "--collapsed", os.path.join(tmp, "f.folded"), "--"]
     variants["memray run"] = [memray, "run", "-f", "-q", "-o", os.path.join(tmp, "m.bin")]
     variants["memray run --trace-python-allocators"] = [
         memray, "run", "-f", "-q", "--trace-python-allocators", "-o", os.path.join(tmp, "t.bin")]
+    if args.root:
+        variants = {name: prefix + chroot if name.startswith("pmt") else chroot + prefix
+                    for name, prefix in variants.items()}
+        variants["bare"] = chroot
     load_before = " ".join("%.2f" % x for x in os.getloadavg())
     results = {}
     for workload, script in workloads.items():
@@ -122,14 +161,16 @@ def main():
         "# The heap view's allocation hook: what it costs the target",
         "",
         "`python3 bench/heap_hook_cost.py --repeat %d` on %s, %s (2 cores), interleaved runs, best of %d;"
-        % (args.repeat, subprocess.run([python, "--version"], capture_output=True,
+        % (args.repeat, subprocess.run(chroot + [python, "--version"], capture_output=True,
                                        text=True).stdout.strip(), time.strftime("%Y-%m-%d"),
            args.repeat),
-        "memray %s from PyPI. Times are the CPU seconds of the workload's own timed part (start-up "
+        "%smemray %s from PyPI. Times are the CPU seconds of the workload's own timed part (start-up "
         "excluded; `time.process_time()`, all threads of the target: memray's included, "
         "pmt-sample's process not), taken as CPU rather than wall time so that other work on "
         "the machine changes them less; machine load: %s (before) and %s (after)." % (
-            subprocess.run([memray, "--version"], capture_output=True, text=True).stdout.strip(),
+            "In the chroot %s. " % args.root if args.root else "",
+            subprocess.run(chroot + [memray, "--version"], capture_output=True,
+                           text=True).stdout.strip(),
             load_before, " ".join("%.2f" % x for x in os.getloadavg())),
         "",
     ]
@@ -147,6 +188,12 @@ def main():
                                  "tracer events: the int and the list created and destroyed)"
                                  % (name, (elapsed - bare) * 1e9 / PAIRS))
             lines.append("")
+        if workload.startswith("int arithmetic"):
+            for name, elapsed in best.items():
+                if "ticks" in name:
+                    lines.append("- %s: %.1f ns per iteration" % (
+                        name, (elapsed - bare) * 1e9 / INTS))
+            lines.append("")
         if workload.startswith("recycled"):
             for name, elapsed in best.items():
                 if "ticks" in name:
@@ -154,9 +201,10 @@ def main():
                                  % (name, (elapsed - bare) * 1e9 / (4 * RECYCLED)))
             lines.append("")
     text = "\n".join(lines)
-    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+    version = subprocess.run(chroot + [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True).stdout.strip()
-    name = "heap_hook_cost.md" if args.venv == VENV else "heap_hook_cost-%s.md" % version
+    name = "heap_hook_cost.md" if args.venv == VENV else "heap_hook_cost-%s%s.md" % (
+        "sid" if args.root else "", version)
     out = os.path.join(ROOT, "bench", "results", name)
     with open(out, "w") as f:
         f.write(text)

@@ -10,11 +10,17 @@ worker, the leaking handler's share of its `heap` and of its `rss` (the first-to
 comparison), what the control charges, and the requests' latency p50/p99 with and without
 pmt-sample.
 
-Usage: python3 bench/heap_servers.py [--server gunicorn|gthread|uvicorn] [--venv DIR] [--root ROOT] [--attach] [--seconds S]
-(DIR: a venv with gunicorn, flask, uvicorn and fastapi for the Python to test, e.g.
- python3.12 -m venv /tmp/srv && /tmp/srv/bin/pip install gunicorn flask uvicorn fastapi; with --root, DIR is
- inside the chroot ROOT, e.g. Debian sid's python3.14 in the chroot .ci/setup makes.)
-Writes bench/results/heap_servers[-attach]-VERSION.md.
+With --cost, instead: what each part costs the server (bare; pmt-sample's stack reads; its
+in-kernel page-fault capture; the hook; and, launched, `memray run` with and without
+--trace-python-allocators when memray is in the venv): latency p50/p99, the server's CPU per
+request, pmt-sample's own CPU.
+
+Usage: python3 bench/heap_servers.py [--server gunicorn|gthread|uvicorn] [--venv DIR] [--root ROOT] [--attach] [--seconds S] [--cost [--repeat N]]
+(DIR: a venv with gunicorn, flask, uvicorn and fastapi for the Python to test: by default
+ target/pkg-venv-3.12, which tests/packages/setup_venvs.sh makes; with --root, DIR is inside the
+ chroot ROOT, e.g. /opt/pmt-pkgs-3.14 in Debian sid's chroot. For memray's rows, pip install
+ memray into it.)
+Writes bench/results/heap_servers[-attach][-cost]-VERSION.md.
 """
 import argparse
 import collections
@@ -71,18 +77,26 @@ def wait_up(port):
     raise RuntimeError("server did not come up")
 
 
-def run(args, leak, metric, tmp):
-    """One server run: metric None runs it without pmt-sample."""
+def run(args, leak, metric, tmp, extra=(), memray=None):
+    """One server run: metric None runs it without pmt-sample (with `memray` a list of
+    `memray run` options, under memray instead). Returns the latencies, failures, the folded
+    profile's totals per process, pmt-sample's stderr, pmt-sample's CPU seconds and the
+    server's (all its processes') CPU seconds during the measured load."""
     port = free_port()
     env = dict(os.environ, LEAK="1" if leak else "0")
     apps = os.path.join(ROOT, "bench", "workloads", "servers")
-    server = ([] if not args.root else ["chroot", args.root]) + SERVERS[args.server](
-        os.path.join(args.venv, "bin"), port, apps)
+    command = SERVERS[args.server](os.path.join(args.venv, "bin"), port, apps)
+    if memray is not None:
+        command = [os.path.join(args.venv, "bin", "python"), "-m", "memray", "run", "-q",
+                   "--follow-fork", "-o", os.path.join(tmp, "memray-%d.bin" % port)] + memray + [
+                       "-m", os.path.basename(command[0])] + command[1:]
+    server = ([] if not args.root else ["chroot", args.root]) + command
     folded = os.path.join(tmp, "%s-%s.folded" % (metric, "leak" if leak else "control"))
     pmt = [PMT, "--subprocesses", "--metric", metric or "heap", "--collapsed", folded] + (
-        args.pmt_args.split() if args.pmt_args else [])
+        args.pmt_args.split() if args.pmt_args else []) + list(extra)
     sampler = None
-    if metric and not args.attach:
+    launched = bool(metric and not args.attach)
+    if launched:
         server = pmt + ["--"] + server
     proc = subprocess.Popen(server, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -99,7 +113,14 @@ def run(args, leak, metric, tmp):
                 pmt + ["--pid", str(proc.pid), "--duration", str(args.seconds + 1.0)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             time.sleep(1.0)
+        # Launched, the server is pmt-sample's child: its CPU is counted below pmt-sample.
+        pmt_pid = (sampler or proc).pid
+        server_cpu = -tree_cpu_seconds(proc.pid, skip_root=launched)
+        cpu = -cpu_seconds(pmt_pid) if metric else None
         latencies, failures = load(port, args.seconds)
+        server_cpu += tree_cpu_seconds(proc.pid, skip_root=launched)
+        if metric:
+            cpu += cpu_seconds(pmt_pid)
         if sampler:
             stderr = sampler.communicate(timeout=60)[1]
         time.sleep(1.0)
@@ -121,7 +142,38 @@ def run(args, leak, metric, tmp):
                     per_worker[process][2] += int(weight)
                 if any(fr.startswith("remember (") or fr.startswith("leak (") for fr in frames):
                     per_worker[process][0] += int(weight)
-    return latencies, failures, dict(per_worker), stderr
+    return latencies, failures, dict(per_worker), stderr, cpu, server_cpu
+
+
+def cpu_seconds(pid):
+    """The user + system CPU time process `pid` has used so far (its own threads, not its
+    children's); 0 once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid, skip_root=False):
+    """The CPU time of `pid` and its living descendants (without `pid` itself with
+    `skip_root`): the server's master and workers (chroot execs into the server, keeping
+    the pid)."""
+    total = 0.0 if skip_root else cpu_seconds(pid)
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return total
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            total += tree_cpu_seconds(child)
+    return total
 
 
 WARM_UP_S = 4.0
@@ -150,13 +202,18 @@ def pct(values, p):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--venv", default="/tmp/srv312")
+    parser.add_argument("--venv", default=os.path.join(ROOT, "target", "pkg-venv-3.12"))
     parser.add_argument("--root", help="a chroot the venv lives in")
     parser.add_argument("--attach", action="store_true",
                         help="attach to the running master instead of launching the server")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--server", choices=sorted(SERVERS), default="gunicorn")
     parser.add_argument("--pmt-args", help="more pmt-sample options, e.g. '--attribution ticks'")
+    parser.add_argument("--cost", action="store_true",
+                        help="instead of attribution, what each part costs the server: bare, "
+                        "pmt-sample without and with the hook, at ticks and in the kernel, and "
+                        "(launched) memray run with and without --trace-python-allocators")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of --cost's conditions")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="pmt-servers-")
@@ -173,14 +230,17 @@ def main():
              "`%s` with %s, %s; 4 client threads cycling /leak, /json, /floats, /spin;"
              " pmt-sample --subprocesses %s." % (command, version, time.strftime("%Y-%m-%d"),
                                                  how), ""]
-    bare, bare_failures, _, _ = run(args, True, None, tmp)
+    if args.cost:
+        return cost(args, tmp, lines, version)
+    bare, bare_failures, _, _, _, _ = run(args, True, None, tmp)
     lines.append("- without pmt-sample: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms"
                  % (len(bare), bare_failures, pct(bare, 0.5), pct(bare, 0.99)))
     for leak, metric in ((True, "heap"), (True, "rss"), (False, "heap")):
-        lat, failures, workers, stderr = run(args, leak, metric, tmp)
-        lines.append("- `--metric %s`%s: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms"
+        lat, failures, workers, stderr, cpu, _ = run(args, leak, metric, tmp)
+        lines.append("- `--metric %s`%s: %d requests, %d failed, latency p50 %.1f ms, p99 %.1f ms;"
+                     " pmt-sample used %.0f%% of a core"
                      % (metric, "" if leak else " (LEAK=0 control)", len(lat), failures,
-                        pct(lat, 0.5), pct(lat, 0.99)))
+                        pct(lat, 0.5), pct(lat, 0.99), 100.0 * cpu / args.seconds))
         for process, (leaked, total, running) in sorted(workers.items()):
             lines.append("  - %s: %s %.1f MiB, of it under the leaking handler %.1f MiB (%.0f%%);"
                          " %.1f MiB not in start-up imports, %.0f%% of it the leak's"
@@ -191,11 +251,61 @@ def main():
             summary = [l.strip() for l in stderr.splitlines() if l.strip().startswith(metric + ":")]
             lines.append("  - no stack charged anything (%s)" % (
                 "; ".join(summary)[:300] if summary else stderr.strip()[-300:]))
+    write(args, lines, version, "")
+
+
+def cost(args, tmp, lines, version):
+    """The cost table: each condition's latency, the server's CPU per request, and
+    pmt-sample's own CPU, in rounds so that a drift in the machine's load touches all."""
+    conditions = [
+        ("bare", None, (), None),
+        ("pmt-sample --no-heap --attribution ticks (stack reads only)", "rss",
+         ("--no-heap", "--attribution", "ticks"), None),
+        ("pmt-sample --no-heap (page faults in the kernel)", "rss", ("--no-heap",), None),
+        ("pmt-sample --attribution ticks (the hook, stack reads)", "heap",
+         ("--attribution", "ticks"), None),
+        ("pmt-sample (default: the hook, page faults in the kernel)", "heap", (), None),
+        ("pmt-sample --heap-free-lists off", "heap", ("--heap-free-lists", "off"), None),
+    ]
+    memray = ([] if not args.root else ["chroot", args.root]) + [
+        os.path.join(args.venv, "bin", "python"), "-c", "import memray"]
+    if not args.attach and subprocess.run(memray, capture_output=True).returncode == 0:
+        conditions += [("memray run --follow-fork", None, (), []),
+                       ("memray run --follow-fork --trace-python-allocators", None, (),
+                        ["--trace-python-allocators"])]
+    results = collections.defaultdict(list)
+    for _ in range(args.repeat):
+        for label, metric, extra, memray_options in conditions:
+            lat, failures, _, _, cpu, server_cpu = run(args, True, metric, tmp, extra,
+                                                       memray_options)
+            results[label].append((lat, failures, cpu, server_cpu))
+    lines.append("Load average at the end: %.1f. Server CPU: all its processes' user + system"
+                 " time over the measured %g s, per answered request (what the hook and the"
+                 " in-kernel probes cost is spent there); pmt-sample's own CPU apart." % (
+                     os.getloadavg()[0], args.seconds))
+    lines += ["", "| condition | requests | failed | p50 ms | p99 ms | server CPU ms/request"
+              " | vs bare | pmt-sample % of a core |", "|---|---|---|---|---|---|---|---|"]
+    bare = None
+    for label, *_ in conditions:
+        runs = results[label]
+        lat = sorted(x for r in runs for x in r[0])
+        failures = sum(r[1] for r in runs)
+        per_request = 1000.0 * sum(r[3] for r in runs) / max(1, len(lat))
+        bare = bare or per_request
+        pmt = [r[2] for r in runs if r[2] is not None]
+        lines.append("| %s | %d | %d | %.1f | %.1f | %.2f | %.2fx | %s |" % (
+            label, len(lat), failures, pct(lat, 0.5), pct(lat, 0.99), per_request,
+            per_request / bare, "%.1f" % (100.0 * sum(pmt) / (len(pmt) * args.seconds))
+            if pmt else "–"))
+    write(args, lines, version, "-cost")
+
+
+def write(args, lines, version, kind):
     text = "\n".join(lines) + "\n"
-    name = "heap_servers-%s%s%s-%s.md" % (args.server, "-attach" if args.attach else "",
-                                        "-" + "".join(args.pmt_args.split()).strip("-")
-                                        if args.pmt_args else "",
-                                      version.split()[-1].rsplit(".", 1)[0])
+    name = "heap_servers-%s%s%s%s-%s.md" % (
+        args.server, "-attach" if args.attach else "", kind,
+        "-" + "".join(args.pmt_args.split()).strip("-") if args.pmt_args else "",
+        version.split()[-1].rsplit(".", 1)[0])
     with open(os.path.join(ROOT, "bench", "results", name), "w") as f:
         f.write(text)
     print(text)

@@ -215,6 +215,7 @@ fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
             ("heap_table_full", heap.table_full),
             ("heap_no_thread_state", heap.no_thread_state),
             ("heap_sample_bytes", heap.sample_bytes),
+            ("heap_free_lists", heap.free_lists),
             ("heap_table_bytes", heap.table_bytes),
         ] {
             tallies.push((name.to_string(), value));

@@ -30,13 +30,19 @@ fn share(folded: &[(Vec<String>, u64)], functions: &[&str]) -> (u64, u64) {
 /// of heap_leak_churn.py: before 3.13 only objects CPython does not recycle (instances,
 /// strings kept by a worker thread); from 3.13 on, whose reference tracer shows objects taken
 /// from and given back to free lists, all four (dicts and tuples of floats too).
-fn keepers_hold_the_heap(interp: &Interpreter, shapes: &str) {
+/// With `--heap-free-lists off` (`free_lists` false), the hook installs no reference tracer
+/// and says so in its state (the JSON's `heap_free_lists` tally, read from the target).
+fn keepers_hold_the_heap(interp: &Interpreter, shapes: &str, free_lists: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let folded = dir.path().join("heap.folded");
+    let json = dir.path().join("heap.json");
     let mut command = sampler();
     command
         .args(["--heap-sample-bytes", "32768", "--collapsed"])
         .arg(&folded)
+        .arg("--json")
+        .arg(&json)
+        .args(["--heap-free-lists", if free_lists { "on" } else { "off" }])
         .arg("--")
         .args(interp.argv())
         .arg(script("heap_leak_churn.py"))
@@ -71,14 +77,27 @@ fn keepers_hold_the_heap(interp: &Interpreter, shapes: &str) {
     );
     // 50 strings and 50 instances an iteration, a few MiB in two seconds.
     assert!(kept > 1 << 20, "{}: {kept}", interp.label);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("JSON output")).expect("JSON");
+    assert_eq!(
+        json["summary"]["tallies"]["heap_free_lists"],
+        u64::from(free_lists),
+        "{}: {stderr}",
+        interp.label
+    );
+    assert_eq!(
+        stderr.contains("objects recycled through free lists not followed"),
+        !free_lists,
+        "{stderr}"
+    );
 }
 
 macro_rules! keepers_tests {
-    ($($name:ident => $label:expr, $shapes:expr;)*) => {$(
+    ($($name:ident => $label:expr, $shapes:expr, $free_lists:expr;)*) => {$(
         #[test]
         fn $name() {
             if let Some(interp) = interpreter_or_skip($label) {
-                keepers_hold_the_heap(&interp, $shapes);
+                keepers_hold_the_heap(&interp, $shapes, $free_lists);
             }
         }
     )*};
@@ -88,12 +107,13 @@ const NOT_RECYCLED: &str = "items,strings";
 const ALL_SHAPES: &str = "dicts,tuples,items,strings";
 
 keepers_tests! {
-    keepers_hold_the_heap_3_8 => "3.8", NOT_RECYCLED;
-    keepers_hold_the_heap_3_12 => "3.12", NOT_RECYCLED;
-    keepers_hold_the_heap_system_3_11 => "system3.11", NOT_RECYCLED;
-    keepers_hold_the_heap_3_13 => "3.13", ALL_SHAPES;
-    keepers_hold_the_heap_sid_3_14 => "sid3.14", ALL_SHAPES;
-    keepers_hold_the_heap_sid_3_15 => "sid3.15", ALL_SHAPES;
+    keepers_hold_the_heap_3_8 => "3.8", NOT_RECYCLED, true;
+    keepers_hold_the_heap_3_12 => "3.12", NOT_RECYCLED, true;
+    keepers_hold_the_heap_system_3_11 => "system3.11", NOT_RECYCLED, true;
+    keepers_hold_the_heap_3_13 => "3.13", ALL_SHAPES, true;
+    keepers_hold_the_heap_sid_3_14 => "sid3.14", ALL_SHAPES, true;
+    keepers_hold_the_heap_sid_3_15 => "sid3.15", ALL_SHAPES, true;
+    keepers_without_free_lists_sid_3_14 => "sid3.14", NOT_RECYCLED, false;
 }
 
 /// pmt-sample killed mid-run: the launched target runs on, unharmed, to its normal end (the

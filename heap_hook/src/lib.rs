@@ -38,7 +38,7 @@ mod state;
 
 use state::{
     CHANGES, DEPTH_TRUNCATED, FrameEntry, HeapState, HookLayout, MAGIC, MAX_DEPTH, MAX_FRAMES, MAX_STACKS,
-    NO_PARENT, StackEntry, VERSION,
+    NO_PARENT, OPT_FREE_LISTS, StackEntry, VERSION,
 };
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_void};
@@ -165,6 +165,8 @@ const EMPTY_STATE: HeapState = HeapState {
     },
     changes_addr: 0,
     changes_written: 0,
+    options: 0,
+    reserved: 0,
 };
 
 /// What pmt reads: found through this symbol of the loaded library.
@@ -1306,6 +1308,7 @@ pub unsafe extern "C" fn pmt_heap_install(
     layout_len: usize,
     sample_bytes: u64,
     owner_pid: u32,
+    options: u32,
 ) -> c_int {
     if layout.is_null() || layout_len != HookLayout::SIZE {
         return -1;
@@ -1336,10 +1339,16 @@ pub unsafe extern "C" fn pmt_heap_install(
             (*st).sample_bytes = sample_bytes;
             (*st).owner_pid = owner_pid;
             (*st).layout = layout;
+            (*st).options = options;
             (*st).enabled = 1;
         }
         SAMPLING.store(true, Ordering::Release);
         unlock();
+        // SAFETY: set at the first install; the loader runs with the GIL held.
+        if let Some(api) = unsafe { (*API.get()).as_ref() } {
+            // SAFETY: with the GIL held.
+            unsafe { swap_tracer(api, options & OPT_FREE_LISTS != 0) };
+        }
         return 1;
     }
     // SAFETY: symbol look-ups and transmutes of their addresses to the documented signatures.
@@ -1412,6 +1421,7 @@ pub unsafe extern "C" fn pmt_heap_install(
         (*st).changes_addr = tables.changes as u64;
         (*st).table_bytes = ((1usize << LIVE_MIN_BITS) * size_of::<LiveSample>()) as u64;
         (*st).layout = layout;
+        (*st).options = options;
         reset_tables();
         FILTER.store(tables.filter.add(1 << FILTER_BITS), Ordering::Release);
         for domain in 0..3 {
@@ -1440,7 +1450,9 @@ pub unsafe extern "C" fn pmt_heap_install(
             };
             (api.set_allocator)(domain as c_int, &mut ours);
         }
-        swap_tracer(&api, true);
+        if options & OPT_FREE_LISTS != 0 {
+            swap_tracer(&api, true);
+        }
         INSTALLED.store(true, Ordering::Release);
         word(&raw mut (*st).magic).store(MAGIC, Ordering::Release);
     }

@@ -10,7 +10,7 @@
 /// `b"pmt_heap"` read as a little-endian word: the state is initialised.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"pmt_heap");
 /// The version of this layout; pmt refuses a hook of another version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The name of the exported [`HeapState`] symbol.
 pub const STATE_SYMBOL: &str = "PMT_HEAP_STATE";
 /// The hook library's file name, by which pmt finds its mapping.
@@ -166,4 +166,14 @@ pub struct HeapState {
     pub changes_addr: u64,
     /// Indices written to the change log since the tables were last emptied.
     pub changes_written: u64,
+    /// The `OPT_*` options the hook was installed with.
+    pub options: u32,
+    /// Zero.
+    pub reserved: u32,
 }
+
+/// [`HeapState::options`]: objects CPython recycles through its free lists (3.13+) are followed
+/// with a reference tracer, so that what is made from a free list is charged to the stack that
+/// made it (not to the one that first allocated the memory). It costs the target most on code
+/// that makes many short-lived ints, floats and tuples.
+pub const OPT_FREE_LISTS: u32 = 1;

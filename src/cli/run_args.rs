@@ -6,6 +6,7 @@
 use super::output_args::OutputArgs;
 use crate::attach::stop;
 use crate::output::format::Outputs;
+use crate::run::heap_capture::HookOptions;
 use crate::run::{AttributionMode, MallocMode, Run, RunOptions, TargetSpec};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -20,6 +21,15 @@ pub enum AttributionArg {
     Kernel,
     /// At the end of each sampling interval.
     Ticks,
+}
+
+/// An option's `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// What to sample and how.
@@ -66,6 +76,13 @@ pub struct RunArgs {
     /// Smaller is finer and costs the target more.
     #[arg(long, default_value_t = crate::run::heap_capture::DEFAULT_SAMPLE_BYTES, value_name = "BYTES")]
     pub heap_sample_bytes: u64,
+    /// Whether the allocation hook follows objects CPython recycles through its free lists
+    /// (ints, floats, tuples, lists, dicts; 3.13+, with a reference tracer), so that they are
+    /// charged to the stack that made them, not to the one that first allocated their memory.
+    /// `off` costs the target less on code that makes many short-lived ints and floats
+    /// (bench/heap_hook_cost.py).
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "ON|OFF")]
+    pub heap_free_lists: OnOff,
     /// Do not load the allocation hook: no `heap` metric, and `rss` the default.
     #[arg(long)]
     pub no_heap: bool,
@@ -123,7 +140,10 @@ impl RunArgs {
                 AttributionArg::Ticks => AttributionMode::Ticks,
             },
             sample_bytes: self.malloc_sample_bytes,
-            heap_sample_bytes: (!self.no_heap).then_some(self.heap_sample_bytes),
+            heap: (!self.no_heap).then_some(HookOptions {
+                sample_bytes: self.heap_sample_bytes,
+                free_lists: self.heap_free_lists == OnOff::On,
+            }),
             tasks: self.async_tasks,
         })
     }

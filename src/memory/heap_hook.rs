@@ -11,7 +11,7 @@
 mod state;
 
 use state::CHANGES;
-pub use state::{FrameEntry, HeapState, HookLayout, LIBRARY_NAME, StackEntry};
+pub use state::{FrameEntry, HeapState, HookLayout, LIBRARY_NAME, OPT_FREE_LISTS, StackEntry};
 
 use crate::attach::memory::{ReadMemory, RemoteMemory};
 use crate::attach::process::{mapped_files, readable_path};
@@ -135,6 +135,8 @@ pub struct HookTallies {
     pub no_thread_state: u64,
     /// Mean bytes between samples.
     pub sample_bytes: u64,
+    /// 1 where objects recycled through free lists are followed (`--heap-free-lists on`).
+    pub free_lists: u64,
     /// Bytes of the hook's live-sample table in the target.
     pub table_bytes: u64,
 }
@@ -304,6 +306,7 @@ impl HookReader {
             table_full: state.table_full,
             no_thread_state: state.no_thread_state,
             sample_bytes: state.sample_bytes,
+            free_lists: u64::from(state.options & OPT_FREE_LISTS != 0),
             table_bytes: state.table_bytes,
         };
         if self.generation != Some(state.generation) {

@@ -60,13 +60,33 @@ pub enum HeapHookError {
     },
 }
 
+/// How the hook samples, as a run asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookOptions {
+    /// Mean bytes between two sampled allocations of a thread.
+    pub sample_bytes: u64,
+    /// Follow objects recycled through CPython's free lists (3.13+, a reference tracer).
+    pub free_lists: bool,
+}
+
+impl HookOptions {
+    /// The options word the hook's install takes.
+    fn flags(self) -> u32 {
+        if self.free_lists {
+            heap_hook::OPT_FREE_LISTS
+        } else {
+            0
+        }
+    }
+}
+
 /// The hook's files, placed for one run, and what a loader must be told.
 #[derive(Debug)]
 pub struct HeapLoader {
     /// The directory on pmt's side.
     dir: PathBuf,
-    /// Mean bytes between samples.
-    sample_bytes: u64,
+    /// How the hook samples.
+    hook: HookOptions,
     /// Whether launched children load the hook too (`--subprocesses`).
     children: bool,
 }
@@ -84,11 +104,11 @@ fn library_digest() -> String {
 /// `sys.path` and runs the environment's own `sitecustomize`, if there is one, in its place), it
 /// waits for the layout pmt writes for this process, checks the library's digest on an open
 /// descriptor, loads that very file and installs the hook. It never raises.
-fn loader_text(dir: &str, sample_bytes: u64, owner: u32, wait_s: f64, launch: bool) -> String {
+fn loader_text(dir: &str, hook: HookOptions, owner: u32, wait_s: f64, launch: bool) -> String {
     format!(
         r#"# Written by pymemtrace's pmt for one run: loads its allocation-sampling hook.
 def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owner={owner},
-                   wait_s={wait_s}, launch={launch}):
+                   options={options}, wait_s={wait_s}, launch={launch}):
     import os
     import sys
     if launch:
@@ -126,7 +146,7 @@ def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owne
     import hashlib
     lib = getattr(sys, "_pmt_heap_hook", None)  # loaded by an earlier run: installed again
     if lib is not None:
-        lib.pmt_heap_install(layout, len(layout), sample_bytes, owner)
+        lib.pmt_heap_install(layout, len(layout), sample_bytes, owner, options)
         return
     fd = os.open(os.path.join(dir, "{library}"), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
@@ -143,9 +163,10 @@ def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owne
         os.close(fd)
     install = lib.pmt_heap_install
     install.restype = ctypes.c_int
-    install.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint32]
+    install.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint32,
+                        ctypes.c_uint32]
     sys._pmt_heap_hook = lib
-    install(layout, len(layout), sample_bytes, owner)
+    install(layout, len(layout), sample_bytes, owner, options)
 
 
 try:
@@ -158,6 +179,8 @@ del {function}
         library = LIBRARY_NAME,
         function = heap_hook::LOADER_FUNCTION,
         launch = if launch { "True" } else { "False" },
+        sample_bytes = hook.sample_bytes,
+        options = hook.flags(),
     )
 }
 
@@ -185,7 +208,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HeapHookError> 
 impl HeapLoader {
     /// Places the hook and its loader for a command pmt launches: a fresh directory only its
     /// owner can enter (the launched command runs as pmt does).
-    pub fn for_launch(sample_bytes: u64, children: bool) -> Result<HeapLoader, HeapHookError> {
+    pub fn for_launch(hook: HookOptions, children: bool) -> Result<HeapLoader, HeapHookError> {
         let base = std::env::temp_dir();
         let dir = loop {
             let name = format!(
@@ -203,14 +226,14 @@ impl HeapLoader {
         };
         let loader = HeapLoader {
             dir,
-            sample_bytes,
+            hook,
             children,
         };
         let dir_text = loader.dir.to_string_lossy().to_string();
         write_new(&loader.dir.join(LIBRARY_NAME), LIBRARY, 0o500)?;
         let text = loader_text(
             &dir_text,
-            sample_bytes,
+            hook,
             std::process::id(),
             LAUNCH_WAIT_S,
             true,
@@ -236,9 +259,9 @@ impl HeapLoader {
         env
     }
 
-    /// Mean bytes between samples.
-    pub fn sample_bytes(&self) -> u64 {
-        self.sample_bytes
+    /// How the hook samples.
+    pub fn hook_options(&self) -> HookOptions {
+        self.hook
     }
 
     /// Hands process `pid` (attached as `spy`) its walk layout, which its loader waits for.
@@ -271,7 +294,7 @@ const OTHER_THREAD_WAIT: Duration = Duration::from_millis(300);
 /// found loaded (the loader opens the files just after taking the request).
 pub fn load_into_running(
     spy: &PythonSpy,
-    sample_bytes: u64,
+    hook: HookOptions,
 ) -> Result<Vec<Placement>, HeapHookError> {
     let pid = spy.pid();
     if spy.layout().version < (3, 14) {
@@ -305,7 +328,7 @@ pub fn load_into_running(
         0
     };
     let dir = library.target_dir().to_string_lossy().to_string();
-    let text = loader_text(&dir, sample_bytes, owner, 0.0, false);
+    let text = loader_text(&dir, hook, owner, 0.0, false);
     let loader = Placement::create(
         pid,
         &[FileSpec::data("pmt_heap_loader.py", text.as_bytes())],
@@ -366,10 +389,19 @@ mod tests {
 
     #[test]
     fn the_loader_names_its_directory_digest_and_library() {
-        let text = loader_text("/tmp/pmt-heap-1-abc", 4096, 42, 1.5, true);
+        let hook = HookOptions {
+            sample_bytes: 4096,
+            free_lists: false,
+        };
+        let text = loader_text("/tmp/pmt-heap-1-abc", hook, 42, 1.5, true);
         assert!(text.contains("dir=\"/tmp/pmt-heap-1-abc\""), "{text}");
         assert!(text.contains(&library_digest()));
-        assert!(text.contains("sample_bytes=4096, owner=42"));
+        assert!(text.contains("sample_bytes=4096, owner=42,\n                   options=0,"));
+        let free_lists = HookOptions {
+            free_lists: true,
+            ..hook
+        };
+        assert!(loader_text("/tmp/d", free_lists, 42, 1.5, true).contains("options=1,"));
         assert!(text.contains(LIBRARY_NAME));
         assert_eq!(library_digest().len(), 64);
     }

@@ -68,9 +68,9 @@ pub struct RunOptions {
     /// With in-kernel stacks and `malloc`: mean bytes between two allocation samples of a
     /// thread (0: every allocation).
     pub sample_bytes: u64,
-    /// The allocation hook (`heap` metrics), where it can be loaded: mean bytes between two
-    /// sampled allocations of a thread. `None`: no hook.
-    pub heap_sample_bytes: Option<u64>,
+    /// The allocation hook (`heap` metrics), where it can be loaded, and how it samples.
+    /// `None`: no hook.
+    pub heap: Option<heap_capture::HookOptions>,
     /// Root each stack at the asyncio task its thread runs (`<task NAME>`).
     pub tasks: bool,
 }

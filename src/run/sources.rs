@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 
-use super::heap_capture::HeapLoader;
+use super::heap_capture::{HeapLoader, HookOptions};
 use super::{AttributionMode, MallocMode, RunError, RunOptions, TargetSpec, kernel_capture};
 use crate::memory::malloc::{MallocError, MallocOptions};
 use crate::python::PythonSpy;
@@ -30,9 +30,9 @@ pub(super) struct Sources {
     capture: RefCell<Option<SharedCapture>>,
     /// The allocation hook's files, for launched interpreters.
     heap: Option<HeapLoader>,
-    /// Attaching with the hook (3.14+): mean bytes between samples, and the files placed in
+    /// Attaching with the hook (3.14+): how it samples, and the files placed in
     /// each target, kept while the run lasts.
-    heap_attach: Option<u64>,
+    heap_attach: Option<HookOptions>,
     placements: RefCell<Vec<crate::attach::placement::Placement>>,
     tree: bool,
 }
@@ -50,10 +50,15 @@ fn no_kernel_stacks(err: &MallocError) -> String {
 }
 
 /// What the hook does, for the notes.
-fn heap_line(sample_bytes: u64, how: &str) -> String {
+fn heap_line(hook: HookOptions, how: &str) -> String {
     format!(
-        "Python heap sampled in the target by pmt's allocation hook (one sample per {} KiB a thread allocates{how})",
-        sample_bytes / 1024
+        "Python heap sampled in the target by pmt's allocation hook (one sample per {} KiB a thread allocates{}{how})",
+        hook.sample_bytes / 1024,
+        if hook.free_lists {
+            ""
+        } else {
+            "; objects recycled through free lists not followed: --heap-free-lists off"
+        }
     )
 }
 
@@ -80,13 +85,13 @@ impl Sources {
                 Err(err) => return Err(err.into()),
             }
         };
-        let (heap, heap_attach) = match (options.heap_sample_bytes, &options.target) {
+        let (heap, heap_attach) = match (options.heap, &options.target) {
             (None, _) => (None, None),
-            (Some(bytes), TargetSpec::Command(_)) => (
-                Some(HeapLoader::for_launch(bytes, options.subprocesses)?),
+            (Some(hook), TargetSpec::Command(_)) => (
+                Some(HeapLoader::for_launch(hook, options.subprocesses)?),
                 None,
             ),
-            (Some(bytes), TargetSpec::Pid(_)) => (None, Some(bytes)),
+            (Some(hook), TargetSpec::Pid(_)) => (None, Some(hook)),
         };
         Ok(Sources {
             attribution: options.attribution,
@@ -120,7 +125,7 @@ impl Sources {
             lines.push(kernel_capture::describe(capture));
         }
         if let Some(heap) = &self.heap {
-            lines.push(heap_line(heap.sample_bytes(), ""));
+            lines.push(heap_line(heap.hook_options(), ""));
         }
         lines
     }
@@ -169,7 +174,7 @@ impl Sources {
         if let Some(heap) = &self.heap {
             heap.hand_over_layout(pid, sampler.source())?;
             sampler.use_heap_hook();
-        } else if let Some(bytes) = self.heap_attach {
+        } else if let Some(hook) = self.heap_attach {
             // Forked from a process this run gave the hook (a pre-fork server's worker): it
             // has it, sampling for this run. Anything else is (re)loaded.
             let already = crate::memory::heap_hook::find_state(pid)
@@ -182,13 +187,13 @@ impl Sources {
                 .is_some_and(|state| state.enabled == 1 && state.owner_pid == std::process::id());
             match already {
                 true => sampler.use_heap_hook(),
-                false => match super::heap_capture::load_into_running(sampler.source(), bytes) {
+                false => match super::heap_capture::load_into_running(sampler.source(), hook) {
                     Ok(placed) => {
                         self.placements.borrow_mut().extend(placed);
                         sampler.use_heap_hook();
                         if !self.tree {
                             added.notes.push(heap_line(
-                                bytes,
+                                hook,
                                 "; loaded through CPython's remote execution protocol, PEP 768",
                             ));
                         }

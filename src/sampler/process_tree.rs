@@ -351,6 +351,7 @@ fn add_heap(total: &mut Option<HookTallies>, part: Option<&HookTallies>) {
         total.table_full += part.table_full;
         total.no_thread_state += part.no_thread_state;
         total.sample_bytes = part.sample_bytes;
+        total.free_lists = part.free_lists;
         total.table_bytes += part.table_bytes;
     }
 }
