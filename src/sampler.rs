@@ -210,6 +210,9 @@ pub struct SamplerStats {
     pub counter_errors: u64,
     /// Times the target replaced its program (`exec`) and was read anew.
     pub execs: u64,
+    /// The program the target replaced itself with (`exec`) when pmt could not read it (no
+    /// Python interpreter, or none yet): nothing has been sampled since.
+    pub replaced_by_unread: Option<String>,
     /// Time from the first tick to the end of the run.
     pub elapsed: Duration,
     /// The latest RSS read, in bytes.
@@ -461,7 +464,7 @@ impl<S: StackSource> Sampler<S> {
                     }
                     match self.source.reattach_after_exec() {
                         ImageChange::Reattached => self.program_replaced(),
-                        ImageChange::Starting => self.stats.last_error = Some(EXEC_STARTING.into()),
+                        ImageChange::Starting => new_program_unread(&mut self.stats, self.pid),
                         ImageChange::Same => {
                             self.stats.read_errors += 1;
                             self.stats.last_error = Some(err.to_string());
@@ -528,11 +531,10 @@ impl<S: StackSource> Sampler<S> {
                     Err(err) => match source.reattach_after_exec() {
                         ImageChange::Reattached => {
                             self.stats.execs += 1;
+                            self.stats.replaced_by_unread = None;
                             heap.program_replaced();
                         }
-                        ImageChange::Starting => {
-                            self.stats.last_error = Some(EXEC_STARTING.into());
-                        }
+                        ImageChange::Starting => new_program_unread(&mut self.stats, self.pid),
                         ImageChange::Same => {
                             self.stats.counter_errors += 1;
                             self.stats.last_error = Some(err.to_string());
@@ -556,6 +558,7 @@ impl<S: StackSource> Sampler<S> {
     /// reading of the new program's.
     fn program_replaced(&mut self) {
         self.stats.execs += 1;
+        self.stats.replaced_by_unread = None;
         if let Some(heap) = &mut self.heap {
             heap.program_replaced();
         }
@@ -722,6 +725,18 @@ pub(crate) fn run_ticks(
 }
 
 /// Whether the target has exited (gone, or a zombie), as the attach layer tells.
+/// Process `pid` replaced its program (`exec`) and the new one cannot be read (yet).
+fn new_program_unread(stats: &mut SamplerStats, pid: i32) {
+    stats.last_error = Some(EXEC_STARTING.into());
+    if stats.replaced_by_unread.is_none() {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+        stats.replaced_by_unread = Some(exe.map_or_else(
+            |_| "a program pmt cannot name".into(),
+            |p| p.to_string_lossy().into_owned(),
+        ));
+    }
+}
+
 fn process_gone(pid: i32) -> bool {
     crate::attach::proc_files::has_exited(pid)
 }

@@ -647,3 +647,46 @@ fn signals_stop_the_run_and_outputs_are_written() {
         );
     }
 }
+
+/// A launched program that replaces itself (`exec`) with one that is not Python: the summary
+/// names the new program on a line of its own (nothing can be sampled of it), the run ends
+/// with it, and what was sampled before is kept.
+#[test]
+fn exec_into_a_program_without_python_is_named() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("x.folded");
+    let mut command = sampler();
+    command
+        .args([
+            "--no-heap",
+            "--attribution",
+            "ticks",
+            "--metric",
+            "wall",
+            "--collapsed",
+        ])
+        .arg(&folded)
+        .arg("--")
+        .args(interp.argv())
+        .args([
+            "-c",
+            "import os, time\nend = time.monotonic() + 0.5\nwhile time.monotonic() < end: pass\n\
+             os.execv('/bin/sleep', ['sleep', '0.5'])",
+        ]);
+    let output = run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the program was replaced (exec) by /usr/bin/sleep, which runs no Python interpreter pmt can read"),
+        "{stderr}"
+    );
+    assert!(
+        read_folded(&folded)
+            .iter()
+            .any(|(stack, _)| stack.iter().any(|f| f.contains("<module>"))),
+        "the samples before the exec are kept"
+    );
+}

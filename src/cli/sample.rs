@@ -176,6 +176,11 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
             }
         );
     }
+    if let Some(exe) = &stats.replaced_by_unread {
+        eprintln!(
+            "  the program was replaced (exec) by {exe}, which runs no Python interpreter pmt can read: nothing was sampled of it"
+        );
+    }
     if stats.stacks_unchanged > 0 {
         eprintln!(
             "  samples that needed no stack read (no thread had run since the last read): {}",

@@ -231,13 +231,7 @@ impl HeapLoader {
         };
         let dir_text = loader.dir.to_string_lossy().to_string();
         write_new(&loader.dir.join(LIBRARY_NAME), LIBRARY, 0o500)?;
-        let text = loader_text(
-            &dir_text,
-            hook,
-            std::process::id(),
-            LAUNCH_WAIT_S,
-            true,
-        );
+        let text = loader_text(&dir_text, hook, std::process::id(), LAUNCH_WAIT_S, true);
         write_new(&loader.dir.join("sitecustomize.py"), text.as_bytes(), 0o400)?;
         Ok(loader)
     }
