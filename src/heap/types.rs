@@ -18,10 +18,16 @@ pub mod flags {
     pub const HEAPTYPE: u64 = 1 << 9;
     /// Instances are tracked by the garbage collector.
     pub const HAVE_GC: u64 = 1 << 14;
+    /// Subclass of `int`.
+    pub const LONG_SUBCLASS: u64 = 1 << 24;
     /// Subclass of `list`.
     pub const LIST_SUBCLASS: u64 = 1 << 25;
     /// Subclass of `tuple`.
     pub const TUPLE_SUBCLASS: u64 = 1 << 26;
+    /// Subclass of `bytes`.
+    pub const BYTES_SUBCLASS: u64 = 1 << 27;
+    /// Subclass of `str`.
+    pub const UNICODE_SUBCLASS: u64 = 1 << 28;
     /// Subclass of `dict`.
     pub const DICT_SUBCLASS: u64 = 1 << 29;
     /// Subclass of `type` (the type of a type object).
@@ -243,6 +249,10 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
             (flags::LIST_SUBCLASS, Kind::List),
             (flags::TUPLE_SUBCLASS, Kind::Tuple),
             (flags::DICT_SUBCLASS, Kind::Dict),
+            // Sized by their own rules (an int's digit count is no `ob_size` from 3.12 on).
+            (flags::LONG_SUBCLASS, Kind::Int),
+            (flags::BYTES_SUBCLASS, Kind::Bytes),
+            (flags::UNICODE_SUBCLASS, Kind::Str),
         ];
         return by_flag
             .iter()
