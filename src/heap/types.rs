@@ -82,6 +82,8 @@ pub enum Kind {
 /// One type object, as read from the target.
 #[derive(Debug, Clone)]
 pub struct TypeInfo {
+    /// The type object's address.
+    pub address: u64,
     /// `module.QualName` for classes, `tp_name` for built-in types (as `gc` users see them).
     pub name: String,
     /// Which reader applies.
@@ -202,6 +204,7 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
         _ => 0,
     };
     Some(TypeInfo {
+        address: addr,
         name,
         kind,
         flags,
