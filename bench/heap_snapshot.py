@@ -94,14 +94,18 @@ TOOLS = ["gc", "gc_count", "objgraph", "guppy"]
 
 
 def time_v(command):
-    """Runs `command` under /usr/bin/time -v: (wall seconds, peak RSS MiB)."""
+    """Runs `command` under /usr/bin/time -v: (wall seconds, CPU seconds, peak RSS MiB)."""
     timed = subprocess.run(
         ["/usr/bin/time", "-v", *command], capture_output=True, text=True, check=True
     )
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", timed.stderr)
     seconds = float(wall.group(1) or 0) * 3600 + float(wall.group(2)) * 60 + float(wall.group(3))
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timed.stderr).group(1))
-    return seconds, rss_kib / 1024
+    cpu = sum(
+        float(re.search(r"%s time \(seconds\): ([\d.]+)" % kind, timed.stderr).group(1))
+        for kind in ("User", "System")
+    )
+    return seconds, cpu, rss_kib / 1024
 
 
 def pmt_run(pmt, pid, tmp, blocking):
@@ -110,7 +114,7 @@ def pmt_run(pmt, pid, tmp, blocking):
     if blocking:
         command.append("--blocking")
     load = os.getloadavg()[0]
-    seconds, rss_mib = time_v(command)
+    seconds, cpu, rss_mib = time_v(command)
     with open(out) as f:
         snap = json.load(f)
     keep = next((h for h in snap["holders"] if h["path"] == "__main__.KEEP"), None)
@@ -119,6 +123,7 @@ def pmt_run(pmt, pid, tmp, blocking):
         "objects": snap["objects"],
         "tracked": snap["tracked_objects"],
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "walk_seconds": snap["seconds"],
         "rss_mib": rss_mib,
         "peak_cached_mib": snap["peak_cached_bytes"] / 2**20,
@@ -206,25 +211,27 @@ def report(rows, command):
         "The target keeps N/2 small containers in `__main__.KEEP` (half `[i]`, half",
         '`{"id": i, "name": "row…"}`) and an int or a string each: about N objects, N/4 of them',
         "on the collector's lists. `pmt heap` runs from outside under `/usr/bin/time -v` (the whole",
-        "run: attach, walk, dominators, report), reading live and then with `--blocking`",
+        "run: attach, walk, dominators, report; its CPU time, user + system, is less bent by the",
+        "load than its wall time), reading live and then with `--blocking`",
         "(the target paused for the read: pmt's own measure of the pause). Then each in-process",
         "tool runs inside the target, timed there, with the target's peak RSS growth meanwhile.",
         "",
         "## pmt heap",
         "",
-        "| CPython | N | objects found | tracked | pmt heap s (walk s) | pmt peak RSS MiB | MiB per M objects | cache peak MiB | reads | KEEP items | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPython | N | objects found | tracked | pmt heap s (walk s) | CPU s | pmt peak RSS MiB | MiB per M objects | cache peak MiB | reads | KEEP items | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         p = r["live"]
         lines.append(
-            "| {} | {:,} | {:,} | {:,} | {:.2f} ({:.2f}) | {:.0f} | {:.0f} | {:.0f} | {:,} | {} | {:.1f} |".format(
+            "| {} | {:,} | {:,} | {:,} | {:.2f} ({:.2f}) | {:.2f} | {:.0f} | {:.0f} | {:.0f} | {:,} | {} | {:.1f} |".format(
                 r["python"],
                 r["n"],
                 p["objects"],
                 p["tracked"],
                 p["seconds"],
                 p["walk_seconds"],
+                p["cpu_seconds"],
                 p["rss_mib"],
                 p["rss_mib"] / (p["objects"] / 1e6),
                 p["peak_cached_mib"],
@@ -237,18 +244,19 @@ def report(rows, command):
         "",
         "## pmt heap --blocking",
         "",
-        "| CPython | N | target paused s | pmt heap s (walk s) | pmt peak RSS MiB | load |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| CPython | N | target paused s | pmt heap s (walk s) | CPU s | pmt peak RSS MiB | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         b = r["blocking"]
         lines.append(
-            "| {} | {:,} | {} | {:.2f} ({:.2f}) | {:.0f} | {:.1f} |".format(
+            "| {} | {:,} | {} | {:.2f} ({:.2f}) | {:.2f} | {:.0f} | {:.1f} |".format(
                 r["python"],
                 r["n"],
                 "%.2f" % b["paused"] if b["paused"] is not None else "n/a",
                 b["seconds"],
                 b["walk_seconds"],
+                b["cpu_seconds"],
                 b["rss_mib"],
                 b["load"],
             )

@@ -6,7 +6,7 @@
 use crate::attach::ReadMemory;
 use crate::python::layout::Layout;
 use crate::python::objects::{dict_get_str, read_str};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// `Py_TPFLAGS_*` bits the walker reads (the same in 3.6–3.15 where they exist).
 pub mod flags {

@@ -12,7 +12,7 @@ use crate::python::layout::Layout;
 use crate::python::objects::{
     DecodeError, dict_values_header, field_u8, field_u32, field_u64, keys_items_bounded,
 };
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::collections::VecDeque;
 
 /// The most objects one snapshot holds (beyond this the walk stops and says so).
@@ -215,7 +215,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             mem,
             layout,
             graph,
-            index: HashMap::new(),
+            index: HashMap::default(),
             expanded: vec![true],
             queue: VecDeque::new(),
         }
@@ -255,7 +255,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
     /// The objects on the list at `head`, and whether it led back to its head (not torn).
     fn read_gc_list(&self, head: u64) -> Result<(Vec<u64>, bool), MemoryError> {
         let mut objects = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = FxHashSet::default();
         let next = |at: u64| match self.mem.read_u64(at) {
             Ok(next) => Ok(Some(next & !GC_POINTER_FLAGS)),
             Err(MemoryError::ProcessGone) => Err(MemoryError::ProcessGone),
