@@ -7,6 +7,7 @@ use crate::attach::ReadMemory;
 use crate::python::layout::Layout;
 use crate::python::objects::{dict_get_str, read_str};
 use rustc_hash::FxHashMap as HashMap;
+use std::sync::Arc;
 
 /// `Py_TPFLAGS_*` bits the walker reads (the same in 3.6–3.15 where they exist).
 pub mod flags {
@@ -116,7 +117,7 @@ impl TypeInfo {
 #[derive(Debug, Default)]
 pub struct TypeTable {
     by_addr: HashMap<u64, Option<u32>>,
-    types: Vec<TypeInfo>,
+    types: Vec<Arc<TypeInfo>>,
 }
 
 impl TypeTable {
@@ -128,7 +129,7 @@ impl TypeTable {
         }
         let info = read_type(mem, layout, addr);
         let index = info.map(|info| {
-            self.types.push(info);
+            self.types.push(Arc::new(info));
             (self.types.len() - 1) as u32
         });
         self.by_addr.insert(addr, index);
@@ -138,6 +139,11 @@ impl TypeTable {
     /// The type at `index`.
     pub fn get(&self, index: u32) -> &TypeInfo {
         &self.types[index as usize]
+    }
+
+    /// The type at `index`, shared (for a reader that holds it while the table grows).
+    pub fn shared(&self, index: u32) -> Arc<TypeInfo> {
+        Arc::clone(&self.types[index as usize])
     }
 
     /// How many types were read.

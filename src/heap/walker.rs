@@ -300,7 +300,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         while let Some(node) = self.queue.pop_front() {
             let addr = self.graph.addrs[node as usize];
             let ty = self.graph.type_of[node as usize];
-            let info = self.graph.types.get(ty).clone();
+            let info = self.graph.types.shared(ty);
             let refs = match self.references(addr, ty, &info, node) {
                 Ok(refs) => refs,
                 Err(DecodeError::Memory(MemoryError::ProcessGone)) => {
