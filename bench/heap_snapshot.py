@@ -1,13 +1,25 @@
 #!/usr/bin/env python3
-"""How long `pmt heap` takes and how much memory pmt uses, on heaps of N small objects,
-beside what `gc.get_objects()` (and counting its result by type) costs inside the target.
+"""How long `pmt heap` takes, how much memory pmt uses and how long `--blocking` pauses the
+target, on heaps of N small objects, beside what the in-process tools cost inside the target:
+`gc.get_objects()` (alone, and counting its result by type), objgraph's `typestats()` and
+guppy3's `hpy().heap()`, where they import.
 
-The target keeps N small containers in a module list (`KEEP`, half one-item lists, half
-two-key dicts, so N/2 of them are on the collector's lists) plus their ints and strings,
-measures gc.get_objects() on itself, prints READY and sleeps. pmt runs under /usr/bin/time -v
-(its wall time and peak RSS). Results go to bench/results/heap_snapshot.md.
+The target keeps N/2 small containers in a module list (`KEEP`: half one-item lists, half
+two-key dicts; N/4 of them on the collector's lists) plus an int or a string each, so about N
+objects in all, prints READY and waits. pmt runs under /usr/bin/time -v (wall time, peak RSS)
+twice: reading live (the default) and with `--blocking` (the pause it reports). Then the
+target runs each in-process tool on itself when told to, timing it and measuring its own peak
+RSS growth meanwhile (VmHWM after `clear_refs` 5, less VmRSS before). The load average is
+recorded before each measurement: the machine's 2 cores are shared with other work.
+Results go to bench/results/heap_snapshot.md.
 
     python3 bench/heap_snapshot.py [--python PY]... [--objects N]... [--pmt PATH]
+        [--tool-timeout SECS]
+
+PY should have guppy3 and objgraph installed to measure them (a venv:
+`python3.12 -m venv target/bench-heap-venv-3.12 &&
+target/bench-heap-venv-3.12/bin/pip install guppy3 objgraph`); a tool that does not import
+is reported as such.
 """
 
 import argparse
@@ -23,78 +35,276 @@ TARGET = r"""
 import gc, sys, time
 N = int(sys.argv[1])
 KEEP = []
-for i in range(N // 2):
+for i in range(N // 4):
     KEEP.append([i])
     KEEP.append({"id": i, "name": "row%d" % i})
 gc.collect()
-t0 = time.perf_counter()
-objects = gc.get_objects()
-t1 = time.perf_counter()
-counts = {}
-for o in objects:
-    name = type(o).__name__
-    counts[name] = counts.get(name, 0) + 1
-t2 = time.perf_counter()
-print("GC %d %.4f %.4f" % (len(objects), t1 - t0, t2 - t0), flush=True)
-del objects, o
+
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+
+def gc_objects():
+    objects = gc.get_objects()
+    return "%d objects" % len(objects)
+
+
+def gc_count():
+    counts = {}
+    for o in gc.get_objects():
+        name = type(o).__name__
+        counts[name] = counts.get(name, 0) + 1
+    return "%d types" % len(counts)
+
+
+def objgraph_typestats():
+    import objgraph
+    return "%d types" % len(objgraph.typestats())
+
+
+def guppy_heap():
+    from guppy import hpy
+    heap = hpy().heap()
+    return "%d objects" % heap.count
+
+
+TOOLS = {"gc": gc_objects, "gc_count": gc_count, "objgraph": objgraph_typestats, "guppy": guppy_heap}
 print("READY", flush=True)
-while True:
-    time.sleep(1)
+for line in sys.stdin:
+    name = line.strip()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status("VmRSS")
+        t0 = time.perf_counter()
+        what = TOOLS[name]()
+        seconds = time.perf_counter() - t0
+        extra = max(0, status("VmHWM") - before)
+        print("TOOL %s ok %.4f %d %s" % (name, seconds, extra, what), flush=True)
+    except ImportError as e:
+        print("TOOL %s missing 0 0 %s" % (name, e), flush=True)
+    gc.collect()
 """
 
+TOOLS = ["gc", "gc_count", "objgraph", "guppy"]
 
-def measure(python, n, pmt):
-    with tempfile.TemporaryDirectory() as tmp:
-        script = os.path.join(tmp, "target.py")
-        with open(script, "w") as f:
-            f.write(TARGET)
-        target = subprocess.Popen([python, script, str(n)], stdout=subprocess.PIPE, text=True)
-        try:
-            gc_line = target.stdout.readline().split()
-            assert target.stdout.readline().strip() == "READY"
-            out = os.path.join(tmp, "heap.json")
-            timed = subprocess.run(
-                ["/usr/bin/time", "-v", pmt, "heap", "--pid", str(target.pid), "--json", out],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            snap = json.load(open(out))
-        finally:
-            target.kill()
-            target.wait()
+
+def time_v(command):
+    """Runs `command` under /usr/bin/time -v: (wall seconds, CPU seconds, peak RSS MiB)."""
+    timed = subprocess.run(
+        ["/usr/bin/time", "-v", *command], capture_output=True, text=True, check=True
+    )
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", timed.stderr)
-    seconds = float(wall.group(2)) * 60 + float(wall.group(3))
+    seconds = float(wall.group(1) or 0) * 3600 + float(wall.group(2)) * 60 + float(wall.group(3))
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timed.stderr).group(1))
+    cpu = sum(
+        float(re.search(r"%s time \(seconds\): ([\d.]+)" % kind, timed.stderr).group(1))
+        for kind in ("User", "System")
+    )
+    return seconds, cpu, rss_kib / 1024
+
+
+def pmt_run(pmt, pid, tmp, blocking):
+    out = os.path.join(tmp, "heap.json")
+    command = [pmt, "heap", "--pid", str(pid), "--json", out]
+    if blocking:
+        command.append("--blocking")
+    load = os.getloadavg()[0]
+    seconds, cpu, rss_mib = time_v(command)
+    with open(out) as f:
+        snap = json.load(f)
+    keep = next((h for h in snap["holders"] if h["path"] == "__main__.KEEP"), None)
+    return {
+        "load": load,
+        "objects": snap["objects"],
+        "tracked": snap["tracked_objects"],
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "walk_seconds": snap["seconds"],
+        "rss_mib": rss_mib,
+        "peak_cached_mib": snap["peak_cached_bytes"] / 2**20,
+        "read_calls": snap["read_calls"],
+        "paused": snap.get("paused_seconds"),
+        "keep_items": keep["items"] if keep else None,
+    }
+
+
+def tool_run(target, name, timeout):
+    load = os.getloadavg()[0]
+    target.stdin.write(name + "\n")
+    target.stdin.flush()
+    deadline = time.monotonic() + timeout
+    # The reply is awaited with a deadline: a tool that takes longer is reported as such.
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(target.stdout, selectors.EVENT_READ)
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            line = target.stdout.readline()
+            if line.startswith("TOOL "):
+                _, _, state, seconds, extra, what = line.rstrip("\n").split(" ", 5)
+                return {
+                    "load": load,
+                    "state": state,
+                    "seconds": float(seconds),
+                    "extra_mib": int(extra) / 2**20,
+                    "what": what,
+                }
+            if not line:
+                break
+    return {"load": load, "state": "timeout", "seconds": timeout, "extra_mib": 0, "what": ""}
+
+
+def measure(python, n, pmt, timeout):
     version = subprocess.run(
         [python, "-c", "import sys; print(sys.version.split()[0])"],
         capture_output=True,
         text=True,
     ).stdout.strip()
-    keep = next((h for h in snap["holders"] if h["path"] == "__main__.KEEP"), None)
-    return {
-        "python": version,
-        "n": n,
-        "objects": snap["objects"],
-        "tracked": snap["tracked_objects"],
-        "gc_objects": int(gc_line[1]),
-        "gc_seconds": float(gc_line[2]),
-        "gc_count_seconds": float(gc_line[3]),
-        "pmt_seconds": seconds,
-        "walk_seconds": snap["seconds"],
-        "pmt_rss_mib": rss_kib / 1024,
-        "peak_cached_mib": snap["peak_cached_bytes"] / 2**20,
-        "read_calls": snap["read_calls"],
-        "keep_items": keep["items"] if keep else None,
-    }
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "target.py")
+        with open(script, "w") as f:
+            f.write(TARGET)
+        target = subprocess.Popen(
+            [python, script, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert target.stdout.readline().strip() == "READY"
+            live = pmt_run(pmt, target.pid, tmp, blocking=False)
+            blocking = pmt_run(pmt, target.pid, tmp, blocking=True)
+            tools = {}
+            for name in TOOLS:
+                tools[name] = tool_run(target, name, timeout)
+                if tools[name]["state"] == "timeout":
+                    break
+        finally:
+            target.kill()
+            target.wait()
+    return {"python": version, "n": n, "live": live, "blocking": blocking, "tools": tools}
+
+
+def tool_cell(t):
+    if t is None:
+        return "not run"
+    if t["state"] == "missing":
+        return "not installed"
+    if t["state"] == "timeout":
+        return "> %.0f s (stopped)" % t["seconds"]
+    return "%.2f s, +%.1f MiB (load %.1f)" % (t["seconds"], t["extra_mib"], t["load"])
+
+
+def report(rows, command):
+    lines = [
+        "# `pmt heap` snapshot cost",
+        "",
+        "Written by `bench/heap_snapshot.py` on %s (%d CPUs shared with other work; the load"
+        % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count()),
+        "average before each measurement is given).",
+        "",
+        "    " + command,
+        "",
+        "The target keeps N/2 small containers in `__main__.KEEP` (half `[i]`, half",
+        '`{"id": i, "name": "row…"}`) and an int or a string each: about N objects, N/4 of them',
+        "on the collector's lists. `pmt heap` runs from outside under `/usr/bin/time -v` (the whole",
+        "run: attach, walk, dominators, report; its CPU time, user + system, is less bent by the",
+        "load than its wall time), reading live and then with `--blocking`",
+        "(the target paused for the read: pmt's own measure of the pause). Then each in-process",
+        "tool runs inside the target, timed there, with the target's peak RSS growth meanwhile.",
+        "",
+        "## pmt heap",
+        "",
+        "| CPython | N | objects found | tracked | pmt heap s (walk s) | CPU s | pmt peak RSS MiB | MiB per M objects | cache peak MiB | reads | KEEP items | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        p = r["live"]
+        lines.append(
+            "| {} | {:,} | {:,} | {:,} | {:.2f} ({:.2f}) | {:.2f} | {:.0f} | {:.0f} | {:.0f} | {:,} | {} | {:.1f} |".format(
+                r["python"],
+                r["n"],
+                p["objects"],
+                p["tracked"],
+                p["seconds"],
+                p["walk_seconds"],
+                p["cpu_seconds"],
+                p["rss_mib"],
+                p["rss_mib"] / (p["objects"] / 1e6),
+                p["peak_cached_mib"],
+                p["read_calls"],
+                p["keep_items"],
+                p["load"],
+            )
+        )
+    lines += [
+        "",
+        "## pmt heap --blocking",
+        "",
+        "| CPython | N | target paused s | pmt heap s (walk s) | CPU s | pmt peak RSS MiB | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        b = r["blocking"]
+        lines.append(
+            "| {} | {:,} | {} | {:.2f} ({:.2f}) | {:.2f} | {:.0f} | {:.1f} |".format(
+                r["python"],
+                r["n"],
+                "%.2f" % b["paused"] if b["paused"] is not None else "n/a",
+                b["seconds"],
+                b["walk_seconds"],
+                b["cpu_seconds"],
+                b["rss_mib"],
+                b["load"],
+            )
+        )
+    lines += [
+        "",
+        "## In-process, in the target (it runs the tool; its time and the target's extra peak RSS)",
+        "",
+        "| CPython | N | gc.get_objects() | + count by type | objgraph.typestats() | guppy3 hpy().heap() |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        t = r["tools"]
+        lines.append(
+            "| {} | {:,} | {} | {} | {} | {} |".format(
+                r["python"], r["n"], *(tool_cell(t.get(name)) for name in TOOLS)
+            )
+        )
+    guppy = [r["tools"].get("guppy") for r in rows]
+    lines += [
+        "",
+        "What each counts: `gc.get_objects()` and objgraph list the collector's objects only",
+        "(the tracked column); guppy3 and pmt also find the ints and strings they hold.",
+    ]
+    if any(g and g["state"] == "ok" for g in guppy):
+        lines.append(
+            "guppy3 found: "
+            + "; ".join(
+                "N=%s: %s" % (format(r["n"], ","), g["what"])
+                for r, g in zip(rows, guppy)
+                if g and g["state"] == "ok"
+            )
+            + "."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--python", action="append", help="interpreter(s) to run the target")
-    parser.add_argument("--objects", action="append", type=int, help="N (default 1000000)")
+    parser.add_argument(
+        "--objects", action="append", type=int, help="N (default 1000000 and 10000000)"
+    )
     parser.add_argument(
         "--pmt", default=os.path.join(os.path.dirname(__file__), "..", "target/release/pmt")
+    )
+    parser.add_argument(
+        "--tool-timeout", type=float, default=600, help="seconds an in-process tool may take"
     )
     parser.add_argument(
         "--out",
@@ -102,29 +312,14 @@ def main():
     )
     args = parser.parse_args()
     pythons = args.python or [sys.executable]
-    sizes = args.objects or [1_000_000]
-    rows = [measure(py, n, args.pmt) for py in pythons for n in sizes]
-    lines = [
-        "# `pmt heap` snapshot cost",
-        "",
-        "Written by `bench/heap_snapshot.py` on %s (%d CPUs shared with other work)."
-        % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count()),
-        "The target keeps N small containers in `__main__.KEEP` (half `[i]`, half",
-        '`{"id": i, "name": "row…"}`) beside their ints and strings. `gc.get_objects()` is',
-        "timed inside the target (alone, and with counting its result by type); `pmt heap` is",
-        "timed from outside with `/usr/bin/time -v` (whole run: attach, walk, dominators, report)",
-        "and its peak RSS recorded.",
-        "",
-        "| CPython | N | objects found | tracked | gc.get_objects() len | gc.get_objects() s | + count by type s | pmt heap s (walk) | pmt peak RSS MiB | cache peak MiB | reads | KEEP items |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(
-            "| {python} | {n:,} | {objects:,} | {tracked:,} | {gc_objects:,} | {gc_seconds:.3f} | "
-            "{gc_count_seconds:.3f} | {pmt_seconds:.2f} ({walk_seconds:.2f}) | {pmt_rss_mib:.0f} | "
-            "{peak_cached_mib:.0f} | {read_calls:,} | {keep_items} |".format(**r)
-        )
-    text = "\n".join(lines) + "\n"
+    sizes = args.objects or [1_000_000, 10_000_000]
+    rows = []
+    for py in pythons:
+        for n in sizes:
+            rows.append(measure(py, n, args.pmt, args.tool_timeout))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    command = "python3 bench/heap_snapshot.py " + " ".join(sys.argv[1:])
+    text = report(rows, command.strip())
     with open(args.out, "w") as f:
         f.write(text)
     print(text)

@@ -357,6 +357,64 @@ fn who_grew_sid_3_14() {
     check_who_grew("sid3.14");
 }
 
+/// A watched holder freed during the window: `HOLD` grows, is dropped, and short lists made
+/// after take its memory and write its size field. The writes before it went are charged to
+/// `grow()`; none of those after (`reuse()`'s) are, and the holder says it went. One 4-second
+/// window per version.
+fn check_freed_holder(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_freed.py"), &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("diff.json");
+    let out = common::pmt()
+        .args(["heap", "--diff", "4", "--holders", "5"])
+        .args(["--pid", &target.pid().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap --diff");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap --diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let who = &diff["growth"]["who_grew"];
+    let hold = who["holders"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.HOLD"))
+        .unwrap_or_else(|| panic!("{label}: HOLD not watched: {who:#}"));
+    assert!(hold["refused"].is_null(), "{label}: {hold:#}");
+    let grown_by = hold["grown_by"].as_array().expect("grown_by");
+    let innermost = |g: &Value| g["stack"][0].as_str().unwrap_or("").to_string();
+    assert!(
+        grown_by.iter().all(|g| innermost(g).starts_with("grow (")),
+        "{label}: writes after HOLD was freed were charged: {hold:#}"
+    );
+    let writes: u64 = grown_by.iter().filter_map(|g| g["writes"].as_u64()).sum();
+    assert!(writes > 0, "{label}: no writes by grow(): {hold:#}");
+    let after = hold["gone"].as_u64().unwrap_or(0);
+    assert!(after > 0, "{label}: HOLD not seen gone: {hold:#}");
+    assert!(
+        text.contains("freed while watched"),
+        "{label}: report:\n{text}"
+    );
+}
+
+#[test]
+fn freed_holder_3_12() {
+    check_freed_holder("3.12");
+}
+
+#[test]
+fn freed_holder_sid_3_14() {
+    check_freed_holder("sid3.14");
+}
+
 /// A `--pprof` file decoded with the project's own prost types: per stack (root-first function
 /// names joined with `;`), its `inuse_space` and `inuse_objects`; checks the sample types.
 fn read_pprof(path: &Path) -> HashMap<String, (i64, i64)> {

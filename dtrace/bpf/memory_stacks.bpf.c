@@ -787,6 +787,44 @@ struct {
     __type(value, __s64);
 } PMT_WATCH_LAST SEC(".maps");
 
+// Mirrors `WatchIdentity` in src/memory/watchpoints.rs: which object a watched size field
+// belongs to, so that writes made after it was freed (by whatever reuses its memory) are not
+// charged to it. It is gone once a write finds its type pointer changed, its reference count
+// at 0 (a deque's dealloc empties it), or, for a container that is on the collector's lists
+// from creation to dealloc (a list, a deque), its GC link cleared (untracked: deallocated, or
+// a new object at the same address not yet tracked).
+struct watch_identity {
+    __u64 object;               // the holder's address (its reference count)
+    __u64 type;                 // its type pointer when watching began
+    __u64 type_at;              // where its type pointer lies
+    __u64 gc_next_at;           // where its GC link lies (0: not checked)
+    __u64 gone;                 // writes seen since it went (0: still there)
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 256);
+    __type(key, __u64);
+    __type(value, struct watch_identity);
+} PMT_WATCH_IDENTITY SEC(".maps");
+
+// Whether the holder of a watched field is gone (and then counts the write as after it).
+ALWAYS_INLINE int holder_gone(__u64 addr)
+{
+    struct watch_identity *id = bpf_map_lookup_elem(&PMT_WATCH_IDENTITY, &addr);
+    if (!id)
+        return 0;
+    if (!id->gone) {
+        // The low 32 bits are the count in 3.12+ (flags share the word); 0 means freed.
+        __u32 refcnt = (__u32)read_u64(id->object);
+        if (read_u64(id->type_at) == id->type && refcnt != 0 &&
+            (!id->gc_next_at || read_u64(id->gc_next_at) != 0))
+            return 0;
+    }
+    __sync_fetch_and_add(&id->gone, 1);
+    return 1;
+}
+
 // What a perf_event program sees (struct bpf_perf_event_data): the user registers, then the
 // sample period and address (a breakpoint's: the watched address).
 struct perf_event_ctx {
@@ -805,6 +843,8 @@ int pmt_watch(struct perf_event_ctx *ctx)
     if (!l)
         return 0;
     __u64 addr = ctx->addr;
+    if (holder_gone(addr))
+        return 0;
     __s64 now = (__s64)read_u64(addr);
     struct watch_key key = {.addr = addr, .stack = walk_stack(l, tid)};
     __s64 before = now;

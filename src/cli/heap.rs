@@ -267,6 +267,14 @@ fn write_growth(
     )?;
     if let Some(who) = &d.who_grew {
         write_who_grew_summary(out, who)?;
+        // A holder freed while watched is not among the second snapshot's: its writes
+        // before it went are shown here.
+        for h in who.holders.iter().filter(|h| h.gone.is_some()) {
+            if !d.holders.iter().any(|g| g.path == h.path) {
+                writeln!(out, "{:>36}{} ({})", "", h.path, h.type_name)?;
+                write_grown_by(out, h)?;
+            }
+        }
     }
     writeln!(
         out,
@@ -326,6 +334,14 @@ fn write_grown_by(out: &mut impl Write, h: &WatchedHolder) -> std::io::Result<()
     const FRAMES: usize = 4;
     if let Some(why) = &h.refused {
         return writeln!(out, "{:>36}not watched: {why}", "");
+    }
+    if let Some(after) = h.gone {
+        writeln!(
+            out,
+            "{:>36}freed while watched: {} later writes to its memory (another object's) not counted",
+            "",
+            grouped(after)
+        )?;
     }
     if h.grown_by.is_empty() {
         return writeln!(out, "{:>36}watched: no writes to its size", "");
@@ -532,6 +548,7 @@ mod tests {
             threads: 2,
             refused: None,
             stopped_at_budget: None,
+            gone: None,
             grown_by: vec![
                 GrownBy {
                     stack: ["leak (app.py:57)", "handler (app.py:80)"]
@@ -561,6 +578,16 @@ mod tests {
                 "grown by leak (app.py:57) ← handler (app.py:80): 12,345 writes, +12,345 items",
                 "grown by <no Python stack>: 3 writes, -3 items",
             ]
+        );
+        holder.gone = Some(1500);
+        let mut out = Vec::new();
+        write_grown_by(&mut out, &holder).expect("written");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(
+            text.lines().next().map(str::trim),
+            Some(
+                "freed while watched: 1,500 later writes to its memory (another object's) not counted"
+            )
         );
         holder.refused = Some("thread 7 has no free hardware breakpoint slot".into());
         let mut out = Vec::new();

@@ -139,6 +139,8 @@ mod tests {
                     retained_objects: items,
                     address: 0,
                     size_field: None,
+                    type_address: 0,
+                    always_tracked: false,
                 })
                 .collect(),
             ..Snapshot::default()

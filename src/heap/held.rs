@@ -127,6 +127,8 @@ mod tests {
             retained_objects: objects,
             address: 0,
             size_field: None,
+            type_address: 0,
+            always_tracked: false,
         }
     }
 

@@ -5,8 +5,8 @@
 //! bound; it knows nothing of objects. Never writes to the target.
 
 use crate::attach::{MemoryError, ReadMemory};
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 /// Bytes fetched at once.
 const BLOCK: u64 = 64 * 1024;
@@ -37,7 +37,7 @@ impl<'m, M: ReadMemory> BlockReader<'m, M> {
     pub fn new(inner: &'m M, max_cached: u64) -> Self {
         BlockReader {
             inner,
-            blocks: RefCell::new(HashMap::new()),
+            blocks: RefCell::new(HashMap::default()),
             max_cached,
             cached: Cell::new(0),
             stats: Cell::new(ReadStats::default()),

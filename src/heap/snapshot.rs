@@ -54,6 +54,14 @@ pub struct Holder {
     /// tuple, which does not grow.
     #[serde(skip)]
     pub size_field: Option<u64>,
+    /// Its type object's address: with [`Holder::address`], what tells it from an object
+    /// that reuses its memory once it is freed.
+    #[serde(skip)]
+    pub type_address: u64,
+    /// Whether it stays on the collector's lists from its creation to its dealloc (a list,
+    /// a deque), so that one found untracked at its address is not it.
+    #[serde(skip)]
+    pub always_tracked: bool,
 }
 
 /// What the walk could not follow, counted.
@@ -208,7 +216,8 @@ pub fn summarize(
         .iter()
         .map(|&n| {
             let path = path_of(mem, layout, graph, n);
-            let kind = graph.types.get(graph.type_of[n as usize]).kind;
+            let info = graph.types.get(graph.type_of[n as usize]);
+            let kind = info.kind;
             Holder {
                 path: path.text,
                 steps: path.steps,
@@ -219,6 +228,8 @@ pub fn summarize(
                 retained_objects: dominators.retained_objects[n as usize],
                 address: graph.addrs[n as usize],
                 size_field: size_field(layout, kind),
+                type_address: info.address,
+                always_tracked: matches!(kind, Kind::List | Kind::Deque),
             }
         })
         .collect();

@@ -6,7 +6,8 @@
 use crate::attach::ReadMemory;
 use crate::python::layout::Layout;
 use crate::python::objects::{dict_get_str, read_str};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::sync::Arc;
 
 /// `Py_TPFLAGS_*` bits the walker reads (the same in 3.6–3.15 where they exist).
 pub mod flags {
@@ -18,10 +19,16 @@ pub mod flags {
     pub const HEAPTYPE: u64 = 1 << 9;
     /// Instances are tracked by the garbage collector.
     pub const HAVE_GC: u64 = 1 << 14;
+    /// Subclass of `int`.
+    pub const LONG_SUBCLASS: u64 = 1 << 24;
     /// Subclass of `list`.
     pub const LIST_SUBCLASS: u64 = 1 << 25;
     /// Subclass of `tuple`.
     pub const TUPLE_SUBCLASS: u64 = 1 << 26;
+    /// Subclass of `bytes`.
+    pub const BYTES_SUBCLASS: u64 = 1 << 27;
+    /// Subclass of `str`.
+    pub const UNICODE_SUBCLASS: u64 = 1 << 28;
     /// Subclass of `dict`.
     pub const DICT_SUBCLASS: u64 = 1 << 29;
     /// Subclass of `type` (the type of a type object).
@@ -76,6 +83,8 @@ pub enum Kind {
 /// One type object, as read from the target.
 #[derive(Debug, Clone)]
 pub struct TypeInfo {
+    /// The type object's address.
+    pub address: u64,
     /// `module.QualName` for classes, `tp_name` for built-in types (as `gc` users see them).
     pub name: String,
     /// Which reader applies.
@@ -108,7 +117,7 @@ impl TypeInfo {
 #[derive(Debug, Default)]
 pub struct TypeTable {
     by_addr: HashMap<u64, Option<u32>>,
-    types: Vec<TypeInfo>,
+    types: Vec<Arc<TypeInfo>>,
 }
 
 impl TypeTable {
@@ -120,7 +129,7 @@ impl TypeTable {
         }
         let info = read_type(mem, layout, addr);
         let index = info.map(|info| {
-            self.types.push(info);
+            self.types.push(Arc::new(info));
             (self.types.len() - 1) as u32
         });
         self.by_addr.insert(addr, index);
@@ -130,6 +139,11 @@ impl TypeTable {
     /// The type at `index`.
     pub fn get(&self, index: u32) -> &TypeInfo {
         &self.types[index as usize]
+    }
+
+    /// The type at `index`, shared (for a reader that holds it while the table grows).
+    pub fn shared(&self, index: u32) -> Arc<TypeInfo> {
+        Arc::clone(&self.types[index as usize])
     }
 
     /// How many types were read.
@@ -196,6 +210,7 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
         _ => 0,
     };
     Some(TypeInfo {
+        address: addr,
         name,
         kind,
         flags,
@@ -243,6 +258,10 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
             (flags::LIST_SUBCLASS, Kind::List),
             (flags::TUPLE_SUBCLASS, Kind::Tuple),
             (flags::DICT_SUBCLASS, Kind::Dict),
+            // Sized by their own rules (an int's digit count is no `ob_size` from 3.12 on).
+            (flags::LONG_SUBCLASS, Kind::Int),
+            (flags::BYTES_SUBCLASS, Kind::Bytes),
+            (flags::UNICODE_SUBCLASS, Kind::Str),
         ];
         return by_flag
             .iter()

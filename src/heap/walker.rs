@@ -12,7 +12,7 @@ use crate::python::layout::Layout;
 use crate::python::objects::{
     DecodeError, dict_values_header, field_u8, field_u32, field_u64, keys_items_bounded,
 };
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::collections::VecDeque;
 
 /// The most objects one snapshot holds (beyond this the walk stops and says so).
@@ -190,6 +190,16 @@ pub struct Walker<'a, M: ReadMemory> {
 /// One reference found in an object.
 type Reference = (u64, Label);
 
+/// The sizes of one dict keys object, as `sys.getsizeof` counts them.
+struct KeysTable {
+    /// `dk_refcnt`: 1 when one dict alone owns it.
+    refcnt: u64,
+    /// `_PyDict_KeysSize`: its header, index and entries.
+    bytes: u64,
+    /// How many values a split table's values array is counted for.
+    usable: u64,
+}
+
 impl<'a, M: ReadMemory> Walker<'a, M> {
     /// A walker over `mem` with `layout`.
     pub fn new(mem: &'a M, layout: &'a Layout) -> Self {
@@ -205,7 +215,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             mem,
             layout,
             graph,
-            index: HashMap::new(),
+            index: HashMap::default(),
             expanded: vec![true],
             queue: VecDeque::new(),
         }
@@ -245,7 +255,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
     /// The objects on the list at `head`, and whether it led back to its head (not torn).
     fn read_gc_list(&self, head: u64) -> Result<(Vec<u64>, bool), MemoryError> {
         let mut objects = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = FxHashSet::default();
         let next = |at: u64| match self.mem.read_u64(at) {
             Ok(next) => Ok(Some(next & !GC_POINTER_FLAGS)),
             Err(MemoryError::ProcessGone) => Err(MemoryError::ProcessGone),
@@ -290,7 +300,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         while let Some(node) = self.queue.pop_front() {
             let addr = self.graph.addrs[node as usize];
             let ty = self.graph.type_of[node as usize];
-            let info = self.graph.types.get(ty).clone();
+            let info = self.graph.types.shared(ty);
             let refs = match self.references(addr, ty, &info, node) {
                 Ok(refs) => refs,
                 Err(DecodeError::Memory(MemoryError::ProcessGone)) => {
@@ -482,6 +492,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 ));
             }
             Kind::Type => {
+                extra = self.cached_keys_bytes(addr)?;
                 refs.push((
                     mem.read_u64(addr.wrapping_add(l.type_dict))?,
                     Label::Namespace,
@@ -511,7 +522,10 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             .is_ok_and(|t| t == 0)
     }
 
-    /// A dict's keys and values; returns the bytes of its tables.
+    /// A dict's keys and values; returns the bytes of its tables as `sys.getsizeof` counts
+    /// them (`_PyDict_SizeOf`): a split table's values array sized by its shared keys'
+    /// usable entries, and the keys object only where the dict alone owns it (a reference
+    /// count of 1: not the shared keys of a class, not the empty-keys singleton).
     fn dict_references(
         &mut self,
         addr: u64,
@@ -528,17 +542,16 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             u64::MAX
         };
         let items = keys_items_bounded(self.mem, l, keys, values_at, MAX_ITEMS, capacity)?;
-        // ≤3.10 do not record a values array's capacity: count the values found.
-        let values_bytes = capacity.min(items.len() as u64) * 8;
         for (key, value) in items {
             refs.push((key, Label::Key));
             refs.push((value, Label::Value(key)));
         }
-        Ok(if split {
-            values_bytes
-        } else {
-            self.keys_size(keys)
-        })
+        let Some(table) = self.keys_table(keys) else {
+            return Ok(0);
+        };
+        let values_bytes = if split { table.usable * 8 } else { 0 };
+        let keys_bytes = if table.refcnt == 1 { table.bytes } else { 0 };
+        Ok(values_bytes + keys_bytes)
     }
 
     /// How many value pointers a split table's values array holds.
@@ -555,18 +568,21 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         })
     }
 
-    /// `_PyDict_KeysSize` of the keys object at `keys`, approximately (`sys.getsizeof` adds
-    /// it to a dict that owns its keys).
-    fn keys_size(&self, keys: u64) -> u64 {
+    /// The sizes of the dict keys object at `keys`; `None` when it cannot be read or claims
+    /// an implausible size.
+    fn keys_table(&self, keys: u64) -> Option<KeysTable> {
         let l = self.layout;
-        let Ok(header) = self.mem.read_vec(keys, l.dictkeys_indices as usize) else {
-            return 0;
-        };
+        let header = self.mem.read_vec(keys, l.dictkeys_indices as usize).ok()?;
+        // `dk_refcnt` opens the keys object, and `dk_usable` comes just before `dk_nentries`,
+        // in every version (3.6–3.15).
+        let refcnt = field_u64(&header, 0);
+        let nentries = field_u64(&header, l.dictkeys_nentries);
+        let usable_left = field_u64(&header, l.dictkeys_nentries.checked_sub(8)?);
         let (slots, index_bytes, entry) = match (l.dictkeys_size, l.dictkeys_log2_size) {
             (Some(at), _) => {
                 let size = field_u64(&header, at);
                 if size > MAX_ITEMS {
-                    return 0;
+                    return None;
                 }
                 let width = match size {
                     0..=0xff => 1,
@@ -581,7 +597,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                     .dictkeys_log2_index_bytes
                     .map_or(0, |a| u64::from(field_u8(&header, a)));
                 if log2 > 27 || log2_index > 29 {
-                    return 0;
+                    return None;
                 }
                 let index = 1u64 << log2_index;
                 let unicode = l.dictkeys_kind.is_some_and(|a| field_u8(&header, a) != 0);
@@ -591,9 +607,39 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 };
                 (1u64 << log2, index, entry)
             }
-            _ => return 0,
+            _ => return None,
         };
-        l.dictkeys_indices + index_bytes + slots * 2 / 3 * entry
+        let usable_fraction = slots * 2 / 3;
+        // `shared_keys_usable_size`: ≤3.10 the usable fraction of the table, 3.11+ the
+        // entries used plus those still free.
+        let usable = if l.dictkeys_size.is_some() {
+            usable_fraction
+        } else {
+            nentries.saturating_add(usable_left).min(usable_fraction)
+        };
+        Some(KeysTable {
+            refcnt,
+            bytes: l.dictkeys_indices + index_bytes + usable_fraction * entry,
+            usable,
+        })
+    }
+
+    /// What a class's `ht_cached_keys` (the keys its instances share) adds to its size, as
+    /// `type.__sizeof__` counts it; 0 for a built-in type.
+    fn cached_keys_bytes(&self, addr: u64) -> Result<u64, DecodeError> {
+        let l = self.layout;
+        let Some(at) = l.heaptype_cached_keys else {
+            return Ok(0);
+        };
+        let type_flags = self.mem.read_u64(addr.wrapping_add(l.type_flags))?;
+        if type_flags & flags::HEAPTYPE == 0 {
+            return Ok(0);
+        }
+        let keys = self.mem.read_u64(addr.wrapping_add(at))?;
+        Ok(match keys {
+            0 => 0,
+            keys => self.keys_table(keys).map_or(0, |t| t.bytes),
+        })
     }
 
     fn deque_references(

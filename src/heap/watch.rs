@@ -7,13 +7,18 @@
 //! model of what was seen ([`WhoGrew`]). Must not touch: the breakpoints themselves
 //! (`memory`), how stacks are decoded (`python`), output formats.
 //!
+//! A holder freed while watched is noticed at the first write after (its memory reused by
+//! another object: [`crate::memory::watchpoints::WatchedObject`]) and at the end of the
+//! window: writes from then on are not charged to it, and it says it went ([`WatchedHolder::gone`]).
+//!
 //! Watchpoints are few: x86 has 4 debug registers per thread, shared with debuggers. A
 //! holder that cannot be watched on some thread is watched on none, and says why.
 
 use super::snapshot::{Holder, Snapshot};
 use crate::attach::{ReadMemory, RemoteMemory};
 use crate::memory::kernel_stacks::BpfLayout;
-use crate::memory::watchpoints::{WatchHit, Watchpoints};
+use crate::memory::watchpoints::{WatchHit, WatchedObject, Watchpoints};
+use crate::python::layout::Layout;
 use crate::python::{CapturedFrame, PythonSpy};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -74,6 +79,9 @@ pub struct WatchedHolder {
     pub stopped_at_budget: Option<f64>,
     /// The stacks that wrote its size, most writes first.
     pub grown_by: Vec<GrownBy>,
+    /// Set when it was freed while watched: how many writes to its memory came after (made
+    /// by whatever reused it; charged to no stack, and it was no longer watched).
+    pub gone: Option<u64>,
 }
 
 impl WatchedHolder {
@@ -180,10 +188,15 @@ pub fn who_grew(
     let tids = spy.process().thread_ids().unwrap_or_default();
     let mut holders = Vec::new();
     let mut fields = Vec::new();
-    for (holder, gained) in chosen {
+    let mut owners_watched = Vec::new();
+    let owners: Vec<WatchedObject> = chosen
+        .iter()
+        .map(|(holder, _)| owner(spy.layout(), holder))
+        .collect();
+    for ((holder, gained), owner) in chosen.into_iter().zip(owners) {
         let field = holder.address.wrapping_add(holder.size_field.unwrap_or(0));
         let now = || remote.read_u64(field).ok().map(|v| v as i64);
-        let (threads, refused) = match watch.watch(field, &tids, now) {
+        let (threads, refused) = match watch.watch(field, &tids, now, Some(owner)) {
             Ok(Ok(threads)) => (threads, None),
             Ok(Err(refused)) => (0, Some(refused.to_string())),
             Err(err) => (0, Some(err.to_string())),
@@ -198,7 +211,9 @@ pub fn who_grew(
             refused,
             stopped_at_budget: None,
             grown_by: Vec::new(),
+            gone: None,
         });
+        owners_watched.push(owner);
     }
     let watch_start = Instant::now();
     let mut watching: Vec<usize> = (0..holders.len())
@@ -211,6 +226,11 @@ pub fn who_grew(
         }
         let hits = watch.hits();
         watching.retain(|&i| {
+            // A holder that went is no longer watched: its memory is another object's.
+            if watch.gone_writes(fields[i]).is_some() {
+                watch.unwatch(fields[i]);
+                return false;
+            }
             let writes: u64 = hits
                 .iter()
                 .filter(|h| h.address == fields[i])
@@ -230,8 +250,13 @@ pub fn who_grew(
     watch.unwatch_all();
     let watched_seconds = watch_start.elapsed().as_secs_f64();
     let hits = watch.hits();
-    for (holder, field) in holders.iter_mut().zip(fields) {
+    for ((holder, field), owner) in holders.iter_mut().zip(fields).zip(owners_watched) {
         holder.grown_by = grown_by(spy, &watch, &hits, field);
+        if holder.refused.is_none() {
+            holder.gone = watch
+                .gone_writes(field)
+                .or_else(|| (!still_there(&remote, &owner)).then_some(0));
+        }
     }
     WhoGrew {
         choosing_seconds: choosing,
@@ -241,6 +266,30 @@ pub fn who_grew(
         unavailable: None,
         hits_not_counted: watch.tallies().watch_full,
     }
+}
+
+/// What tells `holder` from an object that reuses its memory.
+fn owner(layout: &Layout, holder: &Holder) -> WatchedObject {
+    WatchedObject {
+        address: holder.address,
+        type_at: holder.address.wrapping_add(layout.object_type),
+        type_pointer: holder.type_address,
+        gc_link_at: holder
+            .always_tracked
+            .then(|| holder.address.wrapping_sub(layout.gc_head_size)),
+    }
+}
+
+/// Whether `owner` still lives at its address, by the checks the in-kernel program makes at
+/// each write (`holder_gone` in dtrace/bpf/memory_stacks.bpf.c): its type pointer, a
+/// reference count that is not 0 (its low 32 bits, the count in 3.12+), and, for a container
+/// tracked from creation to dealloc, a GC link that is set.
+fn still_there(mem: &impl ReadMemory, owner: &WatchedObject) -> bool {
+    let refcnt = mem.read_u64(owner.address).map(|r| r as u32);
+    let link = owner.gc_link_at.map(|at| mem.read_u64(at));
+    mem.read_u64(owner.type_at).ok() == Some(owner.type_pointer)
+        && refcnt.is_ok_and(|r| r != 0)
+        && link.is_none_or(|l| l.is_ok_and(|l| l != 0))
 }
 
 /// The hits on `address` by decoded stack (ids that decode alike are merged), most writes
@@ -298,6 +347,8 @@ mod tests {
             retained_objects: 0,
             address,
             size_field,
+            type_address: 0,
+            always_tracked: false,
         }
     }
 

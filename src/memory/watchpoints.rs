@@ -8,6 +8,11 @@
 //! Must not touch: which addresses are worth watching or what they mean (`heap`), decoding
 //! stacks (`python`).
 //!
+//! A watched size field names its holder ([`WatchedObject`]): once a write finds the holder
+//! freed (its type pointer changed, its reference count 0, or a container that is tracked from
+//! creation to dealloc found untracked), the program stops charging writes to stacks and only
+//! counts them ([`Watchpoints::gone_writes`]): the memory now belongs to whatever reused it.
+//!
 //! The events are opened with `inherit`, so threads a watched thread starts later are watched
 //! too. They are fds owned by this process: detaching closes them, and the kernel closes them
 //! (removing the breakpoints from every thread, inherited ones included) however this process
@@ -49,6 +54,34 @@ struct WatchCount {
 
 // SAFETY: `repr(C)`, four u64, no padding.
 unsafe impl aya::Pod for WatchCount {}
+
+/// `struct watch_identity` in the C.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct WatchIdentity {
+    object: u64,
+    r#type: u64,
+    type_at: u64,
+    gc_next_at: u64,
+    gone: u64,
+}
+
+// SAFETY: `repr(C)`, five u64, no padding.
+unsafe impl aya::Pod for WatchIdentity {}
+
+/// The object a watched size field belongs to, as the program checks it at each write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchedObject {
+    /// Its address (where its reference count lies).
+    pub address: u64,
+    /// Its type pointer's address.
+    pub type_at: u64,
+    /// The type pointer it holds while the object lives.
+    pub type_pointer: u64,
+    /// Where its GC link (`_gc_next`) lies, for a container the collector tracks from its
+    /// creation to its dealloc (a list, a deque): 0 there means it is not this object.
+    pub gc_link_at: Option<u64>,
+}
 
 /// The writes one stack made to one watched address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +126,7 @@ pub struct Watchpoints {
     stacks: KernelStacks,
     hits: BpfHashMap<MapData, WatchKey, WatchCount>,
     last: BpfHashMap<MapData, u64, i64>,
+    identity: BpfHashMap<MapData, u64, WatchIdentity>,
     /// The events, by the address they watch.
     links: Vec<(u64, PerfEventLinkId)>,
 }
@@ -137,10 +171,13 @@ impl Watchpoints {
             .map_err(|e| MallocError::from_bpf("PMT_WATCH_HITS", &e))?;
         let last = BpfHashMap::try_from(map(ebpf, "PMT_WATCH_LAST")?)
             .map_err(|e| MallocError::from_bpf("PMT_WATCH_LAST", &e))?;
+        let identity = BpfHashMap::try_from(map(ebpf, "PMT_WATCH_IDENTITY")?)
+            .map_err(|e| MallocError::from_bpf("PMT_WATCH_IDENTITY", &e))?;
         Ok(Watchpoints {
             stacks,
             hits,
             last,
+            identity,
             links: Vec::new(),
         })
     }
@@ -167,12 +204,26 @@ impl Watchpoints {
     /// On any other refusal the address is left unwatched on every thread. Once watched,
     /// `read_now` is asked for the value the address holds, the "before" of the first write
     /// (read after the breakpoints are set, so that no write between goes uncounted).
+    /// `owner` is the object the field belongs to: writes made once it is gone are not
+    /// charged to stacks (`None`: every write is).
     pub fn watch(
         &mut self,
         address: u64,
         tids: &[u32],
         read_now: impl Fn() -> Option<i64>,
+        owner: Option<WatchedObject>,
     ) -> Result<Result<usize, WatchError>, MallocError> {
+        if let Some(owner) = owner {
+            let identity = WatchIdentity {
+                object: owner.address,
+                r#type: owner.type_pointer,
+                type_at: owner.type_at,
+                gc_next_at: owner.gc_link_at.unwrap_or(0),
+                gone: 0,
+            };
+            // A table that cannot take it leaves the field watched without the check.
+            let _ = self.identity.insert(address, identity, 0);
+        }
         let mut opened = Vec::new();
         let mut refused = None;
         for &tid in tids {
@@ -264,6 +315,13 @@ impl Watchpoints {
             .collect()
     }
 
+    /// How many writes to `address` were seen after its owner went (`None`: it has not gone,
+    /// as far as the writes showed, or no owner was given).
+    pub fn gone_writes(&self, address: u64) -> Option<u64> {
+        let identity = self.identity.get(&address, 0).ok()?;
+        (identity.gone > 0).then_some(identity.gone)
+    }
+
     /// The stack recorded under `id`, if it is stored.
     pub fn stack(&self, id: u64) -> Option<RawStack> {
         self.stacks.stack(id)
@@ -314,5 +372,11 @@ mod tests {
         assert_eq!(body("watch_count"), ["writes", "grew", "added", "removed"]);
         assert_eq!(size_of::<WatchCount>(), 32);
         assert_eq!(offset_of!(WatchCount, removed), 24);
+        assert_eq!(
+            body("watch_identity"),
+            ["object", "type", "type_at", "gc_next_at", "gone"]
+        );
+        assert_eq!(size_of::<WatchIdentity>(), 40);
+        assert_eq!(offset_of!(WatchIdentity, gone), 32);
     }
 }

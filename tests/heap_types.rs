@@ -1,0 +1,168 @@
+//! `pmt heap`'s live objects by type on a real program: networkx (from the venvs
+//! `tests/packages/setup_venvs.sh` makes) builds a graph, runs algorithms on it and holds the
+//! results (`tests/scripts/heap_networkx.py`); the target then counts its own objects with
+//! `gc.get_objects()` and `sys.getsizeof` and holds still while pmt reads it.
+//!
+//! Like is compared with like: `gc.get_objects()` lists only the objects on the collector's
+//! lists, so its counts are compared with pmt's `tracked` count of each type (objects pmt found
+//! on those lists), for the 20 types it lists most of, within 1%. Bytes are compared, within
+//! 1%, for those of the 20 types all of whose instances pmt found are tracked (pmt's bytes of
+//! a type cover its untracked instances too, which `gc.get_objects()` does not list).
+
+mod common;
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How many of the target's most numerous tracked types are compared.
+const COMPARED_TYPES: usize = 20;
+
+/// `label`'s interpreter in the venv with networkx, or `None` after saying why the test is
+/// skipped (a panic where CI requires `label`: `tests/run.sh` makes the venvs).
+fn networkx_python(label: &str) -> Option<common::Interpreter> {
+    let mut interp = common::interpreter_or_skip(label)?;
+    interp.path = match &interp.root {
+        None => common::repo().join(format!("target/pkg-venv-{label}/bin/python")),
+        Some(_) => {
+            let minor = label.trim_start_matches("sid");
+            PathBuf::from(format!("/opt/pmt-pkgs-{minor}/bin/python"))
+        }
+    };
+    if interp.host_path().exists() {
+        return Some(interp);
+    }
+    let missing = format!(
+        "no venv with networkx for CPython {label} at {} (bash tests/packages/setup_venvs.sh makes it)",
+        interp.host_path().display()
+    );
+    assert!(!common::required(label), "{missing}");
+    eprintln!("skipped: {missing}");
+    None
+}
+
+/// What the target counted itself: `gc.get_objects()` by type name, and the sum of
+/// `sys.getsizeof` of them.
+struct OwnCounts {
+    counts: HashMap<String, u64>,
+    sizes: HashMap<String, u64>,
+}
+
+fn own_counts(target: &mut common::Target) -> OwnCounts {
+    let started = Instant::now();
+    let mut line = String::new();
+    let json: Value = loop {
+        line.clear();
+        let n = target
+            .stdout
+            .read_line(&mut line)
+            .expect("reading the target's stdout");
+        assert!(n > 0, "the target exited before printing its counts");
+        if let Some(json) = line.trim_end().strip_prefix("COUNTS ") {
+            break serde_json::from_str(json).expect("counts are JSON");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no counts in time"
+        );
+    };
+    let table = |key: &str| -> HashMap<String, u64> {
+        json[key]
+            .as_object()
+            .expect("a table of counts")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or_default()))
+            .collect()
+    };
+    OwnCounts {
+        counts: table("counts"),
+        sizes: table("sizes"),
+    }
+}
+
+/// pmt's `(count, tracked, bytes)` by type name (summed over types of the same name).
+fn pmt_types(label: &str, pid: i32) -> HashMap<String, (u64, u64, u64)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("heap.json");
+    let out = common::pmt()
+        .args(["heap", "--pid", &pid.to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .expect("running pmt heap");
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let mut types: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    for t in snap["types"].as_array().expect("types") {
+        let entry = types
+            .entry(t["name"].as_str().unwrap_or_default().to_string())
+            .or_default();
+        entry.0 += t["count"].as_u64().unwrap_or_default();
+        entry.1 += t["tracked"].as_u64().unwrap_or_default();
+        entry.2 += t["bytes"].as_u64().unwrap_or_default();
+    }
+    types
+}
+
+fn within_one_percent(found: u64, wanted: u64) -> bool {
+    found.abs_diff(wanted) <= (wanted / 100).max(1)
+}
+
+fn check(label: &str) {
+    let Some(interp) = networkx_python(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_networkx.py"), &[]);
+    let own = own_counts(&mut target);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let found = pmt_types(label, target.pid());
+    drop(target);
+
+    let mut top: Vec<(&String, &u64)> = own.counts.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut mismatches = Vec::new();
+    let mut bytes_compared = 0;
+    for (name, &wanted) in top.into_iter().take(COMPARED_TYPES) {
+        let (count, tracked, bytes) = found.get(name).copied().unwrap_or_default();
+        if !within_one_percent(tracked, wanted) {
+            mismatches.push(format!(
+                "{name}: pmt {tracked} tracked, gc.get_objects() {wanted}"
+            ));
+        }
+        if count == tracked {
+            bytes_compared += 1;
+            let sizes = own.sizes.get(name).copied().unwrap_or_default();
+            if !within_one_percent(bytes, sizes) {
+                mismatches.push(format!(
+                    "{name}: pmt {bytes} bytes, sys.getsizeof {sizes} bytes"
+                ));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{label}: pmt heap differs from the target's own counts:\n{}",
+        mismatches.join("\n")
+    );
+    // Most of the top types have no untracked instances: their bytes were compared.
+    assert!(
+        bytes_compared >= COMPARED_TYPES / 2,
+        "{label}: bytes compared for {bytes_compared} types only"
+    );
+}
+
+#[test]
+fn networkx_types_3_12() {
+    check("3.12");
+}
+
+#[test]
+fn networkx_types_sid_3_14() {
+    check("sid3.14");
+}

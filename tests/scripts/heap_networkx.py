@@ -1,0 +1,52 @@
+"""pmt heap's real-program test: networkx builds a graph, runs algorithms on it, and the
+program holds the results; then it counts its own objects by type, as `gc.get_objects()` and
+`sys.getsizeof` see them, prints `COUNTS <json>` and `READY`, and sleeps while pmt reads it.
+
+The counts are of the objects on the collector's lists (what `gc.get_objects()` returns):
+objects the collector does not track (str, int, float, and dicts and tuples it untracked)
+are not listed by it, so they are not compared here.
+"""
+
+import gc
+import json
+import sys
+import time
+
+import networkx as nx
+
+GRAPH = nx.gnm_random_graph(3000, 12000, seed=19)
+for node, data in GRAPH.nodes(data=True):
+    data["label"] = "node-%d" % node
+    data["weight"] = node % 7
+for u, v, data in GRAPH.edges(data=True):
+    data["weight"] = (u * v) % 11 + 1
+PATHS = nx.single_source_dijkstra_path(GRAPH, 0)
+COMPONENTS = [sorted(c) for c in nx.connected_components(GRAPH)]
+TREE = nx.minimum_spanning_tree(GRAPH)
+CORE = nx.core_number(GRAPH)
+DIGRAPH = nx.bfs_tree(GRAPH, 0)
+
+
+def type_name(t):
+    if t.__module__ == "builtins":
+        return t.__qualname__
+    return t.__module__ + "." + t.__qualname__
+
+
+def main():
+    gc.collect()
+    counts = {}
+    sizes = {}
+    # A plain dict, not a Counter (its isinstance checks would add to the ABCs' caches).
+    for o in gc.get_objects():
+        name = type_name(type(o))
+        counts[name] = counts.get(name, 0) + 1
+        sizes[name] = sizes.get(name, 0) + sys.getsizeof(o)
+    del o
+    print("COUNTS " + json.dumps({"counts": counts, "sizes": sizes}), flush=True)
+    print("READY", flush=True)
+    while True:
+        time.sleep(1)
+
+
+main()
