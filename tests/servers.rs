@@ -587,6 +587,9 @@ fn check_uvicorn(label: &str) {
         in_tasks += tasks + rows_in_tasks;
         endpoint_samples += all + rows;
     }
+    eprintln!(
+        "{label}: {in_tasks} of {endpoint_samples} samples of the async endpoints under a task"
+    );
     // A stack read at a tick goes to the running task if that task's coroutine is on it.
     assert!(
         in_tasks * 10 >= endpoint_samples * 9,
