@@ -7,8 +7,9 @@
 //! - `--pid MASTER` alone names the workers it does not sample and `--subprocesses`;
 //! - `--pid MASTER --subprocesses` roots each worker's stacks at its process, with the handler
 //!   under it; with `--async` (uvicorn) the `async def` endpoints under their request's task;
-//! - `pmt heap --pid WORKER --diff 10` (gunicorn) names the module-level list the leaking handler
-//!   appends to, and the handler's lines as what grew it.
+//! - `pmt heap --pid WORKER --diff 10` (gunicorn), started with the first `/leak` requests,
+//!   names the module-level list the leaking handler appends to, and the handler's lines as
+//!   what grew it.
 //!
 //! A missing venv skips its tests, unless `PMT_REQUIRE_PYTHONS` requires its interpreter: then
 //! they fail with a line that says how to make it.
@@ -359,8 +360,8 @@ fn check_master_alone(label: &str, server: &Server, role: &str) {
     }
 }
 
-/// `pmt-sample --pid MASTER --subprocesses --metric cpu [EXTRA]` for 3 s under `load`'s
-/// requests: the folded stacks.
+/// `pmt-sample --pid MASTER --subprocesses --metric cpu [EXTRA]` for 3 s while two clients
+/// request `paths` in turn: the folded stacks.
 fn sample_tree(
     label: &str,
     server: &Server,
