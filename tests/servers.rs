@@ -503,6 +503,14 @@ fn check_who_grew(label: &str, server: &Server) {
         before.zip(after).is_some_and(|(b, a)| a > b),
         "{label}: {keep}"
     );
+    // Each /leak keeps a 256 KiB bytearray (its buffer counted, as `sys.getsizeof` does) and
+    // a list of 1,000 strings.
+    let retained = keep["retained_bytes"][1].as_u64().unwrap_or(0);
+    let kept = after.unwrap_or(0) / 2;
+    assert!(
+        retained >= kept * (256 << 10),
+        "{label}: KEEP retains {retained} bytes for {kept} /leak requests: {keep}"
+    );
     let who = &diff["growth"]["who_grew"];
     let watched = who["holders"]
         .as_array()
