@@ -357,6 +357,63 @@ fn who_grew_sid_3_14() {
     check_who_grew("sid3.14");
 }
 
+/// A module list that starts empty while 600 bigger ones fill the top of the holders: the
+/// first snapshot lists it all the same (every module's and class's containers are), so
+/// `--diff` watches it and charges its appends to `grow()` at the appending line.
+#[test]
+fn who_grew_from_empty_3_12() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let script = common::script("heap_watch_empty.py");
+    let source = std::fs::read_to_string(&script).expect("reading the script");
+    let line = 1 + source
+        .lines()
+        .position(|l| l.trim_start().starts_with("KEEP.append"))
+        .expect("the appending line");
+    let mut target = common::start(&interp, &script, &[]);
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("diff.json");
+    let out = common::pmt()
+        .args(["heap", "--diff", "2", "--pid", &target.pid().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running pmt heap --diff");
+    assert!(
+        out.status.success(),
+        "pmt heap --diff failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let listed = |snapshot: &Value| {
+        snapshot["holders"]
+            .as_array()
+            .and_then(|h| h.iter().position(|h| h["path"] == "__main__.KEEP"))
+    };
+    let before = &diff["before"];
+    let at = listed(before).unwrap_or_else(|| panic!("KEEP not in the first snapshot"));
+    // Past the 500 top holders: listed as a module's container, not for what it retained.
+    assert!(at >= 500, "KEEP is holder {at} of the first snapshot");
+    let who = &diff["growth"]["who_grew"];
+    let keep = who["holders"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.KEEP"))
+        .unwrap_or_else(|| panic!("KEEP not watched: {who:#}"));
+    let stack: Vec<&str> = keep["grown_by"][0]["stack"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        stack.first().is_some_and(
+            |f| f.starts_with("grow (") && f.ends_with(&format!("heap_watch_empty.py:{line})"))
+        ),
+        "KEEP grown by {stack:?}: {who:#}"
+    );
+}
+
 /// A watched holder freed during the window: `HOLD` grows, is dropped, and short lists made
 /// after take its memory and write its size field. The writes before it went are charged to
 /// `grow()`; none of those after (`reuse()`'s) are, and the holder says it went. One 4-second

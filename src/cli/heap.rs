@@ -64,7 +64,8 @@ pub struct HeapArgs {
     #[arg(long)]
     pub blocking: bool,
     /// With `--diff`: watch the sizes of up to N holders that grow (the fastest over the first
-    /// fifth of the window, at most 1 s) with hardware watchpoints on every thread for the
+    /// fifth of the window, at most 1 s, among the top holders and every container that is
+    /// a module's or class's attribute) with hardware watchpoints on every thread for the
     /// rest of it, and name the Python stacks that wrote them (needs root or
     /// CAP_BPF+CAP_PERFMON; x86 threads have 4 watchpoints). 0: do not watch.
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -171,7 +172,12 @@ fn report(
     };
     options.holders = options.holders.max(DIFF_HOLDERS);
     let started = Instant::now();
-    let before = match take_snapshot(spy, &options) {
+    // A module's or class's container that was empty (or small) so far may be what grows.
+    let first = HeapOptions {
+        named_containers: args.watch > 0,
+        ..options.clone()
+    };
+    let before = match take_snapshot(spy, &first) {
         Ok(snapshot) => snapshot,
         Err(err) => return Err(failed(outputs, err)),
     };

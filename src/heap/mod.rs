@@ -46,6 +46,10 @@ pub struct HeapOptions {
     /// RSS breakdown); retained sizes and names are then computed with it running again
     /// (names from the memory copied during the pause, where it is still held).
     pub blocking: bool,
+    /// Also list every container that is an attribute of a module or a class, however
+    /// little it holds (after the top `holders`): the first snapshot of a diff, whose holders
+    /// are the ones whose growth can be watched.
+    pub named_containers: bool,
 }
 
 impl Default for HeapOptions {
@@ -54,6 +58,7 @@ impl Default for HeapOptions {
             holders: 20,
             max_cached_bytes: 1 << 30,
             blocking: false,
+            named_containers: false,
         }
     }
 }
@@ -133,7 +138,14 @@ pub fn take_snapshot(spy: &mut PythonSpy, options: &HeapOptions) -> Result<Snaps
         paused_at.elapsed().as_secs_f64()
     });
     let doms = dominators::dominators(graph.len(), &graph.edges, &graph.shallow);
-    let summary = snapshot::summarize(&mem, layout, &graph, &doms, options.holders);
+    let summary = snapshot::summarize(
+        &mem,
+        layout,
+        &graph,
+        &doms,
+        options.holders,
+        options.named_containers,
+    );
     if !spy.process().is_alive() {
         return Err(HeapError::Exited(pid));
     }

@@ -162,14 +162,22 @@ impl Snapshot {
     }
 }
 
+/// The most containers named by a module's or class's attribute that a snapshot lists beside
+/// the top holders (see [`summarize`]).
+const MAX_NAMED_CONTAINERS: usize = 5_000;
+
 /// Types, holders and what was not followed, from the graph and its dominators; the top
-/// `holders` containers get their retention paths read.
+/// `holders` containers get their retention paths read. With `named`, every list, dict, set
+/// and deque that is an attribute of a module or a class (`app.KEEP`, `app.Cache.entries`) is
+/// listed too, after them and however little it holds (up to [`MAX_NAMED_CONTAINERS`]): a
+/// leak into a container that was empty at the first snapshot of a diff can then be watched.
 pub fn summarize(
     mem: &impl ReadMemory,
     layout: &Layout,
     graph: &Graph,
     dominators: &Dominators,
     holders: usize,
+    named: bool,
 ) -> Summary {
     let mut per_type: Vec<TypeStats> = (0..graph.types.len())
         .map(|t| TypeStats {
@@ -207,6 +215,17 @@ pub fn summarize(
         dominators.retained_bytes[b as usize].cmp(&dominators.retained_bytes[a as usize])
     });
     candidates.truncate(holders);
+    if named {
+        let top: std::collections::HashSet<u32> = candidates.iter().copied().collect();
+        let mut attributes: Vec<u32> = (1..graph.len() as u32)
+            .filter(|&n| !top.contains(&n) && is_named_container(graph, dominators, n))
+            .collect();
+        attributes.sort_by(|&a, &b| {
+            dominators.retained_bytes[b as usize].cmp(&dominators.retained_bytes[a as usize])
+        });
+        attributes.truncate(MAX_NAMED_CONTAINERS);
+        candidates.extend(attributes);
+    }
     let listed: HashMap<u32, usize> = candidates
         .iter()
         .enumerate()
@@ -280,6 +299,27 @@ fn listed_dominator(
         at = dominators.idom[at as usize];
     }
     None
+}
+
+/// Whether node `n` is a list, dict, set or deque held as an attribute of a module or a class
+/// (a value of its namespace), reached from a root.
+fn is_named_container(graph: &Graph, dominators: &Dominators, n: u32) -> bool {
+    let kind_of = |n: u32| graph.types.get(graph.type_of[n as usize]).kind;
+    let namespace = graph.parent[n as usize];
+    if namespace == NO_NODE || namespace == 0 {
+        return false;
+    }
+    let owner = graph.parent[namespace as usize];
+    dominators.idom[n as usize] != NO_NODE
+        && matches!(
+            kind_of(n),
+            Kind::List | Kind::Dict | Kind::Set | Kind::Deque
+        )
+        && matches!(graph.label[n as usize], Label::Value(_))
+        && graph.label[namespace as usize] == Label::Namespace
+        && owner != NO_NODE
+        && owner != 0
+        && matches!(kind_of(owner), Kind::Module | Kind::Type)
 }
 
 /// Whether node `n` is a container worth naming as a holder: reached from a root, not a

@@ -72,6 +72,8 @@ pub enum Kind {
     Int,
     /// `bytes`: no references, variable size.
     Bytes,
+    /// `bytearray`: no references; its buffer (`ob_alloc` bytes) lies outside it.
+    ByteArray,
     /// Other types known to hold no references (`float`, `NoneType`, …).
     Leaf,
     /// An instance of a class statement's type: `__dict__` and `__slots__`.
@@ -282,9 +284,8 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,
         "bytes" => Kind::Bytes,
-        "float" | "complex" | "NoneType" | "bytearray" | "ellipsis" | "NotImplementedType" => {
-            Kind::Leaf
-        }
+        "bytearray" => Kind::ByteArray,
+        "float" | "complex" | "NoneType" | "ellipsis" | "NotImplementedType" => Kind::Leaf,
         _ if type_flags & flags::TYPE_SUBCLASS != 0 => Kind::Type,
         _ => return None,
     })

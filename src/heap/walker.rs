@@ -502,7 +502,8 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                     Label::Attr("__mro__"),
                 ));
             }
-            Kind::Str | Kind::Int | Kind::Bytes | Kind::Leaf | Kind::Instance => {}
+            Kind::Str | Kind::Int | Kind::Bytes | Kind::ByteArray | Kind::Leaf | Kind::Instance => {
+            }
             Kind::Unknown => {
                 *self.graph.unfollowed.by_type.entry(ty).or_default() += 1;
             }
@@ -797,6 +798,14 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
         // A bytes object's size is its length (plus its terminating NUL, in `basicsize`),
         // however large.
         Kind::Bytes if ob_size >= 0 => info.basicsize + ob_size.unsigned_abs().min(1 << 40),
+        // A bytearray's buffer, `ob_alloc` bytes (the word after `ob_size` in every version),
+        // counts as `sys.getsizeof` counts it. 3.15 keeps it in a bytes object only the
+        // bytearray refers to, which the walk does not follow: counted here once, without that
+        // object's header (33 bytes, which 3.15's `sys.getsizeof` adds).
+        Kind::ByteArray => {
+            let allocated = field_u64(header, l.var_size + 8);
+            info.basicsize + if allocated < 1 << 40 { allocated } else { 0 }
+        }
         // Some variable-size types keep something else where `ob_size` would be (3.11's
         // generators): an implausible count adds nothing.
         _ if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {

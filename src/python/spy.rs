@@ -21,6 +21,7 @@ use super::threads::{
 use super::version::PythonVersion;
 use super::{CapturedFrame, CodeInfo, Frame, ThreadStack};
 use crate::attach::elf::{LoadedElf, load_symbols, section_address};
+use crate::attach::roles::name_in_trees;
 use crate::attach::{
     MappedFile, MemoryError, PageCache, ProcessError, ReadMemory, RemoteMemory, TargetProcess,
 };
@@ -1223,10 +1224,7 @@ fn not_python(process: &TargetProcess) -> SpyError {
         return SpyError::Process(ProcessError::ExitedWhileAttaching(pid));
     }
     let command = process.cmdline().unwrap_or_default();
-    let pythons: Vec<String> = python_descendants(pid)
-        .into_iter()
-        .map(|(child, cmd)| format!("{child} ({cmd})"))
-        .collect();
+    let pythons = name_in_trees(&python_descendants(pid));
     let hint = if pythons.is_empty() {
         String::new()
     } else {

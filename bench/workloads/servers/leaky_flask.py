@@ -2,7 +2,8 @@
 
 /leak keeps ~316 KiB per request (a 256 KiB bytearray and 1,000 small strings in a module-level
 list); /json builds and drops a 1.1 MB JSON string; /floats a 200k-float list; /spin only
-computes. With LEAK=0 in the environment /leak keeps nothing (the no-leak control).
+computes. With LEAK=0 in the environment /leak keeps nothing (the no-leak control). /pid answers
+the serving worker's pid (tests/servers.rs waits until every worker has answered).
 """
 import json
 import os
@@ -44,3 +45,8 @@ def spin():
     for i in range(200000):
         x = (x * 31 + i) % 1000003
     return str(x)
+
+
+@app.route("/pid")
+def pid():
+    return str(os.getpid())
