@@ -14,34 +14,10 @@ mod common;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How many of the target's most numerous tracked types are compared.
 const COMPARED_TYPES: usize = 20;
-
-/// `label`'s interpreter in the venv with networkx, or `None` after saying why the test is
-/// skipped (a panic where CI requires `label`: `tests/run.sh` makes the venvs).
-fn networkx_python(label: &str) -> Option<common::Interpreter> {
-    let mut interp = common::interpreter_or_skip(label)?;
-    interp.path = match &interp.root {
-        None => common::repo().join(format!("target/pkg-venv-{label}/bin/python")),
-        Some(_) => {
-            let minor = label.trim_start_matches("sid");
-            PathBuf::from(format!("/opt/pmt-pkgs-{minor}/bin/python"))
-        }
-    };
-    if interp.host_path().exists() {
-        return Some(interp);
-    }
-    let missing = format!(
-        "no venv with networkx for CPython {label} at {} (bash tests/packages/setup_venvs.sh makes it)",
-        interp.host_path().display()
-    );
-    assert!(!common::required(label), "{missing}");
-    eprintln!("skipped: {missing}");
-    None
-}
 
 /// What the target counted itself: `gc.get_objects()` by type name, and the sum of
 /// `sys.getsizeof` of them.
@@ -115,7 +91,7 @@ fn within_one_percent(found: u64, wanted: u64) -> bool {
 }
 
 fn check(label: &str) {
-    let Some(interp) = networkx_python(label) else {
+    let Some(interp) = common::package_venv_or_skip(label, &["networkx"]) else {
         return;
     };
     let mut target = common::start(&interp, &common::script("heap_networkx.py"), &[]);

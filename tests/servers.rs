@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,55 +30,6 @@ use std::time::{Duration, Instant};
 
 /// What the servers' venvs hold.
 const PACKAGES: &[&str] = &["gunicorn", "flask", "uvicorn", "fastapi"];
-
-/// The PyPI packages' venv for `label` (`3.12`: `target/pkg-venv-3.12`; `sid3.14`:
-/// `/opt/pmt-pkgs-3.14` in the chroot) as an interpreter, or `None` after saying why the test
-/// is skipped; panics when `PMT_REQUIRE_PYTHONS` requires `label` and the venv is missing.
-fn venv_or_skip(label: &str) -> Option<Interpreter> {
-    let interp = common::interpreter_or_skip(label)?;
-    let minor = label.trim_start_matches("sid");
-    let dir = match interp.root {
-        Some(_) => PathBuf::from(format!("/opt/pmt-pkgs-{minor}")),
-        None => common::repo().join(format!("target/pkg-venv-{minor}")),
-    };
-    let venv = Interpreter {
-        label: label.to_string(),
-        path: dir.join("bin/python"),
-        root: interp.root.clone(),
-    };
-    let host_dir = venv
-        .host_path()
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let site = host_dir.join(format!("lib/python{minor}/site-packages"));
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !site.join(p).is_dir())
-        .collect();
-    // Its python may be a link that only resolves inside the chroot: the venv's own file.
-    let made = host_dir.join("pyvenv.cfg").is_file();
-    if made && missing.is_empty() {
-        return Some(venv);
-    }
-    let why = format!(
-        "{label}: the venv {} with {} is missing{}: make it with `bash tests/packages/setup_venvs.sh` (tests/run.sh runs it)",
-        host_dir.display(),
-        PACKAGES.join(", "),
-        if made {
-            format!(" (it lacks {})", missing.join(", "))
-        } else {
-            String::new()
-        },
-    );
-    if common::required(label) {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
 
 /// The child processes of `pid` (every thread's).
 fn children(pid: i32) -> Vec<i32> {
@@ -434,7 +385,7 @@ const APPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/workloads/servers
 /// gunicorn + Flask, two sync workers: `--pid SHELL`, `--pid MASTER` with and without
 /// `--subprocesses`, and `pmt heap --diff` on a worker while `/leak` is requested.
 fn check_gunicorn(label: &str) {
-    let Some(venv) = venv_or_skip(label) else {
+    let Some(venv) = common::package_venv_or_skip(label, PACKAGES) else {
         return;
     };
     let _serial = serial();
@@ -553,7 +504,7 @@ fn check_who_grew(label: &str, server: &Server) {
 /// --subprocesses --async`: the `async def` endpoints' samples under their request's task in
 /// each worker, the plain `def` one (run in the thread pool) under the worker.
 fn check_uvicorn(label: &str) {
-    let Some(venv) = venv_or_skip(label) else {
+    let Some(venv) = common::package_venv_or_skip(label, PACKAGES) else {
         return;
     };
     let _serial = serial();

@@ -368,3 +368,53 @@ pub fn eventually(check: impl Fn() -> bool) -> bool {
     }
     check()
 }
+
+/// The venv of PyPI packages (`tests/packages/setup_venvs.sh`) for `label` (`3.12`:
+/// `target/pkg-venv-3.12`; `sid3.14`: `/opt/pmt-pkgs-3.14` in the chroot) as an interpreter,
+/// or `None` after saying why the test is skipped; panics when `PMT_REQUIRE_PYTHONS` requires `label` and the venv or one of
+/// `packages` is missing.
+pub fn package_venv_or_skip(label: &str, packages: &[&str]) -> Option<Interpreter> {
+    let interp = interpreter_or_skip(label)?;
+    let minor = label.trim_start_matches("sid");
+    let dir = match interp.root {
+        Some(_) => PathBuf::from(format!("/opt/pmt-pkgs-{minor}")),
+        None => repo().join(format!("target/pkg-venv-{minor}")),
+    };
+    let venv = Interpreter {
+        label: label.to_string(),
+        path: dir.join("bin/python"),
+        root: interp.root.clone(),
+    };
+    let host_dir = venv
+        .host_path()
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let site = host_dir.join(format!("lib/python{minor}/site-packages"));
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !site.join(p).is_dir())
+        .collect();
+    // Its python may be a link that only resolves inside the chroot: the venv's own file.
+    let made = host_dir.join("pyvenv.cfg").is_file();
+    if made && missing.is_empty() {
+        return Some(venv);
+    }
+    let why = format!(
+        "{label}: the venv {} with {} is missing{}: make it with `bash tests/packages/setup_venvs.sh` (tests/run.sh runs it)",
+        host_dir.display(),
+        packages.join(", "),
+        if made {
+            format!(" (it lacks {})", missing.join(", "))
+        } else {
+            String::new()
+        },
+    );
+    if required(label) {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
