@@ -10,7 +10,7 @@ use prost::Message;
 use pymemtrace::output::pprof::proto;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -32,50 +32,17 @@ const HOLDERS: &[&str] = &[
 fn start(interp: &common::Interpreter) -> (common::Target, HashMap<String, u64>) {
     let script = common::script("heap_holders.py");
     let mut target = common::start(interp, &script, &[&ITEMS.to_string()]);
-    let started = Instant::now();
-    let mut line = String::new();
-    let counts = loop {
-        line.clear();
-        let n = target
-            .stdout
-            .read_line(&mut line)
-            .expect("reading the target's stdout");
-        assert!(n > 0, "the target exited before printing its counts");
-        if let Some(json) = line.trim_end().strip_prefix("COUNTS ") {
-            break serde_json::from_str(json).expect("counts are JSON");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no counts in time"
-        );
-    };
+    let counts = serde_json::from_value(target.wait_for_json("COUNTS ", Duration::from_secs(60)))
+        .expect("counts by type name");
     target.wait_for_line("READY", Duration::from_secs(30));
     (target, counts)
 }
 
 fn snapshot(label: &str, pid: i32) -> Value {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("heap.json");
-    let out = common::pmt()
-        .args([
-            "heap",
-            "--holders",
-            "30",
-            "--pid",
-            &pid.to_string(),
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("running pmt heap");
-    assert!(
-        out.status.success(),
-        "{label}: pmt heap failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = pid.to_string();
+    let (snap, text) = common::pmt_heap_json(label, &["--holders", "30", "--pid", &pid]);
     assert!(text.contains("__main__.KEEP"), "{label}: report:\n{text}");
-    serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON")
+    snap
 }
 
 fn within_one_percent(found: u64, wanted: u64, slack: u64) -> bool {
@@ -299,26 +266,11 @@ fn check_who_grew(label: &str) {
         .expect("the appending line");
     let mut target = common::start(&interp, &script, &[]);
     target.wait_for_line("READY", Duration::from_secs(30));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("diff.json");
-    let out = common::pmt()
-        .args(["heap", "--diff", "2", "--holders", "5"])
-        .args(["--pid", &target.pid().to_string(), "--json"])
-        .arg(&json)
-        .output()
-        .expect("running pmt heap --diff");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{label}: pmt heap --diff failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let diff: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let pid = target.pid().to_string();
+    let (diff, text) =
+        common::pmt_heap_json(label, &["--diff", "2", "--holders", "5", "--pid", &pid]);
     let who = &diff["growth"]["who_grew"];
-    let keep = who["holders"]
-        .as_array()
-        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.KEEP"))
+    let keep = common::holder(&who["holders"], "__main__.KEEP")
         .unwrap_or_else(|| panic!("{label}: KEEP not watched: {who:#}"));
     assert!(keep["refused"].is_null(), "{label}: {keep:#}");
     let top = &keep["grown_by"][0];
@@ -373,21 +325,8 @@ fn who_grew_from_empty_3_12() {
         .expect("the appending line");
     let mut target = common::start(&interp, &script, &[]);
     target.wait_for_line("READY", Duration::from_secs(30));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("diff.json");
-    let out = common::pmt()
-        .args(["heap", "--diff", "2", "--pid", &target.pid().to_string()])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("running pmt heap --diff");
-    assert!(
-        out.status.success(),
-        "pmt heap --diff failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let diff: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let pid = target.pid().to_string();
+    let (diff, _) = common::pmt_heap_json("3.12", &["--diff", "2", "--pid", &pid]);
     let listed = |snapshot: &Value| {
         snapshot["holders"]
             .as_array()
@@ -398,9 +337,7 @@ fn who_grew_from_empty_3_12() {
     // Past the 500 top holders: listed as a module's container, not for what it retained.
     assert!(at >= 500, "KEEP is holder {at} of the first snapshot");
     let who = &diff["growth"]["who_grew"];
-    let keep = who["holders"]
-        .as_array()
-        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.KEEP"))
+    let keep = common::holder(&who["holders"], "__main__.KEEP")
         .unwrap_or_else(|| panic!("KEEP not watched: {who:#}"));
     let stack: Vec<&str> = keep["grown_by"][0]["stack"]
         .as_array()
@@ -424,26 +361,11 @@ fn check_freed_holder(label: &str) {
     };
     let mut target = common::start(&interp, &common::script("heap_freed.py"), &[]);
     target.wait_for_line("READY", Duration::from_secs(30));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("diff.json");
-    let out = common::pmt()
-        .args(["heap", "--diff", "4", "--holders", "5"])
-        .args(["--pid", &target.pid().to_string(), "--json"])
-        .arg(&json)
-        .output()
-        .expect("running pmt heap --diff");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{label}: pmt heap --diff failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let diff: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let pid = target.pid().to_string();
+    let (diff, text) =
+        common::pmt_heap_json(label, &["--diff", "4", "--holders", "5", "--pid", &pid]);
     let who = &diff["growth"]["who_grew"];
-    let hold = who["holders"]
-        .as_array()
-        .and_then(|h| h.iter().find(|h| h["path"] == "__main__.HOLD"))
+    let hold = common::holder(&who["holders"], "__main__.HOLD")
         .unwrap_or_else(|| panic!("{label}: HOLD not watched: {who:#}"));
     assert!(hold["refused"].is_null(), "{label}: {hold:#}");
     let grown_by = hold["grown_by"].as_array().expect("grown_by");

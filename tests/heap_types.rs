@@ -11,10 +11,8 @@
 
 mod common;
 
-use serde_json::Value;
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How many of the target's most numerous tracked types are compared.
 const COMPARED_TYPES: usize = 20;
@@ -27,23 +25,7 @@ struct OwnCounts {
 }
 
 fn own_counts(target: &mut common::Target) -> OwnCounts {
-    let started = Instant::now();
-    let mut line = String::new();
-    let json: Value = loop {
-        line.clear();
-        let n = target
-            .stdout
-            .read_line(&mut line)
-            .expect("reading the target's stdout");
-        assert!(n > 0, "the target exited before printing its counts");
-        if let Some(json) = line.trim_end().strip_prefix("COUNTS ") {
-            break serde_json::from_str(json).expect("counts are JSON");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no counts in time"
-        );
-    };
+    let json = target.wait_for_json("COUNTS ", Duration::from_secs(120));
     let table = |key: &str| -> HashMap<String, u64> {
         json[key]
             .as_object()
@@ -60,20 +42,7 @@ fn own_counts(target: &mut common::Target) -> OwnCounts {
 
 /// pmt's `(count, tracked, bytes)` by type name (summed over types of the same name).
 fn pmt_types(label: &str, pid: i32) -> HashMap<String, (u64, u64, u64)> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("heap.json");
-    let out = common::pmt()
-        .args(["heap", "--pid", &pid.to_string(), "--json"])
-        .arg(&json)
-        .output()
-        .expect("running pmt heap");
-    assert!(
-        out.status.success(),
-        "{label}: pmt heap failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snap: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
+    let (snap, _) = common::pmt_heap_json(label, &["--pid", &pid.to_string()]);
     let mut types: HashMap<String, (u64, u64, u64)> = HashMap::new();
     for t in snap["types"].as_array().expect("types") {
         let entry = types

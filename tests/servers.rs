@@ -424,29 +424,13 @@ fn check_who_grew(label: &str, server: &Server) {
     let appends = lines_starting("leaky_flask.py", "KEEP.append(");
     let calls = lines_starting("leaky_flask.py", "remember(len(KEEP))");
     assert!(appends.len() == 2 && calls.len() == 1, "the app's lines");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("diff.json");
     let worker = server.workers[0].to_string();
     // The server has served no /leak yet: KEEP is empty, or holds the few items of the
     // first requests, when the first snapshot is read.
     let load = Load::start(server.port, &["/leak"], 1, Duration::from_millis(50));
-    let out = common::pmt()
-        .args(["heap", "--pid", &worker, "--diff", "10", "--json"])
-        .arg(&json)
-        .output()
-        .expect("running pmt heap --diff");
+    let (diff, report) = common::pmt_heap_json(label, &["--pid", &worker, "--diff", "10"]);
     let (answered, _) = load.stop();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{label}: pmt heap --diff failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let diff: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON")).expect("JSON");
-    let keep = diff["growth"]["holders"]
-        .as_array()
-        .and_then(|h| h.iter().find(|h| h["path"] == "leaky_flask.KEEP"))
+    let keep = common::holder(&diff["growth"]["holders"], "leaky_flask.KEEP")
         .unwrap_or_else(|| panic!("{label}: KEEP did not grow ({answered} /leak): {report}"));
     // Listed in the first snapshot however little it held then.
     let (before, after) = (keep["items"][0].as_u64(), keep["items"][1].as_u64());
@@ -463,9 +447,7 @@ fn check_who_grew(label: &str, server: &Server) {
         "{label}: KEEP retains {retained} bytes for {kept} /leak requests: {keep}"
     );
     let who = &diff["growth"]["who_grew"];
-    let watched = who["holders"]
-        .as_array()
-        .and_then(|h| h.iter().find(|h| h["path"] == "leaky_flask.KEEP"))
+    let watched = common::holder(&who["holders"], "leaky_flask.KEEP")
         .unwrap_or_else(|| panic!("{label}: KEEP not watched: {who:#}"));
     assert!(watched["refused"].is_null(), "{label}: {watched:#}");
     let grown_by = watched["grown_by"].as_array().cloned().unwrap_or_default();

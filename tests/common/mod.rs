@@ -240,6 +240,28 @@ impl Target {
         self.child.id() as i32
     }
 
+    /// Reads stdout lines until one starts with `prefix` and returns the JSON after it
+    /// (panics after `timeout`).
+    pub fn wait_for_json(&mut self, prefix: &str, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("reading the target's stdout");
+            assert!(n > 0, "target exited before printing {prefix:?}");
+            if let Some(json) = line.trim_end().strip_prefix(prefix) {
+                return serde_json::from_str(json).expect("JSON after the prefix");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "target did not print {prefix:?} in time"
+            );
+        }
+    }
+
     /// Reads stdout lines until one equals `marker` (panics after `timeout`).
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) {
         let start = Instant::now();
@@ -417,4 +439,33 @@ pub fn package_venv_or_skip(label: &str, packages: &[&str]) -> Option<Interprete
     }
     eprintln!("skipped: {why}");
     None
+}
+
+/// Runs `pmt heap ARGS --json FILE`: the JSON and the text report; panics, naming `label`,
+/// when it fails.
+pub fn pmt_heap_json(label: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("heap.json");
+    let out = pmt()
+        .arg("heap")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running pmt heap");
+    assert!(
+        out.status.success(),
+        "{label}: pmt heap {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = serde_json::from_slice(&std::fs::read(&json).expect("reading the JSON"))
+        .expect("the JSON parses");
+    (value, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The holder whose retention path is `path` in a JSON list of holders (a snapshot's, the
+/// growth's or those watched).
+pub fn holder<'a>(holders: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    holders.as_array()?.iter().find(|h| h["path"] == path)
 }
