@@ -25,6 +25,7 @@ mod page_ledger;
 pub mod process_tree;
 mod quiet;
 mod ticks;
+mod unknown_threads;
 
 use crate::memory::rss::RssCounter;
 use crate::python::ImageChange;
@@ -418,6 +419,34 @@ impl<S: StackSource> Sampler<S> {
 
     /// Takes one sample; returns whether the target has exited.
     fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
+        let exited = self.read_and_charge(time, sink);
+        if exited {
+            self.charge_last(time, sink);
+        }
+        exited
+    }
+
+    /// Charges what the kernel captured of a process that exited since its last tick: its
+    /// last interval's events (a child that lived less than a tick, memory taken just before
+    /// exiting), in one last sample without RSS.
+    fn charge_last(&mut self, time: Duration, sink: &mut dyn SampleSink) {
+        let Some(kernel) = &mut self.kernel else {
+            return;
+        };
+        let source = &mut self.source;
+        let threads = kernel.charge_last(&mut |frames| source.decode_captured(frames));
+        self.stats.in_kernel = Some(kernel.stats());
+        if !threads.is_empty() {
+            sink.record(Sample {
+                time,
+                rss: None,
+                threads,
+            });
+        }
+    }
+
+    /// One tick's readings and charges; returns whether the target has exited.
+    fn read_and_charge(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
         let rss = match self.rss.read() {
             Ok(rss) => Some(rss),
             Err(err) if err.process_exited() || process_gone(self.pid) => return true,
