@@ -35,7 +35,7 @@ const EXEC_STARTING: &str =
     "the program was replaced (exec) and the new one runs no Python interpreter pmt can read yet";
 use crate::memory::thread_counters::{ThreadCounters, ThreadStat};
 use crate::python::{Frame, ThreadStack};
-use crate::sample::{Metric, ProcessIdentity, Sample};
+use crate::sample::{Metric, ProcessIdentity, Sample, ThreadSample};
 use kernel::{InKernelStats, KernelAttribution, SharedCapture, TickThread};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,6 +139,8 @@ pub trait SampleSink {
     }
     /// Called a few times a second with the run's statistics so far.
     fn progress(&mut self, _stats: &SamplerStats) {}
+    /// `process` (one of several sampled together) exited: no more samples of it will come.
+    fn process_exited(&mut self, _process: &ProcessIdentity) {}
 }
 
 /// How often the sampler ticks and for how long.
@@ -240,6 +242,9 @@ pub struct TreeTallies {
     pub attached: u64,
     /// Processes that exited before they could be attached to.
     pub missed: u64,
+    /// Forked children that exited before they could be attached to, charged what the kernel
+    /// captured of them (decoded with their parent's code objects).
+    pub charged_unattached: u64,
     /// Processes that are not Python (or not a Python pmt can read).
     pub not_python: u64,
     /// Processes not sampled for another reason (said in the run's notes).
@@ -424,6 +429,24 @@ impl<S: StackSource> Sampler<S> {
             self.charge_last(time, sink);
         }
         exited
+    }
+
+    /// Charges what the kernel captured of `child`, a process this one forked that exited
+    /// before it could be attached to: its events, decoded from this process's memory (code
+    /// objects made before the fork lie at the same addresses; each is checked). `None` when
+    /// the capture did not follow that fork (or no longer holds its events).
+    fn charge_exited_child(&mut self, child: i32) -> Option<(Vec<ThreadSample>, InKernelStats)> {
+        let kernel = self.kernel.as_ref()?;
+        let capture = kernel.capture().clone();
+        let child = u32::try_from(child).ok()?;
+        if capture.borrow().forked_from(child) != u32::try_from(self.pid).ok() {
+            return None;
+        }
+        let mut attribution = KernelAttribution::new(capture, child, None);
+        let source = &mut self.source;
+        let threads = attribution.charge_last(&mut |frames| source.decode_captured(frames));
+        attribution.read_tallies_now();
+        Some((threads, attribution.stats()))
     }
 
     /// Charges what the kernel captured of a process that exited since its last tick: its

@@ -62,6 +62,11 @@ pub struct KernelCapture {
     kept: HashMap<u64, RawStack>,
     /// Processes that exited, oldest first, with when that was drained.
     exited: Vec<(u32, std::time::Instant)>,
+    /// Children captured from their first page -> the process that forked them, until their
+    /// events are dropped.
+    forks: HashMap<u32, u32>,
+    /// Processes a [`KernelAttribution`] takes the events of.
+    claimed: HashSet<u32>,
     tallies: CaptureTallies,
     /// When the walker's tallies were last read into `tallies.kernel` (reading them costs one
     /// syscall per tally): read again when events were drained since, or after
@@ -109,6 +114,8 @@ impl KernelCapture {
             ids_seen: HashSet::new(),
             kept: HashMap::new(),
             exited: Vec::new(),
+            forks: HashMap::new(),
+            claimed: HashSet::new(),
             tallies: CaptureTallies::default(),
             kernel_tallies_read: None,
             drained_since_tallies: false,
@@ -166,6 +173,9 @@ impl KernelCapture {
                 }
                 EventKind::Fork => {
                     self.tallies.children_followed += 1;
+                    if let Ok(child) = u32::try_from(event.addr) {
+                        self.forks.insert(child, event.tgid);
+                    }
                 }
                 EventKind::Exit => {
                     self.exited.push((event.tgid, std::time::Instant::now()));
@@ -180,7 +190,24 @@ impl KernelCapture {
         {
             self.exited.remove(0);
             self.pending.remove(&tgid);
+            self.forks.remove(&tgid);
         }
+    }
+
+    /// The process that forked `child`, if the capture followed the fork and still holds the
+    /// child's events.
+    pub(crate) fn forked_from(&self, child: u32) -> Option<u32> {
+        self.forks.get(&child).copied()
+    }
+
+    /// Children captured from their first page that exited with no [`KernelAttribution`]
+    /// taking their events (never attached to), with the process that forked each.
+    pub(crate) fn exited_unclaimed(&self) -> Vec<(u32, u32)> {
+        self.exited
+            .iter()
+            .filter(|(tgid, _)| !self.claimed.contains(tgid))
+            .filter_map(|&(tgid, _)| Some((tgid, self.forked_from(tgid)?)))
+            .collect()
     }
 
     /// Empties the in-kernel stack table, keeping the raw stacks that pending events name.
@@ -214,6 +241,8 @@ impl KernelCapture {
         self.stacks.remove_process(tgid, tids);
         self.drain_all();
         self.pending.remove(&tgid);
+        self.forks.remove(&tgid);
+        self.claimed.remove(&tgid);
     }
 }
 
@@ -506,6 +535,7 @@ impl KernelAttribution {
     /// Attribution of process `tgid`'s events from `capture`; `initial_brk` is the end of its
     /// heap when attaching, if it has one.
     pub(crate) fn new(capture: SharedCapture, tgid: u32, initial_brk: Option<u64>) -> Self {
+        capture.borrow_mut().claimed.insert(tgid);
         KernelAttribution {
             capture,
             tgid,
@@ -523,6 +553,11 @@ impl KernelAttribution {
             unknown: UnknownThreads::default(),
             stats: InKernelStats::default(),
         }
+    }
+
+    /// The capture it takes its events from.
+    pub(crate) fn capture(&self) -> &SharedCapture {
+        &self.capture
     }
 
     /// The run's figures so far.
