@@ -334,22 +334,23 @@ fn pages_go_to_their_mapping_their_huge_page_or_their_file() {
     );
 }
 
-/// Each child process of `scripts/fork_runner.py` (by pid) and the `rss` bytes charged under
-/// its `keep` frame, from the JSON timeline of `--subprocesses --attribution kernel`; and the
+/// Each child process of `scripts/SCRIPT` (by pid) and the `rss` bytes charged under its
+/// `keep` frame, from the JSON timeline of `--subprocesses --attribution kernel`; and the
 /// capture's (events, events without a thread state).
 fn children_kept(
     interp: &Interpreter,
+    script: &str,
     children: u32,
     dir: &std::path::Path,
 ) -> (Vec<(i64, u64)>, (u64, u64)) {
-    let json = dir.join(format!("{}-forks.json", interp.label));
+    let json = dir.join(format!("{}-{script}.json", interp.label));
     let mut command = sampler();
     command
         .args(["--subprocesses", "--attribution", "kernel", "--json"])
         .arg(&json)
         .arg("--")
         .args(interp.argv())
-        .arg(repo().join("tests/scripts/fork_runner.py"))
+        .arg(repo().join("tests/scripts").join(script))
         .arg(children.to_string())
         .stdout(Stdio::null());
     let output = common::run(command);
@@ -415,7 +416,8 @@ fn forked_children_are_charged_from_their_first_page() {
         let Some(interp) = common::interpreter_or_skip(label) else {
             continue;
         };
-        let (kept, (events, no_thread)) = children_kept(&interp, children, dir.path());
+        let (kept, (events, no_thread)) =
+            children_kept(&interp, "fork_runner.py", children, dir.path());
         eprintln!(
             "{label}: rss under keep per child: {kept:?}; {no_thread} of {events} events without a thread state"
         );
@@ -432,4 +434,23 @@ fn forked_children_are_charged_from_their_first_page() {
             "{label}: only {charged} of {children} children were charged their 8 MiB under keep: {kept:?}"
         );
     }
+}
+
+#[test]
+fn children_that_exit_before_they_are_attached_are_charged() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Children that live about a millisecond: most exit before pmt-sample attaches to them
+    // (none of those was charged before); the kernel captured them from their first page.
+    let children = 10;
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let (kept, _) = children_kept(&interp, "fast_forks.py", children, dir.path());
+    eprintln!("rss under keep per child: {kept:?}");
+    assert_eq!(kept.len(), children as usize, "children charged: {kept:?}");
+    assert!(
+        kept.iter().all(|(_, bytes)| *bytes >= 8 << 20),
+        "a child was not charged its 8 MiB under keep: {kept:?}"
+    );
 }
