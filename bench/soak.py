@@ -225,7 +225,9 @@ def main():
         pool.wait()
     load_after = os.getloadavg()
     with open(err_path) as f:
-        summary = f.read()
+        # One line per process sampled (thousands) is left out.
+        summary = "".join(line for line in f
+                          if not re.match(r"^ +\d+ +\d+ samples", line))
 
     # Verdicts.
     after_first = [r for t, r in rss_trace if t >= 60]
