@@ -201,6 +201,7 @@ fn run_tallies(stats: &SamplerStats) -> Vec<(String, u64)> {
             ("processes_seen", tree.seen),
             ("processes_attached", tree.attached),
             ("processes_missed", tree.missed),
+            ("processes_charged_unattached", tree.charged_unattached),
             ("processes_not_python", tree.not_python),
             ("processes_failed", tree.failed),
         ] {
@@ -433,6 +434,20 @@ struct GrowthLedger {
 }
 
 impl GrowthLedger {
+    /// Its process is sampled no more (it exited): only what each key held at the peak
+    /// ([`GrowthLedger::at_peak`], which no later sample can change) and holds now are kept;
+    /// the working state (entries, windows, histories) is dropped, so that a long run over
+    /// many short-lived processes does not keep every one's.
+    fn freeze(&mut self) {
+        let best = self.at_peak();
+        let current = std::mem::take(&mut self.current);
+        *self = GrowthLedger {
+            best,
+            current,
+            ..GrowthLedger::default()
+        };
+    }
+
     /// A ledger that also caps each key at the least it held within the window.
     fn per_key() -> GrowthLedger {
         GrowthLedger {
@@ -880,6 +895,18 @@ impl Profile {
     pub fn add_process_sample(&mut self, process: &ProcessIdentity, sample: Sample) {
         let index = self.intern_process(process);
         self.add_to(Some(index), sample);
+    }
+
+    /// `process` exited and will have no more samples: its growth ledgers keep only what they
+    /// need for the weights, and a later process with the same pid is another process.
+    pub fn process_exited(&mut self, process: &ProcessIdentity) {
+        let Some(index) = self.process_ids.remove(&process.pid) else {
+            return;
+        };
+        if let Some(ledgers) = self.ledgers.get_mut(&Some(index)) {
+            ledgers.rss.freeze();
+            ledgers.heap.freeze();
+        }
     }
 
     fn intern_process(&mut self, process: &ProcessIdentity) -> u32 {

@@ -25,6 +25,7 @@ mod page_ledger;
 pub mod process_tree;
 mod quiet;
 mod ticks;
+mod unknown_threads;
 
 use crate::memory::rss::RssCounter;
 use crate::python::ImageChange;
@@ -34,7 +35,7 @@ const EXEC_STARTING: &str =
     "the program was replaced (exec) and the new one runs no Python interpreter pmt can read yet";
 use crate::memory::thread_counters::{ThreadCounters, ThreadStat};
 use crate::python::{Frame, ThreadStack};
-use crate::sample::{Metric, ProcessIdentity, Sample};
+use crate::sample::{Metric, ProcessIdentity, Sample, ThreadSample};
 use kernel::{InKernelStats, KernelAttribution, SharedCapture, TickThread};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +139,8 @@ pub trait SampleSink {
     }
     /// Called a few times a second with the run's statistics so far.
     fn progress(&mut self, _stats: &SamplerStats) {}
+    /// `process` (one of several sampled together) exited: no more samples of it will come.
+    fn process_exited(&mut self, _process: &ProcessIdentity) {}
 }
 
 /// How often the sampler ticks and for how long.
@@ -242,6 +245,9 @@ pub struct TreeTallies {
     pub attached: u64,
     /// Processes that exited before they could be attached to.
     pub missed: u64,
+    /// Forked children that exited before they could be attached to, charged what the kernel
+    /// captured of them (decoded with their parent's code objects).
+    pub charged_unattached: u64,
     /// Processes that are not Python (or not a Python pmt can read).
     pub not_python: u64,
     /// Processes not sampled for another reason (said in the run's notes).
@@ -421,6 +427,52 @@ impl<S: StackSource> Sampler<S> {
 
     /// Takes one sample; returns whether the target has exited.
     fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
+        let exited = self.read_and_charge(time, sink);
+        if exited {
+            self.charge_last(time, sink);
+        }
+        exited
+    }
+
+    /// Charges what the kernel captured of `child`, a process this one forked that exited
+    /// before it could be attached to: its events, decoded from this process's memory (code
+    /// objects made before the fork lie at the same addresses; each is checked). `None` when
+    /// the capture did not follow that fork (or no longer holds its events).
+    fn charge_exited_child(&mut self, child: i32) -> Option<(Vec<ThreadSample>, InKernelStats)> {
+        let kernel = self.kernel.as_ref()?;
+        let capture = kernel.capture().clone();
+        let child = u32::try_from(child).ok()?;
+        if capture.borrow().forked_from(child) != u32::try_from(self.pid).ok() {
+            return None;
+        }
+        let mut attribution = KernelAttribution::new(capture, child, None);
+        let source = &mut self.source;
+        let threads = attribution.charge_last(&mut |frames| source.decode_captured(frames));
+        attribution.read_tallies_now();
+        Some((threads, attribution.stats()))
+    }
+
+    /// Charges what the kernel captured of a process that exited since its last tick: its
+    /// last interval's events (a child that lived less than a tick, memory taken just before
+    /// exiting), in one last sample without RSS.
+    fn charge_last(&mut self, time: Duration, sink: &mut dyn SampleSink) {
+        let Some(kernel) = &mut self.kernel else {
+            return;
+        };
+        let source = &mut self.source;
+        let threads = kernel.charge_last(&mut |frames| source.decode_captured(frames));
+        self.stats.in_kernel = Some(kernel.stats());
+        if !threads.is_empty() {
+            sink.record(Sample {
+                time,
+                rss: None,
+                threads,
+            });
+        }
+    }
+
+    /// One tick's readings and charges; returns whether the target has exited.
+    fn read_and_charge(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
         let rss = match self.rss.read() {
             Ok(rss) => Some(rss),
             Err(err) if err.process_exited() || process_gone(self.pid) => return true,

@@ -14,9 +14,9 @@
 //   munmap, madvise, brk, mremap (syscall tracepoints): emit the ranges the process gives
 //   back or moves, so that user space can keep a ledger of which stack owns each page;
 //   processes (tracepoints task:task_newtask, sched:sched_process_exec and _exit): a target's
-//   child process is captured from its first page with the parent's layout (EV_FORK); a
-//   target that execs or exits leaves PMT_PROCS (EV_EXEC, EV_EXIT), and an exiting thread
-//   leaves the per-thread tables;
+//   child process is captured from its first page with the parent's layout and the forking
+//   thread's thread state (EV_FORK); a target that execs or exits leaves PMT_PROCS (EV_EXEC,
+//   EV_EXIT), and an exiting or exec'ing thread leaves the per-thread tables;
 //   allocator uprobes (same program names as malloc_counters.bpf.c, so the same probe sites
 //   apply): count every call's bytes per thread and, once a thread's bytes since its last
 //   sample reach a randomised threshold (mean SAMPLE_BYTES), walk the stack and emit
@@ -27,8 +27,9 @@
 //   millions of times would fill any ring).
 //
 // The walk: the thread state of the calling thread comes from PMT_THREADS (filled by user space
-// each sampler tick; a thread not there yet is looked up in its interpreter's thread list by
-// its kernel thread id, so threads shorter than a tick are found too). From its innermost
+// each sampler tick, and for a forked child's thread at the fork; a thread not there yet is
+// looked up in its interpreter's thread list by its kernel thread id, so threads shorter than
+// a tick are found too). From its innermost
 // frame the chain is followed through `previous`/`f_back` with bpf_probe_read_user and the
 // offsets user space hands over per process in PMT_PROCS (the same layouts the reader uses),
 // recording (code object address, instruction position, code tag) triples, innermost first,
@@ -50,6 +51,7 @@ typedef long long __s64;
 #define FRAME_SPAN 256         // the window of a frame the walk reads its members from (user
                                // space refuses a layout with a member past it: FRAME_WINDOW)
 #define MISS_TTL_NS 2000000ULL // how long a thread found in no thread list stays "not Python"
+#define NEW_THREAD_NS 50000000ULL // how long a target's new thread is looked for at every event
 
 // Flags of struct py_layout.
 #define F_FRAME_OBJECTS 1      // <= 3.10: PyFrameObject chain, f_lasti is an int
@@ -148,8 +150,8 @@ struct {
     __type(value, struct py_layout);
 } PMT_PROCS SEC(".maps");
 
-// Kernel tid (loader's view) -> its PyThreadState address, or (odd) when it was last looked
-// for in vain: (ktime << 1) | 1.
+// Kernel tid (loader's view) -> its PyThreadState address (even), or when it was last looked
+// for in vain: (ktime << 2) | 1, or when it was made as a new thread of a target: (ktime << 2) | 3.
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
@@ -269,12 +271,19 @@ static __attribute__((noinline)) __u64 find_thread_state(const struct py_layout 
 {
     __u64 *known = bpf_map_lookup_elem(&PMT_THREADS, &tid);
     __u64 now = bpf_ktime_get_ns();
-    if (known && !(*known & 1))
-        return *known;
-    // A remembered miss (odd: the time it was taken, shifted left by one) holds for
-    // MISS_TTL_NS: a thread's first allocations come before its thread state is linked.
-    if (known && now - (*known >> 1) < MISS_TTL_NS)
-        return 0;
+    __u32 fresh = 0;
+    if (known) {
+        __u64 value = *known;
+        if (!(value & 1))
+            return value;
+        // A remembered miss holds for MISS_TTL_NS (a thread Python does not know costs one scan
+        // per MISS_TTL_NS, not one per event). A new thread is looked for at every event for
+        // NEW_THREAD_NS instead: its first events come before its interpreter has bound its
+        // thread state, and it is found from the first event after.
+        if ((value & 3) == 1 && now - (value >> 2) < MISS_TTL_NS)
+            return 0;
+        fresh = (value & 3) == 3 && now - (value >> 2) < NEW_THREAD_NS;
+    }
     struct scan_ctx c = {
         .own = tid,
         .native_id = l->tstate_native_id,
@@ -290,9 +299,12 @@ static __attribute__((noinline)) __u64 find_thread_state(const struct py_layout 
     __u64 interp = read_u64(l->interp_head);
     c.tstate = interp ? read_u64(interp + l->interp_threads_head) : 0;
     bpf_loop(MAX_THREAD_SCAN, scan_step, &c, 0);
-    // A miss is remembered for a while (a thread Python does not know, or not yet).
-    __u64 value = c.found ? c.found : (now << 1) | 1;
-    bpf_map_update_elem(&PMT_THREADS, &tid, &value, BPF_ANY);
+    // A miss is remembered for a while (a thread Python does not know, or not yet), except
+    // for a new thread, still looked for at its next event.
+    if (c.found || !fresh) {
+        __u64 value = c.found ? c.found : (now << 2) | 1;
+        bpf_map_update_elem(&PMT_THREADS, &tid, &value, BPF_ANY);
+    }
     return c.found;
 }
 
@@ -556,34 +568,64 @@ struct newtask_args {  // task:task_newtask's format
 #define CLONE_THREAD 0x10000
 
 // A target's new process (not a thread) is captured from its first page: a fork copies the
-// interpreter's memory, so the parent's layout walks the child's frames. The new task's id is
-// the initial namespace's: with a loader in another namespace children are left to user space.
+// interpreter's memory, so the parent's layout walks the child's frames. A target's new thread
+// is marked new in PMT_THREADS (see find_thread_state). The new task's id is the initial
+// namespace's: with a loader in another namespace children and threads are left to user space.
 SEC("tracepoint/task/task_newtask")
 int pmt_fork(struct newtask_args *a)
 {
-    if ((a->clone_flags & CLONE_THREAD) || PIDNS_INO)
+    if (PIDNS_INO)
         return 0;
     __u32 tgid, tid;
     const struct py_layout *l = target(&tgid, &tid);
     if (!l)
         return 0;
     __u32 child = (__u32)a->pid;
+    if (a->clone_flags & CLONE_THREAD) {
+        __u64 made = (bpf_ktime_get_ns() << 2) | 3;
+        bpf_map_update_elem(&PMT_THREADS, &child, &made, BPF_ANY);
+        return 0;
+    }
     struct py_layout copy = *l;
     if (bpf_map_update_elem(&PMT_PROCS, &child, &copy, BPF_NOEXIST)) {
         tally(T_PROCS_FULL);
         return 0;
     }
+    // The child's only thread is a copy of the forking one: its thread state lies at the same
+    // address, its frames are the forking thread's until it returns from fork. Known from its
+    // first page, without waiting for the interpreter to write the child's native id into it.
+    __u64 tstate = find_thread_state(l, tid);
+    if (tstate)
+        bpf_map_update_elem(&PMT_THREADS, &child, &tstate, BPF_ANY);
     return emit(EV_FORK, tgid, tid, child, 0, 0, 0);
 }
 
-// An exec replaces the interpreter: the layout no longer applies.
+struct exec_args {  // sched:sched_process_exec's format
+    __u64 common;
+    __u32 filename;
+    __s32 pid;
+    __s32 old_pid;
+};
+
+// An exec replaces the interpreter: the layout no longer applies, nor does what the per-thread
+// tables hold for the exec'ing thread (under its id before and after: a thread other than the
+// leader takes the leader's id), which a new image added later must not find.
 SEC("tracepoint/sched/sched_process_exec")
-int pmt_exec(void *a)
+int pmt_exec(struct exec_args *a)
 {
     __u32 tgid, tid;
     if (!target(&tgid, &tid))
         return 0;
     bpf_map_delete_elem(&PMT_PROCS, &tgid);
+    bpf_map_delete_elem(&PMT_THREADS, &tid);
+    bpf_map_delete_elem(&PMT_LAST_WALK, &tid);
+    bpf_map_delete_elem(&PMT_SAMPLERS, &tid);
+    __u32 old = (__u32)a->old_pid;
+    if (!PIDNS_INO && old != tid) {
+        bpf_map_delete_elem(&PMT_THREADS, &old);
+        bpf_map_delete_elem(&PMT_LAST_WALK, &old);
+        bpf_map_delete_elem(&PMT_SAMPLERS, &old);
+    }
     return emit(EV_EXEC, tgid, tid, 0, 0, 0, 0);
 }
 

@@ -334,6 +334,10 @@ impl SampleSink for Feed<'_> {
         self.profile.add_process_sample(process, sample);
     }
 
+    fn process_exited(&mut self, process: &ProcessIdentity) {
+        self.profile.process_exited(process);
+    }
+
     fn progress(&mut self, stats: &SamplerStats) {
         self.observer.progress(stats, self.profile);
     }
@@ -344,8 +348,8 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
     let mut lines = vec![format!("processes sampled: {}", stats.processes.len())];
     if let Some(tree) = stats.tree {
         lines.push(format!(
-            "processes in the tree: {} seen, {} attached, {} exited before they could be attached, {} not Python, {} not sampled for another reason",
-            tree.seen, tree.attached, tree.missed, tree.not_python, tree.failed
+            "processes in the tree: {} seen, {} attached, {} exited before they could be attached, {} not Python, {} not sampled for another reason; {} forked children that exited before they were attached charged what the kernel captured of them",
+            tree.seen, tree.attached, tree.missed, tree.not_python, tree.failed, tree.charged_unattached
         ));
     }
     for process in &stats.processes {

@@ -23,9 +23,10 @@
 //! apart from anonymous memory, under a `<file-backed pages>` (the file in its tooltip) or
 //! `<shared memory>` leaf frame of the stack that touched them.
 //!
-//! A fault or sample whose stack could not be captured (a thread Python does not know, or a
-//! frame that could not be read) goes to the thread's stack read at this tick, else to the
-//! thread without Python frames.
+//! A fault or sample whose stack could not be captured goes to the thread's stack read at this
+//! tick, else to the thread without Python frames; but that of a thread neither this tick's
+//! read nor a captured stack names yet (a new thread before its thread state is bound) is held
+//! until its first captured stack, and charged there ([`super::unknown_threads`]).
 //! Must not touch: tick timing, reading stacks or counters, how charges add up (`profile`).
 
 use std::cell::RefCell;
@@ -33,6 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use super::page_ledger::{Charges, Fault, PageLedger};
+use super::unknown_threads::{Held, UnknownThreads};
 
 use crate::attach::process::{Backing, Region, memory_regions};
 use crate::memory::kernel_stacks::{
@@ -60,6 +62,11 @@ pub struct KernelCapture {
     kept: HashMap<u64, RawStack>,
     /// Processes that exited, oldest first, with when that was drained.
     exited: Vec<(u32, std::time::Instant)>,
+    /// Children captured from their first page -> the process that forked them, until their
+    /// events are dropped.
+    forks: HashMap<u32, u32>,
+    /// Processes a [`KernelAttribution`] takes the events of.
+    claimed: HashSet<u32>,
     tallies: CaptureTallies,
     /// When the walker's tallies were last read into `tallies.kernel` (reading them costs one
     /// syscall per tally): read again when events were drained since, or after
@@ -107,6 +114,8 @@ impl KernelCapture {
             ids_seen: HashSet::new(),
             kept: HashMap::new(),
             exited: Vec::new(),
+            forks: HashMap::new(),
+            claimed: HashSet::new(),
             tallies: CaptureTallies::default(),
             kernel_tallies_read: None,
             drained_since_tallies: false,
@@ -164,6 +173,9 @@ impl KernelCapture {
                 }
                 EventKind::Fork => {
                     self.tallies.children_followed += 1;
+                    if let Ok(child) = u32::try_from(event.addr) {
+                        self.forks.insert(child, event.tgid);
+                    }
                 }
                 EventKind::Exit => {
                     self.exited.push((event.tgid, std::time::Instant::now()));
@@ -178,7 +190,24 @@ impl KernelCapture {
         {
             self.exited.remove(0);
             self.pending.remove(&tgid);
+            self.forks.remove(&tgid);
         }
+    }
+
+    /// The process that forked `child`, if the capture followed the fork and still holds the
+    /// child's events.
+    pub(crate) fn forked_from(&self, child: u32) -> Option<u32> {
+        self.forks.get(&child).copied()
+    }
+
+    /// Children captured from their first page that exited with no [`KernelAttribution`]
+    /// taking their events (never attached to), with the process that forked each.
+    pub(crate) fn exited_unclaimed(&self) -> Vec<(u32, u32)> {
+        self.exited
+            .iter()
+            .filter(|(tgid, _)| !self.claimed.contains(tgid))
+            .filter_map(|&(tgid, _)| Some((tgid, self.forked_from(tgid)?)))
+            .collect()
     }
 
     /// Empties the in-kernel stack table, keeping the raw stacks that pending events name.
@@ -212,6 +241,8 @@ impl KernelCapture {
         self.stacks.remove_process(tgid, tids);
         self.drain_all();
         self.pending.remove(&tgid);
+        self.forks.remove(&tgid);
+        self.claimed.remove(&tgid);
     }
 }
 
@@ -241,6 +272,12 @@ pub struct InKernelStats {
     pub alloc_samples: u64,
     /// Allocation samples whose stack was captured in the kernel.
     pub alloc_samples_with_stack: u64,
+    /// Threads whose events without a stack were held until their stack was known.
+    pub threads_held: u64,
+    /// Of them, charged to their first captured stack.
+    pub held_placed: u64,
+    /// Of them, charged to their stack at the tick (or none) after the hold's limit.
+    pub held_let_go: u64,
     /// What the capture counted, over the whole capture (shared by every process of a run).
     pub capture: CaptureTallies,
 }
@@ -304,6 +341,12 @@ impl InKernelStats {
                 share(self.alloc_samples_with_stack, self.alloc_samples)
             ));
         }
+        if self.threads_held > 0 {
+            note.push_str(&format!(
+                "; {} threads' first events waited for their stack ({} charged to their first captured stack, {} to their stack at the tick)",
+                self.threads_held, self.held_placed, self.held_let_go
+            ));
+        }
         let c = &self.capture;
         note.push_str(&format!(
             "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times, {} child processes captured from their first page",
@@ -354,6 +397,9 @@ impl InKernelStats {
             ("held_bytes", self.held_bytes),
             ("alloc_samples", self.alloc_samples),
             ("alloc_samples_with_stack", self.alloc_samples_with_stack),
+            ("threads_held", self.threads_held),
+            ("held_placed", self.held_placed),
+            ("held_let_go", self.held_let_go),
             ("events", c.events),
             ("lost_events", c.kernel.lost_events),
             ("stack_walks", c.kernel.walks),
@@ -381,6 +427,9 @@ impl InKernelStats {
         self.held_bytes += other.held_bytes;
         self.alloc_samples += other.alloc_samples;
         self.alloc_samples_with_stack += other.alloc_samples_with_stack;
+        self.threads_held += other.threads_held;
+        self.held_placed += other.held_placed;
+        self.held_let_go += other.held_let_go;
         // One capture serves every process: the latest figures are the most events seen.
         if other.capture.events >= self.capture.events {
             self.capture = other.capture;
@@ -400,6 +449,22 @@ const REGIONS_REFRESH: std::time::Duration = std::time::Duration::from_millis(10
 struct Owner {
     thread: ThreadIdentity,
     frames: Vec<Frame>,
+}
+
+/// A kernel thread Python's view does not name.
+fn thread_alone(tid: u32) -> ThreadIdentity {
+    ThreadIdentity {
+        python_id: None,
+        native_id: Some(tid),
+        name: None,
+    }
+}
+
+/// Adds `more` to `charges`, owner by owner.
+fn add_charges(charges: &mut Charges, more: Charges) {
+    for (owner, values) in more {
+        charges.entry(owner).or_default().add_all(&values);
+    }
 }
 
 /// Turns a captured stack into frames.
@@ -427,6 +492,8 @@ pub(crate) struct KernelAttribution {
     /// [`KernelAttribution::hand_over_threads`]).
     handed: Vec<(u32, u64)>,
     handed_at: Option<std::time::Instant>,
+    /// Threads whose events without a stack wait for their first captured stack.
+    unknown: UnknownThreads,
     stats: InKernelStats,
 }
 
@@ -456,12 +523,19 @@ struct Owners {
     decoded: HashMap<u64, Vec<Frame>>,
     /// The leaf frames that mark file-backed and shared pages, by file.
     backing_frames: HashMap<Backing, Frame>,
+    /// Stand-in owners of threads whose stack is not known yet: owner -> (tid, backing).
+    stand_ins: HashMap<u32, (u32, Backing)>,
 }
+
+/// The stack id under which stand-in owners are interned (no captured stack has it: ids are
+/// hashes of frames, and this one is not a hash the walker gives).
+const STAND_IN: u64 = u64::MAX;
 
 impl KernelAttribution {
     /// Attribution of process `tgid`'s events from `capture`; `initial_brk` is the end of its
     /// heap when attaching, if it has one.
     pub(crate) fn new(capture: SharedCapture, tgid: u32, initial_brk: Option<u64>) -> Self {
+        capture.borrow_mut().claimed.insert(tgid);
         KernelAttribution {
             capture,
             tgid,
@@ -476,14 +550,24 @@ impl KernelAttribution {
             tids: HashSet::new(),
             handed: Vec::new(),
             handed_at: None,
+            unknown: UnknownThreads::default(),
             stats: InKernelStats::default(),
         }
+    }
+
+    /// The capture it takes its events from.
+    pub(crate) fn capture(&self) -> &SharedCapture {
+        &self.capture
     }
 
     /// The run's figures so far.
     pub(crate) fn stats(&self) -> InKernelStats {
         let ledger = self.ledger.figures();
+        let held = self.unknown.figures();
         InKernelStats {
+            threads_held: held.threads_held,
+            held_placed: held.placed,
+            held_let_go: held.let_go,
             faults_on_owned_pages: ledger.faults_on_owned_pages,
             file_or_shared_faults: ledger.file_or_shared_faults,
             huge_faults: ledger.huge_faults,
@@ -527,12 +611,39 @@ impl KernelAttribution {
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
     ) -> Vec<ThreadSample> {
+        self.charge_events(tick_threads, decode, false)
+    }
+
+    /// The charges of the process's last events, once it has exited (every one of them is in
+    /// the ring by then: a process takes no fault after its memory is gone): what threads
+    /// still held goes to their last known stack or none.
+    pub(crate) fn charge_last(&mut self, decode: &mut Decode<'_>) -> Vec<ThreadSample> {
+        self.charge_events(&HashMap::new(), decode, true)
+    }
+
+    fn charge_events(
+        &mut self,
+        tick_threads: &HashMap<u32, TickThread>,
+        decode: &mut Decode<'_>,
+        last: bool,
+    ) -> Vec<ThreadSample> {
         self.owners.ids.retain(|&(_, stack, _), _| stack != 0);
+        self.unknown.begin_tick(tick_threads.keys().copied());
+        let now = std::time::Instant::now();
         let events = self.capture.borrow_mut().take_events(self.tgid);
         let mut charges = Charges::new();
         for event in &events {
             self.tids.insert(event.tid);
-            self.apply(event, tick_threads, decode, &mut charges);
+            self.apply(event, tick_threads, decode, &mut charges, now);
+        }
+        self.unknown.set_aside(&mut charges);
+        let due = if last {
+            self.unknown.let_go_all()
+        } else {
+            self.unknown.due(now)
+        };
+        for (tid, held) in due {
+            self.owners.let_go(tid, held, tick_threads, &mut charges);
         }
         {
             let mut capture = self.capture.borrow_mut();
@@ -562,21 +673,67 @@ impl KernelAttribution {
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
         charges: &mut Charges,
+        now: std::time::Instant,
     ) {
+        // A thread's first captured stack places what it held.
+        if event.stack != 0
+            && matches!(
+                event.kind,
+                EventKind::Fault | EventKind::Alloc | EventKind::MmapEnter
+            )
+            && let Some(held) = self.unknown.placed(event.tid)
+        {
+            self.owners.place(
+                &self.capture,
+                (event.tid, event.stack),
+                held,
+                tick_threads,
+                decode,
+                charges,
+            );
+        }
+        let mut owner = |owners: &mut Owners, unknown: &mut UnknownThreads, backing: Backing| {
+            owner_of(
+                owners,
+                unknown,
+                &self.capture,
+                (event.tid, event.stack, backing),
+                tick_threads,
+                decode,
+                now,
+            )
+        };
         match event.kind {
-            EventKind::Fault => self.fault(event, tick_threads, decode, charges),
+            EventKind::Fault => {
+                self.stats.faults += 1;
+                if event.stack != 0 {
+                    self.stats.faults_with_stack += 1;
+                }
+                let page_size = crate::attach::proc_files::page_size();
+                let backing = backing_of(
+                    &mut self.regions,
+                    &mut self.regions_read,
+                    self.tgid,
+                    event.addr & !(page_size - 1),
+                );
+                let fault = Fault {
+                    tid: event.tid,
+                    addr: event.addr,
+                    write: event.arg & X86_PF_WRITE != 0,
+                    anonymous: backing == Backing::Anonymous,
+                };
+                // The owner is made only when the page needs one (interning decodes the stack).
+                let (owners, unknown) = (&mut self.owners, &mut self.unknown);
+                self.ledger
+                    .fault(fault, || owner(owners, unknown, backing), charges);
+            }
             EventKind::HugeFault => self.ledger.huge_fault(event.tid, charges),
             EventKind::Alloc => {
                 self.stats.alloc_samples += 1;
                 if event.stack != 0 {
                     self.stats.alloc_samples_with_stack += 1;
                 }
-                let owner = self.owners.owner(
-                    &self.capture,
-                    (event.tid, event.stack, Backing::Anonymous),
-                    tick_threads,
-                    decode,
-                );
+                let owner = owner(&mut self.owners, &mut self.unknown, Backing::Anonymous);
                 let values = charges.entry(owner).or_default();
                 values.add(Metric::MallocBytes, event.len);
                 values.add(Metric::MallocCount, event.arg);
@@ -584,12 +741,7 @@ impl KernelAttribution {
             EventKind::Munmap => self.ledger.munmap(event.addr, event.len, charges),
             EventKind::Madvise => self.ledger.madvise(event.addr, event.len, charges),
             EventKind::MmapEnter => {
-                let owner = self.owners.owner(
-                    &self.capture,
-                    (event.tid, event.stack, Backing::Anonymous),
-                    tick_threads,
-                    decode,
-                );
+                let owner = owner(&mut self.owners, &mut self.unknown, Backing::Anonymous);
                 self.ledger.mmap_enter(event.tid, event.len, owner);
             }
             EventKind::MmapExit => self.ledger.mmap_exit(event.tid, event.addr),
@@ -603,69 +755,144 @@ impl KernelAttribution {
             EventKind::Fork | EventKind::Exec | EventKind::Exit => {}
         }
     }
+}
 
-    fn fault(
+/// The owner of an event of (thread, stack, what backs the page) `key`: a stand-in held until
+/// the thread's stack is known when the event has no stack and the thread is not known.
+fn owner_of(
+    owners: &mut Owners,
+    unknown: &mut UnknownThreads,
+    capture: &SharedCapture,
+    key: (u32, u64, Backing),
+    tick_threads: &HashMap<u32, TickThread>,
+    decode: &mut Decode<'_>,
+    now: std::time::Instant,
+) -> u32 {
+    if key.1 == 0 && unknown.holds(key.0) {
+        let owner = owners.stand_in(key.0, key.2);
+        unknown.hold(key.0, owner, now);
+        return owner;
+    }
+    owners.owner(capture, key, tick_threads, decode)
+}
+
+/// What backs the page at `page` of process `tgid`: the region holding it, read again (at most
+/// every [`REGIONS_REFRESH`]) when no known region (`regions`, read at `regions_read`) does;
+/// anonymous when none is found.
+fn backing_of(
+    regions: &mut Vec<Region>,
+    regions_read: &mut Option<std::time::Instant>,
+    tgid: u32,
+    page: u64,
+) -> Backing {
+    let find = |regions: &[Region]| {
+        let index = regions.partition_point(|r| r.end <= page);
+        regions
+            .get(index)
+            .filter(|r| r.start <= page)
+            .map(|r| r.backing.clone())
+    };
+    if let Some(backing) = find(regions) {
+        return backing;
+    }
+    let due = regions_read.is_none_or(|at| at.elapsed() >= REGIONS_REFRESH);
+    if due {
+        *regions_read = Some(std::time::Instant::now());
+        if let Ok(read) = memory_regions(i32::try_from(tgid).unwrap_or(0)) {
+            *regions = read;
+        }
+        if let Some(backing) = find(regions) {
+            return backing;
+        }
+    }
+    Backing::Anonymous
+}
+
+impl Owners {
+    /// The stand-in owner of thread `tid`'s pages backed by `backing` while its stack is not
+    /// known: no frames until it is placed or let go.
+    fn stand_in(&mut self, tid: u32, backing: Backing) -> u32 {
+        let key = (tid, STAND_IN, backing);
+        if let Some(&owner) = self.ids.get(&key) {
+            return owner;
+        }
+        let owner = self.push(Owner {
+            thread: thread_alone(tid),
+            frames: Vec::new(),
+        });
+        self.stand_ins.insert(owner, (tid, key.2.clone()));
+        self.ids.insert(key, owner);
+        owner
+    }
+
+    /// Thread `tid`'s first captured stack `stack` is known: its stand-ins become its owners
+    /// with that stack, and what they held is charged.
+    fn place(
         &mut self,
-        event: &MemoryEvent,
+        capture: &SharedCapture,
+        (tid, stack): (u32, u64),
+        held: Held,
         tick_threads: &HashMap<u32, TickThread>,
         decode: &mut Decode<'_>,
         charges: &mut Charges,
     ) {
-        self.stats.faults += 1;
-        if event.stack != 0 {
-            self.stats.faults_with_stack += 1;
+        for &stand_in in &held.owners {
+            let Some((_, backing)) = self.stand_ins.remove(&stand_in) else {
+                continue;
+            };
+            self.ids.remove(&(tid, STAND_IN, backing.clone()));
+            let real = self.owner(capture, (tid, stack, backing), tick_threads, decode);
+            let settled = self.owners[real as usize].clone();
+            self.owners[stand_in as usize] = settled;
         }
-        let page_size = crate::attach::proc_files::page_size();
-        let backing = self.backing_of(event.addr & !(page_size - 1));
-        let fault = Fault {
-            tid: event.tid,
-            addr: event.addr,
-            write: event.arg & X86_PF_WRITE != 0,
-            anonymous: backing == Backing::Anonymous,
-        };
-        // The owner is made only when the page needs one (interning decodes the stack).
-        let (owners, capture) = (&mut self.owners, &self.capture);
-        let owner = || {
-            owners.owner(
-                capture,
-                (event.tid, event.stack, backing),
-                tick_threads,
-                decode,
-            )
-        };
-        self.ledger.fault(fault, owner, charges);
+        add_charges(charges, held.charges);
     }
 
-    /// What backs the page at `page`: the region holding it, read again (at most every
-    /// [`REGIONS_REFRESH`]) when no known region does; anonymous when none is found.
-    fn backing_of(&mut self, page: u64) -> Backing {
-        let find = |regions: &[Region]| {
-            let index = regions.partition_point(|r| r.end <= page);
-            regions
-                .get(index)
-                .filter(|r| r.start <= page)
-                .map(|r| r.backing.clone())
-        };
-        if let Some(backing) = find(&self.regions) {
-            return backing;
+    /// Thread `tid`'s stack was not known in time: its stand-ins become owners with its stack
+    /// at this tick (else no Python frames), and what they held is charged.
+    fn let_go(
+        &mut self,
+        tid: u32,
+        held: Held,
+        tick_threads: &HashMap<u32, TickThread>,
+        charges: &mut Charges,
+    ) {
+        let tick = tick_threads.get(&tid);
+        for &stand_in in &held.owners {
+            let Some((_, backing)) = self.stand_ins.remove(&stand_in) else {
+                continue;
+            };
+            self.ids.remove(&(tid, STAND_IN, backing.clone()));
+            let frames = tick.map(|(_, frames)| frames.clone()).unwrap_or_default();
+            let frames = self.with_leaf(&backing, frames);
+            let thread = tick.map_or_else(|| thread_alone(tid), |(identity, _)| identity.clone());
+            self.owners[stand_in as usize] = Owner { thread, frames };
         }
-        let due = self
-            .regions_read
-            .is_none_or(|at| at.elapsed() >= REGIONS_REFRESH);
-        if due {
-            self.regions_read = Some(std::time::Instant::now());
-            if let Ok(regions) = memory_regions(i32::try_from(self.tgid).unwrap_or(0)) {
-                self.regions = regions;
-            }
-            if let Some(backing) = find(&self.regions) {
-                return backing;
-            }
-        }
-        Backing::Anonymous
+        add_charges(charges, held.charges);
     }
-}
 
-impl Owners {
+    /// `frames` with the leaf frame of file-backed or shared pages in front, if `backing` is.
+    fn with_leaf(&mut self, backing: &Backing, mut frames: Vec<Frame>) -> Vec<Frame> {
+        let kind = match backing {
+            Backing::Anonymous => return frames,
+            Backing::File(_) => PageKind::FileBacked,
+            Backing::Shared => PageKind::Shared,
+        };
+        let leaf = self
+            .backing_frames
+            .entry(backing.clone())
+            .or_insert_with(|| backing_frame(kind, backing))
+            .clone();
+        frames.insert(0, leaf);
+        frames
+    }
+
+    fn push(&mut self, owner: Owner) -> u32 {
+        let index = u32::try_from(self.owners.len()).unwrap_or(u32::MAX);
+        self.owners.push(owner);
+        index
+    }
+
     /// The owner index of (thread `tid`, captured stack `stack`), made on first sight.
     fn owner(
         &mut self,
@@ -679,14 +906,7 @@ impl Owners {
             return owner;
         }
         let tick = tick_threads.get(&tid);
-        let thread = tick.map_or_else(
-            || ThreadIdentity {
-                python_id: None,
-                native_id: Some(tid),
-                name: None,
-            },
-            |(identity, _)| identity.clone(),
-        );
+        let thread = tick.map_or_else(|| thread_alone(tid), |(identity, _)| identity.clone());
         let tick_frames = || tick.map(|(_, frames)| frames.clone()).unwrap_or_default();
         let (key, mut frames) = match stack {
             0 => (key, tick_frames()),
@@ -700,21 +920,8 @@ impl Owners {
         if let Some(&owner) = self.ids.get(&key) {
             return owner;
         }
-        let kind = match key.2 {
-            Backing::Anonymous => None,
-            Backing::File(_) => Some(PageKind::FileBacked),
-            Backing::Shared => Some(PageKind::Shared),
-        };
-        if let Some(kind) = kind {
-            let leaf = self
-                .backing_frames
-                .entry(key.2.clone())
-                .or_insert_with(|| backing_frame(kind, &key.2))
-                .clone();
-            frames.insert(0, leaf);
-        }
-        let owner = u32::try_from(self.owners.len()).unwrap_or(u32::MAX);
-        self.owners.push(Owner { thread, frames });
+        frames = self.with_leaf(&key.2, frames);
+        let owner = self.push(Owner { thread, frames });
         self.ids.insert(key, owner);
         owner
     }

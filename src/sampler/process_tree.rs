@@ -21,7 +21,7 @@ use crate::attach::{ProcessTree, TargetProcess, descendant_pids};
 use crate::memory::heap_hook::HookTallies;
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sample::{ProcessIdentity, Sample};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -29,6 +29,9 @@ use std::time::Duration;
 /// How often the root's descendants are listed again without process events, and how often
 /// a descendant not yet readable is retried.
 pub const DISCOVER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The role of a forked child charged after it exited, before it could be attached to.
+pub const EXITED_UNATTACHED: &str = "forked child, exited before it was attached";
 
 /// How long a new descendant that is not (yet) a readable Python process is retried: a launcher
 /// about to exec Python, or an interpreter still loading. After that it is skipped until its
@@ -83,6 +86,8 @@ pub struct ProcessTreeSampler {
     members: Vec<Member>,
     tree: ProcessTree,
     candidates: HashMap<i32, Candidate>,
+    /// Members that exited while the tree may still list them (not yet reaped): not new.
+    exited_members: HashSet<i32>,
     discover_every: u64,
     ticks: u64,
     skipped: Vec<String>,
@@ -118,6 +123,7 @@ impl ProcessTreeSampler {
             members: Vec::new(),
             tree: ProcessTree::follow(root),
             candidates: HashMap::new(),
+            exited_members: HashSet::new(),
             discover_every: (per_discovery as u64).max(1),
             ticks: 0,
             skipped: Vec::new(),
@@ -188,8 +194,11 @@ impl ProcessTreeSampler {
             }
         }
         self.candidates.retain(|pid, _| pids.contains(pid));
+        self.exited_members.retain(|pid| pids.contains(pid));
         for pid in pids {
-            if self.members.iter().any(|m| m.identity.pid == pid) {
+            if self.exited_members.contains(&pid)
+                || self.members.iter().any(|m| m.identity.pid == pid)
+            {
                 continue;
             }
             let retry = match self.candidates.get(&pid) {
@@ -300,6 +309,71 @@ impl ProcessTreeSampler {
         });
     }
 
+    /// Children that exited before they could be attached to (a short-lived task on a loaded
+    /// machine) are still charged what the kernel captured of them from their first page, when
+    /// their parent is sampled: one sample each, tagged with the child, its stacks decoded with
+    /// the parent's code objects.
+    fn charge_exited_children(&mut self, time: Duration, sink: &mut dyn SampleSink) {
+        let Some(capture) = self
+            .members
+            .iter()
+            .find_map(|m| m.sampler.kernel.as_ref().map(|k| k.capture().clone()))
+        else {
+            return;
+        };
+        let unclaimed = capture.borrow().exited_unclaimed();
+        for (child, parent) in unclaimed {
+            let (Ok(child), Ok(parent)) = (i32::try_from(child), i32::try_from(parent)) else {
+                continue;
+            };
+            self.charge_exited_child(child, parent, time, sink);
+        }
+    }
+
+    fn charge_exited_child(
+        &mut self,
+        pid: i32,
+        parent: i32,
+        time: Duration,
+        sink: &mut dyn SampleSink,
+    ) {
+        let Some(member) = self.members.iter_mut().find(|m| m.identity.pid == parent) else {
+            return;
+        };
+        let Some((threads, in_kernel)) = member.sampler.charge_exited_child(pid) else {
+            return;
+        };
+        let parent = member.identity.clone();
+        let identity = ProcessIdentity {
+            pid,
+            command: parent.command,
+            python_version: parent.python_version,
+            role: Some(EXITED_UNATTACHED.to_string()),
+        };
+        if !threads.is_empty() {
+            sink.record_process(
+                &identity,
+                Sample {
+                    time,
+                    rss: None,
+                    threads,
+                },
+            );
+        }
+        add_in_kernel(&mut self.exited_in_kernel, Some(&in_kernel));
+        sink.process_exited(&identity);
+        self.tallies().charged_unattached += 1;
+        self.stats.processes.push(ProcessStats {
+            process: identity,
+            samples: 0,
+            read_errors: 0,
+            execs: 0,
+            first: time,
+            last: time,
+            exited: true,
+        });
+    }
+
     fn tallies(&mut self) -> &mut TreeTallies {
         self.stats.tree.get_or_insert_with(TreeTallies::default)
     }
@@ -400,11 +474,14 @@ impl Ticker for ProcessTreeSampler {
                 self.exited_stacks_unchanged += sampler.stats.stacks_unchanged;
                 add_in_kernel(&mut self.exited_in_kernel, sampler.stats.in_kernel.as_ref());
                 add_heap(&mut self.exited_heap, sampler.stats.heap.as_ref());
+                sink.process_exited(identity);
+                self.exited_members.insert(identity.pid);
                 self.members.remove(index);
             } else {
                 index += 1;
             }
         }
+        self.charge_exited_children(time, sink);
         if sampled {
             self.stats.samples += 1;
         }
