@@ -259,10 +259,8 @@ fn check_who_grew(label: &str) {
         return;
     };
     let script = common::script("heap_watch.py");
-    let source = std::fs::read_to_string(&script).expect("reading the script");
-    let line = 1 + source
-        .lines()
-        .position(|l| l.trim_start().starts_with("KEEP.append"))
+    let line = *common::lines_starting(&script, "KEEP.append")
+        .first()
         .expect("the appending line");
     let mut target = common::start(&interp, &script, &[]);
     target.wait_for_line("READY", Duration::from_secs(30));
@@ -318,10 +316,8 @@ fn who_grew_from_empty_3_12() {
         return;
     };
     let script = common::script("heap_watch_empty.py");
-    let source = std::fs::read_to_string(&script).expect("reading the script");
-    let line = 1 + source
-        .lines()
-        .position(|l| l.trim_start().starts_with("KEEP.append"))
+    let line = *common::lines_starting(&script, "KEEP.append")
+        .first()
         .expect("the appending line");
     let mut target = common::start(&interp, &script, &[]);
     target.wait_for_line("READY", Duration::from_secs(30));

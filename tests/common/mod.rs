@@ -240,9 +240,14 @@ impl Target {
         self.child.id() as i32
     }
 
-    /// Reads stdout lines until one starts with `prefix` and returns the JSON after it
-    /// (panics after `timeout`).
-    pub fn wait_for_json(&mut self, prefix: &str, timeout: Duration) -> serde_json::Value {
+    /// Reads stdout lines until `pick` takes one (panics after `timeout`, or when the target
+    /// exits first, naming `what` it waited for).
+    fn read_until<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> T {
         let start = Instant::now();
         let mut line = String::new();
         loop {
@@ -251,36 +256,29 @@ impl Target {
                 .stdout
                 .read_line(&mut line)
                 .expect("reading the target's stdout");
-            assert!(n > 0, "target exited before printing {prefix:?}");
-            if let Some(json) = line.trim_end().strip_prefix(prefix) {
-                return serde_json::from_str(json).expect("JSON after the prefix");
+            assert!(n > 0, "target exited before printing {what:?}");
+            if let Some(found) = pick(line.trim_end()) {
+                return found;
             }
             assert!(
                 start.elapsed() < timeout,
-                "target did not print {prefix:?} in time"
+                "target did not print {what:?} in time"
             );
         }
     }
 
+    /// Reads stdout lines until one starts with `prefix` and returns the JSON after it
+    /// (panics after `timeout`).
+    pub fn wait_for_json(&mut self, prefix: &str, timeout: Duration) -> serde_json::Value {
+        self.read_until(prefix, timeout, |line| {
+            let json = line.strip_prefix(prefix)?;
+            Some(serde_json::from_str(json).expect("JSON after the prefix"))
+        })
+    }
+
     /// Reads stdout lines until one equals `marker` (panics after `timeout`).
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) {
-        let start = Instant::now();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self
-                .stdout
-                .read_line(&mut line)
-                .expect("reading the target's stdout");
-            assert!(n > 0, "target exited before printing {marker:?}");
-            if line.trim_end() == marker {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "target did not print {marker:?} in time"
-            );
-        }
+        self.read_until(marker, timeout, |line| (line == marker).then_some(()))
     }
 }
 
@@ -468,4 +466,15 @@ pub fn pmt_heap_json(label: &str, args: &[&str]) -> (serde_json::Value, String) 
 /// growth's or those watched).
 pub fn holder<'a>(holders: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     holders.as_array()?.iter().find(|h| h["path"] == path)
+}
+
+/// The line numbers (from 1) of `file`'s lines that start with `text` (after indentation).
+pub fn lines_starting(file: &Path, text: &str) -> Vec<usize> {
+    let source = std::fs::read_to_string(file).expect("reading the source");
+    source
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(text))
+        .map(|(i, _)| i + 1)
+        .collect()
 }
