@@ -33,6 +33,8 @@ import tempfile
 import time
 import urllib.request
 
+from proctree import descendants
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PMT = os.path.join(ROOT, "target", "release", "pmt-sample")
 PATHS = ["/leak", "/json", "/floats", "/spin"]
@@ -160,20 +162,8 @@ def tree_cpu_seconds(pid, skip_root=False):
     """The CPU time of `pid` and its living descendants (without `pid` itself with
     `skip_root`): the server's master and workers (chroot execs into the server, keeping
     the pid)."""
-    total = 0.0 if skip_root else cpu_seconds(pid)
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return total
-    for task in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
-                children = [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-        for child in children:
-            total += tree_cpu_seconds(child)
-    return total
+    pids = descendants(pid) | (set() if skip_root else {pid})
+    return sum(cpu_seconds(p) for p in pids)
 
 
 WARM_UP_S = 4.0

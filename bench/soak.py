@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from proctree import descendants
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PMT = os.path.join(ROOT, "target", "release", "pmt-sample")
 POOL = os.path.join(ROOT, "bench", "workloads", "recycling_pool.py")
@@ -136,25 +138,6 @@ def status(pid, field):
     except OSError:
         pass
     return None
-
-
-def descendants(pid):
-    found, queue = set(), [pid]
-    while queue:
-        parent = queue.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue
-            found.update(kids)
-            queue.extend(kids)
-    return found
 
 
 def mib(n):

@@ -38,28 +38,10 @@ import sys
 import tempfile
 import time
 
+from proctree import descendants
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PMT = os.path.join(ROOT, "target", "release", "pmt-sample")
-
-
-def children_count(pid):
-    """How many processes descend from `pid` (from /proc/PID/task/*/children)."""
-    found, queue = 0, [pid]
-    while queue:
-        parent = queue.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue
-            found += len(kids)
-            queue.extend(kids)
-    return found
 
 
 def run_once(python, workers, duration, rate, niceness, out_dir):
@@ -68,7 +50,7 @@ def run_once(python, workers, duration, rate, niceness, out_dir):
          "--workers", str(workers), "--seconds", str(duration + 4)],
         stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    while children_count(pool.pid) < workers and time.monotonic() < deadline:
+    while len(descendants(pool.pid)) < workers and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
     timeline = os.path.join(out_dir, "tree.json")
