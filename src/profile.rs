@@ -64,6 +64,9 @@ pub struct ProcessInfo {
     pub python_version: Option<String>,
     /// Its role in the tree, where one could be told (see [`ProcessIdentity::role`]).
     pub role: Option<String>,
+    /// How many processes that exited this entry stands for, merged
+    /// ([`Profile::process_exited`]); 0 for one process. A merged entry's `pid` is 0.
+    pub merged: u32,
 }
 
 /// The longest command shown in a process's root frame, in characters.
@@ -80,23 +83,51 @@ impl ProcessInfo {
     /// is known (`process PID: master · CMD` for the root), else `process PID: CMD` (a long
     /// command is cut with `…`): the processes of a pre-fork server share one command line.
     pub fn label(&self) -> String {
-        let cut = |limit: usize| {
-            let mut command: String = self.command.chars().take(limit).collect();
-            if self.command.chars().count() > limit {
-                command.push('…');
-            }
-            command
-        };
+        if self.merged > 0 {
+            return format!("{} exited processes merged: {}", self.merged, self.group());
+        }
         match self.role.as_deref() {
             Some(MASTER) => format!(
                 "process {}: {MASTER} · {}",
                 self.pid,
-                cut(COMMAND_BESIDE_ROLE)
+                self.cut(COMMAND_BESIDE_ROLE)
             ),
             Some(role) => format!("process {}: {role}", self.pid),
-            None => format!("process {}: {}", self.pid, cut(COMMAND_IN_LABEL)),
+            None => format!("process {}: {}", self.pid, self.cut(COMMAND_IN_LABEL)),
         }
     }
+
+    /// What exited processes are merged by ([`process_group`]).
+    fn group(&self) -> String {
+        process_group(self.role.as_deref(), &self.command)
+    }
+
+    /// The command, cut to `limit` characters (with `…` where it was cut).
+    fn cut(&self, limit: usize) -> String {
+        cut_command(&self.command, limit)
+    }
+}
+
+/// What exited processes are merged by ([`Profile::process_exited`]): the kind of their role
+/// (`worker 4` and `worker 12` are both `worker`), else their command, cut as in labels.
+pub fn process_group(role: Option<&str>, command: &str) -> String {
+    match role {
+        Some(role) => role
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end()
+            .to_string(),
+        None if command.is_empty() => "(command unknown)".to_string(),
+        None => cut_command(command, COMMAND_IN_LABEL),
+    }
+}
+
+/// `command`, cut to `limit` characters (with `…` where it was cut).
+fn cut_command(command: &str, limit: usize) -> String {
+    let mut cut: String = command.chars().take(limit).collect();
+    if command.chars().count() > limit {
+        cut.push('…');
+    }
+    cut
 }
 
 /// A thread seen during the run.
@@ -111,6 +142,10 @@ pub struct ThreadInfo {
     /// Index into [`Profile::processes`] of its process (`--subprocesses`); `None` in a
     /// single-process profile.
     pub process: Option<u32>,
+    /// Whether it stands for the threads of that name in exited processes merged into one
+    /// ([`ProcessInfo::merged`]); its ids then say only which kind of thread it was (0 where
+    /// it had one).
+    pub merged: bool,
 }
 
 impl ThreadInfo {
@@ -118,6 +153,9 @@ impl ThreadInfo {
     /// else Python's thread identifier in hex.
     pub fn label(&self) -> String {
         let name = self.name.as_deref().unwrap_or("?");
+        if self.merged {
+            return format!("thread {name}");
+        }
         match (self.native_id, self.python_id) {
             (Some(tid), _) => format!("thread {name} ({tid})"),
             (None, Some(ident)) => format!("thread {name} (0x{ident:x})"),
@@ -448,6 +486,20 @@ impl GrowthLedger {
         };
     }
 
+    /// Adds a frozen ledger's peak and current holdings ([`GrowthLedger::freeze`]) to this
+    /// one (frozen too, or never fed), its keys' threads renamed by `threads`.
+    fn absorb(&mut self, frozen: &GrowthLedger, threads: &FxHashMap<u32, u32>) {
+        let rename = |&(thread, stack): &(u32, u32)| {
+            (threads.get(&thread).copied().unwrap_or(thread), stack)
+        };
+        for (key, &bytes) in &frozen.best {
+            *self.best.entry(rename(key)).or_default() += bytes;
+        }
+        for (key, &bytes) in &frozen.current {
+            *self.current.entry(rename(key)).or_default() += bytes;
+        }
+    }
+
     /// A ledger that also caps each key at the least it held within the window.
     fn per_key() -> GrowthLedger {
         GrowthLedger {
@@ -723,7 +775,22 @@ pub struct Profile {
     /// Per (thread, stack): `(bytes, objects)` held at that moment, added to the `heap` and
     /// `heap-objects` weights ([`Profile::add_held`]).
     held: HashMap<(u32, u32), (u64, u64)>,
+    /// Exited processes kept under their own root so far (at most [`EXITED_APART`]).
+    exited_apart: usize,
+    /// The entry that exited processes of each group are merged into ([`ProcessInfo::group`]).
+    merged_groups: HashMap<String, u32>,
+    /// The thread that threads of merged processes are merged into, by (merged entry,
+    /// thread name with its numbers as `N`, whether it had a Python id, a kernel id).
+    merged_threads: FxHashMap<(u32, Option<String>, bool, bool), u32>,
+    /// Process and thread slots that merged processes left, for the next ones to take.
+    free_processes: Vec<u32>,
+    free_threads: Vec<u32>,
 }
+
+/// Exited processes that keep their own root; those that exit after them are merged by their
+/// role (or command) into one root per group, so that a long attach to a pool that replaces its
+/// workers keeps a bounded profile: what they charged stays, their pids do not.
+pub const EXITED_APART: usize = 32;
 
 /// The one frame that stands for pmt's own hook loader running in the target (the frames it
 /// runs are pmt's, not the program's).
@@ -856,6 +923,7 @@ impl Profile {
             scratch: Vec::new(),
             snapshot: false,
             held: HashMap::new(),
+            ..Profile::default()
         })
     }
 
@@ -899,6 +967,11 @@ impl Profile {
 
     /// `process` exited and will have no more samples: its growth ledgers keep only what they
     /// need for the weights, and a later process with the same pid is another process.
+    ///
+    /// Past the first [`EXITED_APART`] exited processes, each one that exits is merged into
+    /// its group's entry (unless the timeline is kept, which has every sample of every process
+    /// anyway): its charges move to that entry's threads, its `rss` and `heap` at its own peak
+    /// add to the entry's, and its slots are reused.
     pub fn process_exited(&mut self, process: &ProcessIdentity) {
         let Some(index) = self.process_ids.remove(&process.pid) else {
             return;
@@ -907,18 +980,137 @@ impl Profile {
             ledgers.rss.freeze();
             ledgers.heap.freeze();
         }
+        if self.timeline.is_some() {
+            return;
+        }
+        if self.exited_apart < EXITED_APART {
+            self.exited_apart += 1;
+            return;
+        }
+        self.merge_exited(index);
+    }
+
+    /// Moves exited process `index`'s charges to its group's entry and frees its slots.
+    fn merge_exited(&mut self, index: u32) {
+        let Some(info) = self.processes.get(index as usize) else {
+            return;
+        };
+        let group_key = info.group();
+        let group = match self.merged_groups.get(&group_key) {
+            Some(&group) => group,
+            None => {
+                let entry = ProcessInfo {
+                    pid: 0,
+                    command: info.command.clone(),
+                    python_version: info.python_version.clone(),
+                    role: info.role.as_ref().map(|_| group_key.clone()),
+                    merged: 0,
+                };
+                let group = self.take_process_slot(entry);
+                self.merged_groups.insert(group_key, group);
+                group
+            }
+        };
+        self.processes[group as usize].merged += 1;
+        let mut moved: FxHashMap<u32, u32> = FxHashMap::default();
+        for id in 0..self.threads.len() as u32 {
+            let thread = &self.threads[id as usize];
+            if thread.process != Some(index) {
+                continue;
+            }
+            let key = (
+                group,
+                thread.name.as_deref().map(numbers_as_n),
+                thread.python_id.is_some(),
+                thread.native_id.is_some(),
+            );
+            let into = match self.merged_threads.get(&key) {
+                Some(&into) => into,
+                None => {
+                    let into = self.take_thread_slot(ThreadInfo {
+                        python_id: key.2.then_some(0),
+                        native_id: key.3.then_some(0),
+                        name: key.1.clone(),
+                        process: Some(group),
+                        merged: true,
+                    });
+                    self.merged_threads.insert(key, into);
+                    into
+                }
+            };
+            moved.insert(id, into);
+        }
+        let keys: Vec<(u32, u32)> = self
+            .totals
+            .keys()
+            .filter(|(thread, _)| moved.contains_key(thread))
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(values) = self.totals.remove(&key) {
+                self.totals
+                    .entry((moved[&key.0], key.1))
+                    .or_default()
+                    .add_all(&values);
+            }
+        }
+        if let Some(ledgers) = self.ledgers.remove(&Some(index)) {
+            let into = self
+                .ledgers
+                .entry(Some(group))
+                .or_insert_with(Ledgers::frozen);
+            into.rss.absorb(&ledgers.rss, &moved);
+            into.heap.absorb(&ledgers.heap, &moved);
+        }
+        for (&id, _) in &moved {
+            let thread = &mut self.threads[id as usize];
+            self.thread_ids
+                .remove(&(thread.process, thread.python_id, thread.native_id));
+            thread.process = None;
+            thread.name = None;
+            self.free_threads.push(id);
+        }
+        self.free_processes.push(index);
+    }
+
+    /// Puts `info` in a slot a merged process left, or a new one.
+    fn take_process_slot(&mut self, info: ProcessInfo) -> u32 {
+        match self.free_processes.pop() {
+            Some(index) => {
+                self.processes[index as usize] = info;
+                index
+            }
+            None => {
+                self.processes.push(info);
+                self.processes.len() as u32 - 1
+            }
+        }
+    }
+
+    /// Puts `info` in a slot a thread of a merged process left, or a new one.
+    fn take_thread_slot(&mut self, info: ThreadInfo) -> u32 {
+        match self.free_threads.pop() {
+            Some(id) => {
+                self.threads[id as usize] = info;
+                id
+            }
+            None => {
+                self.threads.push(info);
+                self.threads.len() as u32 - 1
+            }
+        }
     }
 
     fn intern_process(&mut self, process: &ProcessIdentity) -> u32 {
         if let Some(&index) = self.process_ids.get(&process.pid) {
             return index;
         }
-        let index = self.processes.len() as u32;
-        self.processes.push(ProcessInfo {
+        let index = self.take_process_slot(ProcessInfo {
             pid: process.pid,
             command: process.command.clone(),
             python_version: process.python_version.clone(),
             role: process.role.clone(),
+            merged: 0,
         });
         self.process_ids.insert(process.pid, index);
         index
@@ -971,12 +1163,12 @@ impl Profile {
             }
             return id;
         }
-        let id = self.threads.len() as u32;
-        self.threads.push(ThreadInfo {
+        let id = self.take_thread_slot(ThreadInfo {
             python_id: identity.python_id,
             native_id: identity.native_id,
             name: identity.name,
             process,
+            merged: false,
         });
         self.thread_ids.insert(key, id);
         id
@@ -1226,6 +1418,36 @@ impl Default for Ledgers {
             heap: GrowthLedger::per_key(),
         }
     }
+}
+
+impl Ledgers {
+    /// The ledgers of merged processes: what each held at its own peak, summed
+    /// ([`GrowthLedger::absorb`]); no sample feeds them.
+    fn frozen() -> Ledgers {
+        Ledgers {
+            rss: GrowthLedger::default(),
+            heap: GrowthLedger::default(),
+        }
+    }
+}
+
+/// `name` with each run of digits written `N` (`Thread-12 (work)` is `Thread-N (work)`): the
+/// name that threads of merged processes are merged by.
+fn numbers_as_n(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_number = false;
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            out.push(c);
+            in_number = false;
+        }
+    }
+    out
 }
 
 /// Feeds one sample's charges to the ledgers: growth in thread order, then each release from
@@ -1705,6 +1927,7 @@ mod tests {
             native_id: None,
             name: None,
             process: None,
+            merged: false,
         };
         assert_eq!(anonymous.label(), "thread ? (0xff)");
         assert_eq!(anonymous.empty_stack_label(), "<no Python frames>");
@@ -1794,6 +2017,7 @@ mod tests {
             command: "x".repeat(100),
             python_version: None,
             role: None,
+            merged: 0,
         };
         assert_eq!(long.label().chars().count(), "process 3: ".len() + 81);
         let worker = ProcessInfo {
@@ -1842,5 +2066,77 @@ mod tests {
         )
         .expect_err("bad thread id");
         assert!(matches!(err, ProfileError::BadEntry { thread: 0, .. }));
+    }
+
+    #[test]
+    fn exited_processes_past_the_first_are_merged_by_role_and_keep_what_they_charged() {
+        // 200 workers, each keeping 1 000 bytes in `keep` on its main thread and in a
+        // numbered thread of its own, then exiting; one worker still runs.
+        use std::time::Duration;
+        let mut profile = Profile::new(TargetInfo::default(), false);
+        let worker = |pid: i32| ProcessIdentity {
+            pid,
+            command: "python3 -m pool".to_string(),
+            python_version: Some("3.12.1".to_string()),
+            role: Some(format!("worker {}", pid % 4 + 1)),
+        };
+        let sample = |ms: u64, tid: u32, rss: u64| {
+            let main = thread_sample(tid, "MainThread", &[frame("keep", 5)], rss);
+            let extra = thread_sample(
+                tid + 1,
+                &format!("Thread-{tid} (fill)"),
+                &[frame("fill", 9)],
+                rss,
+            );
+            Sample {
+                time: Duration::from_millis(ms),
+                rss: Some(1 << 20),
+                threads: vec![main, extra],
+            }
+        };
+        let mut sizes = Vec::new();
+        for pid in 100..300 {
+            let tid = pid as u32 * 10;
+            profile.add_process_sample(&worker(pid), sample(0, tid, 1_000));
+            for ms in (10..400).step_by(10) {
+                profile.add_process_sample(&worker(pid), sample(ms, tid, 0));
+            }
+            profile.process_exited(&worker(pid));
+            sizes.push((
+                profile.processes.len(),
+                profile.threads.len(),
+                profile.totals.len(),
+            ));
+        }
+        profile.add_process_sample(&worker(7), sample(0, 70, 1_000));
+        for ms in (10..400).step_by(10) {
+            profile.add_process_sample(&worker(7), sample(ms, 70, 0));
+        }
+        let weights = profile.weights();
+        let rss: u64 = weights.iter().map(|w| w.values.get(Metric::Rss)).sum();
+        assert_eq!(rss, 201 * 2_000, "nothing charged is lost");
+        let wall: u64 = weights.iter().map(|w| w.values.get(Metric::Wall)).sum();
+        assert_eq!(wall, 201 * 40 * 2);
+        // The first EXITED_APART keep their own root; the rest share one, whose threads are
+        // merged by name, numbers aside.
+        let mut roots: Vec<String> = weights
+            .iter()
+            .map(|w| profile.stack_text(w, true)[..2].join(" · "))
+            .collect();
+        roots.sort();
+        roots.dedup();
+        let merged: Vec<&String> = roots.iter().filter(|r| r.contains("merged")).collect();
+        assert_eq!(
+            merged,
+            [
+                "168 exited processes merged: worker · thread MainThread",
+                "168 exited processes merged: worker · thread Thread-N (fill)",
+            ]
+        );
+        assert_eq!(roots.len(), 2 * (EXITED_APART + 1) + 2, "{roots:?}");
+        assert!(roots.contains(&"process 7: worker 4 · thread MainThread (70)".to_string()));
+        // Bounded: the tables stop growing once processes are merged.
+        let settled = sizes[EXITED_APART + 2];
+        assert_eq!(sizes.last(), Some(&settled), "{sizes:?}");
     }
 }

@@ -339,6 +339,8 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 native_id: t.native_id,
                 name: t.name,
                 process: t.process,
+                // A run that keeps its timeline merges no processes.
+                merged: false,
             })
             .collect(),
         timeline,
@@ -351,6 +353,7 @@ pub fn read(input: impl Read) -> Result<Profile, TimelineError> {
                 command: p.command,
                 python_version: p.python_version,
                 role: p.role,
+                merged: 0,
             })
             .collect(),
     )?;

@@ -280,7 +280,7 @@ impl Run {
             Engine::Tree(sampler) => {
                 let stats = sampler.run(stop, &mut sink);
                 let mut notes = process_lines(&stats);
-                notes.extend(sampler.skipped().iter().cloned());
+                notes.extend(sampler.skipped());
                 if stats.processes.is_empty() {
                     notes.push(format!(
                         "no Python process was found in the tree of process {}",
@@ -352,7 +352,25 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
             tree.seen, tree.attached, tree.missed, tree.not_python, tree.failed, tree.charged_unattached
         ));
     }
+    // As in the profile, exited processes past the first EXITED_APART are counted by group,
+    // not listed: a pool that replaces its workers for hours has thousands.
+    let mut exited = 0;
+    let mut merged: Vec<(String, u64)> = Vec::new();
     for process in &stats.processes {
+        if process.exited {
+            exited += 1;
+            if exited > crate::profile::EXITED_APART {
+                let group = crate::profile::process_group(
+                    process.process.role.as_deref(),
+                    &process.process.command,
+                );
+                match merged.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, count)) => *count += 1,
+                    None => merged.push((group, 1)),
+                }
+                continue;
+            }
+        }
         let mut command: String = process.process.command.chars().take(60).collect();
         if process.process.command.chars().count() > 60 {
             command.push('…');
@@ -369,6 +387,17 @@ fn process_lines(stats: &SamplerStats) -> Vec<String> {
             process.first.as_secs_f64(),
             process.last.as_secs_f64(),
             if process.exited { ", exited" } else { "" },
+        ));
+    }
+    if !merged.is_empty() {
+        let groups: Vec<String> = merged
+            .iter()
+            .map(|(group, count)| format!("{count} × {group}"))
+            .collect();
+        lines.push(format!(
+            "  and {} more that exited, merged by role in the outputs: {}",
+            exited - crate::profile::EXITED_APART,
+            groups.join("; ")
         ));
     }
     lines

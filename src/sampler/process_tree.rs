@@ -30,6 +30,9 @@ use std::time::Duration;
 /// a descendant not yet readable is retried.
 pub const DISCOVER_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How many processes that could not be sampled are named one line each.
+const SKIPPED_LISTED: usize = 20;
+
 /// The role of a forked child charged after it exited, before it could be attached to.
 pub const EXITED_UNATTACHED: &str = "forked child, exited before it was attached";
 
@@ -91,6 +94,8 @@ pub struct ProcessTreeSampler {
     discover_every: u64,
     ticks: u64,
     skipped: Vec<String>,
+    /// Processes skipped past the first [`SKIPPED_LISTED`].
+    skipped_more: u64,
     /// What members that exited had charged, by kind of attribution.
     exited_attribution: Attribution,
     exited_counter_errors: u64,
@@ -127,6 +132,7 @@ impl ProcessTreeSampler {
             discover_every: (per_discovery as u64).max(1),
             ticks: 0,
             skipped: Vec::new(),
+            skipped_more: 0,
             exited_attribution: Attribution::default(),
             exited_counter_errors: 0,
             exited_stacks_unchanged: 0,
@@ -150,9 +156,27 @@ impl ProcessTreeSampler {
     }
 
     /// Descendants that could not be sampled for a reason other than not being Python
-    /// (permissions, an unsupported version), one line each.
-    pub fn skipped(&self) -> &[String] {
-        &self.skipped
+    /// (permissions, an unsupported version), one line each for the first
+    /// [`SKIPPED_LISTED`], then one line counting the rest.
+    pub fn skipped(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.skipped.iter().take(SKIPPED_LISTED).cloned().collect();
+        if self.skipped_more > 0 {
+            lines.push(format!(
+                "and {} more processes not sampled or not hooked, for reasons like these",
+                self.skipped_more
+            ));
+        }
+        lines
+    }
+
+    /// Notes why a process could not be sampled (or hooked); past the first
+    /// [`SKIPPED_LISTED`], only counted.
+    fn skip(&mut self, line: String) {
+        if self.skipped.len() < SKIPPED_LISTED {
+            self.skipped.push(line);
+        } else {
+            self.skipped_more += 1;
+        }
     }
 
     /// Whether the tree is followed through the kernel's process events (rather than polled).
@@ -248,8 +272,7 @@ impl ProcessTreeSampler {
             self.tallies().not_python += 1;
         } else {
             self.tallies().failed += 1;
-            self.skipped
-                .push(format!("process {pid} not sampled: {err}"));
+            self.skip(format!("process {pid} not sampled: {err}"));
         }
         self.candidates.insert(
             pid,
@@ -281,8 +304,7 @@ impl ProcessTreeSampler {
                     self.tallies().missed += 1;
                 } else {
                     self.tallies().failed += 1;
-                    self.skipped
-                        .push(format!("process {pid} not sampled: {err}"));
+                    self.skip(format!("process {pid} not sampled: {err}"));
                 }
                 return;
             }
@@ -290,7 +312,7 @@ impl ProcessTreeSampler {
         if let Some(hook) = &mut self.on_attach
             && let Err(err) = hook(&mut sampler, pid)
         {
-            self.skipped.push(format!("process {pid}: {err}"));
+            self.skip(format!("process {pid}: {err}"));
         }
         self.tallies().attached += 1;
         self.stats.processes.push(ProcessStats {
