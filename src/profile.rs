@@ -1062,7 +1062,7 @@ impl Profile {
             into.rss.absorb(&ledgers.rss, &moved);
             into.heap.absorb(&ledgers.heap, &moved);
         }
-        for (&id, _) in &moved {
+        for &id in moved.keys() {
             let thread = &mut self.threads[id as usize];
             self.thread_ids
                 .remove(&(thread.process, thread.python_id, thread.native_id));
