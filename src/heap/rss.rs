@@ -87,10 +87,9 @@ struct Pools {
 
 impl Pools {
     fn of(version: &PythonVersion) -> Pools {
-        // 3.10 made pools 16 KiB on 64-bit (and arenas 1 MiB).
-        let large = (version.major, version.minor) >= (3, 10);
+        let caps = crate::python::capabilities::Capabilities::of((version.major, version.minor));
         Pools {
-            size: if large { 16 << 10 } else { 4 << 10 },
+            size: if caps.large_pools { 16 << 10 } else { 4 << 10 },
         }
     }
 

@@ -10,6 +10,8 @@
 pub struct Capabilities {
     /// 3.7+: the interpreters hang off `_PyRuntime` (before: the `interp_head` symbol).
     pub runtime_root: bool,
+    /// 3.10+: pymalloc's pools are 16 KiB on 64-bit (arenas 1 MiB); before, 4 KiB.
+    pub large_pools: bool,
     /// 3.10+: `f_lasti` counts code units (2 bytes each), not bytes.
     pub lasti_in_code_units: bool,
     /// 3.11+: frames are `_PyInterpreterFrame`s with code-object pointers and an instruction
@@ -21,6 +23,11 @@ pub struct Capabilities {
     pub shim_frames: bool,
     /// 3.13+: a `PyDictValues` has a header before its first value pointer.
     pub dict_values_header: bool,
+    /// 3.13+: `_PyRuntime` starts with `_Py_DebugOffsets`; a frame's `instr_ptr` points at
+    /// the instruction that is running (before: `prev_instr`, at the one before it).
+    pub debug_offsets: bool,
+    /// 3.14+: the remote-execution protocol (PEP 768) can run a script in the target.
+    pub remote_exec: bool,
     /// 3.14+: `f_executable` and the frame's locals are tagged `_PyStackRef`s.
     pub tagged_stack_refs: bool,
 }
@@ -31,11 +38,14 @@ impl Capabilities {
         let at_least = |minor: u8| version >= (3, minor);
         Capabilities {
             runtime_root: at_least(7),
+            large_pools: at_least(10),
             lasti_in_code_units: at_least(10),
             interpreter_frames: at_least(11),
             managed_dicts: at_least(11),
             shim_frames: at_least(12),
             dict_values_header: at_least(13),
+            debug_offsets: at_least(13),
+            remote_exec: at_least(14),
             tagged_stack_refs: at_least(14),
         }
     }
@@ -56,7 +66,12 @@ mod tests {
         assert!(Capabilities::of((3, 12)).shim_frames);
         assert!(!Capabilities::of((3, 12)).dict_values_header);
         assert!(Capabilities::of((3, 13)).dict_values_header);
+        assert!(
+            Capabilities::of((3, 13)).debug_offsets && !Capabilities::of((3, 12)).debug_offsets
+        );
         assert!(!Capabilities::of((3, 13)).tagged_stack_refs);
+        assert!(!Capabilities::of((3, 13)).remote_exec && Capabilities::of((3, 14)).remote_exec);
+        assert!(!Capabilities::of((3, 9)).large_pools && Capabilities::of((3, 10)).large_pools);
         assert!(Capabilities::of((3, 15)).tagged_stack_refs);
     }
 }

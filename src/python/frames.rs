@@ -174,7 +174,7 @@ pub fn walk_frames(
         let (code, line, generator) = codes.frame(mem, layout, code, position)?;
         if called_directly && let Some(stacktop) = stacktop {
             let ptr = field_u64(&buf, layout.frame_lasti);
-            let in_call = if layout.version >= (3, 13) {
+            let in_call = if capabilities.debug_offsets {
                 // `instr_ptr` is at the instruction that made the call.
                 let mut op = [0u8; 1];
                 mem.read(ptr, &mut op)?;

@@ -193,7 +193,7 @@ impl Fields {
             pid,
             version: spy.version().to_string(),
         };
-        if (spy.version().major, spy.version().minor) < (3, 14) {
+        if !spy.layout().capabilities().remote_exec {
             return Err(unsupported());
         }
         let offsets = spy.debug_offsets().ok_or_else(unsupported)?;

@@ -1087,7 +1087,10 @@ fn choose_layout(
 ) -> Result<(Layout, Vec<&'static str>, Option<DebugOffsets>), LayoutChoice> {
     let generated = layout_for(version.major, version.minor);
     let header = match runtime {
-        Some(runtime) if (version.major, version.minor) >= (3, 13) => {
+        Some(runtime)
+            if crate::python::capabilities::Capabilities::of((version.major, version.minor))
+                .debug_offsets =>
+        {
             Header::read(mem, runtime).map_err(LayoutChoice::Read)?
         }
         _ => None,

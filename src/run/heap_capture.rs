@@ -291,7 +291,7 @@ pub fn load_into_running(
     hook: HookOptions,
 ) -> Result<Vec<Placement>, HeapHookError> {
     let pid = spy.pid();
-    if spy.layout().version < (3, 14) {
+    if !spy.layout().capabilities().remote_exec {
         return Err(HeapHookError::TooOld {
             pid,
             version: spy.version().to_string(),
