@@ -344,7 +344,14 @@ pub struct Sampler<S: StackSource> {
     stats: SamplerStats,
     scratch_stats: Vec<(u32, ThreadStat)>,
     scratch_totals: HashMap<u32, u64>,
+    /// The RSS the last full tick read, and when that tick was: a quiet tick
+    /// ([`quiet::QuietThreads::still_quiet`]) reads neither RSS nor per-thread counters.
+    last_full: Option<(Option<u64>, Duration)>,
 }
+
+/// Longest a run of quiet ticks lasts before a full tick reads RSS and the counters anyway
+/// (memory the kernel reclaims shows then; a process that went while quiet is noticed).
+const QUIET_FULL_EVERY: Duration = Duration::from_millis(250);
 
 impl<S: StackSource> Sampler<S> {
     /// Prepares to sample process `pid`, whose stacks `source` reads.
@@ -371,6 +378,7 @@ impl<S: StackSource> Sampler<S> {
             stats: SamplerStats::default(),
             scratch_stats: Vec::new(),
             scratch_totals: HashMap::new(),
+            last_full: None,
         })
     }
 
@@ -471,31 +479,57 @@ impl<S: StackSource> Sampler<S> {
         }
     }
 
+    /// The last full tick's RSS and the last read's stacks, when this tick can be a quiet one:
+    /// within [`QUIET_FULL_EVERY`] of the last full tick, and no thread switched in since the
+    /// last stack read (the scheduler's figures alone: one small file per thread).
+    fn quiet_tick(
+        &mut self,
+        time: Duration,
+    ) -> Option<(Option<u64>, Vec<crate::python::ThreadStack>)> {
+        let (rss, at) = self.last_full?;
+        if time.saturating_sub(at) >= QUIET_FULL_EVERY {
+            return None;
+        }
+        let stacks = self.quiet.still_quiet(self.threads.as_mut()?)?;
+        Some((rss, stacks))
+    }
+
     /// One tick's readings and charges; returns whether the target has exited.
     fn read_and_charge(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
-        let rss = match self.rss.read() {
-            Ok(rss) => Some(rss),
-            Err(err) if err.process_exited() || process_gone(self.pid) => return true,
-            Err(_) => None,
-        };
-        if rss == Some(0) && process_gone(self.pid) {
-            return true;
-        }
-        // The per-thread counters come first: they tell whether any thread ran since the
-        // last stack read (if none did, the stacks are the same and need no read).
+        // The last tick's per-thread counters, which a quiet tick keeps.
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut exited = 0;
-        let unchanged = match &mut self.threads {
-            Some(threads) => {
-                exited = threads.read_all(&mut task_stats);
-                if exited == 0 {
-                    self.quiet.unchanged_stacks(threads, &task_stats)
-                } else {
-                    self.quiet.forget();
-                    None
+        let (rss, unchanged) = match self.quiet_tick(time) {
+            // No thread has been switched in since the last stack read: nothing a thread
+            // does (its frames, faults, CPU time, the RSS it grows) can have changed.
+            Some((rss, stacks)) => (rss, Some(stacks)),
+            None => {
+                let rss = match self.rss.read() {
+                    Ok(rss) => Some(rss),
+                    Err(err) if err.process_exited() || process_gone(self.pid) => return true,
+                    Err(_) => None,
+                };
+                if rss == Some(0) && process_gone(self.pid) {
+                    return true;
                 }
+                self.last_full = Some((rss, time));
+                // The per-thread counters come first: they tell whether any thread ran
+                // since the last stack read (if none did, the stacks are the same and need
+                // no read).
+                let unchanged = match &mut self.threads {
+                    Some(threads) => {
+                        exited = threads.read_all(&mut task_stats);
+                        if exited == 0 {
+                            self.quiet.unchanged_stacks(threads, &task_stats)
+                        } else {
+                            self.quiet.forget();
+                            None
+                        }
+                    }
+                    None => None,
+                };
+                (rss, unchanged)
             }
-            None => None,
         };
         let stacks = match unchanged {
             Some(stacks) => {

@@ -54,6 +54,21 @@ impl QuietThreads {
         None
     }
 
+    /// The last read's stacks, without reading the per-thread counters, when every thread's
+    /// scheduler figures are still those taken before that read: its times switched in count
+    /// a thread that is on a CPU now, so unchanged figures mean no thread has run since (and
+    /// none came or went: a thread that went cannot be read, one that came was made by one
+    /// that ran). `None` otherwise, the baseline kept for [`QuietThreads::unchanged_stacks`].
+    pub(crate) fn still_quiet(&mut self, threads: &mut ThreadCounters) -> Option<Vec<ThreadStack>> {
+        let (Some(before), Some(stacks)) = (&self.before_read, &self.stacks) else {
+            return None;
+        };
+        if !threads.read_schedstats(&mut self.scratch) || self.scratch != *before {
+            return None;
+        }
+        Some(stacks.clone())
+    }
+
     /// Called after a successful stack read that followed [`QuietThreads::unchanged_stacks`]
     /// in the same tick.
     pub(crate) fn read(&mut self, stacks: &[ThreadStack]) {
