@@ -12,6 +12,9 @@
 //! Code objects are not on the collector's lists: pmt finds them only by following functions
 //! into `__code__` and code into the code nested in its constants. Their count and bytes are
 //! compared, within 1%, with the target's own count of the code its tracked functions hold.
+//! The `type` objects the collector lists are classes; the others pmt finds are built-in
+//! (static) types, all of one size: pmt's bytes of `type` are compared, within 1%, with the
+//! classes' `sys.getsizeof` plus that size for each of its untracked ones.
 
 mod common;
 
@@ -28,6 +31,8 @@ struct OwnCounts {
     sizes: HashMap<String, u64>,
     /// The code objects its functions hold: `(count, sum of sys.getsizeof)`.
     code: (u64, u64),
+    /// `sys.getsizeof` of a built-in (static) type.
+    static_type_size: u64,
 }
 
 fn own_counts(target: &mut common::Target) -> OwnCounts {
@@ -49,6 +54,9 @@ fn own_counts(target: &mut common::Target) -> OwnCounts {
                 .expect("a count of code objects"),
             json["code"]["bytes"].as_u64().expect("their bytes"),
         ),
+        static_type_size: json["static_type_size"]
+            .as_u64()
+            .expect("the size of a static type"),
     }
 }
 
@@ -108,6 +116,17 @@ fn check(label: &str) {
         mismatches.push(format!(
             "code: pmt {count} objects of {bytes} bytes, the functions' own {wanted_count} of \
              {wanted_bytes} bytes"
+        ));
+    }
+    let (count, tracked, bytes) = found.get("type").copied().unwrap_or_default();
+    let classes = own.sizes.get("type").copied().unwrap_or_default();
+    let builtins = count.saturating_sub(tracked);
+    let wanted = classes + builtins * own.static_type_size;
+    if !within_one_percent(bytes, wanted) {
+        mismatches.push(format!(
+            "type: pmt {bytes} bytes, sys.getsizeof {classes} bytes of classes plus {builtins} \
+             built-in types of {} bytes",
+            own.static_type_size
         ));
     }
     assert!(

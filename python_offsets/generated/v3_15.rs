@@ -119,4 +119,6 @@ pub const LAYOUT: Layout = Layout {
     code_opcache: None,
     code_opcache_size: None,
     opcache_entry_size: None,
+    type_size: 424,
+    heaptype_size: 944,
 };

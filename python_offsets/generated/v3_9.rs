@@ -119,4 +119,6 @@ pub const LAYOUT: Layout = Layout {
     code_opcache: Some(160),
     code_opcache_size: Some(172),
     opcache_entry_size: Some(32),
+    type_size: 408,
+    heaptype_size: 880,
 };

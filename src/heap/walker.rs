@@ -493,7 +493,12 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             }
             Kind::Code => extra = self.code_references(addr, &mut refs)?,
             Kind::Type => {
-                extra = self.cached_keys_bytes(addr)?;
+                let type_flags = mem.read_u64(addr.wrapping_add(l.type_flags))?;
+                if type_flags & flags::HEAPTYPE == 0 {
+                    self.graph.shallow[node as usize] = static_type_size(l, info);
+                } else {
+                    extra = self.cached_keys_bytes(addr)?;
+                }
                 refs.push((
                     mem.read_u64(addr.wrapping_add(l.type_dict))?,
                     Label::Namespace,
@@ -627,16 +632,12 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
     }
 
     /// What a class's `ht_cached_keys` (the keys its instances share) adds to its size, as
-    /// `type.__sizeof__` counts it; 0 for a built-in type.
+    /// `type.__sizeof__` counts it.
     fn cached_keys_bytes(&self, addr: u64) -> Result<u64, DecodeError> {
         let l = self.layout;
         let Some(at) = l.heaptype_cached_keys else {
             return Ok(0);
         };
-        let type_flags = self.mem.read_u64(addr.wrapping_add(l.type_flags))?;
-        if type_flags & flags::HEAPTYPE == 0 {
-            return Ok(0);
-        }
         let keys = self.mem.read_u64(addr.wrapping_add(at))?;
         Ok(match keys {
             0 => 0,
@@ -909,6 +910,10 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
         Kind::Code if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {
             (info.basicsize + info.itemsize * ob_size.unsigned_abs() + 7) & !7
         }
+        // A class: `type.__sizeof__` counts `PyHeapTypeObject`, not the `__slots__` members
+        // that follow it (`ob_size` of them); its shared keys are added when it is read, and
+        // a built-in (static) type is sized then ([`static_type_size`]).
+        Kind::Type => l.heaptype_size,
         // Some variable-size types keep something else where `ob_size` would be (3.11's
         // generators): an implausible count adds nothing.
         _ if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {
@@ -916,13 +921,32 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
         }
         _ => info.basicsize,
     };
+    body + pre_header(l, info)
+}
+
+/// What `sys.getsizeof` adds before an object of type `info`: the GC header, and 3.11+ the
+/// managed dict's pre-header.
+fn pre_header(l: &Layout, info: &TypeInfo) -> u64 {
     let gc = if info.is_gc() { l.gc_head_size } else { 0 };
     let preheader = if l.version >= (3, 11) && info.flags & flags::MANAGED_DICT != 0 {
         16
     } else {
         0
     };
-    body + gc + preheader
+    gc + preheader
+}
+
+/// `sys.getsizeof` of a built-in (static) type object whose metatype is `meta`:
+/// `sizeof(PyTypeObject)`, without the GC header its metatype would add (a static type is not
+/// collected), except in 3.11 and 3.12, whose `sys.getsizeof` adds the metatype's pre-header to
+/// every object (3.13 leaves it off static types again).
+fn static_type_size(l: &Layout, meta: &TypeInfo) -> u64 {
+    let pre = if matches!(l.version, (3, 11) | (3, 12)) {
+        pre_header(l, meta)
+    } else {
+        0
+    };
+    l.type_size + pre
 }
 
 #[cfg(test)]

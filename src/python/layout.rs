@@ -293,6 +293,12 @@ pub struct Layout {
     pub code_opcache_size: Option<u64>,
     /// `sizeof(_PyOpcache)` (3.8–3.10): one entry.
     pub opcache_entry_size: Option<u64>,
+
+    // ---- what `sys.getsizeof` counts of a type object (`pmt heap`) ----
+    /// `sizeof(PyTypeObject)`: `type.__sizeof__` of a built-in (static) type.
+    pub type_size: u64,
+    /// `sizeof(PyHeapTypeObject)`: `type.__sizeof__` of a class, before its shared keys.
+    pub heaptype_size: u64,
 }
 
 impl Layout {

@@ -357,4 +357,7 @@ pub const FIELDS: &[Field] = &[
     field!(opcache_entry_size, true, |m| when((8..=10).contains(&m), || size(
         "_PyOpcache"
     ))),
+    // what `sys.getsizeof` counts of a type object (pmt heap)
+    field!(type_size, false, |_m| size("PyTypeObject")),
+    field!(heaptype_size, false, |_m| size("PyHeapTypeObject")),
 ];
