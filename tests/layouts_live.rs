@@ -92,7 +92,7 @@ fn to_json(layout: &Layout) -> Value {
         tstate_datastack_chunk, stack_chunk_size, stack_chunk_previous,
         code_filename, code_name, code_qualname, code_firstlineno, code_linetable, code_code,
         code_code_adaptive, code_consts, code_names, code_cellvars, code_exceptiontable,
-        code_cached_code, code_cached,
+        code_cached_code, code_cached, type_size, heaptype_size,
         object_type, var_size, type_name, type_flags, type_dictoffset, type_basicsize,
         heaptype_cached_keys,
         bytes_sval, unicode_state, unicode_length, unicode_ascii_size, unicode_compact_size,

@@ -199,6 +199,10 @@ def check_code():
     if L["code_cached"] is not None:
         # _PyCoCached opens with _co_code, which reading co_code filled.
         check("_co_cached->_co_code", ptr(ptr(at + L["code_cached"])), id(kept))
+    # type.__sizeof__: sizeof(PyTypeObject) for a built-in type; type's own basic size is
+    # sizeof(PyHeapTypeObject).
+    check("sizeof(PyTypeObject)", L["type_size"], type.__sizeof__(int))
+    check("sizeof(PyHeapTypeObject)", L["heaptype_size"], type.__basicsize__)
 
 
 class Point:
