@@ -5,7 +5,8 @@ target, on heaps of N small objects, beside what the in-process tools cost insid
 guppy3's `hpy().heap()`, where they import.
 
 The target keeps N/2 small containers in a module list (`KEEP`: half one-item lists, half
-two-key dicts; N/4 of them on the collector's lists) plus an int or a string each, so about N
+two-key dicts; N/4 of them on the collector's lists up to 3.13, which untrack a dict of ints
+and strings, N/2 on 3.14) plus an int or a string each, so about N
 objects in all, prints READY and waits. pmt runs under /usr/bin/time -v (wall time, peak RSS)
 twice: reading live (the default) and with `--blocking` (the pause it reports). Then the
 target runs each in-process tool on itself when told to, timing it and measuring its own peak
@@ -14,12 +15,18 @@ recorded before each measurement: the machine's 2 cores are shared with other wo
 Results go to bench/results/heap_snapshot.md.
 
     python3 bench/heap_snapshot.py [--python PY]... [--objects N]... [--pmt PATH]
-        [--tool-timeout SECS]
+        [--tool-timeout SECS] [--root ROOT] [--out FILE]
+
+`--root ROOT` runs the target (and PY, a path inside it) in that chroot, e.g. Debian sid's
+python3.14 in the tests' chroot: `--root /srv/pmt-sid --python /opt/bench-heap-venv-3.14/bin/python`
+(the script is written under /tmp, which that chroot shares with the host); pmt runs outside.
 
 PY should have guppy3 and objgraph installed to measure them (a venv:
 `python3.12 -m venv target/bench-heap-venv-3.12 &&
 target/bench-heap-venv-3.12/bin/pip install guppy3 objgraph`); a tool that does not import
-is reported as such.
+is reported as such. In the sid chroot: `chroot /srv/pmt-sid python3.14 -m venv
+/opt/bench-heap-venv-3.14`, then its pip (`SSL_CERT_FILE`/`PIP_CERT` set to the host's CA bundle
+copied in, as tests/packages/setup_venvs.sh does) installs guppy3 and objgraph.
 """
 
 import argparse
@@ -160,18 +167,28 @@ def tool_run(target, name, timeout):
     return {"load": load, "state": "timeout", "seconds": timeout, "extra_mib": 0, "what": ""}
 
 
-def measure(python, n, pmt, timeout):
+def measure(python, n, pmt, timeout, root=None):
+    # `chroot` execs the interpreter: the target's pid is the one Popen gives.
+    chroot = ["chroot", root] if root else []
     version = subprocess.run(
-        [python, "-c", "import sys; print(sys.version.split()[0])"],
+        chroot + [python, "-c", "import sys; print(sys.version.split()[0])"],
         capture_output=True,
         text=True,
+        check=True,
     ).stdout.strip()
-    with tempfile.TemporaryDirectory() as tmp:
+    if root:
+        version += " (chroot %s)" % root
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         script = os.path.join(tmp, "target.py")
         with open(script, "w") as f:
             f.write(TARGET)
+        if root and not os.path.exists(os.path.join(root, script.lstrip("/"))):
+            sys.exit("%s does not see the host's %s: bind-mount /tmp into it" % (root, tmp))
         target = subprocess.Popen(
-            [python, script, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            chroot + [python, script, str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert target.stdout.readline().strip() == "READY"
@@ -210,7 +227,8 @@ def report(rows, command):
         "",
         "The target keeps N/2 small containers in `__main__.KEEP` (half `[i]`, half",
         '`{"id": i, "name": "row…"}`) and an int or a string each: about N objects, N/4 of them',
-        "on the collector's lists. `pmt heap` runs from outside under `/usr/bin/time -v` (the whole",
+        "on the collector's lists (N/2 on 3.14, which no longer untracks dicts of ints and strings:",
+        "the tracked column). `pmt heap` runs from outside under `/usr/bin/time -v` (the whole",
         "run: attach, walk, dominators, report; its CPU time, user + system, is less bent by the",
         "load than its wall time), reading live and then with `--blocking`",
         "(the target paused for the read: pmt's own measure of the pause). Then each in-process",
@@ -306,6 +324,7 @@ def main():
     parser.add_argument(
         "--tool-timeout", type=float, default=600, help="seconds an in-process tool may take"
     )
+    parser.add_argument("--root", help="a chroot to run the target in (PY is a path inside it)")
     parser.add_argument(
         "--out",
         default=os.path.join(os.path.dirname(__file__), "results", "heap_snapshot.md"),
@@ -316,7 +335,7 @@ def main():
     rows = []
     for py in pythons:
         for n in sizes:
-            rows.append(measure(py, n, args.pmt, args.tool_timeout))
+            rows.append(measure(py, n, args.pmt, args.tool_timeout, args.root))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     command = "python3 bench/heap_snapshot.py " + " ".join(sys.argv[1:])
     text = report(rows, command.strip())

@@ -8,6 +8,13 @@
 //! on those lists), for the 20 types it lists most of, within 1%. Bytes are compared, within
 //! 1%, for those of the 20 types all of whose instances pmt found are tracked (pmt's bytes of
 //! a type cover its untracked instances too, which `gc.get_objects()` does not list).
+//!
+//! Code objects are not on the collector's lists: pmt finds them only by following functions
+//! into `__code__` and code into the code nested in its constants. Their count and bytes are
+//! compared, within 1%, with the target's own count of the code its tracked functions hold.
+//! The `type` objects the collector lists are classes; the others pmt finds are built-in
+//! (static) types, all of one size: pmt's bytes of `type` are compared, within 1%, with the
+//! classes' `sys.getsizeof` plus that size for each of its untracked ones.
 
 mod common;
 
@@ -22,6 +29,10 @@ const COMPARED_TYPES: usize = 20;
 struct OwnCounts {
     counts: HashMap<String, u64>,
     sizes: HashMap<String, u64>,
+    /// The code objects its functions hold: `(count, sum of sys.getsizeof)`.
+    code: (u64, u64),
+    /// `sys.getsizeof` of a built-in (static) type.
+    static_type_size: u64,
 }
 
 fn own_counts(target: &mut common::Target) -> OwnCounts {
@@ -37,6 +48,15 @@ fn own_counts(target: &mut common::Target) -> OwnCounts {
     OwnCounts {
         counts: table("counts"),
         sizes: table("sizes"),
+        code: (
+            json["code"]["count"]
+                .as_u64()
+                .expect("a count of code objects"),
+            json["code"]["bytes"].as_u64().expect("their bytes"),
+        ),
+        static_type_size: json["static_type_size"]
+            .as_u64()
+            .expect("the size of a static type"),
     }
 }
 
@@ -89,6 +109,25 @@ fn check(label: &str) {
                 ));
             }
         }
+    }
+    let (count, _, bytes) = found.get("code").copied().unwrap_or_default();
+    let (wanted_count, wanted_bytes) = own.code;
+    if !within_one_percent(count, wanted_count) || !within_one_percent(bytes, wanted_bytes) {
+        mismatches.push(format!(
+            "code: pmt {count} objects of {bytes} bytes, the functions' own {wanted_count} of \
+             {wanted_bytes} bytes"
+        ));
+    }
+    let (count, tracked, bytes) = found.get("type").copied().unwrap_or_default();
+    let classes = own.sizes.get("type").copied().unwrap_or_default();
+    let builtins = count.saturating_sub(tracked);
+    let wanted = classes + builtins * own.static_type_size;
+    if !within_one_percent(bytes, wanted) {
+        mismatches.push(format!(
+            "type: pmt {bytes} bytes, sys.getsizeof {classes} bytes of classes plus {builtins} \
+             built-in types of {} bytes",
+            own.static_type_size
+        ));
     }
     assert!(
         mismatches.is_empty(),

@@ -64,6 +64,8 @@ pub enum Kind {
     Cell,
     /// A bound `method`.
     Method,
+    /// `code`: constants, names, file and line tables.
+    Code,
     /// `type` and metaclass instances: classes.
     Type,
     /// `str`: no references, variable size.
@@ -280,6 +282,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "function" => Kind::Function,
         "cell" => Kind::Cell,
         "method" => Kind::Method,
+        "code" => Kind::Code,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,

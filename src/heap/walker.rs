@@ -491,8 +491,14 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                     Label::Attr("__func__"),
                 ));
             }
+            Kind::Code => extra = self.code_references(addr, &mut refs)?,
             Kind::Type => {
-                extra = self.cached_keys_bytes(addr)?;
+                let type_flags = mem.read_u64(addr.wrapping_add(l.type_flags))?;
+                if type_flags & flags::HEAPTYPE == 0 {
+                    self.graph.shallow[node as usize] = static_type_size(l, info);
+                } else {
+                    extra = self.cached_keys_bytes(addr)?;
+                }
                 refs.push((
                     mem.read_u64(addr.wrapping_add(l.type_dict))?,
                     Label::Namespace,
@@ -626,21 +632,114 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
     }
 
     /// What a class's `ht_cached_keys` (the keys its instances share) adds to its size, as
-    /// `type.__sizeof__` counts it; 0 for a built-in type.
+    /// `type.__sizeof__` counts it.
     fn cached_keys_bytes(&self, addr: u64) -> Result<u64, DecodeError> {
         let l = self.layout;
         let Some(at) = l.heaptype_cached_keys else {
             return Ok(0);
         };
-        let type_flags = self.mem.read_u64(addr.wrapping_add(l.type_flags))?;
-        if type_flags & flags::HEAPTYPE == 0 {
-            return Ok(0);
-        }
         let keys = self.mem.read_u64(addr.wrapping_add(at))?;
         Ok(match keys {
             0 => 0,
             keys => self.keys_table(keys).map_or(0, |t| t.bytes),
         })
+    }
+
+    /// A code object's constants, names, file name and tables (and, 3.11+, the bytes and
+    /// tuples it made for `co_code`, `co_varnames`, … and kept); returns what `sys.getsizeof`
+    /// counts beyond its in-object size: ≤3.10 the cell-to-argument map and the
+    /// per-instruction cache, every version the `co_extra` slots of PEP 523 users.
+    fn code_references(&self, addr: u64, refs: &mut Vec<Reference>) -> Result<u64, DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let mut fields: Vec<(u64, &'static str)> = vec![
+            (l.code_consts, "co_consts"),
+            (l.code_names, "co_names"),
+            (l.code_filename, "co_filename"),
+            (l.code_name, "co_name"),
+        ];
+        let optional = [
+            (l.code_qualname, "co_qualname"),
+            (l.code_freevars, "co_freevars"),
+            (l.code_cellvars, "co_cellvars"),
+            (l.code_code, "co_code"),
+            (l.code_exceptiontable, "co_exceptiontable"),
+            (l.code_localkinds, "co_localspluskinds"),
+            (l.code_cached_code, "co_code"),
+        ];
+        fields.extend(optional.iter().filter_map(|(at, n)| at.map(|at| (at, *n))));
+        let localnames = if l.version >= (3, 11) {
+            "co_localsplusnames"
+        } else {
+            "co_varnames"
+        };
+        let linetable = if l.version >= (3, 10) {
+            "co_linetable"
+        } else {
+            "co_lnotab"
+        };
+        fields.push((l.code_localnames, localnames));
+        fields.push((l.code_linetable, linetable));
+        let mut offsets: Vec<u64> = fields.iter().map(|f| f.0).collect();
+        offsets.push(l.code_extra);
+        offsets.extend(
+            [
+                l.code_cell2arg,
+                l.code_opcache,
+                l.code_opcache_size,
+                l.code_cached,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        let bytes = mem.read_vec(addr, span(&offsets))?;
+        for (at, name) in &fields {
+            refs.push((field_u64(&bytes, *at), Label::Attr(name)));
+        }
+        if let (Some(at), Some(size)) = (l.code_cached, l.code_cached_size) {
+            let cached = field_u64(&bytes, at);
+            if cached != 0 {
+                const CACHED: [&str; 4] = ["co_code", "co_varnames", "co_cellvars", "co_freevars"];
+                let members = read_pointers(mem, cached, (size / 8).min(CACHED.len() as u64))?;
+                for (i, name) in CACHED.iter().enumerate().take(members.len() / 8) {
+                    refs.push((field_u64(&members, i as u64 * 8), Label::Attr(name)));
+                }
+            }
+        }
+        let mut extra = 0u64;
+        let extras = field_u64(&bytes, l.code_extra);
+        if extras != 0 {
+            // `_PyCodeObjectExtra`: `ce_size`, then that many pointers.
+            let slots = mem.read_u64(extras)?;
+            if slots <= MAX_VAR_ITEMS {
+                extra += 8 + slots * 8;
+            }
+        }
+        // The size of the tuple or bytes object a code object points to at `at`.
+        let length = |at: u64| -> Result<u64, DecodeError> {
+            let object = field_u64(&bytes, at);
+            if object == 0 {
+                return Ok(0);
+            }
+            let n = mem.read_u64(object.wrapping_add(l.var_size))?;
+            Ok(if n <= MAX_VAR_ITEMS { n } else { 0 })
+        };
+        if let (Some(map), Some(cells)) = (l.code_cell2arg, l.code_cellvars)
+            && field_u64(&bytes, map) != 0
+        {
+            extra += length(cells)? * 8;
+        }
+        if let (Some(cache), Some(count), Some(entry), Some(code)) = (
+            l.code_opcache,
+            l.code_opcache_size,
+            l.opcache_entry_size,
+            l.code_code,
+        ) && field_u64(&bytes, cache) != 0
+        {
+            // The map of one byte per code unit (2 bytes), then the entries.
+            extra += length(code)? / 2 + u64::from(field_u8(&bytes, count)) * entry;
+        }
+        Ok(extra)
     }
 
     fn deque_references(
@@ -806,6 +905,15 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
             let allocated = field_u64(header, l.var_size + 8);
             info.basicsize + if allocated < 1 << 40 { allocated } else { 0 }
         }
+        // 3.11+: the bytecode is inline, `ob_size` code units, the whole rounded up to a
+        // pointer as `code.__sizeof__` does (`_PyObject_VAR_SIZE`).
+        Kind::Code if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {
+            (info.basicsize + info.itemsize * ob_size.unsigned_abs() + 7) & !7
+        }
+        // A class: `type.__sizeof__` counts `PyHeapTypeObject`, not the `__slots__` members
+        // that follow it (`ob_size` of them); its shared keys are added when it is read, and
+        // a built-in (static) type is sized then ([`static_type_size`]).
+        Kind::Type => l.heaptype_size,
         // Some variable-size types keep something else where `ob_size` would be (3.11's
         // generators): an implausible count adds nothing.
         _ if info.itemsize > 0 && ob_size.unsigned_abs() <= MAX_VAR_ITEMS => {
@@ -813,13 +921,32 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
         }
         _ => info.basicsize,
     };
+    body + pre_header(l, info)
+}
+
+/// What `sys.getsizeof` adds before an object of type `info`: the GC header, and 3.11+ the
+/// managed dict's pre-header.
+fn pre_header(l: &Layout, info: &TypeInfo) -> u64 {
     let gc = if info.is_gc() { l.gc_head_size } else { 0 };
     let preheader = if l.version >= (3, 11) && info.flags & flags::MANAGED_DICT != 0 {
         16
     } else {
         0
     };
-    body + gc + preheader
+    gc + preheader
+}
+
+/// `sys.getsizeof` of a built-in (static) type object whose metatype is `meta`:
+/// `sizeof(PyTypeObject)`, without the GC header its metatype would add (a static type is not
+/// collected), except in 3.11 and 3.12, whose `sys.getsizeof` adds the metatype's pre-header to
+/// every object (3.13 leaves it off static types again).
+fn static_type_size(l: &Layout, meta: &TypeInfo) -> u64 {
+    let pre = if matches!(l.version, (3, 11) | (3, 12)) {
+        pre_header(l, meta)
+    } else {
+        0
+    };
+    l.type_size + pre
 }
 
 #[cfg(test)]
@@ -840,6 +967,7 @@ mod tests {
         "function",
         "cell",
         "method",
+        "code",
         "type",
         "str",
         "int",

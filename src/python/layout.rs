@@ -262,6 +262,43 @@ pub struct Layout {
     /// `PyCodeObject.co_freevars` (≤3.10; 3.11+ keep free variables last in
     /// `co_localsplusnames`).
     pub code_freevars: Option<u64>,
+
+    // ---- what a code object references, and what `sys.getsizeof` counts of it (`pmt heap`) ----
+    /// `PyCodeObject.co_consts`: the tuple of constants (nested code objects among them).
+    pub code_consts: u64,
+    /// `PyCodeObject.co_names`: the tuple of global and attribute names.
+    pub code_names: u64,
+    /// `PyCodeObject.co_cellvars` (≤3.10; 3.11+ keep cell variables in
+    /// `co_localsplusnames`).
+    pub code_cellvars: Option<u64>,
+    /// `PyCodeObject.co_cell2arg` (≤3.10): when set, `sys.getsizeof` adds 8 bytes per cell
+    /// variable.
+    pub code_cell2arg: Option<u64>,
+    /// `PyCodeObject.co_exceptiontable` (3.11+): a bytes object.
+    pub code_exceptiontable: Option<u64>,
+    /// `PyCodeObject._co_code` (3.11 only): the bytes object `co_code` made and kept.
+    pub code_cached_code: Option<u64>,
+    /// `PyCodeObject._co_cached` (3.12+): a `_PyCoCached *`, the objects `co_code`,
+    /// `co_varnames`, `co_cellvars` and `co_freevars` made and kept, in that order.
+    pub code_cached: Option<u64>,
+    /// `sizeof(_PyCoCached)` (3.12+).
+    pub code_cached_size: Option<u64>,
+    /// `PyCodeObject.co_extra`: a `_PyCodeObjectExtra *` (`ce_size`, then that many
+    /// pointers) that `sys.getsizeof` counts.
+    pub code_extra: u64,
+    /// `PyCodeObject.co_opcache` (3.8–3.10): the per-instruction cache, made after enough
+    /// calls.
+    pub code_opcache: Option<u64>,
+    /// `PyCodeObject.co_opcache_size` (3.8–3.10, an `unsigned char`): its entries.
+    pub code_opcache_size: Option<u64>,
+    /// `sizeof(_PyOpcache)` (3.8–3.10): one entry.
+    pub opcache_entry_size: Option<u64>,
+
+    // ---- what `sys.getsizeof` counts of a type object (`pmt heap`) ----
+    /// `sizeof(PyTypeObject)`: `type.__sizeof__` of a built-in (static) type.
+    pub type_size: u64,
+    /// `sizeof(PyHeapTypeObject)`: `type.__sizeof__` of a class, before its shared keys.
+    pub heaptype_size: u64,
 }
 
 impl Layout {

@@ -130,6 +130,12 @@ mod tests {
             assert_eq!(layout.tstate_native_thread_id.is_some(), minor >= 11);
             assert_eq!(layout.tstate_base_frame.is_some(), minor >= 15);
             assert_eq!(layout.frame_is_entry.is_some(), minor == 11);
+            assert_eq!(layout.code_cellvars.is_some(), minor <= 10);
+            assert_eq!(layout.code_cell2arg.is_some(), minor <= 10);
+            assert_eq!(layout.code_exceptiontable.is_some(), minor >= 11);
+            assert_eq!(layout.code_cached_code.is_some(), minor == 11);
+            assert_eq!(layout.code_cached.is_some(), minor >= 12);
+            assert_eq!(layout.code_opcache.is_some(), (8..=10).contains(&minor));
         }
     }
 

@@ -187,6 +187,22 @@ def check_code():
     if L["code_code_adaptive"] is not None:
         # tp_basicsize of code objects is offsetof(PyCodeObject, co_code_adaptive).
         check("co_code_adaptive", L["code_code_adaptive"], type(code).__basicsize__)
+    check("co_consts", ptr(at + L["code_consts"]), id(code.co_consts))
+    check("co_names", ptr(at + L["code_names"]), id(code.co_names))
+    if L["code_cellvars"] is not None:
+        check("co_cellvars", ptr(at + L["code_cellvars"]), id(code.co_cellvars))
+    if L["code_exceptiontable"] is not None:
+        check("co_exceptiontable", ptr(at + L["code_exceptiontable"]), id(code.co_exceptiontable))
+    kept = code.co_code
+    if L["code_cached_code"] is not None:
+        check("_co_code", ptr(at + L["code_cached_code"]), id(kept))
+    if L["code_cached"] is not None:
+        # _PyCoCached opens with _co_code, which reading co_code filled.
+        check("_co_cached->_co_code", ptr(ptr(at + L["code_cached"])), id(kept))
+    # type.__sizeof__: sizeof(PyTypeObject) for a built-in type; type's own basic size is
+    # sizeof(PyHeapTypeObject).
+    check("sizeof(PyTypeObject)", L["type_size"], type.__sizeof__(int))
+    check("sizeof(PyHeapTypeObject)", L["heaptype_size"], type.__basicsize__)
 
 
 class Point:

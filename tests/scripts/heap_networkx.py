@@ -4,7 +4,11 @@ program holds the results; then it counts its own objects by type, as `gc.get_ob
 
 The counts are of the objects on the collector's lists (what `gc.get_objects()` returns):
 objects the collector does not track (str, int, float, and dicts and tuples it untracked)
-are not listed by it, so they are not compared here.
+are not listed by it, so they are not compared here. Code objects are not tracked either:
+they are counted apart (`code`), as the code of every function on those lists and the code
+nested in its constants, which pmt reaches only by following functions into their code.
+Type objects the collector lists are classes; built-in types, which it does not track, all
+have `sys.getsizeof(int)`'s size.
 """
 
 import gc
@@ -33,6 +37,20 @@ def type_name(t):
     return t.__module__ + "." + t.__qualname__
 
 
+def own_code():
+    """How many code objects the functions on the collector's lists hold (their `__code__`
+    and the code objects nested in its constants), and the sum of their `sys.getsizeof`."""
+    seen = {}
+    todo = [f.__code__ for f in gc.get_objects() if type(f) is type(own_code)]
+    while todo:
+        code = todo.pop()
+        if id(code) in seen:
+            continue
+        seen[id(code)] = sys.getsizeof(code)
+        todo.extend(c for c in code.co_consts if type(c) is type(code))
+    return {"count": len(seen), "bytes": sum(seen.values())}
+
+
 def main():
     gc.collect()
     counts = {}
@@ -43,7 +61,20 @@ def main():
         counts[name] = counts.get(name, 0) + 1
         sizes[name] = sizes.get(name, 0) + sys.getsizeof(o)
     del o
-    print("COUNTS " + json.dumps({"counts": counts, "sizes": sizes}), flush=True)
+    code = own_code()
+    print(
+        "COUNTS "
+        + json.dumps(
+            {
+                "counts": counts,
+                "sizes": sizes,
+                "code": code,
+                # Every built-in (static) type has this size; the collector tracks none.
+                "static_type_size": sys.getsizeof(int),
+            }
+        ),
+        flush=True,
+    )
     print("READY", flush=True)
     while True:
         time.sleep(1)

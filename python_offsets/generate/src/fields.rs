@@ -326,4 +326,38 @@ pub const FIELDS: &[Field] = &[
     field!(code_freevars, true, |m| when(m <= 10, || off(
         "PyCodeObject.co_freevars"
     ))),
+    // what a code object references and what `sys.getsizeof` counts of it (pmt heap)
+    field!(code_consts, false, |_m| off("PyCodeObject.co_consts")),
+    field!(code_names, false, |_m| off("PyCodeObject.co_names")),
+    field!(code_cellvars, true, |m| when(m <= 10, || off(
+        "PyCodeObject.co_cellvars"
+    ))),
+    field!(code_cell2arg, true, |m| when(m <= 10, || off(
+        "PyCodeObject.co_cell2arg"
+    ))),
+    field!(code_exceptiontable, true, |m| when(m >= 11, || off(
+        "PyCodeObject.co_exceptiontable"
+    ))),
+    field!(code_cached_code, true, |m| when(m == 11, || off(
+        "PyCodeObject._co_code"
+    ))),
+    field!(code_cached, true, |m| when(m >= 12, || off(
+        "PyCodeObject._co_cached"
+    ))),
+    field!(code_cached_size, true, |m| when(m >= 12, || size(
+        "_PyCoCached"
+    ))),
+    field!(code_extra, false, |_m| off("PyCodeObject.co_extra")),
+    field!(code_opcache, true, |m| when((8..=10).contains(&m), || off(
+        "PyCodeObject.co_opcache"
+    ))),
+    field!(code_opcache_size, true, |m| when((8..=10).contains(&m), || off(
+        "PyCodeObject.co_opcache_size"
+    ))),
+    field!(opcache_entry_size, true, |m| when((8..=10).contains(&m), || size(
+        "_PyOpcache"
+    ))),
+    // what `sys.getsizeof` counts of a type object (pmt heap)
+    field!(type_size, false, |_m| size("PyTypeObject")),
+    field!(heaptype_size, false, |_m| size("PyHeapTypeObject")),
 ];

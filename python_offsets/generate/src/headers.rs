@@ -93,12 +93,19 @@ pub fn wrapper(minor: u8) -> String {
         // 3.6: everything needed is public; the GIL is file-static in Python/ceval_gil.h.
         6 => &[],
         7 => &["internal/pystate.h"],
-        8 => &["internal/pycore_pystate.h"],
-        9 => &["internal/pycore_runtime.h", "internal/pycore_interp.h"],
+        // `pycore_code.h` (3.8–3.10): `_PyOpcache`, the per-instruction cache a code object
+        // allocates after enough calls.
+        8 => &["internal/pycore_pystate.h", "internal/pycore_code.h"],
+        9 => &[
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+            "internal/pycore_code.h",
+        ],
         10 => &[
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
             "internal/pycore_moduleobject.h",
+            "internal/pycore_code.h",
         ],
         11..=13 => &[
             "internal/pycore_runtime.h",
@@ -146,6 +153,8 @@ pub const ROOT_TYPES: &[&str] = &[
     "_frame",
     "_PyInterpreterFrame",
     "PyCodeObject",
+    "_PyCoCached",
+    "_PyOpcache",
     "PyObject",
     "PyVarObject",
     "PyTypeObject",
