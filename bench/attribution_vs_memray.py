@@ -12,6 +12,11 @@ With --heap it compares the live-heap view instead: `pmt-sample --metric heap` (
 launched: the target's CPython is 3.13, whose reference tracer the hook needs to see objects recycled
 through free lists) against `memray run --trace-python-allocators` (every Python allocation, free lists
 aside), keyed the same way; the packages are installed into bench/.venv-real-3.13 (pyenv's 3.13).
+`memray run` imports its own modules before it tracks and runs the workload, which then finds
+them imported; so that pmt-sample's run does the same work, its workload first imports the
+modules memray's had (common.preimport, PMT_BENCH_PREIMPORT), and what that allocates is left out
+of pmt-sample's side (memray never tracked it). --runs N launches pmt-sample N times against the
+one memray run (each a row; sampling makes each run differ).
 
 With --slowdown it instead times the pandas workload side by side: no profiler, pmt-sample in each
 mode, memray run; best of --repeat runs, interleaved.
@@ -21,7 +26,7 @@ the CSV is generated once into bench/.data-real. Both are git-ignored.
 
 Writes bench/results/attribution_vs_memray.md (or attribution_vs_memray_heap.md, slowdown_vs_memray.md).
 Usage: python3 bench/attribution_vs_memray.py [--modes default|ticks,kernel] [--workloads pandas,networkx,mypy]
-           [--pmt-bin DIR] [--out FILE] [--heap] [--slowdown [--repeat N]]
+           [--pmt-bin DIR] [--out FILE] [--heap [--heap-sample-bytes N] [--runs N]] [--slowdown [--repeat N]]
 """
 
 import argparse
@@ -192,12 +197,18 @@ json.dump({"peak": reader.metadata.peak_memory, "records": records}, sys.stdout)
 """
 
 
+def modules_file(scratch, package):
+    """Where the memray run's workload lists the modules imported when it started (common.py)."""
+    return os.path.join(scratch, "memray-%s-modules.txt" % package)
+
+
 def memray_weights(python, script, package, scratch):
     """Runs the workload under memray; returns (bytes by key, memray's peak, the command)."""
     out = os.path.join(scratch, "memray-%s.bin" % package)
     command = [python, "-m", "memray", "run", "-q", "-f"] + (
         ["--trace-python-allocators"] if HEAP["on"] else []) + ["-o", out, script]
-    run_checked(command, os.path.join(scratch, "memray-%s.log" % package))
+    run_checked(command, os.path.join(scratch, "memray-%s.log" % package),
+                dict(os.environ, PMT_BENCH_MODULES_OUT=modules_file(scratch, package)))
     read = subprocess.run([python, "-c", MEMRAY_READER, out], capture_output=True, text=True)
     if read.returncode != 0:
         fail("reading %s with memray.FileReader failed: %s" % (out, read.stderr.strip().splitlines()[-1:]))
@@ -209,9 +220,9 @@ def memray_weights(python, script, package, scratch):
     return weights, data["peak"], command
 
 
-def run_checked(command, log):
+def run_checked(command, log, env=None):
     with open(log, "w") as f:
-        status = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+        status = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if status != 0:
         fail("`%s` exited with status %d (output in %s)" % (rel(shlex.join(command)), status, log))
 
@@ -224,10 +235,11 @@ def pmt_options(mode, out):
         "--json", out + ".json", "--collapsed", out + ".folded"]
 
 
-def pmt_launch(pmt_sample, python, script, mode, out):
+def pmt_launch(pmt_sample, python, script, mode, out, preimport=None):
+    """preimport: a file of module names for the workload to import first (common.preimport)."""
     command = [pmt_sample] + pmt_options(mode, out) + ["--", python, script]
-    run_checked(command, out + ".log")
-    return command
+    run_checked(command, out + ".log", dict(os.environ, PMT_BENCH_PREIMPORT=preimport) if preimport else None)
+    return (["env", "PMT_BENCH_PREIMPORT=" + preimport] if preimport else []) + command
 
 
 def pmt_attach(pmt_sample, python, script, mode, out):
@@ -263,24 +275,32 @@ def sampling(log, sampler, timeout=20.0):
     return True
 
 
+PREIMPORT = os.path.join(REAL, "common.py")
+
+
 def pmt_weights(out, package):
-    """rss (or heap) bytes by key from the folded stacks (root first; frames `function (file:line)`)."""
-    weights = {}
+    """rss (or heap) bytes by key from the folded stacks (root first; frames `function (file:line)`),
+    the summary, and the bytes left out: those under common.preimport (see the docstring)."""
+    weights, left_out = {}, 0
     for line in open(out + ".folded"):
         stack, _, weight = line.rstrip("\n").rpartition(" ")
         frames = []
         for frame in reversed(stack.split(";")):
             function, _, where = frame.rpartition(" (")
             frames.append((function, where[:-1].rpartition(":")[0]) if function else (frame, ""))
+        if ("preimport", PREIMPORT) in frames:
+            left_out += int(weight)
+            continue
         add(weights, key_of(frames, package), int(weight))
     summary = json.load(open(out + ".json"))["summary"]
-    return weights, summary
+    return weights, summary, left_out
 
 
 # ---- the comparison ---------------------------------------------------------------------------------
 
-def compare(name, python, pmt_sample, modes, scratch):
-    """One workload: memray once, pmt-sample launched and attached per mode."""
+def compare(name, python, pmt_sample, modes, scratch, runs=1):
+    """One workload: memray once, pmt-sample launched and attached per mode (with --heap: launched,
+    `runs` times)."""
     script, package, _ = WORKLOADS[name]
     path = os.path.join(REAL, script)
     print("%s: memray run ..." % name, flush=True)
@@ -288,16 +308,18 @@ def compare(name, python, pmt_sample, modes, scratch):
     result = {"name": name, "script": script, "memray": normalised(weights), "memray_peak": peak,
               "commands": [("memray", command)], "runs": []}
     for mode in modes:
-        hows = (("launched", pmt_launch),) if HEAP["on"] else (
-            ("launched", pmt_launch), ("attached", pmt_attach))
+        preimport = modules_file(scratch, package)
+        hows = [("launched" + (" #%d" % i if runs > 1 else ""),
+                 lambda *a: pmt_launch(*a, preimport=preimport)) for i in range(1, runs + 1)] if HEAP["on"] else [
+            ("launched", pmt_launch), ("attached", pmt_attach)]
         for how, runner in hows:
             label = "%s, %s" % (mode, how)
             print("%s: pmt-sample %s ..." % (name, label), flush=True)
-            out = os.path.join(scratch, "pmt-%s-%s-%s" % (name, mode, how))
+            out = os.path.join(scratch, "pmt-%s-%s-%s" % (name, mode, how.replace(" #", "-")))
             command = runner(pmt_sample, python, path, mode, out)
-            ours, summary = pmt_weights(out, package)
+            ours, summary, left_out = pmt_weights(out, package)
             result["runs"].append({"label": label, "shares": normalised(ours), "charged": sum(ours.values()),
-                                   "summary": summary})
+                                   "summary": summary, "left_out": left_out})
             result["commands"].append(("pmt-sample " + label, command))
     return result
 
@@ -317,6 +339,14 @@ def workload_section(result):
         s = run["summary"]
         lines.append("| %s | **%.2f** | %s | %.0f | %s |" % (run["label"], tvd(run["shares"], memray),
                                                       mib(run["charged"]), s["achieved_rate_hz"], s["attribution"]))
+    if len(runs) > 1:
+        distances = [tvd(run["shares"], memray) for run in runs]
+        lines += ["", "TVD over the %d runs: mean %.2f, %.2f to %.2f." % (
+            len(runs), sum(distances) / len(distances), min(distances), max(distances))]
+    if any(run.get("left_out") for run in runs):
+        lines += ["", "Left out of pmt-sample's side (allocated by `common.preimport`, importing the "
+                  "modules memray's launcher had imported before it tracked): %s." % ", ".join(
+                      mib(run["left_out"]) for run in runs)]
     columns = [memray] + [run["shares"] for run in runs]
     keys = sorted(set().union(*columns), key=lambda k: -max(c.get(k, 0.0) for c in columns))[:TOP]
     lines += ["", "Top %d keys (by the largest share either side):" % TOP, "",
@@ -344,7 +374,7 @@ def write_results(args, name, lines):
 
 
 def attribution(args, python, pmt_sample, scratch, context):
-    results = [compare(name, python, pmt_sample, args.modes, scratch) for name in args.workloads]
+    results = [compare(name, python, pmt_sample, args.modes, scratch, args.runs) for name in args.workloads]
     if HEAP["on"]:
         lines = ["# Who holds the Python heap on real programs: pmt-sample --metric heap vs memray "
                  "--trace-python-allocators", "", machine_note(context), "",
@@ -354,7 +384,10 @@ def attribution(args, python, pmt_sample, scratch, context):
                  "through Python's allocators live at the peak, to the stack that made it. Ours: "
                  "`pmt-sample --rate %d --metric heap`, launched: the folded `heap` weights (sampled "
                  "allocations still held at the sustained peak, one per `--heap-sample-bytes` "
-                 "(256 KiB unless the commands below say otherwise), to the stack that made them). Both keyed by the innermost frame in the workload's package, "
+                 "(256 KiB unless the commands below say otherwise), to the stack that made them); its "
+                 "workload first imports the modules `memray run` had imported before it started "
+                 "tracking (`PMT_BENCH_PREIMPORT`, the list the memray run's workload wrote), and what "
+                 "that allocates is left out. Both keyed by the innermost frame in the workload's package, "
                  "`file-in-package:function` (bare function name), the rest `%s`; TVD = ½ Σ|p − q| "
                  "over the keys." % (python_version(python), rel(venv()), ", ".join(PINS),
                                      SOURCE_PINS[0], RATE, OTHER), ""]
@@ -462,6 +495,8 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=5, help="rounds for --slowdown (best of)")
     parser.add_argument("--heap", action="store_true",
                         help="compare --metric heap with memray --trace-python-allocators (CPython 3.13)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="with --heap: pmt-sample runs against the one memray run (default 1)")
     parser.add_argument("--heap-sample-bytes", type=int,
                         help="with --heap: pmt-sample's --heap-sample-bytes (default: its own)")
     args = parser.parse_args(argv)

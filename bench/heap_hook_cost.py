@@ -160,8 +160,9 @@ def main():
     lines = [
         "# The heap view's allocation hook: what it costs the target",
         "",
-        "`python3 bench/heap_hook_cost.py --repeat %d` on %s, %s (2 cores), interleaved runs, best of %d;"
-        % (args.repeat, subprocess.run(chroot + [python, "--version"], capture_output=True,
+        "`%s` on %s, %s (2 cores), interleaved runs, best of %d;"
+        % (" ".join(["python3", "bench/heap_hook_cost.py"] + sys.argv[1:]).replace(ROOT + "/", ""),
+           subprocess.run(chroot + [python, "--version"], capture_output=True,
                                        text=True).stdout.strip(), time.strftime("%Y-%m-%d"),
            args.repeat),
         "%smemray %s from PyPI. Times are the CPU seconds of the workload's own timed part (start-up "
