@@ -300,9 +300,11 @@ impl LiveTable {
         let frame = |id: Option<&u32>| id.and_then(|&id| profile.frames().get(id as usize));
         let leaf = frame(frames.last()).map(|f| (f.function.as_str(), f.filename.as_str(), f.line));
         let root = frame(frames.first()).map(|f| f.function.as_str());
-        let process = profile
-            .process_of(info)
-            .map(|p| process_label(p.pid, p.role.as_deref()));
+        let process = profile.process_of(info).map(|p| match p.merged {
+            // Exited processes merged into one entry (pid 0): how many, and their role.
+            0 => process_label(p.pid, p.role.as_deref()),
+            merged => format!("×{merged} {}", p.role.as_deref().unwrap_or("exited")),
+        });
         let thread = ThreadIdentity {
             python_id: info.python_id,
             native_id: info.native_id,
