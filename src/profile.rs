@@ -90,21 +90,20 @@ impl ProcessInfo {
             Some(MASTER) => format!(
                 "process {}: {MASTER} · {}",
                 self.pid,
-                self.cut(COMMAND_BESIDE_ROLE)
+                cut_command(&self.command, COMMAND_BESIDE_ROLE)
             ),
             Some(role) => format!("process {}: {role}", self.pid),
-            None => format!("process {}: {}", self.pid, self.cut(COMMAND_IN_LABEL)),
+            None => format!(
+                "process {}: {}",
+                self.pid,
+                cut_command(&self.command, COMMAND_IN_LABEL)
+            ),
         }
     }
 
     /// What exited processes are merged by ([`process_group`]).
     fn group(&self) -> String {
         process_group(self.role.as_deref(), &self.command)
-    }
-
-    /// The command, cut to `limit` characters (with `…` where it was cut).
-    fn cut(&self, limit: usize) -> String {
-        cut_command(&self.command, limit)
     }
 }
 

@@ -1140,7 +1140,21 @@ mod tests {
                 .iter()
                 .all(|s| s.threads[0].frames[0].code.function == "read0")
         );
+        // The quiet ticks kept the first tick's RSS rather than reading it.
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.rss.is_some() && s.rss == samples[0].rss)
+        );
+        // Killed (a zombie until reaped) within the quiet window: its exit, the last thing
+        // it ran, is seen at the next tick.
         let _ = asleep.kill();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut sink = Collect::default();
+        assert!(
+            sampler.tick(Duration::from_millis(5), &mut sink),
+            "a target that exited while quiet is noticed"
+        );
         let _ = asleep.wait();
 
         // A shell that wakes every 10 ms to start a `sleep` runs between ticks 50 ms apart.

@@ -23,6 +23,9 @@ pub(crate) struct QuietThreads {
     /// What that read returned (only a read without torn stacks is kept).
     stacks: Option<Vec<ThreadStack>>,
     scratch: Vec<(u32, SchedStat)>,
+    /// Whether `scratch` holds every thread's figures read this tick by
+    /// [`QuietThreads::still_quiet`], for [`QuietThreads::unchanged_stacks`] to use.
+    scratch_fresh: bool,
 }
 
 impl QuietThreads {
@@ -39,7 +42,10 @@ impl QuietThreads {
             self.forget();
             return None;
         }
-        if !threads.read_schedstats(&mut self.scratch) || self.scratch.len() != task_stats.len() {
+        let fresh = std::mem::take(&mut self.scratch_fresh);
+        if !(fresh || threads.read_schedstats(&mut self.scratch))
+            || self.scratch.len() != task_stats.len()
+        {
             self.forget();
             return None;
         }
@@ -60,10 +66,18 @@ impl QuietThreads {
     /// none came or went: a thread that went cannot be read, one that came was made by one
     /// that ran). `None` otherwise, the baseline kept for [`QuietThreads::unchanged_stacks`].
     pub(crate) fn still_quiet(&mut self, threads: &mut ThreadCounters) -> Option<Vec<ThreadStack>> {
+        self.scratch_fresh = false;
         let (Some(before), Some(stacks)) = (&self.before_read, &self.stacks) else {
             return None;
         };
-        if !threads.read_schedstats(&mut self.scratch) || self.scratch != *before {
+        if !threads.read_schedstats(&mut self.scratch) {
+            return None;
+        }
+        if self.scratch != *before {
+            // Read before the counters and the stacks, these figures serve as the next
+            // read's baseline as well as figures read after them would: a thread that runs
+            // in between shows in the next comparison.
+            self.scratch_fresh = true;
             return None;
         }
         Some(stacks.clone())
@@ -83,5 +97,6 @@ impl QuietThreads {
     pub(crate) fn forget(&mut self) {
         self.before_read = None;
         self.stacks = None;
+        self.scratch_fresh = false;
     }
 }
