@@ -334,15 +334,25 @@ fn pages_go_to_their_mapping_their_huge_page_or_their_file() {
     );
 }
 
+/// What a run's JSON tallies say of the in-kernel capture.
+struct CaptureTallies {
+    events: u64,
+    /// Events without a thread state.
+    no_thread: u64,
+    /// Processes and threads left in the walker's tables at the end.
+    processes_left: u64,
+    threads_left: u64,
+}
+
 /// Each child process of `scripts/SCRIPT` (by pid) and the `rss` bytes charged under its
 /// `keep` frame, from the JSON timeline of `--subprocesses --attribution kernel`; and the
-/// capture's (events, events without a thread state).
+/// capture's tallies.
 fn children_kept(
     interp: &Interpreter,
     script: &str,
     children: u32,
     dir: &std::path::Path,
-) -> (Vec<(i64, u64)>, (u64, u64)) {
+) -> (Vec<(i64, u64)>, CaptureTallies) {
     let json = dir.join(format!("{}-{script}.json", interp.label));
     let mut command = sampler();
     command
@@ -388,10 +398,13 @@ fn children_kept(
         }
     }
     let tallies = &doc["summary"]["tallies"];
-    let capture = (
-        tallies["events"].as_u64().unwrap_or(0),
-        tallies["no_thread"].as_u64().unwrap_or(u64::MAX),
-    );
+    let tally = |name: &str, missing: u64| tallies[name].as_u64().unwrap_or(missing);
+    let capture = CaptureTallies {
+        events: tally("events", 0),
+        no_thread: tally("no_thread", u64::MAX),
+        processes_left: tally("processes_in_table_at_end", u64::MAX),
+        threads_left: tally("threads_in_table_at_end", u64::MAX),
+    };
     // The first process is the runner itself.
     let kept = processes
         .iter()
@@ -416,8 +429,13 @@ fn forked_children_are_charged_from_their_first_page() {
         let Some(interp) = common::interpreter_or_skip(label) else {
             continue;
         };
-        let (kept, (events, no_thread)) =
-            children_kept(&interp, "fork_runner.py", children, dir.path());
+        let (kept, capture) = children_kept(&interp, "fork_runner.py", children, dir.path());
+        let CaptureTallies {
+            events,
+            no_thread,
+            processes_left,
+            threads_left,
+        } = capture;
         eprintln!(
             "{label}: rss under keep per child: {kept:?}; {no_thread} of {events} events without a thread state"
         );
@@ -427,6 +445,12 @@ fn forked_children_are_charged_from_their_first_page() {
         assert!(
             (no_thread as f64) < 0.05 * events as f64,
             "{label}: {no_thread} of {events} events found no thread state"
+        );
+        // The runner and every child have exited: none is left in the walker's tables.
+        assert_eq!(
+            (processes_left, threads_left),
+            (0, 0),
+            "{label}: processes and threads left in the in-kernel tables"
         );
         let charged = kept.iter().filter(|(_, bytes)| *bytes >= 8 << 20).count();
         assert!(

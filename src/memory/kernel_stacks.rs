@@ -471,6 +471,11 @@ impl KernelStacks {
         self.procs.keys().filter(Result::is_ok).count()
     }
 
+    /// Threads whose thread state the walker holds (`PMT_THREADS` entries).
+    pub fn thread_count(&self) -> usize {
+        self.threads.keys().filter(Result::is_ok).count()
+    }
+
     /// Removes stacks `ids` from the stack table (`PMT_STACKS`), after emptying the
     /// per-thread last walks (`PMT_LAST_WALK`) that may name them, for the walker to fill the
     /// table again. The caller keeps what it still needs of them first.

@@ -99,6 +99,14 @@ pub struct CaptureTallies {
     /// Event stack ids found in neither the table nor the stacks kept at a recycling
     /// (charged to the thread's stack at the tick).
     pub stacks_missing: u64,
+    /// The most stacks the table held at once (distinct ids since it was last emptied).
+    pub stack_table_peak: u64,
+    /// Processes in the walker's table when its tallies were last read at a process's or
+    /// the run's end ([`KernelCapture::refresh_tallies`] with `now`): what an exited process
+    /// leaves behind shows here.
+    pub processes_in_table: u64,
+    /// Threads in the walker's thread-state table, read with `processes_in_table`.
+    pub threads_in_table: u64,
 }
 
 /// The capture as the samplers of one run share it.
@@ -140,6 +148,10 @@ impl KernelCapture {
             || self
                 .kernel_tallies_read
                 .is_none_or(|at| at.elapsed() >= TALLIES_REFRESH);
+        if now {
+            self.tallies.processes_in_table = self.stacks.process_count() as u64;
+            self.tallies.threads_in_table = self.stacks.thread_count() as u64;
+        }
         if due {
             self.tallies.kernel = self.stacks.tallies();
             self.kernel_tallies_read = Some(std::time::Instant::now());
@@ -163,8 +175,11 @@ impl KernelCapture {
         self.tallies.events += self.scratch.len() as u64;
         self.drained_since_tallies |= !self.scratch.is_empty();
         for event in self.scratch.drain(..) {
-            if event.stack != 0 {
-                self.ids_seen.insert(event.stack);
+            if event.stack != 0 && self.ids_seen.insert(event.stack) {
+                self.tallies.stack_table_peak = self
+                    .tallies
+                    .stack_table_peak
+                    .max(self.ids_seen.len() as u64);
             }
             match event.kind {
                 // What the process did before exec belongs to the image it replaced.
@@ -349,7 +364,7 @@ impl InKernelStats {
         }
         let c = &self.capture;
         note.push_str(&format!(
-            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times, {} child processes captured from their first page",
+            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times (at most {} of {} stacks held), {} child processes captured from their first page; the walker's tables at the end: {} processes, {} threads",
             c.events,
             c.kernel.lost_events,
             c.kernel.walks,
@@ -359,7 +374,11 @@ impl InKernelStats {
             c.kernel.stacks_full,
             c.stacks_missing,
             c.stack_table_recycles,
+            c.stack_table_peak,
+            STACK_TABLE_SIZE,
             c.children_followed,
+            c.processes_in_table,
+            c.threads_in_table,
         ));
         note
     }
@@ -409,6 +428,9 @@ impl InKernelStats {
             ("stacks_full", c.kernel.stacks_full),
             ("stacks_missing", c.stacks_missing),
             ("stack_table_recycles", c.stack_table_recycles),
+            ("stack_table_peak", c.stack_table_peak),
+            ("processes_in_table_at_end", c.processes_in_table),
+            ("threads_in_table_at_end", c.threads_in_table),
             ("children_followed", c.children_followed),
             ("children_not_followed_table_full", c.kernel.procs_full),
         ]
