@@ -668,12 +668,13 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             (l.code_cached_code, "co_code"),
         ];
         fields.extend(optional.iter().filter_map(|(at, n)| at.map(|at| (at, *n))));
-        let localnames = if l.version >= (3, 11) {
+        let capabilities = l.capabilities();
+        let localnames = if capabilities.localsplus_names {
             "co_localsplusnames"
         } else {
             "co_varnames"
         };
-        let linetable = if l.version >= (3, 10) {
+        let linetable = if capabilities.line_table {
             "co_linetable"
         } else {
             "co_lnotab"
@@ -791,7 +792,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 Label::Slot(i as u32),
             ));
         }
-        if info.flags & flags::MANAGED_DICT != 0 && l.version >= (3, 11) {
+        if info.flags & flags::MANAGED_DICT != 0 && l.capabilities().managed_dicts {
             let (dict, values) = match l.version {
                 (3, 11) => (
                     mem.read_u64(addr.wrapping_sub(24))?,
@@ -928,7 +929,7 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
 /// managed dict's pre-header.
 fn pre_header(l: &Layout, info: &TypeInfo) -> u64 {
     let gc = if info.is_gc() { l.gc_head_size } else { 0 };
-    let preheader = if l.version >= (3, 11) && info.flags & flags::MANAGED_DICT != 0 {
+    let preheader = if l.capabilities().managed_dicts && info.flags & flags::MANAGED_DICT != 0 {
         16
     } else {
         0
@@ -941,7 +942,7 @@ fn pre_header(l: &Layout, info: &TypeInfo) -> u64 {
 /// collected), except in 3.11 and 3.12, whose `sys.getsizeof` adds the metatype's pre-header to
 /// every object (3.13 leaves it off static types again).
 fn static_type_size(l: &Layout, meta: &TypeInfo) -> u64 {
-    let pre = if matches!(l.version, (3, 11) | (3, 12)) {
+    let pre = if l.capabilities().static_types_sized_with_pre_header {
         pre_header(l, meta)
     } else {
         0

@@ -14,11 +14,19 @@ pub struct Capabilities {
     pub large_pools: bool,
     /// 3.10+: `f_lasti` counts code units (2 bytes each), not bytes.
     pub lasti_in_code_units: bool,
+    /// 3.10+: a code object's line numbers are in `co_linetable` (before: `co_lnotab`).
+    pub line_table: bool,
     /// 3.11+: frames are `_PyInterpreterFrame`s with code-object pointers and an instruction
     /// pointer (before: a chain of `PyFrameObject`s with an `int f_lasti`).
     pub interpreter_frames: bool,
     /// 3.11+: objects may keep their `__dict__` inline (`Py_TPFLAGS_MANAGED_DICT`).
     pub managed_dicts: bool,
+    /// 3.11+: a code object names its locals, cells and free variables in one
+    /// `co_localsplusnames` tuple (before: `co_varnames`, `co_cellvars`, `co_freevars`).
+    pub localsplus_names: bool,
+    /// 3.11 and 3.12 only: `sys.getsizeof` of a built-in (static) type object adds its
+    /// metatype's pre-header (3.13 leaves it off static types again).
+    pub static_types_sized_with_pre_header: bool,
     /// 3.12+: frames owned by the C stack or the interpreter are shims, not Python code.
     pub shim_frames: bool,
     /// 3.13+: a `PyDictValues` has a header before its first value pointer.
@@ -40,8 +48,11 @@ impl Capabilities {
             runtime_root: at_least(7),
             large_pools: at_least(10),
             lasti_in_code_units: at_least(10),
+            line_table: at_least(10),
             interpreter_frames: at_least(11),
             managed_dicts: at_least(11),
+            localsplus_names: at_least(11),
+            static_types_sized_with_pre_header: at_least(11) && !at_least(13),
             shim_frames: at_least(12),
             dict_values_header: at_least(13),
             debug_offsets: at_least(13),
@@ -72,6 +83,10 @@ mod tests {
         assert!(!Capabilities::of((3, 13)).tagged_stack_refs);
         assert!(!Capabilities::of((3, 13)).remote_exec && Capabilities::of((3, 14)).remote_exec);
         assert!(!Capabilities::of((3, 9)).large_pools && Capabilities::of((3, 10)).large_pools);
+        assert!(!Capabilities::of((3, 9)).line_table && Capabilities::of((3, 10)).line_table);
+        assert!(!Capabilities::of((3, 10)).localsplus_names && c311.localsplus_names);
+        let sized = |minor| Capabilities::of((3, minor)).static_types_sized_with_pre_header;
+        assert!(!sized(10) && sized(11) && sized(12) && !sized(13));
         assert!(Capabilities::of((3, 15)).tagged_stack_refs);
     }
 }
