@@ -342,6 +342,8 @@ struct CaptureTallies {
     /// Processes and threads left in the walker's tables at the end.
     processes_left: u64,
     threads_left: u64,
+    /// The most processes the walker's table held at one of its counts.
+    processes_peak: u64,
 }
 
 /// Each child process of `scripts/SCRIPT` (by pid) and the `rss` bytes charged under its
@@ -404,6 +406,7 @@ fn children_kept(
         no_thread: tally("no_thread", u64::MAX),
         processes_left: tally("processes_in_table_at_end", u64::MAX),
         threads_left: tally("threads_in_table_at_end", u64::MAX),
+        processes_peak: tally("processes_table_peak", u64::MAX),
     };
     // The first process is the runner itself.
     let kept = processes
@@ -435,6 +438,7 @@ fn forked_children_are_charged_from_their_first_page() {
             no_thread,
             processes_left,
             threads_left,
+            processes_peak,
         } = capture;
         eprintln!(
             "{label}: rss under keep per child: {kept:?}; {no_thread} of {events} events without a thread state"
@@ -451,6 +455,11 @@ fn forked_children_are_charged_from_their_first_page() {
             (processes_left, threads_left),
             (0, 0),
             "{label}: processes and threads left in the in-kernel tables"
+        );
+        // Counted while they ran: the runner at least, never more than it and its children.
+        assert!(
+            (1..=1 + u64::from(children)).contains(&processes_peak),
+            "{label}: the process table's peak was {processes_peak}"
         );
         let charged = kept.iter().filter(|(_, bytes)| *bytes >= 8 << 20).count();
         assert!(

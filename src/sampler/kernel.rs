@@ -72,6 +72,8 @@ pub struct KernelCapture {
     /// syscall per tally): read again when events were drained since, or after
     /// [`TALLIES_REFRESH`], and always at the end of a process's or a run's sampling.
     kernel_tallies_read: Option<std::time::Instant>,
+    /// When the process and thread tables were last counted.
+    occupancy_read: Option<std::time::Instant>,
     /// Events were drained since the walker's tallies were last read.
     drained_since_tallies: bool,
 }
@@ -81,6 +83,10 @@ const TALLIES_REFRESH: std::time::Duration = std::time::Duration::from_millis(10
 
 /// How long the events of a process that exited wait for a sampler to take them.
 const EXITED_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often the walker's process and thread tables are counted for their peaks (a count is a
+/// walk over the table's keys, one `bpf` call each).
+const OCCUPANCY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The share of the stack table's size at which it is recycled.
 const RECYCLE_AT: f64 = 0.75;
@@ -107,6 +113,11 @@ pub struct CaptureTallies {
     pub processes_in_table: u64,
     /// Threads in the walker's thread-state table, read with `processes_in_table`.
     pub threads_in_table: u64,
+    /// The most processes the walker's table held at one of its counts (once a second and at
+    /// each process's end).
+    pub processes_table_peak: u64,
+    /// The most threads the walker's thread-state table held at one of its counts.
+    pub threads_table_peak: u64,
 }
 
 /// The capture as the samplers of one run share it.
@@ -126,6 +137,7 @@ impl KernelCapture {
             claimed: HashSet::new(),
             tallies: CaptureTallies::default(),
             kernel_tallies_read: None,
+            occupancy_read: None,
             drained_since_tallies: false,
         }))
     }
@@ -148,9 +160,17 @@ impl KernelCapture {
             || self
                 .kernel_tallies_read
                 .is_none_or(|at| at.elapsed() >= TALLIES_REFRESH);
-        if now {
-            self.tallies.processes_in_table = self.stacks.process_count() as u64;
-            self.tallies.threads_in_table = self.stacks.thread_count() as u64;
+        if now
+            || self
+                .occupancy_read
+                .is_none_or(|at| at.elapsed() >= OCCUPANCY_EVERY)
+        {
+            let t = &mut self.tallies;
+            t.processes_in_table = self.stacks.process_count() as u64;
+            t.threads_in_table = self.stacks.thread_count() as u64;
+            t.processes_table_peak = t.processes_table_peak.max(t.processes_in_table);
+            t.threads_table_peak = t.threads_table_peak.max(t.threads_in_table);
+            self.occupancy_read = Some(std::time::Instant::now());
         }
         if due {
             self.tallies.kernel = self.stacks.tallies();
@@ -364,7 +384,7 @@ impl InKernelStats {
         }
         let c = &self.capture;
         note.push_str(&format!(
-            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times (at most {} of {} stacks held), {} child processes captured from their first page; the walker's tables at the end: {} processes, {} threads",
+            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times (at most {} of {} stacks held), {} child processes captured from their first page; the walker's tables at the end: {} processes, {} threads (at most {} and {} at its once-a-second counts)",
             c.events,
             c.kernel.lost_events,
             c.kernel.walks,
@@ -379,6 +399,8 @@ impl InKernelStats {
             c.children_followed,
             c.processes_in_table,
             c.threads_in_table,
+            c.processes_table_peak,
+            c.threads_table_peak,
         ));
         note
     }
@@ -431,6 +453,8 @@ impl InKernelStats {
             ("stack_table_peak", c.stack_table_peak),
             ("processes_in_table_at_end", c.processes_in_table),
             ("threads_in_table_at_end", c.threads_in_table),
+            ("processes_table_peak", c.processes_table_peak),
+            ("threads_table_peak", c.threads_table_peak),
             ("children_followed", c.children_followed),
             ("children_not_followed_table_full", c.kernel.procs_full),
         ]
