@@ -577,6 +577,13 @@ fn blocking_reads_sample_and_leave_the_target_running() {
     let output = run(command);
     assert!(output.status.success());
     assert!(weight_of(&read_folded(&folded), "<module>") > 50);
+    // A profile of time loads nothing into the kernel or the target, and says so.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--metric wall weighs time only")
+            && !stderr.contains("captured in the kernel"),
+        "{stderr}"
+    );
     let state = std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).expect("stat");
     let state = state
         .rsplit(')')

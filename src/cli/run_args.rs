@@ -64,7 +64,8 @@ pub struct RunArgs {
     /// Where memory is charged: `kernel` to the Python stack the kernel captures at each page
     /// fault and sampled allocation (eBPF; needs root or CAP_BPF+CAP_PERFMON), `ticks` to
     /// the stack read at the end of each sampling interval; `auto` is `kernel` where eBPF is
-    /// available, else `ticks` (the summary says which).
+    /// available, else `ticks` (the summary says which). With `--metric wall` or `cpu`,
+    /// which weigh time only, `auto` is `ticks` and no allocation hook is loaded.
     #[arg(long, value_enum, default_value_t = AttributionArg::Auto, value_name = "WHERE")]
     pub attribution: AttributionArg,
     /// With in-kernel stacks and malloc-bytes / malloc-count: the mean number of bytes a thread

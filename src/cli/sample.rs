@@ -16,7 +16,7 @@ use crate::output::frames::FrameLabels;
 use crate::output::pyroscope::{PyroscopeConfig, Uploader};
 use crate::profile::Profile;
 use crate::run::{Finished, MallocMode, RunObserver};
-use crate::sample::{Metric, ProcessIdentity, Sample};
+use crate::sample::{Metric, ProcessIdentity, Sample, Unit};
 use crate::sampler::{SamplerStats, StopReason};
 use clap::Args;
 use std::io::IsTerminal;
@@ -60,9 +60,18 @@ pub struct SampleArgs {
 /// Runs the subcommand.
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let metric = args.outputs.metric;
-    let options = args.run.options(metric.map_or(MallocMode::Off, |m| {
+    let mut options = args.run.options(metric.map_or(MallocMode::Off, |m| {
         MallocMode::for_metric(m, MallocMode::Off)
     }))?;
+    // A profile of time needs nothing loaded into the kernel or the target.
+    if let Some(m) = metric.filter(|m| m.unit() == Unit::Samples)
+        && let Some(left_out) = options.for_time_only()
+    {
+        eprintln!(
+            "pmt-sample: --metric {} weighs time only, so pmt-sample loads {left_out} (memory in --json is charged at ticks)",
+            m.name()
+        );
+    }
     let pyroscope = match (&args.pyroscope, &args.app) {
         (Some(url), Some(app)) => Some(PyroscopeConfig::new(
             url,

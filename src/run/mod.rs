@@ -75,6 +75,25 @@ pub struct RunOptions {
     pub tasks: bool,
 }
 
+impl RunOptions {
+    /// For a run whose outputs weigh time only (`wall`, `cpu`): loads nothing that charges
+    /// memory unless asked by name (`auto` attribution becomes `ticks`, no allocation hook is
+    /// put into the target). Returns what it left out, for a note; `None` if nothing.
+    pub fn for_time_only(&mut self) -> Option<&'static str> {
+        let capture = self.attribution == AttributionMode::Auto;
+        let hook = self.heap.take().is_some();
+        if capture {
+            self.attribution = AttributionMode::Ticks;
+        }
+        match (capture, hook) {
+            (true, true) => Some("neither the in-kernel capture nor the allocation hook"),
+            (true, false) => Some("no in-kernel capture"),
+            (false, true) => Some("no allocation hook"),
+            (false, false) => None,
+        }
+    }
+}
+
 /// Whether a run counts the target's allocator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MallocMode {
