@@ -1,10 +1,15 @@
 //! Benchmark: the sampler's own CPU time per sample at 1000 Hz, on the same target (a thread
 //! 50 Python frames deep, `bench/workloads/deep_stack.py`) in the same run, for `pmt-sample`
-//! (`--metric wall`, and its defaults),
+//! (`--metric wall`, which loads nothing into the kernel or the target, and its defaults),
 //! `py-spy record --nonblocking` and, on CPython 3.15, CPython's own sampler
-//! (`python3.15 -m profiling.sampling attach`, run inside the sid chroot beside its target).
+//! (`python3.15 -m profiling.sampling attach`, run inside the sid chroot beside its target),
+//! and on 3.15 per metric (`--metric cpu` beside the 3.15 sampler's `--mode cpu`).
 //! CPU time is the sampler process's user + system time (`wait4` rusage), divided by the
 //! samples it reports; the whole process is counted, start-up included.
+//! Beside them, the floor any sampler at this rate pays on this machine, measured in the
+//! same run by a thread of the benchmark itself: waking at 1000 Hz and doing nothing, and
+//! waking and making the reads a tick cannot do without (one `process_vm_readv` of the 8
+//! pages pmt-sample reads for this stack, the thread's `stat`, the process's `statm`).
 //! Writes `bench/results/sampler_cost.md`.
 //!
 //! Run: `bash bench/run.sh sampler_cost` (installs py-spy into bench/.venv first).
@@ -118,7 +123,13 @@ fn py_spy(pid: &str, dir: &Path) -> Option<(u64, f64)> {
     Some((folded_samples(&raw), cpu))
 }
 
-fn cpython_sampler(interp: &common::Interpreter, pid: &str, dir: &Path) -> Option<(u64, f64)> {
+/// CPython's own sampler, in its default mode (wall) or the one named.
+fn cpython_sampler(
+    interp: &common::Interpreter,
+    pid: &str,
+    dir: &Path,
+    mode: Option<&str>,
+) -> Option<(u64, f64)> {
     let folded = dir.join("cpython.folded");
     let mut command = interp.command();
     command
@@ -131,11 +142,85 @@ fn cpython_sampler(interp: &common::Interpreter, pid: &str, dir: &Path) -> Optio
             "-d",
             SECONDS,
         ])
+        .args(mode.map(|m| ["--mode", m]).into_iter().flatten())
         .args(["--collapsed", "-o"])
         .arg(&folded)
         .arg(pid);
     let (_, _, cpu) = run_measured(command)?;
     Some((folded_samples(&folded), cpu))
+}
+
+/// What a thread of this process spends, in CPU, waking at `RATE` Hz for `SECONDS` (absolute
+/// deadlines on the monotonic clock, as pmt-sample sleeps) and, with `reads`, making at each
+/// wake-up the reads no tick can skip: `PAGES` pages of `pid`'s memory at `address` in one
+/// `process_vm_readv`, its main thread's `stat` and its `statm`. Returns (wake-ups, CPU s).
+fn floor(pid: i32, address: u64, reads: bool) -> Option<(u64, f64)> {
+    const PAGES: usize = 8;
+    let rate: u64 = RATE.parse().ok()?;
+    let seconds: u64 = SECONDS.parse().ok()?;
+    let handle = std::thread::spawn(move || {
+        use std::os::unix::fs::FileExt;
+        let stat = std::fs::File::open(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
+        let statm = std::fs::File::open(format!("/proc/{pid}/statm")).ok()?;
+        let mut pages = vec![0u8; PAGES * 4096];
+        let mut text = [0u8; 4096];
+        let thread_cpu = || {
+            // SAFETY: an all-zero rusage is valid; getrusage fills it for the calling thread.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid rusage pointer.
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            secs(usage.ru_utime) + secs(usage.ru_stime)
+        };
+        let mut deadline = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut deadline) };
+        let start = thread_cpu();
+        let wakeups = rate * seconds;
+        for _ in 0..wakeups {
+            deadline.tv_nsec += (1_000_000_000 / rate) as libc::c_long;
+            if deadline.tv_nsec >= 1_000_000_000 {
+                deadline.tv_nsec -= 1_000_000_000;
+                deadline.tv_sec += 1;
+            }
+            // SAFETY: a valid timespec; no remainder is asked for with an absolute deadline.
+            unsafe {
+                libc::clock_nanosleep(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TIMER_ABSTIME,
+                    &deadline,
+                    std::ptr::null_mut(),
+                )
+            };
+            if reads {
+                let local = libc::iovec {
+                    iov_base: pages.as_mut_ptr().cast(),
+                    iov_len: pages.len(),
+                };
+                let remote = libc::iovec {
+                    iov_base: address as *mut libc::c_void,
+                    iov_len: pages.len(),
+                };
+                // SAFETY: the local buffer is ours and as long as said; the remote side is
+                // only read by the kernel, which checks it.
+                unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+                let _ = stat.read_at(&mut text, 0);
+                let _ = statm.read_at(&mut text, 0);
+            }
+        }
+        Some((wakeups, thread_cpu() - start))
+    });
+    handle.join().ok()?
+}
+
+/// The start of the target's heap mapping (where its objects and frames' code lie).
+fn heap_start(pid: i32) -> Option<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[heap]"))?;
+    u64::from_str_radix(line.split('-').next()?, 16).ok()
 }
 
 fn cell(result: Option<(u64, f64)>) -> String {
@@ -158,13 +243,18 @@ fn main() {
          thread runs 50 Python frames deep (`bench/workloads/deep_stack.py`), one after the other \
          in the same run; CPU per sample = the sampler's user+system time / the samples it \
          wrote (pmt-sample's defaults: the summary's sample count). {RUNS} runs each. \
-         `pmt-sample --metric wall` runs with the default attribution (kernel: the eBPF \
-         page-fault capture is loaded, its start-up included) and no allocation hook; \
-         `pmt-sample` with its defaults charges rss (kernel attribution) and loads the allocation \
-         hook into 3.14+ targets for the heap view.\n\n\
-         | CPython | run | `pmt-sample --metric wall` | `pmt-sample` (defaults) | `py-spy record --nonblocking` | `python3.15 -m profiling.sampling attach` |\n\
-         | --- | --- | --- | --- | --- | --- |\n"
+         `pmt-sample --metric wall` (and `--metric cpu`) weighs time only, so it loads \
+         neither the eBPF capture nor the allocation hook (the default attribution, `auto`, is \
+         `ticks` then); `pmt-sample` with its defaults charges rss (kernel attribution: the eBPF \
+         page-fault capture is loaded, its start-up included) and loads the allocation hook into \
+         3.14+ targets for the heap view. The floor columns are not samplers: a \
+         thread of the benchmark wakes {RATE} times a second (CPU per wake-up), and then also \
+         reads 8 pages of the target and its `stat` and `statm` (what one tick of one thread \
+         cannot do without).\n\n\
+         | CPython | run | floor: wake-up only | floor: wake-up + reads | `pmt-sample --metric wall` | `pmt-sample` (defaults) | `py-spy record --nonblocking` | `python3.15 -m profiling.sampling attach` |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     );
+    let mut cpu_rows = String::new();
     for label in ["3.12", "sid3.14", "sid3.15"] {
         let Some(interp) = common::find(label) else {
             println!("{label}: not installed, skipped");
@@ -173,16 +263,28 @@ fn main() {
         let mut target = common::start(&interp, &script, &["50", "600"]);
         target.wait_for_line("READY", Duration::from_secs(30));
         let pid = target.pid().to_string();
+        let heap = heap_start(target.pid()).expect("the target's heap mapping");
         for run in 1..=RUNS {
             let dir = tempfile::tempdir_in("/tmp").expect("temp dir");
+            let wake = floor(target.pid(), heap, false);
+            let wake_read = floor(target.pid(), heap, true);
             let pmt = pmt_sample(&pid, dir.path(), Some("wall"));
             let pmt_default = pmt_sample(&pid, dir.path(), None);
             let spy = py_spy(&pid, dir.path());
             let own = (label == "sid3.15")
-                .then(|| cpython_sampler(&interp, &pid, dir.path()))
+                .then(|| cpython_sampler(&interp, &pid, dir.path(), None))
                 .flatten();
+            if label == "sid3.15" {
+                cpu_rows.push_str(&format!(
+                    "| {run} | {} | {} |\n",
+                    cell(pmt_sample(&pid, dir.path(), Some("cpu"))),
+                    cell(cpython_sampler(&interp, &pid, dir.path(), Some("cpu")))
+                ));
+            }
             let line = format!(
-                "| {label} | {run} | {} | {} | {} | {} |\n",
+                "| {label} | {run} | {} | {} | {} | {} | {} | {} |\n",
+                cell(wake),
+                cell(wake_read),
                 cell(pmt),
                 cell(pmt_default),
                 cell(spy),
@@ -195,6 +297,14 @@ fn main() {
             print!("{line}");
             report.push_str(&line);
         }
+    }
+    if !cpu_rows.is_empty() {
+        let _ = write!(
+            report,
+            "\nPer metric on sid 3.15, same target, same runs: CPU time (the thread on a CPU).\n\n\
+             | run | `pmt-sample --metric cpu` | `python3.15 -m profiling.sampling attach --mode cpu` |\n\
+             | --- | --- | --- |\n{cpu_rows}"
+        );
     }
     let _ = writeln!(
         report,
