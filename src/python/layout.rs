@@ -294,6 +294,47 @@ pub struct Layout {
     /// `sizeof(_PyOpcache)` (3.8–3.10): one entry.
     pub opcache_entry_size: Option<u64>,
 
+    // ---- the fixed references of small built-in objects (`pmt heap`) ----
+    /// `property.prop_get` (`fget`; the struct is private to `Objects/descrobject.c`).
+    pub property_get: u64,
+    /// `property.prop_set` (`fset`).
+    pub property_set: u64,
+    /// `property.prop_del` (`fdel`).
+    pub property_del: u64,
+    /// `property.prop_doc` (`__doc__`).
+    pub property_doc: u64,
+    /// `property.prop_name` (3.10+): the name `__set_name__` gave it.
+    pub property_name: Option<u64>,
+    /// `classmethod.cm_callable` (`__func__`; private to `Objects/funcobject.c`).
+    pub classmethod_callable: u64,
+    /// `classmethod.cm_dict` (`__dict__`).
+    pub classmethod_dict: u64,
+    /// `staticmethod.sm_callable` (`__func__`).
+    pub staticmethod_callable: u64,
+    /// `staticmethod.sm_dict` (`__dict__`).
+    pub staticmethod_dict: u64,
+    /// `PyCFunctionObject.m_self` (`builtin_function_or_method.__self__`).
+    pub cfunction_self: u64,
+    /// `PyCFunctionObject.m_module` (`__module__`).
+    pub cfunction_module: u64,
+    /// `PyCMethodObject.mm_class` (3.9+, `builtin_method`): the defining class.
+    pub cmethod_class: Option<u64>,
+    /// `wrapperobject.descr` (`method-wrapper`; private to `Objects/descrobject.c`): the
+    /// wrapper descriptor it binds.
+    pub method_wrapper_descr: u64,
+    /// `wrapperobject.self` (`__self__`).
+    pub method_wrapper_self: u64,
+    /// `PyDescrObject.d_type` (`PyDescr_COMMON`, shared by member, getset, method, class
+    /// method and wrapper descriptors): `__objclass__`.
+    pub descr_type: u64,
+    /// `PyDescrObject.d_name` (`__name__`).
+    pub descr_name: u64,
+    /// `PyDescrObject.d_qualname` (`__qualname__`, made on first use).
+    pub descr_qualname: u64,
+    /// `PyWeakReference.wr_callback`: the callback, a strong reference (`wr_object`, the
+    /// referent, is a weak one and is not followed).
+    pub weakref_callback: u64,
+
     // ---- what `sys.getsizeof` counts of a type object (`pmt heap`) ----
     /// `sizeof(PyTypeObject)`: `type.__sizeof__` of a built-in (static) type.
     pub type_size: u64,

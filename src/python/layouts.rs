@@ -136,6 +136,8 @@ mod tests {
             assert_eq!(layout.code_cached_code.is_some(), minor == 11);
             assert_eq!(layout.code_cached.is_some(), minor >= 12);
             assert_eq!(layout.code_opcache.is_some(), (8..=10).contains(&minor));
+            assert_eq!(layout.property_name.is_some(), minor >= 10);
+            assert_eq!(layout.cmethod_class.is_some(), minor >= 9);
         }
     }
 

@@ -295,6 +295,63 @@ def check_dicts():
     check("second PyDictKeyEntry value", ptr(entries + step + 16), id(general[two]))
 
 
+def check_small_objects():
+    """The fixed references pmt heap follows in property, classmethod, staticmethod, built-in
+    functions and methods, method-wrappers, descriptors and weak references."""
+    import weakref
+
+    def fget(self):
+        return 1
+
+    def fset(self, value):
+        pass
+
+    def fdel(self):
+        pass
+
+    class Holder:
+        prop = property(fget, fset, fdel, "the doc")
+
+    prop = Holder.__dict__["prop"]
+    at = id(prop)
+    check("property.prop_get", ptr(at + L["property_get"]), id(fget))
+    check("property.prop_set", ptr(at + L["property_set"]), id(fset))
+    check("property.prop_del", ptr(at + L["property_del"]), id(fdel))
+    check("property.prop_doc", ptr(at + L["property_doc"]), id(prop.__doc__))
+    if L["property_name"] is not None:
+        check("property.prop_name", ptr(at + L["property_name"]), id("prop"))
+    for kind, callable_at, dict_at in (
+        (classmethod, "classmethod_callable", "classmethod_dict"),
+        (staticmethod, "staticmethod_callable", "staticmethod_dict"),
+    ):
+        wrapped = kind(fget)
+        wrapped.marker = 1
+        check(kind.__name__ + " callable", ptr(id(wrapped) + L[callable_at]), id(fget))
+        check(kind.__name__ + " __dict__", ptr(id(wrapped) + L[dict_at]), id(wrapped.__dict__))
+    items = []
+    append = items.append
+    check("PyCFunctionObject.m_self", ptr(id(append) + L["cfunction_self"]), id(items))
+    check("PyCFunctionObject.m_module", ptr(id(len) + L["cfunction_module"]), id(len.__module__))
+    if L["cmethod_class"] is not None:
+        # A method of a heap type defined in C that takes its defining class (3.12+ here).
+        import io
+
+        method = io.BytesIO().getbuffer
+        if type(method).__name__ == "builtin_method":
+            check("PyCMethodObject.mm_class", ptr(id(method) + L["cmethod_class"]), id(io.BytesIO))
+    wrapper = items.__len__
+    check("wrapperobject.descr", ptr(id(wrapper) + L["method_wrapper_descr"]),
+          id(list.__dict__["__len__"]))
+    check("wrapperobject.self", ptr(id(wrapper) + L["method_wrapper_self"]), id(items))
+    descr = str.__dict__["join"]
+    qualname = descr.__qualname__
+    check("PyDescrObject.d_type", ptr(id(descr) + L["descr_type"]), id(str))
+    check("PyDescrObject.d_name", ptr(id(descr) + L["descr_name"]), id(descr.__name__))
+    check("PyDescrObject.d_qualname", ptr(id(descr) + L["descr_qualname"]), id(qualname))
+    ref = weakref.ref(Holder, fdel)
+    check("PyWeakReference.wr_callback", ptr(id(ref) + L["weakref_callback"]), id(fdel))
+
+
 def main():
     check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
     check_threads_and_runtime()
@@ -302,6 +359,7 @@ def main():
     check_code()
     check_objects()
     check_dicts()
+    check_small_objects()
     for line in failures:
         print(line)
     if failures:

@@ -360,4 +360,34 @@ pub const FIELDS: &[Field] = &[
     // what `sys.getsizeof` counts of a type object (pmt heap)
     field!(type_size, false, |_m| size("PyTypeObject")),
     field!(heaptype_size, false, |_m| size("PyHeapTypeObject")),
+    // the fixed references of small built-in objects (pmt heap)
+    field!(property_get, false, |_m| off("pmt_fact_propertyobject.prop_get")),
+    field!(property_set, false, |_m| off("pmt_fact_propertyobject.prop_set")),
+    field!(property_del, false, |_m| off("pmt_fact_propertyobject.prop_del")),
+    field!(property_doc, false, |_m| off("pmt_fact_propertyobject.prop_doc")),
+    field!(property_name, true, |m| when(m >= 10, || off(
+        "pmt_fact_propertyobject.prop_name"
+    ))),
+    field!(classmethod_callable, false, |_m| off(
+        "pmt_fact_classmethod.cm_callable"
+    )),
+    field!(classmethod_dict, false, |_m| off("pmt_fact_classmethod.cm_dict")),
+    field!(staticmethod_callable, false, |_m| off(
+        "pmt_fact_staticmethod.sm_callable"
+    )),
+    field!(staticmethod_dict, false, |_m| off("pmt_fact_staticmethod.sm_dict")),
+    field!(cfunction_self, false, |_m| off("PyCFunctionObject.m_self")),
+    field!(cfunction_module, false, |_m| off("PyCFunctionObject.m_module")),
+    field!(cmethod_class, true, |m| when(m >= 9, || off(
+        "PyCMethodObject.mm_class"
+    ))),
+    field!(method_wrapper_descr, false, |_m| off(
+        "pmt_fact_wrapperobject.descr"
+    )),
+    // bindgen names the C member `self` as `self_` (a Rust keyword).
+    field!(method_wrapper_self, false, |_m| off("pmt_fact_wrapperobject.self_")),
+    field!(descr_type, false, |_m| off("PyDescrObject.d_type")),
+    field!(descr_name, false, |_m| off("PyDescrObject.d_name")),
+    field!(descr_qualname, false, |_m| off("PyDescrObject.d_qualname")),
+    field!(weakref_callback, false, |_m| off("_PyWeakReference.wr_callback")),
 ];
