@@ -66,6 +66,25 @@ pub enum Kind {
     Method,
     /// `code`: constants, names, file and line tables.
     Code,
+    /// `property`: `fget`, `fset`, `fdel`, `__doc__` (3.10+ also its name).
+    Property,
+    /// `classmethod`: its function and `__dict__`.
+    ClassMethod,
+    /// `staticmethod`: its function and `__dict__`.
+    StaticMethod,
+    /// `builtin_function_or_method`: `__self__` and `__module__`.
+    BuiltinFunction,
+    /// `builtin_method` (3.9+, a method of a heap type defined in C): as
+    /// [`Kind::BuiltinFunction`], and its defining class.
+    BuiltinMethod,
+    /// `method-wrapper`: the wrapper descriptor it binds, and `__self__`.
+    MethodWrapper,
+    /// The descriptors of built-in types (member, getset, method, class method and wrapper
+    /// descriptors share `PyDescr_COMMON`): `__objclass__`, `__name__`, `__qualname__`.
+    Descriptor,
+    /// Weak references and proxies: the callback only. The referent is a weak reference,
+    /// which keeps nothing alive: not an edge of the graph.
+    WeakRef,
     /// `type` and metaclass instances: classes.
     Type,
     /// `str`: no references, variable size.
@@ -283,6 +302,24 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "cell" => Kind::Cell,
         "method" => Kind::Method,
         "code" => Kind::Code,
+        "property" => Kind::Property,
+        "classmethod" => Kind::ClassMethod,
+        "staticmethod" => Kind::StaticMethod,
+        "builtin_function_or_method" => Kind::BuiltinFunction,
+        "builtin_method" => Kind::BuiltinMethod,
+        "method-wrapper" => Kind::MethodWrapper,
+        "member_descriptor"
+        | "getset_descriptor"
+        | "method_descriptor"
+        | "wrapper_descriptor"
+        | "classmethod_descriptor" => Kind::Descriptor,
+        // `tp_name` became `weakref.ReferenceType`, … in 3.10 (`weakref`, … before).
+        "weakref.ReferenceType"
+        | "weakref.ProxyType"
+        | "weakref.CallableProxyType"
+        | "weakref"
+        | "weakproxy"
+        | "weakcallableproxy" => Kind::WeakRef,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,

@@ -457,39 +457,25 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                     Label::Namespace,
                 ));
             }
-            Kind::Function => {
-                let fields: [(u64, Label); 8] = [
-                    (l.func_dict, Label::Namespace),
-                    (l.func_closure, Label::Closure),
-                    (l.func_defaults, Label::Attr("__defaults__")),
-                    (l.func_kwdefaults, Label::Attr("__kwdefaults__")),
-                    (l.func_code, Label::Attr("__code__")),
-                    (l.func_globals, Label::Attr("__globals__")),
-                    (l.func_qualname, Label::Attr("__qualname__")),
-                    (l.func_module, Label::Attr("__module__")),
-                ];
-                let bytes = mem.read_vec(addr, span(&fields.map(|f| f.0)))?;
+            Kind::Function
+            | Kind::Cell
+            | Kind::Method
+            | Kind::Property
+            | Kind::ClassMethod
+            | Kind::StaticMethod
+            | Kind::BuiltinFunction
+            | Kind::BuiltinMethod
+            | Kind::MethodWrapper
+            | Kind::Descriptor
+            | Kind::WeakRef => {
+                let fields = fixed_fields(l, info.kind);
+                let end = fields.iter().filter_map(|f| f.0).max().map_or(8, |m| m + 8);
+                let bytes = mem.read_vec(addr, end as usize)?;
                 refs.extend(
                     fields
                         .iter()
-                        .map(|(at, label)| (field_u64(&bytes, *at), *label)),
+                        .filter_map(|(at, label)| at.map(|at| (field_u64(&bytes, at), *label))),
                 );
-            }
-            Kind::Cell => {
-                refs.push((
-                    mem.read_u64(addr.wrapping_add(l.cell_ref))?,
-                    Label::CellContents,
-                ));
-            }
-            Kind::Method => {
-                refs.push((
-                    mem.read_u64(addr.wrapping_add(l.method_self))?,
-                    Label::Attr("__self__"),
-                ));
-                refs.push((
-                    mem.read_u64(addr.wrapping_add(l.method_func))?,
-                    Label::Attr("__func__"),
-                ));
             }
             Kind::Code => extra = self.code_references(addr, &mut refs)?,
             Kind::Type => {
@@ -844,6 +830,74 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
     }
 }
 
+/// The most references [`fixed_fields`] names for one kind.
+const MAX_FIXED: usize = 8;
+
+/// The references of an object of `kind` kept at fixed offsets, with their labels (`None`:
+/// a member this version has not, or past the kind's own; all `None` for kinds read
+/// otherwise). A fixed array: this runs for every function the walk meets.
+fn fixed_fields(l: &Layout, kind: Kind) -> [(Option<u64>, Label); MAX_FIXED] {
+    let attr = |at: u64, name: &'static str| (Some(at), Label::Attr(name));
+    let fields: &[(Option<u64>, Label)] = match kind {
+        Kind::Function => &[
+            (Some(l.func_dict), Label::Namespace),
+            (Some(l.func_closure), Label::Closure),
+            attr(l.func_defaults, "__defaults__"),
+            attr(l.func_kwdefaults, "__kwdefaults__"),
+            attr(l.func_code, "__code__"),
+            attr(l.func_globals, "__globals__"),
+            attr(l.func_qualname, "__qualname__"),
+            attr(l.func_module, "__module__"),
+        ],
+        Kind::Cell => &[(Some(l.cell_ref), Label::CellContents)],
+        Kind::Method => &[
+            attr(l.method_self, "__self__"),
+            attr(l.method_func, "__func__"),
+        ],
+        Kind::Property => &[
+            attr(l.property_get, "fget"),
+            attr(l.property_set, "fset"),
+            attr(l.property_del, "fdel"),
+            attr(l.property_doc, "__doc__"),
+            (l.property_name, Label::Attr("__name__")),
+        ],
+        Kind::ClassMethod => &[
+            attr(l.classmethod_callable, "__func__"),
+            (Some(l.classmethod_dict), Label::Namespace),
+        ],
+        Kind::StaticMethod => &[
+            attr(l.staticmethod_callable, "__func__"),
+            (Some(l.staticmethod_dict), Label::Namespace),
+        ],
+        Kind::BuiltinFunction => &[
+            attr(l.cfunction_self, "__self__"),
+            attr(l.cfunction_module, "__module__"),
+        ],
+        Kind::BuiltinMethod => &[
+            attr(l.cfunction_self, "__self__"),
+            attr(l.cfunction_module, "__module__"),
+            (l.cmethod_class, Label::Attr("<defining class>")),
+        ],
+        Kind::MethodWrapper => &[
+            attr(l.method_wrapper_descr, "<descriptor>"),
+            attr(l.method_wrapper_self, "__self__"),
+        ],
+        Kind::Descriptor => &[
+            attr(l.descr_type, "__objclass__"),
+            attr(l.descr_name, "__name__"),
+            attr(l.descr_qualname, "__qualname__"),
+        ],
+        // `wr_object`, the referent, is deliberately left out: a weak reference keeps
+        // nothing alive, so it is no edge of the graph (and no retention path goes through
+        // it). The callback is held strongly.
+        Kind::WeakRef => &[attr(l.weakref_callback, "__callback__")],
+        _ => &[],
+    };
+    let mut out = [(None, Label::Key); MAX_FIXED];
+    out[..fields.len()].copy_from_slice(fields);
+    out
+}
+
 /// `count` pointers at `addr`, read whole; the last one is read first, so that a garbage
 /// length fails on an unmapped end before a big buffer is made for it.
 fn read_pointers(mem: &impl ReadMemory, addr: u64, count: u64) -> Result<Vec<u8>, DecodeError> {
@@ -969,6 +1023,14 @@ mod tests {
         "cell",
         "method",
         "code",
+        "property",
+        "classmethod",
+        "staticmethod",
+        "builtin_function_or_method",
+        "builtin_method",
+        "method-wrapper",
+        "member_descriptor",
+        "weakref.ReferenceType",
         "type",
         "str",
         "int",

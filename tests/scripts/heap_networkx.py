@@ -9,12 +9,17 @@ they are counted apart (`code`), as the code of every function on those lists an
 nested in its constants, which pmt reaches only by following functions into their code.
 Type objects the collector lists are classes; built-in types, which it does not track, all
 have `sys.getsizeof(int)`'s size.
+
+Two lists are held only through objects pmt follows by fixed members: one in the closure of
+a property's getter (`Settings.rows` → `fget`), one in the closure of a weak reference's
+callback (`WATCH` → `__callback__`; its referent, a weak reference, is not followed).
 """
 
 import gc
 import json
 import sys
 import time
+import weakref
 
 import networkx as nx
 
@@ -29,6 +34,27 @@ COMPONENTS = [sorted(c) for c in nx.connected_components(GRAPH)]
 TREE = nx.minimum_spanning_tree(GRAPH)
 CORE = nx.core_number(GRAPH)
 DIGRAPH = nx.bfs_tree(GRAPH, 0)
+
+
+def make_getter(rows):
+    def get(self):
+        return rows
+
+    return get
+
+
+def make_callback(pending):
+    def forget(ref):
+        pending.clear()
+
+    return forget
+
+
+class Settings:
+    rows = property(make_getter([float(i) for i in range(30000)]))
+
+
+WATCH = weakref.ref(Settings, make_callback([str(i) for i in range(30000)]))
 
 
 def type_name(t):
