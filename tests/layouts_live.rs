@@ -104,6 +104,9 @@ fn to_json(layout: &Layout) -> Value {
         classmethod_callable, classmethod_dict, staticmethod_callable, staticmethod_dict,
         cfunction_self, cfunction_module, cmethod_class, method_wrapper_descr,
         method_wrapper_self, descr_type, descr_name, descr_qualname, weakref_callback,
+        gen_frame, gen_code, gen_name, gen_qualname, gen_frame_state, gen_iframe, coro_origin,
+        code_stacksize, frame_globals, frame_builtins, frame_locals, frame_localsplus,
+        code_nlocals,
     )
 }
 

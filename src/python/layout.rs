@@ -335,6 +335,38 @@ pub struct Layout {
     /// referent, is a weak one and is not followed).
     pub weakref_callback: u64,
 
+    // ---- generators, coroutines and async generators (`pmt heap`) ----
+    /// `PyGenObject.gi_frame` (≤3.10): the frame object of a generator not finished (shared
+    /// by coroutines and async generators, whose members have the same offsets).
+    pub gen_frame: Option<u64>,
+    /// `PyGenObject.gi_code` (≤3.11; 3.12+ take the code from the embedded frame).
+    pub gen_code: Option<u64>,
+    /// `PyGenObject.gi_name`.
+    pub gen_name: u64,
+    /// `PyGenObject.gi_qualname`.
+    pub gen_qualname: u64,
+    /// `PyGenObject.gi_origin_or_finalizer` (3.11+): a coroutine's origin, an async
+    /// generator's finalizer.
+    pub gen_origin_or_finalizer: Option<u64>,
+    /// `PyGenObject.gi_frame_state` (3.11+, an `int8_t`): whether the embedded frame still
+    /// holds its locals.
+    pub gen_frame_state: Option<u64>,
+    /// `PyGenObject.gi_iframe` (3.11+): the `_PyInterpreterFrame` embedded in the object.
+    pub gen_iframe: Option<u64>,
+    /// `PyCoroObject.cr_origin` (3.7–3.10).
+    pub coro_origin: Option<u64>,
+    /// `PyAsyncGenObject.ag_finalizer` (≤3.10).
+    pub asyncgen_finalizer: Option<u64>,
+    /// `PyCodeObject.co_stacksize` (an `int`): with `co_nlocalsplus`, the slots a 3.11+
+    /// generator's embedded frame has (`gen.__sizeof__`).
+    pub code_stacksize: u64,
+    /// `PyFrameObject.f_globals` (≤3.10, where a frame object holds its locals).
+    pub frame_globals: Option<u64>,
+    /// `PyFrameObject.f_builtins` (≤3.10).
+    pub frame_builtins: Option<u64>,
+    /// `PyFrameObject.f_locals` (≤3.10): the locals dict, when one was made.
+    pub frame_locals: Option<u64>,
+
     // ---- what `sys.getsizeof` counts of a type object (`pmt heap`) ----
     /// `sizeof(PyTypeObject)`: `type.__sizeof__` of a built-in (static) type.
     pub type_size: u64,

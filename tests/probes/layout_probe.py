@@ -37,6 +37,10 @@ def i32(addr):
     return ctypes.c_int32.from_address(addr).value
 
 
+def i8(addr):
+    return ctypes.c_int8.from_address(addr).value
+
+
 def u8(addr):
     return ctypes.c_uint8.from_address(addr).value
 
@@ -352,6 +356,53 @@ def check_small_objects():
     check("PyWeakReference.wr_callback", ptr(id(ref) + L["weakref_callback"]), id(fdel))
 
 
+def check_generators():
+    """Where pmt heap finds a generator's name, code and frame (≤3.10 a frame object with its
+    own globals, builtins and locals; 3.11+ embedded), and how big `gen.__sizeof__` says it is."""
+    def counting(limit):
+        kept = [limit]
+        yield kept
+
+    gen = counting(3)
+    at = id(gen)
+    check("gi_name", ptr(at + L["gen_name"]), id(gen.__name__))
+    check("gi_qualname", ptr(at + L["gen_qualname"]), id(gen.__qualname__))
+    code = gen.gi_code
+    check("co_stacksize", i32(id(code) + L["code_stacksize"]), code.co_stacksize)
+    if L["gen_code"] is not None:
+        check("gi_code", ptr(at + L["gen_code"]), id(code))
+    if L["gen_frame"] is not None:
+        frame = gen.gi_frame
+        check("gi_frame", ptr(at + L["gen_frame"]), id(frame))
+        check("f_globals", ptr(id(frame) + L["frame_globals"]), id(frame.f_globals))
+        check("f_builtins", ptr(id(frame) + L["frame_builtins"]), id(frame.f_builtins))
+        check("f_code", ptr(id(frame) + L["frame_code"]), id(code))
+        # The argument is the first local slot.
+        check("f_localsplus[0]", ptr(id(frame) + L["frame_localsplus"]), id(3))
+    else:
+        frame = at + L["gen_iframe"]
+        executable = ptr(frame + L["frame_code"])
+        if MINOR >= 14:
+            executable &= ~3  # a tagged _PyStackRef
+        check("gi_iframe.f_code / f_executable", executable, id(code))
+        created = -3 if MINOR in (13, 14) else (0 if MINOR >= 15 else -2)
+        check("gi_frame_state (created)", i8(at + L["gen_frame_state"]), created)
+        slots = i32(id(code) + L["code_nlocals"]) + code.co_stacksize
+        check("gen.__sizeof__", L["gen_iframe"] + L["frame_localsplus"] + 8 * slots,
+              gen.__sizeof__())
+    if L["coro_origin"] is not None:
+        import sys
+
+        async def origin():
+            pass
+
+        sys.set_coroutine_origin_tracking_depth(1)
+        coro = origin()
+        sys.set_coroutine_origin_tracking_depth(0)
+        check("cr_origin", ptr(id(coro) + L["coro_origin"]), id(coro.cr_origin))
+        coro.close()
+
+
 def main():
     check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
     check_threads_and_runtime()
@@ -360,6 +411,7 @@ def main():
     check_objects()
     check_dicts()
     check_small_objects()
+    check_generators()
     for line in failures:
         print(line)
     if failures:

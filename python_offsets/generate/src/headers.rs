@@ -240,5 +240,9 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyCMethodObject",
     "PyDescrObject",
     "_PyWeakReference",
+    "PyGenObject",
+    "_PyGenObject",
+    "PyCoroObject",
+    "PyAsyncGenObject",
     "pmt_fact_.*",
 ];
