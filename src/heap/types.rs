@@ -82,6 +82,16 @@ pub enum Kind {
     /// The descriptors of built-in types (member, getset, method, class method and wrapper
     /// descriptors share `PyDescr_COMMON`): `__objclass__`, `__name__`, `__qualname__`.
     Descriptor,
+    /// `generator`: name, qualified name, code, and the suspended frame's locals (≤3.10 its
+    /// frame object, 3.11+ the frame embedded in it).
+    Generator,
+    /// `coroutine`: as a generator, and its origin.
+    Coroutine,
+    /// `async_generator`: as a generator, and its finalizer.
+    AsyncGenerator,
+    /// `frame` objects that own their locals (≤3.10): code, globals, builtins, locals dict,
+    /// caller and local slots. 3.11+ frame objects are not followed.
+    Frame,
     /// Weak references and proxies: the callback only. The referent is a weak reference,
     /// which keeps nothing alive: not an edge of the graph.
     WeakRef,
@@ -223,6 +233,11 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
         None if heap => (Kind::Instance, true),
         None => (Kind::Unknown, false),
     };
+    // A 3.11+ frame object points at an interpreter frame: not read.
+    let kind = match kind {
+        Kind::Frame if layout.frame_globals.is_none() => Kind::Unknown,
+        kind => kind,
+    };
     let slots = if instance {
         slots_of(mem, layout, addr)
     } else {
@@ -320,6 +335,10 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         | "weakref"
         | "weakproxy"
         | "weakcallableproxy" => Kind::WeakRef,
+        "generator" => Kind::Generator,
+        "coroutine" => Kind::Coroutine,
+        "async_generator" => Kind::AsyncGenerator,
+        "frame" => Kind::Frame,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,

@@ -12,7 +12,8 @@ have `sys.getsizeof(int)`'s size.
 
 Two lists are held only through objects pmt follows by fixed members: one in the closure of
 a property's getter (`Settings.rows` → `fget`), one in the closure of a weak reference's
-callback (`WATCH` → `__callback__`; its referent, a weak reference, is not followed).
+callback (`WATCH` → `__callback__`; its referent, a weak reference, is not followed). A
+suspended generator (`BATCHES`) holds a list in its frame.
 """
 
 import gc
@@ -55,6 +56,18 @@ class Settings:
 
 
 WATCH = weakref.ref(Settings, make_callback([str(i) for i in range(30000)]))
+
+
+def batches(nodes):
+    pending = sorted(nodes)
+    while pending:
+        yield pending[:100]
+        del pending[:100]
+
+
+# A suspended generator: pmt sizes it from its code and follows its frame's locals.
+BATCHES = batches(GRAPH.nodes)
+next(BATCHES)
 
 
 def type_name(t):
