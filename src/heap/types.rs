@@ -230,7 +230,10 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
     };
     let (kind, instance) = match builtin_kind(&name, flags, heap) {
         Some(kind) => (kind, heap && !EXTENSION_HEAP_TYPES.contains(&name.as_str())),
-        None if heap => (Kind::Instance, true),
+        None if heap => (
+            inherited_kind(mem, layout, addr).unwrap_or(Kind::Instance),
+            true,
+        ),
         None => (Kind::Unknown, false),
     };
     // A 3.11+ frame object points at an interpreter frame: not read.
@@ -348,6 +351,34 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         _ if type_flags & flags::TYPE_SUBCLASS != 0 => Kind::Type,
         _ => return None,
     })
+}
+
+/// For a class no `tp_flags` bit classifies, the reader of the built-in type it derives from
+/// where that reader applies to subclasses as they are (same struct prefix, references at
+/// the same offsets): `set`, `module`, `collections.deque`, weak references, `property`,
+/// `classmethod`, `staticmethod`. `None` for the rest (instances of `object` subclasses).
+fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
+    let mut ty = mem.read_u64(addr.wrapping_add(layout.type_base)).ok()?;
+    for _ in 0..MAX_BASES {
+        let type_flags = is_type_object(mem, layout, ty)?;
+        let name = c_string(mem, mem.read_u64(ty.wrapping_add(layout.type_name)).ok()?)?;
+        if type_flags & flags::HEAPTYPE == 0 || EXTENSION_HEAP_TYPES.contains(&name.as_str()) {
+            return builtin_kind(&name, type_flags, false).filter(|kind| {
+                matches!(
+                    kind,
+                    Kind::Set
+                        | Kind::Module
+                        | Kind::Deque
+                        | Kind::WeakRef
+                        | Kind::Property
+                        | Kind::ClassMethod
+                        | Kind::StaticMethod
+                )
+            });
+        }
+        ty = mem.read_u64(ty.wrapping_add(layout.type_base)).ok()?;
+    }
+    None
 }
 
 /// The object members of the class at `addr` and its class bases: `__slots__` entries.

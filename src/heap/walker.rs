@@ -458,6 +458,10 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             Kind::Deque => {
                 items = mem.read_u64(addr.wrapping_add(l.var_size))?;
                 self.deque_references(addr, items, &mut refs)?;
+                // `deque.__sizeof__` counts the blocks from `leftindex` over its items, plus
+                // one (`(leftindex + len + BLOCKLEN) / BLOCKLEN` of them).
+                let left = mem.read_u64(addr.wrapping_add(l.deque_leftindex))?;
+                extra = (left.min(63) + items + 64) / 64 * (l.deque_block_right + 8);
             }
             Kind::Module => {
                 refs.push((

@@ -13,9 +13,11 @@ have `sys.getsizeof(int)`'s size.
 Two lists are held only through objects pmt follows by fixed members: one in the closure of
 a property's getter (`Settings.rows` → `fget`), one in the closure of a weak reference's
 callback (`WATCH` → `__callback__`; its referent, a weak reference, is not followed). A
-suspended generator (`BATCHES`) holds a list in its frame.
+suspended generator (`BATCHES`) holds a list in its frame. Subclasses of set, deque and
+weakref.ref (`TAGS`, `RING`, a WeakValueDictionary's references) are read as their bases.
 """
 
+import collections
 import gc
 import json
 import sys
@@ -68,6 +70,25 @@ def batches(nodes):
 # A suspended generator: pmt sizes it from its code and follows its frame's locals.
 BATCHES = batches(GRAPH.nodes)
 next(BATCHES)
+
+
+
+# Subclasses of built-ins no type flag marks, read as their base: a set, a deque (whose
+# blocks `sys.getsizeof` counts) and the weak references of a WeakValueDictionary
+# (`weakref.KeyedRef`, whose callback is followed).
+class Tags(set):
+    pass
+
+
+class Ring(collections.deque):
+    pass
+
+
+TAGS = Tags("tag-%d" % i for i in range(2000))
+RING = Ring((u, v) for u, v in list(GRAPH.edges)[:1500])
+BY_NODE = weakref.WeakValueDictionary()
+for name in ("Graph", "DiGraph", "MultiGraph"):
+    BY_NODE[name] = getattr(nx, name)
 
 
 def type_name(t):
