@@ -1,6 +1,6 @@
 //! `pmt heap` against real interpreters: every CPython here runs `tests/scripts/heap_holders.py`
 //! (a small-object leak kept in a module list, a class-attribute dict, a deque in a closure, a
-//! module set and a thread's local list, beside churn). The snapshot must name each holder by
+//! module set, a thread's local list and a suspended generator's local list, beside churn). The snapshot must name each holder by
 //! the path a Python user writes, with its item count within 1%, and its counts of objects on
 //! the collector's lists must agree with `gc.get_objects()` run in the target itself.
 
@@ -27,6 +27,21 @@ const HOLDERS: &[&str] = &[
     "__main__.SEEN",
     "thread worker: handler() local rows",
 ];
+
+/// The suspended generator's local list: through its frame object up to 3.10, in the frame
+/// embedded in it from 3.11 on.
+fn generator_holder(snap: &Value) -> &'static str {
+    let minor = snap["python_version"]
+        .as_str()
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse::<u32>().ok())
+        .expect("the target's version");
+    if minor <= 10 {
+        "__main__.PENDING.gi_frame local rows"
+    } else {
+        "__main__.PENDING local rows"
+    }
+}
 
 /// Starts the program and returns it with its `gc.get_objects()` counts by type.
 fn start(interp: &common::Interpreter) -> (common::Target, HashMap<String, u64>) {
@@ -58,7 +73,7 @@ fn check(label: &str) {
     drop(target);
 
     let holders = snap["holders"].as_array().expect("holders");
-    for wanted in HOLDERS {
+    for wanted in HOLDERS.iter().copied().chain([generator_holder(&snap)]) {
         let holder = holders
             .iter()
             .find(|h| h["path"] == *wanted)

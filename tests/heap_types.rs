@@ -15,6 +15,14 @@
 //! The `type` objects the collector lists are classes; the others pmt finds are built-in
 //! (static) types, all of one size: pmt's bytes of `type` are compared, within 1%, with the
 //! classes' `sys.getsizeof` plus that size for each of its untracked ones.
+//!
+//! The small built-in objects pmt follows by fixed members (property, classmethod,
+//! staticmethod, built-in functions and methods, method-wrappers, descriptors, weak
+//! references) must not be among the types it says it does not follow, and two lists held
+//! only through them (a property getter's closure, a weak reference callback's closure) must
+//! be named as holders by those closures. A suspended generator's count and bytes must be
+//! exactly the target's, and the list its frame holds named as its local; so must those of
+//! subclasses of set, deque and weakref.ref, read as their bases.
 
 mod common;
 
@@ -60,10 +68,69 @@ fn own_counts(target: &mut common::Target) -> OwnCounts {
     }
 }
 
-/// pmt's `(count, tracked, bytes)` by type name (summed over types of the same name).
-fn pmt_types(label: &str, pid: i32) -> HashMap<String, (u64, u64, u64)> {
-    let (snap, _) = common::pmt_heap_json(label, &["--pid", &pid.to_string()]);
-    let mut types: HashMap<String, (u64, u64, u64)> = HashMap::new();
+/// The types whose references pmt follows at fixed members.
+const FIXED_MEMBER_TYPES: &[&str] = &[
+    "property",
+    "classmethod",
+    "staticmethod",
+    "builtin_function_or_method",
+    "builtin_method",
+    "method-wrapper",
+    "member_descriptor",
+    "getset_descriptor",
+    "method_descriptor",
+    "wrapper_descriptor",
+    "classmethod_descriptor",
+    "weakref.ReferenceType",
+    "weakref.ProxyType",
+    "weakref.CallableProxyType",
+];
+
+/// The lists the script holds only through a property and a weak reference's callback, and
+/// the one a suspended generator's frame holds, with their lengths.
+const HELD_THROUGH_FIXED_MEMBERS: &[(&str, u64)] = &[
+    ("<closure of __main__.make_getter.get>.rows", 30_000),
+    ("<closure of __main__.make_callback.forget>.pending", 30_000),
+    ("__main__.BATCHES local pending", 3_000),
+    ("__main__.TAGS", 2_000),
+    ("__main__.RING", 1_500),
+];
+
+/// Types too few to be among the top 20 whose count and bytes must be exactly the target's:
+/// a 3.11+ generator is sized from its code, not its type; the subclasses of set, deque and
+/// weakref.ref are read as their bases (a deque's blocks counted).
+const EXACT_TYPES: &[&str] = &[
+    "generator",
+    "__main__.Tags",
+    "__main__.Ring",
+    "weakref.KeyedRef",
+];
+
+/// `(count, tracked, bytes)` by type name.
+type TypeCounts = HashMap<String, (u64, u64, u64)>;
+
+/// pmt's `(count, tracked, bytes)` by type name (summed over types of the same name), and
+/// what else its snapshot must show (a list of mismatches).
+fn pmt_types(label: &str, pid: i32) -> (TypeCounts, Vec<String>) {
+    let (snap, _) = common::pmt_heap_json(label, &["--pid", &pid.to_string(), "--holders", "30"]);
+    let mut mismatches = Vec::new();
+    for pair in snap["not_followed"]["objects_by_type"]
+        .as_array()
+        .expect("the types not followed")
+    {
+        let name = pair[0].as_str().unwrap_or_default();
+        if FIXED_MEMBER_TYPES.contains(&name) {
+            mismatches.push(format!("{name}: {} objects not followed", pair[1]));
+        }
+    }
+    for &(path, items) in HELD_THROUGH_FIXED_MEMBERS {
+        match common::holder(&snap["holders"], path) {
+            Some(h) if h["items"] == items => {}
+            Some(h) => mismatches.push(format!("{path}: {} items, not {items}", h["items"])),
+            None => mismatches.push(format!("{path}: not among the holders")),
+        }
+    }
+    let mut types = TypeCounts::new();
     for t in snap["types"].as_array().expect("types") {
         let entry = types
             .entry(t["name"].as_str().unwrap_or_default().to_string())
@@ -72,7 +139,7 @@ fn pmt_types(label: &str, pid: i32) -> HashMap<String, (u64, u64, u64)> {
         entry.1 += t["tracked"].as_u64().unwrap_or_default();
         entry.2 += t["bytes"].as_u64().unwrap_or_default();
     }
-    types
+    (types, mismatches)
 }
 
 fn within_one_percent(found: u64, wanted: u64) -> bool {
@@ -86,12 +153,11 @@ fn check(label: &str) {
     let mut target = common::start(&interp, &common::script("heap_networkx.py"), &[]);
     let own = own_counts(&mut target);
     target.wait_for_line("READY", Duration::from_secs(30));
-    let found = pmt_types(label, target.pid());
+    let (found, mut mismatches) = pmt_types(label, target.pid());
     drop(target);
 
     let mut top: Vec<(&String, &u64)> = own.counts.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let mut mismatches = Vec::new();
     let mut bytes_compared = 0;
     for (name, &wanted) in top.into_iter().take(COMPARED_TYPES) {
         let (count, tracked, bytes) = found.get(name).copied().unwrap_or_default();
@@ -108,6 +174,17 @@ fn check(label: &str) {
                     "{name}: pmt {bytes} bytes, sys.getsizeof {sizes} bytes"
                 ));
             }
+        }
+    }
+    for name in EXACT_TYPES {
+        let (count, tracked, bytes) = found.get(*name).copied().unwrap_or_default();
+        let wanted = own.counts.get(*name).copied().unwrap_or_default();
+        let sizes = own.sizes.get(*name).copied().unwrap_or_default();
+        if wanted == 0 || count != tracked || tracked != wanted || bytes != sizes {
+            mismatches.push(format!(
+                "{name}: pmt {count} ({tracked} tracked) of {bytes} bytes, gc.get_objects() \
+                 {wanted} of {sizes} bytes"
+            ));
         }
     }
     let (count, _, bytes) = found.get("code").copied().unwrap_or_default();

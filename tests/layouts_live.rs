@@ -100,6 +100,13 @@ fn to_json(layout: &Layout) -> Value {
         dict_used, dict_keys, dict_values, dictkeys_size, dictkeys_log2_size,
         dictkeys_log2_index_bytes, dictkeys_kind, dictkeys_nentries, dictkeys_indices,
         dict_entry_size, dict_unicode_entry_size, module_dict,
+        property_get, property_set, property_del, property_doc, property_name,
+        classmethod_callable, classmethod_dict, staticmethod_callable, staticmethod_dict,
+        cfunction_self, cfunction_module, cmethod_class, method_wrapper_descr,
+        method_wrapper_self, descr_type, descr_name, descr_qualname, weakref_callback,
+        gen_frame, gen_code, gen_name, gen_qualname, gen_frame_state, gen_iframe, coro_origin,
+        code_stacksize, frame_globals, frame_builtins, frame_locals, frame_localsplus,
+        code_nlocals,
     )
 }
 

@@ -106,6 +106,10 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
                 path.push(".", name.to_string());
             }
             Label::Class => path.push(".", "__class__".to_string()),
+            Label::Local(name) => {
+                let name = key_text(mem, layout, name);
+                path.push(" local ", name.trim_matches('\'').to_string());
+            }
         }
         namespace = false;
     }

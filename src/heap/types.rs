@@ -66,6 +66,35 @@ pub enum Kind {
     Method,
     /// `code`: constants, names, file and line tables.
     Code,
+    /// `property`: `fget`, `fset`, `fdel`, `__doc__` (3.10+ also its name).
+    Property,
+    /// `classmethod`: its function and `__dict__`.
+    ClassMethod,
+    /// `staticmethod`: its function and `__dict__`.
+    StaticMethod,
+    /// `builtin_function_or_method`: `__self__` and `__module__`.
+    BuiltinFunction,
+    /// `builtin_method` (3.9+, a method of a heap type defined in C): as
+    /// [`Kind::BuiltinFunction`], and its defining class.
+    BuiltinMethod,
+    /// `method-wrapper`: the wrapper descriptor it binds, and `__self__`.
+    MethodWrapper,
+    /// The descriptors of built-in types (member, getset, method, class method and wrapper
+    /// descriptors share `PyDescr_COMMON`): `__objclass__`, `__name__`, `__qualname__`.
+    Descriptor,
+    /// `generator`: name, qualified name, code, and the suspended frame's locals (≤3.10 its
+    /// frame object, 3.11+ the frame embedded in it).
+    Generator,
+    /// `coroutine`: as a generator, and its origin.
+    Coroutine,
+    /// `async_generator`: as a generator, and its finalizer.
+    AsyncGenerator,
+    /// `frame` objects that own their locals (≤3.10): code, globals, builtins, locals dict,
+    /// caller and local slots. 3.11+ frame objects are not followed.
+    Frame,
+    /// Weak references and proxies: the callback only. The referent is a weak reference,
+    /// which keeps nothing alive: not an edge of the graph.
+    WeakRef,
     /// `type` and metaclass instances: classes.
     Type,
     /// `str`: no references, variable size.
@@ -201,8 +230,16 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
     };
     let (kind, instance) = match builtin_kind(&name, flags, heap) {
         Some(kind) => (kind, heap && !EXTENSION_HEAP_TYPES.contains(&name.as_str())),
-        None if heap => (Kind::Instance, true),
+        None if heap => (
+            inherited_kind(mem, layout, addr).unwrap_or(Kind::Instance),
+            true,
+        ),
         None => (Kind::Unknown, false),
+    };
+    // A 3.11+ frame object points at an interpreter frame: not read.
+    let kind = match kind {
+        Kind::Frame if layout.frame_globals.is_none() => Kind::Unknown,
+        kind => kind,
     };
     let slots = if instance {
         slots_of(mem, layout, addr)
@@ -283,6 +320,28 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "cell" => Kind::Cell,
         "method" => Kind::Method,
         "code" => Kind::Code,
+        "property" => Kind::Property,
+        "classmethod" => Kind::ClassMethod,
+        "staticmethod" => Kind::StaticMethod,
+        "builtin_function_or_method" => Kind::BuiltinFunction,
+        "builtin_method" => Kind::BuiltinMethod,
+        "method-wrapper" => Kind::MethodWrapper,
+        "member_descriptor"
+        | "getset_descriptor"
+        | "method_descriptor"
+        | "wrapper_descriptor"
+        | "classmethod_descriptor" => Kind::Descriptor,
+        // `tp_name` became `weakref.ReferenceType`, … in 3.10 (`weakref`, … before).
+        "weakref.ReferenceType"
+        | "weakref.ProxyType"
+        | "weakref.CallableProxyType"
+        | "weakref"
+        | "weakproxy"
+        | "weakcallableproxy" => Kind::WeakRef,
+        "generator" => Kind::Generator,
+        "coroutine" => Kind::Coroutine,
+        "async_generator" => Kind::AsyncGenerator,
+        "frame" => Kind::Frame,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,
@@ -292,6 +351,34 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         _ if type_flags & flags::TYPE_SUBCLASS != 0 => Kind::Type,
         _ => return None,
     })
+}
+
+/// For a class no `tp_flags` bit classifies, the reader of the built-in type it derives from
+/// where that reader applies to subclasses as they are (same struct prefix, references at
+/// the same offsets): `set`, `module`, `collections.deque`, weak references, `property`,
+/// `classmethod`, `staticmethod`. `None` for the rest (instances of `object` subclasses).
+fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
+    let mut ty = mem.read_u64(addr.wrapping_add(layout.type_base)).ok()?;
+    for _ in 0..MAX_BASES {
+        let type_flags = is_type_object(mem, layout, ty)?;
+        let name = c_string(mem, mem.read_u64(ty.wrapping_add(layout.type_name)).ok()?)?;
+        if type_flags & flags::HEAPTYPE == 0 || EXTENSION_HEAP_TYPES.contains(&name.as_str()) {
+            return builtin_kind(&name, type_flags, false).filter(|kind| {
+                matches!(
+                    kind,
+                    Kind::Set
+                        | Kind::Module
+                        | Kind::Deque
+                        | Kind::WeakRef
+                        | Kind::Property
+                        | Kind::ClassMethod
+                        | Kind::StaticMethod
+                )
+            });
+        }
+        ty = mem.read_u64(ty.wrapping_add(layout.type_base)).ok()?;
+    }
+    None
 }
 
 /// The object members of the class at `addr` and its class bases: `__slots__` entries.

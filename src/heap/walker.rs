@@ -9,6 +9,7 @@
 use super::types::{Kind, TypeInfo, TypeTable, flags};
 use crate::attach::{MemoryError, ReadMemory};
 use crate::python::layout::Layout;
+use crate::python::locals::{LocalSlot, decode_slot};
 use crate::python::objects::{
     DecodeError, dict_values_header, field_u8, field_u32, field_u64, keys_items_bounded,
 };
@@ -31,6 +32,10 @@ const GC_POINTER_FLAGS: u64 = 3;
 /// Bytes read at each object's start: `ob_refcnt`, `ob_type`, `ob_size` (or `lv_tag`), and
 /// `str`'s length and state.
 const HEADER: usize = 40;
+/// The most local slots (or stack entries) one frame's code may claim.
+const MAX_FRAME_SLOTS: u64 = 1 << 16;
+/// Low bits of a tagged `_PyStackRef` (3.14+ `f_executable`).
+const STACKREF_TAG_BITS: u64 = 3;
 /// No node (the synthetic root's parent, an object not reached from a root).
 pub const NO_NODE: u32 = u32::MAX;
 
@@ -59,6 +64,9 @@ pub enum Label {
     Slot(u32),
     /// An instance's class.
     Class,
+    /// A local variable of a generator's or frame object's frame, by the address of its
+    /// name (a `str`).
+    Local(u64),
 }
 
 /// One root of the object graph.
@@ -450,6 +458,10 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             Kind::Deque => {
                 items = mem.read_u64(addr.wrapping_add(l.var_size))?;
                 self.deque_references(addr, items, &mut refs)?;
+                // `deque.__sizeof__` counts the blocks from `leftindex` over its items, plus
+                // one (`(leftindex + len + BLOCKLEN) / BLOCKLEN` of them).
+                let left = mem.read_u64(addr.wrapping_add(l.deque_leftindex))?;
+                extra = (left.min(63) + items + 64) / 64 * (l.deque_block_right + 8);
             }
             Kind::Module => {
                 refs.push((
@@ -457,39 +469,31 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                     Label::Namespace,
                 ));
             }
-            Kind::Function => {
-                let fields: [(u64, Label); 8] = [
-                    (l.func_dict, Label::Namespace),
-                    (l.func_closure, Label::Closure),
-                    (l.func_defaults, Label::Attr("__defaults__")),
-                    (l.func_kwdefaults, Label::Attr("__kwdefaults__")),
-                    (l.func_code, Label::Attr("__code__")),
-                    (l.func_globals, Label::Attr("__globals__")),
-                    (l.func_qualname, Label::Attr("__qualname__")),
-                    (l.func_module, Label::Attr("__module__")),
-                ];
-                let bytes = mem.read_vec(addr, span(&fields.map(|f| f.0)))?;
-                refs.extend(
-                    fields
-                        .iter()
-                        .map(|(at, label)| (field_u64(&bytes, *at), *label)),
-                );
+            Kind::Function
+            | Kind::Cell
+            | Kind::Method
+            | Kind::Property
+            | Kind::ClassMethod
+            | Kind::StaticMethod
+            | Kind::BuiltinFunction
+            | Kind::BuiltinMethod
+            | Kind::MethodWrapper
+            | Kind::Descriptor
+            | Kind::WeakRef => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            Kind::Generator | Kind::Coroutine | Kind::AsyncGenerator => {
+                fixed_references(mem, l, addr, info.kind, &mut refs)?;
+                if let Some(size) = self.embedded_frame(addr, info, &mut refs)? {
+                    self.graph.shallow[node as usize] = size;
+                }
             }
-            Kind::Cell => {
-                refs.push((
-                    mem.read_u64(addr.wrapping_add(l.cell_ref))?,
-                    Label::CellContents,
-                ));
-            }
-            Kind::Method => {
-                refs.push((
-                    mem.read_u64(addr.wrapping_add(l.method_self))?,
-                    Label::Attr("__self__"),
-                ));
-                refs.push((
-                    mem.read_u64(addr.wrapping_add(l.method_func))?,
-                    Label::Attr("__func__"),
-                ));
+            Kind::Frame => {
+                fixed_references(mem, l, addr, info.kind, &mut refs)?;
+                if let Some(slots) = self.frame_object_locals(addr, &mut refs)? {
+                    // `frame.__sizeof__`: one slot is in `PyFrameObject` already; `ob_size`
+                    // may be larger (a frame reused from a free list).
+                    self.graph.shallow[node as usize] =
+                        info.basicsize + slots.saturating_sub(1) * 8 + pre_header(l, info);
+                }
             }
             Kind::Code => extra = self.code_references(addr, &mut refs)?,
             Kind::Type => {
@@ -743,6 +747,119 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         Ok(extra)
     }
 
+    /// The code and local variables of a 3.11+ generator's (coroutine's, async
+    /// generator's) embedded frame, while it holds them (not once finished and cleared);
+    /// returns its size as `gen.__sizeof__` counts it (the object up to the frame's local
+    /// slots, then `co_nlocalsplus + co_stacksize` slots) with the GC header. `None` before
+    /// 3.11 (the frame is an object of its own) or when no code can be read. The value stack
+    /// of a suspended frame is not followed.
+    fn embedded_frame(
+        &self,
+        addr: u64,
+        info: &TypeInfo,
+        refs: &mut Vec<Reference>,
+    ) -> Result<Option<u64>, DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let (Some(iframe), Some(state_at)) = (l.gen_iframe, l.gen_frame_state) else {
+            return Ok(None);
+        };
+        let capabilities = l.capabilities();
+        let frame = addr.wrapping_add(iframe);
+        let mut code = mem.read_u64(frame.wrapping_add(l.frame_code))?;
+        if capabilities.tagged_stack_refs {
+            code &= !STACKREF_TAG_BITS;
+        }
+        if code == 0 {
+            return Ok(None);
+        }
+        let slots = u64::from(mem.read_u32(code.wrapping_add(l.code_nlocals))?);
+        let stack = u64::from(mem.read_u32(code.wrapping_add(l.code_stacksize))?);
+        if slots > MAX_FRAME_SLOTS || stack > MAX_FRAME_SLOTS {
+            return Err(DecodeError::invalid("generator's code", code));
+        }
+        let size = iframe + l.frame_localsplus + (slots + stack) * 8 + pre_header(l, info);
+        // 3.12+: the frame holds the code even once cleared (3.11: `gi_code` does).
+        if l.gen_code.is_none() {
+            refs.push((code, Label::Attr(code_attribute(info.kind))));
+        }
+        let state = mem.read_u8(addr.wrapping_add(state_at))? as i8;
+        let live = if capabilities.gen_frame_states_from_zero {
+            state != 5
+        } else {
+            state < 1
+        };
+        if live {
+            let names = mem.read_u64(code.wrapping_add(l.code_localnames))?;
+            self.local_slots(frame.wrapping_add(l.frame_localsplus), names, slots, refs)?;
+        }
+        Ok(Some(size))
+    }
+
+    /// The local, cell and free variables of a frame object that owns them (≤3.10), named
+    /// from its code's `co_varnames`, `co_cellvars` and `co_freevars`; returns how many
+    /// slots its code needs (those and `co_stacksize`), `None` without code. Its value stack
+    /// is not followed.
+    fn frame_object_locals(
+        &self,
+        addr: u64,
+        refs: &mut Vec<Reference>,
+    ) -> Result<Option<u64>, DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let code = mem.read_u64(addr.wrapping_add(l.frame_code))?;
+        if code == 0 {
+            return Ok(None);
+        }
+        let mut at = addr.wrapping_add(l.frame_localsplus);
+        let mut slots = 0u64;
+        let locals = u64::from(mem.read_u32(code.wrapping_add(l.code_nlocals))?);
+        let groups = [
+            (Some(l.code_localnames), Some(locals)),
+            (l.code_cellvars, None),
+            (l.code_freevars, None),
+        ];
+        for (names_at, count) in groups {
+            let Some(names_at) = names_at else { continue };
+            let names = mem.read_u64(code.wrapping_add(names_at))?;
+            let count = match count {
+                Some(count) => count,
+                None => mem.read_u64(names.wrapping_add(l.var_size))?,
+            };
+            if count > MAX_FRAME_SLOTS {
+                return Err(DecodeError::invalid("frame's code", code));
+            }
+            self.local_slots(at, names, count, refs)?;
+            at = at.wrapping_add(count * 8);
+            slots += count;
+        }
+        let stack = u64::from(mem.read_u32(code.wrapping_add(l.code_stacksize))?);
+        Ok(Some(slots + stack.min(MAX_FRAME_SLOTS)))
+    }
+
+    /// The `count` local slots from `first` (in a frame's `localsplus`), each named by the
+    /// item of the tuple `names` at the same index.
+    fn local_slots(
+        &self,
+        first: u64,
+        names: u64,
+        count: u64,
+        refs: &mut Vec<Reference>,
+    ) -> Result<(), DecodeError> {
+        let l = self.layout;
+        let stackrefs = l.capabilities().tagged_stack_refs;
+        let values = read_pointers(self.mem, first, count)?;
+        let names = read_pointers(self.mem, names.wrapping_add(l.tuple_items), count)?;
+        for i in 0..count {
+            if let Some(LocalSlot::Object(object)) =
+                decode_slot(field_u64(&values, i * 8), stackrefs)
+            {
+                refs.push((object, Label::Local(field_u64(&names, i * 8))));
+            }
+        }
+        Ok(())
+    }
+
     fn deque_references(
         &self,
         addr: u64,
@@ -842,6 +959,131 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         }
         Ok(())
     }
+}
+
+/// The references of the object at `addr` that [`fixed_fields`] names for `kind`, read at once.
+fn fixed_references(
+    mem: &impl ReadMemory,
+    l: &Layout,
+    addr: u64,
+    kind: Kind,
+    refs: &mut Vec<Reference>,
+) -> Result<(), DecodeError> {
+    let fields = fixed_fields(l, kind);
+    let end = fields.iter().filter_map(|f| f.0).max().map_or(8, |m| m + 8);
+    let bytes = mem.read_vec(addr, end as usize)?;
+    refs.extend(
+        fields
+            .iter()
+            .filter_map(|(at, label)| at.map(|at| (field_u64(&bytes, at), *label))),
+    );
+    Ok(())
+}
+
+/// The attribute a generator-like object shows its code as.
+fn code_attribute(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Coroutine => "cr_code",
+        Kind::AsyncGenerator => "ag_code",
+        _ => "gi_code",
+    }
+}
+
+/// The most references [`fixed_fields`] names for one kind.
+const MAX_FIXED: usize = 8;
+
+/// The references of an object of `kind` kept at fixed offsets, with their labels (`None`:
+/// a member this version has not, or past the kind's own; all `None` for kinds read
+/// otherwise). A fixed array: this runs for every function the walk meets.
+fn fixed_fields(l: &Layout, kind: Kind) -> [(Option<u64>, Label); MAX_FIXED] {
+    let attr = |at: u64, name: &'static str| (Some(at), Label::Attr(name));
+    let fields: &[(Option<u64>, Label)] = match kind {
+        Kind::Function => &[
+            (Some(l.func_dict), Label::Namespace),
+            (Some(l.func_closure), Label::Closure),
+            attr(l.func_defaults, "__defaults__"),
+            attr(l.func_kwdefaults, "__kwdefaults__"),
+            attr(l.func_code, "__code__"),
+            attr(l.func_globals, "__globals__"),
+            attr(l.func_qualname, "__qualname__"),
+            attr(l.func_module, "__module__"),
+        ],
+        Kind::Cell => &[(Some(l.cell_ref), Label::CellContents)],
+        Kind::Method => &[
+            attr(l.method_self, "__self__"),
+            attr(l.method_func, "__func__"),
+        ],
+        Kind::Property => &[
+            attr(l.property_get, "fget"),
+            attr(l.property_set, "fset"),
+            attr(l.property_del, "fdel"),
+            attr(l.property_doc, "__doc__"),
+            (l.property_name, Label::Attr("__name__")),
+        ],
+        Kind::ClassMethod => &[
+            attr(l.classmethod_callable, "__func__"),
+            (Some(l.classmethod_dict), Label::Namespace),
+        ],
+        Kind::StaticMethod => &[
+            attr(l.staticmethod_callable, "__func__"),
+            (Some(l.staticmethod_dict), Label::Namespace),
+        ],
+        Kind::BuiltinFunction => &[
+            attr(l.cfunction_self, "__self__"),
+            attr(l.cfunction_module, "__module__"),
+        ],
+        Kind::BuiltinMethod => &[
+            attr(l.cfunction_self, "__self__"),
+            attr(l.cfunction_module, "__module__"),
+            (l.cmethod_class, Label::Attr("<defining class>")),
+        ],
+        Kind::MethodWrapper => &[
+            attr(l.method_wrapper_descr, "<descriptor>"),
+            attr(l.method_wrapper_self, "__self__"),
+        ],
+        Kind::Descriptor => &[
+            attr(l.descr_type, "__objclass__"),
+            attr(l.descr_name, "__name__"),
+            attr(l.descr_qualname, "__qualname__"),
+        ],
+        // `wr_object`, the referent, is deliberately left out: a weak reference keeps
+        // nothing alive, so it is no edge of the graph (and no retention path goes through
+        // it). The callback is held strongly.
+        Kind::WeakRef => &[attr(l.weakref_callback, "__callback__")],
+        Kind::Generator => &[
+            (l.gen_frame, Label::Attr("gi_frame")),
+            (l.gen_code, Label::Attr("gi_code")),
+            attr(l.gen_name, "__name__"),
+            attr(l.gen_qualname, "__qualname__"),
+        ],
+        Kind::Coroutine => &[
+            (l.gen_frame, Label::Attr("cr_frame")),
+            (l.gen_code, Label::Attr("cr_code")),
+            attr(l.gen_name, "__name__"),
+            attr(l.gen_qualname, "__qualname__"),
+            (l.coro_origin, Label::Attr("cr_origin")),
+            (l.gen_origin_or_finalizer, Label::Attr("cr_origin")),
+        ],
+        Kind::AsyncGenerator => &[
+            (l.gen_frame, Label::Attr("ag_frame")),
+            (l.gen_code, Label::Attr("ag_code")),
+            attr(l.gen_name, "__name__"),
+            attr(l.gen_qualname, "__qualname__"),
+            (l.asyncgen_finalizer, Label::Attr("<finalizer>")),
+            (l.gen_origin_or_finalizer, Label::Attr("<finalizer>")),
+        ],
+        Kind::Frame => &[
+            attr(l.frame_back, "f_back"),
+            attr(l.frame_code, "f_code"),
+            (l.frame_globals, Label::Attr("f_globals")),
+            (l.frame_builtins, Label::Attr("f_builtins")),
+            (l.frame_locals, Label::Attr("f_locals")),
+        ],
+        _ => &[],
+    };
+    let mut out = [(None, Label::Key); MAX_FIXED];
+    out[..fields.len()].copy_from_slice(fields);
+    out
 }
 
 /// `count` pointers at `addr`, read whole; the last one is read first, so that a garbage
@@ -969,6 +1211,17 @@ mod tests {
         "cell",
         "method",
         "code",
+        "property",
+        "classmethod",
+        "staticmethod",
+        "builtin_function_or_method",
+        "builtin_method",
+        "method-wrapper",
+        "member_descriptor",
+        "weakref.ReferenceType",
+        "generator",
+        "coroutine",
+        "frame",
         "type",
         "str",
         "int",

@@ -38,6 +38,10 @@ pub struct Capabilities {
     pub remote_exec: bool,
     /// 3.14+: `f_executable` and the frame's locals are tagged `_PyStackRef`s.
     pub tagged_stack_refs: bool,
+    /// 3.15+: a generator's `gi_frame_state` counts up from `FRAME_CREATED = 0` to
+    /// `FRAME_CLEARED = 5` (3.11–3.14: negative while created or suspended, 0 executing,
+    /// `FRAME_COMPLETED = 1`, `FRAME_CLEARED = 4`).
+    pub gen_frame_states_from_zero: bool,
 }
 
 impl Capabilities {
@@ -58,6 +62,7 @@ impl Capabilities {
             debug_offsets: at_least(13),
             remote_exec: at_least(14),
             tagged_stack_refs: at_least(14),
+            gen_frame_states_from_zero: at_least(15),
         }
     }
 }
@@ -88,5 +93,9 @@ mod tests {
         let sized = |minor| Capabilities::of((3, minor)).static_types_sized_with_pre_header;
         assert!(!sized(10) && sized(11) && sized(12) && !sized(13));
         assert!(Capabilities::of((3, 15)).tagged_stack_refs);
+        assert!(
+            !Capabilities::of((3, 14)).gen_frame_states_from_zero
+                && Capabilities::of((3, 15)).gen_frame_states_from_zero
+        );
     }
 }

@@ -294,6 +294,79 @@ pub struct Layout {
     /// `sizeof(_PyOpcache)` (3.8–3.10): one entry.
     pub opcache_entry_size: Option<u64>,
 
+    // ---- the fixed references of small built-in objects (`pmt heap`) ----
+    /// `property.prop_get` (`fget`; the struct is private to `Objects/descrobject.c`).
+    pub property_get: u64,
+    /// `property.prop_set` (`fset`).
+    pub property_set: u64,
+    /// `property.prop_del` (`fdel`).
+    pub property_del: u64,
+    /// `property.prop_doc` (`__doc__`).
+    pub property_doc: u64,
+    /// `property.prop_name` (3.10+): the name `__set_name__` gave it.
+    pub property_name: Option<u64>,
+    /// `classmethod.cm_callable` (`__func__`; private to `Objects/funcobject.c`).
+    pub classmethod_callable: u64,
+    /// `classmethod.cm_dict` (`__dict__`).
+    pub classmethod_dict: u64,
+    /// `staticmethod.sm_callable` (`__func__`).
+    pub staticmethod_callable: u64,
+    /// `staticmethod.sm_dict` (`__dict__`).
+    pub staticmethod_dict: u64,
+    /// `PyCFunctionObject.m_self` (`builtin_function_or_method.__self__`).
+    pub cfunction_self: u64,
+    /// `PyCFunctionObject.m_module` (`__module__`).
+    pub cfunction_module: u64,
+    /// `PyCMethodObject.mm_class` (3.9+, `builtin_method`): the defining class.
+    pub cmethod_class: Option<u64>,
+    /// `wrapperobject.descr` (`method-wrapper`; private to `Objects/descrobject.c`): the
+    /// wrapper descriptor it binds.
+    pub method_wrapper_descr: u64,
+    /// `wrapperobject.self` (`__self__`).
+    pub method_wrapper_self: u64,
+    /// `PyDescrObject.d_type` (`PyDescr_COMMON`, shared by member, getset, method, class
+    /// method and wrapper descriptors): `__objclass__`.
+    pub descr_type: u64,
+    /// `PyDescrObject.d_name` (`__name__`).
+    pub descr_name: u64,
+    /// `PyDescrObject.d_qualname` (`__qualname__`, made on first use).
+    pub descr_qualname: u64,
+    /// `PyWeakReference.wr_callback`: the callback, a strong reference (`wr_object`, the
+    /// referent, is a weak one and is not followed).
+    pub weakref_callback: u64,
+
+    // ---- generators, coroutines and async generators (`pmt heap`) ----
+    /// `PyGenObject.gi_frame` (≤3.10): the frame object of a generator not finished (shared
+    /// by coroutines and async generators, whose members have the same offsets).
+    pub gen_frame: Option<u64>,
+    /// `PyGenObject.gi_code` (≤3.11; 3.12+ take the code from the embedded frame).
+    pub gen_code: Option<u64>,
+    /// `PyGenObject.gi_name`.
+    pub gen_name: u64,
+    /// `PyGenObject.gi_qualname`.
+    pub gen_qualname: u64,
+    /// `PyGenObject.gi_origin_or_finalizer` (3.11+): a coroutine's origin, an async
+    /// generator's finalizer.
+    pub gen_origin_or_finalizer: Option<u64>,
+    /// `PyGenObject.gi_frame_state` (3.11+, an `int8_t`): whether the embedded frame still
+    /// holds its locals.
+    pub gen_frame_state: Option<u64>,
+    /// `PyGenObject.gi_iframe` (3.11+): the `_PyInterpreterFrame` embedded in the object.
+    pub gen_iframe: Option<u64>,
+    /// `PyCoroObject.cr_origin` (3.7–3.10).
+    pub coro_origin: Option<u64>,
+    /// `PyAsyncGenObject.ag_finalizer` (≤3.10).
+    pub asyncgen_finalizer: Option<u64>,
+    /// `PyCodeObject.co_stacksize` (an `int`): with `co_nlocalsplus`, the slots a 3.11+
+    /// generator's embedded frame has (`gen.__sizeof__`).
+    pub code_stacksize: u64,
+    /// `PyFrameObject.f_globals` (≤3.10, where a frame object holds its locals).
+    pub frame_globals: Option<u64>,
+    /// `PyFrameObject.f_builtins` (≤3.10).
+    pub frame_builtins: Option<u64>,
+    /// `PyFrameObject.f_locals` (≤3.10): the locals dict, when one was made.
+    pub frame_locals: Option<u64>,
+
     // ---- what `sys.getsizeof` counts of a type object (`pmt heap`) ----
     /// `sizeof(PyTypeObject)`: `type.__sizeof__` of a built-in (static) type.
     pub type_size: u64,

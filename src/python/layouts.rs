@@ -136,6 +136,14 @@ mod tests {
             assert_eq!(layout.code_cached_code.is_some(), minor == 11);
             assert_eq!(layout.code_cached.is_some(), minor >= 12);
             assert_eq!(layout.code_opcache.is_some(), (8..=10).contains(&minor));
+            assert_eq!(layout.property_name.is_some(), minor >= 10);
+            assert_eq!(layout.cmethod_class.is_some(), minor >= 9);
+            assert_eq!(layout.gen_frame.is_some(), minor <= 10);
+            assert_eq!(layout.gen_code.is_some(), minor <= 11);
+            assert_eq!(layout.gen_iframe.is_some(), minor >= 11);
+            assert_eq!(layout.gen_frame_state.is_some(), minor >= 11);
+            assert_eq!(layout.coro_origin.is_some(), (7..=10).contains(&minor));
+            assert_eq!(layout.frame_globals.is_some(), minor <= 10);
         }
     }
 

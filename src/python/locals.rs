@@ -89,21 +89,25 @@ pub fn local_slots(
         let name_at = names.wrapping_add(layout.tuple_items + 8 * i);
         let name = read_str(mem, layout, mem.read_u64(name_at)?)?;
         let slot = mem.read_u64(frame.wrapping_add(layout.frame_localsplus + 8 * i))?;
-        let value = if stackrefs && slot & STACKREF_INT_TAG == STACKREF_INT_TAG {
-            Some(LocalSlot::SmallInt((slot as i64) >> 2))
-        } else {
-            let object = if stackrefs {
-                slot & !STACKREF_INT_TAG
-            } else {
-                slot
-            };
-            (object != 0).then_some(LocalSlot::Object(object))
-        };
-        if let Some(value) = value {
+        if let Some(value) = decode_slot(slot, stackrefs) {
             locals.push((name, value));
         }
     }
     Ok(locals)
+}
+
+/// What the local slot word `slot` holds (`None`: unbound); `stackrefs` when slots are tagged
+/// `_PyStackRef`s (3.14+).
+pub fn decode_slot(slot: u64, stackrefs: bool) -> Option<LocalSlot> {
+    if stackrefs && slot & STACKREF_INT_TAG == STACKREF_INT_TAG {
+        return Some(LocalSlot::SmallInt((slot as i64) >> 2));
+    }
+    let object = if stackrefs {
+        slot & !STACKREF_INT_TAG
+    } else {
+        slot
+    };
+    (object != 0).then_some(LocalSlot::Object(object))
 }
 
 /// The rendering of the object at `addr`; never fails (an unreadable value says so).

@@ -37,6 +37,10 @@ def i32(addr):
     return ctypes.c_int32.from_address(addr).value
 
 
+def i8(addr):
+    return ctypes.c_int8.from_address(addr).value
+
+
 def u8(addr):
     return ctypes.c_uint8.from_address(addr).value
 
@@ -295,6 +299,110 @@ def check_dicts():
     check("second PyDictKeyEntry value", ptr(entries + step + 16), id(general[two]))
 
 
+def check_small_objects():
+    """The fixed references pmt heap follows in property, classmethod, staticmethod, built-in
+    functions and methods, method-wrappers, descriptors and weak references."""
+    import weakref
+
+    def fget(self):
+        return 1
+
+    def fset(self, value):
+        pass
+
+    def fdel(self):
+        pass
+
+    class Holder:
+        prop = property(fget, fset, fdel, "the doc")
+
+    prop = Holder.__dict__["prop"]
+    at = id(prop)
+    check("property.prop_get", ptr(at + L["property_get"]), id(fget))
+    check("property.prop_set", ptr(at + L["property_set"]), id(fset))
+    check("property.prop_del", ptr(at + L["property_del"]), id(fdel))
+    check("property.prop_doc", ptr(at + L["property_doc"]), id(prop.__doc__))
+    if L["property_name"] is not None:
+        check("property.prop_name", ptr(at + L["property_name"]), id("prop"))
+    for kind, callable_at, dict_at in (
+        (classmethod, "classmethod_callable", "classmethod_dict"),
+        (staticmethod, "staticmethod_callable", "staticmethod_dict"),
+    ):
+        wrapped = kind(fget)
+        wrapped.marker = 1
+        check(kind.__name__ + " callable", ptr(id(wrapped) + L[callable_at]), id(fget))
+        check(kind.__name__ + " __dict__", ptr(id(wrapped) + L[dict_at]), id(wrapped.__dict__))
+    items = []
+    append = items.append
+    check("PyCFunctionObject.m_self", ptr(id(append) + L["cfunction_self"]), id(items))
+    check("PyCFunctionObject.m_module", ptr(id(len) + L["cfunction_module"]), id(len.__module__))
+    if L["cmethod_class"] is not None:
+        # A method of a heap type defined in C that takes its defining class (3.12+ here).
+        import io
+
+        method = io.BytesIO().getbuffer
+        if type(method).__name__ == "builtin_method":
+            check("PyCMethodObject.mm_class", ptr(id(method) + L["cmethod_class"]), id(io.BytesIO))
+    wrapper = items.__len__
+    check("wrapperobject.descr", ptr(id(wrapper) + L["method_wrapper_descr"]),
+          id(list.__dict__["__len__"]))
+    check("wrapperobject.self", ptr(id(wrapper) + L["method_wrapper_self"]), id(items))
+    descr = str.__dict__["join"]
+    qualname = descr.__qualname__
+    check("PyDescrObject.d_type", ptr(id(descr) + L["descr_type"]), id(str))
+    check("PyDescrObject.d_name", ptr(id(descr) + L["descr_name"]), id(descr.__name__))
+    check("PyDescrObject.d_qualname", ptr(id(descr) + L["descr_qualname"]), id(qualname))
+    ref = weakref.ref(Holder, fdel)
+    check("PyWeakReference.wr_callback", ptr(id(ref) + L["weakref_callback"]), id(fdel))
+
+
+def check_generators():
+    """Where pmt heap finds a generator's name, code and frame (≤3.10 a frame object with its
+    own globals, builtins and locals; 3.11+ embedded), and how big `gen.__sizeof__` says it is."""
+    def counting(limit):
+        kept = [limit]
+        yield kept
+
+    gen = counting(3)
+    at = id(gen)
+    check("gi_name", ptr(at + L["gen_name"]), id(gen.__name__))
+    check("gi_qualname", ptr(at + L["gen_qualname"]), id(gen.__qualname__))
+    code = gen.gi_code
+    check("co_stacksize", i32(id(code) + L["code_stacksize"]), code.co_stacksize)
+    if L["gen_code"] is not None:
+        check("gi_code", ptr(at + L["gen_code"]), id(code))
+    if L["gen_frame"] is not None:
+        frame = gen.gi_frame
+        check("gi_frame", ptr(at + L["gen_frame"]), id(frame))
+        check("f_globals", ptr(id(frame) + L["frame_globals"]), id(frame.f_globals))
+        check("f_builtins", ptr(id(frame) + L["frame_builtins"]), id(frame.f_builtins))
+        check("f_code", ptr(id(frame) + L["frame_code"]), id(code))
+        # The argument is the first local slot.
+        check("f_localsplus[0]", ptr(id(frame) + L["frame_localsplus"]), id(3))
+    else:
+        frame = at + L["gen_iframe"]
+        executable = ptr(frame + L["frame_code"])
+        if MINOR >= 14:
+            executable &= ~3  # a tagged _PyStackRef
+        check("gi_iframe.f_code / f_executable", executable, id(code))
+        created = -3 if MINOR in (13, 14) else (0 if MINOR >= 15 else -2)
+        check("gi_frame_state (created)", i8(at + L["gen_frame_state"]), created)
+        slots = i32(id(code) + L["code_nlocals"]) + code.co_stacksize
+        check("gen.__sizeof__", L["gen_iframe"] + L["frame_localsplus"] + 8 * slots,
+              gen.__sizeof__())
+    if L["coro_origin"] is not None:
+        import sys
+
+        async def origin():
+            pass
+
+        sys.set_coroutine_origin_tracking_depth(1)
+        coro = origin()
+        sys.set_coroutine_origin_tracking_depth(0)
+        check("cr_origin", ptr(id(coro) + L["coro_origin"]), id(coro.cr_origin))
+        coro.close()
+
+
 def main():
     check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
     check_threads_and_runtime()
@@ -302,6 +410,8 @@ def main():
     check_code()
     check_objects()
     check_dicts()
+    check_small_objects()
+    check_generators()
     for line in failures:
         print(line)
     if failures:

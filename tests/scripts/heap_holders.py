@@ -5,6 +5,7 @@
 - a deque in a closure (make_store's `seen`, appended to through STORE);
 - SEEN: a module-level set of strings;
 - rows: a local list of small dicts in the `worker` thread's handler();
+- PENDING: a suspended generator whose local `rows` is a list of small dicts;
 - a thread that keeps allocating and dropping a few small objects.
 
 argv[1] is how many items each holder keeps. Once they are full the program counts
@@ -57,6 +58,12 @@ def handler(ready):
         time.sleep(1)
 
 
+def pending(n):
+    rows = [{"pending": i} for i in range(n)]
+    yield len(rows)
+    yield rows
+
+
 def type_name(t):
     if t.__module__ == "builtins":
         return t.__qualname__
@@ -69,6 +76,9 @@ def main():
         Registry.entries["key%d" % i] = [i, i + 1]
         STORE(("event", i))
         SEEN.add("seen-%d" % i)
+    global PENDING
+    PENDING = pending(N)
+    next(PENDING)
     threading.Thread(target=churn, name="churn", daemon=True).start()
     ready = threading.Event()
     threading.Thread(target=handler, args=(ready,), name="worker", daemon=True).start()

@@ -9,12 +9,20 @@ they are counted apart (`code`), as the code of every function on those lists an
 nested in its constants, which pmt reaches only by following functions into their code.
 Type objects the collector lists are classes; built-in types, which it does not track, all
 have `sys.getsizeof(int)`'s size.
+
+Two lists are held only through objects pmt follows by fixed members: one in the closure of
+a property's getter (`Settings.rows` → `fget`), one in the closure of a weak reference's
+callback (`WATCH` → `__callback__`; its referent, a weak reference, is not followed). A
+suspended generator (`BATCHES`) holds a list in its frame. Subclasses of set, deque and
+weakref.ref (`TAGS`, `RING`, a WeakValueDictionary's references) are read as their bases.
 """
 
+import collections
 import gc
 import json
 import sys
 import time
+import weakref
 
 import networkx as nx
 
@@ -29,6 +37,58 @@ COMPONENTS = [sorted(c) for c in nx.connected_components(GRAPH)]
 TREE = nx.minimum_spanning_tree(GRAPH)
 CORE = nx.core_number(GRAPH)
 DIGRAPH = nx.bfs_tree(GRAPH, 0)
+
+
+def make_getter(rows):
+    def get(self):
+        return rows
+
+    return get
+
+
+def make_callback(pending):
+    def forget(ref):
+        pending.clear()
+
+    return forget
+
+
+class Settings:
+    rows = property(make_getter([float(i) for i in range(30000)]))
+
+
+WATCH = weakref.ref(Settings, make_callback([str(i) for i in range(30000)]))
+
+
+def batches(nodes):
+    pending = sorted(nodes)
+    while pending:
+        yield pending[:100]
+        del pending[:100]
+
+
+# A suspended generator: pmt sizes it from its code and follows its frame's locals.
+BATCHES = batches(GRAPH.nodes)
+next(BATCHES)
+
+
+
+# Subclasses of built-ins no type flag marks, read as their base: a set, a deque (whose
+# blocks `sys.getsizeof` counts) and the weak references of a WeakValueDictionary
+# (`weakref.KeyedRef`, whose callback is followed).
+class Tags(set):
+    pass
+
+
+class Ring(collections.deque):
+    pass
+
+
+TAGS = Tags("tag-%d" % i for i in range(2000))
+RING = Ring((u, v) for u, v in list(GRAPH.edges)[:1500])
+BY_NODE = weakref.WeakValueDictionary()
+for name in ("Graph", "DiGraph", "MultiGraph"):
+    BY_NODE[name] = getattr(nx, name)
 
 
 def type_name(t):

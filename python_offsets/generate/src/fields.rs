@@ -43,6 +43,16 @@ fn dict_keys(minor: u8) -> &'static str {
     }
 }
 
+/// The struct of a generator: a typedef of an unnamed struct until 3.13, `struct
+/// _PyGenObject` (in the internal headers) from 3.14 on.
+fn gen_struct(minor: u8) -> &'static str {
+    if minor >= 14 {
+        "_PyGenObject"
+    } else {
+        "PyGenObject"
+    }
+}
+
 macro_rules! field {
     ($name:ident, $optional:expr, |$m:ident| $body:expr) => {
         Field {
@@ -360,4 +370,71 @@ pub const FIELDS: &[Field] = &[
     // what `sys.getsizeof` counts of a type object (pmt heap)
     field!(type_size, false, |_m| size("PyTypeObject")),
     field!(heaptype_size, false, |_m| size("PyHeapTypeObject")),
+    // the fixed references of small built-in objects (pmt heap)
+    field!(property_get, false, |_m| off("pmt_fact_propertyobject.prop_get")),
+    field!(property_set, false, |_m| off("pmt_fact_propertyobject.prop_set")),
+    field!(property_del, false, |_m| off("pmt_fact_propertyobject.prop_del")),
+    field!(property_doc, false, |_m| off("pmt_fact_propertyobject.prop_doc")),
+    field!(property_name, true, |m| when(m >= 10, || off(
+        "pmt_fact_propertyobject.prop_name"
+    ))),
+    field!(classmethod_callable, false, |_m| off(
+        "pmt_fact_classmethod.cm_callable"
+    )),
+    field!(classmethod_dict, false, |_m| off("pmt_fact_classmethod.cm_dict")),
+    field!(staticmethod_callable, false, |_m| off(
+        "pmt_fact_staticmethod.sm_callable"
+    )),
+    field!(staticmethod_dict, false, |_m| off("pmt_fact_staticmethod.sm_dict")),
+    field!(cfunction_self, false, |_m| off("PyCFunctionObject.m_self")),
+    field!(cfunction_module, false, |_m| off("PyCFunctionObject.m_module")),
+    field!(cmethod_class, true, |m| when(m >= 9, || off(
+        "PyCMethodObject.mm_class"
+    ))),
+    field!(method_wrapper_descr, false, |_m| off(
+        "pmt_fact_wrapperobject.descr"
+    )),
+    // bindgen names the C member `self` as `self_` (a Rust keyword).
+    field!(method_wrapper_self, false, |_m| off("pmt_fact_wrapperobject.self_")),
+    field!(descr_type, false, |_m| off("PyDescrObject.d_type")),
+    field!(descr_name, false, |_m| off("PyDescrObject.d_name")),
+    field!(descr_qualname, false, |_m| off("PyDescrObject.d_qualname")),
+    field!(weakref_callback, false, |_m| off("_PyWeakReference.wr_callback")),
+    // generators, coroutines, async generators (pmt heap)
+    field!(gen_frame, true, |m| when(m <= 10, || off("PyGenObject.gi_frame"))),
+    field!(gen_code, true, |m| when(m <= 11, || off("PyGenObject.gi_code"))),
+    field!(gen_name, false, |m| off(&format!("{}.gi_name", gen_struct(m)))),
+    field!(gen_qualname, false, |m| off(&format!(
+        "{}.gi_qualname",
+        gen_struct(m)
+    ))),
+    field!(gen_origin_or_finalizer, true, |m| when(m >= 11, || off(
+        &format!("{}.gi_origin_or_finalizer", gen_struct(m))
+    ))),
+    field!(gen_frame_state, true, |m| when(m >= 11, || off(&format!(
+        "{}.gi_frame_state",
+        gen_struct(m)
+    )))),
+    field!(gen_iframe, true, |m| when(m >= 11, || off(&format!(
+        "{}.gi_iframe",
+        gen_struct(m)
+    )))),
+    field!(coro_origin, true, |m| when((7..=10).contains(&m), || off(
+        "PyCoroObject.cr_origin"
+    ))),
+    field!(asyncgen_finalizer, true, |m| when(m <= 10, || off(
+        "PyAsyncGenObject.ag_finalizer"
+    ))),
+    field!(code_stacksize, false, |_m| off("PyCodeObject.co_stacksize")),
+    // frame objects that own their locals (≤3.10; 3.11+ frame objects point at an
+    // interpreter frame)
+    field!(frame_globals, true, |m| when(m <= 10, || off(
+        "PyFrameObject.f_globals"
+    ))),
+    field!(frame_builtins, true, |m| when(m <= 10, || off(
+        "PyFrameObject.f_builtins"
+    ))),
+    field!(frame_locals, true, |m| when(m <= 10, || off(
+        "PyFrameObject.f_locals"
+    ))),
 ];

@@ -67,6 +67,54 @@ struct pmt_fact_gc_generation {
 };
 ";
 
+/// `property` (`Objects/descrobject.c`): private in every version; 3.10 added `prop_name`
+/// (the attribute name `__set_name__` records). Transcribed in both forms.
+const PROPERTY_3_6_TO_3_9: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *prop_get;
+    PyObject *prop_set;
+    PyObject *prop_del;
+    PyObject *prop_doc;
+    int getter_doc;
+} pmt_fact_propertyobject;
+";
+
+/// See [`PROPERTY_3_6_TO_3_9`].
+const PROPERTY_3_10_ON: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *prop_get;
+    PyObject *prop_set;
+    PyObject *prop_del;
+    PyObject *prop_doc;
+    PyObject *prop_name;
+    int getter_doc;
+} pmt_fact_propertyobject;
+";
+
+/// `classmethod` and `staticmethod` (`Objects/funcobject.c`) and `method-wrapper`'s
+/// `wrapperobject` (`Objects/descrobject.c`): private, the same in 3.6–3.15. Transcribed.
+const CALLABLE_WRAPPERS_ALL: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *cm_callable;
+    PyObject *cm_dict;
+} pmt_fact_classmethod;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *sm_callable;
+    PyObject *sm_dict;
+} pmt_fact_staticmethod;
+
+typedef struct {
+    PyObject_HEAD
+    PyWrapperDescrObject *descr;
+    PyObject *self;
+} pmt_fact_wrapperobject;
+";
+
 /// Whether `Layout` needs a struct that `minor` only has in a transcribed form.
 pub fn dict_keys_from_facts(minor: u8) -> bool {
     minor <= 10
@@ -138,6 +186,12 @@ pub fn wrapper(minor: u8) -> String {
         c.push_str(GC_GENERATION_3_6);
     }
     c.push_str(DEQUE_ALL);
+    c.push_str(if minor <= 9 {
+        PROPERTY_3_6_TO_3_9
+    } else {
+        PROPERTY_3_10_ON
+    });
+    c.push_str(CALLABLE_WRAPPERS_ALL);
     c
 }
 
@@ -182,5 +236,13 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyFunctionObject",
     "PyCellObject",
     "PyMethodObject",
+    "PyCFunctionObject",
+    "PyCMethodObject",
+    "PyDescrObject",
+    "_PyWeakReference",
+    "PyGenObject",
+    "_PyGenObject",
+    "PyCoroObject",
+    "PyAsyncGenObject",
     "pmt_fact_.*",
 ];
