@@ -36,6 +36,11 @@ const HEADER: usize = 40;
 const MAX_FRAME_SLOTS: u64 = 1 << 16;
 /// Low bits of a tagged `_PyStackRef` (3.14+ `f_executable`).
 const STACKREF_TAG_BITS: u64 = 3;
+/// 3.11–3.14 `gi_frame_state`: from `FRAME_COMPLETED` on (then `FRAME_CLEARED`, 4) a
+/// generator's frame holds no locals; below it, created, suspended or executing.
+const FRAME_COMPLETED_3_11_TO_3_14: i8 = 1;
+/// 3.15+ `gi_frame_state`: `FRAME_CLEARED`, its only finished state (`FRAME_COMPLETED` is gone).
+const FRAME_CLEARED_FROM_3_15: i8 = 5;
 /// No node (the synthetic root's parent, an object not reached from a root).
 pub const NO_NODE: u32 = u32::MAX;
 
@@ -785,9 +790,9 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         }
         let state = mem.read_u8(addr.wrapping_add(state_at))? as i8;
         let live = if capabilities.gen_frame_states_from_zero {
-            state != 5
+            state != FRAME_CLEARED_FROM_3_15
         } else {
-            state < 1
+            state < FRAME_COMPLETED_3_11_TO_3_14
         };
         if live {
             let names = mem.read_u64(code.wrapping_add(l.code_localnames))?;
