@@ -8,6 +8,7 @@
 
 use super::types::{Kind, TypeInfo, TypeTable, flags};
 use crate::attach::{MemoryError, ReadMemory};
+use crate::python::frames::STACKREF_TAG_BITS;
 use crate::python::layout::Layout;
 use crate::python::locals::{LocalSlot, decode_slot};
 use crate::python::objects::{
@@ -34,8 +35,6 @@ const GC_POINTER_FLAGS: u64 = 3;
 const HEADER: usize = 40;
 /// The most local slots (or stack entries) one frame's code may claim.
 const MAX_FRAME_SLOTS: u64 = 1 << 16;
-/// Low bits of a tagged `_PyStackRef` (3.14+ `f_executable`).
-const STACKREF_TAG_BITS: u64 = 3;
 /// 3.11–3.14 `gi_frame_state`: from `FRAME_COMPLETED` on (then `FRAME_CLEARED`, 4) a
 /// generator's frame holds no locals; below it, created, suspended or executing.
 const FRAME_COMPLETED_3_11_TO_3_14: i8 = 1;

@@ -15,6 +15,7 @@
 
 use super::code::{CodeCache, InstructionPosition};
 use super::debug_offsets::DebugOffsets;
+use super::frames::STACKREF_TAG_BITS;
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u64, read_int, read_str};
 use super::{CodeInfo, Frame};
@@ -33,8 +34,6 @@ const MAX_AWAIT_DEPTH: usize = 1024;
 const MAX_SET_SLOTS: u64 = 1 << 16;
 /// `Py_TPFLAGS_LONG_SUBCLASS`.
 const TPFLAGS_LONG_SUBCLASS: u64 = 1 << 24;
-/// Low bits of a tagged `_PyStackRef` (3.14+).
-const STACKREF_TAG_BITS: u64 = 3;
 
 /// `_Py_AsyncioModuleDebugOffsets` as the target publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,9 +43,9 @@ pub const MAX_FRAMES: usize = 4096;
 /// (3 in 3.14+).
 const FIRST_SHIM_OWNER: u8 = 3;
 
-/// Low bits of `_PyInterpreterFrame.f_executable` (a `_PyStackRef`, 3.14+) that tag the
-/// reference rather than address the object.
-const STACKREF_TAG_BITS: u64 = 3;
+/// Low bits of a `_PyStackRef` (3.14+: `_PyInterpreterFrame.f_executable`, a frame's slots)
+/// that tag the reference rather than address the object.
+pub(crate) const STACKREF_TAG_BITS: u64 = 3;
 
 /// `PyObject.ob_refcnt`: the first word of every object (non-debug builds).
 const REFCNT_OFFSET: u64 = 0;
