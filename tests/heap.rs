@@ -11,6 +11,7 @@ use pymemtrace::output::pprof::proto;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -683,12 +684,21 @@ fn interrupted_blocking_read_resumes_the_target() {
     // again until it is over. Only a try whose signal was queued while pmt still held the
     // target counts (the target still traced right after `kill` returned).
     for _ in 0..5 {
-        let mut pmt = common::pmt()
+        let mut command = common::pmt();
+        command
             .args(["heap", "--blocking", "--pid", &pid.to_string()])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting pmt heap --blocking");
+            .stderr(std::process::Stdio::null());
+        // Ctrl-C as a terminal delivers it: a test run started in the background (where
+        // SIGINT is ignored, and stays ignored across exec) must not make pmt deaf to it.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut pmt = command.spawn().expect("starting pmt heap --blocking");
         let started = Instant::now();
         while !paused() {
             assert!(
