@@ -4,7 +4,8 @@
 //! target had: cut short, over-long, or with a stranger's frame), and a thread is never
 //! dropped silently — a read that stays torn after the reader's retries is reported on the
 //! thread and counted. A recursion from 0 to 300 deep, read by 600 newly attached readers as
-//! `pmt dump` reads it, gives no stack with a caller off its call line. Every CPython here.
+//! `pmt dump` reads it, gives no stack with a caller off its call line; a still stack through
+//! every kind of call that pushes a frame is read whole at once. Every CPython here.
 
 mod common;
 
@@ -127,10 +128,10 @@ const DEEP: usize = 300;
 /// `pmt dump` makes one (nothing prefetched, nothing cached).
 const FRESH_READS: usize = 600;
 
-/// The `# @call FUNCTION` lines of `hot_recursion.py`: where each function's frame is while
-/// it calls the next.
-fn call_lines() -> HashMap<String, u32> {
-    let text = std::fs::read_to_string(common::script("hot_recursion.py")).expect("script");
+/// The `# @call FUNCTION` lines of a script: where each function's frame is while it calls
+/// the next.
+fn call_lines(script: &str) -> HashMap<String, u32> {
+    let text = std::fs::read_to_string(common::script(script)).expect("script");
     text.lines()
         .enumerate()
         .filter_map(|(i, line)| {
@@ -171,7 +172,7 @@ fn check_dumps(label: &str) {
         &[&DEEP.to_string()],
     );
     target.wait_for_line("READY", Duration::from_secs(30));
-    let calls = call_lines();
+    let calls = call_lines("hot_recursion.py");
     let options = SpyOptions {
         read_tries: 50,
         ..SpyOptions::default()
@@ -200,7 +201,7 @@ fn check_dumps(label: &str) {
     eprintln!(
         "{label}: {faults} torn and {unread} unreadable of {FRESH_READS} fresh reads of a recursion 0-{DEEP} deep, deepest {deepest}; e.g. {example:?}"
     );
-    // Up to 3.13 the reader checks that each caller is in a call (frames.rs); none torn on
+    // From 3.11 the reader checks that each caller is in a call (frames.rs); none torn on
     // any version (0 in 10,800 fresh reads per interpreter under load when this was set).
     assert_eq!(faults, 0, "{label}: {faults} torn stacks, e.g. {example:?}");
     assert!(
@@ -244,6 +245,78 @@ fn check_dumps(label: &str) {
 }
 
 const DUMPS: usize = 5;
+
+/// Reads of `call_kinds.py`'s still stack per interpreter and mode.
+const STILL_READS: usize = 20;
+
+/// `call_kinds.py`, plain and traced, holds still in a chain through every kind of call that
+/// pushes a frame without C code between: each read, made once with no retry, is whole and
+/// finds every frame on its call line. A reader that took a caller suspended in such a call
+/// for torn would fail here.
+fn check_still(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let calls = call_lines("call_kinds.py");
+    let expected = [
+        "leaf",
+        "method",
+        "by_star",
+        "by_keyword",
+        "__init__",
+        "__getattribute__",
+        "value",
+        "__getitem__",
+        "sub",
+        "gen",
+        "main",
+        "<module>",
+    ];
+    let options = SpyOptions {
+        read_tries: 1,
+        ..SpyOptions::default()
+    };
+    for mode in ["plain", "traced"] {
+        let mut target = common::start(&interp, &common::script("call_kinds.py"), &[mode]);
+        target.wait_for_line("READY", Duration::from_secs(30));
+        let mut spy = PythonSpy::attach(target.pid(), &options).expect("attach");
+        // READY is printed the moment before the sleep: wait for the sleep's line.
+        let sleeping = calls["leaf"];
+        let settled = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            let stacks = spy.read_stacks().expect("read");
+            stacks[0].frames.first().is_some_and(|f| f.line == sleeping)
+        });
+        assert!(settled, "{label} {mode}: never read at its sleep");
+        for _ in 0..STILL_READS {
+            let stacks = spy.read_stacks().expect("read");
+            assert_eq!(stacks.len(), 1, "{label} {mode}: one thread");
+            let thread = &stacks[0];
+            assert!(
+                thread.read_error.is_none(),
+                "{label} {mode}: a still stack read as torn: {:?}",
+                thread.read_error
+            );
+            let frames: Vec<(&str, u32)> = thread
+                .frames
+                .iter()
+                .map(|f| {
+                    let function = f.code.function.as_str();
+                    (function.rsplit('.').next().unwrap_or(function), f.line)
+                })
+                .collect();
+            let functions: Vec<&str> = frames.iter().map(|f| f.0).collect();
+            assert_eq!(functions, expected, "{label} {mode}");
+            for (function, line) in frames {
+                assert_eq!(
+                    calls.get(function),
+                    Some(&line),
+                    "{label} {mode}: {function}"
+                );
+            }
+        }
+    }
+}
 
 /// `pmt-sample` at 1000 Hz on the hot recursion: every sampled stack is whole and the
 /// summary says how many reads were torn.
@@ -316,6 +389,7 @@ macro_rules! per_version {
                 check($label);
                 check_recursion($label);
                 check_dumps($label);
+                check_still($label);
             }
         )*
     };

@@ -1,4 +1,4 @@
-//! Which instructions of a code object can push a Python frame directly (3.11–3.13: the
+//! Which instructions of a code object can push a Python frame directly (3.11+: the
 //! evaluation loop calls without C code between, so the caller stays suspended at that
 //! instruction): per-version opcode tables and the walk over a code object's bytecode that
 //! finds the instruction an instruction pointer is in. Owns no memory reads; `code.rs` caches
@@ -71,16 +71,69 @@ const CALLERS_3_12: &[u8] = &[
 /// A cache size no instruction has: the opcode is not known.
 const UNKNOWN: u8 = u8::MAX;
 
-/// Whether a 3.13 frame whose `instr_ptr` is at opcode `op` can be suspended in a call to a
-/// Python frame: the families that push frames (CALL, CALL_KW, CALL_FUNCTION_EX,
-/// BINARY_SUBSCR, LOAD_ATTR, SEND, FOR_ITER) with their specialisations and instrumented
-/// forms, ENTER_EXECUTOR, EXIT_INIT_CHECK (the shim under a Python `__init__`), and the
-/// instrumentation that replaces any opcode (INSTRUMENTED_INSTRUCTION, INSTRUMENTED_LINE).
-pub fn may_call_3_13(op: u8) -> bool {
-    matches!(
-        op,
-        5 | 13 | 53 | 54 | 57 | 70 | 72 | 82 | 104 | 157..=181 | 187..=202 | 208 | 243..=247 | 254
-    )
+/// `NB_SUBSCR`: the BINARY_OP argument of a subscript (3.14+, where BINARY_SUBSCR became a
+/// BINARY_OP).
+const NB_SUBSCR: u8 = 26;
+
+/// Whether a 3.13+ frame whose `instr_ptr` is at `instruction` (opcode, argument) can be
+/// suspended in a call to a Python frame; `None` for a version whose opcodes are not known
+/// here. The byte read is what the code holds now, which a callee running the same code can
+/// have specialised or despecialised since the call, so every form of a family counts:
+/// - the families that push frames (CALL, CALL_KW, CALL_FUNCTION_EX, LOAD_ATTR, SEND,
+///   FOR_ITER; BINARY_SUBSCR in 3.13, BINARY_OP on a subscript from 3.14), with their
+///   specialisations and instrumented forms;
+/// - ENTER_EXECUTOR, EXIT_INIT_CHECK (the shim under a Python `__init__`), and the
+///   instrumentation that replaces any opcode (INSTRUMENTED_INSTRUCTION, INSTRUMENTED_LINE).
+pub fn may_call(version: (u8, u8), instruction: [u8; 2]) -> Option<bool> {
+    let [op, arg] = instruction;
+    let subscript = arg == NB_SUBSCR;
+    match version {
+        (3, 13) => Some(matches!(
+            op,
+            5 | 13 | 53 | 54 | 57 | 70 | 72 | 82 | 104 | 157..=181 | 187..=202 | 208 | 243..=247 | 254
+        )),
+        (3, 14) => Some(match op {
+            3 | 44 | 129..=142 => subscript,
+            4
+            | 11
+            | 52
+            | 55
+            | 70
+            | 80
+            | 106
+            | 143..=165
+            | 171..=174
+            | 177..=189
+            | 197
+            | 237
+            | 238
+            | 250..=252
+            | 254
+            | 255 => true,
+            _ => false,
+        }),
+        (3, 15) => Some(match op {
+            3 | 42 | 129..=143 => subscript,
+            4
+            | 11
+            | 50
+            | 53
+            | 68
+            | 79
+            | 105
+            | 144..=168
+            | 174..=178
+            | 183..=195
+            | 202..=204
+            | 236
+            | 237
+            | 249..=251
+            | 253
+            | 254 => true,
+            _ => false,
+        }),
+        _ => None,
+    }
 }
 
 /// Whether the instruction of a 3.11 or 3.12 code object `bytecode` (its inline

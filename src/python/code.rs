@@ -15,6 +15,22 @@ use std::sync::Arc;
 /// frames are suspended and resumed.
 const CO_GENERATOR_LIKE: u32 = 0x20 | 0x80 | 0x100 | 0x200;
 
+/// `CO_NO_MONITORING_EVENTS` (3.13+): set only on the interpreter's own code objects.
+const CO_NO_MONITORING_EVENTS: u32 = 0x200_0000;
+
+/// What a code object's frames are to a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeKind {
+    /// A function's, a class body's or a module's.
+    Plain,
+    /// A generator's, a coroutine's or an async generator's: suspended and resumed.
+    Generator,
+    /// The interpreter's own (3.13+, flagged `CO_NO_MONITORING_EVENTS`): the shim frame
+    /// under a Python `__init__` that checks it returned None. Not Python code: left out of
+    /// stacks.
+    Internal,
+}
+
 /// The most code objects kept decoded; the cache starts over past this.
 const MAX_CACHED_CODES: usize = 1 << 16;
 
@@ -25,8 +41,7 @@ struct CachedCode {
     /// now holds another code object and the entry is decoded again.
     fingerprint: (u64, u64),
     info: Arc<CodeInfo>,
-    /// The code is a generator's, a coroutine's or an async generator's.
-    generator: bool,
+    kind: CodeKind,
     linetable: Vec<u8>,
     /// Address of the first instruction (3.11+: inline in the code object).
     code_start: u64,
@@ -42,12 +57,12 @@ struct CachedCode {
 }
 
 impl CachedCode {
-    /// What it is, the line of `position` in it, and whether it is a generator's.
+    /// What it is, the line of `position` in it, and its kind.
     fn frame_at(
         &mut self,
         layout: &Layout,
         position: InstructionPosition,
-    ) -> (Arc<CodeInfo>, u32, bool) {
+    ) -> (Arc<CodeInfo>, u32, CodeKind) {
         let code = self;
         let offset = match position {
             InstructionPosition::Lasti(lasti) if lasti < 0 => None,
@@ -68,7 +83,7 @@ impl CachedCode {
                 )
             }),
         };
-        (code.info.clone(), line, code.generator)
+        (code.info.clone(), line, code.kind)
     }
 }
 
@@ -124,14 +139,14 @@ impl CodeCache {
     }
 
     /// Decodes (or finds) the code object at `addr`: what it is, the line of `position` in
-    /// it, and whether it is a generator's (or coroutine's).
+    /// it, and its [`CodeKind`].
     pub fn frame(
         &mut self,
         mem: &impl ReadMemory,
         layout: &Layout,
         addr: u64,
         position: InstructionPosition,
-    ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
+    ) -> Result<(Arc<CodeInfo>, u32, CodeKind), DecodeError> {
         let decoded = self.decode(mem, layout, addr, position)?;
         if self.code_type.is_none() {
             self.code_type = self.codes.get(&addr).map(|code| code.ob_type);
@@ -151,7 +166,7 @@ impl CodeCache {
         addr: u64,
         position: InstructionPosition,
         tag: u64,
-    ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
+    ) -> Result<(Arc<CodeInfo>, u32, CodeKind), DecodeError> {
         if self.checked.contains(&(addr, tag))
             && let Some(code) = self.codes.get_mut(&addr)
         {
@@ -185,7 +200,7 @@ impl CodeCache {
         layout: &Layout,
         addr: u64,
         position: InstructionPosition,
-    ) -> Result<(Arc<CodeInfo>, u32, bool), DecodeError> {
+    ) -> Result<(Arc<CodeInfo>, u32, CodeKind), DecodeError> {
         let fingerprint = (
             mem.read_u64(addr.wrapping_add(layout.code_filename))?,
             mem.read_u64(addr.wrapping_add(layout.code_name))?,
@@ -290,8 +305,16 @@ fn decode_code(
         (None, Some(code_at)) => field_u64(&raw, code_at).wrapping_add(layout.bytes_sval),
         (None, None) => 0,
     };
+    let flags = field_u32(&raw, layout.code_flags);
+    let kind = if layout.version >= (3, 13) && flags & CO_NO_MONITORING_EVENTS != 0 {
+        CodeKind::Internal
+    } else if flags & CO_GENERATOR_LIKE != 0 {
+        CodeKind::Generator
+    } else {
+        CodeKind::Plain
+    };
     Ok(CachedCode {
-        generator: field_u32(&raw, layout.code_flags) & CO_GENERATOR_LIKE != 0,
+        kind,
         fingerprint,
         info: Arc::new(CodeInfo {
             function,

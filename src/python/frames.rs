@@ -10,15 +10,16 @@
 //! - 3.15: the chain ends at the thread's own `base_frame`;
 //! - 3.12–3.14: the chain ends at a shim frame (each evaluation loop starts with one);
 //! - 3.11: the chain ends at an entry frame (`is_entry`);
-//! - 3.11–3.13: a frame that called the one below it directly (no C code between) is
-//!   suspended in that call: it saved its stack pointer, which a running frame clears, and its
-//!   instruction pointer is in an instruction that calls (`call_sites.rs`). A chain is read
+//! - 3.11+: a frame that called the one below it directly (no C code between) is suspended
+//!   in that call: its instruction pointer is in an instruction that calls (`call_sites.rs`),
+//!   and (3.11–3.13) it saved its stack pointer, which a running frame clears. A chain is read
 //!   frame by frame while the target runs, so a recursion that returned to a frame and went
 //!   deeper again leaves, above the frames read before, a caller that is running (on a line
 //!   it cannot call from), newly pushed, or popped (its memory as it returned): torn.
 //!
 //! An innermost interpreter frame without code is being pushed or popped; the walk starts
-//! below it.
+//! below it. A frame running the interpreter's own code (3.13+: the shim under a Python
+//! `__init__`) is checked as a caller but left out of the stack.
 //!
 //! Before 3.11 frames are objects: a frame freed under the reader (onto a free list, or kept
 //! as its code's zombie frame) has a reference count of 0, so a chain through one is torn.
@@ -28,8 +29,8 @@
 //! with the one earlier reads of the thread found (see `spy.rs`).
 
 use super::Frame;
-use super::call_sites::may_call_3_13;
-use super::code::{CodeCache, InstructionPosition};
+use super::call_sites::may_call;
+use super::code::{CodeCache, CodeKind, InstructionPosition};
 use super::layout::Layout;
 use super::objects::{DecodeError, field_u8, field_u32, field_u64, span_of};
 use crate::attach::ReadMemory;
@@ -167,18 +168,15 @@ pub fn walk_frames(
         } else {
             InstructionPosition::Lasti(field_u32(&buf, layout.frame_lasti) as i32)
         };
-        if keep_addresses {
-            chain.addresses.push((addr, code));
-        }
         let code_addr = code;
-        let (code, line, generator) = codes.frame(mem, layout, code, position)?;
-        if called_directly && let Some(stacktop) = stacktop {
+        let (code, line, kind) = codes.frame(mem, layout, code, position)?;
+        if called_directly && interpreter_frames {
             let ptr = field_u64(&buf, layout.frame_lasti);
             let in_call = if capabilities.debug_offsets {
                 // `instr_ptr` is at the instruction that made the call.
-                let mut op = [0u8; 1];
-                mem.read(ptr, &mut op)?;
-                may_call_3_13(op[0])
+                let mut instruction = [0u8; 2];
+                mem.read(ptr, &mut instruction)?;
+                may_call(layout.version, instruction).unwrap_or(true)
             } else {
                 // `prev_instr` is in (the caches of) the call. Where the instruction cannot
                 // be told (instrumented lines), at least past the start: a frame not
@@ -190,7 +188,8 @@ pub fn walk_frames(
                         .is_some_and(|start| ptr >= start),
                 }
             };
-            if (field_u32(&buf, stacktop) as i32) < 0 || !in_call {
+            let running = stacktop.is_some_and(|at| (field_u32(&buf, at) as i32) < 0);
+            if running || !in_call {
                 return Err(DecodeError::invalid(
                     "frame chain (torn: a caller is not in a call)",
                     addr,
@@ -198,7 +197,15 @@ pub fn walk_frames(
             }
         }
         called_directly = !last_is_first;
-        outermost_is_generator = generator;
+        if kind == CodeKind::Internal {
+            // A shim of the interpreter's own, called and calling like a Python frame.
+            addr = back;
+            continue;
+        }
+        if keep_addresses {
+            chain.addresses.push((addr, code_addr));
+        }
+        outermost_is_generator = kind == CodeKind::Generator;
         chain.frames.push(Frame { code, line });
         chain.outermost = addr;
         addr = back;
@@ -328,6 +335,15 @@ mod tests {
             self.mem.map(FRAMES + i * FRAME_SIZE, frame);
         }
 
+        /// A shim frame (3.12+) at `i`, the last: where a thread's chain ends.
+        fn shim(&mut self, i: u64) {
+            let layout = self.layout;
+            let mut frame = vec![0u8; FRAME_SIZE as usize];
+            let at = layout.frame_owner.expect("3.12+");
+            put(&mut frame, at, &[FIRST_SHIM_OWNER]);
+            self.mem.map(FRAMES + i * FRAME_SIZE, frame);
+        }
+
         fn walk(self) -> Result<Chain, DecodeError> {
             let mut codes = CodeCache::new();
             walk_frames(&self.mem, self.layout, &mut codes, FRAMES, None, false)
@@ -349,9 +365,14 @@ mod tests {
         frames: &[(u64, u64, i32)],
     ) -> Result<Chain, DecodeError> {
         let mut target = Target::new(version, bytecode);
-        let count = frames.len() as u64;
+        // From 3.12 a thread's chain ends at a shim frame.
+        let shim = target.layout.frame_is_entry.is_none() && target.layout.frame_owner.is_some();
+        let count = frames.len() as u64 + u64::from(shim);
         for (i, (refcnt, instruction, stacktop)) in frames.iter().enumerate() {
             target.frame(i as u64, count, *refcnt, *instruction, *stacktop);
+        }
+        if shim {
+            target.shim(count - 1);
         }
         target.walk()
     }
@@ -376,5 +397,20 @@ mod tests {
         assert!(error.contains("a caller is not in a call"), "{error}");
         // A caller read while running.
         assert!(walk((3, 11), REC_3_11, &[(0, 10, -1), (0, 38, -1), (0, 38, 2)]).is_err());
+    }
+
+    #[test]
+    fn a_3_14_caller_is_at_an_instruction_that_calls() {
+        // A CALL at byte 4, a subscript at 12, an addition at 16, a specialised subscript at
+        // 20 (BINARY_OP and its forms: a call only on a subscript, argument NB_SUBSCR).
+        let mut bytecode = [0u8; 32];
+        bytecode[4..6].copy_from_slice(&[52, 1]);
+        bytecode[12..14].copy_from_slice(&[44, 26]);
+        bytecode[16..18].copy_from_slice(&[130, 0]);
+        bytecode[20..22].copy_from_slice(&[136, 26]);
+        for (caller, whole) in [(4, true), (0, false), (12, true), (16, false), (20, true)] {
+            let chain = walk((3, 14), &bytecode, &[(0, 0, 0), (0, caller, 0), (0, 4, 0)]);
+            assert_eq!(chain.is_ok(), whole, "a caller at byte {caller}: {chain:?}");
+        }
     }
 }

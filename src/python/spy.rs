@@ -6,7 +6,7 @@ use super::asyncio::{
     AsyncioOffsets, CoroutineLayout, SECTION, TABLE_BYTES, TaskReader, ThreadTasks,
 };
 use super::asyncio_registries::{self, TaskFields};
-use super::code::{CodeCache, InstructionPosition};
+use super::code::{CodeCache, CodeKind, InstructionPosition};
 use super::debug_offsets::{DebugOffsets, Header, Schema};
 use super::frames::{Chain, walk_frames};
 use super::layout::Layout;
@@ -491,7 +491,7 @@ impl PythonSpy {
     /// Decodes a stack an in-kernel walker recorded, innermost frame first. Code objects are
     /// read now, through the same cache as stack reads; one that cannot be read, or is no
     /// longer the code object it was when captured (freed since: another type, another tag),
-    /// is left out.
+    /// is left out, as is the interpreter's own code ([`CodeKind::Internal`]).
     pub fn decode_frames(&mut self, frames: impl Iterator<Item = CapturedFrame>) -> Vec<Frame> {
         let pointers = self.layout.capabilities().interpreter_frames;
         let mem = self.mem;
@@ -509,15 +509,17 @@ impl PythonSpy {
                     self.codes
                         .checked_frame(mem, &self.layout, frame.code, position, frame.tag)
                 };
-                let (code, line, generator) = match checked(&mem) {
+                let (code, line, kind) = match checked(&mem) {
                     Ok(decoded) => decoded,
                     Err(DecodeError::Memory(MemoryError::ProcessGone)) => {
                         checked(parent.as_ref()?).ok()?
                     }
                     Err(_) => return None,
                 };
-                if generator {
-                    coroutine = Some(code.clone());
+                match kind {
+                    CodeKind::Internal => return None,
+                    CodeKind::Generator => coroutine = Some(code.clone()),
+                    CodeKind::Plain => {}
                 }
                 Some(Frame { code, line })
             })
