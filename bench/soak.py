@@ -5,8 +5,8 @@ pool that recycles its workers every few seconds under load, watching what must 
 The pool is bench/workloads/recycling_pool.py (4 workers, each replaced after 40 tasks of ~50 ms:
 a new worker about every 0.6 s, each living ~2.5 s; every fifth task in a short-lived thread).
 pmt-sample attaches to the pool's master with `--subprocesses` (default metric and attribution,
-an aggregated `--collapsed` output) for --minutes. Every --every seconds, and at the end, the
-benchmark prints and records:
+an aggregated `--collapsed` output, or with --json the timeline of every sample) for --minutes.
+Every --every seconds, and at the end, the benchmark prints and records:
 - pmt-sample's own RSS (VmRSS), and its peak (VmHWM);
 - the occupancy of every in-kernel table pmt-sample has loaded (each BPF hash/LRU map: keys
   counted with the bpf(2) syscall, the maps found through /proc/PID/fdinfo of pmt-sample; per-CPU
@@ -153,6 +153,8 @@ def main():
         "bin", "python3"))
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--tasks-per-child", type=int, default=40)
+    parser.add_argument("--json", action="store_true",
+                        help="write the --json timeline (every sample) instead of --collapsed")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "soak.md"))
     args = parser.parse_args()
     if not os.path.exists(PMT):
@@ -167,11 +169,12 @@ def main():
     assert pool.stdout.readline().strip() == "ready"
     time.sleep(1.0)
     tmp = tempfile.mkdtemp(prefix="pmt-soak-")
-    collapsed = os.path.join(tmp, "soak.folded")
+    output = ["--json", os.path.join(tmp, "soak.json")] if args.json else \
+        ["--collapsed", os.path.join(tmp, "soak.folded")]
     err_path = os.path.join(tmp, "pmt.stderr")
     with open(err_path, "w") as err:
         pmt = subprocess.Popen([PMT, "--pid", str(pool.pid), "--subprocesses", "--duration",
-                                str(seconds), "--collapsed", collapsed],
+                                str(seconds)] + output,
                                stdout=subprocess.DEVNULL, stderr=err)
     t0 = time.monotonic()
     workers_seen = set()
@@ -251,8 +254,9 @@ def main():
         f"Pool: bench/workloads/recycling_pool.py, {args.workers} workers, maxtasksperchild "
         f"{args.tasks_per_child}: {len(workers_seen)} worker processes started while attached "
         f"(one every {seconds / max(1, len(workers_seen)):.2f} s).",
-        f"`pmt-sample --pid POOL --subprocesses --duration {seconds:g} --collapsed FILE` (default "
-        "metric and attribution).",
+        f"`pmt-sample --pid POOL --subprocesses --duration {seconds:g} "
+        f"{'--json' if args.json else '--collapsed'} FILE` (default metric and attribution"
+        f"{'; the JSON timeline keeps every sample' if args.json else ''}).",
         "",
         "| minute | pmt RSS MiB | peak MiB | load | workers started | " +
         " | ".join(names) + " |",

@@ -15,4 +15,5 @@ pub mod profile;
 pub mod python;
 pub mod run;
 pub mod sample;
+pub mod sample_log;
 pub mod sampler;

@@ -18,6 +18,7 @@
 
 use crate::python::Frame;
 use crate::sample::{Metric, MetricValues, ProcessIdentity, Sample, ThreadIdentity, ThreadSample};
+use crate::sample_log::SampleLog;
 use crate::sampler::{SampleSink, SamplerStats};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
@@ -330,7 +331,7 @@ impl RunSummary {
 }
 
 /// One thread's part of one timeline sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineEntry {
     /// Index into [`Profile::threads`].
     pub thread: u32,
@@ -341,7 +342,7 @@ pub struct TimelineEntry {
 }
 
 /// One tick of the timeline (of one process, with `--subprocesses`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineSample {
     /// Seconds since sampling started.
     pub time_s: f64,
@@ -764,7 +765,7 @@ pub struct Profile {
     process_ids: HashMap<i32, u32>,
     totals: FxHashMap<(u32, u32), MetricValues>,
     ledgers: BTreeMap<Option<u32>, Ledgers>,
-    timeline: Option<Vec<TimelineSample>>,
+    timeline: Option<SampleLog>,
     scratch: Vec<u32>,
     /// Per frame id: whether the frame runs pmt's own hook loader in the target.
     loader_frames: Vec<bool>,
@@ -800,7 +801,7 @@ impl Profile {
     pub fn new(target: TargetInfo, keep_timeline: bool) -> Profile {
         Profile {
             target,
-            timeline: keep_timeline.then(Vec::new),
+            timeline: keep_timeline.then(SampleLog::new),
             ..Profile::default()
         }
     }
@@ -918,7 +919,7 @@ impl Profile {
             process_ids: HashMap::new(),
             totals,
             ledgers,
-            timeline: Some(timeline),
+            timeline: Some(timeline.into_iter().collect()),
             scratch: Vec::new(),
             snapshot: false,
             held: HashMap::new(),
@@ -939,7 +940,7 @@ impl Profile {
                 return Err(bad(format!("thread {index}"), process));
             }
         }
-        for (index, sample) in self.timeline.iter().flatten().enumerate() {
+        for (index, sample) in self.timeline.iter().flat_map(SampleLog::iter).enumerate() {
             if let Some(process) = sample.process.filter(|&p| p as usize >= processes.len()) {
                 return Err(bad(format!("sample {index}"), process));
             }
@@ -1129,7 +1130,7 @@ impl Profile {
             return;
         }
         if let Some(timeline) = &mut self.timeline {
-            timeline.push(TimelineSample {
+            timeline.push(&TimelineSample {
                 time_s: sample.time.as_secs_f64(),
                 process,
                 rss: sample.rss,
@@ -1272,8 +1273,8 @@ impl Profile {
     }
 
     /// Every sample, when the profile keeps a timeline.
-    pub fn timeline(&self) -> Option<&[TimelineSample]> {
-        self.timeline.as_deref()
+    pub fn timeline(&self) -> Option<&SampleLog> {
+        self.timeline.as_ref()
     }
 
     /// The weights of every (thread, stack) pair with anything charged, in a stable order
@@ -1319,16 +1320,21 @@ impl Profile {
     /// Replays the timeline (when kept) through fresh growth ledgers, calling `visit` after
     /// each sample with its time, its process and what each (thread id, stack id) of that
     /// process owns at that moment: the holdings over time that the `rss` weights are the
-    /// peak of.
+    /// peak of, and the sample's RSS.
     pub fn replay_holdings(
         &self,
-        mut visit: impl FnMut(f64, Option<u32>, &HashMap<(u32, u32), u64>),
+        mut visit: impl FnMut(f64, Option<u32>, Option<u64>, &HashMap<(u32, u32), u64>),
     ) {
         let mut ledgers: BTreeMap<Option<u32>, Ledgers> = BTreeMap::new();
-        for sample in self.timeline.iter().flatten() {
+        for sample in self.timeline.iter().flat_map(SampleLog::iter) {
             let ledger = ledgers.entry(sample.process).or_default();
             replay(ledger, sample.time_s, &sample.entries);
-            visit(sample.time_s, sample.process, &ledger.rss.current);
+            visit(
+                sample.time_s,
+                sample.process,
+                sample.rss,
+                &ledger.rss.current,
+            );
         }
     }
 
@@ -1650,7 +1656,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["<module>", "main", "grow"]);
         assert_eq!(profile.threads().len(), 3);
-        assert_eq!(profile.timeline().map(<[_]>::len), Some(5));
+        assert_eq!(profile.timeline().map(SampleLog::len), Some(5));
     }
 
     #[test]

@@ -207,7 +207,7 @@ impl FromStr for Metric {
 }
 
 /// One value per metric, indexed by [`Metric::index`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetricValues(pub [u64; Metric::COUNT]);
 
 impl MetricValues {

@@ -121,12 +121,10 @@ fn series(profile: &Profile) -> GrowthSeries {
         .map_or(100.0, |s| s.rate_hz)
         .max(0.1);
     let stale = (3.0 / rate).max(0.05);
-    let timeline = profile.timeline().unwrap_or(&[]);
     let mut processes: HashMap<Option<u32>, ProcessState> = HashMap::new();
     let mut rss = Vec::new();
     let mut base = Vec::new();
     let mut pending: Option<f64> = None;
-    let mut index = 0;
     let mut emit = |time: f64, processes: &HashMap<Option<u32>, ProcessState>| {
         let (total, start, held) = totals(processes, time, stale, top.len());
         rss.push((time, total as f64));
@@ -135,19 +133,18 @@ fn series(profile: &Profile) -> GrowthSeries {
             points.push((time, h as f64));
         }
     };
-    profile.replay_holdings(|time, process, holdings| {
+    profile.replay_holdings(|time, process, sample_rss, holdings| {
         if let Some(previous) = pending.filter(|&t| t != time) {
             emit(previous, &processes);
         }
         pending = Some(time);
         let state = processes.entry(process).or_insert_with(|| ProcessState {
-            base: timeline.get(index).and_then(|s| s.rss).unwrap_or(0),
+            base: sample_rss.unwrap_or(0),
             ..ProcessState::default()
         });
-        if let Some(sample_rss) = timeline.get(index).and_then(|s| s.rss) {
+        if let Some(sample_rss) = sample_rss {
             state.rss = sample_rss;
         }
-        index += 1;
         state.last_seen = time;
         state.held = top
             .iter()
@@ -277,7 +274,12 @@ mod tests {
     fn the_growing_stack_gets_the_biggest_band() {
         let profile = two_thread_profile();
         let data = series(&profile);
-        assert_eq!(data.rss.len(), profile.timeline().map_or(0, <[_]>::len));
+        assert_eq!(
+            data.rss.len(),
+            profile
+                .timeline()
+                .map_or(0, crate::sample_log::SampleLog::len)
+        );
         let (label, points) = &data.bands[0];
         assert!(label.starts_with("grow (app/file.py:7) ← main"), "{label}");
         let last = points.last().map_or(0.0, |&(_, held)| held);

@@ -17,6 +17,7 @@ use crate::profile::{
     TimelineEntry, TimelineSample,
 };
 use crate::sample::{Metric, MetricValues, UnknownMetric};
+use crate::sample_log::SampleLog;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -140,8 +141,10 @@ struct SampleJson {
     threads: Vec<EntryJson>,
 }
 
+/// The document; `S` is its samples: read into a `Vec`, written from the profile's log one
+/// by one ([`SamplesOut`]), so a long timeline is never held twice in memory.
 #[derive(Serialize, Deserialize)]
-struct TimelineJson {
+struct TimelineJson<S = Vec<SampleJson>> {
     format: String,
     version: u32,
     target: TargetJson,
@@ -151,7 +154,7 @@ struct TimelineJson {
     threads: Vec<ThreadJson>,
     frames: Vec<FrameJson>,
     stacks: Vec<Vec<u32>>,
-    samples: Vec<SampleJson>,
+    samples: S,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     processes: Vec<ProcessJson>,
 }
@@ -199,25 +202,7 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
             })
             .collect(),
         stacks: profile.stacks().to_vec(),
-        samples: profile
-            .timeline()
-            .unwrap_or_default()
-            .iter()
-            .map(|s| SampleJson {
-                t: s.time_s,
-                process: s.process,
-                rss: s.rss,
-                threads: s
-                    .entries
-                    .iter()
-                    .map(|e| EntryJson {
-                        thread: e.thread,
-                        stack: e.stack,
-                        deltas: e.values.0.to_vec(),
-                    })
-                    .collect(),
-            })
-            .collect(),
+        samples: SamplesOut(profile.timeline()),
         processes: profile
             .processes()
             .iter()
@@ -232,6 +217,31 @@ pub fn write(profile: &Profile, mut out: impl Write) -> io::Result<()> {
     serde_json::to_writer(&mut out, &doc).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()
+}
+
+/// A profile's timeline samples, serialised as they are read back from its log.
+struct SamplesOut<'a>(Option<&'a SampleLog>);
+
+impl Serialize for SamplesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let samples = self.0.into_iter().flat_map(SampleLog::iter);
+        serializer.collect_seq(samples.map(|s| {
+            SampleJson {
+                t: s.time_s,
+                process: s.process,
+                rss: s.rss,
+                threads: s
+                    .entries
+                    .iter()
+                    .map(|e| EntryJson {
+                        thread: e.thread,
+                        stack: e.stack,
+                        deltas: e.values.0.to_vec(),
+                    })
+                    .collect(),
+            }
+        }))
+    }
 }
 
 fn summary_json(summary: &RunSummary) -> SummaryJson {
