@@ -213,8 +213,8 @@ mod tests {
         values.0[1] = u64::MAX - u64::from(i);
         TimelineSample {
             time_s: f64::from(i) * 0.01,
-            process: (i % 3 != 0).then_some(i % 7),
-            rss: (i % 5 != 0).then_some(u64::from(i) << 20),
+            process: (!i.is_multiple_of(3)).then_some(i % 7),
+            rss: (!i.is_multiple_of(5)).then_some(u64::from(i) << 20),
             entries: (0..i % 4)
                 .map(|t| TimelineEntry {
                     thread: t,
