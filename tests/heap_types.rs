@@ -23,6 +23,13 @@
 //! be named as holders by those closures. A suspended generator's count and bytes must be
 //! exactly the target's, and the list its frame holds named as its local; so must those of
 //! subclasses of set, deque and weakref.ref, read as their bases.
+//!
+//! On every interpreter (`tests/scripts/heap_builtins.py`, no packages): the built-in types
+//! pmt reads by their own layouts (OrderedDict and a subclass of it, SimpleNamespace,
+//! mappingproxy, 3.9+ GenericAlias, aware datetime and time with their timezones) and a
+//! suspended coroutine's and async generator's locals each hold objects nothing else holds;
+//! every holder the target names must be named by pmt with exactly its item count and the
+//! bytes the target counted (`sys.getsizeof` of it and of what only it holds).
 
 mod common;
 
@@ -226,4 +233,97 @@ fn networkx_types_3_12() {
 #[test]
 fn networkx_types_sid_3_14() {
     check("sid3.14");
+}
+
+/// `heap_builtins.py` on `label`: each holder it names, with its items and retained bytes.
+fn check_builtins(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_builtins.py"), &[]);
+    let expected = target.wait_for_json("EXPECT ", Duration::from_secs(30));
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let pid = target.pid().to_string();
+    let (snap, _) = common::pmt_heap_json(label, &["--pid", &pid, "--holders", "40"]);
+    drop(target);
+    let expected = expected.as_array().expect("a list of holders");
+    let mut mismatches = Vec::new();
+    for want in expected {
+        let path = want["path"].as_str().unwrap_or_default();
+        let wanted = (&want["items"], &want["bytes"]);
+        match common::holder(&snap["holders"], path) {
+            Some(h) if (&h["items"], &h["retained_bytes"]) == wanted => {}
+            Some(h) => mismatches.push(format!(
+                "{path}: {} items of {} bytes retained, not {} of {}",
+                h["items"], h["retained_bytes"], wanted.0, wanted.1
+            )),
+            None => mismatches.push(format!("{path}: not among the holders")),
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{label}: of {} holders:\n{}",
+        expected.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn builtins_3_6() {
+    check_builtins("3.6");
+}
+
+#[test]
+fn builtins_3_7() {
+    check_builtins("3.7");
+}
+
+#[test]
+fn builtins_3_8() {
+    check_builtins("3.8");
+}
+
+#[test]
+fn builtins_3_9() {
+    check_builtins("3.9");
+}
+
+#[test]
+fn builtins_3_10() {
+    check_builtins("3.10");
+}
+
+#[test]
+fn builtins_3_11() {
+    check_builtins("3.11");
+}
+
+#[test]
+fn builtins_3_12() {
+    check_builtins("3.12");
+}
+
+#[test]
+fn builtins_3_13() {
+    check_builtins("3.13");
+}
+
+#[test]
+fn builtins_system_3_11() {
+    check_builtins("system3.11");
+}
+
+#[test]
+fn builtins_sid_3_13() {
+    check_builtins("sid3.13");
+}
+
+#[test]
+fn builtins_sid_3_14() {
+    check_builtins("sid3.14");
+}
+
+#[test]
+fn builtins_sid_3_15() {
+    check_builtins("sid3.15");
 }
