@@ -9,8 +9,8 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
 - a `types.SimpleNamespace` (its attribute dict) and a `types.MappingProxyType` (the
   mapping it shows);
 - a `types.GenericAlias` (3.9+; its `__args__`);
-- aware `datetime.datetime` and `datetime.time` objects, each with a `datetime.timezone` of
-  its own (its offset and name);
+- aware `datetime.datetime` and `datetime.time` objects and instances of a subclass of
+  `datetime.datetime`, each with a `datetime.timezone` of its own (its offset and name);
 - a suspended coroutine and a suspended async generator, each holding a list in a local.
 
 A holder reached through a generator-like object's frame is named `X local v` from 3.11 on,
@@ -83,6 +83,14 @@ ZONED = [datetime.datetime(2020, 1, 1, tzinfo=zone(i)) for i in range(ITEMS)]
 expect("__main__.ZONED", ITEMS, sys.getsizeof(ZONED) + sum(zone_size(v) for v in ZONED))
 CLOCKS = [datetime.time(1, 2, tzinfo=zone(i)) for i in range(ITEMS)]
 expect("__main__.CLOCKS", ITEMS, sys.getsizeof(CLOCKS) + sum(zone_size(v) for v in CLOCKS))
+
+
+class Stamp(datetime.datetime):
+    pass
+
+
+STAMPS = [Stamp(2020, 1, 1, tzinfo=zone(i)) for i in range(ITEMS)]
+expect("__main__.STAMPS", ITEMS, sys.getsizeof(STAMPS) + sum(zone_size(v) for v in STAMPS))
 
 
 class Pause:
