@@ -28,9 +28,9 @@
 //! pmt reads by their own layouts (OrderedDict and a subclass of it, SimpleNamespace,
 //! mappingproxy, 3.9+ GenericAlias, aware datetime and time with their timezones, a subclass
 //! of datetime) and a suspended coroutine's and async generator's locals each hold objects
-//! nothing else holds;
-//! every holder the target names must be named by pmt with exactly its item count and the
-//! bytes the target counted (`sys.getsizeof` of it and of what only it holds).
+//! nothing else holds; every holder the target names must be named by pmt with exactly its
+//! item count and the bytes the target counted (`sys.getsizeof` of it and of what only it
+//! holds).
 
 mod common;
 
