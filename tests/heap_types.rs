@@ -23,6 +23,15 @@
 //! be named as holders by those closures. A suspended generator's count and bytes must be
 //! exactly the target's, and the list its frame holds named as its local; so must those of
 //! subclasses of set, deque and weakref.ref, read as their bases.
+//!
+//! On every interpreter (`tests/scripts/heap_builtins.py`, no packages): the built-in types
+//! pmt reads by their own layouts (OrderedDict and a subclass of it, SimpleNamespace,
+//! mappingproxy, 3.9+ GenericAlias, aware datetime and time with their timezones, a subclass
+//! of datetime) and a suspended coroutine's and async generator's locals each hold objects
+//! nothing else holds; every holder the target names must be named by pmt with exactly its
+//! item count and the bytes the target counted (`sys.getsizeof` of it and of what only it
+//! holds), and none of those types (nor `datetime.date` and `datetime.timedelta`, which hold
+//! no references) may be among the types pmt says it does not follow.
 
 mod common;
 
@@ -106,6 +115,18 @@ const EXACT_TYPES: &[&str] = &[
     "weakref.KeyedRef",
 ];
 
+/// The types of `names` that `snap` says it did not follow, with how many objects.
+fn not_followed_among(snap: &serde_json::Value, names: &[&str]) -> Vec<String> {
+    let pairs = snap["not_followed"]["objects_by_type"]
+        .as_array()
+        .expect("the types not followed");
+    pairs
+        .iter()
+        .filter(|pair| names.contains(&pair[0].as_str().unwrap_or_default()))
+        .map(|pair| format!("{}: {} objects not followed", pair[0], pair[1]))
+        .collect()
+}
+
 /// `(count, tracked, bytes)` by type name.
 type TypeCounts = HashMap<String, (u64, u64, u64)>;
 
@@ -113,16 +134,7 @@ type TypeCounts = HashMap<String, (u64, u64, u64)>;
 /// what else its snapshot must show (a list of mismatches).
 fn pmt_types(label: &str, pid: i32) -> (TypeCounts, Vec<String>) {
     let (snap, _) = common::pmt_heap_json(label, &["--pid", &pid.to_string(), "--holders", "30"]);
-    let mut mismatches = Vec::new();
-    for pair in snap["not_followed"]["objects_by_type"]
-        .as_array()
-        .expect("the types not followed")
-    {
-        let name = pair[0].as_str().unwrap_or_default();
-        if FIXED_MEMBER_TYPES.contains(&name) {
-            mismatches.push(format!("{name}: {} objects not followed", pair[1]));
-        }
-    }
+    let mut mismatches = not_followed_among(&snap, FIXED_MEMBER_TYPES);
     for &(path, items) in HELD_THROUGH_FIXED_MEMBERS {
         match common::holder(&snap["holders"], path) {
             Some(h) if h["items"] == items => {}
@@ -226,4 +238,112 @@ fn networkx_types_3_12() {
 #[test]
 fn networkx_types_sid_3_14() {
     check("sid3.14");
+}
+
+/// The built-in types pmt reads by their own layouts, which `heap_builtins.py` makes (and
+/// `datetime` itself, `date` and `timedelta` objects).
+const BUILTIN_TYPES: &[&str] = &[
+    "collections.OrderedDict",
+    "types.SimpleNamespace",
+    "mappingproxy",
+    "types.GenericAlias",
+    "datetime.datetime",
+    "datetime.time",
+    "datetime.timezone",
+    "datetime.date",
+    "datetime.timedelta",
+];
+
+/// `heap_builtins.py` on `label`: none of [`BUILTIN_TYPES`] is left not followed, and each
+/// holder it names has its items and retained bytes.
+fn check_builtins(label: &str) {
+    let Some(interp) = common::interpreter_or_skip(label) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_builtins.py"), &[]);
+    let expected = target.wait_for_json("EXPECT ", Duration::from_secs(30));
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let pid = target.pid().to_string();
+    let (snap, _) = common::pmt_heap_json(label, &["--pid", &pid, "--holders", "40"]);
+    drop(target);
+    let expected = expected.as_array().expect("a list of holders");
+    let mut mismatches = not_followed_among(&snap, BUILTIN_TYPES);
+    for want in expected {
+        let path = want["path"].as_str().unwrap_or_default();
+        let wanted = (&want["items"], &want["bytes"]);
+        match common::holder(&snap["holders"], path) {
+            Some(h) if (&h["items"], &h["retained_bytes"]) == wanted => {}
+            Some(h) => mismatches.push(format!(
+                "{path}: {} items of {} bytes retained, not {} of {}",
+                h["items"], h["retained_bytes"], wanted.0, wanted.1
+            )),
+            None => mismatches.push(format!("{path}: not among the holders")),
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{label}: of {} holders:\n{}",
+        expected.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn builtins_3_6() {
+    check_builtins("3.6");
+}
+
+#[test]
+fn builtins_3_7() {
+    check_builtins("3.7");
+}
+
+#[test]
+fn builtins_3_8() {
+    check_builtins("3.8");
+}
+
+#[test]
+fn builtins_3_9() {
+    check_builtins("3.9");
+}
+
+#[test]
+fn builtins_3_10() {
+    check_builtins("3.10");
+}
+
+#[test]
+fn builtins_3_11() {
+    check_builtins("3.11");
+}
+
+#[test]
+fn builtins_3_12() {
+    check_builtins("3.12");
+}
+
+#[test]
+fn builtins_3_13() {
+    check_builtins("3.13");
+}
+
+#[test]
+fn builtins_system_3_11() {
+    check_builtins("system3.11");
+}
+
+#[test]
+fn builtins_sid_3_13() {
+    check_builtins("sid3.13");
+}
+
+#[test]
+fn builtins_sid_3_14() {
+    check_builtins("sid3.14");
+}
+
+#[test]
+fn builtins_sid_3_15() {
+    check_builtins("sid3.15");
 }

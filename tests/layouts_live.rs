@@ -106,7 +106,10 @@ fn to_json(layout: &Layout) -> Value {
         method_wrapper_self, descr_type, descr_name, descr_qualname, weakref_callback,
         gen_frame, gen_code, gen_name, gen_qualname, gen_frame_state, gen_iframe, coro_origin,
         code_stacksize, frame_globals, frame_builtins, frame_locals, frame_localsplus,
-        code_nlocals,
+        code_nlocals, odict_fast_nodes_size, odict_first, odict_inst_dict, odict_node_size,
+        namespace_dict, mappingproxy_mapping, generic_alias_origin, generic_alias_args,
+        generic_alias_parameters, datetime_hastzinfo, datetime_tzinfo, time_hastzinfo,
+        time_tzinfo, timezone_offset, timezone_name,
     )
 }
 

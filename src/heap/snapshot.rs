@@ -279,7 +279,7 @@ pub fn summarize(
 fn size_field(layout: &Layout, kind: Kind) -> Option<u64> {
     match kind {
         Kind::List | Kind::Deque => Some(layout.var_size),
-        Kind::Dict => Some(layout.dict_used),
+        Kind::Dict | Kind::OrderedDict => Some(layout.dict_used),
         Kind::Set => Some(layout.set_used),
         _ => None,
     }
@@ -313,7 +313,7 @@ fn is_named_container(graph: &Graph, dominators: &Dominators, n: u32) -> bool {
     dominators.idom[n as usize] != NO_NODE
         && matches!(
             kind_of(n),
-            Kind::List | Kind::Dict | Kind::Set | Kind::Deque
+            Kind::List | Kind::Dict | Kind::OrderedDict | Kind::Set | Kind::Deque
         )
         && matches!(graph.label[n as usize], Label::Value(_))
         && graph.label[namespace as usize] == Label::Namespace
@@ -329,7 +329,7 @@ fn is_holder(graph: &Graph, dominators: &Dominators, n: u32) -> bool {
     dominators.idom[n as usize] != NO_NODE
         && matches!(
             kind,
-            Kind::List | Kind::Tuple | Kind::Dict | Kind::Set | Kind::Deque
+            Kind::List | Kind::Tuple | Kind::Dict | Kind::OrderedDict | Kind::Set | Kind::Deque
         )
         && !matches!(
             graph.label[n as usize],

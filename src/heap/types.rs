@@ -52,6 +52,9 @@ pub enum Kind {
     Tuple,
     /// `dict` (and subclasses).
     Dict,
+    /// `collections.OrderedDict` (and subclasses): a dict, its node list, and (for the
+    /// built-in type itself) its instance `__dict__`.
+    OrderedDict,
     /// `set`, `frozenset`.
     Set,
     /// `collections.deque`.
@@ -95,6 +98,18 @@ pub enum Kind {
     /// Weak references and proxies: the callback only. The referent is a weak reference,
     /// which keeps nothing alive: not an edge of the graph.
     WeakRef,
+    /// `types.SimpleNamespace`: its attribute dict.
+    Namespace,
+    /// `types.MappingProxyType` (`mappingproxy`): the mapping it shows.
+    MappingProxy,
+    /// `types.GenericAlias` (3.9+): `__origin__`, `__args__`, `__parameters__`.
+    GenericAlias,
+    /// `datetime.datetime`: its `tzinfo`, when it has one.
+    DateTime,
+    /// `datetime.time`: its `tzinfo`, when it has one.
+    Time,
+    /// `datetime.timezone`: its offset (a `timedelta`) and name.
+    TimeZone,
     /// `type` and metaclass instances: classes.
     Type,
     /// `str`: no references, variable size.
@@ -229,6 +244,11 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
         tp_name
     };
     let (kind, instance) = match builtin_kind(&name, flags, heap) {
+        // A dict by its flags; a subclass of `OrderedDict` is read (and sized) as one.
+        Some(Kind::Dict) if heap => (
+            inherited_kind(mem, layout, addr).unwrap_or(Kind::Dict),
+            true,
+        ),
         Some(kind) => (kind, heap && !EXTENSION_HEAP_TYPES.contains(&name.as_str())),
         None if heap => (
             inherited_kind(mem, layout, addr).unwrap_or(Kind::Instance),
@@ -313,6 +333,14 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "list" => Kind::List,
         "tuple" => Kind::Tuple,
         "dict" => Kind::Dict,
+        "collections.OrderedDict" => Kind::OrderedDict,
+        "types.SimpleNamespace" => Kind::Namespace,
+        "mappingproxy" => Kind::MappingProxy,
+        "types.GenericAlias" => Kind::GenericAlias,
+        "datetime.datetime" => Kind::DateTime,
+        "datetime.time" => Kind::Time,
+        "datetime.timezone" => Kind::TimeZone,
+        "datetime.date" | "datetime.timedelta" => Kind::Leaf,
         "set" | "frozenset" => Kind::Set,
         "collections.deque" => Kind::Deque,
         "module" => Kind::Module,
@@ -356,7 +384,9 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
 /// For a class no `tp_flags` bit classifies, the reader of the built-in type it derives from
 /// where that reader applies to subclasses as they are (same struct prefix, references at
 /// the same offsets): `set`, `module`, `collections.deque`, weak references, `property`,
-/// `classmethod`, `staticmethod`. `None` for the rest (instances of `object` subclasses).
+/// `classmethod`, `staticmethod`, `OrderedDict`, `GenericAlias`, `datetime.datetime` and
+/// `datetime.time`. `None` for the rest (instances of `object` subclasses, and of `dict`
+/// subclasses other than `OrderedDict`'s).
 fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
     let mut ty = mem.read_u64(addr.wrapping_add(layout.type_base)).ok()?;
     for _ in 0..MAX_BASES {
@@ -373,6 +403,10 @@ fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<K
                         | Kind::Property
                         | Kind::ClassMethod
                         | Kind::StaticMethod
+                        | Kind::OrderedDict
+                        | Kind::GenericAlias
+                        | Kind::DateTime
+                        | Kind::Time
                 )
             });
         }

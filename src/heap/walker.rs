@@ -438,6 +438,16 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 items = mem.read_u64(addr.wrapping_add(l.dict_used))?;
                 extra = self.dict_references(addr, &mut refs)?;
             }
+            Kind::OrderedDict => {
+                items = mem.read_u64(addr.wrapping_add(l.dict_used))?;
+                extra = self.dict_references(addr, &mut refs)?;
+                extra += self.odict_nodes_bytes(addr, items)?;
+                // A class's instance reader finds the same `__dict__` at `tp_dictoffset`.
+                if !info.instance {
+                    let dict = mem.read_u64(addr.wrapping_add(l.odict_inst_dict))?;
+                    refs.push((dict, Label::Namespace));
+                }
+            }
             Kind::Set => {
                 let bytes = mem.read_vec(addr, span(&[l.set_used, l.set_mask, l.set_table]))?;
                 items = field_u64(&bytes, l.set_used);
@@ -483,7 +493,24 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             | Kind::BuiltinMethod
             | Kind::MethodWrapper
             | Kind::Descriptor
-            | Kind::WeakRef => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            | Kind::WeakRef
+            | Kind::Namespace
+            | Kind::MappingProxy
+            | Kind::GenericAlias
+            | Kind::TimeZone => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            Kind::DateTime | Kind::Time => {
+                let (has, tzinfo) = match info.kind {
+                    Kind::DateTime => (l.datetime_hastzinfo, l.datetime_tzinfo),
+                    _ => (l.time_hastzinfo, l.time_tzinfo),
+                };
+                // The `tzinfo` member exists only in an object made aware.
+                if mem.read_u8(addr.wrapping_add(has))? != 0 {
+                    refs.push((
+                        mem.read_u64(addr.wrapping_add(tzinfo))?,
+                        Label::Attr("tzinfo"),
+                    ));
+                }
+            }
             Kind::Generator | Kind::Coroutine | Kind::AsyncGenerator => {
                 fixed_references(mem, l, addr, info.kind, &mut refs)?;
                 if let Some(size) = self.embedded_frame(addr, info, &mut refs)? {
@@ -567,6 +594,26 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         let values_bytes = if split { table.usable * 8 } else { 0 };
         let keys_bytes = if table.refcnt == 1 { table.bytes } else { 0 };
         Ok(values_bytes + keys_bytes)
+    }
+
+    /// What `OrderedDict.__sizeof__` adds to its dict's size: the pointers of its node index,
+    /// and one node per item while it has any.
+    fn odict_nodes_bytes(&self, addr: u64, items: u64) -> Result<u64, DecodeError> {
+        let l = self.layout;
+        let bytes = self.mem.read_vec(
+            addr,
+            span(&[l.odict_first, l.odict_fast_nodes_size, l.odict_inst_dict]),
+        )?;
+        let index = field_u64(&bytes, l.odict_fast_nodes_size);
+        if index > MAX_ITEMS || items > MAX_ITEMS {
+            return Err(DecodeError::invalid("OrderedDict", addr));
+        }
+        let nodes = if field_u64(&bytes, l.odict_first) != 0 {
+            items * l.odict_node_size
+        } else {
+            0
+        };
+        Ok(index * 8 + nodes)
     }
 
     /// How many value pointers a split table's values array holds.
@@ -1076,6 +1123,17 @@ fn fixed_fields(l: &Layout, kind: Kind) -> [(Option<u64>, Label); MAX_FIXED] {
             (l.asyncgen_finalizer, Label::Attr("<finalizer>")),
             (l.gen_origin_or_finalizer, Label::Attr("<finalizer>")),
         ],
+        Kind::Namespace => &[(Some(l.namespace_dict), Label::Namespace)],
+        Kind::MappingProxy => &[attr(l.mappingproxy_mapping, "<mapping>")],
+        Kind::GenericAlias => &[
+            (l.generic_alias_origin, Label::Attr("__origin__")),
+            (l.generic_alias_args, Label::Attr("__args__")),
+            (l.generic_alias_parameters, Label::Attr("__parameters__")),
+        ],
+        Kind::TimeZone => &[
+            attr(l.timezone_offset, "<offset>"),
+            attr(l.timezone_name, "<name>"),
+        ],
         Kind::Frame => &[
             attr(l.frame_back, "f_back"),
             attr(l.frame_code, "f_code"),
@@ -1230,6 +1288,13 @@ mod tests {
         "str",
         "int",
         "something",
+        "collections.OrderedDict",
+        "types.SimpleNamespace",
+        "mappingproxy",
+        "types.GenericAlias",
+        "datetime.datetime",
+        "datetime.time",
+        "datetime.timezone",
     ];
     /// Where the planted types, their metatype and their names live (past the garbage).
     const TYPES_AT: u64 = 0x1_0000;

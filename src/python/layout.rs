@@ -367,6 +367,40 @@ pub struct Layout {
     /// `PyFrameObject.f_locals` (≤3.10): the locals dict, when one was made.
     pub frame_locals: Option<u64>,
 
+    // ---- built-in containers and datetime objects (`pmt heap`) ----
+    /// `_odictobject.od_fast_nodes_size` (`collections.OrderedDict`; private to
+    /// `Objects/odictobject.c`): the pointers of its node index, which `sys.getsizeof` counts.
+    pub odict_fast_nodes_size: u64,
+    /// `_odictobject.od_first`: its first node (null when it has none).
+    pub odict_first: u64,
+    /// `_odictobject.od_inst_dict`: the instance `__dict__`.
+    pub odict_inst_dict: u64,
+    /// `sizeof(_ODictNode)`: one node of its linked list, one per item.
+    pub odict_node_size: u64,
+    /// `_PyNamespaceObject.ns_dict` (`types.SimpleNamespace`; `Objects/namespaceobject.c`).
+    pub namespace_dict: u64,
+    /// `mappingproxyobject.mapping` (`types.MappingProxyType`; `Objects/descrobject.c`).
+    pub mappingproxy_mapping: u64,
+    /// `gaobject.origin` (3.9+, `types.GenericAlias`; `Objects/genericaliasobject.c`):
+    /// `__origin__`.
+    pub generic_alias_origin: Option<u64>,
+    /// `gaobject.args` (3.9+): `__args__`.
+    pub generic_alias_args: Option<u64>,
+    /// `gaobject.parameters` (3.9+): `__parameters__`, made on first use.
+    pub generic_alias_parameters: Option<u64>,
+    /// `PyDateTime_DateTime.hastzinfo` (a `char`): whether it has a `tzinfo` member.
+    pub datetime_hastzinfo: u64,
+    /// `PyDateTime_DateTime.tzinfo` (present only when `hastzinfo`).
+    pub datetime_tzinfo: u64,
+    /// `PyDateTime_Time.hastzinfo` (a `char`).
+    pub time_hastzinfo: u64,
+    /// `PyDateTime_Time.tzinfo` (present only when `hastzinfo`).
+    pub time_tzinfo: u64,
+    /// `PyDateTime_TimeZone.offset` (`datetime.timezone`; `Modules/_datetimemodule.c`).
+    pub timezone_offset: u64,
+    /// `PyDateTime_TimeZone.name` (null for a timezone made without a name).
+    pub timezone_name: u64,
+
     // ---- what `sys.getsizeof` counts of a type object (`pmt heap`) ----
     /// `sizeof(PyTypeObject)`: `type.__sizeof__` of a built-in (static) type.
     pub type_size: u64,

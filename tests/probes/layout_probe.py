@@ -403,6 +403,53 @@ def check_generators():
         coro.close()
 
 
+def check_containers():
+    """Where pmt heap finds the references of an OrderedDict (and what its size counts), a
+    SimpleNamespace, a mappingproxy, a GenericAlias (3.9+), an aware datetime and time, and a
+    timezone."""
+    import collections
+    import datetime
+    import types
+
+    od = collections.OrderedDict((i, str(i)) for i in range(5))
+    od.marker = 1
+    at = id(od)
+    check("od_inst_dict", ptr(at + L["odict_inst_dict"]), id(od.__dict__))
+    check_true("od_first", ptr(at + L["odict_first"]) != 0)
+    fast = i64(at + L["odict_fast_nodes_size"])
+    # `odict.__sizeof__`: the dict's, its node index, and one node per item.
+    check("odict.__sizeof__", od.__sizeof__(),
+          dict(od).__sizeof__() - dict.__basicsize__ + type(od).__basicsize__
+          + fast * 8 + len(od) * L["odict_node_size"])
+    ns = types.SimpleNamespace(a=1)
+    check("ns_dict", ptr(id(ns) + L["namespace_dict"]), id(ns.__dict__))
+    mapping = {"k": 1}
+    proxy = types.MappingProxyType(mapping)
+    check("mappingproxy.mapping", ptr(id(proxy) + L["mappingproxy_mapping"]), id(mapping))
+    if L["generic_alias_origin"] is not None:
+        import typing
+
+        T = typing.TypeVar("T")
+        alias = list[T]
+        parameters = alias.__parameters__
+        check("gaobject.origin", ptr(id(alias) + L["generic_alias_origin"]), id(list))
+        check("gaobject.args", ptr(id(alias) + L["generic_alias_args"]), id(alias.__args__))
+        check("gaobject.parameters", ptr(id(alias) + L["generic_alias_parameters"]),
+              id(parameters))
+    zone = datetime.timezone(datetime.timedelta(hours=1), "zone")
+    check("timezone.offset", ptr(id(zone) + L["timezone_offset"]), id(zone.utcoffset(None)))
+    check("timezone.name", ptr(id(zone) + L["timezone_name"]), id(zone.tzname(None)))
+    for value, has, tz in (
+        (datetime.datetime(2020, 1, 1, tzinfo=zone), "datetime_hastzinfo", "datetime_tzinfo"),
+        (datetime.time(1, 2, tzinfo=zone), "time_hastzinfo", "time_tzinfo"),
+    ):
+        name = type(value).__name__
+        check(name + ".hastzinfo", u8(id(value) + L[has]), 1)
+        check(name + ".tzinfo", ptr(id(value) + L[tz]), id(zone))
+    naive = datetime.datetime(2020, 1, 1)
+    check("naive datetime.hastzinfo", u8(id(naive) + L["datetime_hastzinfo"]), 0)
+
+
 def main():
     check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
     check_threads_and_runtime()
@@ -412,6 +459,7 @@ def main():
     check_dicts()
     check_small_objects()
     check_generators()
+    check_containers()
     for line in failures:
         print(line)
     if failures:

@@ -273,13 +273,16 @@ pub const FIELDS: &[Field] = &[
     field!(runtime_gc, true, |m| when((7..=8).contains(&m), || off(
         "_PyRuntimeState.gc"
     ))),
-    field!(interp_gc, true, |m| when(m >= 9, || off("PyInterpreterState.gc"))),
+    field!(interp_gc, true, |m| when(m >= 9, || off(
+        "PyInterpreterState.gc"
+    ))),
     field!(gcstate_generations, true, |m| when(m >= 7, || off(
         "_gc_runtime_state.generations"
     ))),
-    field!(gcstate_generation0, true, |m| when((7..=13).contains(&m), || off(
-        "_gc_runtime_state.generation0"
-    ))),
+    field!(gcstate_generation0, true, |m| when(
+        (7..=13).contains(&m),
+        || off("_gc_runtime_state.generation0")
+    )),
     field!(gcstate_permanent, true, |m| when(m >= 7, || off(
         "_gc_runtime_state.permanent_generation"
     ))),
@@ -301,14 +304,18 @@ pub const FIELDS: &[Field] = &[
     field!(member_def_type, false, |_m| off("PyMemberDef.type_")),
     field!(member_def_offset, false, |_m| off("PyMemberDef.offset")),
     field!(func_code, false, |_m| off("PyFunctionObject.func_code")),
-    field!(func_globals, false, |_m| off("PyFunctionObject.func_globals")),
+    field!(func_globals, false, |_m| off(
+        "PyFunctionObject.func_globals"
+    )),
     field!(func_defaults, false, |_m| off(
         "PyFunctionObject.func_defaults"
     )),
     field!(func_kwdefaults, false, |_m| off(
         "PyFunctionObject.func_kwdefaults"
     )),
-    field!(func_closure, false, |_m| off("PyFunctionObject.func_closure")),
+    field!(func_closure, false, |_m| off(
+        "PyFunctionObject.func_closure"
+    )),
     field!(func_dict, false, |_m| off("PyFunctionObject.func_dict")),
     field!(func_qualname, false, |_m| off(
         "PyFunctionObject.func_qualname"
@@ -329,7 +336,9 @@ pub const FIELDS: &[Field] = &[
     field!(deque_rightindex, false, |_m| off(
         "pmt_fact_dequeobject.rightindex"
     )),
-    field!(deque_block_data, false, |_m| off("pmt_fact_deque_block.data")),
+    field!(deque_block_data, false, |_m| off(
+        "pmt_fact_deque_block.data"
+    )),
     field!(deque_block_right, false, |_m| off(
         "pmt_fact_deque_block.rightlink"
     )),
@@ -361,33 +370,49 @@ pub const FIELDS: &[Field] = &[
     field!(code_opcache, true, |m| when((8..=10).contains(&m), || off(
         "PyCodeObject.co_opcache"
     ))),
-    field!(code_opcache_size, true, |m| when((8..=10).contains(&m), || off(
-        "PyCodeObject.co_opcache_size"
-    ))),
-    field!(opcache_entry_size, true, |m| when((8..=10).contains(&m), || size(
-        "_PyOpcache"
-    ))),
+    field!(code_opcache_size, true, |m| when(
+        (8..=10).contains(&m),
+        || off("PyCodeObject.co_opcache_size")
+    )),
+    field!(opcache_entry_size, true, |m| when(
+        (8..=10).contains(&m),
+        || size("_PyOpcache")
+    )),
     // what `sys.getsizeof` counts of a type object (pmt heap)
     field!(type_size, false, |_m| size("PyTypeObject")),
     field!(heaptype_size, false, |_m| size("PyHeapTypeObject")),
     // the fixed references of small built-in objects (pmt heap)
-    field!(property_get, false, |_m| off("pmt_fact_propertyobject.prop_get")),
-    field!(property_set, false, |_m| off("pmt_fact_propertyobject.prop_set")),
-    field!(property_del, false, |_m| off("pmt_fact_propertyobject.prop_del")),
-    field!(property_doc, false, |_m| off("pmt_fact_propertyobject.prop_doc")),
+    field!(property_get, false, |_m| off(
+        "pmt_fact_propertyobject.prop_get"
+    )),
+    field!(property_set, false, |_m| off(
+        "pmt_fact_propertyobject.prop_set"
+    )),
+    field!(property_del, false, |_m| off(
+        "pmt_fact_propertyobject.prop_del"
+    )),
+    field!(property_doc, false, |_m| off(
+        "pmt_fact_propertyobject.prop_doc"
+    )),
     field!(property_name, true, |m| when(m >= 10, || off(
         "pmt_fact_propertyobject.prop_name"
     ))),
     field!(classmethod_callable, false, |_m| off(
         "pmt_fact_classmethod.cm_callable"
     )),
-    field!(classmethod_dict, false, |_m| off("pmt_fact_classmethod.cm_dict")),
+    field!(classmethod_dict, false, |_m| off(
+        "pmt_fact_classmethod.cm_dict"
+    )),
     field!(staticmethod_callable, false, |_m| off(
         "pmt_fact_staticmethod.sm_callable"
     )),
-    field!(staticmethod_dict, false, |_m| off("pmt_fact_staticmethod.sm_dict")),
+    field!(staticmethod_dict, false, |_m| off(
+        "pmt_fact_staticmethod.sm_dict"
+    )),
     field!(cfunction_self, false, |_m| off("PyCFunctionObject.m_self")),
-    field!(cfunction_module, false, |_m| off("PyCFunctionObject.m_module")),
+    field!(cfunction_module, false, |_m| off(
+        "PyCFunctionObject.m_module"
+    )),
     field!(cmethod_class, true, |m| when(m >= 9, || off(
         "PyCMethodObject.mm_class"
     ))),
@@ -395,15 +420,26 @@ pub const FIELDS: &[Field] = &[
         "pmt_fact_wrapperobject.descr"
     )),
     // bindgen names the C member `self` as `self_` (a Rust keyword).
-    field!(method_wrapper_self, false, |_m| off("pmt_fact_wrapperobject.self_")),
+    field!(method_wrapper_self, false, |_m| off(
+        "pmt_fact_wrapperobject.self_"
+    )),
     field!(descr_type, false, |_m| off("PyDescrObject.d_type")),
     field!(descr_name, false, |_m| off("PyDescrObject.d_name")),
     field!(descr_qualname, false, |_m| off("PyDescrObject.d_qualname")),
-    field!(weakref_callback, false, |_m| off("_PyWeakReference.wr_callback")),
+    field!(weakref_callback, false, |_m| off(
+        "_PyWeakReference.wr_callback"
+    )),
     // generators, coroutines, async generators (pmt heap)
-    field!(gen_frame, true, |m| when(m <= 10, || off("PyGenObject.gi_frame"))),
-    field!(gen_code, true, |m| when(m <= 11, || off("PyGenObject.gi_code"))),
-    field!(gen_name, false, |m| off(&format!("{}.gi_name", gen_struct(m)))),
+    field!(gen_frame, true, |m| when(m <= 10, || off(
+        "PyGenObject.gi_frame"
+    ))),
+    field!(gen_code, true, |m| when(m <= 11, || off(
+        "PyGenObject.gi_code"
+    ))),
+    field!(gen_name, false, |m| off(&format!(
+        "{}.gi_name",
+        gen_struct(m)
+    ))),
     field!(gen_qualname, false, |m| off(&format!(
         "{}.gi_qualname",
         gen_struct(m)
@@ -437,4 +473,40 @@ pub const FIELDS: &[Field] = &[
     field!(frame_locals, true, |m| when(m <= 10, || off(
         "PyFrameObject.f_locals"
     ))),
+    // built-in containers and datetime objects (pmt heap)
+    field!(odict_fast_nodes_size, false, |_m| off(
+        "pmt_fact_odictobject.od_fast_nodes_size"
+    )),
+    field!(odict_first, false, |_m| off(
+        "pmt_fact_odictobject.od_first"
+    )),
+    field!(odict_inst_dict, false, |_m| off(
+        "pmt_fact_odictobject.od_inst_dict"
+    )),
+    field!(odict_node_size, false, |_m| size("pmt_fact_ODictNode")),
+    field!(namespace_dict, false, |_m| off(
+        "pmt_fact_namespaceobject.ns_dict"
+    )),
+    field!(mappingproxy_mapping, false, |_m| off(
+        "pmt_fact_mappingproxyobject.mapping"
+    )),
+    field!(generic_alias_origin, true, |m| when(m >= 9, || off(
+        "pmt_fact_gaobject.origin"
+    ))),
+    field!(generic_alias_args, true, |m| when(m >= 9, || off(
+        "pmt_fact_gaobject.args"
+    ))),
+    field!(generic_alias_parameters, true, |m| when(m >= 9, || off(
+        "pmt_fact_gaobject.parameters"
+    ))),
+    field!(datetime_hastzinfo, false, |_m| off(
+        "PyDateTime_DateTime.hastzinfo"
+    )),
+    field!(datetime_tzinfo, false, |_m| off(
+        "PyDateTime_DateTime.tzinfo"
+    )),
+    field!(time_hastzinfo, false, |_m| off("PyDateTime_Time.hastzinfo")),
+    field!(time_tzinfo, false, |_m| off("PyDateTime_Time.tzinfo")),
+    field!(timezone_offset, false, |_m| off("pmt_fact_timezone.offset")),
+    field!(timezone_name, false, |_m| off("pmt_fact_timezone.name")),
 ];

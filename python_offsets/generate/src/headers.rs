@@ -115,6 +115,57 @@ typedef struct {
 } pmt_fact_wrapperobject;
 ";
 
+/// Built-in containers private to their C files, the same in 3.6–3.15 (3.9+ for
+/// `GenericAlias`), transcribed: `collections.OrderedDict`'s `_odictobject` and its node
+/// (`Objects/odictobject.c`), `types.SimpleNamespace` (`Objects/namespaceobject.c`),
+/// `mappingproxy` (`Objects/descrobject.c`), the first members of `types.GenericAlias`'s
+/// `gaobject` (`Objects/genericaliasobject.c`; 3.11 appended more), and `datetime.timezone`
+/// (`Modules/_datetimemodule.c`). `datetime.datetime` and `datetime.time` come from the
+/// installed `datetime.h`.
+const CONTAINERS_ALL: &str = "
+typedef struct {
+    void *next;
+    void *prev;
+    PyObject *key;
+    Py_hash_t hash;
+} pmt_fact_ODictNode;
+
+typedef struct {
+    PyDictObject od_dict;
+    pmt_fact_ODictNode *od_first;
+    pmt_fact_ODictNode *od_last;
+    pmt_fact_ODictNode **od_fast_nodes;
+    Py_ssize_t od_fast_nodes_size;
+    void *od_resize_sentinel;
+    size_t od_state;
+    PyObject *od_inst_dict;
+    PyObject *od_weakreflist;
+} pmt_fact_odictobject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ns_dict;
+} pmt_fact_namespaceobject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *mapping;
+} pmt_fact_mappingproxyobject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *origin;
+    PyObject *args;
+    PyObject *parameters;
+} pmt_fact_gaobject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *offset;
+    PyObject *name;
+} pmt_fact_timezone;
+";
+
 /// Whether `Layout` needs a struct that `minor` only has in a transcribed form.
 pub fn dict_keys_from_facts(minor: u8) -> bool {
     minor <= 10
@@ -132,7 +183,9 @@ pub fn wrapper(minor: u8) -> String {
         // The runtime, interpreter and GIL structs are internal from 3.7 on.
         c.push_str("#define Py_BUILD_CORE 1\n");
     }
-    c.push_str("#include <Python.h>\n#include <frameobject.h>\n#include <structmember.h>\n");
+    c.push_str(
+        "#include <Python.h>\n#include <frameobject.h>\n#include <structmember.h>\n#include <datetime.h>\n",
+    );
     if minor <= 10 {
         // 3.11 folded code.h into cpython/code.h, which Python.h includes.
         c.push_str("#include <code.h>\n");
@@ -192,6 +245,7 @@ pub fn wrapper(minor: u8) -> String {
         PROPERTY_3_10_ON
     });
     c.push_str(CALLABLE_WRAPPERS_ALL);
+    c.push_str(CONTAINERS_ALL);
     c
 }
 
@@ -244,5 +298,7 @@ pub const ROOT_TYPES: &[&str] = &[
     "_PyGenObject",
     "PyCoroObject",
     "PyAsyncGenObject",
+    "PyDateTime_DateTime",
+    "PyDateTime_Time",
     "pmt_fact_.*",
 ];

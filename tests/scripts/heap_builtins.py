@@ -1,0 +1,129 @@
+"""pmt heap's test of the built-in types it follows by their own layout: each holds objects
+that nothing else holds, and the script says, for every holder pmt must name, its retention
+path, its item count and what it retains (`sys.getsizeof` of it and of everything only it
+holds, counted here by hand from the objects the script made), prints `EXPECT <json>` and
+`READY`, and sleeps while pmt reads it.
+
+- an `OrderedDict` and a subclass of it (a dict with its own node list, which
+  `sys.getsizeof` counts);
+- a `types.SimpleNamespace` (its attribute dict) and a `types.MappingProxyType` (the
+  mapping it shows);
+- a `types.GenericAlias` (3.9+; its `__args__`);
+- aware `datetime.datetime` and `datetime.time` objects and instances of a subclass of
+  `datetime.datetime`, each with a `datetime.timezone` of its own (its offset and name);
+- a suspended coroutine and a suspended async generator, each holding a list in a local.
+
+A holder reached through a generator-like object's frame is named `X local v` from 3.11 on,
+where the frame is embedded, and `X.cr_frame local v` before, where it is an object.
+"""
+
+import collections
+import datetime
+import json
+import sys
+import time
+import types
+
+ITEMS = 400
+
+
+def strings(tag):
+    """Strings no one else holds (no single characters, which CPython shares)."""
+    return ["%s-%d" % (tag, i) for i in range(ITEMS)]
+
+
+def size_of(*objects):
+    return sum(sys.getsizeof(o) for o in objects)
+
+
+EXPECT = []
+
+
+def expect(path, items, retained_bytes):
+    EXPECT.append({"path": path, "items": items, "bytes": retained_bytes})
+
+
+def ordered(kind, tag):
+    od = kind(("%s-%d" % (tag, i), 10**6 + i) for i in range(ITEMS))
+    return od, size_of(od, *od.keys(), *od.values())
+
+
+class Ordered(collections.OrderedDict):
+    pass
+
+
+ORDERED, _bytes = ordered(collections.OrderedDict, "ordered")
+expect("__main__.ORDERED", ITEMS, _bytes)
+SUBORDERED, _bytes = ordered(Ordered, "subordered")
+expect("__main__.SUBORDERED", ITEMS, _bytes)
+
+NAMESPACE = types.SimpleNamespace(rows=strings("namespace"))
+expect("__main__.NAMESPACE.rows", ITEMS, size_of(NAMESPACE.rows, *NAMESPACE.rows))
+
+PROXY = types.MappingProxyType({"rows": strings("proxy")})
+expect("__main__.PROXY.<mapping>['rows']", ITEMS, size_of(PROXY["rows"], *PROXY["rows"]))
+
+if sys.version_info >= (3, 9):
+    ALIAS = types.GenericAlias(list, (strings("alias"),))
+    _rows = ALIAS.__args__[0]
+    expect("__main__.ALIAS.__args__[0]", ITEMS, size_of(_rows, *_rows))
+
+
+def zone(i):
+    # A non-zero offset: `timezone(timedelta(0))` is the shared UTC singleton.
+    return datetime.timezone(datetime.timedelta(minutes=i + 1), "zone-%d" % i)
+
+
+def zone_size(value):
+    tz = value.tzinfo
+    return size_of(value, tz, tz.utcoffset(None), tz.tzname(None))
+
+
+ZONED = [datetime.datetime(2020, 1, 1, tzinfo=zone(i)) for i in range(ITEMS)]
+expect("__main__.ZONED", ITEMS, sys.getsizeof(ZONED) + sum(zone_size(v) for v in ZONED))
+CLOCKS = [datetime.time(1, 2, tzinfo=zone(i)) for i in range(ITEMS)]
+expect("__main__.CLOCKS", ITEMS, sys.getsizeof(CLOCKS) + sum(zone_size(v) for v in CLOCKS))
+
+
+class Stamp(datetime.datetime):
+    pass
+
+
+STAMPS = [Stamp(2020, 1, 1, tzinfo=zone(i)) for i in range(ITEMS)]
+expect("__main__.STAMPS", ITEMS, sys.getsizeof(STAMPS) + sum(zone_size(v) for v in STAMPS))
+
+
+class Pause:
+    def __await__(self):
+        yield
+
+
+async def waiting(rows):
+    await Pause()
+
+
+async def producing(rows):
+    yield len(rows)
+
+
+FRAME = "" if sys.version_info >= (3, 11) else ".cr_frame"
+CORO = waiting(strings("coroutine"))
+CORO.send(None)
+# An equal list, built the same way: the same sizes.
+_rows = strings("coroutine")
+expect("__main__.CORO%s local rows" % FRAME, ITEMS, size_of(_rows, *_rows))
+
+AGEN_FRAME = "" if sys.version_info >= (3, 11) else ".ag_frame"
+AGEN = producing(strings("asyncgen"))
+try:
+    AGEN.__anext__().send(None)
+except StopIteration:
+    pass
+_rows = strings("asyncgen")
+expect("__main__.AGEN%s local rows" % AGEN_FRAME, ITEMS, size_of(_rows, *_rows))
+del _rows, _bytes
+
+print("EXPECT " + json.dumps(EXPECT), flush=True)
+print("READY", flush=True)
+while True:
+    time.sleep(1)
