@@ -969,9 +969,10 @@ impl Profile {
     /// need for the weights, and a later process with the same pid is another process.
     ///
     /// Past the first [`EXITED_APART`] exited processes, each one that exits is merged into
-    /// its group's entry (unless the timeline is kept, which has every sample of every process
-    /// anyway): its charges move to that entry's threads, its `rss` and `heap` at its own peak
-    /// add to the entry's, and its slots are reused.
+    /// its group's entry: its charges move to that entry's threads, its `rss` and `heap` at its
+    /// own peak add to the entry's, and its slots are reused — unless the timeline is kept,
+    /// whose samples name the process and its threads: their entries then stay as they are
+    /// (a few bytes each), and only the charges move.
     pub fn process_exited(&mut self, process: &ProcessIdentity) {
         let Some(index) = self.process_ids.remove(&process.pid) else {
             return;
@@ -979,9 +980,6 @@ impl Profile {
         if let Some(ledgers) = self.ledgers.get_mut(&Some(index)) {
             ledgers.rss.freeze();
             ledgers.heap.freeze();
-        }
-        if self.timeline.is_some() {
-            return;
         }
         if self.exited_apart < EXITED_APART {
             self.exited_apart += 1;
@@ -1062,15 +1060,20 @@ impl Profile {
             into.rss.absorb(&ledgers.rss, &moved);
             into.heap.absorb(&ledgers.heap, &moved);
         }
+        let keep_slots = self.timeline.is_some();
         for &id in moved.keys() {
             let thread = &mut self.threads[id as usize];
             self.thread_ids
                 .remove(&(thread.process, thread.python_id, thread.native_id));
-            thread.process = None;
-            thread.name = None;
-            self.free_threads.push(id);
+            if !keep_slots {
+                thread.process = None;
+                thread.name = None;
+                self.free_threads.push(id);
+            }
         }
-        self.free_processes.push(index);
+        if !keep_slots {
+            self.free_processes.push(index);
+        }
     }
 
     /// Puts `info` in a slot a merged process left, or a new one.
@@ -2075,10 +2078,19 @@ mod tests {
 
     #[test]
     fn exited_processes_past_the_first_are_merged_by_role_and_keep_what_they_charged() {
-        // 200 workers, each keeping 1 000 bytes in `keep` on its main thread and in a
-        // numbered thread of its own, then exiting; one worker still runs.
+        exited_processes_are_merged(false);
+    }
+
+    #[test]
+    fn with_a_timeline_exited_processes_are_merged_and_their_samples_keep_their_names() {
+        exited_processes_are_merged(true);
+    }
+
+    /// 200 workers, each keeping 1 000 bytes in `keep` on its main thread and in a numbered
+    /// thread of its own, then exiting; one worker still runs.
+    fn exited_processes_are_merged(keep_timeline: bool) {
         use std::time::Duration;
-        let mut profile = Profile::new(TargetInfo::default(), false);
+        let mut profile = Profile::new(TargetInfo::default(), keep_timeline);
         let worker = |pid: i32| ProcessIdentity {
             pid,
             command: "python3 -m pool".to_string(),
@@ -2107,10 +2119,17 @@ mod tests {
                 profile.add_process_sample(&worker(pid), sample(ms, tid, 0));
             }
             profile.process_exited(&worker(pid));
+            // With a timeline, the process and thread entries its samples name stay.
+            let (processes, threads) = if keep_timeline {
+                (0, 0)
+            } else {
+                (profile.processes.len(), profile.threads.len())
+            };
             sizes.push((
-                profile.processes.len(),
-                profile.threads.len(),
+                processes,
+                threads,
                 profile.totals.len(),
+                profile.ledgers.len(),
             ));
         }
         profile.add_process_sample(&worker(7), sample(0, 70, 1_000));
@@ -2143,5 +2162,18 @@ mod tests {
         // Bounded: the tables stop growing once processes are merged.
         let settled = sizes[EXITED_APART + 2];
         assert_eq!(sizes.last(), Some(&settled), "{sizes:?}");
+        if keep_timeline {
+            let timeline = profile.timeline().expect("kept");
+            assert_eq!(timeline.len(), 201 * 40);
+            for sample in timeline.iter() {
+                let process = &profile.processes()[sample.process.expect("a process") as usize];
+                assert!(process.pid == 7 || (100..300).contains(&process.pid));
+                for entry in &sample.entries {
+                    let thread = &profile.threads()[entry.thread as usize];
+                    assert_eq!(thread.process, sample.process, "{thread:?}");
+                    assert!(thread.name.is_some());
+                }
+            }
+        }
     }
 }

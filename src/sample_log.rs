@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 /// Encoded samples held in memory before they are appended to the spill file.
-const SPILL_BYTES: usize = 1 << 20;
+const SPILL_BYTES: usize = 1 << 18;
 
 /// Bytes read from the spill file at once when reading samples back.
 const READ_CHUNK: usize = 1 << 16;
