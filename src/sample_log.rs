@@ -21,9 +21,9 @@ pub struct SampleLog {
     pending: Vec<u8>,
     /// The spill file (unlinked) and how many bytes it holds.
     spill: Option<(File, u64)>,
-    /// Why spilling stopped (the file could not be made or written): from then on every
-    /// sample stays in memory.
-    spill_failed: Option<String>,
+    /// Spilling failed (the file could not be made or written): from then on every sample
+    /// stays in memory.
+    spill_failed: bool,
     len: usize,
 }
 
@@ -43,16 +43,6 @@ impl SampleLog {
         self.len == 0
     }
 
-    /// Bytes held in memory (not spilled).
-    pub fn bytes_in_memory(&self) -> usize {
-        self.pending.capacity()
-    }
-
-    /// Why samples are no longer spilled to disk, if they are not.
-    pub fn spill_failed(&self) -> Option<&str> {
-        self.spill_failed.as_deref()
-    }
-
     /// Appends `sample`.
     pub fn push(&mut self, sample: &TimelineSample) {
         let at = self.pending.len();
@@ -65,7 +55,7 @@ impl SampleLog {
         let length = (self.pending.len() - at - 4) as u32;
         self.pending[at..at + 4].copy_from_slice(&length.to_le_bytes());
         self.len += 1;
-        if self.pending.len() >= SPILL_BYTES && self.spill_failed.is_none() {
+        if self.pending.len() >= SPILL_BYTES && !self.spill_failed {
             self.spill_pending();
         }
     }
@@ -89,7 +79,7 @@ impl SampleLog {
                     "pmt-sample: warning: cannot spill the timeline to a temporary file ({err}): \
                      it is kept in memory from now on; point TMPDIR at a writable directory with room"
                 );
-                self.spill_failed = Some(err.to_string());
+                self.spill_failed = true;
             }
         }
     }
@@ -102,6 +92,7 @@ impl SampleLog {
             chunk: Vec::new(),
             chunk_at: 0,
             pending_at: 0,
+            failed: false,
         }
     }
 }
@@ -130,7 +121,7 @@ impl Extend<TimelineSample> for SampleLog {
 }
 
 /// The samples of a [`SampleLog`], spilled ones first. A spill file that cannot be read
-/// back ends the iteration early (the log counts what it holds: `len` tells).
+/// back ends the iteration early, with a warning line saying so.
 pub struct SampleLogIter<'a> {
     log: &'a SampleLog,
     /// Where in the spill file the next chunk starts.
@@ -140,11 +131,16 @@ pub struct SampleLogIter<'a> {
     chunk_at: usize,
     /// Where in the pending bytes the next sample starts.
     pending_at: usize,
+    /// The spill file could not be read back: the iteration has ended.
+    failed: bool,
 }
 
 impl SampleLogIter<'_> {
     /// The next record of the spill file, reading more of it when needed.
     fn next_spilled(&mut self) -> Option<TimelineSample> {
+        if self.failed {
+            return None;
+        }
         let (file, size) = self.log.spill.as_ref()?;
         loop {
             let held = &self.chunk[self.chunk_at..];
@@ -162,10 +158,12 @@ impl SampleLogIter<'_> {
             let want = need.min((*size - self.file_at) as usize);
             let start = self.chunk.len();
             self.chunk.resize(start + want, 0);
-            if file
-                .read_exact_at(&mut self.chunk[start..], self.file_at)
-                .is_err()
-            {
+            if let Err(err) = file.read_exact_at(&mut self.chunk[start..], self.file_at) {
+                eprintln!(
+                    "pmt-sample: warning: cannot read the timeline's temporary file back ({err}): \
+                     the timeline written ends early"
+                );
+                self.failed = true;
                 return None;
             }
             self.file_at += want as u64;
@@ -179,6 +177,10 @@ impl Iterator for SampleLogIter<'_> {
     fn next(&mut self) -> Option<TimelineSample> {
         if let Some(sample) = self.next_spilled() {
             return Some(sample);
+        }
+        // A spill file that could not be read back ends the samples there.
+        if self.failed {
+            return None;
         }
         let (sample, used) = decode(&self.log.pending[self.pending_at..])?;
         self.pending_at += used;
@@ -235,7 +237,7 @@ mod tests {
         }
         assert_eq!(log.len(), count as usize);
         assert!(log.spill.is_some(), "it spilled");
-        assert!(log.bytes_in_memory() <= 2 * SPILL_BYTES);
+        assert!(log.pending.capacity() <= 2 * SPILL_BYTES);
         for pass in 0..2 {
             let mut n = 0;
             for (i, back) in log.iter().enumerate() {
