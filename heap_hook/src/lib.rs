@@ -24,9 +24,12 @@
 //! nothing, so an allocator hook alone charges what a keeper holds to whichever code first
 //! allocated the memory. From 3.13 on the hook also installs a reference tracer
 //! (`PyRefTracer_SetTracer`): an object created from recycled memory forgets the sample that
-//! was there (as a free would have) and counts down the thread's interval by its size as an
-//! allocation would (so it is sampled, weighted, and charged to its creator); a dict's
-//! destruction forgets its keys table, which goes to a free list of its own.
+//! was there (as a free would have) and counts down the thread's interval by a fixed unit (so
+//! it is sampled with a fixed probability, weighted by its size over that probability, and
+//! charged to its creator); a dict's destruction forgets its keys table, which goes to a free
+//! list of its own. CPython calls the tracer at every object's creation and destruction, so its
+//! common path reads neither the object's size nor, unless the filter says a sample may be
+//! there, its type.
 //!
 //! Owns: the wrappers, sampling, stack capture in the target, the tables.
 //! Must not touch: anything pmt decides (layouts, which processes, the metric).
@@ -192,8 +195,11 @@ static PREVIOUS_TRACER: Global<(Option<RefTracer>, *mut c_void)> =
 static NEXT_OWNER_CHECK: AtomicU64 = AtomicU64::new(0);
 
 const FILTER_BITS: u32 = 18;
-/// The counting filter's mapping: a byte per bucket, then a bit per bucket.
-const FILTER_BYTES: usize = (1 << FILTER_BITS) + (1 << FILTER_BITS) / 8;
+/// The bytes of the counting filter's bits: a bit per bucket, then a byte that
+/// [`any_of_three_buckets`]'s two-byte read reaches past the last group's last byte.
+const FILTER_BIT_BYTES: usize = (1 << FILTER_BITS) / 8 + 1;
+/// The counting filter's mapping: a byte per bucket, then the bits.
+const FILTER_BYTES: usize = (1 << FILTER_BITS) + FILTER_BIT_BYTES;
 
 /// The byte of the filter's bits that holds `bucket`'s.
 ///
@@ -417,6 +423,17 @@ fn pointer_hash(ptr: u64) -> u64 {
     (ptr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The counting filter's bucket of an address: a group of 256 buckets per 4 KiB page, chosen
+/// by a mixing hash of the page (so that blocks at the same offsets of the allocator's
+/// same-shaped pools do not alias), and the address's 16-byte granule within the page, so
+/// that the blocks of a page (a free list's, a pool's) share one cache line of the filter's
+/// bits instead of missing the cache at every check.
+#[inline(always)]
+fn filter_bucket(ptr: u64) -> usize {
+    let group = (ptr >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - (FILTER_BITS - 8));
+    ((group as usize) << 8) | ((ptr >> 4) & 0xff) as usize
+}
+
 unsafe fn map_zeroed(bytes: usize) -> *mut c_void {
     // SAFETY: a fresh private anonymous mapping.
     let p = unsafe {
@@ -520,7 +537,7 @@ fn after_alloc(t: &Hot, p: *mut c_void, size: usize) {
     let left = t.countdown.get().wrapping_sub(size as i64);
     t.countdown.set(left);
     if left <= 0 {
-        sampled(t, p, size);
+        sampled(t, p, size, size as u64);
     }
 }
 
@@ -534,11 +551,40 @@ fn before_free(ptr: *mut c_void) {
     if filter.is_null() {
         return;
     }
-    let bucket = (pointer_hash(ptr as u64) >> (64 - FILTER_BITS)) as usize;
+    let bucket = filter_bucket(ptr as u64);
     // SAFETY: the bits are 1 << FILTER_BITS of them and are never unmapped.
     if unsafe { *filter.add(bucket >> 3) } & (1 << (bucket & 7)) != 0 {
         forget(ptr as u64, bucket);
     }
+}
+
+/// Whether a live sample may start at `obj`, 16 or 32 bytes before it (where a recycled
+/// object's block starts, by its type's [`pre_header`]).
+#[inline(always)]
+fn may_start_a_sample_before(obj: u64) -> bool {
+    let filter = FILTER.load(Ordering::Acquire);
+    // SAFETY: `FILTER` is null or the filter's bits, which are never unmapped.
+    !filter.is_null() && unsafe { any_of_three_buckets(filter, obj) }
+}
+
+/// Whether any of the filter's bits is set for the buckets of `obj - 32`, `obj - 16` and
+/// `obj`: within a page, three bits next to each other, read with one two-byte load that
+/// waits for no read of the object's type.
+///
+/// # Safety
+/// `bits` points at the filter's [`FILTER_BIT_BYTES`].
+#[inline(always)]
+unsafe fn any_of_three_buckets(bits: *const u8, obj: u64) -> bool {
+    if obj & 0xfff < 32 {
+        // The three are in two pages' groups: the exact check decides.
+        return true;
+    }
+    // Within one page's group of 256 (`first + 2` is in the same group). The byte after
+    // `first / 8` may be the next group's, or past the last group's the padding byte.
+    let first = filter_bucket(obj - 32);
+    // SAFETY: bytes `first / 8` and the next are within the bits and their padding.
+    let word = unsafe { (bits.add(first >> 3) as *const u16).read_unaligned() };
+    (word >> (first & 7)) & 0b111 != 0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,26 +611,54 @@ const DICT_VALUES: usize = 40;
 /// The largest object a recycled one is taken to be (a bad `ob_size` counts no more).
 const MAX_RECYCLED_BYTES: u64 = 1 << 20;
 
-/// An object's block as the allocator returned it (before the GC header and the managed-dict
-/// pre-header, 3.13's `_PyType_PreHeaderSize`), its size in bytes, and its type's flags.
+/// What a recycled object counts down its thread's interval by, whatever its size. Its size
+/// takes three more reads of its type and its item count, which only the sampled path needs:
+/// each recycled object is sampled with the same probability, `1 - exp(-RECYCLED_UNIT /
+/// mean)`, and weighted by its own size over that probability ([`weights`]), which keeps the
+/// estimates unbiased (the objects free lists recycle are small: ints, floats, tuples of up to
+/// 20 items, lists, dicts).
+const RECYCLED_UNIT: u64 = 64;
+
+/// How far before an object its block starts: the GC header, and the managed-dict
+/// pre-header (3.13's `_PyType_PreHeaderSize`), by its type's flags.
+#[inline(always)]
+fn pre_header(flags: u64) -> u64 {
+    let mut pre = 0;
+    if flags & TPFLAGS_HAVE_GC != 0 {
+        pre += 16;
+    }
+    if flags & TPFLAGS_PREHEADER != 0 {
+        pre += 16;
+    }
+    pre
+}
+
+/// An object's type and its flags (`None` where its type is not set yet).
 ///
 /// # Safety
-/// `obj` is a live object whose type is set (CPython sets it before `_Py_NewReference`).
-unsafe fn object_block(obj: u64) -> Option<(u64, u64, u64)> {
+/// `obj` is a live object (CPython sets the type before `_Py_NewReference`).
+#[inline(always)]
+unsafe fn type_flags(obj: u64) -> Option<(u64, u64)> {
     // SAFETY: the object's header and its type object, both alive (see above).
     unsafe {
         let tp = *((obj as usize + OB_TYPE) as *const u64);
         if tp == 0 {
             return None;
         }
-        let flags = *((tp as usize + TP_FLAGS) as *const u64);
-        let mut pre = 0;
-        if flags & TPFLAGS_HAVE_GC != 0 {
-            pre += 16;
-        }
-        if flags & TPFLAGS_PREHEADER != 0 {
-            pre += 16;
-        }
+        Some((tp, *((tp as usize + TP_FLAGS) as *const u64)))
+    }
+}
+
+/// An object's block as the allocator returned it (before the GC header and the managed-dict
+/// pre-header), its size in bytes, and its type's flags.
+///
+/// # Safety
+/// `obj` is a live object whose type is set (CPython sets it before `_Py_NewReference`).
+unsafe fn object_block(obj: u64) -> Option<(u64, u64, u64)> {
+    // SAFETY: the object's header and its type object, both alive (see above).
+    unsafe {
+        let (tp, flags) = type_flags(obj)?;
+        let pre = pre_header(flags);
         let basic = *((tp as usize + TP_BASICSIZE) as *const i64);
         let item = *((tp as usize + TP_ITEMSIZE) as *const i64);
         let mut size = basic.max(0) as u64;
@@ -652,18 +726,29 @@ fn created(obj: u64) {
         t.last_alloc.set(0);
         return;
     }
-    // SAFETY: CPython passes a live object with its type set.
-    let Some((block, size, _)) = (unsafe { object_block(obj) }) else {
-        return;
-    };
     if t.inside.get() {
         return;
     }
-    before_free(block as *mut c_void);
-    let left = t.countdown.get().wrapping_sub(size as i64);
+    if may_start_a_sample_before(obj) {
+        // SAFETY: CPython passes a live object with its type set.
+        if let Some((_, flags)) = unsafe { type_flags(obj) } {
+            before_free((obj - pre_header(flags)) as *mut c_void);
+        }
+    }
+    let left = t.countdown.get().wrapping_sub(RECYCLED_UNIT as i64);
     t.countdown.set(left);
     if left <= 0 {
-        sampled(t, block as *mut c_void, size as usize);
+        sampled_recycled(t, obj);
+    }
+}
+
+/// The sampled path of a recycled object: its block and size, read now.
+#[cold]
+#[inline(never)]
+fn sampled_recycled(t: &Hot, obj: u64) {
+    // SAFETY: CPython passes a live object with its type set.
+    if let Some((block, size, _)) = unsafe { object_block(obj) } {
+        sampled(t, block as *mut c_void, size as usize, RECYCLED_UNIT);
     }
 }
 
@@ -733,9 +818,11 @@ fn thread_id(t: &ThreadState) -> u32 {
     tid
 }
 
+/// The sampled path: `measure` is what the event counted the interval down by (an
+/// allocation's size, or [`RECYCLED_UNIT`]), which sets its probability of being sampled.
 #[cold]
 #[inline(never)]
-fn sampled(t: &Hot, p: *mut c_void, size: usize) {
+fn sampled(t: &Hot, p: *mut c_void, size: usize, measure: u64) {
     if t.busy.replace(true) {
         // An allocation made by the hook's own work (`Py_IncRef` does not allocate; this is
         // a guard, not a path taken).
@@ -746,18 +833,19 @@ fn sampled(t: &Hot, p: *mut c_void, size: usize) {
     let cold = thread();
     t.countdown.set(next_interval(cold, mean));
     if SAMPLING.load(Ordering::Acquire) {
-        record(cold, p as u64, size as u64, mean);
+        record(cold, p as u64, size as u64, measure, mean);
         check_owner();
     }
     t.busy.set(false);
 }
 
-/// The weights of a sample of `size` bytes: (bytes, allocations) it stands for.
-fn weights(size: u64, mean: u64) -> (u64, u64) {
-    if mean <= 1 || size == 0 {
+/// The weights of a sample of `size` bytes that counted the interval down by `measure`:
+/// (bytes, allocations) it stands for, each over its probability of being sampled.
+fn weights(size: u64, measure: u64, mean: u64) -> (u64, u64) {
+    if mean <= 1 || size == 0 || measure == 0 {
         return (size, 1);
     }
-    let probability = -(-(size as f64) / mean as f64).exp_m1();
+    let probability = -(-(measure as f64) / mean as f64).exp_m1();
     if probability <= 0.0 {
         return (size, 1);
     }
@@ -765,8 +853,8 @@ fn weights(size: u64, mean: u64) -> (u64, u64) {
     ((size as f64 * scale).round() as u64, scale.round().max(1.0) as u64)
 }
 
-fn record(t: &ThreadState, ptr: u64, size: u64, mean: u64) {
-    let (bytes, count) = weights(size, mean);
+fn record(t: &ThreadState, ptr: u64, size: u64, measure: u64, mean: u64) {
+    let (bytes, count) = weights(size, measure, mean);
     let mut frames = [FrameEntry::default(); MAX_DEPTH];
     // SAFETY: the API and layout were set at install, before sampling started.
     let api = unsafe { (*API.get()).as_ref().copied() };
@@ -1098,7 +1186,7 @@ unsafe fn remember(ptr: u64, stack: u32, bytes: u64, count: u64) -> bool {
             slot = (slot + 1) & mask;
         }
         tables.live_used += 1;
-        let bucket = (pointer_hash(ptr) >> (64 - FILTER_BITS)) as usize;
+        let bucket = filter_bucket(ptr);
         let counter = &mut *tables.filter.add(bucket);
         *counter = counter.saturating_add(1);
         filter_bit(tables.filter, bucket).fetch_or(1 << (bucket & 7), Ordering::Release);
@@ -1473,12 +1561,17 @@ mod tests {
     #[test]
     fn weights_are_unbiased_for_small_and_large_allocations() {
         // A 512 KiB mean: a 64-byte allocation stands for mean/64 such allocations.
-        let (bytes, count) = weights(64, 512 * 1024);
+        let (bytes, count) = weights(64, 64, 512 * 1024);
         assert!((bytes as f64 - 512.0 * 1024.0).abs() / (512.0 * 1024.0) < 0.001);
         assert!((8191..=8193).contains(&count), "{count}");
         // Far above the mean: itself, once.
-        assert_eq!(weights(64 << 20, 512 * 1024), (64 << 20, 1));
-        assert_eq!(weights(100, 0), (100, 1));
+        assert_eq!(weights(64 << 20, 64 << 20, 512 * 1024), (64 << 20, 1));
+        assert_eq!(weights(100, 100, 0), (100, 1));
+        // A recycled object of 200 bytes, sampled as one of RECYCLED_UNIT: it stands for as
+        // many objects as a 64-byte allocation would, each of its own size.
+        let (bytes, count) = weights(200, RECYCLED_UNIT, 512 * 1024);
+        assert!((8191..=8193).contains(&count), "{count}");
+        assert!((bytes as f64 - 200.0 * 8192.0).abs() / (200.0 * 8192.0) < 0.001, "{bytes}");
     }
 
     #[test]
@@ -1507,6 +1600,33 @@ mod tests {
         // SAFETY: as above.
         let (block, size, _) = unsafe { object_block(obj) }.unwrap();
         assert_eq!((block, size), (obj - 16, 16 + 24 + 3 * 8));
+    }
+
+    #[test]
+    fn a_sampled_block_is_found_from_an_object_at_each_header_size_and_no_further() {
+        // The furthest byte the two-byte read reaches: the last group's, at the last offset
+        // that does not cross a page, and the byte after it.
+        let last = (((1usize << (FILTER_BITS - 8)) - 1) << 8) | (0xfff - 32) >> 4;
+        assert!((last >> 3) + 1 < FILTER_BIT_BYTES);
+        let mut bits = vec![0u8; FILTER_BIT_BYTES];
+        let set = |bits: &mut [u8], at: u64| {
+            let bucket = filter_bucket(at);
+            bits[bucket >> 3] |= 1 << (bucket & 7);
+        };
+        // Blocks at every bit position within a byte, and at the ends of a page.
+        let blocks = (0x7f00_0000_1000u64..0x7f00_0000_1100).step_by(16);
+        for block in blocks.chain([0x7f00_0040_0000, 0x7f00_0040_0fe0, 0x7f00_0040_0ff0]) {
+            bits.iter_mut().for_each(|b| *b = 0);
+            set(&mut bits, block);
+            for (obj, expected) in [(block, true), (block + 16, true), (block + 32, true),
+                (block + 48, false), (block + 4096, false)] {
+                // SAFETY: `bits` has the filter's size.
+                let found = unsafe { any_of_three_buckets(bits.as_ptr(), obj) };
+                // Where the three cross a page the exact check decides: `true` is allowed.
+                let crosses = obj & 0xfff < 32;
+                assert!(found == expected || (crosses && found), "{block:#x} {obj:#x} {found}");
+            }
+        }
     }
 
     #[test]
