@@ -31,7 +31,14 @@
 //! nothing else holds; every holder the target names must be named by pmt with exactly its
 //! item count and the bytes the target counted (`sys.getsizeof` of it and of what only it
 //! holds), and none of those types (nor `datetime.date` and `datetime.timedelta`, which hold
-//! no references) may be among the types pmt says it does not follow.
+//! no references) may be among the types pmt says it does not follow. The same script keeps
+//! exceptions (a `ValueError` and a class deriving from `Exception`) whose tracebacks' frames
+//! outlived their calls, a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
+//! union, each holding a list pmt must name the Python way
+//! (`__main__.KEPT[0].__traceback__.tb_next.tb_frame local rows`); and it counts its frames,
+//! tracebacks, exceptions and unions with `gc.get_objects()` (plus its running module frame's
+//! object, which 3.11+ does not track) and `sys.getsizeof`: pmt's count and bytes of each
+//! must be exactly those.
 
 mod common;
 
@@ -243,6 +250,11 @@ fn networkx_types_sid_3_14() {
 /// The built-in types pmt reads by their own layouts, which `heap_builtins.py` makes (and
 /// `datetime` itself, `date` and `timedelta` objects).
 const BUILTIN_TYPES: &[&str] = &[
+    "frame",
+    "traceback",
+    "ValueError",
+    "types.UnionType",
+    "typing.Union",
     "collections.OrderedDict",
     "types.SimpleNamespace",
     "mappingproxy",
@@ -261,6 +273,7 @@ fn check_builtins(label: &str) {
         return;
     };
     let mut target = common::start(&interp, &common::script("heap_builtins.py"), &[]);
+    let counted = target.wait_for_json("TYPES ", Duration::from_secs(30));
     let expected = target.wait_for_json("EXPECT ", Duration::from_secs(30));
     target.wait_for_line("READY", Duration::from_secs(30));
     let pid = target.pid().to_string();
@@ -268,6 +281,26 @@ fn check_builtins(label: &str) {
     drop(target);
     let expected = expected.as_array().expect("a list of holders");
     let mut mismatches = not_followed_among(&snap, BUILTIN_TYPES);
+    let counted = counted.as_object().expect("counts by type");
+    for (name, wanted) in counted {
+        let found = snap["types"]
+            .as_array()
+            .expect("types")
+            .iter()
+            .filter(|t| t["name"] == name.as_str())
+            .fold((0, 0), |(count, bytes), t| {
+                (
+                    count + t["count"].as_u64().unwrap_or_default(),
+                    bytes + t["bytes"].as_u64().unwrap_or_default(),
+                )
+            });
+        if serde_json::json!([found.0, found.1]) != *wanted {
+            mismatches.push(format!(
+                "{name}: pmt {} objects of {} bytes, the target {wanted}",
+                found.0, found.1
+            ));
+        }
+    }
     for want in expected {
         let path = want["path"].as_str().unwrap_or_default();
         let wanted = (&want["items"], &want["bytes"]);

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub mod flags {
     /// 3.13+: instance attributes stored inline after the object.
     pub const INLINE_VALUES: u64 = 1 << 2;
+    /// 3.12+: the weak reference list lives before the GC header.
+    pub const MANAGED_WEAKREF: u64 = 1 << 3;
     /// 3.11+: the instance dict (or its values) lives before the GC header.
     pub const MANAGED_DICT: u64 = 1 << 4;
     /// Allocated on the heap (a class statement's type).
@@ -31,6 +33,8 @@ pub mod flags {
     pub const UNICODE_SUBCLASS: u64 = 1 << 28;
     /// Subclass of `dict`.
     pub const DICT_SUBCLASS: u64 = 1 << 29;
+    /// Subclass of `BaseException`.
+    pub const BASE_EXC_SUBCLASS: u64 = 1 << 30;
     /// Subclass of `type` (the type of a type object).
     pub const TYPE_SUBCLASS: u64 = 1 << 31;
 }
@@ -92,9 +96,21 @@ pub enum Kind {
     Coroutine,
     /// `async_generator`: as a generator, and its finalizer.
     AsyncGenerator,
-    /// `frame` objects that own their locals (≤3.10): code, globals, builtins, locals dict,
-    /// caller and local slots. 3.11+ frame objects are not followed.
+    /// `frame` objects: caller (`f_back`), trace function, and what the frame holds (code,
+    /// function, globals, builtins, locals dict and local slots): ≤3.10 in the object
+    /// itself; 3.11+ in the interpreter frame it owns once its call returned (while the
+    /// call runs, or in a generator, the thread or the generator holds that frame, and it
+    /// is walked there).
     Frame,
+    /// `traceback`: `tb_next` and `tb_frame`.
+    Traceback,
+    /// `BaseException` and its subclasses: `args`, `__traceback__`, `__context__`,
+    /// `__cause__`, 3.11+ `__notes__`, its `__dict__`, and the object members of the C
+    /// types it derives from (`StopIteration.value`, `OSError.filename`, …).
+    Exception,
+    /// `types.UnionType` (3.10–3.13) / `typing.Union` (3.14+), `int | str`: `__args__`,
+    /// `__parameters__` (3.14+ also its hashable and unhashable arguments apart).
+    Union,
     /// Weak references and proxies: the callback only. The referent is a weak reference,
     /// which keeps nothing alive: not an edge of the graph.
     WeakRef,
@@ -256,13 +272,10 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
         ),
         None => (Kind::Unknown, false),
     };
-    // A 3.11+ frame object points at an interpreter frame: not read.
-    let kind = match kind {
-        Kind::Frame if layout.frame_globals.is_none() => Kind::Unknown,
-        kind => kind,
-    };
-    let slots = if instance {
-        slots_of(mem, layout, addr)
+    // An exception's members are those of every type it derives from, C types included
+    // (`OSError.filename`); a class's, those of its classes.
+    let slots = if instance || kind == Kind::Exception {
+        slots_of(mem, layout, addr, kind == Kind::Exception)
     } else {
         Vec::new()
     };
@@ -319,6 +332,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
             (flags::LIST_SUBCLASS, Kind::List),
             (flags::TUPLE_SUBCLASS, Kind::Tuple),
             (flags::DICT_SUBCLASS, Kind::Dict),
+            (flags::BASE_EXC_SUBCLASS, Kind::Exception),
             // Sized by their own rules (an int's digit count is no `ob_size` from 3.12 on).
             (flags::LONG_SUBCLASS, Kind::Int),
             (flags::BYTES_SUBCLASS, Kind::Bytes),
@@ -370,6 +384,9 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "coroutine" => Kind::Coroutine,
         "async_generator" => Kind::AsyncGenerator,
         "frame" => Kind::Frame,
+        "traceback" => Kind::Traceback,
+        // `typing.Union` from 3.14 on.
+        "types.UnionType" | "typing.Union" => Kind::Union,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,
@@ -377,6 +394,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "bytearray" => Kind::ByteArray,
         "float" | "complex" | "NoneType" | "ellipsis" | "NotImplementedType" => Kind::Leaf,
         _ if type_flags & flags::TYPE_SUBCLASS != 0 => Kind::Type,
+        _ if type_flags & flags::BASE_EXC_SUBCLASS != 0 => Kind::Exception,
         _ => return None,
     })
 }
@@ -415,15 +433,21 @@ fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<K
     None
 }
 
-/// The object members of the class at `addr` and its class bases: `__slots__` entries.
-fn slots_of(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Vec<(u64, String)> {
+/// The object members of the class at `addr` and its class bases: `__slots__` entries; with
+/// `through_static`, also those its built-in (static) bases declare (`tp_members`).
+fn slots_of(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    addr: u64,
+    through_static: bool,
+) -> Vec<(u64, String)> {
     let mut slots = Vec::new();
     let mut ty = addr;
     for _ in 0..MAX_BASES {
         let Some(type_flags) = is_type_object(mem, layout, ty) else {
             break;
         };
-        if type_flags & flags::HEAPTYPE == 0 {
+        if type_flags & flags::HEAPTYPE == 0 && !through_static {
             break;
         }
         let members = mem

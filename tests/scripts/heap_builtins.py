@@ -11,7 +11,15 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
 - a `types.GenericAlias` (3.9+; its `__args__`);
 - aware `datetime.datetime` and `datetime.time` objects and instances of a subclass of
   `datetime.datetime`, each with a `datetime.timezone` of its own (its offset and name);
-- a suspended coroutine and a suspended async generator, each holding a list in a local.
+- a suspended coroutine and a suspended async generator, each holding a list in a local;
+- exceptions kept with their tracebacks (a built-in `ValueError` and a class deriving from
+  `Exception`), whose frames outlived their calls and hold a list in a local; a frame kept by
+  `sys._getframe()` after its call returned; the frames the thread still runs;
+- a `types.UnionType` (3.10+; `typing.Union` from 3.14) of a `GenericAlias` holding a list.
+
+The script also counts, with `gc.get_objects()` (and, from 3.11 on, the frame object of the
+module's running frame, which the collector does not track), the objects and the bytes
+(`sys.getsizeof`) of the types it makes there, and prints them as `TYPES <json>`.
 
 A holder reached through a generator-like object's frame is named `X local v` from 3.11 on,
 where the frame is embedded, and `X.cr_frame local v` before, where it is an object.
@@ -19,6 +27,7 @@ where the frame is embedded, and `X.cr_frame local v` before, where it is an obj
 
 import collections
 import datetime
+import gc
 import json
 import sys
 import time
@@ -121,8 +130,72 @@ except StopIteration:
     pass
 _rows = strings("asyncgen")
 expect("__main__.AGEN%s local rows" % AGEN_FRAME, ITEMS, size_of(_rows, *_rows))
-del _rows, _bytes
 
+
+def failing(rows):
+    raise ValueError("kept")
+
+
+class Kept(Exception):
+    pass
+
+
+def failing_kept(rows):
+    raise Kept("kept")
+
+
+def keep(fail, tag):
+    """The exception `fail` raised: its traceback's frames (this call's and `fail`'s) outlive
+    their calls."""
+    try:
+        fail(strings(tag))
+    except Exception as error:
+        return error
+
+
+KEPT = [keep(failing, "traceback"), keep(failing_kept, "kept")]
+for _i, _tag in enumerate(["traceback", "kept"]):
+    _rows = strings(_tag)
+    expect("__main__.KEPT[%d].__traceback__.tb_next.tb_frame local rows" % _i, ITEMS,
+           size_of(_rows, *_rows))
+
+
+def here(rows):
+    return sys._getframe()
+
+
+FRAMES = [here(strings("frame"))]
+_rows = strings("frame")
+expect("__main__.FRAMES[0] local rows", ITEMS, size_of(_rows, *_rows))
+
+if sys.version_info >= (3, 10):
+    UNION = int | types.GenericAlias(list, (strings("union"),))
+    _rows = UNION.__args__[1].__args__[0]
+    expect("__main__.UNION.__args__[1].__args__[0]", ITEMS, size_of(_rows, *_rows))
+del _rows, _bytes, _i, _tag
+
+# What the collector lists of the types made here, by the name pmt gives them.
+COUNTED = {
+    types.FrameType: "frame",
+    types.TracebackType: "traceback",
+    ValueError: "ValueError",
+    Kept: "__main__.Kept",
+}
+if sys.version_info >= (3, 10):
+    COUNTED[type(UNION)] = type(UNION).__module__ + "." + type(UNION).__qualname__
+TYPES = {}
+_objects = gc.get_objects()
+_here = sys._getframe()
+if not gc.is_tracked(_here):
+    _objects.append(_here)
+for _o in _objects:
+    _name = COUNTED.get(type(_o))
+    if _name is not None:
+        _count, _bytes = TYPES.get(_name, (0, 0))
+        TYPES[_name] = (_count + 1, _bytes + sys.getsizeof(_o))
+del _objects, _here, _o, _name, _count, _bytes
+
+print("TYPES " + json.dumps(TYPES), flush=True)
 print("EXPECT " + json.dumps(EXPECT), flush=True)
 print("READY", flush=True)
 while True:

@@ -166,6 +166,28 @@ typedef struct {
 } pmt_fact_timezone;
 ";
 
+/// `unionobject` (`int | str`; `Objects/unionobject.c`, private): 3.10–3.13 its arguments and
+/// parameters; 3.14 (where it became `typing.Union`) added the hashable and unhashable
+/// arguments apart, and a weak reference list.
+const UNION_3_10_TO_3_13: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;
+    PyObject *parameters;
+} pmt_fact_unionobject;
+";
+
+const UNION_3_14_ON: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;
+    PyObject *hashable_args;
+    PyObject *unhashable_args;
+    PyObject *parameters;
+    PyObject *weakreflist;
+} pmt_fact_unionobject;
+";
+
 /// Whether `Layout` needs a struct that `minor` only has in a transcribed form.
 pub fn dict_keys_from_facts(minor: u8) -> bool {
     minor <= 10
@@ -216,11 +238,13 @@ pub fn wrapper(minor: u8) -> String {
             "internal/pycore_dict.h",
             "internal/pycore_moduleobject.h",
         ],
-        // 3.14 moved `_PyInterpreterFrame` to `pycore_interpframe_structs.h`.
+        // 3.14 moved `_PyInterpreterFrame` to `pycore_interpframe_structs.h`
+        // (`pycore_frame.h` keeps the frame object's `struct _frame`).
         _ => &[
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
             "internal/pycore_interpframe.h",
+            "internal/pycore_frame.h",
             "internal/pycore_code.h",
             "internal/pycore_dict.h",
             "internal/pycore_moduleobject.h",
@@ -246,6 +270,11 @@ pub fn wrapper(minor: u8) -> String {
     });
     c.push_str(CALLABLE_WRAPPERS_ALL);
     c.push_str(CONTAINERS_ALL);
+    match minor {
+        ..=9 => {}
+        10..=13 => c.push_str(UNION_3_10_TO_3_13),
+        _ => c.push_str(UNION_3_14_ON),
+    }
     c
 }
 
@@ -300,5 +329,8 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyAsyncGenObject",
     "PyDateTime_DateTime",
     "PyDateTime_Time",
+    "_traceback",
+    "PyTracebackObject",
+    "PyBaseExceptionObject",
     "pmt_fact_.*",
 ];
