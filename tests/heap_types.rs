@@ -34,11 +34,13 @@
 //! no references) may be among the types pmt says it does not follow. The same script keeps
 //! exceptions (a `ValueError` and a class deriving from `Exception`) whose tracebacks' frames
 //! outlived their calls, a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
-//! union, each holding a list pmt must name the Python way
+//! union, a list of `zoneinfo.ZoneInfo` objects read from TZif data the script makes and an
+//! instance of a class deriving from `ZoneInfo` (3.9+), each holding a list pmt must name the
+//! Python way
 //! (`__main__.KEPT[0].__traceback__.tb_next.tb_frame local rows`); and it counts its frames,
-//! tracebacks, exceptions and unions with `gc.get_objects()` (plus its running module frame's
-//! object, which 3.11+ does not track) and `sys.getsizeof`: pmt's count and bytes of each
-//! must be exactly those.
+//! tracebacks, exceptions, unions and zones with `gc.get_objects()` (plus what the collector
+//! does not track: its running module frame's object on 3.11+, zones on 3.9–3.11) and
+//! `sys.getsizeof`: pmt's count and bytes of each must be exactly those.
 
 mod common;
 
@@ -255,6 +257,7 @@ const BUILTIN_TYPES: &[&str] = &[
     "ValueError",
     "types.UnionType",
     "typing.Union",
+    "zoneinfo.ZoneInfo",
     "collections.OrderedDict",
     "types.SimpleNamespace",
     "mappingproxy",

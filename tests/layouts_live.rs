@@ -113,7 +113,9 @@ fn to_json(layout: &Layout) -> Value {
         frameobject_back, frameobject_trace, frameobject_frame, frameobject_data,
         traceback_next, traceback_frame, exception_dict, exception_args, exception_notes,
         exception_traceback, exception_context, exception_cause, union_args,
-        union_hashable_args, union_unhashable_args, union_parameters,
+        union_hashable_args, union_unhashable_args, union_parameters, zoneinfo_key,
+        zoneinfo_file_repr, zoneinfo_num_ttinfos, zoneinfo_ttinfos, zoneinfo_rule_std,
+        zoneinfo_rule_dst, ttinfo_utcoff, ttinfo_dstoff, ttinfo_tzname,
     )
 }
 

@@ -108,6 +108,9 @@ pub enum Kind {
     /// `__cause__`, 3.11+ `__notes__`, its `__dict__`, and the object members of the C
     /// types it derives from (`StopIteration.value`, `OSError.filename`, …).
     Exception,
+    /// `zoneinfo.ZoneInfo` (3.9+): its key, file repr, and the offsets and names of its
+    /// local time types (kept in C arrays, which `sys.getsizeof` does not count).
+    ZoneInfo,
     /// `types.UnionType` (3.10–3.13) / `typing.Union` (3.14+), `int | str`: `__args__`,
     /// `__parameters__` (3.14+ also its hashable and unhashable arguments apart).
     Union,
@@ -318,15 +321,12 @@ fn class_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Strin
 }
 
 /// Built-in types that an extension module makes as heap types in some versions
-/// (`_collections` from 3.12 on): known by name, not walked as classes.
-const EXTENSION_HEAP_TYPES: &[&str] = &["collections.deque"];
+/// (`_collections` and `_zoneinfo` from 3.12 on): known by name, not walked as classes.
+const EXTENSION_HEAP_TYPES: &[&str] = &["collections.deque", "zoneinfo.ZoneInfo"];
 
 /// The reader of a built-in type, by its name, or for a class by the built-in it derives from.
 fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
-    if name == "collections.deque" {
-        return Some(Kind::Deque);
-    }
-    if heap {
+    if heap && !EXTENSION_HEAP_TYPES.contains(&name) {
         let by_flag = [
             (flags::TYPE_SUBCLASS, Kind::Type),
             (flags::LIST_SUBCLASS, Kind::List),
@@ -357,6 +357,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "datetime.date" | "datetime.timedelta" => Kind::Leaf,
         "set" | "frozenset" => Kind::Set,
         "collections.deque" => Kind::Deque,
+        "zoneinfo.ZoneInfo" => Kind::ZoneInfo,
         "module" => Kind::Module,
         "function" => Kind::Function,
         "cell" => Kind::Cell,
@@ -402,8 +403,8 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
 /// For a class no `tp_flags` bit classifies, the reader of the built-in type it derives from
 /// where that reader applies to subclasses as they are (same struct prefix, references at
 /// the same offsets): `set`, `module`, `collections.deque`, weak references, `property`,
-/// `classmethod`, `staticmethod`, `OrderedDict`, `GenericAlias`, `datetime.datetime` and
-/// `datetime.time`. `None` for the rest (instances of `object` subclasses, and of `dict`
+/// `classmethod`, `staticmethod`, `OrderedDict`, `GenericAlias`, `datetime.datetime`,
+/// `datetime.time` and `zoneinfo.ZoneInfo`. `None` for the rest (instances of `object` subclasses, and of `dict`
 /// subclasses other than `OrderedDict`'s).
 fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
     let mut ty = mem.read_u64(addr.wrapping_add(layout.type_base)).ok()?;
@@ -425,6 +426,7 @@ fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<K
                         | Kind::GenericAlias
                         | Kind::DateTime
                         | Kind::Time
+                        | Kind::ZoneInfo
                 )
             });
         }

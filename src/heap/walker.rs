@@ -57,6 +57,9 @@ pub enum Label {
     Value(u64),
     /// A dict key.
     Key,
+    /// An instance attribute kept in the object's own (3.11+ inline or split) values, not
+    /// in a `__dict__` object, by the address of its name.
+    Attribute(u64),
     /// Item `n` of a list, tuple or deque.
     Index(u32),
     /// A member of a set.
@@ -503,6 +506,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             | Kind::TimeZone
             | Kind::Traceback
             | Kind::Union => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            Kind::ZoneInfo => self.zoneinfo_references(addr, &mut refs)?,
             Kind::Exception => {
                 fixed_references(mem, l, addr, info.kind, &mut refs)?;
                 // A class's instance reader finds its `__dict__` and members itself.
@@ -1023,6 +1027,63 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         Ok(())
     }
 
+    /// A `zoneinfo.ZoneInfo`'s key and file repr, and the objects of its local time types
+    /// (`_ttinfo`: offset, DST offset, name), those of its C array and of the rule after its
+    /// last transition (most are the same objects).
+    fn zoneinfo_references(&self, addr: u64, refs: &mut Vec<Reference>) -> Result<(), DecodeError> {
+        /// More local time types than any zone has (a TZif file's `typecnt` is at most 256).
+        const MAX_TTINFOS: u64 = 256;
+        let l = self.layout;
+        let (
+            Some(key),
+            Some(file_repr),
+            Some(count),
+            Some(array),
+            Some(std),
+            Some(dst),
+            Some(size),
+        ) = (
+            l.zoneinfo_key,
+            l.zoneinfo_file_repr,
+            l.zoneinfo_num_ttinfos,
+            l.zoneinfo_ttinfos,
+            l.zoneinfo_rule_std,
+            l.zoneinfo_rule_dst,
+            l.ttinfo_size,
+        )
+        else {
+            return Ok(());
+        };
+        let members = [l.ttinfo_utcoff, l.ttinfo_dstoff, l.ttinfo_tzname];
+        let names = ["<utcoffset>", "<dst>", "<tzname>"];
+        let bytes = self
+            .mem
+            .read_vec(addr, span(&[key, file_repr, count, array, dst + size - 8]))?;
+        refs.push((field_u64(&bytes, key), Label::Attr("key")));
+        refs.push((field_u64(&bytes, file_repr), Label::Attr("<file repr>")));
+        let ttinfo = |at: &[u8], base: u64, refs: &mut Vec<Reference>| {
+            for (member, name) in members.iter().zip(names) {
+                if let Some(member) = member {
+                    refs.push((field_u64(at, base + member), Label::Attr(name)));
+                }
+            }
+        };
+        ttinfo(&bytes, std, refs);
+        ttinfo(&bytes, dst, refs);
+        let count = field_u64(&bytes, count);
+        let array = field_u64(&bytes, array);
+        if count > MAX_TTINFOS {
+            return Err(DecodeError::invalid("ZoneInfo", addr));
+        }
+        if count > 0 {
+            let infos = self.mem.read_vec(array, (count * size) as usize)?;
+            for i in 0..count {
+                ttinfo(&infos, i * size, refs);
+            }
+        }
+        Ok(())
+    }
+
     fn deque_references(
         &self,
         addr: u64,
@@ -1102,7 +1163,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 for (key, value) in
                     keys_items_bounded(mem, l, info.cached_keys, Some(at), MAX_ITEMS, capacity)?
                 {
-                    refs.push((value, Label::Value(key)));
+                    refs.push((value, Label::Attribute(key)));
                 }
             }
         } else if info.dictoffset > 0 {
@@ -1441,6 +1502,7 @@ mod tests {
         "traceback",
         "types.UnionType",
         "ValueError",
+        "zoneinfo.ZoneInfo",
     ];
     /// Where the planted types, their metatype and their names live (past the garbage).
     const TYPES_AT: u64 = 0x1_0000;

@@ -413,6 +413,28 @@ pub struct Layout {
     pub union_unhashable_args: Option<u64>,
     /// `unionobject.parameters` (3.10+): `__parameters__`, made on first use.
     pub union_parameters: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.key` (3.9+, `zoneinfo.ZoneInfo`; private to
+    /// `Modules/_zoneinfo.c`).
+    pub zoneinfo_key: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.file_repr`: the repr of the file it was read from, if any.
+    pub zoneinfo_file_repr: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.num_ttinfos` (a `size_t`): how many `_ttinfos` it has.
+    pub zoneinfo_num_ttinfos: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo._ttinfos`: a C array of `_ttinfo`, one per local time type.
+    pub zoneinfo_ttinfos: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.tzrule_after.std`: the `_ttinfo` of standard time after the
+    /// last transition.
+    pub zoneinfo_rule_std: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.tzrule_after.dst`: its daylight saving time `_ttinfo`.
+    pub zoneinfo_rule_dst: Option<u64>,
+    /// `sizeof(_ttinfo)` (3.9+).
+    pub ttinfo_size: Option<u64>,
+    /// `_ttinfo.utcoff` (a `timedelta`).
+    pub ttinfo_utcoff: Option<u64>,
+    /// `_ttinfo.dstoff` (a `timedelta`).
+    pub ttinfo_dstoff: Option<u64>,
+    /// `_ttinfo.tzname` (a `str`).
+    pub ttinfo_tzname: Option<u64>,
 
     // ---- built-in containers and datetime objects (`pmt heap`) ----
     /// `_odictobject.od_fast_nodes_size` (`collections.OrderedDict`; private to

@@ -532,6 +532,31 @@ def check_union():
         check("unionobject.unhashable_args", ptr(id(union) + L["union_unhashable_args"]), 0)
 
 
+def check_zoneinfo():
+    """Where pmt heap finds a `zoneinfo.ZoneInfo`'s key, file repr and local time types
+    (3.9+), read from TZif data made here."""
+    if L["zoneinfo_key"] is None:
+        return
+    import io
+    import struct
+    import zoneinfo
+
+    counts = struct.pack(">6l", 0, 0, 0, 0, 1, 4)
+    data = b"TZif" + b"\0" * 16 + counts + struct.pack(">lbb", 3661, 0, 0) + b"ABC\0"
+    zone = zoneinfo.ZoneInfo.from_file(io.BytesIO(data), key="probe")
+    at = id(zone)
+    check("ZoneInfo.key", ptr(at + L["zoneinfo_key"]), id(zone.key))
+    check_true("ZoneInfo.file_repr", ptr(at + L["zoneinfo_file_repr"]) != 0)
+    check("ZoneInfo.num_ttinfos", u64(at + L["zoneinfo_num_ttinfos"]), 1)
+    first = ptr(at + L["zoneinfo_ttinfos"])
+    std = at + L["zoneinfo_rule_std"]
+    for where, info in (("_ttinfos[0]", first), ("tzrule_after.std", std)):
+        check(where + ".utcoff", ptr(info + L["ttinfo_utcoff"]), id(zone.utcoffset(None)))
+        check(where + ".dstoff", ptr(info + L["ttinfo_dstoff"]), id(zone.dst(None)))
+        check(where + ".tzname", ptr(info + L["ttinfo_tzname"]), id(zone.tzname(None)))
+    check("tzrule_after.dst (none for a fixed offset)", ptr(at + L["zoneinfo_rule_dst"]), 0)
+
+
 def main():
     check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
     check_threads_and_runtime()
@@ -544,6 +569,7 @@ def main():
     check_containers()
     check_frames_and_exceptions()
     check_union()
+    check_zoneinfo()
     for line in failures:
         print(line)
     if failures:

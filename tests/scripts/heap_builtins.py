@@ -15,7 +15,10 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
 - exceptions kept with their tracebacks (a built-in `ValueError` and a class deriving from
   `Exception`), whose frames outlived their calls and hold a list in a local; a frame kept by
   `sys._getframe()` after its call returned; the frames the thread still runs;
-- a `types.UnionType` (3.10+; `typing.Union` from 3.14) of a `GenericAlias` holding a list.
+- a `types.UnionType` (3.10+; `typing.Union` from 3.14) of a `GenericAlias` holding a list;
+- `zoneinfo.ZoneInfo` objects (3.9+) read from TZif data made here (no system time zone
+  database needed, and no cache keeps them), each with its own key, file repr, offset and
+  name; and an instance of a class deriving from `ZoneInfo`, holding a list in an attribute.
 
 The script also counts, with `gc.get_objects()` (and, from 3.11 on, the frame object of the
 module's running frame, which the collector does not track), the objects and the bytes
@@ -172,6 +175,37 @@ if sys.version_info >= (3, 10):
     UNION = int | types.GenericAlias(list, (strings("union"),))
     _rows = UNION.__args__[1].__args__[0]
     expect("__main__.UNION.__args__[1].__args__[0]", ITEMS, size_of(_rows, *_rows))
+
+ZONES = []
+if sys.version_info >= (3, 9):
+    import io
+    import struct
+    import zoneinfo
+
+    def tzif(seconds, name):
+        """A TZif (version 1) file of one local time type and no transitions."""
+        counts = struct.pack(">6l", 0, 0, 0, 0, 1, len(name) + 1)
+        return b"TZif" + b"\0" * 16 + counts + struct.pack(">lbb", seconds, 0, 0) + name + b"\0"
+
+    class Zone(zoneinfo.ZoneInfo):
+        pass
+
+    _retained = 0
+    for _i in range(ITEMS // 10):
+        _file = io.BytesIO(tzif(3600 + _i, b"Z%03d" % _i))
+        _zone = zoneinfo.ZoneInfo.from_file(_file, key="zone-%d" % _i)
+        ZONES.append(_zone)
+        # The zone, its key, the repr of its file, its offset and name; not its DST offset,
+        # a zero timedelta the zones share with ZONE (and from 3.13 on with the datetime
+        # module, whose own it is).
+        _retained += size_of(_zone, _zone.key, repr(_file), _zone.utcoffset(None),
+                             _zone.tzname(None))
+    expect("__main__.ZONES", len(ZONES), sys.getsizeof(ZONES) + _retained)
+    ZONE = Zone.from_file(io.BytesIO(tzif(7200, b"ZONE")), key="subclassed")
+    ZONE.rows = strings("zone")
+    _rows = ZONE.rows
+    expect("__main__.ZONE.rows", ITEMS, size_of(_rows, *_rows))
+    del _file, _zone, _retained
 del _rows, _bytes, _i, _tag
 
 # What the collector lists of the types made here, by the name pmt gives them.
@@ -181,19 +215,23 @@ COUNTED = {
     ValueError: "ValueError",
     Kept: "__main__.Kept",
 }
+if sys.version_info >= (3, 9):
+    COUNTED[zoneinfo.ZoneInfo] = "zoneinfo.ZoneInfo"
+    COUNTED[Zone] = "__main__.Zone"
 if sys.version_info >= (3, 10):
     COUNTED[type(UNION)] = type(UNION).__module__ + "." + type(UNION).__qualname__
 TYPES = {}
-_objects = gc.get_objects()
-_here = sys._getframe()
-if not gc.is_tracked(_here):
-    _objects.append(_here)
-for _o in _objects:
+# Those the collector does not track: the module's running frame's object (3.11+), zones
+# (3.9–3.11, whose type is no container).
+_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe()] + ZONES}
+if sys.version_info >= (3, 9):
+    _objects[id(ZONE)] = ZONE
+for _o in _objects.values():
     _name = COUNTED.get(type(_o))
     if _name is not None:
         _count, _bytes = TYPES.get(_name, (0, 0))
         TYPES[_name] = (_count + 1, _bytes + sys.getsizeof(_o))
-del _objects, _here, _o, _name, _count, _bytes
+del _objects, _o, _name, _count, _bytes
 
 print("TYPES " + json.dumps(TYPES), flush=True)
 print("EXPECT " + json.dumps(EXPECT), flush=True)

@@ -533,6 +533,35 @@ pub const FIELDS: &[Field] = &[
     field!(union_parameters, true, |m| when(m >= 10, || off(
         "pmt_fact_unionobject.parameters"
     ))),
+    // `zoneinfo.ZoneInfo` (3.9+)
+    field!(zoneinfo_key, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.key"
+    ))),
+    field!(zoneinfo_file_repr, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.file_repr"
+    ))),
+    field!(zoneinfo_num_ttinfos, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.num_ttinfos"
+    ))),
+    field!(zoneinfo_ttinfos, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo._ttinfos"
+    ))),
+    field!(zoneinfo_rule_std, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.tzrule_after.std"
+    ))),
+    field!(zoneinfo_rule_dst, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.tzrule_after.dst"
+    ))),
+    field!(ttinfo_size, true, |m| when(m >= 9, || size("pmt_fact_ttinfo"))),
+    field!(ttinfo_utcoff, true, |m| when(m >= 9, || off(
+        "pmt_fact_ttinfo.utcoff"
+    ))),
+    field!(ttinfo_dstoff, true, |m| when(m >= 9, || off(
+        "pmt_fact_ttinfo.dstoff"
+    ))),
+    field!(ttinfo_tzname, true, |m| when(m >= 9, || off(
+        "pmt_fact_ttinfo.tzname"
+    ))),
     // built-in containers and datetime objects (pmt heap)
     field!(odict_fast_nodes_size, false, |_m| off(
         "pmt_fact_odictobject.od_fast_nodes_size"
