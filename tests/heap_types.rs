@@ -35,10 +35,11 @@
 //! exceptions (a `ValueError` and a class deriving from `Exception`) whose tracebacks' frames
 //! outlived their calls, a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
 //! union, a list of `zoneinfo.ZoneInfo` objects read from TZif data the script makes and an
-//! instance of a class deriving from `ZoneInfo` (3.9+), each holding a list pmt must name the
-//! Python way
+//! instance of a class deriving from `ZoneInfo` (3.9+), and a `collections.defaultdict` (a C
+//! type deriving from `dict`, read as one) whose factory's closure holds a list, each holding
+//! a list pmt must name the Python way
 //! (`__main__.KEPT[0].__traceback__.tb_next.tb_frame local rows`); and it counts its frames,
-//! tracebacks, exceptions, unions and zones with `gc.get_objects()` (plus what the collector
+//! tracebacks, exceptions, unions, zones and defaultdicts with `gc.get_objects()` (plus what the collector
 //! does not track: its running module frame's object on 3.11+, zones on 3.9–3.11) and
 //! `sys.getsizeof`: pmt's count and bytes of each must be exactly those.
 
@@ -258,6 +259,7 @@ const BUILTIN_TYPES: &[&str] = &[
     "types.UnionType",
     "typing.Union",
     "zoneinfo.ZoneInfo",
+    "collections.defaultdict",
     "collections.OrderedDict",
     "types.SimpleNamespace",
     "mappingproxy",

@@ -84,6 +84,8 @@ pub const LAYOUT: Layout = Layout {
     type_dict: 264,
     type_members: 240,
     type_base: 256,
+    type_traverse: 184,
+    type_weaklistoffset: 208,
     type_mro: 344,
     heaptype_qualname: 872,
     member_def_size: 40,

@@ -262,6 +262,7 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
     } else {
         tp_name
     };
+    let mut own_members = None;
     let (kind, instance) = match builtin_kind(&name, flags, heap) {
         // A dict by its flags; a subclass of `OrderedDict` is read (and sized) as one.
         Some(Kind::Dict) if heap => (
@@ -273,14 +274,23 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
             inherited_kind(mem, layout, addr).unwrap_or(Kind::Instance),
             true,
         ),
-        None => (Kind::Unknown, false),
+        None => match static_subclass_kind(mem, layout, addr) {
+            Some((kind, members)) => {
+                own_members = Some(members);
+                (kind, true)
+            }
+            None => (Kind::Unknown, false),
+        },
     };
     // An exception's members are those of every type it derives from, C types included
-    // (`OSError.filename`); a class's, those of its classes.
-    let slots = if instance || kind == Kind::Exception {
-        slots_of(mem, layout, addr, kind == Kind::Exception)
-    } else {
-        Vec::new()
+    // (`OSError.filename`); a class's, those of its classes; a C type deriving from a known
+    // one, those it adds.
+    let slots = match own_members {
+        Some(members) => members,
+        None if instance || kind == Kind::Exception => {
+            slots_of(mem, layout, addr, kind == Kind::Exception)
+        }
+        None => Vec::new(),
     };
     let cached_keys = match layout.heaptype_cached_keys {
         Some(at) if heap => mem.read_u64(addr.wrapping_add(at)).unwrap_or(0),
@@ -452,37 +462,111 @@ fn slots_of(
         if type_flags & flags::HEAPTYPE == 0 && !through_static {
             break;
         }
-        let members = mem
-            .read_u64(ty.wrapping_add(layout.type_members))
-            .unwrap_or(0);
-        for i in 0..MAX_MEMBERS {
-            if members == 0 {
-                break;
-            }
-            let at = members.wrapping_add(i * layout.member_def_size);
-            let Ok(name_ptr) = mem.read_u64(at) else {
-                break;
-            };
-            if name_ptr == 0 {
-                break;
-            }
-            let kind = mem
-                .read_u32(at.wrapping_add(layout.member_def_type))
-                .unwrap_or(0) as i32;
-            let offset = mem
-                .read_u64(at.wrapping_add(layout.member_def_offset))
-                .unwrap_or(0);
-            if matches!(kind, MEMBER_OBJECT | MEMBER_OBJECT_EX)
-                && offset < 1 << 20
-                && let Some(name) = c_string(mem, name_ptr)
-                && name != "__weakref__"
-                && name != "__dict__"
-                && !slots.iter().any(|(o, _)| *o == offset)
-            {
-                slots.push((offset, name));
-            }
-        }
+        members_of(mem, layout, ty, &mut slots);
         ty = mem.read_u64(ty.wrapping_add(layout.type_base)).unwrap_or(0);
     }
     slots
+}
+
+/// Adds to `slots` the object members (`T_OBJECT`, `T_OBJECT_EX`) the type at `ty` declares
+/// in `tp_members`, but `__dict__`, `__weakref__` and offsets already there.
+fn members_of(mem: &impl ReadMemory, layout: &Layout, ty: u64, slots: &mut Vec<(u64, String)>) {
+    let members = mem
+        .read_u64(ty.wrapping_add(layout.type_members))
+        .unwrap_or(0);
+    for i in 0..MAX_MEMBERS {
+        if members == 0 {
+            break;
+        }
+        let at = members.wrapping_add(i * layout.member_def_size);
+        let Ok(name_ptr) = mem.read_u64(at) else {
+            break;
+        };
+        if name_ptr == 0 {
+            break;
+        }
+        let kind = mem
+            .read_u32(at.wrapping_add(layout.member_def_type))
+            .unwrap_or(0) as i32;
+        let offset = mem
+            .read_u64(at.wrapping_add(layout.member_def_offset))
+            .unwrap_or(0);
+        if matches!(kind, MEMBER_OBJECT | MEMBER_OBJECT_EX)
+            && offset < 1 << 20
+            && let Some(name) = c_string(mem, name_ptr)
+            && name != "__weakref__"
+            && name != "__dict__"
+            && !slots.iter().any(|(o, _)| *o == offset)
+        {
+            slots.push((offset, name));
+        }
+    }
+}
+
+/// For a built-in (static) type no name matches (a C or Cython type deriving from one pmt
+/// knows: `collections.defaultdict`, pandas' `Timestamp`), the reader of the known type it
+/// derives from, and the object members it and the types between declare, when what it adds
+/// to that type's layout is known to hold nothing else pmt must follow: either its added
+/// bytes are exactly those members, its `__dict__` and weak reference list pointers, or it
+/// kept the known type's `tp_traverse` (it adds no reference the collector sees). `None`
+/// otherwise (not followed, counted). Not for subclasses of `tuple`: the struct sequences
+/// (`os.stat_result`, `sys.flags`) keep fields past `ob_size` that a tuple's reader misses.
+fn static_subclass_kind(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    addr: u64,
+) -> Option<(Kind, Vec<(u64, String)>)> {
+    let read = |ty: u64, at: u64| mem.read_u64(ty.wrapping_add(at)).ok();
+    let basicsize = read(addr, layout.type_basicsize)?;
+    let dictoffset = read(addr, layout.type_dictoffset)? as i64;
+    let weaklist = read(addr, layout.type_weaklistoffset)?;
+    let traverse = read(addr, layout.type_traverse)?;
+    let mut members = Vec::new();
+    let mut ty = addr;
+    for _ in 0..MAX_BASES {
+        members_of(mem, layout, ty, &mut members);
+        ty = read(ty, layout.type_base)?;
+        let type_flags = is_type_object(mem, layout, ty)?;
+        let name = c_string(mem, read(ty, layout.type_name)?)?;
+        if type_flags & flags::HEAPTYPE != 0 && !EXTENSION_HEAP_TYPES.contains(&name.as_str()) {
+            return None;
+        }
+        let Some(kind) = builtin_kind(&name, type_flags, false) else {
+            continue;
+        };
+        if !matches!(
+            kind,
+            Kind::List
+                | Kind::Dict
+                | Kind::OrderedDict
+                | Kind::Set
+                | Kind::Deque
+                | Kind::Module
+                | Kind::WeakRef
+                | Kind::Property
+                | Kind::ClassMethod
+                | Kind::StaticMethod
+                | Kind::Namespace
+                | Kind::GenericAlias
+                | Kind::DateTime
+                | Kind::Time
+                | Kind::TimeZone
+                | Kind::ZoneInfo
+                | Kind::Int
+                | Kind::Str
+                | Kind::Bytes
+                | Kind::ByteArray
+                | Kind::Leaf
+        ) {
+            return None;
+        }
+        let own = |at: u64, base: u64| u64::from(at != 0 && base == 0) * 8;
+        let explained = members.len() as u64 * 8
+            + own(u64::from(dictoffset > 0), read(ty, layout.type_dictoffset)?)
+            + own(weaklist, read(ty, layout.type_weaklistoffset)?);
+        let added = basicsize.checked_sub(read(ty, layout.type_basicsize)?)?;
+        return (added == explained || traverse == read(ty, layout.type_traverse)?)
+            .then_some((kind, members));
+    }
+    None
 }

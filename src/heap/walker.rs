@@ -1393,7 +1393,10 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
             match (compact, ascii) {
                 (true, true) => l.unicode_ascii_size + length + 1,
                 (true, false) => l.unicode_compact_size + (length + 1) * kind,
-                _ => info.basicsize,
+                // Not compact (an instance of a subclass of `str`): `str.__sizeof__` counts
+                // `PyUnicodeObject` (the compact struct and its data pointer), whatever the
+                // type's own size, and the characters allocated apart.
+                _ => l.unicode_compact_size + 8 + (length + 1) * kind,
             }
         }
         Kind::Int => {

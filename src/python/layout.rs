@@ -215,6 +215,11 @@ pub struct Layout {
     pub type_members: u64,
     /// `PyTypeObject.tp_base`.
     pub type_base: u64,
+    /// `PyTypeObject.tp_traverse`: the function the collector visits an object's references
+    /// with (a built-in type deriving from another and adding no references inherits it).
+    pub type_traverse: u64,
+    /// `PyTypeObject.tp_weaklistoffset`.
+    pub type_weaklistoffset: u64,
     /// `PyTypeObject.tp_mro`.
     pub type_mro: u64,
     /// `PyHeapTypeObject.ht_qualname`.

@@ -18,7 +18,11 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
 - a `types.UnionType` (3.10+; `typing.Union` from 3.14) of a `GenericAlias` holding a list;
 - `zoneinfo.ZoneInfo` objects (3.9+) read from TZif data made here (no system time zone
   database needed, and no cache keeps them), each with its own key, file repr, offset and
-  name; and an instance of a class deriving from `ZoneInfo`, holding a list in an attribute.
+  name; and an instance of a class deriving from `ZoneInfo`, holding a list in an attribute;
+- a `collections.defaultdict` (a C type deriving from `dict`, adding its `default_factory`)
+  whose factory is a closure holding a list;
+- instances of a class deriving from `str` (not compact: their characters are allocated
+  apart), ASCII and not.
 
 The script also counts, with `gc.get_objects()` (and, from 3.11 on, the frame object of the
 module's running frame, which the collector does not track), the objects and the bytes
@@ -176,6 +180,37 @@ if sys.version_info >= (3, 10):
     _rows = UNION.__args__[1].__args__[0]
     expect("__main__.UNION.__args__[1].__args__[0]", ITEMS, size_of(_rows, *_rows))
 
+
+def make_factory(rows):
+    def factory():
+        # A new int each time (no small int the interpreter shares).
+        return 10**6 + len(rows)
+
+    return factory
+
+
+DEFAULTS = collections.defaultdict(make_factory(strings("factory")))
+for _i in range(ITEMS):
+    DEFAULTS["default-%d" % _i]
+_rows = strings("factory")
+expect("<closure of __main__.make_factory.factory>.rows", ITEMS, size_of(_rows, *_rows))
+# Its items, and its factory: the function, its closure and cell, and what the cell holds.
+_factory = DEFAULTS.default_factory
+_rows = _factory.__closure__[0].cell_contents
+expect("__main__.DEFAULTS", ITEMS,
+       size_of(DEFAULTS, *DEFAULTS.keys(), *DEFAULTS.values(), _factory, _factory.__closure__,
+               *_factory.__closure__, _rows, *_rows))
+del _factory
+
+
+class Text(str):
+    pass
+
+
+TEXTS = [Text("text-%d" % i) for i in range(ITEMS // 2)]
+TEXTS += [Text("t\u00e9xt-\u20ac%d" % i) for i in range(ITEMS // 2)]
+expect("__main__.TEXTS", ITEMS, size_of(TEXTS, *TEXTS))
+
 ZONES = []
 if sys.version_info >= (3, 9):
     import io
@@ -214,6 +249,8 @@ COUNTED = {
     types.TracebackType: "traceback",
     ValueError: "ValueError",
     Kept: "__main__.Kept",
+    collections.defaultdict: "collections.defaultdict",
+    Text: "__main__.Text",
 }
 if sys.version_info >= (3, 9):
     COUNTED[zoneinfo.ZoneInfo] = "zoneinfo.ZoneInfo"
@@ -223,7 +260,7 @@ if sys.version_info >= (3, 10):
 TYPES = {}
 # Those the collector does not track: the module's running frame's object (3.11+), zones
 # (3.9–3.11, whose type is no container).
-_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe()] + ZONES}
+_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe()] + ZONES + TEXTS}
 if sys.version_info >= (3, 9):
     _objects[id(ZONE)] = ZONE
 for _o in _objects.values():

@@ -296,6 +296,10 @@ pub const FIELDS: &[Field] = &[
     field!(type_dict, false, |_m| off("PyTypeObject.tp_dict")),
     field!(type_members, false, |_m| off("PyTypeObject.tp_members")),
     field!(type_base, false, |_m| off("PyTypeObject.tp_base")),
+    field!(type_traverse, false, |_m| off("PyTypeObject.tp_traverse")),
+    field!(type_weaklistoffset, false, |_m| off(
+        "PyTypeObject.tp_weaklistoffset"
+    )),
     field!(type_mro, false, |_m| off("PyTypeObject.tp_mro")),
     field!(heaptype_qualname, false, |_m| off(
         "PyHeapTypeObject.ht_qualname"
