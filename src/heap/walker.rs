@@ -951,15 +951,22 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             return Ok(None);
         };
         let frame = self.mem.read_u64(addr.wrapping_add(f_frame))?;
+        let owned = frame == addr.wrapping_add(data)
+            && self.mem.read_u8(frame.wrapping_add(owner))? == FRAME_OWNED_BY_FRAME_OBJECT;
+        if !owned {
+            // The thread's frame may be popped and reused under a live read: without its
+            // code the object keeps its basic size, and its own members are still followed.
+            return Ok(self
+                .interpreter_frame_code(frame)
+                .ok()
+                .flatten()
+                .map(|c| c.1));
+        }
         let Some((code, slots)) = self.interpreter_frame_code(frame)? else {
             return Ok(None);
         };
-        if frame == addr.wrapping_add(data)
-            && self.mem.read_u8(frame.wrapping_add(owner))? == FRAME_OWNED_BY_FRAME_OBJECT
-        {
-            refs.push((code, Label::Attr("f_code")));
-            self.interpreter_frame(frame, code, "<frame object>", refs)?;
-        }
+        refs.push((code, Label::Attr("f_code")));
+        self.interpreter_frame(frame, code, "<frame object>", refs)?;
         Ok(Some(slots))
     }
 
