@@ -33,7 +33,8 @@
 //! holds), and none of those types (nor `datetime.date` and `datetime.timedelta`, which hold
 //! no references) may be among the types pmt says it does not follow. The same script keeps
 //! exceptions (a `ValueError` and a class deriving from `Exception`) whose tracebacks' frames
-//! outlived their calls, a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
+//! outlived their calls, built-in exceptions holding lists in their own members
+//! (`OSError.filename`, `StopIteration.value`, 3.11+ `ExceptionGroup.exceptions`), a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
 //! union, a list of `zoneinfo.ZoneInfo` objects read from TZif data the script makes and an
 //! instance of a class deriving from `ZoneInfo` (3.9+), and a `collections.defaultdict` (a C
 //! type deriving from `dict`, read as one) whose factory's closure holds a list, each holding
@@ -256,6 +257,9 @@ const BUILTIN_TYPES: &[&str] = &[
     "frame",
     "traceback",
     "ValueError",
+    "OSError",
+    "StopIteration",
+    "ExceptionGroup",
     "types.UnionType",
     "typing.Union",
     "zoneinfo.ZoneInfo",

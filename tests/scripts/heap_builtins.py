@@ -13,7 +13,9 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
   `datetime.datetime`, each with a `datetime.timezone` of its own (its offset and name);
 - a suspended coroutine and a suspended async generator, each holding a list in a local;
 - exceptions kept with their tracebacks (a built-in `ValueError` and a class deriving from
-  `Exception`), whose frames outlived their calls and hold a list in a local; a frame kept by
+  `Exception`), whose frames outlived their calls and hold a list in a local; built-in
+  exceptions holding a list in a member of their own type (`OSError.filename`,
+  `StopIteration.value`, 3.11+ `ExceptionGroup.exceptions`); a frame kept by
   `sys._getframe()` after its call returned; the frames the thread still runs;
 - a `types.UnionType` (3.10+; `typing.Union` from 3.14) of a `GenericAlias` holding a list;
 - `zoneinfo.ZoneInfo` objects (3.9+) read from TZif data made here (no system time zone
@@ -165,6 +167,16 @@ for _i, _tag in enumerate(["traceback", "kept"]):
     _rows = strings(_tag)
     expect("__main__.KEPT[%d].__traceback__.tb_next.tb_frame local rows" % _i, ITEMS,
            size_of(_rows, *_rows))
+
+ERRORS = [OSError(2, "missing", strings("oserror")), StopIteration(strings("stop"))]
+for _path, _tag in [("[0].filename", "oserror"), ("[1].value", "stop")]:
+    _rows = strings(_tag)
+    expect("__main__.ERRORS" + _path, ITEMS, size_of(_rows, *_rows))
+if sys.version_info >= (3, 11):
+    GROUP = ExceptionGroup("group", [ValueError(strings("group"))])
+    _rows = strings("group")
+    expect("__main__.GROUP.exceptions[0].args[0]", ITEMS, size_of(_rows, *_rows))
+del _path
 
 
 def here(rows):
