@@ -37,7 +37,10 @@
 //! (`OSError.filename`, `StopIteration.value`, 3.11+ `ExceptionGroup.exceptions`), a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
 //! union, a list of `zoneinfo.ZoneInfo` objects read from TZif data the script makes and an
 //! instance of a class deriving from `ZoneInfo` (3.9+), and a `collections.defaultdict` (a C
-//! type deriving from `dict`, read as one) whose factory's closure holds a list, each holding
+//! type deriving from `dict`, read as one) whose factory's closure holds a list, an
+//! `os.stat_result` (a struct sequence: a built-in subclass of `tuple` until 3.7) holding lists
+//! in a visible field and in one past its length, and instances of a class deriving from
+//! `str`, each holding
 //! a list pmt must name the Python way
 //! (`__main__.KEPT[0].__traceback__.tb_next.tb_frame local rows`); and it counts its frames,
 //! tracebacks, exceptions, unions, zones and defaultdicts with `gc.get_objects()` (plus what the collector

@@ -509,8 +509,9 @@ fn members_of(mem: &impl ReadMemory, layout: &Layout, ty: u64, slots: &mut Vec<(
 /// to that type's layout is known to hold nothing else pmt must follow: either its added
 /// bytes are exactly those members, its `__dict__` and weak reference list pointers, or it
 /// kept the known type's `tp_traverse` (it adds no reference the collector sees). `None`
-/// otherwise (not followed, counted). Not for subclasses of `tuple`: the struct sequences
-/// (`os.stat_result`, `sys.flags`) keep fields past `ob_size` that a tuple's reader misses.
+/// otherwise (not followed, counted). A subclass of `tuple` only if it is a struct sequence
+/// (`os.stat_result`, `sys.flags`: its type's dict says `n_fields`), whose fields past
+/// `ob_size` (`st_atime`, …) are among its members.
 fn static_subclass_kind(
     mem: &impl ReadMemory,
     layout: &Layout,
@@ -534,6 +535,13 @@ fn static_subclass_kind(
         let Some(kind) = builtin_kind(&name, type_flags, false) else {
             continue;
         };
+        if kind == Kind::Tuple {
+            let dict = read(addr, layout.type_dict)?;
+            return dict_get_str(mem, layout, dict, "n_fields")
+                .ok()
+                .flatten()
+                .map(|_| (kind, members));
+        }
         if !matches!(
             kind,
             Kind::List

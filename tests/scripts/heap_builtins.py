@@ -23,6 +23,8 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
   name; and an instance of a class deriving from `ZoneInfo`, holding a list in an attribute;
 - a `collections.defaultdict` (a C type deriving from `dict`, adding its `default_factory`)
   whose factory is a closure holding a list;
+- a struct sequence (`os.stat_result`, a built-in subclass of `tuple` until 3.11) holding
+  lists in a visible field and in a field past its length (`st_atime`);
 - instances of a class deriving from `str` (not compact: their characters are allocated
   apart), ASCII and not.
 
@@ -214,6 +216,13 @@ expect("__main__.DEFAULTS", ITEMS,
                *_factory.__closure__, _rows, *_rows))
 del _factory
 
+import os
+
+STAT = os.stat_result((strings("stat"),) + (0,) * 9, {"st_atime": strings("atime")})
+for _path, _tag in [("[0]", "stat"), (".st_atime", "atime")]:
+    _rows = strings(_tag)
+    expect("__main__.STAT" + _path, ITEMS, size_of(_rows, *_rows))
+
 
 class Text(str):
     pass
@@ -263,6 +272,7 @@ COUNTED = {
     Kept: "__main__.Kept",
     collections.defaultdict: "collections.defaultdict",
     Text: "__main__.Text",
+    os.stat_result: "os.stat_result",
 }
 if sys.version_info >= (3, 9):
     COUNTED[zoneinfo.ZoneInfo] = "zoneinfo.ZoneInfo"
@@ -272,7 +282,7 @@ if sys.version_info >= (3, 10):
 TYPES = {}
 # Those the collector does not track: the module's running frame's object (3.11+), zones
 # (3.9–3.11, whose type is no container).
-_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe()] + ZONES + TEXTS}
+_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe(), STAT] + ZONES + TEXTS}
 if sys.version_info >= (3, 9):
     _objects[id(ZONE)] = ZONE
 for _o in _objects.values():
