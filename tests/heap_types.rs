@@ -31,7 +31,21 @@
 //! nothing else holds; every holder the target names must be named by pmt with exactly its
 //! item count and the bytes the target counted (`sys.getsizeof` of it and of what only it
 //! holds), and none of those types (nor `datetime.date` and `datetime.timedelta`, which hold
-//! no references) may be among the types pmt says it does not follow.
+//! no references) may be among the types pmt says it does not follow. The same script keeps
+//! exceptions (a `ValueError` and a class deriving from `Exception`) whose tracebacks' frames
+//! outlived their calls, built-in exceptions holding lists in their own members
+//! (`OSError.filename`, `StopIteration.value`, 3.11+ `ExceptionGroup.exceptions`), a frame kept by `sys._getframe()` and (3.10+) an `int | GenericAlias`
+//! union, a list of `zoneinfo.ZoneInfo` objects read from TZif data the script makes and an
+//! instance of a class deriving from `ZoneInfo` (3.9+), and a `collections.defaultdict` (a C
+//! type deriving from `dict`, read as one) whose factory's closure holds a list, an
+//! `os.stat_result` (a struct sequence: a built-in subclass of `tuple` until 3.7) holding lists
+//! in a visible field and in one past its length, and instances of a class deriving from
+//! `str`, each holding
+//! a list pmt must name the Python way
+//! (`__main__.KEPT[0].__traceback__.tb_next.tb_frame local rows`); and it counts its frames,
+//! tracebacks, exceptions, unions, zones and defaultdicts with `gc.get_objects()` (plus what the collector
+//! does not track: its running module frame's object on 3.11+, zones on 3.9–3.11) and
+//! `sys.getsizeof`: pmt's count and bytes of each must be exactly those.
 
 mod common;
 
@@ -243,6 +257,16 @@ fn networkx_types_sid_3_14() {
 /// The built-in types pmt reads by their own layouts, which `heap_builtins.py` makes (and
 /// `datetime` itself, `date` and `timedelta` objects).
 const BUILTIN_TYPES: &[&str] = &[
+    "frame",
+    "traceback",
+    "ValueError",
+    "OSError",
+    "StopIteration",
+    "ExceptionGroup",
+    "types.UnionType",
+    "typing.Union",
+    "zoneinfo.ZoneInfo",
+    "collections.defaultdict",
     "collections.OrderedDict",
     "types.SimpleNamespace",
     "mappingproxy",
@@ -261,6 +285,7 @@ fn check_builtins(label: &str) {
         return;
     };
     let mut target = common::start(&interp, &common::script("heap_builtins.py"), &[]);
+    let counted = target.wait_for_json("TYPES ", Duration::from_secs(30));
     let expected = target.wait_for_json("EXPECT ", Duration::from_secs(30));
     target.wait_for_line("READY", Duration::from_secs(30));
     let pid = target.pid().to_string();
@@ -268,6 +293,26 @@ fn check_builtins(label: &str) {
     drop(target);
     let expected = expected.as_array().expect("a list of holders");
     let mut mismatches = not_followed_among(&snap, BUILTIN_TYPES);
+    let counted = counted.as_object().expect("counts by type");
+    for (name, wanted) in counted {
+        let found = snap["types"]
+            .as_array()
+            .expect("types")
+            .iter()
+            .filter(|t| t["name"] == name.as_str())
+            .fold((0, 0), |(count, bytes), t| {
+                (
+                    count + t["count"].as_u64().unwrap_or_default(),
+                    bytes + t["bytes"].as_u64().unwrap_or_default(),
+                )
+            });
+        if serde_json::json!([found.0, found.1]) != *wanted {
+            mismatches.push(format!(
+                "{name}: pmt {} objects of {} bytes, the target {wanted}",
+                found.0, found.1
+            ));
+        }
+    }
     for want in expected {
         let path = want["path"].as_str().unwrap_or_default();
         let wanted = (&want["items"], &want["bytes"]);

@@ -109,7 +109,13 @@ fn to_json(layout: &Layout) -> Value {
         code_nlocals, odict_fast_nodes_size, odict_first, odict_inst_dict, odict_node_size,
         namespace_dict, mappingproxy_mapping, generic_alias_origin, generic_alias_args,
         generic_alias_parameters, datetime_hastzinfo, datetime_tzinfo, time_hastzinfo,
-        time_tzinfo, timezone_offset, timezone_name,
+        time_tzinfo, timezone_offset, timezone_name, frame_func, frame_object,
+        frameobject_back, frameobject_trace, frameobject_frame, frameobject_data,
+        traceback_next, traceback_frame, exception_dict, exception_args, exception_notes,
+        exception_traceback, exception_context, exception_cause, union_args,
+        union_hashable_args, union_unhashable_args, union_parameters, zoneinfo_key,
+        zoneinfo_file_repr, zoneinfo_num_ttinfos, zoneinfo_ttinfos, zoneinfo_rule_std,
+        zoneinfo_rule_dst, ttinfo_utcoff, ttinfo_dstoff, ttinfo_tzname,
     )
 }
 

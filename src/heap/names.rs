@@ -78,6 +78,10 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
                     path.push("", format!("[{key}]"));
                 }
             }
+            Label::Attribute(key) => {
+                let key = key_text(mem, layout, key);
+                path.push(".", key.trim_matches('\'').to_string());
+            }
             Label::Key => path.push(".", "<key>".to_string()),
             Label::Index(i) => match closure_of.take() {
                 Some(function) => {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub mod flags {
     /// 3.13+: instance attributes stored inline after the object.
     pub const INLINE_VALUES: u64 = 1 << 2;
+    /// 3.12+: the weak reference list lives before the GC header.
+    pub const MANAGED_WEAKREF: u64 = 1 << 3;
     /// 3.11+: the instance dict (or its values) lives before the GC header.
     pub const MANAGED_DICT: u64 = 1 << 4;
     /// Allocated on the heap (a class statement's type).
@@ -31,6 +33,8 @@ pub mod flags {
     pub const UNICODE_SUBCLASS: u64 = 1 << 28;
     /// Subclass of `dict`.
     pub const DICT_SUBCLASS: u64 = 1 << 29;
+    /// Subclass of `BaseException`.
+    pub const BASE_EXC_SUBCLASS: u64 = 1 << 30;
     /// Subclass of `type` (the type of a type object).
     pub const TYPE_SUBCLASS: u64 = 1 << 31;
 }
@@ -92,9 +96,24 @@ pub enum Kind {
     Coroutine,
     /// `async_generator`: as a generator, and its finalizer.
     AsyncGenerator,
-    /// `frame` objects that own their locals (≤3.10): code, globals, builtins, locals dict,
-    /// caller and local slots. 3.11+ frame objects are not followed.
+    /// `frame` objects: caller (`f_back`), trace function, and what the frame holds (code,
+    /// function, globals, builtins, locals dict and local slots): ≤3.10 in the object
+    /// itself; 3.11+ in the interpreter frame it owns once its call returned (while the
+    /// call runs, or in a generator, the thread or the generator holds that frame, and it
+    /// is walked there).
     Frame,
+    /// `traceback`: `tb_next` and `tb_frame`.
+    Traceback,
+    /// `BaseException` and its subclasses: `args`, `__traceback__`, `__context__`,
+    /// `__cause__`, 3.11+ `__notes__`, its `__dict__`, and the object members of the C
+    /// types it derives from (`StopIteration.value`, `OSError.filename`, …).
+    Exception,
+    /// `zoneinfo.ZoneInfo` (3.9+): its key, file repr, and the offsets and names of its
+    /// local time types (kept in C arrays, which `sys.getsizeof` does not count).
+    ZoneInfo,
+    /// `types.UnionType` (3.10–3.13) / `typing.Union` (3.14+), `int | str`: `__args__`,
+    /// `__parameters__` (3.14+ also its hashable and unhashable arguments apart).
+    Union,
     /// Weak references and proxies: the callback only. The referent is a weak reference,
     /// which keeps nothing alive: not an edge of the graph.
     WeakRef,
@@ -243,6 +262,7 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
     } else {
         tp_name
     };
+    let mut own_members = None;
     let (kind, instance) = match builtin_kind(&name, flags, heap) {
         // A dict by its flags; a subclass of `OrderedDict` is read (and sized) as one.
         Some(Kind::Dict) if heap => (
@@ -254,17 +274,23 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
             inherited_kind(mem, layout, addr).unwrap_or(Kind::Instance),
             true,
         ),
-        None => (Kind::Unknown, false),
+        None => match static_subclass_kind(mem, layout, addr) {
+            Some((kind, members)) => {
+                own_members = Some(members);
+                (kind, true)
+            }
+            None => (Kind::Unknown, false),
+        },
     };
-    // A 3.11+ frame object points at an interpreter frame: not read.
-    let kind = match kind {
-        Kind::Frame if layout.frame_globals.is_none() => Kind::Unknown,
-        kind => kind,
-    };
-    let slots = if instance {
-        slots_of(mem, layout, addr)
-    } else {
-        Vec::new()
+    // An exception's members are those of every type it derives from, C types included
+    // (`OSError.filename`); a class's, those of its classes; a C type deriving from a known
+    // one, those it adds.
+    let slots = match own_members {
+        Some(members) => members,
+        None if instance || kind == Kind::Exception => {
+            slots_of(mem, layout, addr, kind == Kind::Exception)
+        }
+        None => Vec::new(),
     };
     let cached_keys = match layout.heaptype_cached_keys {
         Some(at) if heap => mem.read_u64(addr.wrapping_add(at)).unwrap_or(0),
@@ -305,20 +331,18 @@ fn class_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Strin
 }
 
 /// Built-in types that an extension module makes as heap types in some versions
-/// (`_collections` from 3.12 on): known by name, not walked as classes.
-const EXTENSION_HEAP_TYPES: &[&str] = &["collections.deque"];
+/// (`_collections` and `_zoneinfo` from 3.12 on): known by name, not walked as classes.
+const EXTENSION_HEAP_TYPES: &[&str] = &["collections.deque", "zoneinfo.ZoneInfo"];
 
 /// The reader of a built-in type, by its name, or for a class by the built-in it derives from.
 fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
-    if name == "collections.deque" {
-        return Some(Kind::Deque);
-    }
-    if heap {
+    if heap && !EXTENSION_HEAP_TYPES.contains(&name) {
         let by_flag = [
             (flags::TYPE_SUBCLASS, Kind::Type),
             (flags::LIST_SUBCLASS, Kind::List),
             (flags::TUPLE_SUBCLASS, Kind::Tuple),
             (flags::DICT_SUBCLASS, Kind::Dict),
+            (flags::BASE_EXC_SUBCLASS, Kind::Exception),
             // Sized by their own rules (an int's digit count is no `ob_size` from 3.12 on).
             (flags::LONG_SUBCLASS, Kind::Int),
             (flags::BYTES_SUBCLASS, Kind::Bytes),
@@ -343,6 +367,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "datetime.date" | "datetime.timedelta" => Kind::Leaf,
         "set" | "frozenset" => Kind::Set,
         "collections.deque" => Kind::Deque,
+        "zoneinfo.ZoneInfo" => Kind::ZoneInfo,
         "module" => Kind::Module,
         "function" => Kind::Function,
         "cell" => Kind::Cell,
@@ -370,6 +395,9 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "coroutine" => Kind::Coroutine,
         "async_generator" => Kind::AsyncGenerator,
         "frame" => Kind::Frame,
+        "traceback" => Kind::Traceback,
+        // `typing.Union` from 3.14 on.
+        "types.UnionType" | "typing.Union" => Kind::Union,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,
@@ -377,6 +405,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "bytearray" => Kind::ByteArray,
         "float" | "complex" | "NoneType" | "ellipsis" | "NotImplementedType" => Kind::Leaf,
         _ if type_flags & flags::TYPE_SUBCLASS != 0 => Kind::Type,
+        _ if type_flags & flags::BASE_EXC_SUBCLASS != 0 => Kind::Exception,
         _ => return None,
     })
 }
@@ -384,8 +413,8 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
 /// For a class no `tp_flags` bit classifies, the reader of the built-in type it derives from
 /// where that reader applies to subclasses as they are (same struct prefix, references at
 /// the same offsets): `set`, `module`, `collections.deque`, weak references, `property`,
-/// `classmethod`, `staticmethod`, `OrderedDict`, `GenericAlias`, `datetime.datetime` and
-/// `datetime.time`. `None` for the rest (instances of `object` subclasses, and of `dict`
+/// `classmethod`, `staticmethod`, `OrderedDict`, `GenericAlias`, `datetime.datetime`,
+/// `datetime.time` and `zoneinfo.ZoneInfo`. `None` for the rest (instances of `object` subclasses, and of `dict`
 /// subclasses other than `OrderedDict`'s).
 fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
     let mut ty = mem.read_u64(addr.wrapping_add(layout.type_base)).ok()?;
@@ -407,6 +436,7 @@ fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<K
                         | Kind::GenericAlias
                         | Kind::DateTime
                         | Kind::Time
+                        | Kind::ZoneInfo
                 )
             });
         }
@@ -415,48 +445,136 @@ fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<K
     None
 }
 
-/// The object members of the class at `addr` and its class bases: `__slots__` entries.
-fn slots_of(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Vec<(u64, String)> {
+/// The object members of the class at `addr` and its class bases: `__slots__` entries; with
+/// `through_static`, also those its built-in (static) bases declare (`tp_members`).
+fn slots_of(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    addr: u64,
+    through_static: bool,
+) -> Vec<(u64, String)> {
     let mut slots = Vec::new();
     let mut ty = addr;
     for _ in 0..MAX_BASES {
         let Some(type_flags) = is_type_object(mem, layout, ty) else {
             break;
         };
-        if type_flags & flags::HEAPTYPE == 0 {
+        if type_flags & flags::HEAPTYPE == 0 && !through_static {
             break;
         }
-        let members = mem
-            .read_u64(ty.wrapping_add(layout.type_members))
-            .unwrap_or(0);
-        for i in 0..MAX_MEMBERS {
-            if members == 0 {
-                break;
-            }
-            let at = members.wrapping_add(i * layout.member_def_size);
-            let Ok(name_ptr) = mem.read_u64(at) else {
-                break;
-            };
-            if name_ptr == 0 {
-                break;
-            }
-            let kind = mem
-                .read_u32(at.wrapping_add(layout.member_def_type))
-                .unwrap_or(0) as i32;
-            let offset = mem
-                .read_u64(at.wrapping_add(layout.member_def_offset))
-                .unwrap_or(0);
-            if matches!(kind, MEMBER_OBJECT | MEMBER_OBJECT_EX)
-                && offset < 1 << 20
-                && let Some(name) = c_string(mem, name_ptr)
-                && name != "__weakref__"
-                && name != "__dict__"
-                && !slots.iter().any(|(o, _)| *o == offset)
-            {
-                slots.push((offset, name));
-            }
-        }
+        members_of(mem, layout, ty, &mut slots);
         ty = mem.read_u64(ty.wrapping_add(layout.type_base)).unwrap_or(0);
     }
     slots
+}
+
+/// Adds to `slots` the object members (`T_OBJECT`, `T_OBJECT_EX`) the type at `ty` declares
+/// in `tp_members`, but `__dict__`, `__weakref__` and offsets already there.
+fn members_of(mem: &impl ReadMemory, layout: &Layout, ty: u64, slots: &mut Vec<(u64, String)>) {
+    let members = mem
+        .read_u64(ty.wrapping_add(layout.type_members))
+        .unwrap_or(0);
+    for i in 0..MAX_MEMBERS {
+        if members == 0 {
+            break;
+        }
+        let at = members.wrapping_add(i * layout.member_def_size);
+        let Ok(name_ptr) = mem.read_u64(at) else {
+            break;
+        };
+        if name_ptr == 0 {
+            break;
+        }
+        let kind = mem
+            .read_u32(at.wrapping_add(layout.member_def_type))
+            .unwrap_or(0) as i32;
+        let offset = mem
+            .read_u64(at.wrapping_add(layout.member_def_offset))
+            .unwrap_or(0);
+        if matches!(kind, MEMBER_OBJECT | MEMBER_OBJECT_EX)
+            && offset < 1 << 20
+            && let Some(name) = c_string(mem, name_ptr)
+            && name != "__weakref__"
+            && name != "__dict__"
+            && !slots.iter().any(|(o, _)| *o == offset)
+        {
+            slots.push((offset, name));
+        }
+    }
+}
+
+/// For a built-in (static) type no name matches (a C or Cython type deriving from one pmt
+/// knows: `collections.defaultdict`, pandas' `Timestamp`), the reader of the known type it
+/// derives from, and the object members it and the types between declare, when what it adds
+/// to that type's layout is known to hold nothing else pmt must follow: either its added
+/// bytes are exactly those members, its `__dict__` and weak reference list pointers, or it
+/// kept the known type's `tp_traverse` (it adds no reference the collector sees). `None`
+/// otherwise (not followed, counted). A subclass of `tuple` only if it is a struct sequence
+/// (`os.stat_result`, `sys.flags`: its type's dict says `n_fields`), whose fields past
+/// `ob_size` (`st_atime`, …) are among its members.
+fn static_subclass_kind(
+    mem: &impl ReadMemory,
+    layout: &Layout,
+    addr: u64,
+) -> Option<(Kind, Vec<(u64, String)>)> {
+    let read = |ty: u64, at: u64| mem.read_u64(ty.wrapping_add(at)).ok();
+    let basicsize = read(addr, layout.type_basicsize)?;
+    let dictoffset = read(addr, layout.type_dictoffset)? as i64;
+    let weaklist = read(addr, layout.type_weaklistoffset)?;
+    let traverse = read(addr, layout.type_traverse)?;
+    let mut members = Vec::new();
+    let mut ty = addr;
+    for _ in 0..MAX_BASES {
+        members_of(mem, layout, ty, &mut members);
+        ty = read(ty, layout.type_base)?;
+        let type_flags = is_type_object(mem, layout, ty)?;
+        let name = c_string(mem, read(ty, layout.type_name)?)?;
+        if type_flags & flags::HEAPTYPE != 0 && !EXTENSION_HEAP_TYPES.contains(&name.as_str()) {
+            return None;
+        }
+        let Some(kind) = builtin_kind(&name, type_flags, false) else {
+            continue;
+        };
+        if kind == Kind::Tuple {
+            let dict = read(addr, layout.type_dict)?;
+            return dict_get_str(mem, layout, dict, "n_fields")
+                .ok()
+                .flatten()
+                .map(|_| (kind, members));
+        }
+        if !matches!(
+            kind,
+            Kind::List
+                | Kind::Dict
+                | Kind::OrderedDict
+                | Kind::Set
+                | Kind::Deque
+                | Kind::Module
+                | Kind::WeakRef
+                | Kind::Property
+                | Kind::ClassMethod
+                | Kind::StaticMethod
+                | Kind::Namespace
+                | Kind::GenericAlias
+                | Kind::DateTime
+                | Kind::Time
+                | Kind::TimeZone
+                | Kind::ZoneInfo
+                | Kind::Int
+                | Kind::Str
+                | Kind::Bytes
+                | Kind::ByteArray
+                | Kind::Leaf
+        ) {
+            return None;
+        }
+        let own = |at: u64, base: u64| u64::from(at != 0 && base == 0) * 8;
+        let explained = members.len() as u64 * 8
+            + own(u64::from(dictoffset > 0), read(ty, layout.type_dictoffset)?)
+            + own(weaklist, read(ty, layout.type_weaklistoffset)?);
+        let added = basicsize.checked_sub(read(ty, layout.type_basicsize)?)?;
+        return (added == explained || traverse == read(ty, layout.type_traverse)?)
+            .then_some((kind, members));
+    }
+    None
 }

@@ -40,6 +40,9 @@ const MAX_FRAME_SLOTS: u64 = 1 << 16;
 const FRAME_COMPLETED_3_11_TO_3_14: i8 = 1;
 /// 3.15+ `gi_frame_state`: `FRAME_CLEARED`, its only finished state (`FRAME_COMPLETED` is gone).
 const FRAME_CLEARED_FROM_3_15: i8 = 5;
+/// `_PyInterpreterFrame.owner` of a frame a frame object owns (3.11–3.15): copied into the
+/// object when its call returned while the object was still referenced.
+const FRAME_OWNED_BY_FRAME_OBJECT: u8 = 2;
 /// No node (the synthetic root's parent, an object not reached from a root).
 pub const NO_NODE: u32 = u32::MAX;
 
@@ -54,6 +57,9 @@ pub enum Label {
     Value(u64),
     /// A dict key.
     Key,
+    /// An instance attribute kept in the object's own (3.11+ inline or split) values, not
+    /// in a `__dict__` object, by the address of its name.
+    Attribute(u64),
     /// Item `n` of a list, tuple or deque.
     Index(u32),
     /// A member of a set.
@@ -497,7 +503,26 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             | Kind::Namespace
             | Kind::MappingProxy
             | Kind::GenericAlias
-            | Kind::TimeZone => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            | Kind::TimeZone
+            | Kind::Traceback
+            | Kind::Union => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            Kind::ZoneInfo => self.zoneinfo_references(addr, &mut refs)?,
+            Kind::Exception => {
+                fixed_references(mem, l, addr, info.kind, &mut refs)?;
+                // A class's instance reader finds its `__dict__` and members itself.
+                if !info.instance {
+                    refs.push((
+                        mem.read_u64(addr.wrapping_add(l.exception_dict))?,
+                        Label::Namespace,
+                    ));
+                    for (i, (offset, _)) in info.slots.iter().enumerate() {
+                        refs.push((
+                            mem.read_u64(addr.wrapping_add(*offset))?,
+                            Label::Slot(i as u32),
+                        ));
+                    }
+                }
+            }
             Kind::DateTime | Kind::Time => {
                 let (has, tzinfo) = match info.kind {
                     Kind::DateTime => (l.datetime_hastzinfo, l.datetime_tzinfo),
@@ -515,6 +540,15 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 fixed_references(mem, l, addr, info.kind, &mut refs)?;
                 if let Some(size) = self.embedded_frame(addr, info, &mut refs)? {
                     self.graph.shallow[node as usize] = size;
+                }
+            }
+            Kind::Frame if l.capabilities().interpreter_frames => {
+                fixed_references(mem, l, addr, info.kind, &mut refs)?;
+                if let Some(slots) = self.owned_interpreter_frame(addr, &mut refs)? {
+                    // `frame.__sizeof__`: the object up to its frame's local slots, then
+                    // one for each its code needs.
+                    self.graph.shallow[node as usize] =
+                        info.basicsize + slots * 8 + pre_header(l, info);
                 }
             }
             Kind::Frame => {
@@ -817,19 +851,10 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         };
         let capabilities = l.capabilities();
         let frame = addr.wrapping_add(iframe);
-        let mut code = mem.read_u64(frame.wrapping_add(l.frame_code))?;
-        if capabilities.tagged_stack_refs {
-            code &= !STACKREF_TAG_BITS;
-        }
-        if code == 0 {
+        let Some((code, slots)) = self.interpreter_frame_code(frame)? else {
             return Ok(None);
-        }
-        let slots = u64::from(mem.read_u32(code.wrapping_add(l.code_nlocals))?);
-        let stack = u64::from(mem.read_u32(code.wrapping_add(l.code_stacksize))?);
-        if slots > MAX_FRAME_SLOTS || stack > MAX_FRAME_SLOTS {
-            return Err(DecodeError::invalid("generator's code", code));
-        }
-        let size = iframe + l.frame_localsplus + (slots + stack) * 8 + pre_header(l, info);
+        };
+        let size = iframe + l.frame_localsplus + slots * 8 + pre_header(l, info);
         // 3.12+: the frame holds the code even once cleared (3.11: `gi_code` does).
         if l.gen_code.is_none() {
             refs.push((code, Label::Attr(code_attribute(info.kind))));
@@ -841,10 +866,108 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             state < FRAME_COMPLETED_3_11_TO_3_14
         };
         if live {
-            let names = mem.read_u64(code.wrapping_add(l.code_localnames))?;
-            self.local_slots(frame.wrapping_add(l.frame_localsplus), names, slots, refs)?;
+            let frame_object = match info.kind {
+                Kind::Coroutine => "cr_frame",
+                Kind::AsyncGenerator => "ag_frame",
+                _ => "gi_frame",
+            };
+            self.interpreter_frame(frame, code, frame_object, refs)?;
         }
         Ok(Some(size))
+    }
+
+    /// The code of the 3.11+ interpreter frame at `frame`, and how many slots it has
+    /// (`co_nlocalsplus + co_stacksize`); `None` for a frame without code.
+    fn interpreter_frame_code(&self, frame: u64) -> Result<Option<(u64, u64)>, DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let mut code = mem.read_u64(frame.wrapping_add(l.frame_code))?;
+        if l.capabilities().tagged_stack_refs {
+            code &= !STACKREF_TAG_BITS;
+        }
+        if code == 0 {
+            return Ok(None);
+        }
+        let slots = u64::from(mem.read_u32(code.wrapping_add(l.code_nlocals))?);
+        let stack = u64::from(mem.read_u32(code.wrapping_add(l.code_stacksize))?);
+        if slots > MAX_FRAME_SLOTS || stack > MAX_FRAME_SLOTS {
+            return Err(DecodeError::invalid("frame's code", code));
+        }
+        Ok(Some((code, slots + stack)))
+    }
+
+    /// What the 3.11+ interpreter frame at `frame`, running `code`, holds (for a generator
+    /// that holds it, or a frame object that owns it): its function, globals, builtins,
+    /// locals dict, the frame object made for it (shown as `frame_object`), and its local,
+    /// cell and free variables, named from `co_localsplusnames`. Its value stack is not
+    /// followed.
+    fn interpreter_frame(
+        &self,
+        frame: u64,
+        code: u64,
+        frame_object: &'static str,
+        refs: &mut Vec<Reference>,
+    ) -> Result<(), DecodeError> {
+        let mem = self.mem;
+        let l = self.layout;
+        let untag = if l.capabilities().tagged_stack_refs {
+            !STACKREF_TAG_BITS
+        } else {
+            u64::MAX
+        };
+        let specials = mem.read_vec(frame, l.frame_localsplus as usize)?;
+        let fields = [
+            (l.frame_func, "<function>"),
+            (Some(l.frame_globals), "f_globals"),
+            (Some(l.frame_builtins), "f_builtins"),
+            (Some(l.frame_locals), "f_locals"),
+            (l.frame_object, frame_object),
+        ];
+        for (at, name) in fields {
+            if let Some(at) = at {
+                refs.push((field_u64(&specials, at) & untag, Label::Attr(name)));
+            }
+        }
+        let locals = u64::from(mem.read_u32(code.wrapping_add(l.code_nlocals))?);
+        let names = mem.read_u64(code.wrapping_add(l.code_localnames))?;
+        self.local_slots(frame.wrapping_add(l.frame_localsplus), names, locals, refs)
+    }
+
+    /// What a 3.11+ frame object's interpreter frame holds, when the object owns it (its
+    /// `f_frame` is its own `_f_frame_data`, copied there when the call returned). A frame
+    /// the thread runs, or a generator holds, is walked from there (the thread's stack, the
+    /// generator's embedded frame). Returns how many slots its code needs (what
+    /// `frame.__sizeof__` counts, read from the code of the frame it points at, wherever
+    /// that is), `None` without code.
+    fn owned_interpreter_frame(
+        &self,
+        addr: u64,
+        refs: &mut Vec<Reference>,
+    ) -> Result<Option<u64>, DecodeError> {
+        let l = self.layout;
+        let (Some(f_frame), Some(data), Some(owner)) =
+            (l.frameobject_frame, l.frameobject_data, l.frame_owner)
+        else {
+            return Ok(None);
+        };
+        let frame = self.mem.read_u64(addr.wrapping_add(f_frame))?;
+        let owned = frame == addr.wrapping_add(data)
+            && self.mem.read_u8(frame.wrapping_add(owner))? == FRAME_OWNED_BY_FRAME_OBJECT;
+        if !owned {
+            // The thread's frame may be popped and reused under a live read: without its
+            // code the object keeps its basic size, and its own members are still followed.
+            return Ok(self
+                .interpreter_frame_code(frame)
+                .ok()
+                .flatten()
+                .map(|c| c.1));
+        }
+        let Some((code, slots)) = self.interpreter_frame_code(frame)? else {
+            return Ok(None);
+        };
+        refs.push((code, Label::Attr("f_code")));
+        self.interpreter_frame(frame, code, "<frame object>", refs)?;
+        Ok(Some(slots))
     }
 
     /// The local, cell and free variables of a frame object that owns them (≤3.10), named
@@ -906,6 +1029,63 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 decode_slot(field_u64(&values, i * 8), stackrefs)
             {
                 refs.push((object, Label::Local(field_u64(&names, i * 8))));
+            }
+        }
+        Ok(())
+    }
+
+    /// A `zoneinfo.ZoneInfo`'s key and file repr, and the objects of its local time types
+    /// (`_ttinfo`: offset, DST offset, name), those of its C array and of the rule after its
+    /// last transition (most are the same objects).
+    fn zoneinfo_references(&self, addr: u64, refs: &mut Vec<Reference>) -> Result<(), DecodeError> {
+        /// More local time types than any zone has (a TZif file's `typecnt` is at most 256).
+        const MAX_TTINFOS: u64 = 256;
+        let l = self.layout;
+        let (
+            Some(key),
+            Some(file_repr),
+            Some(count),
+            Some(array),
+            Some(std),
+            Some(dst),
+            Some(size),
+        ) = (
+            l.zoneinfo_key,
+            l.zoneinfo_file_repr,
+            l.zoneinfo_num_ttinfos,
+            l.zoneinfo_ttinfos,
+            l.zoneinfo_rule_std,
+            l.zoneinfo_rule_dst,
+            l.ttinfo_size,
+        )
+        else {
+            return Ok(());
+        };
+        let members = [l.ttinfo_utcoff, l.ttinfo_dstoff, l.ttinfo_tzname];
+        let names = ["<utcoffset>", "<dst>", "<tzname>"];
+        let bytes = self
+            .mem
+            .read_vec(addr, span(&[key, file_repr, count, array, dst + size - 8]))?;
+        refs.push((field_u64(&bytes, key), Label::Attr("key")));
+        refs.push((field_u64(&bytes, file_repr), Label::Attr("<file repr>")));
+        let ttinfo = |at: &[u8], base: u64, refs: &mut Vec<Reference>| {
+            for (member, name) in members.iter().zip(names) {
+                if let Some(member) = member {
+                    refs.push((field_u64(at, base + member), Label::Attr(name)));
+                }
+            }
+        };
+        ttinfo(&bytes, std, refs);
+        ttinfo(&bytes, dst, refs);
+        let count = field_u64(&bytes, count);
+        let array = field_u64(&bytes, array);
+        if count > MAX_TTINFOS {
+            return Err(DecodeError::invalid("ZoneInfo", addr));
+        }
+        if count > 0 {
+            let infos = self.mem.read_vec(array, (count * size) as usize)?;
+            for i in 0..count {
+                ttinfo(&infos, i * size, refs);
             }
         }
         Ok(())
@@ -990,7 +1170,7 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 for (key, value) in
                     keys_items_bounded(mem, l, info.cached_keys, Some(at), MAX_ITEMS, capacity)?
                 {
-                    refs.push((value, Label::Value(key)));
+                    refs.push((value, Label::Attribute(key)));
                 }
             }
         } else if info.dictoffset > 0 {
@@ -1134,12 +1314,43 @@ fn fixed_fields(l: &Layout, kind: Kind) -> [(Option<u64>, Label); MAX_FIXED] {
             attr(l.timezone_offset, "<offset>"),
             attr(l.timezone_name, "<name>"),
         ],
+        // 3.11+: the members of the object itself (what its interpreter frame holds is
+        // read by [`Walker::owned_interpreter_frame`]).
+        Kind::Frame if l.capabilities().interpreter_frames => &[
+            attr(l.frameobject_back, "f_back"),
+            attr(l.frameobject_trace, "f_trace"),
+            (l.frameobject_extra_locals, Label::Attr("f_locals")),
+            (l.frameobject_locals_cache, Label::Attr("<locals cache>")),
+            (
+                l.frameobject_overwritten_locals,
+                Label::Attr("<overwritten locals>"),
+            ),
+        ],
         Kind::Frame => &[
-            attr(l.frame_back, "f_back"),
+            attr(l.frameobject_back, "f_back"),
+            attr(l.frameobject_trace, "f_trace"),
             attr(l.frame_code, "f_code"),
-            (l.frame_globals, Label::Attr("f_globals")),
-            (l.frame_builtins, Label::Attr("f_builtins")),
-            (l.frame_locals, Label::Attr("f_locals")),
+            attr(l.frame_globals, "f_globals"),
+            attr(l.frame_builtins, "f_builtins"),
+            attr(l.frame_locals, "f_locals"),
+        ],
+        Kind::Traceback => &[
+            attr(l.traceback_next, "tb_next"),
+            attr(l.traceback_frame, "tb_frame"),
+        ],
+        // Its `__dict__` is read with its members (by the instance reader for a class).
+        Kind::Exception => &[
+            attr(l.exception_args, "args"),
+            (l.exception_notes, Label::Attr("__notes__")),
+            attr(l.exception_traceback, "__traceback__"),
+            attr(l.exception_context, "__context__"),
+            attr(l.exception_cause, "__cause__"),
+        ],
+        Kind::Union => &[
+            (l.union_args, Label::Attr("__args__")),
+            (l.union_hashable_args, Label::Attr("<hashable args>")),
+            (l.union_unhashable_args, Label::Attr("<unhashable args>")),
+            (l.union_parameters, Label::Attr("__parameters__")),
         ],
         _ => &[],
     };
@@ -1189,7 +1400,10 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
             match (compact, ascii) {
                 (true, true) => l.unicode_ascii_size + length + 1,
                 (true, false) => l.unicode_compact_size + (length + 1) * kind,
-                _ => info.basicsize,
+                // Not compact (an instance of a subclass of `str`): `str.__sizeof__` counts
+                // `PyUnicodeObject` (the compact struct and its data pointer), whatever the
+                // type's own size, and the characters allocated apart.
+                _ => l.unicode_compact_size + 8 + (length + 1) * kind,
             }
         }
         Kind::Int => {
@@ -1229,15 +1443,15 @@ fn base_size(l: &Layout, info: &TypeInfo, header: &[u8]) -> u64 {
     body + pre_header(l, info)
 }
 
-/// What `sys.getsizeof` adds before an object of type `info`: the GC header, and 3.11+ the
-/// managed dict's pre-header.
+/// What `sys.getsizeof` adds before an object of type `info`: the GC header, and the
+/// pre-header of a managed dict (3.11+) or weak reference list (3.12+: a class deriving
+/// from a built-in type that has a `__dict__` but no weak references, such as an exception).
 fn pre_header(l: &Layout, info: &TypeInfo) -> u64 {
     let gc = if info.is_gc() { l.gc_head_size } else { 0 };
-    let preheader = if l.capabilities().managed_dicts && info.flags & flags::MANAGED_DICT != 0 {
-        16
-    } else {
-        0
-    };
+    let capabilities = l.capabilities();
+    let managed = (capabilities.managed_dicts && info.flags & flags::MANAGED_DICT != 0)
+        || (capabilities.managed_weakrefs && info.flags & flags::MANAGED_WEAKREF != 0);
+    let preheader = if managed { 16 } else { 0 };
     gc + preheader
 }
 
@@ -1295,11 +1509,15 @@ mod tests {
         "datetime.datetime",
         "datetime.time",
         "datetime.timezone",
+        "traceback",
+        "types.UnionType",
+        "ValueError",
+        "zoneinfo.ZoneInfo",
     ];
     /// Where the planted types, their metatype and their names live (past the garbage).
     const TYPES_AT: u64 = 0x1_0000;
-    const META_AT: u64 = 0x1_8000;
-    const NAMES_AT: u64 = 0x1_9000;
+    const META_AT: u64 = 0x2_0000;
+    const NAMES_AT: u64 = 0x2_1000;
 
     fn put(bytes: &mut [u8], at: u64, word: u64) {
         bytes[at as usize..at as usize + 8].copy_from_slice(&word.to_le_bytes());
@@ -1347,10 +1565,10 @@ mod tests {
             put(&mut bytes, ty + layout.type_name, base + name_at);
             put(&mut bytes, ty + layout.type_basicsize, 48);
             put(&mut bytes, ty + layout.type_itemsize, 8 * (k as u64 % 2));
-            let type_flag = if *name == "type" {
-                flags::TYPE_SUBCLASS
-            } else {
-                0
+            let type_flag = match *name {
+                "type" => flags::TYPE_SUBCLASS,
+                "ValueError" => flags::BASE_EXC_SUBCLASS,
+                _ => 0,
             };
             put(
                 &mut bytes,

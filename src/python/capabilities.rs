@@ -21,6 +21,9 @@ pub struct Capabilities {
     pub interpreter_frames: bool,
     /// 3.11+: objects may keep their `__dict__` inline (`Py_TPFLAGS_MANAGED_DICT`).
     pub managed_dicts: bool,
+    /// 3.12+: an object's weak reference list may live in the pre-header too
+    /// (`Py_TPFLAGS_MANAGED_WEAKREF`), which `sys.getsizeof` then counts.
+    pub managed_weakrefs: bool,
     /// 3.11+: a code object names its locals, cells and free variables in one
     /// `co_localsplusnames` tuple (before: `co_varnames`, `co_cellvars`, `co_freevars`).
     pub localsplus_names: bool,
@@ -55,6 +58,7 @@ impl Capabilities {
             line_table: at_least(10),
             interpreter_frames: at_least(11),
             managed_dicts: at_least(11),
+            managed_weakrefs: at_least(12),
             localsplus_names: at_least(11),
             static_types_sized_with_pre_header: at_least(11) && !at_least(13),
             shim_frames: at_least(12),
@@ -80,6 +84,7 @@ mod tests {
         let c311 = Capabilities::of((3, 11));
         assert!(c311.interpreter_frames && c311.managed_dicts && !c311.shim_frames);
         assert!(Capabilities::of((3, 12)).shim_frames);
+        assert!(!c311.managed_weakrefs && Capabilities::of((3, 12)).managed_weakrefs);
         assert!(!Capabilities::of((3, 12)).dict_values_header);
         assert!(Capabilities::of((3, 13)).dict_values_header);
         assert!(

@@ -215,6 +215,11 @@ pub struct Layout {
     pub type_members: u64,
     /// `PyTypeObject.tp_base`.
     pub type_base: u64,
+    /// `PyTypeObject.tp_traverse`: the function the collector visits an object's references
+    /// with (a built-in type deriving from another and adding no references inherits it).
+    pub type_traverse: u64,
+    /// `PyTypeObject.tp_weaklistoffset`.
+    pub type_weaklistoffset: u64,
     /// `PyTypeObject.tp_mro`.
     pub type_mro: u64,
     /// `PyHeapTypeObject.ht_qualname`.
@@ -360,12 +365,81 @@ pub struct Layout {
     /// `PyCodeObject.co_stacksize` (an `int`): with `co_nlocalsplus`, the slots a 3.11+
     /// generator's embedded frame has (`gen.__sizeof__`).
     pub code_stacksize: u64,
-    /// `PyFrameObject.f_globals` (≤3.10, where a frame object holds its locals).
-    pub frame_globals: Option<u64>,
-    /// `PyFrameObject.f_builtins` (≤3.10).
-    pub frame_builtins: Option<u64>,
-    /// `PyFrameObject.f_locals` (≤3.10): the locals dict, when one was made.
-    pub frame_locals: Option<u64>,
+    /// `f_globals` of `PyFrameObject` (≤3.10) / `_PyInterpreterFrame` (3.11+).
+    pub frame_globals: u64,
+    /// `f_builtins` of `PyFrameObject` (≤3.10) / `_PyInterpreterFrame` (3.11+).
+    pub frame_builtins: u64,
+    /// `f_locals` of `PyFrameObject` (≤3.10) / `_PyInterpreterFrame` (3.11+): the locals
+    /// dict, when one was made (a class body's, `exec`'s, or one `frame.f_locals` made).
+    pub frame_locals: u64,
+    /// `_PyInterpreterFrame.f_func` (3.11) / `f_funcobj` (3.12+; 3.14+ a tagged
+    /// `_PyStackRef`): the function the frame runs.
+    pub frame_func: Option<u64>,
+    /// `_PyInterpreterFrame.frame_obj` (3.11+): the frame object made for it, if any.
+    pub frame_object: Option<u64>,
+    /// `PyFrameObject.f_back` (every version; 3.11+ set once the frame object owns its
+    /// interpreter frame).
+    pub frameobject_back: u64,
+    /// `PyFrameObject.f_trace`.
+    pub frameobject_trace: u64,
+    /// `PyFrameObject.f_frame` (3.11+): its interpreter frame (its own `_f_frame_data`
+    /// once the call returned, else the thread's or a generator's).
+    pub frameobject_frame: Option<u64>,
+    /// `PyFrameObject._f_frame_data` (3.11+): where an interpreter frame it owns lives.
+    pub frameobject_data: Option<u64>,
+    /// `PyFrameObject.f_extra_locals` (3.13+).
+    pub frameobject_extra_locals: Option<u64>,
+    /// `PyFrameObject.f_locals_cache` (3.13+).
+    pub frameobject_locals_cache: Option<u64>,
+    /// `PyFrameObject.f_overwritten_fast_locals` (3.14+).
+    pub frameobject_overwritten_locals: Option<u64>,
+    /// `PyTracebackObject.tb_next`.
+    pub traceback_next: u64,
+    /// `PyTracebackObject.tb_frame`.
+    pub traceback_frame: u64,
+    /// `PyBaseExceptionObject.dict` (`__dict__`).
+    pub exception_dict: u64,
+    /// `PyBaseExceptionObject.args`.
+    pub exception_args: u64,
+    /// `PyBaseExceptionObject.notes` (3.11+, `__notes__`).
+    pub exception_notes: Option<u64>,
+    /// `PyBaseExceptionObject.traceback` (`__traceback__`).
+    pub exception_traceback: u64,
+    /// `PyBaseExceptionObject.context` (`__context__`).
+    pub exception_context: u64,
+    /// `PyBaseExceptionObject.cause` (`__cause__`).
+    pub exception_cause: u64,
+    /// `unionobject.args` (3.10+, `types.UnionType`, 3.14+ `typing.Union`; private to
+    /// `Objects/unionobject.c`): `__args__`.
+    pub union_args: Option<u64>,
+    /// `unionobject.hashable_args` (3.14+): a frozenset of the hashable arguments.
+    pub union_hashable_args: Option<u64>,
+    /// `unionobject.unhashable_args` (3.14+): a tuple of the others.
+    pub union_unhashable_args: Option<u64>,
+    /// `unionobject.parameters` (3.10+): `__parameters__`, made on first use.
+    pub union_parameters: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.key` (3.9+, `zoneinfo.ZoneInfo`; private to
+    /// `Modules/_zoneinfo.c`).
+    pub zoneinfo_key: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.file_repr`: the repr of the file it was read from, if any.
+    pub zoneinfo_file_repr: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.num_ttinfos` (a `size_t`): how many `_ttinfos` it has.
+    pub zoneinfo_num_ttinfos: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo._ttinfos`: a C array of `_ttinfo`, one per local time type.
+    pub zoneinfo_ttinfos: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.tzrule_after.std`: the `_ttinfo` of standard time after the
+    /// last transition.
+    pub zoneinfo_rule_std: Option<u64>,
+    /// `PyZoneInfo_ZoneInfo.tzrule_after.dst`: its daylight saving time `_ttinfo`.
+    pub zoneinfo_rule_dst: Option<u64>,
+    /// `sizeof(_ttinfo)` (3.9+).
+    pub ttinfo_size: Option<u64>,
+    /// `_ttinfo.utcoff` (a `timedelta`).
+    pub ttinfo_utcoff: Option<u64>,
+    /// `_ttinfo.dstoff` (a `timedelta`).
+    pub ttinfo_dstoff: Option<u64>,
+    /// `_ttinfo.tzname` (a `str`).
+    pub ttinfo_tzname: Option<u64>,
 
     // ---- built-in containers and datetime objects (`pmt heap`) ----
     /// `_odictobject.od_fast_nodes_size` (`collections.OrderedDict`; private to

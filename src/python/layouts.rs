@@ -143,7 +143,9 @@ mod tests {
             assert_eq!(layout.gen_iframe.is_some(), minor >= 11);
             assert_eq!(layout.gen_frame_state.is_some(), minor >= 11);
             assert_eq!(layout.coro_origin.is_some(), (7..=10).contains(&minor));
-            assert_eq!(layout.frame_globals.is_some(), minor <= 10);
+            assert_eq!(layout.frame_func.is_some(), minor >= 11);
+            assert_eq!(layout.frameobject_data.is_some(), minor >= 11);
+            assert_eq!(layout.union_args.is_some(), minor >= 10);
             assert_eq!(layout.generic_alias_origin.is_some(), minor >= 9);
         }
     }

@@ -450,6 +450,113 @@ def check_containers():
     check("naive datetime.hastzinfo", u8(id(naive) + L["datetime_hastzinfo"]), 0)
 
 
+KEPT_ROWS = [1, 2]
+
+
+def check_frames_and_exceptions():
+    """Where pmt heap finds what an exception, its traceback and the frame of a call that
+    returned hold (≤3.10 the frame object itself, 3.11+ the interpreter frame the frame object
+    owns from then on), and how big `frame.__sizeof__` says that frame is."""
+    def failing(rows):
+        raise KeyError(rows)
+
+    def tracing(*args):
+        return None
+
+    try:
+        try:
+            failing(KEPT_ROWS)
+        except KeyError as cause:
+            raise ValueError("wrapped") from cause
+    except ValueError as caught:
+        error = caught
+    notes = error.__dict__
+    check("PyBaseExceptionObject.dict", ptr(id(error) + L["exception_dict"]), id(notes))
+    check("PyBaseExceptionObject.args", ptr(id(error) + L["exception_args"]), id(error.args))
+    check("PyBaseExceptionObject.traceback", ptr(id(error) + L["exception_traceback"]),
+          id(error.__traceback__))
+    check("PyBaseExceptionObject.context", ptr(id(error) + L["exception_context"]),
+          id(error.__context__))
+    check("PyBaseExceptionObject.cause", ptr(id(error) + L["exception_cause"]),
+          id(error.__cause__))
+    if L["exception_notes"] is not None:
+        error.add_note("a note")
+        # `add_note` keeps `__notes__` in the exception's `__dict__`; the member (which the
+        # collector visits) stays empty.
+        check("PyBaseExceptionObject.notes", ptr(id(error) + L["exception_notes"]), 0)
+        check_true("__notes__ in the exception's __dict__", "__notes__" in notes)
+    tb = error.__cause__.__traceback__
+    check("PyTracebackObject.tb_next", ptr(id(tb) + L["traceback_next"]), id(tb.tb_next))
+    frame = tb.tb_next.tb_frame
+    check("PyTracebackObject.tb_frame", ptr(id(tb.tb_next) + L["traceback_frame"]), id(frame))
+    check("PyFrameObject.f_back", ptr(id(frame) + L["frameobject_back"]), id(frame.f_back))
+    frame.f_trace = tracing
+    check("PyFrameObject.f_trace", ptr(id(frame) + L["frameobject_trace"]), id(tracing))
+    code = frame.f_code
+    slots = i32(id(code) + L["code_nlocals"]) + code.co_stacksize
+    if L["frameobject_data"] is None:
+        check("f_globals", ptr(id(frame) + L["frame_globals"]), id(frame.f_globals))
+        return
+    owned = id(frame) + L["frameobject_data"]
+    check("PyFrameObject.f_frame (its own data)", ptr(id(frame) + L["frameobject_frame"]), owned)
+    check("_PyInterpreterFrame.owner (FRAME_OWNED_BY_FRAME_OBJECT)",
+          u8(owned + L["frame_owner"]), 2)
+    untag = ~3 if MINOR >= 14 else ~0
+    check("f_code / f_executable", ptr(owned + L["frame_code"]) & untag, id(code))
+    check("f_func / f_funcobj", ptr(owned + L["frame_func"]) & untag, id(failing))
+    check("_PyInterpreterFrame.f_globals", ptr(owned + L["frame_globals"]), id(frame.f_globals))
+    check("_PyInterpreterFrame.f_builtins", ptr(owned + L["frame_builtins"]),
+          id(frame.f_builtins))
+    check("_PyInterpreterFrame.frame_obj (none once owned)", ptr(owned + L["frame_object"]), 0)
+    check("localsplus[0]", ptr(owned + L["frame_localsplus"]) & untag, id(KEPT_ROWS))
+    check("frame.__sizeof__", L["frameobject_data"] + L["frame_localsplus"] + 8 * slots,
+          frame.__sizeof__())
+
+
+def check_union():
+    """Where pmt heap finds the arguments of `int | str` (3.10+)."""
+    if L["union_args"] is None:
+        return
+    import typing
+
+    T = typing.TypeVar("T")
+    union = int | list[T]
+    args = union.__args__
+    check("unionobject.args", ptr(id(union) + L["union_args"]), id(args))
+    parameters = union.__parameters__
+    check("unionobject.parameters", ptr(id(union) + L["union_parameters"]), id(parameters))
+    if L["union_hashable_args"] is not None:
+        hashable = ptr(id(union) + L["union_hashable_args"])
+        check("unionobject.hashable_args (a frozenset)", type(ctypes.cast(
+            hashable, ctypes.py_object).value), frozenset)
+        check("unionobject.unhashable_args", ptr(id(union) + L["union_unhashable_args"]), 0)
+
+
+def check_zoneinfo():
+    """Where pmt heap finds a `zoneinfo.ZoneInfo`'s key, file repr and local time types
+    (3.9+), read from TZif data made here."""
+    if L["zoneinfo_key"] is None:
+        return
+    import io
+    import struct
+    import zoneinfo
+
+    counts = struct.pack(">6l", 0, 0, 0, 0, 1, 4)
+    data = b"TZif" + b"\0" * 16 + counts + struct.pack(">lbb", 3661, 0, 0) + b"ABC\0"
+    zone = zoneinfo.ZoneInfo.from_file(io.BytesIO(data), key="probe")
+    at = id(zone)
+    check("ZoneInfo.key", ptr(at + L["zoneinfo_key"]), id(zone.key))
+    check_true("ZoneInfo.file_repr", ptr(at + L["zoneinfo_file_repr"]) != 0)
+    check("ZoneInfo.num_ttinfos", u64(at + L["zoneinfo_num_ttinfos"]), 1)
+    first = ptr(at + L["zoneinfo_ttinfos"])
+    std = at + L["zoneinfo_rule_std"]
+    for where, info in (("_ttinfos[0]", first), ("tzrule_after.std", std)):
+        check(where + ".utcoff", ptr(info + L["ttinfo_utcoff"]), id(zone.utcoffset(None)))
+        check(where + ".dstoff", ptr(info + L["ttinfo_dstoff"]), id(zone.dst(None)))
+        check(where + ".tzname", ptr(info + L["ttinfo_tzname"]), id(zone.tzname(None)))
+    check("tzrule_after.dst (none for a fixed offset)", ptr(at + L["zoneinfo_rule_dst"]), 0)
+
+
 def main():
     check("version", tuple(L["version"]), tuple(sys.version_info[:2]))
     check_threads_and_runtime()
@@ -460,6 +567,9 @@ def main():
     check_small_objects()
     check_generators()
     check_containers()
+    check_frames_and_exceptions()
+    check_union()
+    check_zoneinfo()
     for line in failures:
         print(line)
     if failures:

@@ -11,7 +11,26 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
 - a `types.GenericAlias` (3.9+; its `__args__`);
 - aware `datetime.datetime` and `datetime.time` objects and instances of a subclass of
   `datetime.datetime`, each with a `datetime.timezone` of its own (its offset and name);
-- a suspended coroutine and a suspended async generator, each holding a list in a local.
+- a suspended coroutine and a suspended async generator, each holding a list in a local;
+- exceptions kept with their tracebacks (a built-in `ValueError` and a class deriving from
+  `Exception`), whose frames outlived their calls and hold a list in a local; built-in
+  exceptions holding a list in a member of their own type (`OSError.filename`,
+  `StopIteration.value`, 3.11+ `ExceptionGroup.exceptions`); a frame kept by
+  `sys._getframe()` after its call returned; the frames the thread still runs;
+- a `types.UnionType` (3.10+; `typing.Union` from 3.14) of a `GenericAlias` holding a list;
+- `zoneinfo.ZoneInfo` objects (3.9+) read from TZif data made here (no system time zone
+  database needed, and no cache keeps them), each with its own key, file repr, offset and
+  name; and an instance of a class deriving from `ZoneInfo`, holding a list in an attribute;
+- a `collections.defaultdict` (a C type deriving from `dict`, adding its `default_factory`)
+  whose factory is a closure holding a list;
+- a struct sequence (`os.stat_result`, a built-in subclass of `tuple` until 3.11) holding
+  lists in a visible field and in a field past its length (`st_atime`);
+- instances of a class deriving from `str` (not compact: their characters are allocated
+  apart), ASCII and not.
+
+The script also counts, with `gc.get_objects()` (and, from 3.11 on, the frame object of the
+module's running frame, which the collector does not track), the objects and the bytes
+(`sys.getsizeof`) of the types it makes there, and prints them as `TYPES <json>`.
 
 A holder reached through a generator-like object's frame is named `X local v` from 3.11 on,
 where the frame is embedded, and `X.cr_frame local v` before, where it is an object.
@@ -19,6 +38,7 @@ where the frame is embedded, and `X.cr_frame local v` before, where it is an obj
 
 import collections
 import datetime
+import gc
 import json
 import sys
 import time
@@ -121,8 +141,158 @@ except StopIteration:
     pass
 _rows = strings("asyncgen")
 expect("__main__.AGEN%s local rows" % AGEN_FRAME, ITEMS, size_of(_rows, *_rows))
-del _rows, _bytes
 
+
+def failing(rows):
+    raise ValueError("kept")
+
+
+class Kept(Exception):
+    pass
+
+
+def failing_kept(rows):
+    raise Kept("kept")
+
+
+def keep(fail, tag):
+    """The exception `fail` raised: its traceback's frames (this call's and `fail`'s) outlive
+    their calls."""
+    try:
+        fail(strings(tag))
+    except Exception as error:
+        return error
+
+
+KEPT = [keep(failing, "traceback"), keep(failing_kept, "kept")]
+for _i, _tag in enumerate(["traceback", "kept"]):
+    _rows = strings(_tag)
+    expect("__main__.KEPT[%d].__traceback__.tb_next.tb_frame local rows" % _i, ITEMS,
+           size_of(_rows, *_rows))
+
+ERRORS = [OSError(2, "missing", strings("oserror")), StopIteration(strings("stop"))]
+for _path, _tag in [("[0].filename", "oserror"), ("[1].value", "stop")]:
+    _rows = strings(_tag)
+    expect("__main__.ERRORS" + _path, ITEMS, size_of(_rows, *_rows))
+if sys.version_info >= (3, 11):
+    GROUP = ExceptionGroup("group", [ValueError(strings("group"))])
+    _rows = strings("group")
+    expect("__main__.GROUP.exceptions[0].args[0]", ITEMS, size_of(_rows, *_rows))
+del _path
+
+
+def here(rows):
+    return sys._getframe()
+
+
+FRAMES = [here(strings("frame"))]
+_rows = strings("frame")
+expect("__main__.FRAMES[0] local rows", ITEMS, size_of(_rows, *_rows))
+
+if sys.version_info >= (3, 10):
+    UNION = int | types.GenericAlias(list, (strings("union"),))
+    _rows = UNION.__args__[1].__args__[0]
+    expect("__main__.UNION.__args__[1].__args__[0]", ITEMS, size_of(_rows, *_rows))
+
+
+def make_factory(rows):
+    def factory():
+        # A new int each time (no small int the interpreter shares).
+        return 10**6 + len(rows)
+
+    return factory
+
+
+DEFAULTS = collections.defaultdict(make_factory(strings("factory")))
+for _i in range(ITEMS):
+    DEFAULTS["default-%d" % _i]
+_rows = strings("factory")
+expect("<closure of __main__.make_factory.factory>.rows", ITEMS, size_of(_rows, *_rows))
+# Its items, and its factory: the function, its closure and cell, and what the cell holds.
+_factory = DEFAULTS.default_factory
+_rows = _factory.__closure__[0].cell_contents
+expect("__main__.DEFAULTS", ITEMS,
+       size_of(DEFAULTS, *DEFAULTS.keys(), *DEFAULTS.values(), _factory, _factory.__closure__,
+               *_factory.__closure__, _rows, *_rows))
+del _factory
+
+import os
+
+STAT = os.stat_result((strings("stat"),) + (0,) * 9, {"st_atime": strings("atime")})
+for _path, _tag in [("[0]", "stat"), (".st_atime", "atime")]:
+    _rows = strings(_tag)
+    expect("__main__.STAT" + _path, ITEMS, size_of(_rows, *_rows))
+
+
+class Text(str):
+    pass
+
+
+TEXTS = [Text("text-%d" % i) for i in range(ITEMS // 2)]
+TEXTS += [Text("t\u00e9xt-\u20ac%d" % i) for i in range(ITEMS // 2)]
+expect("__main__.TEXTS", ITEMS, size_of(TEXTS, *TEXTS))
+
+ZONES = []
+if sys.version_info >= (3, 9):
+    import io
+    import struct
+    import zoneinfo
+
+    def tzif(seconds, name):
+        """A TZif (version 1) file of one local time type and no transitions."""
+        counts = struct.pack(">6l", 0, 0, 0, 0, 1, len(name) + 1)
+        return b"TZif" + b"\0" * 16 + counts + struct.pack(">lbb", seconds, 0, 0) + name + b"\0"
+
+    class Zone(zoneinfo.ZoneInfo):
+        pass
+
+    _retained = 0
+    for _i in range(ITEMS // 10):
+        _file = io.BytesIO(tzif(3600 + _i, b"Z%03d" % _i))
+        _zone = zoneinfo.ZoneInfo.from_file(_file, key="zone-%d" % _i)
+        ZONES.append(_zone)
+        # The zone, its key, the repr of its file, its offset and name; not its DST offset,
+        # a zero timedelta the zones share with ZONE (and from 3.13 on with the datetime
+        # module, whose own it is).
+        _retained += size_of(_zone, _zone.key, repr(_file), _zone.utcoffset(None),
+                             _zone.tzname(None))
+    expect("__main__.ZONES", len(ZONES), sys.getsizeof(ZONES) + _retained)
+    ZONE = Zone.from_file(io.BytesIO(tzif(7200, b"ZONE")), key="subclassed")
+    ZONE.rows = strings("zone")
+    _rows = ZONE.rows
+    expect("__main__.ZONE.rows", ITEMS, size_of(_rows, *_rows))
+    del _file, _zone, _retained
+del _rows, _bytes, _i, _tag
+
+# What the collector lists of the types made here, by the name pmt gives them.
+COUNTED = {
+    types.FrameType: "frame",
+    types.TracebackType: "traceback",
+    ValueError: "ValueError",
+    Kept: "__main__.Kept",
+    collections.defaultdict: "collections.defaultdict",
+    Text: "__main__.Text",
+    os.stat_result: "os.stat_result",
+}
+if sys.version_info >= (3, 9):
+    COUNTED[zoneinfo.ZoneInfo] = "zoneinfo.ZoneInfo"
+    COUNTED[Zone] = "__main__.Zone"
+if sys.version_info >= (3, 10):
+    COUNTED[type(UNION)] = type(UNION).__module__ + "." + type(UNION).__qualname__
+TYPES = {}
+# Those the collector does not track: the module's running frame's object (3.11+), zones
+# (3.9–3.11, whose type is no container).
+_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe(), STAT] + ZONES + TEXTS}
+if sys.version_info >= (3, 9):
+    _objects[id(ZONE)] = ZONE
+for _o in _objects.values():
+    _name = COUNTED.get(type(_o))
+    if _name is not None:
+        _count, _bytes = TYPES.get(_name, (0, 0))
+        TYPES[_name] = (_count + 1, _bytes + sys.getsizeof(_o))
+del _objects, _o, _name, _count, _bytes
+
+print("TYPES " + json.dumps(TYPES), flush=True)
 print("EXPECT " + json.dumps(EXPECT), flush=True)
 print("READY", flush=True)
 while True:

@@ -296,6 +296,10 @@ pub const FIELDS: &[Field] = &[
     field!(type_dict, false, |_m| off("PyTypeObject.tp_dict")),
     field!(type_members, false, |_m| off("PyTypeObject.tp_members")),
     field!(type_base, false, |_m| off("PyTypeObject.tp_base")),
+    field!(type_traverse, false, |_m| off("PyTypeObject.tp_traverse")),
+    field!(type_weaklistoffset, false, |_m| off(
+        "PyTypeObject.tp_weaklistoffset"
+    )),
     field!(type_mro, false, |_m| off("PyTypeObject.tp_mro")),
     field!(heaptype_qualname, false, |_m| off(
         "PyHeapTypeObject.ht_qualname"
@@ -462,16 +466,105 @@ pub const FIELDS: &[Field] = &[
         "PyAsyncGenObject.ag_finalizer"
     ))),
     field!(code_stacksize, false, |_m| off("PyCodeObject.co_stacksize")),
-    // frame objects that own their locals (≤3.10; 3.11+ frame objects point at an
-    // interpreter frame)
-    field!(frame_globals, true, |m| when(m <= 10, || off(
-        "PyFrameObject.f_globals"
+    // what a frame holds: ≤3.10 the frame object itself, 3.11+ its interpreter frame
+    field!(frame_globals, false, |m| if m <= 10 {
+        off("PyFrameObject.f_globals")
+    } else {
+        off("_PyInterpreterFrame.f_globals")
+    }),
+    field!(frame_builtins, false, |m| if m <= 10 {
+        off("PyFrameObject.f_builtins")
+    } else {
+        off("_PyInterpreterFrame.f_builtins")
+    }),
+    field!(frame_locals, false, |m| if m <= 10 {
+        off("PyFrameObject.f_locals")
+    } else {
+        off("_PyInterpreterFrame.f_locals")
+    }),
+    field!(frame_func, true, |m| match m {
+        ..=10 => None,
+        11 => off("_PyInterpreterFrame.f_func"),
+        _ => off("_PyInterpreterFrame.f_funcobj"),
+    }),
+    field!(frame_object, true, |m| when(m >= 11, || off(
+        "_PyInterpreterFrame.frame_obj"
     ))),
-    field!(frame_builtins, true, |m| when(m <= 10, || off(
-        "PyFrameObject.f_builtins"
+    // frame objects (`struct _frame`; ≤3.10 the frame itself, 3.11+ a view of an
+    // interpreter frame that it owns once the call returned)
+    field!(frameobject_back, false, |_m| off("_frame.f_back")),
+    field!(frameobject_trace, false, |_m| off("_frame.f_trace")),
+    field!(frameobject_frame, true, |m| when(m >= 11, || off(
+        "_frame.f_frame"
     ))),
-    field!(frame_locals, true, |m| when(m <= 10, || off(
-        "PyFrameObject.f_locals"
+    field!(frameobject_data, true, |m| when(m >= 11, || off(
+        "_frame._f_frame_data"
+    ))),
+    field!(frameobject_extra_locals, true, |m| when(m >= 13, || off(
+        "_frame.f_extra_locals"
+    ))),
+    field!(frameobject_locals_cache, true, |m| when(m >= 13, || off(
+        "_frame.f_locals_cache"
+    ))),
+    field!(frameobject_overwritten_locals, true, |m| when(m >= 14, || off(
+        "_frame.f_overwritten_fast_locals"
+    ))),
+    // tracebacks and exceptions
+    field!(traceback_next, false, |_m| off("_traceback.tb_next")),
+    field!(traceback_frame, false, |_m| off("_traceback.tb_frame")),
+    field!(exception_dict, false, |_m| off("PyBaseExceptionObject.dict")),
+    field!(exception_args, false, |_m| off("PyBaseExceptionObject.args")),
+    field!(exception_notes, true, |m| when(m >= 11, || off(
+        "PyBaseExceptionObject.notes"
+    ))),
+    field!(exception_traceback, false, |_m| off(
+        "PyBaseExceptionObject.traceback"
+    )),
+    field!(exception_context, false, |_m| off(
+        "PyBaseExceptionObject.context"
+    )),
+    field!(exception_cause, false, |_m| off("PyBaseExceptionObject.cause")),
+    // `types.UnionType` (3.10–3.13) / `typing.Union` (3.14+)
+    field!(union_args, true, |m| when(m >= 10, || off(
+        "pmt_fact_unionobject.args"
+    ))),
+    field!(union_hashable_args, true, |m| when(m >= 14, || off(
+        "pmt_fact_unionobject.hashable_args"
+    ))),
+    field!(union_unhashable_args, true, |m| when(m >= 14, || off(
+        "pmt_fact_unionobject.unhashable_args"
+    ))),
+    field!(union_parameters, true, |m| when(m >= 10, || off(
+        "pmt_fact_unionobject.parameters"
+    ))),
+    // `zoneinfo.ZoneInfo` (3.9+)
+    field!(zoneinfo_key, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.key"
+    ))),
+    field!(zoneinfo_file_repr, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.file_repr"
+    ))),
+    field!(zoneinfo_num_ttinfos, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.num_ttinfos"
+    ))),
+    field!(zoneinfo_ttinfos, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo._ttinfos"
+    ))),
+    field!(zoneinfo_rule_std, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.tzrule_after.std"
+    ))),
+    field!(zoneinfo_rule_dst, true, |m| when(m >= 9, || off(
+        "pmt_fact_zoneinfo.tzrule_after.dst"
+    ))),
+    field!(ttinfo_size, true, |m| when(m >= 9, || size("pmt_fact_ttinfo"))),
+    field!(ttinfo_utcoff, true, |m| when(m >= 9, || off(
+        "pmt_fact_ttinfo.utcoff"
+    ))),
+    field!(ttinfo_dstoff, true, |m| when(m >= 9, || off(
+        "pmt_fact_ttinfo.dstoff"
+    ))),
+    field!(ttinfo_tzname, true, |m| when(m >= 9, || off(
+        "pmt_fact_ttinfo.tzname"
     ))),
     // built-in containers and datetime objects (pmt heap)
     field!(odict_fast_nodes_size, false, |_m| off(

@@ -166,6 +166,67 @@ typedef struct {
 } pmt_fact_timezone;
 ";
 
+/// `unionobject` (`int | str`; `Objects/unionobject.c`, private): 3.10–3.13 its arguments and
+/// parameters; 3.14 (where it became `typing.Union`) added the hashable and unhashable
+/// arguments apart, and a weak reference list.
+const UNION_3_10_TO_3_13: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;
+    PyObject *parameters;
+} pmt_fact_unionobject;
+";
+
+const UNION_3_14_ON: &str = "
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;
+    PyObject *hashable_args;
+    PyObject *unhashable_args;
+    PyObject *parameters;
+    PyObject *weakreflist;
+} pmt_fact_unionobject;
+";
+
+/// `zoneinfo.ZoneInfo` (3.9+, `Modules/_zoneinfo.c`, private; the same in 3.9–3.15): its
+/// key and file repr, and the transition infos (`_ttinfo`: offset, DST offset and name
+/// objects) it keeps in C arrays: one per distinct local time type, and the two of the rule
+/// after the last transition (`_tzrule`; its transition rules are plain C data).
+const ZONEINFO_3_9_ON: &str = "
+typedef struct {
+    PyObject *utcoff;
+    PyObject *dstoff;
+    PyObject *tzname;
+    long utcoff_seconds;
+} pmt_fact_ttinfo;
+
+typedef struct {
+    pmt_fact_ttinfo std;
+    pmt_fact_ttinfo dst;
+    int dst_diff;
+    void *start;
+    void *end;
+    unsigned char std_only;
+} pmt_fact_tzrule;
+
+typedef struct {
+    PyDateTime_TZInfo base;
+    PyObject *key;
+    PyObject *file_repr;
+    PyObject *weakreflist;
+    size_t num_transitions;
+    size_t num_ttinfos;
+    int64_t *trans_list_utc;
+    int64_t *trans_list_wall[2];
+    pmt_fact_ttinfo **trans_ttinfos;
+    pmt_fact_ttinfo *ttinfo_before;
+    pmt_fact_tzrule tzrule_after;
+    pmt_fact_ttinfo *_ttinfos;
+    unsigned char fixed_offset;
+    unsigned char source;
+} pmt_fact_zoneinfo;
+";
+
 /// Whether `Layout` needs a struct that `minor` only has in a transcribed form.
 pub fn dict_keys_from_facts(minor: u8) -> bool {
     minor <= 10
@@ -216,11 +277,13 @@ pub fn wrapper(minor: u8) -> String {
             "internal/pycore_dict.h",
             "internal/pycore_moduleobject.h",
         ],
-        // 3.14 moved `_PyInterpreterFrame` to `pycore_interpframe_structs.h`.
+        // 3.14 moved `_PyInterpreterFrame` to `pycore_interpframe_structs.h`
+        // (`pycore_frame.h` keeps the frame object's `struct _frame`).
         _ => &[
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
             "internal/pycore_interpframe.h",
+            "internal/pycore_frame.h",
             "internal/pycore_code.h",
             "internal/pycore_dict.h",
             "internal/pycore_moduleobject.h",
@@ -246,6 +309,14 @@ pub fn wrapper(minor: u8) -> String {
     });
     c.push_str(CALLABLE_WRAPPERS_ALL);
     c.push_str(CONTAINERS_ALL);
+    match minor {
+        ..=9 => {}
+        10..=13 => c.push_str(UNION_3_10_TO_3_13),
+        _ => c.push_str(UNION_3_14_ON),
+    }
+    if minor >= 9 {
+        c.push_str(ZONEINFO_3_9_ON);
+    }
     c
 }
 
@@ -300,5 +371,8 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyAsyncGenObject",
     "PyDateTime_DateTime",
     "PyDateTime_Time",
+    "_traceback",
+    "PyTracebackObject",
+    "PyBaseExceptionObject",
     "pmt_fact_.*",
 ];
