@@ -18,12 +18,18 @@ part counts, not start-up):
   On an interpreter built with profile-guided optimisation (Debian's, the official Docker
   images'), CPython calls its own allocator inlined where it is the one installed; any PEP 445
   hook (the heap view's, memray's --trace-python-allocators) turns those calls into calls
-  through a pointer, which this workload shows most.
+  through a pointer, which this workload shows most;
+- mypy, where the venv has it (and rich and markdown_it, the packages it checks): a real
+  program's own time, the mix of allocator calls and recycled objects that real code makes.
 
 Runs, interleaved, best of --repeat each: bare; `pmt-sample --attribution ticks --rate 10`
 (the hook, sampled every --heap-sample-bytes, plus a light sampler); `pmt-sample` as users
 type it (kernel capture too); the same with `--heap-free-lists off` (no reference tracer);
-`memray run`; `memray run --trace-python-allocators`.
+`memray run`; `memray run --trace-python-allocators`; and the floors under the hook
+(bench/empty_hooks.rs): bare with pass-through allocator wrappers installed (what any PEP 445
+hook costs, on an interpreter that inlines its own allocator while it is the one installed),
+and on 3.13+ with an empty reference tracer, and with both (what CPython spends calling any
+tracer at every object's creation and destruction: the floor under following free lists).
 Writes bench/results/heap_hook_cost.md.
 
 Usage: python3 bench/heap_hook_cost.py [--repeat N] [--sample-bytes A,B,...] [--venv DIR] [--root ROOT]
@@ -79,6 +85,28 @@ elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rounds": n}), flush=True)
 """ % INTS
 
+MYPY_SCRIPT = """
+import json, site, time
+site.addsitedir(%r)  # the venv's packages: the workloads run its interpreter itself
+from mypy import api
+start, cpu = time.perf_counter(), time.process_time()
+api.run(["--cache-dir=/dev/null", "--no-error-summary", "-p", "rich", "-p", "markdown_it"])
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rounds": 1}), flush=True)
+"""
+
+# Runs a workload (argv[3:]) after installing the empty hooks of the library argv[1] that
+# argv[2] names ("tracer", "allocators" or both, comma-separated).
+EMPTY_HOOKS_WRAPPER = """
+import ctypes, runpy, sys
+library = ctypes.PyDLL(sys.argv[1])
+for hook in sys.argv[2].split(","):
+    if getattr(library, "pmt_bench_install_" + {"tracer": "empty_tracer",
+               "allocators": "pass_through_allocators"}[hook])() != 0:
+        sys.exit("cannot install the empty %s" % hook)
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 def timed(argv):
     """Runs argv; returns the seconds of CPU the workload's process spent in its timed part (all
@@ -132,6 +160,27 @@ def main():
         "recycled objects, four per iteration (%d)" % RECYCLED: [recycled],
         "int arithmetic (%d iterations)" % INTS: [ints],
     }
+    packages = subprocess.run(
+        chroot + [os.path.join(args.venv, "bin", "python3"), "-c",
+                  "import sysconfig, mypy, rich, markdown_it; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True)
+    if packages.returncode == 0:
+        mypy = os.path.join(tmp, "mypy_run.py")
+        with open(mypy, "w") as f:
+            f.write(MYPY_SCRIPT % packages.stdout.strip())
+        workloads["mypy -p rich -p markdown_it (mypy from PyPI)"] = [mypy]
+    library = os.path.join(tmp, "libempty_hooks.so")
+    subprocess.run(["rustc", "--edition", "2024", "-O", "--crate-type", "cdylib", "-o",
+                    library, os.path.join(ROOT, "bench", "empty_hooks.rs")], check=True)
+    wrapper = os.path.join(tmp, "empty_hooks.py")
+    with open(wrapper, "w") as f:
+        f.write(EMPTY_HOOKS_WRAPPER)
+    has_tracer = subprocess.run(
+        chroot + [python, "-c", "import sys; sys.exit(sys.version_info < (3, 13))"]).returncode == 0
+    floors = {"bare, pass-through allocator wrappers installed": "allocators"}
+    if has_tracer:
+        floors["bare, an empty reference tracer installed"] = "tracer"
+        floors["bare, both installed"] = "allocators,tracer"
     variants = {"bare": []}
     for size in args.sample_bytes.split(","):
         variants["pmt-sample --attribution ticks --rate 10 --heap-sample-bytes %s" % size] = [
@@ -147,13 +196,16 @@ def main():
         variants = {name: prefix + chroot if name.startswith("pmt") else chroot + prefix
                     for name, prefix in variants.items()}
         variants["bare"] = chroot
+    for name in floors:
+        variants[name] = chroot
     load_before = " ".join("%.2f" % x for x in os.getloadavg())
     results = {}
     for workload, script in workloads.items():
         best = {}
         for _ in range(args.repeat):
             for name, prefix in variants.items():
-                argv = prefix + ([python] if not name.startswith("memray") else []) + script
+                argv = prefix + ([python] if not name.startswith("memray") else []) + (
+                    [wrapper, library, floors[name]] if name in floors else []) + script
                 elapsed = timed(argv)
                 best[name] = min(best.get(name, elapsed), elapsed)
         results[workload] = best
