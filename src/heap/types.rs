@@ -114,6 +114,8 @@ pub enum Kind {
     /// `types.UnionType` (3.10–3.13) / `typing.Union` (3.14+), `int | str`: `__args__`,
     /// `__parameters__` (3.14+ also its hashable and unhashable arguments apart).
     Union,
+    /// `slice`: `start`, `stop`, `step`.
+    Slice,
     /// Weak references and proxies: the callback only. The referent is a weak reference,
     /// which keeps nothing alive: not an edge of the graph.
     WeakRef,
@@ -398,6 +400,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "traceback" => Kind::Traceback,
         // `typing.Union` from 3.14 on.
         "types.UnionType" | "typing.Union" => Kind::Union,
+        "slice" => Kind::Slice,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,
