@@ -92,6 +92,7 @@ pub const LAYOUT: Layout = Layout {
     type_dict: 264,
     type_members: 240,
     type_base: 256,
+    type_bases: 336,
     type_traverse: 184,
     type_weaklistoffset: 208,
     type_mro: 344,

@@ -232,6 +232,8 @@ pub struct Layout {
     pub type_members: u64,
     /// `PyTypeObject.tp_base`.
     pub type_base: u64,
+    /// `PyTypeObject.tp_bases`: the tuple of a type's bases.
+    pub type_bases: u64,
     /// `PyTypeObject.tp_traverse`: the function the collector visits an object's references
     /// with (a built-in type deriving from another and adding no references inherits it).
     pub type_traverse: u64,

@@ -309,6 +309,7 @@ pub const FIELDS: &[Field] = &[
     field!(type_dict, false, |_m| off("PyTypeObject.tp_dict")),
     field!(type_members, false, |_m| off("PyTypeObject.tp_members")),
     field!(type_base, false, |_m| off("PyTypeObject.tp_base")),
+    field!(type_bases, false, |_m| off("PyTypeObject.tp_bases")),
     field!(type_traverse, false, |_m| off("PyTypeObject.tp_traverse")),
     field!(type_weaklistoffset, false, |_m| off(
         "PyTypeObject.tp_weaklistoffset"
