@@ -276,6 +276,7 @@ const BUILTIN_TYPES: &[&str] = &[
     "datetime.timezone",
     "datetime.date",
     "datetime.timedelta",
+    "slice",
 ];
 
 /// `heap_builtins.py` on `label`: none of [`BUILTIN_TYPES`] is left not followed, and each

@@ -115,7 +115,9 @@ fn to_json(layout: &Layout) -> Value {
         exception_traceback, exception_context, exception_cause, union_args,
         union_hashable_args, union_unhashable_args, union_parameters, zoneinfo_key,
         zoneinfo_file_repr, zoneinfo_num_ttinfos, zoneinfo_ttinfos, zoneinfo_rule_std,
-        zoneinfo_rule_dst, ttinfo_utcoff, ttinfo_dstoff, ttinfo_tzname,
+        zoneinfo_rule_dst, ttinfo_utcoff, ttinfo_dstoff, ttinfo_tzname, unicode_utf8_length,
+        unicode_utf8, unicode_wstr, unicode_wstr_length, unicode_data, slice_start, slice_stop,
+        slice_step, type_bases,
     )
 }
 

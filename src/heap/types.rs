@@ -114,6 +114,8 @@ pub enum Kind {
     /// `types.UnionType` (3.10–3.13) / `typing.Union` (3.14+), `int | str`: `__args__`,
     /// `__parameters__` (3.14+ also its hashable and unhashable arguments apart).
     Union,
+    /// `slice`: `start`, `stop`, `step`.
+    Slice,
     /// Weak references and proxies: the callback only. The referent is a weak reference,
     /// which keeps nothing alive: not an edge of the graph.
     WeakRef,
@@ -274,7 +276,9 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
             inherited_kind(mem, layout, addr).unwrap_or(Kind::Instance),
             true,
         ),
-        None => match static_subclass_kind(mem, layout, addr) {
+        None => match static_subclass_kind(mem, layout, addr)
+            .or_else(|| other_base_kind(mem, layout, addr).map(|kind| (kind, Vec::new())))
+        {
             Some((kind, members)) => {
                 own_members = Some(members);
                 (kind, true)
@@ -398,6 +402,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "traceback" => Kind::Traceback,
         // `typing.Union` from 3.14 on.
         "types.UnionType" | "typing.Union" => Kind::Union,
+        "slice" => Kind::Slice,
         "type" => Kind::Type,
         "str" => Kind::Str,
         "int" | "bool" => Kind::Int,
@@ -575,6 +580,84 @@ fn static_subclass_kind(
         let added = basicsize.checked_sub(read(ty, layout.type_basicsize)?)?;
         return (added == explained || traverse == read(ty, layout.type_traverse)?)
             .then_some((kind, members));
+    }
+    None
+}
+
+/// For a built-in (static) type whose `tp_base` chain reaches no type pmt knows but whose
+/// `tp_bases` names one (numpy's `float64`: its `tp_base` is `numpy.floating`, and its
+/// `tp_bases` also holds `float`), the reader of that known type, when reading the object as
+/// that type is sound by CPython's layout rules: the `tp_base` chain (the solid base, which
+/// fixes the layout) adds nothing to `object`'s header, the type's instances are the known
+/// type's size (basic and item sizes equal), so its members lie where the known type's do,
+/// and it holds no reference pmt would miss: for a type that holds none ([`Kind::Leaf`]:
+/// `float`, `complex`) neither is collected (no `HAVE_GC`), for any other the collector
+/// visits both with the same `tp_traverse`. `None` otherwise (not followed, counted).
+fn other_base_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
+    let read = |ty: u64, at: u64| mem.read_u64(ty.wrapping_add(at)).ok();
+    let own_flags = is_type_object(mem, layout, addr)?;
+    let basicsize = read(addr, layout.type_basicsize)?;
+    let itemsize = read(addr, layout.type_itemsize)?;
+    let traverse = read(addr, layout.type_traverse)?;
+    // The solid base chain: every type on it as big as `object`, the last one.
+    let mut chain = Vec::new();
+    let mut ty = read(addr, layout.type_base)?;
+    for _ in 0..MAX_BASES {
+        if ty == 0 {
+            break;
+        }
+        is_type_object(mem, layout, ty)?;
+        chain.push((
+            read(ty, layout.type_basicsize)?,
+            read(ty, layout.type_itemsize)?,
+        ));
+        ty = read(ty, layout.type_base)?;
+    }
+    let &(object_size, _) = chain.last()?;
+    if ty != 0 || chain.iter().any(|&c| c != (object_size, 0)) {
+        return None;
+    }
+    let bases = read(addr, layout.type_bases)?;
+    let count = read(bases, layout.var_size)?;
+    if count > MAX_BASES as u64 {
+        return None;
+    }
+    for i in 0..count {
+        let base = read(bases, layout.tuple_items + 8 * i)?;
+        let Some(base_flags) = is_type_object(mem, layout, base) else {
+            continue;
+        };
+        if base_flags & flags::HEAPTYPE != 0 {
+            continue;
+        }
+        let Some(kind) = builtin_kind(
+            &c_string(mem, read(base, layout.type_name)?)?,
+            base_flags,
+            false,
+        ) else {
+            continue;
+        };
+        let same_size = basicsize == read(base, layout.type_basicsize)?
+            && itemsize == read(base, layout.type_itemsize)?;
+        let no_more = match kind {
+            Kind::Leaf => (own_flags | base_flags) & flags::HAVE_GC == 0,
+            Kind::List
+            | Kind::Dict
+            | Kind::Set
+            | Kind::Deque
+            | Kind::Property
+            | Kind::ClassMethod
+            | Kind::StaticMethod
+            | Kind::Namespace
+            | Kind::GenericAlias
+            | Kind::DateTime
+            | Kind::Time
+            | Kind::TimeZone => traverse != 0 && traverse == read(base, layout.type_traverse)?,
+            _ => false,
+        };
+        if same_size && no_more {
+            return Some(kind);
+        }
     }
     None
 }

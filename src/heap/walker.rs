@@ -400,7 +400,11 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             return Ok(None);
         };
         let info = self.graph.types.get(ty);
-        Ok(Some((ty, base_size(self.layout, info, &header))))
+        let mut size = base_size(self.layout, info, &header);
+        if info.kind == Kind::Str {
+            size += str_buffers(self.mem, self.layout, addr, &header);
+        }
+        Ok(Some((ty, size)))
     }
 
     /// The references held by the object at `addr` (node `node`), by its type's reader;
@@ -505,7 +509,8 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             | Kind::GenericAlias
             | Kind::TimeZone
             | Kind::Traceback
-            | Kind::Union => fixed_references(mem, l, addr, info.kind, &mut refs)?,
+            | Kind::Union
+            | Kind::Slice => fixed_references(mem, l, addr, info.kind, &mut refs)?,
             Kind::ZoneInfo => self.zoneinfo_references(addr, &mut refs)?,
             Kind::Exception => {
                 fixed_references(mem, l, addr, info.kind, &mut refs)?;
@@ -1352,6 +1357,11 @@ fn fixed_fields(l: &Layout, kind: Kind) -> [(Option<u64>, Label); MAX_FIXED] {
             (l.union_unhashable_args, Label::Attr("<unhashable args>")),
             (l.union_parameters, Label::Attr("__parameters__")),
         ],
+        Kind::Slice => &[
+            attr(l.slice_start, "start"),
+            attr(l.slice_stop, "stop"),
+            attr(l.slice_step, "step"),
+        ],
         _ => &[],
     };
     let mut out = [(None, Label::Key); MAX_FIXED];
@@ -1385,6 +1395,52 @@ fn pointers(bytes: &[u8], refs: &mut Vec<Reference>, label: fn(u32) -> Label) {
         refs.push((u64::from_le_bytes(word), label(i as u32)));
     }
 }
+
+/// The bytes a str at `addr` (whose first [`HEADER`] bytes are `header`) keeps apart from
+/// its characters that `str.__sizeof__` counts: its UTF-8 form once made (`PyUnicode_AsUTF8`)
+/// unless it is its characters (a compact ASCII string's always is), and on 3.6-3.11 its
+/// `wchar_t` form once made (`PyUnicode_AsUnicode`) unless it is its characters (4-byte
+/// characters), as `_PyUnicode_HAS_UTF8_MEMORY` and `_PyUnicode_HAS_WSTR_MEMORY` say. An
+/// unreadable member counts nothing.
+fn str_buffers(mem: &impl ReadMemory, l: &Layout, addr: u64, header: &[u8]) -> u64 {
+    let state = field_u32(header, l.unicode_state);
+    let length = field_u64(header, l.unicode_length);
+    let compact = (state >> 5) & 1 == 1;
+    let ascii = compact && (state >> 6) & 1 == 1;
+    let read = |at: u64| mem.read_u64(addr.wrapping_add(at)).unwrap_or(0);
+    let data = match (compact, ascii) {
+        (true, true) => addr.wrapping_add(l.unicode_ascii_size),
+        (true, false) => addr.wrapping_add(l.unicode_compact_size),
+        _ => read(l.unicode_data),
+    };
+    // A buffer of `units` code units of `width` bytes and its terminating NUL, if plausible.
+    let buffer = |units: u64, width: u64| {
+        if units < 1 << 40 {
+            (units + 1) * width
+        } else {
+            0
+        }
+    };
+    let mut size = 0;
+    if let (Some(wstr_at), Some(wstr_length_at)) = (l.unicode_wstr, l.unicode_wstr_length) {
+        let wstr = read(wstr_at);
+        if wstr != 0 && wstr != data {
+            // A compact ASCII string has no `wstr_length`: its wide form is its length.
+            let units = if ascii { length } else { read(wstr_length_at) };
+            size += buffer(units, WCHAR_SIZE);
+        }
+    }
+    if !ascii {
+        let utf8 = read(l.unicode_utf8);
+        if utf8 != 0 && utf8 != data {
+            size += buffer(read(l.unicode_utf8_length), 1);
+        }
+    }
+    size
+}
+
+/// `sizeof(wchar_t)` on Linux.
+const WCHAR_SIZE: u64 = 4;
 
 /// The in-object size of an object whose first [`HEADER`] bytes are `header`: basic size,
 /// variable part, GC header and pre-header (out-of-line tables are added by the readers).
@@ -1511,6 +1567,7 @@ mod tests {
         "datetime.timezone",
         "traceback",
         "types.UnionType",
+        "slice",
         "ValueError",
         "zoneinfo.ZoneInfo",
     ];

@@ -144,6 +144,23 @@ pub struct Layout {
     pub unicode_ascii_size: u64,
     /// `sizeof(PyCompactUnicodeObject)`: where the characters of a compact non-ASCII string start.
     pub unicode_compact_size: u64,
+    /// `PyCompactUnicodeObject.utf8_length`: bytes of the UTF-8 form kept apart (not NUL).
+    pub unicode_utf8_length: u64,
+    /// `PyCompactUnicodeObject.utf8`: the UTF-8 form, once made (shared with the characters
+    /// of a compact ASCII string).
+    pub unicode_utf8: u64,
+    /// `PyASCIIObject.wstr` (3.6-3.11): the `wchar_t` form, once made.
+    pub unicode_wstr: Option<u64>,
+    /// `PyCompactUnicodeObject.wstr_length` (3.6-3.11; a compact ASCII string's is its length).
+    pub unicode_wstr_length: Option<u64>,
+    /// `PyUnicodeObject.data`: the characters of a string that is not compact.
+    pub unicode_data: u64,
+    /// `PySliceObject.start`.
+    pub slice_start: u64,
+    /// `PySliceObject.stop`.
+    pub slice_stop: u64,
+    /// `PySliceObject.step`.
+    pub slice_step: u64,
 
     // ---- int (thread idents are dict keys) ----
     /// `PyLongObject.ob_digit` (digits are 30-bit in `uint32_t`).
@@ -215,6 +232,8 @@ pub struct Layout {
     pub type_members: u64,
     /// `PyTypeObject.tp_base`.
     pub type_base: u64,
+    /// `PyTypeObject.tp_bases`: the tuple of a type's bases.
+    pub type_bases: u64,
     /// `PyTypeObject.tp_traverse`: the function the collector visits an object's references
     /// with (a built-in type deriving from another and adding no references inherits it).
     pub type_traverse: u64,

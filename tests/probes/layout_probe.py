@@ -513,6 +513,41 @@ def check_frames_and_exceptions():
           frame.__sizeof__())
 
 
+def check_str_forms_and_slices():
+    """Where pmt heap finds a str's UTF-8 and wchar_t forms and characters apart, a slice's
+    members and a type's bases."""
+    as_utf8 = api.PyUnicode_AsUTF8
+    as_utf8.restype = ctypes.c_void_p
+    as_utf8.argtypes = [ctypes.py_object]
+    text = "".join(["\u20acur", "o"])
+    check("no utf8 before PyUnicode_AsUTF8", ptr(id(text) + L["unicode_utf8"]), 0)
+    utf8 = as_utf8(text)
+    check("PyCompactUnicodeObject.utf8", ptr(id(text) + L["unicode_utf8"]), utf8)
+    check("PyCompactUnicodeObject.utf8_length", i64(id(text) + L["unicode_utf8_length"]),
+          len(text.encode("utf-8")))
+    if L["unicode_wstr"] is not None:
+        as_wide = api.PyUnicode_AsUnicode
+        as_wide.restype = ctypes.c_void_p
+        as_wide.argtypes = [ctypes.py_object]
+        wide = as_wide(text)
+        check("PyASCIIObject.wstr", ptr(id(text) + L["unicode_wstr"]), wide)
+        check("PyCompactUnicodeObject.wstr_length", i64(id(text) + L["unicode_wstr_length"]),
+              len(text))
+
+    class Text(str):
+        pass
+
+    sub = Text("subclassed")
+    check("PyUnicodeObject.data", ctypes.string_at(ptr(id(sub) + L["unicode_data"]), 10),
+          b"subclassed")
+    start, stop, step = [1], [2], [3]
+    s = slice(start, stop, step)
+    check("PySliceObject members", [ptr(id(s) + L[f]) for f in
+                                    ("slice_start", "slice_stop", "slice_step")],
+          [id(start), id(stop), id(step)])
+    check("tp_bases", ptr(id(Text) + L["type_bases"]), id(Text.__bases__))
+
+
 def check_union():
     """Where pmt heap finds the arguments of `int | str` (3.10+)."""
     if L["union_args"] is None:
@@ -569,6 +604,7 @@ def main():
     check_containers()
     check_frames_and_exceptions()
     check_union()
+    check_str_forms_and_slices()
     check_zoneinfo()
     for line in failures:
         print(line)

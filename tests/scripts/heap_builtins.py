@@ -26,7 +26,10 @@ holds, counted here by hand from the objects the script made), prints `EXPECT <j
 - a struct sequence (`os.stat_result`, a built-in subclass of `tuple` until 3.11) holding
   lists in a visible field and in a field past its length (`st_atime`);
 - instances of a class deriving from `str` (not compact: their characters are allocated
-  apart), ASCII and not.
+  apart), ASCII and not;
+- strings, plain and of that subclass, whose UTF-8 (and, before 3.12, `wchar_t`) forms the
+  C API made (called through ctypes), which `sys.getsizeof` counts;
+- a `slice` holding a list in each of its members.
 
 The script also counts, with `gc.get_objects()` (and, from 3.11 on, the frame object of the
 module's running frame, which the collector does not track), the objects and the bytes
@@ -232,6 +235,42 @@ TEXTS = [Text("text-%d" % i) for i in range(ITEMS // 2)]
 TEXTS += [Text("t\u00e9xt-\u20ac%d" % i) for i in range(ITEMS // 2)]
 expect("__main__.TEXTS", ITEMS, size_of(TEXTS, *TEXTS))
 
+# Strings whose UTF-8 form (and, on 3.6-3.11, wchar_t form) the C API made, as a C extension
+# or the interpreter's argument parsing does: `sys.getsizeof` counts those buffers where they
+# are not the characters themselves (not for compact ASCII strings' UTF-8, not for 4-byte
+# characters' wchar_t). ASCII, 1-, 2- and 4-byte characters, plain and of a subclass of str.
+import ctypes
+
+ENCODED = []
+_as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8
+_as_utf8.restype = ctypes.c_void_p
+_as_utf8.argtypes = [ctypes.py_object]
+_as_wide = None
+if sys.version_info < (3, 12):
+    _as_wide = ctypes.pythonapi.PyUnicode_AsUnicode
+    _as_wide.restype = ctypes.c_void_p
+    _as_wide.argtypes = [ctypes.py_object]
+for _i in range(ITEMS // 8):
+    for _text in ["encoded-%d", "\u00e9ncoded-%d", "\u20acncoded-%d", "\U0001f600ncoded-%d"]:
+        for _kind in (str, Text):
+            _s = _kind(_text % _i)
+            _as_utf8(_s)
+            if _as_wide is not None and _i % 2:
+                _as_wide(_s)
+            ENCODED.append(_s)
+expect("__main__.ENCODED", len(ENCODED), size_of(ENCODED, *ENCODED))
+del _s, _kind, _text, _as_utf8, _as_wide
+
+# A slice holding a list in each of its members, in a list (a list kept in a named member,
+# `SLICES[0].start`, is not a holder of its own: pmt names no container held as an attribute
+# outside a `__dict__`, as with `__defaults__` or `args`).
+_slice = slice(strings("start"), strings("stop"), strings("step"))
+SLICES = [_slice]
+expect("__main__.SLICES", 1,
+       size_of(SLICES, _slice, _slice.start, _slice.stop, _slice.step, *_slice.start,
+               *_slice.stop, *_slice.step))
+del _slice
+
 ZONES = []
 if sys.version_info >= (3, 9):
     import io
@@ -281,10 +320,12 @@ if sys.version_info >= (3, 10):
     COUNTED[type(UNION)] = type(UNION).__module__ + "." + type(UNION).__qualname__
 TYPES = {}
 # Those the collector does not track: the module's running frame's object (3.11+), zones
-# (3.9–3.11, whose type is no container).
-_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe(), STAT] + ZONES + TEXTS}
+# (3.9–3.11, whose type is no container), strs of a subclass.
+_objects = {id(_o): _o for _o in gc.get_objects() + [sys._getframe(), STAT] + ZONES + TEXTS
+            + ENCODED}
 if sys.version_info >= (3, 9):
     _objects[id(ZONE)] = ZONE
+
 for _o in _objects.values():
     _name = COUNTED.get(type(_o))
     if _name is not None:

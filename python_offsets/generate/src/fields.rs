@@ -216,6 +216,19 @@ pub const FIELDS: &[Field] = &[
     field!(unicode_compact_size, false, |_m| size(
         "PyCompactUnicodeObject"
     )),
+    field!(unicode_utf8_length, false, |_m| off(
+        "PyCompactUnicodeObject.utf8_length"
+    )),
+    field!(unicode_utf8, false, |_m| off("PyCompactUnicodeObject.utf8")),
+    field!(unicode_wstr, true, |m| when(m <= 11, || off("PyASCIIObject.wstr"))),
+    field!(unicode_wstr_length, true, |m| when(m <= 11, || off(
+        "PyCompactUnicodeObject.wstr_length"
+    ))),
+    field!(unicode_data, false, |_m| off("PyUnicodeObject.data")),
+    // slice
+    field!(slice_start, false, |_m| off("PySliceObject.start")),
+    field!(slice_stop, false, |_m| off("PySliceObject.stop")),
+    field!(slice_step, false, |_m| off("PySliceObject.step")),
     // int
     field!(long_digit, false, |m| if m <= 11 {
         off("PyLongObject.ob_digit")
@@ -296,6 +309,7 @@ pub const FIELDS: &[Field] = &[
     field!(type_dict, false, |_m| off("PyTypeObject.tp_dict")),
     field!(type_members, false, |_m| off("PyTypeObject.tp_members")),
     field!(type_base, false, |_m| off("PyTypeObject.tp_base")),
+    field!(type_bases, false, |_m| off("PyTypeObject.tp_bases")),
     field!(type_traverse, false, |_m| off("PyTypeObject.tp_traverse")),
     field!(type_weaklistoffset, false, |_m| off(
         "PyTypeObject.tp_weaklistoffset"

@@ -343,6 +343,8 @@ pub const ROOT_TYPES: &[&str] = &[
     "PyFloatObject",
     "PyASCIIObject",
     "PyCompactUnicodeObject",
+    "PyUnicodeObject",
+    "PySliceObject",
     "PyLongObject",
     "PyDictObject",
     "_dictkeysobject",
