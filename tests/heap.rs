@@ -268,8 +268,8 @@ fn diff_names_the_growing_holder() {
 
 /// `--diff` names who grew a holder: the watchpoint on `KEEP`'s size charges its appends to
 /// `remember()` at the line that appends, called from `handle()` in a worker thread, with as
-/// many items added as writes (one fewer at most). Two versions (3.12's frames and 3.14's tagged ones), one
-/// 2-second window each.
+/// many items added as writes (one fewer at most). On every interpreter, one 2-second window
+/// each.
 fn check_who_grew(label: &str) {
     let Some(interp) = common::interpreter_or_skip(label) else {
         return;
@@ -314,13 +314,63 @@ fn check_who_grew(label: &str) {
 }
 
 #[test]
+fn who_grew_3_6() {
+    check_who_grew("3.6");
+}
+
+#[test]
+fn who_grew_3_7() {
+    check_who_grew("3.7");
+}
+
+#[test]
+fn who_grew_3_8() {
+    check_who_grew("3.8");
+}
+
+#[test]
+fn who_grew_3_9() {
+    check_who_grew("3.9");
+}
+
+#[test]
+fn who_grew_3_10() {
+    check_who_grew("3.10");
+}
+
+#[test]
+fn who_grew_3_11() {
+    check_who_grew("3.11");
+}
+
+#[test]
 fn who_grew_3_12() {
     check_who_grew("3.12");
 }
 
 #[test]
+fn who_grew_3_13() {
+    check_who_grew("3.13");
+}
+
+#[test]
+fn who_grew_system_3_11() {
+    check_who_grew("system3.11");
+}
+
+#[test]
+fn who_grew_sid_3_13() {
+    check_who_grew("sid3.13");
+}
+
+#[test]
 fn who_grew_sid_3_14() {
     check_who_grew("sid3.14");
+}
+
+#[test]
+fn who_grew_sid_3_15() {
+    check_who_grew("sid3.15");
 }
 
 /// A module list that starts empty while 600 bigger ones fill the top of the holders: the
