@@ -1132,11 +1132,19 @@ unsafe fn intern_stack(tid: u32, leaf: u32, depth: usize, truncated: bool) -> u3
             (*st).stacks_full += 1;
             return 0;
         }
-        let entry = &mut *tables.stacks.add(stacks_len);
-        entry.hash = hash;
-        entry.tid = tid;
-        entry.depth = depth;
-        entry.first_frame = leaf;
+        // The whole entry: one of an emptied table (a forked child's, a new run's) still
+        // holds the counters of the stack it was before.
+        *tables.stacks.add(stacks_len) = StackEntry {
+            hash,
+            tid,
+            depth,
+            first_frame: leaf,
+            reserved: 0,
+            alloc_bytes: 0,
+            alloc_count: 0,
+            freed_bytes: 0,
+            freed_count: 0,
+        };
         *tables.stack_index.slots.add(slot) = stacks_len as u32 + 1;
         word(&raw mut (*st).stacks_len).store(stacks_len as u64 + 1, Ordering::Release);
         stacks_len as u32
@@ -1626,6 +1634,30 @@ mod tests {
                 let crosses = obj & 0xfff < 32;
                 assert!(found == expected || (crosses && found), "{block:#x} {obj:#x} {found}");
             }
+        }
+    }
+
+    #[test]
+    fn a_stack_interned_after_the_tables_are_emptied_starts_from_nothing() {
+        // SAFETY: the only test that touches the tables; mapped as install maps them.
+        unsafe {
+            let tables = &mut *TABLES.get();
+            tables.stacks = map_zeroed(MAX_STACKS * size_of::<StackEntry>()) as *mut StackEntry;
+            tables.live = map_zeroed((1 << LIVE_MIN_BITS) * size_of::<LiveSample>()) as *mut LiveSample;
+            tables.live_bits = LIVE_MIN_BITS;
+            assert!(tables.stack_index.map(INDEX_MIN_BITS) && tables.frame_index.map(INDEX_MIN_BITS));
+            reset_tables();
+            let first = intern_stack(7, 3, 1, false);
+            (*tables.stacks.add(first as usize)).alloc_bytes = 1 << 20;
+            (*tables.stacks.add(first as usize)).freed_count = 5;
+            assert_eq!(intern_stack(7, 3, 1, false), first, "the same stack");
+            // A forked child (or a new run) empties the tables: the next stack interned
+            // takes the same entry, and none of what it counted before.
+            reset_tables();
+            let again = intern_stack(8, 4, 2, false);
+            assert_eq!(again, first);
+            let entry = &*tables.stacks.add(again as usize);
+            assert_eq!((entry.tid, entry.first_frame, entry.alloc_bytes, entry.freed_count), (8, 4, 0, 0));
         }
     }
 
