@@ -56,8 +56,7 @@ fn map_file(path: &Path, read_path: &Path) -> Result<memmap2::Mmap, ElfError> {
 }
 
 /// Parses `path` (read through `read_path`), loaded in the target with its ELF header at
-/// `base`, and relocates the symbols named in `wanted`: the dynamic symbol table first, the
-/// (larger) static one only for names still missing.
+/// `base`, and relocates the symbols named in `wanted` ([`relocated_symbols`]).
 pub fn load_symbols(
     path: &Path,
     read_path: &Path,
@@ -65,18 +64,31 @@ pub fn load_symbols(
     wanted: &[&str],
 ) -> Result<LoadedElf, ElfError> {
     let data = map_file(path, read_path)?;
-    let file = parse(path, &data)?;
+    let symbols = relocated_symbols(path, &data, base, wanted)?;
+    Ok(LoadedElf {
+        path: path.to_path_buf(),
+        read_path: read_path.to_path_buf(),
+        symbols,
+    })
+}
+
+/// The `wanted` symbols of the ELF image `data` (of `path`, for errors), loaded with its ELF
+/// header at `base`: the dynamic symbol table first, the (larger) static one only for names
+/// still missing.
+pub fn relocated_symbols(
+    path: &Path,
+    data: &[u8],
+    base: u64,
+    wanted: &[&str],
+) -> Result<HashMap<String, u64>, ElfError> {
+    let file = parse(path, data)?;
     let bias = load_bias(&file, base);
     let mut symbols = HashMap::new();
     collect_symbols(file.dynamic_symbols(), wanted, bias, &mut symbols);
     if symbols.len() < wanted.len() {
         collect_symbols(file.symbols(), wanted, bias, &mut symbols);
     }
-    Ok(LoadedElf {
-        path: path.to_path_buf(),
-        read_path: read_path.to_path_buf(),
-        symbols,
-    })
+    Ok(symbols)
 }
 
 /// Adds the `wanted` symbols of `table`, relocated by `bias`, to `found` (first one wins).

@@ -65,21 +65,33 @@ pub enum HookError {
     },
 }
 
-/// Where a process's hook state lies, once the library is loaded.
+/// Where a process's hook state lies, once the library is loaded. The library stays mapped
+/// after the run that placed it has removed its file (the maps then say `(deleted)`): a later
+/// run finds it there, and reads its symbols from pmt's own copy when the image mapped is that
+/// copy (its first page compared; a library of another pmt build is not read).
 pub fn find_state(pid: i32) -> Option<u64> {
     let files = mapped_files(pid).ok()?;
-    let file = files
-        .iter()
-        .find(|f| f.path.file_name().is_some_and(|n| n == LIBRARY_NAME))?;
+    let deleted = format!("{LIBRARY_NAME} (deleted)");
+    let file = files.iter().find(|f| {
+        f.path
+            .file_name()
+            .is_some_and(|n| n == LIBRARY_NAME || *n == *deleted)
+    })?;
+    let base = file.base?;
+    let wanted = [state::STATE_SYMBOL];
     let read_path = readable_path(pid, &file.path, Some(file.inode));
-    let elf = crate::attach::elf::load_symbols(
-        &file.path,
-        &read_path,
-        file.base?,
-        &[state::STATE_SYMBOL],
-    )
-    .ok()?;
-    elf.symbols.get(state::STATE_SYMBOL).copied()
+    let symbols = match crate::attach::elf::load_symbols(&file.path, &read_path, base, &wanted) {
+        Ok(elf) => elf.symbols,
+        Err(_) => {
+            let mut first = vec![0u8; LIBRARY.len().min(4096)];
+            RemoteMemory::new(pid).read(base, &mut first).ok()?;
+            if first[..] != LIBRARY[..first.len()] {
+                return None;
+            }
+            crate::attach::elf::relocated_symbols(&file.path, LIBRARY, base, &wanted).ok()?
+        }
+    };
+    symbols.get(state::STATE_SYMBOL).copied()
 }
 
 /// What one stack of sampled allocations did since the previous read.
@@ -202,11 +214,15 @@ impl HookReader {
     }
 
     /// The state as it is now (its magic and version checked); `None` before the hook has
-    /// been installed.
+    /// been installed for this pmt (one that a run before this one installed, left behind
+    /// with what that run sampled, is not read: it is this run's once installed again).
     pub fn state(&mut self) -> Result<Option<HeapState>, HookError> {
         self.read_bytes(self.state_addr, size_of::<HeapState>())?;
         let state: HeapState = plain(&self.scratch);
-        if state.magic != state::MAGIC {
+        // Owner 0: installed from another PID namespace, which has no pid for this pmt.
+        if state.magic != state::MAGIC
+            || (state.owner_pid != 0 && state.owner_pid != std::process::id())
+        {
             return Ok(None);
         }
         if state.version != state::VERSION {

@@ -146,8 +146,9 @@ def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owne
     import hashlib
     lib = getattr(sys, "_pmt_heap_hook", None)  # loaded by an earlier run: installed again
     if lib is not None:
-        lib.pmt_heap_install(layout, len(layout), sample_bytes, owner, options)
-        return
+        if getattr(sys, "_pmt_heap_hook_digest", None) == digest:
+            lib.pmt_heap_install(layout, len(layout), sample_bytes, owner, options)
+        return  # else another pmt build's: its layout is not this one's, and two hooks do not mix
     fd = os.open(os.path.join(dir, "{library}"), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         chunks = []
@@ -166,6 +167,7 @@ def {function}(dir={dir:?}, digest={digest:?}, sample_bytes={sample_bytes}, owne
     install.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint32,
                         ctypes.c_uint32]
     sys._pmt_heap_hook = lib
+    sys._pmt_heap_hook_digest = digest
     install(layout, len(layout), sample_bytes, owner, options)
 
 
