@@ -232,7 +232,10 @@ fn attach_loads_the_hook(label: &str) {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{label} {attach}: {stderr}");
         assert!(stderr.contains("PEP 768"), "{label} {attach}: {stderr}");
-        assert!(stderr.contains("(folded heap)"), "{label} {attach}: {stderr}");
+        assert!(
+            stderr.contains("(folded heap)"),
+            "{label} {attach}: {stderr}"
+        );
         let folded = read_folded(&folded);
         let keepers = ["keep_dicts", "keep_tuples", "keep_items", "keep_strings"];
         let (kept, total) = share(&folded, &keepers);
@@ -283,4 +286,78 @@ fn attach_before_3_14_says_how_to_get_the_heap_view() {
             && !stderr.contains("loaded through"),
         "{stderr}"
     );
+}
+
+/// A master that keeps ~30 MiB, then forks 2 workers that each keep ~3 MiB, sampled with
+/// `--subprocesses` (launched, or attached before the master builds its table: then the
+/// master's first stacks are its big ones): each worker's heap is its own ~3 MiB (its hook
+/// starts with an empty table at the fork), none of what the master's stacks counted.
+fn forked_workers_start_afresh(label: &str, attach: bool) {
+    let Some(interp) = interpreter_or_skip(label) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folded = dir.path().join("fork.folded");
+    let mut command = sampler();
+    command
+        .args([
+            "--subprocesses",
+            "--heap-sample-bytes",
+            "32768",
+            "--collapsed",
+        ])
+        .arg(&folded);
+    let mut target = None;
+    if attach {
+        let started = target.insert(common::start(
+            &interp,
+            &script("heap_fork.py"),
+            &["--print-ready"],
+        ));
+        started.wait_for_line("ready", Duration::from_secs(20));
+        command.args(["--pid", &started.pid().to_string()]);
+    } else {
+        command
+            .arg("--")
+            .args(interp.argv())
+            .arg(script("heap_fork.py"));
+    }
+    let output = run(command);
+    drop(target);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{label}: {stderr}");
+    assert!(stderr.contains("(folded heap)"), "{label}: {stderr}");
+    let mut workers = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    for (frames, weight) in read_folded(&folded) {
+        if !frames[0].contains(": worker ") {
+            continue;
+        }
+        let entry = workers.entry(frames[0].clone()).or_default();
+        entry.0 += weight;
+        if frames.iter().any(|f| f.starts_with("worker_keep (")) {
+            entry.1 += weight;
+        }
+    }
+    assert_eq!(
+        workers.len(),
+        2,
+        "{label}: two workers: {workers:?}\n{stderr}"
+    );
+    for (root, (total, kept)) in &workers {
+        // 300 bytearrays of 10,000 bytes: 2.9 MiB.
+        assert!(
+            (2 << 20..5 << 20).contains(total) && *kept as f64 >= 0.9 * *total as f64,
+            "{label}: {root} charged {total} bytes, {kept} in worker_keep\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn forked_workers_start_afresh_3_12() {
+    forked_workers_start_afresh("3.12", false);
+}
+
+#[test]
+fn forked_workers_start_afresh_attached_sid_3_14() {
+    forked_workers_start_afresh("sid3.14", true);
 }
