@@ -109,31 +109,50 @@ def finish_light_pool(pool, started):
     return 100 * (usage.ru_utime + usage.ru_stime) / elapsed
 
 
-def light_pmt(python, workers, duration, out_dir):
+STEADY_SHORT_S = 2
+
+
+def wait_cpu(process):
+    """Waits for `process`; returns its exit status and user+system CPU seconds."""
+    _, status, usage = os.wait4(process.pid, 0)
+    return status, usage.ru_utime + usage.ru_stime
+
+
+def light_pmt(python, workers, duration, out_dir, rate=None):
+    """pmt-sample on a fresh pool: a short run, then a run of `duration` on the same pool; the
+    second's figures, and the steady state: the CPU the longer run took beyond the shorter,
+    over the seconds it lasted longer (start-up, loading the eBPF programs, left out)."""
     started = time.monotonic()
-    pool = start_light_pool(python, workers, duration + 2)
+    pool = start_light_pool(python, workers, duration + STEADY_SHORT_S + 4)
     timeline = os.path.join(out_dir, "light.json")
-    cmd = [PMT, "--pid", str(pool.pid), "--subprocesses", "--duration", str(duration), "--json", timeline]
-    sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(sampler.pid, 0)
-    stderr = sampler.stderr.read()
+    rate_args = ["--rate", f"{rate:g}"] if rate else []
+    cpus = []
+    for seconds in (STEADY_SHORT_S, duration):
+        cmd = [PMT, "--pid", str(pool.pid), "--subprocesses", "--duration", str(seconds),
+               "--json", timeline] + rate_args
+        sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        status, cpu = wait_cpu(sampler)
+        stderr = sampler.stderr.read()
+        if status != 0:
+            sys.exit(f"pmt-sample failed:\n{stderr}")
+        cpus.append(cpu)
     load = finish_light_pool(pool, started)
-    if status != 0:
-        sys.exit(f"pmt-sample failed:\n{stderr}")
     with open(timeline) as f:
         doc = json.load(f)
     summary = doc["summary"]
-    cpu = usage.ru_utime + usage.ru_stime
+    cpu = cpus[-1]
     seconds = summary["duration_s"]
     process_samples = len(doc["samples"])
     return {
         "processes": summary["tallies"]["processes_attached"],
         "cpu_pct": 100 * cpu / seconds,
+        "steady_pct": 100 * (cpus[1] - cpus[0]) / (duration - STEADY_SHORT_S),
         "ticks": summary["samples"],
         "process_samples": process_samples,
         "us_per_tick": 1e6 * cpu / max(summary["samples"], 1),
         "us_per_process_sample": 1e6 * cpu / max(process_samples, 1),
         "rate": summary["achieved_rate_hz"],
+        "asked": summary["rate_hz"],
         "p50_us": summary["sample_cost_p50_us"],
         "attribution": "kernel" if "in the kernel" in summary.get("attribution", "") else "ticks",
         "load_pct": load,
@@ -141,19 +160,23 @@ def light_pmt(python, workers, duration, out_dir):
 
 
 def light_pyspy(python, workers, duration, pyspy, out_dir):
+    """py-spy at 100 Hz on a fresh pool, measured as `light_pmt` measures pmt-sample."""
     started = time.monotonic()
-    pool = start_light_pool(python, workers, duration + 2)
+    pool = start_light_pool(python, workers, duration + STEADY_SHORT_S + 4)
     raw = os.path.join(out_dir, "light.txt")
-    cmd = [pyspy, "record", "--pid", str(pool.pid), "--subprocesses", "--rate", "100",
-           "--duration", str(int(duration)), "--nonblocking", "--idle", "--format", "raw", "-o", raw]
-    begun = time.monotonic()
-    spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _, status, usage = os.wait4(spy.pid, 0)
-    seconds = time.monotonic() - begun
-    output = spy.stdout.read()
+    cpus = []
+    for run_s in (STEADY_SHORT_S, int(duration)):
+        cmd = [pyspy, "record", "--pid", str(pool.pid), "--subprocesses", "--rate", "100",
+               "--duration", str(run_s), "--nonblocking", "--idle", "--format", "raw", "-o", raw]
+        begun = time.monotonic()
+        spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        status, cpu = wait_cpu(spy)
+        seconds = time.monotonic() - begun
+        output = spy.stdout.read()
+        if status != 0:
+            sys.exit(f"py-spy failed:\n{output}")
+        cpus.append(cpu)
     load = finish_light_pool(pool, started)
-    if status != 0:
-        sys.exit(f"py-spy failed:\n{output}")
     found = re.search(r"Samples: (\d+)", output)
     if found:
         process_samples = int(found.group(1))
@@ -161,15 +184,17 @@ def light_pyspy(python, workers, duration, pyspy, out_dir):
         with open(raw) as f:
             process_samples = sum(int(line.rsplit(" ", 1)[1]) for line in f if line.strip())
     processes = workers + 1
-    cpu = usage.ru_utime + usage.ru_stime
+    cpu = cpus[-1]
     return {
         "processes": processes,
         "cpu_pct": 100 * cpu / seconds,
+        "steady_pct": 100 * (cpus[1] - cpus[0]) / (int(duration) - STEADY_SHORT_S),
         "ticks": None,
         "process_samples": process_samples,
         "us_per_tick": None,
         "us_per_process_sample": 1e6 * cpu / max(process_samples, 1),
         "rate": process_samples / processes / seconds,
+        "asked": 100,
         "p50_us": None,
         "load_pct": load,
     }
@@ -188,9 +213,11 @@ def light_main(args):
     with tempfile.TemporaryDirectory() as out_dir:
         for workers in counts:
             for _ in range(args.repeats):
-                for tool in ("pmt-sample", "py-spy"):
+                for tool in ("pmt-sample", "pmt-sample --rate 100", "py-spy"):
                     if tool == "pmt-sample":
                         result = light_pmt(args.python, workers, args.duration, out_dir)
+                    elif tool == "pmt-sample --rate 100":
+                        result = light_pmt(args.python, workers, args.duration, out_dir, rate=100)
                     else:
                         result = light_pyspy(args.python, workers, args.duration, pyspy, out_dir)
                     rows.append((workers, tool, result))
@@ -207,14 +234,15 @@ def light_main(args):
         f"{pyspy_version}, {os.cpu_count()} CPUs ({platform.machine()}, Linux {platform.release()}).",
         "",
         f"Machine load: load average {load_before} before the runs, {load_after} after "
-        f"(`uptime` at the end: `{uptime}`). The machine is shared with a CI run and other builds, "
-        "so the figures are those of a loaded 2-core machine, not a quiet one.",
+        f"(`uptime` at the end: `{uptime}`): on a loaded machine every profiler's figures rise, "
+        "and ticks are missed.",
         "",
         "Workload: `bench/workloads/light_pool.py --workers N` (a master and N forked workers; each "
         "worker builds a small reply of ~32 strings and a 4 KiB buffer, keeps the last 64, then sleeps "
         "20 ms). Profilers, started once every worker runs, on a fresh pool each run, alternating:",
         f"- `pmt-sample --pid MASTER --subprocesses --duration {args.duration:g} --json …` (default "
-        f"rate 100 Hz, default metric rss, default attribution: here `{attribution}`, eBPF, as root);",
+        f"metric, default attribution: here `{attribution}`, eBPF, as root; the default rate, "
+        "20 Hz where memory is charged in the kernel), and the same at `--rate 100`;",
         f"- `py-spy record --pid MASTER --subprocesses --rate 100 --duration {int(args.duration)} "
         "--nonblocking --idle --format raw -o …` (`--idle` so that a sleeping worker's sample is "
         "kept and counted; py-spy reads every thread either way).",
@@ -226,23 +254,28 @@ def light_main(args):
         "Per process-sample: CPU divided by the samples of all processes (pmt: the timeline's samples; "
         "py-spy: its `Samples:` count). Tick p50: pmt's summary `cost per sample` p50, the wall time of "
         "one tick in steady state (no start-up; wall, so on a loaded machine it includes preemption). Workload CPU: the pool's own CPU (master and workers) over its "
-        "life, to show the load is light.",
+        "life, to show the load is light. Steady: each profiler first runs "
+        f"{STEADY_SHORT_S} s on the same pool, and the steady state is the CPU the {args.duration:g} s run "
+        "took beyond that run's, over the seconds it lasted longer (start-up left out).",
         "",
-        "| workers | processes | profiler | CPU (% of one core) | µs CPU per tick | µs CPU per process-sample "
+        "| workers | processes | profiler | rate asked (Hz) | CPU (% of one core) | steady CPU (% of one core) "
+        "| µs CPU per tick | µs CPU per process-sample "
         "| per-process rate (Hz) | tick p50 (µs, wall) | workload CPU (% of one core) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for workers, tool, r in rows:
         tick = f"{r['us_per_tick']:.0f}" if r["us_per_tick"] is not None else "–"
         p50 = f"{r['p50_us']:.0f}" if r["p50_us"] is not None else "–"
         lines.append(
-            f"| {workers} | {r['processes']} | {tool} | {r['cpu_pct']:.1f} | {tick} "
+            f"| {workers} | {r['processes']} | {tool} | {r['asked']:g} | {r['cpu_pct']:.1f} "
+            f"| {r['steady_pct']:.1f} | {tick} "
             f"| {r['us_per_process_sample']:.0f} | {r['rate']:.1f} | {p50} | {r['load_pct']:.1f} |")
     lines.append("")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "subprocesses_light.md"), "w") as f:
+    out = args.out or os.path.join(ROOT, "bench", "results", "subprocesses_light.md")
+    with open(out, "w") as f:
         f.write("\n".join(lines))
-    print("wrote bench/results/subprocesses_light.md")
+    print(f"wrote {out}")
 
 
 def main():
@@ -254,6 +287,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--light", metavar="N,N,...",
                         help="measure the cost of following N lightly loaded workers, beside py-spy")
+    parser.add_argument("--out", help="with --light: the results file (default bench/results/subprocesses_light.md)")
     parser.add_argument("--py-spy", help="py-spy to compare with (default bench/.venv/bin/py-spy, else PATH)")
     args = parser.parse_args()
     if not os.path.exists(PMT):

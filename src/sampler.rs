@@ -148,6 +148,11 @@ pub trait SampleSink {
 pub struct SamplerOptions {
     /// Ticks per second.
     pub rate_hz: f64,
+    /// With in-kernel stacks: read the stacks (and RSS, per-thread counters) every this many
+    /// ticks; the ticks between only charge what the kernel and the allocation hook captured,
+    /// so that memory is weighed often (the sustained peak sees a buffer freed and made again
+    /// between two reads) while stacks are read at the rate asked. 1: every tick reads.
+    pub read_every: u32,
     /// Stop after this long (`None`: until the target exits or the stop flag is raised).
     pub duration: Option<Duration>,
 }
@@ -352,6 +357,14 @@ pub struct Sampler<S: StackSource> {
     last_rss: Option<(Option<u64>, Duration)>,
     /// How long an RSS reading serves (zero: every tick reads it, as tick-based charging needs).
     rss_every: Duration,
+    /// Ticks since the last that read stacks, that one counted (see
+    /// [`SamplerOptions::read_every`]); 0 before the first.
+    since_read: u32,
+    /// The last read's Python threads by kernel tid, which name the threads of what the
+    /// kernel and the hook captured in the ticks that read no stacks.
+    last_threads: HashMap<u32, TickThread>,
+    /// The hook's state could not be read at the last read of stacks.
+    heap_failed: bool,
 }
 
 /// Longest a run of quiet ticks lasts before a full tick reads RSS and the counters anyway
@@ -391,7 +404,16 @@ impl<S: StackSource> Sampler<S> {
             last_full: None,
             last_rss: None,
             rss_every: Duration::ZERO,
+            since_read: 0,
+            last_threads: HashMap::new(),
+            heap_failed: false,
         })
+    }
+
+    /// Sets how often it ticks and reads (the run's own figures, checked where they are made).
+    pub fn set_rates(&mut self, rate_hz: f64, read_every: u32) {
+        self.options.rate_hz = rate_hz;
+        self.options.read_every = read_every;
     }
 
     /// Adds a counter source whose per-thread deltas feed its metric.
@@ -509,6 +531,26 @@ impl<S: StackSource> Sampler<S> {
 
     /// One tick's readings and charges; returns whether the target has exited.
     fn read_and_charge(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
+        if self.kernel.is_some()
+            && self.since_read != 0
+            && self.since_read < self.options.read_every
+        {
+            // A tick between two reads: only what was captured, to the threads last read.
+            self.since_read += 1;
+            let threads = std::mem::take(&mut self.last_threads);
+            let mut charged = Vec::new();
+            self.charge_captured(&threads, &mut charged, false);
+            self.last_threads = threads;
+            if !charged.is_empty() {
+                sink.record(Sample {
+                    time,
+                    rss: None,
+                    threads: charged,
+                });
+            }
+            return false;
+        }
+        self.since_read = 1;
         // The last tick's per-thread counters, which a quiet tick keeps.
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut exited = 0;
@@ -622,35 +664,8 @@ impl<S: StackSource> Sampler<S> {
                 .filter(|s| s.thread.python_id.is_some())
                 .filter_map(|s| Some((s.thread.native_id?, (s.thread.clone(), s.frames.clone()))))
                 .collect();
-            let source = &mut self.source;
-            if let Some(kernel) = &mut self.kernel {
-                let charged =
-                    kernel.charge(&tick_threads, &mut |frames| source.decode_captured(frames));
-                sample.threads.extend(charged);
-                kernel.hand_over_threads(&source.thread_states());
-                self.stats.in_kernel = Some(kernel.stats());
-            }
-            if let Some(heap) = &mut self.heap {
-                match heap.charge(&tick_threads, &mut |frames| source.decode_captured(frames)) {
-                    Ok(charged) => sample.threads.extend(charged),
-                    // A program whose interpreter lies where the old one's did (a binary
-                    // not built position-independent) reads on after `exec`; its hook's
-                    // state does not.
-                    Err(err) => match source.reattach_after_exec() {
-                        ImageChange::Reattached => {
-                            self.stats.execs += 1;
-                            self.stats.replaced_by_unread = None;
-                            heap.program_replaced();
-                        }
-                        ImageChange::Starting => new_program_unread(&mut self.stats, self.pid),
-                        ImageChange::Same => {
-                            self.stats.counter_errors += 1;
-                            self.stats.last_error = Some(err.to_string());
-                        }
-                    },
-                }
-                self.stats.heap = heap.tallies();
-            }
+            self.charge_captured(&tick_threads, &mut sample.threads, true);
+            self.last_threads = tick_threads;
         }
         self.scratch_stats = task_stats;
         self.stats.samples += 1;
@@ -659,6 +674,55 @@ impl<S: StackSource> Sampler<S> {
         }
         sink.record(sample);
         false
+    }
+
+    /// Charges what the kernel and the allocation hook captured since the last tick to
+    /// `charged`; `tick_threads` are the Python threads of the last stack read, by kernel tid,
+    /// `read` whether this tick read them (and so may have found threads to hand over).
+    fn charge_captured(
+        &mut self,
+        tick_threads: &HashMap<u32, TickThread>,
+        charged: &mut Vec<ThreadSample>,
+        read: bool,
+    ) {
+        let source = &mut self.source;
+        if let Some(kernel) = &mut self.kernel {
+            charged
+                .extend(kernel.charge(tick_threads, &mut |frames| source.decode_captured(frames)));
+            if read {
+                kernel.hand_over_threads(&source.thread_states());
+            }
+            self.stats.in_kernel = Some(kernel.stats());
+        }
+        if let Some(heap) = &mut self.heap {
+            match heap.charge(tick_threads, &mut |frames| source.decode_captured(frames)) {
+                Ok(captured) => {
+                    self.heap_failed = false;
+                    charged.extend(captured);
+                }
+                // Between two reads, or at a first failure: the process may be exiting (its
+                // memory goes before it is a zombie) or replacing its program, which the next
+                // read of its stacks tells apart.
+                Err(_) if !read || !std::mem::replace(&mut self.heap_failed, true) => {}
+                // A program whose interpreter lies where the old one's did (a binary not
+                // built position-independent) reads on after `exec`; its hook's state does
+                // not.
+                Err(err) => match source.reattach_after_exec() {
+                    ImageChange::Reattached => {
+                        self.heap_failed = false;
+                        self.stats.execs += 1;
+                        self.stats.replaced_by_unread = None;
+                        heap.program_replaced();
+                    }
+                    ImageChange::Starting => new_program_unread(&mut self.stats, self.pid),
+                    ImageChange::Same => {
+                        self.stats.counter_errors += 1;
+                        self.stats.last_error = Some(err.to_string());
+                    }
+                },
+            }
+            self.stats.heap = heap.tallies();
+        }
     }
 
     /// The process replaced its program (`exec`) and the source reads the new one: nothing of
@@ -796,6 +860,7 @@ pub(crate) fn run_ticks(
             break StopReason::Duration;
         }
         ticker.stats_mut().ticks += 1;
+        let samples_before = ticker.stats_mut().samples;
         let exited = ticker.tick(Duration::from_nanos(started_ns), sink);
         let finished_ns = clock.elapsed_ns();
         let stats = ticker.stats_mut();
@@ -803,10 +868,13 @@ pub(crate) fn run_ticks(
         if exited {
             break StopReason::TargetExited;
         }
-        let cost = finished_ns.saturating_sub(started_ns);
-        stats
-            .sample_costs_ns
-            .push(u32::try_from(cost).unwrap_or(u32::MAX));
+        // The cost of a sample: ticks between two reads of stacks are not samples.
+        if stats.samples > samples_before {
+            let cost = finished_ns.saturating_sub(started_ns);
+            stats
+                .sample_costs_ns
+                .push(u32::try_from(cost).unwrap_or(u32::MAX));
+        }
         if finished_ns >= next_progress_ns {
             sink.progress(stats);
             next_progress_ns = finished_ns + progress_every_ns;
@@ -958,6 +1026,7 @@ mod tests {
         };
         let options = SamplerOptions {
             rate_hz,
+            read_every: 1,
             duration: None,
         };
         Sampler::new(source, std::process::id() as i32, options).expect("sampler")
@@ -972,6 +1041,7 @@ mod tests {
             };
             let options = SamplerOptions {
                 rate_hz: rate,
+                read_every: 1,
                 duration: None,
             };
             let result = Sampler::new(source, std::process::id() as i32, options);
@@ -1077,6 +1147,7 @@ mod tests {
         };
         let options = SamplerOptions {
             rate_hz: 100.0,
+            read_every: 1,
             duration: Some(Duration::from_millis(50)),
         };
         let mut sampler =
@@ -1141,6 +1212,7 @@ mod tests {
         };
         let options = SamplerOptions {
             rate_hz: 100.0,
+            read_every: 1,
             duration: None,
         };
         Sampler::new(source, child.id() as i32, options).expect("sampler")

@@ -59,6 +59,9 @@ fn keepers_hold_the_heap(interp: &Interpreter, shapes: &str, free_lists: bool) {
         stderr.contains("the default metric, since the allocation hook ran"),
         "{stderr}"
     );
+    // A program that ends is not taken for one replaced by exec (the hook's state is read
+    // between two reads of stacks too, while the process exits).
+    assert!(!stderr.contains("replaced"), "{stderr}");
     let folded = read_folded(&folded);
     let keepers: Vec<String> = shapes.split(',').map(|s| format!("keep_{s}")).collect();
     let keepers: Vec<&str> = keepers.iter().map(String::as_str).collect();
@@ -245,8 +248,10 @@ fn attach_loads_the_hook(label: &str) {
         );
         totals.push(total as f64);
     }
+    // Within 2x: the hook gets in sooner the second time (no library to load), which a
+    // loaded machine stretches; the first run's counts taken over would add all it held.
     assert!(
-        totals[1] < 1.5 * totals[0] && totals[0] < 1.5 * totals[1],
+        totals[1] < 2.0 * totals[0] && totals[0] < 2.0 * totals[1],
         "{label}: two equal attaches charged {totals:?} bytes"
     );
     target.wait_for_line("kept", Duration::from_secs(20));

@@ -595,6 +595,44 @@ fn blocking_reads_sample_and_leave_the_target_running() {
     );
 }
 
+/// Without `--rate`, a run whose memory is charged in the kernel reads stacks at 20 Hz (what
+/// the kernel captured is still charged 100 times a second) and says why; one that weighs
+/// time reads them at 100 Hz; `--rate` wins over both.
+#[test]
+fn the_default_rate_follows_what_the_ticks_are_for() {
+    let Some(interp) = common::interpreter_or_skip("3.12") else {
+        return;
+    };
+    let _serial = serial();
+    let target = sleeper(&interp);
+    let pid = target.pid().to_string();
+    for (args, line, asked) in [
+        (
+            &["--no-heap"][..],
+            "at 20 Hz for 0.3 s (memory captured in the kernel is charged 100 times a second; stacks need no higher rate: --rate to change)",
+            "(asked 20)",
+        ),
+        (
+            &["--metric", "wall"][..],
+            "at 100 Hz for 0.3 s;",
+            "(asked 100)",
+        ),
+        (&["--rate", "50"][..], "at 50 Hz for 0.3 s;", "(asked 50)"),
+    ] {
+        let mut command = sampler();
+        command
+            .args(["--pid", &pid, "--duration", "0.3"])
+            .args(args);
+        let output = run(command);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(line) && stderr.contains(asked),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn no_such_process_is_one_clear_line() {
     let output = run({

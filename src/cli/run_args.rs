@@ -38,9 +38,12 @@ pub struct RunArgs {
     /// PID of the Python process to attach to (no restart, no code change).
     #[arg(short, long, conflicts_with = "command")]
     pub pid: Option<i32>,
-    /// Samples per second.
-    #[arg(short, long, default_value_t = 100.0, value_name = "HZ")]
-    pub rate: f64,
+    /// Stack samples per second [default: 100; 20 where memory is charged to the stacks the
+    /// kernel captures as it is acquired and no --metric weighing time is asked: what the
+    /// kernel captured is then still charged at least 100 times a second, and the stacks read
+    /// serve only the time columns and the names of threads].
+    #[arg(short, long, value_name = "HZ")]
+    pub rate: Option<f64>,
     /// Stop after this many seconds (default: until the target exits or Ctrl-C).
     #[arg(short, long, value_name = "SECS")]
     pub duration: Option<f64>,
@@ -112,11 +115,10 @@ impl RunArgs {
         if self.python_allocators && malloc != MallocMode::Required {
             bail!("--python-allocators goes with --metric malloc-bytes or malloc-count");
         }
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            bail!(
-                "--rate must be a positive number of samples per second, not {}",
-                self.rate
-            );
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            bail!("--rate must be a positive number of samples per second, not {rate}");
         }
         let duration = match self.duration {
             Some(secs) if !(secs.is_finite() && secs > 0.0) => {
@@ -128,6 +130,7 @@ impl RunArgs {
         Ok(RunOptions {
             target,
             rate_hz: self.rate,
+            weighs_time: false,
             duration,
             malloc,
             python_allocators: self.python_allocators,

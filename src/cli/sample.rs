@@ -77,12 +77,14 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             url,
             app,
             args.upload_interval,
-            args.run.rate,
+            // The run's own, set once it has started (below).
+            args.run.rate.unwrap_or(crate::run::DEFAULT_RATE_HZ),
             metric.unwrap_or(Metric::Rss),
         )?),
         _ => None,
     };
     let (run, outputs, options) = start_run(options, &args.outputs)?;
+    let rate_hz = run.rate_hz();
     let shown_notes = run.notes().to_vec();
     for note in &shown_notes {
         eprintln!("pmt-sample: {note}");
@@ -99,16 +101,23 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         )
     };
     eprintln!(
-        "pmt-sample: sampling {what} at {} Hz{}; Ctrl-C to stop",
-        options.rate_hz,
+        "pmt-sample: sampling {what} at {rate_hz} Hz{}{}; Ctrl-C to stop",
         options
             .duration
-            .map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
+            .map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64())),
+        if args.run.rate.is_none() && rate_hz == crate::run::MEMORY_RATE_HZ {
+            " (memory captured in the kernel is charged 100 times a second; stacks need no higher rate: --rate to change)"
+        } else {
+            ""
+        },
     );
     if let Some(line) = unsampled.announce() {
         eprintln!("pmt-sample: {line}");
     }
-    let mut uploader = pyroscope.map(|config| Uploader::start(config, target.clone()));
+    let mut uploader = pyroscope.map(|mut config| {
+        config.rate_hz = rate_hz;
+        Uploader::start(config, target.clone())
+    });
     let mut finished = {
         let mut progress = Progress::new(uploader.as_mut());
         let finished = run.sample(stop::flag(), &mut progress);
@@ -161,7 +170,7 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
         "  samples: {} at {:.1} Hz (asked {}), missed ticks: {}, read errors: {}{}",
         summary.samples,
         summary.achieved_rate(),
-        args.run.rate,
+        summary.rate_hz,
         summary.missed_ticks,
         summary.read_errors,
         stats

@@ -119,7 +119,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         tasks: options.tasks,
         target: run.target().clone(),
         notes: run.notes().join("; "),
-        rate: options.rate_hz,
+        rate: run.rate_hz(),
         last_draw: None,
         draw_error: None,
         unsampled,

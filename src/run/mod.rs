@@ -47,8 +47,11 @@ pub enum TargetSpec {
 pub struct RunOptions {
     /// The target.
     pub target: TargetSpec,
-    /// Ticks per second.
-    pub rate_hz: f64,
+    /// Stack reads per second; `None`: the default for what the run loads
+    /// ([`default_rate_hz`]).
+    pub rate_hz: Option<f64>,
+    /// The outputs weigh time only (`wall`, `cpu`): ticks are their samples.
+    pub weighs_time: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Whether to count the allocator (eBPF) for the `malloc-*` metrics.
@@ -80,6 +83,7 @@ impl RunOptions {
     /// memory unless asked by name (`auto` attribution becomes `ticks`, no allocation hook is
     /// put into the target). Returns what it left out, for a note; `None` if nothing.
     pub fn for_time_only(&mut self) -> Option<&'static str> {
+        self.weighs_time = true;
         let capture = self.attribution == AttributionMode::Auto;
         let hook = self.heap.take().is_some();
         if capture {
@@ -92,6 +96,43 @@ impl RunOptions {
             (false, false) => None,
         }
     }
+}
+
+/// Stack reads per second when `--rate` is not given and ticks are samples of what is shown:
+/// time, or memory charged at ticks.
+pub const DEFAULT_RATE_HZ: f64 = 100.0;
+
+/// Stack reads per second when `--rate` is not given and memory is charged to stacks captured
+/// in the kernel where it is acquired: the reads then serve only the time columns of `--json`
+/// and pprof, the RSS of the timeline, and the names of threads, which need no high rate. A
+/// fifth of the default costs a fifth of the stack reads: following 8 lightly loaded workers,
+/// 1.9% of a core against 3.7% (bench/results/subprocesses_light_default_rate.md).
+pub const MEMORY_RATE_HZ: f64 = 20.0;
+
+/// With in-kernel stacks, how often at least what was captured is charged, whatever the rate
+/// of stack reads: the sustained peak of `rss` and `heap` is weighed at these ticks, and must
+/// see a buffer freed and made again between two reads of stacks.
+pub const CAPTURE_TICK_HZ: f64 = 100.0;
+
+/// The stack reads per second of a run without `--rate`: [`MEMORY_RATE_HZ`] when memory is
+/// charged in the kernel (`in_kernel`) and no output weighs time, else [`DEFAULT_RATE_HZ`].
+pub fn default_rate_hz(in_kernel: bool, weighs_time: bool) -> f64 {
+    if in_kernel && !weighs_time {
+        MEMORY_RATE_HZ
+    } else {
+        DEFAULT_RATE_HZ
+    }
+}
+
+/// The ticks per second and how many ticks a stack read comes every, for stack reads at
+/// `rate_hz`: with in-kernel stacks, ticks at least [`CAPTURE_TICK_HZ`] (a whole multiple of
+/// the rate), else one tick a read.
+fn ticks_for(rate_hz: f64, in_kernel: bool) -> (f64, u32) {
+    if !in_kernel || rate_hz >= CAPTURE_TICK_HZ {
+        return (rate_hz, 1);
+    }
+    let every = (CAPTURE_TICK_HZ / rate_hz).ceil().min(1000.0) as u32;
+    (rate_hz * f64::from(every), every)
 }
 
 /// Whether a run counts the target's allocator.
@@ -189,13 +230,23 @@ impl Run {
             tasks: options.tasks,
             ..SpyOptions::default()
         };
-        let sampler_options = SamplerOptions {
-            rate_hz: options.rate_hz,
-            duration: options.duration,
-        };
         // The capture is loaded before a command is launched, so that it sees the start.
         let mut notes = Vec::new();
         let sources = Rc::new(Sources::prepare(options, &mut notes)?);
+        // Stack reads per second, and the sampler's ticks for them.
+        let rates = |sources: &Sources| {
+            let in_kernel = sources.in_kernel();
+            let rate_hz = options
+                .rate_hz
+                .unwrap_or_else(|| default_rate_hz(in_kernel, options.weighs_time));
+            (rate_hz, ticks_for(rate_hz, in_kernel))
+        };
+        let (mut rate_hz, (tick_hz, read_every)) = rates(&sources);
+        let sampler_options = SamplerOptions {
+            rate_hz: tick_hz,
+            read_every,
+            duration: options.duration,
+        };
         let env = sources.launch_environment();
         let mut target = match &options.target {
             TargetSpec::Pid(pid) => Target::existing(
@@ -225,7 +276,7 @@ impl Run {
                 profile: Profile::new(info, options.keep_timeline),
                 target,
                 engine: Engine::Tree(Box::new(sampler)),
-                rate_hz: options.rate_hz,
+                rate_hz,
                 notes,
                 counts_allocations: sources.counts_allocations(),
                 _sources: sources,
@@ -241,6 +292,11 @@ impl Run {
         let python_version = spy.version().to_string();
         let mut sampler = Sampler::new(spy, target.pid, sampler_options)?;
         let added = sources.add_process(&mut sampler, target.pid)?;
+        // Adding the process may have dropped the in-kernel capture (`auto`, a process it
+        // cannot follow): then memory is charged at ticks.
+        let (tick_hz, read_every);
+        (rate_hz, (tick_hz, read_every)) = rates(&sources);
+        sampler.set_rates(tick_hz, read_every);
         notes.extend(sources.describe());
         notes.extend(added.notes);
         if !sampler.has_thread_counters() {
@@ -258,7 +314,7 @@ impl Run {
             profile: Profile::new(info, options.keep_timeline),
             target,
             engine: Engine::Single(Box::new(sampler)),
-            rate_hz: options.rate_hz,
+            rate_hz,
             notes,
             counts_allocations: added.counts_allocations,
             _sources: sources,
@@ -268,6 +324,11 @@ impl Run {
     /// What is sampled.
     pub fn target(&self) -> &TargetInfo {
         &self.profile.target
+    }
+
+    /// Stack reads per second: `--rate`, or the default for what the run loaded.
+    pub fn rate_hz(&self) -> f64 {
+        self.rate_hz
     }
 
     /// Whether the run samples a tree of processes.

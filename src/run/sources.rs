@@ -113,6 +113,12 @@ impl Sources {
             .unwrap_or_default()
     }
 
+    /// Whether memory is charged to stacks captured in the kernel (for a single process:
+    /// still, once it was added).
+    pub(super) fn in_kernel(&self) -> bool {
+        self.capture.borrow().is_some()
+    }
+
     /// Whether allocator counters feed `malloc-*` (with a tree: for each process added).
     pub(super) fn counts_allocations(&self) -> bool {
         self.malloc.is_some()

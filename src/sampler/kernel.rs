@@ -69,16 +69,15 @@ pub struct KernelCapture {
     claimed: HashSet<u32>,
     tallies: CaptureTallies,
     /// When the walker's tallies were last read into `tallies.kernel` (reading them costs one
-    /// syscall per tally): read again when events were drained since, or after
-    /// [`TALLIES_REFRESH`], and always at the end of a process's or a run's sampling.
+    /// syscall per tally): read again after [`TALLIES_REFRESH`], and always at the end of a
+    /// process's or a run's sampling.
     kernel_tallies_read: Option<std::time::Instant>,
     /// When the process and thread tables were last counted.
     occupancy_read: Option<std::time::Instant>,
-    /// Events were drained since the walker's tallies were last read.
-    drained_since_tallies: bool,
 }
 
-/// How long the walker's tallies may go unread while no event is drained.
+/// How long the walker's tallies may go unread: not at every tick, which at 100 ticks a
+/// second of several processes would cost a syscall per tally each time.
 const TALLIES_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long the events of a process that exited wait for a sampler to take them.
@@ -138,7 +137,6 @@ impl KernelCapture {
             tallies: CaptureTallies::default(),
             kernel_tallies_read: None,
             occupancy_read: None,
-            drained_since_tallies: false,
         }))
     }
 
@@ -152,11 +150,9 @@ impl KernelCapture {
         self.tallies
     }
 
-    /// Reads the walker's tallies again if `now` is asked, events were drained since they were
-    /// last read, or [`TALLIES_REFRESH`] has passed.
+    /// Reads the walker's tallies again if `now` is asked or [`TALLIES_REFRESH`] has passed.
     fn refresh_tallies(&mut self, now: bool) {
         let due = now
-            || self.drained_since_tallies
             || self
                 .kernel_tallies_read
                 .is_none_or(|at| at.elapsed() >= TALLIES_REFRESH);
@@ -175,7 +171,6 @@ impl KernelCapture {
         if due {
             self.tallies.kernel = self.stacks.tallies();
             self.kernel_tallies_read = Some(std::time::Instant::now());
-            self.drained_since_tallies = false;
         }
     }
 
@@ -193,7 +188,6 @@ impl KernelCapture {
         self.scratch.clear();
         self.stacks.drain(&mut self.scratch);
         self.tallies.events += self.scratch.len() as u64;
-        self.drained_since_tallies |= !self.scratch.is_empty();
         for event in self.scratch.drain(..) {
             if event.stack != 0 && self.ids_seen.insert(event.stack) {
                 self.tallies.stack_table_peak = self
