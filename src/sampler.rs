@@ -357,9 +357,8 @@ pub struct Sampler<S: StackSource> {
     last_rss: Option<(Option<u64>, Duration)>,
     /// How long an RSS reading serves (zero: every tick reads it, as tick-based charging needs).
     rss_every: Duration,
-    /// Ticks since the last that read stacks, that one counted (see
-    /// [`SamplerOptions::read_every`]); 0 before the first.
-    since_read: u32,
+    /// The period of [`SamplerOptions::read_every`] ticks in which stacks were last read.
+    read_period: Option<u64>,
     /// The last read's Python threads by kernel tid, which name the threads of what the
     /// kernel and the hook captured in the ticks that read no stacks.
     last_threads: HashMap<u32, TickThread>,
@@ -404,7 +403,7 @@ impl<S: StackSource> Sampler<S> {
             last_full: None,
             last_rss: None,
             rss_every: Duration::ZERO,
-            since_read: 0,
+            read_period: None,
             last_threads: HashMap::new(),
             heap_failed: false,
         })
@@ -531,12 +530,14 @@ impl<S: StackSource> Sampler<S> {
 
     /// One tick's readings and charges; returns whether the target has exited.
     fn read_and_charge(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
-        if self.kernel.is_some()
-            && self.since_read != 0
-            && self.since_read < self.options.read_every
+        // Reads come at the first tick of each period of `read_every` ticks, counted from
+        // the start of the run, so that the processes of a tree are read at the same ticks
+        // (and a period whose first tick was missed is read at its next).
+        let period = (time.as_secs_f64() * self.options.rate_hz).round() as u64
+            / u64::from(self.options.read_every.max(1));
+        if self.kernel.is_some() && self.options.read_every > 1 && self.read_period == Some(period)
         {
             // A tick between two reads: only what was captured, to the threads last read.
-            self.since_read += 1;
             let threads = std::mem::take(&mut self.last_threads);
             let mut charged = Vec::new();
             self.charge_captured(&threads, &mut charged, false);
@@ -550,7 +551,7 @@ impl<S: StackSource> Sampler<S> {
             }
             return false;
         }
-        self.since_read = 1;
+        self.read_period = Some(period);
         // The last tick's per-thread counters, which a quiet tick keeps.
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut exited = 0;

@@ -77,6 +77,19 @@ fn pool_leak(label: &str) {
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("processes sampled: 5"), "{stderr}");
+    // The tree's processes are read at the same ticks: the run's rate is theirs, 20 Hz (a
+    // memory run in the kernel), not the 100 Hz it ticks at.
+    let rate: f64 = stderr
+        .split("  samples: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" at ").nth(1))
+        .and_then(|rest| rest.split(" Hz").next())
+        .and_then(|hz| hz.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in the summary: {stderr}"));
+    assert!(
+        stderr.contains("(asked 20)") && rate <= 21.0,
+        "{rate} Hz: {stderr}"
+    );
     let top: Vec<&str> = stderr
         .lines()
         .skip_while(|l| !l.contains("top stacks by"))
