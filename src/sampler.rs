@@ -533,10 +533,14 @@ impl<S: StackSource> Sampler<S> {
         // Reads come at the first tick of each period of `read_every` ticks, counted from
         // the start of the run, so that the processes of a tree are read at the same ticks
         // (and a period whose first tick was missed is read at its next).
-        let period = (time.as_secs_f64() * self.options.rate_hz).round() as u64
-            / u64::from(self.options.read_every.max(1));
-        if self.kernel.is_some() && self.options.read_every > 1 && self.read_period == Some(period)
-        {
+        // (A tree member whose capture could not be added has no in-kernel stacks and is
+        // read at every tick, whatever `read_every` says.)
+        let between = self.kernel.is_some() && self.options.read_every > 1;
+        let period = between.then(|| {
+            (time.as_secs_f64() * self.options.rate_hz).round() as u64
+                / u64::from(self.options.read_every)
+        });
+        if between && self.read_period == period {
             // A tick between two reads: only what was captured, to the threads last read.
             let threads = std::mem::take(&mut self.last_threads);
             let mut charged = Vec::new();
@@ -551,7 +555,7 @@ impl<S: StackSource> Sampler<S> {
             }
             return false;
         }
-        self.read_period = Some(period);
+        self.read_period = period;
         // The last tick's per-thread counters, which a quiet tick keeps.
         let mut task_stats = std::mem::take(&mut self.scratch_stats);
         let mut exited = 0;
@@ -687,6 +691,7 @@ impl<S: StackSource> Sampler<S> {
         read: bool,
     ) {
         let source = &mut self.source;
+        let before = charged.len();
         if let Some(kernel) = &mut self.kernel {
             charged
                 .extend(kernel.charge(tick_threads, &mut |frames| source.decode_captured(frames)));
@@ -696,6 +701,14 @@ impl<S: StackSource> Sampler<S> {
             self.stats.in_kernel = Some(kernel.stats());
         }
         if let Some(heap) = &mut self.heap {
+            // Between two reads, the hook's state is read only while it changes, or when the
+            // kernel caught the process faulting pages in: most processes a pool follows are
+            // quiet, and one read of each one's state at every tick was most of what following
+            // them cost. What a quiet process starts doing is seen at the next tick it faults,
+            // or at the next read of its stacks.
+            if !read && heap.quiet() && charged.len() == before {
+                return;
+            }
             match heap.charge(tick_threads, &mut |frames| source.decode_captured(frames)) {
                 Ok(captured) => {
                     self.heap_failed = false;

@@ -106,9 +106,12 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             .duration
             .map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64())),
         if args.run.rate.is_none() && rate_hz == crate::run::MEMORY_RATE_HZ {
-            " (memory captured in the kernel is charged 100 times a second; stacks need no higher rate: --rate to change)"
+            format!(
+                " (memory captured in the kernel is charged {} times a second; stacks need no higher rate: --rate to change)",
+                crate::run::CAPTURE_TICK_HZ
+            )
         } else {
-            ""
+            String::new()
         },
     );
     if let Some(line) = unsampled.announce() {

@@ -54,6 +54,8 @@ pub(crate) struct HeapAttribution {
     /// Charges owed from a program the process replaced (`exec`): what its stacks still held,
     /// given back.
     pending: Vec<ThreadSample>,
+    /// The last read of the hook brought nothing new (no stack, no change of a count).
+    quiet: bool,
 }
 
 impl HeapAttribution {
@@ -68,6 +70,7 @@ impl HeapAttribution {
             threads: HashMap::new(),
             errors: 0,
             pending: Vec::new(),
+            quiet: false,
         }
     }
 
@@ -92,6 +95,12 @@ impl HeapAttribution {
         self.stacks.clear();
         self.next_lookup = Instant::now();
         self.lookup_every = LOOKUP_EVERY;
+    }
+
+    /// Whether the last read of the hook brought nothing new: a quiet process's hook need
+    /// not be read at every tick between two stack reads (the sampler's choice).
+    pub(crate) fn quiet(&self) -> bool {
+        self.quiet && self.pending.is_empty()
     }
 
     /// The hook's tallies as last read.
@@ -130,6 +139,7 @@ impl HeapAttribution {
                 return Err(err);
             }
         };
+        self.quiet = !reading.reset && reading.new_stacks.is_empty() && reading.deltas.is_empty();
         if reading.reset {
             self.stacks.clear();
         }
