@@ -60,9 +60,6 @@ pub trait StackSource {
     fn thread_states(&self) -> Vec<(u32, u64)> {
         Vec::new()
     }
-    /// The stacks were not read this tick (no thread had run since the last read): what is
-    /// kept per read (such as which captured code objects were checked) starts afresh.
-    fn stacks_unchanged(&mut self) {}
     /// Decodes a stack captured in the kernel, innermost frame first.
     fn decode_captured(
         &mut self,
@@ -95,10 +92,6 @@ impl StackSource for crate::python::PythonSpy {
 
     fn thread_states(&self) -> Vec<(u32, u64)> {
         crate::python::PythonSpy::thread_states(self).to_vec()
-    }
-
-    fn stacks_unchanged(&mut self) {
-        crate::python::PythonSpy::stacks_unchanged(self)
     }
 
     fn decode_captured(
@@ -602,7 +595,6 @@ impl<S: StackSource> Sampler<S> {
         };
         let stacks = match unchanged {
             Some(stacks) => {
-                self.source.stacks_unchanged();
                 self.stats.stacks_unchanged += 1;
                 stacks
             }

@@ -110,16 +110,22 @@ pub fn tag_window(layout: &Layout) -> (u64, u64) {
     }
 }
 
+/// The tag ([`tag_window`]) of a code object whose `co_filename` and `co_name` are
+/// `fingerprint`.
+fn tag_of(layout: &Layout, (filename, name): (u64, u64)) -> u64 {
+    if layout.code_filename.abs_diff(layout.code_name) == 8 {
+        filename ^ name
+    } else {
+        filename
+    }
+}
+
 /// Decoded code objects of one target, keyed by address.
 #[derive(Debug, Default)]
 pub struct CodeCache {
     codes: HashMap<u64, CachedCode>,
     /// The code type's address, as the code objects of frames read whole show it.
     code_type: Option<u64>,
-    /// (address, tag) pairs [`CodeCache::checked_frame`] found to be the decoded code object
-    /// in this epoch: the many captured frames of one code object a batch decodes (a tick's
-    /// page faults, the allocation hook's new stacks) read it once, not four words each.
-    checked: std::collections::HashSet<(u64, u64)>,
 }
 
 /// Where the frame's instruction pointer is, in the form each version stores it.
@@ -156,9 +162,10 @@ impl CodeCache {
 
     /// [`CodeCache::frame`] for an address not known to be a code object's (a chain captured
     /// where it could not be checked, as the kernel captures them at a page fault, and decoded
-    /// later): refused unless the object there has the type the code objects of frames read
-    /// whole have, and the [`code_tag`] it had when captured (else the code object was freed
-    /// and its memory reused since).
+    /// later), with the tag ([`tag_window`]) it had when captured: a code object decoded
+    /// before with that tag serves without a read; else it is refused unless the object there
+    /// now has the type the code objects of frames read whole have, and that tag (else the
+    /// code object was freed and its memory reused since).
     pub fn checked_frame(
         &mut self,
         mem: &impl ReadMemory,
@@ -167,8 +174,12 @@ impl CodeCache {
         position: InstructionPosition,
         tag: u64,
     ) -> Result<(Arc<CodeInfo>, u32, CodeKind), DecodeError> {
-        if self.checked.contains(&(addr, tag))
-            && let Some(code) = self.codes.get_mut(&addr)
+        // A code object decoded before whose tag is the one captured: the captured frame
+        // ran it, or one with the same file and name at the same address, which reading the
+        // object now could not tell apart either (and a code object freed since capture is
+        // still decoded as what it was).
+        if let Some(code) = self.codes.get_mut(&addr)
+            && tag_of(layout, code.fingerprint) == tag
         {
             return Ok(code.frame_at(layout, position));
         }
@@ -179,19 +190,7 @@ impl CodeCache {
         if self.code_type.is_some_and(|known| known != ob_type) || now != tag {
             return Err(DecodeError::invalid("code object", addr));
         }
-        let decoded = self.decode(mem, layout, addr, position)?;
-        if self.checked.len() >= MAX_CACHED_CODES {
-            self.checked.clear();
-        }
-        self.checked.insert((addr, tag));
-        Ok(decoded)
-    }
-
-    /// Starts a new epoch: code objects are checked again before [`CodeCache::checked_frame`]
-    /// trusts a captured address (the target may have freed them since). Called once per
-    /// tick's stack read.
-    pub fn new_epoch(&mut self) {
-        self.checked.clear();
+        self.decode(mem, layout, addr, position)
     }
 
     fn decode(

@@ -413,4 +413,35 @@ mod tests {
             assert_eq!(chain.is_ok(), whole, "a caller at byte {caller}: {chain:?}");
         }
     }
+
+    #[test]
+    fn a_captured_frame_is_decoded_from_the_code_held_with_its_tag() {
+        use crate::python::code::InstructionPosition;
+        let target = Target::new((3, 12), REC_3_11);
+        let layout = target.layout;
+        let inline = layout.code_code_adaptive.expect("3.12 bytecode is inline");
+        let at = InstructionPosition::Pointer(CODE + inline);
+        // co_filename and co_name are both NAME here: the tag is their XOR.
+        let tag = 0;
+        let mut codes = CodeCache::new();
+        let (code, _, _) = codes
+            .checked_frame(&target.mem, layout, CODE, at, tag)
+            .expect("a live code object with the captured tag");
+        assert_eq!(code.function, "rec");
+        // Freed since (nothing readable there now): still what the captured frame ran,
+        // without a read.
+        let gone = SliceMemory::new();
+        let (again, _, _) = codes
+            .checked_frame(&gone, layout, CODE, at, tag)
+            .expect("held with the captured tag");
+        assert!(std::sync::Arc::ptr_eq(&code, &again));
+        // Another tag is another code object, which must be read: refused when it cannot be,
+        // and when the object there now has another tag.
+        assert!(codes.checked_frame(&gone, layout, CODE, at, 5).is_err());
+        assert!(
+            codes
+                .checked_frame(&target.mem, layout, CODE, at, 5)
+                .is_err()
+        );
+    }
 }

@@ -431,12 +431,6 @@ impl PythonSpy {
         &self.thread_states
     }
 
-    /// Tells the reader that a tick used its last read's stacks without reading (no thread
-    /// had run since): code objects captured elsewhere are checked afresh, as after a read.
-    pub fn stacks_unchanged(&mut self) {
-        self.codes.new_epoch();
-    }
-
     /// The address of `_PyRuntime` (3.7+), where `_Py_DebugOffsets` starts on 3.13+.
     pub fn runtime_address(&self) -> Option<u64> {
         match self.root {
@@ -489,9 +483,10 @@ impl PythonSpy {
     }
 
     /// Decodes a stack an in-kernel walker recorded, innermost frame first. Code objects are
-    /// read now, through the same cache as stack reads; one that cannot be read, or is no
-    /// longer the code object it was when captured (freed since: another type, another tag),
-    /// is left out, as is the interpreter's own code ([`CodeKind::Internal`]).
+    /// decoded through the same cache as stack reads ([`CodeCache::checked_frame`]); one
+    /// neither held with the captured tag nor readable as a code object with that tag now
+    /// (freed since: another type, another tag) is left out, as is the interpreter's own code
+    /// ([`CodeKind::Internal`]).
     pub fn decode_frames(&mut self, frames: impl Iterator<Item = CapturedFrame>) -> Vec<Frame> {
         let pointers = self.layout.capabilities().interpreter_frames;
         let mem = self.mem;
@@ -617,7 +612,6 @@ impl PythonSpy {
     /// still reported, with its [`ThreadStack::read_error`] set, and counted in
     /// [`PythonSpy::thread_read_errors`].
     pub fn read_stacks(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
-        self.codes.new_epoch();
         if self.last_pages.is_empty() && !self.options.blocking {
             // A first read fetches the pages of the threads' frames one at a time, decoding
             // code objects in between: too slow to catch a busy thread's chain whole. It
