@@ -113,10 +113,9 @@ pub fn tag_window(layout: &Layout) -> (u64, u64) {
 /// The tag ([`tag_window`]) of a code object whose `co_filename` and `co_name` are
 /// `fingerprint`.
 fn tag_of(layout: &Layout, (filename, name): (u64, u64)) -> u64 {
-    if layout.code_filename.abs_diff(layout.code_name) == 8 {
-        filename ^ name
-    } else {
-        filename
+    match tag_window(layout) {
+        (_, 16) => filename ^ name,
+        _ => filename,
     }
 }
 
