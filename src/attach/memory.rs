@@ -354,15 +354,14 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
     pub fn prefetched_reusing(inner: &'m M, pages: &[u64], spare: Vec<Box<[u8]>>) -> Self {
         let cache = PageCache::new(inner);
         *cache.spare.borrow_mut() = spare;
-        // A page named more than once in a row (sorted addresses name a page's blocks side by
-        // side) once, with the union of the blocks asked for it (none named: all).
+        // Each page once, with the union of the blocks asked for it (none named: all).
         let mut wanted: Vec<(u64, u8)> = Vec::with_capacity(pages.len());
         for &named in pages {
             let (page, mask) = (named & !(CACHE_PAGE - 1), (named & 0xff) as u8);
             let mask = if mask == 0 { ALL_BLOCKS } else { mask };
-            match wanted.last_mut() {
-                Some((last, blocks)) if *last == page => *blocks |= mask,
-                _ => wanted.push((page, mask)),
+            match wanted.iter_mut().find(|(p, _)| *p == page) {
+                Some((_, blocks)) => *blocks |= mask,
+                None => wanted.push((page, mask)),
             }
         }
         wanted.truncate(CACHE_PAGES);
