@@ -274,44 +274,22 @@ impl ReadMemory for SliceMemory {
 const CACHE_PAGE: u64 = 4096;
 /// Most pages one [`PageCache`] keeps.
 const CACHE_PAGES: usize = 128;
-/// A page is prefetched by blocks of this size: only the blocks the previous snapshot read
-/// from are fetched again (a code object's name, a few fields of a large interpreter
-/// struct), so a snapshot copies a few KiB, not 4 KiB a page.
-const CACHE_BLOCK: u64 = CACHE_PAGE / 8;
-/// Every block of a page.
-const ALL_BLOCKS: u8 = u8::MAX;
 
-/// One page a [`PageCache`] holds.
-struct CachedPage {
-    page: u64,
-    bytes: Box<[u8]>,
-    /// The blocks (bit `i`: bytes `i * CACHE_BLOCK..`) read from the target into `bytes`.
-    valid: u8,
-    /// The blocks some read was served from.
-    used: u8,
-}
-
-/// The blocks of a page that `len` bytes at `offset` in it cover.
-fn blocks(offset: usize, len: usize) -> u8 {
-    let first = offset / CACHE_BLOCK as usize;
-    let last = (offset + len.max(1) - 1) / CACHE_BLOCK as usize;
-    ((u16::MAX << first) & (u16::MAX >> (15 - last))) as u8
-}
+/// One page a [`PageCache`] holds: its address, its bytes, and whether a read was served
+/// from it.
+type CachedPage = (u64, Box<[u8]>, bool);
 
 /// A short-lived view of a target's memory that reads whole pages and serves later reads
 /// from them: walking 50 frames that share a few pages costs a few syscalls instead of 50.
 /// Made afresh for each snapshot (one stack read), so nothing stale outlives it (only its
-/// page buffers are handed on, to be overwritten).
-///
-/// Pages to prefetch are named by address; a page address may carry in its low 8 bits which
-/// of its blocks to fetch (as [`PageCache::used_page_addresses`] gives them; none: all).
+/// page buffers are handed on, to be overwritten whole).
 pub struct PageCache<'m, M: ReadMemory> {
     inner: &'m M,
     /// The pages held, oldest first.
     pages: std::cell::RefCell<Vec<CachedPage>>,
     /// Page buffers to read into before allocating new ones (handed over by the previous
-    /// snapshot through [`PageCache::into_buffers`]; a buffer is only ever served from where
-    /// a read of this cache filled it).
+    /// snapshot through [`PageCache::into_buffers`]; a buffer is only ever served from after
+    /// a read filled it whole).
     spare: std::cell::RefCell<Vec<Box<[u8]>>>,
 }
 
@@ -337,14 +315,13 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
     /// ([`PageCache::prefetched_reusing`]).
     pub fn into_buffers(self) -> Vec<Box<[u8]>> {
         let mut buffers = self.spare.into_inner();
-        buffers.extend(self.pages.into_inner().into_iter().map(|p| p.bytes));
+        buffers.extend(self.pages.into_inner().into_iter().map(|(_, b, _)| b));
         buffers
     }
 
     /// A cache that starts with `pages` (page addresses, such as the ones the previous
-    /// snapshot used, each with the blocks to fetch in its low bits, see [`PageCache`]) read
-    /// in one batched call; if any of them is unreadable, none is kept and pages are read on
-    /// demand instead.
+    /// snapshot used) read in one batched call; if any of them is unreadable, none is kept
+    /// and pages are read on demand instead.
     pub fn prefetched(inner: &'m M, pages: &[u64]) -> Self {
         PageCache::prefetched_reusing(inner, pages, Vec::new())
     }
@@ -354,39 +331,20 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
     pub fn prefetched_reusing(inner: &'m M, pages: &[u64], spare: Vec<Box<[u8]>>) -> Self {
         let cache = PageCache::new(inner);
         *cache.spare.borrow_mut() = spare;
-        // Each page once, with the union of the blocks asked for it (none named: all).
-        let mut wanted: Vec<(u64, u8)> = Vec::with_capacity(pages.len());
-        for &named in pages {
-            let (page, mask) = (named & !(CACHE_PAGE - 1), (named & 0xff) as u8);
-            let mask = if mask == 0 { ALL_BLOCKS } else { mask };
-            match wanted.iter_mut().find(|(p, _)| *p == page) {
-                Some((_, blocks)) => *blocks |= mask,
-                None => wanted.push((page, mask)),
-            }
-        }
-        wanted.truncate(CACHE_PAGES);
-        let mut buffers: Vec<Box<[u8]>> = wanted.iter().map(|_| cache.buffer()).collect();
-        let mut requests: Vec<(u64, &mut [u8])> = Vec::with_capacity(wanted.len());
-        for ((page, mask), buffer) in wanted.iter_mut().zip(buffers.iter_mut()) {
-            // One request per page, from its first wanted block to its last (one run costs
-            // the kernel as much as several on the same page, which would each pin it).
-            let block = CACHE_BLOCK as usize;
-            let (first, last) = (mask.trailing_zeros(), 7 - mask.leading_zeros());
-            *mask = blocks(first as usize * block, (last - first + 1) as usize * block);
-            let span = &mut buffer[first as usize * block..(last as usize + 1) * block];
-            requests.push((*page + u64::from(first) * CACHE_BLOCK, span));
-        }
+        let pages = &pages[..pages.len().min(CACHE_PAGES)];
+        let mut buffers: Vec<Box<[u8]>> = pages.iter().map(|_| cache.buffer()).collect();
+        let mut requests: Vec<(u64, &mut [u8])> = pages
+            .iter()
+            .zip(buffers.iter_mut())
+            .map(|(page, buf)| (*page, &mut buf[..]))
+            .collect();
         if inner.read_many(&mut requests).is_ok() {
             drop(requests);
-            *cache.pages.borrow_mut() = wanted
+            *cache.pages.borrow_mut() = pages
                 .iter()
+                .copied()
                 .zip(buffers)
-                .map(|(&(page, valid), bytes)| CachedPage {
-                    page,
-                    bytes,
-                    valid,
-                    used: 0,
-                })
+                .map(|(page, bytes)| (page, bytes, false))
                 .collect();
         } else {
             drop(requests);
@@ -397,19 +355,22 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
 
     /// The addresses of the pages this cache holds, oldest first.
     pub fn page_addresses(&self) -> Vec<u64> {
-        self.pages.borrow().iter().map(|p| p.page).collect()
+        self.pages
+            .borrow()
+            .iter()
+            .map(|(page, _, _)| *page)
+            .collect()
     }
 
-    /// The pages some read was served from, oldest first, each with the blocks it served in
-    /// its low bits: what the next snapshot of the same structures needs prefetched (a page
-    /// prefetched but not read, such as one a code object's first decode used, is left out,
-    /// so it is not fetched forever).
+    /// The addresses of the pages some read was served from, oldest first: what the next
+    /// snapshot of the same structures needs prefetched (a page prefetched but not read, such
+    /// as one a code object's first decode used, is left out, so it is not fetched forever).
     pub fn used_page_addresses(&self) -> Vec<u64> {
         self.pages
             .borrow()
             .iter()
-            .filter(|p| p.used != 0)
-            .map(|p| p.page | u64::from(p.used))
+            .filter(|(_, _, used)| *used)
+            .map(|(page, _, _)| *page)
             .collect()
     }
 
@@ -421,49 +382,27 @@ impl<'m, M: ReadMemory> PageCache<'m, M> {
         while done < buf.len() {
             let at = addr + done as u64;
             let page = at & !(CACHE_PAGE - 1);
-            let offset = (at - page) as usize;
-            let n = (buf.len() - done).min(CACHE_PAGE as usize - offset);
-            let needed = blocks(offset, n);
-            let index = match pages.iter().position(|p| p.page == page) {
-                Some(i) if pages[i].valid & needed == needed => i,
-                found => {
-                    // Not held, or held in part: the whole page, read now.
-                    let mut bytes = match found {
-                        Some(i) => std::mem::take(&mut pages[i].bytes),
-                        None => self.buffer(),
-                    };
+            let index = match pages.iter().position(|(p, _, _)| *p == page) {
+                Some(i) => i,
+                None => {
+                    let mut bytes = self.buffer();
                     if self.inner.read(page, &mut bytes).is_err() {
-                        match found {
-                            Some(i) => pages[i].bytes = bytes,
-                            None => self.spare.borrow_mut().push(bytes),
-                        }
+                        self.spare.borrow_mut().push(bytes);
                         return false;
                     }
-                    match found {
-                        Some(i) => {
-                            pages[i].bytes = bytes;
-                            pages[i].valid = ALL_BLOCKS;
-                            i
-                        }
-                        None => {
-                            if pages.len() >= CACHE_PAGES {
-                                let evicted = pages.remove(0);
-                                self.spare.borrow_mut().push(evicted.bytes);
-                            }
-                            pages.push(CachedPage {
-                                page,
-                                bytes,
-                                valid: ALL_BLOCKS,
-                                used: 0,
-                            });
-                            pages.len() - 1
-                        }
+                    if pages.len() >= CACHE_PAGES {
+                        let (_, evicted, _) = pages.remove(0);
+                        self.spare.borrow_mut().push(evicted);
                     }
+                    pages.push((page, bytes, false));
+                    pages.len() - 1
                 }
             };
-            let held = &mut pages[index];
-            held.used |= needed;
-            buf[done..done + n].copy_from_slice(&held.bytes[offset..offset + n]);
+            let offset = (at - page) as usize;
+            let n = (buf.len() - done).min(CACHE_PAGE as usize - offset);
+            let (_, bytes, used) = &mut pages[index];
+            *used = true;
+            buf[done..done + n].copy_from_slice(&bytes[offset..offset + n]);
             done += n;
         }
         true
@@ -524,72 +463,7 @@ mod tests {
         assert!(cache.read_cached(2 * page + 8, &mut buf));
         assert!(cache.read_cached(3 * page + 8, &mut buf));
         assert_eq!(cache.page_addresses(), vec![page, 2 * page, 3 * page]);
-        // Each with the block it was read from (the first of 8).
-        assert_eq!(
-            cache.used_page_addresses(),
-            vec![(2 * page) | 1, (3 * page) | 1]
-        );
-    }
-
-    /// Counts the bytes read from the target.
-    struct Counting<'a>(&'a SliceMemory, std::cell::Cell<usize>);
-
-    impl ReadMemory for Counting<'_> {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-            self.1.set(self.1.get() + buf.len());
-            self.0.read(addr, buf)
-        }
-    }
-
-    #[test]
-    fn pages_are_prefetched_by_the_blocks_used_and_read_whole_past_them() {
-        let (page, block) = (CACHE_PAGE, CACHE_BLOCK);
-        let mut mem = SliceMemory::new();
-        mem.map(page, (0..2 * page).map(|i| (i / block) as u8).collect());
-        let counting = Counting(&mem, std::cell::Cell::new(0));
-        // A read across the end of block 1 and the start of block 2 of the first page, and
-        // one in the last block of the second.
-        let cache = PageCache::new(&counting);
-        let mut buf = [0u8; 8];
-        assert!(cache.read_cached(page + 2 * block - 4, &mut buf));
-        assert_eq!(buf, [1, 1, 1, 1, 2, 2, 2, 2]);
-        assert!(cache.read_cached(3 * page - 8, &mut buf));
-        let used = cache.used_page_addresses();
-        assert_eq!(used, vec![page | 0b110, (2 * page) | 0b1000_0000]);
-        // The next snapshot fetches those three blocks only.
-        counting.1.set(0);
-        let cache = PageCache::prefetched_reusing(&counting, &used, cache.into_buffers());
-        assert_eq!(counting.1.get(), 3 * block as usize);
-        assert!(cache.read_cached(page + block, &mut buf));
-        assert_eq!(buf, [1u8; 8]);
-        assert_eq!(
-            counting.1.get(),
-            3 * block as usize,
-            "served from the blocks fetched"
-        );
-        // A read outside them reads its page whole, once.
-        assert!(cache.read_cached(page + 5 * block, &mut buf));
-        assert_eq!(buf, [5u8; 8]);
-        assert!(cache.read_cached(page, &mut buf));
-        assert_eq!(buf, [0u8; 8]);
-        assert_eq!(counting.1.get(), 3 * block as usize + page as usize);
-        // The same page named twice is fetched once, from the first block named to the last;
-        // a page named without blocks is fetched whole.
-        counting.1.set(0);
-        let cache = PageCache::prefetched(&counting, &[page | 1, page | 0b100, 2 * page]);
-        assert_eq!(cache.page_addresses(), vec![page, 2 * page]);
-        assert_eq!(counting.1.get(), 3 * block as usize + page as usize);
-        assert!(cache.read_cached(page + block, &mut buf));
-        assert_eq!(counting.1.get(), 3 * block as usize + page as usize);
-    }
-
-    #[test]
-    fn blocks_cover_the_bytes_read() {
-        let block = CACHE_BLOCK as usize;
-        assert_eq!(blocks(0, 1), 1);
-        assert_eq!(blocks(block - 1, 2), 0b11);
-        assert_eq!(blocks(0, CACHE_PAGE as usize), ALL_BLOCKS);
-        assert_eq!(blocks(7 * block, block), 0b1000_0000);
+        assert_eq!(cache.used_page_addresses(), vec![2 * page, 3 * page]);
     }
 
     #[test]
