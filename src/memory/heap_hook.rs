@@ -130,6 +130,10 @@ pub struct HookReading {
     /// The tables were emptied since the previous read (a forked child's, or a reinstall):
     /// every stack index read before means nothing now.
     pub reset: bool,
+    /// On a reset, what each stack read before still held (index, bytes): gone with the
+    /// tables it was counted in, to be given back. A forked child read before its fork
+    /// handler emptied the copy of its parent's tables shows that copy for one read.
+    pub released: Vec<(u32, u64)>,
 }
 
 /// The hook's tallies, for the summary.
@@ -158,6 +162,8 @@ pub struct HookTallies {
 pub struct HookReader {
     memory: RemoteMemory,
     pid: i32,
+    /// The process's id in its own PID namespace, as the hook writes it in its state.
+    own_pid: Option<u32>,
     state_addr: u64,
     generation: Option<u64>,
     known_stacks: usize,
@@ -192,9 +198,15 @@ fn plain<T: Copy + Default>(bytes: &[u8]) -> T {
 impl HookReader {
     /// A reader of the state at `state_addr` of process `pid`.
     pub fn new(pid: i32, state_addr: u64) -> HookReader {
+        let own_pid = crate::attach::proc_files::read_status(pid)
+            .ok()
+            .flatten()
+            .and_then(|status| status.own_namespace_id())
+            .and_then(|id| u32::try_from(id).ok());
         HookReader {
             memory: RemoteMemory::new(pid),
             pid,
+            own_pid,
             state_addr,
             generation: None,
             known_stacks: 0,
@@ -215,13 +227,18 @@ impl HookReader {
 
     /// The state as it is now (its magic and version checked); `None` before the hook has
     /// been installed for this pmt (one that a run before this one installed, left behind
-    /// with what that run sampled, is not read: it is this run's once installed again).
+    /// with what that run sampled, is not read: it is this run's once installed again), and
+    /// in a forked child that has not run its fork handler yet (the tables are still the
+    /// copy of its parent's, which the handler empties).
     pub fn state(&mut self) -> Result<Option<HeapState>, HookError> {
         self.read_bytes(self.state_addr, size_of::<HeapState>())?;
         let state: HeapState = plain(&self.scratch);
         // Owner 0: installed from another PID namespace, which has no pid for this pmt.
         if state.magic != state::MAGIC
             || (state.owner_pid != 0 && state.owner_pid != std::process::id())
+            || self
+                .own_pid
+                .is_some_and(|own| state.pid != 0 && state.pid != own)
         {
             return Ok(None);
         }
@@ -327,6 +344,7 @@ impl HookReader {
         };
         if self.generation != Some(state.generation) {
             reading.reset = self.generation.is_some();
+            reading.released = self.held();
             self.generation = Some(state.generation);
             self.forget_stacks();
         }
@@ -337,6 +355,7 @@ impl HookReader {
             // Emptied between two reads without a generation change: cannot happen with a
             // well-behaved hook; start over rather than trust the old indices.
             reading.reset = true;
+            reading.released.extend(self.held());
             self.forget_stacks();
         }
         // The stacks whose counters may have changed: those the change log names since the
@@ -494,6 +513,77 @@ mod tests {
         assert_eq!(std::mem::offset_of!(FrameEntry, parent), 24);
         assert_eq!(std::mem::offset_of!(HeapState, layout), 120);
         assert!(LIBRARY.starts_with(b"\x7fELF"));
+    }
+
+    /// A hook state in this process's own memory, read as a target's.
+    struct OwnState {
+        state: Box<HeapState>,
+        stacks: Box<[StackEntry; 2]>,
+    }
+
+    impl OwnState {
+        fn new() -> OwnState {
+            let stacks = Box::new([StackEntry::default(); 2]);
+            let state = Box::new(HeapState {
+                magic: state::MAGIC,
+                version: state::VERSION,
+                pid: std::process::id(),
+                generation: 1,
+                stacks_len: 2,
+                stacks_addr: stacks.as_ptr() as u64,
+                ..HeapState::default()
+            });
+            OwnState { state, stacks }
+        }
+
+        fn reader(&self) -> HookReader {
+            HookReader::new(std::process::id() as i32, &*self.state as *const _ as u64)
+        }
+    }
+
+    #[test]
+    fn emptied_tables_give_back_what_their_stacks_held() {
+        let mut own = OwnState::new();
+        own.stacks[1].alloc_bytes = 1000;
+        own.stacks[1].alloc_count = 4;
+        own.stacks[1].freed_bytes = 200;
+        std::hint::black_box(&own);
+        let mut reader = own.reader();
+        let first = reader.read().expect("read");
+        assert!(!first.reset && first.released.is_empty());
+        assert_eq!(first.new_stacks.len(), 2);
+        assert_eq!(reader.held(), vec![(1, 800)]);
+        // A forked child's fork handler (or a reinstall) empties the tables.
+        own.state.generation = 2;
+        own.state.stacks_len = 1;
+        own.stacks[1] = StackEntry::default();
+        std::hint::black_box(&own);
+        let second = reader.read().expect("read");
+        assert!(second.reset);
+        assert_eq!(second.released, vec![(1, 800)]);
+        assert!(reader.held().is_empty());
+    }
+
+    #[test]
+    fn a_copy_of_another_process_tables_is_not_read() {
+        // What a forked child holds until its fork handler runs: its parent's tables.
+        let mut own = OwnState::new();
+        own.state.pid = std::process::id() + 1;
+        own.stacks[1].alloc_bytes = 1000;
+        std::hint::black_box(&own);
+        let mut reader = own.reader();
+        assert_eq!(reader.state().expect("read"), None);
+        let reading = reader.read().expect("read");
+        assert!(reading.new_stacks.is_empty() && reading.deltas.is_empty());
+        // Once the handler has run, the tables (emptied, its own) are read.
+        own.state.pid = std::process::id();
+        own.state.generation = 2;
+        own.state.stacks_len = 1;
+        own.stacks[1] = StackEntry::default();
+        std::hint::black_box(&own);
+        let reading = reader.read().expect("read");
+        assert!(!reading.reset && reading.released.is_empty());
+        assert_eq!(reading.new_stacks.len(), 1);
     }
 
     #[test]

@@ -79,22 +79,29 @@ impl HeapAttribution {
     /// hook (if it loads one) is looked for afresh.
     pub(crate) fn program_replaced(&mut self) {
         if let Some(reader) = self.reader.take() {
-            for (index, held) in reader.held() {
-                let Some((thread, frames)) = self.stacks.get(&index) else {
-                    continue;
-                };
-                let mut values = MetricValues::default();
-                values.add(Metric::HeapFreed, held);
-                self.pending.push(ThreadSample {
-                    thread: thread.clone(),
-                    frames: frames.clone(),
-                    values,
-                });
-            }
+            let given_back = self.given_back(&reader.held());
+            self.pending.extend(given_back);
         }
         self.stacks.clear();
         self.next_lookup = Instant::now();
         self.lookup_every = LOOKUP_EVERY;
+    }
+
+    /// Charges that give back what the stacks `held` (index, bytes) still held, as freed:
+    /// the tables that counted it are gone (an `exec`, emptied tables).
+    fn given_back(&self, held: &[(u32, u64)]) -> Vec<ThreadSample> {
+        held.iter()
+            .filter_map(|&(index, held)| {
+                let (thread, frames) = self.stacks.get(&index)?;
+                let mut values = MetricValues::default();
+                values.add(Metric::HeapFreed, held);
+                Some(ThreadSample {
+                    thread: thread.clone(),
+                    frames: frames.clone(),
+                    values,
+                })
+            })
+            .collect()
     }
 
     /// Whether the last read of the hook brought nothing new: a quiet process's hook need
@@ -140,7 +147,9 @@ impl HeapAttribution {
             }
         };
         self.quiet = !reading.reset && reading.new_stacks.is_empty() && reading.deltas.is_empty();
+        let mut charged = pending;
         if reading.reset {
+            charged.extend(self.given_back(&reading.released));
             self.stacks.clear();
         }
         for (index, stack) in reading.new_stacks {
@@ -160,7 +169,6 @@ impl HeapAttribution {
                 });
             self.stacks.insert(index, (thread, frames));
         }
-        let mut charged = pending;
         charged.reserve(reading.deltas.len());
         for delta in reading.deltas {
             let mut values = MetricValues::default();
