@@ -131,8 +131,7 @@ pub struct HookReading {
     /// every stack index read before means nothing now.
     pub reset: bool,
     /// On a reset, what each stack read before still held (index, bytes): gone with the
-    /// tables it was counted in, to be given back. A forked child read before its fork
-    /// handler emptied the copy of its parent's tables shows that copy for one read.
+    /// tables it was counted in, to be given back as freed.
     pub released: Vec<(u32, u64)>,
 }
 
@@ -227,18 +226,13 @@ impl HookReader {
 
     /// The state as it is now (its magic and version checked); `None` before the hook has
     /// been installed for this pmt (one that a run before this one installed, left behind
-    /// with what that run sampled, is not read: it is this run's once installed again), and
-    /// in a forked child that has not run its fork handler yet (the tables are still the
-    /// copy of its parent's, which the handler empties).
+    /// with what that run sampled, is not read: it is this run's once installed again).
     pub fn state(&mut self) -> Result<Option<HeapState>, HookError> {
         self.read_bytes(self.state_addr, size_of::<HeapState>())?;
         let state: HeapState = plain(&self.scratch);
         // Owner 0: installed from another PID namespace, which has no pid for this pmt.
         if state.magic != state::MAGIC
             || (state.owner_pid != 0 && state.owner_pid != std::process::id())
-            || self
-                .own_pid
-                .is_some_and(|own| state.pid != 0 && state.pid != own)
         {
             return Ok(None);
         }
@@ -326,12 +320,20 @@ impl HookReader {
         Ok(Some(indices))
     }
 
-    /// What the hook sampled since the previous read.
+    /// What the hook sampled since the previous read. Nothing in a forked child that has not
+    /// run its fork handler yet: its tables are still the copy of its parent's, which the
+    /// handler empties (and then writes the child's pid in the state).
     pub fn read(&mut self) -> Result<HookReading, HookError> {
         let mut reading = HookReading::default();
         let Some(state) = self.state()? else {
             return Ok(reading);
         };
+        if self
+            .own_pid
+            .is_some_and(|own| state.pid != 0 && state.pid != own)
+        {
+            return Ok(reading);
+        }
         self.tallies = HookTallies {
             samples: state.samples,
             live_samples: state.live_samples,
@@ -572,9 +574,11 @@ mod tests {
         own.stacks[1].alloc_bytes = 1000;
         std::hint::black_box(&own);
         let mut reader = own.reader();
-        assert_eq!(reader.state().expect("read"), None);
+        // The hook is there (a forked worker has it), but its tables are not the worker's.
+        assert!(reader.state().expect("read").is_some());
         let reading = reader.read().expect("read");
         assert!(reading.new_stacks.is_empty() && reading.deltas.is_empty());
+        assert_eq!(reader.tallies(), HookTallies::default());
         // Once the handler has run, the tables (emptied, its own) are read.
         own.state.pid = std::process::id();
         own.state.generation = 2;
