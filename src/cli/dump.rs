@@ -23,8 +23,14 @@ pub struct DumpArgs {
     #[arg(long)]
     pub json: bool,
     /// Pause the process while reading it (consistent stacks; the target stops briefly).
-    #[arg(long)]
+    /// By default it is read while it runs, and paused only for one more read if a thread
+    /// stays torn for every try.
+    #[arg(long, conflicts_with = "nonblocking")]
     pub blocking: bool,
+    /// Never pause the process, not even for a thread that stays torn for every try (it is
+    /// then listed with its error).
+    #[arg(long)]
+    pub nonblocking: bool,
     /// Show each frame's local variables: None, bool, int, float, str and bytes values
     /// (bounded), anything else by its type; read from memory, no target code runs.
     #[arg(long)]
@@ -104,6 +110,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         read_tries: DUMP_READ_TRIES,
         locals: args.locals,
         tasks: false,
+        pause_when_torn: !args.nonblocking,
     };
     if args.subprocesses {
         return run_tree(&args, &options);

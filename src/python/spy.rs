@@ -49,6 +49,12 @@ pub struct SpyOptions {
     /// Root each stack at the asyncio task its thread runs (a `<task NAME>` frame outermost;
     /// CPython 3.11+): see `task_roots`.
     pub tasks: bool,
+    /// When a read finds some thread torn on every try, read once more with every thread
+    /// paused ([`PythonSpy::pause_all`]), for that read only. For a one-off read (`pmt
+    /// dump`), never for a sampler: a thread that a free-running reader cannot copy whole
+    /// (a deep recursion changing faster than its frames are copied, on a core of its own)
+    /// is still reported whole.
+    pub pause_when_torn: bool,
 }
 
 /// Why attaching to or reading a process failed. Each message is one line that says what to do.
@@ -205,6 +211,8 @@ pub struct PythonSpy {
     native_ids: HashMap<u64, u32>,
     thread_errors: u64,
     torn_reads: u64,
+    /// Reads made again with the target paused ([`SpyOptions::pause_when_torn`]).
+    paused_reads: u64,
     /// The outermost frame each thread state's chain was last read whole with (before 3.11,
     /// where no frame says it is a thread's first): a chain ending elsewhere was cut.
     outermost: HashMap<u64, u64>,
@@ -397,6 +405,7 @@ impl PythonSpy {
             native_ids: HashMap::new(),
             thread_errors: 0,
             torn_reads: 0,
+            paused_reads: 0,
             outermost: HashMap::new(),
             last_pages: Vec::new(),
             spare_pages: Vec::new(),
@@ -621,7 +630,43 @@ impl PythonSpy {
             self.read_stacks_once()?;
             self.thread_errors = thread_errors;
         }
-        self.read_stacks_once()
+        let before = self.thread_errors;
+        let stacks = self.read_stacks_once()?;
+        if !self.options.pause_when_torn
+            || self.options.blocking
+            || stacks.iter().all(|s| s.read_error.is_none())
+        {
+            return Ok(stacks);
+        }
+        // The target could not be paused (another tracer holds it): the free-running read
+        // stands.
+        let Ok(pause) = self.pause_all() else {
+            return Ok(stacks);
+        };
+        let unpaused_errors = self.thread_errors;
+        self.thread_errors = before;
+        let mut again = match self.read_stacks_once() {
+            Ok(again) => again,
+            Err(_) => {
+                self.thread_errors = unpaused_errors;
+                return Ok(stacks);
+            }
+        };
+        drop(pause);
+        self.paused_reads += 1;
+        // A paused thread always looks stopped: whether it was idle is the first read's.
+        for stack in &mut again {
+            if let Some(first) = stacks.iter().find(|s| s.thread_id == stack.thread_id) {
+                stack.idle = first.idle;
+            }
+        }
+        Ok(again)
+    }
+
+    /// Reads made again with the target paused because a thread stayed torn
+    /// ([`SpyOptions::pause_when_torn`]).
+    pub fn paused_reads(&self) -> u64 {
+        self.paused_reads
     }
 
     fn read_stacks_once(&mut self) -> Result<Vec<ThreadStack>, SpyError> {
