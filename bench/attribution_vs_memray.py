@@ -119,7 +119,7 @@ def pmt_sample_of(bin_dir, modes):
     path = os.path.join(bin_dir, "pmt-sample")
     if not os.access(path, os.X_OK):
         fail("no pmt-sample in %s (cargo build --release, or pass --pmt-bin DIR)" % bin_dir)
-    if any(mode != "default" for mode in modes):
+    if any(mode not in ("default", "free-lists-off") for mode in modes):
         usage = subprocess.run([path, "--help"], capture_output=True, text=True).stdout
         if "--attribution" not in usage:
             fail("%s has no --attribution option; run with --modes default" % path)
@@ -139,7 +139,11 @@ def snapshot(pmt_sample, scratch):
 
 
 def mode_args(mode):
-    """`default` is pmt-sample with no --attribution flag (its own choice)."""
+    """`default` is pmt-sample with no --attribution flag (its own choice); `free-lists-off`
+    is the default with `--heap-free-lists off` (with --heap: recycled objects left to whoever
+    allocated their memory, as an allocator hook alone, memray's included, sees them)."""
+    if mode == "free-lists-off":
+        return ["--heap-free-lists", "off"]
     return [] if mode == "default" else ["--attribution", mode]
 
 
@@ -484,7 +488,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", default="default",
                         help="pmt-sample attribution modes, comma-separated: `default` (no --attribution flag), "
-                             "or values of --attribution (ticks, kernel)")
+                             "values of --attribution (ticks, kernel), or with --heap `free-lists-off` "
+                             "(--heap-free-lists off)")
     parser.add_argument("--workloads", default=None,
                         help="comma-separated, of %s (default: all; with --slowdown: pandas)" % ",".join(WORKLOADS))
     parser.add_argument("--pmt-bin", default=os.path.join(ROOT, "target/release"),
