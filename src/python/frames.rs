@@ -114,15 +114,21 @@ pub fn walk_frames(
     let mut last_is_first = false;
     // The Python frame visited last was called by the next one directly (no C code between).
     let mut called_directly = false;
-    let mut seen = std::collections::HashSet::new();
+    // A cycle is found without a set of visited frames (Brent's method): the address at each
+    // power-of-two step is kept, and a chain that comes back to it is cyclic (found within
+    // twice its cycle's length past where the cycle starts).
+    let mut checkpoint = 0u64;
     while addr != 0 {
         visited += 1;
         if visited > MAX_FRAMES {
             chain.cut = true;
             return Ok(chain);
         }
-        if !seen.insert(addr) {
+        if addr == checkpoint {
             return Err(DecodeError::invalid("frame chain (cyclic)", addr));
+        }
+        if visited.is_power_of_two() {
+            checkpoint = addr;
         }
         mem.read(addr, &mut buf)?;
         if frame_objects {
@@ -308,13 +314,26 @@ mod tests {
         /// `count`: `refcnt` (frame objects), instruction (`f_lasti`, or a byte offset in the
         /// bytecode for 3.11+) and saved stack depth (3.11+).
         fn frame(&mut self, i: u64, count: u64, refcnt: u64, instruction: u64, stacktop: i32) {
-            let layout = self.layout;
-            let mut frame = vec![0u8; FRAME_SIZE as usize];
             let back = if i + 1 < count {
                 FRAMES + (i + 1) * FRAME_SIZE
             } else {
                 0
             };
+            self.frame_to(i, back, i + 1 == count, refcnt, instruction, stacktop);
+        }
+
+        /// Frame `i` called by the frame at `back`; `entry`: a thread's first (3.11).
+        fn frame_to(
+            &mut self,
+            i: u64,
+            back: u64,
+            entry: bool,
+            refcnt: u64,
+            instruction: u64,
+            stacktop: i32,
+        ) {
+            let layout = self.layout;
+            let mut frame = vec![0u8; FRAME_SIZE as usize];
             put(&mut frame, REFCNT_OFFSET, &refcnt.to_le_bytes());
             put(&mut frame, layout.frame_back, &back.to_le_bytes());
             put(&mut frame, layout.frame_code, &self.code.to_le_bytes());
@@ -330,7 +349,7 @@ mod tests {
                 );
             }
             if let Some(at) = layout.frame_is_entry {
-                put(&mut frame, at, &[u8::from(i + 1 == count)]);
+                put(&mut frame, at, &[u8::from(entry)]);
             }
             self.mem.map(FRAMES + i * FRAME_SIZE, frame);
         }
@@ -385,6 +404,23 @@ mod tests {
         let torn = walk((3, 9), &[0; 16], &[(1, 2, 0), (1, 2, 0), (2, 2, 0)]);
         let error = torn.expect_err("torn").to_string();
         assert!(error.contains("a caller is not in a call"), "{error}");
+    }
+
+    #[test]
+    fn a_cyclic_chain_is_an_error_whatever_its_length() {
+        for (count, back_to) in [(1, 0), (2, 0), (5, 1), (40, 3), (300, 299)] {
+            let mut target = Target::new((3, 9), &[0; 16]);
+            for i in 0..count - 1 {
+                target.frame(i, count, 2, 2, 0);
+            }
+            // The outermost frame's `f_back` leads back into the chain.
+            target.frame_to(count - 1, FRAMES + back_to * FRAME_SIZE, false, 2, 2, 0);
+            let error = target.walk().expect_err("cyclic").to_string();
+            assert!(
+                error.contains("cyclic"),
+                "{count} frames back to {back_to}: {error}"
+            );
+        }
     }
 
     #[test]
