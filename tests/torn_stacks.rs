@@ -232,6 +232,7 @@ fn check_dumps(label: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
         let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert!(dump["paused_for_read"].is_boolean(), "{label}: {dump}");
         let threads = dump["threads"].as_array().expect("threads");
         assert_eq!(
             threads.len(),

@@ -52,6 +52,9 @@ struct DumpJson<'a> {
     command: String,
     python_version: String,
     rss_bytes: Option<u64>,
+    /// A thread stayed torn for every try while the process ran: the stacks were read again
+    /// with the process paused (not with `--nonblocking`).
+    paused_for_read: bool,
     threads: Vec<ThreadJson<'a>>,
     /// With `--async`: tasks of no live thread's loop (3.14+: left in the interpreter's list
     /// by threads that have exited; 3.11–3.13: of loops not running now).
@@ -135,6 +138,9 @@ struct ProcessDump {
     version: String,
     rss: Option<u64>,
     stacks: Vec<ThreadStack>,
+    /// A thread stayed torn while the process ran, and the stacks were read again with it
+    /// paused.
+    paused: bool,
     /// With `--async`: each thread's tasks (`None` inside when `_asyncio` is not loaded).
     tasks: Option<Option<Vec<ThreadTasks>>>,
 }
@@ -154,6 +160,7 @@ impl ProcessDump {
             version: spy.version().to_string(),
             rss: spy.process().rss_bytes().ok(),
             stacks,
+            paused: spy.paused_reads() > 0,
             tasks,
         })
     }
@@ -175,6 +182,7 @@ impl ProcessDump {
             command: self.command.clone(),
             python_version: self.version.clone(),
             rss_bytes: self.rss,
+            paused_for_read: self.paused,
             threads: self
                 .stacks
                 .iter()
@@ -203,6 +211,12 @@ impl ProcessDump {
                 .map(|r| format!(", RSS {}", human_bytes(r)))
                 .unwrap_or_default()
         )?;
+        if self.paused {
+            writeln!(
+                out,
+                "(a thread's stack changed too fast to read while the process ran: read with it paused)"
+            )?;
+        }
         if matches!(self.tasks, Some(None)) {
             writeln!(out, "(asyncio is not imported: no tasks)")?;
         }
