@@ -481,7 +481,8 @@ impl InKernelStats {
 /// tracepoints are x86's).
 const X86_PF_WRITE: u64 = 1 << 1;
 
-/// How often the memory regions are read again at most.
+/// How often the memory regions are read again at most, unless the process made a mapping
+/// they miss since.
 const REGIONS_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Who owns pages: a thread and its stack at the time.
@@ -521,10 +522,7 @@ pub(crate) struct KernelAttribution {
     ledger: PageLedger,
     owners: Owners,
     /// The process's memory regions, to tell file-backed and shared pages from anonymous ones.
-    regions: Vec<Region>,
-    /// When `regions` was last read: a fault outside every known region reads them again, at
-    /// most every [`REGIONS_REFRESH`].
-    regions_read: Option<std::time::Instant>,
+    regions: KnownRegions,
     /// The process's threads seen in events or handed over, to clear from the in-kernel
     /// per-thread tables when the process goes.
     tids: HashSet<u32>,
@@ -588,8 +586,7 @@ impl KernelAttribution {
                 initial_brk,
             ),
             owners: Owners::default(),
-            regions: Vec::new(),
-            regions_read: None,
+            regions: KnownRegions::default(),
             tids: HashSet::new(),
             handed: Vec::new(),
             handed_at: None,
@@ -753,12 +750,9 @@ impl KernelAttribution {
                     self.stats.faults_with_stack += 1;
                 }
                 let page_size = crate::attach::proc_files::page_size();
-                let backing = backing_of(
-                    &mut self.regions,
-                    &mut self.regions_read,
-                    self.tgid,
-                    event.addr & !(page_size - 1),
-                );
+                let backing = self
+                    .regions
+                    .backing(self.tgid, event.addr & !(page_size - 1));
                 let fault = Fault {
                     tid: event.tid,
                     addr: event.addr,
@@ -787,7 +781,10 @@ impl KernelAttribution {
                 let owner = owner(&mut self.owners, &mut self.unknown, Backing::Anonymous);
                 self.ledger.mmap_enter(event.tid, event.len, owner);
             }
-            EventKind::MmapExit => self.ledger.mmap_exit(event.tid, event.addr),
+            EventKind::MmapExit => {
+                self.regions.mapped(event.addr);
+                self.ledger.mmap_exit(event.tid, event.addr);
+            }
             EventKind::Brk => self.ledger.brk(event.addr, charges),
             EventKind::MremapEnter => {
                 self.ledger
@@ -819,36 +816,54 @@ fn owner_of(
     owners.owner(capture, key, tick_threads, decode)
 }
 
-/// What backs the page at `page` of process `tgid`: the region holding it, read again (at most
-/// every [`REGIONS_REFRESH`]) when no known region (`regions`, read at `regions_read`) does;
-/// anonymous when none is found.
-fn backing_of(
-    regions: &mut Vec<Region>,
-    regions_read: &mut Option<std::time::Instant>,
-    tgid: u32,
-    page: u64,
-) -> Backing {
-    let find = |regions: &[Region]| {
-        let index = regions.partition_point(|r| r.end <= page);
-        regions
-            .get(index)
-            .filter(|r| r.start <= page)
-            .map(|r| r.backing.clone())
-    };
-    if let Some(backing) = find(regions) {
-        return backing;
+/// The process's memory regions as last read, to tell file-backed and shared pages from
+/// anonymous ones.
+#[derive(Debug, Default)]
+struct KnownRegions {
+    regions: Vec<Region>,
+    /// When they were last read.
+    read_at: Option<std::time::Instant>,
+    /// The process mapped something they do not hold since (an `mmap` the kernel reported):
+    /// the next fault outside them reads them again at once.
+    stale: bool,
+}
+
+impl KnownRegions {
+    fn find(&self, page: u64) -> Option<&Region> {
+        let index = self.regions.partition_point(|r| r.end <= page);
+        self.regions.get(index).filter(|r| r.start <= page)
     }
-    let due = regions_read.is_none_or(|at| at.elapsed() >= REGIONS_REFRESH);
-    if due {
-        *regions_read = Some(std::time::Instant::now());
-        if let Ok(read) = memory_regions(i32::try_from(tgid).unwrap_or(0)) {
-            *regions = read;
-        }
-        if let Some(backing) = find(regions) {
-            return backing;
+
+    /// The process made a mapping at `addr` (an `mmap`'s result).
+    fn mapped(&mut self, addr: u64) {
+        if (addr as i64) >= 0 && self.find(addr).is_none() {
+            self.stale = true;
         }
     }
-    Backing::Anonymous
+
+    /// What backs the page at `page` of process `tgid`: the region holding it, read again when
+    /// none does (at once after a mapping they miss, else at most every
+    /// [`REGIONS_REFRESH`]); anonymous when none is found.
+    fn backing(&mut self, tgid: u32, page: u64) -> Backing {
+        if let Some(region) = self.find(page) {
+            return region.backing.clone();
+        }
+        let due = self.stale
+            || self
+                .read_at
+                .is_none_or(|at| at.elapsed() >= REGIONS_REFRESH);
+        if due {
+            self.read_at = Some(std::time::Instant::now());
+            self.stale = false;
+            if let Ok(read) = memory_regions(i32::try_from(tgid).unwrap_or(0)) {
+                self.regions = read;
+            }
+            if let Some(region) = self.find(page) {
+                return region.backing.clone();
+            }
+        }
+        Backing::Anonymous
+    }
 }
 
 impl Owners {
@@ -1004,5 +1019,47 @@ impl Owners {
         );
         self.decoded.insert(id, frames.clone());
         Some(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file this process maps just after its regions were read is told apart from anonymous
+    /// memory at its first fault once its `mmap` is reported, however soon that fault comes.
+    #[test]
+    fn a_file_mapped_since_the_regions_were_read_is_a_file() {
+        let pid = std::process::id();
+        let mut known = KnownRegions::default();
+        let on_heap = Box::new(0u64);
+        let heap_page = (&*on_heap as *const u64 as u64) & !0xfff;
+        assert_eq!(known.backing(pid, heap_page), Backing::Anonymous);
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(&[1u8; 8192]).expect("write");
+        file.flush().expect("flush");
+        // SAFETY: a fresh shared read-only mapping of a file this test owns, unmapped below.
+        let at = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_file().as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        let page = at as u64;
+        known.mapped(page);
+        let backing = known.backing(pid, page);
+        // SAFETY: unmapping the mapping made above.
+        unsafe { libc::munmap(at, 8192) };
+        assert_eq!(backing, Backing::File(file.path().to_path_buf()));
+        // A mapping they hold already marks nothing.
+        known.mapped(page);
+        assert!(!known.stale);
     }
 }
