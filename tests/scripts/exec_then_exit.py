@@ -20,6 +20,6 @@ if len(sys.argv) > 1 and sys.argv[1] == "--after-exec":
     atexit.register(lambda: [bytearray(1000) for _ in range(1000)])
     time.sleep(1.0)
     sys.exit(3)
-before = [str(i) * 10 for i in range(50000)]
+before = [str(i) * 10 for i in range(20000)]
 time.sleep(0.5)
 os.execv(sys.executable, [sys.executable, __file__, "--after-exec"])
