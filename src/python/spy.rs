@@ -645,16 +645,20 @@ impl PythonSpy {
         };
         let unpaused_errors = self.thread_errors;
         self.thread_errors = before;
-        let mut again = match self.read_stacks_once() {
+        // Whether each thread is idle comes from the first read (a paused thread looks
+        // stopped): the paused one reads only memory.
+        let thread_state = std::mem::replace(&mut self.options.thread_state, false);
+        let again = self.read_stacks_once();
+        drop(pause);
+        self.options.thread_state = thread_state;
+        let mut again = match again {
             Ok(again) => again,
             Err(_) => {
                 self.thread_errors = unpaused_errors;
                 return Ok(stacks);
             }
         };
-        drop(pause);
         self.paused_reads += 1;
-        // A paused thread always looks stopped: whether it was idle is the first read's.
         for stack in &mut again {
             if let Some(first) = stacks.iter().find(|s| s.thread_id == stack.thread_id) {
                 stack.idle = first.idle;
