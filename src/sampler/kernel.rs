@@ -782,8 +782,11 @@ impl KernelAttribution {
                 self.ledger.mmap_enter(event.tid, event.len, owner);
             }
             EventKind::MmapExit => {
-                self.regions.mapped(event.addr);
-                self.ledger.mmap_exit(event.tid, event.addr);
+                // An anonymous private mapping needs no new look at the regions: a page in
+                // no known region is taken for anonymous.
+                if !self.ledger.mmap_exit(event.tid, event.addr) {
+                    self.regions.mapped(event.addr);
+                }
             }
             EventKind::Brk => self.ledger.brk(event.addr, charges),
             EventKind::MremapEnter => {
@@ -823,8 +826,8 @@ struct KnownRegions {
     regions: Vec<Region>,
     /// When they were last read.
     read_at: Option<std::time::Instant>,
-    /// The process mapped something since (an `mmap` the kernel reported): the next fault
-    /// outside them reads them again at once.
+    /// The process mapped something other than anonymous private memory since (an `mmap`
+    /// the kernel reported): the next fault outside them reads them again at once.
     stale: bool,
 }
 
@@ -834,7 +837,8 @@ impl KnownRegions {
         self.regions.get(index).filter(|r| r.start <= page)
     }
 
-    /// The process made a mapping at `addr` (an `mmap`'s result, negative if it failed).
+    /// The process mapped a file or shared memory at `addr` (an `mmap`'s result, negative if
+    /// it failed).
     fn mapped(&mut self, addr: u64) {
         self.stale |= (addr as i64) >= 0;
     }

@@ -208,17 +208,18 @@ impl PageLedger {
     }
 
     /// Thread `tid`'s `mmap` returned `addr`: the mapping (unless it is one of pymalloc's
-    /// arenas) belongs to the owner that made it.
-    pub(crate) fn mmap_exit(&mut self, tid: u32, addr: u64) {
-        if let Some((len, owner)) = self.mmaps.remove(&tid)
-            && !is_error(addr)
-            && len > 0
-            && !PYMALLOC_ARENA_SIZES.contains(&len)
-        {
+    /// arenas) belongs to the owner that made it. Whether its start was seen: an anonymous
+    /// private mapping is, any other (a file's, shared memory) is not.
+    pub(crate) fn mmap_exit(&mut self, tid: u32, addr: u64) -> bool {
+        let Some((len, owner)) = self.mmaps.remove(&tid) else {
+            return false;
+        };
+        if !is_error(addr) && len > 0 && !PYMALLOC_ARENA_SIZES.contains(&len) {
             let end = (addr + len).next_multiple_of(self.page_size);
             self.unmap(addr, end - addr);
             self.mappings.insert(addr, (end, owner));
         }
+        true
     }
 
     /// Thread `tid` starts `mremap(old, old_len, new_len)`.
