@@ -21,6 +21,8 @@ use std::collections::VecDeque;
 pub const MAX_OBJECTS: usize = 100_000_000;
 /// The longest list, tuple, set, dict or deque the walker reads whole.
 const MAX_ITEMS: u64 = 1 << 27;
+/// Objects and out-of-line arrays larger than this are checked to end in readable memory.
+const LARGE_OBJECT: u64 = 1 << 20;
 /// The most items a variable-size object's `ob_size` may claim for its shallow size.
 const MAX_VAR_ITEMS: u64 = 1 << 24;
 /// How many times a collector list that changed while read is read again.
@@ -401,6 +403,18 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
         };
         let info = self.graph.types.get(ty);
         let mut size = base_size(self.layout, info, &header);
+        // A large object must fit in the memory it claims: its last byte is read (a torn or
+        // garbage length claims terabytes). A bytearray's buffer is out of line, and only
+        // its size is in the count.
+        let body = size - pre_header(self.layout, info);
+        if body > LARGE_OBJECT && info.kind != Kind::ByteArray {
+            let mut last = [0u8; 1];
+            match self.mem.read(addr.wrapping_add(body - 1), &mut last) {
+                Ok(()) => {}
+                Err(MemoryError::ProcessGone) => return Err(MemoryError::ProcessGone),
+                Err(_) => return Ok(None),
+            }
+        }
         if info.kind == Kind::Str {
             size += str_buffers(self.mem, self.layout, addr, &header);
         }
@@ -427,8 +441,13 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
                 let array = mem.read_u64(addr.wrapping_add(l.list_items))?;
                 // `allocated` follows `ob_item` in every version.
                 let allocated = mem.read_u64(addr.wrapping_add(l.list_items + 8))?;
-                if len > MAX_ITEMS || allocated < len {
+                if len > MAX_ITEMS || allocated < len || allocated > MAX_ITEMS {
                     return Err(DecodeError::invalid("list", addr));
+                }
+                // A large array is counted only if its last slot is memory (a torn or garbage
+                // `allocated` claims more than there is).
+                if allocated * 8 > LARGE_OBJECT {
+                    mem.read_u64(array.wrapping_add((allocated - 1) * 8))?;
                 }
                 extra = allocated * 8;
                 items = len;
@@ -1659,6 +1678,14 @@ mod tests {
                     })
                     .collect();
                 let graph = walker.walk(roots).expect("no process to lose");
+                // No object claims far more memory than there is (a torn or garbage `str`
+                // length, list capacity or variable size would claim terabytes): what is
+                // over LARGE_OBJECT was checked to end in readable memory.
+                let largest = graph.shallow.iter().max().copied().unwrap_or(0);
+                assert!(
+                    largest <= LARGE_OBJECT + 0x8000,
+                    "a {largest}-byte object in 32 KiB"
+                );
                 let d = dominators(graph.len(), &graph.edges, &graph.shallow);
                 assert_eq!(d.idom.len(), graph.len());
                 most = most.max(graph.len());
