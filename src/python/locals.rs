@@ -3,6 +3,7 @@
 //! `str`, `bytes`), bounded in length; any other value by its type name and address. It only
 //! reads the target's memory: no repr, no attribute lookup, nothing of the target runs.
 
+use super::frames::STACKREF_TAG_BITS;
 use super::layout::Layout;
 use super::objects::{DecodeError, read_bytes, read_int, read_str};
 use crate::attach::ReadMemory;
@@ -93,6 +94,16 @@ pub fn local_slots(
             locals.push((name, value));
         }
     }
+    // The frame still runs `code` once its slots are read: a frame returned from and reused
+    // by another call meanwhile (the process runs on) would give that call's values these
+    // names.
+    let now = mem.read_u64(frame.wrapping_add(layout.frame_code))? & !STACKREF_TAG_BITS;
+    if now != code {
+        return Err(DecodeError::invalid(
+            "frame (reused by another call while its locals were read)",
+            frame,
+        ));
+    }
     Ok(locals)
 }
 
@@ -155,4 +166,64 @@ pub fn type_name(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<St
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SliceMemory;
+    use crate::python::layouts::{SUPPORTED, layout_for};
+
+    /// A frame at 0x1000 whose code word says `running`, and a code object at 0x2000 with
+    /// one local, `x`, bound to the object at 0x9000.
+    fn frame_running(layout: &Layout, running: u64) -> SliceMemory {
+        const BASE: u64 = 0x1000;
+        let mut bytes = vec![0u8; 0x4000];
+        let mut put = |at: u64, value: u64| {
+            let at = (at - BASE) as usize;
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        };
+        let (frame, code, names, name, kinds) = (0x1000, 0x2000, 0x3000, 0x6000, 0x3800);
+        put(frame + layout.frame_code, running);
+        put(frame + layout.frame_localsplus, 0x9000);
+        put(code + layout.code_localnames, names);
+        put(code + layout.code_nlocals, 1);
+        put(names + layout.var_size, 1);
+        put(names + layout.tuple_items, name);
+        if let Some(at) = layout.code_localkinds {
+            put(code + at, kinds);
+            put(kinds + layout.var_size, 1);
+            put(kinds + layout.bytes_sval, u64::from(CO_FAST_LOCAL));
+        }
+        let mut mem = SliceMemory::new();
+        mem.map(BASE, bytes);
+        // `x` as a compact ASCII str.
+        let mut text = vec![0u8; 0x100];
+        let length = layout.unicode_length as usize;
+        text[length..length + 8].copy_from_slice(&1u64.to_le_bytes());
+        let state = layout.unicode_state as usize;
+        text[state] = (1 << 2) | (1 << 5) | (1 << 6);
+        text[layout.unicode_ascii_size as usize] = b'x';
+        mem.map(name, text);
+        mem
+    }
+
+    #[test]
+    fn locals_of_a_frame_reused_while_read_are_not_named() {
+        for &(major, minor) in SUPPORTED {
+            let layout = layout_for(major, minor).expect("layout");
+            let same = frame_running(layout, 0x2000);
+            let slots = local_slots(&same, layout, 0x1000, 0x2000);
+            assert_eq!(
+                slots.map_err(|e| e.to_string()),
+                Ok(vec![("x".to_string(), LocalSlot::Object(0x9000))]),
+                "{major}.{minor}"
+            );
+            let reused = frame_running(layout, 0x2800);
+            assert!(
+                local_slots(&reused, layout, 0x1000, 0x2000).is_err(),
+                "{major}.{minor}"
+            );
+        }
+    }
 }
