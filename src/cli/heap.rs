@@ -12,7 +12,7 @@ use crate::heap::{
 };
 use crate::output::format::{Format, Outputs, RenderOptions};
 use crate::output::format_bytes;
-use crate::output::frames::FrameStyle;
+use crate::output::frames::{FrameStyle, project_root, short_path};
 use crate::profile::Profile;
 use crate::python::{PythonSpy, SpyOptions};
 use crate::sample::Metric;
@@ -75,6 +75,11 @@ pub struct HeapArgs {
     /// writes, without slowing a hot loop for the whole window.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub watch_writes: u64,
+    /// Print file paths whole in the stacks that grew a holder (by default they are
+    /// package-relative, e.g. `fastapi/routing.py`, as in pmt-sample's summary; `--json`
+    /// keeps them whole).
+    #[arg(long)]
+    pub full_paths: bool,
 }
 
 impl HeapArgs {
@@ -216,7 +221,7 @@ fn report(
     }
     let mut out = std::io::stdout().lock();
     write_text(&mut out, &after, args.top, args.holders)?;
-    write_growth(&mut out, &growth, args.top, args.holders)?;
+    write_growth(&mut out, &growth, args.top, args.holders, args.full_paths)?;
     out.flush().context("writing the report")?;
     write_outputs(
         outputs,
@@ -251,7 +256,19 @@ fn write_growth(
     d: &SnapshotDiff,
     top: usize,
     holders: usize,
+    full_paths: bool,
 ) -> std::io::Result<()> {
+    // The writers' files, package-relative as in pmt-sample's summary: the run's own files
+    // relative to the directory they share.
+    let project = match (&d.who_grew, full_paths) {
+        (Some(who), false) => Some(project_root(who.holders.iter().flat_map(|h| {
+            h.grown_by
+                .iter()
+                .flat_map(|g| g.stack.iter().map(|f| f.code.filename.as_str()))
+        }))),
+        _ => None,
+    };
+    let project = project.as_deref();
     writeln!(
         out,
         "\nGrowth over {:.1} s by type (most bytes gained first):",
@@ -278,7 +295,7 @@ fn write_growth(
         for h in who.holders.iter().filter(|h| h.gone.is_some()) {
             if !d.holders.iter().any(|g| g.path == h.path) {
                 writeln!(out, "{:>36}{} ({})", "", h.path, h.type_name)?;
-                write_grown_by(out, h)?;
+                write_grown_by(out, h, project)?;
             }
         }
     }
@@ -302,7 +319,7 @@ fn write_growth(
             h.type_name
         )?;
         if let Some(watched) = d.who_grew.as_ref().and_then(|w| w.holder(&h.path)) {
-            write_grown_by(out, watched)?;
+            write_grown_by(out, watched, project)?;
         }
     }
     Ok(())
@@ -333,8 +350,13 @@ fn write_who_grew_summary(out: &mut impl Write, who: &WhoGrew) -> std::io::Resul
     )
 }
 
-/// The stacks that wrote a watched holder's size, under its line.
-fn write_grown_by(out: &mut impl Write, h: &WatchedHolder) -> std::io::Result<()> {
+/// The stacks that wrote a watched holder's size, under its line; file paths short
+/// ([`short_path`] against `project`) unless `project` is `None`.
+fn write_grown_by(
+    out: &mut impl Write,
+    h: &WatchedHolder,
+    project: Option<&str>,
+) -> std::io::Result<()> {
     /// Stacks shown per holder, and frames per stack.
     const STACKS: usize = 5;
     const FRAMES: usize = 4;
@@ -367,7 +389,12 @@ fn write_grown_by(out: &mut impl Write, h: &WatchedHolder) -> std::io::Result<()
             g.stack
                 .iter()
                 .take(FRAMES)
-                .cloned()
+                .map(|frame| match project {
+                    Some(project) => {
+                        frame.text_with_path(short_path(&frame.code.filename, project))
+                    }
+                    None => frame.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(" ← ")
         };
@@ -543,6 +570,19 @@ fn write_text(
 mod tests {
     use super::{WatchedHolder, grouped, write_grown_by};
     use crate::heap::GrownBy;
+    use crate::python::{CodeInfo, Frame};
+    use std::sync::Arc;
+
+    fn frame(function: &str, filename: &str, line: u32) -> Frame {
+        Frame {
+            code: Arc::new(CodeInfo {
+                function: function.into(),
+                filename: filename.into(),
+                first_line: 1,
+            }),
+            line,
+        }
+    }
 
     #[test]
     fn who_grew_a_holder_is_written_innermost_frame_first_with_its_counts() {
@@ -557,9 +597,15 @@ mod tests {
             gone: None,
             grown_by: vec![
                 GrownBy {
-                    stack: ["leak (app.py:57)", "handler (app.py:80)"]
-                        .map(String::from)
-                        .into(),
+                    stack: vec![
+                        frame("leak", "/srv/app/app.py", 57),
+                        frame("handler", "/srv/app/app.py", 80),
+                        frame(
+                            "run_endpoint_function",
+                            "/opt/venv/lib/python3.14/site-packages/fastapi/routing.py",
+                            381,
+                        ),
+                    ],
                     writes: 12345,
                     grew: 12345,
                     added: 12345,
@@ -575,19 +621,29 @@ mod tests {
             ],
         };
         let mut out = Vec::new();
-        write_grown_by(&mut out, &holder).expect("written");
+        write_grown_by(&mut out, &holder, Some("/srv/app")).expect("written");
         let text = String::from_utf8(out).expect("UTF-8");
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         assert_eq!(
             lines,
             [
-                "grown by leak (app.py:57) ← handler (app.py:80): 12,345 writes, +12,345 items",
+                "grown by leak (app.py:57) ← handler (app.py:80) ← run_endpoint_function (fastapi/routing.py:381): 12,345 writes, +12,345 items",
                 "grown by <no Python stack>: 3 writes, -3 items",
             ]
         );
+        // --full-paths, and the JSON, keep the files whole.
+        let mut out = Vec::new();
+        write_grown_by(&mut out, &holder, None).expect("written");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            text.contains("leak (/srv/app/app.py:57) ← handler (/srv/app/app.py:80)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&holder.grown_by[0]).expect("JSON");
+        assert_eq!(json["stack"][0], "leak (/srv/app/app.py:57)");
         holder.gone = Some(1500);
         let mut out = Vec::new();
-        write_grown_by(&mut out, &holder).expect("written");
+        write_grown_by(&mut out, &holder, Some("/srv/app")).expect("written");
         let text = String::from_utf8(out).expect("UTF-8");
         assert_eq!(
             text.lines().next().map(str::trim),
@@ -597,7 +653,7 @@ mod tests {
         );
         holder.refused = Some("thread 7 has no free hardware breakpoint slot".into());
         let mut out = Vec::new();
-        write_grown_by(&mut out, &holder).expect("written");
+        write_grown_by(&mut out, &holder, Some("/srv/app")).expect("written");
         let text = String::from_utf8(out).expect("UTF-8");
         assert_eq!(
             text.trim(),

@@ -5,12 +5,13 @@
 
 use super::walker::{Graph, Label, NO_NODE};
 use crate::attach::ReadMemory;
+use crate::output::shorten_middle;
 use crate::python::layout::Layout;
 use crate::python::objects::{read_int, read_str};
 
 /// The longest path followed up from an object before giving up on naming it.
 const MAX_DEPTH: usize = 256;
-/// The longest key shown in `[...]`.
+/// The longest key shown in `[...]` (a longer one keeps both ends: `'/opt/app/li…/site-packages'`).
 const MAX_KEY: usize = 40;
 
 /// A retention path: its text, and the same path as steps, root first, the frames of a
@@ -123,8 +124,7 @@ pub fn path_of(mem: &impl ReadMemory, layout: &Layout, graph: &Graph, node: u32)
 /// A dict key as written in Python: `'name'`, `42`, or `…`.
 fn key_text(mem: &impl ReadMemory, layout: &Layout, key: u64) -> String {
     if let Ok(text) = read_str(mem, layout, key) {
-        let shown: String = text.chars().take(MAX_KEY).collect();
-        return format!("'{shown}'");
+        return format!("'{}'", shorten_middle(&text, MAX_KEY));
     }
     if let Ok(value) = read_int(mem, layout, key) {
         return value.to_string();

@@ -19,7 +19,7 @@ use crate::attach::{ReadMemory, RemoteMemory};
 use crate::memory::kernel_stacks::BpfLayout;
 use crate::memory::watchpoints::{WatchHit, WatchedObject, Watchpoints};
 use crate::python::layout::Layout;
-use crate::python::{CapturedFrame, PythonSpy};
+use crate::python::{CapturedFrame, Frame, PythonSpy};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -46,9 +46,10 @@ const BUDGET_CHECK: Duration = Duration::from_millis(100);
 /// The writes one Python stack made to a watched holder's size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GrownBy {
-    /// The writing thread's Python stack, innermost frame first, as `function (file:line)`
-    /// (empty: no Python stack could be read, such as a thread Python does not know).
-    pub stack: Vec<String>,
+    /// The writing thread's Python stack, innermost frame first (empty: no Python stack could
+    /// be read, such as a thread Python does not know); in JSON as `function (file:line)`.
+    #[serde(serialize_with = "frames_as_text")]
+    pub stack: Vec<Frame>,
     /// Writes to the size.
     pub writes: u64,
     /// Writes that made it larger (appends, inserts of a new key).
@@ -57,6 +58,14 @@ pub struct GrownBy {
     pub added: u64,
     /// Items the other writes took away.
     pub removed: u64,
+}
+
+/// Frames as the text every output writes them in, `function (path/to/file.py:LINE)`.
+fn frames_as_text<S: serde::Serializer>(
+    frames: &[Frame],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(frames.iter().map(ToString::to_string))
 }
 
 /// One holder chosen for watching.
@@ -300,18 +309,16 @@ fn grown_by(
     hits: &[WatchHit],
     address: u64,
 ) -> Vec<GrownBy> {
-    let mut by_stack: HashMap<Vec<String>, GrownBy> = HashMap::new();
+    let mut by_stack: HashMap<Vec<Frame>, GrownBy> = HashMap::new();
     for hit in hits.iter().filter(|h| h.address == address) {
-        let stack: Vec<String> = match (hit.stack != 0).then(|| watch.stack(hit.stack)).flatten() {
-            Some(raw) => spy
-                .decode_frames(raw.frames().map(|(code, position, tag)| CapturedFrame {
+        let stack = match (hit.stack != 0).then(|| watch.stack(hit.stack)).flatten() {
+            Some(raw) => {
+                spy.decode_frames(raw.frames().map(|(code, position, tag)| CapturedFrame {
                     code,
                     position,
                     tag,
                 }))
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            }
             None => Vec::new(),
         };
         let entry = by_stack.entry(stack.clone()).or_insert(GrownBy {

@@ -4,8 +4,8 @@
 //! tooltip carries the full text. Drawn root at the bottom, or at the top as an icicle.
 
 use super::collapsed::{self, FoldOptions};
-use super::format_value;
 use super::frames::{FrameLabels, FrameStyle};
+use super::{format_value, shorten_middle};
 use crate::profile::Profile;
 use crate::sample::{Metric, Unit};
 use std::borrow::Cow;
@@ -153,7 +153,7 @@ fn subtitle(profile: &Profile, metric: Metric, total: u64) -> String {
         .unwrap_or_default();
     parts.push(format!(
         "{} (pid {}{python})",
-        shorten(&target.command, MAX_COMMAND_CHARS),
+        shorten_middle(&target.command, MAX_COMMAND_CHARS),
         target.pid
     ));
     if let Some(summary) = &profile.summary {
@@ -178,20 +178,6 @@ const MAX_SUBTITLE_CHARS: usize = 160;
 /// The most characters of the target's command line shown in the subtitle.
 const MAX_COMMAND_CHARS: usize = 60;
 
-/// `text` cut to `max` characters with an ellipsis in the middle, keeping both ends.
-fn shorten(text: &str, max: usize) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= max {
-        return text.to_string();
-    }
-    let head = (max - 1) / 2;
-    let tail = max - 1 - head;
-    let mut out: String = chars[..head].iter().collect();
-    out.push('…');
-    out.extend(&chars[chars.len() - tail..]);
-    out
-}
-
 /// The unit counts are shown in, and the factor from the metric's values to it: bytes stay
 /// bytes below 1 MiB, are KiB below 10 GiB, MiB above.
 fn display_unit(metric: Metric, total: u64) -> (&'static str, f64) {
@@ -205,15 +191,6 @@ fn display_unit(metric: Metric, total: u64) -> (&'static str, f64) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn long_commands_are_shortened_in_the_middle() {
-        assert_eq!(shorten("python3 x.py", 60), "python3 x.py");
-        let long = format!("python3 {} --flag", "a".repeat(100));
-        let short = shorten(&long, 20);
-        assert_eq!(short.chars().count(), 20);
-        assert!(short.starts_with("python3 ") && short.ends_with("-flag") && short.contains('…'));
-    }
-
     use super::*;
 
     #[test]

@@ -67,9 +67,33 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `text` cut to `max` characters with an ellipsis in the middle, keeping both ends (a
+/// command line's program and last argument, a path's root and file).
+pub fn shorten_middle(text: &str, max: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max {
+        return text.to_string();
+    }
+    let head = (max - 1) / 2;
+    let tail = max - 1 - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_shortened_in_the_middle() {
+        assert_eq!(shorten_middle("python3 x.py", 60), "python3 x.py");
+        let long = format!("python3 {} --flag", "a".repeat(100));
+        let short = shorten_middle(&long, 20);
+        assert_eq!(short.chars().count(), 20);
+        assert!(short.starts_with("python3 ") && short.ends_with("-flag") && short.contains('…'));
+    }
 
     #[test]
     fn bytes_read_naturally() {

@@ -27,7 +27,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// What a code object tells about a function: decoded once, shared by every frame that runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CodeInfo {
     /// `co_qualname` where the version has it (3.11+), else `co_name`.
     pub function: String,
@@ -50,7 +50,7 @@ pub struct CapturedFrame {
 }
 
 /// One Python frame of a thread's stack.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frame {
     /// The function the frame runs.
     pub code: Arc<CodeInfo>,
@@ -61,6 +61,19 @@ pub struct Frame {
 impl fmt::Display for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_frame(f, &self.code.function, &self.code.filename, self.line)
+    }
+}
+
+impl Frame {
+    /// The frame's text with its file written as `path` (a shorter form of its filename).
+    pub fn text_with_path(&self, path: &str) -> String {
+        struct Text<'a>(&'a Frame, &'a str);
+        impl fmt::Display for Text<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_frame(f, &self.0.code.function, self.1, self.0.line)
+            }
+        }
+        Text(self, path).to_string()
     }
 }
 
