@@ -393,3 +393,52 @@ fn builtins_sid_3_14() {
 fn builtins_sid_3_15() {
     check_builtins("sid3.15");
 }
+
+/// numpy arrays (`tests/scripts/heap_numpy.py`, numpy from the packages venv): each holder
+/// retains what the program itself says it holds, within 1%: the buffers its arrays own (a
+/// dict of eight 1 MiB arrays, a Fortran-order matrix), the buffer a view's base owns, and the
+/// strings an object array refers to; and its item count (a dict's keys, an array's elements).
+fn check_numpy(label: &str) {
+    let Some(interp) = common::package_venv_or_skip(label, &["numpy"]) else {
+        return;
+    };
+    let mut target = common::start(&interp, &common::script("heap_numpy.py"), &[]);
+    let sizes = target.wait_for_json("SIZES ", Duration::from_secs(60));
+    target.wait_for_line("READY", Duration::from_secs(30));
+    let (snap, _) = common::pmt_heap_json(label, &["--pid", &target.pid().to_string()]);
+    drop(target);
+    let mut mismatches = Vec::new();
+    for name in ["FEATURES", "VIEW", "NAMES", "MATRIX"] {
+        let path = format!("__main__.{name}");
+        let wanted = sizes[name].as_u64().expect("a size");
+        let items = &sizes["items"][name];
+        match common::holder(&snap["holders"], &path) {
+            Some(h) => {
+                let retained = h["retained_bytes"].as_u64().unwrap_or_default();
+                if !within_one_percent(retained, wanted) || h["items"] != *items {
+                    mismatches.push(format!(
+                        "{path}: retains {retained} bytes and {} items, the program says \
+                         {wanted} and {items}",
+                        h["items"]
+                    ));
+                }
+            }
+            None => mismatches.push(format!("{path}: not among the holders")),
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{label}: pmt heap differs from the program's own sizes:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn numpy_buffers_3_12() {
+    check_numpy("3.12");
+}
+
+#[test]
+fn numpy_buffers_sid_3_14() {
+    check_numpy("sid3.14");
+}

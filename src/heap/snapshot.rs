@@ -322,14 +322,20 @@ fn is_named_container(graph: &Graph, dominators: &Dominators, n: u32) -> bool {
         && matches!(kind_of(owner), Kind::Module | Kind::Type)
 }
 
-/// Whether node `n` is a container worth naming as a holder: reached from a root, not a
-/// namespace (a module's, class's or instance's `__dict__` is named by its owner).
+/// Whether node `n` is a container (or a numpy array) worth naming as a holder: reached from
+/// a root, not a namespace (a module's, class's or instance's `__dict__` is named by its owner).
 fn is_holder(graph: &Graph, dominators: &Dominators, n: u32) -> bool {
     let kind = graph.types.get(graph.type_of[n as usize]).kind;
     dominators.idom[n as usize] != NO_NODE
         && matches!(
             kind,
-            Kind::List | Kind::Tuple | Kind::Dict | Kind::OrderedDict | Kind::Set | Kind::Deque
+            Kind::List
+                | Kind::Tuple
+                | Kind::Dict
+                | Kind::OrderedDict
+                | Kind::Set
+                | Kind::Deque
+                | Kind::NumpyArray
         )
         && !matches!(
             graph.label[n as usize],

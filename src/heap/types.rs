@@ -131,6 +131,10 @@ pub enum Kind {
     Time,
     /// `datetime.timezone`: its offset (a `timedelta`) and name.
     TimeZone,
+    /// `numpy.ndarray` (and subclasses): the buffer it owns (`nbytes`, allocated apart,
+    /// which `sys.getsizeof` counts too), the array it views (`base`), and an object array's
+    /// items.
+    NumpyArray,
     /// `type` and metaclass instances: classes.
     Type,
     /// `str`: no references, variable size.
@@ -372,6 +376,7 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
         "set" | "frozenset" => Kind::Set,
         "collections.deque" => Kind::Deque,
         "zoneinfo.ZoneInfo" => Kind::ZoneInfo,
+        "numpy.ndarray" => Kind::NumpyArray,
         "module" => Kind::Module,
         "function" => Kind::Function,
         "cell" => Kind::Cell,
@@ -419,8 +424,8 @@ fn builtin_kind(name: &str, type_flags: u64, heap: bool) -> Option<Kind> {
 /// where that reader applies to subclasses as they are (same struct prefix, references at
 /// the same offsets): `set`, `module`, `collections.deque`, weak references, `property`,
 /// `classmethod`, `staticmethod`, `OrderedDict`, `GenericAlias`, `datetime.datetime`,
-/// `datetime.time` and `zoneinfo.ZoneInfo`. `None` for the rest (instances of `object` subclasses, and of `dict`
-/// subclasses other than `OrderedDict`'s).
+/// `datetime.time`, `zoneinfo.ZoneInfo` and `numpy.ndarray`. `None` for the rest (instances
+/// of `object` subclasses, and of `dict` subclasses other than `OrderedDict`'s).
 fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<Kind> {
     let mut ty = mem.read_u64(addr.wrapping_add(layout.type_base)).ok()?;
     for _ in 0..MAX_BASES {
@@ -442,6 +447,7 @@ fn inherited_kind(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<K
                         | Kind::DateTime
                         | Kind::Time
                         | Kind::ZoneInfo
+                        | Kind::NumpyArray
                 )
             });
         }
@@ -565,6 +571,7 @@ fn static_subclass_kind(
                 | Kind::Time
                 | Kind::TimeZone
                 | Kind::ZoneInfo
+                | Kind::NumpyArray
                 | Kind::Int
                 | Kind::Str
                 | Kind::Bytes

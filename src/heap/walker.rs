@@ -531,6 +531,18 @@ impl<'a, M: ReadMemory> Walker<'a, M> {
             | Kind::Union
             | Kind::Slice => fixed_references(mem, l, addr, info.kind, &mut refs)?,
             Kind::ZoneInfo => self.zoneinfo_references(addr, &mut refs)?,
+            Kind::NumpyArray => {
+                let array = numpy_array(mem, addr)?;
+                items = array.elements;
+                extra = array.owned_bytes;
+                if array.base != 0 {
+                    refs.push((array.base, Label::Attr("base")));
+                }
+                if let Some(count) = array.object_items {
+                    let bytes = read_pointers(mem, array.data, count)?;
+                    pointers(&bytes, &mut refs, Label::Index);
+                }
+            }
             Kind::Exception => {
                 fixed_references(mem, l, addr, info.kind, &mut refs)?;
                 // A class's instance reader finds its `__dict__` and members itself.
@@ -1456,6 +1468,111 @@ fn str_buffers(mem: &impl ReadMemory, l: &Layout, addr: u64, header: &[u8]) -> u
         }
     }
     size
+}
+
+/// numpy's `PyArrayObject_fields` (numpy 1.7 to 2.x, 64-bit, after a 16-byte object
+/// header): the data pointer, the dimension count, the dimensions and strides arrays, the
+/// array it views, its dtype and its flags; and `PyArray_Descr.type_num` (the same offset in
+/// numpy 1.x and 2.x).
+const NDARRAY_DATA: u64 = 16;
+const NDARRAY_ND: u64 = 24;
+const NDARRAY_DIMENSIONS: u64 = 32;
+const NDARRAY_STRIDES: u64 = 40;
+const NDARRAY_BASE: u64 = 48;
+const NDARRAY_DESCR: u64 = 56;
+const NDARRAY_FLAGS: u64 = 64;
+const DESCR_TYPE_NUM: u64 = 28;
+/// `NPY_ARRAY_C_CONTIGUOUS`, `NPY_ARRAY_F_CONTIGUOUS`, `NPY_ARRAY_OWNDATA`, `NPY_OBJECT`,
+/// and the most dimensions an array may have (`NPY_MAXDIMS`, 64 from numpy 2.0).
+const NPY_C_CONTIGUOUS: u32 = 0x1;
+const NPY_F_CONTIGUOUS: u32 = 0x2;
+const NPY_OWNDATA: u32 = 0x4;
+const NPY_OBJECT: u32 = 17;
+const NPY_MAXDIMS: u64 = 64;
+
+/// What the walker takes from a `numpy.ndarray`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NumpyArray {
+    /// Its elements (the product of its dimensions).
+    elements: u64,
+    /// The buffer it owns, in bytes (0 for a view, whose `base` owns it).
+    owned_bytes: u64,
+    /// The data pointer.
+    data: u64,
+    /// The object it views (another array, `bytes`, an `mmap`), or 0.
+    base: u64,
+    /// For an object array that owns its buffer, the item pointers in it.
+    object_items: Option<u64>,
+}
+
+/// The ndarray at `addr`. An array that owns its data allocated it contiguous (C or Fortran
+/// order), so its element size is the stride of its innermost (outermost) dimension longer
+/// than 1, and the buffer that many bytes per element; one with at most one element counts
+/// no buffer (its element size is in its dtype, whose layout numpy 2 changed). A large buffer
+/// counts only if its last byte is readable memory.
+fn numpy_array(mem: &impl ReadMemory, addr: u64) -> Result<NumpyArray, DecodeError> {
+    let at = |offset: u64| addr.wrapping_add(offset);
+    let data = mem.read_u64(at(NDARRAY_DATA))?;
+    let nd = u64::from(mem.read_u32(at(NDARRAY_ND))?);
+    let flags = mem.read_u32(at(NDARRAY_FLAGS))?;
+    let base = mem.read_u64(at(NDARRAY_BASE))?;
+    if nd > NPY_MAXDIMS {
+        return Err(DecodeError::invalid("numpy array", addr));
+    }
+    let dims = read_words(mem, mem.read_u64(at(NDARRAY_DIMENSIONS))?, nd)?;
+    let strides = read_words(mem, mem.read_u64(at(NDARRAY_STRIDES))?, nd)?;
+    let elements = dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= 1 << 48)
+        .ok_or(DecodeError::invalid("numpy array", addr))?;
+    let mut array = NumpyArray {
+        elements,
+        owned_bytes: 0,
+        data,
+        base,
+        object_items: None,
+    };
+    if flags & NPY_OWNDATA == 0 || data == 0 {
+        return Ok(array);
+    }
+    let longer = |i: &usize| dims[*i] > 1;
+    let axis = if flags & NPY_C_CONTIGUOUS != 0 {
+        (0..dims.len()).rev().find(longer)
+    } else if flags & NPY_F_CONTIGUOUS != 0 {
+        (0..dims.len()).find(longer)
+    } else {
+        None
+    };
+    let Some(axis) = axis else {
+        return Ok(array);
+    };
+    let element = (strides[axis] as i64).unsigned_abs();
+    let bytes = element
+        .checked_mul(elements)
+        .filter(|&b| b <= 1 << 48)
+        .ok_or(DecodeError::invalid("numpy array", addr))?;
+    if bytes > LARGE_OBJECT {
+        mem.read_u8(data.wrapping_add(bytes - 1))?;
+    }
+    array.owned_bytes = bytes;
+    let descr = mem.read_u64(at(NDARRAY_DESCR))?;
+    if element == 8 && mem.read_u32(descr.wrapping_add(DESCR_TYPE_NUM))? == NPY_OBJECT {
+        if elements > MAX_ITEMS {
+            return Err(DecodeError::invalid("numpy object array", addr));
+        }
+        array.object_items = Some(elements);
+    }
+    Ok(array)
+}
+
+/// `count` 8-byte words at `addr` (none for 0).
+fn read_words(mem: &impl ReadMemory, addr: u64, count: u64) -> Result<Vec<u64>, DecodeError> {
+    let bytes = read_pointers(mem, addr, count)?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 /// `sizeof(wchar_t)` on Linux.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes the venvs that hold the PyPI packages some tests run real programs of (servers and
-# libraries nobody here wrote): gunicorn, flask, uvicorn, fastapi and networkx, for
+# libraries nobody here wrote): gunicorn, flask, uvicorn, fastapi, networkx and numpy, for
 # - pyenv's newest 3.12 on the host: target/pkg-venv-3.12 (git-ignored);
 # - Debian sid's python3.14 in the sid chroot (.ci/sid_chroot.sh): /opt/pmt-pkgs-3.14 inside it
 #   (pip there uses a copy of the host's CA bundle).
@@ -8,8 +8,8 @@
 # Usage: bash tests/packages/setup_venvs.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-packages=(gunicorn flask uvicorn fastapi networkx)
-check="import gunicorn, flask, uvicorn, fastapi, networkx"
+packages=(gunicorn flask uvicorn fastapi networkx numpy)
+check="import gunicorn, flask, uvicorn, fastapi, networkx, numpy"
 
 root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 python=$(ls -d "$root"/versions/3.12.*/bin/python3.12 2>/dev/null | sort -V | tail -1 || true)
