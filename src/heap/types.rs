@@ -270,6 +270,9 @@ fn read_type(mem: &impl ReadMemory, layout: &Layout, addr: u64) -> Option<TypeIn
     };
     let mut own_members = None;
     let (kind, instance) = match builtin_kind(&name, flags, heap) {
+        // An `object()` itself (a sentinel) holds nothing; only this exact type: what a C type
+        // deriving from `object` adds is not known (not a base the readers infer from).
+        None if !heap && name == "object" => (Kind::Leaf, false),
         // A dict by its flags; a subclass of `OrderedDict` is read (and sized) as one.
         Some(Kind::Dict) if heap => (
             inherited_kind(mem, layout, addr).unwrap_or(Kind::Dict),
