@@ -1706,6 +1706,8 @@ mod tests {
         "slice",
         "ValueError",
         "zoneinfo.ZoneInfo",
+        "numpy.ndarray",
+        "object",
     ];
     /// Where the planted types, their metatype and their names live (past the garbage).
     const TYPES_AT: u64 = 0x1_0000;
