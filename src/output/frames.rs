@@ -96,8 +96,9 @@ pub fn project_root_of(frames: &[FrameInfo]) -> String {
     )
 }
 
-/// The directory that the run's own files (absolute, neither installed packages nor the
-/// standard library) have in common: the script's directory for a one-file program.
+/// The directory that the run's own files (absolute, neither installed packages, the
+/// standard library nor a `bin/` directory's launcher scripts such as a venv's
+/// `bin/gunicorn`) have in common: the script's directory for a one-file program.
 pub fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
     let mut common: Option<Vec<&str>> = None;
     for path in paths {
@@ -106,6 +107,7 @@ pub fn project_root<'a>(paths: impl Iterator<Item = &'a str>) -> String {
             || path.contains("/site-packages/")
             || path.contains("/dist-packages/")
             || stdlib_relative(path).is_some()
+            || path.rsplit('/').nth(1) == Some("bin")
         {
             continue;
         }
@@ -273,6 +275,9 @@ mod tests {
         ];
         assert_eq!(project_root(paths.into_iter()), "/home/me/app");
         assert_eq!(project_root(["/a/b/x.py"].into_iter()), "/a/b");
+        // A server started by its venv's launcher script: the script is not the project's.
+        let served = ["/srv/site/app.py", "/opt/venv/bin/gunicorn"];
+        assert_eq!(project_root(served.into_iter()), "/srv/site");
     }
 
     #[test]
