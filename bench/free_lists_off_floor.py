@@ -101,9 +101,7 @@ def main():
     subprocess.run(chroot + ["gcc"] + includes.stdout.split() + [source, "-o", program], check=True)
     offsets = ",".join(subprocess.run(chroot + [program], capture_output=True, text=True,
                                       check=True).stdout.split())
-    library = os.path.join(tmp, "libempty_hooks.so")
-    subprocess.run(["rustc", "--edition", "2024", "-O", "--crate-type", "cdylib", "-o",
-                    library, os.path.join(ROOT, "bench", "empty_hooks.rs")], check=True)
+    library = heap_hook_cost.build_empty_hooks(tmp)
     wrapper = os.path.join(tmp, "wrapper.py")
     with open(wrapper, "w") as f:
         f.write(WRAPPER)
@@ -128,15 +126,8 @@ def main():
             "allocators,freelists-off",
     }
     load_before = " ".join("%.2f" % x for x in os.getloadavg())
-    results = {}
-    for workload, script in workloads.items():
-        best = {}
-        for _ in range(args.repeat):
-            for name, hooks in variants.items():
-                seconds = heap_hook_cost.timed(
-                    chroot + [args.python, wrapper, library, hooks, offsets] + script)
-                best[name] = min(best.get(name, seconds), seconds)
-        results[workload] = best
+    results = heap_hook_cost.best_of(workloads, variants, args.repeat, lambda name, script: (
+        chroot + [args.python, wrapper, library, variants[name], offsets] + script))
     lines = [
         "# Free lists off vs the reference tracer: two ways to see recycled objects",
         "",
@@ -149,10 +140,7 @@ def main():
         "",
     ]
     for workload, best in results.items():
-        lines += ["## %s" % workload, "", "| run | seconds | slowdown |", "|---|---|---|"]
-        for name in variants:
-            lines.append("| %s | %.3f | %.2fx |" % (name, best[name], best[name] / best["bare"]))
-        lines.append("")
+        lines += heap_hook_cost.slowdown_table(workload, best)
     text = "\n".join(lines)
     out = os.path.join(ROOT, "bench", "results",
                        "free_lists_off_floor-sid%s.md" % ".".join(version.split(".")[:2]))

@@ -119,6 +119,37 @@ def timed(argv):
     raise RuntimeError("no timing in %r: %s" % (argv, out))
 
 
+def build_empty_hooks(tmp):
+    """Builds bench/empty_hooks.rs into TMP; returns the library's path."""
+    library = os.path.join(tmp, "libempty_hooks.so")
+    subprocess.run(["rustc", "--edition", "2024", "-O", "--crate-type", "cdylib", "-o",
+                    library, os.path.join(ROOT, "bench", "empty_hooks.rs")], check=True)
+    return library
+
+
+def best_of(workloads, variants, repeat, argv):
+    """Runs every variant on every workload REPEAT times, interleaved; returns the fewest CPU
+    seconds of each, by workload then variant. `argv(name, script)` is the command of one run."""
+    results = {}
+    for workload, script in workloads.items():
+        best = {}
+        for _ in range(repeat):
+            for name in variants:
+                elapsed = timed(argv(name, script))
+                best[name] = min(best.get(name, elapsed), elapsed)
+        results[workload] = best
+    return results
+
+
+def slowdown_table(workload, best):
+    """The markdown lines of one workload's runs: seconds and slowdown against `bare`."""
+    lines = ["## " + workload, "", "| run | seconds | slowdown |", "|---|---|---|"]
+    for name, elapsed in best.items():
+        lines.append("| %s | %.3f | %.2fx |" % (name, elapsed, elapsed / best["bare"]))
+    lines.append("")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
@@ -169,9 +200,7 @@ def main():
         with open(mypy, "w") as f:
             f.write(MYPY_SCRIPT % packages.stdout.strip())
         workloads["mypy -p rich -p markdown_it (mypy from PyPI)"] = [mypy]
-    library = os.path.join(tmp, "libempty_hooks.so")
-    subprocess.run(["rustc", "--edition", "2024", "-O", "--crate-type", "cdylib", "-o",
-                    library, os.path.join(ROOT, "bench", "empty_hooks.rs")], check=True)
+    library = build_empty_hooks(tmp)
     wrapper = os.path.join(tmp, "empty_hooks.py")
     with open(wrapper, "w") as f:
         f.write(EMPTY_HOOKS_WRAPPER)
@@ -199,16 +228,9 @@ def main():
     for name in floors:
         variants[name] = chroot
     load_before = " ".join("%.2f" % x for x in os.getloadavg())
-    results = {}
-    for workload, script in workloads.items():
-        best = {}
-        for _ in range(args.repeat):
-            for name, prefix in variants.items():
-                argv = prefix + ([python] if not name.startswith("memray") else []) + (
-                    [wrapper, library, floors[name]] if name in floors else []) + script
-                elapsed = timed(argv)
-                best[name] = min(best.get(name, elapsed), elapsed)
-        results[workload] = best
+    results = best_of(workloads, variants, args.repeat, lambda name, script: (
+        variants[name] + ([python] if not name.startswith("memray") else [])
+        + ([wrapper, library, floors[name]] if name in floors else []) + script))
     lines = [
         "# The heap view's allocation hook: what it costs the target",
         "",
@@ -229,10 +251,7 @@ def main():
     ]
     for workload, best in results.items():
         bare = best["bare"]
-        lines += ["## " + workload, "", "| run | seconds | slowdown |", "|---|---|---|"]
-        for name, elapsed in best.items():
-            lines.append("| %s | %.3f | %.2fx |" % (name, elapsed, elapsed / bare))
-        lines.append("")
+        lines += slowdown_table(workload, best)
         if workload.startswith("one call"):
             for name, elapsed in best.items():
                 if "ticks" in name:
