@@ -21,6 +21,11 @@
 //   apply): count every call's bytes per thread and, once a thread's bytes since its last
 //   sample reach a randomised threshold (mean SAMPLE_BYTES), walk the stack and emit
 //   ALLOC(stack id, bytes and calls since the thread's previous sample);
+//   time (a run that weighs time, `cpu` and `wall`): a program on each CPU's clock (a perf
+//   event per CPU, PERIOD ns of CPU time apart) walks the target thread it interrupts and
+//   emits CPU_SAMPLE(stack); the scheduler's switch tracepoint walks a target thread leaving
+//   its CPU (the stack it waits in, which cannot change until it runs again) into
+//   PMT_OFF_CPU, and emits OFF_CPU(from, to, stack) when the thread is switched back in;
 //   hardware watchpoints (perf breakpoint events on a container's size field, `pmt heap
 //   --diff`): walk the writing thread's stack and count the write, and how much it moved the
 //   size, per (watched address, stack id) in PMT_WATCH_HITS (no event: a loop appending
@@ -107,6 +112,9 @@ struct py_stack {
                             // parent's layout (a fork copies the interpreter's memory)
 #define EV_EXEC 12          // the process exec'd: its layout no longer applies and was dropped
 #define EV_EXIT 13          // the process exited: it left PMT_PROCS
+#define EV_CPU_SAMPLE 14    // the thread was on a CPU at a tick of the CPU clock: stack
+#define EV_OFF_CPU 15       // the thread is back on a CPU: addr: when it left (ktime ns),
+                            // len: when it came back, stack: where it waited
 
 // Mirrors `RawEvent` in src/memory/kernel_stacks.rs, whose tests check every member against
 // this object's BTF.
@@ -209,6 +217,23 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } PMT_TALLIES SEC(".maps");
+
+// Kernel thread id (the kernel's own, as the scheduler names it) -> the interval off a CPU it
+// is in: filled when a target thread leaves its CPU, emptied when it comes back (and by user
+// space, which charges intervals still open at the end and drops those of threads gone).
+struct off_cpu {
+    __u64 since;                // bpf_ktime_get_ns() when it left (CLOCK_MONOTONIC)
+    __u64 stack;                // where it waits
+    __u32 tid;                  // the thread and its process, as the loader sees them
+    __u32 tgid;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);
+    __type(value, struct off_cpu);
+} PMT_OFF_CPU SEC(".maps");
 
 // Mean bytes between two allocation samples of a thread (0: every allocation is a sample).
 const volatile __u64 SAMPLE_BYTES = 0;
@@ -644,6 +669,62 @@ int pmt_exit(void *a)
         return 0;
     bpf_map_delete_elem(&PMT_PROCS, &tgid);
     return emit(EV_EXIT, tgid, tid, 0, 0, 0, 0);
+}
+
+// --- time: on-CPU samples and off-CPU intervals -------------------------------------------
+
+// A tick of a CPU's clock (one perf event per CPU, every PERIOD ns): the thread it interrupts
+// is on that CPU. (The kernel runs no perf-event program while a tracepoint's program runs on
+// the same CPU, so the per-CPU scratch of a walk is never shared.)
+SEC("perf_event")
+int pmt_cpu_sample(void *ctx)
+{
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    // A thread on a CPU is in no interval off CPUs: one user space opened for it as it ran
+    // (not knowing it did) is dropped.
+    __u32 self = (__u32)bpf_get_current_pid_tgid();
+    bpf_map_delete_elem(&PMT_OFF_CPU, &self);
+    return emit(EV_CPU_SAMPLE, tgid, tid, 0, 0, 0, walk_stack(l, tid));
+}
+
+struct switch_args {  // sched:sched_switch's format
+    __u64 common;
+    char prev_comm[16];
+    __s32 prev_pid;
+    __s32 prev_prio;
+    __s64 prev_state;
+    char next_comm[16];
+    __s32 next_pid;
+    __s32 next_prio;
+};
+
+#define EXIT_STATES 0x30    // the reported prev_state of a thread leaving for good (X, Z)
+
+// Runs in the thread leaving the CPU (`prev`, whose memory is the current one): a target
+// thread's stack is walked as it leaves, and its interval charged when `next` comes back.
+SEC("tracepoint/sched/sched_switch")
+int pmt_switch(struct switch_args *a)
+{
+    __u64 now = bpf_ktime_get_ns();
+    __u32 next = (__u32)a->next_pid;
+    struct off_cpu *back = bpf_map_lookup_elem(&PMT_OFF_CPU, &next);
+    if (back) {
+        emit(EV_OFF_CPU, back->tgid, back->tid, back->since, now, 0, back->stack);
+        bpf_map_delete_elem(&PMT_OFF_CPU, &next);
+    }
+    if (a->prev_state & EXIT_STATES)
+        return 0;
+    __u32 tgid, tid;
+    const struct py_layout *l = target(&tgid, &tid);
+    if (!l)
+        return 0;
+    __u32 prev = (__u32)a->prev_pid;
+    struct off_cpu away = {.since = now, .stack = walk_stack(l, tid), .tid = tid, .tgid = tgid};
+    bpf_map_update_elem(&PMT_OFF_CPU, &prev, &away, BPF_ANY);
+    return 0;
 }
 
 // --- what gives pages back -----------------------------------------------------------------

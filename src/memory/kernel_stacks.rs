@@ -183,6 +183,11 @@ pub enum EventKind {
     Exec,
     /// The process exited: it is no longer captured.
     Exit,
+    /// The thread was on a CPU at a tick of that CPU's clock, running `stack`.
+    CpuSample,
+    /// The thread came back to a CPU: it was off CPUs from `addr` to `len` (`CLOCK_MONOTONIC`
+    /// nanoseconds), waiting in `stack`.
+    OffCpu,
 }
 
 /// One event from the ring, in the order the kernel wrote them.
@@ -205,7 +210,7 @@ pub struct MemoryEvent {
 }
 
 /// The C's event kinds (`EV_*` in memory_stacks.bpf.c): name, value, kind.
-const EVENT_KINDS: [(&str, u32, EventKind); 13] = [
+const EVENT_KINDS: [(&str, u32, EventKind); 15] = [
     ("EV_FAULT", 1, EventKind::Fault),
     ("EV_MUNMAP", 2, EventKind::Munmap),
     ("EV_MADVISE", 3, EventKind::Madvise),
@@ -219,6 +224,8 @@ const EVENT_KINDS: [(&str, u32, EventKind); 13] = [
     ("EV_FORK", 11, EventKind::Fork),
     ("EV_EXEC", 12, EventKind::Exec),
     ("EV_EXIT", 13, EventKind::Exit),
+    ("EV_CPU_SAMPLE", 14, EventKind::CpuSample),
+    ("EV_OFF_CPU", 15, EventKind::OffCpu),
 ];
 
 /// The C's tally slots (`T_*` in `PMT_TALLIES`): name, index.
@@ -301,6 +308,57 @@ pub struct CaptureOptions {
     pub sample_bytes: Option<u64>,
     /// Load the watchpoint program ([`super::watchpoints`]).
     pub watchpoints: bool,
+    /// Sample time: each CPU's clock ticks every this many nanoseconds and the target thread
+    /// it interrupts is walked (on-CPU samples), and target threads are walked as they leave
+    /// their CPU (off-CPU intervals). `None`: no time sampling.
+    pub time_period_ns: Option<u64>,
+}
+
+/// An interval off CPUs still open: mirrors `struct off_cpu` in the C.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OffCpu {
+    /// When the thread left its CPU (`CLOCK_MONOTONIC` nanoseconds).
+    pub since: u64,
+    /// The stack it waits in (0: unknown).
+    pub stack: u64,
+    /// The thread, as this process sees it.
+    pub tid: u32,
+    /// Its process.
+    pub tgid: u32,
+}
+
+// SAFETY: plain integers, no padding (two u64 then two u32).
+unsafe impl aya::Pod for OffCpu {}
+
+/// Attaches the on-CPU sampler to every online CPU's clock, one tick per `period_ns` of
+/// that CPU's time.
+fn attach_cpu_clocks(ebpf: &mut Ebpf, period_ns: u64) -> Result<(), MallocError> {
+    use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+    let program: &mut PerfEvent = ebpf
+        .program_mut(CPU_SAMPLE_PROGRAM)
+        .ok_or_else(|| MallocError::Bpf {
+            what: format!("BPF object lacks program {CPU_SAMPLE_PROGRAM}"),
+        })?
+        .try_into()
+        .map_err(|e| MallocError::from_bpf(CPU_SAMPLE_PROGRAM, &e))?;
+    program
+        .load()
+        .map_err(|e| MallocError::from_bpf(&format!("loading {CPU_SAMPLE_PROGRAM}"), &e))?;
+    let cpus = aya::util::online_cpus().map_err(|(what, e)| MallocError::Bpf {
+        what: format!("{what}: {e}"),
+    })?;
+    for cpu in cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(period_ns),
+                false,
+            )
+            .map_err(|e| MallocError::from_bpf(&format!("attaching to CPU {cpu}'s clock"), &e))?;
+    }
+    Ok(())
 }
 
 /// The page order of a transparent huge page (9 for 2 MiB of 4 KiB pages).
@@ -318,6 +376,7 @@ pub struct KernelStacks {
     threads: BpfHashMap<MapData, u32, u64>,
     last_walks: BpfHashMap<MapData, u32, [u64; 5]>,
     samplers: BpfHashMap<MapData, u32, [u64; 3]>,
+    off_cpu: BpfHashMap<MapData, u32, OffCpu>,
     tallies: PerCpuArray<MapData, u64>,
     probes: HashMap<u32, Vec<AttachedProbe>>,
     options: CaptureOptions,
@@ -337,8 +396,11 @@ impl std::fmt::Debug for KernelStacks {
 /// The program counting watchpoint hits (`SEC("perf_event")` in the C).
 pub(super) const WATCH_PROGRAM: &str = "pmt_watch";
 
+/// The program on each CPU's clock ([`CaptureOptions::time_period_ns`]).
+const CPU_SAMPLE_PROGRAM: &str = "pmt_cpu_sample";
+
 /// The tracepoints of [`CaptureOptions::pages`]: (program, category, event).
-const PAGE_TRACEPOINTS: [(&str, &str, &str); 13] = [
+const PAGE_TRACEPOINTS: [(&str, &str, &str); 10] = [
     ("pmt_fault_user", "exceptions", "page_fault_user"),
     ("pmt_fault_kernel", "exceptions", "page_fault_kernel"),
     ("pmt_munmap", "syscalls", "sys_enter_munmap"),
@@ -349,10 +411,18 @@ const PAGE_TRACEPOINTS: [(&str, &str, &str); 13] = [
     ("pmt_huge_fault", "kmem", "mm_page_alloc"),
     ("pmt_mmap_enter", "syscalls", "sys_enter_mmap"),
     ("pmt_mmap_exit", "syscalls", "sys_exit_mmap"),
+];
+
+/// The tracepoints that follow the targets' processes (children, `exec`, exit), with pages or
+/// time.
+const PROCESS_TRACEPOINTS: [(&str, &str, &str); 3] = [
     ("pmt_fork", "task", "task_newtask"),
     ("pmt_exec", "sched", "sched_process_exec"),
     ("pmt_exit", "sched", "sched_process_exit"),
 ];
+
+/// The tracepoint of [`CaptureOptions::time_period_ns`]: threads leaving and taking CPUs.
+const TIME_TRACEPOINTS: [(&str, &str, &str); 1] = [("pmt_switch", "sched", "sched_switch")];
 
 impl KernelStacks {
     /// Loads the programs and attaches the page tracepoints (with `options.pages`); targets
@@ -372,25 +442,33 @@ impl KernelStacks {
             .override_global("HUGE_ORDER", &huge_order(), true)
             .load(BPF_OBJECT)
             .map_err(|e| MallocError::from_bpf("loading the in-kernel stack programs", &e))?;
+        let mut tracepoints: Vec<(&str, &str, &str)> = Vec::new();
         if options.pages {
-            for (program, category, event) in PAGE_TRACEPOINTS {
-                let tracepoint: &mut TracePoint = ebpf
-                    .program_mut(program)
-                    .ok_or_else(|| MallocError::Bpf {
-                        what: format!("BPF object lacks program {program}"),
-                    })?
-                    .try_into()
-                    .map_err(|e| MallocError::from_bpf(program, &e))?;
-                tracepoint
-                    .load()
-                    .map_err(|e| MallocError::from_bpf(&format!("loading {program}"), &e))?;
-                tracepoint.attach(category, event).map_err(|e| {
-                    MallocError::from_bpf(
-                        &format!("attaching to tracepoint {category}:{event}"),
-                        &e,
-                    )
-                })?;
-            }
+            tracepoints.extend(PAGE_TRACEPOINTS);
+        }
+        if options.pages || options.time_period_ns.is_some() {
+            tracepoints.extend(PROCESS_TRACEPOINTS);
+        }
+        if options.time_period_ns.is_some() {
+            tracepoints.extend(TIME_TRACEPOINTS);
+        }
+        for (program, category, event) in tracepoints {
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| MallocError::Bpf {
+                    what: format!("BPF object lacks program {program}"),
+                })?
+                .try_into()
+                .map_err(|e| MallocError::from_bpf(program, &e))?;
+            tracepoint
+                .load()
+                .map_err(|e| MallocError::from_bpf(&format!("loading {program}"), &e))?;
+            tracepoint.attach(category, event).map_err(|e| {
+                MallocError::from_bpf(&format!("attaching to tracepoint {category}:{event}"), &e)
+            })?;
+        }
+        if let Some(period_ns) = options.time_period_ns {
+            attach_cpu_clocks(&mut ebpf, period_ns)?;
         }
         if options.watchpoints {
             let program: &mut PerfEvent = ebpf
@@ -422,6 +500,8 @@ impl KernelStacks {
                 .map_err(bad("PMT_LAST_WALK"))?,
             samplers: BpfHashMap::try_from(map(&mut ebpf, "PMT_SAMPLERS")?)
                 .map_err(bad("PMT_SAMPLERS"))?,
+            off_cpu: BpfHashMap::try_from(map(&mut ebpf, "PMT_OFF_CPU")?)
+                .map_err(bad("PMT_OFF_CPU"))?,
             tallies: PerCpuArray::try_from(map(&mut ebpf, "PMT_TALLIES")?)
                 .map_err(bad("PMT_TALLIES"))?,
             probes: HashMap::new(),
@@ -463,6 +543,7 @@ impl KernelStacks {
             let _ = self.threads.remove(&tid);
             let _ = self.last_walks.remove(&tid);
             let _ = self.samplers.remove(&tid);
+            let _ = self.off_cpu.remove(&tid);
         }
     }
 
@@ -498,6 +579,33 @@ impl KernelStacks {
                 let _ = self.threads.insert(tid, tstate, 0);
             }
         }
+    }
+
+    /// Opens an interval off CPUs from `since` (`CLOCK_MONOTONIC` nanoseconds) for each of
+    /// `threads` (kernel tid as the scheduler names it, the thread as this process sees it)
+    /// not in one yet, in an unknown stack: threads that wait from before time sampling began
+    /// are charged when they next run (a thread on a CPU now replaces its entry as it leaves).
+    pub fn open_off_cpu(&mut self, tgid: u32, threads: &[(u32, u32)], since: u64) {
+        for &(kernel_tid, tid) in threads {
+            let open = OffCpu {
+                since,
+                stack: 0,
+                tid,
+                tgid,
+            };
+            // BPF_NOEXIST: an interval the scheduler opened since is the truer one.
+            let _ = self.off_cpu.insert(kernel_tid, open, 1);
+        }
+    }
+
+    /// The intervals off CPUs still open, by kernel tid (as the scheduler names it).
+    pub fn off_cpu(&self) -> Vec<(u32, OffCpu)> {
+        self.off_cpu.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Closes the open interval of kernel thread `kernel_tid` (a thread gone).
+    pub fn close_off_cpu(&mut self, kernel_tid: u32) {
+        let _ = self.off_cpu.remove(&kernel_tid);
     }
 
     /// Appends every event written since the last call to `out`, oldest first.
@@ -660,6 +768,11 @@ mod tests {
             size_of::<RawEvent>(),
             &fields!(RawEvent; "kind" = kind, "tid" = tid, "tgid" = tgid, "pad" = pad,
                 "addr" = addr, "len" = len, "arg" = arg, "stack" = stack),
+        );
+        assert_struct(
+            "off_cpu",
+            size_of::<OffCpu>(),
+            &fields!(OffCpu; "since" = since, "stack" = stack, "tid" = tid, "tgid" = tgid),
         );
     }
 

@@ -159,6 +159,7 @@ impl Watchpoints {
             pages: false,
             sample_bytes: None,
             watchpoints: true,
+            time_period_ns: None,
         })?;
         stacks.add_process(pid, layout, &MallocOptions::default())?;
         let ebpf = stacks.ebpf_mut();
