@@ -25,6 +25,7 @@ mod page_ledger;
 pub mod process_tree;
 mod quiet;
 mod ticks;
+mod time_ledger;
 mod unknown_threads;
 
 use crate::memory::rss::RssCounter;
@@ -420,7 +421,11 @@ impl<S: StackSource> Sampler<S> {
     pub fn use_kernel_stacks(&mut self, capture: SharedCapture, pages: bool) {
         let tgid = u32::try_from(self.pid).unwrap_or(0);
         let heap_end = crate::attach::process::heap_end(self.pid);
-        self.kernel = Some(KernelAttribution::new(capture, tgid, heap_end));
+        let kernel = KernelAttribution::new(capture, tgid, heap_end);
+        if kernel.samples_time() {
+            self.attribution.skip_time();
+        }
+        self.kernel = Some(kernel);
         if pages {
             self.attribution.skip_rss();
             self.rss_every = KERNEL_RSS_EVERY;
@@ -821,6 +826,12 @@ pub(crate) trait Ticker {
     /// Brings the statistics up to date at the end of the run (figures read less often
     /// than every tick are read once more).
     fn finish(&mut self);
+    /// Whether a run stopped by its duration or the stop flag ticks once more as it ends:
+    /// where ticks are rarer than what they charge is gathered (time sampled in the kernel,
+    /// drained at [`crate::run::TIME_TICK_HZ`]), what came since the last tick is charged.
+    fn ticks_at_the_end(&self) -> bool {
+        false
+    }
 }
 
 impl<S: StackSource> Ticker for Sampler<S> {
@@ -837,6 +848,12 @@ impl<S: StackSource> Ticker for Sampler<S> {
             kernel.read_tallies_now();
             self.stats.in_kernel = Some(kernel.stats());
         }
+    }
+
+    fn ticks_at_the_end(&self) -> bool {
+        self.kernel
+            .as_ref()
+            .is_some_and(KernelAttribution::samples_time)
     }
 }
 
@@ -858,13 +875,24 @@ pub(crate) fn run_ticks(
     let mut next_progress_ns = progress_every_ns;
     let mut tick: u64 = 0;
     let stop_reason = loop {
-        if stop.load(Ordering::Relaxed) {
-            break StopReason::Interrupted;
+        let ending = if stop.load(Ordering::Relaxed) {
+            Some(StopReason::Interrupted)
+        } else if end_ns.is_some_and(|end| clock.elapsed_ns() >= end) {
+            Some(StopReason::Duration)
+        } else {
+            None
+        };
+        if let Some(reason) = ending {
+            if tick > 0 && ticker.ticks_at_the_end() {
+                let now = Duration::from_nanos(clock.elapsed_ns());
+                ticker.stats_mut().ticks += 1;
+                if ticker.tick(now, sink) {
+                    break StopReason::TargetExited;
+                }
+            }
+            break reason;
         }
         let started_ns = clock.elapsed_ns();
-        if end_ns.is_some_and(|end| started_ns >= end) {
-            break StopReason::Duration;
-        }
         ticker.stats_mut().ticks += 1;
         let samples_before = ticker.stats_mut().samples;
         let exited = ticker.tick(Duration::from_nanos(started_ns), sink);

@@ -65,6 +65,14 @@ pub fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
     }
 }
 
+/// The current `CLOCK_MONOTONIC` time in nanoseconds (the clock `bpf_ktime_get_ns` reads).
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = monotonic_now();
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
 /// The current `CLOCK_MONOTONIC` time (the clock [`Instant`] reads on Linux).
 fn monotonic_now() -> libc::timespec {
     let mut t = libc::timespec {

@@ -34,6 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use super::page_ledger::{Charges, Fault, PageLedger};
+use super::time_ledger::TimeLedger;
 use super::unknown_threads::{Held, UnknownThreads};
 
 use crate::attach::process::{Backing, Region, memory_regions};
@@ -307,6 +308,14 @@ pub struct InKernelStats {
     pub held_placed: u64,
     /// Of them, charged to their stack at the tick (or none) after the hold's limit.
     pub held_let_go: u64,
+    /// Time is sampled (not memory): the run's `cpu` and `wall` come from the kernel.
+    pub samples_time: bool,
+    /// On-CPU samples of Python threads (time sampling).
+    pub cpu_samples: u64,
+    /// Intervals off CPUs of Python threads that ended.
+    pub off_cpu_intervals: u64,
+    /// Time events of threads that are not Python's, left out.
+    pub time_not_python: u64,
     /// What the capture counted, over the whole capture (shared by every process of a run).
     pub capture: CaptureTallies,
 }
@@ -340,6 +349,9 @@ impl InKernelStats {
                 100.0 * part as f64 / whole as f64
             }
         };
+        if self.samples_time {
+            return self.time_note();
+        }
         let mut note = format!(
             "memory charged to Python stacks captured in the kernel: {} page faults ({:.1}% with a Python stack, the rest to their thread's stack at the tick)",
             self.faults,
@@ -399,6 +411,25 @@ impl InKernelStats {
         note
     }
 
+    /// The sentence of a run whose time was sampled in the kernel.
+    fn time_note(&self) -> String {
+        let c = &self.capture;
+        format!(
+            "time sampled in the kernel: {} on-CPU samples and {} ended intervals off CPUs of Python threads ({} events of other threads left out); capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing",
+            self.cpu_samples,
+            self.off_cpu_intervals,
+            self.time_not_python,
+            c.events,
+            c.kernel.lost_events,
+            c.kernel.walks,
+            c.kernel.reused,
+            c.kernel.no_thread,
+            c.kernel.read_failed,
+            c.kernel.stacks_full,
+            c.stacks_missing,
+        )
+    }
+
     /// One line when the run lost more than a small share of its events or stacks.
     pub fn loss_warning(&self) -> Option<String> {
         let c = &self.capture;
@@ -435,6 +466,9 @@ impl InKernelStats {
             ("threads_held", self.threads_held),
             ("held_placed", self.held_placed),
             ("held_let_go", self.held_let_go),
+            ("cpu_samples", self.cpu_samples),
+            ("off_cpu_intervals", self.off_cpu_intervals),
+            ("time_not_python", self.time_not_python),
             ("events", c.events),
             ("lost_events", c.kernel.lost_events),
             ("stack_walks", c.kernel.walks),
@@ -470,6 +504,10 @@ impl InKernelStats {
         self.threads_held += other.threads_held;
         self.held_placed += other.held_placed;
         self.held_let_go += other.held_let_go;
+        self.samples_time |= other.samples_time;
+        self.cpu_samples += other.cpu_samples;
+        self.off_cpu_intervals += other.off_cpu_intervals;
+        self.time_not_python += other.time_not_python;
         // One capture serves every process: the latest figures are the most events seen.
         if other.capture.events >= self.capture.events {
             self.capture = other.capture;
@@ -532,6 +570,11 @@ pub(crate) struct KernelAttribution {
     handed_at: Option<std::time::Instant>,
     /// Threads whose events without a stack wait for their first captured stack.
     unknown: UnknownThreads,
+    /// With time sampling: what each thread's time off CPUs was charged up to.
+    time: Option<TimeLedger>,
+    /// Threads whose interval off CPUs user space opened (at their first hand-over), so that
+    /// a thread waiting since before sampling began is charged its wait.
+    time_opened: HashSet<u32>,
     stats: InKernelStats,
 }
 
@@ -577,6 +620,12 @@ impl KernelAttribution {
     /// heap when attaching, if it has one.
     pub(crate) fn new(capture: SharedCapture, tgid: u32, initial_brk: Option<u64>) -> Self {
         capture.borrow_mut().claimed.insert(tgid);
+        let time = capture
+            .borrow()
+            .stacks
+            .options()
+            .time_period_ns
+            .map(TimeLedger::new);
         KernelAttribution {
             capture,
             tgid,
@@ -591,8 +640,15 @@ impl KernelAttribution {
             handed: Vec::new(),
             handed_at: None,
             unknown: UnknownThreads::default(),
+            time,
+            time_opened: HashSet::new(),
             stats: InKernelStats::default(),
         }
+    }
+
+    /// Whether it charges `cpu` and `wall` by time sampled in the kernel.
+    pub(crate) fn samples_time(&self) -> bool {
+        self.time.is_some()
     }
 
     /// The capture it takes its events from.
@@ -615,6 +671,7 @@ impl KernelAttribution {
             zero_page_reads: ledger.zero_page_reads,
             released_bytes: ledger.released_bytes,
             held_bytes: self.ledger.held_bytes(),
+            samples_time: self.time.is_some(),
             ..self.stats
         }
     }
@@ -638,10 +695,67 @@ impl KernelAttribution {
             return;
         }
         self.tids.extend(threads.iter().map(|&(tid, _)| tid));
+        self.open_off_cpu(threads);
         self.capture.borrow_mut().stacks.set_threads(threads);
         self.handed.clear();
         self.handed.extend_from_slice(threads);
         self.handed_at = Some(std::time::Instant::now());
+    }
+
+    /// Opens an interval off CPUs for each thread of `threads` seen for the first time, from
+    /// now: a thread that waits from before it was seen is charged its wait when it next runs
+    /// or at the next charge (a thread on a CPU now closes it at its next on-CPU sample, and
+    /// opens its own as it leaves). Only where this process numbers threads as the kernel
+    /// does (the scheduler's table is keyed by the kernel's own ids).
+    fn open_off_cpu(&mut self, threads: &[(u32, u64)]) {
+        if self.time.is_none() || crate::attach::namespaces::reader_pid_namespace().is_some() {
+            return;
+        }
+        let new: Vec<(u32, u32)> = threads
+            .iter()
+            .filter(|&&(tid, _)| self.time_opened.insert(tid))
+            .map(|&(tid, _)| (tid, tid))
+            .collect();
+        if !new.is_empty() {
+            let now = crate::attach::stop::monotonic_ns();
+            self.capture
+                .borrow_mut()
+                .stacks
+                .open_off_cpu(self.tgid, &new, now);
+        }
+    }
+
+    /// Charges the intervals off CPUs the process's threads are still in, up to now (their
+    /// ends come later as events, and charge only what follows): those of threads that are
+    /// not this tick's Python threads are closed uncharged (gone, or not Python).
+    fn charge_open_off_cpu(
+        &mut self,
+        tick_threads: &HashMap<u32, TickThread>,
+        decode: &mut Decode<'_>,
+        charges: &mut Charges,
+    ) {
+        let Some(time) = &mut self.time else {
+            return;
+        };
+        // Now is read before the table: an interval that ends after it charges the rest.
+        let now = crate::attach::stop::monotonic_ns();
+        let open = self.capture.borrow().stacks.off_cpu();
+        for (kernel_tid, interval) in open {
+            if interval.tgid != self.tgid {
+                continue;
+            }
+            if !tick_threads.contains_key(&interval.tid) {
+                self.capture.borrow_mut().stacks.close_off_cpu(kernel_tid);
+                time.forget(interval.tid);
+                continue;
+            }
+            let samples = time.off_cpu(interval.tid, interval.since, now);
+            if samples > 0 {
+                let key = (interval.tid, interval.stack, Backing::Anonymous);
+                let owner = self.owners.owner(&self.capture, key, tick_threads, decode);
+                charges.entry(owner).or_default().add(Metric::Wall, samples);
+            }
+        }
     }
 
     /// The interval's charges, one [`ThreadSample`] per owner charged: `tick_threads` are
@@ -675,6 +789,9 @@ impl KernelAttribution {
         for event in &events {
             self.tids.insert(event.tid);
             self.apply(event, tick_threads, decode, &mut charges, now);
+        }
+        if !last {
+            self.charge_open_off_cpu(tick_threads, decode, &mut charges);
         }
         self.unknown.set_aside(&mut charges);
         let due = if last {
@@ -719,7 +836,11 @@ impl KernelAttribution {
         if event.stack != 0
             && matches!(
                 event.kind,
-                EventKind::Fault | EventKind::Alloc | EventKind::MmapEnter
+                EventKind::Fault
+                    | EventKind::Alloc
+                    | EventKind::MmapEnter
+                    | EventKind::CpuSample
+                    | EventKind::OffCpu
             )
             && let Some(held) = self.unknown.placed(event.tid)
         {
@@ -794,6 +915,31 @@ impl KernelAttribution {
                     .mremap_enter(event.tid, event.addr, event.len, event.arg);
             }
             EventKind::MremapExit => self.ledger.mremap_exit(event.tid, event.addr, charges),
+            // Time, as `wall` and `cpu` count it: of Python threads only (a thread this tick
+            // did not read as Python and whose stack the walker could not read is not one).
+            EventKind::CpuSample | EventKind::OffCpu
+                if event.stack == 0 && !tick_threads.contains_key(&event.tid) =>
+            {
+                self.stats.time_not_python += 1;
+            }
+            EventKind::CpuSample => {
+                self.stats.cpu_samples += 1;
+                let owner = owner(&mut self.owners, &mut self.unknown, Backing::Anonymous);
+                let values = charges.entry(owner).or_default();
+                values.add(Metric::Cpu, 1);
+                values.add(Metric::Wall, 1);
+            }
+            EventKind::OffCpu => {
+                self.stats.off_cpu_intervals += 1;
+                let samples = self
+                    .time
+                    .as_mut()
+                    .map_or(0, |time| time.off_cpu(event.tid, event.addr, event.len));
+                if samples > 0 {
+                    let owner = owner(&mut self.owners, &mut self.unknown, Backing::Anonymous);
+                    charges.entry(owner).or_default().add(Metric::Wall, samples);
+                }
+            }
             // Sorted out by the capture (`KernelCapture::drain_all`).
             EventKind::Fork | EventKind::Exec | EventKind::Exit => {}
         }

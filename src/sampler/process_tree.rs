@@ -515,6 +515,10 @@ impl Ticker for ProcessTreeSampler {
         &mut self.stats
     }
 
+    fn ticks_at_the_end(&self) -> bool {
+        self.members.iter().any(|m| m.sampler.ticks_at_the_end())
+    }
+
     fn finish(&mut self) {
         for member in &mut self.members {
             Ticker::finish(&mut member.sampler);

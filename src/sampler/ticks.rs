@@ -75,6 +75,8 @@ pub(crate) struct TickAttribution {
     last_stacks: HashMap<u32, Vanished>,
     /// RSS is charged elsewhere (in-kernel stacks): leave `rss` and `rss-release` alone.
     skip_rss: bool,
+    /// Time is sampled elsewhere (in the kernel): leave `cpu` and `wall` alone.
+    skip_time: bool,
 }
 
 /// The interval's per-thread fault deltas (plus [`EXITED_THREADS`]) and whether each kernel
@@ -98,6 +100,12 @@ impl TickAttribution {
     /// Leaves `rss` and `rss-release` to another attribution.
     pub(crate) fn skip_rss(&mut self) {
         self.skip_rss = true;
+    }
+
+    /// Leaves `cpu` and `wall` to in-kernel time sampling (which thread was on a CPU still
+    /// picks who gets RSS growth without per-thread faults).
+    pub(crate) fn skip_time(&mut self) {
+        self.skip_time = true;
     }
 
     pub(crate) fn charge(
@@ -158,6 +166,12 @@ impl TickAttribution {
                 fallback,
                 &others,
             );
+        }
+        if self.skip_time {
+            for sample in &mut samples {
+                sample.values.0[Metric::Cpu.index()] = 0;
+                sample.values.0[Metric::Wall.index()] = 0;
+            }
         }
         Sample {
             time,
