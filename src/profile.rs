@@ -293,6 +293,14 @@ impl RunSummary {
         }
     }
 
+    /// Whether time was sampled in the kernel (its on-CPU samples or intervals off CPUs
+    /// were counted), not by the ticks `samples` counts.
+    pub fn time_sampled_in_kernel(&self) -> bool {
+        self.tallies.iter().any(|(name, value)| {
+            (name == "cpu_samples" || name == "off_cpu_intervals") && *value > 0
+        })
+    }
+
     /// Samples per second achieved.
     pub fn achieved_rate(&self) -> f64 {
         if self.duration_s > 0.0 {

@@ -577,11 +577,10 @@ fn blocking_reads_sample_and_leave_the_target_running() {
     let output = run(command);
     assert!(output.status.success());
     assert!(weight_of(&read_folded(&folded), "<module>") > 50);
-    // A profile of time loads nothing into the kernel or the target, and says so.
+    // A profile of time samples time in the kernel, charges no memory there, and says so.
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--metric wall weighs time only")
-            && !stderr.contains("captured in the kernel"),
+        stderr.contains("time sampled in the kernel") && !stderr.contains("captured in the kernel"),
         "{stderr}"
     );
     let state = std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).expect("stat");
@@ -615,7 +614,7 @@ fn the_default_rate_follows_what_the_ticks_are_for() {
         (
             &["--metric", "wall"][..],
             "at 100 Hz for 0.3 s;",
-            "(asked 100)",
+            "on CPUs at 100 Hz a thread, taken in the kernel",
         ),
         (&["--rate", "50"][..], "at 50 Hz for 0.3 s;", "(asked 50)"),
     ] {
@@ -734,4 +733,96 @@ fn exec_into_a_program_without_python_is_named() {
             .any(|(stack, _)| stack.iter().any(|f| f.contains("<module>"))),
         "the samples before the exec are kept"
     );
+}
+
+/// The process's CPU time so far, in seconds (`utime + stime` of `/proc/PID/stat`).
+fn process_cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("fields")
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based over the whole line).
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+/// `--metric cpu` and `--metric wall` are sampled in the kernel (each CPU's clock, and threads
+/// as they leave a CPU): against ground truth (tests/scripts/time_threads.py), the spinning
+/// thread's `cpu` is the process's CPU time at the rate asked, and each thread's `wall`
+/// (spinning, napping 200 times a second, waiting from before the attach) is the run's length
+/// at that rate.
+#[test]
+fn time_sampled_in_the_kernel_is_the_cpu_time_and_wall_clock() {
+    let _serial = serial();
+    for label in ["3.6", "3.12", "sid3.14"] {
+        let Some(interp) = common::interpreter_or_skip(label) else {
+            continue;
+        };
+        let mut target = common::start(&interp, &common::script("time_threads.py"), &[]);
+        target.wait_for_line("READY", Duration::from_secs(30));
+        let pid = target.pid();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rate = 200.0;
+        for metric in ["cpu", "wall"] {
+            let folded = dir.path().join(format!("{metric}.folded"));
+            let mut command = sampler();
+            command
+                .args([
+                    "--pid",
+                    &pid.to_string(),
+                    "--duration",
+                    "2",
+                    "--rate",
+                    "200",
+                ])
+                .args(["--metric", metric, "--collapsed"])
+                .arg(&folded);
+            let cpu_before = process_cpu_seconds(pid);
+            let started = Instant::now();
+            let output = run(command);
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu = process_cpu_seconds(pid) - cpu_before;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{label} {metric}: {stderr}");
+            assert!(stderr.contains("taken in the kernel"), "{label}: {stderr}");
+            let stacks = read_folded(&folded);
+            let within =
+                |got: u64, want: f64, share: f64| (got as f64 - want).abs() <= share * want;
+            match metric {
+                "cpu" => {
+                    // The process's CPU time over the whole command (start-up included), as
+                    // a share of a CPU, over the 2 s sampled: the spinning thread is all of
+                    // it but the naps' wake-ups, and spins at a steady share.
+                    let spin = weight_of(&stacks, "spin");
+                    let want = cpu / elapsed * 2.0 * rate;
+                    assert!(
+                        within(total(&stacks), want, 0.12),
+                        "{label}: {} cpu samples for {cpu:.2} s of CPU in {elapsed:.2} s ({want:.0} expected in 2 s at {rate} Hz): {stacks:?}",
+                        total(&stacks)
+                    );
+                    assert!(
+                        spin as f64 >= 0.9 * total(&stacks) as f64
+                            && weight_of(&stacks, "main_wait") == 0,
+                        "{label}: {stacks:?}"
+                    );
+                }
+                _ => {
+                    // The run lasts 2 s of the command's `elapsed` (which adds its start-up).
+                    for function in ["spin", "nap", "main_wait"] {
+                        let got = weight_of(&stacks, function);
+                        assert!(
+                            within(got, 2.0 * rate, 0.1),
+                            "{label}: {function} has {got} wall samples for 2 s at {rate} Hz ({elapsed:.2} s in all): {stacks:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

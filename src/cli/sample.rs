@@ -169,19 +169,32 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
         "pmt-sample: stopped after {:.2} s: {stop_text}",
         summary.duration_s
     );
-    eprintln!(
-        "  samples: {} at {:.1} Hz (asked {}), missed ticks: {}, read errors: {}{}",
-        summary.samples,
-        summary.achieved_rate(),
-        summary.rate_hz,
-        summary.missed_ticks,
-        summary.read_errors,
-        stats
-            .last_error
-            .as_deref()
-            .map(|e| format!(" (last: {e})"))
-            .unwrap_or_default()
-    );
+    let time_in_kernel = stats.in_kernel.as_ref().filter(|k| k.samples_time);
+    let last_error = stats
+        .last_error
+        .as_deref()
+        .map(|e| format!(" (last: {e})"))
+        .unwrap_or_default();
+    match time_in_kernel {
+        // The kernel sampled time; the ticks only read what it captured and the stacks.
+        Some(kernel) => eprintln!(
+            "  samples: {} on CPUs at {} Hz a thread, taken in the kernel, and {} intervals off CPUs; stack reads: {} at {:.1} Hz, read errors: {}{last_error}",
+            kernel.cpu_samples,
+            summary.rate_hz,
+            kernel.off_cpu_intervals,
+            summary.samples,
+            summary.achieved_rate(),
+            summary.read_errors,
+        ),
+        None => eprintln!(
+            "  samples: {} at {:.1} Hz (asked {}), missed ticks: {}, read errors: {}{last_error}",
+            summary.samples,
+            summary.achieved_rate(),
+            summary.rate_hz,
+            summary.missed_ticks,
+            summary.read_errors,
+        ),
+    }
     eprintln!(
         "  thread stacks torn and read again: {}, torn on every try: {} (charged to the thread's previous stack)",
         stats.torn_reads, stats.unreadable_stacks
@@ -209,7 +222,12 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
         );
     }
     if let (Some(p50), Some(p99)) = (summary.sample_cost_p50_us, summary.sample_cost_p99_us) {
-        eprintln!("  cost per sample: p50 {p50:.1} µs, p99 {p99:.1} µs");
+        let per = if time_in_kernel.is_some() {
+            "stack read"
+        } else {
+            "sample"
+        };
+        eprintln!("  cost per {per}: p50 {p50:.1} µs, p99 {p99:.1} µs");
     }
     if let Some(rss) = stats.rss {
         eprintln!("  RSS at the end: {}", format_value(Metric::Rss, rss));
@@ -217,6 +235,8 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
     let metric = args.outputs.metric_for(profile);
     if matches!(metric, Metric::Rss) {
         eprintln!("  {}", summary.attribution_note());
+    } else if let Some(kernel) = time_in_kernel {
+        eprintln!("  {}", kernel.note());
     }
     if let Some(line) = heap_line(profile, stats, metric, args.outputs.metric.is_none()) {
         eprintln!("  {line}");

@@ -157,12 +157,19 @@ fn subtitle(profile: &Profile, metric: Metric, total: u64) -> String {
         target.pid
     ));
     if let Some(summary) = &profile.summary {
-        parts.push(format!(
-            "{:.1} s, {} samples at {:.0} Hz",
-            summary.duration_s,
-            summary.samples,
-            summary.achieved_rate()
-        ));
+        parts.push(if summary.time_sampled_in_kernel() {
+            format!(
+                "{:.1} s, time sampled in the kernel at {:.0} Hz",
+                summary.duration_s, summary.rate_hz
+            )
+        } else {
+            format!(
+                "{:.1} s, {} samples at {:.0} Hz",
+                summary.duration_s,
+                summary.samples,
+                summary.achieved_rate()
+            )
+        });
         let note = summary.attribution_note();
         let length: usize = parts.iter().map(|p| p.chars().count() + 3).sum();
         if matches!(metric, Metric::Rss) && length + note.chars().count() <= MAX_SUBTITLE_CHARS {

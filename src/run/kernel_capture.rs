@@ -75,15 +75,31 @@ pub fn bpf_layout(spy: &PythonSpy) -> BpfLayout {
     }
 }
 
-/// Loads the capture: page faults always, allocation samples (mean `sample_bytes`) when
-/// `allocations`.
-pub fn load(allocations: bool, sample_bytes: u64) -> Result<SharedCapture, MallocError> {
+/// Loads the capture: time sampled at `time_hz` (each thread's stack once per `1/time_hz` of
+/// CPU time, and as it leaves a CPU) when given, else page faults; allocation samples (mean
+/// `sample_bytes`) when `allocations`.
+pub fn load(
+    allocations: bool,
+    sample_bytes: u64,
+    time_hz: Option<f64>,
+) -> Result<SharedCapture, MallocError> {
     let stacks = KernelStacks::load(CaptureOptions {
-        pages: true,
+        pages: time_hz.is_none(),
         sample_bytes: allocations.then_some(sample_bytes),
         watchpoints: false,
+        time_period_ns: time_hz.map(|hz| (1e9 / hz).round().max(1.0) as u64),
     })?;
     Ok(KernelCapture::shared(stacks))
+}
+
+/// Whether `capture` samples time (not memory).
+pub fn samples_time(capture: &SharedCapture) -> bool {
+    capture
+        .borrow_mut()
+        .stacks()
+        .options()
+        .time_period_ns
+        .is_some()
 }
 
 /// Adds `sampler`'s process to `capture` and makes the sampler charge by it.
@@ -94,11 +110,13 @@ pub fn add_process(
 ) -> Result<(), MallocError> {
     let layout = bpf_layout(sampler.source());
     let pid = sampler.source().pid();
-    capture
-        .borrow_mut()
-        .stacks()
-        .add_process(pid, layout, allocators)?;
-    sampler.use_kernel_stacks(capture.clone(), true);
+    let pages = {
+        let mut capture = capture.borrow_mut();
+        let stacks = capture.stacks();
+        stacks.add_process(pid, layout, allocators)?;
+        stacks.options().pages
+    };
+    sampler.use_kernel_stacks(capture.clone(), pages);
     Ok(())
 }
 
@@ -107,6 +125,12 @@ pub fn describe(capture: &SharedCapture) -> String {
     let mut capture = capture.borrow_mut();
     let stacks = capture.stacks();
     let probes = stacks.probes().count();
+    if let Some(period) = stacks.options().time_period_ns {
+        return format!(
+            "time sampled in the kernel: each thread's Python stack at every {} µs of its CPU time, and as it leaves a CPU (its wait charged to the stack it waits in)",
+            period / 1000
+        );
+    }
     match stacks.options().sample_bytes {
         Some(bytes) => format!(
             "memory charged to Python stacks captured in the kernel at page faults and at allocations (one sample per {} KiB a thread allocates, {probes} allocator probes)",

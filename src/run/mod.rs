@@ -79,22 +79,13 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// For a run whose outputs weigh time only (`wall`, `cpu`): loads nothing that charges
-    /// memory unless asked by name (`auto` attribution becomes `ticks`, no allocation hook is
-    /// put into the target). Returns what it left out, for a note; `None` if nothing.
+    /// For a run whose outputs weigh time only (`wall`, `cpu`): the in-kernel capture (unless
+    /// `--attribution ticks`) samples time instead of charging memory, and no allocation hook
+    /// is put into the target. Returns what it left out, for a note; `None` if nothing.
     pub fn for_time_only(&mut self) -> Option<&'static str> {
         self.weighs_time = true;
-        let capture = self.attribution == AttributionMode::Auto;
         let hook = self.heap.take().is_some();
-        if capture {
-            self.attribution = AttributionMode::Ticks;
-        }
-        match (capture, hook) {
-            (true, true) => Some("neither the in-kernel capture nor the allocation hook"),
-            (true, false) => Some("no in-kernel capture"),
-            (false, true) => Some("no allocation hook"),
-            (false, false) => None,
-        }
+        hook.then_some("no allocation hook")
     }
 }
 
@@ -113,6 +104,11 @@ pub const MEMORY_RATE_HZ: f64 = 20.0;
 /// of stack reads: the sustained peak of `rss` and `heap` is weighed at these ticks, and must
 /// see a buffer freed and made again between two reads of stacks.
 pub const CAPTURE_TICK_HZ: f64 = 100.0;
+
+/// Ticks per second of a run whose time is sampled in the kernel: each reads what the kernel
+/// captured and the stacks (for thread names, and the threads that wait from before they were
+/// first seen).
+pub const TIME_TICK_HZ: f64 = 10.0;
 
 /// The stack reads per second of a run without `--rate`: [`MEMORY_RATE_HZ`] when memory is
 /// charged in the kernel (`in_kernel`) and no output weighs time, else [`DEFAULT_RATE_HZ`].
@@ -239,6 +235,11 @@ impl Run {
             let rate_hz = options
                 .rate_hz
                 .unwrap_or_else(|| default_rate_hz(in_kernel, options.weighs_time));
+            if sources.samples_time() {
+                // The kernel samples at `rate_hz`; ticks only read its events and the stacks
+                // that name threads.
+                return (rate_hz, (rate_hz.min(TIME_TICK_HZ), 1));
+            }
             (rate_hz, ticks_for(rate_hz, in_kernel))
         };
         let (mut rate_hz, (tick_hz, read_every)) = rates(&sources);

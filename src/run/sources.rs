@@ -45,8 +45,14 @@ pub(super) struct Added {
     pub counts_allocations: bool,
 }
 
-fn no_kernel_stacks(err: &MallocError) -> String {
-    format!("no in-kernel stacks ({err}): memory is charged to the stacks read at each tick")
+fn no_kernel_stacks(err: &MallocError, time: bool) -> String {
+    if time {
+        format!(
+            "no in-kernel time sampling ({err}): time is sampled by reading stacks at each tick"
+        )
+    } else {
+        format!("no in-kernel stacks ({err}): memory is charged to the stacks read at each tick")
+    }
 }
 
 /// What the hook does, for the notes.
@@ -73,13 +79,23 @@ impl Sources {
             python_allocators: options.python_allocators,
             frees: false,
         });
-        let capture = if options.attribution == AttributionMode::Ticks {
+        // A run that weighs time samples it in the kernel, unless it roots stacks at asyncio
+        // tasks: the task a thread runs is read from its thread state at a tick, and a stack
+        // captured in the kernel can name only a task that alone runs its coroutine. Any
+        // other run charges memory there.
+        let time_in_kernel = options.weighs_time && !options.tasks;
+        let capture = if options.attribution == AttributionMode::Ticks
+            || (options.weighs_time
+                && options.tasks
+                && options.attribution == AttributionMode::Auto)
+        {
             None
         } else {
-            match kernel_capture::load(malloc.is_some(), options.sample_bytes) {
+            let time_hz = time_in_kernel.then(|| options.rate_hz.unwrap_or(super::DEFAULT_RATE_HZ));
+            match kernel_capture::load(malloc.is_some(), options.sample_bytes, time_hz) {
                 Ok(capture) => Some(capture),
                 Err(err) if options.attribution == AttributionMode::Auto => {
-                    notes.push(no_kernel_stacks(&err));
+                    notes.push(no_kernel_stacks(&err, options.weighs_time));
                     None
                 }
                 Err(err) => return Err(err.into()),
@@ -119,6 +135,14 @@ impl Sources {
         self.capture.borrow().is_some()
     }
 
+    /// Whether time is sampled in the kernel (for a single process: still, once it was added).
+    pub(super) fn samples_time(&self) -> bool {
+        self.capture
+            .borrow()
+            .as_ref()
+            .is_some_and(kernel_capture::samples_time)
+    }
+
     /// Whether allocator counters feed `malloc-*` (with a tree: for each process added).
     pub(super) fn counts_allocations(&self) -> bool {
         self.malloc.is_some()
@@ -155,7 +179,10 @@ impl Sources {
                     added.counts_allocations = self.malloc.is_some();
                 }
                 Err(err) if self.attribution == AttributionMode::Auto => {
-                    added.notes.push(no_kernel_stacks(&err));
+                    added.notes.push(no_kernel_stacks(
+                        &err,
+                        kernel_capture::samples_time(&capture),
+                    ));
                     if !self.tree {
                         self.capture.replace(None);
                     }
