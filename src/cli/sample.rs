@@ -178,9 +178,10 @@ fn print_summary(finished: &Finished, args: &SampleArgs, child_note: Option<&str
     match time_in_kernel {
         // The kernel sampled time; the ticks only read what it captured and the stacks.
         Some(kernel) => eprintln!(
-            "  samples: {} on CPUs at {} Hz a thread, taken in the kernel, and {} intervals off CPUs; stack reads: {} at {:.1} Hz, read errors: {}{last_error}",
+            "  samples: {} on CPUs at {} Hz a thread ({:.1} a second in all), taken in the kernel, and {} intervals off CPUs; stack reads: {} at {:.1} Hz, read errors: {}{last_error}",
             kernel.cpu_samples,
             summary.rate_hz,
+            kernel.cpu_samples as f64 / summary.duration_s.max(1e-9),
             kernel.off_cpu_intervals,
             summary.samples,
             summary.achieved_rate(),

@@ -41,12 +41,18 @@ pub fn fold_labelled(
         if value == 0 {
             continue;
         }
-        let frames: Vec<String> = profile
+        let mut stack = String::new();
+        for (i, frame) in profile
             .stack_labels(&weight, options.threads, |ids| labels.stack(ids))
             .iter()
-            .map(|f| sanitize_frame(f))
-            .collect();
-        *folded.entry(frames.join(";")).or_default() += value;
+            .enumerate()
+        {
+            if i > 0 {
+                stack.push(';');
+            }
+            push_sanitized(&mut stack, frame);
+        }
+        *folded.entry(stack).or_default() += value;
     }
     folded.into_iter().collect()
 }
@@ -61,15 +67,24 @@ pub fn write(profile: &Profile, options: FoldOptions, mut out: impl Write) -> io
 
 /// A frame's text made safe for the folded format: `;` separates frames and a line break ends
 /// the record, so both are replaced.
+#[cfg(test)]
 fn sanitize_frame(frame: &str) -> String {
-    frame
-        .chars()
-        .map(|c| match c {
-            ';' => ',',
-            '\n' | '\r' => ' ',
-            c => c,
-        })
-        .collect()
+    let mut out = String::new();
+    push_sanitized(&mut out, frame);
+    out
+}
+
+/// Appends `frame`'s text made safe for the folded format (as it mostly is: then as it is).
+fn push_sanitized(out: &mut String, frame: &str) {
+    if !frame.contains([';', '\n', '\r']) {
+        out.push_str(frame);
+        return;
+    }
+    out.extend(frame.chars().map(|c| match c {
+        ';' => ',',
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
 }
 
 #[cfg(test)]
