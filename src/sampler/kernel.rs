@@ -39,7 +39,7 @@ use super::unknown_threads::{Held, UnknownThreads};
 
 use crate::attach::process::{Backing, Region, memory_regions};
 use crate::memory::kernel_stacks::{
-    EventKind, KernelStacks, MemoryEvent, RawStack, STACK_TABLE_SIZE, Tallies,
+    EventKind, KernelStacks, MemoryEvent, OffCpu, RawStack, STACK_TABLE_SIZE, Tallies,
 };
 use crate::python::{CapturedFrame, CodeInfo, Frame};
 use crate::sample::{Metric, PageKind, ThreadIdentity, ThreadSample};
@@ -75,7 +75,17 @@ pub struct KernelCapture {
     kernel_tallies_read: Option<std::time::Instant>,
     /// When the process and thread tables were last counted.
     occupancy_read: Option<std::time::Instant>,
+    /// The intervals off CPUs still open as last read: when, by this process's clock and by
+    /// `CLOCK_MONOTONIC` (read before the table), and the table.
+    off_cpu: Option<(std::time::Instant, u64, OpenOffCpu)>,
 }
+
+/// Open intervals off CPUs, by kernel tid as the scheduler names it.
+type OpenOffCpu = Vec<(u32, OffCpu)>;
+
+/// How long one read of the open intervals off CPUs serves: the processes of a tree, ticked
+/// one after the other, charge theirs from one read (a read costs two `bpf` calls an entry).
+const OFF_CPU_REFRESH: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long the walker's tallies may go unread: not at every tick, which at 100 ticks a
 /// second of several processes would cost a syscall per tally each time.
@@ -138,6 +148,7 @@ impl KernelCapture {
             tallies: CaptureTallies::default(),
             kernel_tallies_read: None,
             occupancy_read: None,
+            off_cpu: None,
         }))
     }
 
@@ -222,6 +233,27 @@ impl KernelCapture {
             self.pending.remove(&tgid);
             self.forks.remove(&tgid);
         }
+    }
+
+    /// The intervals off CPUs of process `tgid`'s threads still open (by kernel tid, as the
+    /// scheduler names them), and when they were read (`CLOCK_MONOTONIC` nanoseconds).
+    fn open_off_cpu(&mut self, tgid: u32) -> (u64, OpenOffCpu) {
+        let fresh = self
+            .off_cpu
+            .as_ref()
+            .is_some_and(|(at, _, _)| at.elapsed() < OFF_CPU_REFRESH);
+        if !fresh {
+            // Now is read before the table: an interval that ends after it charges the rest.
+            let now = crate::attach::stop::monotonic_ns();
+            self.off_cpu = Some((std::time::Instant::now(), now, self.stacks.off_cpu()));
+        }
+        let (_, now, open) = self.off_cpu.as_ref().expect("read above");
+        let mine = open
+            .iter()
+            .filter(|(_, interval)| interval.tgid == tgid)
+            .copied()
+            .collect();
+        (*now, mine)
     }
 
     /// The process that forked `child`, if the capture followed the fork and still holds the
@@ -737,13 +769,8 @@ impl KernelAttribution {
         let Some(time) = &mut self.time else {
             return;
         };
-        // Now is read before the table: an interval that ends after it charges the rest.
-        let now = crate::attach::stop::monotonic_ns();
-        let open = self.capture.borrow().stacks.off_cpu();
+        let (now, open) = self.capture.borrow_mut().open_off_cpu(self.tgid);
         for (kernel_tid, interval) in open {
-            if interval.tgid != self.tgid {
-                continue;
-            }
             if !tick_threads.contains_key(&interval.tid) {
                 self.capture.borrow_mut().stacks.close_off_cpu(kernel_tid);
                 time.forget(interval.tid);
