@@ -335,13 +335,7 @@ unsafe impl aya::Pod for OffCpu {}
 /// that CPU's time.
 fn attach_cpu_clocks(ebpf: &mut Ebpf, period_ns: u64) -> Result<(), MallocError> {
     use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-    let program: &mut PerfEvent = ebpf
-        .program_mut(CPU_SAMPLE_PROGRAM)
-        .ok_or_else(|| MallocError::Bpf {
-            what: format!("BPF object lacks program {CPU_SAMPLE_PROGRAM}"),
-        })?
-        .try_into()
-        .map_err(|e| MallocError::from_bpf(CPU_SAMPLE_PROGRAM, &e))?;
+    let program: &mut PerfEvent = malloc::program_of(ebpf, CPU_SAMPLE_PROGRAM)?;
     program
         .load()
         .map_err(|e| MallocError::from_bpf(&format!("loading {CPU_SAMPLE_PROGRAM}"), &e))?;
@@ -453,13 +447,7 @@ impl KernelStacks {
             tracepoints.extend(TIME_TRACEPOINTS);
         }
         for (program, category, event) in tracepoints {
-            let tracepoint: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| MallocError::Bpf {
-                    what: format!("BPF object lacks program {program}"),
-                })?
-                .try_into()
-                .map_err(|e| MallocError::from_bpf(program, &e))?;
+            let tracepoint: &mut TracePoint = malloc::program_of(&mut ebpf, program)?;
             tracepoint
                 .load()
                 .map_err(|e| MallocError::from_bpf(&format!("loading {program}"), &e))?;
@@ -471,13 +459,7 @@ impl KernelStacks {
             attach_cpu_clocks(&mut ebpf, period_ns)?;
         }
         if options.watchpoints {
-            let program: &mut PerfEvent = ebpf
-                .program_mut(WATCH_PROGRAM)
-                .ok_or_else(|| MallocError::Bpf {
-                    what: format!("BPF object lacks program {WATCH_PROGRAM}"),
-                })?
-                .try_into()
-                .map_err(|e| MallocError::from_bpf(WATCH_PROGRAM, &e))?;
+            let program: &mut PerfEvent = malloc::program_of(&mut ebpf, WATCH_PROGRAM)?;
             program
                 .load()
                 .map_err(|e| MallocError::from_bpf(&format!("loading {WATCH_PROGRAM}"), &e))?;

@@ -190,14 +190,7 @@ impl Watchpoints {
     }
 
     fn program(&mut self) -> Result<&mut PerfEvent, MallocError> {
-        self.stacks
-            .ebpf_mut()
-            .program_mut(WATCH_PROGRAM)
-            .ok_or_else(|| MallocError::Bpf {
-                what: format!("BPF object lacks program {WATCH_PROGRAM}"),
-            })?
-            .try_into()
-            .map_err(|e| MallocError::from_bpf(WATCH_PROGRAM, &e))
+        super::malloc::program_of(self.stacks.ebpf_mut(), WATCH_PROGRAM)
     }
 
     /// Watches the 8 bytes at `address` for writes by each thread of `tids` (and the threads

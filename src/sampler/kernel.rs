@@ -422,15 +422,8 @@ impl InKernelStats {
         }
         let c = &self.capture;
         note.push_str(&format!(
-            "; capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing, stack table recycled {} times (at most {} of {} stacks held), {} child processes captured from their first page; the walker's tables at the end: {} processes, {} threads (at most {} and {} at its once-a-second counts)",
-            c.events,
-            c.kernel.lost_events,
-            c.kernel.walks,
-            c.kernel.reused,
-            c.kernel.no_thread,
-            c.kernel.read_failed,
-            c.kernel.stacks_full,
-            c.stacks_missing,
+            "; capture: {}, stack table recycled {} times (at most {} of {} stacks held), {} child processes captured from their first page; the walker's tables at the end: {} processes, {} threads (at most {} and {} at its once-a-second counts)",
+            self.walker_sentence(),
             c.stack_table_recycles,
             c.stack_table_peak,
             STACK_TABLE_SIZE,
@@ -445,12 +438,20 @@ impl InKernelStats {
 
     /// The sentence of a run whose time was sampled in the kernel.
     fn time_note(&self) -> String {
-        let c = &self.capture;
         format!(
-            "time sampled in the kernel: {} on-CPU samples and {} ended intervals off CPUs of Python threads ({} events of other threads left out); capture: {} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing",
+            "time sampled in the kernel: {} on-CPU samples and {} ended intervals off CPUs of Python threads ({} events of other threads left out); capture: {}",
             self.cpu_samples,
             self.off_cpu_intervals,
             self.time_not_python,
+            self.walker_sentence(),
+        )
+    }
+
+    /// What the walker counted: events, losses and walks.
+    fn walker_sentence(&self) -> String {
+        let c = &self.capture;
+        format!(
+            "{} events, {} lost (ring full), {} stack walks ({} reused the last), {} without a thread state, {} cut short by an unreadable frame, {} stacks not stored (table full), {} stacks missing",
             c.events,
             c.kernel.lost_events,
             c.kernel.walks,

@@ -275,6 +275,19 @@ pub(crate) fn probe_sites(
     Ok((sites, python))
 }
 
+/// Program `name` of `ebpf`, as its kind `P` (a tracepoint, uprobe or perf-event program).
+pub(crate) fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, MallocError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| MallocError::Bpf {
+            what: format!("BPF object lacks program {name}"),
+        })?
+        .try_into()
+        .map_err(|e| MallocError::from_bpf(name, &e))
+}
+
 /// Attaches each site's program of `ebpf` (loading it the first time) to process `tgid`.
 pub(crate) fn attach_uprobes(
     ebpf: &mut Ebpf,
@@ -283,13 +296,7 @@ pub(crate) fn attach_uprobes(
 ) -> Result<Vec<AttachedProbe>, MallocError> {
     let mut probes = Vec::with_capacity(sites.len());
     for site in sites {
-        let program: &mut UProbe = ebpf
-            .program_mut(site.program)
-            .ok_or_else(|| MallocError::Bpf {
-                what: format!("BPF object lacks program {}", site.program),
-            })?
-            .try_into()
-            .map_err(|e| MallocError::from_bpf(site.program, &e))?;
+        let program: &mut UProbe = program_of(ebpf, site.program)?;
         if program.fd().is_err() {
             program
                 .load()
