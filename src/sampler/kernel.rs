@@ -606,8 +606,10 @@ pub(crate) struct KernelAttribution {
     /// With time sampling: what each thread's time off CPUs was charged up to.
     time: Option<TimeLedger>,
     /// Threads whose interval off CPUs user space opened (at their first hand-over), so that
-    /// a thread waiting since before sampling began is charged its wait.
-    time_opened: HashSet<u32>,
+    /// a thread waiting since before sampling began is charged its wait; `None` where it
+    /// cannot (no time sampling, or this process numbers threads in a PID namespace of its
+    /// own, and the scheduler's table is keyed by the kernel's own ids).
+    time_opened: Option<HashSet<u32>>,
     stats: InKernelStats,
 }
 
@@ -673,8 +675,10 @@ impl KernelAttribution {
             handed: Vec::new(),
             handed_at: None,
             unknown: UnknownThreads::default(),
+            time_opened: (time.is_some()
+                && crate::attach::namespaces::reader_pid_namespace().is_none())
+            .then(HashSet::new),
             time,
-            time_opened: HashSet::new(),
             stats: InKernelStats::default(),
         }
     }
@@ -738,15 +742,14 @@ impl KernelAttribution {
     /// Opens an interval off CPUs for each thread of `threads` seen for the first time, from
     /// now: a thread that waits from before it was seen is charged its wait when it next runs
     /// or at the next charge (a thread on a CPU now closes it at its next on-CPU sample, and
-    /// opens its own as it leaves). Only where this process numbers threads as the kernel
-    /// does (the scheduler's table is keyed by the kernel's own ids).
+    /// opens its own as it leaves).
     fn open_off_cpu(&mut self, threads: &[(u32, u64)]) {
-        if self.time.is_none() || crate::attach::namespaces::reader_pid_namespace().is_some() {
+        let Some(opened) = &mut self.time_opened else {
             return;
-        }
+        };
         let new: Vec<(u32, u32)> = threads
             .iter()
-            .filter(|&&(tid, _)| self.time_opened.insert(tid))
+            .filter(|&&(tid, _)| opened.insert(tid))
             .map(|&(tid, _)| (tid, tid))
             .collect();
         if !new.is_empty() {
