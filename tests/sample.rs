@@ -614,7 +614,7 @@ fn the_default_rate_follows_what_the_ticks_are_for() {
         (
             &["--metric", "wall"][..],
             "at 100 Hz for 0.3 s;",
-            "on CPUs at 100 Hz a thread, taken in the kernel",
+            "on CPUs at 100 Hz a thread (",
         ),
         (&["--rate", "50"][..], "at 50 Hz for 0.3 s;", "(asked 50)"),
     ] {
