@@ -509,7 +509,9 @@ ALWAYS_INLINE int emit(__u32 kind, __u32 tgid, __u32 tid, __u64 addr, __u64 len,
 {
     struct event e = {.kind = kind, .tid = tid, .tgid = tgid, .addr = addr, .len = len,
                       .arg = arg, .stack = stack};
-    if (bpf_ringbuf_output(&PMT_EVENTS, &e, sizeof(e), BPF_RB_NO_WAKEUP))
+    // Adaptive wake-up (flags 0): the reader is woken only by the first event after it
+    // caught up, so a reader with nothing to drain can wait on the ring instead of ticking.
+    if (bpf_ringbuf_output(&PMT_EVENTS, &e, sizeof(e), 0))
         tally(T_LOST_EVENTS);
     return 0;
 }

@@ -65,6 +65,53 @@ pub fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
     }
 }
 
+/// Waits until one of `fds` is readable or `deadline` passes, waking early once `stop` is
+/// raised (a signal interrupts the wait). Returns `true` when one is readable, or when they
+/// cannot be waited on (the caller then does what it would have done on data).
+pub fn wait_readable_until(
+    fds: &[std::os::fd::RawFd],
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> bool {
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let timeout = libc::timespec {
+            tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(left.subsec_nanos()),
+        };
+        // SAFETY: `polls` is a valid array of `polls.len()` pollfds; the timeout is a valid
+        // timespec and the signal mask pointer may be null.
+        let rc = unsafe {
+            libc::ppoll(
+                polls.as_mut_ptr(),
+                polls.len() as libc::nfds_t,
+                &timeout,
+                std::ptr::null(),
+            )
+        };
+        match rc {
+            0 => return false,
+            rc if rc > 0 => return true,
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => return true,
+        }
+    }
+}
+
 /// The current `CLOCK_MONOTONIC` time in nanoseconds (the clock `bpf_ktime_get_ns` reads).
 pub(crate) fn monotonic_ns() -> u64 {
     let t = monotonic_now();
@@ -110,5 +157,35 @@ mod tests {
         let start = Instant::now();
         assert!(!sleep_until(start + Duration::from_secs(5), &stop));
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn waits_until_a_descriptor_is_readable_or_the_deadline() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let stop = AtomicBool::new(false);
+        let (reader, mut writer) = std::io::pipe().expect("pipe");
+        let fds = [reader.as_raw_fd()];
+        let start = Instant::now();
+        assert!(!wait_readable_until(
+            &fds,
+            start + Duration::from_millis(30),
+            &stop
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        writer.write_all(b"x").expect("write");
+        let start = Instant::now();
+        assert!(wait_readable_until(
+            &fds,
+            start + Duration::from_secs(5),
+            &stop
+        ));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        assert!(!wait_readable_until(
+            &fds,
+            start + Duration::from_secs(5),
+            &stop
+        ));
     }
 }

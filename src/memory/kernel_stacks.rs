@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{PerfEvent, TracePoint};
@@ -588,6 +589,12 @@ impl KernelStacks {
     /// Closes the open interval of kernel thread `kernel_tid` (a thread gone).
     pub fn close_off_cpu(&mut self, kernel_tid: u32) {
         let _ = self.off_cpu.remove(&kernel_tid);
+    }
+
+    /// The ring of events, which polls readable while it holds an event not drained (the
+    /// programs wake a reader only with the first event after it caught up).
+    pub fn events_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
     }
 
     /// Appends every event written since the last call to `out`, oldest first.

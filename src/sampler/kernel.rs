@@ -157,6 +157,11 @@ impl KernelCapture {
         &mut self.stacks
     }
 
+    /// The ring of events: readable while an event waits to be drained.
+    pub(crate) fn events_fd(&self) -> std::os::fd::RawFd {
+        self.stacks.events_fd()
+    }
+
     /// The capture's tallies so far: the walker's as last read (see [`Self::refresh_tallies`]).
     pub fn tallies(&self) -> CaptureTallies {
         self.tallies

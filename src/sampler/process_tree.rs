@@ -22,6 +22,7 @@ use crate::memory::heap_hook::HookTallies;
 use crate::python::{PythonSpy, SpyError, SpyOptions};
 use crate::sample::{ProcessIdentity, Sample};
 use std::collections::{HashMap, HashSet};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -91,8 +92,8 @@ pub struct ProcessTreeSampler {
     candidates: HashMap<i32, Candidate>,
     /// Members that exited while the tree may still list them (not yet reaped): not new.
     exited_members: HashSet<i32>,
-    discover_every: u64,
-    ticks: u64,
+    /// When the tree is next read without events, and pending processes retried.
+    next_discovery: Duration,
     skipped: Vec<String>,
     /// Processes skipped past the first [`SKIPPED_LISTED`].
     skipped_more: u64,
@@ -120,7 +121,6 @@ impl ProcessTreeSampler {
             return Err(SamplerError::BadRate(options.rate_hz));
         }
         TargetProcess::open(root)?;
-        let per_discovery = (DISCOVER_INTERVAL.as_secs_f64() * options.rate_hz).round();
         Ok(ProcessTreeSampler {
             root,
             options,
@@ -129,8 +129,7 @@ impl ProcessTreeSampler {
             tree: ProcessTree::follow(root),
             candidates: HashMap::new(),
             exited_members: HashSet::new(),
-            discover_every: (per_discovery as u64).max(1),
-            ticks: 0,
+            next_discovery: Duration::ZERO,
             skipped: Vec::new(),
             skipped_more: 0,
             exited_attribution: Attribution::default(),
@@ -187,7 +186,10 @@ impl ProcessTreeSampler {
     /// Brings the tree up to date (each tick with events, every [`DISCOVER_INTERVAL`]
     /// without) and attaches to new processes when it changed or a retry is due.
     fn follow_tree(&mut self, time: Duration) {
-        let due = self.ticks.is_multiple_of(self.discover_every);
+        let due = time >= self.next_discovery;
+        if due {
+            self.next_discovery = time + DISCOVER_INTERVAL;
+        }
         if self.tree.uses_events() || due {
             let update = self.tree.update(|_| None);
             if due || update.changed || !update.renamed.is_empty() {
@@ -462,7 +464,6 @@ fn add_attribution(total: &mut Attribution, part: &Attribution) {
 impl Ticker for ProcessTreeSampler {
     fn tick(&mut self, time: Duration, sink: &mut dyn SampleSink) -> bool {
         self.follow_tree(time);
-        self.ticks += 1;
         let mut sampled = false;
         let mut index = 0;
         while index < self.members.len() {
@@ -517,6 +518,24 @@ impl Ticker for ProcessTreeSampler {
 
     fn ticks_at_the_end(&self) -> bool {
         self.members.iter().any(|m| m.sampler.ticks_at_the_end())
+    }
+
+    /// Idle when every member is, and no process waits to be attached to (a new child's
+    /// first faults, captured from its fork, make the ring readable).
+    fn idle_fds(&self) -> Option<Vec<RawFd>> {
+        let pending = (self.candidates.values()).any(|c| matches!(c, Candidate::Pending { .. }));
+        if self.members.is_empty() || pending {
+            return None;
+        }
+        let mut fds = Vec::new();
+        for member in &self.members {
+            for fd in member.sampler.idle_fds()? {
+                if !fds.contains(&fd) {
+                    fds.push(fd);
+                }
+            }
+        }
+        Some(fds)
     }
 
     fn finish(&mut self) {
