@@ -97,12 +97,13 @@ pub const DEFAULT_RATE_HZ: f64 = 100.0;
 /// in the kernel where it is acquired: the reads then serve only the time columns of `--json`
 /// and pprof, the RSS of the timeline, and the names of threads, which need no high rate. A
 /// fifth of the default costs a fifth of the stack reads: following 8 lightly loaded workers,
-/// 2.1% of a core against 5.2% (bench/results/subprocesses_light_default_rate.md).
+/// 1.1% of a core against 3.0% (bench/results/subprocesses_light_default_rate.md).
 pub const MEMORY_RATE_HZ: f64 = 20.0;
 
 /// With in-kernel stacks, how often at least what was captured is charged, whatever the rate
 /// of stack reads: the sustained peak of `rss` and `heap` is weighed at these ticks, and must
-/// see a buffer freed and made again between two reads of stacks.
+/// see a buffer freed and made again between two reads of stacks. A tick between two reads
+/// that would find nothing captured is not taken (`sampler::skip_idle_ticks`).
 pub const CAPTURE_TICK_HZ: f64 = 100.0;
 
 /// Ticks per second of a run whose time is sampled in the kernel: each reads what the kernel
