@@ -19,10 +19,12 @@ sampled for --duration seconds by `pmt-sample --pid MASTER --subprocesses` at th
 metric and attribution, and by `py-spy record --pid MASTER --subprocesses` (--nonblocking, --idle
 so that sleeping workers count as samples) at the same rate, alternating in the same run. Reported:
 each profiler's CPU (user+system from its rusage, os.wait4) as % of one core and per sample.
-Writes bench/results/subprocesses_light.md.
+`--pmt-variant ARGS` (repeatable) adds pmt-sample runs with those arguments, e.g. another metric
+(`--metric wall`) or attribution (`--attribution ticks`). Writes bench/results/subprocesses_light.md.
 
 Usage: python3 bench/subprocesses.py [--python PATH] [--workers 16] [--duration 8] [--repeats 2]
        python3 bench/subprocesses.py --light 1,8,32 [--duration 10] [--repeats 2] [--py-spy PATH]
+                                     [--pmt-variant ARGS]... [--out FILE]
 Needs a release build: cargo build --release.
 """
 
@@ -31,6 +33,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -118,18 +121,17 @@ def wait_cpu(process):
     return status, usage.ru_utime + usage.ru_stime
 
 
-def light_pmt(python, workers, duration, out_dir, rate=None):
+def light_pmt(python, workers, duration, out_dir, extra_args=()):
     """pmt-sample on a fresh pool: a short run, then a run of `duration` on the same pool; the
     second's figures, and the steady state: the CPU the longer run took beyond the shorter,
     over the seconds it lasted longer (start-up, loading the eBPF programs, left out)."""
     started = time.monotonic()
     pool = start_light_pool(python, workers, duration + STEADY_SHORT_S + 4)
     timeline = os.path.join(out_dir, "light.json")
-    rate_args = ["--rate", f"{rate:g}"] if rate else []
     cpus = []
     for seconds in (STEADY_SHORT_S, duration):
         cmd = [PMT, "--pid", str(pool.pid), "--subprocesses", "--duration", str(seconds),
-               "--json", timeline] + rate_args
+               "--json", timeline] + list(extra_args)
         sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         status, cpu = wait_cpu(sampler)
         stderr = sampler.stderr.read()
@@ -213,13 +215,13 @@ def light_main(args):
     with tempfile.TemporaryDirectory() as out_dir:
         for workers in counts:
             for _ in range(args.repeats):
-                for tool in ("pmt-sample", "pmt-sample --rate 100", "py-spy"):
-                    if tool == "pmt-sample":
-                        result = light_pmt(args.python, workers, args.duration, out_dir)
-                    elif tool == "pmt-sample --rate 100":
-                        result = light_pmt(args.python, workers, args.duration, out_dir, rate=100)
-                    else:
+                for variant in ["", "--rate 100"] + args.pmt_variant + [None]:
+                    if variant is None:
+                        tool = "py-spy"
                         result = light_pyspy(args.python, workers, args.duration, pyspy, out_dir)
+                    else:
+                        tool = f"pmt-sample {variant}".strip()
+                        result = light_pmt(args.python, workers, args.duration, out_dir, shlex.split(variant))
                     rows.append((workers, tool, result))
                     print(workers, tool, result, flush=True)
     with open("/proc/loadavg") as f:
@@ -242,7 +244,8 @@ def light_main(args):
         "20 ms). Profilers, started once every worker runs, on a fresh pool each run, alternating:",
         f"- `pmt-sample --pid MASTER --subprocesses --duration {args.duration:g} --json …` (default "
         f"metric, default attribution: here `{attribution}`, eBPF, as root; the default rate, "
-        "20 Hz where memory is charged in the kernel), and the same at `--rate 100`;",
+        "20 Hz where memory is charged in the kernel), the same at `--rate 100`"
+        + "".join(f", with `{v}`" for v in args.pmt_variant) + ";",
         f"- `py-spy record --pid MASTER --subprocesses --rate 100 --duration {int(args.duration)} "
         "--nonblocking --idle --format raw -o …` (`--idle` so that a sleeping worker's sample is "
         "kept and counted; py-spy reads every thread either way).",
@@ -288,6 +291,8 @@ def main():
     parser.add_argument("--light", metavar="N,N,...",
                         help="measure the cost of following N lightly loaded workers, beside py-spy")
     parser.add_argument("--out", help="with --light: the results file (default bench/results/subprocesses_light.md)")
+    parser.add_argument("--pmt-variant", action="append", default=[], metavar="ARGS",
+                        help="with --light: also run pmt-sample with these arguments (repeatable)")
     parser.add_argument("--py-spy", help="py-spy to compare with (default bench/.venv/bin/py-spy, else PATH)")
     args = parser.parse_args()
     if not os.path.exists(PMT):

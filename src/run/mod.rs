@@ -97,7 +97,7 @@ pub const DEFAULT_RATE_HZ: f64 = 100.0;
 /// in the kernel where it is acquired: the reads then serve only the time columns of `--json`
 /// and pprof, the RSS of the timeline, and the names of threads, which need no high rate. A
 /// fifth of the default costs a fifth of the stack reads: following 8 lightly loaded workers,
-/// 1.1% of a core against 3.0% (bench/results/subprocesses_light_default_rate.md).
+/// 1.4% of a core against 3.4% (bench/results/subprocesses_light_default_rate.md).
 pub const MEMORY_RATE_HZ: f64 = 20.0;
 
 /// With in-kernel stacks, how often at least what was captured is charged, whatever the rate
