@@ -937,18 +937,20 @@ pub(crate) fn run_ticks(
             stats.missed_ticks += skipped;
             stats.ticks += skipped;
             tick += skipped;
+        } else {
+            // (After missed ticks, the next tick may be a read that came late: it is taken.)
+            let idle = skip_idle_ticks(
+                ticker,
+                &clock,
+                options.read_every,
+                tick,
+                period_ns,
+                end_ns,
+                stop,
+            );
+            ticker.stats_mut().ticks += idle;
+            tick += idle;
         }
-        let idle = skip_idle_ticks(
-            ticker,
-            &clock,
-            options.read_every,
-            tick,
-            period_ns,
-            end_ns,
-            stop,
-        );
-        ticker.stats_mut().ticks += idle;
-        tick += idle;
         let deadline = tick.saturating_mul(period_ns);
         clock.sleep_until_ns(end_ns.map_or(deadline, |end| deadline.min(end)), stop);
     };
