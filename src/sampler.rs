@@ -1212,7 +1212,8 @@ mod tests {
         assert!(sink.0.iter().all(|s| s.rss.is_some_and(|rss| rss > 0)));
     }
 
-    /// A ticker that is idle between reads, waiting on a pipe it drains at each tick.
+    /// A ticker that is idle between reads, waiting on a pipe (non-blocking) it drains at each
+    /// tick.
     struct Waiting {
         pipe: std::io::PipeReader,
         times: Vec<Duration>,
@@ -1222,9 +1223,6 @@ mod tests {
     impl Ticker for Waiting {
         fn tick(&mut self, time: Duration, _: &mut dyn SampleSink) -> bool {
             use std::io::Read;
-            use std::os::fd::AsRawFd;
-            // SAFETY: F_SETFL on a descriptor this ticker owns.
-            unsafe { libc::fcntl(self.pipe.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
             let _ = self.pipe.read(&mut [0; 64]);
             self.times.push(time);
             false
@@ -1242,7 +1240,10 @@ mod tests {
     #[test]
     fn an_idle_ticker_wakes_only_to_read_or_for_what_it_captured() {
         use std::io::Write;
+        use std::os::fd::AsRawFd;
         let (pipe, mut writer) = std::io::pipe().expect("pipe");
+        // SAFETY: F_SETFL on a descriptor this test owns.
+        unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
         let mut ticker = Waiting {
             pipe,
             times: Vec::new(),

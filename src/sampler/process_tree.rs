@@ -523,7 +523,10 @@ impl Ticker for ProcessTreeSampler {
     /// Idle when every member is, and no process waits to be attached to (a new child's
     /// first faults, captured from its fork, make the ring readable).
     fn idle_fds(&self) -> Option<Vec<RawFd>> {
-        let pending = (self.candidates.values()).any(|c| matches!(c, Candidate::Pending { .. }));
+        let pending = self
+            .candidates
+            .values()
+            .any(|c| matches!(c, Candidate::Pending { .. }));
         if self.members.is_empty() || pending {
             return None;
         }
