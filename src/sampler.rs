@@ -1267,11 +1267,14 @@ mod tests {
             &mut Collect::default(),
         );
         drop(wrote.join());
+        // Without the wait, 35 ticks; without waking for the write, none between 100 and 200 ms.
+        // (A busy machine may miss a read's deadline, and take a late read after it.)
         let ms: Vec<u128> = ticker.times.iter().map(Duration::as_millis).collect();
-        let between: Vec<u128> = ms.iter().copied().filter(|t| t % 100 >= 20).collect();
-        assert!(ms.len() <= 6, "ticks taken at {ms:?}");
-        assert_eq!(between.len(), 1, "ticks taken at {ms:?}");
-        assert!((150..200).contains(&between[0]), "ticks taken at {ms:?}");
+        assert!(ms.len() <= 8, "ticks taken at {ms:?}");
+        assert!(
+            ms.iter().any(|t| (150..200).contains(t)),
+            "ticks taken at {ms:?}"
+        );
         // The ticks left out are counted as ticks.
         assert!(stats.ticks >= 34, "{} ticks", stats.ticks);
     }
