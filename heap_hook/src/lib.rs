@@ -339,12 +339,11 @@ static SLOTS: Global<[Slot; 1 << SLOT_BITS]> = Global::new(
     }; 1 << SLOT_BITS],
 );
 
-/// The calling thread's common-path state: on x86-64 a slot found by the thread pointer
-/// (`%fs:0`, one load) instead of a call into the dynamic linker; the thread-local block where
-/// the slot is another live thread's.
+/// The slot of the calling thread's common-path state, and its thread pointer (`%fs:0`, one
+/// load) that owns it unless another live thread does.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn hot() -> &'static Hot {
+fn own_slot() -> (&'static Slot, u64) {
     let tp: u64;
     // SAFETY: on x86-64 Linux `%fs:0` holds the thread control block's own address (glibc
     // and musl), readable by its thread at any time.
@@ -354,11 +353,28 @@ fn hot() -> &'static Hot {
     }
     let index = (tp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOT_BITS)) as usize;
     // SAFETY: a slot's `hot` is used only by the thread whose pointer owns the slot.
-    let slot = unsafe { &(*SLOTS.get())[index] };
+    (unsafe { &(*SLOTS.get())[index] }, tp)
+}
+
+/// The calling thread's common-path state: on x86-64 a slot found by the thread pointer
+/// instead of a call into the dynamic linker; the thread-local block where the slot is
+/// another live thread's.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hot() -> &'static Hot {
+    let (slot, tp) = own_slot();
     if slot.owner.load(Ordering::Relaxed) == tp {
         return &slot.hot;
     }
     claim(slot, tp)
+}
+
+/// The calling thread's common-path state where that needs no call: its slot, once claimed.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn owned_hot() -> Option<&'static Hot> {
+    let (slot, tp) = own_slot();
+    (slot.owner.load(Ordering::Relaxed) == tp).then_some(&slot.hot)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -376,6 +392,12 @@ fn claim(slot: &'static Slot, tp: u64) -> &'static Hot {
 #[inline(always)]
 fn hot() -> &'static Hot {
     &thread().hot
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn owned_hot() -> Option<&'static Hot> {
+    Some(hot())
 }
 
 /// Runs `call`, saying whether it was the outermost allocator call of `t`'s thread (an inner
@@ -544,18 +566,24 @@ fn after_alloc(t: &Hot, p: *mut c_void, size: usize) {
 /// The common path of a free: is any live sample hashed where `ptr` would be?
 #[inline(always)]
 fn before_free(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
+    if let Some(bucket) = sampled_bucket(ptr as u64) {
+        forget(ptr as u64, bucket);
+    }
+}
+
+/// The counting filter's bucket of `ptr` if a live sample may be hashed there.
+#[inline(always)]
+fn sampled_bucket(ptr: u64) -> Option<usize> {
+    if ptr == 0 {
+        return None;
     }
     let filter = FILTER.load(Ordering::Acquire);
     if filter.is_null() {
-        return;
+        return None;
     }
-    let bucket = filter_bucket(ptr as u64);
+    let bucket = filter_bucket(ptr);
     // SAFETY: the bits are 1 << FILTER_BITS of them and are never unmapped.
-    if unsafe { *filter.add(bucket >> 3) } & (1 << (bucket & 7)) != 0 {
-        forget(ptr as u64, bucket);
-    }
+    (unsafe { *filter.add(bucket >> 3) } & (1 << (bucket & 7)) != 0).then_some(bucket)
 }
 
 /// Whether a live sample may start at `obj`, 16 or 32 bytes before it (where a recycled
@@ -672,16 +700,30 @@ unsafe fn object_block(obj: u64) -> Option<(u64, u64, u64)> {
     }
 }
 
+/// The hook's reference tracer. Its common paths make no call but the chained one, so that
+/// they save no registers: whatever needs more goes on in [`created_slowly`] or
+/// [`destroyed_slowly`], which chain the event themselves.
 unsafe extern "C" fn ref_tracer(obj: *mut c_void, event: c_int, data: *mut c_void) -> c_int {
     if !obj.is_null() && SAMPLING.load(Ordering::Relaxed) {
         if event == REF_CREATE {
-            created(obj as u64);
+            if !created_quickly(obj as u64) {
+                // SAFETY: as this function's own caller.
+                return unsafe { created_slowly(obj, event, data) };
+            }
         } else if event == REF_DESTROY {
             // SAFETY: CPython passes a live object with its type set.
-            unsafe { destroyed(obj as u64) };
+            if unsafe { may_free_a_sampled_keys_table(obj as u64) } {
+                // SAFETY: as this function's own caller.
+                return unsafe { destroyed_slowly(obj, event, data) };
+            }
         }
     }
-    let _ = data;
+    chain(obj, event)
+}
+
+/// Passes a reference tracer's event on to the tracer installed before the hook's.
+#[inline(always)]
+fn chain(obj: *mut c_void, event: c_int) -> c_int {
     // SAFETY: set at install, before this tracer was.
     let (previous, previous_data) = unsafe { *PREVIOUS_TRACER.get() };
     match previous {
@@ -689,6 +731,20 @@ unsafe extern "C" fn ref_tracer(obj: *mut c_void, event: c_int, data: *mut c_voi
         Some(previous) => unsafe { previous(obj, event, previous_data) },
         None => 0,
     }
+}
+
+#[inline(never)]
+unsafe extern "C" fn created_slowly(obj: *mut c_void, event: c_int, _data: *mut c_void) -> c_int {
+    created(obj as u64);
+    chain(obj, event)
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn destroyed_slowly(obj: *mut c_void, event: c_int, _data: *mut c_void) -> c_int {
+    // SAFETY: CPython passes a live object with its type set.
+    unsafe { destroyed(obj as u64) };
+    chain(obj, event)
 }
 
 /// An object is destroyed. Its own memory, if it goes to a free list rather than back to the
@@ -699,34 +755,48 @@ unsafe extern "C" fn ref_tracer(obj: *mut c_void, event: c_int, data: *mut c_voi
 /// # Safety
 /// `obj` is a live object whose type is set.
 unsafe fn destroyed(obj: u64) {
+    // SAFETY: as the caller's.
+    if let Some(keys) = unsafe { own_keys_table(obj) } {
+        before_free(keys as *mut c_void);
+    }
+}
+
+/// A dict's own keys table (not its class's split one), `None` for any other object.
+///
+/// # Safety
+/// `obj` is a live object whose type is set.
+#[inline(always)]
+unsafe fn own_keys_table(obj: u64) -> Option<u64> {
     // SAFETY: the object's header and type, and a dict's members, still in place.
     unsafe {
         let tp = *((obj as usize + OB_TYPE) as *const u64);
         if tp == 0 || *((tp as usize + TP_FLAGS) as *const u64) & TPFLAGS_DICT_SUBCLASS == 0 {
-            return;
+            return None;
         }
-        if *((obj as usize + DICT_VALUES) as *const u64) == 0 {
-            before_free(*((obj as usize + DICT_KEYS) as *const u64) as *mut c_void);
+        if *((obj as usize + DICT_VALUES) as *const u64) != 0 {
+            return None;
         }
+        Some(*((obj as usize + DICT_KEYS) as *const u64))
     }
+}
+
+/// Whether [`destroyed`] may have a sample to forget: `obj` is a dict whose own keys table
+/// is hashed where a live sample is.
+///
+/// # Safety
+/// `obj` is a live object whose type is set.
+#[inline(always)]
+unsafe fn may_free_a_sampled_keys_table(obj: u64) -> bool {
+    // SAFETY: as the caller's.
+    unsafe { own_keys_table(obj) }.and_then(sampled_bucket).is_some()
 }
 
 /// An object was created. If the allocator just handed out its block, the allocation was
 /// counted there. Otherwise its memory was recycled from a free list: whatever sample was
 /// there is gone, and it counts down the thread's interval as an allocation of its size would.
-#[inline(always)]
 fn created(obj: u64) {
     let t = hot();
-    let last = t.last_alloc.get();
-    // Fresh: the object lies in the block the allocator just handed out, right at its start
-    // (ints, floats, str), after the GC header (16 bytes) or after that and the managed-dict
-    // pre-header (32): counted by the allocator, once. No recycled object can lie there while
-    // that block is allocated, so the type need not be read to tell.
-    if last != 0 && matches!(obj.wrapping_sub(last), 0 | 16 | 32) {
-        t.last_alloc.set(0);
-        return;
-    }
-    if t.inside.get() {
+    if created_quickly_by(t, obj) {
         return;
     }
     if may_start_a_sample_before(obj) {
@@ -740,6 +810,40 @@ fn created(obj: u64) {
     if left <= 0 {
         sampled_recycled(t, obj);
     }
+}
+
+/// [`created`]'s common path, if the calling thread's state needs no call to find: `false`
+/// where `created` has more to do.
+#[inline(always)]
+fn created_quickly(obj: u64) -> bool {
+    owned_hot().is_some_and(|t| created_quickly_by(t, obj))
+}
+
+/// [`created`]'s common path by `t`: `false`, leaving `t` as it was, where no live sample can
+/// be in the object's block and the thread's interval is not over.
+#[inline(always)]
+fn created_quickly_by(t: &Hot, obj: u64) -> bool {
+    let last = t.last_alloc.get();
+    // Fresh: the object lies in the block the allocator just handed out, right at its start
+    // (ints, floats, str), after the GC header (16 bytes) or after that and the managed-dict
+    // pre-header (32): counted by the allocator, once. No recycled object can lie there while
+    // that block is allocated, so the type need not be read to tell.
+    if last != 0 && matches!(obj.wrapping_sub(last), 0 | 16 | 32) {
+        t.last_alloc.set(0);
+        return true;
+    }
+    if t.inside.get() {
+        return true;
+    }
+    if may_start_a_sample_before(obj) {
+        return false;
+    }
+    let left = t.countdown.get().wrapping_sub(RECYCLED_UNIT as i64);
+    if left <= 0 {
+        return false;
+    }
+    t.countdown.set(left);
+    true
 }
 
 /// The sampled path of a recycled object: its block and size, read now.
