@@ -12,8 +12,10 @@ pmt-sample.
 
 With --cost, instead: what each part costs the server (bare; pmt-sample's stack reads; its
 in-kernel page-fault capture; the hook; and, launched, `memray run` with and without
---trace-python-allocators when memray is in the venv): latency p50/p99, the server's CPU per
-request, pmt-sample's own CPU.
+--trace-python-allocators when memray is in the venv; for gunicorn, the floor under the hook:
+the server with bench/empty_hooks.rs's empty reference tracer (3.13+) and pass-through
+allocator wrappers installed): latency p50/p99, the server's CPU per request, pmt-sample's own
+CPU.
 
 Usage: python3 bench/heap_servers.py [--server gunicorn|gthread|uvicorn] [--venv DIR] [--root ROOT] [--attach] [--seconds S] [--cost [--repeat N]]
 (DIR: a venv with gunicorn, flask, uvicorn and fastapi for the Python to test: by default
@@ -33,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 
+from heap_hook_cost import EMPTY_HOOKS_WRAPPER, build_empty_hooks
 from proctree import descendants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,9 +82,11 @@ def wait_up(port):
     raise RuntimeError("server did not come up")
 
 
-def run(args, leak, metric, tmp, extra=(), memray=None):
+def run(args, leak, metric, tmp, extra=(), memray=None, floor=None):
     """One server run: metric None runs it without pmt-sample (with `memray` a list of
-    `memray run` options, under memray instead). Returns the latencies, failures, the folded
+    `memray run` options, under memray instead; with `floor` (bench/empty_hooks.rs's library,
+    its wrapper and the hooks to install), with those empty hooks installed in the master
+    before the server starts, which its forked workers inherit). Returns the latencies, failures, the folded
     profile's totals per process, pmt-sample's stderr, pmt-sample's CPU seconds and the
     server's (all its processes') CPU seconds during the measured load."""
     port = free_port()
@@ -92,6 +97,9 @@ def run(args, leak, metric, tmp, extra=(), memray=None):
         command = [os.path.join(args.venv, "bin", "python"), "-m", "memray", "run", "-q",
                    "--follow-fork", "-o", os.path.join(tmp, "memray-%d.bin" % port)] + memray + [
                        "-m", os.path.basename(command[0])] + command[1:]
+    if floor is not None:
+        library, wrapper, hooks = floor
+        command = [os.path.join(args.venv, "bin", "python"), wrapper, library, hooks] + command
     server = ([] if not args.root else ["chroot", args.root]) + command
     folded = os.path.join(tmp, "%s-%s.folded" % (metric, "leak" if leak else "control"))
     pmt = [PMT, "--subprocesses", "--metric", metric or "heap", "--collapsed", folded] + (
@@ -263,11 +271,31 @@ def cost(args, tmp, lines, version):
         conditions += [("memray run --follow-fork", None, (), []),
                        ("memray run --follow-fork --trace-python-allocators", None, (),
                         ["--trace-python-allocators"])]
+    floors = {}
+    if args.server != "uvicorn":
+        # The floor under the hook: what CPython spends calling any allocator wrapper and
+        # (3.13+) any reference tracer. gunicorn forks its workers from the master, where the
+        # wrapper installs them; uvicorn's workers are spawned, fresh interpreters.
+        library = build_empty_hooks(tmp)
+        wrapper = os.path.join(tmp, "empty_hooks.py")
+        with open(wrapper, "w") as f:
+            f.write(EMPTY_HOOKS_WRAPPER)
+        python = ([] if not args.root else ["chroot", args.root]) + [
+            os.path.join(args.venv, "bin", "python"), "-c",
+            "import sys; sys.exit(sys.version_info < (3, 13))"]
+        if subprocess.run(python).returncode == 0:
+            floors["bare, an empty reference tracer installed"] = (library, wrapper, "tracer")
+            floors["bare, an empty tracer and pass-through allocator wrappers installed"] = (
+                library, wrapper, "allocators,tracer")
+        else:
+            floors["bare, pass-through allocator wrappers installed"] = (
+                library, wrapper, "allocators")
+        conditions += [(label, None, (), None) for label in floors]
     results = collections.defaultdict(list)
     for _ in range(args.repeat):
         for label, metric, extra, memray_options in conditions:
             lat, failures, _, _, cpu, server_cpu = run(args, True, metric, tmp, extra,
-                                                       memray_options)
+                                                       memray_options, floors.get(label))
             results[label].append((lat, failures, cpu, server_cpu))
     lines.append("Load average at the end: %.1f. Server CPU: all its processes' user + system"
                  " time over the measured %g s, per answered request (what the hook and the"
