@@ -86,9 +86,9 @@ def run(args, leak, metric, tmp, extra=(), memray=None, floor=None):
     """One server run: metric None runs it without pmt-sample (with `memray` a list of
     `memray run` options, under memray instead; with `floor` (bench/empty_hooks.rs's library,
     its wrapper and the hooks to install), with those empty hooks installed in the master
-    before the server starts, which its forked workers inherit). Returns the latencies, failures, the folded
-    profile's totals per process, pmt-sample's stderr, pmt-sample's CPU seconds and the
-    server's (all its processes') CPU seconds during the measured load."""
+    before the server starts, which its forked workers inherit). Returns the latencies,
+    failures, the folded profile's totals per process, pmt-sample's stderr, pmt-sample's CPU
+    seconds and the server's (all its processes') CPU seconds during the measured load."""
     port = free_port()
     env = dict(os.environ, LEAK="1" if leak else "0")
     apps = os.path.join(ROOT, "bench", "workloads", "servers")

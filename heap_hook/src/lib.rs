@@ -819,8 +819,9 @@ fn created_quickly(obj: u64) -> bool {
     owned_hot().is_some_and(|t| created_quickly_by(t, obj))
 }
 
-/// [`created`]'s common path by `t`: `false`, leaving `t` as it was, where no live sample can
-/// be in the object's block and the thread's interval is not over.
+/// [`created`]'s common path by `t`: `true` where that was all there was to do; `false`,
+/// leaving `t` as it was, where a live sample may be in the object's block or the thread's
+/// interval is over.
 #[inline(always)]
 fn created_quickly_by(t: &Hot, obj: u64) -> bool {
     let last = t.last_alloc.get();
